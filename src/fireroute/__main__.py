@@ -1,0 +1,3 @@
+from fireroute.cli.main import main
+
+raise SystemExit(main())

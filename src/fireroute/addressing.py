@@ -1,0 +1,86 @@
+"""Pure derivations: blocks from a pool (the guide's formula), tap names, MACs.
+
+Each derived value comes from exactly one function here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from ipaddress import IPv4Address, IPv4Network
+
+from fireroute.errors import PoolExhausted
+
+TAP_PREFIX = "fr-"
+
+
+def block_size(prefix: int) -> int:
+    """Addresses in one block (the guide's A): 4 for /30."""
+    return 1 << (32 - prefix)
+
+
+def block_count(pool: IPv4Network, prefix: int) -> int:
+    return pool.num_addresses // block_size(prefix)
+
+
+def block(pool: IPv4Network, prefix: int, ordinal: int) -> IPv4Network:
+    """Block number ``ordinal`` (0-based) of the pool: tap IP = base + A*O + 1, guest = +2."""
+    if not 0 <= ordinal < block_count(pool, prefix):
+        raise PoolExhausted(f"pool {pool} has no /{prefix} block number {ordinal}")
+    start = pool.network_address + block_size(prefix) * ordinal
+    return IPv4Network(f"{start}/{prefix}")
+
+
+def ordinal_of(pool: IPv4Network, net: IPv4Network) -> int:
+    return (int(net.network_address) - int(pool.network_address)) // net.num_addresses
+
+
+def mac_for(guest_ip: IPv4Address) -> str:
+    """``06:00:`` followed by the guest IPv4's four octets, as the guide's rootfs expects."""
+    return "06:00:" + ":".join(f"{b:02X}" for b in guest_ip.packed)
+
+
+def default_tap_name(vm: str) -> str:
+    """``fr-<vm>`` when it fits in 15 bytes, else ``fr-<first 5>-<6 hex of sha1(vm)>``."""
+    if len(TAP_PREFIX) + len(vm) <= 15:
+        return TAP_PREFIX + vm
+    digest = hashlib.sha1(vm.encode()).hexdigest()[:6]
+    return f"{TAP_PREFIX}{vm[:5]}-{digest}"
+
+
+def overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
+    return a_start <= b_end and b_start <= a_end
+
+
+def free_ordinals(
+    pool: IPv4Network, prefix: int, taken: list[tuple[int, int]], want: int
+) -> list[int]:
+    """The ``want`` lowest block ordinals whose ranges overlap nothing in ``taken``.
+
+    ``taken`` holds inclusive (first, last) integer address ranges already leased, in any pool.
+    Freed blocks are therefore reused before the pool grows.
+    """
+    size = block_size(prefix)
+    base = int(pool.network_address)
+    count = block_count(pool, prefix)
+    relevant = sorted(
+        (s, e) for s, e in taken if overlaps(s, e, base, base + pool.num_addresses - 1)
+    )
+    out: list[int] = []
+    i = 0
+    ordinal = 0
+    while len(out) < want and ordinal < count:
+        start = base + size * ordinal
+        end = start + size - 1
+        while i < len(relevant) and relevant[i][1] < start:
+            i += 1
+        if i < len(relevant) and relevant[i][0] <= end:
+            # jump past the blocking range
+            ordinal = max(ordinal + 1, (relevant[i][1] + 1 - base + size - 1) // size)
+            continue
+        out.append(ordinal)
+        ordinal += 1
+    if len(out) < want:
+        raise PoolExhausted(
+            f"pool {pool} is exhausted: {want} /{prefix} block(s) wanted, {len(out)} free"
+        )
+    return out

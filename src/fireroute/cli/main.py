@@ -1,0 +1,329 @@
+"""``fireroute`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from fireroute import __version__
+from fireroute.errors import FirerouteError, UsageError
+
+FORMATS = (
+    "text",
+    "json",
+    "boot-args",
+    "guest-script",
+    "firecracker-api",
+    "firecracker-config",
+    "firectl",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="state file (default $FIREROUTE_STATE or /var/lib/fireroute/state.db)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _up_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="VM", help="vm name(s)")
+    p.add_argument("--count", type=int, help="bring up VMs PREFIX0 .. PREFIX{N-1} in one batch")
+    p.add_argument("--prefix", default="vm-", help="name prefix for --count (default vm-)")
+    p.add_argument("--backend", default="nft", help="nft (default) or iptables")
+    p.add_argument("--uplink", help="internet-facing interface (default: the default route's)")
+    p.add_argument("--pool", default="172.16.0.0/16", help="address pool (default 172.16.0.0/16)")
+    p.add_argument("--block-size", default="30", help="block prefix length, 24..30 (default 30)")
+    p.add_argument("--table", default="firecracker", help="nftables table (default firecracker)")
+    p.add_argument("--tap", help="tap name (default fr-<vm>, at most 15 bytes)")
+    p.add_argument("--mac", help="guest MAC (default 06:00 + the guest IPv4's octets)")
+    p.add_argument("--dns", action="append", default=[], help="DNS server for the guest")
+    p.add_argument("--owner", help="UID[:GID] allowed to open the tap (jailed Firecracker)")
+    p.add_argument("--guest-iface", default="eth0", help="interface name in the guest")
+    p.add_argument("--iface-id", default="eth0", help="Firecracker iface_id (default eth0)")
+    p.add_argument(
+        "--skip-conflicts",
+        action="store_true",
+        help="skip blocks that overlap host routes instead of failing",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fireroute", description="Host networking for Firecracker microVMs.")
+    p.add_argument("--version", action="version", version=f"fireroute {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    up = sub.add_parser("up", help="create a VM's tap, /30, forwarding and NAT")
+    _up_options(up)
+    _common(up)
+    up.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+    plan = sub.add_parser("plan", help="print the commands up would run (dry run)")
+    _up_options(plan)
+    _common(plan)
+    down = sub.add_parser("down", help="remove exactly what up created (idempotent)")
+    down.add_argument("names", nargs="*", metavar="VM")
+    down.add_argument("--all", action="store_true", help="every VM in the state file")
+    down.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+    _common(down)
+    ls = sub.add_parser("ls", help="list VMs")
+    _common(ls)
+    show = sub.add_parser("show", help="what a VM needs, in one of several formats")
+    show.add_argument("name", metavar="VM")
+    show.add_argument("--format", default="text", choices=FORMATS)
+    show.add_argument(
+        "--socket",
+        default="/tmp/firecracker.socket",
+        help="API socket used in the firecracker-api rendering",
+    )
+    _common(show)
+    td = sub.add_parser(
+        "teardown", help="every VM down, shared tables removed, forwarding restored"
+    )
+    td.add_argument("--dry-run", action="store_true")
+    _common(td)
+    demo = sub.add_parser("demo", help="a safe demonstration inside throwaway namespaces")
+    demo.add_argument("--vms", type=int, default=3, help="number of microVM networks (default 3)")
+    demo.add_argument("--backend", default="nft")
+    demo.add_argument("--no-boot", action="store_true", help="network only, boot no guests")
+    return p
+
+
+def _state(args: argparse.Namespace) -> Path:
+    from fireroute.state.store import default_path
+
+    return args.state or default_path()
+
+
+def _options(args: argparse.Namespace):  # noqa: ANN202
+    from fireroute.manager import pool_arg
+    from fireroute.model import Options, Owner
+
+    size = str(args.block_size).lstrip("/")
+    if not size.isdigit():
+        raise UsageError(f'invalid --block-size "{args.block_size}": use 24..30 (or /24../30)')
+    dns = []
+    for d in args.dns:
+        try:
+            dns.append(IPv4Address(d))
+        except ValueError:
+            raise UsageError(f'invalid --dns "{d}": expected an IPv4 address') from None
+    if len(dns) > 2:
+        raise UsageError("at most two --dns servers fit the kernel ip= argument")
+    return Options(
+        backend=args.backend,
+        pool=pool_arg(args.pool),
+        prefix=int(size),
+        uplink=args.uplink,
+        table=args.table,
+        tap=args.tap,
+        dns=tuple(dns),
+        owner=Owner.parse(args.owner) if args.owner else None,
+        mac=args.mac,
+        guest_iface=args.guest_iface,
+        iface_id=args.iface_id,
+    )
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    if args.count is not None:
+        if args.names:
+            raise UsageError("give either vm names or --count, not both")
+        if not 1 <= args.count <= 65536:
+            raise UsageError(f"invalid --count {args.count}: use 1..65536")
+        return [f"{args.prefix}{i}" for i in range(args.count)]
+    if not args.names:
+        raise UsageError("name at least one vm (or use --count N)")
+    return list(args.names)
+
+
+def _progress(enabled: bool):  # noqa: ANN202
+    if not enabled:
+        return None
+    start = time.monotonic()
+
+    def show(msg: str) -> None:
+        sys.stderr.write(f"\r\x1b[K[{time.monotonic() - start:5.2f}s] {msg}")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_up(args: argparse.Namespace, dry_run: bool) -> int:
+    from fireroute.manager import Manager
+    from fireroute.plan.steps import as_commands
+    from fireroute.render import record
+
+    names = _names(args)
+    t0 = time.monotonic()
+    progress = _progress(len(names) > 1 and sys.stderr.isatty() and not dry_run)
+    res = Manager(_state(args)).up(
+        names,
+        _options(args),
+        skip_conflicts=args.skip_conflicts,
+        dry_run=dry_run,
+        progress=progress,
+    )
+    if progress:
+        sys.stderr.write("\r\x1b[K")
+    if dry_run:
+        sys.stdout.write(
+            as_commands(res.plan)
+            if not args.json
+            else json.dumps(
+                {"commands": as_commands(res.plan), "vms": [record.as_dict(v) for v in res.vms]},
+                indent=2,
+            )
+            + "\n"
+        )
+        return 0
+    if args.json:
+        print(json.dumps([record.as_dict(v) for v in res.vms], indent=2))
+    elif len(res.vms) > 3:
+        first, last = res.vms[0], res.vms[-1]
+        print(
+            f"{len(res.vms)} vms up ({first.name} .. {last.name}, guests {first.guest_ip} .. "
+            f"{last.guest_ip}) in {time.monotonic() - t0:.2f}s"
+        )
+    else:
+        for vm in res.vms:
+            sys.stdout.write(record.summary(vm))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from fireroute.manager import Manager
+    from fireroute.plan.steps import as_commands
+
+    if not args.names and not args.all:
+        raise UsageError("name at least one vm (or use --all)")
+    if args.names and args.all:
+        raise UsageError("give either vm names or --all, not both")
+    vms, plan = Manager(_state(args)).down(args.names, everything=args.all, dry_run=args.dry_run)
+    if args.dry_run:
+        sys.stdout.write(as_commands(plan))
+        return 0
+    found = {v.name for v in vms}
+    if args.json:
+        print(
+            json.dumps(
+                {"removed": sorted(found), "absent": [n for n in args.names if n not in found]}
+            )
+        )
+        return 0
+    for n in args.names:
+        print(f"vm {n} down" if n in found else f"vm {n} was not up (nothing to do)")
+    if args.all:
+        print(f"{len(found)} vm(s) down")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from fireroute.manager import Manager
+    from fireroute.render import record
+
+    vms = Manager(_state(args)).ls()
+    if args.json:
+        print(json.dumps([record.as_dict(v) for v in vms], indent=2))
+        return 0
+    rows = [("NAME", "STATE", "BACKEND", "TAP", "TAP IP", "GUEST IP", "MAC", "UPLINK")]
+    rows += [
+        (
+            v.name,
+            v.state,
+            v.backend,
+            v.tap,
+            f"{v.tap_ip}/{v.net.prefixlen}",
+            str(v.guest_ip),
+            v.mac,
+            v.uplink,
+        )
+        for v in vms
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from fireroute.manager import Manager
+    from fireroute.render import firecracker, guest, record
+
+    vm = Manager(_state(args)).show(args.name)
+    fmt = "json" if args.json else args.format
+    out = {
+        "text": lambda: record.summary(vm),
+        "json": lambda: json.dumps(record.as_dict(vm), indent=2) + "\n",
+        "boot-args": lambda: guest.boot_arg(vm) + "\n",
+        "guest-script": lambda: guest.guest_script(vm),
+        "firecracker-api": lambda: firecracker.api_call(vm, args.socket),
+        "firecracker-config": lambda: json.dumps(firecracker.config_fragment(vm), indent=2) + "\n",
+        "firectl": lambda: firecracker.firectl_flag(vm) + "\n",
+    }[fmt]()
+    sys.stdout.write(out)
+    return 0
+
+
+def cmd_teardown(args: argparse.Namespace) -> int:
+    from fireroute.manager import Manager
+    from fireroute.plan.steps import as_commands
+
+    vms, plan = Manager(_state(args)).teardown(dry_run=args.dry_run)
+    if args.dry_run:
+        sys.stdout.write(as_commands(plan))
+    elif args.json:
+        print(json.dumps({"removed": [v.name for v in vms]}))
+    else:
+        print(f"teardown: {len(vms)} vm(s) down, fireroute's tables and rules removed")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fireroute.lab.demo import run_demo
+
+    return run_demo(vms=args.vms, backend=args.backend, boot=not args.no_boot)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.cmd is None:
+            build_parser().print_help()
+            return 2
+        if args.cmd in ("up", "plan"):
+            return cmd_up(args, dry_run=args.cmd == "plan" or getattr(args, "dry_run", False))
+        return {
+            "down": cmd_down,
+            "ls": cmd_ls,
+            "show": cmd_show,
+            "teardown": cmd_teardown,
+            "demo": cmd_demo,
+        }[args.cmd](args)
+    except FirerouteError as exc:
+        sys.stderr.write(f"fireroute: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("fireroute: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if os.environ.get("FIREROUTE_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"fireroute: internal error: {type(exc).__name__}: {exc} "
+            "(set FIREROUTE_DEBUG=1 for the traceback)\n"
+        )
+        return 70

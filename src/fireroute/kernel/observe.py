@@ -1,0 +1,169 @@
+"""Read what the host holds: default route, uplink, routes that overlap candidate blocks,
+nftables table ownership, tagged iptables rules. Each probe is one process."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
+from fireroute.kernel.apply import FAILED_LINE
+from fireroute.kernel.run import Runner, run
+from fireroute.plan.nft import TABLE_COMMENT
+
+CAP_NET_ADMIN = 12
+
+
+def require_net_admin(action: str) -> None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    if int(line.split()[1], 16) >> CAP_NET_ADMIN & 1:
+                        return
+                    break
+    except OSError:
+        if os.geteuid() == 0:
+            return
+    raise PermissionDenied(
+        f"cannot {action}: Operation not permitted (run as root or with CAP_NET_ADMIN)"
+    )
+
+
+def _json_docs(text: str) -> list[object]:
+    dec = json.JSONDecoder()
+    out, i = [], 0
+    text = text.strip()
+    while i < len(text):
+        doc, i = dec.raw_decode(text, i)
+        out.append(doc)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return out
+
+
+def ip_batch_json(lines: list[str], runner: Runner = run) -> list[object | None]:
+    """Run ``ip -j -force -batch`` and give each line's JSON (None where the line failed)."""
+    res = runner(["ip", "-j", "-force", "-batch", "-"], "".join(line + "\n" for line in lines))
+    failed = {int(m.group(1)) - 1 for m in FAILED_LINE.finditer(res.err)}
+    docs = iter(_json_docs(res.out))
+    return [None if i in failed else next(docs, None) for i in range(len(lines))]
+
+
+@dataclass(frozen=True)
+class HostView:
+    uplink: str
+    conflicts: dict[IPv4Network, str]
+    """block -> description of the host route or address it overlaps"""
+
+
+def probe(
+    uplink: str | None, blocks: list[IPv4Network], own_devs: set[str], runner: Runner = run
+) -> HostView:
+    """Resolve the uplink and find host routes/addresses overlapping ``blocks`` (one process).
+
+    Each address of each block is looked up with ``route get fibmatch``, which answers with
+    the FIB entry that would carry it (local table included, so host addresses are seen).
+    """
+    lines = ["route show default"] if uplink is None else [f"link show dev {uplink}"]
+    addrs = []
+    for b in blocks:
+        for a in range(b.num_addresses):
+            addrs.append((b, b.network_address + a))
+            lines.append(f"route get fibmatch {b.network_address + a}")
+    docs = ip_batch_json(lines, runner)
+    if uplink is None:
+        routes = docs[0] or []
+        devs = [r.get("dev") for r in routes if isinstance(r, dict) and r.get("dev")]  # type: ignore[union-attr]
+        if not devs:
+            raise UsageError("no IPv4 default route on this host: name the uplink with --uplink")
+        uplink = str(devs[0])
+    elif docs[0] is None:
+        raise UsageError(f'unknown uplink "{uplink}": no such interface on this host')
+    conflicts: dict[IPv4Network, str] = {}
+    for (b, _addr), doc in zip(addrs, docs[1:], strict=True):
+        if b in conflicts or not doc:
+            continue
+        for r in doc:  # type: ignore[union-attr]
+            dst = r.get("dst", "")
+            if dst == "default" or r.get("dev") in own_devs:
+                continue
+            kind = r.get("type", "")
+            desc = " ".join(
+                x
+                for x in (
+                    kind if kind != "unicast" else "",
+                    dst,
+                    f"dev {r['dev']}" if r.get("dev") else "",
+                )
+                if x
+            )
+            conflicts[b] = f"{desc} (table {r.get('table', 'main')})"
+            break
+    return HostView(uplink, conflicts)
+
+
+def check_table_owner(table: str, runner: Runner = run) -> bool:
+    """True if our table exists, False if absent; ConflictError if it exists and is not ours.
+
+    nft 1.0.6 leaves table comments out of its JSON, so the terse text listing is read.
+    """
+    res = runner(["nft", "-t", "list", "table", "ip", table], None)
+    if res.rc != 0:
+        if "No such file or directory" in res.err:
+            return False
+        raise KernelError(f'read nftables table "{table}"', res.err)
+    if table in our_tables(res.out):
+        return True
+    raise ConflictError(
+        f'nftables table "ip {table}" exists and was not created by fireroute; '
+        "remove it or choose another with --table"
+    )
+
+
+def our_tables(listing: str) -> list[str]:
+    """Names of the ``ip`` tables carrying our comment in an ``nft -t list`` text listing
+    (the comment is the line right after the table's header)."""
+    lines = listing.splitlines()
+    return [
+        line.split()[2]
+        for line, after in zip(lines, lines[1:] + [""], strict=True)
+        if line.startswith("table ip ") and after.strip() == f'comment "{TABLE_COMMENT}"'
+    ]
+
+
+def nft_our_tables(runner: Runner = run) -> list[str]:
+    res = runner(["nft", "-t", "list", "ruleset", "ip"], None)
+    if res.rc != 0:
+        raise KernelError("list nftables tables", res.err)
+    return our_tables(res.out)
+
+
+def our_links(runner: Runner = run) -> list[str]:
+    """Links in fireroute's interface group that carry our owner alias."""
+    from fireroute.plan.host import ALIAS_PREFIX, LINK_GROUP
+
+    docs = ip_batch_json([f"link show group {LINK_GROUP}"], runner)
+    links = docs[0] or []
+    return [
+        str(link["ifname"])
+        for link in links  # type: ignore[union-attr]
+        if isinstance(link, dict) and str(link.get("ifalias", "")).startswith(ALIAS_PREFIX)
+    ]
+
+
+def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:
+    """(table, ``-A ...`` line) for every rule in the nat and filter tables."""
+    res = runner(["iptables-nft-save"], None)
+    if res.rc != 0:
+        raise KernelError("read iptables-nft rules", res.err)
+    out: list[tuple[str, str]] = []
+    table = ""
+    for line in res.out.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith("-A ") and table in ("nat", "filter"):
+            out.append((table, line))
+    return out

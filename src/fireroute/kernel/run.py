@@ -1,0 +1,39 @@
+"""Run one program: argv list (never a shell string), optional stdin, a timeout."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fireroute.errors import MissingTool
+
+PACKAGES = {
+    "ip": "iproute2",
+    "nft": "nftables",
+    "iptables-nft-restore": "iptables",
+    "iptables-nft-save": "iptables",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+Runner = Callable[[list[str], "str | None"], Result]
+
+
+def run(argv: list[str], stdin: str | None = None, timeout: float = 60.0) -> Result:
+    try:
+        p = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError:
+        pkg = PACKAGES.get(argv[0], argv[0])
+        raise MissingTool(f"{argv[0]} not found: install the {pkg} package") from None
+    except subprocess.TimeoutExpired:
+        return Result(124, "", f"{argv[0]} timed out after {timeout:.0f}s")
+    return Result(p.returncode, p.stdout, p.stderr)

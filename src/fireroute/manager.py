@@ -1,0 +1,323 @@
+"""The verbs: up, down, teardown, show, ls. Request -> plan -> apply -> record.
+
+Every mutating verb holds the state lock for its whole run, so fireroute processes never
+interleave kernel changes; the state row goes ``pending`` before any kernel object exists.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from fireroute import addressing
+from fireroute.errors import ConflictError, FirerouteError, MissingTool, NotFound, UsageError
+from fireroute.kernel import observe
+from fireroute.kernel.apply import Executor, read_sysctl
+from fireroute.kernel.run import Runner, run
+from fireroute.model import Options, Vm, check_vm_name
+from fireroute.plan import host, iptables, nft
+from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
+from fireroute.state.store import Store
+
+FORWARD_BEFORE = "ip_forward_before"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class UpResult:
+    vms: list[Vm]
+    plan: Plan
+    changed: bool
+
+
+def _require_tools(backend: str) -> None:
+    tools = (
+        ["ip", "nft"] if backend == "nft" else ["ip", "iptables-nft-restore", "iptables-nft-save"]
+    )
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pkg = {"ip": "iproute2", "nft": "nftables"}.get(tool, "iptables")
+            raise MissingTool(f"{tool} not found: install the {pkg} package")
+
+
+class Manager:
+    def __init__(self, state: Path, runner: Runner = run) -> None:
+        self.state_path = state
+        self.runner = runner
+
+    def _store(self, create: bool = True) -> Store:
+        return Store(self.state_path, create=create)
+
+    # -- up --------------------------------------------------------------------------------
+    def up(
+        self,
+        names: list[str],
+        options: Options,
+        *,
+        skip_conflicts: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> UpResult:
+        for n in names:
+            check_vm_name(n)
+        if len(set(names)) != len(names):
+            raise UsageError("a vm name was given twice")
+        if options.tap is not None and len(names) > 1:
+            raise UsageError("--tap names one tap: it cannot be used with several vms")
+        if options.mac is not None and len(names) > 1:
+            raise UsageError("--mac names one MAC: it cannot be used with several vms")
+        _require_tools(options.backend)
+        if not dry_run:
+            observe.require_net_admin(f'create the network of vm "{names[0]}"')
+        store = self._store(create=not dry_run)
+        if dry_run:
+            return self._up_locked(store, names, options, skip_conflicts, True, progress)
+        with store.locked():
+            return self._up_locked(store, names, options, skip_conflicts, False, progress)
+
+    def _up_locked(
+        self,
+        store: Store,
+        names: list[str],
+        options: Options,
+        skip_conflicts: bool,
+        dry_run: bool,
+        progress: Progress | None,
+    ) -> UpResult:
+        existing: list[Vm] = []
+        fresh: list[str] = []
+        for n in names:
+            vm = store.get(n)
+            if vm is None:
+                fresh.append(n)
+            elif vm.state == "active" and vm.options == options:
+                existing.append(vm)
+            elif vm.state == "active":
+                raise ConflictError(
+                    f'vm "{n}" is already up with different options; run "fireroute down {n}" first'
+                )
+            else:
+                if dry_run:
+                    raise ConflictError(
+                        f'vm "{n}" was left half-made by an interrupted run; '
+                        "the next up or down cleans it"
+                    )
+                self._down_locked(store, [store.get(n)], dry_run=False)  # type: ignore[list-item]
+                fresh.append(n)
+        if not fresh:
+            return UpResult(existing, Plan(), False)
+
+        others = store.all()
+        own_devs = {v.tap for v in others}
+        taps = self._taps(store, fresh, options)
+        if progress:
+            progress(f"allocating {len(fresh)} block(s) in {options.pool}")
+        taken = store.taken()
+        uplink = options.uplink
+        while True:
+            ordinals = addressing.free_ordinals(options.pool, options.prefix, taken, len(fresh))
+            blocks = [addressing.block(options.pool, options.prefix, o) for o in ordinals]
+            view = observe.probe(uplink, blocks, own_devs, self.runner)
+            uplink = view.uplink
+            if not view.conflicts:
+                break
+            if not skip_conflicts:
+                b, what = next(iter(view.conflicts.items()))
+                raise ConflictError(
+                    f'block {b} for vm "{fresh[blocks.index(b)]}" overlaps {what} on this '
+                    "host; choose another --pool or pass --skip-conflicts"
+                )
+            taken = taken + [
+                (int(b.network_address), int(b.broadcast_address)) for b in view.conflicts
+            ]
+        vms = [
+            Vm(
+                n,
+                b,
+                taps[n],
+                options.mac or addressing.mac_for(b.network_address + 2),
+                uplink,
+                options,
+                "pending",
+            )
+            for n, b in zip(fresh, blocks, strict=True)
+        ]
+
+        plan = Plan()
+        for vm in vms:
+            plan.add(*host.tap_up(vm))
+        meta: dict[str, str] = {}
+        forwarding = read_sysctl(host.FORWARD_KEY)
+        if forwarding != "1":
+            plan.add(host.set_forwarding("1", forwarding))
+        if not others and store.meta(FORWARD_BEFORE) is None:
+            meta[FORWARD_BEFORE] = forwarding
+        if options.backend == "nft":
+            if not any(v.backend == "nft" and v.table == options.table for v in others):
+                observe.check_table_owner(options.table, self.runner)
+            plan.add(nft.vms_up(options.table, vms))
+        else:
+            present = observe.iptables_saved(self.runner)
+            has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
+            plan.add(*iptables.vms_up(vms, need_conntrack=not has_ct))
+        if dry_run:
+            return UpResult(existing + vms, plan, True)
+
+        store.reserve(vms, meta)
+        if progress:
+            progress(f"creating {len(vms)} tap(s) and NAT entries")
+        try:
+            Executor(self.runner).apply_all(plan)
+        except BaseException:
+            store.remove([v.name for v in vms], drop_meta=list(meta))
+            raise
+        store.set_state([v.name for v in vms], "active")
+        active = [Vm(v.name, v.net, v.tap, v.mac, v.uplink, v.options) for v in vms]
+        return UpResult(existing + active, plan, True)
+
+    def _taps(self, store: Store, names: list[str], options: Options) -> dict[str, str]:
+        taps = {}
+        for n in names:
+            tap = options.tap or addressing.default_tap_name(n)
+            owner = store.tap_owner(tap)
+            if owner is not None or tap in taps.values():
+                raise ConflictError(
+                    f'tap "{tap}" for vm "{n}" is already used by vm "{owner or n}"; pass --tap'
+                )
+            taps[n] = tap
+        return taps
+
+    # -- down ------------------------------------------------------------------------------
+    def down(
+        self, names: list[str], *, everything: bool = False, dry_run: bool = False
+    ) -> tuple[list[Vm], Plan]:
+        for n in names:
+            check_vm_name(n)
+        store = self._store(create=False)
+        if not dry_run:
+            observe.require_net_admin(
+                f'remove the network of vm "{names[0]}"' if names else "remove vm networks"
+            )
+        if dry_run:
+            vms = self._pick(store, names, everything)
+            return vms, self._down_plan(store, vms)
+        with store.locked():
+            vms = self._pick(store, names, everything)
+            return vms, self._down_locked(store, vms, dry_run=False)
+
+    def _pick(self, store: Store, names: list[str], everything: bool) -> list[Vm]:
+        if everything:
+            return store.all()
+        return [vm for vm in (store.get(n) for n in names) if vm is not None]
+
+    def _down_plan(self, store: Store, vms: list[Vm]) -> Plan:
+        plan = Plan()
+        if not vms:
+            return plan
+        gone = {v.name for v in vms}
+        remaining = [v for v in store.all() if v.name not in gone]
+        plan.add(*host.taps_down(vms))
+        nft_vms = [v for v in vms if v.backend == "nft"]
+        for table in sorted({v.table for v in nft_vms}):
+            in_table = [v for v in nft_vms if v.table == table]
+            last = not any(v.backend == "nft" and v.table == table for v in remaining)
+            if last and observe.check_table_owner(table, self.runner) is False:
+                continue
+            plan.add(nft.vms_down(table, in_table, last))
+        ipt = [v for v in vms if v.backend == "iptables"]
+        if ipt:
+            last = not any(v.backend == "iptables" for v in remaining)
+            plan.add(
+                *iptables.rules_down(
+                    observe.iptables_saved(self.runner), {v.name for v in ipt}, last
+                )
+            )
+        before = store.meta(FORWARD_BEFORE)
+        if not remaining and before is not None:
+            now = read_sysctl(host.FORWARD_KEY)
+            if now != before:
+                plan.add(host.set_forwarding(before, now))
+        return plan
+
+    def _down_locked(self, store: Store, vms: list[Vm], dry_run: bool) -> Plan:
+        plan = self._down_plan(store, vms)
+        if dry_run or not vms:
+            return plan
+        names = [v.name for v in vms]
+        store.set_state(names, "removing")
+        Executor(self.runner).apply_best_effort(plan)
+        remaining = len(store.all()) - len(vms)
+        store.remove(names, drop_meta=[FORWARD_BEFORE] if remaining == 0 else [])
+        return plan
+
+    # -- teardown --------------------------------------------------------------------------
+    def teardown(self, dry_run: bool = False) -> tuple[list[Vm], Plan]:
+        """Every VM down, then whatever else carries fireroute's tags, forwarding restored."""
+        store = self._store(create=False)
+        if dry_run:
+            vms = store.all()
+            plan = self._down_plan(store, vms)
+            planned = {(s.tool, s.text) for s in plan.steps}
+            sweep = self._sweep_plan({v.tap for v in vms}).steps
+            plan.add(*[s for s in sweep if (s.tool, s.text) not in planned])
+            return vms, plan
+        observe.require_net_admin("tear down fireroute's networking")
+        with store.locked():
+            vms = store.all()
+            plan = self._down_locked(store, vms, dry_run=False)
+            sweep = self._sweep_plan(set())
+            Executor(self.runner).apply_best_effort(sweep)
+            plan.add(*sweep.steps)
+            return vms, plan
+
+    def _sweep_plan(self, skip_taps: set[str]) -> Plan:
+        """Steps removing every object with fireroute's owner tag (links, tables, rules)."""
+        plan = Plan()
+        links = [t for t in observe.our_links(self.runner) if t not in skip_taps]
+        for tap in links:
+            plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))
+        if shutil.which("nft"):
+            for table in observe.nft_our_tables(self.runner):
+                plan.add(
+                    Step(NFT, f"delete table ip {table}\n", f'delete nftables table "{table}"')
+                )
+        if shutil.which("iptables-nft-save"):
+            tagged = [
+                (t, line)
+                for t, line in observe.iptables_saved(self.runner)
+                if iptables.comment_tag(line)
+            ]
+            plan.add(
+                *[
+                    Step(IPTABLES, "-D" + line[2:], "remove tagged iptables rule", table=t)
+                    for t, line in tagged
+                ]
+            )
+        return plan
+
+    # -- reads -----------------------------------------------------------------------------
+    def ls(self) -> list[Vm]:
+        return self._store(create=False).all()
+
+    def show(self, name: str) -> Vm:
+        check_vm_name(name)
+        vm = self._store(create=False).get(name)
+        if vm is None:
+            raise NotFound(f'vm "{name}" is not known to the state file {self.state_path}')
+        return vm
+
+
+def pool_arg(text: str) -> IPv4Network:
+    try:
+        net = IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise UsageError(
+            f'invalid pool "{text}": {exc} (expected an IPv4 CIDR such as 172.16.0.0/16)'
+        ) from None
+    return net
+
+
+__all__ = ["Manager", "UpResult", "pool_arg", "FirerouteError"]

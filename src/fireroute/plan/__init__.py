@@ -1,0 +1,1 @@
+"""Plans: ordered steps, each with its inverse, printable as the commands a person would type."""

@@ -1,0 +1,70 @@
+"""Steps for host links and sysctls (shared by every mode)."""
+
+from __future__ import annotations
+
+from fireroute.model import Vm
+from fireroute.plan.steps import IP, SYSCTL, Step
+
+LINK_GROUP = 4151
+"""Interface group of every link fireroute creates: ``ip link del group`` removes many at once."""
+DOOMED_GROUP = 4152
+"""Links about to be deleted together are moved here first (only ever by fireroute)."""
+ALIAS_PREFIX = "fireroute:"
+FORWARD_KEY = "net.ipv4.ip_forward"
+
+
+def owner_alias(vm: str) -> str:
+    """The owner tag carried by each link we create (its ifalias)."""
+    return ALIAS_PREFIX + vm
+
+
+def tap_up(vm: Vm) -> list[Step]:
+    """Create the tap (tap mode, one queue), address it, tag it, bring it up."""
+    owner = ""
+    if vm.options.owner is not None:
+        owner = f" user {vm.options.owner.uid}"
+        if vm.options.owner.gid is not None:
+            owner += f" group {vm.options.owner.gid}"
+    delete = Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)
+    return [
+        Step(
+            IP,
+            f"tuntap add dev {vm.tap} mode tap{owner}",
+            f'create tap "{vm.tap}"',
+            vm.name,
+            undo=(delete,),
+        ),
+        Step(
+            IP,
+            f"address add {vm.tap_ip}/{vm.net.prefixlen} dev {vm.tap}",
+            f'address tap "{vm.tap}"',
+            vm.name,
+        ),
+        Step(
+            IP,
+            f"link set dev {vm.tap} group {LINK_GROUP} alias {owner_alias(vm.name)} up",
+            f'bring up tap "{vm.tap}"',
+            vm.name,
+        ),
+    ]
+
+
+def tap_down(vm: Vm) -> list[Step]:
+    return [Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)]
+
+
+def taps_down(vms: list[Vm]) -> list[Step]:
+    """Many taps: regroup them, then one group delete (the kernel batches the unregister)."""
+    if len(vms) == 1:
+        return tap_down(vms[0])
+    steps = [
+        Step(IP, f"link set dev {vm.tap} group {DOOMED_GROUP}", f'mark tap "{vm.tap}"', vm.name)
+        for vm in vms
+    ]
+    steps.append(Step(IP, f"link del group {DOOMED_GROUP}", f"delete {len(vms)} taps"))
+    return steps
+
+
+def set_forwarding(value: str, before: str) -> Step:
+    undo = Step(SYSCTL, f"{FORWARD_KEY}={before}", "restore IPv4 forwarding")
+    return Step(SYSCTL, f"{FORWARD_KEY}={value}", "set IPv4 forwarding", undo=(undo,))

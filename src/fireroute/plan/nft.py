@@ -1,0 +1,95 @@
+"""The nftables side of NAT mode: one table of ours, constant rules, per-VM data in sets.
+
+Adding or removing VMs only changes set elements; the table skeleton is re-declared in the same
+transaction (idempotent), so a missing or damaged table heals on the next ``up``.
+"""
+
+from __future__ import annotations
+
+from fireroute.model import Vm
+from fireroute.plan.steps import NFT, Step
+
+TABLE_COMMENT = "fireroute"
+SETS = {
+    "masq": "ipv4_addr . ifname",  # guest IP . uplink: masquerade
+    "egress": "ifname . ifname",  # tap . uplink: may forward
+    "taps": "ifname",  # every tap of ours
+    "vms": "ifname . ipv4_addr",  # tap . guest IP: the only source a tap may use
+}
+CHAINS = ("postrouting", "forward")
+
+
+def skeleton(table: str) -> str:
+    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in SETS.items())
+    return (
+        f"table ip {table} {{\n"
+        f'  comment "{TABLE_COMMENT}"\n'
+        f"{sets}"
+        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
+        "  chain forward { type filter hook forward priority filter; policy accept; }\n"
+        "}\n"
+        f"flush chain ip {table} postrouting\n"
+        f"flush chain ip {table} forward\n"
+        f"add rule ip {table} postrouting ip saddr . oifname @masq counter masquerade\n"
+        f"add rule ip {table} forward ct state established,related accept\n"
+        f"add rule ip {table} forward iifname @taps iifname . ip saddr != @vms counter drop\n"
+        f"add rule ip {table} forward iifname . oifname @egress counter accept\n"
+        f"add rule ip {table} forward iifname @taps counter drop\n"
+        f"add rule ip {table} forward oifname @taps counter drop\n"
+    )
+
+
+def _elements(vms: list[Vm]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {name: [] for name in SETS}
+    for vm in vms:
+        tag = f'comment "{vm.name}"'
+        out["masq"].append(f'{vm.guest_ip} . "{vm.uplink}" {tag}')
+        out["egress"].append(f'"{vm.tap}" . "{vm.uplink}" {tag}')
+        out["taps"].append(f'"{vm.tap}" {tag}')
+        out["vms"].append(f'"{vm.tap}" . {vm.guest_ip} {tag}')
+    return out
+
+
+def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
+    lines = []
+    for name, elems in _elements(vms).items():
+        if elems:
+            lines.append(f"{verb} element ip {table} {name} {{ " + ", ".join(elems) + " }\n")
+    return "".join(lines)
+
+
+def _sets_only(table: str) -> str:
+    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in SETS.items())
+    return f'table ip {table} {{\n  comment "{TABLE_COMMENT}"\n{sets}}}\n'
+
+
+def remove_elements(table: str, vms: list[Vm]) -> str:
+    """Idempotent removal: declaring the sets and adding first makes the delete succeed
+    whether or not the elements (or the table) still exist."""
+    return (
+        _sets_only(table) + _element_lines("add", table, vms) + _element_lines("delete", table, vms)
+    )
+
+
+def vms_up(table: str, vms: list[Vm]) -> Step:
+    undo = Step(
+        NFT,
+        remove_elements(table, vms),
+        f'remove NAT entries from table "{table}"',
+        vms[0].name if len(vms) == 1 else None,
+    )
+    return Step(
+        NFT,
+        skeleton(table) + _element_lines("add", table, vms),
+        f'add NAT entries to nftables table "{table}"',
+        vms[0].name if len(vms) == 1 else None,
+        undo=(undo,),
+    )
+
+
+def vms_down(table: str, vms: list[Vm], last: bool) -> Step:
+    vm = vms[0].name if len(vms) == 1 else None
+    if last:
+        script = f"add table ip {table}\ndelete table ip {table}\n"
+        return Step(NFT, script, f'delete nftables table "{table}"', vm)
+    return Step(NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm)

@@ -1,0 +1,80 @@
+"""Steps and plans.
+
+A :class:`Step` is one command a person would type (an ``ip`` line, an ``nft`` script, an
+iptables-restore rule, a sysctl). The executor batches consecutive steps of the same tool into
+one process; :func:`as_commands` prints the plan the same way, so the dry run is exactly what
+runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IP, NFT, IPTABLES, SYSCTL = "ip", "nft", "iptables", "sysctl"
+
+
+@dataclass(frozen=True)
+class Step:
+    tool: str
+    text: str
+    """ip: one ``ip -batch`` line; nft: script text; iptables: one rule line; sysctl: key=value"""
+    what: str
+    """The action, for errors: 'create tap "fr-web-1"'."""
+    vm: str | None = None
+    undo: tuple[Step, ...] = ()
+    table: str = ""
+    """iptables only: the table the rule line belongs to (nat, filter)."""
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+
+    def add(self, *steps: Step) -> None:
+        self.steps.extend(steps)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+
+def groups(steps: list[Step]) -> list[list[Step]]:
+    """Consecutive steps of the same tool: one process each (sysctl steps stay single)."""
+    out: list[list[Step]] = []
+    for step in steps:
+        if out and out[-1][0].tool == step.tool and step.tool != SYSCTL:
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
+
+
+def iptables_input(steps: list[Step]) -> str:
+    """The iptables-restore document for a group of iptables steps, one section per table."""
+    tables: dict[str, list[str]] = {}
+    for s in steps:
+        tables.setdefault(s.table, []).append(s.text)
+    parts = []
+    for table, lines in tables.items():
+        parts.append(f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n")
+    return "".join(parts)
+
+
+def sysctl_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def as_commands(plan: Plan) -> str:
+    """The plan as a shell transcript: what a person would type to do the same."""
+    out: list[str] = []
+    for group in groups(plan.steps):
+        tool = group[0].tool
+        if tool == IP:
+            out.extend(f"ip {s.text}" for s in group)
+        elif tool == NFT:
+            script = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in group)
+            out.append(f"nft -f - <<'EOF'\n{script}EOF")
+        elif tool == IPTABLES:
+            out.append(f"iptables-nft-restore --noflush <<'EOF'\n{iptables_input(group)}EOF")
+        elif tool == SYSCTL:
+            out.append(f"sysctl -w {group[0].text}")
+    return "\n".join(out) + ("\n" if out else "")

@@ -1,0 +1,27 @@
+"""The guest's side: the kernel ``ip=`` boot argument and an equivalent shell script."""
+
+from __future__ import annotations
+
+from fireroute.model import Vm
+
+
+def boot_arg(vm: Vm) -> str:
+    """``ip=G::T:GM::GI:off`` (kernel nfsroot.txt syntax), DNS servers in the two DNS fields."""
+    o = vm.options
+    fields = [str(vm.guest_ip), "", str(vm.tap_ip), str(vm.mask), "", o.guest_iface, "off"]
+    fields += [str(d) for d in o.dns[:2]]
+    return "ip=" + ":".join(fields)
+
+
+def guest_script(vm: Vm) -> str:
+    """What to run inside the guest when it does not take ``ip=`` (the guide's "In the guest")."""
+    iface = vm.options.guest_iface
+    lines = [
+        f"ip addr add {vm.guest_ip}/{vm.net.prefixlen} dev {iface}",
+        f"ip link set {iface} up",
+        f"ip route add default via {vm.tap_ip} dev {iface}",
+    ]
+    if vm.options.dns:
+        servers = "\\n".join(f"nameserver {d}" for d in vm.options.dns)
+        lines.append(f"printf '{servers}\\n' > /etc/resolv.conf")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Durable state: the lease of every VM, in SQLite."""

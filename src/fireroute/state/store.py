@@ -1,0 +1,199 @@
+"""SQLite state: one row per VM (its lease), reserved as ``pending`` before any kernel object
+exists, ``active`` once everything is in place, ``removing`` while it is being taken down.
+
+All mutations happen under an exclusive lock file (bounded wait, then :class:`Busy`), inside
+``BEGIN IMMEDIATE`` transactions; UNIQUE constraints are the second guard against two VMs
+sharing a block, a tap or a name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from fireroute.errors import Busy, ConflictError, StateError
+from fireroute.model import Options, Vm
+
+SCHEMA_VERSION = 1
+DEFAULT_PATH = "/var/lib/fireroute/state.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vms (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'removing')),
+    net_start INTEGER NOT NULL UNIQUE,
+    net_end INTEGER NOT NULL,
+    prefix INTEGER NOT NULL,
+    tap TEXT NOT NULL UNIQUE,
+    mac TEXT NOT NULL,
+    uplink TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("FIREROUTE_STATE") or DEFAULT_PATH)
+
+
+class Store:
+    def __init__(self, path: Path, create: bool = True) -> None:
+        self.path = path
+        if not create and not path.exists():
+            self.db: sqlite3.Connection | None = None
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"state file {path} has schema version {version}; this fireroute knows "
+                    f"{SCHEMA_VERSION}: upgrade fireroute"
+                )
+            if version == 0:
+                self.db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+            else:
+                self.db.execute(
+                    "SELECT name, state, net_start, net_end, prefix, tap, mac, "
+                    "uplink, options FROM vms LIMIT 1"
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot use state file {path}: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"cannot use state file {path}: {exc.strerror}") from None
+
+    # -- locking ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, timeout: float | None = None) -> Iterator[None]:
+        if timeout is None:
+            timeout = float(os.environ.get("FIREROUTE_LOCK_TIMEOUT", "60"))
+        lock_path = f"{self.path}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
+        try:
+            deadline = time.monotonic() + timeout
+            tries = 0
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    tries += 1
+                    if time.monotonic() >= deadline:
+                        raise Busy(
+                            f"state file {self.path} is busy: another fireroute process "
+                            f"held it for {timeout:g}s (retried {tries} times)"
+                        ) from None
+                    time.sleep(min(0.002 * tries, 0.05))
+            yield
+        finally:
+            os.close(fd)
+
+    # -- reads -----------------------------------------------------------------------------
+    def _rows(self, where: str = "", args: tuple[object, ...] = ()) -> list[Vm]:
+        if self.db is None:
+            return []
+        try:
+            rows = self.db.execute(
+                "SELECT name, state, net_start, prefix, tap, mac, uplink, options FROM vms "
+                f"{where} ORDER BY net_start",
+                args,
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc}") from None
+        return [_vm(r) for r in rows]
+
+    def get(self, name: str) -> Vm | None:
+        rows = self._rows("WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def all(self) -> list[Vm]:
+        return self._rows()
+
+    def taken(self) -> list[tuple[int, int]]:
+        if self.db is None:
+            return []
+        return list(self.db.execute("SELECT net_start, net_end FROM vms"))
+
+    def tap_owner(self, tap: str) -> str | None:
+        if self.db is None:
+            return None
+        row = self.db.execute("SELECT name FROM vms WHERE tap = ?", (tap,)).fetchone()
+        return row[0] if row else None
+
+    def meta(self, key: str) -> str | None:
+        if self.db is None:
+            return None
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # -- writes ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        assert self.db is not None
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"state file {self.path} refused the lease: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write state file {self.path}: {exc}") from None
+
+    def reserve(self, vms: list[Vm], meta: dict[str, str] | None = None) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO vms (name, state, net_start, net_end, prefix, tap, mac, uplink, "
+                "options, created) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        v.name,
+                        int(v.net.network_address),
+                        int(v.net.broadcast_address),
+                        v.net.prefixlen,
+                        v.tap,
+                        v.mac,
+                        v.uplink,
+                        json.dumps(v.options.identity()),
+                        now,
+                    )
+                    for v in vms
+                ],
+            )
+            for k, v in (meta or {}).items():
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
+
+    def set_state(self, names: list[str], state: str) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE vms SET state = ? WHERE name = ?", [(state, n) for n in names])
+
+    def remove(self, names: list[str], drop_meta: list[str] = ()) -> None:  # type: ignore[assignment]
+        with self._tx() as db:
+            db.executemany("DELETE FROM vms WHERE name = ?", [(n,) for n in names])
+            db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
+
+
+def _vm(row: tuple[object, ...]) -> Vm:
+    name, state, start, prefix, tap, mac, uplink, options = row
+    try:
+        opts = Options.from_identity(json.loads(str(options)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateError(f'state of vm "{name}" is unreadable: {exc}') from None
+    net = IPv4Network((int(str(start)), int(str(prefix))))
+    return Vm(str(name), net, str(tap), str(mac), str(uplink), opts, str(state))
