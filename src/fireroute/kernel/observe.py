@@ -129,7 +129,7 @@ def our_tables(listing: str) -> list[str]:
     lines = listing.splitlines()
     return [
         line.split()[2]
-        for line, after in zip(lines, lines[1:] + [""], strict=True)
+        for line, after in zip(lines, [*lines[1:], ""], strict=False)
         if line.startswith("table ip ") and after.strip() == f'comment "{TABLE_COMMENT}"'
     ]
 

@@ -1,0 +1,137 @@
+"""Shared test helpers: throwaway network namespaces and a way to run the real CLI in them.
+
+Nothing here touches the machine's root network namespace: every kernel object a test makes
+lives in a namespace the fixture creates and deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+needs_root = pytest.mark.skipif(not is_root(), reason="needs root to create network namespaces")
+
+
+def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, input=input)
+
+
+@dataclass
+class Host:
+    """A "host" namespace with an uplink veth (up0, 203.0.113.2/24, default route via
+    203.0.113.1) to an "internet" namespace (down0, 203.0.113.1/24) that has no route back to
+    the guests' pool, plus a state file of its own."""
+
+    ns: str
+    inet: str
+    state: Path
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", self.ns, *argv, check=check)
+
+    def fireroute(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "FIREROUTE_STATE": str(self.state), **(env or {})}
+        p = subprocess.run(
+            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "fireroute", *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(
+                f"fireroute {' '.join(args)} failed ({p.returncode}): {p.stderr}{p.stdout}"
+            )
+        return p
+
+    def links(self) -> dict[str, dict]:
+        out = self.run("ip", "-j", "addr", "show").stdout
+        return {link["ifname"]: link for link in json.loads(out)}
+
+    def addrs(self, ifname: str) -> list[str]:
+        link = self.links()[ifname]
+        return [
+            f"{a['local']}/{a['prefixlen']}"
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet"
+        ]
+
+    def nft(self) -> list[dict]:
+        out = self.run("nft", "-j", "list", "ruleset").stdout
+        return json.loads(out)["nftables"]
+
+    def nft_text(self) -> str:
+        return self.run("nft", "list", "ruleset").stdout
+
+    def set_elements(self, table: str, name: str) -> list:
+        for item in self.nft():
+            s = item.get("set")
+            if s and s["table"] == table and s["name"] == name:
+                return [
+                    e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
+                    for e in s.get("elem", [])
+                ]
+        return []
+
+    def iptables_rules(self) -> list[str]:
+        out = self.run("iptables-nft-save").stdout
+        return [line for line in out.splitlines() if line.startswith("-A ")]
+
+    def forwarding(self) -> str:
+        return self.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()
+
+
+def make_host(tmp_path: Path, tag: str = "") -> Iterator[Host]:
+    name = f"frt-{tag}{secrets.token_hex(3)}"
+    inet = name + "-i"
+    sh("ip", "netns", "add", name)
+    sh("ip", "netns", "add", inet)
+    try:
+        sh(
+            "ip",
+            "link",
+            "add",
+            "up0",
+            "netns",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "down0",
+            "netns",
+            inet,
+        )
+        for ns, dev, addr in ((name, "up0", "203.0.113.2/24"), (inet, "down0", "203.0.113.1/24")):
+            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", name, "route", "add", "default", "via", "203.0.113.1")
+        yield Host(name, inet, tmp_path / "state.db")
+    finally:
+        sh("ip", "netns", "del", name, check=False)
+        sh("ip", "netns", "del", inet, check=False)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    if not is_root():
+        pytest.skip("needs root to create network namespaces")
+    yield from make_host(tmp_path)

@@ -1,0 +1,49 @@
+"""The iptables-nft backend in a throwaway namespace."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Host
+
+pytestmark = pytest.mark.privileged
+
+
+def test_iptables_rules_tagged_and_removed(host: Host):
+    host.run("iptables-nft", "-A", "FORWARD", "-i", "docker0", "-j", "ACCEPT")  # foreign rule
+    foreign = host.iptables_rules()
+    a = json.loads(host.fireroute("up", "a", "--backend", "iptables", "--json").stdout)[0]
+    host.fireroute("up", "b", "--backend", "iptables")
+    rules = host.iptables_rules()
+    assert (
+        '-A POSTROUTING -s 172.16.0.2/32 -o up0 -m comment --comment "fireroute:a" '
+        "-j MASQUERADE" in rules
+    )
+    assert (
+        '-A FORWARD -s 172.16.0.6/32 -i fr-b -o up0 -m comment --comment "fireroute:b" '
+        "-j ACCEPT" in rules
+    )
+    conntrack = [r for r in rules if "ESTABLISHED" in r]
+    assert len(conntrack) == 1 and "fireroute:shared" in conntrack[0]
+    assert a["backend"] == "iptables" and host.forwarding() == "1"
+
+    host.fireroute("down", "a")
+    rules = host.iptables_rules()
+    assert not [r for r in rules if "fireroute:a" in r]
+    assert [r for r in rules if "ESTABLISHED" in r]  # b still runs
+    host.fireroute("down", "b")
+    assert host.iptables_rules() == foreign  # only the foreign rule is left
+    assert host.forwarding() == "0"
+    assert "fr-a" not in host.links() and "fr-b" not in host.links()
+
+
+def test_mixed_backends_teardown(host: Host):
+    host.fireroute("up", "n1")
+    host.fireroute("up", "i1", "--backend", "iptables")
+    host.fireroute("teardown")
+    assert not [r for r in host.iptables_rules() if "fireroute" in r]
+    assert "firecracker" not in host.nft_text()
+    assert not [n for n in host.links() if n.startswith("fr-")]
+    assert host.forwarding() == "0"

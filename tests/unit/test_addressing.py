@@ -1,0 +1,69 @@
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from fireroute import addressing
+from fireroute.errors import PoolExhausted
+
+POOL = IPv4Network("172.16.0.0/16")
+
+
+def test_guide_formula_first_and_thousandth_vm():
+    b0 = addressing.block(POOL, 30, 0)
+    assert (b0.network_address + 1, b0.network_address + 2) == (
+        IPv4Address("172.16.0.1"),
+        IPv4Address("172.16.0.2"),
+    )
+    b1 = addressing.block(POOL, 30, 1)
+    assert b1.network_address + 1 == IPv4Address("172.16.0.5")
+    b999 = addressing.block(POOL, 30, 999)
+    assert b999.network_address + 1 == IPv4Address("172.16.15.157")
+    assert b999.network_address + 2 == IPv4Address("172.16.15.158")
+
+
+@pytest.mark.parametrize("ordinal", [0, 1, 63, 64, 255, 999, 16383])
+@pytest.mark.parametrize("prefix", [24, 28, 29, 30])
+def test_formula_matches_guide_arithmetic(ordinal, prefix):
+    a = 1 << (32 - prefix)
+    if ordinal >= addressing.block_count(POOL, prefix):
+        pytest.skip("ordinal beyond this pool")
+    b = addressing.block(POOL, prefix, ordinal)
+    tap = f"172.16.{(a * ordinal + 1) // 256}.{(a * ordinal + 1) % 256}"
+    guest = f"172.16.{(a * ordinal + 2) // 256}.{(a * ordinal + 2) % 256}"
+    assert str(b.network_address + 1) == tap
+    assert str(b.network_address + 2) == guest
+
+
+def test_mac_from_guest_ip():
+    assert addressing.mac_for(IPv4Address("172.16.0.2")) == "06:00:AC:10:00:02"
+    assert addressing.mac_for(IPv4Address("172.16.15.158")) == "06:00:AC:10:0F:9E"
+
+
+def test_free_ordinals_sequential_and_reuse():
+    assert addressing.free_ordinals(POOL, 30, [], 3) == [0, 1, 2]
+    base = int(POOL.network_address)
+    taken = [(base, base + 3), (base + 8, base + 11)]  # blocks 0 and 2 taken, 1 freed
+    assert addressing.free_ordinals(POOL, 30, taken, 3) == [1, 3, 4]
+
+
+def test_free_ordinals_skip_larger_foreign_range():
+    base = int(POOL.network_address)
+    taken = [(base, base + 255)]  # a /24 lease blocks the first 64 /30s
+    assert addressing.free_ordinals(POOL, 30, taken, 1) == [64]
+
+
+def test_pool_exhausted():
+    small = IPv4Network("10.9.0.0/29")
+    base = int(small.network_address)
+    with pytest.raises(PoolExhausted, match="exhausted"):
+        addressing.free_ordinals(small, 30, [(base, base + 3)], 2)
+    assert addressing.free_ordinals(small, 30, [(base, base + 3)], 1) == [1]
+
+
+def test_tap_names_fit_and_differ():
+    assert addressing.default_tap_name("web-1") == "fr-web-1"
+    long_a = addressing.default_tap_name("a-very-long-vm-name-1")
+    long_b = addressing.default_tap_name("a-very-long-vm-name-2")
+    assert len(long_a.encode()) <= 15 and len(long_b.encode()) <= 15
+    assert long_a != long_b and long_a.startswith("fr-")
+    assert len(addressing.default_tap_name("exactly12chr")) == 15

@@ -1,0 +1,70 @@
+"""The executor against a scripted runner: batching, rollback order, best-effort removal."""
+
+import pytest
+
+from fireroute.errors import KernelError, PartialFailure
+from fireroute.kernel.apply import Executor
+from fireroute.kernel.run import Result
+from fireroute.plan.steps import IP, NFT, Plan, Step
+
+
+class Script:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def __call__(self, argv, stdin=None):
+        self.calls.append((argv, stdin))
+        return self.answers.pop(0) if self.answers else Result(0, "", "")
+
+
+def mk(tool, text, undo=None):
+    return Step(
+        tool, text, f"do {text}", "vm1", undo=(Step(tool, undo, f"undo {text}"),) if undo else ()
+    )
+
+
+def test_batches_consecutive_steps_into_one_process():
+    run = Script([])
+    plan = Plan([mk(IP, "a"), mk(IP, "b"), mk(NFT, "x"), mk(NFT, "y")])
+    Executor(run, fault="").apply_all(plan)
+    assert [c[0][0] for c in run.calls] == ["ip", "nft"]
+    assert run.calls[0][1] == "a\nb\n"
+
+
+def test_ip_failure_mid_batch_undoes_only_what_succeeded_in_reverse():
+    run = Script([Result(0, "", ""), Result(1, "", "Error: boom\nCommand failed -:2\n")])
+    plan = Plan([mk(NFT, "n1", "un1"), mk(IP, "a", "ua"), mk(IP, "b", "ub"), mk(IP, "c", "uc")])
+    with pytest.raises(KernelError, match='cannot do b for vm "vm1": Error: boom'):
+        Executor(run, fault="").apply_all(plan)
+    undo_calls = run.calls[2:]
+    assert undo_calls[0] == (["ip", "-force", "-batch", "-"], "ua\n")
+    assert undo_calls[1] == (["nft", "-f", "-"], "un1\n")
+
+
+def test_best_effort_goes_on_and_reports_all():
+    run = Script(
+        [
+            Result(
+                1,
+                "",
+                'Cannot find device "x"\nCommand failed -:1\nError: perm\nCommand failed -:2\n',
+            ),
+            Result(1, "", "Error: nft broke\n"),
+            Result(0, "", ""),
+        ]
+    )
+    plan = Plan([mk(IP, "gone"), mk(IP, "denied"), mk(NFT, "n"), Step("ip", "later", "later")])
+    with pytest.raises(PartialFailure) as err:
+        Executor(run, fault="").apply_best_effort(plan)
+    assert len(err.value.failures) == 2
+    assert "perm" in str(err.value) and "nft broke" in str(err.value)
+    assert len(run.calls) == 3  # it went on to the last group
+
+
+def test_injected_fault_rolls_back():
+    run = Script([])
+    plan = Plan([mk(IP, "a", "ua"), mk(NFT, "n", "un")])
+    with pytest.raises(KernelError, match="injected"):
+        Executor(run, fault="fail@2").apply_all(plan)
+    assert [c[1] for c in run.calls[2:]] == ["un\n", "ua\n"]

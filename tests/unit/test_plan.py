@@ -1,0 +1,89 @@
+"""Plans print as the commands a person would type; golden files hold them."""
+
+import os
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from fireroute.model import Options, Owner, Vm
+from fireroute.plan import host, iptables, nft
+from fireroute.plan.steps import Plan, as_commands
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+def vm(name: str, ordinal: int, **kw) -> Vm:
+    net = IPv4Network(f"172.16.0.{4 * ordinal}/30")
+    tap = f"fr-{name}"
+    return Vm(name, net, tap, "06:00:AC:10:00:%02X" % (4 * ordinal + 2), "eth0", Options(**kw))
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("FIREROUTE_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs from its golden file"
+
+
+def test_nft_up_plan_golden():
+    v = vm("web-1", 0)
+    plan = Plan()
+    plan.add(*host.tap_up(v), host.set_forwarding("1", "0"), nft.vms_up("firecracker", [v]))
+    golden("up-nft.txt", as_commands(plan))
+
+
+def test_iptables_up_plan_golden():
+    v = vm("web-2", 1, backend="iptables", owner=Owner(1000, 1000))
+    plan = Plan()
+    plan.add(*host.tap_up(v), *iptables.vms_up([v], need_conntrack=True))
+    golden("up-iptables.txt", as_commands(plan))
+
+
+def test_down_plans_golden():
+    a, b = vm("a", 0), vm("b", 1)
+    plan = Plan()
+    plan.add(*host.taps_down([a, b]), nft.vms_down("firecracker", [a, b], last=False))
+    golden("down-nft-two.txt", as_commands(plan))
+
+
+def test_nft_rules_are_constant_per_vm_count():
+    one = nft.vms_up("t", [vm("a", 0)]).text
+    many = nft.vms_up("t", [vm(f"v{i}", i) for i in range(50)]).text
+    rules = [line for line in one.splitlines() if line.startswith("add rule")]
+    assert rules == [line for line in many.splitlines() if line.startswith("add rule")]
+    # per-VM data lives in one element line per set, whatever the count
+    assert sum(line.startswith("add element") for line in many.splitlines()) == len(nft.SETS)
+
+
+def test_every_up_step_that_creates_has_an_inverse():
+    v = vm("a", 0)
+    steps = host.tap_up(v)
+    assert steps[0].undo and steps[0].undo[0].text == "link del dev fr-a"
+    assert nft.vms_up("t", [v]).undo
+    assert all(s.undo for s in iptables.vms_up([v], need_conntrack=True))
+
+
+def test_iptables_remove_only_tagged_lines():
+    saved = [
+        ("filter", "-A FORWARD -i docker0 -j ACCEPT"),
+        ("filter", '-A FORWARD -i fr-a -m comment --comment "fireroute:a" -j DROP'),
+        ("filter", '-A FORWARD -i fr-ab -m comment --comment "fireroute:ab" -j DROP'),
+        ("filter", '-A FORWARD -m comment --comment "fireroute:shared" -j ACCEPT'),
+        ("nat", '-A POSTROUTING -m comment --comment "other:a" -j MASQUERADE'),
+    ]
+    steps = iptables.rules_down(saved, {"a"}, last=False)
+    assert [s.text for s in steps] == [
+        '-D FORWARD -i fr-a -m comment --comment "fireroute:a" -j DROP'
+    ]
+    steps = iptables.rules_down(saved, {"a", "ab"}, last=True)
+    assert len(steps) == 3
+
+
+@pytest.mark.parametrize("bad", ['x" ; flush ruleset ; "', "a b"])
+def test_names_cannot_reach_the_nft_script(bad):
+    from fireroute.errors import UsageError
+    from fireroute.model import check_vm_name
+
+    with pytest.raises(UsageError):
+        check_vm_name(bad)
