@@ -1,0 +1,1 @@
+"""Tests for fireroute.firecracker, against a spec-validating Firecracker stand-in."""
