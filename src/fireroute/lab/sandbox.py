@@ -1,0 +1,126 @@
+"""A throwaway network: a "host" namespace where fireroute runs, and an "internet" namespace
+behind a veth uplink that has no route back to the guests' pool (replies come only via NAT).
+
+Used by the demo, the end-to-end tests and the benchmarks; it never touches the namespace it
+is called from, and ``close`` (also on Ctrl-C, via ``with``) deletes both namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST_UPLINK_IP = "203.0.113.2"
+INTERNET_IP = "203.0.113.1"
+HTTP_PORT = 80
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Sandbox:
+    prefix: str = "frlab"
+    host: str = ""
+    internet: str = ""
+    state: Path = field(default_factory=lambda: Path("/nonexistent"))
+    _server: subprocess.Popen | None = None
+
+    def __enter__(self) -> Sandbox:
+        tag = secrets.token_hex(3)
+        self.host = f"{self.prefix}-{tag}"
+        self.internet = f"{self.prefix}-{tag}-i"
+        try:
+            _ip("netns", "add", self.host)
+            _ip("netns", "add", self.internet)
+            _ip(
+                "link",
+                "add",
+                "up0",
+                "netns",
+                self.host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "down0",
+                "netns",
+                self.internet,
+            )
+            for ns, dev, addr in (
+                (self.host, "up0", HOST_UPLINK_IP),
+                (self.internet, "down0", INTERNET_IP),
+            ):
+                _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+                _ip("-n", ns, "link", "set", dev, "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", self.host, "route", "add", "default", "via", INTERNET_IP)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def exec(
+        self,
+        ns: str,
+        *argv: str,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ip", "netns", "exec", ns, *argv],
+            capture_output=True,
+            text=True,
+            check=check,
+            env=env,
+            timeout=timeout,
+        )
+
+    def fireroute_argv(self, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.host, sys.executable, "-m", "fireroute", *args]
+
+    def fireroute(
+        self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        env = {**os.environ, "FIREROUTE_STATE": str(self.state), **(extra_env or {})}
+        return subprocess.run(
+            self.fireroute_argv(*args), capture_output=True, text=True, check=check, env=env
+        )
+
+    def start_http(self) -> None:
+        """A tiny HTTP server in the internet namespace that answers with the client's address
+        (so a test can see whether NAT happened)."""
+        code = (
+            "import http.server as h\n"
+            "class H(h.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self):\n"
+            "        body = ('hello-from-internet client=' + self.client_address[0] + '\\n')"
+            ".encode()\n"
+            "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
+            "        self.end_headers(); self.wfile.write(body)\n"
+            "    def log_message(self, *a): pass\n"
+            f"h.HTTPServer(('{INTERNET_IP}', {HTTP_PORT}), H).serve_forever()\n"
+        )
+        self._server = subprocess.Popen(
+            ["ip", "netns", "exec", self.internet, sys.executable, "-c", code],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.kill()
+            self._server.wait()
+            self._server = None
+        for ns in (self.host, self.internet):
+            if ns:
+                _ip("netns", "del", ns, check=False)
