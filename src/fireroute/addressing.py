@@ -5,7 +5,6 @@ Each derived value comes from exactly one function here.
 
 from __future__ import annotations
 
-import hashlib
 from ipaddress import IPv4Address, IPv4Network
 
 from fireroute.errors import PoolExhausted
@@ -43,6 +42,8 @@ def default_tap_name(vm: str) -> str:
     """``fr-<vm>`` when it fits in 15 bytes, else ``fr-<first 5>-<6 hex of sha1(vm)>``."""
     if len(TAP_PREFIX) + len(vm) <= 15:
         return TAP_PREFIX + vm
+    import hashlib
+
     digest = hashlib.sha1(vm.encode()).hexdigest()[:6]
     return f"{TAP_PREFIX}{vm[:5]}-{digest}"
 

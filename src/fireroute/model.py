@@ -6,7 +6,6 @@ Nothing here touches the host. Construction validates, so a value that exists is
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
 from fireroute.errors import UsageError
@@ -56,12 +55,20 @@ def check_mac(mac: str) -> str:
     return mac.upper()
 
 
-@dataclass(frozen=True)
 class Owner:
     """uid[:gid] that may open the tap (a jailed, unprivileged Firecracker)."""
 
-    uid: int
-    gid: int | None = None
+    __slots__ = ("uid", "gid")
+
+    def __init__(self, uid: int, gid: int | None = None) -> None:
+        self.uid = uid
+        self.gid = gid
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Owner) and (self.uid, self.gid) == (other.uid, other.gid)
+
+    def __hash__(self) -> int:
+        return hash((self.uid, self.gid))
 
     @classmethod
     def parse(cls, text: str) -> Owner:
@@ -81,23 +88,55 @@ class Owner:
         return f"{self.uid}" if self.gid is None else f"{self.uid}:{self.gid}"
 
 
-@dataclass(frozen=True)
 class Options:
-    """Everything a VM's networking depends on, as requested (None = default/auto)."""
+    """Everything a VM's networking depends on, as requested (None = default/auto).
 
-    backend: str = "nft"
-    pool: IPv4Network = IPv4Network("172.16.0.0/16")
-    prefix: int = 30
-    uplink: str | None = None
-    table: str = "firecracker"
-    tap: str | None = None
-    dns: tuple[IPv4Address, ...] = ()
-    owner: Owner | None = None
-    mac: str | None = None
-    guest_iface: str = "eth0"
-    iface_id: str = "eth0"
+    Plain slotted class rather than a dataclass: the per-VM command imports this module, and
+    dataclasses (with inspect) costs ~10 ms of start-up there.
+    """
 
-    def __post_init__(self) -> None:
+    __slots__ = (
+        "backend",
+        "pool",
+        "prefix",
+        "uplink",
+        "table",
+        "tap",
+        "dns",
+        "owner",
+        "mac",
+        "guest_iface",
+        "iface_id",
+    )
+
+    def __init__(
+        self,
+        backend: str = "nft",
+        pool: IPv4Network | None = None,
+        prefix: int = 30,
+        uplink: str | None = None,
+        table: str = "firecracker",
+        tap: str | None = None,
+        dns: tuple[IPv4Address, ...] = (),
+        owner: Owner | None = None,
+        mac: str | None = None,
+        guest_iface: str = "eth0",
+        iface_id: str = "eth0",
+    ) -> None:
+        self.backend = backend
+        self.pool = pool if pool is not None else IPv4Network("172.16.0.0/16")
+        self.prefix = prefix
+        self.uplink = uplink
+        self.table = table
+        self.tap = tap
+        self.dns = tuple(dns)
+        self.owner = owner
+        self.mac = mac
+        self.guest_iface = guest_iface
+        self.iface_id = iface_id
+        self._validate()
+
+    def _validate(self) -> None:
         if self.backend not in BACKENDS:
             raise UsageError(f'unknown backend "{self.backend}": use nft or iptables')
         if not 24 <= self.prefix <= 30:
@@ -112,10 +151,22 @@ class Options:
         if self.tap is not None:
             check_ifname(self.tap)
         if self.mac is not None:
-            object.__setattr__(self, "mac", check_mac(self.mac))
+            self.mac = check_mac(self.mac)
         check_ifname(self.guest_iface, "guest interface")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.iface_id):
-            raise UsageError(f'invalid iface id "{self.iface_id}": use 1-64 of A-Z a-z 0-9 _ -')
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", self.iface_id):
+            raise UsageError(
+                f'invalid iface id "{self.iface_id}": use 1-64 of A-Z a-z 0-9 _ (Firecracker\'s '
+                "rule)"
+            )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Options) and self.identity() == other.identity()
+
+    def __hash__(self) -> int:
+        return hash(repr(sorted(self.identity().items())))
+
+    def __repr__(self) -> str:
+        return f"Options({self.identity()})"
 
     def identity(self) -> dict[str, object]:
         """The options that make two requests for the same VM equal (JSON-ready)."""
@@ -151,18 +202,34 @@ class Options:
         )
 
 
-@dataclass(frozen=True)
 class Vm:
     """One VM's host networking as recorded: its block, tap, MAC and the options behind them."""
 
-    name: str
-    net: IPv4Network
-    tap: str
-    mac: str
-    uplink: str
-    options: Options
-    state: str = "active"
-    extra: dict[str, object] = field(default_factory=dict, compare=False)
+    __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state")
+
+    def __init__(
+        self,
+        name: str,
+        net: IPv4Network,
+        tap: str,
+        mac: str,
+        uplink: str,
+        options: Options,
+        state: str = "active",
+    ) -> None:
+        self.name = name
+        self.net = net
+        self.tap = tap
+        self.mac = mac
+        self.uplink = uplink
+        self.options = options
+        self.state = state
+
+    def with_state(self, state: str) -> Vm:
+        return Vm(self.name, self.net, self.tap, self.mac, self.uplink, self.options, state)
+
+    def __repr__(self) -> str:
+        return f"Vm({self.name!r}, {self.net}, tap={self.tap!r}, state={self.state!r})"
 
     @property
     def tap_ip(self) -> IPv4Address:

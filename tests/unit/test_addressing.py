@@ -21,12 +21,17 @@ def test_guide_formula_first_and_thousandth_vm():
     assert b999.network_address + 2 == IPv4Address("172.16.15.158")
 
 
-@pytest.mark.parametrize("ordinal", [0, 1, 63, 64, 255, 999, 16383])
-@pytest.mark.parametrize("prefix", [24, 28, 29, 30])
+CASES = [
+    (o, p)
+    for p in (24, 28, 29, 30)
+    for o in (0, 1, 63, 64, 255, 999, 16383)
+    if o < addressing.block_count(POOL, p)
+]
+
+
+@pytest.mark.parametrize("ordinal,prefix", CASES)
 def test_formula_matches_guide_arithmetic(ordinal, prefix):
     a = 1 << (32 - prefix)
-    if ordinal >= addressing.block_count(POOL, prefix):
-        pytest.skip("ordinal beyond this pool")
     b = addressing.block(POOL, prefix, ordinal)
     tap = f"172.16.{(a * ordinal + 1) // 256}.{(a * ordinal + 1) % 256}"
     guest = f"172.16.{(a * ordinal + 2) // 256}.{(a * ordinal + 2) % 256}"

@@ -61,42 +61,67 @@ def _up_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fireroute", description="Host networking for Firecracker microVMs.")
-    p.add_argument("--version", action="version", version=f"fireroute {__version__}")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-    up = sub.add_parser("up", help="create a VM's tap, /30, forwarding and NAT")
-    _up_options(up)
-    _common(up)
-    up.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
-    plan = sub.add_parser("plan", help="print the commands up would run (dry run)")
-    _up_options(plan)
-    _common(plan)
-    down = sub.add_parser("down", help="remove exactly what up created (idempotent)")
-    down.add_argument("names", nargs="*", metavar="VM")
-    down.add_argument("--all", action="store_true", help="every VM in the state file")
-    down.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
-    _common(down)
-    ls = sub.add_parser("ls", help="list VMs")
-    _common(ls)
-    show = sub.add_parser("show", help="what a VM needs, in one of several formats")
-    show.add_argument("name", metavar="VM")
-    show.add_argument("--format", default="text", choices=FORMATS)
-    show.add_argument(
+def _cfg_up(p: argparse.ArgumentParser) -> None:
+    _up_options(p)
+    _common(p)
+    p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+
+
+def _cfg_plan(p: argparse.ArgumentParser) -> None:
+    _up_options(p)
+    _common(p)
+
+
+def _cfg_down(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="VM")
+    p.add_argument("--all", action="store_true", help="every VM in the state file")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+    _common(p)
+
+
+def _cfg_show(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="VM")
+    p.add_argument("--format", default="text", choices=FORMATS)
+    p.add_argument(
         "--socket",
         default="/tmp/firecracker.socket",
         help="API socket used in the firecracker-api rendering",
     )
-    _common(show)
-    td = sub.add_parser(
-        "teardown", help="every VM down, shared tables removed, forwarding restored"
-    )
-    td.add_argument("--dry-run", action="store_true")
-    _common(td)
-    demo = sub.add_parser("demo", help="a safe demonstration inside throwaway namespaces")
-    demo.add_argument("--vms", type=int, default=3, help="number of microVM networks (default 3)")
-    demo.add_argument("--backend", default="nft")
-    demo.add_argument("--no-boot", action="store_true", help="network only, boot no guests")
+    _common(p)
+
+
+def _cfg_teardown(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true")
+    _common(p)
+
+
+def _cfg_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vms", type=int, default=3, help="number of microVM networks (default 3)")
+    p.add_argument("--backend", default="nft", help="nft (default) or iptables")
+    p.add_argument("--no-boot", action="store_true", help="network only, boot no guests")
+
+
+COMMANDS = {
+    "up": ("create a VM's tap, /30, forwarding and NAT", _cfg_up),
+    "plan": ("print the commands up would run (dry run)", _cfg_plan),
+    "down": ("remove exactly what up created (idempotent)", _cfg_down),
+    "ls": ("list VMs", _common),
+    "show": ("what a VM needs, in one of several formats", _cfg_show),
+    "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
+    "demo": ("a safe demonstration inside throwaway namespaces", _cfg_demo),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that command's options are built (start-up matters for
+    a command orchestrators call once per VM)."""
+    p = _Parser(prog="fireroute", description="Host networking for Firecracker microVMs.")
+    p.add_argument("--version", action="version", version=f"fireroute {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    for name, (text, configure) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=text)
+        if only is None or only == name:
+            configure(cmd)
     return p
 
 
@@ -298,7 +323,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
         if args.cmd is None:
             build_parser().print_help()
             return 2

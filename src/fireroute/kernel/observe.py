@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from ipaddress import IPv4Network
 
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
@@ -52,11 +51,14 @@ def ip_batch_json(lines: list[str], runner: Runner = run) -> list[object | None]
     return [None if i in failed else next(docs, None) for i in range(len(lines))]
 
 
-@dataclass(frozen=True)
 class HostView:
-    uplink: str
-    conflicts: dict[IPv4Network, str]
-    """block -> description of the host route or address it overlaps"""
+    """The resolved uplink and, per candidate block, the host route/address it overlaps."""
+
+    __slots__ = ("uplink", "conflicts")
+
+    def __init__(self, uplink: str, conflicts: dict[IPv4Network, str]) -> None:
+        self.uplink = uplink
+        self.conflicts = conflicts
 
 
 def probe(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from fireroute.errors import MissingTool
 
@@ -16,11 +15,13 @@ PACKAGES = {
 }
 
 
-@dataclass(frozen=True)
 class Result:
-    rc: int
-    out: str
-    err: str
+    __slots__ = ("rc", "out", "err")
+
+    def __init__(self, rc: int, out: str, err: str) -> None:
+        self.rc = rc
+        self.out = out
+        self.err = err
 
 
 Runner = Callable[[list[str], "str | None"], Result]

@@ -8,27 +8,39 @@ runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 IP, NFT, IPTABLES, SYSCTL = "ip", "nft", "iptables", "sysctl"
 
 
-@dataclass(frozen=True)
 class Step:
-    tool: str
-    text: str
-    """ip: one ``ip -batch`` line; nft: script text; iptables: one rule line; sysctl: key=value"""
-    what: str
-    """The action, for errors: 'create tap "fr-web-1"'."""
-    vm: str | None = None
-    undo: tuple[Step, ...] = ()
-    table: str = ""
-    """iptables only: the table the rule line belongs to (nat, filter)."""
+    """One command. ``text`` is, by tool: ip, one ``ip -batch`` line; nft, script text;
+    iptables, one rule line (``table`` names its table); sysctl, ``key=value``. ``what`` is the
+    action for error messages ('create tap "fr-web-1"'); ``undo`` its inverse steps."""
+
+    __slots__ = ("tool", "text", "what", "vm", "undo", "table")
+
+    def __init__(
+        self,
+        tool: str,
+        text: str,
+        what: str,
+        vm: str | None = None,
+        undo: tuple[Step, ...] = (),
+        table: str = "",
+    ) -> None:
+        self.tool = tool
+        self.text = text
+        self.what = what
+        self.vm = vm
+        self.undo = undo
+        self.table = table
+
+    def __repr__(self) -> str:
+        return f"Step({self.tool!r}, {self.text!r})"
 
 
-@dataclass
 class Plan:
-    steps: list[Step] = field(default_factory=list)
+    def __init__(self, steps: list[Step] | None = None) -> None:
+        self.steps: list[Step] = list(steps or [])
 
     def add(self, *steps: Step) -> None:
         self.steps.extend(steps)
