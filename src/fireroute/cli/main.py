@@ -101,6 +101,16 @@ def _cfg_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-boot", action="store_true", help="network only, boot no guests")
 
 
+def _cfg_repair(verb: str):  # noqa: ANN202
+    def configure(p: argparse.ArgumentParser) -> None:
+        from fireroute.cli import repair_cmds
+
+        getattr(repair_cmds, f"configure_{verb}")(p)
+        _common(p)
+
+    return configure
+
+
 COMMANDS = {
     "up": ("create a VM's tap, /30, forwarding and NAT", _cfg_up),
     "plan": ("print the commands up would run (dry run)", _cfg_plan),
@@ -109,6 +119,9 @@ COMMANDS = {
     "show": ("what a VM needs, in one of several formats", _cfg_show),
     "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
     "demo": ("a safe demonstration inside throwaway namespaces", _cfg_demo),
+    "check": ("report drift between the state file and the kernel", _cfg_repair("check")),
+    "gc": ("remove leftovers of crashed runs (tagged objects only)", _cfg_repair("gc")),
+    "restore": ("recreate every active VM's networking (after a reboot)", _cfg_repair("restore")),
 }
 
 
@@ -330,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.cmd in ("up", "plan"):
             return cmd_up(args, dry_run=args.cmd == "plan" or getattr(args, "dry_run", False))
+        if args.cmd in ("check", "gc", "restore"):
+            from fireroute.cli import repair_cmds
+
+            return getattr(repair_cmds, f"cmd_{args.cmd}")(args)
         return {
             "down": cmd_down,
             "ls": cmd_ls,

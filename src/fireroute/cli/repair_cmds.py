@@ -1,0 +1,61 @@
+"""``check``, ``gc`` and ``restore``: make the state file and the kernel agree."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def configure_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="VM", help="vm(s) to check (default: all)")
+
+
+def configure_gc(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+
+
+configure_restore = configure_gc
+
+
+def _manager(args: argparse.Namespace):  # noqa: ANN202
+    from fireroute.cli.main import _state
+    from fireroute.manager import Manager
+
+    return Manager(_state(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from fireroute import repair
+
+    report = repair.check(_manager(args), args.names)
+    bad = {vm: problems for vm, problems in report.items() if problems}
+    if args.json:
+        print(json.dumps({"ok": not bad, "vms": report}, indent=2))
+    else:
+        for vm, problems in report.items():
+            print(f"{vm}: " + ("ok" if not problems else "; ".join(problems)))
+    return 1 if bad else 0
+
+
+def _run(args: argparse.Namespace, verb: str) -> int:
+    from fireroute import repair
+    from fireroute.plan.steps import as_commands
+
+    plan = getattr(repair, verb)(_manager(args), dry_run=args.dry_run)
+    if args.dry_run:
+        sys.stdout.write(as_commands(plan))
+    elif args.json:
+        print(json.dumps({"commands": as_commands(plan)}))
+    else:
+        n = len(plan.steps)
+        print(f"{verb}: nothing to do" if not n else f"{verb}: {n} step(s) done")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    return _run(args, "gc")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    return _run(args, "restore")
