@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HOST_UPLINK_IP = "203.0.113.2"
 INTERNET_IP = "203.0.113.1"
 HTTP_PORT = 80
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C (so ``with Sandbox()`` still deletes its namespaces)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(
+        signal.SIGTERM
+    ) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -32,6 +42,7 @@ class Sandbox:
     _server: subprocess.Popen | None = None
 
     def __enter__(self) -> Sandbox:
+        _exit_cleanly_on_sigterm()
         tag = secrets.token_hex(3)
         self.host = f"{self.prefix}-{tag}"
         self.internet = f"{self.prefix}-{tag}-i"
