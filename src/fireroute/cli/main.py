@@ -21,6 +21,8 @@ FORMATS = (
     "firecracker-api",
     "firecracker-config",
     "firectl",
+    "snapshot-overrides",
+    "jailer",
 )
 
 
@@ -65,6 +67,9 @@ def _cfg_up(p: argparse.ArgumentParser) -> None:
     _up_options(p)
     _common(p)
     p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+    from fireroute.cli.firecracker_cmds import configure_up
+
+    configure_up(p)
 
 
 def _cfg_plan(p: argparse.ArgumentParser) -> None:
@@ -87,6 +92,9 @@ def _cfg_show(p: argparse.ArgumentParser) -> None:
         default="/tmp/firecracker.socket",
         help="API socket used in the firecracker-api rendering",
     )
+    from fireroute.cli.firecracker_cmds import configure_show
+
+    configure_show(p)
     _common(p)
 
 
@@ -111,6 +119,17 @@ def _cfg_repair(verb: str):  # noqa: ANN202
     return configure
 
 
+def _fc(name: str):  # noqa: ANN202
+    """A Firecracker command's configure function, imported only when it is built."""
+
+    def configure(p: argparse.ArgumentParser) -> None:
+        from fireroute.cli.firecracker_cmds import COMMANDS as FC
+
+        FC[name][1](p)
+
+    return configure
+
+
 COMMANDS = {
     "up": ("create a VM's tap, /30, forwarding and NAT", _cfg_up),
     "plan": ("print the commands up would run (dry run)", _cfg_plan),
@@ -119,6 +138,9 @@ COMMANDS = {
     "show": ("what a VM needs, in one of several formats", _cfg_show),
     "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
     "demo": ("a safe demonstration inside throwaway namespaces", _cfg_demo),
+    "attach": ("hand a VM's tap to a Firecracker that has not started yet", _fc("attach")),
+    "limit": ("change a running VM's rate limits (PATCH)", _fc("limit")),
+    "config": ("merge a VM's network into a Firecracker --config-file", _fc("config")),
     "check": ("report drift between the state file and the kernel", _cfg_repair("check")),
     "gc": ("remove leftovers of crashed runs (tagged objects only)", _cfg_repair("gc")),
     "restore": ("recreate every active VM's networking (after a reboot)", _cfg_repair("restore")),
@@ -296,19 +318,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from fireroute.cli import firecracker_cmds as fcc
     from fireroute.manager import Manager
     from fireroute.render import firecracker, guest, record
 
-    vm = Manager(_state(args)).show(args.name)
     fmt = "json" if args.json else args.format
+    fcc.check_show(args, fmt)
+    vm = Manager(_state(args)).show(args.name)
     out = {
         "text": lambda: record.summary(vm),
         "json": lambda: json.dumps(record.as_dict(vm), indent=2) + "\n",
         "boot-args": lambda: guest.boot_arg(vm) + "\n",
-        "guest-script": lambda: guest.guest_script(vm),
+        "guest-script": lambda: fcc.show_guest_script(vm, args),
         "firecracker-api": lambda: firecracker.api_call(vm, args.socket),
         "firecracker-config": lambda: json.dumps(firecracker.config_fragment(vm), indent=2) + "\n",
         "firectl": lambda: firecracker.firectl_flag(vm) + "\n",
+        "snapshot-overrides": lambda: fcc.show_snapshot_overrides(vm),
+        "jailer": lambda: fcc.show_jailer(vm),
     }[fmt]()
     sys.stdout.write(out)
     return 0
@@ -341,6 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd is None:
             build_parser().print_help()
             return 2
+        if args.cmd == "up" and args.socket is not None:
+            from fireroute.cli.firecracker_cmds import cmd_up_socket
+
+            return cmd_up_socket(args)
+        if args.cmd in ("attach", "limit", "config"):
+            from fireroute.cli.firecracker_cmds import HANDLERS
+
+            return HANDLERS[args.cmd](args)
         if args.cmd in ("up", "plan"):
             return cmd_up(args, dry_run=args.cmd == "plan" or getattr(args, "dry_run", False))
         if args.cmd in ("check", "gc", "restore"):

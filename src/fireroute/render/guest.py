@@ -13,14 +13,20 @@ def boot_arg(vm: Vm) -> str:
     return "ip=" + ":".join(fields)
 
 
-def guest_script(vm: Vm) -> str:
-    """What to run inside the guest when it does not take ``ip=`` (the guide's "In the guest")."""
+def guest_script(vm: Vm, mmds_address: str | None = None) -> str:
+    """What to run inside the guest when it does not take ``ip=`` (the guide's "In the guest").
+
+    With ``mmds_address``, also the route the MMDS guide asks for: MMDS packets go straight
+    out of the interface Firecracker serves MMDS on (``ip route add A dev eth0``).
+    """
     iface = vm.options.guest_iface
     lines = [
         f"ip addr add {vm.guest_ip}/{vm.net.prefixlen} dev {iface}",
         f"ip link set {iface} up",
         f"ip route add default via {vm.tap_ip} dev {iface}",
     ]
+    if mmds_address is not None:
+        lines.append(f"ip route add {mmds_address} dev {iface}")
     if vm.options.dns:
         servers = "\\n".join(f"nameserver {d}" for d in vm.options.dns)
         lines.append(f"printf '{servers}\\n' > /etc/resolv.conf")
