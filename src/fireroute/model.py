@@ -6,7 +6,7 @@ Nothing here touches the host. Construction validates, so a value that exists is
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from fireroute.errors import UsageError
 
@@ -16,7 +16,7 @@ TABLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 IFNAMSIZ = 15
 BACKENDS = ("nft", "iptables")
-MODES = ("nat",)
+MODES = ("nat", "bridge", "clone")
 
 
 def check_vm_name(name: str) -> str:
@@ -88,14 +88,48 @@ class Owner:
         return f"{self.uid}" if self.gid is None else f"{self.uid}:{self.gid}"
 
 
+DEFAULT_NAT_POOL = "172.16.0.0/16"
+DEFAULT_CLONE_POOL = "10.200.0.0/16"
+DEFAULT_CLONE_GUEST = "192.168.241.2/29"
+DEFAULT_CLONE_TAP = "vmtap0"
+
+
+def _iface(text: str | None, what: str) -> IPv4Interface | None:
+    if text is None:
+        return None
+    try:
+        iface = IPv4Interface(text)
+    except ValueError:
+        raise UsageError(
+            f'invalid {what} "{text}": expected an IPv4 address with prefix, '
+            "such as 192.168.1.169/24"
+        ) from None
+    if "/" not in text:
+        raise UsageError(f'invalid {what} "{text}": give the prefix length too (A.B.C.D/N)')
+    return iface
+
+
+def _addr(text: str | None, what: str) -> IPv4Address | None:
+    if text is None:
+        return None
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        raise UsageError(f'invalid {what} "{text}": expected an IPv4 address') from None
+
+
 class Options:
     """Everything a VM's networking depends on, as requested (None = default/auto).
 
     Plain slotted class rather than a dataclass: the per-VM command imports this module, and
-    dataclasses (with inspect) costs ~10 ms of start-up there.
+    dataclasses (with inspect) costs ~10 ms of start-up there. Fields by mode:
+    nat: pool/prefix; bridge: bridge, bridge_address, guest (fixed IP/prefix) or addr_range or
+    dhcp, gateway, masquerade; clone: pool/prefix (for the veth links), guest, tap (inside the
+    clone's namespace), clone_address.
     """
 
-    __slots__ = (
+    FIELDS = (
+        "mode",
         "backend",
         "pool",
         "prefix",
@@ -107,7 +141,16 @@ class Options:
         "mac",
         "guest_iface",
         "iface_id",
+        "bridge",
+        "bridge_address",
+        "guest",
+        "addr_range",
+        "dhcp",
+        "gateway",
+        "masquerade",
+        "clone_address",
     )
+    __slots__ = FIELDS
 
     def __init__(
         self,
@@ -122,9 +165,20 @@ class Options:
         mac: str | None = None,
         guest_iface: str = "eth0",
         iface_id: str = "eth0",
+        mode: str = "nat",
+        bridge: str | None = None,
+        bridge_address: str | None = None,
+        guest: str | None = None,
+        addr_range: str | None = None,
+        dhcp: bool = False,
+        gateway: str | None = None,
+        masquerade: bool = False,
+        clone_address: str | None = None,
     ) -> None:
+        self.mode = mode
         self.backend = backend
-        self.pool = pool if pool is not None else IPv4Network("172.16.0.0/16")
+        default_pool = DEFAULT_CLONE_POOL if mode == "clone" else DEFAULT_NAT_POOL
+        self.pool = pool if pool is not None else IPv4Network(default_pool)
         self.prefix = prefix
         self.uplink = uplink
         self.table = table
@@ -134,9 +188,19 @@ class Options:
         self.mac = mac
         self.guest_iface = guest_iface
         self.iface_id = iface_id
+        self.bridge = bridge
+        self.bridge_address = bridge_address
+        self.guest = guest
+        self.addr_range = addr_range
+        self.dhcp = dhcp
+        self.gateway = gateway
+        self.masquerade = masquerade
+        self.clone_address = clone_address
         self._validate()
 
     def _validate(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f'unknown mode "{self.mode}": use nat, bridge or clone')
         if self.backend not in BACKENDS:
             raise UsageError(f'unknown backend "{self.backend}": use nft or iptables')
         if not 24 <= self.prefix <= 30:
@@ -158,6 +222,77 @@ class Options:
                 f'invalid iface id "{self.iface_id}": use 1-64 of A-Z a-z 0-9 _ (Firecracker\'s '
                 "rule)"
             )
+        self._validate_mode()
+
+    def _validate_mode(self) -> None:
+        bridge_only = {
+            "--bridge": self.bridge,
+            "--bridge-address": self.bridge_address,
+            "--range": self.addr_range,
+            "--dhcp": self.dhcp or None,
+            "--gateway": self.gateway,
+            "--masquerade": self.masquerade or None,
+        }
+        if self.mode != "bridge":
+            given = [k for k, v in bridge_only.items() if v is not None]
+            if given:
+                raise UsageError(f"{given[0]} only applies to --mode bridge")
+        if self.mode != "clone" and self.clone_address is not None:
+            raise UsageError("--clone-address only applies to --mode clone")
+        if self.mode == "nat" and self.guest is not None:
+            raise UsageError(
+                "--guest-ip applies to --mode bridge or clone; NAT guests get the "
+                "second address of their block"
+            )
+        if self.mode == "bridge":
+            if self.bridge is None:
+                self.bridge = "br0"
+            check_ifname(self.bridge, "bridge name")
+            bridge_ip = _iface(self.bridge_address, "--bridge-address")
+            guest = _iface(self.guest, "--guest-ip")
+            _addr(self.gateway, "--gateway")
+            chosen = [x for x in (self.guest, self.addr_range, self.dhcp or None) if x]
+            if len(chosen) != 1:
+                raise UsageError("bridge mode needs exactly one of --guest-ip, --range, --dhcp")
+            if self.addr_range is not None:
+                self.range_bounds()
+                if bridge_ip is None:
+                    raise UsageError("--range needs --bridge-address (for the guests' prefix)")
+            if guest and bridge_ip and guest.network != bridge_ip.network:
+                raise UsageError(
+                    f"--guest-ip {guest} is not in the bridge's subnet {bridge_ip.network}"
+                )
+            if not self.dhcp and bridge_ip is None and self.gateway is None:
+                raise UsageError(
+                    "bridge mode with a static guest address needs "
+                    "--bridge-address or --gateway (the guest's router)"
+                )
+        if self.mode == "clone":
+            if self.guest is None:
+                self.guest = DEFAULT_CLONE_GUEST
+            g = _iface(self.guest, "--guest-ip")
+            assert g is not None
+            if g.network.prefixlen > 30 or g.ip in (
+                g.network.network_address,
+                g.network.broadcast_address,
+            ):
+                raise UsageError(f"--guest-ip {g} leaves no room for the tap address")
+            if self.clone_address not in (None, "auto"):
+                _addr(self.clone_address, "--clone-address")
+
+    def range_bounds(self) -> tuple[IPv4Address, IPv4Address]:
+        text = self.addr_range or ""
+        lo, sep, hi = text.partition("-")
+        try:
+            a, b = IPv4Address(lo.strip()), IPv4Address(hi.strip())
+        except ValueError:
+            a = b = None  # type: ignore[assignment]
+        if not sep or a is None or b is None or int(b) < int(a):
+            raise UsageError(
+                f'invalid --range "{text}": expected FIRST-LAST, such as '
+                "192.168.1.160-192.168.1.199"
+            )
+        return a, b
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Options) and self.identity() == other.identity()
@@ -170,47 +305,42 @@ class Options:
 
     def identity(self) -> dict[str, object]:
         """The options that make two requests for the same VM equal (JSON-ready)."""
-        return {
-            "backend": self.backend,
-            "pool": str(self.pool),
-            "prefix": self.prefix,
-            "uplink": self.uplink,
-            "table": self.table,
-            "tap": self.tap,
-            "dns": [str(d) for d in self.dns],
-            "owner": str(self.owner) if self.owner else None,
-            "mac": self.mac,
-            "guest_iface": self.guest_iface,
-            "iface_id": self.iface_id,
-        }
+        out: dict[str, object] = {}
+        for f in self.FIELDS:
+            v = getattr(self, f)
+            if f == "pool":
+                v = str(v)
+            elif f == "dns":
+                v = [str(d) for d in v]
+            elif f == "owner":
+                v = str(v) if v else None
+            out[f] = v
+        return out
 
     @classmethod
     def from_identity(cls, data: dict[str, object]) -> Options:
-        owner = data.get("owner")
-        return cls(
-            backend=str(data["backend"]),
-            pool=IPv4Network(str(data["pool"])),
-            prefix=int(str(data["prefix"])),
-            uplink=data.get("uplink"),  # type: ignore[arg-type]
-            table=str(data["table"]),
-            tap=data.get("tap"),  # type: ignore[arg-type]
-            dns=tuple(IPv4Address(str(d)) for d in data.get("dns") or ()),  # type: ignore[union-attr]
-            owner=Owner.parse(str(owner)) if owner else None,
-            mac=data.get("mac"),  # type: ignore[arg-type]
-            guest_iface=str(data.get("guest_iface", "eth0")),
-            iface_id=str(data.get("iface_id", "eth0")),
-        )
+        kw = {f: data[f] for f in cls.FIELDS if f in data}
+        kw["pool"] = IPv4Network(str(kw["pool"])) if kw.get("pool") else None
+        kw["dns"] = tuple(IPv4Address(str(d)) for d in kw.get("dns") or ())  # type: ignore[union-attr]
+        kw["owner"] = Owner.parse(str(kw["owner"])) if kw.get("owner") else None
+        return cls(**kw)  # type: ignore[arg-type]
 
 
 class Vm:
-    """One VM's host networking as recorded: its block, tap, MAC and the options behind them."""
+    """One VM's host networking as recorded.
+
+    ``net`` is the leased block: the /30 of a NAT VM, the /30 of a clone's veth link, or the
+    /32 of a bridge guest's address (None for DHCP). ``tap`` is the VM's device on the host:
+    the tap (nat, bridge) or the host end of the clone's veth pair; the tap Firecracker opens is
+    ``vm_tap``.
+    """
 
     __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state")
 
     def __init__(
         self,
         name: str,
-        net: IPv4Network,
+        net: IPv4Network | None,
         tap: str,
         mac: str,
         uplink: str,
@@ -232,16 +362,88 @@ class Vm:
         return f"Vm({self.name!r}, {self.net}, tap={self.tap!r}, state={self.state!r})"
 
     @property
-    def tap_ip(self) -> IPv4Address:
-        return self.net.network_address + 1
+    def mode(self) -> str:
+        return self.options.mode
 
     @property
-    def guest_ip(self) -> IPv4Address:
-        return self.net.network_address + 2
+    def guest_iface_addr(self) -> IPv4Interface | None:
+        """The guest's address with its prefix (None for a DHCP guest)."""
+        o = self.options
+        if o.mode == "nat":
+            assert self.net is not None
+            return IPv4Interface(f"{self.net.network_address + 2}/{self.net.prefixlen}")
+        if o.guest is not None:
+            return IPv4Interface(o.guest)
+        if o.dhcp or self.net is None:
+            return None
+        bridge = IPv4Interface(str(o.bridge_address))
+        return IPv4Interface(f"{self.net.network_address}/{bridge.network.prefixlen}")
+
+    @property
+    def guest_ip(self) -> IPv4Address | None:
+        g = self.guest_iface_addr
+        return g.ip if g else None
+
+    @property
+    def tap_ip(self) -> IPv4Address | None:
+        """The guest's gateway: the tap address (nat, clone) or the bridge's (bridge)."""
+        o = self.options
+        if o.mode == "nat":
+            assert self.net is not None
+            return self.net.network_address + 1
+        if o.mode == "clone":
+            g = IPv4Interface(str(o.guest))
+            return (
+                g.network.network_address + 1
+                if g.ip != g.network.network_address + 1
+                else g.network.network_address + 2
+            )
+        if o.bridge_address:
+            return IPv4Interface(o.bridge_address).ip
+        return IPv4Address(o.gateway) if o.gateway else None
+
+    @property
+    def prefix(self) -> int:
+        g = self.guest_iface_addr
+        if g is not None:
+            return g.network.prefixlen
+        return (
+            IPv4Interface(self.options.bridge_address).network.prefixlen
+            if self.options.bridge_address
+            else 24
+        )
 
     @property
     def mask(self) -> IPv4Address:
-        return self.net.netmask
+        return IPv4Network(f"0.0.0.0/{self.prefix}").netmask
+
+    @property
+    def vm_tap(self) -> str:
+        """The tap Firecracker opens (inside the clone's namespace for clone mode)."""
+        if self.options.mode == "clone":
+            return self.options.tap or DEFAULT_CLONE_TAP
+        return self.tap
+
+    @property
+    def nat_source(self) -> IPv4Address | None:
+        """The source address the host masquerades: the guest's, or the clone veth's."""
+        if self.options.mode == "clone":
+            assert self.net is not None
+            return self.net.network_address + 2
+        return self.guest_ip
+
+    @property
+    def netns(self) -> str | None:
+        return f"fireroute-{self.name}" if self.options.mode == "clone" else None
+
+    @property
+    def clone_address(self) -> IPv4Address | None:
+        if self.options.mode != "clone":
+            return None
+        ca = self.options.clone_address
+        if ca in (None, "auto"):
+            return self.nat_source
+        return IPv4Address(ca)
 
     @property
     def backend(self) -> str:

@@ -23,6 +23,7 @@ from fireroute.plan.steps import (
     Plan,
     Step,
     groups,
+    in_netns,
     iptables_input,
     sysctl_path,
 )
@@ -46,17 +47,22 @@ class Executor:
     # -- one process per group -------------------------------------------------------------
     def _run_group(self, group: list[Step], force: bool) -> dict[int, str]:
         """Run a group; return {index in group: error text} for the steps that failed."""
-        tool = group[0].tool
+        tool, ns = group[0].tool, group[0].netns
         if tool == IP:
             argv = ["ip", "-force", "-batch", "-"] if force else ["ip", "-batch", "-"]
-            res = self.runner(argv, "".join(s.text + "\n" for s in group))
+            res = self.runner(in_netns(ns, argv), "".join(s.text + "\n" for s in group))
             errors = _ip_errors(res, len(group))
         elif tool == NFT:
             script = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in group)
-            res = self.runner(["nft", "-f", "-"], script)
+            res = self.runner(in_netns(ns, ["nft", "-f", "-"]), script)
             errors = {} if res.rc == 0 else {0: res.err or res.out}
         elif tool == IPTABLES:
-            res = self.runner(["iptables-nft-restore", "--noflush"], iptables_input(group))
+            res = self.runner(
+                in_netns(ns, ["iptables-nft-restore", "--noflush"]), iptables_input(group)
+            )
+            errors = {} if res.rc == 0 else {0: res.err or res.out}
+        elif tool == SYSCTL and ns is not None:
+            res = self.runner(["ip", "netns", "exec", ns, "sysctl", "-qw", group[0].text], None)
             errors = {} if res.rc == 0 else {0: res.err or res.out}
         elif tool == SYSCTL:
             errors = _write_sysctl(group[0].text)

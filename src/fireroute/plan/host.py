@@ -18,22 +18,28 @@ def owner_alias(vm: str) -> str:
     return ALIAS_PREFIX + vm
 
 
-def tap_up(vm: Vm) -> list[Step]:
-    """Create the tap (tap mode, one queue), address it, tag it, bring it up."""
+def tuntap_add(vm: Vm) -> Step:
+    """Create the tap (tap mode, one queue, optionally owned by a user); its undo deletes it."""
     owner = ""
     if vm.options.owner is not None:
         owner = f" user {vm.options.owner.uid}"
         if vm.options.owner.gid is not None:
             owner += f" group {vm.options.owner.gid}"
     delete = Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)
+    return Step(
+        IP,
+        f"tuntap add dev {vm.tap} mode tap{owner}",
+        f'create tap "{vm.tap}"',
+        vm.name,
+        undo=(delete,),
+    )
+
+
+def tap_up(vm: Vm) -> list[Step]:
+    """NAT mode: create the tap, address it, tag it, bring it up."""
+    assert vm.net is not None
     return [
-        Step(
-            IP,
-            f"tuntap add dev {vm.tap} mode tap{owner}",
-            f'create tap "{vm.tap}"',
-            vm.name,
-            undo=(delete,),
-        ),
+        tuntap_add(vm),
         Step(
             IP,
             f"address add {vm.tap_ip}/{vm.net.prefixlen} dev {vm.tap}",

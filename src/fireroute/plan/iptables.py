@@ -24,11 +24,15 @@ def tag(vm: str) -> str:
 def vm_rules(vm: Vm) -> list[tuple[str, str]]:
     """(table, rule) pairs for one VM, in iptables-save's own spelling."""
     c = f"-m comment --comment {tag(vm.name)}"
-    return [
-        ("nat", f"-A POSTROUTING -s {vm.guest_ip}/32 -o {vm.uplink} {c} -j MASQUERADE"),
-        ("filter", f"-A FORWARD -s {vm.guest_ip}/32 -i {vm.tap} -o {vm.uplink} {c} -j ACCEPT"),
-        ("filter", f"-A FORWARD -i {vm.tap} {c} -j DROP"),
+    src = vm.nat_source
+    dev = vm.options.bridge if vm.mode == "bridge" else vm.tap
+    rules = [
+        ("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE"),
+        ("filter", f"-A FORWARD -s {src}/32 -i {dev} -o {vm.uplink} {c} -j ACCEPT"),
     ]
+    if vm.mode != "bridge":  # a bridge carries other guests too: no blanket drop on it
+        rules.append(("filter", f"-A FORWARD -i {vm.tap} {c} -j DROP"))
+    return rules
 
 
 def _delete(rule: str) -> str:

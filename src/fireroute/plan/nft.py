@@ -43,11 +43,26 @@ def _elements(vms: list[Vm]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {name: [] for name in SETS}
     for vm in vms:
         tag = f'comment "{vm.name}"'
-        out["masq"].append(f'{vm.guest_ip} . "{vm.uplink}" {tag}')
+        src = vm.nat_source
+        out["masq"].append(f'{src} . "{vm.uplink}" {tag}')
+        if vm.mode == "bridge":  # one shared egress element per bridge; no per-tap entries
+            continue
         out["egress"].append(f'"{vm.tap}" . "{vm.uplink}" {tag}')
         out["taps"].append(f'"{vm.tap}" {tag}')
-        out["vms"].append(f'"{vm.tap}" . {vm.guest_ip} {tag}')
+        out["vms"].append(f'"{vm.tap}" . {src} {tag}')
     return out
+
+
+def bridge_egress(verb: str, table: str, bridges: set[tuple[str, str]]) -> str:
+    """The shared (bridge . uplink) egress elements of masquerading bridges."""
+    if not bridges:
+        return ""
+    elems = ", ".join(f'"{b}" . "{u}" comment "bridge:{b}"' for b, u in sorted(bridges))
+    return f"{verb} element ip {table} egress {{ {elems} }}\n"
+
+
+def _bridges(vms: list[Vm]) -> set[tuple[str, str]]:
+    return {(str(v.options.bridge), v.uplink) for v in vms if v.mode == "bridge"}
 
 
 def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
@@ -63,11 +78,16 @@ def _sets_only(table: str) -> str:
     return f'table ip {table} {{\n  comment "{TABLE_COMMENT}"\n{sets}}}\n'
 
 
-def remove_elements(table: str, vms: list[Vm]) -> str:
+def remove_elements(table: str, vms: list[Vm], bridges: set[tuple[str, str]] | None = None) -> str:
     """Idempotent removal: declaring the sets and adding first makes the delete succeed
     whether or not the elements (or the table) still exist."""
+    b = bridges or set()
     return (
-        _sets_only(table) + _element_lines("add", table, vms) + _element_lines("delete", table, vms)
+        _sets_only(table)
+        + _element_lines("add", table, vms)
+        + bridge_egress("add", table, b)
+        + _element_lines("delete", table, vms)
+        + bridge_egress("delete", table, b)
     )
 
 
@@ -75,24 +95,25 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True) -> Step:
     """Add the VMs' set elements. ``fresh`` (no VM of ours in the table yet) also declares the
     chains and their rules; otherwise only the table and sets are re-declared (idempotent and
     ~8x cheaper for the kernel than re-registering the base chains)."""
-    undo = Step(
-        NFT,
-        remove_elements(table, vms),
-        f'remove NAT entries from table "{table}"',
-        vms[0].name if len(vms) == 1 else None,
-    )
-    return Step(
-        NFT,
-        (skeleton(table) if fresh else _sets_only(table)) + _element_lines("add", table, vms),
-        f'add NAT entries to nftables table "{table}"',
-        vms[0].name if len(vms) == 1 else None,
-        undo=(undo,),
-    )
+    vm = vms[0].name if len(vms) == 1 else None
+    undo = Step(NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm)
+    head = skeleton(table) if fresh else _sets_only(table)
+    body = _element_lines("add", table, vms) + bridge_egress("add", table, _bridges(vms))
+    return Step(NFT, head + body, f'add NAT entries to nftables table "{table}"', vm, undo=(undo,))
 
 
-def vms_down(table: str, vms: list[Vm], last: bool) -> Step:
+def vms_down(
+    table: str, vms: list[Vm], last: bool, drop_bridges: set[tuple[str, str]] | None = None
+) -> Step:
+    """Remove the VMs' elements (and the egress of bridges no VM uses any more), or the whole
+    table with the last VM."""
     vm = vms[0].name if len(vms) == 1 else None
     if last:
         script = f"add table ip {table}\ndelete table ip {table}\n"
         return Step(NFT, script, f'delete nftables table "{table}"', vm)
-    return Step(NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm)
+    return Step(
+        NFT,
+        remove_elements(table, vms, drop_bridges),
+        f'remove NAT entries from table "{table}"',
+        vm,
+    )

@@ -16,7 +16,7 @@ class Step:
     iptables, one rule line (``table`` names its table); sysctl, ``key=value``. ``what`` is the
     action for error messages ('create tap "fr-web-1"'); ``undo`` its inverse steps."""
 
-    __slots__ = ("tool", "text", "what", "vm", "undo", "table")
+    __slots__ = ("tool", "text", "what", "vm", "undo", "table", "netns")
 
     def __init__(
         self,
@@ -26,6 +26,7 @@ class Step:
         vm: str | None = None,
         undo: tuple[Step, ...] = (),
         table: str = "",
+        netns: str | None = None,
     ) -> None:
         self.tool = tool
         self.text = text
@@ -33,6 +34,8 @@ class Step:
         self.vm = vm
         self.undo = undo
         self.table = table
+        self.netns = netns
+        """run inside this network namespace (clone mode) instead of the caller's"""
 
     def __repr__(self) -> str:
         return f"Step({self.tool!r}, {self.text!r})"
@@ -53,7 +56,8 @@ def groups(steps: list[Step]) -> list[list[Step]]:
     """Consecutive steps of the same tool: one process each (sysctl steps stay single)."""
     out: list[list[Step]] = []
     for step in steps:
-        if out and out[-1][0].tool == step.tool and step.tool != SYSCTL:
+        last = out[-1][0] if out else None
+        if last and last.tool == step.tool and last.netns == step.netns and step.tool != SYSCTL:
             out[-1].append(step)
         else:
             out.append([step])
@@ -75,18 +79,29 @@ def sysctl_path(key: str) -> str:
     return "/proc/sys/" + key.replace(".", "/")
 
 
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    """argv run inside ``netns`` (``ip -n`` for ip itself, ``ip netns exec`` for the rest)."""
+    if netns is None:
+        return argv
+    if argv[0] == "ip":
+        return ["ip", "-n", netns, *argv[1:]]
+    return ["ip", "netns", "exec", netns, *argv]
+
+
 def as_commands(plan: Plan) -> str:
     """The plan as a shell transcript: what a person would type to do the same."""
     out: list[str] = []
     for group in groups(plan.steps):
-        tool = group[0].tool
+        tool, ns = group[0].tool, group[0].netns
         if tool == IP:
-            out.extend(f"ip {s.text}" for s in group)
+            out.extend(" ".join(in_netns(ns, ["ip"])) + f" {s.text}" for s in group)
         elif tool == NFT:
             script = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in group)
-            out.append(f"nft -f - <<'EOF'\n{script}EOF")
+            cmd = " ".join(in_netns(ns, ["nft", "-f", "-"]))
+            out.append(f"{cmd} <<'EOF'\n{script}EOF")
         elif tool == IPTABLES:
-            out.append(f"iptables-nft-restore --noflush <<'EOF'\n{iptables_input(group)}EOF")
+            cmd = " ".join(in_netns(ns, ["iptables-nft-restore", "--noflush"]))
+            out.append(f"{cmd} <<'EOF'\n{iptables_input(group)}EOF")
         elif tool == SYSCTL:
-            out.append(f"sysctl -w {group[0].text}")
+            out.append(" ".join(in_netns(ns, ["sysctl", "-w", group[0].text])))
     return "\n".join(out) + ("\n" if out else "")
