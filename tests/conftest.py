@@ -50,7 +50,16 @@ class Host:
     ) -> subprocess.CompletedProcess:
         full_env = {**os.environ, "FIREROUTE_STATE": str(self.state), **(env or {})}
         p = subprocess.run(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "fireroute", *args],
+            # nsenter switches only the network namespace (not the mount namespace, as
+            # "ip netns exec" does), so namespaces fireroute creates (clone mode) persist
+            [
+                "nsenter",
+                f"--net=/var/run/netns/{self.ns}",
+                sys.executable,
+                "-m",
+                "fireroute",
+                *args,
+            ],
             capture_output=True,
             text=True,
             env=full_env,

@@ -38,6 +38,17 @@ def mac_for(guest_ip: IPv4Address) -> str:
     return "06:00:" + ":".join(f"{b:02X}" for b in guest_ip.packed)
 
 
+def mac_for_vm(vm: str, guest_ip: IPv4Address | None) -> str:
+    """The guide's MAC for a known guest address; for a DHCP guest a stable locally
+    administered one from the VM name (``06:01:`` + 4 bytes of its SHA-1)."""
+    if guest_ip is not None:
+        return mac_for(guest_ip)
+    import hashlib
+
+    digest = hashlib.sha1(vm.encode()).digest()[:4]
+    return "06:01:" + ":".join(f"{b:02X}" for b in digest)
+
+
 def default_tap_name(vm: str) -> str:
     """``fr-<vm>`` when it fits in 15 bytes, else ``fr-<first 5>-<6 hex of sha1(vm)>``."""
     if len(TAP_PREFIX) + len(vm) <= 15:

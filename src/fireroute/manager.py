@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 from fireroute import addressing
-from fireroute.errors import ConflictError, FirerouteError, MissingTool, NotFound, UsageError
+from fireroute.errors import (
+    ConflictError,
+    FirerouteError,
+    MissingTool,
+    NotFound,
+    PoolExhausted,
+    UsageError,
+)
 from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner, run
 from fireroute.model import Options, Vm, check_vm_name
-from fireroute.plan import host, iptables, nft
+from fireroute.plan import bridge, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.state.store import Store
 
@@ -122,64 +129,53 @@ class Manager:
 
         others = store.all()
         own_devs = {v.tap for v in others}
-        taps = self._taps(store, fresh, options)
+        devs = self._devices(store, fresh, options)
         if progress:
-            progress(f"allocating {len(fresh)} block(s) in {options.pool}")
-        taken = store.taken()
-        uplink = options.uplink
-        while True:
-            ordinals = addressing.free_ordinals(options.pool, options.prefix, taken, len(fresh))
-            blocks = [addressing.block(options.pool, options.prefix, o) for o in ordinals]
-            view = observe.probe(uplink, blocks, own_devs, self.runner)
-            uplink = view.uplink
-            if not view.conflicts:
-                break
-            if not skip_conflicts:
-                b, what = next(iter(view.conflicts.items()))
-                raise ConflictError(
-                    f'block {b} for vm "{fresh[blocks.index(b)]}" overlaps {what} on this '
-                    "host; choose another --pool or pass --skip-conflicts"
-                )
-            taken = taken + [
-                (int(b.network_address), int(b.broadcast_address)) for b in view.conflicts
-            ]
+            progress(f"allocating {len(fresh)} address(es)")
+        nets, view = self._allocate(store, fresh, options, own_devs, skip_conflicts)
         vms = [
-            Vm(
-                n,
-                b,
-                taps[n],
-                options.mac or addressing.mac_for(b.network_address + 2),
-                uplink,
-                options,
-                "pending",
-            )
-            for n, b in zip(fresh, blocks, strict=True)
+            Vm(n, net, devs[n], "", view.uplink, options, "pending")
+            for n, net in zip(fresh, nets, strict=True)
         ]
+        instance = store.instance() if options.mode == "clone" else ""
+        for vm in vms:
+            vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
+            if vm.mode == "clone":
+                vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
+        bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
+        missing_bridges = {b for b in bridges if view.links.get(b) is None}
+        for b in bridges - missing_bridges:
+            link = view.links[b] or {}
+            if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
+                raise ConflictError(f'"{b}" exists on this host and is not a bridge')
 
         plan = Plan()
-        for vm in vms:
-            plan.add(*host.tap_up(vm))
+        plan.add(*modes.links_up(vms, missing_bridges))
         meta: dict[str, str] = {}
         forwarding = read_sysctl(host.FORWARD_KEY)
         if forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
         if not others and store.meta(FORWARD_BEFORE) is None:
             meta[FORWARD_BEFORE] = forwarding
-        if options.backend == "nft":
-            fresh = not any(v.backend == "nft" and v.table == options.table for v in others)
-            if fresh:
+        members = [v for v in vms if modes.nat_member(v)]
+        if members and options.backend == "nft":
+            fresh_table = not any(
+                v.backend == "nft" and v.table == options.table and modes.nat_member(v)
+                for v in others
+            )
+            if fresh_table:
                 observe.check_table_owner(options.table, self.runner)
-            plan.add(nft.vms_up(options.table, vms, fresh))
-        else:
+            plan.add(nft.vms_up(options.table, members, fresh_table))
+        elif members:
             present = observe.iptables_saved(self.runner)
             has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
-            plan.add(*iptables.vms_up(vms, need_conntrack=not has_ct))
+            plan.add(*iptables.vms_up(members, need_conntrack=not has_ct))
         if dry_run:
             return UpResult(existing + vms, plan, True)
 
         store.reserve(vms, meta)
         if progress:
-            progress(f"creating {len(vms)} tap(s) and NAT entries")
+            progress(f"creating {len(vms)} device(s) and NAT entries")
         try:
             Executor(self.runner).apply_all(plan)
         except BaseException:
@@ -189,10 +185,80 @@ class Manager:
         active = [v.with_state("active") for v in vms]
         return UpResult(existing + active, plan, True)
 
-    def _taps(self, store: Store, names: list[str], options: Options) -> dict[str, str]:
+    def _allocate(
+        self,
+        store: Store,
+        names: list[str],
+        options: Options,
+        own_devs: set[str],
+        skip_conflicts: bool,
+    ) -> tuple[list[IPv4Network | None], observe.HostView]:
+        """Blocks from the pool (nat: the VM's /30; clone: its veth link's /30), checked
+        against host routes; or, in bridge mode, the guest's own address (a /32 lease)."""
+        taken = store.taken()
+        look = [str(options.bridge)] if options.mode == "bridge" else []
+        if options.mode == "bridge":
+            view = observe.probe(options.uplink, [], own_devs, self.runner, links=look)
+            return self._bridge_addresses(names, options, taken), view
+        uplink = options.uplink
+        while True:
+            ordinals = addressing.free_ordinals(options.pool, options.prefix, taken, len(names))
+            blocks = [addressing.block(options.pool, options.prefix, o) for o in ordinals]
+            view = observe.probe(uplink, blocks, own_devs, self.runner)
+            uplink = view.uplink
+            if not view.conflicts:
+                return list(blocks), view
+            if not skip_conflicts:
+                b, what = next(iter(view.conflicts.items()))
+                raise ConflictError(
+                    f'block {b} for vm "{names[blocks.index(b)]}" overlaps {what} on this '
+                    "host; choose another --pool or pass --skip-conflicts"
+                )
+            taken = taken + [
+                (int(b.network_address), int(b.broadcast_address)) for b in view.conflicts
+            ]
+
+    def _bridge_addresses(
+        self, names: list[str], options: Options, taken: list[tuple[int, int]]
+    ) -> list[IPv4Network | None]:
+        if options.dhcp:
+            return [None] * len(names)
+        used = {s for s, e in taken if s == e}
+        if options.guest is not None:
+            ip = IPv4Interface(options.guest).ip
+            if len(names) > 1:
+                raise UsageError(
+                    "--guest-ip names one address: it cannot be used with several vms (use --range)"
+                )
+            if int(ip) in used:
+                raise ConflictError(f"guest address {ip} is already leased to another vm")
+            return [IPv4Network(f"{ip}/32")]
+        first, last = options.range_bounds()
+        reserved = (
+            {int(IPv4Interface(options.bridge_address).ip)} if options.bridge_address else set()
+        )
+        if options.gateway:
+            reserved.add(int(IPv4Address(options.gateway)))
+        out: list[IPv4Network | None] = []
+        for a in range(int(first), int(last) + 1):
+            if a not in used and a not in reserved:
+                out.append(IPv4Network(f"{IPv4Address(a)}/32"))
+                if len(out) == len(names):
+                    return out
+        raise PoolExhausted(
+            f"range {options.addr_range} is exhausted: {len(names)} address(es) "
+            f"wanted, {len(out)} free"
+        )
+
+    def _devices(self, store: Store, names: list[str], options: Options) -> dict[str, str]:
+        """The host device per VM: its tap, or (clone) the host end of its veth link."""
         taps = {}
         for n in names:
-            tap = options.tap or addressing.default_tap_name(n)
+            tap = (
+                options.tap
+                if options.tap and options.mode != "clone"
+                else addressing.default_tap_name(n)
+            )
             owner = store.tap_owner(tap)
             if owner is not None or tap in taps.values():
                 raise ConflictError(
@@ -230,17 +296,32 @@ class Manager:
             return plan
         gone = {v.name for v in vms}
         remaining = [v for v in store.all() if v.name not in gone]
-        plan.add(*host.taps_down(vms))
-        nft_vms = [v for v in vms if v.backend == "nft"]
+        used = {str(v.options.bridge) for v in remaining if v.mode == "bridge"}
+        drop = set()
+        for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"} - used:
+            if observe.link_alias(br, self.runner) == bridge.bridge_alias(br):
+                drop.add(br)  # ours, and nobody left on it
+        plan.add(*modes.links_down(vms, drop))
+        members = [v for v in vms if modes.nat_member(v)]
+        left = [v for v in remaining if modes.nat_member(v)]
+        nft_vms = [v for v in members if v.backend == "nft"]
         for table in sorted({v.table for v in nft_vms}):
             in_table = [v for v in nft_vms if v.table == table]
-            last = not any(v.backend == "nft" and v.table == table for v in remaining)
+            last = not any(v.backend == "nft" and v.table == table for v in left)
             if last and observe.check_table_owner(table, self.runner) is False:
                 continue
-            plan.add(nft.vms_down(table, in_table, last))
-        ipt = [v for v in vms if v.backend == "iptables"]
+            masq_left = {
+                (str(v.options.bridge), v.uplink)
+                for v in left
+                if v.mode == "bridge" and v.table == table
+            }
+            drop_egress = {
+                (str(v.options.bridge), v.uplink) for v in in_table if v.mode == "bridge"
+            } - masq_left
+            plan.add(nft.vms_down(table, in_table, last, drop_egress))
+        ipt = [v for v in members if v.backend == "iptables"]
         if ipt:
-            last = not any(v.backend == "iptables" for v in remaining)
+            last = not any(v.backend == "iptables" for v in left)
             plan.add(
                 *iptables.rules_down(
                     observe.iptables_saved(self.runner), {v.name for v in ipt}, last
@@ -272,21 +353,24 @@ class Manager:
             vms = store.all()
             plan = self._down_plan(store, vms)
             planned = {(s.tool, s.text) for s in plan.steps}
-            sweep = self._sweep_plan({v.tap for v in vms}).steps
+            sweep = self._sweep_plan(store, {v.tap for v in vms}).steps
             plan.add(*[s for s in sweep if (s.tool, s.text) not in planned])
             return vms, plan
         observe.require_net_admin("tear down fireroute's networking")
         with store.locked():
             vms = store.all()
             plan = self._down_locked(store, vms, dry_run=False)
-            sweep = self._sweep_plan(set())
+            sweep = self._sweep_plan(store, set())
             Executor(self.runner).apply_best_effort(sweep)
             plan.add(*sweep.steps)
             return vms, plan
 
-    def _sweep_plan(self, skip_taps: set[str]) -> Plan:
-        """Steps removing every object with fireroute's owner tag (links, tables, rules)."""
+    def _sweep_plan(self, store: Store, skip_taps: set[str]) -> Plan:
+        """Steps removing every object with fireroute's owner tag (links, tables, rules,
+        this state file's clone namespaces)."""
         plan = Plan()
+        for ns in observe.our_namespaces(store.instance()):
+            plan.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
         links = [t for t in observe.our_links(self.runner) if t not in skip_taps]
         for tap in links:
             plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))

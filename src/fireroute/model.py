@@ -335,7 +335,7 @@ class Vm:
     ``vm_tap``.
     """
 
-    __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state")
+    __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name")
 
     def __init__(
         self,
@@ -354,9 +354,13 @@ class Vm:
         self.uplink = uplink
         self.options = options
         self.state = state
+        self.netns_name: str | None = None
+        """clone mode: the namespace's name (fireroute-<state id>-<vm>), set at allocation"""
 
     def with_state(self, state: str) -> Vm:
-        return Vm(self.name, self.net, self.tap, self.mac, self.uplink, self.options, state)
+        vm = Vm(self.name, self.net, self.tap, self.mac, self.uplink, self.options, state)
+        vm.netns_name = self.netns_name
+        return vm
 
     def __repr__(self) -> str:
         return f"Vm({self.name!r}, {self.net}, tap={self.tap!r}, state={self.state!r})"
@@ -434,7 +438,9 @@ class Vm:
 
     @property
     def netns(self) -> str | None:
-        return f"fireroute-{self.name}" if self.options.mode == "clone" else None
+        if self.options.mode != "clone":
+            return None
+        return self.netns_name or f"fireroute-new-{self.name}"
 
     @property
     def clone_address(self) -> IPv4Address | None:

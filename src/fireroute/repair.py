@@ -14,7 +14,7 @@ from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner
 from fireroute.manager import FORWARD_BEFORE, Manager, which
 from fireroute.model import Vm
-from fireroute.plan import host, iptables, nft
+from fireroute.plan import bridge, clone, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 
 
@@ -54,8 +54,15 @@ class Kernel:
             for a in link.get("addr_info", [])
             if a.get("family") == "inet"
         }
-        if f"{vm.tap_ip}/{vm.net.prefixlen}" not in addrs:
-            problems.append(f'tap "{vm.tap}" lacks address {vm.tap_ip}/{vm.net.prefixlen}')
+        want = None
+        if vm.mode == "nat":
+            want = f"{vm.tap_ip}/{vm.prefix}"
+        elif vm.mode == "clone" and vm.net is not None:
+            want = f"{vm.net.network_address + 1}/{vm.net.prefixlen}"
+        if want and want not in addrs:
+            problems.append(f'"{vm.tap}" lacks address {want}')
+        if vm.mode == "bridge" and link.get("master") != vm.options.bridge:
+            problems.append(f'tap "{vm.tap}" is not attached to bridge "{vm.options.bridge}"')
         if "UP" not in link.get("flags", []):
             problems.append(f'tap "{vm.tap}" is down')
         if link.get("ifalias") != host.owner_alias(vm.name):
@@ -93,11 +100,19 @@ def _elements(runner: Runner, table: str) -> dict[str, dict[str, str]]:
 
 
 def _expected(vm: Vm) -> dict[str, str]:
+    """The set elements a VM should have in the shared NAT table."""
+    if not modes.nat_member(vm):
+        return {}
+    if vm.mode == "bridge":
+        return {
+            "masq": f'{vm.nat_source} . "{vm.uplink}"',
+            "egress": f'"{vm.options.bridge}" . "{vm.uplink}"',
+        }
     return {
-        "masq": f'{vm.guest_ip} . "{vm.uplink}"',
+        "masq": f'{vm.nat_source} . "{vm.uplink}"',
         "egress": f'"{vm.tap}" . "{vm.uplink}"',
         "taps": f'"{vm.tap}"',
-        "vms": f'"{vm.tap}" . {vm.guest_ip}',
+        "vms": f'"{vm.tap}" . {vm.nat_source}',
     }
 
 
@@ -105,7 +120,9 @@ def drift(k: Kernel, vm: Vm) -> list[str]:
     problems = list(k.tap_ok(vm))
     if vm.state != "active":
         problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
-    if vm.backend == "nft":
+    if not modes.nat_member(vm):
+        pass
+    elif vm.backend == "nft":
         sets = k.tables.get(vm.table)
         if sets is None:
             problems.append(f'nftables table "{vm.table}" is missing')
@@ -152,8 +169,21 @@ def gc(m: Manager, dry_run: bool = False) -> Plan:
         for name, link in k.links.items():
             alias = str(link.get("ifalias", ""))
             owner = alias[len(host.ALIAS_PREFIX) :] if alias.startswith(host.ALIAS_PREFIX) else None
-            if owner is not None and (owner not in active or active[owner].tap != name):
+            if owner is not None and owner.startswith(bridge.BRIDGE_TAG):
+                in_use = {str(v.options.bridge) for v in active.values() if v.mode == "bridge"}
+                if owner[len(bridge.BRIDGE_TAG) :] not in in_use:
+                    sweep.add(bridge.delete_bridge(name))
+            elif owner is not None and (owner not in active or active[owner].tap != name):
                 sweep.add(Step(IP, f"link del dev {name}", f'delete leftover link "{name}"'))
+        bridges_kept = {
+            f"{bridge.BRIDGE_TAG}{v.options.bridge}"
+            for v in active.values()
+            if v.mode == "bridge" and v.options.masquerade
+        }
+        clone_ns = {v.netns for v in active.values() if v.netns}
+        for ns in observe.our_namespaces(store.instance()):
+            if ns not in clone_ns:
+                sweep.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
         for table, sets in k.tables.items():
             if not any(v.backend == "nft" and v.table == table for v in active.values()):
                 sweep.add(
@@ -163,7 +193,11 @@ def gc(m: Manager, dry_run: bool = False) -> Plan:
                 )
                 continue
             for set_name, elems in sets.items():
-                stale = [val for val, owner in elems.items() if owner not in active]
+                stale = [
+                    val
+                    for val, owner in elems.items()
+                    if owner not in active and owner not in bridges_kept
+                ]
                 if stale:
                     body = ", ".join(stale)
                     sweep.add(
@@ -206,6 +240,18 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         k = Kernel(m.runner)
         plan = Plan()
         for vm in vms:
+            if vm.mode != "nat":
+                if vm.tap not in k.links:
+                    if vm.netns and vm.netns in observe.our_namespaces(store.instance()):
+                        Executor(m.runner).apply_best_effort(Plan(clone.down(vm)))
+                    missing = (
+                        {str(vm.options.bridge)}
+                        if vm.mode == "bridge" and str(vm.options.bridge) not in k.links
+                        else set()
+                    )
+                    plan.add(*modes.links_up([vm], missing))
+                    k.links[str(vm.options.bridge)] = k.links.get(str(vm.options.bridge), {})
+                continue
             create, address, bring_up = host.tap_up(vm)
             link = k.links.get(vm.tap)
             if link is None:
@@ -216,8 +262,9 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         forwarding = read_sysctl(host.FORWARD_KEY)
         if vms and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
-        for table in sorted({v.table for v in vms if v.backend == "nft"}):
-            in_table = [v for v in vms if v.backend == "nft" and v.table == table]
+        members = [v for v in vms if modes.nat_member(v)]
+        for table in sorted({v.table for v in members if v.backend == "nft"}):
+            in_table = [v for v in members if v.backend == "nft" and v.table == table]
             fresh = table not in k.tables
             if fresh:
                 observe.check_table_owner(table, m.runner)
@@ -229,7 +276,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             ]
             if missing:
                 plan.add(nft.vms_up(table, missing, fresh=True))
-        ipt = [v for v in vms if v.backend == "iptables"]
+        ipt = [v for v in members if v.backend == "iptables"]
         if ipt:
             have = {line.replace('"', "") for _, line in k.rules}
             has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in k.rules)

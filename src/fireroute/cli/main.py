@@ -47,7 +47,11 @@ def _up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default="vm-", help="name prefix for --count (default vm-)")
     p.add_argument("--backend", default="nft", help="nft (default) or iptables")
     p.add_argument("--uplink", help="internet-facing interface (default: the default route's)")
-    p.add_argument("--pool", default="172.16.0.0/16", help="address pool (default 172.16.0.0/16)")
+    p.add_argument(
+        "--pool",
+        help="address pool (default 172.16.0.0/16; clone mode: the veth "
+        "links' pool, default 10.200.0.0/16)",
+    )
     p.add_argument("--block-size", default="30", help="block prefix length, 24..30 (default 30)")
     p.add_argument("--table", default="firecracker", help="nftables table (default firecracker)")
     p.add_argument("--tap", help="tap name (default fr-<vm>, at most 15 bytes)")
@@ -56,6 +60,27 @@ def _up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--owner", help="UID[:GID] allowed to open the tap (jailed Firecracker)")
     p.add_argument("--guest-iface", default="eth0", help="interface name in the guest")
     p.add_argument("--iface-id", default="eth0", help="Firecracker iface_id (default eth0)")
+    p.add_argument("--mode", default="nat", help="nat (default), bridge or clone")
+    p.add_argument("--bridge", help="bridge mode: the bridge (default br0; created if missing)")
+    p.add_argument(
+        "--bridge-address",
+        help="bridge mode: address for a bridge we create, "
+        "and the guests' gateway (e.g. 192.168.1.7/24)",
+    )
+    p.add_argument("--guest-ip", help="bridge/clone mode: the guest's address with prefix")
+    p.add_argument(
+        "--range", dest="addr_range", help="bridge mode: allocate guest addresses from FIRST-LAST"
+    )
+    p.add_argument("--dhcp", action="store_true", help="bridge mode: the guest uses DHCP")
+    p.add_argument("--gateway", help="bridge mode: the LAN's router")
+    p.add_argument(
+        "--masquerade", action="store_true", help="bridge mode: NAT the guests out of the uplink"
+    )
+    p.add_argument(
+        "--clone-address",
+        help="clone mode: address the host reaches the guest "
+        "at (default auto: the clone's veth address)",
+    )
     p.add_argument(
         "--skip-conflicts",
         action="store_true",
@@ -183,7 +208,7 @@ def _options(args: argparse.Namespace):  # noqa: ANN202
         raise UsageError("at most two --dns servers fit the kernel ip= argument")
     return Options(
         backend=args.backend,
-        pool=pool_arg(args.pool),
+        pool=pool_arg(args.pool) if args.pool else None,
         prefix=int(size),
         uplink=args.uplink,
         table=args.table,
@@ -193,6 +218,15 @@ def _options(args: argparse.Namespace):  # noqa: ANN202
         mac=args.mac,
         guest_iface=args.guest_iface,
         iface_id=args.iface_id,
+        mode=args.mode,
+        bridge=args.bridge,
+        bridge_address=args.bridge_address,
+        guest=args.guest_ip,
+        addr_range=args.addr_range,
+        dhcp=args.dhcp,
+        gateway=args.gateway,
+        masquerade=args.masquerade,
+        clone_address=args.clone_address,
     )
 
 
@@ -297,15 +331,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([record.as_dict(v) for v in vms], indent=2))
         return 0
-    rows = [("NAME", "STATE", "BACKEND", "TAP", "TAP IP", "GUEST IP", "MAC", "UPLINK")]
+    rows = [("NAME", "STATE", "MODE", "BACKEND", "DEVICE", "GATEWAY", "GUEST IP", "MAC", "UPLINK")]
     rows += [
         (
             v.name,
             v.state,
+            v.mode,
             v.backend,
             v.tap,
-            f"{v.tap_ip}/{v.net.prefixlen}",
-            str(v.guest_ip),
+            f"{v.tap_ip}/{v.prefix}" if v.tap_ip else "-",
+            str(v.guest_ip or "dhcp"),
             v.mac,
             v.uplink,
         )

@@ -43,9 +43,16 @@ def _json_docs(text: str) -> list[object]:
     return out
 
 
-def ip_batch_json(lines: list[str], runner: Runner = run) -> list[object | None]:
+def ip_batch_json(
+    lines: list[str], runner: Runner = run, details: bool = False
+) -> list[object | None]:
     """Run ``ip -j -force -batch`` and give each line's JSON (None where the line failed)."""
-    res = runner(["ip", "-j", "-force", "-batch", "-"], "".join(line + "\n" for line in lines))
+    argv = (
+        ["ip", "-j", "-d", "-force", "-batch", "-"]
+        if details
+        else ["ip", "-j", "-force", "-batch", "-"]
+    )
+    res = runner(argv, "".join(line + "\n" for line in lines))
     failed = {int(m.group(1)) - 1 for m in FAILED_LINE.finditer(res.err)}
     docs = iter(_json_docs(res.out))
     return [None if i in failed else next(docs, None) for i in range(len(lines))]
@@ -54,15 +61,26 @@ def ip_batch_json(lines: list[str], runner: Runner = run) -> list[object | None]
 class HostView:
     """The resolved uplink and, per candidate block, the host route/address it overlaps."""
 
-    __slots__ = ("uplink", "conflicts")
+    __slots__ = ("uplink", "conflicts", "links")
 
-    def __init__(self, uplink: str, conflicts: dict[IPv4Network, str]) -> None:
+    def __init__(
+        self,
+        uplink: str,
+        conflicts: dict[IPv4Network, str],
+        links: dict[str, dict | None] | None = None,
+    ) -> None:
         self.uplink = uplink
         self.conflicts = conflicts
+        self.links = links or {}
+        """name -> ``ip -d link show`` record (None when absent), for the names asked"""
 
 
 def probe(
-    uplink: str | None, blocks: list[IPv4Network], own_devs: set[str], runner: Runner = run
+    uplink: str | None,
+    blocks: list[IPv4Network],
+    own_devs: set[str],
+    runner: Runner = run,
+    links: list[str] = (),  # type: ignore[assignment]
 ) -> HostView:
     """Resolve the uplink and find host routes/addresses overlapping ``blocks`` (one process).
 
@@ -75,7 +93,13 @@ def probe(
         for a in range(b.num_addresses):
             addrs.append((b, b.network_address + a))
             lines.append(f"route get fibmatch {b.network_address + a}")
-    docs = ip_batch_json(lines, runner)
+    lines += [f"link show dev {name}" for name in links]
+    docs = ip_batch_json(lines, runner, details=bool(links))
+    link_docs = docs[len(docs) - len(links) :] if links else []
+    docs = docs[: len(docs) - len(links)]
+    found = {}
+    for name, doc in zip(links, link_docs, strict=True):
+        found[name] = doc[0] if isinstance(doc, list) and doc else None
     if uplink is None:
         routes = docs[0] or []
         devs = [r.get("dev") for r in routes if isinstance(r, dict) and r.get("dev")]  # type: ignore[union-attr]
@@ -104,7 +128,29 @@ def probe(
             )
             conflicts[b] = f"{desc} (table {r.get('table', 'main')})"
             break
-    return HostView(uplink, conflicts)
+    return HostView(uplink, conflicts, found)
+
+
+NETNS_DIR = "/var/run/netns"
+NETNS_PREFIX = "fireroute-"
+
+
+def our_namespaces(instance: str) -> list[str]:
+    """Network namespaces made for clones under the state file with this instance id (their
+    names carry it: fireroute-<instance>-<vm>)."""
+    prefix = f"{NETNS_PREFIX}{instance}-"
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except OSError:
+        return []
+
+
+def link_alias(name: str, runner: Runner = run) -> str | None:
+    """The ifalias of a link, or None if it has none or does not exist."""
+    doc = ip_batch_json([f"link show dev {name}"], runner)[0]
+    if isinstance(doc, list) and doc:
+        return doc[0].get("ifalias")  # type: ignore[union-attr]
+    return None
 
 
 def check_table_owner(table: str, runner: Runner = run) -> bool:

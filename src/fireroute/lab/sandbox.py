@@ -97,7 +97,17 @@ class Sandbox:
         )
 
     def fireroute_argv(self, *args: str) -> list[str]:
-        return ["ip", "netns", "exec", self.host, sys.executable, "-m", "fireroute", *args]
+        # nsenter switches only the network namespace: namespaces that fireroute creates
+        # (clone mode) must outlive the command, which "ip netns exec" (a private mount
+        # namespace) would prevent
+        return [
+            "nsenter",
+            f"--net=/var/run/netns/{self.host}",
+            sys.executable,
+            "-m",
+            "fireroute",
+            *args,
+        ]
 
     def fireroute(
         self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None

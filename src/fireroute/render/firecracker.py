@@ -9,7 +9,7 @@ from fireroute.model import Vm
 
 def interface(vm: Vm) -> dict[str, str]:
     """Body of ``PUT /network-interfaces/{iface_id}``; also the config-file entry."""
-    return {"iface_id": vm.options.iface_id, "guest_mac": vm.mac, "host_dev_name": vm.tap}
+    return {"iface_id": vm.options.iface_id, "guest_mac": vm.mac, "host_dev_name": vm.vm_tap}
 
 
 def api_call(vm: Vm, socket: str = "/tmp/firecracker.socket") -> str:
@@ -29,7 +29,7 @@ def config_fragment(vm: Vm) -> dict[str, list[dict[str, str]]]:
 
 
 def firectl_flag(vm: Vm) -> str:
-    return f"--tap-device={vm.tap}/{vm.mac}"
+    return f"--tap-device={vm.vm_tap}/{vm.mac}"
 
 
 def snapshot_overrides(vm: Vm, iface_id: str | None = None) -> dict[str, list[dict[str, str]]]:
@@ -39,7 +39,7 @@ def snapshot_overrides(vm: Vm, iface_id: str | None = None) -> dict[str, list[di
     (default: this VM's). Firecracker 1.11 has no ``network_overrides``."""
     return {
         "network_overrides": [
-            {"iface_id": iface_id or vm.options.iface_id, "host_dev_name": vm.tap}
+            {"iface_id": iface_id or vm.options.iface_id, "host_dev_name": vm.vm_tap}
         ]
     }
 
@@ -47,16 +47,20 @@ def snapshot_overrides(vm: Vm, iface_id: str | None = None) -> dict[str, list[di
 def jailer_args(vm: Vm) -> tuple[list[str], list[str]]:
     """The jailer arguments that depend on this VM's networking, and notes explaining them.
 
-    NAT mode puts the tap in the host namespace, so there is no ``--netns``: the jailed
-    Firecracker must run in the namespace the tap is in. An unprivileged Firecracker can only
-    open a tap owned by its uid (or group): with ``up --owner UID[:GID]`` the tap is made for
-    that user, and ``--uid``/``--gid`` must match.
+    NAT and bridge modes put the tap in the host namespace, so there is no ``--netns``; clone
+    mode's tap lives in the clone's namespace, passed as ``--netns``. An unprivileged
+    Firecracker can only open a tap owned by its uid (or group): with ``up --owner UID[:GID]``
+    the tap is made for that user, and ``--uid``/``--gid`` must match.
     """
     args: list[str] = []
-    notes = [
-        f'tap "{vm.tap}" lives in the host network namespace (NAT mode): do not pass --netns; '
-        "run the jailer in the namespace the tap is in"
-    ]
+    if vm.netns is not None:
+        args += ["--netns", f"/var/run/netns/{vm.netns}"]
+        notes = [f'tap "{vm.vm_tap}" lives in the clone\'s network namespace "{vm.netns}"']
+    else:
+        notes = [
+            f'tap "{vm.tap}" lives in the host network namespace ({vm.mode} mode): do not pass '
+            "--netns; run the jailer in the namespace the tap is in"
+        ]
     owner = vm.options.owner
     if owner is None:
         notes.append(

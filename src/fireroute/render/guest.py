@@ -6,8 +6,11 @@ from fireroute.model import Vm
 
 
 def boot_arg(vm: Vm) -> str:
-    """``ip=G::T:GM::GI:off`` (kernel nfsroot.txt syntax), DNS servers in the two DNS fields."""
+    """``ip=G::T:GM::GI:off`` (kernel nfsroot.txt syntax), DNS servers in the two DNS fields;
+    ``ip=:::::GI:dhcp`` for a DHCP guest."""
     o = vm.options
+    if vm.guest_ip is None:
+        return "ip=" + ":".join(["", "", "", "", "", o.guest_iface, "dhcp"])
     fields = [str(vm.guest_ip), "", str(vm.tap_ip), str(vm.mask), "", o.guest_iface, "off"]
     fields += [str(d) for d in o.dns[:2]]
     return "ip=" + ":".join(fields)
@@ -20,11 +23,14 @@ def guest_script(vm: Vm, mmds_address: str | None = None) -> str:
     out of the interface Firecracker serves MMDS on (``ip route add A dev eth0``).
     """
     iface = vm.options.guest_iface
-    lines = [
-        f"ip addr add {vm.guest_ip}/{vm.net.prefixlen} dev {iface}",
-        f"ip link set {iface} up",
-        f"ip route add default via {vm.tap_ip} dev {iface}",
-    ]
+    if vm.guest_ip is None:  # bridge mode with --dhcp
+        lines = [f"ip link set {iface} up", f"udhcpc -i {iface} || dhclient {iface}"]
+    else:
+        lines = [f"ip addr add {vm.guest_ip}/{vm.prefix} dev {iface}", f"ip link set {iface} up"]
+        gw = vm.options.gateway
+        if vm.mode == "bridge" and gw and vm.options.bridge_address and str(vm.tap_ip) != gw:
+            lines.append(f"ip route add {gw} via {vm.tap_ip} dev {iface}")  # the guide's LAN gw
+        lines.append(f"ip route add default via {vm.tap_ip} dev {iface}")
     if mmds_address is not None:
         lines.append(f"ip route add {mmds_address} dev {iface}")
     if vm.options.dns:

@@ -10,12 +10,13 @@ def as_dict(vm: Vm) -> dict[str, object]:
     return {
         "name": vm.name,
         "state": vm.state,
-        "mode": "nat",
+        "mode": vm.mode,
         "backend": vm.backend,
-        "tap": vm.tap,
-        "tap_ip": str(vm.tap_ip),
-        "guest_ip": str(vm.guest_ip),
-        "prefix": vm.net.prefixlen,
+        "tap": vm.vm_tap,
+        "host_dev": vm.tap,
+        "tap_ip": str(vm.tap_ip) if vm.tap_ip else None,
+        "guest_ip": str(vm.guest_ip) if vm.guest_ip else None,
+        "prefix": vm.prefix,
         "netmask": str(vm.mask),
         "mac": vm.mac,
         "uplink": vm.uplink,
@@ -23,13 +24,41 @@ def as_dict(vm: Vm) -> dict[str, object]:
         "dns": [str(d) for d in vm.options.dns],
         "boot_args": guest.boot_arg(vm),
         "firecracker": firecracker.interface(vm),
+        **_mode_fields(vm),
     }
 
 
+def _mode_fields(vm: Vm) -> dict[str, object]:
+    if vm.mode == "bridge":
+        return {"bridge": vm.options.bridge, "masquerade": vm.options.masquerade}
+    if vm.mode == "clone":
+        return {
+            "netns": vm.netns,
+            "clone_address": str(vm.clone_address),
+            "veth": {
+                "host": vm.tap,
+                "host_ip": str(vm.nat_source - 1),
+                "netns_ip": str(vm.nat_source),
+            },
+        }
+    return {}
+
+
 def summary(vm: Vm) -> str:
+    where = {
+        "nat": f"tap {vm.tap} {vm.tap_ip}/{vm.prefix}",
+        "bridge": f"tap {vm.tap} on bridge {vm.options.bridge}",
+        "clone": f"tap {vm.vm_tap} {vm.tap_ip}/{vm.prefix} in namespace {vm.netns}, "
+        f"reachable at {vm.clone_address}",
+    }[vm.mode]
+    nat = (
+        f"{vm.backend} NAT via {vm.uplink}"
+        if vm.mode != "bridge" or vm.options.masquerade
+        else "no NAT"
+    )
     return (
-        f"vm {vm.name}: tap {vm.tap} {vm.tap_ip}/{vm.net.prefixlen}, guest {vm.guest_ip}, "
-        f"mac {vm.mac}, {vm.backend} NAT via {vm.uplink}\n"
+        f"vm {vm.name}: {where}, guest {vm.guest_ip or 'dhcp'}, "
+        f"mac {vm.mac}, {nat}\n"
         f"  boot arg:   {guest.boot_arg(vm)}\n"
         f"  firectl:    {firecracker.firectl_flag(vm)}\n"
     )

@@ -28,13 +28,14 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vms (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'removing')),
-    net_start INTEGER NOT NULL UNIQUE,
-    net_end INTEGER NOT NULL,
-    prefix INTEGER NOT NULL,
+    net_start INTEGER UNIQUE,
+    net_end INTEGER,
+    prefix INTEGER,
     tap TEXT NOT NULL UNIQUE,
     mac TEXT NOT NULL,
     uplink TEXT NOT NULL,
     options TEXT NOT NULL,
+    netns TEXT UNIQUE,
     created REAL NOT NULL
 );
 """
@@ -64,7 +65,7 @@ class Store:
             else:
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
-                    "uplink, options FROM vms LIMIT 1"
+                    "uplink, options, netns FROM vms LIMIT 1"
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot use state file {path}: {exc}") from None
@@ -106,8 +107,8 @@ class Store:
             return []
         try:
             rows = self.db.execute(
-                "SELECT name, state, net_start, prefix, tap, mac, uplink, options FROM vms "
-                f"{where} ORDER BY net_start",
+                "SELECT name, state, net_start, prefix, tap, mac, uplink, options, netns FROM vms "
+                f"{where} ORDER BY net_start IS NULL, net_start, name",
                 args,
             ).fetchall()
         except sqlite3.Error as exc:
@@ -124,13 +125,28 @@ class Store:
     def taken(self) -> list[tuple[int, int]]:
         if self.db is None:
             return []
-        return list(self.db.execute("SELECT net_start, net_end FROM vms"))
+        return list(
+            self.db.execute("SELECT net_start, net_end FROM vms WHERE net_start IS NOT NULL")
+        )
 
     def tap_owner(self, tap: str) -> str | None:
         if self.db is None:
             return None
         row = self.db.execute("SELECT name FROM vms WHERE tap = ?", (tap,)).fetchone()
         return row[0] if row else None
+
+    def instance(self) -> str:
+        """A short random id of this state file: clone namespaces are named with it, so gc
+        and teardown recognise their own namespaces and never another state file's."""
+        have = self.meta("instance")
+        if have or self.db is None:
+            return have or "new"
+        import secrets
+
+        token = secrets.token_hex(2)
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)", (token,))
+        return self.meta("instance") or token
 
     def meta(self, key: str) -> str | None:
         if self.db is None:
@@ -160,17 +176,18 @@ class Store:
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO vms (name, state, net_start, net_end, prefix, tap, mac, uplink, "
-                "options, created) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+                "options, netns, created) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         v.name,
-                        int(v.net.network_address),
-                        int(v.net.broadcast_address),
-                        v.net.prefixlen,
+                        int(v.net.network_address) if v.net else None,
+                        int(v.net.broadcast_address) if v.net else None,
+                        v.net.prefixlen if v.net else None,
                         v.tap,
                         v.mac,
                         v.uplink,
                         json.dumps(v.options.identity()),
+                        v.netns,
                         now,
                     )
                     for v in vms
@@ -190,10 +207,12 @@ class Store:
 
 
 def _vm(row: tuple[object, ...]) -> Vm:
-    name, state, start, prefix, tap, mac, uplink, options = row
+    name, state, start, prefix, tap, mac, uplink, options, netns = row
     try:
         opts = Options.from_identity(json.loads(str(options)))
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f'state of vm "{name}" is unreadable: {exc}') from None
-    net = IPv4Network((int(str(start)), int(str(prefix))))
-    return Vm(str(name), net, str(tap), str(mac), str(uplink), opts, str(state))
+    net = IPv4Network((int(str(start)), int(str(prefix)))) if start is not None else None
+    vm = Vm(str(name), net, str(tap), str(mac), str(uplink), opts, str(state))
+    vm.netns_name = str(netns) if netns else None
+    return vm

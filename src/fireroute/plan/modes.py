@@ -1,0 +1,49 @@
+"""Per-mode link steps: the one place that knows how each routing mode wires a VM's device.
+
+The shared NAT table (plan/nft.py, plan/iptables.py) is mode-agnostic: it sees a host device
+and a source address (``Vm.tap``, ``Vm.nat_source``).
+"""
+
+from __future__ import annotations
+
+from fireroute.model import Vm
+from fireroute.plan import bridge, clone, host
+from fireroute.plan.steps import Step
+
+
+def nat_member(vm: Vm) -> bool:
+    """Does the VM have entries in the shared NAT table/rules?"""
+    return vm.mode != "bridge" or (vm.options.masquerade and vm.guest_ip is not None)
+
+
+def links_up(vms: list[Vm], missing_bridges: set[str]) -> list[Step]:
+    """Link steps for new VMs; ``missing_bridges`` are created (and owned) first."""
+    steps: list[Step] = []
+    made: set[str] = set()
+    for vm in vms:
+        if vm.mode == "bridge":
+            br = str(vm.options.bridge)
+            if br in missing_bridges and br not in made:
+                steps += bridge.create_bridge(vm)
+                made.add(br)
+            steps += bridge.tap_up(vm)
+        elif vm.mode == "clone":
+            steps += clone.up(vm)
+    nat = [vm for vm in vms if vm.mode == "nat"]
+    for vm in nat:
+        steps += host.tap_up(vm)
+    return steps
+
+
+def links_down(vms: list[Vm], drop_bridges: set[str]) -> list[Step]:
+    """Link steps removing VMs, then the owned bridges no remaining VM uses."""
+    steps = (
+        host.taps_down([v for v in vms if v.mode != "clone"])
+        if any(v.mode != "clone" for v in vms)
+        else []
+    )
+    for vm in vms:
+        if vm.mode == "clone":
+            steps += clone.down(vm)
+    steps += [bridge.delete_bridge(b) for b in sorted(drop_bridges)]
+    return steps
