@@ -149,6 +149,9 @@ class Options:
         "gateway",
         "masquerade",
         "clone_address",
+        "allow_peers",
+        "allow_metadata",
+        "allow_host_ports",
     )
     __slots__ = FIELDS
 
@@ -174,6 +177,9 @@ class Options:
         gateway: str | None = None,
         masquerade: bool = False,
         clone_address: str | None = None,
+        allow_peers: bool = False,
+        allow_metadata: bool = False,
+        allow_host_ports: tuple[tuple[int, str], ...] | list = (),
     ) -> None:
         self.mode = mode
         self.backend = backend
@@ -196,6 +202,9 @@ class Options:
         self.gateway = gateway
         self.masquerade = masquerade
         self.clone_address = clone_address
+        self.allow_peers = allow_peers
+        self.allow_metadata = allow_metadata
+        self.allow_host_ports = tuple(tuple(p) for p in allow_host_ports)  # type: ignore[misc]
         self._validate()
 
     def _validate(self) -> None:
@@ -223,6 +232,14 @@ class Options:
                 "rule)"
             )
         self._validate_mode()
+        for port, proto in self.allow_host_ports:
+            if proto not in ("tcp", "udp") or not 1 <= int(port) <= 65535:
+                raise UsageError(
+                    f'invalid --allow-host-port "{port}/{proto}": use PORT/tcp or '
+                    "PORT/udp with PORT 1-65535"
+                )
+        if self.backend == "iptables" and self.allow_peers:
+            raise UsageError("--allow-peers needs the nft backend")
 
     def _validate_mode(self) -> None:
         bridge_only = {
@@ -314,6 +331,8 @@ class Options:
                 v = [str(d) for d in v]
             elif f == "owner":
                 v = str(v) if v else None
+            elif f == "allow_host_ports":
+                v = [list(p) for p in v]
             out[f] = v
         return out
 

@@ -61,6 +61,23 @@ def _up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guest-iface", default="eth0", help="interface name in the guest")
     p.add_argument("--iface-id", default="eth0", help="Firecracker iface_id (default eth0)")
     p.add_argument("--mode", default="nat", help="nat (default), bridge or clone")
+    p.add_argument(
+        "--allow-peers",
+        action="store_true",
+        help="let this guest talk to other guests that allow it too",
+    )
+    p.add_argument(
+        "--allow-metadata",
+        action="store_true",
+        help="let this guest reach 169.254.169.254 (cloud metadata)",
+    )
+    p.add_argument(
+        "--allow-host-port",
+        action="append",
+        default=[],
+        metavar="PORT/PROTO",
+        help="let this guest reach the host on PORT/tcp or PORT/udp (repeatable)",
+    )
     p.add_argument("--bridge", help="bridge mode: the bridge (default br0; created if missing)")
     p.add_argument(
         "--bridge-address",
@@ -227,7 +244,17 @@ def _options(args: argparse.Namespace):  # noqa: ANN202
         gateway=args.gateway,
         masquerade=args.masquerade,
         clone_address=args.clone_address,
+        allow_peers=args.allow_peers,
+        allow_metadata=args.allow_metadata,
+        allow_host_ports=[_port(p) for p in args.allow_host_port],
     )
+
+
+def _port(text: str) -> tuple[int, str]:
+    port, _, proto = text.partition("/")
+    if not port.isdigit() or proto not in ("tcp", "udp"):
+        raise UsageError(f'invalid --allow-host-port "{text}": use PORT/tcp or PORT/udp')
+    return int(port), proto
 
 
 def _names(args: argparse.Namespace) -> list[str]:

@@ -12,6 +12,7 @@ from fireroute.plan.steps import IPTABLES, Step
 
 TAG = "fireroute:"
 SHARED = TAG + "shared"
+METADATA = "169.254.169.254"
 CONNTRACK = (
     f"-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {SHARED} -j ACCEPT"
 )
@@ -26,12 +27,25 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
     c = f"-m comment --comment {tag(vm.name)}"
     src = vm.nat_source
     dev = vm.options.bridge if vm.mode == "bridge" else vm.tap
-    rules = [
-        ("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE"),
-        ("filter", f"-A FORWARD -s {src}/32 -i {dev} -o {vm.uplink} {c} -j ACCEPT"),
+    rules = [("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE")]
+    if vm.mode == "bridge":  # a bridge carries other guests too: no blanket drops on it
+        rules.append(("filter", f"-A FORWARD -s {src}/32 -i {dev} -o {vm.uplink} {c} -j ACCEPT"))
+        return rules
+    t = vm.tap
+    if not vm.options.allow_metadata:
+        rules.append(("filter", f"-A FORWARD -d {METADATA}/32 -i {t} {c} -j DROP"))
+    rules += [
+        ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {c} -j ACCEPT"),
+        ("filter", f"-A FORWARD -i {t} {c} -j DROP"),
+        # the guest and the host itself: replies, ping, and the ports allowed; nothing else
+        ("filter", f"-A INPUT -i {t} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT"),
+        ("filter", f"-A INPUT -i {t} -p icmp -m icmp --icmp-type 8 {c} -j ACCEPT"),
     ]
-    if vm.mode != "bridge":  # a bridge carries other guests too: no blanket drop on it
-        rules.append(("filter", f"-A FORWARD -i {vm.tap} {c} -j DROP"))
+    for port, proto in vm.options.allow_host_ports:
+        rules.append(
+            ("filter", f"-A INPUT -i {t} -p {proto} -m {proto} --dport {port} {c} -j ACCEPT")
+        )
+    rules.append(("filter", f"-A INPUT -i {t} {c} -j DROP"))
     return rules
 
 

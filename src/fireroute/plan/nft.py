@@ -15,8 +15,12 @@ SETS = {
     "egress": "ifname . ifname",  # tap . uplink: may forward
     "taps": "ifname",  # every tap of ours
     "vms": "ifname . ipv4_addr",  # tap . guest IP: the only source a tap may use
+    "peers": "ifname",  # taps whose guests may talk to each other (--allow-peers)
+    "metadata": "ifname",  # taps whose guests may reach 169.254.169.254 (--allow-metadata)
+    "host_ports": "ifname . inet_proto . inet_service",  # --allow-host-port PORT/PROTO
 }
-CHAINS = ("postrouting", "forward")
+CHAINS = ("postrouting", "forward", "input", "guest_in")
+METADATA = "169.254.169.254"
 
 
 def skeleton(table: str) -> str:
@@ -27,15 +31,25 @@ def skeleton(table: str) -> str:
         f"{sets}"
         "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
         "  chain forward { type filter hook forward priority filter; policy accept; }\n"
+        "  chain input { type filter hook input priority filter; policy accept; }\n"
+        "  chain guest_in { }\n"
         "}\n"
-        f"flush chain ip {table} postrouting\n"
-        f"flush chain ip {table} forward\n"
-        f"add rule ip {table} postrouting ip saddr . oifname @masq counter masquerade\n"
+        + "".join(f"flush chain ip {table} {c}\n" for c in CHAINS)
+        + f"add rule ip {table} postrouting ip saddr . oifname @masq counter masquerade\n"
         f"add rule ip {table} forward ct state established,related accept\n"
         f"add rule ip {table} forward iifname @taps iifname . ip saddr != @vms counter drop\n"
+        f"add rule ip {table} forward iifname @taps ip daddr {METADATA} "
+        "iifname != @metadata counter drop\n"
+        f"add rule ip {table} forward iifname @peers oifname @peers accept\n"
         f"add rule ip {table} forward iifname . oifname @egress counter accept\n"
         f"add rule ip {table} forward iifname @taps counter drop\n"
         f"add rule ip {table} forward oifname @taps counter drop\n"
+        f"add rule ip {table} input iifname @taps jump guest_in\n"
+        f"add rule ip {table} guest_in ct state established,related accept\n"
+        f"add rule ip {table} guest_in iifname . ip saddr != @vms counter drop\n"
+        f"add rule ip {table} guest_in icmp type echo-request accept\n"
+        f"add rule ip {table} guest_in iifname . meta l4proto . th dport @host_ports accept\n"
+        f"add rule ip {table} guest_in counter drop\n"
     )
 
 
@@ -50,6 +64,13 @@ def _elements(vms: list[Vm]) -> dict[str, list[str]]:
         out["egress"].append(f'"{vm.tap}" . "{vm.uplink}" {tag}')
         out["taps"].append(f'"{vm.tap}" {tag}')
         out["vms"].append(f'"{vm.tap}" . {src} {tag}')
+        o = vm.options
+        if o.allow_peers:
+            out["peers"].append(f'"{vm.tap}" {tag}')
+        if o.allow_metadata:
+            out["metadata"].append(f'"{vm.tap}" {tag}')
+        for port, proto in o.allow_host_ports:
+            out["host_ports"].append(f'"{vm.tap}" . {proto} . {port} {tag}')
     return out
 
 
