@@ -170,6 +170,8 @@ class Manager:
             present = observe.iptables_saved(self.runner)
             has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
             plan.add(*iptables.vms_up(members, need_conntrack=not has_ct))
+        if members and options.fix_forward_policy:
+            plan.add(*iptables.forward_policy_fix(members))
         if dry_run:
             return UpResult(existing + vms, plan, True)
 
@@ -319,7 +321,7 @@ class Manager:
                 (str(v.options.bridge), v.uplink) for v in in_table if v.mode == "bridge"
             } - masq_left
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
-        ipt = [v for v in members if v.backend == "iptables"]
+        ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:
             last = not any(v.backend == "iptables" for v in left)
             plan.add(

@@ -152,6 +152,7 @@ class Options:
         "allow_peers",
         "allow_metadata",
         "allow_host_ports",
+        "fix_forward_policy",
     )
     __slots__ = FIELDS
 
@@ -180,6 +181,7 @@ class Options:
         allow_peers: bool = False,
         allow_metadata: bool = False,
         allow_host_ports: tuple[tuple[int, str], ...] | list = (),
+        fix_forward_policy: bool = False,
     ) -> None:
         self.mode = mode
         self.backend = backend
@@ -205,6 +207,7 @@ class Options:
         self.allow_peers = allow_peers
         self.allow_metadata = allow_metadata
         self.allow_host_ports = tuple(tuple(p) for p in allow_host_ports)  # type: ignore[misc]
+        self.fix_forward_policy = fix_forward_policy
         self._validate()
 
     def _validate(self) -> None:

@@ -211,3 +211,30 @@ def test_metadata_blocked_unless_allowed(lab: Lab, backend: str):
 def test_unique_guest_namespace_names(host: Host):
     # guards the helper above: names derive from the host namespace, which is random
     assert len(host.ns) > 6 and secrets.token_hex(1)
+
+
+def test_docker_forward_drop_detected_and_fixed(lab: Lab):
+    host = lab.host
+    host.run("iptables-nft", "-P", "FORWARD", "DROP")  # what Docker does
+    host.run("iptables-nft", "-N", "DOCKER-USER")
+    host.run("iptables-nft", "-A", "FORWARD", "-j", "DOCKER-USER")
+    before = host.run("iptables-nft-save", "-t", "filter").stdout
+    doc = host.fireroute("doctor", "--json", check=False)
+    assert doc.returncode == 1
+    assert any(
+        f["level"] == "fail" and "FORWARD policy is DROP" in f["what"]
+        for f in json.loads(doc.stdout)
+    )
+    ns, _ = lab.guest("plain")
+    assert lab.connect(ns, "203.0.113.1", 80).startswith("FAIL")  # the silent failure
+    fixed, _ = lab.guest("fixed", "--fix-forward-policy")
+    assert lab.connect(fixed, "203.0.113.1", 80) == "hello 203.0.113.2"
+    host.fireroute("down", "fixed")
+    host.fireroute("down", "plain")
+
+    def strip(text: str) -> list[str]:
+        return [re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines()
+                if not line.startswith("#")]  # policy counters move with the test traffic
+
+    after = host.run("iptables-nft-save", "-t", "filter").stdout
+    assert strip(after) == strip(before)  # policy, chains and rules exactly as they were

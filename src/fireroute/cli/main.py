@@ -62,6 +62,12 @@ def _up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iface-id", default="eth0", help="Firecracker iface_id (default eth0)")
     p.add_argument("--mode", default="nat", help="nat (default), bridge or clone")
     p.add_argument(
+        "--fix-forward-policy",
+        action="store_true",
+        help="add tagged ACCEPTs for this VM to iptables-nft's FORWARD chain (for hosts where "
+        "Docker set its policy to DROP; see fireroute doctor)",
+    )
+    p.add_argument(
         "--allow-peers",
         action="store_true",
         help="let this guest talk to other guests that allow it too",
@@ -185,6 +191,7 @@ COMMANDS = {
     "config": ("merge a VM's network into a Firecracker --config-file", _fc("config")),
     "check": ("report drift between the state file and the kernel", _cfg_repair("check")),
     "gc": ("remove leftovers of crashed runs (tagged objects only)", _cfg_repair("gc")),
+    "doctor": ("find host settings that break guest networking (read-only)", _cfg_repair("doctor")),
     "restore": ("recreate every active VM's networking (after a reboot)", _cfg_repair("restore")),
 }
 
@@ -245,6 +252,7 @@ def _options(args: argparse.Namespace):  # noqa: ANN202
         masquerade=args.masquerade,
         clone_address=args.clone_address,
         allow_peers=args.allow_peers,
+        fix_forward_policy=args.fix_forward_policy,
         allow_metadata=args.allow_metadata,
         allow_host_ports=[_port(p) for p in args.allow_host_port],
     )
@@ -439,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             return HANDLERS[args.cmd](args)
         if args.cmd in ("up", "plan"):
             return cmd_up(args, dry_run=args.cmd == "plan" or getattr(args, "dry_run", False))
-        if args.cmd in ("check", "gc", "restore"):
+        if args.cmd in ("check", "gc", "restore", "doctor"):
             from fireroute.cli import repair_cmds
 
             return getattr(repair_cmds, f"cmd_{args.cmd}")(args)

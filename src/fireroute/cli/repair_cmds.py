@@ -59,3 +59,23 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     return _run(args, "restore")
+
+
+def configure_doctor(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fireroute import doctor
+
+    try:
+        count = len(_manager(args).ls())
+    except Exception:  # noqa: BLE001 - doctor must still run with a broken state file
+        count = 0
+    found = doctor.checks(count)
+    if args.json:
+        print(json.dumps([f.as_dict() for f in found], indent=2))
+    else:
+        for f in found:
+            print(f"[{f.level}] {f.what}" + (f"\n       -> {f.advice}" if f.advice else ""))
+    return 1 if any(f.level == doctor.FAIL for f in found) else 0

@@ -37,6 +37,7 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
     rules += [
         ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {c} -j ACCEPT"),
         ("filter", f"-A FORWARD -i {t} {c} -j DROP"),
+        ("filter", f"-A FORWARD -o {t} {c} -j DROP"),  # nothing new towards the guest
         # the guest and the host itself: replies, ping, and the ports allowed; nothing else
         ("filter", f"-A INPUT -i {t} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT"),
         ("filter", f"-A INPUT -i {t} -p icmp -m icmp --icmp-type 8 {c} -j ACCEPT"),
@@ -65,6 +66,33 @@ def vms_up(vms: list[Vm], need_conntrack: bool) -> list[Step]:
             undo = Step(IPTABLES, _delete(rule), "remove iptables rule", vm.name, table=table)
             steps.append(
                 Step(IPTABLES, rule, "add iptables rule", vm.name, undo=(undo,), table=table)
+            )
+    return steps
+
+
+def forward_policy_fix(vms: list[Vm]) -> list[Step]:
+    """Tagged ACCEPTs at the top of iptables-nft's FORWARD chain for the VMs' devices, for
+    hosts whose FORWARD policy is DROP (an accept in fireroute's nft table does not end the
+    packet's journey through that chain)."""
+    steps = []
+    for vm in vms:
+        c = f"-m comment --comment {tag(vm.name)}"
+        for rule in (
+            f"-I FORWARD -i {vm.tap} {c} -j ACCEPT",
+            f"-I FORWARD -o {vm.tap} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
+        ):
+            undo = Step(
+                IPTABLES, _delete(rule), "remove FORWARD-policy fix", vm.name, table="filter"
+            )
+            steps.append(
+                Step(
+                    IPTABLES,
+                    rule,
+                    "accept in iptables-nft FORWARD",
+                    vm.name,
+                    undo=(undo,),
+                    table="filter",
+                )
             )
     return steps
 

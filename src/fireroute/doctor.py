@@ -1,0 +1,118 @@
+"""``fireroute doctor``: find what silently breaks guest networking on this host, and say what
+to do. Read-only: it changes nothing."""
+
+from __future__ import annotations
+
+import os
+
+from fireroute.kernel.run import Runner, run
+from fireroute.manager import which
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+class Finding:
+    __slots__ = ("level", "what", "advice")
+
+    def __init__(self, level: str, what: str, advice: str = "") -> None:
+        self.level = level
+        self.what = what
+        self.advice = advice
+
+    def as_dict(self) -> dict[str, str]:
+        return {"level": self.level, "what": self.what, "advice": self.advice}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def forward_policy(runner: Runner = run) -> Finding:
+    """iptables-nft's filter FORWARD policy: a DROP there (Docker sets it) drops guest traffic
+    whatever fireroute's own table accepts, since an accept only ends its own chain."""
+    if not which("iptables-nft-save"):
+        return Finding(OK, "iptables-nft not installed: no FORWARD policy to collide with")
+    res = runner(["iptables-nft-save", "-t", "filter"], None)
+    for line in res.out.splitlines():
+        if line.startswith(":FORWARD ") and line.split()[1] == "DROP":
+            return Finding(
+                FAIL,
+                "iptables-nft filter FORWARD policy is DROP (Docker does this): guest traffic "
+                "is dropped there even though fireroute's table accepts it",
+                "bring VMs up with --fix-forward-policy (adds tagged ACCEPT rules for their "
+                "taps, removed with them)",
+            )
+    return Finding(OK, "iptables-nft filter FORWARD policy accepts")
+
+
+def legacy_mix(runner: Runner = run) -> Finding:
+    if not which("iptables-legacy-save"):
+        return Finding(OK, "no iptables-legacy rules")
+    res = runner(["iptables-legacy-save"], None)
+    rules = [line for line in res.out.splitlines() if line.startswith("-A ")]
+    if rules:
+        return Finding(
+            WARN,
+            f"{len(rules)} iptables-legacy rule(s) also filter packets here",
+            "legacy and nf_tables rules both apply; check they do not drop guest "
+            "traffic (iptables-legacy-save)",
+        )
+    return Finding(OK, "no iptables-legacy rules")
+
+
+def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
+    out = [forward_policy(runner), legacy_mix(runner)]
+    fwd = _read("/proc/sys/net/ipv4/ip_forward")
+    if vm_count and fwd != "1":
+        out.append(
+            Finding(
+                FAIL,
+                f"IPv4 forwarding is off with {vm_count} vm(s) up",
+                "run fireroute restore (or something else turned it off)",
+            )
+        )
+    else:
+        out.append(Finding(OK, f"IPv4 forwarding is {'on' if fwd == '1' else 'off'}"))
+    if not os.path.exists("/dev/net/tun"):
+        out.append(Finding(FAIL, "/dev/net/tun is missing: no taps can be made", "modprobe tun"))
+    for tool, pkg in (("ip", "iproute2"), ("nft", "nftables")):
+        if not which(tool):
+            out.append(Finding(FAIL, f"{tool} not found", f"apt-get install {pkg}"))
+    count = _read("/proc/sys/net/netfilter/nf_conntrack_count")
+    limit = _read("/proc/sys/net/netfilter/nf_conntrack_max")
+    if count and limit and int(limit) and int(count) > 0.8 * int(limit):
+        out.append(
+            Finding(
+                WARN,
+                f"conntrack table {count}/{limit} is nearly full: new guest "
+                "connections will be dropped",
+                "raise net.netfilter.nf_conntrack_max",
+            )
+        )
+    thresh = _read("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+    if thresh and vm_count * 2 > int(thresh):
+        out.append(
+            Finding(
+                WARN,
+                f"neighbour table limit gc_thresh3={thresh} is low for "
+                f"{vm_count} vms (each tap holds a neighbour entry)",
+                "raise net.ipv4.neigh.default.gc_thresh1/2/3 (e.g. 1024/2048/4096)",
+            )
+        )
+    for iface in ("all", "default"):
+        rp = _read(f"/proc/sys/net/ipv4/conf/{iface}/rp_filter")
+        if rp == "1":
+            out.append(
+                Finding(
+                    WARN,
+                    f"strict reverse-path filtering (rp_filter=1, {iface})",
+                    "fine for NAT taps; bridge and clone setups with asymmetric "
+                    "routes need rp_filter=2",
+                )
+            )
+            break
+    return out
