@@ -7,6 +7,7 @@ is called from, and ``close`` (also on Ctrl-C, via ``with``) deletes both namesp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -136,6 +137,23 @@ class Sandbox:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self._wait_listening()
+
+    def _wait_listening(self, timeout: float = 10.0) -> None:
+        probe = (
+            "import socket, sys, time\n"
+            "end = time.monotonic() + float(sys.argv[1])\n"
+            "while True:\n"
+            "    try:\n"
+            f"        socket.create_connection(('{INTERNET_IP}', {HTTP_PORT}), 0.5).close()\n"
+            "        break\n"
+            "    except OSError:\n"
+            "        if time.monotonic() > end: sys.exit(1)\n"
+            "        time.sleep(0.05)\n"
+        )
+        res = self.exec(self.internet, sys.executable, "-c", probe, str(timeout), check=False)
+        if res.returncode != 0:
+            raise RuntimeError("the sandbox's HTTP server did not start")
 
     def close(self) -> None:
         if self._server is not None:
@@ -144,4 +162,9 @@ class Sandbox:
             self._server = None
         for ns in (self.host, self.internet):
             if ns:
+                # processes left inside (a VMM still booting) would keep taps alive
+                pids = _ip("netns", "pids", ns, check=False).stdout.split()
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
                 _ip("netns", "del", ns, check=False)
