@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -108,35 +107,11 @@ class Host:
 
 
 def make_host(tmp_path: Path, tag: str = "") -> Iterator[Host]:
-    name = f"frt-{tag}{secrets.token_hex(3)}"
-    inet = name + "-i"
-    sh("ip", "netns", "add", name)
-    sh("ip", "netns", "add", inet)
-    try:
-        sh(
-            "ip",
-            "link",
-            "add",
-            "up0",
-            "netns",
-            name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "down0",
-            "netns",
-            inet,
-        )
-        for ns, dev, addr in ((name, "up0", "203.0.113.2/24"), (inet, "down0", "203.0.113.1/24")):
-            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", name, "route", "add", "default", "via", "203.0.113.1")
-        yield Host(name, inet, tmp_path / "state.db")
-    finally:
-        sh("ip", "netns", "del", name, check=False)
-        sh("ip", "netns", "del", inet, check=False)
+    """The same topology the demo and the benchmarks use (fireroute.lab.sandbox)."""
+    from fireroute.lab.sandbox import Sandbox
+
+    with Sandbox(prefix=f"frt{tag}") as sb:
+        yield Host(sb.host, sb.internet, tmp_path / "state.db")
 
 
 @pytest.fixture

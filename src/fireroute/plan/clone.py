@@ -11,7 +11,7 @@ the veth link is a /30 and the guest's gateway is the tap address inside the nam
 from __future__ import annotations
 
 from fireroute.model import Vm
-from fireroute.plan.host import LINK_GROUP, owner_alias
+from fireroute.plan.host import LINK_GROUP, owner_alias, owner_args
 from fireroute.plan.steps import IP, NFT, SYSCTL, Step
 
 NS_VETH = "veth0"
@@ -24,10 +24,7 @@ def up(vm: Vm) -> list[Step]:
     host_ip, ns_ip = net.network_address + 1, net.network_address + 2
     guest = vm.guest_iface_addr
     assert guest is not None
-    o = vm.options
-    owner = f" user {o.owner.uid}" if o.owner else ""
-    if o.owner and o.owner.gid is not None:
-        owner += f" group {o.owner.gid}"
+    owner = owner_args(vm)
     del_ns = Step(IP, f"netns del {ns}", f'delete namespace "{ns}"', vm.name)
     del_veth = Step(IP, f"link del dev {host_veth}", f'delete veth "{host_veth}"', vm.name)
     steps = [

@@ -18,13 +18,17 @@ def owner_alias(vm: str) -> str:
     return ALIAS_PREFIX + vm
 
 
+def owner_args(vm: Vm) -> str:
+    """`` user UID [group GID]`` for ``ip tuntap add`` when the tap is for a jailed VMM."""
+    o = vm.options.owner
+    if o is None:
+        return ""
+    return f" user {o.uid}" + (f" group {o.gid}" if o.gid is not None else "")
+
+
 def tuntap_add(vm: Vm) -> Step:
     """Create the tap (tap mode, one queue, optionally owned by a user); its undo deletes it."""
-    owner = ""
-    if vm.options.owner is not None:
-        owner = f" user {vm.options.owner.uid}"
-        if vm.options.owner.gid is not None:
-            owner += f" group {vm.options.owner.gid}"
+    owner = owner_args(vm)
     delete = Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)
     return Step(
         IP,
