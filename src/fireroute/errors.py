@@ -66,7 +66,11 @@ class KernelError(FirerouteError):
 
     def __init__(self, action: str, detail: str, vm: str | None = None) -> None:
         self.action = action
-        self.detail = detail.strip()
+        self.detail = " / ".join(
+            line.strip()
+            for line in detail.strip().splitlines()
+            if line.strip() and set(line.strip()) != {"^"}
+        )
         self.vm = vm
         where = f' for vm "{vm}"' if vm else ""
         super().__init__(f"cannot {action}{where}: {self.detail}")

@@ -32,6 +32,47 @@ FORWARD_BEFORE = "ip_forward_before"
 Progress = Callable[[str], None]
 
 
+class Population:
+    """The other VMs, as counts per shape (mode, backend, table, bridge, NAT member, uplink):
+    enough to decide "first VM of a table", "last on a bridge", "last VM at all" in O(shapes),
+    so the per-VM cost stays flat however many VMs are up."""
+
+    def __init__(self, store: Store, minus: list[Vm] = ()) -> None:  # type: ignore[assignment]
+        self.counts: dict[tuple[str, str, str, str | None, bool, str], int] = {}
+        for mode, backend, table, br, masq, dhcp, uplink, n in store.shapes():
+            member = mode != "bridge" or (bool(masq) and not dhcp)
+            key = (str(mode), str(backend), str(table), br, member, str(uplink))  # type: ignore[misc]
+            self.counts[key] = self.counts.get(key, 0) + int(n)  # type: ignore[call-overload]
+        for vm in minus:
+            key = (
+                vm.mode,
+                vm.backend,
+                vm.table,
+                vm.options.bridge if vm.mode == "bridge" else None,
+                modes.nat_member(vm),
+                vm.uplink,
+            )
+            self.counts[key] = self.counts.get(key, 0) - 1
+        self.counts = {k: n for k, n in self.counts.items() if n > 0}
+
+    def empty(self) -> bool:
+        return not self.counts
+
+    def nft_members(self, table: str) -> bool:
+        return any(k[1] == "nft" and k[2] == table and k[4] for k in self.counts)
+
+    def ipt_members(self) -> bool:
+        return any(k[1] == "iptables" and k[4] for k in self.counts)
+
+    def bridges(self) -> set[str]:
+        return {str(k[3]) for k in self.counts if k[0] == "bridge"}
+
+    def masq_bridges(self, table: str) -> set[tuple[str, str]]:
+        return {
+            (str(k[3]), k[5]) for k in self.counts if k[0] == "bridge" and k[4] and k[2] == table
+        }
+
+
 class UpResult:
     __slots__ = ("vms", "plan", "changed")
 
@@ -127,8 +168,8 @@ class Manager:
         if not fresh:
             return UpResult(existing, Plan(), False)
 
-        others = store.all()
-        own_devs = {v.tap for v in others}
+        others = Population(store)
+        own_devs = store.taps()
         devs = self._devices(store, fresh, options)
         if progress:
             progress(f"allocating {len(fresh)} address(es)")
@@ -155,14 +196,11 @@ class Manager:
         forwarding = read_sysctl(host.FORWARD_KEY)
         if forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
-        if not others and store.meta(FORWARD_BEFORE) is None:
+        if others.empty() and store.meta(FORWARD_BEFORE) is None:
             meta[FORWARD_BEFORE] = forwarding
         members = [v for v in vms if modes.nat_member(v)]
         if members and options.backend == "nft":
-            fresh_table = not any(
-                v.backend == "nft" and v.table == options.table and modes.nat_member(v)
-                for v in others
-            )
+            fresh_table = not others.nft_members(options.table)
             if fresh_table:
                 observe.check_table_owner(options.table, self.runner)
             plan.add(nft.vms_up(options.table, members, fresh_table))
@@ -296,41 +334,35 @@ class Manager:
         plan = Plan()
         if not vms:
             return plan
-        gone = {v.name for v in vms}
-        remaining = [v for v in store.all() if v.name not in gone]
-        used = {str(v.options.bridge) for v in remaining if v.mode == "bridge"}
+        remaining = Population(store, minus=vms)
+        used = remaining.bridges()
         drop = set()
         for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"} - used:
             if observe.link_alias(br, self.runner) == bridge.bridge_alias(br):
                 drop.add(br)  # ours, and nobody left on it
         plan.add(*modes.links_down(vms, drop))
         members = [v for v in vms if modes.nat_member(v)]
-        left = [v for v in remaining if modes.nat_member(v)]
         nft_vms = [v for v in members if v.backend == "nft"]
         for table in sorted({v.table for v in nft_vms}):
             in_table = [v for v in nft_vms if v.table == table]
-            last = not any(v.backend == "nft" and v.table == table for v in left)
+            last = not remaining.nft_members(table)
             if last and observe.check_table_owner(table, self.runner) is False:
                 continue
-            masq_left = {
-                (str(v.options.bridge), v.uplink)
-                for v in left
-                if v.mode == "bridge" and v.table == table
-            }
+            masq_left = remaining.masq_bridges(table)
             drop_egress = {
                 (str(v.options.bridge), v.uplink) for v in in_table if v.mode == "bridge"
             } - masq_left
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:
-            last = not any(v.backend == "iptables" for v in left)
+            last = not remaining.ipt_members()
             plan.add(
                 *iptables.rules_down(
                     observe.iptables_saved(self.runner), {v.name for v in ipt}, last
                 )
             )
         before = store.meta(FORWARD_BEFORE)
-        if not remaining and before is not None:
+        if remaining.empty() and before is not None:
             now = read_sysctl(host.FORWARD_KEY)
             if now != before:
                 plan.add(host.set_forwarding(before, now))
@@ -343,7 +375,7 @@ class Manager:
         names = [v.name for v in vms]
         store.set_state(names, "removing")
         Executor(self.runner).apply_best_effort(plan)
-        remaining = len(store.all()) - len(vms)
+        remaining = store.count() - len(vms)
         store.remove(names, drop_meta=[FORWARD_BEFORE] if remaining == 0 else [])
         return plan
 

@@ -74,13 +74,15 @@ class Owner:
     def parse(cls, text: str) -> Owner:
         uid_s, _, gid_s = text.partition(":")
         try:
+            if not uid_s.isascii() or (gid_s and not gid_s.isascii()):
+                raise ValueError
             uid = int(uid_s)
             gid = int(gid_s) if gid_s else None
         except ValueError:
             raise UsageError(
                 f'invalid --owner "{text}": expected UID or UID:GID (numbers)'
             ) from None
-        if uid < 0 or (gid is not None and gid < 0) or uid > 2**32 - 2:
+        if not 0 <= uid <= 2**32 - 2 or (gid is not None and not 0 <= gid <= 2**32 - 2):
             raise UsageError(f'invalid --owner "{text}": ids must be between 0 and 4294967294')
         return cls(uid, gid)
 
@@ -274,6 +276,11 @@ class Options:
             chosen = [x for x in (self.guest, self.addr_range, self.dhcp or None) if x]
             if len(chosen) != 1:
                 raise UsageError("bridge mode needs exactly one of --guest-ip, --range, --dhcp")
+            if self.dhcp and self.masquerade:
+                raise UsageError(
+                    "--masquerade needs a known guest address: use --guest-ip or "
+                    "--range instead of --dhcp"
+                )
             if self.addr_range is not None:
                 self.range_bounds()
                 if bridge_ip is None:

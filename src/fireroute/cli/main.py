@@ -220,7 +220,7 @@ def _options(args: argparse.Namespace):  # noqa: ANN202
     from fireroute.model import Options, Owner
 
     size = str(args.block_size).lstrip("/")
-    if not size.isdigit():
+    if not (size.isascii() and size.isdigit()):
         raise UsageError(f'invalid --block-size "{args.block_size}": use 24..30 (or /24../30)')
     dns = []
     for d in args.dns:
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             "demo": cmd_demo,
         }[args.cmd](args)
     except FirerouteError as exc:
-        sys.stderr.write(f"fireroute: {exc}\n")
+        sys.stderr.write("fireroute: " + str(exc).replace("\n", "\\n") + "\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("fireroute: interrupted\n")

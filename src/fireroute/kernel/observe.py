@@ -162,6 +162,11 @@ def check_table_owner(table: str, runner: Runner = run) -> bool:
     if res.rc != 0:
         if "No such file or directory" in res.err:
             return False
+        if "syntax error" in res.err:
+            raise UsageError(
+                f'invalid table name "{table}": nft reads it as a keyword; '
+                "choose another with --table"
+            )
         raise KernelError(f'read nftables table "{table}"', res.err)
     if table in our_tables(res.out):
         return True

@@ -26,11 +26,22 @@ class Result:
 
 Runner = Callable[[list[str], "str | None"], Result]
 
+HELD_FDS: set[int] = set()
+"""File descriptors every child inherits: the state lock, so that a child that outlives a
+killed fireroute (an ``ip -batch`` half-way through) keeps the lock until it has finished,
+and gc can never race it."""
+
 
 def run(argv: list[str], stdin: str | None = None, timeout: float = 60.0) -> Result:
     try:
         p = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            pass_fds=tuple(HELD_FDS),
         )
     except FileNotFoundError:
         pkg = PACKAGES.get(argv[0], argv[0])

@@ -117,7 +117,17 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True) -> Step:
     chains and their rules; otherwise only the table and sets are re-declared (idempotent and
     ~8x cheaper for the kernel than re-registering the base chains)."""
     vm = vms[0].name if len(vms) == 1 else None
-    undo = Step(NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm)
+    if fresh:  # the table is ours and had no VM: undoing means removing it again
+        undo = Step(
+            NFT,
+            f"add table ip {table}\ndelete table ip {table}\n",
+            f'delete nftables table "{table}"',
+            vm,
+        )
+    else:
+        undo = Step(
+            NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm
+        )
     head = skeleton(table) if fresh else _sets_only(table)
     body = _element_lines("add", table, vms) + bridge_egress("add", table, _bridges(vms))
     return Step(NFT, head + body, f'add NAT entries to nftables table "{table}"', vm, undo=(undo,))

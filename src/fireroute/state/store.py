@@ -19,6 +19,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from fireroute.errors import Busy, ConflictError, StateError
+from fireroute.kernel.run import HELD_FDS
 from fireroute.model import Options, Vm
 
 SCHEMA_VERSION = 1
@@ -52,21 +53,30 @@ class Store:
             self.db: sqlite3.Connection | None = None
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            if not create:
+                self.db = _open_readable(path)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # WAL with synchronous=NORMAL: a commit is one append, no fsync. A killed process
+            # loses nothing; a power cut may lose the last commits but never consistency (and
+            # the kernel objects are gone then anyway: restore/gc reconcile).
+            self.db.execute("PRAGMA synchronous = NORMAL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            if version > SCHEMA_VERSION or version < 0:
                 raise StateError(
                     f"state file {path} has schema version {version}; this fireroute knows "
                     f"{SCHEMA_VERSION}: upgrade fireroute"
                 )
             if version == 0:
+                self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
             else:
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
                     "uplink, options, netns FROM vms LIMIT 1"
                 ).fetchall()
+                self.db.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot use state file {path}: {exc}") from None
         except OSError as exc:
@@ -79,6 +89,7 @@ class Store:
             timeout = float(os.environ.get("FIREROUTE_LOCK_TIMEOUT", "60"))
         lock_path = f"{self.path}.lock"
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StateError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
@@ -97,8 +108,10 @@ class Store:
                             f"held it for {timeout:g}s (retried {tries} times)"
                         ) from None
                     time.sleep(min(0.002 * tries, 0.05))
+            HELD_FDS.add(fd)
             yield
         finally:
+            HELD_FDS.discard(fd)
             os.close(fd)
 
     # -- reads -----------------------------------------------------------------------------
@@ -121,6 +134,31 @@ class Store:
 
     def all(self) -> list[Vm]:
         return self._rows()
+
+    def shapes(self) -> list[tuple[object, ...]]:
+        """(mode, backend, table, bridge, masquerade, dhcp, uplink, count) over all VMs: what
+        up/down need to know about the other VMs, without building 4000 VM objects."""
+        if self.db is None:
+            return []
+        j = "json_extract(options, '$.{}')"
+        cols = ", ".join(
+            j.format(f) for f in ("mode", "backend", "table", "bridge", "masquerade", "dhcp")
+        )
+        return list(
+            self.db.execute(
+                f"SELECT {cols}, uplink, COUNT(*) FROM vms GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            )
+        )
+
+    def taps(self) -> set[str]:
+        if self.db is None:
+            return set()
+        return {row[0] for row in self.db.execute("SELECT tap FROM vms")}
+
+    def count(self) -> int:
+        if self.db is None:
+            return 0
+        return int(self.db.execute("SELECT COUNT(*) FROM vms").fetchone()[0])
 
     def taken(self) -> list[tuple[int, int]]:
         if self.db is None:
@@ -157,7 +195,7 @@ class Store:
     # -- writes ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        assert self.db is not None
+        assert self.db is not None, "writes need a state file"
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -197,13 +235,31 @@ class Store:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
 
     def set_state(self, names: list[str], state: str) -> None:
+        if self.db is None:  # no state file: nothing recorded, nothing to change
+            return
         with self._tx() as db:
             db.executemany("UPDATE vms SET state = ? WHERE name = ?", [(state, n) for n in names])
 
     def remove(self, names: list[str], drop_meta: list[str] = ()) -> None:  # type: ignore[assignment]
+        if self.db is None:
+            return
         with self._tx() as db:
             db.executemany("DELETE FROM vms WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
+
+
+def _open_readable(path: Path) -> sqlite3.Connection:
+    """Open for reading; where the file or its folder is read-only (WAL needs to create its
+    shared-memory file next to it), read it as an immutable snapshot instead."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc) and "unable to open" not in str(exc):
+            raise
+    db.close()
+    return sqlite3.connect(f"file:{path}?immutable=1", uri=True, isolation_level=None)
 
 
 def _vm(row: tuple[object, ...]) -> Vm:
