@@ -64,7 +64,7 @@ def overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
 
 
 def free_ordinals(
-    pool: IPv4Network, prefix: int, taken: list[tuple[int, int]], want: int
+    pool: IPv4Network, prefix: int, taken: list[tuple[int, int]], want: int, start: int = 0
 ) -> list[int]:
     """The ``want`` lowest block ordinals whose ranges overlap nothing in ``taken``.
 
@@ -79,7 +79,7 @@ def free_ordinals(
     )
     out: list[int] = []
     i = 0
-    ordinal = 0
+    ordinal = start
     while len(out) < want and ordinal < count:
         start = base + size * ordinal
         end = start + size - 1

@@ -169,11 +169,10 @@ class Manager:
             return UpResult(existing, Plan(), False)
 
         others = Population(store)
-        own_devs = store.taps()
         devs = self._devices(store, fresh, options)
         if progress:
             progress(f"allocating {len(fresh)} address(es)")
-        nets, view = self._allocate(store, fresh, options, own_devs, skip_conflicts)
+        nets, view = self._allocate(store, fresh, options, skip_conflicts)
         vms = [
             Vm(n, net, devs[n], "", view.uplink, options, "pending")
             for n, net in zip(fresh, nets, strict=True)
@@ -230,21 +229,26 @@ class Manager:
         store: Store,
         names: list[str],
         options: Options,
-        own_devs: set[str],
         skip_conflicts: bool,
     ) -> tuple[list[IPv4Network | None], observe.HostView]:
         """Blocks from the pool (nat: the VM's /30; clone: its veth link's /30), checked
         against host routes; or, in bridge mode, the guest's own address (a /32 lease)."""
-        taken = store.taken()
         look = [str(options.bridge)] if options.mode == "bridge" else []
         if options.mode == "bridge":
-            view = observe.probe(options.uplink, [], own_devs, self.runner, links=look)
-            return self._bridge_addresses(names, options, taken), view
+            view = observe.probe(options.uplink, [], store.is_tap, self.runner, links=look)
+            return self._bridge_addresses(names, options, store.taken()), view
+        pool = options.pool
+        lo, hi = int(pool.network_address), int(pool.broadcast_address)
+        size = addressing.block_size(options.prefix)
+        start = (store.first_free(lo, hi) - lo) // size  # the first block that may be free
+        taken = store.taken_from(lo + start * size, hi)
         uplink = options.uplink
         while True:
-            ordinals = addressing.free_ordinals(options.pool, options.prefix, taken, len(names))
+            ordinals = addressing.free_ordinals(
+                options.pool, options.prefix, taken, len(names), start
+            )
             blocks = [addressing.block(options.pool, options.prefix, o) for o in ordinals]
-            view = observe.probe(uplink, blocks, own_devs, self.runner)
+            view = observe.probe(uplink, blocks, store.is_tap, self.runner)
             uplink = view.uplink
             if not view.conflicts:
                 return list(blocks), view
@@ -254,9 +258,9 @@ class Manager:
                     f'block {b} for vm "{names[blocks.index(b)]}" overlaps {what} on this '
                     "host; choose another --pool or pass --skip-conflicts"
                 )
-            taken = taken + [
-                (int(b.network_address), int(b.broadcast_address)) for b in view.conflicts
-            ]
+            taken = sorted(
+                taken + [(int(b.network_address), int(b.broadcast_address)) for b in view.conflicts]
+            )
 
     def _bridge_addresses(
         self, names: list[str], options: Options, taken: list[tuple[int, int]]

@@ -72,3 +72,25 @@ def test_tap_names_fit_and_differ():
     assert len(long_a.encode()) <= 15 and len(long_b.encode()) <= 15
     assert long_a != long_b and long_a.startswith("fr-")
     assert len(addressing.default_tap_name("exactly12chr")) == 15
+
+
+def test_store_first_free_and_start(tmp_path):
+    """The SQL gap search the allocator starts from agrees with a plain scan."""
+    from fireroute.model import Options, Vm
+    from fireroute.state.store import Store
+
+    store = Store(tmp_path / "s.db")
+    opts = Options()
+    used = [0, 1, 2, 4, 5, 9]
+    store.reserve(
+        [
+            Vm(f"v{o}", addressing.block(POOL, 30, o), f"t{o}", "06:00:00:00:00:01", "eth0", opts)
+            for o in used
+        ]
+    )
+    lo, hi = int(POOL.network_address), int(POOL.broadcast_address)
+    first = store.first_free(lo, hi)
+    assert first == lo + 3 * 4  # block 3 is the first hole
+    start = (first - lo) // 4
+    got = addressing.free_ordinals(POOL, 30, store.taken_from(lo + start * 4, hi), 4, start)
+    assert got == addressing.free_ordinals(POOL, 30, store.taken(), 4) == [3, 6, 7, 8]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from ipaddress import IPv4Network
 
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
@@ -78,7 +79,7 @@ class HostView:
 def probe(
     uplink: str | None,
     blocks: list[IPv4Network],
-    own_devs: set[str],
+    is_own: Callable[[str], bool],
     runner: Runner = run,
     links: list[str] = (),  # type: ignore[assignment]
 ) -> HostView:
@@ -114,7 +115,7 @@ def probe(
             continue
         for r in doc:  # type: ignore[union-attr]
             dst = r.get("dst", "")
-            if dst == "default" or r.get("dev") in own_devs:
+            if dst == "default" or (r.get("dev") and is_own(str(r["dev"]))):
                 continue
             kind = r.get("type", "")
             desc = " ".join(

@@ -160,6 +160,38 @@ class Store:
             return 0
         return int(self.db.execute("SELECT COUNT(*) FROM vms").fetchone()[0])
 
+    def first_free(self, lo: int, hi: int) -> int:
+        """The lowest address >= lo that no lease covers (hi + 1 if none up to hi): where the
+        search for a free block starts. In SQL (index on net_start), so that finding a block
+        does not walk thousands of leases in Python."""
+        if self.db is None:
+            return lo
+        row = self.db.execute(
+            "SELECT MIN(x) FROM ("
+            " SELECT :lo AS x WHERE NOT EXISTS"
+            "  (SELECT 1 FROM vms WHERE net_start <= :lo AND net_end >= :lo)"
+            " UNION ALL"
+            " SELECT v.net_end + 1 FROM vms v WHERE v.net_end >= :lo AND v.net_end < :hi"
+            "  AND NOT EXISTS (SELECT 1 FROM vms w WHERE w.net_start = v.net_end + 1))",
+            {"lo": lo, "hi": hi},
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else hi + 1
+
+    def taken_from(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Leases overlapping [lo, hi], in address order."""
+        if self.db is None:
+            return []
+        return list(
+            self.db.execute(
+                "SELECT net_start, net_end FROM vms WHERE net_start IS NOT NULL AND net_end >= ? "
+                "AND net_start <= ? ORDER BY net_start",
+                (lo, hi),
+            )
+        )
+
+    def is_tap(self, dev: str) -> bool:
+        return self.tap_owner(dev) is not None
+
     def taken(self) -> list[tuple[int, int]]:
         if self.db is None:
             return []
