@@ -88,7 +88,10 @@ def probe(
     Each address of each block is looked up with ``route get fibmatch``, which answers with
     the FIB entry that would carry it (local table included, so host addresses are seen).
     """
-    lines = ["route show default"] if uplink is None else [f"link show dev {uplink}"]
+    # the default route by a FIB lookup of a reserved (class E) address, which only the
+    # default route covers; "route show default" would dump (and filter in user
+    # space) every route, one per VM, which made up's cost grow with the VM count
+    lines = ["route get fibmatch 240.0.0.1"] if uplink is None else [f"link show dev {uplink}"]
     addrs = []
     for b in blocks:
         for a in range(b.num_addresses):
@@ -103,7 +106,14 @@ def probe(
         found[name] = doc[0] if isinstance(doc, list) and doc else None
     if uplink is None:
         routes = docs[0] or []
-        devs = [r.get("dev") for r in routes if isinstance(r, dict) and r.get("dev")]  # type: ignore[union-attr]
+        devs = [
+            r.get("dev")
+            for r in routes  # type: ignore[union-attr]
+            if isinstance(r, dict) and r.get("dev") and r.get("dst") == "default"
+        ]
+        if not devs:  # something more specific covers 240.0.0.1: look the default route up
+            shown = ip_batch_json(["route show default"], runner)[0] or []
+            devs = [r.get("dev") for r in shown if isinstance(r, dict) and r.get("dev")]  # type: ignore[union-attr]
         if not devs:
             raise UsageError("no IPv4 default route on this host: name the uplink with --uplink")
         uplink = str(devs[0])
