@@ -251,6 +251,12 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                     )
                     plan.add(*modes.links_up([vm], missing))
                     k.links[str(vm.options.bridge)] = k.links.get(str(vm.options.bridge), {})
+                elif vm.mode == "bridge" and k.links[vm.tap].get("master") != vm.options.bridge:
+                    br = str(vm.options.bridge)
+                    if br not in k.links:  # the bridge itself went: ours again, as before
+                        plan.add(*bridge.create_bridge(vm))
+                        k.links[br] = {}
+                    plan.add(bridge.tap_up(vm)[1])  # re-attach the tap
                 continue
             create, address, bring_up = host.tap_up(vm)
             link = k.links.get(vm.tap)

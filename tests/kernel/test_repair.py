@@ -123,3 +123,18 @@ def test_kill_during_down_then_gc(host: Host, k: int):
     assert check(host) == (0, {"b": []})
     assert "fr-a" not in host.links()
     assert sorted(host.set_elements("firecracker", "taps")) == ["fr-b"]
+
+
+def test_restore_bridge_and_clone(host: Host):
+    br = ["--mode", "bridge", "--bridge-address", "192.168.5.1/24"]
+    host.fireroute("up", "b1", *br, "--guest-ip", "192.168.5.10/24")
+    host.fireroute("up", "c1", "--mode", "clone")
+    assert check(host) == (0, {"c1": [], "b1": []})
+    host.run("ip", "link", "del", "br0")  # the tap stays, detached
+    host.run("ip", "link", "del", "fr-c1")  # the clone's veth pair goes
+    rc, report = check(host)
+    assert rc == 1 and report["b1"] and report["c1"]
+    host.fireroute("restore")
+    assert check(host) == (0, {"c1": [], "b1": []})
+    assert host.addrs("br0") == ["192.168.5.1/24"]
+    host.fireroute("teardown")
