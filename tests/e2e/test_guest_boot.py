@@ -7,7 +7,6 @@ Everything happens in ``frtest-boot-*`` namespaces; the root namespace is never 
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -19,17 +18,10 @@ from pathlib import Path
 import pytest
 
 from fireroute.lab.guest import GuestImage, ensure_guest_image
-from fireroute.lab.vmm import Guest, qemu_available, start_guest
+from fireroute.lab.vmm import Guest, start_guest
+from tests.e2e.common import E2E_MARKS, report
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces/taps"),
-    pytest.mark.skipif(
-        not qemu_available(),
-        reason="qemu-system-x86_64 missing: apt-get install --no-install-recommends "
-        "qemu-system-x86",
-    ),
-]
+pytestmark = E2E_MARKS
 
 GATEWAY = "172.16.0.1"
 GUEST_IP = "172.16.0.2"
@@ -62,16 +54,6 @@ def ping_argv() -> list[str]:
     if shutil.which("busybox"):
         return ["busybox", "ping"]
     pytest.skip("no ping on the host (install iputils-ping or busybox-static)")
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Show ``line`` on the terminal even while pytest captures output."""
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is None:
-        print(line)
-        return
-    with capture.global_and_fixture_disabled():
-        print(line, flush=True)
 
 
 def add_tap(netns: str, tap: str, cidr: str) -> None:

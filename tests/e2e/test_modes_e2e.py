@@ -23,17 +23,10 @@ import pytest
 
 from fireroute.lab.guest import GuestImage, ensure_guest_image
 from fireroute.lab.sandbox import HOST_UPLINK_IP, INTERNET_IP, Sandbox
-from fireroute.lab.vmm import Guest, qemu_available, start_guest
+from fireroute.lab.vmm import Guest, start_guest
+from tests.e2e.common import E2E_MARKS
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces"),
-    pytest.mark.skipif(
-        not qemu_available(),
-        reason="qemu-system-x86_64 missing: apt-get "
-        "install --no-install-recommends qemu-system-x86",
-    ),
-]
+pytestmark = E2E_MARKS
 
 HTTP_FETCH = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 " + f"{INTERNET_IP} 80"
 LISTEN = (

@@ -29,17 +29,10 @@ import pytest
 
 from fireroute.lab.guest import GuestImage, ensure_guest_image
 from fireroute.lab.sandbox import HOST_UPLINK_IP, INTERNET_IP, Sandbox
-from fireroute.lab.vmm import Guest, qemu_available, start_guest
+from fireroute.lab.vmm import Guest, start_guest
+from tests.e2e.common import E2E_MARKS, report
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces/taps"),
-    pytest.mark.skipif(
-        not qemu_available(),
-        reason="qemu-system-x86_64 missing: apt-get install --no-install-recommends "
-        "qemu-system-x86",
-    ),
-]
+pytestmark = E2E_MARKS
 
 REPO = Path(__file__).resolve().parents[2]
 VMS = ("vm1", "vm2")
@@ -52,16 +45,6 @@ LISTEN_PORT = 8080
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Show ``line`` on the terminal even while pytest captures output."""
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is None:
-        print(line)
-        return
-    with capture.global_and_fixture_disabled():
-        print(line, flush=True)
 
 
 def fireroute(sb: Sandbox, *args: str) -> subprocess.CompletedProcess:
