@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 
-from fireroute.kernel.run import Runner, run
-from fireroute.manager import which
+from fireroute.kernel.run import Runner, run, which
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 

@@ -6,7 +6,6 @@ interleave kernel changes; the state row goes ``pending`` before any kernel obje
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -22,7 +21,7 @@ from fireroute.errors import (
 )
 from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
-from fireroute.kernel.run import Runner, run
+from fireroute.kernel.run import Runner, run, which
 from fireroute.model import Options, Vm, check_vm_name
 from fireroute.plan import bridge, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
@@ -74,21 +73,15 @@ class Population:
 
 
 class UpResult:
-    __slots__ = ("vms", "plan", "changed")
+    __slots__ = ("vms", "plan", "changed", "warnings")
 
-    def __init__(self, vms: list[Vm], plan: Plan, changed: bool) -> None:
+    def __init__(
+        self, vms: list[Vm], plan: Plan, changed: bool, warnings: list[str] | None = None
+    ) -> None:
         self.vms = vms
         self.plan = plan
         self.changed = changed
-
-
-def which(tool: str) -> str | None:
-    """``shutil.which`` without importing shutil (~6 ms on the per-VM path)."""
-    for d in os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(os.pathsep):
-        path = os.path.join(d, tool)
-        if os.access(path, os.X_OK) and not os.path.isdir(path):
-            return path
-    return None
+        self.warnings = warnings or []
 
 
 def _require_tools(backend: str) -> None:
@@ -190,6 +183,7 @@ class Manager:
                 raise ConflictError(f'"{b}" exists on this host and is not a bridge')
 
         plan = Plan()
+        warnings: list[str] = []
         plan.add(*modes.links_up(vms, missing_bridges))
         meta: dict[str, str] = {}
         forwarding = read_sysctl(host.FORWARD_KEY)
@@ -202,6 +196,12 @@ class Manager:
             fresh_table = not others.nft_members(options.table)
             if fresh_table:
                 observe.check_table_owner(options.table, self.runner)
+                if not options.fix_forward_policy:  # once per table, not per VM
+                    from fireroute.doctor import FAIL, forward_policy
+
+                    finding = forward_policy(self.runner)
+                    if finding.level == FAIL:
+                        warnings.append(f"{finding.what}; {finding.advice}")
             plan.add(nft.vms_up(options.table, members, fresh_table))
         elif members:
             present = observe.iptables_saved(self.runner)
@@ -210,7 +210,7 @@ class Manager:
         if members and options.fix_forward_policy:
             plan.add(*iptables.forward_policy_fix(members))
         if dry_run:
-            return UpResult(existing + vms, plan, True)
+            return UpResult(existing + vms, plan, True, warnings)
 
         store.reserve(vms, meta)
         if progress:
@@ -222,7 +222,7 @@ class Manager:
             raise
         store.set_state([v.name for v in vms], "active")
         active = [v.with_state("active") for v in vms]
-        return UpResult(existing + active, plan, True)
+        return UpResult(existing + active, plan, True, warnings)
 
     def _allocate(
         self,

@@ -11,8 +11,8 @@ from ipaddress import IPv4Address
 from fireroute.errors import KernelError
 from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
-from fireroute.kernel.run import Runner
-from fireroute.manager import FORWARD_BEFORE, Manager, which
+from fireroute.kernel.run import Runner, which
+from fireroute.manager import FORWARD_BEFORE, Manager
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step

@@ -225,6 +225,10 @@ def test_docker_forward_drop_detected_and_fixed(lab: Lab):
         f["level"] == "fail" and "FORWARD policy is DROP" in f["what"]
         for f in json.loads(doc.stdout)
     )
+    first = host.fireroute("up", "probe")  # the first VM of a table warns about it
+    assert "warning: iptables-nft filter FORWARD policy is DROP" in first.stderr
+    assert first.stderr.count("\n") == 1
+    host.fireroute("down", "probe")
     ns, _ = lab.guest("plain")
     assert lab.connect(ns, "203.0.113.1", 80).startswith("FAIL")  # the silent failure
     fixed, _ = lab.guest("fixed", "--fix-forward-policy")

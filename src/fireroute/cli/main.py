@@ -306,6 +306,8 @@ def cmd_up(args: argparse.Namespace, dry_run: bool) -> int:
     )
     if progress:
         sys.stderr.write("\r\x1b[K")
+    for warning in res.warnings:
+        sys.stderr.write(f"fireroute: warning: {warning}\n")
     if dry_run:
         sys.stdout.write(
             as_commands(res.plan)
