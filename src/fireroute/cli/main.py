@@ -26,7 +26,21 @@ FORMATS = (
 )
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter with the width given: without it argparse imports shutil on
+    every parser (for the terminal size), which the per-VM command pays for nothing."""
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
+    except OSError:
+        width = 98
+    return argparse.HelpFormatter(prog, width=max(width, 40))
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _formatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         raise UsageError(f"{self.prog}: {message}")
 
