@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -138,3 +139,48 @@ def test_restore_bridge_and_clone(host: Host):
     assert check(host) == (0, {"c1": [], "b1": []})
     assert host.addrs("br0") == ["192.168.5.1/24"]
     host.fireroute("teardown")
+
+
+MODE_ARGS = {
+    "bridge": [
+        "--mode",
+        "bridge",
+        "--bridge-address",
+        "192.168.6.1/24",
+        "--guest-ip",
+        "192.168.6.20/24",
+        "--masquerade",
+    ],
+    "clone": ["--mode", "clone", "--clone-address", "172.31.9.9"],
+}
+
+
+# bridge: ip -batch (bridge, tap), nft; clone: ip -batch (host side), ip -n (inside),
+# sysctl and nft inside the namespace, the clone-address route, nft on the host
+LANDS = {"bridge": 2, "clone": 5}
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("mode", ["bridge", "clone"])
+def test_kill_during_up_then_gc_other_modes(host: Host, k: int, mode: str):
+    """SIGKILL after every process an up of this mode runs (k beyond the last one: the up
+    simply completes); gc then leaves either the VM fully up or fully absent."""
+    host.fireroute("up", "keep")
+    p = host.fireroute(
+        "up", "v", *MODE_ARGS[mode], env={"FIREROUTE_FAULT": f"kill@{k}"}, check=False
+    )
+    assert p.returncode in (0, -9, 137), p.stderr
+    if k <= LANDS[mode]:  # the processes such an up runs: these kills land
+        assert p.returncode in (-9, 137)
+    host.fireroute("gc")
+    rc, report = check(host)
+    assert rc == 0, report
+    assert set(report) in ({"keep"}, {"keep", "v"})
+    if "v" not in report:  # fully absent: nothing of it left, and it can come up again
+        links = host.links()
+        assert "fr-v" not in links and "br0" not in links
+        assert not [n for n in os.listdir("/var/run/netns") if n.endswith("-v")]
+        host.fireroute("up", "v", *MODE_ARGS[mode])
+        assert check(host)[0] == 0
+    host.fireroute("teardown")
+    assert not [n for n in os.listdir("/var/run/netns") if n.endswith("-v")]
