@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install fireroute and what it drives on a Debian 12 machine (run as root).
-#   bash scripts/install.sh          # runtime: iproute2, nftables, iptables, QEMU for the demo
+#   bash scripts/install.sh          # runtime: iproute2, nftables, iptables; QEMU and busybox for the demo
 #   bash scripts/install.sh --test   # also the test tools (pytest, hypothesis, ruff, PyYAML)
 # It creates a virtual environment in .venv (Debian's python3 starts ~4x faster than a pyenv
 # shim, which matters for a command called once per VM) and links /usr/local/bin/fireroute.
@@ -15,6 +15,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 need=()
 for pair in ip:iproute2 nft:nftables iptables-nft:iptables qemu-system-x86_64:qemu-system-x86 \
+            busybox:busybox-static \
             cpio:cpio setpriv:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
