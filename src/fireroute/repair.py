@@ -261,7 +261,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             create, address, bring_up = host.tap_up(vm)
             link = k.links.get(vm.tap)
             if link is None:
-                plan.add(create, address, bring_up)
+                plan.add(create, address, bring_up, host.ipv6_off(vm))
             elif k.tap_ok(vm):
                 addrs = {a.get("local") for a in link.get("addr_info", [])}
                 plan.add(*([] if str(vm.tap_ip) in addrs else [address]), bring_up)

@@ -237,8 +237,11 @@ def test_docker_forward_drop_detected_and_fixed(lab: Lab):
     host.fireroute("down", "plain")
 
     def strip(text: str) -> list[str]:
-        return [re.sub(r" \[\d+:\d+\]$", "", line) for line in text.splitlines()
-                if not line.startswith("#")]  # policy counters move with the test traffic
+        return [
+            re.sub(r" \[\d+:\d+\]$", "", line)
+            for line in text.splitlines()
+            if not line.startswith("#")
+        ]  # policy counters move with the test traffic
 
     after = host.run("iptables-nft-save", "-t", "filter").stdout
     assert strip(after) == strip(before)  # policy, chains and rules exactly as they were

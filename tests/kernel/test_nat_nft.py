@@ -36,6 +36,8 @@ def test_one_vm_up_and_down(host: Host):
     assert detail["linkinfo"]["info_data"]["multi_queue"] is False
     assert detail["ifalias"] == "fireroute:web-1"
     assert host.forwarding() == "1"
+    assert host.run("cat", "/proc/sys/net/ipv6/conf/fr-web-1/disable_ipv6").stdout.strip() == "1"
+    assert not [a for a in link.get("addr_info", []) if a.get("family") == "inet6"]
 
     assert host.set_elements("firecracker", "masq") == [{"concat": ["172.16.0.2", "up0"]}]
     assert host.set_elements("firecracker", "taps") == ["fr-web-1"]
@@ -88,8 +90,8 @@ def test_forwarding_left_on_when_it_was_on(host: Host):
 def test_failure_mid_up_leaves_nothing(host: Host):
     up(host, "keep")
     before_nft = host.set_elements("firecracker", "taps")
-    # process 1 = tap batch, 2 = nft transaction: fail right after the nft ran
-    p = host.fireroute("up", "doomed", env={"FIREROUTE_FAULT": "fail@2"}, check=False)
+    # (forwarding is on already: 1 = tap batch, 2 = its sysctls, 3 = the nft transaction)
+    p = host.fireroute("up", "doomed", env={"FIREROUTE_FAULT": "fail@3"}, check=False)
     assert p.returncode != 0 and "injected fault" in p.stderr
     assert "fr-doomed" not in host.links()
     assert host.set_elements("firecracker", "taps") == before_nft

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fireroute.model import Options, Owner, Vm
-from fireroute.plan import host, iptables, nft
+from fireroute.plan import host, iptables, modes, nft
 from fireroute.plan.steps import Plan, as_commands
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -29,14 +29,16 @@ def golden(name: str, text: str) -> None:
 def test_nft_up_plan_golden():
     v = vm("web-1", 0)
     plan = Plan()
-    plan.add(*host.tap_up(v), host.set_forwarding("1", "0"), nft.vms_up("firecracker", [v]))
+    plan.add(
+        *modes.links_up([v], set()), host.set_forwarding("1", "0"), nft.vms_up("firecracker", [v])
+    )
     golden("up-nft.txt", as_commands(plan))
 
 
 def test_iptables_up_plan_golden():
     v = vm("web-2", 1, backend="iptables", owner=Owner(1000, 1000))
     plan = Plan()
-    plan.add(*host.tap_up(v), *iptables.vms_up([v], need_conntrack=True))
+    plan.add(*modes.links_up([v], set()), *iptables.vms_up([v], need_conntrack=True))
     golden("up-iptables.txt", as_commands(plan))
 
 

@@ -62,10 +62,14 @@ class Executor:
             )
             errors = {} if res.rc == 0 else {0: res.err or res.out}
         elif tool == SYSCTL and ns is not None:
-            res = self.runner(["ip", "netns", "exec", ns, "sysctl", "-qw", group[0].text], None)
+            argv = ["ip", "netns", "exec", ns, "sysctl", "-qw", *(st.text for st in group)]
+            res = self.runner(argv, None)
             errors = {} if res.rc == 0 else {0: res.err or res.out}
         elif tool == SYSCTL:
-            errors = _write_sysctl(group[0].text)
+            errors = {}
+            for i, st in enumerate(group):
+                for _, text in _write_sysctl(st.text).items():
+                    errors[i] = text
         else:  # pragma: no cover - planners only emit known tools
             raise AssertionError(tool)
         self._fault_point()
@@ -100,6 +104,10 @@ class Executor:
             if group[0].tool == IP:  # ip -batch stops at the first failing line
                 for s in group[:first]:
                     undo.extend(s.undo)
+            elif group[0].tool == SYSCTL and group[0].netns is None:  # written one by one
+                for i, s in enumerate(group):
+                    if i not in errors:
+                        undo.extend(s.undo)
             step = group[first]
             exc = KernelError(step.what, errors[first], step.vm)
             self._unwind(undo, exc)

@@ -59,6 +59,14 @@ def tap_up(vm: Vm) -> list[Step]:
     ]
 
 
+def ipv6_off(vm: Vm) -> Step:
+    """No IPv6 on a NAT tap: without it a guest could reach the host over the tap's link-local
+    (or any host) IPv6 address, around the IPv4 isolation rules. Goes with the tap."""
+    return Step(
+        SYSCTL, f"net/ipv6/conf/{vm.tap}/disable_ipv6=1", f'disable IPv6 on "{vm.tap}"', vm.name
+    )
+
+
 def tap_down(vm: Vm) -> list[Step]:
     return [Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)]
 

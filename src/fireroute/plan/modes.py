@@ -32,6 +32,7 @@ def links_up(vms: list[Vm], missing_bridges: set[str]) -> list[Step]:
     nat = [vm for vm in vms if vm.mode == "nat"]
     for vm in nat:
         steps += host.tap_up(vm)
+    steps += [host.ipv6_off(vm) for vm in nat]  # after the taps exist; written together
     return steps
 
 

@@ -53,11 +53,12 @@ class Plan:
 
 
 def groups(steps: list[Step]) -> list[list[Step]]:
-    """Consecutive steps of the same tool: one process each (sysctl steps stay single)."""
+    """Consecutive steps of the same tool (and namespace): one process each; consecutive
+    sysctls are written together."""
     out: list[list[Step]] = []
     for step in steps:
         last = out[-1][0] if out else None
-        if last and last.tool == step.tool and last.netns == step.netns and step.tool != SYSCTL:
+        if last and last.tool == step.tool and last.netns == step.netns:
             out[-1].append(step)
         else:
             out.append([step])
@@ -76,7 +77,9 @@ def iptables_input(steps: list[Step]) -> str:
 
 
 def sysctl_path(key: str) -> str:
-    return "/proc/sys/" + key.replace(".", "/")
+    """``net.ipv4.ip_forward`` or, for keys naming an interface (whose name may hold dots),
+    the slash form ``net/ipv6/conf/fr-a.b/disable_ipv6``."""
+    return "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
 
 
 def in_netns(netns: str | None, argv: list[str]) -> list[str]:
@@ -103,5 +106,5 @@ def as_commands(plan: Plan) -> str:
             cmd = " ".join(in_netns(ns, ["iptables-nft-restore", "--noflush"]))
             out.append(f"{cmd} <<'EOF'\n{iptables_input(group)}EOF")
         elif tool == SYSCTL:
-            out.append(" ".join(in_netns(ns, ["sysctl", "-w", group[0].text])))
+            out.extend(" ".join(in_netns(ns, ["sysctl", "-w", st.text])) for st in group)
     return "\n".join(out) + ("\n" if out else "")
