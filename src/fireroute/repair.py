@@ -6,6 +6,7 @@ host networking after a reboot. Only objects carrying fireroute's owner tags are
 from __future__ import annotations
 
 import json
+import os
 from ipaddress import IPv4Address
 
 from fireroute.errors import KernelError
@@ -116,8 +117,24 @@ def _expected(vm: Vm) -> dict[str, str]:
     }
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def drift(k: Kernel, vm: Vm) -> list[str]:
     problems = list(k.tap_ok(vm))
+    if (
+        vm.mode == "nat"
+        and vm.tap in k.links
+        and _read(f"/proc/sys/net/ipv6/conf/{vm.tap}/disable_ipv6") != "1"
+    ):
+        problems.append(f'IPv6 is on for tap "{vm.tap}" (guests could reach the host over it)')
+    if vm.mode == "clone" and vm.netns and not os.path.exists(f"/var/run/netns/{vm.netns}"):
+        problems.append(f'namespace "{vm.netns}" is missing')
     if vm.state != "active":
         problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
     if not modes.nat_member(vm):
@@ -265,6 +282,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             elif k.tap_ok(vm):
                 addrs = {a.get("local") for a in link.get("addr_info", [])}
                 plan.add(*([] if str(vm.tap_ip) in addrs else [address]), bring_up)
+            if link is not None and _read(f"/proc/sys/net/ipv6/conf/{vm.tap}/disable_ipv6") != "1":
+                plan.add(host.ipv6_off(vm))
         forwarding = read_sysctl(host.FORWARD_KEY)
         if vms and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))

@@ -34,10 +34,16 @@ def test_check_reports_drift(host: Host):
     assert check(host) == (0, {"a": [], "b": []})
     host.run("ip", "link", "del", "fr-a")
     host.run("nft", 'delete element ip firecracker masq { 172.16.0.6 . "up0" }')
+    host.run("sysctl", "-qw", "net/ipv6/conf/fr-b/disable_ipv6=0")
     rc, report = check(host)
     assert rc == 1
     assert report["a"] == ['tap "fr-a" is missing']
-    assert report["b"] == ['nft set firecracker/masq lacks 172.16.0.6 . "up0"']
+    assert report["b"] == [
+        'IPv6 is on for tap "fr-b" (guests could reach the host over it)',
+        'nft set firecracker/masq lacks 172.16.0.6 . "up0"',
+    ]
+    host.fireroute("restore")
+    assert check(host) == (0, {"a": [], "b": []})
 
 
 def test_restore_after_reboot(host: Host):
