@@ -166,3 +166,43 @@ def test_two_guests_on_one_bridge(image: GuestImage, sandbox: Sandbox, tmp_path:
     sb.fireroute("down", "br-1", "br-2")
     links = sb.exec(sb.host, "ip", "-o", "link").stdout
     assert "br0" not in links and "fr-br-1" not in links
+
+
+def test_bridge_guest_configured_by_dhcp(image: GuestImage, sandbox: Sandbox, tmp_path: Path):
+    """--dhcp renders ip=:::::eth0:dhcp; the guest's ipconfig then asks a DHCP server on the
+    bridge (busybox udhcpd in the host namespace) for its address and router."""
+    import subprocess
+
+    sb = sandbox
+    rec = up(sb, "dh-1", "--mode", "bridge", "--bridge-address", "192.168.88.1/24", "--dhcp")
+    assert rec["boot_args"] == "ip=:::::eth0:dhcp" and rec["guest_ip"] is None
+    conf = tmp_path / "udhcpd.conf"
+    conf.write_text(
+        "interface br0\nstart 192.168.88.100\nend 192.168.88.120\n"
+        f"lease_file {tmp_path / 'leases'}\npidfile {tmp_path / 'udhcpd.pid'}\n"
+        "option subnet 255.255.255.0\noption router 192.168.88.1\n"
+    )
+    (tmp_path / "leases").touch()
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", sb.host, "busybox", "udhcpd", "-f", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        (guest,) = boot_all(image, [(sb.host, "dh-1", rec)], tmp_path)
+        try:
+            status, out = guest.run("ip -4 -o addr show dev eth0; ip route show default")
+            assert status == 0 and "inet 192.168.88." in out, out
+            leased = out.split("inet ", 1)[1].split("/", 1)[0]
+            assert 100 <= int(leased.rsplit(".", 1)[1]) <= 120, out
+            assert "default via 192.168.88.1" in out, out
+            status, out = guest.run("ping -c1 -W3 192.168.88.1")
+            assert status == 0, out
+            status, out = guest.run(LISTEN.format(name="dh-1"))
+            assert status == 0, out
+            assert host_connect(sb, leased) == "hello-from-dh-1"
+        finally:
+            guest.stop()
+    finally:
+        server.kill()
+        server.wait()

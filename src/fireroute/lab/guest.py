@@ -76,6 +76,14 @@ for arg in $(cat /proc/cmdline); do
 done
 case "$IP" in
     ""|off|none) NET=skipped; say "no ip= to apply" ;;
+    *:dhcp|*:dhcp:*|dhcp)
+        # DHCP right at boot can go unanswered while the host side of the link settles:
+        # ask again, as a DHCP client would.
+        NET=failed
+        for try in 1 2 3; do
+            if ipconfig -t 5 -d "$IP"; then NET=ok; break; fi
+            say "ipconfig (dhcp) attempt $try failed"
+        done ;;
     *) if ipconfig -t 10 -d "$IP"; then NET=ok; else NET=failed; say "ipconfig failed"; fi ;;
 esac
 
