@@ -69,8 +69,13 @@ class Store:
                     f"{SCHEMA_VERSION}: upgrade fireroute"
                 )
             if version == 0:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                self.db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                # Many processes may meet a new state file at once (64 parallel ups), and
+                # switching to WAL fails rather than waits while another connection is busy:
+                # create the schema under the state lock, once.
+                with self.locked():
+                    if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        self.db.execute("PRAGMA journal_mode = WAL")
+                        self.db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
             else:
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
