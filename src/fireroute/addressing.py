@@ -29,10 +29,6 @@ def block(pool: IPv4Network, prefix: int, ordinal: int) -> IPv4Network:
     return IPv4Network(f"{start}/{prefix}")
 
 
-def ordinal_of(pool: IPv4Network, net: IPv4Network) -> int:
-    return (int(net.network_address) - int(pool.network_address)) // net.num_addresses
-
-
 def mac_for(guest_ip: IPv4Address) -> str:
     """``06:00:`` followed by the guest IPv4's four octets, as the guide's rootfs expects."""
     return "06:00:" + ":".join(f"{b:02X}" for b in guest_ip.packed)

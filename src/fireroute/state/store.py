@@ -155,11 +155,6 @@ class Store:
             )
         )
 
-    def taps(self) -> set[str]:
-        if self.db is None:
-            return set()
-        return {row[0] for row in self.db.execute("SELECT tap FROM vms")}
-
     def count(self) -> int:
         if self.db is None:
             return 0
