@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from fireroute.kernel.run import Runner, run, which
+from fireroute.kernel.run import Runner, read_value, run, which
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -20,14 +20,6 @@ class Finding:
 
     def as_dict(self) -> dict[str, str]:
         return {"level": self.level, "what": self.what, "advice": self.advice}
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def forward_policy(runner: Runner = run) -> Finding:
@@ -65,7 +57,7 @@ def legacy_mix(runner: Runner = run) -> Finding:
 
 def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
     out = [forward_policy(runner), legacy_mix(runner)]
-    fwd = _read("/proc/sys/net/ipv4/ip_forward")
+    fwd = read_value("/proc/sys/net/ipv4/ip_forward")
     if vm_count and fwd != "1":
         out.append(
             Finding(
@@ -81,8 +73,8 @@ def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
     for tool, pkg in (("ip", "iproute2"), ("nft", "nftables")):
         if not which(tool):
             out.append(Finding(FAIL, f"{tool} not found", f"apt-get install {pkg}"))
-    count = _read("/proc/sys/net/netfilter/nf_conntrack_count")
-    limit = _read("/proc/sys/net/netfilter/nf_conntrack_max")
+    count = read_value("/proc/sys/net/netfilter/nf_conntrack_count")
+    limit = read_value("/proc/sys/net/netfilter/nf_conntrack_max")
     if count and limit and int(limit) and int(count) > 0.8 * int(limit):
         out.append(
             Finding(
@@ -92,7 +84,7 @@ def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
                 "raise net.netfilter.nf_conntrack_max",
             )
         )
-    thresh = _read("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+    thresh = read_value("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
     if thresh and vm_count * 2 > int(thresh):
         out.append(
             Finding(
@@ -103,7 +95,7 @@ def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
             )
         )
     for iface in ("all", "default"):
-        rp = _read(f"/proc/sys/net/ipv4/conf/{iface}/rp_filter")
+        rp = read_value(f"/proc/sys/net/ipv4/conf/{iface}/rp_filter")
         if rp == "1":
             out.append(
                 Finding(

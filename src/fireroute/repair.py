@@ -12,7 +12,7 @@ from ipaddress import IPv4Address
 from fireroute.errors import KernelError
 from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
-from fireroute.kernel.run import Runner, which
+from fireroute.kernel.run import Runner, read_value, which
 from fireroute.manager import FORWARD_BEFORE, Manager
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, host, iptables, modes, nft
@@ -117,21 +117,13 @@ def _expected(vm: Vm) -> dict[str, str]:
     }
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+def _ipv6_on(dev: str) -> bool:
+    return read_value(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6") != "1"
 
 
 def drift(k: Kernel, vm: Vm) -> list[str]:
     problems = list(k.tap_ok(vm))
-    if (
-        vm.mode == "nat"
-        and vm.tap in k.links
-        and _read(f"/proc/sys/net/ipv6/conf/{vm.tap}/disable_ipv6") != "1"
-    ):
+    if vm.mode == "nat" and vm.tap in k.links and _ipv6_on(vm.tap):
         problems.append(f'IPv6 is on for tap "{vm.tap}" (guests could reach the host over it)')
     if vm.mode == "clone" and vm.netns and not os.path.exists(f"/var/run/netns/{vm.netns}"):
         problems.append(f'namespace "{vm.netns}" is missing')
@@ -282,7 +274,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             elif k.tap_ok(vm):
                 addrs = {a.get("local") for a in link.get("addr_info", [])}
                 plan.add(*([] if str(vm.tap_ip) in addrs else [address]), bring_up)
-            if link is not None and _read(f"/proc/sys/net/ipv6/conf/{vm.tap}/disable_ipv6") != "1":
+            if link is not None and _ipv6_on(vm.tap):
                 plan.add(host.ipv6_off(vm))
         forwarding = read_sysctl(host.FORWARD_KEY)
         if vms and forwarding != "1":

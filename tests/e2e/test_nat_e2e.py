@@ -59,21 +59,6 @@ def host_ping(sb: Sandbox, address: str) -> subprocess.CompletedProcess:
     return sb.exec(sb.host, "busybox", "ping", "-c1", "-W3", address, check=False)
 
 
-def wait_for_http(sb: Sandbox, timeout: float = 10.0) -> None:
-    """Until the internet namespace's HTTP server accepts connections (probed from itself)."""
-    probe = (
-        "import socket, sys, time\n"
-        f"end = time.monotonic() + {timeout}\n"
-        "while True:\n"
-        "    try:\n"
-        f"        socket.create_connection(({INTERNET_IP!r}, 80), timeout=1).close(); break\n"
-        "    except OSError:\n"
-        "        if time.monotonic() > end: sys.exit(1)\n"
-        "        time.sleep(0.05)\n"
-    )
-    sb.exec(sb.internet, sys.executable, "-c", probe, timeout=timeout + 5)
-
-
 def fetch(guest: Guest) -> tuple[bool, str]:
     """The guest's raw HTTP/1.0 GET of the internet page; (page received, transcript)."""
     status, output = guest.run(HTTP_FETCH, timeout=15)
@@ -214,7 +199,6 @@ def lab(
             for vm in VMS:  # one by one: the second up finds the first VM's table/rules
                 out = fireroute(sb, "up", vm, "--backend", backend, "--json").stdout
                 (lab.records[vm],) = json.loads(out)
-            wait_for_http(sb)
             lab.guests = boot_all(request, image, lab, tmp)
             yield lab
         finally:

@@ -27,6 +27,16 @@ class Result:
 
 Runner = Callable[[list[str], "str | None"], Result]
 
+
+def read_value(path: str) -> str | None:
+    """A /proc or /sys value, stripped; None when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 HELD_FDS: set[int] = set()
 """File descriptors every child inherits: the state lock, so that a child that outlives a
 killed fireroute (an ``ip -batch`` half-way through) keeps the lock until it has finished,

@@ -160,7 +160,6 @@ def _demo(count: int, backend: str, boot: bool, say: _Say) -> int:
             if image is None:
                 unproven.append(f"guest traffic (gateway, internet, host->guest): {why}")
             else:
-                _wait_for_http(sb)
                 _boot_and_check(sb, image, made, tmp, guests, guests_lock, say)
         else:
             unproven.append("guest traffic (gateway, internet, host->guest): --no-boot")
@@ -237,21 +236,6 @@ def _check_network(sb: Sandbox, made: list[_Vm], backend: str, say: _Say) -> boo
             f"{backend} masquerade present"
         )
     return not problems
-
-
-def _wait_for_http(sb: Sandbox, timeout: float = 10.0) -> None:
-    probe = (
-        "import socket, sys, time\n"
-        f"end = time.monotonic() + {timeout}\n"
-        "while True:\n"
-        "    try:\n"
-        f"        socket.create_connection(({INTERNET_IP!r}, {HTTP_PORT}), timeout=1).close()\n"
-        "        break\n"
-        "    except OSError:\n"
-        "        if time.monotonic() > end: sys.exit(1)\n"
-        "        time.sleep(0.05)\n"
-    )
-    sb.exec(sb.internet, sys.executable, "-c", probe, check=False, timeout=timeout + 5)
 
 
 # --- guests --------------------------------------------------------------------------------------
