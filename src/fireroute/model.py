@@ -5,22 +5,38 @@ Nothing here touches the host. Construction validates, so a value that exists is
 
 from __future__ import annotations
 
-import re
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from fireroute.errors import UsageError
 
-VM_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-TABLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
-MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+# character classes instead of regular expressions: ``re`` (with enum) costs ~6 ms of the
+# per-VM command's start-up
+LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+ALNUM = LETTERS | frozenset("0123456789")
+HEX = frozenset("0123456789ABCDEFabcdef")
+NAME_CHARS = ALNUM | frozenset("._-")
+TABLE_CHARS = ALNUM | frozenset("_-")
+ID_CHARS = ALNUM | frozenset("_")
+
+
+def fits(text: str, first: frozenset[str], rest: frozenset[str], max_len: int) -> bool:
+    """``text`` is 1..max_len characters, the first from ``first``, the others from ``rest``."""
+    return 0 < len(text) <= max_len and text[0] in first and all(c in rest for c in text[1:])
+
+
+def is_mac(text: str) -> bool:
+    """Six colon-separated pairs of hex digits."""
+    pairs = text.split(":")
+    return len(pairs) == 6 and all(len(p) == 2 and p[0] in HEX and p[1] in HEX for p in pairs)
+
+
 IFNAMSIZ = 15
 BACKENDS = ("nft", "iptables")
 MODES = ("nat", "bridge", "clone")
 
 
 def check_vm_name(name: str) -> str:
-    if not VM_NAME_RE.fullmatch(name):
+    if not fits(name, ALNUM, NAME_CHARS, 63):
         raise UsageError(
             f'invalid vm name "{name}": use 1-63 of A-Z a-z 0-9 . _ -, starting with a letter '
             "or digit"
@@ -31,7 +47,7 @@ def check_vm_name(name: str) -> str:
 def check_ifname(name: str, what: str = "tap name") -> str:
     if len(name.encode()) > IFNAMSIZ:
         raise UsageError(f'{what} "{name}" is {len(name.encode())} bytes; Linux allows 15')
-    if not IFNAME_RE.fullmatch(name):
+    if not fits(name, ALNUM, NAME_CHARS, IFNAMSIZ):
         raise UsageError(
             f'invalid {what} "{name}": use A-Z a-z 0-9 . _ -, starting with a letter or digit'
         )
@@ -39,7 +55,7 @@ def check_ifname(name: str, what: str = "tap name") -> str:
 
 
 def check_table(name: str) -> str:
-    if not TABLE_RE.fullmatch(name):
+    if not fits(name, LETTERS, TABLE_CHARS, 32):
         raise UsageError(
             f'invalid table name "{name}": use up to 32 of A-Z a-z 0-9 _ -, starting with a letter'
         )
@@ -47,7 +63,7 @@ def check_table(name: str) -> str:
 
 
 def check_mac(mac: str) -> str:
-    if not MAC_RE.fullmatch(mac):
+    if not is_mac(mac):
         raise UsageError(f'invalid MAC "{mac}": expected six hex pairs like 06:00:AC:10:00:02')
     first = int(mac[:2], 16)
     if first & 1:
@@ -231,7 +247,7 @@ class Options:
         if self.mac is not None:
             self.mac = check_mac(self.mac)
         check_ifname(self.guest_iface, "guest interface")
-        if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", self.iface_id):
+        if not fits(self.iface_id, ID_CHARS, ID_CHARS, 64):
             raise UsageError(
                 f'invalid iface id "{self.iface_id}": use 1-64 of A-Z a-z 0-9 _ (Firecracker\'s '
                 "rule)"

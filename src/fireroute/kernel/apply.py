@@ -10,11 +10,9 @@ the K-th process (1-based) of this invocation has run.
 from __future__ import annotations
 
 import os
-import re
-import signal
 
 from fireroute.errors import FirerouteError, KernelError, PartialFailure
-from fireroute.kernel.run import Result, Runner, run
+from fireroute.kernel.run import SIGKILL, Result, Runner, run
 from fireroute.plan.steps import (
     IP,
     IPTABLES,
@@ -28,7 +26,20 @@ from fireroute.plan.steps import (
     sysctl_path,
 )
 
-FAILED_LINE = re.compile(r"Command failed -:(\d+)")
+FAILED = "Command failed -:"
+
+
+def failed_lines(err: str) -> list[int]:
+    """The 1-based batch line numbers ``ip -batch -`` reports as failed in its stderr."""
+    out = []
+    for line in err.splitlines():
+        _, found, rest = line.partition(FAILED)
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+        if found and digits:
+            out.append(int(digits))
+    return out
+
+
 GONE = (
     "Cannot find device",
     "does not exist",
@@ -82,7 +93,7 @@ class Executor:
         kind, _, at = self.fault.partition("@")
         if at.isdigit() and int(at) == self.count:
             if kind == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), SIGKILL)
             raise KernelError("continue", f"injected fault after process {self.count}")
 
     # -- all or nothing --------------------------------------------------------------------
@@ -148,9 +159,9 @@ def _ip_errors(res: Result, n: int) -> dict[int, str]:
     errors: dict[int, str] = {}
     pending: list[str] = []
     for line in res.err.splitlines():
-        m = FAILED_LINE.search(line)
-        if m:
-            idx = int(m.group(1)) - 1
+        found = failed_lines(line)
+        if found:
+            idx = found[0] - 1
             errors[min(max(idx, 0), n - 1)] = " ".join(pending).strip() or line
             pending = []
         elif line.strip():

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Network
 
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
-from fireroute.kernel.apply import FAILED_LINE
+from fireroute.kernel.apply import failed_lines
 from fireroute.kernel.run import Runner, run
 from fireroute.plan.nft import TABLE_COMMENT
 
@@ -54,7 +54,7 @@ def ip_batch_json(
         else ["ip", "-j", "-force", "-batch", "-"]
     )
     res = runner(argv, "".join(line + "\n" for line in lines))
-    failed = {int(m.group(1)) - 1 for m in FAILED_LINE.finditer(res.err)}
+    failed = {n - 1 for n in failed_lines(res.err)}
     docs = iter(_json_docs(res.out))
     return [None if i in failed else next(docs, None) for i in range(len(lines))]
 
