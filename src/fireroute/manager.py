@@ -6,9 +6,8 @@ interleave kernel changes; the state row goes ``pending`` before any kernel obje
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from pathlib import Path
 
 from fireroute import addressing
 from fireroute.errors import (
@@ -27,8 +26,13 @@ from fireroute.plan import bridge, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.state.store import Store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Progress = Callable[[str], None]
+
 FORWARD_BEFORE = "ip_forward_before"
-Progress = Callable[[str], None]
 
 
 class Population:
@@ -95,7 +99,7 @@ def _require_tools(backend: str) -> None:
 
 
 class Manager:
-    def __init__(self, state: Path, runner: Runner = run) -> None:
+    def __init__(self, state: str | os.PathLike[str], runner: Runner = run) -> None:
         self.state_path = state
         self.runner = runner
 

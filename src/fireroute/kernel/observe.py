@@ -3,15 +3,18 @@ nftables table ownership, tagged iptables rules. Each probe is one process."""
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
 from ipaddress import IPv4Network
 
+from fireroute import jsontext
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
 from fireroute.kernel.apply import failed_lines
 from fireroute.kernel.run import Runner, run
 from fireroute.plan.nft import TABLE_COMMENT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CAP_NET_ADMIN = 12
 
@@ -32,18 +35,6 @@ def require_net_admin(action: str) -> None:
     )
 
 
-def _json_docs(text: str) -> list[object]:
-    dec = json.JSONDecoder()
-    out, i = [], 0
-    text = text.strip()
-    while i < len(text):
-        doc, i = dec.raw_decode(text, i)
-        out.append(doc)
-        while i < len(text) and text[i].isspace():
-            i += 1
-    return out
-
-
 def ip_batch_json(
     lines: list[str], runner: Runner = run, details: bool = False
 ) -> list[object | None]:
@@ -55,7 +46,7 @@ def ip_batch_json(
     )
     res = runner(argv, "".join(line + "\n" for line in lines))
     failed = {n - 1 for n in failed_lines(res.err)}
-    docs = iter(_json_docs(res.out))
+    docs = iter(jsontext.loads_all(res.out))
     return [None if i in failed else next(docs, None) for i in range(len(lines))]
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from fireroute import jsontext
 from fireroute.model import Vm
 
 
@@ -14,7 +13,7 @@ def interface(vm: Vm) -> dict[str, str]:
 
 def api_call(vm: Vm, socket: str = "/tmp/firecracker.socket") -> str:
     """The API call as a curl command a person can paste."""
-    body = json.dumps(interface(vm), indent=2)
+    body = jsontext.dumps(interface(vm), indent=2)
     return (
         f"curl --unix-socket {socket} -i \\\n"
         f"  -X PUT 'http://localhost/network-interfaces/{vm.options.iface_id}' \\\n"
