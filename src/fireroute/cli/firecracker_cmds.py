@@ -89,7 +89,7 @@ def configure_show(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from fireroute.cli.main import _common as common
+    from fireroute.cli.parser import common
 
     common(p)
 

@@ -2,233 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 from ipaddress import IPv4Address
-from pathlib import Path
 
-from fireroute import __version__
+from fireroute import __version__, jsontext
 from fireroute.errors import FirerouteError, UsageError
 
-FORMATS = (
-    "text",
-    "json",
-    "boot-args",
-    "guest-script",
-    "firecracker-api",
-    "firecracker-config",
-    "firectl",
-    "snapshot-overrides",
-    "jailer",
-)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from fireroute.cli.args import Args
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    """argparse's formatter with the width given: without it argparse imports shutil on
-    every parser (for the terminal size), which the per-VM command pays for nothing."""
-    try:
-        width = os.get_terminal_size(sys.stderr.fileno()).columns - 2
-    except OSError:
-        width = 98
-    return argparse.HelpFormatter(prog, width=max(width, 40))
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("formatter_class", _formatter)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--state",
-        type=Path,
-        default=None,
-        help="state file (default $FIREROUTE_STATE or /var/lib/fireroute/state.db)",
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _up_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="*", metavar="VM", help="vm name(s)")
-    p.add_argument("--count", type=int, help="bring up VMs PREFIX0 .. PREFIX{N-1} in one batch")
-    p.add_argument("--prefix", default="vm-", help="name prefix for --count (default vm-)")
-    p.add_argument("--backend", default="nft", help="nft (default) or iptables")
-    p.add_argument("--uplink", help="internet-facing interface (default: the default route's)")
-    p.add_argument(
-        "--pool",
-        help="address pool (default 172.16.0.0/16; clone mode: the veth "
-        "links' pool, default 10.200.0.0/16)",
-    )
-    p.add_argument("--block-size", default="30", help="block prefix length, 24..30 (default 30)")
-    p.add_argument("--table", default="firecracker", help="nftables table (default firecracker)")
-    p.add_argument("--tap", help="tap name (default fr-<vm>, at most 15 bytes)")
-    p.add_argument("--mac", help="guest MAC (default 06:00 + the guest IPv4's octets)")
-    p.add_argument("--dns", action="append", default=[], help="DNS server for the guest")
-    p.add_argument("--owner", help="UID[:GID] allowed to open the tap (jailed Firecracker)")
-    p.add_argument("--guest-iface", default="eth0", help="interface name in the guest")
-    p.add_argument("--iface-id", default="eth0", help="Firecracker iface_id (default eth0)")
-    p.add_argument("--mode", default="nat", help="nat (default), bridge or clone")
-    p.add_argument(
-        "--fix-forward-policy",
-        action="store_true",
-        help="add tagged ACCEPTs for this VM to iptables-nft's FORWARD chain (for hosts where "
-        "Docker set its policy to DROP; see fireroute doctor)",
-    )
-    p.add_argument(
-        "--allow-peers",
-        action="store_true",
-        help="let this guest talk to other guests that allow it too",
-    )
-    p.add_argument(
-        "--allow-metadata",
-        action="store_true",
-        help="let this guest reach 169.254.169.254 (cloud metadata)",
-    )
-    p.add_argument(
-        "--allow-host-port",
-        action="append",
-        default=[],
-        metavar="PORT/PROTO",
-        help="let this guest reach the host on PORT/tcp or PORT/udp (repeatable)",
-    )
-    p.add_argument("--bridge", help="bridge mode: the bridge (default br0; created if missing)")
-    p.add_argument(
-        "--bridge-address",
-        help="bridge mode: address for a bridge we create, "
-        "and the guests' gateway (e.g. 192.168.1.7/24)",
-    )
-    p.add_argument("--guest-ip", help="bridge/clone mode: the guest's address with prefix")
-    p.add_argument(
-        "--range", dest="addr_range", help="bridge mode: allocate guest addresses from FIRST-LAST"
-    )
-    p.add_argument("--dhcp", action="store_true", help="bridge mode: the guest uses DHCP")
-    p.add_argument("--gateway", help="bridge mode: the LAN's router")
-    p.add_argument(
-        "--masquerade", action="store_true", help="bridge mode: NAT the guests out of the uplink"
-    )
-    p.add_argument(
-        "--clone-address",
-        help="clone mode: address the host reaches the guest "
-        "at (default auto: the clone's veth address)",
-    )
-    p.add_argument(
-        "--skip-conflicts",
-        action="store_true",
-        help="skip blocks that overlap host routes instead of failing",
-    )
-
-
-def _cfg_up(p: argparse.ArgumentParser) -> None:
-    _up_options(p)
-    _common(p)
-    p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
-    from fireroute.cli.firecracker_cmds import configure_up
-
-    configure_up(p)
-
-
-def _cfg_plan(p: argparse.ArgumentParser) -> None:
-    _up_options(p)
-    _common(p)
-
-
-def _cfg_down(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="*", metavar="VM")
-    p.add_argument("--all", action="store_true", help="every VM in the state file")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
-    _common(p)
-
-
-def _cfg_show(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="VM")
-    p.add_argument("--format", default="text", choices=FORMATS)
-    p.add_argument(
-        "--socket",
-        default="/tmp/firecracker.socket",
-        help="API socket used in the firecracker-api rendering",
-    )
-    from fireroute.cli.firecracker_cmds import configure_show
-
-    configure_show(p)
-    _common(p)
-
-
-def _cfg_teardown(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dry-run", action="store_true")
-    _common(p)
-
-
-def _cfg_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vms", type=int, default=3, help="number of microVM networks (default 3)")
-    p.add_argument("--backend", default="nft", help="nft (default) or iptables")
-    p.add_argument("--no-boot", action="store_true", help="network only, boot no guests")
-
-
-def _cfg_repair(verb: str):  # noqa: ANN202
-    def configure(p: argparse.ArgumentParser) -> None:
-        from fireroute.cli import repair_cmds
-
-        getattr(repair_cmds, f"configure_{verb}")(p)
-        _common(p)
-
-    return configure
-
-
-def _fc(name: str):  # noqa: ANN202
-    """A Firecracker command's configure function, imported only when it is built."""
-
-    def configure(p: argparse.ArgumentParser) -> None:
-        from fireroute.cli.firecracker_cmds import COMMANDS as FC
-
-        FC[name][1](p)
-
-    return configure
-
-
-COMMANDS = {
-    "up": ("create a VM's tap, /30, forwarding and NAT", _cfg_up),
-    "plan": ("print the commands up would run (dry run)", _cfg_plan),
-    "down": ("remove exactly what up created (idempotent)", _cfg_down),
-    "ls": ("list VMs", _common),
-    "show": ("what a VM needs, in one of several formats", _cfg_show),
-    "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
-    "demo": ("a safe demonstration inside throwaway namespaces", _cfg_demo),
-    "attach": ("hand a VM's tap to a Firecracker that has not started yet", _fc("attach")),
-    "limit": ("change a running VM's rate limits (PATCH)", _fc("limit")),
-    "config": ("merge a VM's network into a Firecracker --config-file", _fc("config")),
-    "check": ("report drift between the state file and the kernel", _cfg_repair("check")),
-    "gc": ("remove leftovers of crashed runs (tagged objects only)", _cfg_repair("gc")),
-    "doctor": ("find host settings that break guest networking (read-only)", _cfg_repair("doctor")),
-    "restore": ("recreate every active VM's networking (after a reboot)", _cfg_repair("restore")),
-}
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``only``, just that command is built (start-up matters for a command
-    orchestrators call once per VM: building every command's parser costs ~10 ms)."""
-    p = _Parser(prog="fireroute", description="Host networking for Firecracker microVMs.")
-    p.add_argument("--version", action="version", version=f"fireroute {__version__}")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-    for name, (text, configure) in COMMANDS.items():
-        if only is None or only == name:
-            configure(sub.add_parser(name, help=text))
-    return p
-
-
-def _state(args: argparse.Namespace) -> Path:
+def _state(args: Namespace | Args) -> str:
     from fireroute.state.store import default_path
 
     return args.state or default_path()
 
 
-def _options(args: argparse.Namespace):  # noqa: ANN202
+def _options(args: Namespace | Args):  # noqa: ANN202
     from fireroute.manager import pool_arg
     from fireroute.model import Options, Owner
 
@@ -259,7 +54,7 @@ def _options(args: argparse.Namespace):  # noqa: ANN202
         bridge=args.bridge,
         bridge_address=args.bridge_address,
         guest=args.guest_ip,
-        addr_range=args.addr_range,
+        addr_range=args.range,
         dhcp=args.dhcp,
         gateway=args.gateway,
         masquerade=args.masquerade,
@@ -278,7 +73,7 @@ def _port(text: str) -> tuple[int, str]:
     return int(port), proto
 
 
-def _names(args: argparse.Namespace) -> list[str]:
+def _names(args: Namespace | Args) -> list[str]:
     if args.count is not None:
         if args.names:
             raise UsageError("give either vm names or --count, not both")
@@ -302,7 +97,7 @@ def _progress(enabled: bool):  # noqa: ANN202
     return show
 
 
-def cmd_up(args: argparse.Namespace, dry_run: bool) -> int:
+def cmd_up(args: Namespace | Args, dry_run: bool) -> int:
     from fireroute.manager import Manager
     from fireroute.plan.steps import as_commands
     from fireroute.render import record
@@ -325,7 +120,7 @@ def cmd_up(args: argparse.Namespace, dry_run: bool) -> int:
         sys.stdout.write(
             as_commands(res.plan)
             if not args.json
-            else json.dumps(
+            else jsontext.dumps(
                 {"commands": as_commands(res.plan), "vms": [record.as_dict(v) for v in res.vms]},
                 indent=2,
             )
@@ -333,7 +128,7 @@ def cmd_up(args: argparse.Namespace, dry_run: bool) -> int:
         )
         return 0
     if args.json:
-        print(json.dumps([record.as_dict(v) for v in res.vms], indent=2))
+        print(jsontext.dumps([record.as_dict(v) for v in res.vms], indent=2))
     elif len(res.vms) > 3:
         first, last = res.vms[0], res.vms[-1]
         print(
@@ -346,7 +141,7 @@ def cmd_up(args: argparse.Namespace, dry_run: bool) -> int:
     return 0
 
 
-def cmd_down(args: argparse.Namespace) -> int:
+def cmd_down(args: Namespace | Args) -> int:
     from fireroute.manager import Manager
     from fireroute.plan.steps import as_commands
 
@@ -361,7 +156,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     found = {v.name for v in vms}
     if args.json:
         print(
-            json.dumps(
+            jsontext.dumps(
                 {"removed": sorted(found), "absent": [n for n in args.names if n not in found]}
             )
         )
@@ -373,13 +168,13 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
+def cmd_ls(args: Namespace | Args) -> int:
     from fireroute.manager import Manager
     from fireroute.render import record
 
     vms = Manager(_state(args)).ls()
     if args.json:
-        print(json.dumps([record.as_dict(v) for v in vms], indent=2))
+        print(jsontext.dumps([record.as_dict(v) for v in vms], indent=2))
         return 0
     rows = [("NAME", "STATE", "MODE", "BACKEND", "DEVICE", "GATEWAY", "GUEST IP", "MAC", "UPLINK")]
     rows += [
@@ -402,7 +197,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def cmd_show(args: Namespace | Args) -> int:
     from fireroute.cli import firecracker_cmds as fcc
     from fireroute.manager import Manager
     from fireroute.render import firecracker, guest, record
@@ -412,11 +207,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     vm = Manager(_state(args)).show(args.name)
     out = {
         "text": lambda: record.summary(vm),
-        "json": lambda: json.dumps(record.as_dict(vm), indent=2) + "\n",
+        "json": lambda: jsontext.dumps(record.as_dict(vm), indent=2) + "\n",
         "boot-args": lambda: guest.boot_arg(vm) + "\n",
         "guest-script": lambda: fcc.show_guest_script(vm, args),
         "firecracker-api": lambda: firecracker.api_call(vm, args.socket),
-        "firecracker-config": lambda: json.dumps(firecracker.config_fragment(vm), indent=2) + "\n",
+        "firecracker-config": lambda: (
+            jsontext.dumps(firecracker.config_fragment(vm), indent=2) + "\n"
+        ),
         "firectl": lambda: firecracker.firectl_flag(vm) + "\n",
         "snapshot-overrides": lambda: fcc.show_snapshot_overrides(vm),
         "jailer": lambda: fcc.show_jailer(vm),
@@ -425,7 +222,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_teardown(args: argparse.Namespace) -> int:
+def cmd_teardown(args: Namespace | Args) -> int:
     from fireroute.manager import Manager
     from fireroute.plan.steps import as_commands
 
@@ -433,13 +230,13 @@ def cmd_teardown(args: argparse.Namespace) -> int:
     if args.dry_run:
         sys.stdout.write(as_commands(plan))
     elif args.json:
-        print(json.dumps({"removed": [v.name for v in vms]}))
+        print(jsontext.dumps({"removed": [v.name for v in vms]}))
     else:
         print(f"teardown: {len(vms)} vm(s) down, fireroute's tables and rules removed")
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: Namespace | Args) -> int:
     from fireroute.lab.demo import run_demo
 
     return run_demo(vms=args.vms, backend=args.backend, boot=not args.no_boot)
@@ -451,10 +248,16 @@ def main(argv: list[str] | None = None) -> int:
         if argv == ["--version"]:  # asked before every per-VM call by some wrappers: no parser
             print(f"fireroute {__version__}")
             return 0
-        args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
-        if args.cmd is None:
-            build_parser().print_help()
-            return 2
+        from fireroute.cli.args import parse_hot
+
+        args = parse_hot(argv)
+        if args is None:
+            from fireroute.cli import parser
+
+            args = parser.parse(argv)
+            if args.cmd is None:
+                parser.build_parser().print_help()
+                return 2
         if args.cmd == "up" and args.socket is not None:
             from fireroute.cli.firecracker_cmds import cmd_up_socket
 
