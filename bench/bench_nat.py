@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from fireroute.lab.sandbox import Sandbox  # noqa: E402
 
-FIREROUTE = str(Path(sys.executable).with_name("fireroute"))
+FIREROUTE = str(Path(__file__).resolve().parents[1] / "scripts" / "fireroute")  # as installed
 GUIDE_SETUP = """
 nft add table firecracker
 nft 'add chain firecracker postrouting { type nat hook postrouting priority srcnat; \

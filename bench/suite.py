@@ -83,8 +83,9 @@ def prepare_code(rev: str | None, tmp: Path) -> dict:
     """Fresh bytecode for what is measured, without writing into src/: the environment may set
     PYTHONDONTWRITEBYTECODE (then a stale __pycache__ means every cold run recompiles), so
     children get PYTHONPYCACHEPREFIX=<tmp> and it is filled by compileall first. With ``rev``,
-    a snapshot of that commit (git archive) is measured through a launcher identical to the
-    console script, so concurrent edits of the working tree cannot change the figures."""
+    a snapshot of that commit (git archive) is measured through its own scripts/fireroute (the
+    launcher install.sh installs), so concurrent edits of the working tree cannot change the
+    figures."""
     repo = HERE.parent
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
@@ -94,14 +95,17 @@ def prepare_code(rev: str | None, tmp: Path) -> dict:
         commit = sh("git", "-C", str(repo), "rev-parse", rev).strip()
         snap = tmp / "snapshot"
         snap.mkdir()
+        paths = ["src", "scripts"]
         archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", commit, "src"], capture_output=True, check=True
+            ["git", "-C", str(repo), "archive", commit, *paths], capture_output=True, check=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
         src = snap / "src"
-        launcher = snap / "fireroute"
-        launcher.write_text(LAUNCHER.format(python=sys.executable, src=str(src)))
-        launcher.chmod(0o755)
+        launcher = snap / "scripts" / "fireroute"
+        if not launcher.exists():  # older revisions: what pip's console script was
+            launcher = snap / "fireroute"
+            launcher.write_text(LAUNCHER.format(python=sys.executable, src=str(src)))
+            launcher.chmod(0o755)
         bench_nat.FIREROUTE = str(launcher)
         info["commit"] = commit
     else:
