@@ -68,3 +68,27 @@ def test_injected_fault_rolls_back():
     with pytest.raises(KernelError, match="injected"):
         Executor(run, fault="fail@2").apply_all(plan)
     assert [c[1] for c in run.calls[2:]] == ["un\n", "ua\n"]
+
+
+def test_waves_pair_ip_with_one_nf_tables_writer_in_the_callers_namespace():
+    from fireroute.plan.steps import IPTABLES, SYSCTL, waves
+
+    def shape(steps):
+        return [
+            [g[0].tool + (f"@{g[0].netns}" if g[0].netns else "") for g in w] for w in waves(steps)
+        ]
+
+    ns = Step(IP, "x", "x", netns="n1")
+    assert shape([mk(IP, "a"), mk(NFT, "b")]) == [["ip", "nft"]]
+    assert shape([mk(NFT, "b"), mk(IPTABLES, "c"), mk(IP, "a")]) == [["nft"], ["iptables", "ip"]]
+    assert shape([mk(IP, "a"), Step(SYSCTL, "k=1", "k"), mk(NFT, "b")]) == [["ip", "sysctl", "nft"]]
+    assert shape([mk(IP, "a"), ns, mk(NFT, "b")]) == [["ip"], ["ip@n1"], ["nft"]]
+    assert shape([mk(IP, "a"), mk(NFT, "b"), mk(IP, "c")]) == [["ip", "nft"], ["ip"]]
+
+
+def test_a_failure_in_a_wave_undoes_the_groups_that_ran_beside_it():
+    run = Script([Result(1, "", "Error: no\nCommand failed -:1\n"), Result(0, "", "")])
+    plan = Plan([mk(IP, "a", "ua"), mk(NFT, "n", "un")])
+    with pytest.raises(KernelError, match="cannot do a"):
+        Executor(run, fault="").apply_all(plan)
+    assert [c[1] for c in run.calls] == ["a\n", "n\n", "un\n"]

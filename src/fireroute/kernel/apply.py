@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from fireroute.errors import FirerouteError, KernelError, PartialFailure
-from fireroute.kernel.run import SIGKILL, Result, Runner, run
+from fireroute.kernel.run import SIGKILL, Child, Result, Runner, run, start
 from fireroute.plan.steps import (
     IP,
     IPTABLES,
@@ -20,10 +20,10 @@ from fireroute.plan.steps import (
     SYSCTL,
     Plan,
     Step,
-    groups,
     in_netns,
     iptables_input,
     sysctl_path,
+    waves,
 )
 
 FAILED = "Command failed -:"
@@ -49,42 +49,70 @@ GONE = (
 )
 
 
+class _Done:
+    """A result already in hand (a scripted runner, or in-process sysctl writes)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Result) -> None:
+        self.result = result
+
+    def wait(self) -> Result:
+        return self.result
+
+
 class Executor:
     def __init__(self, runner: Runner = run, fault: str | None = None) -> None:
         self.runner = runner
         self.fault = fault if fault is not None else os.environ.get("FIREROUTE_FAULT", "")
         self.count = 0
 
-    # -- one process per group -------------------------------------------------------------
-    def _run_group(self, group: list[Step], force: bool) -> dict[int, str]:
-        """Run a group; return {index in group: error text} for the steps that failed."""
+    # -- one process per group, the groups of a wave at once -------------------------------
+    def _launch(self, argv: list[str], stdin: str | None) -> Child | _Done:
+        if self.runner is run:  # real programs: started now, waited for with the wave
+            return start(argv, stdin)
+        return _Done(self.runner(argv, stdin))
+
+    def _start_group(self, group: list[Step], force: bool) -> Child | _Done | None:
+        """Start a group's process; None for host sysctls (written in-process, see below)."""
         tool, ns = group[0].tool, group[0].netns
         if tool == IP:
             argv = ["ip", "-force", "-batch", "-"] if force else ["ip", "-batch", "-"]
-            res = self.runner(in_netns(ns, argv), "".join(s.text + "\n" for s in group))
-            errors = _ip_errors(res, len(group))
-        elif tool == NFT:
+            return self._launch(in_netns(ns, argv), "".join(s.text + "\n" for s in group))
+        if tool == NFT:
             script = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in group)
-            res = self.runner(in_netns(ns, ["nft", "-f", "-"]), script)
-            errors = {} if res.rc == 0 else {0: res.err or res.out}
-        elif tool == IPTABLES:
-            res = self.runner(
-                in_netns(ns, ["iptables-nft-restore", "--noflush"]), iptables_input(group)
-            )
-            errors = {} if res.rc == 0 else {0: res.err or res.out}
-        elif tool == SYSCTL and ns is not None:
+            return self._launch(in_netns(ns, ["nft", "-f", "-"]), script)
+        if tool == IPTABLES:
+            argv = in_netns(ns, ["iptables-nft-restore", "--noflush"])
+            return self._launch(argv, iptables_input(group))
+        if tool == SYSCTL and ns is not None:
             argv = ["ip", "netns", "exec", ns, "sysctl", "-qw", *(st.text for st in group)]
-            res = self.runner(argv, None)
-            errors = {} if res.rc == 0 else {0: res.err or res.out}
-        elif tool == SYSCTL:
-            errors = {}
-            for i, st in enumerate(group):
-                for _, text in _write_sysctl(st.text).items():
-                    errors[i] = text
-        else:  # pragma: no cover - planners only emit known tools
-            raise AssertionError(tool)
-        self._fault_point()
-        return errors
+            return self._launch(argv, None)
+        if tool == SYSCTL:
+            return None
+        raise AssertionError(tool)  # pragma: no cover - planners only emit known tools
+
+    def _run_wave(self, wave: list[list[Step]], force: bool) -> list[dict[int, str]]:
+        """Run a wave's groups together; {index in group: error text} per group. Host sysctls
+        are written once the wave's processes have finished: they may name a device that the
+        wave's ``ip`` group creates."""
+        started = [self._start_group(group, force) for group in wave]
+        out: list[dict[int, str]] = []
+        for group, job in zip(wave, started, strict=True):
+            if job is None:
+                out.append({})
+                continue
+            res = job.wait()
+            if group[0].tool == IP:
+                out.append(_ip_errors(res, len(group)))
+            else:
+                out.append({} if res.rc == 0 else {0: res.err or res.out})
+        for k, (group, job) in enumerate(zip(wave, started, strict=True)):
+            if job is None:
+                for i, st in enumerate(group):
+                    for _, text in _write_sysctl(st.text).items():
+                        out[k][i] = text
+        return out
 
     def _fault_point(self) -> None:
         self.count += 1
@@ -99,30 +127,33 @@ class Executor:
     # -- all or nothing --------------------------------------------------------------------
     def apply_all(self, plan: Plan) -> None:
         undo: list[Step] = []
-        for group in groups(plan.steps):
-            try:
-                errors = self._run_group(group, force=False)
-            except KernelError as exc:  # injected fault: the group itself succeeded
-                for s in group:
-                    undo.extend(s.undo)
-                self._unwind(undo, exc)
-                raise
-            if not errors:
-                for s in group:
-                    undo.extend(s.undo)
-                continue
-            first = min(errors)
-            if group[0].tool == IP:  # ip -batch stops at the first failing line
-                for s in group[:first]:
-                    undo.extend(s.undo)
-            elif group[0].tool == SYSCTL and group[0].netns is None:  # written one by one
-                for i, s in enumerate(group):
-                    if i not in errors:
+        for wave in waves(plan.steps):
+            results = self._run_wave(wave, force=False)
+            failed: KernelError | None = None
+            for group, errors in zip(wave, results, strict=True):
+                if not errors:
+                    for s in group:
                         undo.extend(s.undo)
-            step = group[first]
-            exc = KernelError(step.what, errors[first], step.vm)
-            self._unwind(undo, exc)
-            raise exc
+                    continue
+                first = min(errors)
+                if group[0].tool == IP:  # ip -batch stops at the first failing line
+                    for s in group[:first]:
+                        undo.extend(s.undo)
+                elif group[0].tool == SYSCTL and group[0].netns is None:  # one by one
+                    for i, s in enumerate(group):
+                        if i not in errors:
+                            undo.extend(s.undo)
+                if failed is None:
+                    step = group[first]
+                    failed = KernelError(step.what, errors[first], step.vm)
+            try:
+                for _ in wave:
+                    self._fault_point()
+            except KernelError as exc:  # injected fault: everything so far is undone
+                failed = failed or exc
+            if failed is not None:
+                self._unwind(undo, failed)
+                raise failed
 
     def _unwind(self, undo: list[Step], cause: FirerouteError) -> None:
         if not undo:
@@ -139,13 +170,14 @@ class Executor:
         if not count_faults:
             self.fault = ""
         try:
-            for group in groups(plan.steps):
-                errors = self._run_group(group, force=True)
-                for i, text in sorted(errors.items()):
-                    if any(g in text for g in GONE) and group[0].tool != NFT:
-                        continue
-                    step = group[i]
-                    failures.append(KernelError(step.what, text, step.vm))
+            for wave in waves(plan.steps):
+                for group, errors in zip(wave, self._run_wave(wave, force=True), strict=True):
+                    self._fault_point()
+                    for i, text in sorted(errors.items()):
+                        if any(g in text for g in GONE) and group[0].tool != NFT:
+                            continue
+                        step = group[i]
+                        failures.append(KernelError(step.what, text, step.vm))
         finally:
             self.fault = saved
         if failures:

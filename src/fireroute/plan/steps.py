@@ -9,6 +9,7 @@ runs.
 from __future__ import annotations
 
 IP, NFT, IPTABLES, SYSCTL = "ip", "nft", "iptables", "sysctl"
+NF_TABLES = (NFT, IPTABLES)
 
 
 class Step:
@@ -62,6 +63,29 @@ def groups(steps: list[Step]) -> list[list[Step]]:
             out[-1].append(step)
         else:
             out.append([step])
+    return out
+
+
+def waves(steps: list[Step]) -> list[list[list[Step]]]:
+    """Groups that may run at the same time: consecutive groups in the caller's namespace,
+    each of a different kind, with at most one nf_tables writer (nft or iptables-nft: their
+    transactions would race on the ruleset generation). Their objects do not depend on one
+    another (nft and iptables match devices by name, not index), so order within a wave is
+    free; a namespace's groups (clone mode, which first creates the namespace) run alone."""
+    out: list[list[list[Step]]] = []
+    for group in groups(steps):
+        wave = out[-1] if out else None
+        tool = group[0].tool
+        if (
+            wave is not None
+            and group[0].netns is None
+            and all(g[0].netns is None for g in wave)
+            and all(g[0].tool != tool for g in wave)
+            and not (tool in NF_TABLES and any(g[0].tool in NF_TABLES for g in wave))
+        ):
+            wave.append(group)
+        else:
+            out.append([group])
     return out
 
 
