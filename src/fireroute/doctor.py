@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from fireroute.kernel.run import Runner, read_value, run, which
+from fireroute.kernel.run import Child, Done, Runner, launch, read_value, run, which
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -25,10 +25,20 @@ class Finding:
 def forward_policy(runner: Runner = run) -> Finding:
     """iptables-nft's filter FORWARD policy: a DROP there (Docker sets it) drops guest traffic
     whatever fireroute's own table accepts, since an accept only ends its own chain."""
+    return forward_policy_finding(forward_policy_start(runner))
+
+
+def forward_policy_start(runner: Runner = run) -> Child | Done | None:
+    """Start reading the policy (it runs beside whatever is done meanwhile)."""
     if not which("iptables-nft-save"):
+        return None
+    return launch(runner, ["iptables-nft-save", "-t", "filter"])
+
+
+def forward_policy_finding(job: Child | Done | None) -> Finding:
+    if job is None:
         return Finding(OK, "iptables-nft not installed: no FORWARD policy to collide with")
-    res = runner(["iptables-nft-save", "-t", "filter"], None)
-    for line in res.out.splitlines():
+    for line in job.wait().out.splitlines():
         if line.startswith(":FORWARD ") and line.split()[1] == "DROP":
             return Finding(
                 FAIL,

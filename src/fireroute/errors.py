@@ -76,6 +76,11 @@ class KernelError(FirerouteError):
         super().__init__(f"cannot {action}{where}: {self.detail}")
 
 
+class AlreadyExists(KernelError):
+    """A step that creates its object exclusively found one of that name already there (and,
+    being atomic, changed nothing)."""
+
+
 class PartialFailure(FirerouteError):
     """A removal went on past failures; every failure is listed."""
 

@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from fireroute import addressing
 from fireroute.errors import (
+    AlreadyExists,
     ConflictError,
     FirerouteError,
     MissingTool,
@@ -196,17 +197,21 @@ class Manager:
         if others.empty() and store.meta(FORWARD_BEFORE) is None:
             meta[FORWARD_BEFORE] = forwarding
         members = [v for v in vms if modes.nat_member(v)]
+        nft_index, fresh_table, policy = -1, False, None
         if members and options.backend == "nft":
             fresh_table = not others.nft_members(options.table)
-            if fresh_table:
-                observe.check_table_owner(options.table, self.runner)
-                if not options.fix_forward_policy:  # once per table, not per VM
-                    from fireroute.doctor import FAIL, forward_policy
+            # A table of ours with no VM in it is created exclusively: if a table of that
+            # name exists, the transaction fails and changes nothing, and only then is its
+            # owner read. A dry run reads first, so that it prints what would run.
+            exclusive = fresh_table and (
+                not dry_run or not observe.check_table_owner(options.table, self.runner)
+            )
+            if fresh_table and not options.fix_forward_policy:  # once per table, not per VM
+                from fireroute import doctor
 
-                    finding = forward_policy(self.runner)
-                    if finding.level == FAIL:
-                        warnings.append(f"{finding.what}; {finding.advice}")
-            plan.add(nft.vms_up(options.table, members, fresh_table))
+                policy = doctor.forward_policy_start(self.runner)  # read beside the changes
+            nft_index = len(plan.steps)
+            plan.add(nft.vms_up(options.table, members, fresh_table, exclusive))
         elif members:
             present = observe.iptables_saved(self.runner)
             has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
@@ -214,19 +219,38 @@ class Manager:
         if members and options.fix_forward_policy:
             plan.add(*iptables.forward_policy_fix(members))
         if dry_run:
+            self._policy_warning(policy, warnings)
             return UpResult(existing + vms, plan, True, warnings)
 
         store.reserve(vms, meta)
         if progress:
             progress(f"creating {len(vms)} device(s) and NAT entries")
         try:
-            Executor(self.runner).apply_all(plan)
+            try:
+                Executor(self.runner).apply_all(plan)
+            except AlreadyExists:  # the table's name is taken: ours (left over) or not
+                observe.check_table_owner(options.table, self.runner)
+                plan.steps[nft_index] = nft.vms_up(options.table, members, fresh_table)
+                Executor(self.runner).apply_all(plan)
         except BaseException:
             store.remove([v.name for v in vms], drop_meta=list(meta))
             raise
+        finally:
+            self._policy_warning(policy, warnings)
         store.set_state([v.name for v in vms], "active")
         active = [v.with_state("active") for v in vms]
         return UpResult(existing + active, plan, True, warnings)
+
+    @staticmethod
+    def _policy_warning(policy: object, warnings: list[str]) -> None:
+        """The iptables-nft FORWARD policy read started beside the changes, as a warning."""
+        if policy is None:
+            return
+        from fireroute import doctor
+
+        finding = doctor.forward_policy_finding(policy)  # type: ignore[arg-type]
+        if finding.level == doctor.FAIL:
+            warnings.append(f"{finding.what}; {finding.advice}")
 
     def _allocate(
         self,

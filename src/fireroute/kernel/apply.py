@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from fireroute.errors import FirerouteError, KernelError, PartialFailure
-from fireroute.kernel.run import SIGKILL, Child, Result, Runner, run, start
+from fireroute.errors import AlreadyExists, FirerouteError, KernelError, PartialFailure
+from fireroute.kernel.run import SIGKILL, Child, Done, Result, Runner, launch, run
 from fireroute.plan.steps import (
     IP,
     IPTABLES,
@@ -49,18 +49,6 @@ GONE = (
 )
 
 
-class _Done:
-    """A result already in hand (a scripted runner, or in-process sysctl writes)."""
-
-    __slots__ = ("result",)
-
-    def __init__(self, result: Result) -> None:
-        self.result = result
-
-    def wait(self) -> Result:
-        return self.result
-
-
 class Executor:
     def __init__(self, runner: Runner = run, fault: str | None = None) -> None:
         self.runner = runner
@@ -68,12 +56,10 @@ class Executor:
         self.count = 0
 
     # -- one process per group, the groups of a wave at once -------------------------------
-    def _launch(self, argv: list[str], stdin: str | None) -> Child | _Done:
-        if self.runner is run:  # real programs: started now, waited for with the wave
-            return start(argv, stdin)
-        return _Done(self.runner(argv, stdin))
+    def _launch(self, argv: list[str], stdin: str | None) -> Child | Done:
+        return launch(self.runner, argv, stdin)
 
-    def _start_group(self, group: list[Step], force: bool) -> Child | _Done | None:
+    def _start_group(self, group: list[Step], force: bool) -> Child | Done | None:
         """Start a group's process; None for host sysctls (written in-process, see below)."""
         tool, ns = group[0].tool, group[0].netns
         if tool == IP:
@@ -145,7 +131,10 @@ class Executor:
                             undo.extend(s.undo)
                 if failed is None:
                     step = group[first]
-                    failed = KernelError(step.what, errors[first], step.vm)
+                    kind = KernelError
+                    if step.exclusive and "File exists" in errors[first]:
+                        kind = AlreadyExists
+                    failed = kind(step.what, errors[first], step.vm)
             try:
                 for _ in wave:
                     self._fault_point()

@@ -112,10 +112,12 @@ def remove_elements(table: str, vms: list[Vm], bridges: set[tuple[str, str]] | N
     )
 
 
-def vms_up(table: str, vms: list[Vm], fresh: bool = True) -> Step:
+def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = False) -> Step:
     """Add the VMs' set elements. ``fresh`` (no VM of ours in the table yet) also declares the
     chains and their rules; otherwise only the table and sets are re-declared (idempotent and
-    ~8x cheaper for the kernel than re-registering the base chains)."""
+    ~8x cheaper for the kernel than re-registering the base chains). ``exclusive`` starts with
+    ``create table``: the transaction fails, changing nothing, if a table of that name exists
+    (then the caller reads whose it is), so a new table needs no read beforehand."""
     vm = vms[0].name if len(vms) == 1 else None
     if fresh:  # the table is ours and had no VM: undoing means removing it again
         undo = Step(
@@ -129,8 +131,11 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True) -> Step:
             NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm
         )
     head = skeleton(table) if fresh else _sets_only(table)
+    if exclusive:
+        head = f'create table ip {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     body = _element_lines("add", table, vms) + bridge_egress("add", table, _bridges(vms))
-    return Step(NFT, head + body, f'add NAT entries to nftables table "{table}"', vm, undo=(undo,))
+    what = f'add NAT entries to nftables table "{table}"'
+    return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=exclusive)
 
 
 def vms_down(

@@ -17,7 +17,7 @@ class Step:
     iptables, one rule line (``table`` names its table); sysctl, ``key=value``. ``what`` is the
     action for error messages ('create tap "fr-web-1"'); ``undo`` its inverse steps."""
 
-    __slots__ = ("tool", "text", "what", "vm", "undo", "table", "netns")
+    __slots__ = ("tool", "text", "what", "vm", "undo", "table", "netns", "exclusive")
 
     def __init__(
         self,
@@ -28,6 +28,7 @@ class Step:
         undo: tuple[Step, ...] = (),
         table: str = "",
         netns: str | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.tool = tool
         self.text = text
@@ -37,6 +38,9 @@ class Step:
         self.table = table
         self.netns = netns
         """run inside this network namespace (clone mode) instead of the caller's"""
+        self.exclusive = exclusive
+        """creates an object that must not exist yet: failing on "File exists" means it does
+        (the executor raises AlreadyExists)"""
 
     def __repr__(self) -> str:
         return f"Step({self.tool!r}, {self.text!r})"
