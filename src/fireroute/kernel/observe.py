@@ -4,7 +4,7 @@ nftables table ownership, tagged iptables rules. Each probe is one process."""
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from fireroute import jsontext
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 CAP_NET_ADMIN = 12
+UNROUTED = IPv4Address("240.0.0.1")  # class E: only a default route covers it
 
 
 def require_net_admin(action: str) -> None:
@@ -74,27 +75,39 @@ def probe(
     runner: Runner = run,
     links: list[str] = (),  # type: ignore[assignment]
 ) -> HostView:
-    """Resolve the uplink and find host routes/addresses overlapping ``blocks`` (one process).
+    """Resolve the uplink and find host routes/addresses overlapping ``blocks``.
 
-    Each address of each block is looked up with ``route get fibmatch``, which answers with
-    the FIB entry that would carry it (local table included, so host addresses are seen).
+    Each address of each block is looked up as ``ip route get fibmatch`` does, which answers
+    with the FIB entry that would carry it (local table included, so host addresses are seen):
+    in-process over rtnetlink (kernel/netlink.py), or with one ``ip -batch`` where netlink
+    cannot be used or a scripted runner stands in for the host. ``links`` (bridge mode) are
+    read with ``ip -d link show``, for their kind.
     """
     # the default route by a FIB lookup of a reserved (class E) address, which only the
     # default route covers; "route show default" would dump (and filter in user
     # space) every route, one per VM, which made up's cost grow with the VM count
-    lines = ["route get fibmatch 240.0.0.1"] if uplink is None else [f"link show dev {uplink}"]
-    addrs = []
-    for b in blocks:
-        for a in range(b.num_addresses):
-            addrs.append((b, b.network_address + a))
-            lines.append(f"route get fibmatch {b.network_address + a}")
-    lines += [f"link show dev {name}" for name in links]
-    docs = ip_batch_json(lines, runner, details=bool(links))
-    link_docs = docs[len(docs) - len(links) :] if links else []
-    docs = docs[: len(docs) - len(links)]
-    found = {}
-    for name, doc in zip(links, link_docs, strict=True):
-        found[name] = doc[0] if isinstance(doc, list) and doc else None
+    addrs = [(b, b.network_address + a) for b in blocks for a in range(b.num_addresses)]
+    lookups = ([] if uplink else [int(UNROUTED)]) + [int(a) for _, a in addrs]
+    docs: list[object | None] | None = None
+    if runner is run:
+        try:
+            from fireroute.kernel import netlink
+
+            docs = list(netlink.fib_match(lookups))
+            if uplink is not None:
+                docs.insert(0, [{"ifname": uplink}] if netlink.link_exists(uplink) else None)
+        except OSError:
+            docs = None
+    if docs is None:
+        first = [f"link show dev {uplink}"] if uplink else []
+        docs = ip_batch_json(
+            first + [f"route get fibmatch {IPv4Address(a)}" for a in lookups], runner
+        )
+    found: dict[str, dict | None] = {}
+    if links:
+        link_docs = ip_batch_json([f"link show dev {name}" for name in links], runner, details=True)
+        for name, doc in zip(links, link_docs, strict=True):
+            found[name] = doc[0] if isinstance(doc, list) and doc else None  # type: ignore[assignment]
     if uplink is None:
         routes = docs[0] or []
         devs = [
