@@ -23,7 +23,7 @@ from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner, run, which
 from fireroute.model import Options, Vm, check_vm_name
-from fireroute.plan import bridge, host, iptables, modes, nft
+from fireroute.plan import host, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.state.store import Store
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     Progress = Callable[[str], None]
 
 FORWARD_BEFORE = "ip_forward_before"
+# plan.bridge, plan.clone and plan.iptables are imported where their mode or backend is met:
+# the per-VM command of a NAT VM on nftables never loads them
 
 
 class Population:
@@ -213,10 +215,14 @@ class Manager:
             nft_index = len(plan.steps)
             plan.add(nft.vms_up(options.table, members, fresh_table, exclusive))
         elif members:
+            from fireroute.plan import iptables
+
             present = observe.iptables_saved(self.runner)
             has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
             plan.add(*iptables.vms_up(members, need_conntrack=not has_ct))
         if members and options.fix_forward_policy:
+            from fireroute.plan import iptables
+
             plan.add(*iptables.forward_policy_fix(members))
         if dry_run:
             self._policy_warning(policy, warnings)
@@ -370,6 +376,8 @@ class Manager:
         used = remaining.bridges()
         drop = set()
         for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"} - used:
+            from fireroute.plan import bridge
+
             if observe.link_alias(br, self.runner) == bridge.bridge_alias(br):
                 drop.add(br)  # ours, and nobody left on it
         plan.add(*modes.links_down(vms, drop))
@@ -387,6 +395,8 @@ class Manager:
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:
+            from fireroute.plan import iptables
+
             last = not remaining.ipt_members()
             plan.add(
                 *iptables.rules_down(
@@ -446,6 +456,8 @@ class Manager:
                     Step(NFT, f"delete table ip {table}\n", f'delete nftables table "{table}"')
                 )
         if which("iptables-nft-save"):
+            from fireroute.plan import iptables
+
             tagged = [
                 (t, line)
                 for t, line in observe.iptables_saved(self.runner)

@@ -7,8 +7,10 @@ and a source address (``Vm.tap``, ``Vm.nat_source``).
 from __future__ import annotations
 
 from fireroute.model import Vm
-from fireroute.plan import bridge, clone, host
+from fireroute.plan import host
 from fireroute.plan.steps import Step
+
+# bridge and clone are imported where a VM of that mode is met: a NAT VM's command skips them
 
 
 def nat_member(vm: Vm) -> bool:
@@ -22,12 +24,16 @@ def links_up(vms: list[Vm], missing_bridges: set[str]) -> list[Step]:
     made: set[str] = set()
     for vm in vms:
         if vm.mode == "bridge":
+            from fireroute.plan import bridge
+
             br = str(vm.options.bridge)
             if br in missing_bridges and br not in made:
                 steps += bridge.create_bridge(vm)
                 made.add(br)
             steps += bridge.tap_up(vm)
         elif vm.mode == "clone":
+            from fireroute.plan import clone
+
             steps += clone.up(vm)
     nat = [vm for vm in vms if vm.mode == "nat"]
     for vm in nat:
@@ -43,8 +49,14 @@ def links_down(vms: list[Vm], drop_bridges: set[str]) -> list[Step]:
         if any(v.mode != "clone" for v in vms)
         else []
     )
-    for vm in vms:
-        if vm.mode == "clone":
-            steps += clone.down(vm)
-    steps += [bridge.delete_bridge(b) for b in sorted(drop_bridges)]
+    if any(v.mode == "clone" for v in vms):
+        from fireroute.plan import clone
+
+        for vm in vms:
+            if vm.mode == "clone":
+                steps += clone.down(vm)
+    if drop_bridges:
+        from fireroute.plan import bridge
+
+        steps += [bridge.delete_bridge(b) for b in sorted(drop_bridges)]
     return steps
