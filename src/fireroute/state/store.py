@@ -23,9 +23,25 @@ from fireroute.errors import Busy, ConflictError, StateError
 from fireroute.kernel.run import HELD_FDS
 from fireroute.model import Options, Vm
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: INDEXES (a file of version 1 gets them on first use)
 DEFAULT_PATH = "/var/lib/fireroute/state.db"
-SCHEMA = """
+SHAPE = tuple(
+    f"json_extract(options, '$.{f}')"
+    for f in ("mode", "backend", "table", "bridge", "masquerade", "dhcp")
+)
+INDEXES = (
+    f"CREATE INDEX IF NOT EXISTS vms_shape ON vms({', '.join(SHAPE)}, uplink);\n"
+    "CREATE INDEX IF NOT EXISTS vms_end ON vms(net_end);\n"
+)
+"""shapes() reads vms_shape instead of every row's options (~1 instead of ~4.5 ms at 4000
+VMs, on every up and down); first_free() and taken_from() range over vms_end from the
+free_from mark instead of scanning every lease"""
+FREE_FROM = "free_from:"
+"""meta key prefix: ``free_from:<pool start>`` is an address below which every address of
+that pool is leased, so the search for a free block starts there, not at the pool's start
+(lowered by every removal, raised by every allocation)"""
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vms (
     name TEXT PRIMARY KEY,
@@ -41,6 +57,8 @@ CREATE TABLE IF NOT EXISTS vms (
     created REAL NOT NULL
 );
 """
+    + INDEXES
+)
 
 
 def default_path() -> str:
@@ -56,6 +74,7 @@ def _make_parent(path: str) -> None:
 class Store:
     def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         path = self.path = os.fspath(path)
+        self._marks: dict[str, str] = {}  # free_from marks found, written by reserve()
         if not create and not os.path.exists(path):
             self.db: sqlite3.Connection | None = None
             return
@@ -75,14 +94,17 @@ class Store:
                     f"state file {path} has schema version {version}; this fireroute knows "
                     f"{SCHEMA_VERSION}: upgrade fireroute"
                 )
-            if version == 0:
+            if version == 0 or (version < SCHEMA_VERSION and os.access(path, os.W_OK)):
                 # Many processes may meet a new state file at once (64 parallel ups), and
                 # switching to WAL fails rather than waits while another connection is busy:
-                # create the schema under the state lock, once.
+                # create the schema (or add what a newer version has) under the state lock.
                 with self.locked():
-                    if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    now = self.db.execute("PRAGMA user_version").fetchone()[0]
+                    if now == 0:
                         self.db.execute("PRAGMA journal_mode = WAL")
                         self.db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                    elif now < SCHEMA_VERSION:
+                        self.db.executescript(INDEXES + f"PRAGMA user_version = {SCHEMA_VERSION};")
             else:
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
@@ -125,10 +147,7 @@ class Store:
         up/down need to know about the other VMs, without building 4000 VM objects."""
         if self.db is None:
             return []
-        j = "json_extract(options, '$.{}')"
-        cols = ", ".join(
-            j.format(f) for f in ("mode", "backend", "table", "bridge", "masquerade", "dhcp")
-        )
+        cols = ", ".join(SHAPE)
         return list(
             self.db.execute(
                 f"SELECT {cols}, uplink, COUNT(*) FROM vms GROUP BY 1, 2, 3, 4, 5, 6, 7"
@@ -143,28 +162,37 @@ class Store:
     def first_free(self, lo: int, hi: int) -> int:
         """The lowest address >= lo that no lease covers (hi + 1 if none up to hi): where the
         search for a free block starts. In SQL (index on net_start), so that finding a block
-        does not walk thousands of leases in Python."""
+        does not walk thousands of leases in Python; and from the pool's ``free_from`` mark,
+        so that it does not walk them in SQL either. The answer becomes the new mark with the
+        next ``reserve``."""
         if self.db is None:
             return lo
+        key = f"{FREE_FROM}{lo}"
+        mark = self.meta(key)
+        start = max(lo, int(mark)) if mark and mark.isdigit() else lo
         row = self.db.execute(
             "SELECT MIN(x) FROM ("
             " SELECT :lo AS x WHERE NOT EXISTS"
-            "  (SELECT 1 FROM vms WHERE net_start <= :lo AND net_end >= :lo)"
+            "  (SELECT 1 FROM vms WHERE net_end >= :lo AND +net_start <= :lo)"
             " UNION ALL"
             " SELECT v.net_end + 1 FROM vms v WHERE v.net_end >= :lo AND v.net_end < :hi"
             "  AND NOT EXISTS (SELECT 1 FROM vms w WHERE w.net_start = v.net_end + 1))",
-            {"lo": lo, "hi": hi},
+            {"lo": start, "hi": hi},
         ).fetchone()
-        return int(row[0]) if row and row[0] is not None else hi + 1
+        found = int(row[0]) if row and row[0] is not None else hi + 1
+        self._marks[key] = str(found)
+        return found
 
     def taken_from(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        """Leases overlapping [lo, hi], in address order."""
+        """Leases overlapping [lo, hi], in address order (found over vms_end: from ``lo``,
+        which the caller takes from the free_from mark, to the pool's end)."""
         if self.db is None:
             return []
-        return list(
+        return sorted(
             self.db.execute(
-                "SELECT net_start, net_end FROM vms WHERE net_start IS NOT NULL AND net_end >= ? "
-                "AND net_start <= ? ORDER BY net_start",
+                # "+net_start": not over the net_start index, which would walk from the pool's
+                # first lease
+                "SELECT net_start, net_end FROM vms WHERE net_end >= ? AND +net_start <= ?",
                 (lo, hi),
             )
         )
@@ -231,8 +259,9 @@ class Store:
                     for v in vms
                 ],
             )
-            for k, v in (meta or {}).items():
+            for k, v in [*(meta or {}).items(), *self._marks.items()]:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
+            self._marks.clear()
 
     def set_state(self, names: list[str], state: str) -> None:
         if self.db is None:  # no state file: nothing recorded, nothing to change
@@ -244,6 +273,12 @@ class Store:
         if self.db is None:
             return
         with self._tx() as db:
+            db.executemany(  # a freed block lowers every pool's free_from mark above it
+                "UPDATE meta SET value = CAST(MIN(CAST(value AS INTEGER), COALESCE("
+                "(SELECT net_start FROM vms WHERE name = ?), CAST(value AS INTEGER))) AS TEXT) "
+                f"WHERE key LIKE '{FREE_FROM}%'",
+                [(n,) for n in names],
+            )
             db.executemany("DELETE FROM vms WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
 

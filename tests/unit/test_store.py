@@ -1,0 +1,81 @@
+"""The state store: the free_from mark never hides a free block (first_free answers what a
+scan of every lease answers), and a state file of schema 1 is upgraded on use."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fireroute import addressing
+from fireroute.model import Options, Vm
+from fireroute.state.store import FREE_FROM, Store
+
+POOL = IPv4Network("172.16.0.0/24")  # 64 blocks of /30
+LO, HI = int(POOL.network_address), int(POOL.broadcast_address)
+
+
+def lowest_uncovered(store: Store) -> int:
+    covered = set()
+    for start, end in store.taken():
+        covered.update(range(int(start), int(end) + 1))
+    return next((a for a in range(LO, HI + 1) if a not in covered), HI + 1)
+
+
+def allocate(store: Store, name: str) -> bool:
+    first = store.first_free(LO, HI)
+    assert first == lowest_uncovered(store)
+    if first > HI:
+        return False
+    ordinal = (first - LO) // 4
+    net = addressing.block(POOL, 30, ordinal)
+    store.reserve([Vm(name, net, f"t-{name}", "06:00:00:00:00:01", "eth0", Options())])
+    return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 80)), max_size=120))
+def test_marks_never_hide_a_free_block(tmp_path_factory, ops) -> None:
+    store = Store(tmp_path_factory.mktemp("marks") / "s.db")
+    names: list[str] = []
+    for k, (add, pick) in enumerate(ops):
+        if add or not names:
+            if allocate(store, f"v{k}"):
+                names.append(f"v{k}")
+        else:
+            store.remove([names.pop(pick % len(names))])
+    assert store.first_free(LO, HI) == lowest_uncovered(store)
+
+
+def test_the_mark_moves_with_allocations_and_removals(tmp_path) -> None:
+    store = Store(tmp_path / "s.db")
+    for i in range(5):
+        allocate(store, f"v{i}")
+    key = f"{FREE_FROM}{LO}"
+    assert store.meta(key) == str(LO + 16)  # found before the fifth block was taken
+    store.remove(["v1"])
+    assert store.meta(key) == str(LO + 4)
+    assert allocate(store, "again")
+    assert store.first_free(LO, HI) == LO + 20
+
+
+def test_a_schema_1_file_gets_the_shape_index(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    store = Store(path)
+    allocate(store, "a")
+    store.db.close()  # type: ignore[union-attr]
+    db = sqlite3.connect(path)
+    db.executescript("DROP INDEX vms_shape; PRAGMA user_version = 1;")
+    db.close()
+    again = Store(path)
+    db = again.db
+    assert db is not None
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    shapes_plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT json_extract(options, '$.mode'), COUNT(*) FROM vms GROUP BY 1"
+    ).fetchall()
+    assert "vms_shape" in " ".join(str(r) for r in shapes_plan)
+    assert again.shapes() and again.get("a") is not None
