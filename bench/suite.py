@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 import bench_nat  # noqa: E402
+import floor  # noqa: E402
 from bench_nat import GUIDE_SETUP, Bench, guide_down, guide_up, med, p95  # noqa: E402
 
 from fireroute.lab.sandbox import INTERNET_IP, Sandbox  # noqa: E402
@@ -184,13 +185,18 @@ def bench_single(stack: contextlib.ExitStack, tmp: Path, runs: int) -> dict:
     b.bash(GUIDE_SETUP)
     conf = json.dumps({**CNI_CONF, "ipam": {**CNI_CONF["ipam"], "dataDir": str(tmp / "cni-ipam")}})
     t: dict[str, list[float]] = {k: [] for k in ("fr_up", "fr_down", "g_up", "g_down")}
-    t.update({"cni_add": [], "cni_del": []})
+    t.update({"cni_add": [], "cni_del": [], "floor_up": [], "floor_down": []})
+    b.bash(f"nft -f - <<'EOF'\n{floor.SETUP}EOF\n")
+    floor_cmd = ["/usr/bin/python3", "-S", str(HERE / "floor.py")]
+    floor_state = str(tmp / "floor.db")
     for i in range(runs):
         # interleaved, so drift on a shared machine hits all three alike
         t["fr_up"].append(b.fr("up", "one", "--table", TABLE))
         t["fr_down"].append(b.fr("down", "one"))
         t["g_up"].append(b.bash(guide_up(0)))
         t["g_down"].append(b.bash(guide_down(0)))
+        t["floor_up"].append(b.timed([*floor_cmd, "up", floor_state]))
+        t["floor_down"].append(b.timed([*floor_cmd, "down", floor_state]))
         with Netns(f"{sb.host}-c{i}") as ns:  # a fresh sandbox netns per run, as a runtime has
             t["cni_add"].append(cni(b, "ADD", ns.name, f"bench{i}", conf))
             t["cni_del"].append(cni(b, "DEL", ns.name, f"bench{i}", conf))
@@ -623,6 +629,23 @@ def rows_for(r: dict, big: int, quick: bool) -> list[dict]:
             add("1 single", f"up {stat[:-3]}", fu[stat], "CNI ptp ADD", s["cni_add"][stat], "ms")
             add("1 single", f"down {stat[:-3]}", fd[stat], "guide script", s["g_down"][stat], "ms")
             add("1 single", f"down {stat[:-3]}", fd[stat], "CNI ptp DEL", s["cni_del"][stat], "ms")
+            if "floor_up" in s:
+                add(
+                    "1 single",
+                    f"up {stat[:-3]}",
+                    fu[stat],
+                    "python floor",
+                    s["floor_up"][stat],
+                    "ms",
+                )
+                add(
+                    "1 single",
+                    f"down {stat[:-3]}",
+                    fd[stat],
+                    "python floor",
+                    s["floor_down"][stat],
+                    "ms",
+                )
         add(
             "1 single",
             "up median vs 100 ms",

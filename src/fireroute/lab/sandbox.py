@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fireroute
+
 HOST_UPLINK_IP = "203.0.113.2"
 INTERNET_IP = "203.0.113.1"
 HTTP_PORT = 80
@@ -113,7 +115,16 @@ class Sandbox:
     def fireroute(
         self, *args: str, check: bool = True, extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        env = {**os.environ, "FIREROUTE_STATE": str(self.state), **(extra_env or {})}
+        # this very fireroute, however it was started (the installed launcher runs python -S,
+        # so "python -m fireroute" finds the package only through PYTHONPATH)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(fireroute.__file__)))
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        env = {
+            **os.environ,
+            "FIREROUTE_STATE": str(self.state),
+            "PYTHONPATH": path,
+            **(extra_env or {}),
+        }
         return subprocess.run(
             self.fireroute_argv(*args), capture_output=True, text=True, check=check, env=env
         )
