@@ -14,6 +14,7 @@ from fireroute.errors import (
     AlreadyExists,
     ConflictError,
     FirerouteError,
+    KernelError,
     MissingTool,
     NotFound,
     PoolExhausted,
@@ -238,8 +239,14 @@ class Manager:
                 observe.check_table_owner(options.table, self.runner)
                 plan.steps[nft_index] = nft.vms_up(options.table, members, fresh_table)
                 Executor(self.runner).apply_all(plan)
-        except BaseException:
+        except BaseException as exc:
             store.remove([v.name for v in vms], drop_meta=list(meta))
+            if (
+                isinstance(exc, KernelError)
+                and fresh_table
+                and observe.is_keyword_table(options.table, exc.detail)
+            ):  # a new table's name nft cannot parse: bad input, and everything is undone
+                raise observe.keyword_table(options.table) from None
             raise
         finally:
             self._policy_warning(policy, warnings)

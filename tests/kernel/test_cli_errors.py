@@ -22,6 +22,8 @@ BAD = [
     (["up", "a", "--owner", "root"], "--owner"),
     (["up", "a", "--mac", "zz"], "MAC"),
     (["up", "a", "--table", "x;y"], "table name"),
+    (["up", "a", "--table", "counter"], "nft reads it as a keyword"),
+    (["up", "a", "--table", "table"], "nft reads it as a keyword"),
     (["up"], "name at least one"),
     (["show", "nope"], "not known"),
     (["frobnicate"], "invalid choice"),
@@ -35,7 +37,7 @@ def test_bad_input_one_line(host: Host, args, needle):
     assert needle in p.stderr
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert not [n for n in host.links() if n.startswith("fr-")]
-    assert "firecracker" not in host.nft_text()
+    assert "firecracker" not in host.nft_text() and "fireroute" not in host.nft_text()
     assert host.forwarding() == "0"
 
 

@@ -178,16 +178,26 @@ def check_table_owner(table: str, runner: Runner = run) -> bool:
         if "No such file or directory" in res.err:
             return False
         if "syntax error" in res.err:
-            raise UsageError(
-                f'invalid table name "{table}": nft reads it as a keyword; '
-                "choose another with --table"
-            )
+            raise keyword_table(table)
         raise KernelError(f'read nftables table "{table}"', res.err)
     if table in our_tables(res.out):
         return True
     raise ConflictError(
         f'nftables table "ip {table}" exists and was not created by fireroute; '
         "remove it or choose another with --table"
+    )
+
+
+def keyword_table(table: str) -> UsageError:
+    return UsageError(
+        f'invalid table name "{table}": nft reads it as a keyword; choose another with --table'
+    )
+
+
+def is_keyword_table(table: str, nft_error: str) -> bool:
+    """Did nft refuse a script because the table's name is one of its keywords?"""
+    return f"syntax error, unexpected {table}," in nft_error or (
+        f"syntax error, unexpected {table}\n" in nft_error + "\n"
     )
 
 
