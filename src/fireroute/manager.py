@@ -229,7 +229,11 @@ class Manager:
             self._policy_warning(policy, warnings)
             return UpResult(existing + vms, plan, True, warnings)
 
-        store.reserve(vms, meta)
+        try:
+            store.reserve(vms, meta)
+        except BaseException:
+            self._policy_warning(policy, [])  # the read is waited for on every path
+            raise
         if progress:
             progress(f"creating {len(vms)} device(s) and NAT entries")
         try:

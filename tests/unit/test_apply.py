@@ -92,3 +92,65 @@ def test_a_failure_in_a_wave_undoes_the_groups_that_ran_beside_it():
     with pytest.raises(KernelError, match="cannot do a"):
         Executor(run, fault="").apply_all(plan)
     assert [c[1] for c in run.calls] == ["a\n", "n\n", "un\n"]
+
+
+def test_a_failed_wave_writes_no_host_sysctl(monkeypatch):
+    from fireroute.kernel import apply
+    from fireroute.plan.steps import SYSCTL
+
+    written = []
+    monkeypatch.setattr(apply, "_write_sysctl", lambda text: written.append(text) or {})
+    run = Script([Result(1, "", "Error: busy\nCommand failed -:1\n"), Result(0, "", "")])
+    plan = Plan([mk(IP, "a", "ua"), Step(SYSCTL, "net/ipv6/conf/eth0/disable_ipv6=1", "v6")])
+    plan.add(mk(NFT, "n", "un"))
+    with pytest.raises(KernelError, match="cannot do a"):
+        Executor(run, fault="").apply_all(plan)
+    assert written == []  # the tap was not made: a device of that name is not ours
+    ok = Script([])
+    Executor(ok, fault="").apply_all(plan)
+    assert written == ["net/ipv6/conf/eth0/disable_ipv6=1"]
+
+
+def test_a_program_missing_mid_wave_undoes_what_ran():
+    from fireroute.errors import MissingTool
+    from fireroute.plan.steps import IPTABLES
+
+    class Missing(Script):
+        def __call__(self, argv, stdin=None):
+            if argv[0] == "iptables-nft-restore":
+                raise MissingTool("iptables-nft-restore not found: install the iptables package")
+            return super().__call__(argv, stdin)
+
+    run = Missing([])
+    plan = Plan([mk(IP, "a", "ua"), Step(IPTABLES, "-A X", "rule", table="filter")])
+    with pytest.raises(MissingTool):
+        Executor(run, fault="").apply_all(plan)
+    assert [c[1] for c in run.calls] == ["a\n", "ua\n"]
+
+
+def test_exists_with_a_failed_rollback_is_not_taken_for_nothing_changed():
+    from fireroute.errors import AlreadyExists
+
+    run = Script(
+        [
+            Result(0, "", ""),
+            Result(1, "", "Error: Could not process rule: File exists\n"),
+            Result(1, "", "Error: perm\nCommand failed -:1\n"),  # the undo of the ip group
+        ]
+    )
+    excl = Step(NFT, "create table ip t", "create table", "vm1", exclusive=True)
+    plan = Plan([mk(IP, "a", "ua"), excl])
+    with pytest.raises(KernelError) as err:
+        Executor(run, fault="").apply_all(plan)
+    assert not isinstance(err.value, AlreadyExists) and "rollback failed" in str(err.value)
+    clean = Script([Result(0, "", ""), Result(1, "", "Error: File exists\n")])
+    with pytest.raises(AlreadyExists):
+        Executor(clean, fault="").apply_all(plan)
+
+
+def test_an_injected_fault_mid_wave_still_undoes_the_whole_wave():
+    run = Script([])
+    plan = Plan([mk(IP, "a", "ua"), mk(NFT, "n", "un")])
+    with pytest.raises(KernelError, match="after process 1"):
+        Executor(run, fault="fail@1").apply_all(plan)
+    assert [c[1] for c in run.calls] == ["a\n", "n\n", "un\n", "ua\n"]

@@ -55,3 +55,38 @@ def test_held_fds_are_inherited_and_nothing_else(tmp_path) -> None:
     assert not os.get_inheritable(held)  # only for the child's sake
     os.close(held)
     os.close(other)
+
+
+def test_descriptors_we_inherited_do_not_reach_children_and_sigpipe_is_default(tmp_path) -> None:
+    """As subprocess's close_fds did: an fd fireroute was started with stays out of ip/nft;
+    and a child gets SIGPIPE's default action back (Python ignores it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(runmod.__file__).resolve().parents[2])
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from fireroute.kernel.run import run;"
+        "print(run(['sh', '-c', sys.argv[2]]).out)"
+    )
+    with open(tmp_path / "f", "w") as f:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code,
+                src,
+                "ls /proc/self/fd; yes | head -1; grep SigIgn /proc/self/status",
+            ],
+            pass_fds=(f.fileno(),),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        inherited = f.fileno()
+    fds = {int(x) for x in out.split() if x.isdigit()}
+    assert inherited not in fds, out
+    assert "y" in out.split()
+    ign = int(out.split("SigIgn:")[1].split()[0], 16)
+    assert not ign & (1 << (13 - 1)), out  # SIGPIPE not ignored

@@ -49,6 +49,10 @@ GONE = (
 )
 
 
+class InjectedFault(KernelError):
+    """FIREROUTE_FAULT=fail@K: raised right after the K-th process, as if it had failed."""
+
+
 class Executor:
     def __init__(self, runner: Runner = run, fault: str | None = None) -> None:
         self.runner = runner
@@ -78,27 +82,55 @@ class Executor:
             return None
         raise AssertionError(tool)  # pragma: no cover - planners only emit known tools
 
-    def _run_wave(self, wave: list[list[Step]], force: bool) -> list[dict[int, str]]:
-        """Run a wave's groups together; {index in group: error text} per group. Host sysctls
-        are written once the wave's processes have finished: they may name a device that the
-        wave's ``ip`` group creates."""
-        started = [self._start_group(group, force) for group in wave]
-        out: list[dict[int, str]] = []
-        for group, job in zip(wave, started, strict=True):
+    def _run_wave(
+        self, wave: list[list[Step]], force: bool, all_or_nothing: bool
+    ) -> tuple[list[dict[int, str] | None], FirerouteError | None]:
+        """Run a wave's groups together: per group, {index in group: error text}, or None for
+        a group that did not run; and what stopped the wave early (a program that could not
+        be started, an injected fault), if anything. Every started child is waited for.
+
+        Host sysctls are written once the wave's processes have finished (they may name a
+        device the wave's ``ip`` group creates) and, when ``all_or_nothing``, only if every
+        process succeeded: a failed ``tuntap add`` must not leave a sysctl written on a
+        device of that name that is not ours."""
+        out: list[dict[int, str] | None] = [None] * len(wave)
+        started: list[tuple[int, Child | Done | None]] = []
+        stop: FirerouteError | None = None
+        for k, group in enumerate(wave):
+            try:
+                started.append((k, self._start_group(group, force)))
+            except FirerouteError as exc:  # e.g. MissingTool
+                stop = exc
+                break
+            except OSError as exc:  # e.g. out of file descriptors
+                stop = KernelError(group[0].what, str(exc), group[0].vm)
+                break
+        for k, job in started:
             if job is None:
-                out.append({})
                 continue
             res = job.wait()
+            group = wave[k]
             if group[0].tool == IP:
-                out.append(_ip_errors(res, len(group)))
+                out[k] = _ip_errors(res, len(group))
             else:
-                out.append({} if res.rc == 0 else {0: res.err or res.out})
-        for k, (group, job) in enumerate(zip(wave, started, strict=True)):
-            if job is None:
-                for i, st in enumerate(group):
+                out[k] = {} if res.rc == 0 else {0: res.err or res.out}
+            try:
+                self._fault_point()
+            except InjectedFault as exc:  # the wave's other children still finish
+                stop = stop or exc
+        ran_clean = stop is None and all(not out[k] for k, job in started if job is not None)
+        for k, job in started:
+            if job is None and (ran_clean or not all_or_nothing):
+                errors: dict[int, str] = {}
+                for i, st in enumerate(wave[k]):
                     for _, text in _write_sysctl(st.text).items():
-                        out[k][i] = text
-        return out
+                        errors[i] = text
+                out[k] = errors
+                try:
+                    self._fault_point()
+                except InjectedFault as exc:
+                    stop = stop or exc
+        return out, stop
 
     def _fault_point(self) -> None:
         self.count += 1
@@ -108,15 +140,17 @@ class Executor:
         if at.isdigit() and int(at) == self.count:
             if kind == "kill":
                 os.kill(os.getpid(), SIGKILL)
-            raise KernelError("continue", f"injected fault after process {self.count}")
+            raise InjectedFault("continue", f"injected fault after process {self.count}")
 
     # -- all or nothing --------------------------------------------------------------------
     def apply_all(self, plan: Plan) -> None:
         undo: list[Step] = []
         for wave in waves(plan.steps):
-            results = self._run_wave(wave, force=False)
-            failed: KernelError | None = None
+            results, stop = self._run_wave(wave, force=False, all_or_nothing=True)
+            failed: FirerouteError | None = None
             for group, errors in zip(wave, results, strict=True):
+                if errors is None:  # did not run
+                    continue
                 if not errors:
                     for s in group:
                         undo.extend(s.undo)
@@ -135,22 +169,25 @@ class Executor:
                     if step.exclusive and "File exists" in errors[first]:
                         kind = AlreadyExists
                     failed = kind(step.what, errors[first], step.vm)
-            try:
-                for _ in wave:
-                    self._fault_point()
-            except KernelError as exc:  # injected fault: everything so far is undone
-                failed = failed or exc
+            failed = failed or stop
             if failed is not None:
-                self._unwind(undo, failed)
+                if not self._unwind(undo, failed) and isinstance(failed, AlreadyExists):
+                    # not cleanly undone: no caller may take this for "nothing changed"
+                    plain = KernelError(failed.action, failed.detail, failed.vm)
+                    plain.args = failed.args
+                    failed = plain
                 raise failed
 
-    def _unwind(self, undo: list[Step], cause: FirerouteError) -> None:
+    def _unwind(self, undo: list[Step], cause: FirerouteError) -> bool:
+        """Undo, newest first; False (and ``cause`` says why) if some of it failed."""
         if not undo:
-            return
+            return True
         try:
             self.apply_best_effort(Plan(list(reversed(undo))), count_faults=False)
         except PartialFailure as failed:
             cause.args = (f"{cause.args[0]} (and rollback failed: {failed})",)
+            return False
+        return True
 
     # -- keep going ------------------------------------------------------------------------
     def apply_best_effort(self, plan: Plan, count_faults: bool = True) -> None:
@@ -160,9 +197,13 @@ class Executor:
             self.fault = ""
         try:
             for wave in waves(plan.steps):
-                for group, errors in zip(wave, self._run_wave(wave, force=True), strict=True):
-                    self._fault_point()
-                    for i, text in sorted(errors.items()):
+                results, stop = self._run_wave(wave, force=True, all_or_nothing=False)
+                if stop is not None:
+                    if isinstance(stop, InjectedFault):
+                        raise stop  # it stops here, as a crash would
+                    failures.append(stop)
+                for group, errors in zip(wave, results, strict=True):
+                    for i, text in sorted((errors or {}).items()):
                         if any(g in text for g in GONE) and group[0].tool != NFT:
                             continue
                         step = group[i]

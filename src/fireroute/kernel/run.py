@@ -49,6 +49,7 @@ def read_value(path: str) -> str | None:
 
 
 SIGKILL = 9
+DEFAULT_SIGNALS = (13, 25)  # SIGPIPE, SIGXFSZ (Linux numbers; the signal module costs ~2 ms)
 HELD_FDS: set[int] = set()
 """File descriptors every child inherits: the state lock, so that a child that outlives a
 killed fireroute (an ``ip -batch`` half-way through) keeps the lock until it has finished,
@@ -81,21 +82,29 @@ class Child:
     def __init__(self, argv: list[str], stdin: str | None, timeout: float) -> None:
         self.argv = argv
         self.timeout = timeout
-        fds = [
-            _memfd("stdin", stdin.encode()) if stdin else os.open(os.devnull, os.O_RDONLY),
-            _memfd("stdout"),
-            _memfd("stderr"),
-        ]
-        self.fds = fds
-        # dup2 onto 0/1/2 clears close-on-exec there; our other descriptors stay closed in
-        # the child except the HELD_FDS, which are made inheritable for exactly this call
-        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(fds)]
+        self.fds: list[int] = []
+        try:
+            self.fds.append(
+                _memfd("stdin", stdin.encode()) if stdin else os.open(os.devnull, os.O_RDONLY)
+            )
+            self.fds += [_memfd("stdout"), _memfd("stderr")]
+        except BaseException:
+            self._close()
+            raise
+        # dup2 onto 0/1/2 clears close-on-exec there; descriptors this process inherited
+        # open are closed in the child (as subprocess's close_fds does); the HELD_FDS are made
+        # inheritable for exactly this call
+        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(self.fds)]
+        actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited() if fd not in HELD_FDS]
         held = [fd for fd in HELD_FDS if not os.get_inheritable(fd)]
         for fd in held:
             os.set_inheritable(fd, True)
         try:
             path = _path_of(argv[0])
-            self.pid = os.posix_spawn(path, argv, os.environ, file_actions=actions)
+            # Python ignores SIGPIPE and SIGXFSZ; the child gets the default actions back
+            self.pid = os.posix_spawn(
+                path, argv, os.environ, file_actions=actions, setsigdef=DEFAULT_SIGNALS
+            )
         except FileNotFoundError:
             self._close()
             pkg = PACKAGES.get(argv[0], argv[0])
@@ -125,6 +134,27 @@ class Child:
 
 
 _PATHS: dict[str, str] = {}
+_INHERITED: list[int] | None = None
+
+
+def _inherited() -> list[int]:
+    """Descriptors above 2 that this process was started with open and inheritable (our own
+    are opened close-on-exec): looked up once."""
+    global _INHERITED
+    if _INHERITED is None:
+        try:
+            fds = [int(x) for x in os.listdir("/proc/self/fd") if int(x) > 2]
+        except OSError:
+            fds = []
+        found = []
+        for fd in fds:
+            try:
+                if os.get_inheritable(fd):
+                    found.append(fd)
+            except OSError:  # the listing's own descriptor, closed by now
+                pass
+        _INHERITED = found
+    return _INHERITED
 
 
 def _path_of(program: str) -> str:

@@ -239,6 +239,7 @@ class Store:
 
     def reserve(self, vms: list[Vm], meta: dict[str, str] | None = None) -> None:
         now = time.time()
+        marks, self._marks = self._marks, {}  # found for this reservation, and only for it
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO vms (name, state, net_start, net_end, prefix, tap, mac, uplink, "
@@ -259,9 +260,18 @@ class Store:
                     for v in vms
                 ],
             )
-            for k, v in [*(meta or {}).items(), *self._marks.items()]:
+            for k, v in [*(meta or {}).items(), *marks.items()]:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
-            self._marks.clear()
+
+    @staticmethod
+    def _starts(db: sqlite3.Connection, names: list[str]) -> list[int]:
+        """The first addresses of these VMs' leases (DHCP leases have none)."""
+        out = []
+        for n in names:
+            row = db.execute("SELECT net_start FROM vms WHERE name = ?", (n,)).fetchone()
+            if row and row[0] is not None:
+                out.append(int(row[0]))
+        return out
 
     def set_state(self, names: list[str], state: str) -> None:
         if self.db is None:  # no state file: nothing recorded, nothing to change
@@ -273,11 +283,11 @@ class Store:
         if self.db is None:
             return
         with self._tx() as db:
-            db.executemany(  # a freed block lowers every pool's free_from mark above it
-                "UPDATE meta SET value = CAST(MIN(CAST(value AS INTEGER), COALESCE("
-                "(SELECT net_start FROM vms WHERE name = ?), CAST(value AS INTEGER))) AS TEXT) "
-                f"WHERE key LIKE '{FREE_FROM}%'",
-                [(n,) for n in names],
+            db.executemany(  # a freed block lowers the free_from mark of the pool it is in
+                "UPDATE meta SET value = CAST(:start AS TEXT) "
+                f"WHERE key LIKE '{FREE_FROM}%' AND CAST(value AS INTEGER) > :start "
+                f"AND CAST(substr(key, {len(FREE_FROM) + 1}) AS INTEGER) <= :start",
+                [{"start": start} for start in self._starts(db, names)],
             )
             db.executemany("DELETE FROM vms WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
