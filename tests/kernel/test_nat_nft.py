@@ -108,6 +108,8 @@ def test_natural_failure_in_batch_rolls_back_created_taps(host: Host):
     names = set(host.links())
     assert not {"fr-b0", "fr-b1", "fr-b2", "fr-b4"} & names
     assert "fr-b3" in names and "foreign1" in names  # not ours: untouched
+    v6 = host.run("cat", "/proc/sys/net/ipv6/conf/fr-b3/disable_ipv6").stdout.strip()
+    assert v6 == "0"  # not even the IPv6 switch fireroute flips on its own taps
     assert host.fireroute("ls", "--json").stdout.strip() == "[]"
     assert host.forwarding() == "0"
 
