@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fireroute.lab.guest import GuestImage, ensure_guest_image
+from fireroute.lab.guest import GuestImage
 from fireroute.lab.sandbox import HOST_UPLINK_IP, INTERNET_IP, Sandbox
 from fireroute.lab.vmm import Guest, start_guest
 from tests.e2e.common import E2E_MARKS
@@ -39,11 +39,6 @@ CLIENT = (
     "s = socket.create_connection((sys.argv[1], 8080), timeout=5)\n"
     "sys.stdout.write(s.makefile().readline())\n"
 )
-
-
-@pytest.fixture(scope="module")
-def image() -> GuestImage:
-    return ensure_guest_image()
 
 
 @pytest.fixture

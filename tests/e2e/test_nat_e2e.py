@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from fireroute.lab.guest import GuestImage, ensure_guest_image
+from fireroute.lab.guest import GuestImage
 from fireroute.lab.sandbox import HOST_UPLINK_IP, INTERNET_IP, Sandbox
 from fireroute.lab.vmm import Guest, start_guest
 from tests.e2e.common import E2E_MARKS, report
@@ -175,14 +175,6 @@ def boot_all(
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def image(request: pytest.FixtureRequest) -> GuestImage:
-    started = time.monotonic()
-    built = ensure_guest_image(progress=lambda msg: report(request, f"[guest image] {msg}"))
-    report(request, f"[guest image] {built.kernel.parent} in {time.monotonic() - started:.2f}s")
-    return built
 
 
 @pytest.fixture(scope="module", params=["nft", "iptables"])

@@ -94,18 +94,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     common(p)
 
 
-def _cfg_attach(p: argparse.ArgumentParser) -> None:
+def _vm_on_socket(p: argparse.ArgumentParser) -> None:
+    """A VM of the state file and the Firecracker API socket it is handed to."""
     p.add_argument("name", metavar="VM")
     _api_options(p, socket_required=True)
     p.add_argument("--iface-id", help="Firecracker iface_id (default: the one recorded by up)")
+
+
+def _cfg_attach(p: argparse.ArgumentParser) -> None:
+    _vm_on_socket(p)
     _attach_options(p)
     _common(p)
 
 
 def _cfg_limit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="VM")
-    _api_options(p, socket_required=True)
-    p.add_argument("--iface-id", help="Firecracker iface_id (default: the one recorded by up)")
+    _vm_on_socket(p)
     _rate_options(p)
     _common(p)
 
