@@ -44,6 +44,11 @@ class Host:
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         return sh("ip", "netns", "exec", self.ns, *argv, check=check)
 
+    def sh(self, script: str) -> subprocess.CompletedProcess:
+        """A shell script in the host namespace (network only, as fireroute itself runs, so
+        the namespaces fireroute made are visible under /var/run/netns)."""
+        return sh("nsenter", f"--net=/var/run/netns/{self.ns}", "sh", "-ec", script)
+
     def fireroute(
         self, *args: str, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
@@ -111,7 +116,31 @@ def make_host(tmp_path: Path, tag: str = "") -> Iterator[Host]:
     from fireroute.lab.sandbox import Sandbox
 
     with Sandbox(prefix=f"frt{tag}") as sb:
-        yield Host(sb.host, sb.internet, tmp_path / "state.db")
+        h = Host(sb.host, sb.internet, tmp_path / "state.db")
+        try:
+            yield h
+        finally:
+            remove_clone_namespaces(tmp_path)
+
+
+def remove_clone_namespaces(root: Path) -> None:
+    """Clone namespaces live beside the host namespace, not inside it: remove those of every
+    state file under ``root`` (a test that ends without teardown must not leave them)."""
+    import sqlite3
+
+    for state in root.rglob("state.db"):
+        try:
+            db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+            row = db.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
+            db.close()
+        except sqlite3.Error:
+            continue
+        if not row:
+            continue
+        prefix = f"fireroute-{row[0]}-"
+        for name in os.listdir("/var/run/netns") if os.path.isdir("/var/run/netns") else []:
+            if name.startswith(prefix):
+                sh("ip", "netns", "del", name, check=False)
 
 
 @pytest.fixture

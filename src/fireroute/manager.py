@@ -128,6 +128,9 @@ class Manager:
             raise UsageError("--tap names one tap: it cannot be used with several vms")
         if options.mac is not None and len(names) > 1:
             raise UsageError("--mac names one MAC: it cannot be used with several vms")
+        from fireroute import validate
+
+        validate.request(options)
         _require_tools(options.backend)
         if not dry_run:
             observe.require_net_admin(f'create the network of vm "{names[0]}"')
@@ -171,6 +174,7 @@ class Manager:
 
         others = Population(store)
         devs = self._devices(store, fresh, options)
+        self._check_unique(store, fresh, options)
         if progress:
             progress(f"allocating {len(fresh)} address(es)")
         nets, view = self._allocate(store, fresh, options, skip_conflicts)
@@ -178,8 +182,9 @@ class Manager:
             Vm(n, net, devs[n], "", view.uplink, options, "pending")
             for n, net in zip(fresh, nets, strict=True)
         ]
-        instance = store.instance() if options.mode == "clone" else ""
+        instance = store.instance()
         for vm in vms:
+            vm.owner = instance
             vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
             if vm.mode == "clone":
                 vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
@@ -279,8 +284,11 @@ class Manager:
         """Blocks from the pool (nat: the VM's /30; clone: its veth link's /30), checked
         against host routes; or, in bridge mode, the guest's own address (a /32 lease)."""
         look = [str(options.bridge)] if options.mode == "bridge" else []
+        if options.uplink is not None and options.uplink not in look:
+            look.append(options.uplink)
         if options.mode == "bridge":
             view = observe.probe(options.uplink, [], store.is_tap, self.runner, links=look)
+            self._check_uplink(view, options)
             return self._bridge_addresses(names, options, store.taken()), view
         pool = options.pool
         lo, hi = int(pool.network_address), int(pool.broadcast_address)
@@ -293,7 +301,8 @@ class Manager:
                 options.pool, options.prefix, taken, len(names), start
             )
             blocks = [addressing.block(options.pool, options.prefix, o) for o in ordinals]
-            view = observe.probe(uplink, blocks, store.is_tap, self.runner)
+            view = observe.probe(uplink, blocks, store.is_tap, self.runner, links=look)
+            self._check_uplink(view, options)
             uplink = view.uplink
             if not view.conflicts:
                 return list(blocks), view
@@ -313,13 +322,18 @@ class Manager:
         if options.dhcp:
             return [None] * len(names)
         used = {s for s, e in taken if s == e}
+        blocks = [(s, e) for s, e in taken if s != e]  # NAT and clone blocks: /30s and wider
+
+        def leased(a: int) -> bool:
+            return a in used or any(s <= a <= e for s, e in blocks)
+
         if options.guest is not None:
             ip = IPv4Interface(options.guest).ip
             if len(names) > 1:
                 raise UsageError(
                     "--guest-ip names one address: it cannot be used with several vms (use --range)"
                 )
-            if int(ip) in used:
+            if leased(int(ip)):
                 raise ConflictError(f"guest address {ip} is already leased to another vm")
             return [IPv4Network(f"{ip}/32")]
         first, last = options.range_bounds()
@@ -330,7 +344,7 @@ class Manager:
             reserved.add(int(IPv4Address(options.gateway)))
         out: list[IPv4Network | None] = []
         for a in range(int(first), int(last) + 1):
-            if a not in used and a not in reserved:
+            if not leased(a) and a not in reserved:
                 out.append(IPv4Network(f"{IPv4Address(a)}/32"))
                 if len(out) == len(names):
                     return out
@@ -338,6 +352,48 @@ class Manager:
             f"range {options.addr_range} is exhausted: {len(names)} address(es) "
             f"wanted, {len(out)} free"
         )
+
+    def _check_unique(self, store: Store, names: list[str], options: Options) -> None:
+        """What must be unique among every VM of the state file, whatever its mode."""
+        if options.mac is not None:
+            holder = store.mac_owner(options.mac)
+            if holder is not None:
+                raise ConflictError(
+                    f'MAC {options.mac} for vm "{names[0]}" is already vm "{holder}"\'s'
+                )
+        ca = options.clone_address
+        if options.mode == "clone" and ca not in (None, "auto"):
+            for vm in store.all():
+                if vm.mode == "clone" and str(vm.clone_address) == ca:
+                    raise ConflictError(
+                        f'clone address {ca} for vm "{names[0]}" is already vm "{vm.name}"\'s'
+                    )
+                if vm.net is not None and vm.net.overlaps(IPv4Network(f"{ca}/32")):
+                    raise ConflictError(
+                        f'clone address {ca} for vm "{names[0]}" is in the block {vm.net} '
+                        f'of vm "{vm.name}"'
+                    )
+
+    def _check_uplink(self, view: observe.HostView, options: Options) -> None:
+        """An explicit uplink must be a real link of the host, not ours, not a guest's."""
+        name = view.uplink
+        link = view.links.get(name)
+        if options.uplink is None or link is None:
+            return
+        info = link.get("linkinfo", {}) or {}
+        why = None
+        if "LOOPBACK" in link.get("flags", []):
+            why = "the loopback interface"
+        elif str(link.get("ifalias", "")).startswith(host.ALIAS_PREFIX):
+            why = "a link fireroute made for a vm"
+        elif info.get("info_kind") == "tun":
+            why = "a tap (a guest's link)"
+        elif name == options.bridge:
+            why = "the guests' bridge"
+        elif link.get("master"):
+            why = f'a port of bridge "{link["master"]}"'
+        if why:
+            raise UsageError(f'invalid --uplink "{name}": it is {why}, not the host\'s way out')
 
     def _devices(self, store: Store, names: list[str], options: Options) -> dict[str, str]:
         """The host device per VM: its tap, or (clone) the host end of its veth link."""
@@ -377,19 +433,27 @@ class Manager:
     def _pick(self, store: Store, names: list[str], everything: bool) -> list[Vm]:
         if everything:
             return store.all()
-        return [vm for vm in (store.get(n) for n in names) if vm is not None]
+        # a name given twice is one vm: counting it twice would take the table down under others
+        return [vm for vm in (store.get(n) for n in dict.fromkeys(names)) if vm is not None]
 
     def _down_plan(self, store: Store, vms: list[Vm]) -> Plan:
+        """Steps removing ``vms``. Shared objects (a bridge we made, a table, the shared
+        iptables rule, forwarding) go with the last VM of this state file only when nothing of
+        another state file's still uses them."""
         plan = Plan()
         if not vms:
             return plan
+        instance = store.instance()
         remaining = Population(store, minus=vms)
         used = remaining.bridges()
         drop = set()
+        leaving = {v.tap for v in vms}
         for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"} - used:
             from fireroute.plan import bridge
 
-            if observe.link_alias(br, self.runner) == bridge.bridge_alias(br):
+            if observe.link_alias(br, self.runner) == bridge.bridge_alias(instance, br) and not (
+                set(observe.bridge_ports(br, self.runner)) - leaving
+            ):
                 drop.add(br)  # ours, and nobody left on it
         plan.add(*modes.links_down(vms, drop))
         members = [v for v in vms if modes.nat_member(v)]
@@ -399,25 +463,30 @@ class Manager:
             last = not remaining.nft_members(table)
             if last and observe.check_table_owner(table, self.runner) is False:
                 continue
+            if last and observe.foreign_elements(table, instance, self.runner):
+                last = False  # another state file's VMs are in it: only ours go
             masq_left = remaining.masq_bridges(table)
             drop_egress = {
-                (str(v.options.bridge), v.uplink) for v in in_table if v.mode == "bridge"
-            } - masq_left
+                (str(v.options.bridge), v.uplink, instance) for v in in_table if v.mode == "bridge"
+            } - {(b, u, instance) for b, u in masq_left}
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:
+            from fireroute import owner
             from fireroute.plan import iptables
 
-            last = not remaining.ipt_members()
-            plan.add(
-                *iptables.rules_down(
-                    observe.iptables_saved(self.runner), {v.name for v in ipt}, last
-                )
+            present = observe.iptables_saved(self.runner)
+            tags = {v.tag for v in ipt}
+            found = [iptables.comment_tag(line) for _, line in present]
+            others = any(  # another VM's rules (of any state file) still need the shared rule
+                t and t != owner.SHARED and t[len(owner.PREFIX) :] not in tags for t in found
             )
+            last = not remaining.ipt_members() and not others
+            plan.add(*iptables.rules_down(present, tags, last))
         before = store.meta(FORWARD_BEFORE)
         if remaining.empty() and before is not None:
             now = read_sysctl(host.FORWARD_KEY)
-            if now != before:
+            if now != before and not set(observe.foreign_links(instance, self.runner)) - leaving:
                 plan.add(host.set_forwarding(before, now))
         return plan
 
@@ -453,31 +522,59 @@ class Manager:
             return vms, plan
 
     def _sweep_plan(self, store: Store, skip_taps: set[str]) -> Plan:
-        """Steps removing every object with fireroute's owner tag (links, tables, rules,
-        this state file's clone namespaces)."""
+        """Steps removing every object tagged for this state file (links, clone namespaces,
+        set elements, iptables rules), and the shared ones (a table, the shared iptables rule)
+        that no other state file's objects still use."""
+        from fireroute import owner
+
+        instance = store.instance()
         plan = Plan()
-        for ns in observe.our_namespaces(store.instance()):
+        for ns in observe.our_namespaces(instance):
             plan.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
-        links = [t for t in observe.our_links(self.runner) if t not in skip_taps]
-        for tap in links:
-            plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))
+        for tap in observe.our_links(instance, self.runner):
+            if tap not in skip_taps:
+                plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))
         if which("nft"):
             for table in observe.nft_our_tables(self.runner):
-                plan.add(
-                    Step(NFT, f"delete table ip {table}\n", f'delete nftables table "{table}"')
+                sets = observe.nft_elements(table, self.runner) or {}
+                mine = {
+                    name: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
+                    for name, elems in sets.items()
+                }
+                if all(len(mine[n]) == len(sets[n]) for n in sets):
+                    plan.add(
+                        Step(NFT, f"delete table ip {table}\n", f'delete nftables table "{table}"')
+                    )
+                    continue
+                script = "".join(
+                    f"delete element ip {table} {n} {{ {', '.join(vals)} }}\n"
+                    for n, vals in mine.items()
+                    if vals
                 )
+                if script:
+                    plan.add(Step(NFT, script, f'remove this state file\'s elements of "{table}"'))
         if which("iptables-nft-save"):
             from fireroute.plan import iptables
 
             tagged = [
-                (t, line)
+                (t, line, iptables.comment_tag(line))
                 for t, line in observe.iptables_saved(self.runner)
                 if iptables.comment_tag(line)
             ]
+            mine = [
+                (t, line) for t, line, c in tagged if (owner.parse(c or "") or ("",))[0] == instance
+            ]
+            foreign = [
+                1
+                for _t, _l, c in tagged
+                if c != owner.SHARED and (owner.parse(c or "") or ("",))[0] != instance
+            ]
+            if not foreign:
+                mine += [(t, line) for t, line, c in tagged if c == owner.SHARED]
             plan.add(
                 *[
                     Step(IPTABLES, "-D" + line[2:], "remove tagged iptables rule", table=t)
-                    for t, line in tagged
+                    for t, line in mine
                 ]
             )
         return plan

@@ -380,7 +380,7 @@ class Vm:
     ``vm_tap``.
     """
 
-    __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name")
+    __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name", "owner")
 
     def __init__(
         self,
@@ -401,14 +401,22 @@ class Vm:
         self.state = state
         self.netns_name: str | None = None
         """clone mode: the namespace's name (fireroute-<state id>-<vm>), set at allocation"""
+        self.owner = "new"
+        """the id of the state file holding the VM: every object made for it is tagged with it"""
 
     def with_state(self, state: str) -> Vm:
         vm = Vm(self.name, self.net, self.tap, self.mac, self.uplink, self.options, state)
         vm.netns_name = self.netns_name
+        vm.owner = self.owner
         return vm
 
     def __repr__(self) -> str:
         return f"Vm({self.name!r}, {self.net}, tap={self.tap!r}, state={self.state!r})"
+
+    @property
+    def tag(self) -> str:
+        """``<state id>:<vm>``: the owner tag of every object made for this VM."""
+        return f"{self.owner}:{self.name}"
 
     @property
     def mode(self) -> str:

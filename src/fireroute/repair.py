@@ -1,15 +1,22 @@
-"""Make state and kernel agree: ``check`` reports drift, ``gc`` removes what the state does not
-account for (and finishes or undoes half-made VMs), ``restore`` recreates every active VM's
-host networking after a reboot. Only objects carrying fireroute's owner tags are ever touched.
+"""Make state and kernel agree. From the state file alone, ``desired`` renders everything its
+VMs need on the host (links in every namespace of ours, addresses, routes, sysctls, the nft
+table's chains, policies, rules and elements, iptables rules, the uplink); ``Kernel`` reads the
+same objects back. ``check`` reports every difference, per VM, per shared object, and the
+orphans (objects tagged for this state file that no lease accounts for); ``restore`` applies the
+missing part; ``gc`` removes the orphans and finishes or undoes half-made VMs. Only objects
+carrying this state file's owner tag are ever removed; shared ones (a table, the shared
+iptables rule, forwarding) only when no other state file's objects use them.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import os
-from ipaddress import IPv4Address
+import pwd
 
-from fireroute.errors import KernelError
+from fireroute import owner
+from fireroute.errors import KernelError, UsageError
 from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner, read_value, which
@@ -18,25 +25,76 @@ from fireroute.model import Vm
 from fireroute.plan import bridge, clone, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 
+COUNTER = "counter packets "
+
+
+def _links(runner: Runner, netns: str | None = None) -> dict[str, dict]:
+    argv = ["ip", "-j", "-d", "addr", "show"]
+    if netns:
+        argv[1:1] = ["-n", netns]
+    res = runner(argv, None)
+    if res.rc != 0:
+        raise KernelError(f"list links{f' in {netns}' if netns else ''}", res.err)
+    docs = json.loads(res.out or "[]")
+    return {str(d["ifname"]): d for d in docs if isinstance(d, dict) and "ifname" in d}
+
+
+def parse_chains(listing: str) -> dict[str, tuple[str, list[str]]]:
+    """``nft list table`` text -> {chain: (header, rules)}, counters' values left out."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    current: str | None = None
+    header = ""
+    rules: list[str] = []
+    for raw in listing.splitlines():
+        line = raw.strip()
+        if current is None:
+            if line.startswith("chain ") and line.endswith("{"):
+                current, header, rules = line.split()[1], "", []
+            continue
+        if line == "}":
+            out[current] = (header, rules)
+            current = None
+        elif line.startswith("type ") and not rules and not header:
+            header = line
+        elif line:
+            rules.append(_uncounted(line))
+    return out
+
+
+def _uncounted(rule: str) -> str:
+    while COUNTER in rule:  # "counter packets 3 bytes 180" -> "counter"
+        at = rule.index(COUNTER)
+        rest = rule[at + len(COUNTER) :].split(" ", 3)  # N bytes M rest
+        rule = rule[:at] + "counter" + (" " + rest[3] if len(rest) > 3 else "")
+    return rule
+
+
+def _chains(runner: Runner, table: str, netns: str | None = None) -> dict | None:
+    argv = ["nft", "list", "table", "ip", table]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    res = runner(argv, None)
+    if res.rc != 0:
+        if "No such file or directory" in res.err:
+            return None
+        raise KernelError(f'read nftables table "{table}"', res.err)
+    return parse_chains(res.out)
+
 
 class Kernel:
-    """What the host holds of ours: links, nft elements per table/set, tagged iptables rules."""
+    """What the host holds: links (and, per clone namespace, what is inside it), our nft tables
+    (chains and elements), tagged iptables rules, routes of the root namespace."""
 
-    def __init__(self, runner: Runner) -> None:
-        res = runner(["ip", "-j", "-d", "addr", "show"], None)
-        if res.rc != 0:
-            raise KernelError("list links", res.err)
-        docs = json.loads(res.out or "[]")
-        self.links: dict[str, dict] = {
-            str(d["ifname"]): d
-            for d in docs
-            if isinstance(d, dict) and "ifname" in d  # type: ignore[union-attr]
-        }
+    def __init__(self, runner: Runner, clones: list[Vm] = ()) -> None:  # type: ignore[assignment]
+        self.runner = runner
+        self.links = _links(runner)
         self.tables: dict[str, dict[str, dict[str, str]]] = {}
         """table -> set -> {element value (as nft text) -> comment}"""
+        self.chains: dict[str, dict[str, tuple[str, list[str]]]] = {}
         if which("nft"):
             for table in observe.nft_our_tables(runner):
-                self.tables[table] = _elements(runner, table)
+                self.tables[table] = observe.nft_elements(table, runner) or {}
+                self.chains[table] = _chains(runner, table) or {}
         self.rules: list[tuple[str, str]] = []
         if which("iptables-nft-save"):
             self.rules = [
@@ -44,91 +102,220 @@ class Kernel:
                 for t, line in observe.iptables_saved(runner)
                 if iptables.comment_tag(line)
             ]
-
-    def tap_ok(self, vm: Vm) -> list[str]:
-        link = self.links.get(vm.tap)
-        if link is None:
-            return [f'tap "{vm.tap}" is missing']
-        problems = []
-        addrs = {
-            f"{a['local']}/{a['prefixlen']}"
-            for a in link.get("addr_info", [])
-            if a.get("family") == "inet"
-        }
-        want = None
-        if vm.mode == "nat":
-            want = f"{vm.tap_ip}/{vm.prefix}"
-        elif vm.mode == "clone" and vm.net is not None:
-            want = f"{vm.net.network_address + 1}/{vm.net.prefixlen}"
-        if want and want not in addrs:
-            problems.append(f'"{vm.tap}" lacks address {want}')
-        if vm.mode == "bridge" and link.get("master") != vm.options.bridge:
-            problems.append(f'tap "{vm.tap}" is not attached to bridge "{vm.options.bridge}"')
-        if "UP" not in link.get("flags", []):
-            problems.append(f'tap "{vm.tap}" is down')
-        if link.get("ifalias") != host.owner_alias(vm.name):
-            problems.append(f'tap "{vm.tap}" does not carry owner tag {host.owner_alias(vm.name)}')
-        return problems
+        self.routes: set[str] = set()
+        if any(v.mode == "clone" for v in clones):
+            res = runner(["ip", "-j", "route", "show"], None)
+            if res.rc == 0:
+                self.routes = {
+                    f"{r.get('dst')} via {r.get('gateway')} dev {r.get('dev')}"
+                    for r in json.loads(res.out or "[]")
+                    if isinstance(r, dict)
+                }
+        self.ns: dict[str, Namespace] = {}
+        for vm in clones:
+            if (
+                vm.mode == "clone"
+                and vm.netns
+                and os.path.exists(f"{observe.NETNS_DIR}/{vm.netns}")
+            ):
+                self.ns[vm.netns] = Namespace(runner, vm.netns)
 
 
-def _val(v: object) -> str:
-    """An element value from nft's JSON, as nft text."""
-    if isinstance(v, dict) and "concat" in v:
-        return " . ".join(_val(x) for x in v["concat"])
-    text = str(v)
-    try:
-        IPv4Address(text)
-        return text
-    except ValueError:
-        return f'"{text}"'
+class Namespace:
+    """One clone namespace from inside: links, routes, forwarding, its NAT table."""
+
+    def __init__(self, runner: Runner, name: str) -> None:
+        self.links = _links(runner, name)
+        res = runner(["ip", "-n", name, "-j", "route", "show"], None)
+        self.routes = json.loads(res.out or "[]") if res.rc == 0 else []
+        res = runner(["ip", "netns", "exec", name, "sysctl", "-n", host.FORWARD_KEY], None)
+        self.forwarding = res.out.strip() if res.rc == 0 else "?"
+        self.chains = _chains(runner, clone.NS_TABLE, name)
 
 
-def _elements(runner: Runner, table: str) -> dict[str, dict[str, str]]:
-    res = runner(["nft", "-j", "list", "table", "ip", table], None)
-    out: dict[str, dict[str, str]] = {name: {} for name in nft.SETS}
-    if res.rc != 0:
-        return out
-    for item in json.loads(res.out).get("nftables", []):
-        s = item.get("set")
-        if not s or s.get("name") not in out:
-            continue
-        for e in s.get("elem", []):
-            if isinstance(e, dict) and "elem" in e:
-                out[s["name"]][_val(e["elem"]["val"])] = str(e["elem"].get("comment", ""))
-            else:
-                out[s["name"]][_val(e)] = ""
-    return out
-
-
-def _expected(vm: Vm) -> dict[str, str]:
-    """The set elements a VM should have in the shared NAT table."""
-    if not modes.nat_member(vm):
-        return {}
-    if vm.mode == "bridge":
-        return {
-            "masq": f'{vm.nat_source} . "{vm.uplink}"',
-            "egress": f'"{vm.options.bridge}" . "{vm.uplink}"',
-        }
+def _addrs(link: dict) -> set[str]:
     return {
-        "masq": f'{vm.nat_source} . "{vm.uplink}"',
-        "egress": f'"{vm.tap}" . "{vm.uplink}"',
-        "taps": f'"{vm.tap}"',
-        "vms": f'"{vm.tap}" . {vm.nat_source}',
+        f"{a['local']}/{a['prefixlen']}"
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
     }
+
+
+def _user(uid: int | None, by_group: bool = False) -> str | None:
+    if uid is None:
+        return None
+    try:
+        return grp.getgrgid(uid).gr_name if by_group else pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def link_problems(link: dict | None, dev: str, what: str, want: dict) -> list[str]:
+    """Differences between one observed link and what it should be: ``want`` may hold
+    address, master, alias, kind (tun, veth, bridge), user/group (tap owner)."""
+    if link is None:
+        return [f'{what} "{dev}" is missing']
+    problems = []
+    info = link.get("linkinfo", {}) or {}
+    kind = info.get("info_kind")
+    if want.get("kind") and kind != want["kind"]:
+        return [f'"{dev}" is a {kind or "plain"} link, not a {want["kind"]}']
+    if want.get("address") and want["address"] not in _addrs(link):
+        problems.append(f'"{dev}" lacks address {want["address"]}')
+    if "master" in want and link.get("master") != want["master"]:
+        problems.append(f'{what} "{dev}" is not attached to bridge "{want["master"]}"')
+    if "UP" not in link.get("flags", []):
+        problems.append(f'{what} "{dev}" is down')
+    if want.get("alias") and link.get("ifalias") != want["alias"]:
+        problems.append(f'{what} "{dev}" does not carry owner tag {want["alias"]}')
+    data = info.get("info_data", {}) or {}
+    if "user" in want and data.get("user") != want["user"]:
+        problems.append(
+            f'tap "{dev}" is owned by {data.get("user", "nobody")}, not {want["user"]} '
+            "(any local user could attach to an unowned tap)"
+        )
+    if want.get("group") and data.get("group") != want["group"]:
+        problems.append(f'tap "{dev}" has group {data.get("group", "none")}, not {want["group"]}')
+    return problems
+
+
+def _tap_want(vm: Vm) -> dict:
+    o = vm.options.owner
+    want = {
+        "kind": "tun",
+        "alias": host.owner_alias(vm),
+        "user": _user(o.uid if o else 0),
+    }
+    if o and o.gid is not None:
+        want["group"] = _user(o.gid, by_group=True)
+    if vm.mode == "nat":
+        want["address"] = f"{vm.tap_ip}/{vm.prefix}"
+    if vm.mode == "bridge":
+        want["master"] = vm.options.bridge
+    return want
 
 
 def _ipv6_on(dev: str) -> bool:
     return read_value(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6") != "1"
 
 
+def expected_elements(vm: Vm) -> dict[str, list[str]]:
+    """The set elements a VM should have in the shared NAT table, as nft text."""
+    if not modes.nat_member(vm):
+        return {}
+    src = vm.nat_source
+    if vm.mode == "bridge":
+        return {
+            "masq": [f'{src} . "{vm.uplink}"'],
+            "egress": [f'"{vm.options.bridge}" . "{vm.uplink}"'],
+        }
+    o = vm.options
+    out = {
+        "masq": [f'{src} . "{vm.uplink}"'],
+        "egress": [f'"{vm.tap}" . "{vm.uplink}"'],
+        "taps": [f'"{vm.tap}"'],
+        "vms": [f'"{vm.tap}" . {src}'],
+    }
+    if o.allow_peers:
+        out["peers"] = [f'"{vm.tap}"']
+    if o.allow_metadata:
+        out["metadata"] = [f'"{vm.tap}"']
+    if o.allow_host_ports:
+        out["host_ports"] = [
+            f'"{vm.tap}" . "{proto}" . {port}' for port, proto in o.allow_host_ports
+        ]
+    return out
+
+
+def _ipt_want(vm: Vm) -> set[str]:
+    """The iptables rules (as iptables-nft-save prints them, quotes left out) a VM needs."""
+    want = {r for _, r in iptables.vm_rules(vm)} if vm.backend == "iptables" else set()
+    if vm.options.fix_forward_policy:  # inserted with -I, saved as -A
+        want |= {"-A " + s.text.split(" ", 1)[1] for s in iptables.forward_policy_fix([vm])}
+    return want
+
+
+def clone_problems(k: Kernel, vm: Vm) -> list[str]:
+    """Inside the clone's namespace, and the host route to an explicit clone address."""
+    assert vm.net is not None and vm.netns is not None
+    ns = k.ns.get(vm.netns)
+    if ns is None:
+        return [f'namespace "{vm.netns}" is missing']
+    guest = vm.guest_iface_addr
+    assert guest is not None
+    host_ip, ns_ip = vm.net.network_address + 1, vm.net.network_address + 2
+    problems = link_problems(
+        ns.links.get(vm.vm_tap),
+        vm.vm_tap,
+        "tap",
+        {
+            "kind": "tun",
+            "address": f"{vm.tap_ip}/{guest.network.prefixlen}",
+            "user": _tap_want(vm)["user"],
+        },
+    )
+    problems += link_problems(
+        ns.links.get(clone.NS_VETH),
+        clone.NS_VETH,
+        f"veth in {vm.netns}:",
+        {"kind": "veth", "address": f"{ns_ip}/{vm.net.prefixlen}"},
+    )
+    if not any(r.get("dst") == "default" and r.get("gateway") == str(host_ip) for r in ns.routes):
+        problems.append(f'namespace "{vm.netns}" has no default route via {host_ip}')
+    if ns.forwarding != "1":
+        problems.append(f'IPv4 forwarding is off in namespace "{vm.netns}"')
+    problems += chain_problems(f"ip {clone.NS_TABLE} in {vm.netns}", ns.chains, clone.ns_chains(vm))
+    if vm.clone_address != ns_ip:
+        route = f"{vm.clone_address} via {ns_ip} dev {vm.tap}"
+        if route not in k.routes:
+            problems.append(f"host route {route} is missing")
+    return problems
+
+
+def chain_problems(
+    where: str, have: dict | None, want: dict[str, tuple[str, list[str]]]
+) -> list[str]:
+    """Differences between a table's chains as listed and as fireroute renders them."""
+    if have is None:
+        return [f"nftables table {where} is missing"]
+    problems = []
+    for name, (header, rules) in want.items():
+        if name not in have:
+            problems.append(f"chain {name} of {where} is missing")
+            continue
+        got_header, got_rules = have[name]
+        if got_header != header:
+            problems.append(
+                f'chain {name} of {where} is "{got_header or "a regular chain"}", '
+                f'not "{header or "a regular chain"}"'
+            )
+        if got_rules != rules:
+            missing = [r for r in rules if r not in got_rules]
+            extra = [r for r in got_rules if r not in rules]
+            detail = "; ".join(
+                [f'lacks "{r}"' for r in missing] + [f'has foreign rule "{r}"' for r in extra]
+            )
+            problems.append(f"chain {name} of {where}: {detail or 'rules out of order'}")
+    for name in sorted(set(have) - set(want)):
+        problems.append(f"chain {name} of {where} is not fireroute's")
+    return problems
+
+
 def drift(k: Kernel, vm: Vm) -> list[str]:
-    problems = list(k.tap_ok(vm))
+    """Every difference between what ``vm`` needs and what the kernel holds."""
+    problems: list[str] = []
+    if vm.mode == "clone":
+        problems += veth_problems(k, vm) + clone_problems(k, vm)
+    else:
+        problems += link_problems(k.links.get(vm.tap), vm.tap, "tap", _tap_want(vm))
     if vm.mode == "nat" and vm.tap in k.links and _ipv6_on(vm.tap):
         problems.append(f'IPv6 is on for tap "{vm.tap}" (guests could reach the host over it)')
-    if vm.mode == "clone" and vm.netns and not os.path.exists(f"/var/run/netns/{vm.netns}"):
-        problems.append(f'namespace "{vm.netns}" is missing')
+    if vm.mode == "bridge" and str(vm.options.bridge) not in k.links:
+        problems.append(f'bridge "{vm.options.bridge}" is missing')
     if vm.state != "active":
         problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
+    if modes.nat_member(vm) and vm.uplink not in k.links:
+        problems.append(f'uplink "{vm.uplink}" is missing (renamed or gone)')
     if not modes.nat_member(vm):
         pass
     elif vm.backend == "nft":
@@ -136,77 +323,180 @@ def drift(k: Kernel, vm: Vm) -> list[str]:
         if sets is None:
             problems.append(f'nftables table "{vm.table}" is missing')
         else:
-            for name, val in _expected(vm).items():
-                if val not in sets.get(name, {}):
-                    problems.append(f"nft set {vm.table}/{name} lacks {val}")
-    else:
-        have = {line for _, line in k.rules if iptables.comment_tag(line) == iptables.tag(vm.name)}
-        want = {r for _, r in iptables.vm_rules(vm)}
-        normalized = {line.replace('"', "") for line in have}
-        for rule in want:
-            if rule not in normalized:
+            for name, vals in expected_elements(vm).items():
+                for val in vals:
+                    if val not in sets.get(name, {}):
+                        problems.append(f"nft set {vm.table}/{name} lacks {val}")
+    if modes.nat_member(vm) and (vm.backend == "iptables" or vm.options.fix_forward_policy):
+        have = {line.replace('"', "") for _, line in k.rules}
+        for rule in sorted(_ipt_want(vm)):
+            if rule not in have:
                 problems.append(f"iptables rule missing: {rule}")
     return problems
 
 
-def check(m: Manager, names: list[str]) -> dict[str, list[str]]:
+def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
+    """Objects the VMs share: each nft table's chains and rules, the shared iptables rule."""
+    out: dict[str, list[str]] = {}
+    for table in sorted({v.table for v in vms if v.backend == "nft" and modes.nat_member(v)}):
+        if table in k.chains:
+            found = chain_problems(f"ip {table}", k.chains[table], nft.chains())
+            found += [
+                f"set {s} of ip {table} is missing" for s in nft.SETS if s not in k.tables[table]
+            ]
+            out[f"nftables table ip {table}"] = found
+    if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
+        have = {line.replace('"', "") for _, line in k.rules}
+        out["iptables"] = (
+            []
+            if iptables.CONNTRACK in have
+            else [f"shared iptables rule missing: {iptables.CONNTRACK}"]
+        )
+    return out
+
+
+def orphans(k: Kernel, vms: list[Vm], instance: str) -> list[str]:
+    """Objects tagged for this state file that no lease accounts for."""
+    known = {v.name: v for v in vms}
+    found = []
+    bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
+    for name, link in k.links.items():
+        tag = owner.parse(str(link.get("ifalias", "")))
+        if tag is None or tag[0] != instance:
+            continue
+        what = tag[1]
+        if what.startswith(owner.BRIDGE):
+            if what[len(owner.BRIDGE) :] not in bridges:
+                found.append(f'link "{name}" (a bridge of this state file) has no vm')
+        elif what not in known or known[what].tap != name:
+            found.append(f'link "{name}" tagged for vm "{what}" has no lease')
+    for ns in observe.our_namespaces(instance):
+        if ns not in {v.netns for v in vms if v.netns}:
+            found.append(f'namespace "{ns}" has no lease')
+    for table, sets in k.tables.items():
+        for set_name, elems in sets.items():
+            for val, comment in elems.items():
+                tag = owner.parse(comment)
+                if tag is None or tag[0] != instance:
+                    continue
+                vm = known.get(tag[1])
+                if tag[1].startswith(owner.BRIDGE):
+                    ok = any(
+                        v.mode == "bridge" and v.table == table and modes.nat_member(v) for v in vms
+                    )
+                else:
+                    ok = (
+                        vm is not None
+                        and vm.backend == "nft"
+                        and vm.table == table
+                        and val in expected_elements(vm).get(set_name, [])
+                    )
+                if not ok:
+                    found.append(f"element {val} of set ip {table} {set_name} has no lease")
+    for _, line in k.rules:
+        tag = owner.parse(iptables.comment_tag(line) or "")
+        if tag is None or tag[0] != instance:
+            continue
+        vm = known.get(tag[1])
+        if vm is None or line.replace('"', "") not in _ipt_want(vm):
+            found.append(f"iptables rule has no lease: {line}")
+    return found
+
+
+class Report:
+    __slots__ = ("vms", "shared", "orphans")
+
+    def __init__(self) -> None:
+        self.vms: dict[str, list[str]] = {}
+        self.shared: dict[str, list[str]] = {}
+        self.orphans: list[str] = []
+
+    def ok(self) -> bool:
+        return not (any(self.vms.values()) or any(self.shared.values()) or self.orphans)
+
+
+def check(m: Manager, names: list[str]) -> Report:
+    # reading the ruleset needs CAP_NET_ADMIN: without it nothing true could be said
+    observe.require_net_admin("check fireroute's networking")
     store = m._store(create=False)
-    vms = store.all() if not names else [m.show(n) for n in names]
-    k = Kernel(m.runner)
-    report = {vm.name: drift(k, vm) for vm in vms}
+    everything = store.all()
+    vms = everything if not names else [m.show(n) for n in dict.fromkeys(names)]
+    k = Kernel(m.runner, vms)
+    report = Report()
+    report.vms = {vm.name: drift(k, vm) for vm in vms}
     if vms and read_sysctl(host.FORWARD_KEY) != "1":
         for vm in vms:
-            report[vm.name].append("IPv4 forwarding is off")
+            report.vms[vm.name].append("IPv4 forwarding is off")
+    report.shared = shared_problems(k, vms)
+    if not names:
+        report.orphans = orphans(k, everything, store.instance())
     return report
 
 
-def gc(m: Manager, dry_run: bool = False) -> Plan:
-    """Finish half-made VMs (pending/removing leases are taken down) and remove every tagged
-    object no active lease accounts for."""
-    if not dry_run:
-        observe.require_net_admin("collect fireroute's leftovers")
+def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
+    """Finish half-made VMs (pending/removing leases are taken down) and remove every object
+    tagged for this state file that no active lease accounts for. ``instance`` names another
+    state file's id instead (a state file that was lost: none of its objects has a lease)."""
+    observe.require_net_admin("collect fireroute's leftovers")
+    if instance is not None and (len(instance) > 16 or not set(instance) <= owner.HEX):
+        raise UsageError(f'invalid state id "{instance}": expected the hex id of a state file')
     store = m._store(create=False)
     with store.locked():
-        half = [v for v in store.all() if v.state != "active"]
+        adopted = instance is not None and instance != store.instance()
+        instance = instance or store.instance()
+        half = [] if adopted else [v for v in store.all() if v.state != "active"]
         plan = m._down_plan(store, half) if half else Plan()
         if half and not dry_run:
             Executor(m.runner).apply_best_effort(plan)
             store.remove([v.name for v in half])
-        active = {v.name: v for v in store.all()}
+        active = {} if adopted else {v.name: v for v in store.all()}
         k = Kernel(m.runner)
         sweep = Plan()
+        bridges = {str(v.options.bridge) for v in active.values() if v.mode == "bridge"}
+        unused_bridges, leftover = [], set()
         for name, link in k.links.items():
-            alias = str(link.get("ifalias", ""))
-            owner = alias[len(host.ALIAS_PREFIX) :] if alias.startswith(host.ALIAS_PREFIX) else None
-            if owner is not None and owner.startswith(bridge.BRIDGE_TAG):
-                in_use = {str(v.options.bridge) for v in active.values() if v.mode == "bridge"}
-                if owner[len(bridge.BRIDGE_TAG) :] not in in_use:
-                    sweep.add(bridge.delete_bridge(name))
-            elif owner is not None and (owner not in active or active[owner].tap != name):
+            tag = owner.parse(str(link.get("ifalias", "")))
+            if tag is None or tag[0] != instance:
+                continue  # not ours, or another state file's
+            what = tag[1]
+            if what.startswith(owner.BRIDGE):
+                if what[len(owner.BRIDGE) :] not in bridges:
+                    unused_bridges.append(name)
+            elif what not in active or active[what].tap != name:
+                leftover.add(name)
                 sweep.add(Step(IP, f"link del dev {name}", f'delete leftover link "{name}"'))
-        bridges_kept = {
-            f"{bridge.BRIDGE_TAG}{v.options.bridge}"
-            for v in active.values()
-            if v.mode == "bridge" and v.options.masquerade
-        }
+        for name in unused_bridges:  # ours, no vm on it, and nothing else attached
+            if not set(observe.bridge_ports(name, m.runner)) - leftover:
+                sweep.add(bridge.delete_bridge(name))
         clone_ns = {v.netns for v in active.values() if v.netns}
-        for ns in observe.our_namespaces(store.instance()):
+        for ns in observe.our_namespaces(instance):
             if ns not in clone_ns:
                 sweep.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
         for table, sets in k.tables.items():
-            if not any(v.backend == "nft" and v.table == table for v in active.values()):
+            used = any(
+                v.backend == "nft" and v.table == table and modes.nat_member(v)
+                for v in active.values()
+            )
+            mine = {
+                s: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
+                for s, elems in sets.items()
+            }
+            if not used and all(len(mine[s]) == len(sets[s]) for s in sets):
                 sweep.add(
                     Step(
                         NFT, f"delete table ip {table}\n", f'delete unused nftables table "{table}"'
                     )
                 )
                 continue
-            for set_name, elems in sets.items():
-                stale = [
-                    val
-                    for val, owner in elems.items()
-                    if owner not in active and owner not in bridges_kept
-                ]
+            keep = {
+                (s, val)
+                for v in active.values()
+                if v.backend == "nft" and v.table == table
+                for s, vals in expected_elements(v).items()
+                for val in vals
+            }
+            for set_name, vals in mine.items():
+                stale = [val for val in vals if (set_name, val) not in keep]
                 if stale:
                     body = ", ".join(stale)
                     sweep.add(
@@ -217,89 +507,152 @@ def gc(m: Manager, dry_run: bool = False) -> Plan:
                             f'remove leftover elements from "{table}"',
                         )
                     )
-        ipt_active = any(v.backend == "iptables" for v in active.values())
+        wanted = set().union(*(_ipt_want(v) for v in active.values())) if active else set()
+        others = False
         for table, line in k.rules:
-            tag = iptables.comment_tag(line) or ""
-            owner = tag[len(iptables.TAG) :]
-            if (tag == iptables.SHARED and not ipt_active) or (
-                tag != iptables.SHARED and owner not in active
-            ):
+            tag_text = iptables.comment_tag(line) or ""
+            tag = owner.parse(tag_text)
+            if tag_text == owner.SHARED:
+                continue
+            if tag is None or tag[0] != instance:
+                others = True
+            elif line.replace('"', "") not in wanted:
                 sweep.add(
                     Step(IPTABLES, "-D" + line[2:], "remove leftover iptables rule", table=table)
                 )
-        before = store.meta(FORWARD_BEFORE)
-        if not active and before is not None and read_sysctl(host.FORWARD_KEY) != before:
-            sweep.add(host.set_forwarding(before, read_sysctl(host.FORWARD_KEY)))
+        ipt_active = any(v.backend == "iptables" for v in active.values())
+        if not ipt_active and not others:
+            for table, line in k.rules:
+                if iptables.comment_tag(line) == owner.SHARED:
+                    sweep.add(
+                        Step(IPTABLES, "-D" + line[2:], "remove shared iptables rule", table=table)
+                    )
+        before = None if adopted else store.meta(FORWARD_BEFORE)
+        now = read_sysctl(host.FORWARD_KEY)
+        if (
+            not active
+            and before is not None
+            and now != before
+            and not observe.foreign_links(instance, m.runner)
+        ):
+            sweep.add(host.set_forwarding(before, now))
         if not dry_run:
             Executor(m.runner).apply_best_effort(sweep)
-            if not active:
+            if not active and not adopted:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
         plan.add(*sweep.steps)
         return plan
 
 
 def restore(m: Manager, dry_run: bool = False) -> Plan:
-    """Recreate what active leases need and the kernel lacks (after a reboot, say): same taps,
-    addresses, MACs, set elements and rules."""
-    if not dry_run:
-        observe.require_net_admin("restore fireroute's networking")
+    """Recreate what active leases need and the kernel lacks (after a reboot, or drift): taps,
+    addresses, owners, clone namespaces and what is inside them, routes, the nft table's
+    chains, rules and elements, iptables rules, forwarding. Nothing present and right is
+    touched, so a second run does nothing."""
+    observe.require_net_admin("restore fireroute's networking")
     store = m._store(create=False)
     with store.locked():
         vms = [v for v in store.all() if v.state == "active"]
-        k = Kernel(m.runner)
+        k = Kernel(m.runner, vms)
         plan = Plan()
         for vm in vms:
-            if vm.mode != "nat":
-                if vm.tap not in k.links:
-                    if vm.netns and vm.netns in observe.our_namespaces(store.instance()):
-                        Executor(m.runner).apply_best_effort(Plan(clone.down(vm)))
-                    missing = (
-                        {str(vm.options.bridge)}
-                        if vm.mode == "bridge" and str(vm.options.bridge) not in k.links
-                        else set()
-                    )
-                    plan.add(*modes.links_up([vm], missing))
-                    k.links[str(vm.options.bridge)] = k.links.get(str(vm.options.bridge), {})
-                elif vm.mode == "bridge" and k.links[vm.tap].get("master") != vm.options.bridge:
-                    br = str(vm.options.bridge)
-                    if br not in k.links:  # the bridge itself went: ours again, as before
-                        plan.add(*bridge.create_bridge(vm))
-                        k.links[br] = {}
-                    plan.add(bridge.tap_up(vm)[1])  # re-attach the tap
-                continue
-            create, address, bring_up = host.tap_up(vm)
-            link = k.links.get(vm.tap)
-            if link is None:
-                plan.add(create, address, bring_up, host.ipv6_off(vm))
-            elif k.tap_ok(vm):
-                addrs = {a.get("local") for a in link.get("addr_info", [])}
-                plan.add(*([] if str(vm.tap_ip) in addrs else [address]), bring_up)
-            if link is not None and _ipv6_on(vm.tap):
-                plan.add(host.ipv6_off(vm))
+            plan.add(*_restore_links(k, vm, m.runner, dry_run))
         forwarding = read_sysctl(host.FORWARD_KEY)
         if vms and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
         members = [v for v in vms if modes.nat_member(v)]
+        shared = shared_problems(k, vms)
         for table in sorted({v.table for v in members if v.backend == "nft"}):
             in_table = [v for v in members if v.backend == "nft" and v.table == table]
-            fresh = table not in k.tables
-            if fresh:
+            if table not in k.tables:
                 observe.check_table_owner(table, m.runner)
-            missing = [
-                v
+            broken = table not in k.tables or shared.get(f"nftables table ip {table}")
+            missing = any(
+                val not in k.tables.get(table, {}).get(s, {})
                 for v in in_table
-                if fresh
-                or any(val not in k.tables[table].get(s, {}) for s, val in _expected(v).items())
-            ]
-            if missing:
-                plan.add(nft.vms_up(table, missing, fresh=True))
-        ipt = [v for v in members if v.backend == "iptables"]
+                for s, vals in expected_elements(v).items()
+                for val in vals
+            )
+            if broken or missing:
+                bridges = {
+                    (str(v.options.bridge), v.uplink, v.owner)
+                    for v in in_table
+                    if v.mode == "bridge"
+                }
+                extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
+                fix = nft.heal(table, in_table, bridges)
+                if extra:  # chains someone added to our table: flushed and deleted
+                    fix.text += "".join(
+                        f"flush chain ip {table} {c}\ndelete chain ip {table} {c}\n" for c in extra
+                    )
+                plan.add(fix)
+        ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:
             have = {line.replace('"', "") for _, line in k.rules}
-            has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in k.rules)
-            for step in iptables.vms_up(ipt, need_conntrack=not has_ct):
-                if step.text not in have:
+            steps = []
+            if any(v.backend == "iptables" for v in ipt):
+                steps += iptables.vms_up(
+                    [v for v in ipt if v.backend == "iptables"],
+                    need_conntrack=iptables.CONNTRACK not in have,
+                )
+            steps += iptables.forward_policy_fix([v for v in ipt if v.options.fix_forward_policy])
+            for step in steps:
+                rule = "-A " + step.text.split(" ", 1)[1]
+                if rule not in have:
                     plan.add(step)
         if not dry_run and plan:
             Executor(m.runner).apply_all(plan)
         return plan
+
+
+def _restore_links(k: Kernel, vm: Vm, runner: Runner, dry_run: bool) -> list[Step]:
+    """Steps making one VM's links right again."""
+    if vm.mode == "clone":
+        if not drift_links(k, vm):
+            return []
+        if not dry_run:  # whatever is left of it goes first: it is made again whole
+            Executor(runner).apply_best_effort(Plan(clone.down(vm)), count_faults=False)
+        return modes.links_up([vm], set())
+    link = k.links.get(vm.tap)
+    want = _tap_want(vm)
+    if link is not None and any("owned by" in p for p in link_problems(link, vm.tap, "tap", want)):
+        steps = host.tap_down(vm)  # a tap's owner is set only when it is made
+        link = None
+    else:
+        steps = []
+    if vm.mode == "bridge":
+        br = str(vm.options.bridge)
+        if br not in k.links:  # the bridge itself went: ours again, as before
+            steps += bridge.create_bridge(vm)
+            k.links[br] = {"flags": ["UP"]}
+        if link is None:
+            return steps + bridge.tap_up(vm)
+        if link_problems(link, vm.tap, "tap", want):
+            steps.append(bridge.tap_up(vm)[1])  # re-attach, re-tag, bring up
+        return steps
+    create, address, bring_up = host.tap_up(vm)
+    if link is None:
+        return [*steps, create, address, bring_up, host.ipv6_off(vm)]
+    if link_problems(link, vm.tap, "tap", want):
+        if want["address"] not in _addrs(link):
+            steps.append(address)
+        steps.append(bring_up)
+    if _ipv6_on(vm.tap):
+        steps.append(host.ipv6_off(vm))
+    return steps
+
+
+def veth_problems(k: Kernel, vm: Vm) -> list[str]:
+    """The host end of a clone's veth link."""
+    assert vm.net is not None
+    want = {
+        "kind": "veth",
+        "address": f"{vm.net.network_address + 1}/{vm.net.prefixlen}",
+        "alias": host.owner_alias(vm),
+    }
+    return link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
+
+
+def drift_links(k: Kernel, vm: Vm) -> bool:
+    """Does anything of a clone's links, namespace or route differ?"""
+    return bool(veth_problems(k, vm) or clone_problems(k, vm))

@@ -107,9 +107,10 @@ class Lab:
         """iptables: the saved ``-A POSTROUTING ...`` rule tagged with ``vm``, as argv."""
         saved = self.sb.exec(self.sb.host, "iptables-nft-save", "-t", "nat").stdout
         for line in saved.splitlines():
-            if line.startswith("-A POSTROUTING") and comment_of(line) == f"fireroute:{vm}":
+            tag = "fireroute:" + self.records[vm]["owner_tag"]
+            if line.startswith("-A POSTROUTING") and comment_of(line) == tag:
                 return shlex.split(line)[1:]
-        raise AssertionError(f"no MASQUERADE rule tagged fireroute:{vm}:\n{saved}")
+        raise AssertionError(f"no MASQUERADE rule tagged for {vm}:\n{saved}")
 
     def remove_nat(self, vm: str) -> list[str]:
         """Remove only the masquerade of ``vm``, behind fireroute's back; returns the argv that
@@ -371,7 +372,8 @@ def test_down_removes_everything(lab: Lab) -> None:
         assert lab.records["vm1"]["guest_ip"] + " " not in ruleset, ruleset
     else:
         tags = iptables_tags(sb)
-        assert "fireroute:vm1" not in tags and "fireroute:vm2" in tags, tags
+        tag1, tag2 = ("fireroute:" + lab.records[v]["owner_tag"] for v in ("vm1", "vm2"))
+        assert tag1 not in tags and tag2 in tags, tags
 
     fireroute(sb, "down", "vm2")
     ok, transcript = fetch(lab.guests["vm2"])

@@ -16,13 +16,15 @@ def test_iptables_rules_tagged_and_removed(host: Host):
     foreign = host.iptables_rules()
     a = json.loads(host.fireroute("up", "a", "--backend", "iptables", "--json").stdout)[0]
     host.fireroute("up", "b", "--backend", "iptables")
+    state_id = a["owner_tag"].split(":")[0]
+    assert a["owner_tag"] == f"{state_id}:a" and len(state_id) == 8
     rules = host.iptables_rules()
     assert (
-        '-A POSTROUTING -s 172.16.0.2/32 -o up0 -m comment --comment "fireroute:a" '
+        f'-A POSTROUTING -s 172.16.0.2/32 -o up0 -m comment --comment "fireroute:{state_id}:a" '
         "-j MASQUERADE" in rules
     )
     assert (
-        '-A FORWARD -s 172.16.0.6/32 -i fr-b -o up0 -m comment --comment "fireroute:b" '
+        f'-A FORWARD -s 172.16.0.6/32 -i fr-b -o up0 -m comment --comment "fireroute:{state_id}:b" '
         "-j ACCEPT" in rules
     )
     conntrack = [r for r in rules if "ESTABLISHED" in r and r.startswith("-A FORWARD")]
@@ -31,7 +33,7 @@ def test_iptables_rules_tagged_and_removed(host: Host):
 
     host.fireroute("down", "a")
     rules = host.iptables_rules()
-    assert not [r for r in rules if "fireroute:a" in r]
+    assert not [r for r in rules if f"fireroute:{state_id}:a" in r]
     assert [r for r in rules if "fireroute:shared" in r]  # b still runs
     host.fireroute("down", "b")
     assert host.iptables_rules() == foreign  # only the foreign rule is left

@@ -34,7 +34,9 @@ def test_one_vm_up_and_down(host: Host):
     detail = json.loads(host.run("ip", "-d", "-j", "link", "show", "dev", "fr-web-1").stdout)[0]
     assert detail["linkinfo"]["info_data"]["type"] == "tap"
     assert detail["linkinfo"]["info_data"]["multi_queue"] is False
-    assert detail["ifalias"] == "fireroute:web-1"
+    assert detail["ifalias"] == "fireroute:" + rec["owner_tag"]
+    assert rec["owner_tag"].endswith(":web-1")
+    assert detail["linkinfo"]["info_data"]["user"] == "root"  # nobody else may attach to it
     assert host.forwarding() == "1"
     assert host.run("cat", "/proc/sys/net/ipv6/conf/fr-web-1/disable_ipv6").stdout.strip() == "1"
     assert not [a for a in link.get("addr_info", []) if a.get("family") == "inet6"]

@@ -134,8 +134,9 @@ def tagged_rules(host: Host) -> list[str]:
 
 
 def rule_owner(rule: str) -> str:
+    """The VM name (or "shared") a tagged rule carries: fireroute:<state id>:<vm>."""
     after = rule.split("--comment ", 1)[1].split(" ", 1)[0].strip('"')
-    return after[len(TAG) :]
+    return after[len(TAG) :].split(":")[-1]
 
 
 # -- the invariant ---------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def assert_consistent(host: Host, forwarding_when_empty: str = "0", check: bool 
         link = links[v["tap"]]
         assert inet_addrs(link) == [f"{v['tap_ip']}/{v['prefix']}"], (v["name"], link)
         assert "UP" in link["flags"], v["name"]
-        assert link.get("ifalias") == TAG + v["name"]
+        assert link.get("ifalias") == TAG + v["owner_tag"]
 
     nft_vms = [v for v in vms if v["backend"] == "nft"]
     tables = our_tables(host)
@@ -170,14 +171,14 @@ def assert_consistent(host: Host, forwarding_when_empty: str = "0", check: bool 
     for table in tables:
         in_table = [v for v in nft_vms if v["table"] == table]
         want = {
-            "masq": {((v["guest_ip"], v["uplink"]), v["name"]) for v in in_table},
-            "egress": {((v["tap"], v["uplink"]), v["name"]) for v in in_table},
-            "taps": {((v["tap"],), v["name"]) for v in in_table},
-            "vms": {((v["tap"], v["guest_ip"]), v["name"]) for v in in_table},
+            "masq": {((v["guest_ip"], v["uplink"]), v["owner_tag"]) for v in in_table},
+            "egress": {((v["tap"], v["uplink"]), v["owner_tag"]) for v in in_table},
+            "taps": {((v["tap"],), v["owner_tag"]) for v in in_table},
+            "vms": {((v["tap"], v["guest_ip"]), v["owner_tag"]) for v in in_table},
         }
         got = set_elements(host, table)
         assert {k: got.get(k, set()) for k in want} == want
-        names = {v["name"] for v in in_table}
+        names = {v["owner_tag"] for v in in_table}
         for other, elems in got.items():  # sets of later features: no element without a lease
             if other not in want:
                 assert {c for _val, c in elems} <= names, (other, elems)

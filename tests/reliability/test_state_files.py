@@ -115,11 +115,18 @@ def test_read_only_state(host: Host, what: str):
 def test_gc_with_the_state_file_lost(host: Host):
     host.fireroute("up", "a")
     host.fireroute("up", "b", "--backend", "iptables")
+    state_id = ls(host)[0]["owner_tag"].split(":")[0]
+    before = kernel(host)
     host.state.unlink()
+    # a new state file owns none of the lost one's objects (they could be anyone's): its gc
+    # leaves them all in place
     p = host.fireroute("gc", check=False)
     assert p.returncode == 0, p.stderr
-    # the value forwarding had before fireroute was in the lost file: gc leaves it as it is
-    # rather than guess (and possibly cut off a router)
+    assert kernel(host) == before
+    # naming the lost file's id collects them; the value forwarding had before fireroute was
+    # in the lost file: gc leaves it as it is rather than guess (and possibly cut off a router)
+    p = host.fireroute("gc", "--state-id", state_id, check=False)
+    assert p.returncode == 0, p.stderr
     assert_consistent(host, forwarding_when_empty="1")
 
 

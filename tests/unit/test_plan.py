@@ -16,13 +16,19 @@ GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 def vm(name: str, ordinal: int, **kw) -> Vm:
     net = IPv4Network(f"172.16.0.{4 * ordinal}/30")
     tap = f"fr-{name}"
-    return Vm(name, net, tap, "06:00:AC:10:00:%02X" % (4 * ordinal + 2), "eth0", Options(**kw))
+    v = Vm(name, net, tap, "06:00:AC:10:00:%02X" % (4 * ordinal + 2), "eth0", Options(**kw))
+    v.owner = "5ca1ab1e"  # the state file's id, in every owner tag
+    return v
 
 
 def golden(name: str, text: str) -> None:
+    """Compare with the golden file. ``FIREROUTE_UPDATE_GOLDEN=1`` (refused under CI) rewrites
+    it and fails anyway, so a rewrite is never a pass: review the diff, then rerun."""
     path = GOLDEN / name
     if os.environ.get("FIREROUTE_UPDATE_GOLDEN"):
+        assert not os.environ.get("CI"), "golden files are never rewritten in CI"
         path.write_text(text)
+        pytest.fail(f"{name} rewritten: review it with git diff, then rerun without the variable")
     assert text == path.read_text(), f"{name} differs from its golden file"
 
 

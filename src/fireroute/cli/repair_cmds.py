@@ -11,11 +11,18 @@ def configure_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="VM", help="vm(s) to check (default: all)")
 
 
-def configure_gc(p: argparse.ArgumentParser) -> None:
+def configure_restore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
 
 
-configure_restore = configure_gc
+def configure_gc(p: argparse.ArgumentParser) -> None:
+    configure_restore(p)
+    p.add_argument(
+        "--state-id",
+        metavar="ID",
+        help="collect the objects tagged for the state file with this id (one that was lost) "
+        "instead of this state file's own",
+    )
 
 
 def _manager(args: argparse.Namespace):  # noqa: ANN202
@@ -29,20 +36,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     from fireroute import repair
 
     report = repair.check(_manager(args), args.names)
-    bad = {vm: problems for vm, problems in report.items() if problems}
     if args.json:
-        print(json.dumps({"ok": not bad, "vms": report}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok(),
+                    "vms": report.vms,
+                    "shared": report.shared,
+                    "orphans": report.orphans,
+                },
+                indent=2,
+            )
+        )
     else:
-        for vm, problems in report.items():
+        for vm, problems in report.vms.items():
             print(f"{vm}: " + ("ok" if not problems else "; ".join(problems)))
-    return 1 if bad else 0
+        for what, problems in report.shared.items():
+            print(f"{what}: " + ("ok" if not problems else "; ".join(problems)))
+        for orphan in report.orphans:
+            print(f"orphan: {orphan}")
+    return 0 if report.ok() else 1
 
 
 def _run(args: argparse.Namespace, verb: str) -> int:
     from fireroute import repair
     from fireroute.plan.steps import as_commands
 
-    plan = getattr(repair, verb)(_manager(args), dry_run=args.dry_run)
+    extra = {"instance": args.state_id} if getattr(args, "state_id", None) else {}
+    plan = getattr(repair, verb)(_manager(args), dry_run=args.dry_run, **extra)
     if args.dry_run:
         sys.stdout.write(as_commands(plan))
     elif args.json:

@@ -219,17 +219,91 @@ def nft_our_tables(runner: Runner = run) -> list[str]:
     return our_tables(res.out)
 
 
-def our_links(runner: Runner = run) -> list[str]:
-    """Links in fireroute's interface group that carry our owner alias."""
-    from fireroute.plan.host import ALIAS_PREFIX, LINK_GROUP
+def tagged_links(runner: Runner = run) -> dict[str, str]:
+    """{name: alias} of the links in fireroute's interface groups that carry its alias prefix
+    (every state file's: the caller picks its own with fireroute.owner.parse)."""
+    from fireroute.plan.host import ALIAS_PREFIX, DOOMED_GROUP, LINK_GROUP
 
-    docs = ip_batch_json([f"link show group {LINK_GROUP}"], runner)
-    links = docs[0] or []
-    return [
-        str(link["ifname"])
-        for link in links  # type: ignore[union-attr]
+    docs = ip_batch_json([f"link show group {g}" for g in (LINK_GROUP, DOOMED_GROUP)], runner)
+    return {
+        str(link["ifname"]): str(link.get("ifalias", ""))
+        for doc in docs
+        for link in doc or []  # type: ignore[union-attr]
         if isinstance(link, dict) and str(link.get("ifalias", "")).startswith(ALIAS_PREFIX)
+    }
+
+
+def our_links(instance: str, runner: Runner = run) -> list[str]:
+    """Links tagged for the state file ``instance``."""
+    from fireroute import owner
+
+    return [
+        name
+        for name, alias in tagged_links(runner).items()
+        if (owner.parse(alias) or ("",))[0] == instance
     ]
+
+
+def foreign_links(instance: str, runner: Runner = run) -> list[str]:
+    """Links of fireroute's made for another state file (or by a fireroute before state ids)."""
+    from fireroute import owner
+
+    return [
+        name
+        for name, alias in tagged_links(runner).items()
+        if (owner.parse(alias) or ("",))[0] != instance
+    ]
+
+
+def bridge_ports(bridge: str, runner: Runner = run) -> list[str]:
+    docs = ip_batch_json([f"link show master {bridge}"], runner)
+    return [str(d["ifname"]) for d in docs[0] or [] if isinstance(d, dict)]  # type: ignore[union-attr]
+
+
+def _element_text(v: object) -> str:
+    """An element value from nft's JSON, as nft text."""
+    if isinstance(v, dict) and "concat" in v:
+        return " . ".join(_element_text(x) for x in v["concat"])
+    if isinstance(v, int):  # a port
+        return str(v)
+    text = str(v)
+    try:
+        IPv4Address(text)
+        return text
+    except ValueError:
+        return f'"{text}"'
+
+
+def nft_elements(table: str, runner: Runner = run) -> dict[str, dict[str, str]] | None:
+    """{set: {element as nft text: comment}} of an ip table; None if there is no such table."""
+    res = runner(["nft", "-j", "list", "table", "ip", table], None)
+    if res.rc != 0:
+        if "No such file or directory" in res.err:
+            return None
+        raise KernelError(f'read nftables table "{table}"', res.err)
+    out: dict[str, dict[str, str]] = {}
+    for item in jsontext.loads(res.out).get("nftables", []):
+        s = item.get("set")
+        if not s:
+            continue
+        elems = out.setdefault(str(s.get("name")), {})
+        for e in s.get("elem", []):
+            if isinstance(e, dict) and "elem" in e:
+                elems[_element_text(e["elem"]["val"])] = str(e["elem"].get("comment", ""))
+            else:
+                elems[_element_text(e)] = ""
+    return out
+
+
+def foreign_elements(table: str, instance: str, runner: Runner = run) -> bool:
+    """Does the table hold set elements that are not the state file ``instance``'s (another
+    state file's VMs share it)?"""
+    from fireroute import owner
+
+    sets = nft_elements(table, runner) or {}
+    return any(
+        (owner.parse(c) or ("",))[0] != instance for elems in sets.values() for c in elems.values()
+    )
 
 
 def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:

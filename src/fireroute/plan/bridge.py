@@ -1,20 +1,23 @@
 """Bridge mode links (the guide's "Advanced: Bridge-based routing"): a tap enslaved to a bridge.
 
-A bridge fireroute creates carries the owner tag ``fireroute:bridge:<name>`` and goes with the
-last VM on it; an existing bridge is adopted: never re-addressed, never removed.
+A bridge fireroute creates carries the owner tag ``fireroute:<state id>:bridge:<name>`` and
+goes with the last VM on it (and only when no other link is attached to it); an existing
+bridge is adopted: never re-addressed, never removed.
 """
 
 from __future__ import annotations
 
+from fireroute import owner
 from fireroute.model import Vm
-from fireroute.plan.host import ALIAS_PREFIX, LINK_GROUP, owner_alias, tuntap_add
+from fireroute.plan.host import LINK_GROUP, owner_alias, tuntap_add
 from fireroute.plan.steps import IP, Step
 
-BRIDGE_TAG = "bridge:"
+BRIDGE_TAG = owner.BRIDGE
 
 
-def bridge_alias(bridge: str) -> str:
-    return ALIAS_PREFIX + BRIDGE_TAG + bridge
+def bridge_alias(instance: str, bridge: str) -> str:
+    """``fireroute:<state id>:bridge:<name>``: a bridge this state file created."""
+    return owner.alias(instance, owner.bridge_name(bridge))
 
 
 def create_bridge(vm: Vm) -> list[Step]:
@@ -36,7 +39,7 @@ def create_bridge(vm: Vm) -> list[Step]:
     steps.append(
         Step(
             IP,
-            f"link set dev {br} group {LINK_GROUP} alias {bridge_alias(br)} up",
+            f"link set dev {br} group {LINK_GROUP} alias {bridge_alias(vm.owner, br)} up",
             f'bring up bridge "{br}"',
             vm.name,
         )
@@ -50,7 +53,7 @@ def tap_up(vm: Vm) -> list[Step]:
         tuntap_add(vm),
         Step(
             IP,
-            f"link set dev {vm.tap} master {br} group {LINK_GROUP} alias {owner_alias(vm.name)} up",
+            f"link set dev {vm.tap} master {br} group {LINK_GROUP} alias {owner_alias(vm)} up",
             f'attach tap "{vm.tap}" to "{br}"',
             vm.name,
         ),

@@ -44,7 +44,7 @@ def up(vm: Vm) -> list[Step]:
         ),
         Step(
             IP,
-            f"link set dev {host_veth} group {LINK_GROUP} alias {owner_alias(vm.name)} up",
+            f"link set dev {host_veth} group {LINK_GROUP} alias {owner_alias(vm)} up",
             f'bring up veth "{host_veth}"',
             vm.name,
         ),
@@ -63,15 +63,12 @@ def up(vm: Vm) -> list[Step]:
         Step(SYSCTL, "net.ipv4.ip_forward=1", f'enable forwarding in "{ns}"', vm.name, netns=ns)
     )
     script = (
-        f"table ip {NS_TABLE} {{\n"
-        '  comment "fireroute"\n'
-        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept;\n"
-        f'    ip saddr {guest.network} oifname "{NS_VETH}" snat to {ns_ip}\n'
-        "  }\n"
-        "  chain prerouting { type nat hook prerouting priority dstnat; policy accept;\n"
-        f'    iifname "{NS_VETH}" ip daddr {vm.clone_address} dnat to {guest.ip}\n'
-        "  }\n"
-        "}\n"
+        f'table ip {NS_TABLE} {{\n  comment "fireroute"\n'
+        + "".join(
+            f"  chain {name} {{ {header}\n" + "".join(f"    {r}\n" for r in rules) + "  }\n"
+            for name, (header, rules) in ns_chains(vm).items()
+        )
+        + "}\n"
     )
     steps.append(Step(NFT, script, f'set up NAT in namespace "{ns}"', vm.name, netns=ns))
     if vm.clone_address != ns_ip:
@@ -84,6 +81,24 @@ def up(vm: Vm) -> list[Step]:
             )
         )
     return steps
+
+
+def ns_chains(vm: Vm) -> dict[str, tuple[str, list[str]]]:
+    """The chains of the namespace's NAT table (name -> (header, rules)), as ``nft list``
+    prints them: SNAT of the guest to the veth address, DNAT of the clone address to it."""
+    assert vm.net is not None and vm.guest_iface_addr is not None
+    ns_ip = vm.net.network_address + 2
+    guest = vm.guest_iface_addr
+    return {
+        "postrouting": (
+            "type nat hook postrouting priority srcnat; policy accept;",
+            [f'ip saddr {guest.network} oifname "{NS_VETH}" snat to {ns_ip}'],
+        ),
+        "prerouting": (
+            "type nat hook prerouting priority dstnat; policy accept;",
+            [f'iifname "{NS_VETH}" ip daddr {vm.clone_address} dnat to {guest.ip}'],
+        ),
+    }
 
 
 def down(vm: Vm) -> list[Step]:

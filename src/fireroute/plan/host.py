@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan.steps import IP, SYSCTL, Step
 
@@ -9,20 +10,21 @@ LINK_GROUP = 4151
 """Interface group of every link fireroute creates: ``ip link del group`` removes many at once."""
 DOOMED_GROUP = 4152
 """Links about to be deleted together are moved here first (only ever by fireroute)."""
-ALIAS_PREFIX = "fireroute:"
+ALIAS_PREFIX = owner.PREFIX
 FORWARD_KEY = "net.ipv4.ip_forward"
 
 
-def owner_alias(vm: str) -> str:
-    """The owner tag carried by each link we create (its ifalias)."""
-    return ALIAS_PREFIX + vm
+def owner_alias(vm: Vm) -> str:
+    """The owner tag carried by each link we create for a VM (its ifalias)."""
+    return owner.PREFIX + vm.tag
 
 
 def owner_args(vm: Vm) -> str:
-    """`` user UID [group GID]`` for ``ip tuntap add`` when the tap is for a jailed VMM."""
+    """`` user UID [group GID]``: every tap has an owner (root unless ``--owner`` names the
+    jailed VMM's user), so no other local user can attach to it through /dev/net/tun."""
     o = vm.options.owner
     if o is None:
-        return ""
+        return " user 0"
     return f" user {o.uid}" + (f" group {o.gid}" if o.gid is not None else "")
 
 
@@ -52,7 +54,7 @@ def tap_up(vm: Vm) -> list[Step]:
         ),
         Step(
             IP,
-            f"link set dev {vm.tap} group {LINK_GROUP} alias {owner_alias(vm.name)} up",
+            f"link set dev {vm.tap} group {LINK_GROUP} alias {owner_alias(vm)} up",
             f'bring up tap "{vm.tap}"',
             vm.name,
         ),

@@ -7,24 +7,26 @@ applied in one ``iptables-nft-restore --noflush`` batch. Removal deletes exactly
 
 from __future__ import annotations
 
+from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan.steps import IPTABLES, Step
 
-TAG = "fireroute:"
-SHARED = TAG + "shared"
+TAG = owner.PREFIX
+SHARED = owner.SHARED
 METADATA = "169.254.169.254"
 CONNTRACK = (
     f"-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {SHARED} -j ACCEPT"
 )
 
 
-def tag(vm: str) -> str:
-    return TAG + vm
+def tag(vm: Vm) -> str:
+    """The comment of a VM's rules: ``fireroute:<state id>:<vm>``."""
+    return owner.PREFIX + vm.tag
 
 
 def vm_rules(vm: Vm) -> list[tuple[str, str]]:
     """(table, rule) pairs for one VM, in iptables-save's own spelling."""
-    c = f"-m comment --comment {tag(vm.name)}"
+    c = f"-m comment --comment {tag(vm)}"
     src = vm.nat_source
     dev = vm.options.bridge if vm.mode == "bridge" else vm.tap
     rules = [("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE")]
@@ -76,7 +78,7 @@ def forward_policy_fix(vms: list[Vm]) -> list[Step]:
     packet's journey through that chain)."""
     steps = []
     for vm in vms:
-        c = f"-m comment --comment {tag(vm.name)}"
+        c = f"-m comment --comment {tag(vm)}"
         for rule in (
             f"-I FORWARD -i {vm.tap} {c} -j ACCEPT",
             f"-I FORWARD -o {vm.tap} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
@@ -97,21 +99,22 @@ def forward_policy_fix(vms: list[Vm]) -> list[Step]:
     return steps
 
 
-def rules_down(present: list[tuple[str, str]], names: set[str], last: bool) -> list[Step]:
-    """Delete the saved lines (table, ``-A ...``) tagged for ``names`` (and the shared one)."""
+def rules_down(present: list[tuple[str, str]], tags: set[str], last: bool) -> list[Step]:
+    """Delete the saved lines (table, ``-A ...``) tagged for the VM tags ``tags``
+    (``<state id>:<vm>``), and the shared one when ``last``."""
     steps = []
     for table, line in present:
-        owner = comment_tag(line)
-        if owner is None:
+        found = comment_tag(line)
+        if found is None:
             continue
-        vm = owner[len(TAG) :]
-        if vm in names or (last and owner == SHARED):
+        vm_tag = found[len(TAG) :]
+        if vm_tag in tags or (last and found == SHARED):
             steps.append(
                 Step(
                     IPTABLES,
                     _delete(line),
                     "remove iptables rule",
-                    vm if vm in names else None,
+                    vm_tag.partition(":")[2] if vm_tag in tags else None,
                     table=table,
                 )
             )

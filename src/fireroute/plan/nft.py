@@ -6,6 +6,7 @@ transaction (idempotent), so a missing or damaged table heals on the next ``up``
 
 from __future__ import annotations
 
+from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan.steps import NFT, Step
 
@@ -21,6 +22,40 @@ SETS = {
 }
 CHAINS = ("postrouting", "forward", "input", "guest_in")
 METADATA = "169.254.169.254"
+HEADERS = {
+    "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "forward": "type filter hook forward priority filter; policy accept;",
+    "input": "type filter hook input priority filter; policy accept;",
+    "guest_in": "",
+}
+"""Each chain's type, hook and policy, as ``nft list`` prints them"""
+RULES = (
+    ("postrouting", "ip saddr . oifname @masq counter masquerade"),
+    ("forward", "ct state established,related accept"),
+    ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
+    ("forward", f"iifname @taps ip daddr {METADATA} iifname != @metadata counter drop"),
+    ("forward", "iifname @peers oifname @peers accept"),
+    ("forward", "iifname . oifname @egress counter accept"),
+    ("forward", "iifname @taps counter drop"),
+    ("forward", "oifname @taps counter drop"),
+    ("input", "iifname @taps jump guest_in"),
+    ("guest_in", "ct state established,related accept"),
+    ("guest_in", "iifname . ip saddr != @vms counter drop"),
+    ("guest_in", "icmp type echo-request accept"),
+    ("guest_in", "iifname . meta l4proto . th dport @host_ports accept"),
+    ("guest_in", "counter drop"),
+)
+"""The table's rules, constant whatever the VM count, written as ``nft list`` prints them
+(less the counters' values): ``check`` compares the kernel's listing with exactly these."""
+
+
+def chains() -> dict[str, tuple[str, list[str]]]:
+    """The desired chains of a NAT table: name -> (header, rules)."""
+    return {c: (HEADERS[c], [r for ch, r in RULES if ch == c]) for c in CHAINS}
+
+
+def declare_chain(name: str, header: str) -> str:
+    return f"  chain {name} {{ {header} }}\n" if header else f"  chain {name} {{ }}\n"
 
 
 def skeleton(table: str) -> str:
@@ -29,34 +64,25 @@ def skeleton(table: str) -> str:
         f"table ip {table} {{\n"
         f'  comment "{TABLE_COMMENT}"\n'
         f"{sets}"
-        "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
-        "  chain forward { type filter hook forward priority filter; policy accept; }\n"
-        "  chain input { type filter hook input priority filter; policy accept; }\n"
-        "  chain guest_in { }\n"
-        "}\n"
+        + "".join(declare_chain(c, HEADERS[c]) for c in CHAINS)
+        + "}\n"
         + "".join(f"flush chain ip {table} {c}\n" for c in CHAINS)
-        + f"add rule ip {table} postrouting ip saddr . oifname @masq counter masquerade\n"
-        f"add rule ip {table} forward ct state established,related accept\n"
-        f"add rule ip {table} forward iifname @taps iifname . ip saddr != @vms counter drop\n"
-        f"add rule ip {table} forward iifname @taps ip daddr {METADATA} "
-        "iifname != @metadata counter drop\n"
-        f"add rule ip {table} forward iifname @peers oifname @peers accept\n"
-        f"add rule ip {table} forward iifname . oifname @egress counter accept\n"
-        f"add rule ip {table} forward iifname @taps counter drop\n"
-        f"add rule ip {table} forward oifname @taps counter drop\n"
-        f"add rule ip {table} input iifname @taps jump guest_in\n"
-        f"add rule ip {table} guest_in ct state established,related accept\n"
-        f"add rule ip {table} guest_in iifname . ip saddr != @vms counter drop\n"
-        f"add rule ip {table} guest_in icmp type echo-request accept\n"
-        f"add rule ip {table} guest_in iifname . meta l4proto . th dport @host_ports accept\n"
-        f"add rule ip {table} guest_in counter drop\n"
+        + "".join(f"add rule ip {table} {c} {r}\n" for c, r in RULES)
     )
+
+
+def heal(table: str, vms: list[Vm], bridges: set[tuple[str, str, str]]) -> Step:
+    """Re-declare the table, its sets, chains (policies included) and rules, and add every
+    element of ``vms``: what ``restore`` runs for a table that drifted. No undo: it never
+    removes anything, so another state file's elements in the table are untouched."""
+    body = _element_lines("add", table, vms) + bridge_egress("add", table, bridges)
+    return Step(NFT, skeleton(table) + body, f'restore nftables table "{table}"')
 
 
 def _elements(vms: list[Vm]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {name: [] for name in SETS}
     for vm in vms:
-        tag = f'comment "{vm.name}"'
+        tag = f'comment "{vm.tag}"'
         src = vm.nat_source
         out["masq"].append(f'{src} . "{vm.uplink}" {tag}')
         if vm.mode == "bridge":  # one shared egress element per bridge; no per-tap entries
@@ -74,16 +100,20 @@ def _elements(vms: list[Vm]) -> dict[str, list[str]]:
     return out
 
 
-def bridge_egress(verb: str, table: str, bridges: set[tuple[str, str]]) -> str:
-    """The shared (bridge . uplink) egress elements of masquerading bridges."""
+def bridge_egress(verb: str, table: str, bridges: set[tuple[str, str, str]]) -> str:
+    """The shared (bridge . uplink) egress elements of masquerading bridges, given as
+    (bridge, uplink, state id)."""
     if not bridges:
         return ""
-    elems = ", ".join(f'"{b}" . "{u}" comment "bridge:{b}"' for b, u in sorted(bridges))
+    elems = ", ".join(
+        f'"{b}" . "{u}" comment "{owner.tag(i, owner.bridge_name(b))}"'
+        for b, u, i in sorted(bridges)
+    )
     return f"{verb} element ip {table} egress {{ {elems} }}\n"
 
 
-def _bridges(vms: list[Vm]) -> set[tuple[str, str]]:
-    return {(str(v.options.bridge), v.uplink) for v in vms if v.mode == "bridge"}
+def _bridges(vms: list[Vm]) -> set[tuple[str, str, str]]:
+    return {(str(v.options.bridge), v.uplink, v.owner) for v in vms if v.mode == "bridge"}
 
 
 def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
@@ -99,7 +129,9 @@ def _sets_only(table: str) -> str:
     return f'table ip {table} {{\n  comment "{TABLE_COMMENT}"\n{sets}}}\n'
 
 
-def remove_elements(table: str, vms: list[Vm], bridges: set[tuple[str, str]] | None = None) -> str:
+def remove_elements(
+    table: str, vms: list[Vm], bridges: set[tuple[str, str, str]] | None = None
+) -> str:
     """Idempotent removal: declaring the sets and adding first makes the delete succeed
     whether or not the elements (or the table) still exist."""
     b = bridges or set()
@@ -139,7 +171,7 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
 
 
 def vms_down(
-    table: str, vms: list[Vm], last: bool, drop_bridges: set[tuple[str, str]] | None = None
+    table: str, vms: list[Vm], last: bool, drop_bridges: set[tuple[str, str, str]] | None = None
 ) -> Step:
     """Remove the VMs' elements (and the egress of bridges no VM uses any more), or the whole
     table with the last VM."""

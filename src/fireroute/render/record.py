@@ -21,6 +21,7 @@ def as_dict(vm: Vm) -> dict[str, object]:
         "mac": vm.mac,
         "uplink": vm.uplink,
         "table": vm.table,
+        "owner_tag": vm.tag,
         "dns": [str(d) for d in vm.options.dns],
         "boot_args": guest.boot_arg(vm),
         "firecracker": firecracker.interface(vm),

@@ -75,6 +75,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         path = self.path = os.fspath(path)
         self._marks: dict[str, str] = {}  # free_from marks found, written by reserve()
+        self._instance: str | None = None
         if not create and not os.path.exists(path):
             self.db: sqlite3.Connection | None = None
             return
@@ -102,7 +103,14 @@ class Store:
                     now = self.db.execute("PRAGMA user_version").fetchone()[0]
                     if now == 0:
                         self.db.execute("PRAGMA journal_mode = WAL")
-                        self.db.executescript(SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                        import secrets
+
+                        self.db.executescript(
+                            SCHEMA
+                            + "INSERT OR IGNORE INTO meta (key, value) VALUES "
+                            + f"('instance', '{secrets.token_hex(4)}');"
+                            + f"PRAGMA user_version = {SCHEMA_VERSION};"
+                        )
                     elif now < SCHEMA_VERSION:
                         self.db.executescript(INDEXES + f"PRAGMA user_version = {SCHEMA_VERSION};")
             else:
@@ -133,7 +141,11 @@ class Store:
             ).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read state file {self.path}: {exc}") from None
-        return [_vm(r) for r in rows]
+        instance = self.instance()
+        vms = [_vm(r) for r in rows]
+        for vm in vms:
+            vm.owner = instance
+        return vms
 
     def get(self, name: str) -> Vm | None:
         rows = self._rows("WHERE name = ?", (name,))
@@ -207,6 +219,12 @@ class Store:
             self.db.execute("SELECT net_start, net_end FROM vms WHERE net_start IS NOT NULL")
         )
 
+    def mac_owner(self, mac: str) -> str | None:
+        if self.db is None:
+            return None
+        row = self.db.execute("SELECT name FROM vms WHERE mac = ?", (mac.upper(),)).fetchone()
+        return row[0] if row else None
+
     def tap_owner(self, tap: str) -> str | None:
         if self.db is None:
             return None
@@ -216,15 +234,22 @@ class Store:
     def instance(self) -> str:
         """A short random id of this state file: clone namespaces are named with it, so gc
         and teardown recognise their own namespaces and never another state file's."""
+        if self._instance is not None:
+            return self._instance
         have = self.meta("instance")
         if have or self.db is None:
-            return have or "new"
-        import secrets
+            self._instance = have or "new"
+            return self._instance
+        import secrets  # a file made before ids were written at creation gets one now
 
-        token = secrets.token_hex(2)
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)", (token,))
-        return self.meta("instance") or token
+        token = secrets.token_hex(4)
+        if os.access(self.path, os.W_OK):
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)", (token,)
+                )
+        self._instance = self.meta("instance") or token
+        return self._instance
 
     def meta(self, key: str) -> str | None:
         if self.db is None:
@@ -306,7 +331,9 @@ class _Lock:
         self.fd = -1
 
     def __enter__(self) -> None:
-        lock_path = f"{self.path}.lock"
+        # the lock belongs to the file, not to the path: a symlink or ".." reaches the same
+        # lock (and a bind mount of the directory the same lock file)
+        lock_path = f"{os.path.realpath(self.path)}.lock"
         try:
             _make_parent(self.path)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -1,0 +1,81 @@
+"""Checks of a new request that go beyond the shape of each option: addresses that can really
+be a host's (unicast, not a subnet's network or broadcast address), on-link where they must be,
+and consistent with each other. Pure: what the host already holds is checked by the manager
+(uplink, leases of every mode, clone addresses, MACs) before anything changes.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from fireroute.errors import UsageError
+from fireroute.model import Options
+
+NOT_UNICAST = (
+    (IPv4Network("0.0.0.0/8"), "in 0.0.0.0/8 (this network)"),
+    (IPv4Network("127.0.0.0/8"), "a loopback address"),
+    (IPv4Network("224.0.0.0/4"), "a multicast address"),
+    (IPv4Network("240.0.0.0/4"), "a reserved (class E) or broadcast address"),
+)
+
+
+def unicast(ip: IPv4Address, what: str) -> None:
+    for net, why in NOT_UNICAST:
+        if ip in net:
+            raise UsageError(f"{what} {ip} is {why}: it cannot be a host's address")
+
+
+def host_address(iface: IPv4Interface, what: str) -> None:
+    """A usable address of its own subnet: unicast, and neither its network nor broadcast."""
+    unicast(iface.ip, what)
+    net = iface.network
+    if net.prefixlen <= 30 and iface.ip in (net.network_address, net.broadcast_address):
+        kind = "network" if iface.ip == net.network_address else "broadcast"
+        raise UsageError(f"{what} {iface} is the {kind} address of {net}")
+
+
+def request(o: Options) -> None:
+    """Every address of a request, checked on its own and against the others."""
+    for net, why in NOT_UNICAST:
+        if o.mode != "bridge" and o.pool.overlaps(net):
+            raise UsageError(f"pool {o.pool} overlaps {net} ({why.split(' (')[0]})")
+    for d in o.dns:
+        unicast(d, "--dns")
+    if o.mac is not None and o.mac == "00:00:00:00:00:00":
+        raise UsageError(f'invalid MAC "{o.mac}": the all-zero address cannot be a guest MAC')
+    if o.mode == "clone":
+        if o.clone_address not in (None, "auto"):
+            unicast(IPv4Address(o.clone_address), "--clone-address")
+        if o.guest:
+            host_address(IPv4Interface(o.guest), "--guest-ip")
+    if o.mode != "bridge":
+        return
+    bridge = IPv4Interface(o.bridge_address) if o.bridge_address else None
+    guest = IPv4Interface(o.guest) if o.guest else None
+    if bridge is not None:
+        host_address(bridge, "--bridge-address")
+    if guest is not None:
+        host_address(guest, "--guest-ip")
+        if bridge is not None and guest.ip == bridge.ip:
+            raise UsageError(f"--guest-ip {guest.ip} is the bridge's own address")
+    subnet = bridge.network if bridge else (guest.network if guest else None)
+    if o.gateway is not None:
+        gw = IPv4Address(o.gateway)
+        unicast(gw, "--gateway")
+        if subnet is not None and gw not in subnet:
+            raise UsageError(f"--gateway {gw} is not on the guests' link {subnet}")
+        if subnet is not None and gw in (subnet.network_address, subnet.broadcast_address):
+            raise UsageError(f"--gateway {gw} is the network or broadcast address of {subnet}")
+        if guest is not None and gw == guest.ip:
+            raise UsageError(f"--gateway {gw} is the guest's own address")
+    if o.addr_range is not None and bridge is not None:
+        first, last = o.range_bounds()
+        net = bridge.network
+        for a in (first, last):
+            if a not in net:
+                raise UsageError(f"--range {o.addr_range} leaves the bridge's subnet {net}")
+        if first == net.network_address or last == net.broadcast_address:
+            raise UsageError(
+                f"--range {o.addr_range} includes the network or broadcast address of {net}"
+            )
+        unicast(first, "--range")

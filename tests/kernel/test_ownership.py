@@ -1,0 +1,130 @@
+"""Two state files on one host: each one's verbs touch only its own VMs' objects, and the
+shared ones (a table, the shared iptables rule, forwarding) stay while the other uses them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Host
+
+pytestmark = pytest.mark.privileged
+
+
+def other(host: Host, *args: str, check: bool = True):
+    """fireroute with a second state file, B, in the same host namespace."""
+    env = {"FIREROUTE_STATE": str(host.state.parent / "b" / "state.db")}
+    return host.fireroute(*args, check=check, env=env)
+
+
+def check_ok(host: Host, b: bool = False) -> dict:
+    p = (
+        other(host, "check", "--json", check=False)
+        if b
+        else host.fireroute("check", "--json", check=False)
+    )
+    report = json.loads(p.stdout)
+    assert p.returncode == 0 and report["ok"], p.stdout
+    return report
+
+
+def b_objects(host: Host) -> tuple:
+    """What B's VMs hold in the kernel: their taps (addresses, flags, alias), their elements
+    and rules (by B's tag), and forwarding."""
+    tag = json.loads(other(host, "ls", "--json").stdout)[0]["owner_tag"].split(":")[0]
+    links = {
+        n: (host.addrs(n), sorted(d["flags"]), d.get("ifalias"))
+        for n, d in host.links().items()
+        if n.startswith("fr-b")
+    }
+    elems = sorted(
+        json.dumps(e, sort_keys=True)
+        for item in host.nft()
+        if (s := item.get("set"))
+        for e in s.get("elem", [])
+        if tag in json.dumps(e)
+    )
+    rules = sorted(r for r in host.iptables_rules() if tag in r)
+    return links, elems, rules, host.forwarding()
+
+
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_gc_and_teardown_of_one_state_file_leave_the_other_alone(host: Host, backend: str):
+    host.fireroute("up", "a1", "--backend", backend)
+    other(host, "up", "b1", "--backend", backend, "--tap", "fr-b1", "--pool", "172.17.0.0/16")
+    other(host, "up", "b2", "--backend", backend, "--tap", "fr-b2", "--pool", "172.17.0.0/16")
+    check_ok(host)
+    check_ok(host, b=True)
+    before = b_objects(host)
+    assert before[0] and (before[1] or before[2]) and before[3] == "1"
+
+    host.fireroute("gc")  # B's objects are not A's leftovers
+    assert b_objects(host) == before
+    host.fireroute("down", "a1")  # A's last VM: the table/shared rule stay for B
+    assert b_objects(host) == before
+    host.fireroute("up", "a2", "--backend", backend)
+    host.fireroute("teardown")  # forwarding stays on under B's VMs
+    assert b_objects(host) == before
+    check_ok(host, b=True)
+    assert "fr-a1" not in host.links() and "fr-a2" not in host.links()
+
+    other(host, "teardown")  # the last state file: now everything goes
+    assert not [n for n in host.links() if n.startswith("fr-")]
+    assert "fireroute" not in host.nft_text()
+    assert not [r for r in host.iptables_rules() if "fireroute" in r]
+
+
+def test_positive_control_gc_removes_its_own_unaccounted_objects(host: Host):
+    """The same gc that leaves B alone removes A's own objects that lost their lease."""
+    import sqlite3
+
+    host.fireroute("up", "a1")
+    host.fireroute("up", "lost")
+    other(host, "up", "b1", "--tap", "fr-b1", "--pool", "172.17.0.0/16")
+    db = sqlite3.connect(host.state)
+    db.execute("DELETE FROM vms WHERE name = 'lost'")
+    db.commit()
+    db.close()
+    p = host.fireroute("check", "--json", check=False)
+    assert p.returncode == 1
+    assert any("fr-lost" in o for o in json.loads(p.stdout)["orphans"]), p.stdout
+    before = b_objects(host)
+    host.fireroute("gc")
+    assert "fr-lost" not in host.links() and "fr-a1" in host.links()
+    assert b_objects(host) == before
+    check_ok(host)
+    check_ok(host, b=True)
+
+
+def test_down_of_a_name_twice_keeps_the_others(host: Host):
+    host.fireroute("up", "w1")
+    host.fireroute("up", "w2")
+    host.fireroute("down", "w1", "w1")
+    assert "fr-w2" in host.links() and host.forwarding() == "1"
+    check_ok(host)
+
+
+def test_lock_is_the_files_not_the_paths(host: Host, tmp_path: Path):
+    """A symlink to the state file and a path with '..' in it take the same lock."""
+    from fireroute.state.store import Store
+
+    host.fireroute("up", "a")
+    link = tmp_path / "alias.db"
+    os.symlink(host.state, link)
+    (tmp_path / "sub").mkdir()
+    dotted = tmp_path / "sub" / ".." / "state.db"
+    held = Store(host.state, create=False).locked(timeout=0)
+    with held:
+        for path in (link, dotted):
+            p = host.fireroute(
+                "up",
+                "b",
+                env={"FIREROUTE_STATE": str(path), "FIREROUTE_LOCK_TIMEOUT": "0.2"},
+                check=False,
+            )
+            assert p.returncode != 0 and "busy" in p.stderr, (path, p.stderr)
+    p = host.fireroute("up", "b", env={"FIREROUTE_STATE": str(link)})  # positive control
+    assert p.returncode == 0
