@@ -1,0 +1,225 @@
+"""A stateful property test against the real kernel: random sequences of up, down, gc, check,
+restore and teardown over two state files, both backends and NAT and clone modes, with drift
+injected behind fireroute's back (a tap deleted, a table or chain flushed, an element deleted)
+and processes killed mid-run. After every step:
+
+- ``check`` of a state file is clean exactly when nothing of it was damaged since its last
+  ``restore`` (and a damage is always seen);
+- foreign objects (another program's link, nft table and iptables rule) are byte-for-byte
+  unchanged;
+- no two VMs, of any state file, share an address block, a MAC or a tap;
+- every VM that is up holds its tap, and the kernel holds no fireroute link no lease accounts
+  for once ``gc`` ran.
+
+CI runs a bounded number of examples; ``FIREROUTE_PROPERTY_EXAMPLES=200 FIREROUTE_PROPERTY_STEPS
+=30 .venv/bin/python -m pytest tests/reliability/test_property.py`` is the long run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from tempfile import mkdtemp
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from tests.conftest import Host, is_root, remove_clone_namespaces
+
+pytestmark = [
+    pytest.mark.privileged,
+    pytest.mark.skipif(not is_root(), reason="needs root to create network namespaces"),
+]
+
+EXAMPLES = int(os.environ.get("FIREROUTE_PROPERTY_EXAMPLES", "6"))
+STEPS = int(os.environ.get("FIREROUTE_PROPERTY_STEPS", "12"))
+FILES = ("A", "B")
+POOLS = {"A": ("172.16.0.0/16", "10.200.0.0/16"), "B": ("172.17.0.0/16", "10.201.0.0/16")}
+NAMES = ("1", "2", "3")  # VM "a1" of A, "b1" of B: distinct taps (fr-a1, fr-b1)
+SHAPES = {
+    "nft": [],
+    "iptables": ["--backend", "iptables"],
+    "clone": ["--mode", "clone"],
+}
+
+
+class Machine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        from fireroute.lab.sandbox import Sandbox
+
+        self.root = Path(mkdtemp(prefix="frprop-"))
+        self.sb = Sandbox(prefix="frp").__enter__()
+        self.host = Host(self.sb.host, self.sb.internet, self.root / "A" / "state.db")
+        self.up: dict[str, dict[str, str]] = {f: {} for f in FILES}
+        """state file -> {vm: shape} that the model says are up"""
+        self.damaged = {f: False for f in FILES}
+        self.host.sh(
+            "ip link add fr-foreign type veth peer name other0 && "
+            "nft add table ip theirs && nft add chain ip theirs c '{ type filter hook "
+            "forward priority 10; policy accept; }' && nft add rule ip theirs c counter accept && "
+            "iptables-nft -A FORWARD -i docker0 -j ACCEPT"
+        )
+        self.foreign = self.foreign_state()
+
+    def teardown(self) -> None:
+        try:
+            remove_clone_namespaces(self.root)
+        finally:
+            self.sb.__exit__(None, None, None)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def fr(self, sf: str, *args: str, env: dict[str, str] | None = None):
+        state = str(self.root / sf / "state.db")
+        return self.host.fireroute(
+            *args, check=False, env={"FIREROUTE_STATE": state, **(env or {})}
+        )
+
+    def foreign_state(self) -> tuple:
+        links = json.loads(self.host.run("ip", "-j", "-d", "link", "show").stdout)
+        mine = {
+            d["ifname"]: (d.get("address"), d.get("ifalias"), d.get("master"))
+            for d in links
+            if d["ifname"] in ("fr-foreign", "other0", "lo", "up0")
+        }
+        theirs = self.host.run("nft", "list", "table", "ip", "theirs").stdout
+        rules = [r for r in self.host.iptables_rules() if "fireroute" not in r]
+        return mine, theirs, rules
+
+    def ls(self, sf: str) -> list[dict]:
+        p = self.fr(sf, "ls", "--json")
+        return json.loads(p.stdout) if p.returncode == 0 and p.stdout.strip() else []
+
+    def args(self, sf: str, name: str, shape: str) -> list[str]:
+        pool = POOLS[sf][1 if shape == "clone" else 0]
+        return ["up", name, "--pool", pool, *SHAPES[shape]]
+
+    # -- rules -----------------------------------------------------------------------------
+    @rule(sf=st.sampled_from(FILES), n=st.sampled_from(NAMES), shape=st.sampled_from(list(SHAPES)))
+    def up_vm(self, sf: str, n: str, shape: str) -> None:
+        name = sf.lower() + n
+        have = self.up[sf].get(name)
+        p = self.fr(sf, *self.args(sf, name, shape))
+        if have is None or have == shape:
+            assert p.returncode == 0, p.stderr
+            self.up[sf][name] = shape
+        else:  # the same name with other options: refused, nothing changed
+            assert p.returncode == 3, p.stderr
+
+    @rule(sf=st.sampled_from(FILES), n=st.sampled_from(NAMES), twice=st.booleans())
+    def down_vm(self, sf: str, n: str, twice: bool) -> None:
+        name = sf.lower() + n
+        p = self.fr(sf, "down", name, *([name] if twice else []))
+        assert p.returncode == 0, p.stderr
+        self.up[sf].pop(name, None)
+        if not self.up[sf]:
+            self.damaged[sf] = False  # nothing left that could be damaged
+
+    @rule(sf=st.sampled_from(FILES), n=st.sampled_from(NAMES), k=st.integers(1, 4))
+    def killed_up_then_gc(self, sf: str, n: str, k: int) -> None:
+        name = sf.lower() + n
+        if name in self.up[sf]:
+            return
+        p = self.fr(sf, *self.args(sf, name, "nft"), env={"FIREROUTE_FAULT": f"kill@{k}"})
+        assert p.returncode in (0, -9, 137), p.stderr
+        q = self.fr(sf, "gc")
+        assert q.returncode == 0, q.stderr
+        names = {v["name"] for v in self.ls(sf)}
+        if p.returncode == 0:
+            assert name in names  # it was not killed: gc must leave it up
+            self.up[sf][name] = "nft"
+        else:
+            assert name not in names  # killed half-way: gc undid it
+
+    @rule(sf=st.sampled_from(FILES))
+    def gc(self, sf: str) -> None:
+        p = self.fr(sf, "gc")
+        assert p.returncode == 0, p.stderr
+
+    @rule(sf=st.sampled_from(FILES))
+    def restore(self, sf: str) -> None:
+        p = self.fr(sf, "restore")
+        assert p.returncode == 0, p.stderr
+        self.damaged[sf] = False
+
+    @rule(sf=st.sampled_from(FILES))
+    def teardown_file(self, sf: str) -> None:
+        p = self.fr(sf, "teardown")
+        assert p.returncode == 0, p.stderr
+        self.up[sf] = {}
+        self.damaged[sf] = False
+
+    @precondition(lambda self: any(self.up.values()))
+    @rule(data=st.data(), kind=st.sampled_from(["tap", "flush-table", "flush-chain", "element"]))
+    def drift(self, data: st.DataObject, kind: str) -> None:
+        sf = data.draw(st.sampled_from([f for f in FILES if self.up[f]]))
+        vms = [v for v in self.ls(sf) if v["name"] in self.up[sf]]
+        vm = data.draw(st.sampled_from(vms))
+        nft = (
+            vm["backend"] == "nft"
+            and self.host.run("nft", "list", "table", "ip", "firecracker", check=False).returncode
+            == 0
+        )
+        if kind == "tap" or not nft:
+            self.host.run("ip", "link", "del", vm["host_dev"])
+        elif kind == "flush-table":
+            self.host.run("nft", "flush", "table", "ip", "firecracker")
+        elif kind == "flush-chain":
+            self.host.run("nft", "flush", "chain", "ip", "firecracker", "forward")
+        else:
+            src = vm["veth"]["netns_ip"] if vm["mode"] == "clone" else vm["guest_ip"]
+            self.host.sh(
+                f"nft delete element ip firecracker masq '{{ {src} . \"{vm['uplink']}\" }}'"
+            )
+        # a shared table flushed damages every state file with VMs in it
+        hit = [sf]
+        if kind in ("flush-table", "flush-chain") and nft:
+            hit = [f for f in FILES if any(v["backend"] == "nft" for v in self.ls(f))]
+        for f in hit:
+            self.damaged[f] = True
+            p = self.fr(f, "check")
+            assert p.returncode == 1, (f, kind, p.stdout)
+
+    # -- invariants ------------------------------------------------------------------------
+    @invariant()
+    def check_tells_the_truth(self) -> None:
+        for sf in FILES:
+            p = self.fr(sf, "check", "--json")
+            if self.damaged[sf]:
+                assert p.returncode == 1, p.stdout
+            else:
+                assert p.returncode == 0, (sf, p.stdout, p.stderr)
+
+    @invariant()
+    def foreign_objects_untouched(self) -> None:
+        assert self.foreign_state() == self.foreign
+
+    @invariant()
+    def model_matches_and_nothing_is_shared(self) -> None:
+        everyone = []
+        for sf in FILES:
+            vms = self.ls(sf)
+            assert {v["name"] for v in vms} == set(self.up[sf]), (sf, vms, self.up[sf])
+            everyone += vms
+        for key in ("host_dev", "mac"):
+            values = [v[key] for v in everyone]
+            assert len(values) == len(set(values)), (key, values)
+        blocks = [v["veth"]["host_ip"] if v["mode"] == "clone" else v["tap_ip"] for v in everyone]
+        assert len(blocks) == len(set(blocks)), blocks
+        links = self.host.links()
+        for v in everyone:
+            if not self.damaged["A" if v["name"].startswith("a") else "B"]:
+                assert v["host_dev"] in links, v["name"]
+
+
+Machine.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=STEPS,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=not os.environ.get("FIREROUTE_PROPERTY_EXAMPLES"),
+)
+test_state_machine = Machine.TestCase
