@@ -38,7 +38,10 @@ def forward_policy_start(runner: Runner = run) -> Child | Done | None:
 def forward_policy_finding(job: Child | Done | None) -> Finding:
     if job is None:
         return Finding(OK, "iptables-nft not installed: no FORWARD policy to collide with")
-    for line in job.wait().out.splitlines():
+    res = job.wait()
+    if res.rc != 0:
+        return unreadable("iptables-nft's FORWARD policy", res.err)
+    for line in res.out.splitlines():
         if line.startswith(":FORWARD ") and line.split()[1] == "DROP":
             return Finding(
                 FAIL,
@@ -54,6 +57,8 @@ def legacy_mix(runner: Runner = run) -> Finding:
     if not which("iptables-legacy-save"):
         return Finding(OK, "no iptables-legacy rules")
     res = runner(["iptables-legacy-save"], None)
+    if res.rc != 0:
+        return unreadable("iptables-legacy rules", res.err)
     rules = [line for line in res.out.splitlines() if line.startswith("-A ")]
     if rules:
         return Finding(
@@ -65,7 +70,20 @@ def legacy_mix(runner: Runner = run) -> Finding:
     return Finding(OK, "no iptables-legacy rules")
 
 
+def unreadable(what: str, err: str) -> Finding:
+    """Something doctor could not read: a failure, never an "ok" it cannot know."""
+    first = (err.strip().splitlines() or ["no output"])[0]
+    return Finding(FAIL, f"cannot read {what}: {first}", "run fireroute doctor as root")
+
+
 def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
+    from fireroute.errors import PermissionDenied
+    from fireroute.kernel import observe
+
+    try:
+        observe.require_net_admin("read the host's ruleset")
+    except PermissionDenied as exc:
+        return [Finding(FAIL, str(exc), "run fireroute doctor as root")]
     out = [forward_policy(runner), legacy_mix(runner)]
     fwd = read_value("/proc/sys/net/ipv4/ip_forward")
     if vm_count and fwd != "1":

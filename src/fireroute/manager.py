@@ -155,12 +155,14 @@ class Manager:
             vm = store.get(n)
             if vm is None:
                 fresh.append(n)
-            elif vm.state == "active" and vm.options == options:
-                existing.append(vm)
             elif vm.state == "active":
-                raise ConflictError(
-                    f'vm "{n}" is already up with different options; run "fireroute down {n}" first'
-                )
+                differ = differences(vm, options)
+                if differ:
+                    raise ConflictError(
+                        f'vm "{n}" is already up with other options ({"; ".join(differ)}); '
+                        f'run "fireroute down {n}" first'
+                    )
+                existing.append(vm)
             else:
                 if dry_run:
                     raise ConflictError(
@@ -589,6 +591,48 @@ class Manager:
         if vm is None:
             raise NotFound(f'vm "{name}" is not known to the state file {self.state_path}')
         return vm
+
+
+def differences(vm: Vm, options: Options) -> list[str]:
+    """How a request for an existing VM differs from what it has, option by option, as
+    "--name: has X, asked Y". What the request leaves open (uplink, tap, MAC) or states as the
+    VM already has it is no difference, nor is the order of --allow-host-port."""
+    have, want = vm.options.identity(), options.identity()
+    for key, actual in (("uplink", vm.uplink), ("tap", vm.vm_tap), ("mac", vm.mac)):
+        if want[key] is None or str(want[key]).upper() == str(actual).upper():
+            want[key] = have[key]
+    for d in (have, want):
+        d["allow_host_ports"] = sorted(map(tuple, d["allow_host_ports"]))  # type: ignore[arg-type]
+    return [
+        f"--{FLAGS.get(key, key.replace('_', '-'))}: has {_shown(have[key])}, "
+        f"asked {_shown(want[key])}"
+        for key in have
+        if have[key] != want[key]
+    ]
+
+
+FLAGS = {
+    "addr_range": "range",
+    "guest": "guest-ip",
+    "prefix": "block-size",
+    "allow_host_ports": "allow-host-port",
+}
+"""Options whose flag is not their field's name"""
+
+
+def _shown(value: object) -> str:
+    if value is None or value is False:
+        return "none"
+    if value is True:
+        return "yes"
+    if isinstance(value, list):
+        return (
+            ",".join(
+                "/".join(map(str, v)) if isinstance(v, tuple | list) else str(v) for v in value
+            )
+            or "none"
+        )
+    return str(value)
 
 
 def pool_arg(text: str) -> IPv4Network:

@@ -449,7 +449,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     from fireroute.render import firecracker, guest
 
     rx, tx = limiters(args)
-    vm = Manager(_state(args)).show(args.name)
+    manager = Manager(_state(args))
+    vm = manager.show(args.name)
     entry = firecracker.interface(vm)
     entry["iface_id"] = _iface_id(args, vm)
     if rx:
@@ -458,7 +459,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         entry["tx_rate_limiter"] = tx
     existing = _read_config(args.merge) if args.merge is not None else None
     try:
-        merged = merge_config(existing, entry, guest.boot_arg(vm))
+        others = {v.vm_tap for v in manager.ls() if v.name != vm.name}
+        merged = merge_config(existing, entry, guest.boot_arg(vm), others)
     except ValueError as exc:
         where = f" into {args.merge}" if args.merge is not None else ""
         raise ConflictError(f'cannot merge vm "{vm.name}"{where}: {exc}') from None

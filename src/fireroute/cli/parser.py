@@ -40,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
-        raise UsageError(f"{self.prog}: {message}")
+        verb = self.prog.removeprefix("fireroute").strip()  # "up", or "" for the top level
+        raise UsageError(f"{verb}: {message}" if verb else message)
 
 
 def add(p: argparse.ArgumentParser, opts: tuple[spec.Opt, ...]) -> None:

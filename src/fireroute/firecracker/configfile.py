@@ -8,7 +8,12 @@ The config file mirrors the API: ``"network-interfaces"`` is a list of
 from fireroute.firecracker.bootargs import set_ip_arg
 
 
-def merge_config(existing: dict | None, iface_entry: dict, ip_arg: str | None) -> dict:
+def merge_config(
+    existing: dict | None,
+    iface_entry: dict,
+    ip_arg: str | None,
+    other_taps: set[str] | frozenset[str] = frozenset(),
+) -> dict:
     """Return a new config with ``iface_entry`` and ``ip_arg`` merged in.
 
     * ``iface_entry`` replaces the entry with the same ``iface_id`` in place, or is
@@ -17,6 +22,10 @@ def merge_config(existing: dict | None, iface_entry: dict, ip_arg: str | None) -
     * ``ip_arg`` (a full ``ip=...`` token) replaces any kernel ``ip=`` argument in
       ``boot-source.boot_args``, all other arguments kept in order; ``None`` removes a
       kernel ``ip=`` argument if there is one.
+    * An entry with the same ``iface_id`` whose tap is in ``other_taps`` (another vm's) is
+      an error rather than replaced: a second vm joins with an ``iface_id`` of its own.
+    * The ``ip=`` argument of another interface (another ``device`` field) is kept: the
+      kernel takes one, and the first vm's stays.
     * ``existing`` is not modified. With ``existing=None`` the result is a minimal
       fragment: ``{"network-interfaces": [...]}`` plus ``{"boot-source": {"boot_args":
       ...}}`` when ``ip_arg`` is given (a fragment: Firecracker also needs
@@ -39,6 +48,12 @@ def merge_config(existing: dict | None, iface_entry: dict, ip_arg: str | None) -
     replaced = False
     for entry in ifaces:
         if isinstance(entry, dict) and entry.get("iface_id") == new_entry["iface_id"]:
+            if entry.get("host_dev_name") in other_taps:
+                raise ValueError(
+                    f"interface {new_entry['iface_id']!r} of the existing config is tap "
+                    f"{entry.get('host_dev_name')!r}, another vm's: give this vm another "
+                    "--iface-id (and --guest-iface) to add it as a second interface"
+                )
             if not replaced:
                 merged.append(new_entry)
                 replaced = True
@@ -63,8 +78,21 @@ def merge_config(existing: dict | None, iface_entry: dict, ip_arg: str | None) -
         current = boot.get("boot_args") or ""
         if not isinstance(current, str):
             raise ValueError("'boot-source.boot_args' in the existing config is not a string")
-        boot["boot_args"] = set_ip_arg(current, ip_arg)
+        held = _ip_device(current)
+        if ip_arg is None or held is None or held == _ip_device(ip_arg):
+            boot["boot_args"] = set_ip_arg(current, ip_arg)
+        # else: the kernel takes one ip= argument, and it configures another interface (the
+        # first vm's); this one's is left to the guest script
     return config
+
+
+def _ip_device(args: str) -> str | None:
+    """The device field of the ip= argument in a kernel command line, if there is one."""
+    for token in args.split():
+        if token.startswith("ip="):
+            fields = token[3:].split(":")
+            return fields[5] if len(fields) > 5 else ""
+    return None
 
 
 def _check_entry(iface_entry: dict) -> None:

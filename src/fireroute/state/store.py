@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover
     import sqlite3  # type: ignore[no-redef]
 
 from fireroute import jsontext
-from fireroute.errors import Busy, ConflictError, StateError
+from fireroute.errors import Busy, ConflictError, StateError, UsageError
 from fireroute.kernel.run import HELD_FDS
 from fireroute.model import Options, Vm
 
@@ -318,6 +318,20 @@ class Store:
             db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
 
 
+def lock_timeout() -> float:
+    """FIREROUTE_LOCK_TIMEOUT: seconds to wait for the state lock (default 60)."""
+    text = os.environ.get("FIREROUTE_LOCK_TIMEOUT", "60")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e9:
+        raise UsageError(
+            f'invalid FIREROUTE_LOCK_TIMEOUT "{text}": expected seconds, such as 60 or 0.5'
+        )
+    return value
+
+
 class _Lock:
     """The state lock: an exclusive flock on ``<state>.lock``; its descriptor is inherited by
     every child started while it is held (HELD_FDS). Context managers are written out as
@@ -325,9 +339,7 @@ class _Lock:
 
     def __init__(self, path: str, timeout: float | None) -> None:
         self.path = path
-        self.timeout = (
-            float(os.environ.get("FIREROUTE_LOCK_TIMEOUT", "60")) if timeout is None else timeout
-        )
+        self.timeout = lock_timeout() if timeout is None else timeout
         self.fd = -1
 
     def __enter__(self) -> None:
