@@ -71,6 +71,10 @@ class Population:
     def ipt_members(self) -> bool:
         return any(k[1] == "iptables" and k[4] for k in self.counts)
 
+    def bridge_members(self, table: str) -> bool:
+        """Bridge VMs with anti-spoofing entries in the ``bridge`` table of that name?"""
+        return any(k[0] == "bridge" and k[2] == table for k in self.counts)
+
     def bridges(self) -> set[str]:
         return {str(k[3]) for k in self.counts if k[0] == "bridge"}
 
@@ -232,6 +236,16 @@ class Manager:
             from fireroute.plan import iptables
 
             plan.add(*iptables.forward_policy_fix(members))
+        bridged = [v for v in vms if v.mode == "bridge"]
+        bridge_index = -1
+        if bridged:
+            from fireroute.plan import bridge
+
+            fresh_filter = not others.bridge_members(options.table) and not (
+                observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
+            )
+            bridge_index = len(plan.steps)
+            plan.add(bridge.filter_up(options.table, bridged, fresh_filter))
         if dry_run:
             self._policy_warning(policy, warnings)
             return UpResult(existing + vms, plan, True, warnings)
@@ -248,7 +262,13 @@ class Manager:
                 Executor(self.runner).apply_all(plan)
             except AlreadyExists:  # the table's name is taken: ours (left over) or not
                 observe.check_table_owner(options.table, self.runner)
-                plan.steps[nft_index] = nft.vms_up(options.table, members, fresh_table)
+                if nft_index >= 0:
+                    plan.steps[nft_index] = nft.vms_up(options.table, members, fresh_table)
+                if bridge_index >= 0:  # made meanwhile by another state file's up
+                    from fireroute.plan import bridge
+
+                    observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
+                    plan.steps[bridge_index] = bridge.filter_up(options.table, bridged, False)
                 Executor(self.runner).apply_all(plan)
         except BaseException as exc:
             store.remove([v.name for v in vms], drop_meta=list(meta))
@@ -357,7 +377,7 @@ class Manager:
 
     def _check_unique(self, store: Store, names: list[str], options: Options) -> None:
         """What must be unique among every VM of the state file, whatever its mode."""
-        if options.mac is not None:
+        if options.mac is not None and options.mode != "clone":
             holder = store.mac_owner(options.mac)
             if holder is not None:
                 raise ConflictError(
@@ -472,6 +492,16 @@ class Manager:
                 (str(v.options.bridge), v.uplink, instance) for v in in_table if v.mode == "bridge"
             } - {(b, u, instance) for b, u in masq_left}
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
+        for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+            from fireroute.plan import bridge
+
+            in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
+            last = not remaining.bridge_members(table)
+            if last and observe.check_table_owner(table, self.runner, bridge.FAMILY) is False:
+                continue
+            if last and observe.foreign_elements(table, instance, self.runner, bridge.FAMILY):
+                last = False
+            plan.add(bridge.filter_down(table, in_table, last))
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:
             from fireroute import owner
@@ -536,20 +566,24 @@ class Manager:
         for tap in observe.our_links(instance, self.runner):
             if tap not in skip_taps:
                 plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))
-        if which("nft"):
-            for table in observe.nft_our_tables(self.runner):
-                sets = observe.nft_elements(table, self.runner) or {}
+        for family in ("ip", "bridge") if which("nft") else ():
+            for table in observe.nft_our_tables(self.runner, family):
+                sets = observe.nft_elements(table, self.runner, family) or {}
                 mine = {
                     name: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
                     for name, elems in sets.items()
                 }
                 if all(len(mine[n]) == len(sets[n]) for n in sets):
                     plan.add(
-                        Step(NFT, f"delete table ip {table}\n", f'delete nftables table "{table}"')
+                        Step(
+                            NFT,
+                            f"delete table {family} {table}\n",
+                            f'delete nftables table "{family} {table}"',
+                        )
                     )
                     continue
                 script = "".join(
-                    f"delete element ip {table} {n} {{ {', '.join(vals)} }}\n"
+                    f"delete element {family} {table} {n} {{ {', '.join(vals)} }}\n"
                     for n, vals in mine.items()
                     if vals
                 )

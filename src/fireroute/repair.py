@@ -14,6 +14,7 @@ import grp
 import json
 import os
 import pwd
+from collections.abc import Callable
 
 from fireroute import owner
 from fireroute.errors import KernelError, UsageError
@@ -69,8 +70,10 @@ def _uncounted(rule: str) -> str:
     return rule
 
 
-def _chains(runner: Runner, table: str, netns: str | None = None) -> dict | None:
-    argv = ["nft", "list", "table", "ip", table]
+def _chains(
+    runner: Runner, table: str, netns: str | None = None, family: str = "ip"
+) -> dict | None:
+    argv = ["nft", "list", "table", family, table]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     res = runner(argv, None)
@@ -95,6 +98,13 @@ class Kernel:
             for table in observe.nft_our_tables(runner):
                 self.tables[table] = observe.nft_elements(table, runner) or {}
                 self.chains[table] = _chains(runner, table) or {}
+        self.btables: dict[str, dict[str, dict[str, str]]] = {}
+        """the anti-spoofing tables of bridge guests (``bridge`` family), as ``tables``"""
+        self.bchains: dict[str, dict[str, tuple[str, list[str]]]] = {}
+        if which("nft"):
+            for table in observe.nft_our_tables(runner, bridge.FAMILY):
+                self.btables[table] = observe.nft_elements(table, runner, bridge.FAMILY) or {}
+                self.bchains[table] = _chains(runner, table, family=bridge.FAMILY) or {}
         self.rules: list[tuple[str, str]] = []
         if which("iptables-nft-save"):
             self.rules = [
@@ -327,6 +337,15 @@ def drift(k: Kernel, vm: Vm) -> list[str]:
                 for val in vals:
                     if val not in sets.get(name, {}):
                         problems.append(f"nft set {vm.table}/{name} lacks {val}")
+    if vm.mode == "bridge":
+        sets = k.btables.get(vm.table)
+        if sets is None:
+            problems.append(f'nftables table "bridge {vm.table}" is missing')
+        else:
+            for name, vals in bridge.filter_elements(vm).items():
+                for val in vals:
+                    if val not in sets.get(name, {}):
+                        problems.append(f"nft set bridge {vm.table}/{name} lacks {val}")
     if modes.nat_member(vm) and (vm.backend == "iptables" or vm.options.fix_forward_policy):
         have = {line.replace('"', "") for _, line in k.rules}
         for rule in sorted(_ipt_want(vm)):
@@ -345,6 +364,15 @@ def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
                 f"set {s} of ip {table} is missing" for s in nft.SETS if s not in k.tables[table]
             ]
             out[f"nftables table ip {table}"] = found
+    for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+        if table in k.bchains:
+            found = chain_problems(f"bridge {table}", k.bchains[table], bridge.filter_chains())
+            found += [
+                f"set {s} of bridge {table} is missing"
+                for s in bridge.FILTER_SETS
+                if s not in k.btables[table]
+            ]
+            out[f"nftables table bridge {table}"] = found
     if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
         have = {line.replace('"', "") for _, line in k.rules}
         out["iptables"] = (
@@ -373,26 +401,29 @@ def orphans(k: Kernel, vms: list[Vm], instance: str) -> list[str]:
     for ns in observe.our_namespaces(instance):
         if ns not in {v.netns for v in vms if v.netns}:
             found.append(f'namespace "{ns}" has no lease')
-    for table, sets in k.tables.items():
-        for set_name, elems in sets.items():
-            for val, comment in elems.items():
-                tag = owner.parse(comment)
-                if tag is None or tag[0] != instance:
-                    continue
-                vm = known.get(tag[1])
-                if tag[1].startswith(owner.BRIDGE):
-                    ok = any(
-                        v.mode == "bridge" and v.table == table and modes.nat_member(v) for v in vms
-                    )
-                else:
-                    ok = (
-                        vm is not None
-                        and vm.backend == "nft"
-                        and vm.table == table
-                        and val in expected_elements(vm).get(set_name, [])
-                    )
-                if not ok:
-                    found.append(f"element {val} of set ip {table} {set_name} has no lease")
+
+    def nat_ok(table: str, set_name: str, val: str, name: str) -> bool:
+        if name.startswith(owner.BRIDGE):  # a masquerading bridge's shared egress element
+            return any(v.mode == "bridge" and v.table == table and modes.nat_member(v) for v in vms)
+        vm = known.get(name)
+        return (
+            vm is not None
+            and vm.backend == "nft"
+            and vm.table == table
+            and val in expected_elements(vm).get(set_name, [])
+        )
+
+    def bridge_ok(table: str, set_name: str, val: str, name: str) -> bool:
+        vm = known.get(name)
+        return (
+            vm is not None
+            and vm.mode == "bridge"
+            and vm.table == table
+            and val in bridge.filter_elements(vm).get(set_name, [])
+        )
+
+    found += _orphan_elements("ip", k.tables, instance, nat_ok)
+    found += _orphan_elements(bridge.FAMILY, k.btables, instance, bridge_ok)
     for _, line in k.rules:
         tag = owner.parse(iptables.comment_tag(line) or "")
         if tag is None or tag[0] != instance:
@@ -400,6 +431,25 @@ def orphans(k: Kernel, vms: list[Vm], instance: str) -> list[str]:
         vm = known.get(tag[1])
         if vm is None or line.replace('"', "") not in _ipt_want(vm):
             found.append(f"iptables rule has no lease: {line}")
+    return found
+
+
+def _orphan_elements(
+    family: str,
+    tables: dict[str, dict[str, dict[str, str]]],
+    instance: str,
+    accounted: Callable[[str, str, str, str], bool],
+) -> list[str]:
+    """Elements tagged for this state file that ``accounted(table, set, value, name)``
+    finds no lease for."""
+    found = []
+    for table, sets in tables.items():
+        for set_name, elems in sets.items():
+            for val, comment in elems.items():
+                tag = owner.parse(comment)
+                ours = tag is not None and tag[0] == instance
+                if ours and not accounted(table, set_name, val, tag[1]):  # type: ignore[index]
+                    found.append(f"element {val} of set {family} {table} {set_name} has no lease")
     return found
 
 
@@ -472,41 +522,22 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         for ns in observe.our_namespaces(instance):
             if ns not in clone_ns:
                 sweep.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
-        for table, sets in k.tables.items():
-            used = any(
-                v.backend == "nft" and v.table == table and modes.nat_member(v)
-                for v in active.values()
-            )
-            mine = {
-                s: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
-                for s, elems in sets.items()
-            }
-            if not used and all(len(mine[s]) == len(sets[s]) for s in sets):
-                sweep.add(
-                    Step(
-                        NFT, f"delete table ip {table}\n", f'delete unused nftables table "{table}"'
-                    )
-                )
-                continue
-            keep = {
-                (s, val)
-                for v in active.values()
-                if v.backend == "nft" and v.table == table
-                for s, vals in expected_elements(v).items()
-                for val in vals
-            }
-            for set_name, vals in mine.items():
-                stale = [val for val in vals if (set_name, val) not in keep]
-                if stale:
-                    body = ", ".join(stale)
-                    sweep.add(
-                        Step(
-                            NFT,
-                            f"add element ip {table} {set_name} {{ {body} }}\n"
-                            f"delete element ip {table} {set_name} {{ {body} }}\n",
-                            f'remove leftover elements from "{table}"',
-                        )
-                    )
+        sweep.add(
+            *_sweep_tables(
+                "ip",
+                k.tables,
+                [v for v in active.values() if v.backend == "nft" and modes.nat_member(v)],
+                expected_elements,
+                instance,
+            ),
+            *_sweep_tables(
+                bridge.FAMILY,
+                k.btables,
+                [v for v in active.values() if v.mode == "bridge"],
+                bridge.filter_elements,
+                instance,
+            ),
+        )
         wanted = set().union(*(_ipt_want(v) for v in active.values())) if active else set()
         others = False
         for table, line in k.rules:
@@ -542,6 +573,47 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
         plan.add(*sweep.steps)
         return plan
+
+
+def _sweep_tables(
+    family: str,
+    tables: dict[str, dict[str, dict[str, str]]],
+    users: list[Vm],
+    expected: Callable[[Vm], dict[str, list[str]]],
+    instance: str,
+) -> list[Step]:
+    """gc of one family's tables: a table no VM of ours uses and holding nothing of another
+    state file's goes; elsewhere our elements that no active VM expects go."""
+    steps = []
+    for table, sets in tables.items():
+        mine = {
+            s: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
+            for s, elems in sets.items()
+        }
+        in_table = [v for v in users if v.table == table]
+        if not in_table and all(len(mine[s]) == len(sets[s]) for s in sets):
+            steps.append(
+                Step(
+                    NFT,
+                    f"delete table {family} {table}\n",
+                    f'delete unused nftables table "{family} {table}"',
+                )
+            )
+            continue
+        keep = {(s, val) for v in in_table for s, vals in expected(v).items() for val in vals}
+        for set_name, vals in mine.items():
+            stale = [val for val in vals if (set_name, val) not in keep]
+            if stale:
+                body = ", ".join(stale)
+                steps.append(
+                    Step(
+                        NFT,
+                        f"add element {family} {table} {set_name} {{ {body} }}\n"
+                        f"delete element {family} {table} {set_name} {{ {body} }}\n",
+                        f'remove leftover elements from "{family} {table}"',
+                    )
+                )
+    return steps
 
 
 def restore(m: Manager, dry_run: bool = False) -> Plan:
@@ -586,6 +658,19 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                         f"flush chain ip {table} {c}\ndelete chain ip {table} {c}\n" for c in extra
                     )
                 plan.add(fix)
+        for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+            in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
+            if table not in k.btables:
+                observe.check_table_owner(table, m.runner, bridge.FAMILY)
+            broken = table not in k.btables or shared.get(f"nftables table bridge {table}")
+            missing = any(
+                val not in k.btables.get(table, {}).get(s, {})
+                for v in in_table
+                for s, vals in bridge.filter_elements(v).items()
+                for val in vals
+            )
+            if broken or missing:
+                plan.add(bridge.filter_heal(table, in_table))
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:
             have = {line.replace('"', "") for _, line in k.rules}

@@ -50,6 +50,22 @@ def request(o: Options) -> None:
             host_address(IPv4Interface(o.guest), "--guest-ip")
     if o.mode != "bridge":
         return
+    allowed = {
+        "--allow-peers": o.allow_peers,
+        "--allow-metadata": o.allow_metadata,
+        "--allow-host-port": bool(o.allow_host_ports),
+    }
+    for flag, given in allowed.items():
+        if given:
+            raise UsageError(
+                f"{flag} applies to nat and clone guests: bridge guests are on a LAN segment, "
+                "where fireroute only stops forged addresses (see the README's isolation section)"
+            )
+    if o.fix_forward_policy and not o.masquerade:
+        raise UsageError(
+            "--fix-forward-policy in bridge mode needs --masquerade: only masqueraded bridge "
+            "traffic is routed through the host's FORWARD chain"
+        )
     bridge = IPv4Interface(o.bridge_address) if o.bridge_address else None
     guest = IPv4Interface(o.guest) if o.guest else None
     if bridge is not None:

@@ -75,6 +75,15 @@ CASES = {
         "bridge egress element deleted": f'nft delete element {T} egress {{ "br0" . "up0" }}',
         "masq element deleted": f'nft delete element {T} masq {{ 192.168.6.20 . "up0" }}',
         "table flushed": f"nft flush table {T}",
+        "anti-spoofing table flushed": "nft flush table bridge firecracker",
+        "anti-spoofing table deleted": "nft delete table bridge firecracker",
+        "anti-spoofing rule removed": "nft flush chain bridge firecracker prerouting",
+        "anti-spoofing policy drop": "nft 'add chain bridge firecracker prerouting "
+        "{ policy drop; }'",
+        "mac element deleted": "nft delete element bridge firecracker macs "
+        '{ "fr-b" . 06:00:c0:a8:06:14 }',
+        "address element deleted": "nft delete element bridge firecracker addrs "
+        '{ "fr-b" . 192.168.6.20 }',
     },
 }
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -206,11 +205,6 @@ def test_metadata_blocked_unless_allowed(lab: Lab, backend: str):
     assert lab.connect(ns, "169.254.169.254", 80).startswith("FAIL")
     ok, _ = lab.guest("m", "--backend", backend, "--allow-metadata")
     assert lab.connect(ok, "169.254.169.254", 80) == "hello 203.0.113.2"
-
-
-def test_unique_guest_namespace_names(host: Host):
-    # guards the helper above: names derive from the host namespace, which is random
-    assert len(host.ns) > 6 and secrets.token_hex(1)
 
 
 def test_docker_forward_drop_detected_and_fixed(lab: Lab):

@@ -69,8 +69,9 @@ def test_every_up_step_that_creates_has_an_inverse():
     v = vm("a", 0)
     steps = host.tap_up(v)
     assert steps[0].undo and steps[0].undo[0].text == "link del dev fr-a"
-    assert nft.vms_up("t", [v]).undo
-    assert all(s.undo for s in iptables.vms_up([v], need_conntrack=True))
+    assert [u.text for u in nft.vms_up("t", [v]).undo] == ["add table ip t\ndelete table ip t\n"]
+    for s in iptables.vms_up([v], need_conntrack=True):  # each rule's undo deletes that rule
+        assert [u.text for u in s.undo] == ["-D" + s.text[2:]], s.text
 
 
 def test_iptables_remove_only_tagged_lines():

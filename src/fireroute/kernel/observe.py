@@ -168,22 +168,22 @@ def link_alias(name: str, runner: Runner = run) -> str | None:
     return None
 
 
-def check_table_owner(table: str, runner: Runner = run) -> bool:
+def check_table_owner(table: str, runner: Runner = run, family: str = "ip") -> bool:
     """True if our table exists, False if absent; ConflictError if it exists and is not ours.
 
     nft 1.0.6 leaves table comments out of its JSON, so the terse text listing is read.
     """
-    res = runner(["nft", "-t", "list", "table", "ip", table], None)
+    res = runner(["nft", "-t", "list", "table", family, table], None)
     if res.rc != 0:
         if "No such file or directory" in res.err:
             return False
         if "syntax error" in res.err:
             raise keyword_table(table)
         raise KernelError(f'read nftables table "{table}"', res.err)
-    if table in our_tables(res.out):
+    if table in our_tables(res.out, family):
         return True
     raise ConflictError(
-        f'nftables table "ip {table}" exists and was not created by fireroute; '
+        f'nftables table "{family} {table}" exists and was not created by fireroute; '
         "remove it or choose another with --table"
     )
 
@@ -201,22 +201,22 @@ def is_keyword_table(table: str, nft_error: str) -> bool:
     )
 
 
-def our_tables(listing: str) -> list[str]:
-    """Names of the ``ip`` tables carrying our comment in an ``nft -t list`` text listing
+def our_tables(listing: str, family: str = "ip") -> list[str]:
+    """Names of the ``family`` tables carrying our comment in an ``nft -t list`` text listing
     (the comment is the line right after the table's header)."""
     lines = listing.splitlines()
     return [
         line.split()[2]
         for line, after in zip(lines, [*lines[1:], ""], strict=False)
-        if line.startswith("table ip ") and after.strip() == f'comment "{TABLE_COMMENT}"'
+        if line.startswith(f"table {family} ") and after.strip() == f'comment "{TABLE_COMMENT}"'
     ]
 
 
-def nft_our_tables(runner: Runner = run) -> list[str]:
-    res = runner(["nft", "-t", "list", "ruleset", "ip"], None)
+def nft_our_tables(runner: Runner = run, family: str = "ip") -> list[str]:
+    res = runner(["nft", "-t", "list", "ruleset", family], None)
     if res.rc != 0:
         raise KernelError("list nftables tables", res.err)
-    return our_tables(res.out)
+    return our_tables(res.out, family)
 
 
 def tagged_links(runner: Runner = run) -> dict[str, str]:
@@ -267,6 +267,8 @@ def _element_text(v: object) -> str:
     if isinstance(v, int):  # a port
         return str(v)
     text = str(v)
+    if len(text) == 17 and text.count(":") == 5:  # a MAC address
+        return text.lower()
     try:
         IPv4Address(text)
         return text
@@ -274,9 +276,11 @@ def _element_text(v: object) -> str:
         return f'"{text}"'
 
 
-def nft_elements(table: str, runner: Runner = run) -> dict[str, dict[str, str]] | None:
-    """{set: {element as nft text: comment}} of an ip table; None if there is no such table."""
-    res = runner(["nft", "-j", "list", "table", "ip", table], None)
+def nft_elements(
+    table: str, runner: Runner = run, family: str = "ip"
+) -> dict[str, dict[str, str]] | None:
+    """{set: {element as nft text: comment}} of a table; None if there is no such table."""
+    res = runner(["nft", "-j", "list", "table", family, table], None)
     if res.rc != 0:
         if "No such file or directory" in res.err:
             return None
@@ -295,12 +299,12 @@ def nft_elements(table: str, runner: Runner = run) -> dict[str, dict[str, str]] 
     return out
 
 
-def foreign_elements(table: str, instance: str, runner: Runner = run) -> bool:
+def foreign_elements(table: str, instance: str, runner: Runner = run, family: str = "ip") -> bool:
     """Does the table hold set elements that are not the state file ``instance``'s (another
     state file's VMs share it)?"""
     from fireroute import owner
 
-    sets = nft_elements(table, runner) or {}
+    sets = nft_elements(table, runner, family) or {}
     return any(
         (owner.parse(c) or ("",))[0] != instance for elems in sets.values() for c in elems.values()
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan.host import LINK_GROUP, owner_alias, tuntap_add
-from fireroute.plan.steps import IP, Step
+from fireroute.plan.steps import IP, NFT, Step
 
 BRIDGE_TAG = owner.BRIDGE
 
@@ -62,3 +62,117 @@ def tap_up(vm: Vm) -> list[Step]:
 
 def delete_bridge(bridge: str) -> Step:
     return Step(IP, f"link del dev {bridge}", f'delete bridge "{bridge}"')
+
+
+# -- anti-spoofing on the bridge's ports -------------------------------------------------------
+# A table of the ``bridge`` family (same name as the NAT table) checks every frame a guest's tap
+# brings into the bridge: its source MAC, and for a guest with a known address (not DHCP) its
+# IPv4 and ARP sender addresses. Per-VM data lives in sets, so the rules are constant.
+FAMILY = "bridge"
+FILTER_SETS = {
+    "ports": "ifname",  # every bridge tap of ours
+    "macs": "ifname . ether_addr",  # tap . the guest's MAC: the only one it may send from
+    "ipports": "ifname",  # taps whose guest has a fixed address
+    "addrs": "ifname . ipv4_addr",  # tap . guest IPv4: the only one it may use (IP and ARP)
+}
+FILTER_HEADER = "type filter hook prerouting priority filter; policy accept;"
+FILTER_RULES = (
+    "iifname @ports iifname . ether saddr != @macs counter drop",
+    "iifname @ports iifname . arp saddr ether != @macs counter drop",
+    "iifname @ipports iifname . arp saddr ip != @addrs counter drop",
+    "iifname @ipports iifname . ip saddr != @addrs counter drop",
+)
+"""Written as ``nft list`` prints them (it leaves out the implied ``ether type``)"""
+
+
+def filter_chains() -> dict[str, tuple[str, list[str]]]:
+    return {"prerouting": (FILTER_HEADER, list(FILTER_RULES))}
+
+
+def filter_elements(vm: Vm) -> dict[str, list[str]]:
+    """A bridge VM's elements, as nft text (what ``check`` expects, ``up`` adds)."""
+    out = {"ports": [f'"{vm.tap}"'], "macs": [f'"{vm.tap}" . {vm.mac.lower()}']}
+    if vm.guest_ip is not None:
+        out["ipports"] = [f'"{vm.tap}"']
+        out["addrs"] = [f'"{vm.tap}" . {vm.guest_ip}']
+    return out
+
+
+def _filter_lines(verb: str, table: str, vms: list[Vm]) -> str:
+    sets: dict[str, list[str]] = {name: [] for name in FILTER_SETS}
+    for vm in vms:
+        for name, values in filter_elements(vm).items():
+            sets[name] += [f'{v} comment "{vm.tag}"' for v in values]
+    return "".join(
+        f"{verb} element {FAMILY} {table} {name} {{ {', '.join(values)} }}\n"
+        for name, values in sets.items()
+        if values
+    )
+
+
+def filter_skeleton(table: str) -> str:
+    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in FILTER_SETS.items())
+    return (
+        f'table {FAMILY} {table} {{\n  comment "fireroute"\n{sets}'
+        f"  chain prerouting {{ {FILTER_HEADER} }}\n}}\n"
+        f"flush chain {FAMILY} {table} prerouting\n"
+        + "".join(f"add rule {FAMILY} {table} prerouting {r}\n" for r in FILTER_RULES)
+    )
+
+
+def _filter_sets_only(table: str) -> str:
+    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in FILTER_SETS.items())
+    return f'table {FAMILY} {table} {{\n  comment "fireroute"\n{sets}}}\n'
+
+
+def filter_remove(table: str, vms: list[Vm]) -> str:
+    """Idempotent: declare, add, then delete the VMs' elements."""
+    return (
+        _filter_sets_only(table)
+        + _filter_lines("add", table, vms)
+        + _filter_lines("delete", table, vms)
+    )
+
+
+def filter_up(table: str, vms: list[Vm], fresh: bool) -> Step:
+    """The VMs' anti-spoofing elements; ``fresh`` (the table does not exist yet) creates it
+    with ``create table`` (failing, and changing nothing, if one appeared meanwhile) and its
+    chain; undone by deleting it again. Otherwise only elements are added (and removed on
+    undo), so another state file's elements in the table are never touched."""
+    vm = vms[0].name if len(vms) == 1 else None
+    body = _filter_lines("add", table, vms)
+    what = f'add anti-spoofing entries to nftables table "bridge {table}"'
+    if fresh:
+        undo = Step(
+            NFT,
+            f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n",
+            f'delete nftables table "bridge {table}"',
+            vm,
+        )
+        head = f'create table {FAMILY} {table} {{ comment "fireroute"; }}\n' + filter_skeleton(
+            table
+        )
+        return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=True)
+    undo = Step(NFT, filter_remove(table, vms), f'remove anti-spoofing entries of "{table}"', vm)
+    return Step(NFT, _filter_sets_only(table) + body, what, vm, undo=(undo,))
+
+
+def filter_heal(table: str, vms: list[Vm]) -> Step:
+    """restore: the table's sets, chain and rules declared again, every element added."""
+    return Step(
+        NFT,
+        filter_skeleton(table) + _filter_lines("add", table, vms),
+        f'restore nftables table "bridge {table}"',
+    )
+
+
+def filter_down(table: str, vms: list[Vm], last: bool) -> Step:
+    vm = vms[0].name if len(vms) == 1 else None
+    if last:
+        return Step(
+            NFT,
+            f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n",
+            f'delete nftables table "bridge {table}"',
+            vm,
+        )
+    return Step(NFT, filter_remove(table, vms), f'remove anti-spoofing entries of "{table}"', vm)

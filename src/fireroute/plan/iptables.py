@@ -79,10 +79,19 @@ def forward_policy_fix(vms: list[Vm]) -> list[Step]:
     steps = []
     for vm in vms:
         c = f"-m comment --comment {tag(vm)}"
-        for rule in (
-            f"-I FORWARD -i {vm.tap} {c} -j ACCEPT",
-            f"-I FORWARD -o {vm.tap} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
-        ):
+        if vm.mode == "bridge":  # routed traffic arrives on the bridge, not on the tap
+            br, ip = vm.options.bridge, vm.guest_ip
+            rules: tuple[str, ...] = (
+                f"-I FORWARD -s {ip}/32 -i {br} {c} -j ACCEPT",
+                f"-I FORWARD -d {ip}/32 -o {br} -m conntrack --ctstate RELATED,ESTABLISHED "
+                f"{c} -j ACCEPT",
+            )
+        else:
+            rules = (
+                f"-I FORWARD -i {vm.tap} {c} -j ACCEPT",
+                f"-I FORWARD -o {vm.tap} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
+            )
+        for rule in rules:
             undo = Step(
                 IPTABLES, _delete(rule), "remove FORWARD-policy fix", vm.name, table="filter"
             )

@@ -222,7 +222,10 @@ class Store:
     def mac_owner(self, mac: str) -> str | None:
         if self.db is None:
             return None
-        row = self.db.execute("SELECT name FROM vms WHERE mac = ?", (mac.upper(),)).fetchone()
+        row = self.db.execute(  # clones share their guest's MAC by design: not counted
+            "SELECT name FROM vms WHERE mac = ? AND json_extract(options, '$.mode') != 'clone'",
+            (mac.upper(),),
+        ).fetchone()
         return row[0] if row else None
 
     def tap_owner(self, tap: str) -> str | None:
