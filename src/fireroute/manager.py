@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from fireroute import addressing
+from fireroute import addressing, jsontext
 from fireroute.errors import (
     AlreadyExists,
     ConflictError,
@@ -232,6 +232,10 @@ class Manager:
             present = observe.iptables_saved(self.runner)
             has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
             plan.add(*iptables.vms_up(members, need_conntrack=not has_ct))
+            if not has_ct:  # the first iptables VM on this host: remember what it brings in
+                made = iptables.would_make(observe.nft_ip_chains(self.runner))
+                if made:
+                    meta[iptables.IPT_MADE] = jsontext.dumps(made)
         if members and options.fix_forward_policy:
             from fireroute.plan import iptables
 
@@ -514,7 +518,18 @@ class Manager:
                 t and t != owner.SHARED and t[len(owner.PREFIX) :] not in tags for t in found
             )
             last = not remaining.ipt_members() and not others
-            plan.add(*iptables.rules_down(present, tags, last))
+            steps = iptables.rules_down(present, tags, last)
+            plan.add(*steps)
+            made = store.meta(iptables.IPT_MADE) if last else None
+            if made is not None:  # the chains (and tables) our first rules made go too
+                deleted = {s.text for s in steps}
+                left = [(t, line) for t, line in present if "-D" + line[2:] not in deleted]
+                script = iptables.cleanup(
+                    jsontext.loads(made), left, observe.nft_ip_chains(self.runner)
+                )
+                if script:
+                    plan.add(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
+                plan.forget.append(iptables.IPT_MADE)
         before = store.meta(FORWARD_BEFORE)
         if remaining.empty() and before is not None:
             now = read_sysctl(host.FORWARD_KEY)
@@ -530,7 +545,7 @@ class Manager:
         store.set_state(names, "removing")
         Executor(self.runner).apply_best_effort(plan)
         remaining = store.count() - len(vms)
-        store.remove(names, drop_meta=[FORWARD_BEFORE] if remaining == 0 else [])
+        store.remove(names, drop_meta=([FORWARD_BEFORE] if remaining == 0 else []) + plan.forget)
         return plan
 
     # -- teardown --------------------------------------------------------------------------

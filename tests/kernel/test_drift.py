@@ -101,7 +101,7 @@ def cases():
         yield pytest.param("iptables", n, id=f"iptables: rule {n} deleted")
 
 
-@pytest.mark.parametrize(("mode", "damage"), cases())
+@pytest.mark.parametrize(("mode", "damage"), list(cases()))
 def test_check_sees_each_object_and_restore_heals_it(host: Host, mode: str, damage):
     for args in SETUP[mode]:
         host.fireroute(*args)

@@ -49,3 +49,22 @@ def test_mixed_backends_teardown(host: Host):
     assert "firecracker" not in host.nft_text()
     assert not [n for n in host.links() if n.startswith("fr-")]
     assert host.forwarding() == "0"
+
+
+def test_iptables_chains_fireroute_brought_in_go_with_its_last_rule(host: Host):
+    """iptables-nft makes its tables and base chains on first use; the ones fireroute's rules
+    brought into being go again with its last VM, the ones that were there stay."""
+    assert host.nft_text() == ""  # a host with no ruleset at all
+    host.fireroute("up", "a", "--backend", "iptables")
+    assert "table ip nat" in host.nft_text() and "chain INPUT" in host.nft_text()
+    host.fireroute("down", "a")
+    assert host.nft_text() == ""  # exactly as before
+
+    host.run("iptables-nft", "-A", "FORWARD", "-i", "docker0", "-j", "ACCEPT")  # theirs
+    before = host.nft_text()
+    host.fireroute("up", "a", "--backend", "iptables")
+    host.fireroute("up", "b", "--backend", "iptables")
+    host.fireroute("down", "a")
+    assert "chain INPUT" in host.nft_text()  # b still uses it
+    host.fireroute("teardown")
+    assert host.nft_text() == before  # their table and chain stay, ours are gone

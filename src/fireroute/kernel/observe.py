@@ -310,6 +310,21 @@ def foreign_elements(table: str, instance: str, runner: Runner = run, family: st
     )
 
 
+def nft_ip_chains(runner: Runner = run) -> dict[str, set[str]]:
+    """{table: {chain}} of the kernel's ip-family nftables tables (what iptables-nft made
+    shows here as it really is: iptables-nft-save also prints built-in chains that do not
+    exist)."""
+    res = runner(["nft", "-j", "list", "chains", "ip"], None)
+    if res.rc != 0:
+        raise KernelError("list nftables chains", res.err)
+    out: dict[str, set[str]] = {}
+    for item in jsontext.loads(res.out).get("nftables", []):
+        c = item.get("chain")
+        if c:
+            out.setdefault(str(c["table"]), set()).add(str(c["name"]))
+    return out
+
+
 def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:
     """(table, ``-A ...`` line) for every rule in the nat and filter tables."""
     res = runner(["iptables-nft-save"], None)

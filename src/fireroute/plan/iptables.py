@@ -52,6 +52,41 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
     return rules
 
 
+IPT_MADE = "ipt_made"
+"""state meta: the iptables-nft tables and chains fireroute's first iptables rules brought into
+being (JSON list of "table" and "table/chain"), removed again with its last rules"""
+USED = {"filter": ("INPUT", "FORWARD"), "nat": ("POSTROUTING",)}
+"""the tables and chains fireroute's iptables rules go into"""
+
+
+def would_make(before: dict[str, set[str]]) -> list[str]:
+    """Of the tables and chains fireroute's rules use, those that do not exist yet."""
+    made = []
+    for table, chains in USED.items():
+        if table not in before:
+            made.append(table)
+        made += [f"{table}/{c}" for c in chains if c not in before.get(table, set())]
+    return made
+
+
+def cleanup(made: list[str], remaining: list[tuple[str, str]], now: dict[str, set[str]]) -> str:
+    """nft commands removing what ``would_make`` recorded, once fireroute's last rules are
+    gone: a chain only if no rule (anyone's) is left in it, a table only if every chain left
+    in it is one of those. Empty string when there is nothing to remove."""
+    busy = {(t, line.split()[1]) for t, line in remaining}
+    gone: set[tuple[str, str]] = set()
+    lines = []
+    for item in made:
+        table, _, chain = item.partition("/")
+        if chain and chain in now.get(table, set()) and (table, chain) not in busy:
+            lines.append(f"delete chain ip {table} {chain}\n")
+            gone.add((table, chain))
+    for item in made:
+        if "/" not in item and item in now and {(item, c) for c in now[item]} <= gone:
+            lines.append(f"delete table ip {item}\n")
+    return "".join(lines)
+
+
 def _delete(rule: str) -> str:
     return "-D" + rule[2:]
 

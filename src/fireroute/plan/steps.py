@@ -49,6 +49,8 @@ class Step:
 class Plan:
     def __init__(self, steps: list[Step] | None = None) -> None:
         self.steps: list[Step] = list(steps or [])
+        self.forget: list[str] = []
+        """state meta keys that are obsolete once this plan ran"""
 
     def add(self, *steps: Step) -> None:
         self.steps.extend(steps)
