@@ -627,8 +627,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         vms = [v for v in store.all() if v.state == "active"]
         k = Kernel(m.runner, vms)
         plan = Plan()
+        clear: list[Step] = []  # what is left of a drifted clone: removed first, best effort
         for vm in vms:
-            plan.add(*_restore_links(k, vm, m.runner, dry_run))
+            plan.add(*_restore_links(k, vm, clear))
+        if clear and not dry_run:
+            Executor(m.runner).apply_best_effort(Plan(clear), count_faults=False)
         forwarding = read_sysctl(host.FORWARD_KEY)
         if vms and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
@@ -687,16 +690,15 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                     plan.add(step)
         if not dry_run and plan:
             Executor(m.runner).apply_all(plan)
-        return plan
+        return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)
 
 
-def _restore_links(k: Kernel, vm: Vm, runner: Runner, dry_run: bool) -> list[Step]:
-    """Steps making one VM's links right again."""
+def _restore_links(k: Kernel, vm: Vm, clear: list[Step]) -> list[Step]:
+    """Steps making one VM's links right again (``clear`` gets what must go first)."""
     if vm.mode == "clone":
         if not drift_links(k, vm):
             return []
-        if not dry_run:  # whatever is left of it goes first: it is made again whole
-            Executor(runner).apply_best_effort(Plan(clone.down(vm)), count_faults=False)
+        clear.extend(clone.down(vm))  # whatever is left of it goes first: it is made again whole
         return modes.links_up([vm], set())
     link = k.links.get(vm.tap)
     want = _tap_want(vm)

@@ -119,7 +119,10 @@ def test_check_sees_each_object_and_restore_heals_it(host: Host, mode: str, dama
         host.sh(f"cd {host.state.parent} && {damage}")
     rc, found = report(host)
     assert rc == 1 and not found["ok"], found
-    host.fireroute("restore")
+    planned = host.fireroute("restore", "--dry-run").stdout
+    assert report(host) == (rc, found)  # the dry run changed nothing
+    ran = json.loads(host.fireroute("restore", "--json").stdout)["commands"]
+    assert ran == planned  # and printed exactly what restore then ran
     rc, healed = report(host)
     assert rc == 0 and healed == clean, healed
     again = host.fireroute("restore").stdout
