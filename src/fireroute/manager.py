@@ -200,6 +200,7 @@ class Manager:
             link = view.links[b] or {}
             if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
                 raise ConflictError(f'"{b}" exists on this host and is not a bridge')
+            self._check_adopted_bridge(b, options)
 
         plan = Plan()
         warnings: list[str] = []
@@ -399,6 +400,26 @@ class Manager:
                         f'clone address {ca} for vm "{names[0]}" is in the block {vm.net} '
                         f'of vm "{vm.name}"'
                     )
+
+    def _check_adopted_bridge(self, name: str, options: Options) -> None:
+        """A bridge that exists is never re-addressed: a --bridge-address it does not have
+        while it has others would give the guests a gateway that exists nowhere."""
+        if options.bridge_address is None:
+            return
+        doc = observe.ip_batch_json([f"addr show dev {name}"], self.runner)[0] or []
+        have = [
+            f"{a['local']}/{a['prefixlen']}"
+            for link in doc  # type: ignore[union-attr]
+            if isinstance(link, dict)
+            for a in link.get("addr_info", [])
+            if a.get("family") == "inet"
+        ]
+        if have and options.bridge_address not in have:
+            raise ConflictError(
+                f'bridge "{name}" exists with address {", ".join(have)}: --bridge-address '
+                f"{options.bridge_address} contradicts it (fireroute never re-addresses a bridge "
+                "it did not create)"
+            )
 
     def _check_uplink(self, view: observe.HostView, options: Options) -> None:
         """An explicit uplink must be a real link of the host, not ours, not a guest's."""

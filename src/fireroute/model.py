@@ -209,7 +209,7 @@ class Options:
         self.uplink = uplink
         self.table = table
         self.tap = tap
-        self.dns = tuple(dns)
+        self.dns = tuple(dict.fromkeys(dns))  # a server given twice is one server
         self.owner = owner
         self.mac = mac
         self.guest_iface = guest_iface
@@ -224,7 +224,9 @@ class Options:
         self.clone_address = clone_address
         self.allow_peers = allow_peers
         self.allow_metadata = allow_metadata
-        self.allow_host_ports = tuple(tuple(p) for p in allow_host_ports)  # type: ignore[misc]
+        self.allow_host_ports = tuple(  # a port given twice is one port
+            dict.fromkeys(tuple(p) for p in allow_host_ports)  # type: ignore[misc]
+        )
         self.fix_forward_policy = fix_forward_policy
         self._validate()
 

@@ -4,6 +4,8 @@ kernel and state file exactly as they were. Each refusal has its accepted neighb
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import Host
@@ -31,6 +33,9 @@ def refused(host: Host, code: int, *args: str, says: str) -> None:
     assert p.returncode == code, (args, p.returncode, p.stderr)
     assert says in p.stderr, (args, p.stderr)
     after = world(host)
+    if not before[4]:  # a refused first up may leave the new state file, empty
+        assert json.loads(host.fireroute("ls", "--json").stdout) == []
+        after = (*after[:4], b"")
     assert after == before, args
 
 
@@ -82,3 +87,32 @@ def test_bridge_guest_cannot_take_a_nat_guests_address_or_mac(host: Host):
     refused(host, 2, *static, "00:00:00:00:00:00", says="all-zero")
     host.fireroute("up", "b1", *BR, "--guest-ip", "192.168.7.9/24", "--mac", "06:00:C0:A8:07:09")
     host.fireroute("teardown")
+
+
+def test_adopted_bridge_keeps_its_address_and_lists_are_deduplicated(host: Host):
+    host.run("ip", "link", "add", "br7", "type", "bridge")
+    host.run("ip", "addr", "add", "192.168.8.1/24", "dev", "br7")
+    adopt = ["--mode", "bridge", "--bridge", "br7", "--guest-ip", "192.168.8.9/24"]
+    refused(host, 3, "up", "b1", *adopt, "--bridge-address", "192.168.8.2/24", says="contradicts")
+    host.fireroute("up", "b1", *adopt, "--bridge-address", "192.168.8.1/24")  # its own: fine
+    rec = json.loads(
+        host.fireroute(
+            "up",
+            "n1",
+            "--dns",
+            "9.9.9.9",
+            "--dns",
+            "9.9.9.9",
+            "--allow-host-port",
+            "53/udp",
+            "--allow-host-port",
+            "53/udp",
+            "--json",
+        ).stdout
+    )[0]
+    assert rec["dns"] == ["9.9.9.9"]
+    assert host.set_elements("firecracker", "host_ports") == [
+        {"concat": [rec["host_dev"], "udp", 53]}
+    ]
+    host.fireroute("teardown")
+    assert "br7" in host.links()  # adopted, never removed
