@@ -327,14 +327,38 @@ def test_uplink_side_cannot_open_connections_to_guests(
     """Even when a neighbour routes the pool to the host, NAT mode forwards only replies to
     guests (the nft backend's ``oifname @taps drop``). The host itself still reaches them."""
     sb, ip1 = lab.sb, lab.records["vm1"]["guest_ip"]
+    tap = lab.records["vm1"]["host_dev"]
     pool = "172.16.0.0/16"
     sb.exec(sb.internet, "ip", "route", "add", pool, "via", HOST_UPLINK_IP)
     try:
         ping = sb.exec(sb.internet, "busybox", "ping", "-c1", "-W2", ip1, check=False)
+        assert ping.returncode != 0, f"the internet namespace reached {ip1}:\n{ping.stdout}"
+        # the positive control: without fireroute's drop towards the tap, the same ping passes
+        if lab.backend == "nft":
+            sb.exec(sb.host, "nft", "flush", "chain", "ip", TABLE, "forward")
+        else:
+            tag = "fireroute:" + lab.records["vm1"]["owner_tag"]
+            sb.exec(
+                sb.host,
+                "iptables-nft",
+                "-D",
+                "FORWARD",
+                "-o",
+                tap,
+                "-m",
+                "comment",
+                "--comment",
+                tag,
+                "-j",
+                "DROP",
+            )
+        unblocked = sb.exec(sb.internet, "busybox", "ping", "-c1", "-W2", ip1, check=False)
+        assert unblocked.returncode == 0, f"control failed: {unblocked.stdout}"
     finally:
         sb.exec(sb.internet, "ip", "route", "del", pool, "via", HOST_UPLINK_IP)
+        fireroute(sb, "restore")  # and what was removed is back
+    assert sb.fireroute("check", check=False).returncode == 0
     assert host_ping(sb, ip1).returncode == 0, "control: the host namespace reaches vm1"
-    assert ping.returncode != 0, f"the internet namespace reached {ip1}:\n{ping.stdout}"
 
 
 def test_removing_only_nat_breaks_egress(lab: Lab) -> None:

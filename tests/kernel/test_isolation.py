@@ -146,13 +146,17 @@ def test_spoofed_source_is_dropped(lab: Lab, backend: str):
     """Raw IP packets (no socket layer can rewrite their source) from the guest's namespace:
     with its own source they arrive (masqueraded); with a forged one, never."""
     ns, rec = lab.guest("g", "--backend", backend)
+    _, other = lab.guest("h", "--backend", backend)  # forging another guest's address
+    for dev in ("all", "default", rec["host_dev"]):  # no help from rp_filter: ours must drop
+        lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
     sink = subprocess.Popen(
         ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "5555", "2"],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-    for src, tag in ((rec["guest_ip"], "own"), ("172.16.0.3", "forged"), ("10.1.2.3", "far")):
+    forged = ((other["guest_ip"], "forged"), ("10.1.2.3", "far"))
+    for src, tag in ((rec["guest_ip"], "own"), *forged):
         sh(
             "ip",
             "netns",
@@ -167,9 +171,18 @@ def test_spoofed_source_is_dropped(lab: Lab, backend: str):
             tag,
         )
     seen = sink.communicate(timeout=30)[0].split()
-    assert seen == ["own@203.0.113.2"], seen
+    assert seen == ["own@203.0.113.2"], seen  # the own source arrives: the positive control
     if backend == "nft":
         assert counter(lab.host, "!= @vms") >= 6  # both forged sources dropped and counted
+    else:  # the tap's catch-all DROP after its one ACCEPT (-s its own address) counted them
+        saved = lab.host.run("iptables-nft-save", "-c").stdout.splitlines()
+        drop = [
+            line
+            for line in saved
+            if f"-A FORWARD -i {rec['host_dev']} -m comment" in line and line.endswith("-j DROP")
+        ]
+        assert len(drop) == 1, saved
+        assert int(drop[0].split("]")[0].strip("[").split(":")[0]) >= 6, drop
 
 
 def test_guests_isolated_unless_both_allow_peers(lab: Lab):
@@ -197,6 +210,34 @@ def test_host_reachable_only_on_allowed_ports(lab: Lab, backend: str):
     # and the host still reaches the guest (replies come back through the input chain)
     lab.serve(ns, f"{rec['guest_ip']}:9100")
     assert lab.connect(lab.host.ns, rec["guest_ip"], 9100) == f"hello {gw}"
+
+
+UDP_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in sys.argv[2:]:
+    for _ in range(3):
+        s.sendto(("to" + port).encode(), (sys.argv[1], int(port)))
+"""
+
+
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_host_udp_port_allowed_and_only_it(lab: Lab, backend: str):
+    ns, rec = lab.guest("g", "--backend", backend, "--allow-host-port", "5353/udp")
+    sinks = [
+        subprocess.Popen(
+            ["ip", "netns", "exec", lab.host.ns, sys.executable, "-c", UDP_SINK, port, "2"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for port in ("5353", "5354")
+    ]
+    for sink in sinks:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, rec["tap_ip"], "5353", "5354")
+    allowed, other = (sink.communicate(timeout=30)[0].split() for sink in sinks)
+    assert allowed == [f"to5353@{rec['guest_ip']}"], allowed  # the allowed port: through
+    assert other == [], other  # the next port, not allowed: dropped
 
 
 @pytest.mark.parametrize("backend", ["nft", "iptables"])

@@ -1,0 +1,55 @@
+"""doctor's checks, each against a host namespace that trips it, beside the same host before
+the trip (where that check is ok). Conntrack and neighbour-table limits are machine-wide knobs
+(not per namespace), so they are not tripped here; the FORWARD-policy check is in
+test_isolation.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import Host
+
+pytestmark = pytest.mark.privileged
+
+
+def findings(host: Host) -> tuple[int, dict[str, str]]:
+    p = host.fireroute("doctor", "--json", check=False)
+    return p.returncode, {f["what"]: f["level"] for f in json.loads(p.stdout)}
+
+
+def level(found: dict[str, str], needle: str) -> str:
+    hits = [lvl for what, lvl in found.items() if needle in what]
+    assert len(hits) == 1, (needle, found)
+    return hits[0]
+
+
+@pytest.mark.skipif(not shutil.which("iptables-legacy"), reason="iptables-legacy not installed")
+def test_legacy_iptables_rules_are_reported(host: Host):
+    rc, found = findings(host)
+    assert level(found, "iptables-legacy") == "ok"
+    host.run("iptables-legacy", "-A", "FORWARD", "-i", "x0", "-j", "DROP")
+    rc, found = findings(host)
+    assert level(found, "iptables-legacy") == "warn"
+    assert "1 iptables-legacy rule(s)" in json.dumps(found)
+
+
+def test_forwarding_off_under_vms_fails(host: Host):
+    host.fireroute("up", "a")
+    rc, found = findings(host)
+    assert rc == 0 and level(found, "IPv4 forwarding") == "ok"
+    host.run("sysctl", "-qw", "net.ipv4.ip_forward=0")
+    rc, found = findings(host)
+    assert rc == 1 and level(found, "IPv4 forwarding") == "fail"
+
+
+def test_strict_rp_filter_is_reported(host: Host):
+    for iface in ("all", "default"):
+        host.run("sysctl", "-qw", f"net/ipv4/conf/{iface}/rp_filter=0")
+    rc, found = findings(host)
+    assert not [w for w in found if "rp_filter" in w]
+    host.run("sysctl", "-qw", "net/ipv4/conf/all/rp_filter=1")
+    rc, found = findings(host)
+    assert level(found, "rp_filter=1") == "warn"
