@@ -45,13 +45,16 @@ def mac_for_vm(vm: str, guest_ip: IPv4Address | None) -> str:
     return "06:01:" + ":".join(f"{b:02X}" for b in digest)
 
 
-def default_tap_name(vm: str) -> str:
-    """``fr-<vm>`` when it fits in 15 bytes, else ``fr-<first 5>-<6 hex of sha1(vm)>``."""
-    if len(TAP_PREFIX) + len(vm) <= 15:
+def default_tap_name(vm: str, attempt: int = 0) -> str:
+    """``fr-<vm>`` when it fits in 15 bytes, else ``fr-<first 5>-<6 hex of sha1(vm)>``.
+    A later ``attempt`` (the name is taken by another VM of the state file: 24 bits of hash
+    collide among a few thousand names with one prefix) hashes ``vm`` with the attempt."""
+    if attempt == 0 and len(TAP_PREFIX) + len(vm) <= 15:
         return TAP_PREFIX + vm
     import hashlib
 
-    digest = hashlib.sha1(vm.encode()).hexdigest()[:6]
+    seed = vm if attempt == 0 else f"{vm}\0{attempt}"
+    digest = hashlib.sha1(seed.encode()).hexdigest()[:6]
     return f"{TAP_PREFIX}{vm[:5]}-{digest}"
 
 

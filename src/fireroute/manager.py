@@ -444,13 +444,15 @@ class Manager:
 
     def _devices(self, store: Store, names: list[str], options: Options) -> dict[str, str]:
         """The host device per VM: its tap, or (clone) the host end of its veth link."""
-        taps = {}
+        taps: dict[str, str] = {}
         for n in names:
-            tap = (
-                options.tap
-                if options.tap and options.mode != "clone"
-                else addressing.default_tap_name(n)
-            )
+            if options.tap and options.mode != "clone":
+                tap = options.tap
+            else:  # a generated name is unique within the state file, however many VMs
+                attempt, tap = 0, addressing.default_tap_name(n)
+                while store.tap_owner(tap) is not None or tap in taps.values():
+                    attempt += 1
+                    tap = addressing.default_tap_name(n, attempt)
             owner = store.tap_owner(tap)
             if owner is not None or tap in taps.values():
                 raise ConflictError(

@@ -80,3 +80,12 @@ def test_no_egress_towards_a_host_interface_other_than_the_uplink(lab: Lab):  # 
     assert lab.connect(ns, "198.51.100.2", 80).startswith("FAIL")  # not the uplink: dropped
     assert lab.connect(ns, "203.0.113.1", 80) == "hello 203.0.113.2"  # the uplink: through
     assert lab.connect(host.ns, "198.51.100.2", 80) == "hello 198.51.100.1"  # it is reachable
+
+
+def test_generated_tap_names_stay_unique_when_their_hashes_collide(host: Host):
+    from tests.unit.test_addressing import colliding_names
+
+    a, b = colliding_names()  # long names whose first generated tap names are equal
+    taps = [json.loads(host.fireroute("up", n, "--json").stdout)[0]["tap"] for n in (a, b)]
+    assert len(set(taps)) == 2 and all(t in host.links() for t in taps), taps
+    assert host.fireroute("check").returncode == 0

@@ -94,3 +94,23 @@ def test_store_first_free_and_start(tmp_path):
     start = (first - lo) // 4
     got = addressing.free_ordinals(POOL, 30, store.taken_from(lo + start * 4, hi), 4, start)
     assert got == addressing.free_ordinals(POOL, 30, store.taken(), 4) == [3, 6, 7, 8]
+
+
+def colliding_names() -> tuple[str, str]:
+    """Two long VM names whose first tap names collide (24 bits of hash: a birthday search)."""
+    seen: dict[str, str] = {}
+    i = 0
+    while True:
+        name = f"worker-node-{i}"
+        tap = addressing.default_tap_name(name)
+        if tap in seen:
+            return seen[tap], name
+        seen[tap] = name
+        i += 1
+
+
+def test_a_later_attempt_gives_another_tap_name():
+    a, b = colliding_names()
+    assert addressing.default_tap_name(a) == addressing.default_tap_name(b)  # a real collision
+    assert addressing.default_tap_name(b, 1) != addressing.default_tap_name(a)
+    assert len(addressing.default_tap_name(b, 1).encode()) <= 15
