@@ -196,6 +196,7 @@ class Manager:
                 vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
         bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
         missing_bridges = {b for b in bridges if view.links.get(b) is None}
+        self._check_free_addresses(store, options, view, bool(missing_bridges))
         for b in bridges - missing_bridges:
             link = view.links[b] or {}
             if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
@@ -400,6 +401,25 @@ class Manager:
                         f'clone address {ca} for vm "{names[0]}" is in the block {vm.net} '
                         f'of vm "{vm.name}"'
                     )
+
+    def _check_free_addresses(
+        self, store: Store, options: Options, view: observe.HostView, new_bridge: bool
+    ) -> None:
+        """An explicit clone address, and the address of a bridge fireroute is about to make,
+        must not be one the host already has or routes somewhere (the default route aside)."""
+        wanted = []
+        if options.mode == "clone" and options.clone_address not in (None, "auto"):
+            wanted.append(("clone address", IPv4Address(options.clone_address)))
+        if options.mode == "bridge" and new_bridge and options.bridge_address:
+            wanted.append(("--bridge-address", IPv4Interface(options.bridge_address).ip))
+        for what, ip in wanted:
+            found = observe.probe(
+                view.uplink, [IPv4Network(f"{ip}/32")], store.is_tap, self.runner
+            ).conflicts
+            if found:
+                raise ConflictError(
+                    f"{what} {ip} overlaps {next(iter(found.values()))} on this host"
+                )
 
     def _check_adopted_bridge(self, name: str, options: Options) -> None:
         """A bridge that exists is never re-addressed: a --bridge-address it does not have

@@ -25,7 +25,7 @@ def test_up_again_with_the_same_effective_options_is_a_no_op(host: Host):
             "up", "a", "--allow-host-port", "53/udp", "--allow-host-port", "22/tcp", "--json"
         ).stdout
     )[0]
-    before = host.run("ip", "-d", "addr", "show").stdout, host.nft_text()
+    before = host.run("ip", "-4", "-d", "addr", "show").stdout, host.nft_text()
     same = [
         ["--uplink", "up0"],
         ["--tap", "fr-a"],
@@ -44,7 +44,7 @@ def test_up_again_with_the_same_effective_options_is_a_no_op(host: Host):
             check=False,
         )
         assert p.returncode == 0, (extra, p.stderr)
-    assert (host.run("ip", "-d", "addr", "show").stdout, host.nft_text()) == before
+    assert (host.run("ip", "-4", "-d", "addr", "show").stdout, host.nft_text()) == before
     p = host.fireroute("up", "a", "--backend", "iptables", "--dns", "9.9.9.9", check=False)
     one_line_error(p.returncode, p.stderr)
     assert p.returncode == 3

@@ -18,7 +18,7 @@ BR = ["--mode", "bridge", "--bridge-address", "192.168.7.1/24"]
 
 def world(host: Host) -> tuple:
     return (
-        host.run("ip", "-d", "addr", "show").stdout,
+        host.run("ip", "-4", "-d", "addr", "show").stdout,  # IPv6 DAD states change by themselves
         host.run("ip", "route", "show", "table", "all").stdout,
         host.nft_text(),
         sorted(host.iptables_rules()),
@@ -56,6 +56,12 @@ def test_clone_address_must_be_free_and_unicast(host: Host):
     refused(  # inside c1's veth block
         host, 3, "up", "c2", "--mode", "clone", "--clone-address", "10.200.0.2", says='"c1"'
     )
+    refused(  # the host's own uplink address, and an address of its uplink's subnet
+        host, 3, "up", "c2", "--mode", "clone", "--clone-address", "203.0.113.2", says="overlaps"
+    )
+    refused(
+        host, 3, "up", "c2", "--mode", "clone", "--clone-address", "203.0.113.9", says="overlaps"
+    )
     host.fireroute("up", "c2", "--mode", "clone", "--clone-address", "172.31.9.10")
     host.fireroute("teardown")
 
@@ -75,6 +81,13 @@ def test_clone_address_must_be_free_and_unicast(host: Host):
 def test_bridge_addresses_must_fit_the_bridge(host: Host, args: list[str], says: str):
     refused(host, 2, "up", "b1", *BR, *args, says=says)
     host.fireroute("up", "b1", *BR, "--guest-ip", "192.168.7.9/24")  # the neighbour: accepted
+    host.fireroute("teardown")
+
+
+def test_a_new_bridge_cannot_take_an_address_of_the_uplinks_subnet(host: Host):
+    args = ["up", "b1", "--mode", "bridge", "--guest-ip", "203.0.113.20/24"]
+    refused(host, 3, *args, "--bridge-address", "203.0.113.7/24", says="overlaps")
+    host.fireroute("up", "b1", *BR, "--guest-ip", "192.168.7.9/24")  # its own subnet: fine
     host.fireroute("teardown")
 
 
