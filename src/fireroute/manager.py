@@ -270,11 +270,15 @@ class Manager:
                 observe.check_table_owner(options.table, self.runner)
                 if nft_index >= 0:
                     plan.steps[nft_index] = nft.vms_up(options.table, members, fresh_table)
-                if bridge_index >= 0:  # made meanwhile by another state file's up
+                if bridge_index >= 0:  # read again: the failed transaction made nothing
                     from fireroute.plan import bridge
 
-                    observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
-                    plan.steps[bridge_index] = bridge.filter_up(options.table, bridged, False)
+                    fresh_filter = not others.bridge_members(options.table) and not (
+                        observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
+                    )
+                    plan.steps[bridge_index] = bridge.filter_up(
+                        options.table, bridged, fresh_filter
+                    )
                 Executor(self.runner).apply_all(plan)
         except BaseException as exc:
             store.remove([v.name for v in vms], drop_meta=list(meta))

@@ -128,3 +128,25 @@ def test_lock_is_the_files_not_the_paths(host: Host, tmp_path: Path):
             assert p.returncode != 0 and "busy" in p.stderr, (path, p.stderr)
     p = host.fireroute("up", "b", env={"FIREROUTE_STATE": str(link)})  # positive control
     assert p.returncode == 0
+
+
+def test_first_bridge_vm_of_a_state_file_in_a_table_another_one_made(host: Host):
+    """The NAT table exists (B's), the bridge table does not: A's first masquerading bridge
+    VM gets both its NAT elements and a complete anti-spoofing table (found by the property
+    test: the retry after the NAT table's exclusive create declared the bridge table's sets
+    but not its chain)."""
+    other(host, "up", "b1", "--tap", "fr-b1", "--pool", "172.17.0.0/16")
+    host.fireroute(
+        "up",
+        "a1",
+        "--mode",
+        "bridge",
+        "--masquerade",
+        "--bridge-address",
+        "192.168.50.1/24",
+        "--guest-ip",
+        "192.168.50.10/24",
+    )
+    check_ok(host)
+    check_ok(host, b=True)
+    assert "chain prerouting" in host.run("nft", "list", "table", "bridge", "firecracker").stdout

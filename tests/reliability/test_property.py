@@ -1,5 +1,6 @@
 """A stateful property test against the real kernel: random sequences of up, down, gc, check,
-restore and teardown over two state files, both backends and NAT and clone modes, with drift
+restore and teardown over two state files, both backends and NAT, clone and bridge modes (each
+state file with a bridge of its own), with drift
 injected behind fireroute's back (a tap deleted, a table or chain flushed, an element deleted)
 and processes killed mid-run. After every step:
 
@@ -7,7 +8,8 @@ and processes killed mid-run. After every step:
   ``restore`` (and a damage is always seen);
 - foreign objects (another program's link, nft table and iptables rule) are byte-for-byte
   unchanged;
-- no two VMs, of any state file, share an address block, a MAC or a tap;
+- no two VMs, of any state file, share an address block, a MAC (clones aside: they share
+  their guest's by design) or a tap;
 - every VM that is up holds its tap, and the kernel holds no fireroute link no lease accounts
   for once ``gc`` ran.
 
@@ -41,6 +43,24 @@ pytestmark = [
 ]
 FILES = ("A", "B")
 POOLS = {"A": ("172.16.0.0/16", "10.200.0.0/16"), "B": ("172.17.0.0/16", "10.201.0.0/16")}
+BRIDGES = {  # each state file its own bridge, made by its first bridge VM
+    "A": [
+        "--bridge",
+        "bra",
+        "--bridge-address",
+        "192.168.50.1/24",
+        "--range",
+        "192.168.50.10-192.168.50.99",
+    ],
+    "B": [
+        "--bridge",
+        "brb",
+        "--bridge-address",
+        "192.168.51.1/24",
+        "--range",
+        "192.168.51.10-192.168.51.99",
+    ],
+}
 NAMES = ("1", "2", "3")  # VM "a1" of A, "b1" of B: distinct taps (fr-a1, fr-b1)
 SHARED_DAMAGE = frozenset({"flush-table", "flush-chain"})
 FORWARD_RULES = len(nft.chains()["forward"][1])  # the rules up declares in that chain
@@ -48,6 +68,7 @@ SHAPES = {
     "nft": [],
     "iptables": ["--backend", "iptables"],
     "clone": ["--mode", "clone"],
+    "bridge": ["--mode", "bridge", "--masquerade"],
 }
 
 
@@ -100,6 +121,8 @@ class Machine(RuleBasedStateMachine):
         return json.loads(p.stdout) if p.returncode == 0 and p.stdout.strip() else []
 
     def args(self, sf: str, name: str, shape: str) -> list[str]:
+        if shape == "bridge":
+            return ["up", name, *SHAPES[shape], *BRIDGES[sf]]
         pool = POOLS[sf][1 if shape == "clone" else 0]
         return ["up", name, "--pool", pool, *SHAPES[shape]]
 
@@ -229,7 +252,9 @@ class Machine(RuleBasedStateMachine):
         for key in ("host_dev", "mac"):  # clones share their guest's address and MAC by design
             values = [v[key] for v in everyone if key == "host_dev" or v["mode"] != "clone"]
             assert len(values) == len(set(values)), (key, values)
-        blocks = [v["veth"]["host_ip"] if v["mode"] == "clone" else v["tap_ip"] for v in everyone]
+        blocks = [
+            v["veth"]["host_ip"] if v["mode"] == "clone" else v["guest_ip"] for v in everyone
+        ]  # a NAT VM's guest address stands for its block; a bridge guest's is its lease
         assert len(blocks) == len(set(blocks)), blocks
         links = self.host.links()
         for v in everyone:
