@@ -446,6 +446,25 @@ def demo_env(token: str) -> dict[str, str]:
     return {**os.environ, "FR_DEMO_TEST": token}
 
 
+def wait_for_qemu(token: str, timeout: float = 30) -> None:
+    """Until a QEMU carrying the demo's token in its environment runs."""
+    deadline = time.monotonic() + timeout
+    needle = f"FR_DEMO_TEST={token}".encode()
+    while time.monotonic() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"qemu-system" not in f.read():
+                        continue
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        return
+            except OSError:
+                continue
+        time.sleep(0.02)
+    raise AssertionError("no QEMU of the demo started")
+
+
 def demo_namespaces(stderr: str) -> list[str]:
     """The namespaces the demo says it created."""
     match = re.search(r"host netns (\S+) .*internet netns (\S+) ", stderr)
@@ -519,7 +538,7 @@ def test_demo_ctrl_c_mid_boot_cleans_up(image: GuestImage) -> None:
             line = demo.stderr.readline()
             assert line, "demo ended before booting:\n" + "".join(seen)
             seen.append(line)
-        time.sleep(0.5)  # QEMUs started, none ready yet
+        wait_for_qemu(token)  # QEMUs started, none ready yet
         os.killpg(demo.pid, signal.SIGINT)
         stdout, stderr = demo.communicate(timeout=30)
     finally:

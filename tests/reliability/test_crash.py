@@ -145,7 +145,8 @@ def test_gc_right_after_a_kill_races_the_orphaned_ip_child(host: Host):
         except (FileNotFoundError, ProcessLookupError):
             pass
     assert child is not None, "never saw fireroute's ip -batch child"
-    time.sleep(0.05)
+    while not our_links(host) and time.monotonic() < deadline:  # until its first tap exists
+        time.sleep(0.002)
     while True:  # freeze it right after a tap is complete: its next line creates a new one
         os.kill(child, signal.SIGSTOP)
         links = our_links(host)

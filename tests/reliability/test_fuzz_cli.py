@@ -132,7 +132,10 @@ def judge(p: subprocess.CompletedProcess) -> None:
 @example(argv=["plan", "a\nb"])
 @example(argv=["plan", "a", "--table", "counter"])
 def test_fuzz_plan_never_crashes(fhost: Host, argv: list[str]):
+    """Any plan command line: a clean answer or a one-line error, and nothing changed."""
+    before = kernel(fhost)
     judge(cli(fhost, argv))
+    assert kernel(fhost) == before
 
 
 @pytest.fixture(scope="module")
