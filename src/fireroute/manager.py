@@ -201,7 +201,6 @@ class Manager:
             link = view.links[b] or {}
             if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
                 raise ConflictError(f'"{b}" exists on this host and is not a bridge')
-            self._check_adopted_bridge(b, options)
 
         plan = Plan()
         warnings: list[str] = []
@@ -319,8 +318,13 @@ class Manager:
         if options.uplink is not None and options.uplink not in look:
             look.append(options.uplink)
         if options.mode == "bridge":
+            from fireroute import validate
+
             view = observe.probe(options.uplink, [], store.is_tap, self.runner, links=look)
             self._check_uplink(view, options)
+            if view.links.get(str(options.bridge)) is not None:
+                self._adopt_bridge(str(options.bridge), options)
+            validate.bridge_complete(options)
             return self._bridge_addresses(names, options, store.taken()), view
         pool = options.pool
         lo, hi = int(pool.network_address), int(pool.broadcast_address)
@@ -425,11 +429,10 @@ class Manager:
                     f"{what} {ip} overlaps {next(iter(found.values()))} on this host"
                 )
 
-    def _check_adopted_bridge(self, name: str, options: Options) -> None:
-        """A bridge that exists is never re-addressed: a --bridge-address it does not have
-        while it has others would give the guests a gateway that exists nowhere."""
-        if options.bridge_address is None:
-            return
+    def _adopt_bridge(self, name: str, options: Options) -> None:
+        """A bridge that exists is never re-addressed: its address is the guests' prefix and
+        gateway when --bridge-address is not given, and a --bridge-address it does not have
+        while it has others (a gateway that would exist nowhere) is refused."""
         doc = observe.ip_batch_json([f"addr show dev {name}"], self.runner)[0] or []
         have = [
             f"{a['local']}/{a['prefixlen']}"
@@ -438,7 +441,9 @@ class Manager:
             for a in link.get("addr_info", [])
             if a.get("family") == "inet"
         ]
-        if have and options.bridge_address not in have:
+        if have and options.bridge_address is None:
+            options.bridge_address = have[0]
+        elif have and options.bridge_address not in have:
             raise ConflictError(
                 f'bridge "{name}" exists with address {", ".join(have)}: --bridge-address '
                 f"{options.bridge_address} contradicts it (fireroute never re-addresses a bridge "
@@ -694,7 +699,12 @@ def differences(vm: Vm, options: Options) -> list[str]:
     "--name: has X, asked Y". What the request leaves open (uplink, tap, MAC) or states as the
     VM already has it is no difference, nor is the order of --allow-host-port."""
     have, want = vm.options.identity(), options.identity()
-    for key, actual in (("uplink", vm.uplink), ("tap", vm.vm_tap), ("mac", vm.mac)):
+    for key, actual in (
+        ("uplink", vm.uplink),
+        ("tap", vm.vm_tap),
+        ("mac", vm.mac),
+        ("bridge_address", vm.options.bridge_address),  # read from an adopted bridge
+    ):
         if want[key] is None or str(want[key]).upper() == str(actual).upper():
             want[key] = have[key]
     for d in (have, want):

@@ -301,16 +301,9 @@ class Options:
                 )
             if self.addr_range is not None:
                 self.range_bounds()
-                if bridge_ip is None:
-                    raise UsageError("--range needs --bridge-address (for the guests' prefix)")
             if guest and bridge_ip and guest.network != bridge_ip.network:
                 raise UsageError(
                     f"--guest-ip {guest} is not in the bridge's subnet {bridge_ip.network}"
-                )
-            if not self.dhcp and bridge_ip is None and self.gateway is None:
-                raise UsageError(
-                    "bridge mode with a static guest address needs "
-                    "--bridge-address or --gateway (the guest's router)"
                 )
         if self.mode == "clone":
             if self.guest is None:

@@ -95,3 +95,24 @@ def request(o: Options) -> None:
                 f"--range {o.addr_range} includes the network or broadcast address of {net}"
             )
         unicast(first, "--range")
+
+
+def bridge_complete(o: Options) -> None:
+    """After an existing bridge's address was read into ``o`` (when not given): what a
+    static bridge guest still needs, and that its address is on the bridge's subnet."""
+    if o.mode != "bridge" or o.dhcp:
+        return
+    if o.addr_range is not None and o.bridge_address is None:
+        raise UsageError(
+            "--range needs --bridge-address (for the guests' prefix), or a bridge that has one"
+        )
+    if o.bridge_address is None and o.gateway is None:
+        raise UsageError(
+            "bridge mode with a static guest address needs --bridge-address or --gateway "
+            "(the guest's router), or a bridge that has an address"
+        )
+    if o.bridge_address is not None and o.guest is not None:
+        bridge, guest = IPv4Interface(o.bridge_address), IPv4Interface(o.guest)
+        if guest.network != bridge.network:
+            raise UsageError(f"--guest-ip {guest} is not in the bridge's subnet {bridge.network}")
+    request(o)

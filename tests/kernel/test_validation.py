@@ -19,7 +19,7 @@ BR = ["--mode", "bridge", "--bridge-address", "192.168.7.1/24"]
 def world(host: Host) -> tuple:
     return (
         host.run("ip", "-4", "-d", "addr", "show").stdout,  # IPv6 DAD states change by themselves
-        host.run("ip", "route", "show", "table", "all").stdout,
+        host.run("ip", "-4", "route", "show", "table", "all").stdout,
         host.nft_text(),
         sorted(host.iptables_rules()),
         host.state.read_bytes() if host.state.exists() else b"",
@@ -108,6 +108,34 @@ def test_adopted_bridge_keeps_its_address_and_lists_are_deduplicated(host: Host)
     adopt = ["--mode", "bridge", "--bridge", "br7", "--guest-ip", "192.168.8.9/24"]
     refused(host, 3, "up", "b1", *adopt, "--bridge-address", "192.168.8.2/24", says="contradicts")
     host.fireroute("up", "b1", *adopt, "--bridge-address", "192.168.8.1/24")  # its own: fine
+    # without --bridge-address the bridge's own address is the guests' prefix and gateway
+    rec = json.loads(
+        host.fireroute(
+            "up",
+            "b2",
+            "--mode",
+            "bridge",
+            "--bridge",
+            "br7",
+            "--range",
+            "192.168.8.20-192.168.8.30",
+            "--json",
+        ).stdout
+    )[0]
+    assert (rec["guest_ip"], rec["tap_ip"], rec["prefix"]) == ("192.168.8.20", "192.168.8.1", 24)
+    assert (
+        host.fireroute(
+            "up",
+            "b2",
+            "--mode",
+            "bridge",
+            "--bridge",
+            "br7",
+            "--range",
+            "192.168.8.20-192.168.8.30",
+        ).returncode
+        == 0
+    )  # the same again: no-op
     rec = json.loads(
         host.fireroute(
             "up",
