@@ -109,33 +109,11 @@ def test_adopted_bridge_keeps_its_address_and_lists_are_deduplicated(host: Host)
     refused(host, 3, "up", "b1", *adopt, "--bridge-address", "192.168.8.2/24", says="contradicts")
     host.fireroute("up", "b1", *adopt, "--bridge-address", "192.168.8.1/24")  # its own: fine
     # without --bridge-address the bridge's own address is the guests' prefix and gateway
-    rec = json.loads(
-        host.fireroute(
-            "up",
-            "b2",
-            "--mode",
-            "bridge",
-            "--bridge",
-            "br7",
-            "--range",
-            "192.168.8.20-192.168.8.30",
-            "--json",
-        ).stdout
-    )[0]
+    ranged = ["up", "b2", "--mode", "bridge", "--bridge", "br7", "--range"]
+    ranged.append("192.168.8.20-192.168.8.30")
+    rec = json.loads(host.fireroute(*ranged, "--json").stdout)[0]
     assert (rec["guest_ip"], rec["tap_ip"], rec["prefix"]) == ("192.168.8.20", "192.168.8.1", 24)
-    assert (
-        host.fireroute(
-            "up",
-            "b2",
-            "--mode",
-            "bridge",
-            "--bridge",
-            "br7",
-            "--range",
-            "192.168.8.20-192.168.8.30",
-        ).returncode
-        == 0
-    )  # the same again: no-op
+    assert host.fireroute(*ranged).returncode == 0  # the same again: a no-op
     rec = json.loads(
         host.fireroute(
             "up",
