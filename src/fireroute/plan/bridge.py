@@ -111,18 +111,15 @@ def _filter_lines(verb: str, table: str, vms: list[Vm]) -> str:
 
 
 def filter_skeleton(table: str) -> str:
-    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in FILTER_SETS.items())
-    return (
-        f'table {FAMILY} {table} {{\n  comment "fireroute"\n{sets}'
-        f"  chain prerouting {{ {FILTER_HEADER} }}\n}}\n"
-        f"flush chain {FAMILY} {table} prerouting\n"
-        + "".join(f"add rule {FAMILY} {table} prerouting {r}\n" for r in FILTER_RULES)
-    )
+    from fireroute.plan import nft
+
+    return nft.declare(FAMILY, table, FILTER_SETS, filter_chains())
 
 
 def _filter_sets_only(table: str) -> str:
-    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in FILTER_SETS.items())
-    return f'table {FAMILY} {table} {{\n  comment "fireroute"\n{sets}}}\n'
+    from fireroute.plan import nft
+
+    return nft.declare(FAMILY, table, FILTER_SETS)
 
 
 def filter_remove(table: str, vms: list[Vm]) -> str:

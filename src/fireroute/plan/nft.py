@@ -58,17 +58,26 @@ def declare_chain(name: str, header: str) -> str:
     return f"  chain {name} {{ {header} }}\n" if header else f"  chain {name} {{ }}\n"
 
 
+def declare(
+    family: str,
+    table: str,
+    sets: dict[str, str],
+    chains: dict[str, tuple[str, list[str]]] | None = None,
+) -> str:
+    """A table of ours declared with its sets and, given ``chains``, its chains (flushed)
+    and their rules: the same text for the NAT table and the bridge family's one."""
+    body = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in sets.items())
+    body += "".join(declare_chain(c, header) for c, (header, _rules) in (chains or {}).items())
+    text = f'table {family} {table} {{\n  comment "{TABLE_COMMENT}"\n{body}}}\n'
+    for c in chains or {}:
+        text += f"flush chain {family} {table} {c}\n"
+    for c, (_header, rules) in (chains or {}).items():
+        text += "".join(f"add rule {family} {table} {c} {r}\n" for r in rules)
+    return text
+
+
 def skeleton(table: str) -> str:
-    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in SETS.items())
-    return (
-        f"table ip {table} {{\n"
-        f'  comment "{TABLE_COMMENT}"\n'
-        f"{sets}"
-        + "".join(declare_chain(c, HEADERS[c]) for c in CHAINS)
-        + "}\n"
-        + "".join(f"flush chain ip {table} {c}\n" for c in CHAINS)
-        + "".join(f"add rule ip {table} {c} {r}\n" for c, r in RULES)
-    )
+    return declare("ip", table, SETS, chains())
 
 
 def heal(table: str, vms: list[Vm], bridges: set[tuple[str, str, str]]) -> Step:
@@ -125,8 +134,7 @@ def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
 
 
 def _sets_only(table: str) -> str:
-    sets = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in SETS.items())
-    return f'table ip {table} {{\n  comment "{TABLE_COMMENT}"\n{sets}}}\n'
+    return declare("ip", table, SETS)
 
 
 def remove_elements(
