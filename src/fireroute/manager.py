@@ -634,28 +634,11 @@ class Manager:
             if tap not in skip_taps:
                 plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))
         for family in ("ip", "bridge") if which("nft") else ():
-            for table in observe.nft_our_tables(self.runner, family):
-                sets = observe.nft_elements(table, self.runner, family) or {}
-                mine = {
-                    name: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
-                    for name, elems in sets.items()
-                }
-                if all(len(mine[n]) == len(sets[n]) for n in sets):
-                    plan.add(
-                        Step(
-                            NFT,
-                            f"delete table {family} {table}\n",
-                            f'delete nftables table "{family} {table}"',
-                        )
-                    )
-                    continue
-                script = "".join(
-                    f"delete element {family} {table} {n} {{ {', '.join(vals)} }}\n"
-                    for n, vals in mine.items()
-                    if vals
-                )
-                if script:
-                    plan.add(Step(NFT, script, f'remove this state file\'s elements of "{table}"'))
+            tables = {
+                t: observe.nft_elements(t, self.runner, family) or {}
+                for t in observe.nft_our_tables(self.runner, family)
+            }  # nothing of this state file stays: no VM keeps an element
+            plan.add(*nft.sweep_tables(family, tables, [], lambda _vm: {}, instance))
         if which("iptables-nft-save"):
             from fireroute.plan import iptables
 

@@ -40,8 +40,3 @@ def parse(text: str) -> tuple[str, str] | None:
     if not sep or not name or not instance or not set(instance) <= HEX:
         return None
     return instance, name
-
-
-def is_ours(text: str) -> bool:
-    """Does a link alias or comment carry fireroute's prefix (any state file, any age)?"""
-    return text.startswith(PREFIX)

@@ -24,7 +24,7 @@ from fireroute.kernel.run import Runner, read_value, which
 from fireroute.manager import FORWARD_BEFORE, Manager
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, host, iptables, modes, nft
-from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
+from fireroute.plan.steps import IP, IPTABLES, Plan, Step
 
 COUNTER = "counter packets "
 
@@ -523,14 +523,14 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
             if ns not in clone_ns:
                 sweep.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
         sweep.add(
-            *_sweep_tables(
+            *nft.sweep_tables(
                 "ip",
                 k.tables,
                 [v for v in active.values() if v.backend == "nft" and modes.nat_member(v)],
                 expected_elements,
                 instance,
             ),
-            *_sweep_tables(
+            *nft.sweep_tables(
                 bridge.FAMILY,
                 k.btables,
                 [v for v in active.values() if v.mode == "bridge"],
@@ -573,47 +573,6 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
         plan.add(*sweep.steps)
         return plan
-
-
-def _sweep_tables(
-    family: str,
-    tables: dict[str, dict[str, dict[str, str]]],
-    users: list[Vm],
-    expected: Callable[[Vm], dict[str, list[str]]],
-    instance: str,
-) -> list[Step]:
-    """gc of one family's tables: a table no VM of ours uses and holding nothing of another
-    state file's goes; elsewhere our elements that no active VM expects go."""
-    steps = []
-    for table, sets in tables.items():
-        mine = {
-            s: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
-            for s, elems in sets.items()
-        }
-        in_table = [v for v in users if v.table == table]
-        if not in_table and all(len(mine[s]) == len(sets[s]) for s in sets):
-            steps.append(
-                Step(
-                    NFT,
-                    f"delete table {family} {table}\n",
-                    f'delete unused nftables table "{family} {table}"',
-                )
-            )
-            continue
-        keep = {(s, val) for v in in_table for s, vals in expected(v).items() for val in vals}
-        for set_name, vals in mine.items():
-            stale = [val for val in vals if (set_name, val) not in keep]
-            if stale:
-                body = ", ".join(stale)
-                steps.append(
-                    Step(
-                        NFT,
-                        f"add element {family} {table} {set_name} {{ {body} }}\n"
-                        f"delete element {family} {table} {set_name} {{ {body} }}\n",
-                        f'remove leftover elements from "{family} {table}"',
-                    )
-                )
-    return steps
 
 
 def restore(m: Manager, dry_run: bool = False) -> Plan:

@@ -10,6 +10,10 @@ from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan.steps import NFT, Step
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 TABLE_COMMENT = "fireroute"
 SETS = {
     "masq": "ipv4_addr . ifname",  # guest IP . uplink: masquerade
@@ -193,3 +197,46 @@ def vms_down(
         f'remove NAT entries from table "{table}"',
         vm,
     )
+
+
+def sweep_tables(
+    family: str,
+    tables: dict[str, dict[str, dict[str, str]]],
+    users: list[Vm],
+    expected: Callable[[Vm], dict[str, list[str]]],
+    instance: str,
+) -> list[Step]:
+    """Removing what the state file ``instance`` left in one family's tables (as observed:
+    table -> set -> {element: comment}): a table that none of ``users`` (its VMs that stay)
+    is in and that holds nothing of another state file's goes; elsewhere its elements that no
+    staying VM expects go. gc passes the active VMs, teardown none."""
+    steps = []
+    for table, sets in tables.items():
+        mine = {
+            s: [v for v, c in elems.items() if (owner.parse(c) or ("",))[0] == instance]
+            for s, elems in sets.items()
+        }
+        in_table = [v for v in users if v.table == table]
+        if not in_table and all(len(mine[s]) == len(sets[s]) for s in sets):
+            steps.append(
+                Step(
+                    NFT,
+                    f"delete table {family} {table}\n",
+                    f'delete unused nftables table "{family} {table}"',
+                )
+            )
+            continue
+        keep = {(s, val) for v in in_table for s, vals in expected(v).items() for val in vals}
+        for set_name, vals in mine.items():
+            stale = [val for val in vals if (set_name, val) not in keep]
+            if stale:
+                body = ", ".join(stale)
+                steps.append(
+                    Step(
+                        NFT,
+                        f"add element {family} {table} {set_name} {{ {body} }}\n"
+                        f"delete element {family} {table} {set_name} {{ {body} }}\n",
+                        f'remove leftover elements from "{family} {table}"',
+                    )
+                )
+    return steps
