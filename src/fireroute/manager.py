@@ -40,15 +40,16 @@ FORWARD_BEFORE = "ip_forward_before"
 
 
 class Population:
-    """The other VMs, as counts per shape (mode, backend, table, bridge, NAT member, uplink):
-    enough to decide "first VM of a table", "last on a bridge", "last VM at all" in O(shapes),
-    so the per-VM cost stays flat however many VMs are up."""
+    """The other VMs, as counts per shape (mode, backend, table, bridge, NAT member,
+    masquerading bridge, uplink): enough to decide "first VM of a table", "last on a bridge",
+    "last VM at all" in O(shapes), so the per-VM cost stays flat however many VMs are up."""
 
     def __init__(self, store: Store, minus: list[Vm] = ()) -> None:  # type: ignore[assignment]
-        self.counts: dict[tuple[str, str, str, str | None, bool, str], int] = {}
+        self.counts: dict[tuple[str, str, str, str | None, bool, bool, str], int] = {}
         for mode, backend, table, br, masq, dhcp, uplink, n in store.shapes():
-            member = mode != "bridge" or (bool(masq) and not dhcp)
-            key = (str(mode), str(backend), str(table), br, member, str(uplink))  # type: ignore[misc]
+            member = mode != "bridge" or not dhcp
+            masq_br = mode == "bridge" and bool(masq) and not dhcp
+            key = (str(mode), str(backend), str(table), br, member, masq_br, str(uplink))  # type: ignore[misc]
             self.counts[key] = self.counts.get(key, 0) + int(n)  # type: ignore[call-overload]
         for vm in minus:
             key = (
@@ -57,6 +58,7 @@ class Population:
                 vm.table,
                 vm.options.bridge if vm.mode == "bridge" else None,
                 modes.nat_member(vm),
+                modes.masquerading_bridge(vm),
                 vm.uplink,
             )
             self.counts[key] = self.counts.get(key, 0) - 1
@@ -79,9 +81,7 @@ class Population:
         return {str(k[3]) for k in self.counts if k[0] == "bridge"}
 
     def masq_bridges(self, table: str) -> set[tuple[str, str]]:
-        return {
-            (str(k[3]), k[5]) for k in self.counts if k[0] == "bridge" and k[4] and k[2] == table
-        }
+        return {(str(k[3]), k[6]) for k in self.counts if k[5] and k[2] == table}
 
 
 class UpResult:
@@ -545,7 +545,9 @@ class Manager:
                 last = False  # another state file's VMs are in it: only ours go
             masq_left = remaining.masq_bridges(table)
             drop_egress = {
-                (str(v.options.bridge), v.uplink, instance) for v in in_table if v.mode == "bridge"
+                (str(v.options.bridge), v.uplink, instance)
+                for v in in_table
+                if modes.masquerading_bridge(v)
             } - {(b, u, instance) for b, u in masq_left}
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
         for table in sorted({v.table for v in vms if v.mode == "bridge"}):

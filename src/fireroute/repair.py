@@ -210,30 +210,13 @@ def _ipv6_on(dev: str) -> bool:
 
 
 def expected_elements(vm: Vm) -> dict[str, list[str]]:
-    """The set elements a VM should have in the shared NAT table, as nft text."""
+    """The set elements a VM should have in the shared NAT table, as nft text: its own, and
+    a masquerading bridge guest's shared (bridge . uplink) egress element."""
     if not modes.nat_member(vm):
         return {}
-    src = vm.nat_source
-    if vm.mode == "bridge":
-        return {
-            "masq": [f'{src} . "{vm.uplink}"'],
-            "egress": [f'"{vm.options.bridge}" . "{vm.uplink}"'],
-        }
-    o = vm.options
-    out = {
-        "masq": [f'{src} . "{vm.uplink}"'],
-        "egress": [f'"{vm.tap}" . "{vm.uplink}"'],
-        "taps": [f'"{vm.tap}"'],
-        "vms": [f'"{vm.tap}" . {src}'],
-    }
-    if o.allow_peers:
-        out["peers"] = [f'"{vm.tap}"']
-    if o.allow_metadata:
-        out["metadata"] = [f'"{vm.tap}"']
-    if o.allow_host_ports:
-        out["host_ports"] = [
-            f'"{vm.tap}" . "{proto}" . {port}' for port, proto in o.allow_host_ports
-        ]
+    out = nft.elements(vm)
+    if modes.masquerading_bridge(vm):
+        out["egress"] = [f'"{vm.options.bridge}" . "{vm.uplink}"']
     return out
 
 
@@ -324,7 +307,7 @@ def drift(k: Kernel, vm: Vm) -> list[str]:
         problems.append(f'bridge "{vm.options.bridge}" is missing')
     if vm.state != "active":
         problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
-    if modes.nat_member(vm) and vm.uplink not in k.links:
+    if modes.uses_uplink(vm) and vm.uplink not in k.links:
         problems.append(f'uplink "{vm.uplink}" is missing (renamed or gone)')
     if not modes.nat_member(vm):
         pass
@@ -404,7 +387,7 @@ def orphans(k: Kernel, vms: list[Vm], instance: str) -> list[str]:
 
     def nat_ok(table: str, set_name: str, val: str, name: str) -> bool:
         if name.startswith(owner.BRIDGE):  # a masquerading bridge's shared egress element
-            return any(v.mode == "bridge" and v.table == table and modes.nat_member(v) for v in vms)
+            return any(v.table == table and modes.masquerading_bridge(v) for v in vms)
         vm = known.get(name)
         return (
             vm is not None
@@ -611,7 +594,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 bridges = {
                     (str(v.options.bridge), v.uplink, v.owner)
                     for v in in_table
-                    if v.mode == "bridge"
+                    if modes.masquerading_bridge(v)
                 }
                 extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
                 fix = nft.heal(table, in_table, bridges)

@@ -50,17 +50,21 @@ def request(o: Options) -> None:
             host_address(IPv4Interface(o.guest), "--guest-ip")
     if o.mode != "bridge":
         return
-    allowed = {
-        "--allow-peers": o.allow_peers,
-        "--allow-metadata": o.allow_metadata,
-        "--allow-host-port": bool(o.allow_host_ports),
-    }
-    for flag, given in allowed.items():
-        if given:
-            raise UsageError(
-                f"{flag} applies to nat and clone guests: bridge guests are on a LAN segment, "
-                "where fireroute only stops forged addresses (see the README's isolation section)"
-            )
+    if o.allow_peers:
+        raise UsageError(
+            "--allow-peers applies to nat and clone guests: bridge guests share a LAN segment "
+            "and reach each other there (see the README's isolation section)"
+        )
+    if o.dhcp:
+        for flag, given in (
+            ("--allow-metadata", o.allow_metadata),
+            ("--allow-host-port", bool(o.allow_host_ports)),
+        ):
+            if given:
+                raise UsageError(
+                    f"{flag} needs a known guest address: a --dhcp bridge guest gets no host "
+                    "protection to open (use --guest-ip or --range)"
+                )
     if o.fix_forward_policy and not o.masquerade:
         raise UsageError(
             "--fix-forward-policy in bridge mode needs --masquerade: only masqueraded bridge "

@@ -28,11 +28,9 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
     """(table, rule) pairs for one VM, in iptables-save's own spelling."""
     c = f"-m comment --comment {tag(vm)}"
     src = vm.nat_source
-    dev = vm.options.bridge if vm.mode == "bridge" else vm.tap
+    if vm.mode == "bridge":  # a bridge carries other guests too: rules match the guest's address
+        return _bridge_rules(vm, c)
     rules = [("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE")]
-    if vm.mode == "bridge":  # a bridge carries other guests too: no blanket drops on it
-        rules.append(("filter", f"-A FORWARD -s {src}/32 -i {dev} -o {vm.uplink} {c} -j ACCEPT"))
-        return rules
     t = vm.tap
     if not vm.options.allow_metadata:
         rules.append(("filter", f"-A FORWARD -d {METADATA}/32 -i {t} {c} -j DROP"))
@@ -40,16 +38,37 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
         ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {c} -j ACCEPT"),
         ("filter", f"-A FORWARD -i {t} {c} -j DROP"),
         ("filter", f"-A FORWARD -o {t} {c} -j DROP"),  # nothing new towards the guest
-        # the guest and the host itself: replies, ping, and the ports allowed; nothing else
-        ("filter", f"-A INPUT -i {t} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT"),
-        ("filter", f"-A INPUT -i {t} -p icmp -m icmp --icmp-type 8 {c} -j ACCEPT"),
+    ]
+    return rules + _host_rules(f"-i {t}", vm, c)
+
+
+def _host_rules(match: str, vm: Vm, c: str) -> list[tuple[str, str]]:
+    """The guest and the host itself: replies, ping, and the ports allowed; nothing else."""
+    rules = [
+        ("filter", f"-A INPUT {match} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT"),
+        ("filter", f"-A INPUT {match} -p icmp -m icmp --icmp-type 8 {c} -j ACCEPT"),
     ]
     for port, proto in vm.options.allow_host_ports:
         rules.append(
-            ("filter", f"-A INPUT -i {t} -p {proto} -m {proto} --dport {port} {c} -j ACCEPT")
+            ("filter", f"-A INPUT {match} -p {proto} -m {proto} --dport {port} {c} -j ACCEPT")
         )
-    rules.append(("filter", f"-A INPUT -i {t} {c} -j DROP"))
+    rules.append(("filter", f"-A INPUT {match} {c} -j DROP"))
     return rules
+
+
+def _bridge_rules(vm: Vm, c: str) -> list[tuple[str, str]]:
+    """A bridge guest with a known address (the bridge table keeps it from using another):
+    masquerade out of the uplink if asked, no metadata address unless allowed, host
+    protection as for a NAT guest."""
+    src, br = vm.nat_source, vm.options.bridge
+    rules = []
+    if vm.options.masquerade:
+        rules.append(("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE"))
+    if not vm.options.allow_metadata:
+        rules.append(("filter", f"-A FORWARD -s {src}/32 -d {METADATA}/32 -i {br} {c} -j DROP"))
+    if vm.options.masquerade:
+        rules.append(("filter", f"-A FORWARD -s {src}/32 -i {br} -o {vm.uplink} {c} -j ACCEPT"))
+    return rules + _host_rules(f"-s {src}/32 -i {br}", vm, c)
 
 
 IPT_MADE = "ipt_made"

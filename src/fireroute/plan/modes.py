@@ -14,8 +14,19 @@ from fireroute.plan.steps import Step
 
 
 def nat_member(vm: Vm) -> bool:
-    """Does the VM have entries in the shared NAT table/rules?"""
-    return vm.mode != "bridge" or (vm.options.masquerade and vm.guest_ip is not None)
+    """Does the VM have entries in the shared NAT table/rules? A bridge guest does when its
+    address is known: host protection (and masquerade, if asked) are keyed by it."""
+    return vm.mode != "bridge" or vm.guest_ip is not None
+
+
+def masquerading_bridge(vm: Vm) -> bool:
+    """A bridge guest routed out of the uplink with masquerade (shared egress per bridge)."""
+    return vm.mode == "bridge" and vm.options.masquerade and vm.guest_ip is not None
+
+
+def uses_uplink(vm: Vm) -> bool:
+    """Does the VM's traffic leave through the uplink by fireroute's rules?"""
+    return vm.mode != "bridge" or masquerading_bridge(vm)
 
 
 def links_up(vms: list[Vm], missing_bridges: set[str]) -> list[Step]:

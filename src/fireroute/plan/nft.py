@@ -23,14 +23,20 @@ SETS = {
     "peers": "ifname",  # taps whose guests may talk to each other (--allow-peers)
     "metadata": "ifname",  # taps whose guests may reach 169.254.169.254 (--allow-metadata)
     "host_ports": "ifname . inet_proto . inet_service",  # --allow-host-port PORT/PROTO
+    # bridge guests with a known address: the tap is a bridge port, so the IP layer sees the
+    # bridge; the bridge table's anti-spoofing makes the source address a guest's identity
+    "bridged": "ifname . ipv4_addr",  # bridge . guest IP
+    "bridged_metadata": "ipv4_addr",  # bridge guests that may reach 169.254.169.254
+    "bridged_ports": "ipv4_addr . inet_proto . inet_service",  # a bridge guest's host ports
 }
-CHAINS = ("postrouting", "forward", "input", "guest_in")
+CHAINS = ("postrouting", "forward", "input", "guest_in", "bridge_in")
 METADATA = "169.254.169.254"
 HEADERS = {
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
     "forward": "type filter hook forward priority filter; policy accept;",
     "input": "type filter hook input priority filter; policy accept;",
     "guest_in": "",
+    "bridge_in": "",
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
 RULES = (
@@ -38,16 +44,26 @@ RULES = (
     ("forward", "ct state established,related accept"),
     ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
     ("forward", f"iifname @taps ip daddr {METADATA} iifname != @metadata counter drop"),
+    (
+        "forward",
+        f"iifname . ip saddr @bridged ip daddr {METADATA} ip saddr != @bridged_metadata "
+        "counter drop",
+    ),
     ("forward", "iifname @peers oifname @peers accept"),
     ("forward", "iifname . oifname @egress counter accept"),
     ("forward", "iifname @taps counter drop"),
     ("forward", "oifname @taps counter drop"),
     ("input", "iifname @taps jump guest_in"),
+    ("input", "iifname . ip saddr @bridged jump bridge_in"),
     ("guest_in", "ct state established,related accept"),
     ("guest_in", "iifname . ip saddr != @vms counter drop"),
     ("guest_in", "icmp type echo-request accept"),
     ("guest_in", "iifname . meta l4proto . th dport @host_ports accept"),
     ("guest_in", "counter drop"),
+    ("bridge_in", "ct state established,related accept"),
+    ("bridge_in", "icmp type echo-request accept"),
+    ("bridge_in", "ip saddr . meta l4proto . th dport @bridged_ports accept"),
+    ("bridge_in", "counter drop"),
 )
 """The table's rules, constant whatever the VM count, written as ``nft list`` prints them
 (less the counters' values): ``check`` compares the kernel's listing with exactly these."""
@@ -92,24 +108,43 @@ def heal(table: str, vms: list[Vm], bridges: set[tuple[str, str, str]]) -> Step:
     return Step(NFT, skeleton(table) + body, f'restore nftables table "{table}"')
 
 
+def elements(vm: Vm) -> dict[str, list[str]]:
+    """A VM's elements in the NAT table, as ``nft list`` prints them (less the comment): what
+    ``up`` adds, ``check`` expects and ``restore`` re-adds. A bridge guest's shared egress
+    element (one per bridge) is :func:`bridge_egress`'s."""
+    o = vm.options
+    src = vm.nat_source
+    if vm.mode == "bridge":  # known by its address (see SETS)
+        if vm.guest_ip is None:  # DHCP: no address to know the guest by
+            return {}
+        key, out = str(src), {"bridged": [f'"{o.bridge}" . {src}']}
+        if o.masquerade:
+            out["masq"] = [f'{src} . "{vm.uplink}"']
+        metadata, ports = "bridged_metadata", "bridged_ports"
+    else:  # known by its tap
+        key = f'"{vm.tap}"'
+        out = {
+            "masq": [f'{src} . "{vm.uplink}"'],
+            "egress": [f'{key} . "{vm.uplink}"'],
+            "taps": [key],
+            "vms": [f"{key} . {src}"],
+        }
+        if o.allow_peers:
+            out["peers"] = [key]
+        metadata, ports = "metadata", "host_ports"
+    if o.allow_metadata:
+        out[metadata] = [key]
+    if o.allow_host_ports:
+        out[ports] = [f'{key} . "{p}" . {port}' for port, p in o.allow_host_ports]
+    return out
+
+
 def _elements(vms: list[Vm]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {name: [] for name in SETS}
     for vm in vms:
         tag = f'comment "{vm.tag}"'
-        src = vm.nat_source
-        out["masq"].append(f'{src} . "{vm.uplink}" {tag}')
-        if vm.mode == "bridge":  # one shared egress element per bridge; no per-tap entries
-            continue
-        out["egress"].append(f'"{vm.tap}" . "{vm.uplink}" {tag}')
-        out["taps"].append(f'"{vm.tap}" {tag}')
-        out["vms"].append(f'"{vm.tap}" . {src} {tag}')
-        o = vm.options
-        if o.allow_peers:
-            out["peers"].append(f'"{vm.tap}" {tag}')
-        if o.allow_metadata:
-            out["metadata"].append(f'"{vm.tap}" {tag}')
-        for port, proto in o.allow_host_ports:
-            out["host_ports"].append(f'"{vm.tap}" . {proto} . {port} {tag}')
+        for name, values in elements(vm).items():
+            out[name] += [f"{v} {tag}" for v in values]
     return out
 
 
@@ -126,7 +161,11 @@ def bridge_egress(verb: str, table: str, bridges: set[tuple[str, str, str]]) -> 
 
 
 def _bridges(vms: list[Vm]) -> set[tuple[str, str, str]]:
-    return {(str(v.options.bridge), v.uplink, v.owner) for v in vms if v.mode == "bridge"}
+    return {
+        (str(v.options.bridge), v.uplink, v.owner)
+        for v in vms
+        if v.mode == "bridge" and v.options.masquerade and v.guest_ip is not None
+    }
 
 
 def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
