@@ -215,12 +215,11 @@ class Manager:
         nft_index, fresh_table, policy = -1, False, None
         if members and options.backend == "nft":
             fresh_table = not others.nft_members(options.table)
-            # A table of ours with no VM in it is created exclusively: if a table of that
-            # name exists, the transaction fails and changes nothing, and only then is its
-            # owner read. A dry run reads first, so that it prints what would run.
-            exclusive = fresh_table and (
-                not dry_run or not observe.check_table_owner(options.table, self.runner)
-            )
+            # A table of ours with no VM in it is read first (once per table, not per VM):
+            # a foreign table of that name, or a name nft reads as a keyword, is refused
+            # before anything changes. It is then created exclusively: should a table of that
+            # name appear meanwhile, the transaction fails and changes nothing.
+            exclusive = fresh_table and not observe.check_table_owner(options.table, self.runner)
             if fresh_table and not options.fix_forward_policy:  # once per table, not per VM
                 from fireroute import doctor
 

@@ -41,6 +41,41 @@ def test_bad_input_one_line(host: Host, args, needle):
     assert host.forwarding() == "0"
 
 
+@pytest.mark.parametrize("args,needle", [(a, n) for a, n in BAD if a[:1] == ["up"]])
+def test_bad_input_is_refused_before_any_change(host: Host, tmp_path, args, needle):
+    """Not "changed, then rolled back": no program that changes the kernel is even started.
+    Every ip, nft and iptables-nft-restore fireroute runs is logged by a wrapper on PATH."""
+    import os
+    import shutil
+
+    wrappers, log = tmp_path / "bin", tmp_path / "calls.log"
+    wrappers.mkdir()
+    for tool in ("ip", "nft", "iptables-nft-restore"):
+        real = shutil.which(tool)
+        assert real is not None
+        (wrappers / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec {real} "$@"\n')
+        (wrappers / tool).chmod(0o755)
+    path = f"{wrappers}{os.pathsep}{os.environ['PATH']}"
+    p = host.fireroute(*args, check=False, env={"PATH": path})
+    assert p.returncode != 0 and needle in p.stderr
+    calls = log.read_text().splitlines() if log.exists() else []
+
+    def changes(call: str) -> bool:  # reads are "ip -j ... -batch", "nft -j/-t list ..."
+        words = call.split()
+        return (
+            ("-batch" in words and "-j" not in words)
+            or "-f" in words
+            or words[0] != "ip"
+            and words[0] != "nft"
+        )
+
+    writes = [c for c in calls if changes(c)]
+    assert not writes, calls
+    # the control: a good request through the same wrappers is logged as changing things
+    host.fireroute("up", "ok", env={"PATH": path})
+    assert any(changes(c) for c in log.read_text().splitlines())
+
+
 def test_state_file_garbage_is_a_clear_error(host: Host):
     host.state.write_bytes(b"this is not sqlite" * 100)
     p = host.fireroute("up", "a", check=False)
