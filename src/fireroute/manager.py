@@ -35,6 +35,22 @@ if TYPE_CHECKING:
     Progress = Callable[[str], None]
 
 FORWARD_BEFORE = "ip_forward_before"
+FORWARD_RECORD = "host:ip_forward"
+"""in ``Plan.forget``: the namespace's forwarding record (kernel/forwarding.py) is obsolete
+once the plan ran, if forwarding then has the recorded value"""
+
+
+def done(plan: Plan) -> None:
+    """After a plan ran: drop the host-wide records it made obsolete."""
+    if FORWARD_RECORD not in plan.forget:
+        return
+    from fireroute.kernel import forwarding as record
+
+    before = record.recorded()
+    if before is not None and read_sysctl(host.FORWARD_KEY) == before:
+        record.forget()
+
+
 # plan.bridge, plan.clone and plan.iptables are imported where their mode or backend is met:
 # the per-VM command of a NAT VM on nftables never loads them
 
@@ -207,7 +223,8 @@ class Manager:
         plan.add(*modes.links_up(vms, missing_bridges))
         meta: dict[str, str] = {}
         forwarding = read_sysctl(host.FORWARD_KEY)
-        if forwarding != "1":
+        switch_on = forwarding != "1"
+        if switch_on:
             plan.add(host.set_forwarding("1", forwarding))
         if others.empty() and store.meta(FORWARD_BEFORE) is None:
             meta[FORWARD_BEFORE] = forwarding
@@ -254,6 +271,10 @@ class Manager:
             self._policy_warning(policy, warnings)
             return UpResult(existing + vms, plan, True, warnings)
 
+        if switch_on:  # for whichever state file's VM goes last (kernel/forwarding.py)
+            from fireroute.kernel import forwarding as record
+
+            record.record(forwarding)
         try:
             store.reserve(vms, meta)
         except BaseException:
@@ -583,12 +604,25 @@ class Manager:
                 if script:
                     plan.add(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
                 plan.forget.append(iptables.IPT_MADE)
-        before = store.meta(FORWARD_BEFORE)
-        if remaining.empty() and before is not None:
-            now = read_sysctl(host.FORWARD_KEY)
-            if now != before and not set(observe.foreign_links(instance, self.runner)) - leaving:
-                plan.add(host.set_forwarding(before, now))
+        if remaining.empty():
+            plan.add(*self.forwarding_back(store, instance, leaving))
+            plan.forget.append(FORWARD_RECORD)
         return plan
+
+    def forwarding_back(
+        self, store: Store, instance: str, leaving: set[str], own: bool = True
+    ) -> list[Step]:
+        """Forwarding set back to what it was before fireroute switched it on, once no link
+        of fireroute's (of any state file) is left in this namespace but ``leaving`` and those
+        of ``instance``: the namespace's record (whichever state file made it), else, when
+        ``instance`` is ``store``'s own (``own``), the state file's record."""
+        from fireroute.kernel import forwarding as record
+
+        if set(observe.foreign_links(instance, self.runner)) - leaving:
+            return []
+        before = record.recorded() or (store.meta(FORWARD_BEFORE) if own else None)
+        now = read_sysctl(host.FORWARD_KEY)
+        return [host.set_forwarding(before, now)] if before is not None and now != before else []
 
     def _down_locked(self, store: Store, vms: list[Vm], dry_run: bool) -> Plan:
         plan = self._down_plan(store, vms)
@@ -598,6 +632,7 @@ class Manager:
         store.set_state(names, "removing")
         Executor(self.runner).apply_best_effort(plan)
         remaining = store.count() - len(vms)
+        done(plan)
         store.remove(names, drop_meta=([FORWARD_BEFORE] if remaining == 0 else []) + plan.forget)
         return plan
 

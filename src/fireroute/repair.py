@@ -21,7 +21,7 @@ from fireroute.errors import KernelError, UsageError
 from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner, read_value, which
-from fireroute.manager import FORWARD_BEFORE, Manager
+from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, Plan, Step
@@ -541,17 +541,12 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                     sweep.add(
                         Step(IPTABLES, "-D" + line[2:], "remove shared iptables rule", table=table)
                     )
-        before = None if adopted else store.meta(FORWARD_BEFORE)
-        now = read_sysctl(host.FORWARD_KEY)
-        if (
-            not active
-            and before is not None
-            and now != before
-            and not observe.foreign_links(instance, m.runner)
-        ):
-            sweep.add(host.set_forwarding(before, now))
+        if not active:
+            sweep.add(*m.forwarding_back(store, instance, set(), own=not adopted))
+            sweep.forget.append(FORWARD_RECORD)
         if not dry_run:
             Executor(m.runner).apply_best_effort(sweep)
+            done(sweep)
             if not active and not adopted:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
         plan.add(*sweep.steps)
@@ -577,6 +572,10 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         forwarding = read_sysctl(host.FORWARD_KEY)
         if vms and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
+            if not dry_run:  # (after a reboot: forwarding and /run both start afresh)
+                from fireroute.kernel import forwarding as record
+
+                record.record(forwarding)
         members = [v for v in vms if modes.nat_member(v)]
         shared = shared_problems(k, vms)
         for table in sorted({v.table for v in members if v.backend == "nft"}):

@@ -108,7 +108,12 @@ def test_down_of_a_name_twice_keeps_the_others(host: Host):
 
 
 def test_lock_is_the_files_not_the_paths(host: Host, tmp_path: Path):
-    """A symlink to the state file and a path with '..' in it take the same lock."""
+    """A symlink to the state file, a path with '..' in it, and a bind mount of its directory
+    (made in a mount namespace of the caller's own) take the same lock; a bind mount of the
+    file alone is refused."""
+    import subprocess
+    import sys
+
     from fireroute.state.store import Store
 
     host.fireroute("up", "a")
@@ -116,18 +121,45 @@ def test_lock_is_the_files_not_the_paths(host: Host, tmp_path: Path):
     os.symlink(host.state, link)
     (tmp_path / "sub").mkdir()
     dotted = tmp_path / "sub" / ".." / "state.db"
+    bound_file, bound_dir = tmp_path / "bound.db", tmp_path / "bound"
+    bound_file.touch()
+    bound_dir.mkdir()
+    mounts = {
+        bound_file: f"mount --bind {host.state} {bound_file}",
+        bound_dir / "state.db": f"mount --bind {host.state.parent} {bound_dir}",
+    }
+
+    def up(path: Path, timeout: str) -> subprocess.CompletedProcess:
+        fr = f"nsenter --net=/var/run/netns/{host.ns} {sys.executable} -m fireroute up b"
+        script = f"{mounts.get(path, 'true')} && {fr}"
+        env = {**os.environ, "FIREROUTE_STATE": str(path), "FIREROUTE_LOCK_TIMEOUT": timeout}
+        return subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-ec", script],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
     held = Store(host.state, create=False).locked(timeout=0)
     with held:
-        for path in (link, dotted):
-            p = host.fireroute(
-                "up",
-                "b",
-                env={"FIREROUTE_STATE": str(path), "FIREROUTE_LOCK_TIMEOUT": "0.2"},
-                check=False,
-            )
-            assert p.returncode != 0 and "busy" in p.stderr, (path, p.stderr)
-    p = host.fireroute("up", "b", env={"FIREROUTE_STATE": str(link)})  # positive control
-    assert p.returncode == 0
+        for path in (link, dotted, bound_dir / "state.db"):
+            p = up(path, "0.2")
+            assert p.returncode == 75 and "busy" in p.stderr, (path, p.stderr)
+    assert bound_file.stat().st_size == 0  # the mounts were the caller's alone
+    for path in (link, bound_dir / "state.db"):  # positive control: each reaches the file
+        p = up(path, "5")
+        assert p.returncode == 0, (path, p.stderr)
+        host.fireroute("down", "b")
+    # a bind mount of the file alone would give SQLite a second journal beside the other path
+    # (commits lost, found by this test): refused, nothing changed
+    p = up(bound_file, "5")
+    assert p.returncode == 5 and "bind mount of the file alone" in p.stderr, p.stderr
+    assert "fr-b" not in host.links()
+    os.link(host.state, tmp_path / "hard.db")  # the same with a second name for the file
+    p = up(tmp_path / "hard.db", "5")
+    assert p.returncode == 5 and "hard links" in p.stderr, p.stderr
+    os.unlink(tmp_path / "hard.db")
+    assert up(link, "5").returncode == 0  # one name again: usable
 
 
 def test_first_bridge_vm_of_a_state_file_in_a_table_another_one_made(host: Host):
@@ -150,3 +182,34 @@ def test_first_bridge_vm_of_a_state_file_in_a_table_another_one_made(host: Host)
     check_ok(host)
     check_ok(host, b=True)
     assert "chain prerouting" in host.run("nft", "list", "table", "bridge", "firecracker").stdout
+
+
+@pytest.mark.parametrize("last", ["down", "teardown", "gc"])
+def test_forwarding_goes_back_with_the_last_vm_of_any_state_file(host: Host, last: str):
+    """A switches forwarding on, B finds it on; A goes first (forwarding stays: B's VM needs
+    it), then B's last VM, by down, teardown or gc of a lost lease, sets it back to what it was
+    before fireroute, although B never saw it off."""
+    assert host.forwarding() == "0"
+    host.fireroute("up", "a1")
+    other(host, "up", "b1", "--tap", "fr-b1", "--pool", "172.17.0.0/16")
+    host.fireroute("down", "a1")
+    assert host.forwarding() == "1"  # B still needs it
+    if last == "down":
+        other(host, "down", "b1")
+    elif last == "teardown":
+        other(host, "teardown")
+    else:  # B's lease is lost (its state file emptied): gc of B's id collects the tap
+        b_id = json.loads(other(host, "ls", "--json").stdout)[0]["owner_tag"].split(":")[0]
+        (host.state.parent / "b" / "state.db").unlink()
+        host.fireroute("gc", "--state-id", b_id)
+        assert "fr-b1" not in host.links()
+    assert host.forwarding() == "0", last
+
+
+def test_forwarding_on_before_fireroute_stays_on(host: Host):
+    host.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    host.fireroute("up", "a1")
+    other(host, "up", "b1", "--tap", "fr-b1", "--pool", "172.17.0.0/16")
+    host.fireroute("down", "a1")
+    other(host, "down", "b1")
+    assert host.forwarding() == "1"

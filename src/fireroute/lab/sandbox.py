@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import fireroute
+from fireroute.kernel import forwarding
 
 HOST_UPLINK_IP = "203.0.113.2"
 INTERNET_IP = "203.0.113.1"
@@ -178,4 +179,5 @@ class Sandbox:
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
+                forwarding.forget_namespace(f"/var/run/netns/{ns}")  # a run that did not end
                 _ip("netns", "del", ns, check=False)

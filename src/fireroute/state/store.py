@@ -1,13 +1,15 @@
 """SQLite state: one row per VM (its lease), reserved as ``pending`` before any kernel object
 exists, ``active`` once everything is in place, ``removing`` while it is being taken down.
 
-All mutations happen under an exclusive lock file (bounded wait, then :class:`Busy`), inside
+All mutations happen under an exclusive lock on the state file itself (bounded wait, then
+:class:`Busy`), inside
 ``BEGIN IMMEDIATE`` transactions; UNIQUE constraints are the second guard against two VMs
 sharing a block, a tap or a name.
 """
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import os
 import time
@@ -71,6 +73,31 @@ def _make_parent(path: str) -> None:
         os.makedirs(parent, mode=0o700, exist_ok=True)
 
 
+def _refuse_file_mount(path: str) -> None:
+    """A state file with a second hard link, or that is itself a mount point (a bind mount of
+    the file alone), is refused:
+    SQLite keeps its write-ahead log beside the path it was opened by, so two paths to one
+    file would write two logs and lose commits. A directory's entry for the name carries the
+    inode underneath the mount, a stat of the path the mounted file's."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+        with os.scandir(os.path.dirname(real)) as entries:
+            ino = next((e.inode() for e in entries if e.name == os.path.basename(real)), None)
+    except OSError:
+        return  # not there yet, or unreadable: opening it says what is wrong
+    if st.st_nlink > 1:
+        raise StateError(
+            f"state file {path} has {st.st_nlink} hard links: SQLite keeps its journal beside "
+            "the path, so each name would keep its own; use one name (a symlink is fine)"
+        )
+    if ino is not None and ino != st.st_ino:
+        raise StateError(
+            f"state file {path} is a bind mount of the file alone: SQLite keeps its journal "
+            "beside the path, so each path would keep its own; bind-mount its directory instead"
+        )
+
+
 class Store:
     def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         path = self.path = os.fspath(path)
@@ -79,6 +106,7 @@ class Store:
         if not create and not os.path.exists(path):
             self.db: sqlite3.Connection | None = None
             return
+        _refuse_file_mount(path)
         try:
             if not create:
                 self.db = _open_readable(path)
@@ -126,8 +154,10 @@ class Store:
 
     # -- locking ---------------------------------------------------------------------------
     def locked(self, timeout: float | None = None) -> _Lock:
-        """``with store.locked():`` holds the state lock (bounded wait, then Busy)."""
-        return _Lock(self.path, timeout)
+        """``with store.locked():`` holds the state lock (bounded wait, then Busy). Without a
+        state file (a read-only open of a path where there is none) there is nothing to lock,
+        and none is made."""
+        return _Lock(self.path, timeout, exists=self.db is not None)
 
     # -- reads -----------------------------------------------------------------------------
     def _rows(self, where: str = "", args: tuple[object, ...] = ()) -> list[Vm]:
@@ -335,50 +365,95 @@ def lock_timeout() -> float:
     return value
 
 
-class _Lock:
-    """The state lock: an exclusive flock on ``<state>.lock``; its descriptor is inherited by
-    every child started while it is held (HELD_FDS). Context managers are written out as
-    classes here: contextlib costs ~1 ms of start-up."""
+LOCK_BYTE = 0x7FFF0000
+"""The byte of the state file the state lock covers: an open-file-description (OFD) lock,
+far from the bytes SQLite locks (from 0x40000000, 512 bytes), so the two never meet."""
+_LOCK_FDS: dict[tuple[int, int], tuple[int, _thread.LockType]] = {}
+"""Per state file (device, inode): the descriptor its lock is taken on, kept open for the
+process's life (closing any descriptor of a file drops the process's POSIX locks on it, which
+are SQLite's), and a lock for the process's own threads (an OFD lock does not exclude
+another thread using the same descriptor)."""
+_KEPT: list[int] = []
+"""descriptors of a file already in _LOCK_FDS (reached by another path): never closed either"""
 
-    def __init__(self, path: str, timeout: float | None) -> None:
+
+class _Lock:
+    """The state lock: an exclusive OFD lock on one byte of the state file. It belongs to the
+    file, not to a path: a symlink, ``..``, a bind mount of the directory or of the file
+    itself all reach the same lock. Its descriptor is inherited by every child started while
+    it is held (HELD_FDS), so a child that outlives a killed fireroute keeps the lock until it
+    has finished. Context managers are written out as classes here: contextlib costs ~1 ms of
+    start-up."""
+
+    def __init__(self, path: str, timeout: float | None, exists: bool = True) -> None:
         self.path = path
         self.timeout = lock_timeout() if timeout is None else timeout
+        self.exists = exists
         self.fd = -1
+        self.threads: _thread.LockType | None = None
 
-    def __enter__(self) -> None:
-        # the lock belongs to the file, not to the path: a symlink or ".." reaches the same
-        # lock (and a bind mount of the directory the same lock file)
-        lock_path = f"{os.path.realpath(self.path)}.lock"
+    def _open(self) -> tuple[int, _thread.LockType]:
         try:
             _make_parent(self.path)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StateError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
+            raise StateError(f"cannot lock state file {self.path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        if key in _LOCK_FDS:
+            _KEPT.append(fd)
+        else:
+            _LOCK_FDS[key] = (fd, _thread.allocate_lock())
+        return _LOCK_FDS[key]
+
+    def __enter__(self) -> None:
+        if not self.exists:
+            return
+        fd, threads = self._open()
+        deadline = time.monotonic() + self.timeout
+        if not threads.acquire(timeout=self.timeout):
+            raise Busy(
+                f"state file {self.path} is busy: another thread held it for {self.timeout:g}s"
+            )
         try:
-            deadline = time.monotonic() + self.timeout
-            tries = 0
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    tries += 1
-                    if time.monotonic() >= deadline:
-                        raise Busy(
-                            f"state file {self.path} is busy: another fireroute process "
-                            f"held it for {self.timeout:g}s (retried {tries} times)"
-                        ) from None
-                    time.sleep(min(0.002 * tries, 0.05))
+            self._take(fd, deadline)
         except BaseException:
-            os.close(fd)
+            threads.release()
             raise
-        self.fd = fd
+        self.fd, self.threads = fd, threads
         HELD_FDS.add(fd)
 
+    def _take(self, fd: int, deadline: float) -> None:
+        tries = 0
+        while True:
+            try:
+                _ofd_lock(fd, fcntl.F_WRLCK)
+                break
+            except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another
+                tries += 1
+                if time.monotonic() >= deadline:
+                    raise Busy(
+                        f"state file {self.path} is busy: another fireroute process "
+                        f"held it for {self.timeout:g}s (retried {tries} times)"
+                    ) from None
+                time.sleep(min(0.002 * tries, 0.05))
+            except OSError as exc:
+                raise StateError(f"cannot lock state file {self.path}: {exc.strerror}") from None
+
     def __exit__(self, *exc: object) -> None:
+        if self.threads is None:
+            return
         HELD_FDS.discard(self.fd)
-        os.close(self.fd)
-        self.fd = -1
+        _ofd_lock(self.fd, fcntl.F_UNLCK)
+        self.threads.release()
+        self.fd, self.threads = -1, None
+
+
+def _ofd_lock(fd: int, kind: int) -> None:
+    import struct
+
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", kind, os.SEEK_SET, LOCK_BYTE, 1, 0))
 
 
 class _Transaction:

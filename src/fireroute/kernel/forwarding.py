@@ -1,0 +1,80 @@
+"""What ``net.ipv4.ip_forward`` was before fireroute switched it on, for every state file.
+
+Forwarding is one value per network namespace, shared by every state file on the host. The
+state file that switches it on may not be the one whose VM goes last, and a state file cannot
+read another's. So the value it had before is recorded once per network namespace, outside any
+state file: ``/run/fireroute/ip_forward-<namespace inode>`` holds the namespace's cookie (never
+reused while the machine runs, unlike an inode) and the value. Whoever takes down the last
+fireroute VM of the namespace, from any state file, sets the value back and removes the record.
+/run is cleared at boot, as forwarding is.
+"""
+
+from __future__ import annotations
+
+import os
+
+DIR = "/run/fireroute"
+SOL_SOCKET, SO_NETNS_COOKIE = 1, 71
+
+
+def _identity() -> tuple[int, int]:
+    """(inode, cookie) of the caller's network namespace."""
+    import _socket
+
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        cookie = int.from_bytes(s.getsockopt(SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")
+    finally:
+        s.close()
+    return os.stat("/proc/self/ns/net").st_ino, cookie
+
+
+def record_path(inode: int) -> str:
+    return f"{DIR}/ip_forward-{inode}"
+
+
+def recorded() -> str | None:
+    """The value recorded for this namespace, or None (no record, or a stale one of a
+    namespace that is gone and whose inode was reused)."""
+    inode, cookie = _identity()
+    try:
+        with open(record_path(inode)) as f:
+            got_cookie, _, value = f.read().strip().partition(" ")
+    except OSError:
+        return None
+    return value if got_cookie == str(cookie) and value in ("0", "1") else None
+
+
+def record(value: str) -> None:
+    """Record the value forwarding has before fireroute changes it, unless a record of this
+    namespace exists (the first change is the one to undo). Best effort: without a writable
+    /run the state file's own record is what is left."""
+    inode, cookie = _identity()
+    if recorded() is not None:
+        return
+    try:
+        os.makedirs(DIR, mode=0o755, exist_ok=True)
+        tmp = f"{record_path(inode)}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{cookie} {value}\n")
+        os.replace(tmp, record_path(inode))
+    except OSError:
+        return
+
+
+def forget() -> None:
+    """Remove this namespace's record (forwarding was set back)."""
+    inode, _ = _identity()
+    try:
+        os.unlink(record_path(inode))
+    except OSError:
+        return
+
+
+def forget_namespace(path: str) -> None:
+    """Remove the record of the namespace at ``path`` (``/var/run/netns/NAME``), for whoever
+    deletes that namespace."""
+    try:
+        os.unlink(record_path(os.stat(path).st_ino))
+    except OSError:
+        return
