@@ -1,0 +1,468 @@
+"""Set-element scripts through nf_tables netlink, in-process: the ``nft -f -`` scripts of
+per-VM up and down plans once the table exists, without starting ``nft`` (~1.5 ms each).
+
+Handled: an optional declaration of a table holding only sets (``nft.declare`` without
+chains), then ``add element`` / ``delete element`` lines on that table. The declaration is
+checked, not sent: the table's sets are read (one NFT_MSG_GETSET dump) and each declared set
+must exist with the declared key type, as the kernel would require for the re-declaration
+``nft`` sends to succeed without changing anything. The elements go in one NFNL batch
+(NFT_MSG_NEWSETELEM with NLM_F_CREATE, as ``add element`` does; NFT_MSG_DELSETELEM), which
+the kernel applies all or nothing, with each element's comment as the NFTA_SET_ELEM_USERDATA
+TLV ``nft list`` shows as ``comment "..."``.
+
+Anything else raises :class:`Unsupported` (a script of another shape, a table or set that is
+missing or differs, a value this module cannot encode) or :class:`NftError` (the kernel
+refused the batch, which then changed nothing): the caller then runs ``nft -f -`` itself, so
+every refusal and every creation keeps ``nft``'s exact behaviour and messages.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+
+AF_NETLINK, NETLINK_NETFILTER, SOL_NETLINK = 16, 12, 270
+NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP, NLM_F_CREATE = 0x1, 0x2, 0x4, 0x300, 0x400
+NFNL_SUBSYS_NFTABLES = 10
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
+NFT_MSG_NEWSET, NFT_MSG_GETSET = 9, 10
+NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
+NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS, NFTA_SET_KEY_TYPE, NFTA_SET_KEY_LEN = 1, 2, 3, 4, 5
+NFTA_SET_DATA_TYPE, NFTA_SET_TIMEOUT, NFTA_SET_EXPR, NFTA_SET_EXPRESSIONS = 6, 11, 17, 18
+NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
+NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_USERDATA, NFTA_DATA_VALUE = 1, 1, 6, 1
+NLA_F_NESTED = 0x8000
+NFTNL_UDATA_SET_ELEM_COMMENT = 0
+FAMILIES = {"ip": 2, "inet": 1, "bridge": 7}
+TYPE_BITS = 6
+TYPES = {  # nft datatype name -> (id, length in bytes)
+    "ipv4_addr": (7, 4),
+    "ether_addr": (9, 6),
+    "inet_proto": (12, 1),
+    "inet_service": (13, 2),
+    "ifname": (41, 16),
+}
+NAMES = {kind: name for name, (kind, _) in TYPES.items()}
+PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
+MAX_BATCH = 1 << 17
+"""Larger scripts go to ``nft`` (a kernel socket buffer is ~208 KiB)."""
+
+
+class Unsupported(Exception):
+    """This script (or the table it names) is not one the fast path handles."""
+
+
+class NftError(OSError):
+    """The kernel refused the batch (nothing was changed): errno and extended-ack text."""
+
+    def __init__(self, errno: int, message: str = "") -> None:
+        super().__init__(errno, os.strerror(errno))
+        self.message = message
+
+
+# -- the script ---------------------------------------------------------------------------
+class Ops:
+    """A parsed script: ``declared`` set name -> type text (None when the script declares
+    nothing), and the element operations in order as (verb, set, [(fields, comment)])."""
+
+    __slots__ = ("family", "table", "declared", "ops")
+
+    def __init__(self, family: str, table: str) -> None:
+        self.family = family
+        self.table = table
+        self.declared: dict[str, str] | None = None
+        self.ops: list[tuple[str, str, list[tuple[list[str], str | None]]]] = []
+
+
+def tokens(text: str) -> list[str]:
+    """``{ "a" . 1.2.3.4 comment "x", ... }`` split into quoted strings (kept quoted), braces,
+    commas and whitespace-separated words (a lone ``.`` is the concatenation)."""
+    out: list[str] = []
+    at, n = 0, len(text)
+    while at < n:
+        c = text[at]
+        if c.isspace():
+            at += 1
+        elif c == '"':
+            end = text.find('"', at + 1)
+            if end < 0:
+                raise Unsupported("unterminated string")
+            out.append(text[at : end + 1])
+            at = end + 1
+        elif c in "{},":
+            out.append(c)
+            at += 1
+        else:
+            end = at
+            while end < n and not text[end].isspace() and text[end] not in '{},"':
+                end += 1
+            out.append(text[at:end])
+            at = end
+    return out
+
+
+def parse_elements(body: list[str]) -> list[tuple[list[str], str | None]]:
+    """The tokens between ``{`` and ``}``: each element's fields and comment."""
+    elems: list[tuple[list[str], str | None]] = []
+    fields: list[str] = []
+    comment: str | None = None
+    expect_field = True
+    i = 0
+    while i < len(body):
+        tok = body[i]
+        if expect_field:
+            if tok in "{},." or tok == "comment":
+                raise Unsupported(f"unexpected {tok!r}")
+            fields.append(tok)
+            expect_field = False
+        elif tok == ".":
+            expect_field = True
+        elif tok == "comment" and i + 1 < len(body) and body[i + 1].startswith('"'):
+            comment = body[i + 1][1:-1]
+            i += 1
+        elif tok == ",":
+            elems.append((fields, comment))
+            fields, comment, expect_field = [], None, True
+        else:
+            raise Unsupported(f"unexpected {tok!r}")
+        i += 1
+    if expect_field:
+        raise Unsupported("element list ends in an operator")
+    elems.append((fields, comment))
+    return elems
+
+
+def parse(script: str) -> Ops:
+    """The script as element operations on one table; Unsupported for any other shape."""
+    lines = script.splitlines()
+    ops: Ops | None = None
+    i = 0
+    if lines and lines[0].startswith("table "):
+        head = lines[0].split()
+        if len(head) != 4 or head[3] != "{":
+            raise Unsupported("table header")
+        ops = Ops(head[1], head[2])
+        ops.declared = {}
+        i = 1
+        while i < len(lines) and lines[i] != "}":
+            line = lines[i].strip()
+            words = line.split()
+            if words[:1] == ["comment"] and len(words) == 2 and words[1].startswith('"'):
+                pass  # the table's comment: kept by the kernel on a re-declaration
+            elif words[:1] == ["set"] and words[2:4] == ["{", "type"] and line.endswith("; }"):
+                ops.declared[words[1]] = line[line.index("type") + 5 : -3].strip()
+            else:
+                raise Unsupported(f"declaration line {line!r}")
+            i += 1
+        if i == len(lines):
+            raise Unsupported("table block not closed")
+        i += 1
+    for line in lines[i:]:
+        if not line.strip():
+            continue
+        toks = tokens(line)
+        if len(toks) < 7 or toks[1] != "element" or toks[0] not in ("add", "delete"):
+            raise Unsupported(f"line {line!r}")
+        if toks[5] != "{" or toks[-1] != "}":
+            raise Unsupported(f"line {line!r}")
+        if ops is None:
+            ops = Ops(toks[2], toks[3])
+        if (toks[2], toks[3]) != (ops.family, ops.table):
+            raise Unsupported("more than one table")
+        ops.ops.append((toks[0], toks[4], parse_elements(toks[6:-1])))
+    if ops is None or not ops.ops or ops.family not in FAMILIES:
+        raise Unsupported("no element operations")
+    return ops
+
+
+# -- keys ---------------------------------------------------------------------------------
+def key_type(type_text: str) -> tuple[int, int, list[int]]:
+    """``ifname . ipv4_addr`` as nft declares it: (key type, key length, field ids). A
+    concatenation's id packs the fields' ids 6 bits each; its fields are 4-byte aligned."""
+    kinds = [t.strip() for t in type_text.split(" . ")]
+    if any(k not in TYPES for k in kinds):
+        raise Unsupported(f"type {type_text!r}")
+    ktype = 0
+    for k in kinds:
+        ktype = (ktype << TYPE_BITS) | TYPES[k][0]
+    if len(kinds) == 1:
+        return ktype, TYPES[kinds[0]][1], [TYPES[kinds[0]][0]]
+    return ktype, sum((TYPES[k][1] + 3) & ~3 for k in kinds), [TYPES[k][0] for k in kinds]
+
+
+def field_ids(ktype: int) -> list[int]:
+    """The field ids packed in a key type (every id here is non-zero)."""
+    out = []
+    while ktype:
+        out.append(ktype & ((1 << TYPE_BITS) - 1))
+        ktype >>= TYPE_BITS
+    return out[::-1]
+
+
+def encode_field(kind: int, text: str) -> bytes:
+    """One value as the kernel stores it (network byte order)."""
+    name = NAMES.get(kind)
+    quoted = text.startswith('"')
+    value = text[1:-1] if quoted else text
+    if name == "ifname" and quoted:
+        raw = value.encode()
+        if 0 < len(raw) < 16:
+            return raw.ljust(16, b"\0")
+    elif name == "ipv4_addr" and not quoted and value.count(".") == 3:
+        try:
+            return _socket.inet_aton(value)
+        except OSError:
+            pass
+    elif name == "inet_proto":  # a name, quoted or not, or (unquoted) a number
+        proto = int(value) if value.isdigit() and not quoted else PROTOCOLS.get(value)
+        if proto is not None and proto < 256:
+            return bytes((proto,))
+    elif name == "inet_service" and not quoted and value.isdigit() and int(value) < 65536:
+        return int(value).to_bytes(2, "big")
+    elif name == "ether_addr" and not quoted:
+        parts = value.split(":")
+        if len(parts) == 6 and all(len(p) == 2 for p in parts):
+            try:
+                return bytes(int(p, 16) for p in parts)
+            except ValueError:
+                pass
+    raise Unsupported(f"value {text!r}")
+
+
+def encode_key(ids: list[int], fields: list[str]) -> bytes:
+    if len(ids) != len(fields):
+        raise Unsupported("field count")
+    if len(ids) == 1:
+        return encode_field(ids[0], fields[0])
+    out = b""
+    for kind, text in zip(ids, fields, strict=True):
+        raw = encode_field(kind, text)
+        out += raw + bytes(-len(raw) % 4)
+    return out
+
+
+# -- netlink ------------------------------------------------------------------------------
+def attr(kind: int, value: bytes) -> bytes:
+    head = (4 + len(value)).to_bytes(2, "little") + kind.to_bytes(2, "little")
+    return head + value + bytes(-len(value) % 4)
+
+
+def nested(kind: int, value: bytes) -> bytes:
+    return attr(kind | NLA_F_NESTED, value)
+
+
+def strz(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+def message(kind: int, flags: int, seq: int, family: int, body: bytes, res_id: int = 0) -> bytes:
+    """nlmsghdr + nfgenmsg (version 0, res_id big-endian) + attributes."""
+    head = (20 + len(body)).to_bytes(4, "little") + kind.to_bytes(2, "little")
+    head += flags.to_bytes(2, "little") + seq.to_bytes(4, "little") + bytes(4)
+    return head + bytes((family, 0)) + res_id.to_bytes(2, "big") + body
+
+
+def comment_udata(comment: str) -> bytes:
+    """libnftnl's user-data TLV (1-byte type, 1-byte length) with the NUL-ended comment."""
+    raw = strz(comment)
+    if len(raw) > 255:
+        raise Unsupported("comment too long")
+    return bytes((NFTNL_UDATA_SET_ELEM_COMMENT, len(raw))) + raw
+
+
+def element(key: bytes, comment: str | None) -> bytes:
+    body = nested(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, key))
+    if comment is not None:
+        body += attr(NFTA_SET_ELEM_USERDATA, comment_udata(comment))
+    return nested(NFTA_LIST_ELEM, body)
+
+
+def setelem_message(verb: str, seq: int, family: int, table: str, name: str, elems: bytes) -> bytes:
+    kind = NFT_MSG_NEWSETELEM if verb == "add" else NFT_MSG_DELSETELEM
+    flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE if verb == "add" else 0)
+    body = attr(NFTA_SET_ELEM_LIST_TABLE, strz(table)) + attr(NFTA_SET_ELEM_LIST_SET, strz(name))
+    body += nested(NFTA_SET_ELEM_LIST_ELEMENTS, elems)
+    return message((NFNL_SUBSYS_NFTABLES << 8) | kind, flags, seq, family, body)
+
+
+def attrs(data: bytes | memoryview, at: int) -> dict[int, bytes]:
+    """Top-level attributes from ``at`` on (types without the nested/byte-order bits)."""
+    out: dict[int, bytes] = {}
+    while at + 4 <= len(data):
+        length = int.from_bytes(data[at : at + 2], "little")
+        kind = int.from_bytes(data[at + 2 : at + 4], "little") & 0x3FFF
+        if length < 4:
+            break
+        out[kind] = bytes(data[at + 4 : at + length])
+        at += (length + 3) & ~3
+    return out
+
+
+def error_of(msg: bytes | memoryview) -> NftError | None:
+    """An NLMSG_ERROR message: None for an ack."""
+    error = -int.from_bytes(msg[16:20], "little", signed=True)
+    if error == 0:
+        return None
+    flags = int.from_bytes(msg[6:8], "little")
+    text = ""
+    if flags & 0x200:  # NLM_F_ACK_TLVS, after the echoed header (NLM_F_CAPPED) or request
+        at = 20 + (16 if flags & 0x100 else int.from_bytes(msg[20:24], "little"))
+        text = attrs(msg, at).get(1, b"").rstrip(b"\0").decode("utf-8", "replace")
+    return NftError(error, text)
+
+
+class SetInfo:
+    __slots__ = ("ktype", "klen", "plain")
+
+    def __init__(self, ktype: int, klen: int, plain: bool) -> None:
+        self.ktype = ktype
+        self.klen = klen
+        self.plain = plain
+        """no flags beyond what a plain ``set x { type T; }`` gets, no data, timeout or
+        expressions: what a re-declaration by ``nft`` would accept"""
+
+
+class Nftnl:
+    """One NETLINK_NETFILTER socket, opened on first use (in that namespace)."""
+
+    def __init__(self) -> None:
+        self.sock: _socket.socket | None = None
+        self.seq = 0
+
+    def _socket(self) -> _socket.socket:
+        if self.sock is None:
+            sock = _socket.socket(
+                AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_NETFILTER
+            )
+            try:
+                sock.settimeout(5.0)
+                sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+                sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+                sock.bind((0, 0))
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+        return self.sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _replies(self, last: int):
+        """Messages from the socket up to and including the answer to sequence ``last``
+        (yields (type, seq, message))."""
+        sock = self._socket()
+        while True:
+            data = memoryview(sock.recv(1 << 16))
+            at = 0
+            while at + 16 <= len(data):
+                length = int.from_bytes(data[at : at + 4], "little")
+                if length < 16:
+                    break
+                msg = data[at : at + length]
+                at += (length + 3) & ~3
+                kind = int.from_bytes(msg[4:6], "little")
+                seq = int.from_bytes(msg[8:12], "little")
+                yield kind, seq, msg
+                multi = int.from_bytes(msg[6:8], "little") & NLM_F_MULTI
+                if seq == last and (kind in (NLMSG_ERROR, NLMSG_DONE) or not multi):
+                    return
+
+    def sets(self, family: str, table: str) -> dict[str, SetInfo]:
+        """The table's sets; NftError (ENOENT) when there is no such table."""
+        seq = self._next()
+        body = attr(NFTA_SET_TABLE, strz(table))
+        kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET
+        self._socket().send(message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, FAMILIES[family], body))
+        out: dict[str, SetInfo] = {}
+        for kind, got, msg in self._replies(seq):
+            if got != seq:
+                continue
+            if kind == NLMSG_ERROR:
+                error = error_of(msg)
+                if error is not None:
+                    raise error
+            elif kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET:
+                a = attrs(msg, 20)
+                flags = int.from_bytes(a.get(NFTA_SET_FLAGS, bytes(4)), "big")
+                plain = not flags & 0x7F and not any(
+                    k in a
+                    for k in (
+                        NFTA_SET_DATA_TYPE,
+                        NFTA_SET_TIMEOUT,
+                        NFTA_SET_EXPR,
+                        NFTA_SET_EXPRESSIONS,
+                    )
+                )
+                name = a.get(NFTA_SET_NAME, b"").rstrip(b"\0").decode()
+                ktype = int.from_bytes(a.get(NFTA_SET_KEY_TYPE, bytes(4)), "big")
+                klen = int.from_bytes(a.get(NFTA_SET_KEY_LEN, bytes(4)), "big")
+                out[name] = SetInfo(ktype, klen, plain)
+        return out
+
+    def build(self, ops: Ops, sets: dict[str, SetInfo]) -> tuple[bytes, list[int]]:
+        """The batch for ``ops`` against the table's ``sets``, and the sequence numbers that
+        must be acknowledged; Unsupported when a declared set differs or a value cannot be
+        encoded."""
+        for name, type_text in (ops.declared or {}).items():
+            ktype, klen, _ = key_type(type_text)
+            have = sets.get(name)
+            if have is None or not have.plain or (have.ktype, have.klen) != (ktype, klen):
+                raise Unsupported(f'set "{name}" is missing or differs from its declaration')
+        family = FAMILIES[ops.family]
+        batch = [
+            message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, self._next(), 0, b"", NFNL_SUBSYS_NFTABLES)
+        ]
+        seqs = []
+        for verb, name, elems in ops.ops:
+            have = sets.get(name)
+            if have is None or not have.plain:
+                raise Unsupported(f'set "{name}"')
+            ids = field_ids(have.ktype)
+            if any(k not in NAMES for k in ids):
+                raise Unsupported(f'set "{name}" type {have.ktype}')
+            body = b"".join(element(encode_key(ids, f), c) for f, c in elems)
+            seqs.append(self._next())
+            batch.append(setelem_message(verb, seqs[-1], family, ops.table, name, body))
+        batch.append(
+            message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, self._next(), 0, b"", NFNL_SUBSYS_NFTABLES)
+        )
+        data = b"".join(batch)
+        if len(data) > MAX_BATCH:
+            raise Unsupported("batch too large")
+        return data, seqs
+
+    def run(self, script: str) -> None:
+        """Apply an element script (see the module's docstring); Unsupported or NftError
+        (nothing changed) when the caller must run ``nft -f -`` instead."""
+        ops = parse(script)
+        data, seqs = self.build(ops, self.sets(ops.family, ops.table))
+        sock = self._socket()
+        sock.send(data)
+        # the kernel handles a batch inside send(); a generation request after it is
+        # answered after every answer to the batch, so it marks the end of them
+        sentinel = self._next()
+        kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
+        sock.send(message(kind, NLM_F_REQUEST, sentinel, 0, b""))
+        acked: set[int] = set()
+        failure: NftError | None = None
+        for kind, seq, msg in self._replies(sentinel):
+            if kind == NLMSG_ERROR and seq != sentinel:
+                error = error_of(msg)
+                if error is None:
+                    acked.add(seq)
+                elif failure is None:
+                    failure = error
+        if failure is not None:
+            raise failure
+        if acked != set(seqs):
+            raise NftError(5, "batch not acknowledged")  # EIO: not known to have applied

@@ -1,0 +1,380 @@
+"""InProcessExecutor leaves the kernel exactly as Executor (``ip``/``nft`` processes) does.
+
+Every privileged test runs the same plan in two throwaway "host" namespaces, one through each
+executor (tests/kernel/inproc_driver.py, started with ``nsenter --net``), and compares links
+(``ip -d -j link``), IPv4 addresses and the nft ruleset, and the outcome (exception type and
+message). Each failure case has a succeeding control beside it. The unit tests at the end
+check the netlink encodings and the parsers without root.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from fireroute.kernel import inproc, nftnl, rtnl, tun
+from fireroute.model import Options, Owner, Vm
+from fireroute.plan import bridge, host, modes, nft
+from fireroute.plan.steps import IP, NFT, Step
+from tests.conftest import Host, is_root, make_host
+
+DRIVER = Path(__file__).with_name("inproc_driver.py")
+TABLE = "firecracker"
+
+
+def vm(name: str, ordinal: int, **kw) -> Vm:
+    net = IPv4Network(f"172.16.0.{4 * ordinal}/30")
+    v = Vm(name, net, f"fr-{name}", "06:00:AC:10:00:%02X" % (4 * ordinal + 2), "up0", Options(**kw))
+    v.owner = "5ca1ab1e"
+    return v
+
+
+def as_json(s: Step) -> dict:
+    return {
+        "tool": s.tool,
+        "text": s.text,
+        "what": s.what,
+        "vm": s.vm,
+        "exclusive": s.exclusive,
+        "undo": [as_json(u) for u in s.undo],
+    }
+
+
+def execute(h: Host, executor: str, steps: list[Step], verb: str = "all") -> dict:
+    req = json.dumps({"executor": executor, "verb": verb, "steps": [as_json(s) for s in steps]})
+    p = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{h.ns}", sys.executable, str(DRIVER)],
+        input=req,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(p.stdout)
+
+
+DROP = {"ifindex", "address", "link_index", "link_netnsid", "link", "broadcast"}
+DROP |= {"bridge_id", "root_id", "designated_root", "designated_bridge"}  # from random MACs
+
+
+def _clean(doc: object) -> object:
+    if isinstance(doc, dict):
+        return {k: _clean(v) for k, v in doc.items() if k not in DROP and "_timer" not in k}
+    if isinstance(doc, list):
+        return [_clean(v) for v in doc]
+    return doc
+
+
+def snapshot(h: Host) -> dict:
+    """What a plan can change, without what differs between any two namespaces (indexes,
+    random MACs). IPv4 only: IPv6 DAD makes address listings change over time."""
+    links = json.loads(h.run("ip", "-d", "-j", "link", "show").stdout)
+    addrs = json.loads(h.run("ip", "-4", "-j", "addr", "show").stdout)
+    rules = [x for x in h.nft() if "metainfo" not in x]
+    sysctls = {
+        link["ifname"]: h.run(
+            "cat", f"/proc/sys/net/ipv6/conf/{link['ifname']}/disable_ipv6"
+        ).stdout.strip()
+        for link in links
+    }
+    return {
+        "links": _clean(links),
+        "addrs": _clean(addrs),
+        "nft": rules,
+        "sysctl": sysctls,
+        "forward": h.forwarding(),
+    }
+
+
+def settled(h: Host) -> dict:
+    """A snapshot once it stops changing: a tap's carrier (and so its RUNNING flag) follows
+    its descriptor's close through the kernel's link watcher, up to ~1 s later."""
+    last = snapshot(h)
+    for _ in range(30):
+        time.sleep(0.1)
+        now = snapshot(h)
+        if now == last and all(
+            "NO-CARRIER" in x["flags"] or "LOWER_UP" in x["flags"] or "UP" not in x["flags"]
+            for x in now["links"]
+        ):
+            return now
+        last = now
+    return last
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Host, Host]]:
+    """Two hosts (namespaces): "a" for the process executor, "b" for the in-process one."""
+    if not is_root():
+        pytest.fail("these tests need root (they create network namespaces)")
+    a = make_host(tmp_path / "a", "a")
+    b = make_host(tmp_path / "b", "b")
+    ha = next(a)
+    try:
+        hb = next(b)
+        try:
+            yield ha, hb
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
+def both(
+    pair: tuple[Host, Host], steps: list[Step], verb: str = "all", in_process: int | None = None
+) -> dict:
+    """Run ``steps`` through each executor; the outcomes and the kernel states must agree.
+    ``in_process``: how many groups the in-process executor must have run itself."""
+    a, b = pair
+    pa, pb = execute(a, "process", steps, verb), execute(b, "inproc", steps, verb)
+    assert (pa["error"], pa["message"]) == (pb["error"], pb["message"])
+    assert settled(a) == settled(b)
+    if in_process is not None:
+        assert pb["in_process"] == in_process
+    return pa
+
+
+def setup(pair: tuple[Host, Host], steps: list[Step]) -> None:
+    """The same starting state in both, made by processes."""
+    for h in pair:
+        assert execute(h, "process", steps)["error"] is None
+
+
+def ip(text: str, what: str = "ip step", undo: tuple[Step, ...] = ()) -> Step:
+    return Step(IP, text, what, "t", undo=undo)
+
+
+def up_plan(v: Vm, fresh: bool) -> list[Step]:
+    return [
+        *modes.links_up([v], set()),
+        host.set_forwarding("1", "0"),
+        nft.vms_up(TABLE, [v], fresh),
+    ]
+
+
+# -- whole per-VM plans -------------------------------------------------------------------
+def test_first_vm_up_tap_in_process_table_by_nft(pair) -> None:
+    out = both(pair, up_plan(vm("a", 0), fresh=True), in_process=1)  # the IP group
+    assert out["error"] is None
+    assert pair[1].set_elements(TABLE, "taps") == ["fr-a"]
+
+
+def test_second_vm_up_and_down_entirely_in_process(pair) -> None:
+    setup(pair, up_plan(vm("a", 0), fresh=True))
+    v = vm("b", 1, allow_peers=True, allow_metadata=True, allow_host_ports=((22, "tcp"),))
+    assert both(pair, up_plan(v, fresh=False), in_process=2)["error"] is None
+    assert pair[1].set_elements(TABLE, "host_ports") == [{"concat": ["fr-b", "tcp", 22]}]
+    down = [*modes.links_down([v], set()), nft.vms_down(TABLE, [v], last=False)]
+    assert both(pair, down, verb="best", in_process=2)["error"] is None
+    assert pair[1].set_elements(TABLE, "taps") == ["fr-a"]
+
+
+def test_many_down_by_group_in_process(pair) -> None:
+    vms = [vm("a", 0), vm("b", 1), vm("c", 2)]
+    setup(pair, up_plan(vms[0], fresh=True))
+    setup(pair, [s for v in vms[1:] for s in up_plan(v, fresh=False)])
+    down = [*modes.links_down(vms[:2], set()), nft.vms_down(TABLE, vms[:2], last=False)]
+    assert any("link del group" in s.text for s in down)
+    assert both(pair, down, verb="best", in_process=2)["error"] is None
+    assert set(pair[1].links()) == {"lo", "up0", "fr-c"}
+
+
+def test_last_vm_down_table_by_nft(pair) -> None:
+    v = vm("a", 0)
+    setup(pair, up_plan(v, fresh=True))
+    down = [*modes.links_down([v], set()), nft.vms_down(TABLE, [v], last=True)]
+    assert both(pair, down, verb="best", in_process=1)["error"] is None
+    assert not pair[1].nft()[1:]
+
+
+def test_owned_tap_and_bridge_port(pair) -> None:
+    owned = vm("o", 0, owner=Owner(1234, 4321))
+    assert "user 1234 group 4321" in host.tuntap_add(owned).text
+    assert both(pair, host.tap_up(owned), in_process=1)["error"] is None
+    detail = json.loads(pair[1].run("ip", "-d", "-j", "link", "show", "fr-o").stdout)[0]
+    assert detail["linkinfo"]["info_data"]["user"] == 1234
+    setup(pair, [ip("link add name br0 type bridge")])
+    port = vm("p", 1, mode="bridge", bridge="br0", dhcp=True)
+    steps = bridge.tap_up(port)
+    assert any(" master br0 " in s.text for s in steps)
+    assert both(pair, steps, in_process=1)["error"] is None
+    assert pair[1].links()["fr-p"].get("master") == "br0"
+
+
+def test_tap_is_the_one_ip_makes() -> None:
+    """tun.add_tap's flags, checked where the test suite can see them: sysfs's tun_flags of
+    an ``ip``-made tap (IFF_TAP | IFF_NO_PI; EXCL only applies to the call)."""
+    assert tun.TAP_FLAGS & ~tun.IFF_TUN_EXCL == 0x1002
+
+
+# -- failures, each beside its control ----------------------------------------------------
+def test_tap_exists(pair) -> None:
+    v = vm("a", 0)
+    assert both(pair, host.tap_up(v))["error"] is None  # control: made from nothing
+    setup(pair, [ip("link del dev fr-a")])
+    setup(pair, [ip("tuntap add dev fr-a mode tap user 0")])
+    out = both(pair, up_plan(v, fresh=True), in_process=1)
+    assert out["error"] == "KernelError" and "Device or resource busy" in out["message"]
+    assert not pair[1].addrs("fr-a")  # ip -batch stopped at the first line; nothing more
+
+
+def test_device_missing(pair) -> None:
+    setup(pair, [ip("tuntap add dev fr-x mode tap user 0")])
+    ok = both(pair, [ip("address add 10.1.0.1/30 dev fr-x")], in_process=1)  # control
+    assert ok["error"] is None
+    out = both(pair, [ip("address add 10.1.0.5/30 dev fr-nope")], in_process=1)
+    assert out["error"] == "KernelError" and 'Cannot find device "fr-nope"' in out["message"]
+    out = both(pair, [ip("link set dev fr-nope group 4151 alias x up")], in_process=1)
+    assert out["error"] == "KernelError"
+    out = both(pair, [ip("link set dev fr-x master nobr group 1")], in_process=1)
+    assert out["error"] == "KernelError" and "Device does not exist" in out["message"]
+
+
+def test_address_exists_kernel_message(pair) -> None:
+    setup(pair, [ip("tuntap add dev fr-x mode tap user 0"), ip("address add 10.1.0.1/30 dev fr-x")])
+    out = both(pair, [ip("address add 10.1.0.1/30 dev fr-x")], in_process=1)
+    assert out["error"] == "KernelError" and "Address already assigned" in out["message"]
+
+
+def test_down_ignores_gone_and_reports_the_rest(pair) -> None:
+    setup(pair, [ip("tuntap add dev fr-x mode tap user 0"), ip("address add 10.1.0.1/30 dev fr-x")])
+    gone = [ip("link del dev fr-nope"), ip("link del group 777"), ip("link del dev fr-x")]
+    assert both(pair, gone, verb="best", in_process=1)["error"] is None  # -force: all lines
+    assert "fr-x" not in pair[1].links()
+    setup(pair, [ip("tuntap add dev fr-y mode tap user 0"), ip("address add 10.2.0.1/30 dev fr-y")])
+    bad = [ip("address add 10.2.0.1/30 dev fr-y"), ip("link set dev fr-y group 9")]
+    out = both(pair, bad, verb="best", in_process=1)
+    assert out["error"] == "PartialFailure" and out["message"].startswith("1 step(s) failed")
+    assert pair[1].links()["fr-y"]["group"] == "9"  # the line after the failure ran
+
+
+def test_element_exists_and_missing(pair) -> None:
+    a, b = vm("a", 0), vm("b", 1)
+    setup(pair, up_plan(a, fresh=True))
+    again = nft.vms_up(TABLE, [a], fresh=False)  # add of existing elements: no error
+    assert both(pair, [again], in_process=1)["error"] is None
+    delete = f'delete element ip {TABLE} taps {{ "fr-b" comment "x" }}\n'
+    out = both(pair, [Step(NFT, delete, "remove")], verb="best", in_process=0)
+    assert out["error"] == "PartialFailure" and "No such file or directory" in out["message"]
+    setup(pair, [nft.vms_up(TABLE, [b], fresh=False)])
+    assert both(pair, [Step(NFT, delete, "remove")], verb="best", in_process=1)["error"] is None
+
+
+def test_missing_table_or_set_falls_back_to_nft(pair) -> None:
+    v = vm("a", 0)
+    out = both(pair, [nft.vms_up(TABLE, [v], fresh=False)], in_process=0)  # nft makes the sets
+    assert out["error"] is None and pair[1].set_elements(TABLE, "taps") == ["fr-a"]
+    setup(pair, [Step(NFT, f"delete set ip {TABLE} peers\n", "damage")])
+    assert both(pair, [nft.vms_up(TABLE, [vm("b", 1)], fresh=False)], in_process=0)["error"] is None
+
+
+def test_failed_nft_unwinds_in_process_taps(pair) -> None:
+    v = vm("a", 0)
+    setup(pair, up_plan(v, fresh=True))
+    w = vm("b", 1)
+    bad = Step(NFT, f'add element ip {TABLE} nosuch {{ "fr-b" }}\n', "add", w.name)
+    out = both(pair, [*modes.links_up([w], set()), bad])
+    assert out["error"] == "KernelError"
+    assert "fr-b" not in pair[1].links()  # undone, newest first
+    good = nft.vms_up(TABLE, [w], fresh=False)  # control
+    assert both(pair, [*modes.links_up([w], set()), good], in_process=2)["error"] is None
+
+
+# -- without root: encodings and parsers --------------------------------------------------
+def test_key_types_are_nfts() -> None:
+    assert nftnl.key_type("ifname . ipv4_addr") == ((41 << 6) | 7, 20, [41, 7])
+    assert nftnl.key_type("ipv4_addr . ifname") == ((7 << 6) | 41, 20, [7, 41])
+    assert nftnl.key_type("ifname") == (41, 16, [41])
+    t = nftnl.key_type("ifname . inet_proto . inet_service")
+    assert t[1] == 24 and nftnl.field_ids(t[0]) == [41, 12, 13]
+
+
+def test_keys_and_comments_encode() -> None:
+    key = nftnl.encode_key([41, 7], ['"fr-a"', "172.16.0.2"])
+    assert key == b"fr-a" + bytes(12) + bytes((172, 16, 0, 2))
+    assert nftnl.encode_key([41, 12, 13], ['"t"', '"tcp"', "22"])[16:] == b"\x06\0\0\0\0\x16\0\0"
+    assert nftnl.comment_udata("ab") == b"\x00\x03ab\x00"
+    with pytest.raises(nftnl.Unsupported):
+        nftnl.encode_key([7], ['"not an address"'])
+
+
+def test_element_messages_encode() -> None:
+    msg = nftnl.setelem_message("add", 7, 2, "t", "s", nftnl.element(b"\x01\x02\x03\x04", "c"))
+    assert int.from_bytes(msg[:4], "little") == len(msg)
+    assert int.from_bytes(msg[4:6], "little") == (10 << 8) | 12
+    assert int.from_bytes(msg[6:8], "little") == 0x1 | 0x4 | 0x400  # request, ack, create
+    assert msg[16:20] == b"\x02\0\0\0"  # AF_INET, version 0, res_id 0
+    top = nftnl.attrs(msg, 20)
+    assert top[1] == b"t\0" and top[2] == b"s\0"
+    elem = nftnl.attrs(top[3], 0)[1]
+    inner = nftnl.attrs(elem, 0)
+    assert nftnl.attrs(inner[1], 0)[1] == b"\x01\x02\x03\x04" and inner[6] == b"\x00\x02c\x00"
+
+
+def test_parse_accepts_per_vm_scripts_only() -> None:
+    ops = nftnl.parse(nft.vms_down(TABLE, [vm("a", 0), vm("b", 1)], last=False).text)
+    assert (ops.family, ops.table) == ("ip", TABLE) and ops.declared is not None
+    assert ops.declared["vms"] == "ifname . ipv4_addr"
+    assert [(verb, name) for verb, name, _ in ops.ops][:1] == [("add", "masq")]
+    assert ops.ops[0][2] == [
+        (["172.16.0.2", '"up0"'], "5ca1ab1e:a"),
+        (["172.16.0.6", '"up0"'], "5ca1ab1e:b"),
+    ]
+    for script in (
+        nft.skeleton(TABLE),  # chains and rules
+        f"add table ip {TABLE}\ndelete table ip {TABLE}\n",
+        f"create table ip {TABLE} {{ }}\n",
+        f'add element ip {TABLE} taps {{ "a" . }}\n',
+        f'add element ip {TABLE} taps {{ "a" }}\nadd element ip other taps {{ "a" }}\n',
+    ):
+        with pytest.raises(nftnl.Unsupported):
+            nftnl.parse(script)
+
+
+def test_every_planned_ip_line_has_an_in_process_shape() -> None:
+    v, o, p = (
+        vm("a", 0),
+        vm("o", 1, owner=Owner(5, 6)),
+        vm("p", 2, mode="bridge", bridge="br0", dhcp=True),
+    )
+    lines = [s.text for s in host.tap_up(v) + host.tap_up(o) + bridge.tap_up(p)]
+    lines += [s.text for s in host.tap_down(v) + host.taps_down([v, o])]
+    for line in lines:
+        assert inproc.parse_ip(line) is not None, line
+    for line in (
+        "link add name br0 type bridge",
+        "netns add x",
+        "route add 10.0.0.1/32 via 10.0.0.2 dev x",
+        "tuntap add dev x mode tun",
+        "tuntap add dev x mode tap user root",
+        "address add 10.0.0.1/33 dev x",
+        "link set dev x mtu 9000",
+    ):
+        assert inproc.parse_ip(line) is None, line
+
+
+def test_rtnetlink_encoding_and_errors() -> None:
+    assert rtnl.ifinfomsg(3, 1, 1) == bytes(4) + b"\x03\0\0\0\x01\0\0\0\x01\0\0\0"
+    assert rtnl.attr(20, b"abcde") == b"\x09\x00\x14\x00abcde\0\0\0"
+    assert str(rtnl.RtnlError(17)) == "RTNETLINK answers: File exists"
+    assert str(rtnl.RtnlError(17, "ipv4: Address already assigned")) == (
+        "Error: ipv4: Address already assigned."
+    )
+    assert str(rtnl.NoDevice("x")) == 'Cannot find device "x"'
+    assert str(tun.TunError(16, "ioctl(TUNSETIFF)")) == (
+        "ioctl(TUNSETIFF): Device or resource busy"
+    )
+    text = b"bad thing\0"
+    tlv = (4 + len(text)).to_bytes(2, "little") + b"\x01\x00" + text + bytes(-len(text) % 4)
+    body = (-22).to_bytes(4, "little", signed=True) + bytes(16) + tlv
+    msg = (16 + len(body)).to_bytes(4, "little") + b"\x02\x00" + b"\x00\x03" + bytes(8) + body
+    err = rtnl.parse_ack(msg)
+    assert err is not None and err.errno == 22 and err.message == "bad thing"
+    ack = (36).to_bytes(4, "little") + b"\x02\x00\x00\x01" + bytes(8) + bytes(20)
+    assert rtnl.parse_ack(ack) is None
