@@ -760,14 +760,4 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-def pool_arg(text: str) -> IPv4Network:
-    try:
-        net = IPv4Network(text, strict=True)
-    except ValueError as exc:
-        raise UsageError(
-            f'invalid pool "{text}": {exc} (expected an IPv4 CIDR such as 172.16.0.0/16)'
-        ) from None
-    return net
-
-
-__all__ = ["Manager", "UpResult", "pool_arg", "FirerouteError"]
+__all__ = ["Manager", "UpResult", "FirerouteError"]

@@ -240,7 +240,7 @@ def _iface_id(args: argparse.Namespace, vm) -> str:  # noqa: ANN001
 
 
 def _active_vm(args: argparse.Namespace):  # noqa: ANN202
-    from fireroute.cli.main import _state
+    from fireroute.cli.inputs import _state
     from fireroute.manager import Manager
 
     vm = Manager(_state(args)).show(args.name)
@@ -381,7 +381,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 def cmd_up_socket(args: argparse.Namespace) -> int:
     """``up VM --socket S``: ``Manager.up``, then attach; a failed attach undoes the up."""
-    from fireroute.cli.main import _names, _options, _state
+    from fireroute.cli.inputs import _names, _options, _state
     from fireroute.manager import Manager
     from fireroute.render import record
 
@@ -443,7 +443,7 @@ def cmd_limit(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from fireroute.cli.main import _state
+    from fireroute.cli.inputs import _state
     from fireroute.firecracker.configfile import merge_config
     from fireroute.manager import Manager
     from fireroute.render import firecracker, guest

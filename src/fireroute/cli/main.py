@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from ipaddress import IPv4Address
 
 from fireroute import __version__, jsontext
+from fireroute.cli.inputs import _names, _options, _progress, _state
 from fireroute.errors import FirerouteError, UsageError
 
 TYPE_CHECKING = False
@@ -15,86 +15,6 @@ if TYPE_CHECKING:
     from argparse import Namespace
 
     from fireroute.cli.args import Args
-
-
-def _state(args: Namespace | Args) -> str:
-    from fireroute.state.store import default_path
-
-    return args.state or default_path()
-
-
-def _options(args: Namespace | Args):  # noqa: ANN202
-    from fireroute.manager import pool_arg
-    from fireroute.model import Options, Owner
-
-    size = str(args.block_size).lstrip("/")
-    if not (size.isascii() and size.isdigit()):
-        raise UsageError(f'invalid --block-size "{args.block_size}": use 24..30 (or /24../30)')
-    dns = []
-    for d in args.dns:
-        try:
-            dns.append(IPv4Address(d))
-        except ValueError:
-            raise UsageError(f'invalid --dns "{d}": expected an IPv4 address') from None
-    if len(dns) > 2:
-        raise UsageError("at most two --dns servers fit the kernel ip= argument")
-    return Options(
-        backend=args.backend,
-        pool=pool_arg(args.pool) if args.pool else None,
-        prefix=int(size),
-        uplink=args.uplink,
-        table=args.table,
-        tap=args.tap,
-        dns=tuple(dns),
-        owner=Owner.parse(args.owner) if args.owner else None,
-        mac=args.mac,
-        guest_iface=args.guest_iface,
-        iface_id=args.iface_id,
-        mode=args.mode,
-        bridge=args.bridge,
-        bridge_address=args.bridge_address,
-        guest=args.guest_ip,
-        addr_range=args.range,
-        dhcp=args.dhcp,
-        gateway=args.gateway,
-        masquerade=args.masquerade,
-        clone_address=args.clone_address,
-        allow_peers=args.allow_peers,
-        fix_forward_policy=args.fix_forward_policy,
-        allow_metadata=args.allow_metadata,
-        allow_host_ports=[_port(p) for p in args.allow_host_port],
-    )
-
-
-def _port(text: str) -> tuple[int, str]:
-    port, _, proto = text.partition("/")
-    if not port.isdigit() or proto not in ("tcp", "udp"):
-        raise UsageError(f'invalid --allow-host-port "{text}": use PORT/tcp or PORT/udp')
-    return int(port), proto
-
-
-def _names(args: Namespace | Args) -> list[str]:
-    if args.count is not None:
-        if args.names:
-            raise UsageError("give either vm names or --count, not both")
-        if not 1 <= args.count <= 65536:
-            raise UsageError(f"invalid --count {args.count}: use 1..65536")
-        return [f"{args.prefix}{i}" for i in range(args.count)]
-    if not args.names:
-        raise UsageError("name at least one vm (or use --count N)")
-    return list(args.names)
-
-
-def _progress(enabled: bool):  # noqa: ANN202
-    if not enabled:
-        return None
-    start = time.monotonic()
-
-    def show(msg: str) -> None:
-        sys.stderr.write(f"\r\x1b[K[{time.monotonic() - start:5.2f}s] {msg}")
-        sys.stderr.flush()
-
-    return show
 
 
 def cmd_up(args: Namespace | Args, dry_run: bool) -> int:

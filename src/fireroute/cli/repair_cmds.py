@@ -26,7 +26,7 @@ def configure_gc(p: argparse.ArgumentParser) -> None:
 
 
 def _manager(args: argparse.Namespace):  # noqa: ANN202
-    from fireroute.cli.main import _state
+    from fireroute.cli.inputs import _state
     from fireroute.manager import Manager
 
     return Manager(_state(args))

@@ -1,0 +1,129 @@
+"""A request's options, from whichever door it came through, made into :class:`Options`.
+
+The CLI (its flags), the Python API (keyword arguments) and the daemon (a JSON body) all hand
+:func:`options` a mapping of the same field names; this is the one place that checks their
+types and turns text into values, so the three doors accept and refuse exactly the same
+things. Messages name an option as the CLI spells it (``--block-size``), whichever door it
+came through.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+
+from fireroute.errors import UsageError
+from fireroute.model import Options, Owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+TEXT = (
+    "backend",
+    "pool",
+    "uplink",
+    "table",
+    "tap",
+    "owner",
+    "mac",
+    "guest_iface",
+    "iface_id",
+    "mode",
+    "bridge",
+    "bridge_address",
+    "guest_ip",
+    "range",
+    "gateway",
+    "clone_address",
+)
+FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy")
+LISTS = ("dns", "allow_host_ports")
+FIELDS = (*TEXT, "block_size", *FLAGS, *LISTS)
+"""every option of ``up``, by the name the API and the daemon use (the CLI's flag with ``_``;
+``allow_host_ports`` is ``--allow-host-port``, repeatable)"""
+
+
+def flag(field: str) -> str:
+    return "--allow-host-port" if field == "allow_host_ports" else "--" + field.replace("_", "-")
+
+
+def options(fields: Mapping[str, object]) -> Options:
+    """The :class:`Options` of ``fields`` (absent or None: the default). Raises UsageError
+    naming the option for an unknown name, a value of the wrong type or a bad value."""
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise UsageError(f'unknown option "{unknown[0]}" (options: {", ".join(FIELDS)})')
+    f = {k: v for k, v in fields.items() if v is not None}
+    for k, v in f.items():
+        if k in TEXT and not isinstance(v, str):
+            raise UsageError(f"invalid {flag(k)}: expected a string")
+        if k in FLAGS and not isinstance(v, bool):
+            raise UsageError(f"invalid {flag(k)}: expected true or false")
+        if k in LISTS and not (isinstance(v, list | tuple) and all(isinstance(x, str) for x in v)):
+            raise UsageError(f"invalid {flag(k)}: expected a list of strings")
+    return Options(
+        backend=str(f.get("backend", "nft")),
+        pool=pool_arg(str(f["pool"])) if "pool" in f else None,
+        prefix=_block_size(f.get("block_size", 30)),
+        uplink=_text(f, "uplink"),
+        table=str(f.get("table", "firecracker")),
+        tap=_text(f, "tap"),
+        dns=_dns(f.get("dns", ())),  # type: ignore[arg-type]
+        owner=Owner.parse(str(f["owner"])) if "owner" in f else None,
+        mac=_text(f, "mac"),
+        guest_iface=str(f.get("guest_iface", "eth0")),
+        iface_id=str(f.get("iface_id", "eth0")),
+        mode=str(f.get("mode", "nat")),
+        bridge=_text(f, "bridge"),
+        bridge_address=_text(f, "bridge_address"),
+        guest=_text(f, "guest_ip"),
+        addr_range=_text(f, "range"),
+        dhcp=bool(f.get("dhcp", False)),
+        gateway=_text(f, "gateway"),
+        masquerade=bool(f.get("masquerade", False)),
+        clone_address=_text(f, "clone_address"),
+        allow_peers=bool(f.get("allow_peers", False)),
+        fix_forward_policy=bool(f.get("fix_forward_policy", False)),
+        allow_metadata=bool(f.get("allow_metadata", False)),
+        allow_host_ports=[port(p) for p in f.get("allow_host_ports", ())],  # type: ignore[attr-defined]
+    )
+
+
+def pool_arg(text: str) -> IPv4Network:
+    try:
+        return IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise UsageError(
+            f'invalid pool "{text}": {exc} (expected an IPv4 CIDR such as 172.16.0.0/16)'
+        ) from None
+
+
+def _text(f: Mapping[str, object], key: str) -> str | None:
+    return str(f[key]) if key in f else None
+
+
+def _block_size(value: object) -> int:
+    size = str(value).lstrip("/")
+    if isinstance(value, bool) or not (size.isascii() and size.isdigit()):
+        raise UsageError(f'invalid --block-size "{value}": use 24..30 (or /24../30)')
+    return int(size)
+
+
+def _dns(values: list[str]) -> tuple[IPv4Address, ...]:
+    dns = []
+    for d in values:
+        try:
+            dns.append(IPv4Address(d))
+        except ValueError:
+            raise UsageError(f'invalid --dns "{d}": expected an IPv4 address') from None
+    if len(dns) > 2:
+        raise UsageError("at most two --dns servers fit the kernel ip= argument")
+    return tuple(dns)
+
+
+def port(text: str) -> tuple[int, str]:
+    """``PORT/tcp`` or ``PORT/udp``."""
+    number, _, proto = text.partition("/")
+    if not number.isdigit() or proto not in ("tcp", "udp"):
+        raise UsageError(f'invalid --allow-host-port "{text}": use PORT/tcp or PORT/udp')
+    return int(number), proto
