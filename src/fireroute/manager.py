@@ -123,12 +123,33 @@ def _require_tools(backend: str) -> None:
 
 
 class Manager:
-    def __init__(self, state: str | os.PathLike[str], runner: Runner = run) -> None:
+    """The verbs over one state file. ``executor`` makes the executor each verb runs its plan
+    with (default: :class:`Executor`, processes; a long-lived caller passes one that works
+    in-process); ``keep_store`` keeps the state file open between verbs (a caller that uses
+    the manager from one thread only)."""
+
+    def __init__(
+        self,
+        state: str | os.PathLike[str],
+        runner: Runner = run,
+        executor: Callable[[], Executor] | None = None,
+        keep_store: bool = False,
+    ) -> None:
         self.state_path = state
         self.runner = runner
+        self.executor: Callable[[], Executor] = executor or (lambda: Executor(runner))
+        self.keep_store = keep_store
+        self._kept: Store | None = None
 
     def _store(self, create: bool = True) -> Store:
-        return Store(self.state_path, create=create)
+        if not self.keep_store:
+            return Store(self.state_path, create=create)
+        if self._kept is None or (self._kept.db is None and create):
+            store = Store(self.state_path, create=create)
+            if store.db is None:
+                return store  # nothing to keep yet
+            self._kept = store
+        return self._kept
 
     # -- up --------------------------------------------------------------------------------
     def up(
@@ -284,7 +305,7 @@ class Manager:
             progress(f"creating {len(vms)} device(s) and NAT entries")
         try:
             try:
-                Executor(self.runner).apply_all(plan)
+                self.executor().apply_all(plan)
             except AlreadyExists:  # the table's name is taken: ours (left over) or not
                 observe.check_table_owner(options.table, self.runner)
                 if nft_index >= 0:
@@ -298,7 +319,7 @@ class Manager:
                     plan.steps[bridge_index] = bridge.filter_up(
                         options.table, bridged, fresh_filter
                     )
-                Executor(self.runner).apply_all(plan)
+                self.executor().apply_all(plan)
         except BaseException as exc:
             store.remove([v.name for v in vms], drop_meta=list(meta))
             if (
@@ -630,7 +651,7 @@ class Manager:
             return plan
         names = [v.name for v in vms]
         store.set_state(names, "removing")
-        Executor(self.runner).apply_best_effort(plan)
+        self.executor().apply_best_effort(plan)
         remaining = store.count() - len(vms)
         done(plan)
         store.remove(names, drop_meta=([FORWARD_BEFORE] if remaining == 0 else []) + plan.forget)
@@ -652,7 +673,7 @@ class Manager:
             vms = store.all()
             plan = self._down_locked(store, vms, dry_run=False)
             sweep = self._sweep_plan(store, set())
-            Executor(self.runner).apply_best_effort(sweep)
+            self.executor().apply_best_effort(sweep)
             plan.add(*sweep.steps)
             return vms, plan
 

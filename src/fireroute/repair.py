@@ -19,7 +19,7 @@ from collections.abc import Callable
 from fireroute import owner
 from fireroute.errors import KernelError, UsageError
 from fireroute.kernel import observe
-from fireroute.kernel.apply import Executor, read_sysctl
+from fireroute.kernel.apply import read_sysctl
 from fireroute.kernel.run import Runner, read_value, which
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
@@ -447,6 +447,10 @@ class Report:
     def ok(self) -> bool:
         return not (any(self.vms.values()) or any(self.shared.values()) or self.orphans)
 
+    def as_json(self) -> dict[str, object]:
+        """What ``check --json`` prints."""
+        return {"ok": self.ok(), "vms": self.vms, "shared": self.shared, "orphans": self.orphans}
+
 
 def check(m: Manager, names: list[str]) -> Report:
     # reading the ruleset needs CAP_NET_ADMIN: without it nothing true could be said
@@ -480,7 +484,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         half = [] if adopted else [v for v in store.all() if v.state != "active"]
         plan = m._down_plan(store, half) if half else Plan()
         if half and not dry_run:
-            Executor(m.runner).apply_best_effort(plan)
+            m.executor().apply_best_effort(plan)
             store.remove([v.name for v in half])
         active = {} if adopted else {v.name: v for v in store.all()}
         k = Kernel(m.runner)
@@ -545,7 +549,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
             sweep.add(*m.forwarding_back(store, instance, set(), own=not adopted))
             sweep.forget.append(FORWARD_RECORD)
         if not dry_run:
-            Executor(m.runner).apply_best_effort(sweep)
+            m.executor().apply_best_effort(sweep)
             done(sweep)
             if not active and not adopted:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
@@ -568,7 +572,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         for vm in vms:
             plan.add(*_restore_links(k, vm, clear))
         if clear and not dry_run:
-            Executor(m.runner).apply_best_effort(Plan(clear), count_faults=False)
+            m.executor().apply_best_effort(Plan(clear), count_faults=False)
         forwarding = read_sysctl(host.FORWARD_KEY)
         if vms and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
@@ -630,7 +634,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 if rule not in have:
                     plan.add(step)
         if not dry_run and plan:
-            Executor(m.runner).apply_all(plan)
+            m.executor().apply_all(plan)
         return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)
 
 

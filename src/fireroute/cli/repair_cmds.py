@@ -37,17 +37,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = repair.check(_manager(args), args.names)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "ok": report.ok(),
-                    "vms": report.vms,
-                    "shared": report.shared,
-                    "orphans": report.orphans,
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(report.as_json(), indent=2))
     else:
         for vm, problems in report.vms.items():
             print(f"{vm}: " + ("ok" if not problems else "; ".join(problems)))
