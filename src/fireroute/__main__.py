@@ -1,3 +1,3 @@
-from fireroute.cli.main import main
+from fireroute.entry import main
 
 raise SystemExit(main())

@@ -148,9 +148,7 @@ class Host:
         """Several VMs with the same options, in one batch (all or nothing)."""
         from fireroute import request
 
-        res = self._manager.up(
-            list(names), request.options(options), skip_conflicts=skip_conflicts
-        )
+        res = self._manager.up(list(names), request.options(options), skip_conflicts=skip_conflicts)
         return [Vm(v) for v in res.vms]
 
     def plan_up(self, name: str, **options: object) -> str:

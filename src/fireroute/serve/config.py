@@ -1,0 +1,112 @@
+"""What the operator fixes and what a client may ask for.
+
+The server config is a JSON file (``--config FILE``)::
+
+    {
+      "state": "/var/lib/fireroute/state.db",
+      "fixed": {"uplink": "eth0", "pool": "172.16.0.0/16", "backend": "nft"},
+      "client_options": ["allow_host_ports", "dns", "mac"],
+      "tenant_prefix": true,
+      "max_body": 65536,
+      "client_timeout": 10
+    }
+
+``fixed`` options apply to every VM and no client may give them; ``client_options`` are the
+only options a client may give (default: :data:`CLIENT_DEFAULT`: never the uplink, pool, block
+size, table, backend, tap owner, bridge or FORWARD-policy fix); everything else takes
+fireroute's default. With ``tenant_prefix`` a client that is not root may only name, see and
+remove VMs whose names start with ``u<its uid>-``. The state file, and every path and program
+fireroute uses, are the server's alone: no request field names one.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fireroute import request
+from fireroute.errors import UsageError
+
+CLIENT_DEFAULT = (
+    "tap",
+    "mac",
+    "dns",
+    "guest_iface",
+    "iface_id",
+    "mode",
+    "guest_ip",
+    "range",
+    "dhcp",
+    "gateway",
+    "masquerade",
+    "clone_address",
+    "allow_peers",
+    "allow_metadata",
+    "allow_host_ports",
+)
+KEYS = ("state", "fixed", "client_options", "tenant_prefix", "max_body", "client_timeout")
+
+
+class ServerConfig:
+    __slots__ = ("state", "fixed", "client_options", "tenant_prefix", "max_body", "client_timeout")
+
+    def __init__(
+        self,
+        state: str | None = None,
+        fixed: dict[str, object] | None = None,
+        client_options: list[str] | tuple[str, ...] = CLIENT_DEFAULT,
+        tenant_prefix: bool = False,
+        max_body: int = 65536,
+        client_timeout: float = 10.0,
+    ) -> None:
+        self.state = state
+        self.fixed = dict(fixed or {})
+        self.client_options = tuple(client_options)
+        self.tenant_prefix = tenant_prefix
+        self.max_body = max_body
+        self.client_timeout = client_timeout
+        for name in (*self.fixed, *self.client_options):
+            if name not in request.FIELDS:
+                raise UsageError(f'server config: unknown option "{name}"')
+        both = set(self.fixed) & set(self.client_options)
+        if both:
+            raise UsageError(
+                f'server config: "{sorted(both)[0]}" is both fixed and a client option'
+            )
+        request.options(self.fixed)  # the fixed options must themselves be valid
+        if not (isinstance(max_body, int) and 1024 <= max_body <= 1 << 24):
+            raise UsageError("server config: max_body must be 1024..16777216 bytes")
+        if not (isinstance(client_timeout, int | float) and 0 < client_timeout <= 600):
+            raise UsageError("server config: client_timeout must be 0..600 seconds")
+
+    @classmethod
+    def load(cls, path: str) -> ServerConfig:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except OSError as exc:
+            raise UsageError(f"cannot read server config {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"invalid JSON in server config {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"server config {path}: expected a JSON object")
+        unknown = sorted(set(data) - set(KEYS))
+        if unknown:
+            raise UsageError(f'server config {path}: unknown key "{unknown[0]}"')
+        return cls(**data)
+
+    def options(self, body: dict[str, object]) -> dict[str, object]:
+        """A client's options with the operator's fixed ones: Forbidden-worthy fields raise
+        :class:`NotAllowed` (naming the field)."""
+        for name in body:
+            if name in self.fixed:
+                raise NotAllowed(f'option "{name}" is fixed by the server')
+            if name in request.FIELDS and name not in self.client_options:
+                raise NotAllowed(f'option "{name}" may not be set by clients of this server')
+        return {**body, **self.fixed}
+
+    def may_name(self, uid: int, name: str) -> bool:
+        return not self.tenant_prefix or uid == 0 or name.startswith(f"u{uid}-")
+
+
+class NotAllowed(UsageError):
+    """A client asked for something the operator did not allow (HTTP 403)."""

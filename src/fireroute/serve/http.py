@@ -1,0 +1,291 @@
+"""The daemon's HTTP side: a unix socket, one thread per connection, JSON in and out.
+
+Resources::
+
+    PUT    /vms/{name}   body: the options of ``up`` (JSON object)   200: the VM
+    GET    /vms          200: [VM, ...]        GET /vms/{name}   200: the VM
+    DELETE /vms/{name}   200: {"removed": bool} (idempotent)
+    GET    /check        200: what ``check --json`` prints (its "ok" says whether all is well)
+    GET    /healthz      200: {"ok": true}
+    GET    /metrics      200: Prometheus text
+
+A VM is the JSON of ``show --format json``. Errors: ``{"error": {"kind", "message"}}`` with
+400 (bad input: bad JSON, unknown option, bad value), 403 (not allowed by the server), 404,
+409 (a conflict), 413 (body too large), 503 (busy), 500 (the kernel refused). The message is
+the line the CLI would print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import json
+import os
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+from fireroute import jsontext
+from fireroute.errors import (
+    Busy,
+    ConflictError,
+    FirerouteError,
+    NotFound,
+    PermissionDenied,
+    PoolExhausted,
+    UsageError,
+)
+from fireroute.model import check_vm_name
+from fireroute.serve.config import NotAllowed, ServerConfig
+from fireroute.serve.worker import Worker, now_ms
+
+STATUS = (  # most specific first
+    (NotAllowed, 403),
+    (UsageError, 400),
+    (NotFound, 404),
+    (PoolExhausted, 409),
+    (ConflictError, 409),
+    (Busy, 503),
+    (PermissionDenied, 500),
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def add(self, verb: str, status: int, ms: float) -> None:
+        with self.lock:
+            self.requests[(verb, status)] = self.requests.get((verb, status), 0) + 1
+            self.seconds[verb] = self.seconds.get(verb, 0.0) + ms / 1000
+
+    def text(self, vms: int) -> str:
+        with self.lock:
+            lines = [
+                "# HELP fireroute_vms VMs in the state file.",
+                "# TYPE fireroute_vms gauge",
+                f"fireroute_vms {vms}",
+                "# HELP fireroute_requests_total Requests answered, by verb and status.",
+                "# TYPE fireroute_requests_total counter",
+            ]
+            lines += [
+                f'fireroute_requests_total{{verb="{v}",status="{s}"}} {n}'
+                for (v, s), n in sorted(self.requests.items())
+            ]
+            lines += [
+                "# HELP fireroute_request_seconds_total Time spent answering, by verb.",
+                "# TYPE fireroute_request_seconds_total counter",
+            ]
+            lines += [
+                f'fireroute_request_seconds_total{{verb="{v}"}} {t:.6f}'
+                for v, t in sorted(self.seconds.items())
+            ]
+        return "\n".join(lines) + "\n"
+
+
+class Reply(Exception):
+    """An answer other than 200, raised from anywhere in a handler."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # connections are kept alive
+    server: Server
+
+    def setup(self) -> None:
+        self.timeout = self.server.config.client_timeout  # a slow client loses its connection
+        super().setup()
+        self.uid = peer_uid(self.connection)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        return  # every request is logged once, as JSON, by _answer
+
+    def do_GET(self) -> None:  # noqa: N802 - the base class's names
+        self._handle("GET")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        start = time.monotonic()
+        verb, vm = f"{method} {self.path}", None
+        try:
+            verb, vm, body = self._route(method)
+            status, payload = 200, body
+        except Reply as r:
+            status, payload = r.status, {"error": {"kind": r.kind, "message": str(r)}}
+        except FirerouteError as exc:
+            status = next((s for cls, s in STATUS if isinstance(exc, cls)), 500)
+            payload = {"error": {"kind": type(exc).__name__, "message": str(exc)}}
+        except Exception as exc:  # a bug: one answer and one log line, the daemon lives on
+            status = 500
+            payload = {
+                "error": {"kind": "InternalError", "message": f"{type(exc).__name__}: {exc}"}
+            }
+        self._answer(status, payload, verb, vm, start)
+
+    def _answer(
+        self, status: int, payload: object, verb: str, vm: str | None, start: float
+    ) -> None:
+        if isinstance(payload, str):
+            data, kind = payload.encode(), "text/plain; version=0.0.4"
+        else:
+            data, kind = (jsontext.dumps(payload) + "\n").encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        ms = now_ms(start)
+        self.server.metrics.add(verb, status, ms)
+        self.server.log(
+            {"uid": self.uid, "verb": verb, "vm": vm, "status": status, "ms": round(ms, 3)}
+        )
+
+    def _body(self) -> dict[str, object]:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding"):
+            raise Reply(411, "LengthRequired", "send the body with a Content-Length")
+        if length is None or not length.isdigit():
+            return {}
+        if int(length) > self.server.config.max_body:
+            self.close_connection = True
+            raise Reply(413, "TooLarge", f"body over {self.server.config.max_body} bytes")
+        try:
+            raw = self.rfile.read(int(length))
+        except TimeoutError:
+            self.close_connection = True
+            raise Reply(408, "Timeout", "the request body did not arrive in time") from None
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise Reply(400, "UsageError", f"invalid JSON body: {exc}") from None
+        if not isinstance(data, dict):
+            raise Reply(400, "UsageError", "the body must be a JSON object of options")
+        return data
+
+    def _route(self, method: str) -> tuple[str, str | None, object]:
+        path = self.path.split("?", 1)[0]
+        parts = [p for p in path.split("/") if p]
+        body = self._body() if method in ("PUT", "POST", "DELETE") else {}
+        worker, config = self.server.worker, self.server.config
+        if parts == ["healthz"] and method == "GET":
+            return "healthz", None, {"ok": True}
+        if parts == ["metrics"] and method == "GET":
+            return "metrics", None, self.server.metrics.text(len(worker.submit("list")))
+        if parts == ["check"] and method == "GET":
+            return "check", None, worker.submit("check")
+        if parts == ["vms"] and method == "GET":
+            vms = worker.submit("list")
+            return "list", None, [v.as_dict() for v in vms if config.may_name(self.uid, v.name)]
+        if len(parts) != 2 or parts[0] != "vms":
+            raise Reply(404, "NotFound", f"no resource {path}")
+        name = parts[1]
+        check_vm_name(name)
+        if not config.may_name(self.uid, name):
+            raise NotAllowed(f'vm names of uid {self.uid} start with "u{self.uid}-"')
+        if method == "GET":
+            return "get", name, worker.submit("get", name).as_dict()
+        if method == "PUT":
+            options = config.options(body)
+            return "up", name, worker.submit("up", name, options).as_dict()
+        if method == "DELETE":
+            return "down", name, {"removed": worker.submit("down", name)}
+        raise Reply(405, "MethodNotAllowed", f"{method} {path} is not a verb here")
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, path: str, config: ServerConfig, worker: Worker, log) -> None:  # noqa: ANN001
+        self.config, self.worker, self.log = config, worker, log
+        self.metrics = Metrics()
+        super().__init__(path, Handler)
+
+
+def listen(path: str, group: str | None, config: ServerConfig, worker: Worker, log) -> Server:  # noqa: ANN001
+    """Bind the socket 0660 root:``group`` (created with no access at all first, so there is
+    no moment in which anyone else could connect)."""
+    gid = 0
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise UsageError(f'unknown group "{group}"') from None
+    if os.path.exists(path):
+        try:
+            socket.socket(socket.AF_UNIX).connect(path)
+        except OSError:
+            os.unlink(path)  # a socket nobody listens on: a stale one
+        else:
+            raise ConflictError(f"{path}: another server is listening there")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    old = os.umask(0o777)
+    try:
+        server = Server(path, config, worker, log)
+    finally:
+        os.umask(old)
+    os.chown(path, 0, gid)
+    os.chmod(path, 0o660)
+    return server
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fireroute serve", description="the fireroute daemon")
+    p.add_argument("--socket", required=True, help="unix socket to listen on")
+    p.add_argument("--group", help="group allowed to connect (the socket is 0660 root:GROUP)")
+    p.add_argument("--config", help="server config (JSON; see fireroute/serve/config.py)")
+    p.add_argument("--state", help="state file (default: the config's, or the CLI's default)")
+    args = p.parse_args(argv)
+    from fireroute.state.store import default_path
+
+    def log(record: dict) -> None:
+        sys.stderr.write(jsontext.dumps(record) + "\n")
+        sys.stderr.flush()
+
+    try:
+        config = ServerConfig.load(args.config) if args.config else ServerConfig()
+        state = args.state or config.state or default_path()
+        worker = Worker(state)
+        recovered = worker.start()
+        server = listen(args.socket, args.group, config, worker, log)
+    except FirerouteError as exc:
+        sys.stderr.write(f"fireroute serve: {exc}\n")
+        return exc.exit_code
+    log({"event": "listening", "socket": args.socket, "state": state, "gc": recovered})
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        worker.stop()
+        if os.path.exists(args.socket):
+            os.unlink(args.socket)
+    return 0

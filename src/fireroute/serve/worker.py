@@ -1,0 +1,153 @@
+"""One thread owns the state file and the kernel: connections hand it calls and wait.
+
+Calls that arrive while another is being served are taken together: every ``down`` waiting
+is one ``Host.down`` (one batch of tap deletions: the kernel's ~20 ms per deleted link is paid
+once per batch, not per VM), and ``up`` calls with equal options are one ``Host.up_many``
+(all or nothing: if the batch fails, each is tried alone so that each caller gets its own
+answer). The results are what each call alone would have given.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+from fireroute.api import Host
+from fireroute.errors import FirerouteError, NotFound
+
+BATCH = 64
+
+
+class Call:
+    __slots__ = ("verb", "name", "options", "done", "result", "error")
+
+    def __init__(self, verb: str, name: str | None = None, options: dict | None = None) -> None:
+        self.verb = verb
+        self.name = name
+        self.options = options or {}
+        self.done = threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: object = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class Worker:
+    def __init__(self, state: str) -> None:
+        self.calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self.state = state
+        self.host: Host | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fireroute-worker", daemon=True)
+
+    def start(self) -> str:
+        """Start; returns what the start-up gc did (half-made VMs finished or undone)."""
+        self.thread.start()
+        call = Call("gc")
+        self.calls.put(call)
+        return str(self.wait(call, 300))
+
+    def submit(self, verb: str, name: str | None = None, options: dict | None = None) -> object:
+        call = Call(verb, name, options)
+        self.calls.put(call)
+        return self.wait(call, 600)
+
+    @staticmethod
+    def wait(call: Call, timeout: float) -> object:
+        if not call.done.wait(timeout):
+            raise TimeoutError(f"{call.verb} did not finish in {timeout:g}s")
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def stop(self) -> None:
+        self.calls.put(None)
+        self.thread.join(10)
+
+    # -- the worker thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        self.host = Host(self.state, in_process=True)
+        while True:
+            first = self.calls.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < BATCH:
+                try:
+                    nxt = self.calls.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.calls.put(None)
+                    break
+                batch.append(nxt)
+            self._serve(batch)
+
+    def _serve(self, batch: list[Call]) -> None:
+        downs = [c for c in batch if c.verb == "down"]
+        ups: dict[str, list[Call]] = {}
+        for c in batch:
+            if c.verb == "up":
+                ups.setdefault(json.dumps(c.options, sort_keys=True), []).append(c)
+        for c in batch:  # in arrival order, the batched ones where their first stood
+            if c.verb == "down" and c is downs[0]:
+                self._down(downs)
+            elif c.verb == "up" and c is ups[json.dumps(c.options, sort_keys=True)][0]:
+                self._up(ups[json.dumps(c.options, sort_keys=True)])
+            elif c.verb not in ("up", "down"):
+                self._one(c)
+
+    def _one(self, c: Call) -> None:
+        assert self.host is not None
+        try:
+            if c.verb == "get":
+                c.finish(self.host.get(str(c.name)))
+            elif c.verb == "list":
+                c.finish(self.host.list())
+            elif c.verb == "gc":
+                c.finish(self.host.gc())
+            elif c.verb == "check":
+                c.finish(self.host.check())
+            else:
+                c.finish(error=NotFound(f"no such verb {c.verb}"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            c.finish(error=exc)
+
+    def _down(self, calls: list[Call]) -> None:
+        assert self.host is not None
+        names = list(dict.fromkeys(str(c.name) for c in calls))
+        try:
+            removed = set(self.host.down(*names))
+        except BaseException as exc:  # noqa: BLE001
+            for c in calls:
+                c.finish(error=exc)
+            return
+        for c in calls:
+            c.finish(str(c.name) in removed)
+
+    def _up(self, calls: list[Call]) -> None:
+        assert self.host is not None
+        names = [str(c.name) for c in calls]
+        if len(calls) > 1 and len(set(names)) == len(names):
+            try:
+                vms = self.host.up_many(names, **calls[0].options)
+            except FirerouteError:
+                pass  # all or nothing: nothing changed; each alone gets its own answer
+            else:
+                by_name = {v.name: v for v in vms}
+                for c in calls:
+                    c.finish(by_name[str(c.name)])
+                return
+        for c in calls:
+            try:
+                c.finish(self.host.up(str(c.name), **c.options))
+            except BaseException as exc:  # noqa: BLE001
+                c.finish(error=exc)
+
+
+def now_ms(start: float) -> float:
+    return (time.monotonic() - start) * 1000
