@@ -81,6 +81,16 @@ class AlreadyExists(KernelError):
     being atomic, changed nothing)."""
 
 
+class FirecrackerFailed(FirerouteError):
+    """Firecracker refused a request, or could not be reached or understood; its own
+    ``fault_message`` is in the text with what was sent. Exit 1, or, when an ``up`` that a
+    failed attach rolled back failed on bad input, that failure's exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class PartialFailure(FirerouteError):
     """A removal went on past failures; every failure is listed."""
 

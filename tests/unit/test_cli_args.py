@@ -47,7 +47,7 @@ def agree(argv: list[str]) -> None:
 def firecracker_dests() -> set[str]:
     import argparse
 
-    from fireroute.cli.firecracker_cmds import configure_up
+    from fireroute.cli.firecracker_args import configure_up
 
     p = argparse.ArgumentParser()
     configure_up(p)

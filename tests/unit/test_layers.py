@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "fireroute"
-PURE = ["model.py", "addressing.py", "errors.py", "owner.py", "validate.py", "render", "plan"]
+PURE = [
+    "model.py",
+    "addressing.py",
+    "errors.py",
+    "owner.py",
+    "validate.py",
+    "request.py",
+    "render",
+    "plan",
+]
 FORBIDDEN = {
     "subprocess",
     "sqlite3",
@@ -61,3 +70,79 @@ def test_the_check_sees_every_spelling(line):
     f = SRC / "plan" / "bridge.py"
     node = ast.parse(line).body[0]
     assert any(n == b or n.startswith(b + ".") for n in imported(f, node) for b in FORBIDDEN), line
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the fireroute modules it imports (anywhere in it: lazy imports count)."""
+    graph: dict[str, set[str]] = {}
+    for f in SRC.rglob("*.py"):
+        name = ".".join(f.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            for n in imported(f, node):
+                while n.startswith("fireroute") and n not in MODULES:
+                    n = n.rpartition(".")[0]  # "fireroute.plan.nft.vms_up" -> the module
+                if n.startswith("fireroute") and n != name:
+                    found.add(n)
+        graph[name] = found
+    return graph
+
+
+MODULES = {
+    ".".join(f.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+    for f in SRC.rglob("*.py")
+}
+DOORS = ("fireroute.cli", "fireroute.serve")
+FRONT = ("fireroute.__main__", "fireroute.entry")  # the program: picks the door, nothing else
+
+
+def door(module: str) -> str | None:
+    return next((d for d in DOORS if module == d or module.startswith(d + ".")), None)
+
+
+def test_doors_hold_no_one_up():
+    """No core module imports a door, and no door imports another door."""
+    for module, deps in import_graph().items():
+        for dep in deps:
+            if door(dep) and door(dep) != door(module) and module not in FRONT:
+                raise AssertionError(f"{module} imports the door {dep}")
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A chain of modules that imports its own start (a package importing its submodules
+    aside), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(m: str, path: list[str]) -> list[str] | None:
+        state[m] = 1
+        for dep in sorted(graph.get(m, ())):
+            if dep not in graph:
+                continue
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep) :] + [dep]
+                if not all(c.startswith(cycle[0]) for c in cycle):
+                    return cycle
+            elif state.get(dep) is None and (found := visit(dep, [*path, dep])):
+                return found
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if state.get(m) is None and (found := visit(m, [m])):
+            return found
+    return None
+
+
+def test_no_import_circle_between_modules():
+    circle = find_circle(import_graph())
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+def test_the_circle_check_sees_a_circle():
+    """Positive control: a circle through three modules is found; a package importing its
+    own submodule is not one."""
+    graph = {"fireroute.a": {"fireroute.b"}, "fireroute.b": {"fireroute.c"}}
+    assert find_circle(graph) is None
+    graph["fireroute.c"] = {"fireroute.a"}
+    assert find_circle(graph) == ["fireroute.a", "fireroute.b", "fireroute.c", "fireroute.a"]
+    assert find_circle({"fireroute.p": {"fireroute.p.x"}, "fireroute.p.x": {"fireroute.p"}}) is None

@@ -62,7 +62,7 @@ def _cfg_up(p: argparse.ArgumentParser) -> None:
     _up_options(p)
     add(p, spec.COMMON)
     add(p, (spec.DRY_RUN,))
-    from fireroute.cli.firecracker_cmds import configure_up
+    from fireroute.cli.firecracker_args import configure_up
 
     configure_up(p)
 
@@ -85,7 +85,7 @@ def _cfg_show(p: argparse.ArgumentParser) -> None:
         default="/tmp/firecracker.socket",
         help="API socket used in the firecracker-api rendering",
     )
-    from fireroute.cli.firecracker_cmds import configure_show
+    from fireroute.cli.firecracker_args import configure_show
 
     configure_show(p)
     common(p)
@@ -116,9 +116,9 @@ def _fc(name: str):  # noqa: ANN202
     """A Firecracker command's configure function, imported only when it is built."""
 
     def configure(p: argparse.ArgumentParser) -> None:
-        from fireroute.cli.firecracker_cmds import COMMANDS as FC
+        from fireroute.cli import firecracker_args
 
-        FC[name][1](p)
+        getattr(firecracker_args, f"configure_{name}")(p)
 
     return configure
 

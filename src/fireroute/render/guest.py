@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from fireroute.model import Vm
 
+DEFAULT_MMDS_ADDRESS = "169.254.169.254"
+"""Firecracker's MMDS address when ``PUT /mmds/config`` names none (the route to add in the
+guest)."""
+
 
 def boot_arg(vm: Vm) -> str:
     """``ip=G::T:GM::GI:off`` (kernel nfsroot.txt syntax), DNS servers in the two DNS fields;
