@@ -203,3 +203,50 @@ class Host:
         """Every VM of this state file down and everything tagged for it removed."""
         vms, _plan = self._manager.teardown()
         return [v.name for v in vms]
+
+    # -- Firecracker ------------------------------------------------------------------------
+    # settings: timeout, mtu, boot_source, rx_rate, tx_rate, burst, rx_ops, tx_ops, mmds,
+    # mmds_version, mmds_address (the CLI's flags); iface_id None: the one recorded by up
+    def attach(self, name: str, socket: str, *, iface_id: str | None = None, **settings) -> dict:  # noqa: ANN003
+        """Hand a VM that is up to a Firecracker that has not started (its interface; with
+        ``boot_source=True`` the ``ip=`` argument, with ``mmds=True`` MMDS); returns what
+        was sent (``FirecrackerFailed`` with Firecracker's own fault message if refused)."""
+        from fireroute.firecracker import verbs
+
+        req = verbs.AttachRequest(socket, **settings)  # checked before anything is sent
+        return verbs.attach(verbs.active_vm(self._manager, name), iface_id, req)
+
+    def up_attached(
+        self, name: str, socket: str, *, attach: dict | None = None, **options: object
+    ) -> tuple[Vm, dict]:
+        """``up``, then ``attach`` (its settings in ``attach``); a failed attach takes the
+        network this call made down again."""
+        from fireroute import request
+        from fireroute.firecracker import verbs
+
+        req = verbs.AttachRequest(socket, **(attach or {}))
+        vm, report = verbs.up_and_attach(self._manager, name, request.options(options), req)
+        return Vm(vm), report
+
+    def limit(
+        self, name: str, socket: str, *, iface_id: str | None = None, timeout: float = 5.0,
+        **rates: str,
+    ) -> dict:  # fmt: skip
+        """Change a running VM's rate limits (rx_rate, tx_rate, burst, rx_ops, tx_ops; "off"
+        removes one) with ``PATCH /network-interfaces``; returns the body sent."""
+        from fireroute.firecracker import verbs
+
+        rx, tx = verbs.rate_limiters(**rates)
+        verbs.check_limits(rx, tx)
+        vm = verbs.active_vm(self._manager, name)
+        return verbs.limit(vm, iface_id, socket, verbs.check_timeout(timeout), rx, tx)
+
+    def config(
+        self, name: str, existing: dict | None = None, *, iface_id: str | None = None, **rates: str
+    ) -> dict:
+        """A Firecracker ``--config-file`` document (``existing``, or a minimal one) with the
+        VM's interface and ``ip=`` argument merged in."""
+        from fireroute.firecracker import verbs
+
+        rx, tx = verbs.rate_limiters(**rates)
+        return verbs.config_entry(self._manager, name, iface_id, rx, tx, existing)
