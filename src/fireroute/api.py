@@ -182,6 +182,14 @@ class Host:
 
         return repair.check(self._manager, []).as_json()
 
+    def stats(self, *names: str) -> list[dict[str, object]]:
+        """Per-VM traffic counted by the kernel: ``name``, ``counted`` and ``tx_bytes``,
+        ``tx_packets``, ``rx_bytes``, ``rx_packets`` (sent and received by the guest; None
+        where not counted: bridge guests, the iptables backend)."""
+        from fireroute import stats
+
+        return stats.read(self._manager, list(names))
+
     # -- repair and cleanup -----------------------------------------------------------------
     def gc(self, state_id: str | None = None) -> str:
         """Finish half-made VMs and remove what is tagged for this state file (or for the

@@ -113,6 +113,11 @@ def test_resources_and_errors(daemon: Daemon, host: Host):
     status, report = c.call("GET", "/check")
     assert status == 200 and report["ok"], report
     check_clean(host)
+    status, rows = c.call("GET", "/stats")
+    assert status == 200 and rows == json.loads(host.fireroute("stats", "--json").stdout)
+    assert rows[0]["name"] == "web-1" and rows[0]["counted"] is True
+    status, metrics = c.call("GET", "/metrics")
+    assert 'fireroute_vm_tx_bytes_total{vm="web-1"} 0' in metrics, metrics
 
     def error(method: str, url: str, body: object, want: int, kind: str) -> str:
         status, got = c.call(method, url, body)

@@ -69,17 +69,23 @@ def cmd_down(args: Namespace | Args) -> int:
         raise UsageError("name at least one vm (or use --all)")
     if args.names and args.all:
         raise UsageError("give either vm names or --all, not both")
-    vms, plan = Manager(_state(args)).down(args.names, everything=args.all, dry_run=args.dry_run)
+    manager = Manager(_state(args))
+    final: list[dict[str, object]] = []
+    if args.json and not args.dry_run:  # the VMs' last figures, read before they go
+        from fireroute import stats
+
+        known = {v.name for v in manager.ls()}
+        wanted = sorted(known) if args.all else [n for n in args.names if n in known]
+        final = stats.read(manager, wanted) if wanted else []
+    vms, plan = manager.down(args.names, everything=args.all, dry_run=args.dry_run)
     if args.dry_run:
         sys.stdout.write(as_commands(plan))
         return 0
     found = {v.name for v in vms}
     if args.json:
-        print(
-            jsontext.dumps(
-                {"removed": sorted(found), "absent": [n for n in args.names if n not in found]}
-            )
-        )
+        out = {"removed": sorted(found), "absent": [n for n in args.names if n not in found]}
+        out["stats"] = [r for r in final if r["name"] in found]
+        print(jsontext.dumps(out))
         return 0
     for n in args.names:
         print(f"vm {n} down" if n in found else f"vm {n} was not up (nothing to do)")
@@ -139,6 +145,24 @@ def cmd_show(args: Namespace | Args) -> int:
         "jailer": lambda: fcc.show_jailer(vm),
     }[fmt]()
     sys.stdout.write(out)
+    return 0
+
+
+def cmd_stats(args: Namespace | Args) -> int:
+    from fireroute import stats
+    from fireroute.manager import Manager
+
+    rows = stats.read(Manager(_state(args)), list(args.names))
+    if args.prometheus:
+        sys.stdout.write(stats.prometheus(rows))
+    elif args.json:
+        print(jsontext.dumps(rows, indent=2))
+    else:
+        print("NAME  TX BYTES  TX PACKETS  RX BYTES  RX PACKETS")
+        for r in rows:
+            figures = [r[k] for k in stats.KEYS]
+            shown = "  ".join(str(x) for x in figures) if r["counted"] else "not counted"
+            print(f"{r['name']}  {shown}")
     return 0
 
 
@@ -206,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             "ls": cmd_ls,
             "show": cmd_show,
             "teardown": cmd_teardown,
+            "stats": cmd_stats,
             "demo": cmd_demo,
         }[args.cmd](args)
     except FirerouteError as exc:

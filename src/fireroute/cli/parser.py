@@ -96,6 +96,14 @@ def _cfg_teardown(p: argparse.ArgumentParser) -> None:
     common(p)
 
 
+def _cfg_stats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="VM", help="vm(s) (default: all)")
+    p.add_argument(
+        "--prometheus", action="store_true", help="the text exposition format (for node_exporter)"
+    )
+    common(p)
+
+
 def _cfg_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vms", type=int, default=3, help="number of microVM networks (default 3)")
     p.add_argument("--backend", default="nft", help="nft (default) or iptables")
@@ -130,6 +138,7 @@ COMMANDS = {
     "ls": ("list VMs", common),
     "show": ("what a VM needs, in one of several formats", _cfg_show),
     "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
+    "stats": ("per-VM traffic counted by the kernel (sent/received by the guest)", _cfg_stats),
     "demo": ("a safe demonstration inside throwaway namespaces", _cfg_demo),
     "attach": ("hand a VM's tap to a Firecracker that has not started yet", _fc("attach")),
     "limit": ("change a running VM's rate limits (PATCH)", _fc("limit")),

@@ -315,14 +315,17 @@ def error_of(msg: bytes | memoryview) -> NftError | None:
 
 
 class SetInfo:
-    __slots__ = ("ktype", "klen", "plain")
+    __slots__ = ("ktype", "klen", "plain", "counted")
 
-    def __init__(self, ktype: int, klen: int, plain: bool) -> None:
+    def __init__(self, ktype: int, klen: int, plain: bool, counted: bool = False) -> None:
         self.ktype = ktype
         self.klen = klen
         self.plain = plain
-        """no flags beyond what a plain ``set x { type T; }`` gets, no data, timeout or
-        expressions: what a re-declaration by ``nft`` would accept"""
+        """no flags beyond what a plain ``set x { type T; }`` gets, no data or timeout: what a
+        re-declaration by ``nft`` would accept"""
+        self.counted = counted
+        """the set has an expression for its elements (``set x { type T; counter; }``): the
+        kernel gives every element added without one its own copy"""
 
 
 class Nftnl:
@@ -395,28 +398,32 @@ class Nftnl:
                 a = attrs(msg, 20)
                 flags = int.from_bytes(a.get(NFTA_SET_FLAGS, bytes(4)), "big")
                 plain = not flags & 0x7F and not any(
-                    k in a
-                    for k in (
-                        NFTA_SET_DATA_TYPE,
-                        NFTA_SET_TIMEOUT,
-                        NFTA_SET_EXPR,
-                        NFTA_SET_EXPRESSIONS,
-                    )
+                    k in a for k in (NFTA_SET_DATA_TYPE, NFTA_SET_TIMEOUT)
                 )
+                counted = NFTA_SET_EXPR in a or NFTA_SET_EXPRESSIONS in a
                 name = a.get(NFTA_SET_NAME, b"").rstrip(b"\0").decode()
                 ktype = int.from_bytes(a.get(NFTA_SET_KEY_TYPE, bytes(4)), "big")
                 klen = int.from_bytes(a.get(NFTA_SET_KEY_LEN, bytes(4)), "big")
-                out[name] = SetInfo(ktype, klen, plain)
+                out[name] = SetInfo(ktype, klen, plain, counted)
         return out
 
     def build(self, ops: Ops, sets: dict[str, SetInfo]) -> tuple[bytes, list[int]]:
         """The batch for ``ops`` against the table's ``sets``, and the sequence numbers that
         must be acknowledged; Unsupported when a declared set differs or a value cannot be
         encoded."""
-        for name, type_text in (ops.declared or {}).items():
-            ktype, klen, _ = key_type(type_text)
+        for name, declared in (ops.declared or {}).items():
+            type_text, _, extra = declared.partition(";")  # "ifname; counter"
+            if extra.strip() not in ("", "counter"):
+                raise Unsupported(f'set "{name}" declared with {extra.strip()!r}')
+            ktype, klen, _ = key_type(type_text.strip())
             have = sets.get(name)
-            if have is None or not have.plain or (have.ktype, have.klen) != (ktype, klen):
+            counted = extra.strip() == "counter"
+            if (
+                have is None
+                or not have.plain
+                or have.counted != counted
+                or (have.ktype, have.klen) != (ktype, klen)
+            ):
                 raise Unsupported(f'set "{name}" is missing or differs from its declaration')
         family = FAMILIES[ops.family]
         batch = [

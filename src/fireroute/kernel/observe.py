@@ -299,6 +299,28 @@ def nft_elements(
     return out
 
 
+def nft_counters(
+    table: str, set_name: str, runner: Runner = run, family: str = "ip"
+) -> dict[str, tuple[int, int]] | None:
+    """{element as nft text: (packets, bytes)} of a set with counters; None if there is no
+    such set (or table)."""
+    res = runner(["nft", "-j", "list", "set", family, table, set_name], None)
+    if res.rc != 0:
+        if "No such file or directory" in res.err:
+            return None
+        raise KernelError(f'read nftables set "{table} {set_name}"', res.err)
+    out: dict[str, tuple[int, int]] = {}
+    for item in jsontext.loads(res.out).get("nftables", []):
+        for e in (item.get("set") or {}).get("elem", []):
+            if isinstance(e, dict) and "elem" in e:
+                c = e["elem"].get("counter") or {}
+                out[_element_text(e["elem"]["val"])] = (
+                    int(c.get("packets", 0)),
+                    int(c.get("bytes", 0)),
+                )
+    return out
+
+
 def foreign_elements(table: str, instance: str, runner: Runner = run, family: str = "ip") -> bool:
     """Does the table hold set elements that are not the state file ``instance``'s (another
     state file's VMs share it)?"""

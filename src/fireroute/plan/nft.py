@@ -28,8 +28,11 @@ SETS = {
     "bridged": "ifname . ipv4_addr",  # bridge . guest IP
     "bridged_metadata": "ipv4_addr",  # bridge guests that may reach 169.254.169.254
     "bridged_ports": "ipv4_addr . inet_proto . inet_service",  # a bridge guest's host ports
+    # accounting: a counter per element, counted on each lookup (one per packet)
+    "acct_tx": "ifname; counter",  # host devices of NAT and clone guests: sent by the guest
+    "acct_rx": "ifname; counter",  # the same devices: received by the guest
 }
-CHAINS = ("postrouting", "forward", "input", "guest_in", "bridge_in")
+CHAINS = ("postrouting", "forward", "input", "guest_in", "bridge_in", "acct_in", "acct_out")
 METADATA = "169.254.169.254"
 HEADERS = {
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
@@ -37,6 +40,10 @@ HEADERS = {
     "input": "type filter hook input priority filter; policy accept;",
     "guest_in": "",
     "bridge_in": "",
+    # every packet from a guest's device, before anything drops it; every packet to it, once
+    # routed (forwarded or from the host itself)
+    "acct_in": "type filter hook prerouting priority mangle; policy accept;",
+    "acct_out": "type filter hook postrouting priority 150; policy accept;",
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
 RULES = (
@@ -64,6 +71,8 @@ RULES = (
     ("bridge_in", "icmp type echo-request accept"),
     ("bridge_in", "ip saddr . meta l4proto . th dport @bridged_ports accept"),
     ("bridge_in", "counter drop"),
+    ("acct_in", "iifname @acct_tx"),
+    ("acct_out", "oifname @acct_rx"),
 )
 """The table's rules, constant whatever the VM count, written as ``nft list`` prints them
 (less the counters' values): ``check`` compares the kernel's listing with exactly these."""
@@ -128,6 +137,8 @@ def elements(vm: Vm) -> dict[str, list[str]]:
             "egress": [f'{key} . "{vm.uplink}"'],
             "taps": [key],
             "vms": [f"{key} . {src}"],
+            "acct_tx": [key],
+            "acct_rx": [key],
         }
         if o.allow_peers:
             out["peers"] = [key]

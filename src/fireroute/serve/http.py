@@ -6,8 +6,9 @@ Resources::
     GET    /vms          200: [VM, ...]        GET /vms/{name}   200: the VM
     DELETE /vms/{name}   200: {"removed": bool} (idempotent)
     GET    /check        200: what ``check --json`` prints (its "ok" says whether all is well)
+    GET    /stats        200: per-VM traffic, as ``stats --json`` prints it
     GET    /healthz      200: {"ok": true}
-    GET    /metrics      200: Prometheus text
+    GET    /metrics      200: Prometheus text (requests, and per-VM traffic)
 
 A VM is the JSON of ``show --format json``. Errors: ``{"error": {"kind", "message"}}`` with
 400 (bad input: bad JSON, unknown option, bad value), 403 (not allowed by the server), 404,
@@ -194,7 +195,13 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["healthz"] and method == "GET":
             return "healthz", None, {"ok": True}
         if parts == ["metrics"] and method == "GET":
-            return "metrics", None, self.server.metrics.text(len(worker.submit("list")))
+            from fireroute import stats
+
+            rows = [r for r in worker.submit("stats") if config.may_name(self.uid, r["name"])]
+            return "metrics", None, self.server.metrics.text(len(rows)) + stats.prometheus(rows)
+        if parts == ["stats"] and method == "GET":
+            rows = worker.submit("stats")
+            return "stats", None, [r for r in rows if config.may_name(self.uid, r["name"])]
         if parts == ["check"] and method == "GET":
             return "check", None, worker.submit("check")
         if parts == ["vms"] and method == "GET":

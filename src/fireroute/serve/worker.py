@@ -112,6 +112,8 @@ class Worker:
                 c.finish(self.host.gc())
             elif c.verb == "check":
                 c.finish(self.host.check())
+            elif c.verb == "stats":
+                c.finish(self.host.stats())
             else:
                 c.finish(error=NotFound(f"no such verb {c.verb}"))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
