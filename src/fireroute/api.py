@@ -182,6 +182,12 @@ class Host:
 
         return repair.check(self._manager, []).as_json()
 
+    def policy(self, name: str, **changes: object) -> Vm:
+        """Change a running VM's egress policy: ``egress`` ("internet", "public", "none"),
+        ``allow_out`` and ``deny_out`` (lists of CIDRs; each given replaces the VM's), in one
+        transaction; connections the new policy forbids are cut."""
+        return Vm(self._manager.policy(name, changes))
+
     def stats(self, *names: str) -> list[dict[str, object]]:
         """Per-VM traffic counted by the kernel: ``name``, ``counted`` and ``tx_bytes``,
         ``tx_packets``, ``rx_bytes``, ``rx_packets`` (sent and received by the guest; None

@@ -221,6 +221,10 @@ class Manager:
         if progress:
             progress(f"allocating {len(fresh)} address(es)")
         nets, view = self._allocate(store, fresh, options, skip_conflicts)
+        if options.egress == "public":  # the uplink's networks, recorded with the VM
+            from fireroute.model import merged
+
+            options.host_nets = merged(observe.link_networks(view.uplink, self.runner))
         vms = [
             Vm(n, net, devs[n], "", view.uplink, options, "pending")
             for n, net in zip(fresh, nets, strict=True)
@@ -723,6 +727,40 @@ class Manager:
         return plan
 
     # -- reads -----------------------------------------------------------------------------
+    # -- egress policy ---------------------------------------------------------------------
+    def policy(self, name: str, changes: dict[str, object], dry_run: bool = False) -> Vm:
+        """Change a running VM's egress policy (``egress``, ``allow_out``, ``deny_out`` as
+        request fields) in one nft transaction; connections the new policy forbids are cut
+        at their next packet (the policy rule comes before the established accept)."""
+        from fireroute import request
+
+        unknown = sorted(set(changes) - {"egress", "allow_out", "deny_out"})
+        if unknown:
+            raise UsageError(f'policy changes only the egress policy, not "{unknown[0]}"')
+        check_vm_name(name)
+        store = self._store(create=False)
+        if not dry_run:
+            observe.require_net_admin(f'change the egress policy of vm "{name}"')
+        with store.locked():
+            old = self.show(name)
+            if old.state != "active":
+                raise ConflictError(f'vm "{name}" is not up (state {old.state})')
+            fields = request.fields_of(old.options)
+            fields.update({k: v for k, v in changes.items() if v is not None})
+            options = request.options(fields)
+            options.host_nets = old.options.host_nets
+            if options.egress == "public" and not options.host_nets:
+                from fireroute.model import merged
+
+                options.host_nets = merged(observe.link_networks(old.uplink, self.runner))
+            new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state)
+            new.owner, new.netns_name = old.owner, old.netns_name
+            if dry_run:
+                return new
+            self.executor().apply_all(Plan([nft.policy_change(old.table, old, new)]))
+            store.set_options(name, options)
+            return new
+
     def ls(self) -> list[Vm]:
         return self._store(create=False).all()
 
@@ -739,6 +777,7 @@ def differences(vm: Vm, options: Options) -> list[str]:
     "--name: has X, asked Y". What the request leaves open (uplink, tap, MAC) or states as the
     VM already has it is no difference, nor is the order of --allow-host-port."""
     have, want = vm.options.identity(), options.identity()
+    want["host_nets"] = have["host_nets"]  # read by up, not asked for
     for key, actual in (
         ("uplink", vm.uplink),
         ("tap", vm.vm_tap),

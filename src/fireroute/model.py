@@ -136,6 +136,31 @@ def _addr(text: str | None, what: str) -> IPv4Address | None:
         raise UsageError(f'invalid {what} "{text}": expected an IPv4 address') from None
 
 
+EGRESS = ("internet", "public", "none")
+NOT_PUBLIC = tuple(
+    IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
+"""what ``--egress public`` keeps a guest from (with the host's own networks)"""
+
+
+def merged(nets: tuple[IPv4Network, ...] | list) -> tuple[IPv4Network, ...]:
+    """CIDRs with overlaps merged (nft rejects, or worse, overlapping interval elements)."""
+    from ipaddress import collapse_addresses
+
+    return tuple(collapse_addresses(IPv4Network(str(n)) for n in nets))
+
+
 class Options:
     """Everything a VM's networking depends on, as requested (None = default/auto).
 
@@ -171,6 +196,10 @@ class Options:
         "allow_metadata",
         "allow_host_ports",
         "fix_forward_policy",
+        "egress",
+        "allow_out",
+        "deny_out",
+        "host_nets",
     )
     __slots__ = FIELDS
 
@@ -200,6 +229,10 @@ class Options:
         allow_metadata: bool = False,
         allow_host_ports: tuple[tuple[int, str], ...] | list = (),
         fix_forward_policy: bool = False,
+        egress: str = "internet",
+        allow_out: tuple[IPv4Network, ...] | list = (),
+        deny_out: tuple[IPv4Network, ...] | list = (),
+        host_nets: tuple[IPv4Network, ...] | list = (),
     ) -> None:
         self.mode = mode
         self.backend = backend
@@ -228,6 +261,12 @@ class Options:
             dict.fromkeys(tuple(p) for p in allow_host_ports)  # type: ignore[misc]
         )
         self.fix_forward_policy = fix_forward_policy
+        self.egress = egress
+        self.allow_out = merged(allow_out)
+        self.deny_out = merged(deny_out)
+        self.host_nets = merged(host_nets)
+        """the uplink's own networks when the VM came up (``--egress public`` keeps the guest
+        off them too): read by up, recorded, so the desired state needs no host read"""
         self._validate()
 
     def _validate(self) -> None:
@@ -263,6 +302,16 @@ class Options:
                 )
         if self.backend == "iptables" and self.allow_peers:
             raise UsageError("--allow-peers needs the nft backend")
+        if self.egress not in EGRESS:
+            raise UsageError(f'invalid --egress "{self.egress}": use internet, public or none')
+        policy = self.egress != "internet" or self.allow_out or self.deny_out
+        if policy and self.backend == "iptables":
+            raise UsageError("--egress, --allow-out and --deny-out need the nft backend")
+        if policy and self.mode == "bridge":
+            raise UsageError(
+                "--egress, --allow-out and --deny-out apply to nat and clone guests (a bridge "
+                "guest's traffic may not pass the host at all)"
+            )
 
     def _validate_mode(self) -> None:
         bridge_only = {
@@ -354,6 +403,8 @@ class Options:
                 v = str(v) if v else None
             elif f == "allow_host_ports":
                 v = [list(p) for p in v]
+            elif f in ("allow_out", "deny_out", "host_nets"):
+                v = [str(n) for n in v]
             out[f] = v
         return out
 
@@ -363,6 +414,8 @@ class Options:
         kw["pool"] = IPv4Network(str(kw["pool"])) if kw.get("pool") else None
         kw["dns"] = tuple(IPv4Address(str(d)) for d in kw.get("dns") or ())  # type: ignore[union-attr]
         kw["owner"] = Owner.parse(str(kw["owner"])) if kw.get("owner") else None
+        for f in ("allow_out", "deny_out", "host_nets"):
+            kw[f] = tuple(IPv4Network(str(n)) for n in kw.get(f) or ())  # type: ignore[union-attr]
         return cls(**kw)  # type: ignore[arg-type]
 
 

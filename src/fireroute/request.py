@@ -35,9 +35,10 @@ TEXT = (
     "range",
     "gateway",
     "clone_address",
+    "egress",
 )
 FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy")
-LISTS = ("dns", "allow_host_ports")
+LISTS = ("dns", "allow_host_ports", "allow_out", "deny_out")
 FIELDS = (*TEXT, "block_size", *FLAGS, *LISTS)
 """every option of ``up``, by the name the API and the daemon use (the CLI's flag with ``_``;
 ``allow_host_ports`` is ``--allow-host-port``, repeatable)"""
@@ -86,7 +87,43 @@ def options(fields: Mapping[str, object]) -> Options:
         fix_forward_policy=bool(f.get("fix_forward_policy", False)),
         allow_metadata=bool(f.get("allow_metadata", False)),
         allow_host_ports=[port(p) for p in f.get("allow_host_ports", ())],  # type: ignore[attr-defined]
+        egress=str(f.get("egress", "internet")),
+        allow_out=[cidr(n, "allow_out") for n in f.get("allow_out", ())],  # type: ignore[attr-defined]
+        deny_out=[cidr(n, "deny_out") for n in f.get("deny_out", ())],  # type: ignore[attr-defined]
     )
+
+
+def fields_of(o: Options) -> dict[str, object]:
+    """The request fields that give ``o`` again (the inverse of :func:`options`)."""
+    return {
+        "backend": o.backend,
+        "pool": str(o.pool),
+        "block_size": o.prefix,
+        "uplink": o.uplink,
+        "table": o.table,
+        "tap": o.tap,
+        "dns": [str(d) for d in o.dns],
+        "owner": str(o.owner) if o.owner else None,
+        "mac": o.mac,
+        "guest_iface": o.guest_iface,
+        "iface_id": o.iface_id,
+        "mode": o.mode,
+        "bridge": o.bridge,
+        "bridge_address": o.bridge_address,
+        "guest_ip": o.guest,
+        "range": o.addr_range,
+        "dhcp": o.dhcp,
+        "gateway": o.gateway,
+        "masquerade": o.masquerade,
+        "clone_address": o.clone_address,
+        "allow_peers": o.allow_peers,
+        "allow_metadata": o.allow_metadata,
+        "fix_forward_policy": o.fix_forward_policy,
+        "allow_host_ports": [f"{p}/{proto}" for p, proto in o.allow_host_ports],
+        "egress": o.egress,
+        "allow_out": [str(n) for n in o.allow_out],
+        "deny_out": [str(n) for n in o.deny_out],
+    }
 
 
 def pool_arg(text: str) -> IPv4Network:
@@ -119,6 +156,14 @@ def _dns(values: list[str]) -> tuple[IPv4Address, ...]:
     if len(dns) > 2:
         raise UsageError("at most two --dns servers fit the kernel ip= argument")
     return tuple(dns)
+
+
+def cidr(text: str, field: str) -> IPv4Network:
+    """An IPv4 CIDR without host bits (``10.0.0.0/8``; an address alone is a /32)."""
+    try:
+        return IPv4Network(text, strict=True)
+    except ValueError as exc:
+        raise UsageError(f'invalid {flag(field)} "{text}": {exc}') from None
 
 
 def port(text: str) -> tuple[int, str]:

@@ -118,6 +118,15 @@ def test_resources_and_errors(daemon: Daemon, host: Host):
     assert rows[0]["name"] == "web-1" and rows[0]["counted"] is True
     status, metrics = c.call("GET", "/metrics")
     assert 'fireroute_vm_tx_bytes_total{vm="web-1"} 0' in metrics, metrics
+    status, got = c.call("PUT", "/vms/web-1/policy", {"egress": "none"})
+    assert status == 200 and got["egress"]["policy"] == "none", got
+    assert '"fr-web-1" . 0.0.0.0/0' in host.nft_text()
+    status, got = c.call("PUT", "/vms/web-1/policy", {"table": "x"})
+    assert status == 403, got  # the operator's, here too
+    status, got = c.call("PUT", "/vms/web-1/policy", {"frob": 1})
+    assert status == 400 and "only the egress policy" in got["error"]["message"], got
+    status, vm = c.call("PUT", "/vms/web-1/policy", {"egress": "internet"})
+    assert status == 200 and vm == json.loads(host.fireroute("show", "web-1", "--json").stdout)
 
     def error(method: str, url: str, body: object, want: int, kind: str) -> str:
         status, got = c.call(method, url, body)

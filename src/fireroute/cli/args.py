@@ -159,6 +159,14 @@ UP = (
         APPEND,
         metavar="PORT/PROTO",
     ),
+    Opt(
+        "--egress",
+        "what the guest may reach: internet (default), public (no private, special or host "
+        "networks) or none (nothing beyond its gateway)",
+        default="internet",
+    ),
+    Opt("--allow-out", "a CIDR the guest may reach whatever --egress says (repeatable)", APPEND),
+    Opt("--deny-out", "a CIDR the guest may not reach (repeatable; --allow-out wins)", APPEND),
     Opt("--bridge", "bridge mode: the bridge (default br0; created if missing)"),
     Opt(
         "--bridge-address",

@@ -148,6 +148,30 @@ def cmd_show(args: Namespace | Args) -> int:
     return 0
 
 
+def cmd_policy(args: Namespace | Args) -> int:
+    from fireroute.manager import Manager
+    from fireroute.render import record
+
+    changes: dict[str, object] = {}
+    if args.reset:
+        changes = {"egress": "internet", "allow_out": [], "deny_out": []}
+    for key in ("egress", "allow_out", "deny_out"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    if not changes:
+        raise UsageError("nothing to change: give --egress, --allow-out, --deny-out or --reset")
+    vm = Manager(_state(args)).policy(args.name, changes, dry_run=args.dry_run)
+    o = vm.options
+    if args.json:
+        print(jsontext.dumps(record.as_dict(vm), indent=2))
+    else:
+        allow = ",".join(map(str, o.allow_out)) or "-"
+        deny = ",".join(map(str, o.deny_out)) or "-"
+        verb = "would have" if args.dry_run else "has"
+        print(f"vm {vm.name} {verb} egress {o.egress}, allow-out {allow}, deny-out {deny}")
+    return 0
+
+
 def cmd_stats(args: Namespace | Args) -> int:
     from fireroute import stats
     from fireroute.manager import Manager
@@ -231,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             "show": cmd_show,
             "teardown": cmd_teardown,
             "stats": cmd_stats,
+            "policy": cmd_policy,
             "demo": cmd_demo,
         }[args.cmd](args)
     except FirerouteError as exc:

@@ -96,6 +96,18 @@ def _cfg_teardown(p: argparse.ArgumentParser) -> None:
     common(p)
 
 
+def _cfg_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="VM")
+    p.add_argument("--egress", choices=("internet", "public", "none"))
+    p.add_argument("--allow-out", action="append", metavar="CIDR", help="replaces the list")
+    p.add_argument("--deny-out", action="append", metavar="CIDR", help="replaces the list")
+    p.add_argument(
+        "--reset", action="store_true", help="start from --egress internet and empty lists"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the result, change nothing")
+    common(p)
+
+
 def _cfg_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="VM", help="vm(s) (default: all)")
     p.add_argument(
@@ -139,6 +151,7 @@ COMMANDS = {
     "show": ("what a VM needs, in one of several formats", _cfg_show),
     "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
     "stats": ("per-VM traffic counted by the kernel (sent/received by the guest)", _cfg_stats),
+    "policy": ("change a running VM's egress policy (cuts what it forbids)", _cfg_policy),
     "demo": ("a safe demonstration inside throwaway namespaces", _cfg_demo),
     "attach": ("hand a VM's tap to a Firecracker that has not started yet", _fc("attach")),
     "limit": ("change a running VM's rate limits (PATCH)", _fc("limit")),

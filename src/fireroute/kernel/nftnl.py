@@ -314,12 +314,20 @@ def error_of(msg: bytes | memoryview) -> NftError | None:
     return NftError(error, text)
 
 
-class SetInfo:
-    __slots__ = ("ktype", "klen", "plain", "counted")
+NFT_SET_INTERVAL, NFT_SET_CONCAT = 0x4, 0x80
 
-    def __init__(self, ktype: int, klen: int, plain: bool, counted: bool = False) -> None:
+
+class SetInfo:
+    __slots__ = ("ktype", "klen", "plain", "counted", "interval")
+
+    def __init__(
+        self, ktype: int, klen: int, plain: bool, counted: bool = False, interval: bool = False
+    ) -> None:
         self.ktype = ktype
         self.klen = klen
+        self.interval = interval
+        """``flags interval``: its declaration is checked, but elements of such a set are
+        left to ``nft`` (an interval element is a range of keys, not one key)"""
         self.plain = plain
         """no flags beyond what a plain ``set x { type T; }`` gets, no data or timeout: what a
         re-declaration by ``nft`` would accept"""
@@ -397,14 +405,16 @@ class Nftnl:
             elif kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET:
                 a = attrs(msg, 20)
                 flags = int.from_bytes(a.get(NFTA_SET_FLAGS, bytes(4)), "big")
-                plain = not flags & 0x7F and not any(
+                interval = bool(flags & NFT_SET_INTERVAL)
+                rest = flags & ~(NFT_SET_INTERVAL | NFT_SET_CONCAT) if interval else flags
+                plain = not rest & 0x7F and not any(
                     k in a for k in (NFTA_SET_DATA_TYPE, NFTA_SET_TIMEOUT)
                 )
                 counted = NFTA_SET_EXPR in a or NFTA_SET_EXPRESSIONS in a
                 name = a.get(NFTA_SET_NAME, b"").rstrip(b"\0").decode()
                 ktype = int.from_bytes(a.get(NFTA_SET_KEY_TYPE, bytes(4)), "big")
                 klen = int.from_bytes(a.get(NFTA_SET_KEY_LEN, bytes(4)), "big")
-                out[name] = SetInfo(ktype, klen, plain, counted)
+                out[name] = SetInfo(ktype, klen, plain, counted, interval)
         return out
 
     def build(self, ops: Ops, sets: dict[str, SetInfo]) -> tuple[bytes, list[int]]:
@@ -413,15 +423,16 @@ class Nftnl:
         encoded."""
         for name, declared in (ops.declared or {}).items():
             type_text, _, extra = declared.partition(";")  # "ifname; counter"
-            if extra.strip() not in ("", "counter"):
-                raise Unsupported(f'set "{name}" declared with {extra.strip()!r}')
+            extra = extra.strip()
+            if extra not in ("", "counter", "flags interval"):
+                raise Unsupported(f'set "{name}" declared with {extra!r}')
             ktype, klen, _ = key_type(type_text.strip())
             have = sets.get(name)
-            counted = extra.strip() == "counter"
             if (
                 have is None
                 or not have.plain
-                or have.counted != counted
+                or have.counted != (extra == "counter")
+                or have.interval != (extra == "flags interval")
                 or (have.ktype, have.klen) != (ktype, klen)
             ):
                 raise Unsupported(f'set "{name}" is missing or differs from its declaration')
@@ -432,7 +443,7 @@ class Nftnl:
         seqs = []
         for verb, name, elems in ops.ops:
             have = sets.get(name)
-            if have is None or not have.plain:
+            if have is None or not have.plain or have.interval:
                 raise Unsupported(f'set "{name}"')
             ids = field_ids(have.ktype)
             if any(k not in NAMES for k in ids):

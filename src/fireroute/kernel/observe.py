@@ -4,7 +4,7 @@ nftables table ownership, tagged iptables rules. Each probe is one process."""
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from fireroute import jsontext
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
@@ -255,6 +255,18 @@ def foreign_links(instance: str, runner: Runner = run) -> list[str]:
     ]
 
 
+def link_networks(dev: str, runner: Runner = run) -> list[IPv4Network]:
+    """The IPv4 networks of a link's addresses (``10.0.0.5/24`` -> ``10.0.0.0/24``)."""
+    docs = ip_batch_json([f"address show dev {dev}"], runner)[0] or []
+    return [
+        IPv4Interface(f"{a['local']}/{a['prefixlen']}").network
+        for d in docs
+        if isinstance(d, dict)
+        for a in d.get("addr_info", [])
+        if a.get("family") == "inet"
+    ]
+
+
 def bridge_ports(bridge: str, runner: Runner = run) -> list[str]:
     docs = ip_batch_json([f"link show master {bridge}"], runner)
     return [str(d["ifname"]) for d in docs[0] or [] if isinstance(d, dict)]  # type: ignore[union-attr]
@@ -264,6 +276,8 @@ def _element_text(v: object) -> str:
     """An element value from nft's JSON, as nft text."""
     if isinstance(v, dict) and "concat" in v:
         return " . ".join(_element_text(x) for x in v["concat"])
+    if isinstance(v, dict) and "prefix" in v:  # an interval element: 10.0.0.0/8
+        return f"{v['prefix']['addr']}/{v['prefix']['len']}"
     if isinstance(v, int):  # a port
         return str(v)
     text = str(v)

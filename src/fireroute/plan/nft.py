@@ -6,8 +6,10 @@ transaction (idempotent), so a missing or damaged table heals on the next ``up``
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
+
 from fireroute import owner
-from fireroute.model import Vm
+from fireroute.model import NOT_PUBLIC, Options, Vm, merged
 from fireroute.plan.steps import NFT, Step
 
 TYPE_CHECKING = False
@@ -31,8 +33,20 @@ SETS = {
     # accounting: a counter per element, counted on each lookup (one per packet)
     "acct_tx": "ifname; counter",  # host devices of NAT and clone guests: sent by the guest
     "acct_rx": "ifname; counter",  # the same devices: received by the guest
+    # egress policy: tap . destination CIDR the guest may not reach, and exceptions to that
+    "out_deny": "ifname . ipv4_addr; flags interval",
+    "out_allow": "ifname . ipv4_addr; flags interval",
 }
-CHAINS = ("postrouting", "forward", "input", "guest_in", "bridge_in", "acct_in", "acct_out")
+CHAINS = (
+    "postrouting",
+    "forward",
+    "input",
+    "guest_in",
+    "bridge_in",
+    "acct_in",
+    "acct_out",
+    "out_reject",
+)
 METADATA = "169.254.169.254"
 HEADERS = {
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
@@ -44,10 +58,13 @@ HEADERS = {
     # routed (forwarded or from the host itself)
     "acct_in": "type filter hook prerouting priority mangle; policy accept;",
     "acct_out": "type filter hook postrouting priority 150; policy accept;",
+    "out_reject": "",
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
 RULES = (
     ("postrouting", "ip saddr . oifname @masq counter masquerade"),
+    # before the established accept: a policy change cuts connections it now forbids
+    ("forward", "iifname . ip daddr @out_deny iifname . ip daddr != @out_allow jump out_reject"),
     ("forward", "ct state established,related accept"),
     ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
     ("forward", f"iifname @taps ip daddr {METADATA} iifname != @metadata counter drop"),
@@ -73,6 +90,9 @@ RULES = (
     ("bridge_in", "counter drop"),
     ("acct_in", "iifname @acct_tx"),
     ("acct_out", "oifname @acct_rx"),
+    # a forbidden destination fails fast in the guest: a TCP reset, an ICMP error otherwise
+    ("out_reject", "reject with tcp reset"),
+    ("out_reject", "counter reject with icmp admin-prohibited"),
 )
 """The table's rules, constant whatever the VM count, written as ``nft list`` prints them
 (less the counters' values): ``check`` compares the kernel's listing with exactly these."""
@@ -142,12 +162,34 @@ def elements(vm: Vm) -> dict[str, list[str]]:
         }
         if o.allow_peers:
             out["peers"] = [key]
+        deny, allow = egress_cidrs(o)
+        if deny:
+            out["out_deny"] = [f"{key} . {cidr_text(n)}" for n in deny]
+        if allow:
+            out["out_allow"] = [f"{key} . {cidr_text(n)}" for n in allow]
         metadata, ports = "metadata", "host_ports"
     if o.allow_metadata:
         out[metadata] = [key]
     if o.allow_host_ports:
         out[ports] = [f'{key} . "{p}" . {port}' for port, p in o.allow_host_ports]
     return out
+
+
+def egress_cidrs(o: Options) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
+    """(denied, allowed) destinations of a guest: ``--egress public`` denies what is not
+    public and the host's own networks, ``none`` everything; ``--deny-out`` adds,
+    ``--allow-out`` makes exceptions (allow wins)."""
+    deny = list(o.deny_out)
+    if o.egress == "public":
+        deny += [*NOT_PUBLIC, *o.host_nets]
+    elif o.egress == "none":
+        deny = [IPv4Network("0.0.0.0/0")]
+    return merged(deny), o.allow_out
+
+
+def cidr_text(n: IPv4Network) -> str:
+    """A CIDR as ``nft list`` prints an interval element (a /32 as the bare address)."""
+    return str(n.network_address) if n.prefixlen == 32 else str(n)
 
 
 def _elements(vms: list[Vm]) -> dict[str, list[str]]:
@@ -230,6 +272,26 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
     body = _element_lines("add", table, vms) + bridge_egress("add", table, _bridges(vms))
     what = f'add NAT entries to nftables table "{table}"'
     return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=exclusive)
+
+
+POLICY_SETS = ("out_deny", "out_allow")
+
+
+def policy_change(table: str, old: Vm, new: Vm) -> Step:
+    """One transaction: the VM's egress elements replaced by those of its new options (the
+    old ones added first, so that deleting them succeeds whether or not they were there)."""
+
+    def lines(verb: str, vm: Vm) -> str:
+        out = ""
+        for name in POLICY_SETS:
+            values = elements(vm).get(name, [])
+            if values:
+                body = ", ".join(f'{v} comment "{vm.tag}"' for v in values)
+                out += f"{verb} element ip {table} {name} {{ {body} }}\n"
+        return out
+
+    script = _sets_only(table) + lines("add", old) + lines("delete", old) + lines("add", new)
+    return Step(NFT, script, f'change the egress policy of vm "{new.name}"', new.name)
 
 
 def vms_down(

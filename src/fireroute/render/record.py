@@ -23,6 +23,11 @@ def as_dict(vm: Vm) -> dict[str, object]:
         "table": vm.table,
         "owner_tag": vm.tag,
         "dns": [str(d) for d in vm.options.dns],
+        "egress": {
+            "policy": vm.options.egress,
+            "allow_out": [str(n) for n in vm.options.allow_out],
+            "deny_out": [str(n) for n in vm.options.deny_out],
+        },
         "boot_args": guest.boot_arg(vm),
         "firecracker": firecracker.interface(vm),
         **_mode_fields(vm),

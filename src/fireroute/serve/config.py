@@ -42,6 +42,9 @@ CLIENT_DEFAULT = (
     "allow_peers",
     "allow_metadata",
     "allow_host_ports",
+    "egress",
+    "allow_out",
+    "deny_out",
 )
 KEYS = ("state", "fixed", "client_options", "tenant_prefix", "max_body", "client_timeout")
 

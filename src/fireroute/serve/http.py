@@ -5,6 +5,7 @@ Resources::
     PUT    /vms/{name}   body: the options of ``up`` (JSON object)   200: the VM
     GET    /vms          200: [VM, ...]        GET /vms/{name}   200: the VM
     DELETE /vms/{name}   200: {"removed": bool} (idempotent)
+    PUT    /vms/{name}/policy   body: egress, allow_out, deny_out     200: the VM
     GET    /check        200: what ``check --json`` prints (its "ok" says whether all is well)
     GET    /stats        200: per-VM traffic, as ``stats --json`` prints it
     GET    /healthz      200: {"ok": true}
@@ -207,12 +208,17 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["vms"] and method == "GET":
             vms = worker.submit("list")
             return "list", None, [v.as_dict() for v in vms if config.may_name(self.uid, v.name)]
-        if len(parts) != 2 or parts[0] != "vms":
+        if len(parts) not in (2, 3) or parts[0] != "vms" or parts[2:] not in ([], ["policy"]):
             raise Reply(404, "NotFound", f"no resource {path}")
         name = parts[1]
         check_vm_name(name)
         if not config.may_name(self.uid, name):
             raise NotAllowed(f'vm names of uid {self.uid} start with "u{self.uid}-"')
+        if parts[2:] == ["policy"]:
+            if method != "PUT":
+                raise Reply(405, "MethodNotAllowed", f"{method} {path}: use PUT")
+            config.options(body)  # the operator may have fixed these as well
+            return "policy", name, worker.submit("policy", name, body).as_dict()
         if method == "GET":
             return "get", name, worker.submit("get", name).as_dict()
         if method == "PUT":

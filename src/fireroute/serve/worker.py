@@ -114,6 +114,8 @@ class Worker:
                 c.finish(self.host.check())
             elif c.verb == "stats":
                 c.finish(self.host.stats())
+            elif c.verb == "policy":
+                c.finish(self.host.policy(str(c.name), **c.options))
             else:
                 c.finish(error=NotFound(f"no such verb {c.verb}"))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread

@@ -331,6 +331,14 @@ class Store:
                 out.append(int(row[0]))
         return out
 
+    def set_options(self, name: str, options: Options) -> None:
+        """A VM's options changed in place (``policy``)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE vms SET options = ? WHERE name = ?",
+                (jsontext.dumps(options.identity()), name),
+            )
+
     def set_state(self, names: list[str], state: str) -> None:
         if self.db is None:  # no state file: nothing recorded, nothing to change
             return

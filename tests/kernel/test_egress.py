@@ -1,0 +1,175 @@
+"""Egress policy with packets: guests (their taps swapped for veths, "guest" namespaces behind
+them) connect to servers behind the uplink: a public address, a private one and the host's own
+network. Every refusal is fast (a TCP reset, not a silent drop) and stands beside the positive
+control of the same probe from a guest whose policy allows it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Host, sh
+from tests.kernel.test_isolation import Lab
+
+pytestmark = pytest.mark.privileged
+
+PUBLIC, PRIVATE, HOSTNET = "198.51.100.1", "10.99.0.1", "203.0.113.1"
+CLIENT = """
+import socket, sys, time
+s = socket.socket(); s.settimeout(3); t = time.monotonic()
+try:
+    s.connect((sys.argv[1], 80)); print(s.makefile().readline().strip())
+except OSError as e:
+    print("FAIL", type(e).__name__, round(time.monotonic() - t, 2))
+"""
+HOLD = """
+import socket, sys, time
+s = socket.socket(); s.settimeout(3); s.connect((sys.argv[1], 9000))
+s.sendall(b"1"); print("first", s.recv(10).decode(), flush=True)
+time.sleep(float(sys.argv[2]))
+try:
+    s.sendall(b"2"); got = s.recv(10)
+    print("second", got.decode() if got else "closed", flush=True)
+except OSError as e:
+    print("second FAIL", type(e).__name__, flush=True)
+"""
+ECHO = """
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.51.100.1", 9000)); s.listen(8); print("ready", flush=True)
+def serve(c):
+    while (d := c.recv(10)):
+        c.sendall(d)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+@pytest.fixture
+def lab(host: Host) -> Iterator[Lab]:
+    lab = Lab(host)
+    for addr in (PUBLIC, PRIVATE):  # servers behind the uplink, routed by the host
+        sh("ip", "-n", host.inet, "addr", "add", f"{addr}/32", "dev", "lo")
+        host.run("ip", "route", "add", f"{addr}/32", "via", HOSTNET)
+    sh("ip", "-n", host.inet, "route", "add", "172.16.0.0/16", "via", "203.0.113.2")
+    lab.serve(host.inet, f"{PUBLIC}:80", f"{PRIVATE}:80", f"{HOSTNET}:80")
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def reach(lab: Lab, ns: str, addr: str) -> str:
+    return sh("ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, addr, check=False).stdout
+
+
+def reaches(lab: Lab, ns: str, addr: str) -> bool:
+    out = reach(lab, ns, addr)
+    if out.startswith("hello"):
+        return True
+    # refused, and fast: a reset from fireroute's reject, not a drop that times out
+    assert "ConnectionRefusedError" in out and float(out.split()[-1]) < 1, out
+    return False
+
+
+def test_internet_is_the_default(lab: Lab):
+    ns, _ = lab.guest("g")
+    assert all(reaches(lab, ns, a) for a in (PUBLIC, PRIVATE, HOSTNET))
+
+
+def test_none_reaches_nothing_but_what_is_allowed(lab: Lab):
+    closed, _ = lab.guest("n", "--egress", "none")
+    assert not any(reaches(lab, closed, a) for a in (PUBLIC, PRIVATE, HOSTNET))
+    one, _ = lab.guest("a", "--egress", "none", "--allow-out", f"{PUBLIC}/32")
+    assert reaches(lab, one, PUBLIC)  # allow wins over deny
+    assert not reaches(lab, one, PRIVATE)
+
+
+def test_public_keeps_private_and_host_networks_out(lab: Lab):
+    ns, rec = lab.guest("p", "--egress", "public")
+    assert reaches(lab, ns, PUBLIC)
+    assert not reaches(lab, ns, PRIVATE)  # 10/8
+    assert not reaches(lab, ns, HOSTNET)  # the uplink's own network
+    assert rec["egress"] == {"policy": "public", "allow_out": [], "deny_out": []}
+    denied = lab.host.fireroute("up", "q", "--deny-out", f"{PUBLIC}/32", "--json").stdout
+    assert json.loads(denied)[0]["egress"]["deny_out"] == [f"{PUBLIC}/32"]
+
+
+def test_policy_change_cuts_what_it_now_forbids(lab: Lab):
+    ns, _ = lab.guest("g")
+    echo = subprocess.Popen(
+        ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", ECHO],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lab.procs.append(echo)
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", HOLD, PUBLIC, "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None and client.stdout.readline().strip() == "first 1"
+    t = time.monotonic()
+    lab.host.fireroute("policy", "g", "--egress", "none")
+    assert time.monotonic() - t < 2  # (the client's second send comes after this)
+    second = client.stdout.readline().strip()
+    client.wait(10)
+    assert second.startswith("second FAIL") or second == "second closed", second
+    assert not reaches(lab, ns, PUBLIC)
+    lab.host.fireroute("policy", "g", "--reset")  # and back: the positive control
+    assert reaches(lab, ns, PUBLIC)
+    report = json.loads(lab.host.fireroute("check", "--json", check=False).stdout)
+    assert report["shared"]["nftables table ip firecracker"] == []  # rules as declared
+    assert not [p for p in report["vms"]["g"] if "nft set" in p]  # elements as recorded
+
+
+def test_bad_policies_are_refused_and_change_nothing(host: Host):
+    bad = [
+        (["up", "a", "--allow-out", "10.0.0.1/8"], "host bits"),
+        (["up", "a", "--deny-out", "nope"], "--deny-out"),
+        (["up", "a", "--egress", "some"], "--egress"),
+        (["up", "a", "--egress", "none", "--backend", "iptables"], "nft backend"),
+        (
+            [
+                "up",
+                "a",
+                "--mode",
+                "bridge",
+                "--guest-ip",
+                "192.168.5.2/24",
+                "--bridge-address",
+                "192.168.5.1/24",
+                "--egress",
+                "none",
+            ],
+            "nat and clone",
+        ),  # fmt: skip
+        (["policy", "nope", "--egress", "none"], "not known"),
+        (["policy", "a"], "nothing to change"),
+    ]
+    for argv, needle in bad:
+        p = host.fireroute(*argv, check=False)
+        assert p.returncode in (2, 4) and needle in p.stderr, (argv, p.stderr)
+        assert p.stderr.count("\n") == 1
+    assert not [n for n in host.links() if n.startswith("fr-")]
+    host.fireroute("up", "a", "--egress", "none", "--deny-out", "10.0.0.0/8")  # the control
+    text = host.nft_text()
+    assert '"fr-a" . 0.0.0.0/0' in text  # none: one element, 10/8 merged into it
+
+
+def test_check_and_restore_see_policy_elements(host: Host):
+    host.fireroute("up", "a", "--egress", "public", "--allow-out", "10.1.0.0/16")
+    assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
+    host.run(
+        "nft", "delete", "element", "ip", "firecracker", "out_allow", '{ "fr-a" . 10.1.0.0/16 }'
+    )
+    p = host.fireroute("check", "--json", check=False)
+    assert p.returncode == 1 and "out_allow" in p.stdout
+    host.fireroute("restore")
+    assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
