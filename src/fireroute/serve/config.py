@@ -46,11 +46,41 @@ CLIENT_DEFAULT = (
     "allow_out",
     "deny_out",
 )
-KEYS = ("state", "fixed", "client_options", "tenant_prefix", "max_body", "client_timeout")
+KEYS = (
+    "state",
+    "fixed",
+    "client_options",
+    "tenant_prefix",
+    "max_body",
+    "client_timeout",
+    "firecracker_dir",
+)
+ATTACH_SETTINGS = (
+    "iface_id",
+    "timeout",
+    "mtu",
+    "boot_source",
+    "rx_rate",
+    "tx_rate",
+    "burst",
+    "rx_ops",
+    "tx_ops",
+    "mmds",
+    "mmds_version",
+    "mmds_address",
+)
 
 
 class ServerConfig:
-    __slots__ = ("state", "fixed", "client_options", "tenant_prefix", "max_body", "client_timeout")
+    __slots__ = (
+        "state",
+        "fixed",
+        "client_options",
+        "tenant_prefix",
+        "max_body",
+        "client_timeout",
+        "firecracker_dir",
+    )
 
     def __init__(
         self,
@@ -60,6 +90,7 @@ class ServerConfig:
         tenant_prefix: bool = False,
         max_body: int = 65536,
         client_timeout: float = 10.0,
+        firecracker_dir: str | None = None,
     ) -> None:
         self.state = state
         self.fixed = dict(fixed or {})
@@ -67,6 +98,9 @@ class ServerConfig:
         self.tenant_prefix = tenant_prefix
         self.max_body = max_body
         self.client_timeout = client_timeout
+        self.firecracker_dir = firecracker_dir
+        """the directory of Firecracker API sockets the server attaches VMs to (None: it
+        attaches none); a client names a socket in it, which it must own"""
         for name in (*self.fixed, *self.client_options):
             if name not in request.FIELDS:
                 raise UsageError(f'server config: unknown option "{name}"')
@@ -106,6 +140,31 @@ class ServerConfig:
             if name in request.FIELDS and name not in self.client_options:
                 raise NotAllowed(f'option "{name}" may not be set by clients of this server')
         return {**body, **self.fixed}
+
+    def vmm_socket(self, uid: int, name: object) -> str:
+        """The Firecracker API socket a client named: in ``firecracker_dir`` (symlinks and
+        ``..`` resolved first), a socket, and the client's own (root's: any). NotAllowed
+        otherwise, naming why."""
+        import os
+        import stat
+
+        if self.firecracker_dir is None:
+            raise NotAllowed("this server attaches no Firecracker (its firecracker_dir is unset)")
+        if not isinstance(name, str) or not name:
+            raise UsageError("attach needs \"socket\": the API socket's name in the server's dir")
+        base = os.path.realpath(self.firecracker_dir)
+        path = os.path.realpath(os.path.join(base, name))
+        if not path.startswith(base + os.sep):
+            raise NotAllowed(f'socket "{name}" is outside {self.firecracker_dir}')
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise NotAllowed(f'no socket "{name}" in {self.firecracker_dir}') from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise NotAllowed(f'"{name}" in {self.firecracker_dir} is not a socket')
+        if uid != 0 and st.st_uid != uid:
+            raise NotAllowed(f'socket "{name}" is not uid {uid}\'s')
+        return path
 
     def may_name(self, uid: int, name: str) -> bool:
         return not self.tenant_prefix or uid == 0 or name.startswith(f"u{uid}-")

@@ -6,6 +6,8 @@ Resources::
     GET    /vms          200: [VM, ...]        GET /vms/{name}   200: the VM
     DELETE /vms/{name}   200: {"removed": bool} (idempotent)
     PUT    /vms/{name}/policy   body: egress, allow_out, deny_out     200: the VM
+    POST   /vms/{name}/attach   body: socket (a name in the server's firecracker_dir, the
+                         client's own) and attach's settings   200: what was sent
     GET    /check        200: what ``check --json`` prints (its "ok" says whether all is well)
     GET    /stats        200: per-VM traffic, as ``stats --json`` prints it
     GET    /healthz      200: {"ok": true}
@@ -35,6 +37,7 @@ from fireroute import jsontext
 from fireroute.errors import (
     Busy,
     ConflictError,
+    FirecrackerFailed,
     FirerouteError,
     NotFound,
     PermissionDenied,
@@ -47,6 +50,7 @@ from fireroute.serve.worker import Worker, now_ms
 
 STATUS = (  # most specific first
     (NotAllowed, 403),
+    (FirecrackerFailed, 502),  # the VMM refused or could not be reached
     (UsageError, 400),
     (NotFound, 404),
     (PoolExhausted, 409),
@@ -208,12 +212,24 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["vms"] and method == "GET":
             vms = worker.submit("list")
             return "list", None, [v.as_dict() for v in vms if config.may_name(self.uid, v.name)]
-        if len(parts) not in (2, 3) or parts[0] != "vms" or parts[2:] not in ([], ["policy"]):
+        subs = ([], ["policy"], ["attach"])
+        if len(parts) not in (2, 3) or parts[0] != "vms" or parts[2:] not in subs:
             raise Reply(404, "NotFound", f"no resource {path}")
         name = parts[1]
         check_vm_name(name)
         if not config.may_name(self.uid, name):
             raise NotAllowed(f'vm names of uid {self.uid} start with "u{self.uid}-"')
+        if parts[2:] == ["attach"]:
+            if method != "POST":
+                raise Reply(405, "MethodNotAllowed", f"{method} {path}: use POST")
+            from fireroute.serve.config import ATTACH_SETTINGS
+
+            settings = {k: v for k, v in body.items() if k != "socket"}
+            unknown = sorted(set(settings) - set(ATTACH_SETTINGS))
+            if unknown:
+                raise UsageError(f'unknown attach setting "{unknown[0]}"')
+            settings["socket"] = config.vmm_socket(self.uid, body.get("socket"))
+            return "attach", name, worker.submit("attach", name, settings)
         if parts[2:] == ["policy"]:
             if method != "PUT":
                 raise Reply(405, "MethodNotAllowed", f"{method} {path}: use PUT")

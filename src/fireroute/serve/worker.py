@@ -114,6 +114,9 @@ class Worker:
                 c.finish(self.host.check())
             elif c.verb == "stats":
                 c.finish(self.host.stats())
+            elif c.verb == "attach":
+                settings = dict(c.options)
+                c.finish(self.host.attach(str(c.name), str(settings.pop("socket")), **settings))
             elif c.verb == "policy":
                 c.finish(self.host.policy(str(c.name), **c.options))
             else:
