@@ -296,10 +296,11 @@ class Manager:
             self._policy_warning(policy, warnings)
             return UpResult(existing + vms, plan, True, warnings)
 
+        recorded = False
         if switch_on:  # for whichever state file's VM goes last (kernel/forwarding.py)
             from fireroute.kernel import forwarding as record
 
-            record.record(forwarding)
+            recorded = record.record(forwarding)
         try:
             store.reserve(vms, meta)
         except BaseException:
@@ -326,6 +327,12 @@ class Manager:
                 self.executor().apply_all(plan)
         except BaseException as exc:
             store.remove([v.name for v in vms], drop_meta=list(meta))
+            if recorded and read_sysctl(host.FORWARD_KEY) == forwarding:
+                # undone: forwarding has its old value again, and this record is nobody's
+                # (found by review: it outlived a failed up and later undid the admin's "on")
+                from fireroute.kernel import forwarding as record
+
+                record.forget()
             if (
                 isinstance(exc, KernelError)
                 and fresh_table

@@ -51,12 +51,12 @@ def read(m: Manager, names: list[str] | None = None) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for v in vms:
         row: dict[str, object] = {"name": v.name, "counted": counted(v)}
-        if counted(v) and v.table in tables:
-            key = nft.elements(v)["acct_tx"][0]
-            tx, rx = tables[v.table]
-            (tp, tb), (rp, rb) = tx.get(key, (0, 0)), rx.get(key, (0, 0))
+        key = nft.elements(v)["acct_tx"][0] if counted(v) else None
+        tx, rx = tables.get(v.table, ({}, {}))
+        if key is not None and key in tx and key in rx:
+            (tp, tb), (rp, rb) = tx[key], rx[key]
             row.update(tx_bytes=tb, tx_packets=tp, rx_bytes=rb, rx_packets=rp)
-        else:
+        else:  # not counted, or its counters are gone (drift: check says so): no zeros
             row.update(dict.fromkeys(KEYS))
         rows.append(row)
     return rows

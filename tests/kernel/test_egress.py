@@ -173,3 +173,33 @@ def test_check_and_restore_see_policy_elements(host: Host):
     assert p.returncode == 1 and "out_allow" in p.stdout
     host.fireroute("restore")
     assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
+
+
+def test_metadata_peers_and_replies_keep_their_own_rules(lab: Lab):
+    """Found by review: the policy rule judged replies too. A guest under a policy still
+    reaches metadata and peers when it allows them, and still answers connections others open
+    to it; the same probes without the allowances are refused (the controls)."""
+    host = lab.host
+    sh("ip", "-n", host.inet, "addr", "add", "169.254.169.254/32", "dev", "lo")
+    lab.serve(host.inet, "169.254.169.254:80")
+    meta, _ = lab.guest("m", "--egress", "public", "--allow-metadata")
+    assert reaches(lab, meta, "169.254.169.254")  # its own switch decides, not the policy
+    nometa, _ = lab.guest("x", "--egress", "public")
+    out = reach(lab, nometa, "169.254.169.254")
+    assert out.startswith("FAIL"), out  # (dropped by the metadata rule, as without a policy)
+    a, ra = lab.guest("a", "--allow-peers")
+    b, rb = lab.guest("b", "--allow-peers", "--egress", "public")
+    for ns, rec in ((a, ra), (b, rb)):
+        lab.serve(ns, f"{rec['guest_ip']}:9000")
+
+    def peer(ns: str, rec: dict) -> str:
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT.replace("80))", "9000))")]
+        return sh(*argv, rec["guest_ip"], check=False).stdout
+
+    assert peer(a, rb).startswith("hello"), peer(a, rb)  # b answers a (a reply: not judged)
+    assert peer(b, ra).startswith("hello"), peer(b, ra)  # b reaches its peer
+    d, rd = lab.guest("d", "--allow-peers", "--deny-out", f"{ra['guest_ip']}/32")
+    lab.serve(d, f"{rd['guest_ip']}:9000")
+    assert peer(a, rd).startswith("hello"), peer(a, rd)  # d's answers to a are replies
+    lone, rl = lab.guest("e", "--egress", "public")  # no --allow-peers: its own rule refuses
+    assert peer(lone, ra).startswith("FAIL"), peer(lone, ra)

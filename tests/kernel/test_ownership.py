@@ -213,3 +213,14 @@ def test_forwarding_on_before_fireroute_stays_on(host: Host):
     host.fireroute("down", "a1")
     other(host, "down", "b1")
     assert host.forwarding() == "1"
+
+
+def test_a_failed_up_leaves_no_forwarding_record(host: Host):
+    """Found by review: the record outlived a failed up, so a later last down switched off the
+    forwarding an admin had turned on in between."""
+    p = host.fireroute("up", "x", env={"FIREROUTE_FAULT": "fail@1"}, check=False)
+    assert p.returncode != 0 and host.forwarding() == "0"
+    host.run("sysctl", "-qw", "net.ipv4.ip_forward=1")  # the admin turns it on
+    host.fireroute("up", "web")
+    host.fireroute("down", "web")
+    assert host.forwarding() == "1"  # as the admin left it

@@ -102,3 +102,11 @@ def test_restore_keeps_counters_of_elements_still_there(lab: Lab):
     host.run("nft", "flush", "chain", "ip", "firecracker", "forward")  # drift elsewhere
     host.fireroute("restore")
     assert stats(host)["a"]["tx_packets"] == 3  # the set and its counters were not touched
+
+
+def test_missing_counters_are_null_not_zero(host: Host):
+    host.fireroute("up", "a")
+    assert stats(host)["a"]["tx_bytes"] == 0  # the control: there, and zero
+    host.run("nft", "delete", "table", "ip", "firecracker")
+    row = stats(host)["a"]
+    assert row["tx_bytes"] is None and row["rx_packets"] is None, row

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,3 +80,32 @@ def test_a_schema_1_file_gets_the_shape_index(tmp_path) -> None:
     ).fetchall()
     assert "vms_shape" in " ".join(str(r) for r in shapes_plan)
     assert again.shapes() and again.get("a") is not None
+
+
+def test_a_forked_child_does_not_share_the_parents_lock(tmp_path):
+    """Found by review: a forked child locked through the parent's open file description, so
+    parent and child held the lock at once. Now the child opens its own descriptor."""
+    import os
+
+    from fireroute.errors import Busy
+    from fireroute.state.store import Store
+
+    store = Store(tmp_path / "state.db")
+    with store.locked():  # the parent has opened (and cached) its lock descriptor
+        pass
+    held, go = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child takes the lock, says so, and keeps it until told
+        with Store(tmp_path / "state.db").locked(timeout=5):
+            os.write(held[1], b"x")
+            os.read(go[0], 1)
+        os._exit(0)
+    os.read(held[0], 1)
+    try:
+        with pytest.raises(Busy), store.locked(timeout=0):  # the child holds it: wait
+            pass
+    finally:
+        os.write(go[1], b"x")
+        os.waitpid(pid, 0)
+    with store.locked(timeout=5):  # the control: once the child is done, the parent gets it
+        pass

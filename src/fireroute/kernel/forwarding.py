@@ -45,13 +45,13 @@ def recorded() -> str | None:
     return value if got_cookie == str(cookie) and value in ("0", "1") else None
 
 
-def record(value: str) -> None:
+def record(value: str) -> bool:
     """Record the value forwarding has before fireroute changes it, unless a record of this
-    namespace exists (the first change is the one to undo). Best effort: without a writable
-    /run the state file's own record is what is left."""
+    namespace exists (the first change is the one to undo); True if this call wrote it.
+    Best effort: without a writable /run the state file's own record is what is left."""
     inode, cookie = _identity()
     if recorded() is not None:
-        return
+        return False
     try:
         os.makedirs(DIR, mode=0o755, exist_ok=True)
         tmp = f"{record_path(inode)}.{os.getpid()}"
@@ -59,7 +59,8 @@ def record(value: str) -> None:
             f.write(f"{cookie} {value}\n")
         os.replace(tmp, record_path(inode))
     except OSError:
-        return
+        return False
+    return True
 
 
 def forget() -> None:

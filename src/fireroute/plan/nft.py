@@ -63,8 +63,14 @@ HEADERS = {
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
 RULES = (
     ("postrouting", "ip saddr . oifname @masq counter masquerade"),
-    # before the established accept: a policy change cuts connections it now forbids
-    ("forward", "iifname . ip daddr @out_deny iifname . ip daddr != @out_allow jump out_reject"),
+    # before the established accept: a policy change cuts connections the guest opened that
+    # it now forbids; replies (connections others opened to it), the metadata address and
+    # peers keep their own rules
+    (
+        "forward",
+        f"ct direction original ip daddr != {METADATA} oifname != @peers "
+        "iifname . ip daddr @out_deny iifname . ip daddr != @out_allow jump out_reject",
+    ),
     ("forward", "ct state established,related accept"),
     ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
     ("forward", f"iifname @taps ip daddr {METADATA} iifname != @metadata counter drop"),

@@ -55,6 +55,8 @@ KEYS = (
     "client_timeout",
     "firecracker_dir",
 )
+ATTACH_TIMEOUT = 10.0
+"""seconds a daemon client's Firecracker may take per request, at most"""
 ATTACH_SETTINGS = (
     "iface_id",
     "timeout",
@@ -135,36 +137,50 @@ class ServerConfig:
         """A client's options with the operator's fixed ones: Forbidden-worthy fields raise
         :class:`NotAllowed` (naming the field)."""
         for name in body:
+            if name not in request.FIELDS:
+                raise UsageError(f'unknown option "{name}" (options: {", ".join(request.FIELDS)})')
             if name in self.fixed:
                 raise NotAllowed(f'option "{name}" is fixed by the server')
-            if name in request.FIELDS and name not in self.client_options:
+            if name not in self.client_options:
                 raise NotAllowed(f'option "{name}" may not be set by clients of this server')
         return {**body, **self.fixed}
 
-    def vmm_socket(self, uid: int, name: object) -> str:
-        """The Firecracker API socket a client named: in ``firecracker_dir`` (symlinks and
-        ``..`` resolved first), a socket, and the client's own (root's: any). NotAllowed
-        otherwise, naming why."""
+    def vmm_socket(self, uid: int, name: object) -> int:
+        """The Firecracker API socket a client named, opened: a name directly in
+        ``firecracker_dir`` (no ``/``; a symlink there is not followed), a socket, and the
+        client's own (root's: any). Returns an ``O_PATH`` descriptor to connect through
+        (``/proc/self/fd/N``), so that the socket checked is the one used even if the name is
+        replaced meanwhile; the caller closes it. NotAllowed otherwise, naming why."""
         import os
         import stat
 
-        if self.firecracker_dir is None:
+        where = self.firecracker_dir
+        if where is None:
             raise NotAllowed("this server attaches no Firecracker (its firecracker_dir is unset)")
         if not isinstance(name, str) or not name:
-            raise UsageError("attach needs \"socket\": the API socket's name in the server's dir")
-        base = os.path.realpath(self.firecracker_dir)
-        path = os.path.realpath(os.path.join(base, name))
-        if not path.startswith(base + os.sep):
-            raise NotAllowed(f'socket "{name}" is outside {self.firecracker_dir}')
+            raise UsageError('attach needs "socket": the name of an API socket in ' + where)
+        if "/" in name or name in (".", ".."):
+            raise NotAllowed(f'socket "{name}" is not a name in {where}')
         try:
-            st = os.stat(path)
+            dir_fd = os.open(where, os.O_PATH | os.O_DIRECTORY)
+        except OSError as exc:
+            raise NotAllowed(f"{where}: {exc.strerror}") from None
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
         except OSError:
-            raise NotAllowed(f'no socket "{name}" in {self.firecracker_dir}') from None
+            raise NotAllowed(f'no socket "{name}" in {where}') from None
+        finally:
+            os.close(dir_fd)
+        st = os.fstat(fd)
+        why = None
         if not stat.S_ISSOCK(st.st_mode):
-            raise NotAllowed(f'"{name}" in {self.firecracker_dir} is not a socket')
-        if uid != 0 and st.st_uid != uid:
-            raise NotAllowed(f'socket "{name}" is not uid {uid}\'s')
-        return path
+            why = "not a socket"
+        elif uid != 0 and st.st_uid != uid:
+            why = f"not uid {uid}'s"
+        if why:
+            os.close(fd)
+            raise NotAllowed(f'"{name}" in {where} is {why}')
+        return fd
 
     def may_name(self, uid: int, name: str) -> bool:
         return not self.tenant_prefix or uid == 0 or name.startswith(f"u{uid}-")

@@ -134,7 +134,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         start = time.monotonic()
-        verb, vm = f"{method} {self.path}", None
+        verb, vm = verb_of(method, self.path), None  # a label from a fixed list, for metrics
         try:
             verb, vm, body = self._route(method)
             status, payload = 200, body
@@ -169,11 +169,17 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def _body(self) -> dict[str, object]:
+        """The request's JSON body (every method's: what is sent is read, so that nothing of
+        it is taken for the next request on the connection)."""
         length = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
             raise Reply(411, "LengthRequired", "send the body with a Content-Length")
-        if length is None or not length.isdigit():
+        if length is None:
             return {}
+        if not (length.isascii() and length.isdigit()):
+            self.close_connection = True
+            raise Reply(400, "UsageError", f"invalid Content-Length {length!r}")
         if int(length) > self.server.config.max_body:
             self.close_connection = True
             raise Reply(413, "TooLarge", f"body over {self.server.config.max_body} bytes")
@@ -195,9 +201,11 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> tuple[str, str | None, object]:
         path = self.path.split("?", 1)[0]
         parts = [p for p in path.split("/") if p]
-        body = self._body() if method in ("PUT", "POST", "DELETE") else {}
+        body = self._body()
         worker, config = self.server.worker, self.server.config
         if parts == ["healthz"] and method == "GET":
+            if not worker.thread.is_alive():
+                raise Reply(503, "Unavailable", "the worker thread has stopped")
             return "healthz", None, {"ok": True}
         if parts == ["metrics"] and method == "GET":
             from fireroute import stats
@@ -208,7 +216,11 @@ class Handler(BaseHTTPRequestHandler):
             rows = worker.submit("stats")
             return "stats", None, [r for r in rows if config.may_name(self.uid, r["name"])]
         if parts == ["check"] and method == "GET":
-            return "check", None, worker.submit("check")
+            report = worker.submit("check")
+            if self.uid == 0 or not config.tenant_prefix:
+                return "check", None, report
+            mine = {n: p for n, p in report["vms"].items() if config.may_name(self.uid, n)}
+            return "check", None, {"ok": not any(mine.values()), "vms": mine}  # its own only
         if parts == ["vms"] and method == "GET":
             vms = worker.submit("list")
             return "list", None, [v.as_dict() for v in vms if config.may_name(self.uid, v.name)]
@@ -228,11 +240,13 @@ class Handler(BaseHTTPRequestHandler):
             unknown = sorted(set(settings) - set(ATTACH_SETTINGS))
             if unknown:
                 raise UsageError(f'unknown attach setting "{unknown[0]}"')
-            settings["socket"] = config.vmm_socket(self.uid, body.get("socket"))
-            return "attach", name, worker.submit("attach", name, settings)
+            return "attach", name, self._attach(name, body.get("socket"), settings)
         if parts[2:] == ["policy"]:
             if method != "PUT":
                 raise Reply(405, "MethodNotAllowed", f"{method} {path}: use PUT")
+            unknown = sorted(set(body) - {"egress", "allow_out", "deny_out"})
+            if unknown:
+                raise UsageError(f'policy changes only the egress policy, not "{unknown[0]}"')
             config.options(body)  # the operator may have fixed these as well
             return "policy", name, worker.submit("policy", name, body).as_dict()
         if method == "GET":
@@ -243,6 +257,48 @@ class Handler(BaseHTTPRequestHandler):
         if method == "DELETE":
             return "down", name, {"removed": worker.submit("down", name)}
         raise Reply(405, "MethodNotAllowed", f"{method} {path} is not a verb here")
+
+    def _attach(self, name: str, socket_name: object, settings: dict[str, object]) -> object:
+        """Firecracker is talked to on this connection's thread, not the worker's (a VMM that
+        never answers holds up only its own client), through the socket checked and opened
+        by ``vmm_socket``, with at most ATTACH_TIMEOUT per request."""
+        from fireroute.firecracker import verbs
+        from fireroute.serve.config import ATTACH_TIMEOUT
+
+        fd = self.server.config.vmm_socket(self.uid, socket_name)
+        try:
+            vm = self.server.worker.submit("record", name)
+            if vm.state != "active":
+                raise ConflictError(f'vm "{name}" is not up (state {vm.state})')
+            iface_id = settings.pop("iface_id", None)
+            timeout = settings.pop("timeout", ATTACH_TIMEOUT)
+            if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+                raise UsageError("invalid --timeout: use a number of seconds")
+            req = verbs.AttachRequest(
+                f"/proc/self/fd/{fd}", timeout=min(float(timeout), ATTACH_TIMEOUT), **settings
+            )
+            report = verbs.attach(vm._record, iface_id, req)  # noqa: SLF001 - the core's record
+        finally:
+            os.close(fd)
+        report["socket"] = socket_name
+        return report
+
+
+VERBS = {("GET", "healthz"), ("GET", "metrics"), ("GET", "stats"), ("GET", "check")}
+
+
+def verb_of(method: str, path: str) -> str:
+    """The request's verb, from a fixed list (a metric label never carries a client's text)."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if len(parts) == 1 and (method, parts[0]) in VERBS:
+        return parts[0]
+    if parts == ["vms"] and method == "GET":
+        return "list"
+    if len(parts) == 2 and parts[0] == "vms":
+        return {"GET": "get", "PUT": "up", "DELETE": "down"}.get(method, "unknown")
+    if len(parts) == 3 and parts[0] == "vms" and parts[2] in ("policy", "attach"):
+        return parts[2]
+    return "unknown"
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -15,13 +15,13 @@ import threading
 import time
 
 from fireroute.api import Host
-from fireroute.errors import FirerouteError, NotFound
+from fireroute.errors import Busy, NotFound, PartialFailure
 
 BATCH = 64
 
 
 class Call:
-    __slots__ = ("verb", "name", "options", "done", "result", "error")
+    __slots__ = ("verb", "name", "options", "done", "result", "error", "cancelled")
 
     def __init__(self, verb: str, name: str | None = None, options: dict | None = None) -> None:
         self.verb = verb
@@ -30,6 +30,8 @@ class Call:
         self.done = threading.Event()
         self.result: object = None
         self.error: BaseException | None = None
+        self.cancelled = False
+        """its caller gave up waiting (and was told so): the worker skips it"""
 
     def finish(self, result: object = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -59,7 +61,8 @@ class Worker:
     @staticmethod
     def wait(call: Call, timeout: float) -> object:
         if not call.done.wait(timeout):
-            raise TimeoutError(f"{call.verb} did not finish in {timeout:g}s")
+            call.cancelled = True  # (a call already under way still finishes)
+            raise Busy(f"the server did not get to {call.verb} within {timeout:g}s; try again")
         if call.error is not None:
             raise call.error
         return call.result
@@ -85,7 +88,13 @@ class Worker:
                     self.calls.put(None)
                     break
                 batch.append(nxt)
-            self._serve(batch)
+            batch = [c for c in batch if not c.cancelled]
+            try:
+                self._serve(batch)
+            except BaseException as exc:  # noqa: BLE001 - a bug must not end the worker
+                for c in batch:
+                    if not c.done.is_set():
+                        c.finish(error=exc)
 
     def _serve(self, batch: list[Call]) -> None:
         downs = [c for c in batch if c.verb == "down"]
@@ -114,9 +123,8 @@ class Worker:
                 c.finish(self.host.check())
             elif c.verb == "stats":
                 c.finish(self.host.stats())
-            elif c.verb == "attach":
-                settings = dict(c.options)
-                c.finish(self.host.attach(str(c.name), str(settings.pop("socket")), **settings))
+            elif c.verb == "record":  # the VM as recorded, for work done off this thread
+                c.finish(self.host.get(str(c.name)))
             elif c.verb == "policy":
                 c.finish(self.host.policy(str(c.name), **c.options))
             else:
@@ -129,6 +137,14 @@ class Worker:
         names = list(dict.fromkeys(str(c.name) for c in calls))
         try:
             removed = set(self.host.down(*names))
+        except PartialFailure as exc:  # each caller gets its own VM's failures only
+            for c in calls:
+                own = [f for f in exc.failures if getattr(f, "vm", None) == c.name]
+                if own:
+                    c.finish(error=PartialFailure(own))
+                else:
+                    c.finish(True)
+            return
         except BaseException as exc:  # noqa: BLE001
             for c in calls:
                 c.finish(error=exc)
@@ -142,8 +158,8 @@ class Worker:
         if len(calls) > 1 and len(set(names)) == len(names):
             try:
                 vms = self.host.up_many(names, **calls[0].options)
-            except FirerouteError:
-                pass  # all or nothing: nothing changed; each alone gets its own answer
+            except BaseException:  # noqa: BLE001 - all or nothing: each alone gets its answer
+                pass
             else:
                 by_name = {v.name: v for v in vms}
                 for c in calls:

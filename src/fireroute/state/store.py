@@ -385,6 +385,18 @@ _KEPT: list[int] = []
 """descriptors of a file already in _LOCK_FDS (reached by another path): never closed either"""
 
 
+def _after_fork_in_child() -> None:
+    """A forked child shares the parent's open file descriptions, and so its OFD locks: it
+    opens its own descriptor instead (found by review: a child took the lock its parent
+    held). The parent's stay open in the child (closing one would drop nothing of SQLite's
+    there, but the child may have no use for them either way)."""
+    _LOCK_FDS.clear()
+    HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Lock:
     """The state lock: an exclusive OFD lock on one byte of the state file. It belongs to the
     file, not to a path: a symlink, ``..``, a bind mount of the directory or of the file
