@@ -71,9 +71,23 @@ print(" ".join(sorted(seen)), flush=True)
 """
 
 
+API_UP = """
+import json, sys
+import fireroute
+from fireroute import request
+from fireroute.cli import parser
+from fireroute.cli.inputs import _options
+args = parser.parse(["up", *sys.argv[2:]])  # the CLI's words, as an API call
+vm = fireroute.Host(sys.argv[1]).up(args.names[0], **request.fields_of(_options(args)))
+print(json.dumps([vm.as_dict()]))
+"""
+
+
 class Lab:
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, door: str = "cli") -> None:
         self.host = host
+        self.door = door
+        """how guests are brought up: the CLI, or the Python API (fireroute.Host)"""
         self.guests: list[str] = []
         self.procs: list[subprocess.Popen] = []
 
@@ -88,7 +102,7 @@ class Lab:
 
     def guest(self, name: str, *args: str) -> tuple[str, dict]:
         """fireroute up NAME, then put a veth named like its tap where the tap was."""
-        rec = json.loads(self.host.fireroute("up", name, *args, "--json").stdout)[0]
+        rec = json.loads(self.up(name, *args))[0]
         ns = f"{self.host.ns}-g{len(self.guests)}"
         sh("ip", "netns", "add", ns)
         self.guests.append(ns)
@@ -103,6 +117,12 @@ class Lab:
         sh("ip", "-n", ns, "route", "add", "default", "via", rec["tap_ip"])
         return ns, rec
 
+    def up(self, name: str, *args: str) -> str:
+        if self.door == "cli":
+            return self.host.fireroute("up", name, *args, "--json").stdout
+        argv = ["nsenter", f"--net=/var/run/netns/{self.host.ns}", sys.executable, "-c", API_UP]
+        return sh(*argv, str(self.host.state), name, *args).stdout
+
     def connect(self, ns: str, addr: str, port: int, source: str | None = None) -> str:
         argv = ["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, addr, str(port)]
         return sh(*argv, *([source] if source else []), check=False).stdout.strip()
@@ -115,9 +135,10 @@ class Lab:
             sh("ip", "netns", "del", ns, check=False)
 
 
-@pytest.fixture
-def lab(host: Host) -> Iterator[Lab]:
-    lab = Lab(host)
+@pytest.fixture(params=["cli", "api"])
+def lab(host: Host, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """Every isolation test runs twice: guests brought up by the CLI, and by the Python API."""
+    lab = Lab(host, request.param)
     # the "internet" answers on 203.0.113.1:80 and plays a cloud metadata service too
     sh("ip", "-n", host.inet, "addr", "add", "169.254.169.254/32", "dev", "lo")
     sh("ip", "-n", host.inet, "route", "add", "172.16.0.0/16", "via", "203.0.113.2")
