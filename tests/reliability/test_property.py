@@ -92,8 +92,9 @@ class Machine(RuleBasedStateMachine):
         self.host = Host(self.sb.host, self.sb.internet, self.root / "A" / "state.db")
         self.up: dict[str, dict[str, str]] = {f: {} for f in FILES}
         """state file -> {vm: shape} that the model says are up"""
-        self.damaged: dict[str, set[str]] = {f: set() for f in FILES}
-        """state file -> the kinds of damage done to it since its last restore"""
+        self.damaged: dict[str, set[tuple[str, str | None]]] = {f: set() for f in FILES}
+        """state file -> the damage done to it since its last restore: (kind, the VM hit, or
+        None for a shared object)"""
         self.host.sh(
             "ip link add fr-foreign type veth peer name other0 && "
             "nft add table ip theirs && nft add chain ip theirs c '{ type filter hook "
@@ -178,6 +179,9 @@ class Machine(RuleBasedStateMachine):
         p = self.fr(sf, "down", name, *([name] if twice else []))
         assert p.returncode == 0, p.stderr
         self.up[sf].pop(name, None)
+        # a damaged VM's damage goes with it (found by the long run: a bridge VM's deleted
+        # element, then that VM down, and check rightly clean)
+        self.damaged[sf] = {d for d in self.damaged[sf] if d[1] != name}
         if not self.up[sf]:
             self.damaged[sf] = set()  # nothing left that could be damaged
 
@@ -243,7 +247,7 @@ class Machine(RuleBasedStateMachine):
         if kind in SHARED_DAMAGE:
             hit = [f for f in FILES if any(v["backend"] == "nft" for v in self.ls(f))]
         for f in hit:
-            self.damaged[f].add(kind)
+            self.damaged[f].add((kind, None if kind in SHARED_DAMAGE else vm["name"]))
             p = self.fr(f, "check")
             assert p.returncode == 1, (f, kind, p.stdout)
 
@@ -306,7 +310,7 @@ class Machine(RuleBasedStateMachine):
     def check_tells_the_truth(self) -> None:
         for sf in FILES:
             p = self.fr(sf, "check", "--json")
-            damage = self.damaged[sf]
+            damage = {kind for kind, _vm in self.damaged[sf]}
             if damage and damage <= SHARED_DAMAGE and p.returncode == 0:
                 # another up re-declared the shared table's chains (its first VM there): then
                 # the kernel must really hold them again; or the damaged table went with the
