@@ -166,7 +166,12 @@ COMMANDS = {
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, just that command is built (building every command's parser
     costs ~10 ms)."""
-    p = _Parser(prog="fireroute", description="Host networking for Firecracker microVMs.")
+    p = _Parser(
+        prog="fireroute",
+        description="Host networking for Firecracker microVMs.",
+        epilog="fireroute serve --socket PATH [--group NAME] [--config FILE]: the daemon "
+        "(HTTP and JSON on a unix socket; see the README).",
+    )
     p.add_argument("--version", action="version", version=f"fireroute {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     for name, (text, configure) in COMMANDS.items():
