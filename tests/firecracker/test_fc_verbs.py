@@ -24,12 +24,18 @@ from fireroute.errors import (
     UsageError,
 )
 from fireroute.firecracker import verbs
-from fireroute.firecracker.client import FirecrackerClient
 from fireroute.model import Options, Vm
+from tests.firecracker.test_cli_integration import api, start
 
 IP_ARG = "ip=172.16.0.6::172.16.0.5:255.255.255.252::eth0:off"
 MAC = "06:00:AC:10:00:06"
 KERNEL_ARGS = "console=ttyS0 reboot=k panic=1"
+
+
+def boot_source(standin, boot_args: str = KERNEL_ARGS) -> None:  # (without an ip= of its own)
+    api(standin).put("/boot-source", {"kernel_image_path": "/srv/vmlinux", "boot_args": boot_args})
+
+
 NOT_STARTED = "The requested operation is not supported before starting the microVM."
 STARTED = "The requested operation is not supported after starting the microVM."
 
@@ -76,18 +82,6 @@ class FakeManager:
         for n in names:
             self.vms.pop(n, None)
         return [], None
-
-
-def api(standin) -> FirecrackerClient:
-    return FirecrackerClient(standin.socket_path, timeout=5.0)
-
-
-def boot_source(standin, boot_args: str = KERNEL_ARGS) -> None:
-    api(standin).put("/boot-source", {"kernel_image_path": "/srv/vmlinux", "boot_args": boot_args})
-
-
-def start(standin) -> None:
-    api(standin).put("/actions", {"action_type": "InstanceStart"})
 
 
 def changes(standin) -> list:

@@ -347,6 +347,6 @@ def test_slow_client_does_not_hold_up_others(host: Host, tmp_path: Path):
         assert time.monotonic() - t0 < 1  # not behind the slow one
         slow.settimeout(10)
         assert slow.recv(100).startswith(b"HTTP/1.1 408")  # after 1 s the server gives up
-        assert slow.recv(4096) is not None and "fr-slow" not in host.links()
+        assert "fr-slow" not in host.links()  # and nothing of its half request was made
     finally:
         d.stop()

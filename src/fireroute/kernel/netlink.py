@@ -112,3 +112,39 @@ def link_exists(name: str) -> bool:
     except OSError:
         return False
     return True
+
+
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+
+
+class Channel:
+    """One netlink socket of ``PROTOCOL``, opened on first use (in the namespace it was opened
+    in), with short acknowledgements that carry the kernel's error text; the writers in
+    kernel/rtnl.py and kernel/nftnl.py are channels."""
+
+    PROTOCOL = NETLINK_ROUTE
+
+    def __init__(self) -> None:
+        self.sock: _socket.socket | None = None
+        self.seq = 0
+
+    def _socket(self) -> _socket.socket:
+        if self.sock is None:
+            sock = _socket.socket(
+                AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, self.PROTOCOL
+            )
+            try:
+                sock.settimeout(5.0)  # an unanswered request ends in OSError, never a hang
+                sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+                sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+                sock.bind((0, 0))
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+        return self.sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

@@ -21,6 +21,8 @@ from __future__ import annotations
 import _socket
 import os
 
+from fireroute.kernel.netlink import Channel
+
 AF_NETLINK, NETLINK_NETFILTER, SOL_NETLINK = 16, 12, 270
 NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -336,33 +338,10 @@ class SetInfo:
         kernel gives every element added without one its own copy"""
 
 
-class Nftnl:
+class Nftnl(Channel):
     """One NETLINK_NETFILTER socket, opened on first use (in that namespace)."""
 
-    def __init__(self) -> None:
-        self.sock: _socket.socket | None = None
-        self.seq = 0
-
-    def _socket(self) -> _socket.socket:
-        if self.sock is None:
-            sock = _socket.socket(
-                AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_NETFILTER
-            )
-            try:
-                sock.settimeout(5.0)
-                sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-                sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-                sock.bind((0, 0))
-            except BaseException:
-                sock.close()
-                raise
-            self.sock = sock
-        return self.sock
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+    PROTOCOL = NETLINK_NETFILTER
 
     def _next(self) -> int:
         self.seq += 1

@@ -290,17 +290,25 @@ def _element_text(v: object) -> str:
         return f'"{text}"'
 
 
+def _nft_listing(what: list[str], name: str, runner: Runner) -> list[dict] | None:
+    """``nft -j list WHAT``'s items; None if there is no such object."""
+    res = runner(["nft", "-j", "list", *what], None)
+    if res.rc != 0:
+        if "No such file or directory" in res.err:
+            return None
+        raise KernelError(f"read {name}", res.err)
+    return list(jsontext.loads(res.out).get("nftables", []))
+
+
 def nft_elements(
     table: str, runner: Runner = run, family: str = "ip"
 ) -> dict[str, dict[str, str]] | None:
     """{set: {element as nft text: comment}} of a table; None if there is no such table."""
-    res = runner(["nft", "-j", "list", "table", family, table], None)
-    if res.rc != 0:
-        if "No such file or directory" in res.err:
-            return None
-        raise KernelError(f'read nftables table "{table}"', res.err)
+    items = _nft_listing(["table", family, table], f'nftables table "{table}"', runner)
+    if items is None:
+        return None
     out: dict[str, dict[str, str]] = {}
-    for item in jsontext.loads(res.out).get("nftables", []):
+    for item in items:
         s = item.get("set")
         if not s:
             continue
@@ -318,13 +326,12 @@ def nft_counters(
 ) -> dict[str, tuple[int, int]] | None:
     """{element as nft text: (packets, bytes)} of a set with counters; None if there is no
     such set (or table)."""
-    res = runner(["nft", "-j", "list", "set", family, table, set_name], None)
-    if res.rc != 0:
-        if "No such file or directory" in res.err:
-            return None
-        raise KernelError(f'read nftables set "{table} {set_name}"', res.err)
+    what = f'nftables set "{table} {set_name}"'
+    items = _nft_listing(["set", family, table, set_name], what, runner)
+    if items is None:
+        return None
     out: dict[str, tuple[int, int]] = {}
-    for item in jsontext.loads(res.out).get("nftables", []):
+    for item in items:
         for e in (item.get("set") or {}).get("elem", []):
             if isinstance(e, dict) and "elem" in e:
                 c = e["elem"].get("counter") or {}

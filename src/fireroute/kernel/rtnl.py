@@ -12,6 +12,8 @@ from __future__ import annotations
 import _socket
 import os
 
+from fireroute.kernel.netlink import Channel
+
 AF_NETLINK, NETLINK_ROUTE, SOL_NETLINK = 16, 0, 270
 NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
 NLMSG_ERROR = 2
@@ -95,33 +97,10 @@ def parse_ack(msg: bytes | memoryview) -> RtnlError | None:
     return RtnlError(error, text)
 
 
-class Rtnl:
+class Rtnl(Channel):
     """One NETLINK_ROUTE socket, opened on first use, in the namespace it was opened in."""
 
-    def __init__(self) -> None:
-        self.sock: _socket.socket | None = None
-        self.seq = 0
-
-    def _socket(self) -> _socket.socket:
-        if self.sock is None:
-            sock = _socket.socket(
-                AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_ROUTE
-            )
-            try:
-                sock.settimeout(5.0)  # an unanswered request ends in OSError, never a hang
-                sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-                sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-                sock.bind((0, 0))
-            except BaseException:
-                sock.close()
-                raise
-            self.sock = sock
-        return self.sock
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+    PROTOCOL = NETLINK_ROUTE
 
     def request(self, kind: int, flags: int, body: bytes) -> None:
         """Send one request with NLM_F_ACK and wait for its answer; RtnlError if refused."""

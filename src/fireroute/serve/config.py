@@ -26,26 +26,18 @@ import json
 from fireroute import request
 from fireroute.errors import UsageError
 
-CLIENT_DEFAULT = (
-    "tap",
-    "mac",
-    "dns",
-    "guest_iface",
-    "iface_id",
-    "mode",
-    "guest_ip",
-    "range",
-    "dhcp",
-    "gateway",
-    "masquerade",
-    "clone_address",
-    "allow_peers",
-    "allow_metadata",
-    "allow_host_ports",
-    "egress",
-    "allow_out",
-    "deny_out",
+OPERATOR_ONLY = (
+    "uplink",
+    "pool",
+    "block_size",
+    "table",
+    "backend",
+    "owner",
+    "bridge",
+    "bridge_address",
+    "fix_forward_policy",
 )
+CLIENT_DEFAULT = tuple(f for f in request.FIELDS if f not in OPERATOR_ONLY)
 KEYS = (
     "state",
     "fixed",
@@ -74,15 +66,7 @@ ATTACH_SETTINGS = (
 
 
 class ServerConfig:
-    __slots__ = (
-        "state",
-        "fixed",
-        "client_options",
-        "tenant_prefix",
-        "max_body",
-        "client_timeout",
-        "firecracker_dir",
-    )
+    __slots__ = KEYS
 
     def __init__(
         self,
