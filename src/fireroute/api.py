@@ -68,8 +68,10 @@ class Vm:
     ``host_dev`` the VM's device on the host (the tap, or the clone's veth end);
     ``gateway`` the guest's router (None for a DHCP bridge guest); ``boot_args`` the kernel
     ``ip=`` argument; ``firecracker`` the body of ``PUT /network-interfaces/{iface_id}``;
-    ``config`` the entry for a ``--config-file``; ``as_dict()`` the JSON that ``show
-    --format json`` prints and ``fireroute serve`` answers."""
+    ``config`` the entry for a ``--config-file``; ``dns`` the guest's name servers; for a CNI
+    attachment (mode ``cni``) ``netns``, ``container``, ``ifname`` and ``network`` (None
+    otherwise); ``as_dict()`` the JSON that ``show --format json`` prints and ``fireroute
+    serve`` answers."""
 
     __slots__ = (
         "name",
@@ -85,6 +87,11 @@ class Vm:
         "boot_args",
         "firecracker",
         "config",
+        "dns",
+        "netns",
+        "container",
+        "ifname",
+        "network",
         "_record",
     )
 
@@ -105,6 +112,11 @@ class Vm:
         self.boot_args: str = guest.boot_arg(vm)
         self.firecracker: dict[str, object] = firecracker.interface(vm)
         self.config: dict[str, object] = firecracker.config_fragment(vm)
+        self.dns: list[str] = [str(d) for d in vm.options.dns]
+        self.netns: str | None = vm.netns if vm.mode == "cni" else None
+        self.container: str | None = vm.options.container
+        self.ifname: str | None = vm.options.ifname
+        self.network: str | None = vm.options.network
         self._record = vm
 
     def as_dict(self) -> dict[str, object]:
@@ -175,12 +187,12 @@ class Host:
     def list(self) -> list[Vm]:
         return [Vm(v) for v in self._manager.ls()]
 
-    def check(self) -> dict[str, object]:
+    def check(self, *names: str) -> dict[str, object]:
         """Desired state against the kernel: ``{"ok", "vms", "shared", "orphans"}``, as
-        ``check --json`` prints it."""
+        ``check --json`` prints it (for ``names`` only, when given: then without orphans)."""
         from fireroute import repair
 
-        return repair.check(self._manager, []).as_json()
+        return repair.check(self._manager, list(names)).as_json()
 
     def policy(self, name: str, **changes: object) -> Vm:
         """Change a running VM's egress policy: ``egress`` ("internet", "public", "none"),

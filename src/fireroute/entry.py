@@ -1,13 +1,19 @@
-"""The ``fireroute`` program: ``fireroute serve ...`` starts the daemon, every other command is
-the CLI's. Nothing else happens here, so neither door imports the other."""
+"""The ``fireroute`` program: with ``CNI_COMMAND`` in its environment it is a CNI plugin;
+``fireroute serve ...`` starts the daemon; every other command is the CLI's. Nothing else
+happens here, so no door imports another."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "CNI_COMMAND" in os.environ:  # a runtime calls the program as a CNI plugin
+        from fireroute.cni.plugin import main as plugin
+
+        return plugin()
     if argv[:1] == ["serve"]:
         from fireroute.serve import main as serve
 

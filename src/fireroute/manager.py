@@ -112,13 +112,16 @@ class UpResult:
         self.warnings = warnings or []
 
 
-def _require_tools(backend: str) -> None:
+def _require_tools(backend: str, mode: str = "nat") -> None:
     tools = (
         ["ip", "nft"] if backend == "nft" else ["ip", "iptables-nft-restore", "iptables-nft-save"]
     )
+    if mode == "cni":
+        tools += ["tc", "nsenter"]
     for tool in tools:
         if which(tool) is None:
-            pkg = {"ip": "iproute2", "nft": "nftables"}.get(tool, "iptables")
+            pkg = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "nsenter": "util-linux"}
+            pkg = pkg.get(tool, "iptables")
             raise MissingTool(f"{tool} not found: install the {pkg} package")
 
 
@@ -172,7 +175,9 @@ class Manager:
         from fireroute import validate
 
         validate.request(options)
-        _require_tools(options.backend)
+        _require_tools(options.backend, options.mode)
+        if options.mode == "cni" and not os.path.exists(str(options.netns)):
+            raise UsageError(f'network namespace "{options.netns}" does not exist')
         if not dry_run:
             observe.require_net_admin(f'create the network of vm "{names[0]}"')
         store = self._store(create=not dry_run)
@@ -524,10 +529,10 @@ class Manager:
             raise UsageError(f'invalid --uplink "{name}": it is {why}, not the host\'s way out')
 
     def _devices(self, store: Store, names: list[str], options: Options) -> dict[str, str]:
-        """The host device per VM: its tap, or (clone) the host end of its veth link."""
+        """The host device per VM: its tap, or (clone, cni) the host end of its veth link."""
         taps: dict[str, str] = {}
         for n in names:
-            if options.tap and options.mode != "clone":
+            if options.tap and options.mode not in ("clone", "cni"):
                 tap = options.tap
             else:  # a generated name is unique within the state file, however many VMs
                 attempt, tap = 0, addressing.default_tap_name(n)

@@ -32,7 +32,7 @@ def is_mac(text: str) -> bool:
 
 IFNAMSIZ = 15
 BACKENDS = ("nft", "iptables")
-MODES = ("nat", "bridge", "clone")
+MODES = ("nat", "bridge", "clone", "cni")
 
 
 def check_vm_name(name: str) -> str:
@@ -110,6 +110,7 @@ DEFAULT_NAT_POOL = "172.16.0.0/16"
 DEFAULT_CLONE_POOL = "10.200.0.0/16"
 DEFAULT_CLONE_GUEST = "192.168.241.2/29"
 DEFAULT_CLONE_TAP = "vmtap0"
+DEFAULT_CNI_TAP = "tap0"
 
 
 def _iface(text: str | None, what: str) -> IPv4Interface | None:
@@ -200,6 +201,11 @@ class Options:
         "allow_out",
         "deny_out",
         "host_nets",
+        "netns",
+        "container",
+        "ifname",
+        "network",
+        "mtu",
     )
     __slots__ = FIELDS
 
@@ -233,6 +239,11 @@ class Options:
         allow_out: tuple[IPv4Network, ...] | list = (),
         deny_out: tuple[IPv4Network, ...] | list = (),
         host_nets: tuple[IPv4Network, ...] | list = (),
+        netns: str | None = None,
+        container: str | None = None,
+        ifname: str | None = None,
+        network: str | None = None,
+        mtu: int | None = None,
     ) -> None:
         self.mode = mode
         self.backend = backend
@@ -267,11 +278,20 @@ class Options:
         self.host_nets = merged(host_nets)
         """the uplink's own networks when the VM came up (``--egress public`` keeps the guest
         off them too): read by up, recorded, so the desired state needs no host read"""
+        self.netns = netns
+        """cni: the path of the network namespace the VMM runs in (the runtime's CNI_NETNS)"""
+        self.container = container
+        """cni: the runtime's CNI_CONTAINERID"""
+        self.ifname = ifname
+        """cni: the interface made inside ``netns`` (CNI_IFNAME): the netns end of the veth"""
+        self.network = network
+        """cni: the network configuration's name"""
+        self.mtu = mtu
         self._validate()
 
     def _validate(self) -> None:
         if self.mode not in MODES:
-            raise UsageError(f'unknown mode "{self.mode}": use nat, bridge or clone')
+            raise UsageError(f'unknown mode "{self.mode}": use nat, bridge, clone or cni')
         if self.backend not in BACKENDS:
             raise UsageError(f'unknown backend "{self.backend}": use nft or iptables')
         if not 24 <= self.prefix <= 30:
@@ -326,9 +346,28 @@ class Options:
             given = [k for k, v in bridge_only.items() if v is not None]
             if given:
                 raise UsageError(f"{given[0]} only applies to --mode bridge")
+        cni_only = {
+            "netns": self.netns,
+            "container": self.container,
+            "ifname": self.ifname,
+            "network": self.network,
+            "mtu": self.mtu,
+        }
+        if self.mode != "cni":
+            given = [k for k, v in cni_only.items() if v is not None]
+            if given:
+                raise UsageError(f"{given[0]} only applies to mode cni (the CNI plugin)")
+        else:
+            self._validate_cni()
+        if self.mtu is not None and (
+            isinstance(self.mtu, bool)
+            or not isinstance(self.mtu, int)
+            or not 68 <= self.mtu <= 65535
+        ):
+            raise UsageError(f'invalid mtu "{self.mtu}": use 68..65535')
         if self.mode != "clone" and self.clone_address is not None:
             raise UsageError("--clone-address only applies to --mode clone")
-        if self.mode == "nat" and self.guest is not None:
+        if self.mode in ("nat", "cni") and self.guest is not None:
             raise UsageError(
                 "--guest-ip applies to --mode bridge or clone; NAT guests get the "
                 "second address of their block"
@@ -366,6 +405,23 @@ class Options:
                 raise UsageError(f"--guest-ip {g} leaves no room for the tap address")
             if self.clone_address not in (None, "auto"):
                 _addr(self.clone_address, "--clone-address")
+
+    def _validate_cni(self) -> None:
+        if not self.netns or not self.netns.startswith("/") or "\n" in self.netns:
+            raise UsageError(f'invalid netns "{self.netns}": expected an absolute path')
+        if not self.container or not fits(self.container, ALNUM, NAME_CHARS, 256):
+            raise UsageError(
+                f'invalid container id "{self.container}": use A-Z a-z 0-9 . _ -, starting '
+                "with a letter or digit"
+            )
+        check_ifname(self.ifname or "", "ifname")
+        if not self.network or not fits(self.network, ALNUM, NAME_CHARS, 128):
+            raise UsageError(
+                f'invalid network name "{self.network}": use A-Z a-z 0-9 . _ -, starting with '
+                "a letter or digit"
+            )
+        if self.tap is not None and self.tap == self.ifname:
+            raise UsageError(f'tapName "{self.tap}" is the same as the ifname')
 
     def range_bounds(self) -> tuple[IPv4Address, IPv4Address]:
         text = self.addr_range or ""
@@ -474,7 +530,7 @@ class Vm:
     def guest_iface_addr(self) -> IPv4Interface | None:
         """The guest's address with its prefix (None for a DHCP guest)."""
         o = self.options
-        if o.mode == "nat":
+        if o.mode in ("nat", "cni"):
             assert self.net is not None
             return IPv4Interface(f"{self.net.network_address + 2}/{self.net.prefixlen}")
         if o.guest is not None:
@@ -493,7 +549,7 @@ class Vm:
     def tap_ip(self) -> IPv4Address | None:
         """The guest's gateway: the tap address (nat, clone) or the bridge's (bridge)."""
         o = self.options
-        if o.mode == "nat":
+        if o.mode in ("nat", "cni"):
             assert self.net is not None
             return self.net.network_address + 1
         if o.mode == "clone":
@@ -524,9 +580,11 @@ class Vm:
 
     @property
     def vm_tap(self) -> str:
-        """The tap Firecracker opens (inside the clone's namespace for clone mode)."""
+        """The tap Firecracker opens (inside the VM's namespace for clone and cni modes)."""
         if self.options.mode == "clone":
             return self.options.tap or DEFAULT_CLONE_TAP
+        if self.options.mode == "cni":
+            return self.options.tap or DEFAULT_CNI_TAP
         return self.tap
 
     @property
@@ -539,9 +597,21 @@ class Vm:
 
     @property
     def netns(self) -> str | None:
+        """The VM's namespace: a clone's (a name under /run/netns, made by fireroute) or a
+        CNI attachment's (the runtime's path)."""
+        if self.options.mode == "cni":
+            return self.options.netns
         if self.options.mode != "clone":
             return None
         return self.netns_name or f"fireroute-new-{self.name}"
+
+    @property
+    def netns_path(self) -> str | None:
+        """The VM's namespace as a path (what the jailer's ``--netns`` takes)."""
+        ns = self.netns
+        if ns is None or ns.startswith("/"):
+            return ns
+        return f"/var/run/netns/{ns}"
 
     @property
     def clone_address(self) -> IPv4Address | None:

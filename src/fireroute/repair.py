@@ -23,17 +23,14 @@ from fireroute.kernel.apply import read_sysctl
 from fireroute.kernel.run import Runner, read_value, which
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
-from fireroute.plan import bridge, clone, host, iptables, modes, nft
-from fireroute.plan.steps import IP, IPTABLES, Plan, Step
+from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
+from fireroute.plan.steps import IP, IPTABLES, Plan, Step, in_netns
 
 COUNTER = "counter packets "
 
 
 def _links(runner: Runner, netns: str | None = None) -> dict[str, dict]:
-    argv = ["ip", "-j", "-d", "addr", "show"]
-    if netns:
-        argv[1:1] = ["-n", netns]
-    res = runner(argv, None)
+    res = runner(in_netns(netns, ["ip", "-j", "-d", "addr", "show"]), None)
     if res.rc != 0:
         raise KernelError(f"list links{f' in {netns}' if netns else ''}", res.err)
     docs = json.loads(res.out or "[]")
@@ -122,6 +119,8 @@ class Kernel:
                     if isinstance(r, dict)
                 }
         self.ns: dict[str, Namespace] = {}
+        self.cni: dict[str, Attachment] = {}
+        """per CNI attachment's namespace path (one that exists): what is inside it"""
         for vm in clones:
             if (
                 vm.mode == "clone"
@@ -129,6 +128,8 @@ class Kernel:
                 and os.path.exists(f"{observe.NETNS_DIR}/{vm.netns}")
             ):
                 self.ns[vm.netns] = Namespace(runner, vm.netns)
+            elif vm.mode == "cni" and vm.netns and observe.netns_alive(vm.netns):
+                self.cni[vm.netns] = Attachment(runner, vm)
 
 
 class Namespace:
@@ -141,6 +142,75 @@ class Namespace:
         res = runner(["ip", "netns", "exec", name, "sysctl", "-n", host.FORWARD_KEY], None)
         self.forwarding = res.out.strip() if res.rc == 0 else "?"
         self.chains = _chains(runner, clone.NS_TABLE, name)
+
+
+class Attachment:
+    """A CNI attachment's namespace from inside: its links, and the tc filters on the ingress
+    of the veth and the tap (one ``tc -batch``: a JSON list per device)."""
+
+    def __init__(self, runner: Runner, vm: Vm) -> None:
+        assert vm.netns is not None
+        self.links = _links(runner, vm.netns)
+        self.filters: dict[str, list[dict]] = {}
+        devs = [src for src, _ in cni.redirects(vm) if src in self.links]
+        if not devs:
+            return
+        lines = "".join(f"filter show dev {d} ingress\n" for d in devs)
+        res = runner(in_netns(vm.netns, ["tc", "-j", "-force", "-batch", "-"]), lines)
+        decoder, at, text = json.JSONDecoder(), 0, res.out
+        for dev in devs:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at >= len(text):
+                break
+            try:
+                doc, at = decoder.raw_decode(text, at)
+            except ValueError:
+                break
+            self.filters[dev] = (
+                [f for f in doc if isinstance(f, dict)] if isinstance(doc, list) else []
+            )
+
+    def redirects(self, dev: str) -> list[str]:
+        """The devices ``dev``'s ingress redirects to."""
+        return [
+            str(a.get("to_dev"))
+            for f in self.filters.get(dev, [])
+            for a in (f.get("options", {}) or {}).get("actions", []) or []
+            if a.get("kind") == "mirred" and a.get("mirred_action") == "redirect"
+        ]
+
+
+def cni_problems(k: Kernel, vm: Vm) -> list[str]:
+    """Inside a CNI attachment's namespace: the veth, the tap, the two redirects, the MTU."""
+    assert vm.netns is not None
+    att = k.cni.get(vm.netns)
+    if att is None:
+        return [
+            f'network namespace "{vm.netns}" is gone (its runtime removed it: the CNI DEL or '
+            '"fireroute gc" removes this attachment)'
+        ]
+    where = f'in "{vm.netns}"'
+    veth, alias = str(vm.options.ifname), host.owner_alias(vm)
+    problems = link_problems(
+        att.links.get(veth), veth, f"veth {where}:", {"kind": "veth", "alias": alias}
+    )
+    tap_want = {**_tap_want(vm), "kind": "tun", "alias": alias}
+    tap_want.pop("address", None)
+    problems += link_problems(att.links.get(vm.vm_tap), vm.vm_tap, f"tap {where}:", tap_want)
+    for src, dst in cni.redirects(vm):
+        if src not in att.links:
+            continue
+        got = att.redirects(src)
+        if dst not in got:
+            problems.append(f'"{src}" {where} does not redirect to "{dst}"')
+        for other in sorted(set(got) - {dst}):
+            problems.append(f'"{src}" {where} has a foreign redirect to "{other}"')
+    if vm.options.mtu:
+        for dev, link in ((veth, att.links.get(veth)), (vm.vm_tap, att.links.get(vm.vm_tap))):
+            if link is not None and link.get("mtu") != vm.options.mtu:
+                problems.append(f'"{dev}" {where} has mtu {link.get("mtu")}, not {vm.options.mtu}')
+    return problems
 
 
 def _addrs(link: dict) -> set[str]:
@@ -299,10 +369,13 @@ def drift(k: Kernel, vm: Vm) -> list[str]:
     problems: list[str] = []
     if vm.mode == "clone":
         problems += veth_problems(k, vm) + clone_problems(k, vm)
+    elif vm.mode == "cni":
+        problems += veth_problems(k, vm) + cni_problems(k, vm)
     else:
         problems += link_problems(k.links.get(vm.tap), vm.tap, "tap", _tap_want(vm))
-    if vm.mode == "nat" and vm.tap in k.links and _ipv6_on(vm.tap):
-        problems.append(f'IPv6 is on for tap "{vm.tap}" (guests could reach the host over it)')
+    if vm.mode in ("nat", "cni") and vm.tap in k.links and _ipv6_on(vm.tap):
+        kind = "tap" if vm.mode == "nat" else "veth"
+        problems.append(f'IPv6 is on for {kind} "{vm.tap}" (guests could reach the host over it)')
     if vm.mode == "bridge" and str(vm.options.bridge) not in k.links:
         problems.append(f'bridge "{vm.options.bridge}" is missing')
     if vm.state != "active":
@@ -481,7 +554,18 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
     with store.locked():
         adopted = instance is not None and instance != store.instance()
         instance = instance or store.instance()
-        half = [] if adopted else [v for v in store.all() if v.state != "active"]
+        # half-made VMs, and CNI attachments whose namespace the runtime removed (a crashed
+        # VM, a DEL that never came): both are taken down
+        half = (
+            []
+            if adopted
+            else [
+                v
+                for v in store.all()
+                if v.state != "active"
+                or (v.mode == "cni" and not observe.netns_alive(str(v.netns)))
+            ]
+        )
         plan = m._down_plan(store, half) if half else Plan()
         if half and not dry_run:
             m.executor().apply_best_effort(plan)
@@ -645,6 +729,16 @@ def _restore_links(k: Kernel, vm: Vm, clear: list[Step]) -> list[Step]:
             return []
         clear.extend(clone.down(vm))  # whatever is left of it goes first: it is made again whole
         return modes.links_up([vm], set())
+    if vm.mode == "cni":
+        if not drift_links(k, vm):
+            return []
+        if vm.netns not in k.cni:  # the runtime's namespace is gone: nothing to make it in
+            raise UsageError(
+                f'vm "{vm.name}": network namespace "{vm.netns}" is gone; the CNI DEL or '
+                '"fireroute gc" removes the attachment'
+            )
+        clear.extend(cni.down(vm))
+        return modes.links_up([vm], set())
     link = k.links.get(vm.tap)
     want = _tap_want(vm)
     if link is not None and any("owned by" in p for p in link_problems(link, vm.tap, "tap", want)):
@@ -675,16 +769,27 @@ def _restore_links(k: Kernel, vm: Vm, clear: list[Step]) -> list[Step]:
 
 
 def veth_problems(k: Kernel, vm: Vm) -> list[str]:
-    """The host end of a clone's veth link."""
+    """The host end of a clone's or a CNI attachment's veth link."""
     assert vm.net is not None
     want = {
         "kind": "veth",
         "address": f"{vm.net.network_address + 1}/{vm.net.prefixlen}",
         "alias": host.owner_alias(vm),
     }
-    return link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
+    problems = link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
+    link = k.links.get(vm.tap)
+    if (
+        vm.mode == "cni"
+        and vm.options.mtu
+        and link is not None
+        and link.get("mtu") != vm.options.mtu
+    ):
+        problems.append(f'veth "{vm.tap}" has mtu {link.get("mtu")}, not {vm.options.mtu}')
+    return problems
 
 
 def drift_links(k: Kernel, vm: Vm) -> bool:
-    """Does anything of a clone's links, namespace or route differ?"""
+    """Does anything of a clone's or CNI attachment's links, namespace or route differ?"""
+    if vm.mode == "cni":
+        return bool(veth_problems(k, vm) or cni_problems(k, vm))
     return bool(veth_problems(k, vm) or clone_problems(k, vm))

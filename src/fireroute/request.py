@@ -36,10 +36,14 @@ TEXT = (
     "gateway",
     "clone_address",
     "egress",
+    "netns",
+    "container",
+    "ifname",
+    "network",
 )
 FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy")
 LISTS = ("dns", "allow_host_ports", "allow_out", "deny_out")
-FIELDS = (*TEXT, "block_size", *FLAGS, *LISTS)
+FIELDS = (*TEXT, "block_size", "mtu", *FLAGS, *LISTS)
 """every option of ``up``, by the name the API and the daemon use (the CLI's flag with ``_``;
 ``allow_host_ports`` is ``--allow-host-port``, repeatable)"""
 
@@ -60,6 +64,8 @@ def options(fields: Mapping[str, object]) -> Options:
             raise UsageError(f"invalid {flag(k)}: expected a string")
         if k in FLAGS and not isinstance(v, bool):
             raise UsageError(f"invalid {flag(k)}: expected true or false")
+        if k == "mtu" and (isinstance(v, bool) or not isinstance(v, int)):
+            raise UsageError("invalid --mtu: expected a number")
         if k in LISTS and not (isinstance(v, list | tuple) and all(isinstance(x, str) for x in v)):
             raise UsageError(f"invalid {flag(k)}: expected a list of strings")
     return Options(
@@ -90,6 +96,11 @@ def options(fields: Mapping[str, object]) -> Options:
         egress=str(f.get("egress", "internet")),
         allow_out=[cidr(n, "allow_out") for n in f.get("allow_out", ())],  # type: ignore[attr-defined]
         deny_out=[cidr(n, "deny_out") for n in f.get("deny_out", ())],  # type: ignore[attr-defined]
+        netns=_text(f, "netns"),
+        container=_text(f, "container"),
+        ifname=_text(f, "ifname"),
+        network=_text(f, "network"),
+        mtu=f.get("mtu"),  # type: ignore[arg-type]
     )
 
 
@@ -123,6 +134,11 @@ def fields_of(o: Options) -> dict[str, object]:
         "egress": o.egress,
         "allow_out": [str(n) for n in o.allow_out],
         "deny_out": [str(n) for n in o.deny_out],
+        "netns": o.netns,
+        "container": o.container,
+        "ifname": o.ifname,
+        "network": o.network,
+        "mtu": o.mtu,
     }
 
 

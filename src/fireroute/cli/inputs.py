@@ -24,7 +24,8 @@ def _state(args: Namespace | Args) -> str:
 def _options(args: Namespace | Args):  # noqa: ANN202
     from fireroute import request
 
-    fields = {k: getattr(args, k) for k in request.FIELDS if k != "allow_host_ports"}
+    # the CNI attachment's fields (netns, container, ...) have no flag: only the plugin sets them
+    fields = {k: getattr(args, k, None) for k in request.FIELDS if k != "allow_host_ports"}
     return request.options({**fields, "allow_host_ports": args.allow_host_port})
 
 

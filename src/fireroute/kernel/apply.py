@@ -14,7 +14,8 @@ import os
 from fireroute.errors import AlreadyExists, FirerouteError, KernelError, PartialFailure
 from fireroute.kernel.run import SIGKILL, Child, Done, Result, Runner, launch, run
 from fireroute.plan.steps import (
-    IP,
+    BATCHED,
+    CALLER,
     IPTABLES,
     NFT,
     SYSCTL,
@@ -66,9 +67,12 @@ class Executor:
     def _start_group(self, group: list[Step], force: bool) -> Child | Done | None:
         """Start a group's process; None for host sysctls (written in-process, see below)."""
         tool, ns = group[0].tool, group[0].netns
-        if tool == IP:
-            argv = ["ip", "-force", "-batch", "-"] if force else ["ip", "-batch", "-"]
-            return self._launch(in_netns(ns, argv), "".join(s.text + "\n" for s in group))
+        if tool in BATCHED:
+            argv = [tool, "-force", "-batch", "-"] if force else [tool, "-batch", "-"]
+            lines = "".join(s.text + "\n" for s in group)
+            if ns is not None and f" netns {CALLER}" in lines:
+                lines = lines.replace(f" netns {CALLER}", f" netns {os.getpid()}")
+            return self._launch(in_netns(ns, argv), lines)
         if tool == NFT:
             script = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in group)
             return self._launch(in_netns(ns, ["nft", "-f", "-"]), script)
@@ -76,8 +80,7 @@ class Executor:
             argv = in_netns(ns, ["iptables-nft-restore", "--noflush"])
             return self._launch(argv, iptables_input(group))
         if tool == SYSCTL and ns is not None:
-            argv = ["ip", "netns", "exec", ns, "sysctl", "-qw", *(st.text for st in group)]
-            return self._launch(argv, None)
+            return self._launch(in_netns(ns, ["sysctl", "-qw", *(st.text for st in group)]), None)
         if tool == SYSCTL:
             return None
         raise AssertionError(tool)  # pragma: no cover - planners only emit known tools
@@ -110,7 +113,7 @@ class Executor:
                 continue
             res = job.wait()
             group = wave[k]
-            if group[0].tool == IP:
+            if group[0].tool in BATCHED:
                 out[k] = _ip_errors(res, len(group))
             else:
                 out[k] = {} if res.rc == 0 else {0: res.err or res.out}
@@ -156,7 +159,7 @@ class Executor:
                         undo.extend(s.undo)
                     continue
                 first = min(errors)
-                if group[0].tool == IP:  # ip -batch stops at the first failing line
+                if group[0].tool in BATCHED:  # -batch stops at the first failing line
                     for s in group[:first]:
                         undo.extend(s.undo)
                 elif group[0].tool == SYSCTL and group[0].netns is None:  # one by one

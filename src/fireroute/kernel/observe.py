@@ -150,6 +150,15 @@ NETNS_DIR = "/var/run/netns"
 NETNS_PREFIX = "fireroute-"
 
 
+def netns_alive(path: str) -> bool:
+    """Is ``path`` a network namespace (a runtime's bind mount of one, or /proc/PID/ns/net)?
+    A runtime that removed the namespace may leave the empty file its mount was on."""
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
 def our_namespaces(instance: str) -> list[str]:
     """Network namespaces made for clones under the state file with this instance id (their
     names carry it: fireroute-<instance>-<vm>)."""

@@ -46,26 +46,34 @@ def links_up(vms: list[Vm], missing_bridges: set[str]) -> list[Step]:
             from fireroute.plan import clone
 
             steps += clone.up(vm)
-    nat = [vm for vm in vms if vm.mode == "nat"]
-    for vm in nat:
-        steps += host.tap_up(vm)
-    steps += [host.ipv6_off(vm) for vm in nat]  # after the taps exist; written together
+        elif vm.mode == "cni":
+            from fireroute.plan import cni
+
+            steps += cni.up(vm)
+    for vm in vms:
+        if vm.mode == "nat":
+            steps += host.tap_up(vm)
+    # after the taps (and CNI host veths) exist; written together
+    steps += [host.ipv6_off(vm) for vm in vms if vm.mode in ("nat", "cni")]
     return steps
 
 
 def links_down(vms: list[Vm], drop_bridges: set[str]) -> list[Step]:
     """Link steps removing VMs, then the owned bridges no remaining VM uses."""
-    steps = (
-        host.taps_down([v for v in vms if v.mode != "clone"])
-        if any(v.mode != "clone" for v in vms)
-        else []
-    )
+    own = [v for v in vms if v.mode not in ("clone", "cni")]
+    steps = host.taps_down(own) if own else []
     if any(v.mode == "clone" for v in vms):
         from fireroute.plan import clone
 
         for vm in vms:
             if vm.mode == "clone":
                 steps += clone.down(vm)
+    if any(v.mode == "cni" for v in vms):
+        from fireroute.plan import cni
+
+        for vm in vms:
+            if vm.mode == "cni":
+                steps += cni.down(vm)
     if drop_bridges:
         from fireroute.plan import bridge
 

@@ -8,8 +8,13 @@ runs.
 
 from __future__ import annotations
 
-IP, NFT, IPTABLES, SYSCTL = "ip", "nft", "iptables", "sysctl"
+IP, NFT, IPTABLES, SYSCTL, TC = "ip", "nft", "iptables", "sysctl", "tc"
 NF_TABLES = (NFT, IPTABLES)
+BATCHED = (IP, TC)
+"""tools whose lines run as one ``-batch -`` process (its errors name the failing line)"""
+CALLER = "$$"
+"""in an ``ip`` line run inside another namespace, ``netns $$`` names the caller's own
+namespace (the shell's, when a person types it; the executor's process, when it runs)"""
 
 
 class Step:
@@ -37,7 +42,8 @@ class Step:
         self.undo = undo
         self.table = table
         self.netns = netns
-        """run inside this network namespace (clone mode) instead of the caller's"""
+        """run inside this network namespace instead of the caller's: a name under
+        /run/netns (clone mode) or a path (a CNI attachment's)"""
         self.exclusive = exclusive
         """creates an object that must not exist yet: failing on "File exists" means it does
         (the executor raises AlreadyExists)"""
@@ -113,9 +119,12 @@ def sysctl_path(key: str) -> str:
 
 
 def in_netns(netns: str | None, argv: list[str]) -> list[str]:
-    """argv run inside ``netns`` (``ip -n`` for ip itself, ``ip netns exec`` for the rest)."""
+    """argv run inside ``netns``: a path through ``nsenter --net=`` (which changes the network
+    namespace only); a name with ``ip -n`` for ip itself, ``ip netns exec`` for the rest."""
     if netns is None:
         return argv
+    if netns.startswith("/"):
+        return ["nsenter", f"--net={netns}", *argv]
     if argv[0] == "ip":
         return ["ip", "-n", netns, *argv[1:]]
     return ["ip", "netns", "exec", netns, *argv]
@@ -126,8 +135,8 @@ def as_commands(plan: Plan) -> str:
     out: list[str] = []
     for group in groups(plan.steps):
         tool, ns = group[0].tool, group[0].netns
-        if tool == IP:
-            out.extend(" ".join(in_netns(ns, ["ip"])) + f" {s.text}" for s in group)
+        if tool in BATCHED:
+            out.extend(" ".join(in_netns(ns, [tool])) + f" {s.text}" for s in group)
         elif tool == NFT:
             script = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in group)
             cmd = " ".join(in_netns(ns, ["nft", "-f", "-"]))

@@ -52,9 +52,10 @@ def jailer_args(vm: Vm) -> tuple[list[str], list[str]]:
     the tap is made for that user, and ``--uid``/``--gid`` must match.
     """
     args: list[str] = []
-    if vm.netns is not None:
-        args += ["--netns", f"/var/run/netns/{vm.netns}"]
-        notes = [f'tap "{vm.vm_tap}" lives in the clone\'s network namespace "{vm.netns}"']
+    if vm.netns_path is not None:
+        args += ["--netns", vm.netns_path]
+        whose = "the CNI attachment's" if vm.mode == "cni" else "the clone's"
+        notes = [f'tap "{vm.vm_tap}" lives in {whose} network namespace "{vm.netns}"']
     else:
         notes = [
             f'tap "{vm.tap}" lives in the host network namespace ({vm.mode} mode): do not pass '

@@ -47,6 +47,15 @@ def _mode_fields(vm: Vm) -> dict[str, object]:
                 "netns_ip": str(vm.nat_source),
             },
         }
+    if vm.mode == "cni":
+        o = vm.options
+        return {
+            "netns": vm.netns,
+            "container": o.container,
+            "ifname": o.ifname,
+            "network": o.network,
+            "veth": {"host": vm.tap, "netns": o.ifname},
+        }
     return {}
 
 
@@ -56,6 +65,8 @@ def summary(vm: Vm) -> str:
         "bridge": f"tap {vm.tap} on bridge {vm.options.bridge}",
         "clone": f"tap {vm.vm_tap} {vm.tap_ip}/{vm.prefix} in namespace {vm.netns}, "
         f"reachable at {vm.clone_address}",
+        "cni": f"tap {vm.vm_tap} in {vm.netns} (container {vm.options.container}, "
+        f"{vm.options.ifname} to host veth {vm.tap} {vm.tap_ip}/{vm.prefix})",
     }[vm.mode]
     nat = (
         f"{vm.backend} NAT via {vm.uplink}"

@@ -36,6 +36,10 @@ OPERATOR_ONLY = (
     "bridge",
     "bridge_address",
     "fix_forward_policy",
+    "netns",
+    "container",
+    "ifname",
+    "network",
 )
 CLIENT_DEFAULT = tuple(f for f in request.FIELDS if f not in OPERATOR_ONLY)
 KEYS = (

@@ -1,0 +1,240 @@
+"""The ``fireroute`` program as a CNI plugin: the door a runtime (containerd, podman,
+firecracker-go-sdk, Nomad) uses when it sets ``CNI_COMMAND``. It reads the request
+(:mod:`fireroute.cni.protocol`), calls the Python API, and answers. No networking is decided
+here: an attachment is a VM of mode ``cni`` in the state file, with every verb (check, gc,
+show, ls) of any other VM.
+
+An attachment's VM name is ``cni-`` + the first 12 characters of the container id + ``-`` + 8
+hex digits of a hash of (network name, container id, ifname): the same request always names
+the same VM, so ADD is idempotent and DEL finds what ADD made without a cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from fireroute.cni import protocol
+from fireroute.cni.protocol import CniError
+from fireroute.errors import (
+    Busy,
+    ConflictError,
+    FirerouteError,
+    MissingTool,
+    NotFound,
+    PermissionDenied,
+    PoolExhausted,
+    UsageError,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from fireroute.api import Host, Vm
+
+GENERIC = 100  # plugin-specific errors start at 100 (spec: "Error codes")
+KEY_OF_FLAG = {  # the CLI's spelling of an option, in the network configuration's
+    "--" + field.replace("_", "-"): key for key, field in protocol.PLUGIN_KEYS.items() if field
+}
+KEY_OF_FLAG["--allow-host-port"] = "allowHostPorts"
+
+
+def attachment_name(network: str, container: str, ifname: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha1(f"{network}\0{container}\0{ifname}".encode()).hexdigest()[:8]
+    return f"cni-{container[:12]}-{digest}"
+
+
+def main(env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> int:
+    env = os.environ if env is None else env
+    if stdin is None:
+        stdin = b"" if sys.stdin is None else sys.stdin.buffer.read()
+    version = "1.1.0"
+    try:
+        req = protocol.Request(env, stdin)
+        version = req.version or version
+        out = VERBS[req.command](req, env)
+    except CniError as exc:
+        return _fail(exc, version)
+    except FirerouteError as exc:
+        return _fail(_as_cni(exc), version)
+    if out is not None:
+        sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+def _fail(exc: CniError, version: str) -> int:
+    sys.stdout.write(json.dumps(exc.as_json(version)) + "\n")
+    return 1
+
+
+def _as_cni(exc: FirerouteError) -> CniError:
+    """One of fireroute's errors as the spec's: a busy state file is "try again later"."""
+    text = str(exc)
+    for flag, key in KEY_OF_FLAG.items():
+        text = text.replace(flag, f'"{key}"')
+    if isinstance(exc, Busy):
+        return CniError(protocol.TRY_AGAIN, "the state file is busy", text)
+    if isinstance(exc, MissingTool | PermissionDenied):
+        return CniError(protocol.UNAVAILABLE, "the plugin cannot run here", text)
+    if isinstance(exc, UsageError):
+        return CniError(protocol.BAD_CONFIG, "invalid network configuration", text)
+    if isinstance(exc, NotFound):
+        return CniError(protocol.UNKNOWN_CONTAINER, "unknown container", text)
+    if isinstance(exc, ConflictError | PoolExhausted):
+        return CniError(GENERIC, "the attachment cannot be made", text)
+    return CniError(GENERIC + 1, "the host refused a change", text)
+
+
+def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
+    from fireroute.api import Host
+
+    state = req.config.get("state")
+    if state is not None and (not isinstance(state, str) or not state.startswith("/")):
+        raise CniError(
+            protocol.BAD_CONFIG, "invalid network configuration", '"state" must be an absolute path'
+        )
+    return Host(state=state or env.get("FIREROUTE_STATE") or None)
+
+
+def _fields(req: protocol.Request) -> dict[str, object]:
+    fields = req.options()
+    fields.update(
+        mode="cni",
+        netns=req.netns,
+        container=req.container,
+        ifname=req.ifname,
+        network=str(req.config["name"]),
+    )
+    for key, field in (("tapName", "tap"), ("mtu", "mtu")):
+        if key in req.config:
+            fields[field] = req.config[key]
+    return fields
+
+
+def _name(req: protocol.Request) -> str:
+    return attachment_name(str(req.config["name"]), req.container, req.ifname)
+
+
+def add(req: protocol.Request, env: Mapping[str, str]) -> dict[str, object]:
+    if "ipam" in req.config:
+        raise CniError(
+            protocol.UNSUPPORTED_FIELD,
+            "unsupported field in network configuration",
+            '"ipam": fireroute allocates the addresses itself (its "pool" and "blockSize")',
+        )
+    if not req.netns.startswith("/"):
+        raise CniError(protocol.BAD_ENV, "invalid CNI_NETNS", f"{req.netns!r}: expected a path")
+    try:
+        from fireroute import request
+
+        options = request.options(_fields(req))
+    except UsageError as exc:
+        raise _as_cni(exc) from None
+    host = _host(req, env)
+    vm = host.up(_name(req), **request.fields_of(options))
+    return _result(req, vm)
+
+
+def _result(req: protocol.Request, vm: Vm) -> dict[str, object]:
+    """The result firecracker-go-sdk reads: the host veth, the namespace's veth and tap, and
+    the VM's interface (named as the tap, sandbox the container id, mac the guest's), which
+    the one IP entry points at."""
+    interfaces: list[dict[str, object]] = []
+    ips: list[dict[str, object]] = []
+    prev = req.config.get("prevResult")
+    if isinstance(prev, dict):  # a plugin before us: its interfaces and addresses stay
+        interfaces = [i for i in prev.get("interfaces", []) if isinstance(i, dict)]
+        ips = [
+            {k: v for k, v in ip.items() if k != "version"}
+            for ip in prev.get("ips", [])
+            if isinstance(ip, dict)
+        ]
+    base = len(interfaces)
+    interfaces += [
+        {"name": vm.host_dev},
+        {"name": req.ifname, "sandbox": req.netns},
+        {"name": vm.tap, "sandbox": req.netns},
+        {"name": vm.tap, "mac": vm.mac.lower(), "sandbox": req.container},
+    ]
+    ips.append(
+        {
+            "address": f"{vm.guest_ip}/{vm.prefix}",
+            "gateway": str(vm.gateway),
+            "interface": base + 3,
+        }
+    )
+    routes = [{"dst": "0.0.0.0/0", "gw": str(vm.gateway)}]
+    dns = {"nameservers": [str(d) for d in vm.dns]} if vm.dns else None
+    if dns is None and isinstance(req.config.get("dns"), dict):
+        dns = req.config["dns"]  # type: ignore[assignment]
+    return protocol.result(req.version, interfaces, ips, routes, dns)
+
+
+def delete(req: protocol.Request, env: Mapping[str, str]) -> None:
+    _host(req, env).down(_name(req))
+    return None
+
+
+def check(req: protocol.Request, env: Mapping[str, str]) -> None:
+    host = _host(req, env)
+    name = _name(req)
+    report = host.check(name)
+    problems = report["vms"].get(name, []) if isinstance(report.get("vms"), dict) else []
+    if problems:
+        raise CniError(
+            GENERIC + 2, "the attachment differs from what ADD made", "; ".join(problems)
+        )
+    return None
+
+
+def status(req: protocol.Request, env: Mapping[str, str]) -> None:
+    from fireroute.kernel.run import which
+
+    missing = [t for t in ("ip", "nft", "tc", "nsenter") if which(t) is None]
+    if missing:
+        raise CniError(
+            protocol.UNAVAILABLE, "the plugin cannot add", f"missing: {', '.join(missing)}"
+        )
+    uplink = req.config.get("uplink")
+    from fireroute.kernel import observe
+
+    try:
+        observe.probe(uplink if isinstance(uplink, str) else None, [], lambda _n: False)
+    except FirerouteError as exc:
+        raise CniError(
+            protocol.UNAVAILABLE, "the plugin cannot add", _as_cni(exc).details
+        ) from None
+    return None
+
+
+def gc(req: protocol.Request, env: Mapping[str, str]) -> None:
+    """Every attachment of this network (by name) that the runtime no longer lists goes."""
+    valid = req.config.get("cni.dev/valid-attachments", [])
+    if not isinstance(valid, list) or not all(isinstance(a, dict) for a in valid):
+        raise CniError(
+            protocol.BAD_CONFIG,
+            "invalid network configuration",
+            '"cni.dev/valid-attachments" must be a list of objects',
+        )
+    keep = {(str(a.get("containerID")), str(a.get("ifname"))) for a in valid}
+    host = _host(req, env)
+    network = str(req.config["name"])
+    stale = [
+        vm.name
+        for vm in host.list()
+        if vm.mode == "cni" and vm.network == network and (vm.container, vm.ifname) not in keep
+    ]
+    if stale:
+        host.down(*stale)
+    return None
+
+
+def version(req: protocol.Request, env: Mapping[str, str]) -> dict[str, object]:
+    return protocol.version_result(req.version)
+
+
+VERBS = {"ADD": add, "DEL": delete, "CHECK": check, "STATUS": status, "GC": gc, "VERSION": version}

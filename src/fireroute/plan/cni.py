@@ -1,0 +1,109 @@
+"""CNI mode: the VMM runs inside the runtime's network namespace (``CNI_NETNS``), as
+firecracker-go-sdk and firecracker-containerd start it. In that namespace: a veth named
+``CNI_IFNAME`` whose other end is in the host namespace, and the tap the VMM opens, joined to
+the veth by two tc redirects (whatever arrives on one leaves on the other), so the namespace
+is a wire and holds no address, route or rule of its own. On the host, the veth's end is an
+ordinary NAT member: it carries the tap address (.1 of the /30), and every rule of NAT mode
+(masquerade, anti-spoofing, isolation, egress policy, accounting) applies to it as to a tap.
+
+Why redirects rather than routing through the namespace: the host side stays exactly NAT
+mode's (the guest's ARP reaches the host veth, which answers for its gateway), the namespace
+needs neither forwarding nor addresses, and check has two filters to compare instead of
+addresses, routes and a sysctl.
+"""
+
+from __future__ import annotations
+
+from fireroute.model import Vm
+from fireroute.plan.host import LINK_GROUP, owner_alias, owner_args
+from fireroute.plan.steps import CALLER, IP, TC, Step
+
+MATCH_ALL = "protocol all u32 match u32 0 0"
+"""a u32 filter matching every frame (cls_u32 is in every kernel that has tc at all; matchall
+is not always built)"""
+
+
+def redirects(vm: Vm) -> list[tuple[str, str]]:
+    """(from, to): the two redirects joining the veth and the tap in the VM's namespace."""
+    veth, tap = str(vm.options.ifname), vm.vm_tap
+    return [(veth, tap), (tap, veth)]
+
+
+def up(vm: Vm) -> list[Step]:
+    ns, host_veth, veth, tap = vm.netns, vm.tap, str(vm.options.ifname), vm.vm_tap
+    assert ns is not None and vm.net is not None
+    mtu = f" mtu {vm.options.mtu}" if vm.options.mtu else ""
+    alias = owner_alias(vm)
+    where = f'in "{ns}"'
+    del_veth = Step(IP, f"link del dev {host_veth}", f'delete veth "{host_veth}"', vm.name)
+    del_tap = Step(IP, f"link del dev {tap}", f'delete tap "{tap}" {where}', vm.name, netns=ns)
+    steps = [
+        Step(
+            IP,
+            f"link add {veth} type veth peer name {host_veth} netns {CALLER}",
+            f'create veth "{veth}" {where}',
+            vm.name,
+            undo=(del_veth,),
+            netns=ns,
+        ),
+        Step(
+            IP,
+            f"tuntap add dev {tap} mode tap{owner_args(vm)}",
+            f'create tap "{tap}" {where}',
+            vm.name,
+            undo=(del_tap,),
+            netns=ns,
+        ),
+        Step(
+            IP,
+            f"link set dev {veth}{mtu} alias {alias} up",
+            f'bring up "{veth}"',
+            vm.name,
+            netns=ns,
+        ),
+        Step(
+            IP, f"link set dev {tap}{mtu} alias {alias} up", f'bring up "{tap}"', vm.name, netns=ns
+        ),
+    ]
+    for src, dst in redirects(vm):
+        steps += [
+            Step(
+                TC,
+                f"qdisc add dev {src} ingress",
+                f'redirect "{src}" to "{dst}"',
+                vm.name,
+                netns=ns,
+            ),
+            Step(
+                TC,
+                f"filter add dev {src} parent ffff: {MATCH_ALL} action mirred egress redirect "
+                f"dev {dst}",
+                f'redirect "{src}" to "{dst}"',
+                vm.name,
+                netns=ns,
+            ),
+        ]
+    steps += [
+        Step(
+            IP,
+            f"address add {vm.tap_ip}/{vm.net.prefixlen} dev {host_veth}",
+            f'address veth "{host_veth}"',
+            vm.name,
+        ),
+        Step(
+            IP,
+            f"link set dev {host_veth}{mtu} group {LINK_GROUP} alias {alias} up",
+            f'bring up veth "{host_veth}"',
+            vm.name,
+        ),
+    ]
+    return steps
+
+
+def down(vm: Vm) -> list[Step]:
+    """The host veth (its namespace end goes with it) and the tap. A namespace the runtime
+    already removed took both with it: "no such file" counts as done."""
+    return [
+        Step(IP, f"link del dev {vm.tap}", f'delete veth "{vm.tap}"', vm.name),
+        Step(IP, f"link del dev {vm.vm_tap}", f'delete tap "{vm.vm_tap}"', vm.name, netns=vm.netns),
+    ]
