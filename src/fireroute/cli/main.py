@@ -102,7 +102,9 @@ def cmd_ls(args: Namespace | Args) -> int:
     if args.json:
         print(jsontext.dumps([record.as_dict(v) for v in vms], indent=2))
         return 0
-    rows = [("NAME", "STATE", "MODE", "BACKEND", "DEVICE", "GATEWAY", "GUEST IP", "MAC", "UPLINK")]
+    head = ("NAME", "STATE", "MODE", "BACKEND", "DEVICE", "GATEWAY", "GUEST IP", "MAC", "UPLINK")
+    attached = any(v.mode == "cni" for v in vms)  # CNI attachments: whose, and where
+    rows = [head + (("CONTAINER", "IFNAME", "NETNS") if attached else ())]
     rows += [
         (
             v.name,
@@ -114,6 +116,11 @@ def cmd_ls(args: Namespace | Args) -> int:
             str(v.guest_ip or "dhcp"),
             v.mac,
             v.uplink,
+        )
+        + (
+            (str(v.options.container or "-"), str(v.options.ifname or "-"), str(v.netns or "-"))
+            if attached
+            else ()
         )
         for v in vms
     ]

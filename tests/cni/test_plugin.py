@@ -1,0 +1,230 @@
+"""The CNI plugin against the kernel, called as a runtime calls it (tests/cni/runtime.py), in
+throwaway namespaces: ADD's result in every version, what ADD makes on both sides, CHECK that
+fails when any part is broken (beside a CHECK that passes), DEL that finishes and is
+idempotent, GC per the spec, STATUS, the spec's error codes with nothing changed, and 32
+attachments added and deleted at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.cni.runtime import Runtime, leftovers, state_vms
+from tests.conftest import Host, is_root, make_host, sh
+
+pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    for h in make_host(tmp_path, "cni"):
+        r = Runtime(h)
+        try:
+            yield r
+        finally:
+            r.close()
+
+
+@pytest.mark.parametrize("version", ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+def test_add_result_has_the_shape_the_go_sdk_reads(rt: Runtime, version: str):
+    ns = rt.netns("c1")
+    res = rt.add("c1abc", ns, conf=rt.config(cniVersion=version))
+    assert res["cniVersion"] == version
+    ifs = res["interfaces"]
+    (ip,) = res["ips"]  # exactly one IPv4 entry
+    vm_if = ifs[ip["interface"]]
+    assert vm_if["sandbox"] == "c1abc"  # the VM's interface: sandbox is the container id
+    guest = ip["address"].split("/")[0]
+    assert vm_if["mac"] == "06:00:" + ":".join(f"{int(b):02x}" for b in guest.split("."))
+    # the tap: same name as the VM interface, sandbox the namespace path, and it exists there
+    tap = [i for i in ifs if i["name"] == vm_if["name"] and i.get("sandbox") == ns]
+    assert len(tap) == 1 and vm_if["name"] in rt.ns_links(ns)
+    assert {"name": "veth0", "sandbox": ns} in ifs
+    host_if = [i for i in ifs if "sandbox" not in i]
+    assert len(host_if) == 1 and host_if[0]["name"] in rt.host.links()
+    assert ip["gateway"] and res["routes"] == [{"dst": "0.0.0.0/0", "gw": ip["gateway"]}]
+    assert ("version" in ip) == (version < "1.0.0")
+
+
+def test_add_makes_both_sides_and_del_removes_them(rt: Runtime):
+    ns = rt.netns("c1")
+    res = rt.add("c1abc", ns)
+    host_dev = res["interfaces"][0]["name"]
+    gateway = res["ips"][0]["gateway"]
+    assert rt.host.addrs(host_dev) == [f"{gateway}/30"]
+    inside = rt.ns_links(ns)
+    assert inside["veth0"]["linkinfo"]["info_kind"] == "veth"
+    assert inside["tap0"]["linkinfo"]["info_kind"] == "tun"
+    assert "UP" in inside["veth0"]["flags"] and "UP" in inside["tap0"]["flags"]
+    guest = res["ips"][0]["address"].split("/")[0]
+    assert [host_dev, guest] in [e["concat"] for e in rt.host.set_elements("firecracker", "vms")]
+    assert rt.call("CHECK", container="c1abc", netns=ns).rc == 0
+    assert rt.host.fireroute("check").returncode == 0
+
+    d = rt.call("DEL", container="c1abc", netns=ns)
+    assert (d.rc, d.doc) == (0, {})
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+    assert set(rt.ns_links(ns)) == {"lo"}
+    again = rt.call("DEL", container="c1abc", netns=ns)  # idempotent
+    assert (again.rc, again.doc) == (0, {})
+
+
+def test_add_twice_is_the_same_attachment(rt: Runtime):
+    ns = rt.netns("c1")
+    first = rt.add("c1abc", ns)
+    assert rt.add("c1abc", ns) == first
+    assert len(state_vms(rt.host.state)) == 1
+
+
+@pytest.mark.parametrize(
+    "breakage,named",
+    [
+        ("tc filter del dev veth0 ingress", 'does not redirect to "tap0"'),
+        ("ip link set dev tap0 down", '"tap0" is down'),
+        ("ip link del dev tap0", '"tap0" is missing'),
+    ],
+)
+def test_check_fails_when_the_namespace_side_is_broken(rt: Runtime, breakage: str, named: str):
+    ns = rt.netns("c1")
+    rt.add("c1abc", ns)
+    assert rt.call("CHECK", container="c1abc", netns=ns).rc == 0  # positive control
+    rt.in_ns(ns, *breakage.split())
+    bad = rt.call("CHECK", container="c1abc", netns=ns)
+    assert bad.rc != 0 and bad.doc["code"] >= 100 and named in bad.doc["details"], bad.doc
+    assert rt.host.fireroute("check", check=False).returncode == 1
+    rt.host.fireroute("restore")
+    assert rt.call("CHECK", container="c1abc", netns=ns).rc == 0
+
+
+def test_check_fails_when_the_host_side_is_broken(rt: Runtime):
+    ns = rt.netns("c1")
+    res = rt.add("c1abc", ns)
+    guest = res["ips"][0]["address"].split("/")[0]
+    host_dev = res["interfaces"][0]["name"]
+    rt.host.run("nft", "delete", "element", "ip", "firecracker", "vms", f'{{ "{host_dev}" . {guest} }}')
+    bad = rt.call("CHECK", container="c1abc", netns=ns)
+    assert bad.rc != 0 and "vms" in bad.doc["details"], bad.doc
+
+
+def test_del_succeeds_when_the_namespace_is_gone(rt: Runtime):
+    ns = rt.netns("c1")
+    rt.add("c1abc", ns)
+    sh("ip", "netns", "del", ns.rsplit("/", 1)[1])
+    d = rt.call("DEL", container="c1abc", netns=ns)
+    assert d.rc == 0, d.doc
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+
+
+def test_gc_of_the_cli_takes_down_attachments_whose_namespace_is_gone(rt: Runtime):
+    gone, kept = rt.netns("c1"), rt.netns("c2")
+    rt.add("c1abc", gone)
+    rt.add("c2abc", kept)
+    sh("ip", "netns", "del", gone.rsplit("/", 1)[1])
+    assert rt.host.fireroute("check", check=False).returncode == 1  # it says so first
+    rt.host.fireroute("gc")
+    (left,) = state_vms(rt.host.state)
+    assert left.startswith("cni-c2abc-")
+    assert rt.host.fireroute("check").returncode == 0
+
+
+def test_gc_removes_only_this_networks_unlisted_attachments(rt: Runtime):
+    a1, a2, b1 = rt.netns("a1"), rt.netns("a2"), rt.netns("b1")
+    rt.add("a1", a1)
+    rt.add("a2", a2)
+    rt.add("b1", b1, conf=rt.config(name="other"))
+    valid = [{"containerID": "a1", "ifname": "veth0"}]
+    g = rt.call("GC", conf=rt.config(**{"cni.dev/valid-attachments": valid}), ifname="")
+    assert g.rc == 0, g.doc
+    names = state_vms(rt.host.state)
+    assert len(names) == 2 and not any(n.startswith("cni-a2-") for n in names)
+    assert set(rt.ns_links(a2)) == {"lo"}  # its veth and tap went
+    assert "tap0" in rt.ns_links(a1) and "tap0" in rt.ns_links(b1)
+
+
+def test_status_answers_whether_add_can_work(rt: Runtime):
+    ok = rt.call("STATUS", ifname="")
+    assert (ok.rc, ok.doc) == (0, {})
+    rt.host.run("ip", "route", "del", "default")
+    bad = rt.call("STATUS", ifname="")
+    assert bad.rc != 0 and bad.doc["code"] == 50 and "default route" in bad.doc["details"]
+    ns = rt.netns("c1")
+    add = rt.call("ADD", container="c1abc", netns=ns)
+    assert add.rc != 0 and "default route" in add.doc["details"] and '"uplink"' in add.doc["details"]
+    assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}
+
+
+@pytest.mark.parametrize(
+    "conf,env,code",
+    [
+        ({"blockSize": 31}, {}, 7),
+        ({"pool": "not-a-pool"}, {}, 7),
+        ({"tapName": "veth0"}, {}, 7),
+        ({"mtu": 10}, {}, 7),
+        ({"frobnicate": 1}, {}, 2),
+        ({"cniVersion": "0.1.0"}, {}, 1),
+        ({}, {"CNI_NETNS": "relative/path"}, 4),
+        ({}, {"CNI_CONTAINERID": "-x"}, 4),
+    ],
+)
+def test_bad_requests_get_the_specs_codes_and_change_nothing(rt: Runtime, conf, env, code):
+    ns = rt.netns("c1")
+    bad = rt.call("ADD", conf=rt.config(**conf), container="c1abc", netns=ns, env=env)
+    assert bad.rc != 0 and bad.doc["code"] == code, bad.doc
+    assert bad.doc["msg"] and bad.stderr == ""
+    assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}
+    assert leftovers(rt.host) == []
+    good = rt.call("ADD", container="c1abc", netns=ns)  # the positive control beside each
+    assert good.rc == 0, good.doc
+
+
+def test_a_missing_namespace_is_an_error(rt: Runtime):
+    bad = rt.call("ADD", container="c1abc", netns="/var/run/netns/no-such-ns")
+    assert bad.rc != 0 and "no-such-ns" in bad.doc["details"]
+    assert state_vms(rt.host.state) == []
+
+
+def test_mtu_reaches_all_three_links(rt: Runtime):
+    ns = rt.netns("c1")
+    res = rt.add("c1abc", ns, conf=rt.config(mtu=1400, tapName="fc0"))
+    inside = rt.ns_links(ns)
+    assert inside["veth0"]["mtu"] == 1400 and inside["fc0"]["mtu"] == 1400
+    host_dev = res["interfaces"][0]["name"]
+    assert rt.host.links()[host_dev]["mtu"] == 1400
+    rt.in_ns(ns, "ip", "link", "set", "dev", "fc0", "mtu", "1500")
+    bad = rt.call("CHECK", container="c1abc", netns=ns, conf=rt.config(mtu=1400, tapName="fc0"))
+    assert bad.rc != 0 and "mtu 1500" in bad.doc["details"]
+
+
+def test_cli_sees_attachments(rt: Runtime):
+    ns = rt.netns("c1")
+    rt.add("c1abc", ns)
+    (name,) = state_vms(rt.host.state)
+    shown = json.loads(rt.host.fireroute("show", name, "--format", "json").stdout)
+    assert (shown["container"], shown["ifname"], shown["netns"]) == ("c1abc", "veth0", ns)
+    ls = rt.host.fireroute("ls").stdout
+    assert "c1abc" in ls and ns in ls
+    jail = rt.host.fireroute("show", name, "--format", "jailer").stdout
+    assert f"--netns {ns}" in jail
+
+
+def test_32_attachments_at_once(rt: Runtime):
+    spaces = [rt.netns(f"p{i}") for i in range(32)]
+
+    def add(i: int) -> str:
+        return rt.add(f"pod{i}", spaces[i])["ips"][0]["address"]
+
+    with ThreadPoolExecutor(32) as pool:
+        addresses = list(pool.map(add, range(32)))
+    assert len(set(addresses)) == 32
+    assert rt.host.fireroute("check").returncode == 0
+
+    def delete(i: int) -> int:
+        return rt.call("DEL", container=f"pod{i}", netns=spaces[i]).rc
+
+    with ThreadPoolExecutor(32) as pool:
+        assert list(pool.map(delete, range(32))) == [0] * 32
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
