@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cni.runtime import Runtime, leftovers, state_vms
-from tests.conftest import Host, is_root, make_host, sh
+from tests.conftest import is_root, make_host, sh
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
 
@@ -105,7 +105,9 @@ def test_check_fails_when_the_host_side_is_broken(rt: Runtime):
     res = rt.add("c1abc", ns)
     guest = res["ips"][0]["address"].split("/")[0]
     host_dev = res["interfaces"][0]["name"]
-    rt.host.run("nft", "delete", "element", "ip", "firecracker", "vms", f'{{ "{host_dev}" . {guest} }}')
+    rt.host.run(
+        "nft", "delete", "element", "ip", "firecracker", "vms", f'{{ "{host_dev}" . {guest} }}'
+    )
     bad = rt.call("CHECK", container="c1abc", netns=ns)
     assert bad.rc != 0 and "vms" in bad.doc["details"], bad.doc
 
@@ -153,7 +155,9 @@ def test_status_answers_whether_add_can_work(rt: Runtime):
     assert bad.rc != 0 and bad.doc["code"] == 50 and "default route" in bad.doc["details"]
     ns = rt.netns("c1")
     add = rt.call("ADD", container="c1abc", netns=ns)
-    assert add.rc != 0 and "default route" in add.doc["details"] and '"uplink"' in add.doc["details"]
+    assert (
+        add.rc != 0 and "default route" in add.doc["details"] and '"uplink"' in add.doc["details"]
+    )
     assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}
 
 
