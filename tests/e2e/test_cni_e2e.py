@@ -1,0 +1,85 @@
+"""A booted guest on a CNI attachment: the plugin is called as a runtime calls it, and the
+guest boots the way firecracker-go-sdk starts one from the result: the VMM inside CNI_NETNS on
+the tap the result names, with the result's MAC, and the kernel ``ip=`` argument built from
+the result's one IP entry (``client::gateway:mask::ifname:off:dns0:dns1:``). The guest reaches
+its gateway and, through NAT, the internet namespace (which sees only the host's uplink
+address); the host reaches the guest; after the VM stops and DEL runs, nothing of it is left
+on either side."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+import pytest
+
+from fireroute.lab.guest import GuestImage
+from fireroute.lab.sandbox import HOST_UPLINK_IP, Sandbox
+from fireroute.lab.vmm import start_guest
+from tests.cni.runtime import Runtime, leftovers, state_vms
+from tests.conftest import Host
+from tests.e2e.common import E2E_MARKS
+from tests.e2e.test_modes_e2e import CLIENT, LISTEN, fetch_ok
+
+pytestmark = E2E_MARKS
+
+
+@pytest.fixture
+def rt() -> Iterator[Runtime]:
+    with tempfile.TemporaryDirectory() as tmp, Sandbox(prefix="frcni") as sb:
+        sb.start_http()
+        r = Runtime(Host(sb.host, sb.internet, Path(tmp) / "state.db"))
+        try:
+            yield r
+        finally:
+            r.close()
+
+
+def go_sdk_ip_arg(result: dict, guest_ifname: str = "eth0") -> str:
+    """The ``ip=`` argument as firecracker-go-sdk's cni/vmconf builds it from a result."""
+    (ip,) = result["ips"]
+    iface = IPv4Interface(ip["address"])
+    dns = (result.get("dns", {}).get("nameservers", []) + ["", ""])[:2]
+    return f"ip={iface.ip}::{ip['gateway']}:{iface.netmask}::{guest_ifname}:off:{dns[0]}:{dns[1]}:"
+
+
+def test_a_guest_boots_on_the_result_and_del_leaves_nothing(
+    image: GuestImage, rt: Runtime, tmp_path: Path
+):
+    ns_path = rt.netns("vm1")
+    result = rt.add("vm1ctr", ns_path)
+    (ip,) = result["ips"]
+    vm_if = result["interfaces"][ip["interface"]]
+    tap = next(
+        i["name"]
+        for i in result["interfaces"]
+        if i["name"] == vm_if["name"] and i.get("sandbox") == ns_path
+    )
+    guest_ip = ip["address"].split("/")[0]
+    guest = start_guest(
+        image,
+        netns=ns_path.rsplit("/", 1)[1],
+        tap=tap,
+        mac=vm_if["mac"],
+        boot_args=go_sdk_ip_arg(result),
+        name="cni-guest",
+        log_path=tmp_path / "guest.log",
+    )
+    try:
+        status, out = guest.run(f"ping -c 1 -W 5 {ip['gateway']}", timeout=20)
+        assert status == 0, out
+        assert f"client={HOST_UPLINK_IP}" in fetch_ok(guest)  # masqueraded to the uplink
+        status, out = guest.run(LISTEN.format(name="cni"), timeout=20)
+        assert status == 0, out
+        p = rt.host.run(sys.executable, "-c", CLIENT, guest_ip, check=False)
+        assert p.returncode == 0 and p.stdout.strip() == "hello-from-cni", p.stderr
+        assert rt.call("CHECK", container="vm1ctr", netns=ns_path).rc == 0
+    finally:
+        guest.stop()
+    d = rt.call("DEL", container="vm1ctr", netns=ns_path)
+    assert d.rc == 0, d.doc
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+    assert set(rt.ns_links(ns_path)) == {"lo"}
