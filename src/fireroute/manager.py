@@ -170,6 +170,8 @@ class Manager:
             raise UsageError("a vm name was given twice")
         if options.tap is not None and len(names) > 1:
             raise UsageError("--tap names one tap: it cannot be used with several vms")
+        if options.mode == "cni" and len(names) > 1:
+            raise UsageError("a CNI attachment is one vm: its namespace and ifname name one")
         if options.mac is not None and len(names) > 1:
             raise UsageError("--mac names one MAC: it cannot be used with several vms")
         from fireroute import validate
@@ -535,10 +537,15 @@ class Manager:
             if options.tap and options.mode not in ("clone", "cni"):
                 tap = options.tap
             else:  # a generated name is unique within the state file, however many VMs
-                attempt, tap = 0, addressing.default_tap_name(n)
+                name_of = (
+                    addressing.cni_dev_name
+                    if options.mode == "cni"
+                    else addressing.default_tap_name
+                )
+                attempt, tap = 0, name_of(n)
                 while store.tap_owner(tap) is not None or tap in taps.values():
                     attempt += 1
-                    tap = addressing.default_tap_name(n, attempt)
+                    tap = name_of(n, attempt)
             owner = store.tap_owner(tap)
             if owner is not None or tap in taps.values():
                 raise ConflictError(

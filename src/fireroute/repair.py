@@ -16,7 +16,7 @@ import os
 import pwd
 from collections.abc import Callable
 
-from fireroute import owner
+from fireroute import jsontext, owner
 from fireroute.errors import KernelError, UsageError
 from fireroute.kernel import observe
 from fireroute.kernel.apply import read_sysctl
@@ -157,16 +157,11 @@ class Attachment:
             return
         lines = "".join(f"filter show dev {d} ingress\n" for d in devs)
         res = runner(in_netns(vm.netns, ["tc", "-j", "-force", "-batch", "-"]), lines)
-        decoder, at, text = json.JSONDecoder(), 0, res.out
-        for dev in devs:
-            while at < len(text) and text[at].isspace():
-                at += 1
-            if at >= len(text):
-                break
-            try:
-                doc, at = decoder.raw_decode(text, at)
-            except ValueError:
-                break
+        try:  # a JSON list per device, in order (a device that vanished prints none)
+            docs = jsontext.loads_all(res.out)
+        except ValueError:
+            docs = []
+        for dev, doc in zip(devs, docs, strict=False):
             self.filters[dev] = (
                 [f for f in doc if isinstance(f, dict)] if isinstance(doc, list) else []
             )

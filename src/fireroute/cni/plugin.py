@@ -5,16 +5,16 @@ here: an attachment is a VM of mode ``cni`` in the state file, with every verb (
 show, ls) of any other VM.
 
 An attachment's VM name is ``cni-`` + the first 12 characters of the container id + ``-`` + 8
-hex digits of a hash of (network name, container id, ifname): the same request always names
+hex digits of a digest of (network name, container id, ifname): the same request always names
 the same VM, so ADD is idempotent and DEL finds what ADD made without a cache.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from fireroute import jsontext
 from fireroute.cni import protocol
 from fireroute.cni.protocol import CniError
 from fireroute.errors import (
@@ -42,10 +42,10 @@ KEY_OF_FLAG["--allow-host-port"] = "allowHostPorts"
 
 
 def attachment_name(network: str, container: str, ifname: str) -> str:
-    import hashlib
+    from fireroute.addressing import digest
 
-    digest = hashlib.sha1(f"{network}\0{container}\0{ifname}".encode()).hexdigest()[:8]
-    return f"cni-{container[:12]}-{digest}"
+    key = "\0".join((network, container, ifname))
+    return f"cni-{container[:12]}-{digest(key)[:8]}"
 
 
 def main(env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> int:
@@ -62,12 +62,12 @@ def main(env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> in
     except FirerouteError as exc:
         return _fail(_as_cni(exc), version)
     if out is not None:
-        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.write(jsontext.dumps(out) + "\n")
     return 0
 
 
 def _fail(exc: CniError, version: str) -> int:
-    sys.stdout.write(json.dumps(exc.as_json(version)) + "\n")
+    sys.stdout.write(jsontext.dumps(exc.as_json(version)) + "\n")
     return 1
 
 

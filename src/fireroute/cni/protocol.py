@@ -9,9 +9,7 @@ before 1.0.0; CHECK exists from 0.4.0, GC and STATUS from 1.1.0).
 
 from __future__ import annotations
 
-import json
-
-from fireroute import request
+from fireroute import jsontext, request
 from fireroute.errors import UsageError
 
 TYPE_CHECKING = False
@@ -169,8 +167,8 @@ def _config(stdin: bytes) -> dict[str, object]:
     if not stdin.strip():
         return {}
     try:
-        data = json.loads(stdin)
-    except ValueError as exc:
+        data = jsontext.loads(stdin.decode())
+    except ValueError as exc:  # UnicodeDecodeError too
         raise CniError(DECODE, "cannot decode the network configuration", str(exc)) from None
     if not isinstance(data, dict):
         raise CniError(DECODE, "cannot decode the network configuration", "expected an object")

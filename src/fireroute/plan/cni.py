@@ -15,7 +15,7 @@ addresses, routes and a sysctl.
 from __future__ import annotations
 
 from fireroute.model import Vm
-from fireroute.plan.host import LINK_GROUP, owner_alias, owner_args
+from fireroute.plan.host import DOOMED_GROUP, LINK_GROUP, owner_alias, owner_args
 from fireroute.plan.steps import CALLER, IP, TC, Step
 
 MATCH_ALL = "protocol all u32 match u32 0 0"
@@ -101,9 +101,16 @@ def up(vm: Vm) -> list[Step]:
 
 
 def down(vm: Vm) -> list[Step]:
-    """The host veth (its namespace end goes with it) and the tap. A namespace the runtime
-    already removed took both with it: "no such file" counts as done."""
+    """The tap and the veth, inside the namespace, in one group delete: the kernel unregisters
+    them and the veth's host end together, waiting once for RCU instead of once per link.
+    Then the host end by name, should it be left (the namespace end renamed or moved away).
+    A namespace the runtime already removed took everything with it: "no such file" and
+    "cannot find device" count as done."""
+    ns, veth, tap = vm.netns, str(vm.options.ifname), vm.vm_tap
+    mark = f"group {DOOMED_GROUP}"
     return [
+        Step(IP, f"link set dev {tap} {mark}", f'delete tap "{tap}"', vm.name, netns=ns),
+        Step(IP, f"link set dev {veth} {mark}", f'delete veth "{veth}"', vm.name, netns=ns),
+        Step(IP, f"link del {mark}", f'delete the links in "{ns}"', vm.name, netns=ns),
         Step(IP, f"link del dev {vm.tap}", f'delete veth "{vm.tap}"', vm.name),
-        Step(IP, f"link del dev {vm.vm_tap}", f'delete tap "{vm.vm_tap}"', vm.name, netns=vm.netns),
     ]

@@ -71,9 +71,10 @@ def links_down(vms: list[Vm], drop_bridges: set[str]) -> list[Step]:
     if any(v.mode == "cni" for v in vms):
         from fireroute.plan import cni
 
-        for vm in vms:
-            if vm.mode == "cni":
-                steps += cni.down(vm)
+        attached = [v for v in vms if v.mode == "cni"]
+        parts = [cni.down(vm) for vm in attached]  # the namespaces' groups run side by side,
+        steps += [s for part in parts for s in part if s.netns is not None]
+        steps += [s for part in parts for s in part if s.netns is None]  # then one ip group
     if drop_bridges:
         from fireroute.plan import bridge
 

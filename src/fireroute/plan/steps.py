@@ -12,6 +12,8 @@ IP, NFT, IPTABLES, SYSCTL, TC = "ip", "nft", "iptables", "sysctl", "tc"
 NF_TABLES = (NFT, IPTABLES)
 BATCHED = (IP, TC)
 """tools whose lines run as one ``-batch -`` process (its errors name the failing line)"""
+MAX_WAVE = 16
+"""processes started at once, at most (many attachments' namespaces in one down)"""
 CALLER = "$$"
 """in an ``ip`` line run inside another namespace, ``netns $$`` names the caller's own
 namespace (the shell's, when a person types it; the executor's process, when it runs)"""
@@ -83,22 +85,37 @@ def waves(steps: list[Step]) -> list[list[list[Step]]]:
     each of a different kind, with at most one nf_tables writer (nft or iptables-nft: their
     transactions would race on the ruleset generation). Their objects do not depend on one
     another (nft and iptables match devices by name, not index), so order within a wave is
-    free; a namespace's groups (clone mode, which first creates the namespace) run alone."""
+    free. A named namespace's groups (clone mode, which first creates the namespace) run
+    alone. A group in a namespace given by path (a CNI attachment's, which exists before the
+    plan) may join the caller's groups, and they it, unless it is an ``ip`` group (it may make
+    the links the caller's groups then address) or the wave holds a group of that namespace
+    already (its second group works on what the first made)."""
     out: list[list[list[Step]]] = []
     for group in groups(steps):
         wave = out[-1] if out else None
-        tool = group[0].tool
-        if (
-            wave is not None
-            and group[0].netns is None
-            and all(g[0].netns is None for g in wave)
-            and all(g[0].tool != tool for g in wave)
-            and not (tool in NF_TABLES and any(g[0].tool in NF_TABLES for g in wave))
-        ):
+        if wave is not None and _joins(group, wave):
             wave.append(group)
         else:
             out.append([group])
     return out
+
+
+def _joins(group: list[Step], wave: list[list[Step]]) -> bool:
+    tool, ns = group[0].tool, group[0].netns
+
+    def alongside(g: list[Step]) -> bool:
+        other = g[0].netns
+        if other is None:
+            return ns is None or (ns.startswith("/") and tool != IP)
+        return other.startswith("/") and other != ns and (ns is not None or g[0].tool != IP)
+
+    return (
+        (ns is None or ns.startswith("/"))
+        and len(wave) < MAX_WAVE
+        and all(alongside(g) for g in wave)
+        and all(g[0].tool != tool or g[0].netns != ns for g in wave)
+        and not (tool in NF_TABLES and any(g[0].tool in NF_TABLES for g in wave))
+    )
 
 
 def iptables_input(steps: list[Step]) -> str:
