@@ -34,6 +34,16 @@ def mac_for(guest_ip: IPv4Address) -> str:
     return "06:00:" + ":".join(f"{b:02X}" for b in guest_ip.packed)
 
 
+CNI_LINK_MACS = {"host": "0A:00:", "veth": "0A:01:", "tap": "0A:02:"}
+
+
+def cni_link_mac(link: str, guest_ip: IPv4Address) -> str:
+    """The MAC of a CNI attachment's link (``host``: the host veth, which the guest sees as
+    its gateway's; ``veth``, ``tap``: inside the namespace, never seen by the guest): set when
+    made, so ADD's result names them without reading the kernel back."""
+    return CNI_LINK_MACS[link] + ":".join(f"{b:02X}" for b in guest_ip.packed)
+
+
 def mac_for_vm(vm: str, guest_ip: IPv4Address | None) -> str:
     """The guide's MAC for a known guest address; for a DHCP guest a stable locally
     administered one from the VM name (``06:01:`` + 4 bytes of its SHA-1)."""

@@ -70,8 +70,9 @@ class Vm:
     ``ip=`` argument; ``firecracker`` the body of ``PUT /network-interfaces/{iface_id}``;
     ``config`` the entry for a ``--config-file``; ``dns`` the guest's name servers; for a CNI
     attachment (mode ``cni``) ``netns``, ``container``, ``ifname`` and ``network`` (None
-    otherwise); ``as_dict()`` the JSON that ``show --format json`` prints and ``fireroute
-    serve`` answers."""
+    otherwise) and ``link_macs``, the MACs of its links (host veth, namespace veth, tap);
+    ``as_dict()`` the JSON that ``show --format json`` prints and ``fireroute serve``
+    answers."""
 
     __slots__ = (
         "name",
@@ -92,6 +93,7 @@ class Vm:
         "container",
         "ifname",
         "network",
+        "link_macs",
         "_record",
     )
 
@@ -117,6 +119,11 @@ class Vm:
         self.container: str | None = vm.options.container
         self.ifname: str | None = vm.options.ifname
         self.network: str | None = vm.options.network
+        self.link_macs: dict[str, str] = {}
+        if vm.mode == "cni" and vm.guest_ip is not None:
+            from fireroute.addressing import CNI_LINK_MACS, cni_link_mac
+
+            self.link_macs = {k: cni_link_mac(k, vm.guest_ip).lower() for k in CNI_LINK_MACS}
         self._record = vm
 
     def as_dict(self) -> dict[str, object]:

@@ -180,6 +180,8 @@ def cni_problems(k: Kernel, vm: Vm) -> list[str]:
     """Inside a CNI attachment's namespace: the veth, the tap, the two redirects, the MTU."""
     assert vm.netns is not None
     att = k.cni.get(vm.netns)
+    if att is None and vm.tap in k.links:
+        return [f'network namespace "{vm.netns}" cannot be opened from here']
     if att is None:
         return [
             f'network namespace "{vm.netns}" is gone (its runtime removed it: the CNI DEL or '
@@ -188,9 +190,12 @@ def cni_problems(k: Kernel, vm: Vm) -> list[str]:
     where = f'in "{vm.netns}"'
     veth, alias = str(vm.options.ifname), host.owner_alias(vm)
     problems = link_problems(
-        att.links.get(veth), veth, f"veth {where}:", {"kind": "veth", "alias": alias}
+        att.links.get(veth),
+        veth,
+        f"veth {where}:",
+        {"kind": "veth", "alias": alias, "mac": cni.mac(vm, "veth")},
     )
-    tap_want = {**_tap_want(vm), "kind": "tun", "alias": alias}
+    tap_want = {**_tap_want(vm), "kind": "tun", "alias": alias, "mac": cni.mac(vm, "tap")}
     tap_want.pop("address", None)
     problems += link_problems(att.links.get(vm.vm_tap), vm.vm_tap, f"tap {where}:", tap_want)
     for src, dst in cni.redirects(vm):
@@ -235,6 +240,8 @@ def link_problems(link: dict | None, dev: str, what: str, want: dict) -> list[st
     kind = info.get("info_kind")
     if want.get("kind") and kind != want["kind"]:
         return [f'"{dev}" is a {kind or "plain"} link, not a {want["kind"]}']
+    if want.get("mac") and str(link.get("address", "")).upper() != want["mac"]:
+        problems.append(f'{what} "{dev}" has MAC {link.get("address")}, not {want["mac"]}')
     if want.get("address") and want["address"] not in _addrs(link):
         problems.append(f'"{dev}" lacks address {want["address"]}')
     if "master" in want and link.get("master") != want["master"]:
@@ -538,6 +545,19 @@ def check(m: Manager, names: list[str]) -> Report:
     return report
 
 
+def gone(vm: Vm) -> bool:
+    """Is a CNI attachment's namespace gone? Its path is no namespace (here) and the host end
+    of its veth went with it: a path this mount namespace cannot see (a runtime's private
+    /run) while the veth is there is no proof of anything."""
+    from fireroute.kernel import netlink
+
+    return (
+        vm.mode == "cni"
+        and not observe.netns_alive(str(vm.netns))
+        and not netlink.link_exists(vm.tap)
+    )
+
+
 def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
     """Finish half-made VMs (pending/removing leases are taken down) and remove every object
     tagged for this state file that no active lease accounts for. ``instance`` names another
@@ -551,16 +571,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         instance = instance or store.instance()
         # half-made VMs, and CNI attachments whose namespace the runtime removed (a crashed
         # VM, a DEL that never came): both are taken down
-        half = (
-            []
-            if adopted
-            else [
-                v
-                for v in store.all()
-                if v.state != "active"
-                or (v.mode == "cni" and not observe.netns_alive(str(v.netns)))
-            ]
-        )
+        half = [] if adopted else [v for v in store.all() if v.state != "active" or gone(v)]
         plan = m._down_plan(store, half) if half else Plan()
         if half and not dry_run:
             m.executor().apply_best_effort(plan)
@@ -771,6 +782,8 @@ def veth_problems(k: Kernel, vm: Vm) -> list[str]:
         "address": f"{vm.net.network_address + 1}/{vm.net.prefixlen}",
         "alias": host.owner_alias(vm),
     }
+    if vm.mode == "cni":
+        want["mac"] = cni.mac(vm, "host")
     problems = link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
     link = k.links.get(vm.tap)
     if (

@@ -35,19 +35,29 @@ def test_add_result_has_the_shape_the_go_sdk_reads(rt: Runtime, version: str):
     res = rt.add("c1abc", ns, conf=rt.config(cniVersion=version))
     assert res["cniVersion"] == version
     ifs = res["interfaces"]
-    (ip,) = res["ips"]  # exactly one IPv4 entry
+    # the go SDK: exactly one IP on the VM interface (sandbox = the container id)
+    (ip,) = [i for i in res["ips"] if ifs[i["interface"]]["sandbox"] == "c1abc"]
     vm_if = ifs[ip["interface"]]
-    assert vm_if["sandbox"] == "c1abc"  # the VM's interface: sandbox is the container id
+    # portmap, bandwidth, firewall: the container's address on CNI_IFNAME in the namespace
+    (on_veth,) = [i for i in res["ips"] if ifs[i["interface"]] != vm_if]
+    assert ifs[on_veth["interface"]]["name"] == "veth0"
+    assert ifs[on_veth["interface"]]["sandbox"] == ns
+    assert on_veth["address"] == ip["address"] and len(res["ips"]) == 2
     guest = ip["address"].split("/")[0]
     assert vm_if["mac"] == "06:00:" + ":".join(f"{int(b):02x}" for b in guest.split("."))
     # the tap: same name as the VM interface, sandbox the namespace path, and it exists there
     tap = [i for i in ifs if i["name"] == vm_if["name"] and i.get("sandbox") == ns]
     assert len(tap) == 1 and vm_if["name"] in rt.ns_links(ns)
-    assert {"name": "veth0", "sandbox": ns} in ifs
+    inside = rt.ns_links(ns)
+    assert [i["name"] for i in ifs if i.get("sandbox") == ns] == ["veth0", vm_if["name"]]
+    for i in ifs:  # every MAC the result names is the kernel's
+        if i.get("sandbox") == ns:
+            assert i["mac"] == inside[i["name"]]["address"]
     host_if = [i for i in ifs if "sandbox" not in i]
-    assert len(host_if) == 1 and host_if[0]["name"] in rt.host.links()
+    assert len(host_if) == 1
+    assert host_if[0]["mac"] == rt.host.links()[host_if[0]["name"]]["address"]
     assert ip["gateway"] and res["routes"] == [{"dst": "0.0.0.0/0", "gw": ip["gateway"]}]
-    assert ("version" in ip) == (version < "1.0.0")
+    assert all(("version" in i) == (version < "1.0.0") for i in res["ips"])
 
 
 def test_add_makes_both_sides_and_del_removes_them(rt: Runtime):
@@ -219,7 +229,7 @@ def test_32_attachments_at_once(rt: Runtime):
     spaces = [rt.netns(f"p{i}") for i in range(32)]
 
     def add(i: int) -> str:
-        return rt.add(f"pod{i}", spaces[i])["ips"][0]["address"]
+        return rt.add(f"pod{i}", spaces[i])["ips"][-1]["address"]
 
     with ThreadPoolExecutor(32) as pool:
         addresses = list(pool.map(add, range(32)))

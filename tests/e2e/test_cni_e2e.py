@@ -1,7 +1,7 @@
 """A booted guest on a CNI attachment: the plugin is called as a runtime calls it, and the
 guest boots the way firecracker-go-sdk starts one from the result: the VMM inside CNI_NETNS on
 the tap the result names, with the result's MAC, and the kernel ``ip=`` argument built from
-the result's one IP entry (``client::gateway:mask::ifname:off:dns0:dns1:``). The guest reaches
+the result's one IP entry (``client::gateway:mask:::off:dns0:dns1:``). The guest reaches
 its gateway and, through NAT, the internet namespace (which sees only the host's uplink
 address); the host reaches the guest; after the VM stops and DEL runs, nothing of it is left
 on either side."""
@@ -38,12 +38,22 @@ def rt() -> Iterator[Runtime]:
             r.close()
 
 
-def go_sdk_ip_arg(result: dict, guest_ifname: str = "eth0") -> str:
-    """The ``ip=`` argument as firecracker-go-sdk's cni/vmconf builds it from a result."""
-    (ip,) = result["ips"]
+def vm_interface(result: dict, container: str) -> tuple[dict, dict]:
+    """(the VM interface, its one IP) as firecracker-go-sdk's cni/vmconf finds them: the one
+    interface whose sandbox is the container id, and the one IP entry pointing at it."""
+    ifs = result["interfaces"]
+    (vm_if,) = [i for i in ifs if i.get("sandbox") == container]
+    (ip,) = [ip for ip in result["ips"] if ifs[ip["interface"]] is vm_if]
+    return vm_if, ip
+
+
+def go_sdk_ip_arg(result: dict, container: str) -> str:
+    """The ``ip=`` argument as cni/vmconf builds it: client, no server, gateway, mask, no
+    hostname, no device (the VM's only one), autoconf off, two name servers, no NTP."""
+    _, ip = vm_interface(result, container)
     iface = IPv4Interface(ip["address"])
     dns = (result.get("dns", {}).get("nameservers", []) + ["", ""])[:2]
-    return f"ip={iface.ip}::{ip['gateway']}:{iface.netmask}::{guest_ifname}:off:{dns[0]}:{dns[1]}:"
+    return f"ip={iface.ip}::{ip['gateway']}:{iface.netmask}:::off:{dns[0]}:{dns[1]}:"
 
 
 def test_a_guest_boots_on_the_result_and_del_leaves_nothing(
@@ -51,8 +61,7 @@ def test_a_guest_boots_on_the_result_and_del_leaves_nothing(
 ):
     ns_path = rt.netns("vm1")
     result = rt.add("vm1ctr", ns_path)
-    (ip,) = result["ips"]
-    vm_if = result["interfaces"][ip["interface"]]
+    vm_if, ip = vm_interface(result, "vm1ctr")
     tap = next(
         i["name"]
         for i in result["interfaces"]
@@ -64,7 +73,7 @@ def test_a_guest_boots_on_the_result_and_del_leaves_nothing(
         netns=ns_path.rsplit("/", 1)[1],
         tap=tap,
         mac=vm_if["mac"],
-        boot_args=go_sdk_ip_arg(result),
+        boot_args=go_sdk_ip_arg(result, "vm1ctr"),
         name="cni-guest",
         log_path=tmp_path / "guest.log",
     )

@@ -141,8 +141,7 @@ def add(req: protocol.Request, env: Mapping[str, str]) -> dict[str, object]:
 
 def _result(req: protocol.Request, vm: Vm) -> dict[str, object]:
     """The result firecracker-go-sdk reads: the host veth, the namespace's veth and tap, and
-    the VM's interface (named as the tap, sandbox the container id, mac the guest's), which
-    the one IP entry points at."""
+    the VM's interface (named as the tap, sandbox the container id, mac the guest's)."""
     interfaces: list[dict[str, object]] = []
     ips: list[dict[str, object]] = []
     prev = req.config.get("prevResult")
@@ -154,19 +153,18 @@ def _result(req: protocol.Request, vm: Vm) -> dict[str, object]:
             if isinstance(ip, dict)
         ]
     base = len(interfaces)
+    macs = vm.link_macs
     interfaces += [
-        {"name": vm.host_dev},
-        {"name": req.ifname, "sandbox": req.netns},
-        {"name": vm.tap, "sandbox": req.netns},
+        {"name": vm.host_dev, "mac": macs["host"]},
+        {"name": req.ifname, "mac": macs["veth"], "sandbox": req.netns},
+        {"name": vm.tap, "mac": macs["tap"], "sandbox": req.netns},
         {"name": vm.tap, "mac": vm.mac.lower(), "sandbox": req.container},
     ]
-    ips.append(
-        {
-            "address": f"{vm.guest_ip}/{vm.prefix}",
-            "gateway": str(vm.gateway),
-            "interface": base + 3,
-        }
-    )
+    # the guest's address twice: on the namespace's veth (CNI_IFNAME), where the plugins
+    # chained after this one (portmap, bandwidth, firewall) look for the container's address,
+    # and on the VM's interface, where firecracker-go-sdk looks (it needs exactly one there)
+    address = {"address": f"{vm.guest_ip}/{vm.prefix}", "gateway": str(vm.gateway)}
+    ips += [{**address, "interface": base + 1}, {**address, "interface": base + 3}]
     routes = [{"dst": "0.0.0.0/0", "gw": str(vm.gateway)}]
     dns = {"nameservers": [str(d) for d in vm.dns]} if vm.dns else None
     if dns is None and isinstance(req.config.get("dns"), dict):

@@ -429,7 +429,8 @@ def start_guest(
     ready_timeout: float = 90.0,
     vmm: Vmm | None = None,
 ) -> Guest:
-    """Boot ``image`` in network namespace ``netns`` on the existing tap ``tap``.
+    """Boot ``image`` in network namespace ``netns`` (a name, or a path) on the existing tap
+    ``tap``.
 
     ``boot_args`` is the caller's kernel command line (e.g. an ``ip=`` argument); the VMM's
     console/timing arguments are appended. Returns once the guest printed its ready marker;
@@ -437,9 +438,13 @@ def start_guest(
     ``ready_timeout`` seconds. The full console goes to ``log_path`` if given.
     """
     vmm = vmm or select_vmm(image)
+    # a namespace by name (under /var/run/netns) or by path (e.g. /proc/PID/ns/net)
+    enter = (
+        ["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]
+    )
     # A VMM running as root would silently create a missing tap, detached from everything.
     probe = subprocess.run(
-        ["ip", "-n", netns, "-o", "link", "show", "dev", tap], capture_output=True, text=True
+        [*enter, "ip", "-o", "link", "show", "dev", tap], capture_output=True, text=True
     )
     if probe.returncode != 0:
         raise GuestError(f"tap {tap} not found in netns {netns}: {probe.stderr.strip()}")
@@ -455,7 +460,7 @@ def start_guest(
     started = time.monotonic()
     try:
         process = subprocess.Popen(
-            ["ip", "netns", "exec", netns, *argv],
+            [*enter, *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

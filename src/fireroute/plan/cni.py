@@ -14,6 +14,7 @@ addresses, routes and a sysctl.
 
 from __future__ import annotations
 
+from fireroute.addressing import cni_link_mac
 from fireroute.model import Vm
 from fireroute.plan.host import DOOMED_GROUP, LINK_GROUP, owner_alias, owner_args
 from fireroute.plan.steps import CALLER, IP, TC, Step
@@ -21,6 +22,12 @@ from fireroute.plan.steps import CALLER, IP, TC, Step
 MATCH_ALL = "protocol all u32 match u32 0 0"
 """a u32 filter matching every frame (cls_u32 is in every kernel that has tc at all; matchall
 is not always built)"""
+
+
+def mac(vm: Vm, link: str) -> str:
+    """The MAC ``link`` (host, veth, tap) of ``vm`` is made with."""
+    assert vm.guest_ip is not None
+    return cni_link_mac(link, vm.guest_ip)
 
 
 def redirects(vm: Vm) -> list[tuple[str, str]]:
@@ -40,7 +47,8 @@ def up(vm: Vm) -> list[Step]:
     steps = [
         Step(
             IP,
-            f"link add {veth} type veth peer name {host_veth} netns {CALLER}",
+            f"link add {veth} address {mac(vm, 'veth')} type veth peer name {host_veth} "
+            f"address {mac(vm, 'host')} netns {CALLER}",
             f'create veth "{veth}" {where}',
             vm.name,
             undo=(del_veth,),
@@ -62,7 +70,11 @@ def up(vm: Vm) -> list[Step]:
             netns=ns,
         ),
         Step(
-            IP, f"link set dev {tap}{mtu} alias {alias} up", f'bring up "{tap}"', vm.name, netns=ns
+            IP,
+            f"link set dev {tap}{mtu} address {mac(vm, 'tap')} alias {alias} up",
+            f'bring up "{tap}"',
+            vm.name,
+            netns=ns,
         ),
     ]
     for src, dst in redirects(vm):

@@ -1,0 +1,158 @@
+"""fireroute's CNI plugin driven by a real runtime: Debian's podman (its CNI backend, through
+fireroute.lab.podman), with Debian's ``tuning`` and ``portmap`` chained after fireroute in the
+conflist. podman calls VERSION, ADD with its CNI_ARGS, caches the result and calls DEL; a
+guest then boots in the namespace podman made, from podman's cached result, as a VMM started
+by firecracker-containerd would; after ``podman rm`` nothing is left. A configuration fireroute
+refuses fails ``podman run`` with fireroute's message and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fireroute.lab.guest import GuestImage
+from fireroute.lab.podman import Podman
+from fireroute.lab.sandbox import HOST_UPLINK_IP, Sandbox
+from fireroute.lab.vmm import start_guest
+from tests.cni.runtime import LAUNCHER, leftovers, state_vms
+from tests.conftest import Host
+from tests.e2e.common import E2E_MARKS
+from tests.e2e.test_cni_e2e import go_sdk_ip_arg, vm_interface
+from tests.e2e.test_modes_e2e import CLIENT, LISTEN, fetch_ok
+
+pytestmark = E2E_MARKS
+
+
+@dataclass
+class Lab:
+    host: Host
+    pm: Podman
+    conf: dict
+
+    def netns_of(self, container: str) -> str:
+        """The container's network namespace as a path this process can open: podman's own
+        path lives in the harness's mount namespace, so find a process inside it."""
+        key = self.pm.inspect(container)["NetworkSettings"]["SandboxKey"]
+        inode = self.pm.host("stat", "-L", "-c", "%i", key, check=True).stdout.strip()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.readlink(f"/proc/{pid}/ns/net") == f"net:[{inode}]":
+                    return f"/proc/{pid}/ns/net"
+            except OSError:
+                continue
+        raise AssertionError(f"no process in {key}")
+
+
+def conflist(state: Path, name: str = "frfc", **fireroute: object) -> dict:
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {"type": "fireroute", "state": str(state), "tapName": "tap0", **fireroute},
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_ignore": "1"}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (scripts/install.sh --test installs it)")
+    tmp = tmp_path_factory.mktemp("cni-podman")
+    plugins = tmp / "plugins"
+    plugins.mkdir()
+    (plugins / "fireroute").symlink_to(LAUNCHER)  # what install.sh puts in /opt/cni/bin
+    conf = conflist(tmp / "state.db")
+    with Sandbox(prefix="frpodfr") as sb:
+        sb.start_http()
+        with Podman(f"/var/run/netns/{sb.host}", conf, [plugins, "/usr/lib/cni"]) as pm:
+            yield Lab(Host(sb.host, sb.internet, tmp / "state.db"), pm, conf)
+
+
+def dnat_rules(lab: Lab) -> list[str]:
+    out = lab.host.run("iptables-nft-save", "-t", "nat").stdout
+    return [r for r in out.splitlines() if r.startswith("-A") and "DNAT" in r]
+
+
+def test_podman_drives_the_plugin_chained_and_a_guest_boots_on_it(
+    lab: Lab, image: GuestImage, tmp_path: Path
+):
+    lab.pm.start("vm1", args=["-p", "8080:80"])
+    try:
+        info = lab.pm.inspect("vm1")
+        (cached,) = lab.pm.cached_results()
+        result = json.loads(cached.read_text())["result"]
+        vm_if, ip = vm_interface(result, info["Id"])
+        guest_ip = ip["address"].split("/")[0]
+        assert info["NetworkSettings"]["Networks"]["frfc"]["IPAddress"] == guest_ip
+        # the attachment is a VM of the state file, with podman's container id
+        ls = lab.host.fireroute("ls").stdout
+        assert info["Id"] in ls and "eth0" in ls
+        # check reads podman's namespace by its path, which only podman's mounts show
+        check = lab.pm.host("env", f"FIREROUTE_STATE={lab.host.state}", str(LAUNCHER), "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        # from outside those mounts, check says it cannot see it, and gc keeps it
+        out = lab.host.fireroute("check", check=False)
+        assert out.returncode == 1 and "cannot be opened from here" in out.stdout, out.stdout
+        lab.host.fireroute("gc")
+        assert len(state_vms(lab.host.state)) == 1
+        ns = lab.netns_of("vm1")
+        # tuning ran after fireroute, on the interface fireroute made
+        arp = lab.host.run(
+            "nsenter", f"--net={ns}", "cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore"
+        )
+        assert arp.stdout.strip() == "1"
+        # portmap read fireroute's result (its prevResult) and mapped the port to the guest
+        assert any(f"{guest_ip}:80" in r for r in dnat_rules(lab)), dnat_rules(lab)
+
+        guest = start_guest(
+            image,
+            netns=ns,
+            tap="tap0",
+            mac=vm_if["mac"],
+            boot_args=go_sdk_ip_arg(result, info["Id"]),
+            name="podman-guest",
+            log_path=tmp_path / "guest.log",
+        )
+        try:
+            assert f"client={HOST_UPLINK_IP}" in fetch_ok(guest)
+            status, out = guest.run(LISTEN.format(name="podman"), timeout=20)
+            assert status == 0, out
+            p = lab.host.run(sys.executable, "-c", CLIENT, guest_ip, check=False)
+            assert p.stdout.strip() == "hello-from-podman", p.stderr
+        finally:
+            guest.stop()
+    finally:
+        lab.pm.rm("vm1")
+    assert leftovers(lab.host) == [] and state_vms(lab.host.state) == []
+    assert lab.pm.cached_results() == []
+    # portmap's DEL took the guest's mapping (its shared jump rules stay, as portmap keeps them)
+    assert not any(guest_ip in r for r in dnat_rules(lab)), dnat_rules(lab)
+
+
+def test_podman_run_rm_adds_and_deletes(lab: Lab):
+    res = lab.pm.run("sh", "-c", "ip -o link show eth0 && ip -o link show tap0")
+    assert res.returncode == 0, res.stderr
+    assert "eth0" in res.stdout and "tap0" in res.stdout
+    assert leftovers(lab.host) == [] and state_vms(lab.host.state) == []
+    assert lab.pm.cached_results() == []
+
+
+def test_a_refused_configuration_fails_podman_run_and_leaves_nothing(lab: Lab):
+    bad = conflist(lab.host.state, name="frbad", blockSize=31)
+    lab.pm.add_network(bad)
+    try:
+        res = lab.pm.run("true", network="frbad")
+    finally:
+        (lab.pm.dir / "net.d" / "frbad.conflist").unlink()
+    assert res.returncode != 0 and "block size /31" in res.stderr, res.stderr
+    assert leftovers(lab.host) == [] and state_vms(lab.host.state) == []
+    assert lab.pm.cached_results() == []
