@@ -242,3 +242,16 @@ def test_32_attachments_at_once(rt: Runtime):
     with ThreadPoolExecutor(32) as pool:
         assert list(pool.map(delete, range(32))) == [0] * 32
     assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+
+
+def test_dns_is_passed_on_and_reaches_the_guest(rt: Runtime):
+    ns = rt.netns("c1")
+    dns = {"nameservers": ["192.0.2.53", "2001:db8::53"], "search": ["example.test"]}
+    res = rt.add("c1abc", ns, conf=rt.config(dns=dns))
+    assert res["dns"] == dns
+    (name,) = state_vms(rt.host.state)
+    boot = rt.host.fireroute("show", name, "--format", "boot-args").stdout
+    assert ":192.0.2.53" in boot and "2001:db8" not in boot  # the kernel ip= takes IPv4 only
+    bad = rt.call("ADD", conf=rt.config(dns={"nameservers": "192.0.2.53"}), container="c2",
+                  netns=rt.netns("c2"))  # fmt: skip
+    assert bad.rc != 0 and bad.doc["code"] == 7 and "dns" in bad.doc["details"]

@@ -134,24 +134,18 @@ def add(req: protocol.Request, env: Mapping[str, str]) -> dict[str, object]:
         options = request.options(_fields(req))
     except UsageError as exc:
         raise _as_cni(exc) from None
+    prev = protocol.prev_result(req.config)  # checked before anything changes
     host = _host(req, env)
     vm = host.up(_name(req), **request.fields_of(options))
-    return _result(req, vm)
+    return _result(req, vm, prev)
 
 
-def _result(req: protocol.Request, vm: Vm) -> dict[str, object]:
+def _result(
+    req: protocol.Request, vm: Vm, prev: tuple[list[dict], list[dict]]
+) -> dict[str, object]:
     """The result firecracker-go-sdk reads: the host veth, the namespace's veth and tap, and
     the VM's interface (named as the tap, sandbox the container id, mac the guest's)."""
-    interfaces: list[dict[str, object]] = []
-    ips: list[dict[str, object]] = []
-    prev = req.config.get("prevResult")
-    if isinstance(prev, dict):  # a plugin before us: its interfaces and addresses stay
-        interfaces = [i for i in prev.get("interfaces", []) if isinstance(i, dict)]
-        ips = [
-            {k: v for k, v in ip.items() if k != "version"}
-            for ip in prev.get("ips", [])
-            if isinstance(ip, dict)
-        ]
+    interfaces, ips = prev  # a plugin before this one: its interfaces and addresses stay
     base = len(interfaces)
     macs = vm.link_macs
     interfaces += [
@@ -166,10 +160,9 @@ def _result(req: protocol.Request, vm: Vm) -> dict[str, object]:
     address = {"address": f"{vm.guest_ip}/{vm.prefix}", "gateway": str(vm.gateway)}
     ips += [{**address, "interface": base + 1}, {**address, "interface": base + 3}]
     routes = [{"dst": "0.0.0.0/0", "gw": str(vm.gateway)}]
-    dns = {"nameservers": [str(d) for d in vm.dns]} if vm.dns else None
-    if dns is None and isinstance(req.config.get("dns"), dict):
-        dns = req.config["dns"]  # type: ignore[assignment]
-    return protocol.result(req.version, interfaces, ips, routes, dns)
+    # the configuration's dns object, as CNI passes it on (its IPv4 servers are the guest's)
+    dns = req.config.get("dns")
+    return protocol.result(req.version, interfaces, ips, routes, dns)  # type: ignore[arg-type]
 
 
 def delete(req: protocol.Request, env: Mapping[str, str]) -> None:

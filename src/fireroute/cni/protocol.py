@@ -126,6 +126,13 @@ class Request:
             if field is not None and key in self.config:
                 out[field] = self.config[key]
         dns = self.config.get("dns")
+        if dns is not None and not _dns_ok(dns):
+            raise CniError(
+                BAD_CONFIG,
+                "invalid network configuration",
+                '"dns" must be an object: nameservers, search, options lists of strings, '
+                "domain a string",
+            )
         if isinstance(dns, dict) and dns.get("nameservers"):
             out["dns"] = [s for s in dns["nameservers"] if isinstance(s, str) and ":" not in s]
         try:
@@ -133,6 +140,37 @@ class Request:
         except UsageError as exc:
             raise CniError(BAD_CONFIG, "invalid network configuration", str(exc)) from None
         return out
+
+
+def _dns_ok(dns: object) -> bool:
+    if not isinstance(dns, dict) or not isinstance(dns.get("domain", ""), str):
+        return False
+    lists = [dns.get(k, []) for k in ("nameservers", "search", "options")]
+    return all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists)
+
+
+def prev_result(config: dict[str, object]) -> tuple[list[dict], list[dict]]:
+    """The interfaces and IP entries of ``prevResult`` (a plugin before this one in the
+    list), checked: an object with lists of objects, each IP's ``interface`` an index into
+    the interfaces; ``version`` keys of IP entries dropped (the answer's version decides)."""
+    prev = config.get("prevResult")
+    if prev is None:
+        return [], []
+    bad = CniError(BAD_CONFIG, "invalid network configuration", "prevResult is not a CNI result")
+    if not isinstance(prev, dict):
+        raise bad
+    interfaces, ips = prev.get("interfaces", []), prev.get("ips", [])
+    if not isinstance(interfaces, list) or not isinstance(ips, list):
+        raise bad
+    if not all(isinstance(i, dict) for i in interfaces + ips):
+        raise bad
+    for ip in ips:
+        at = ip.get("interface")
+        if at is not None and (
+            isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < len(interfaces)
+        ):
+            raise bad
+    return list(interfaces), [{k: v for k, v in ip.items() if k != "version"} for ip in ips]
 
 
 def _key(version: str) -> tuple[int, ...]:
