@@ -44,6 +44,9 @@ TEXT = (
 FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy")
 LISTS = ("dns", "allow_host_ports", "allow_out", "deny_out")
 FIELDS = (*TEXT, "block_size", "mtu", *FLAGS, *LISTS)
+CNI_ONLY = ("netns", "container", "ifname", "network", "mtu")
+"""fields only the CNI plugin sets (the CLI has no flag for them; its ``--mtu`` is the one
+Firecracker is told)"""
 """every option of ``up``, by the name the API and the daemon use (the CLI's flag with ``_``;
 ``allow_host_ports`` is ``--allow-host-port``, repeatable)"""
 

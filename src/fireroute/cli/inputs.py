@@ -24,8 +24,11 @@ def _state(args: Namespace | Args) -> str:
 def _options(args: Namespace | Args):  # noqa: ANN202
     from fireroute import request
 
-    # the CNI attachment's fields (netns, container, ...) have no flag: only the plugin sets them
-    fields = {k: getattr(args, k, None) for k in request.FIELDS if k != "allow_host_ports"}
+    fields = {
+        k: getattr(args, k)
+        for k in request.FIELDS
+        if k != "allow_host_ports" and k not in request.CNI_ONLY
+    }
     return request.options({**fields, "allow_host_ports": args.allow_host_port})
 
 
