@@ -376,6 +376,13 @@ class Manager:
         look = [str(options.bridge)] if options.mode == "bridge" else []
         if options.uplink is not None and options.uplink not in look:
             look.append(options.uplink)
+        if options.mode == "cni" and options.guest is not None:  # an address from IPAM
+            view = observe.probe(options.uplink, [], store.is_tap, self.runner, links=look)
+            self._check_uplink(view, options)
+            ip = int(IPv4Interface(options.guest).ip)
+            if any(s <= ip <= e for s, e in store.taken()):
+                raise ConflictError(f"IPAM address {IPv4Address(ip)} is already leased to a vm")
+            return [IPv4Network(f"{IPv4Address(ip)}/32")], view
         if options.mode == "bridge":
             from fireroute import validate
 

@@ -342,6 +342,8 @@ class Options:
             "--gateway": self.gateway,
             "--masquerade": self.masquerade or None,
         }
+        if self.mode == "cni":  # an address from a delegated IPAM plugin: guest and gateway
+            bridge_only.pop("--gateway")
         if self.mode != "bridge":
             given = [k for k, v in bridge_only.items() if v is not None]
             if given:
@@ -367,7 +369,7 @@ class Options:
             raise UsageError(f'invalid mtu "{self.mtu}": use 68..65535')
         if self.mode != "clone" and self.clone_address is not None:
             raise UsageError("--clone-address only applies to --mode clone")
-        if self.mode in ("nat", "cni") and self.guest is not None:
+        if self.mode == "nat" and self.guest is not None:
             raise UsageError(
                 "--guest-ip applies to --mode bridge or clone; NAT guests get the "
                 "second address of their block"
@@ -422,6 +424,17 @@ class Options:
             )
         if self.tap is not None and self.tap == self.ifname:
             raise UsageError(f'tapName "{self.tap}" is the same as the ifname')
+        if (self.guest is None) != (self.gateway is None):
+            raise UsageError("an address from IPAM needs both the guest's address and a gateway")
+        if self.guest is not None:
+            g = _iface(self.guest, "IPAM address")
+            gw = _addr(self.gateway, "IPAM gateway")
+            assert g is not None and gw is not None
+            if g.network.prefixlen == 32 or gw == g.ip or gw not in g.network:
+                raise UsageError(
+                    f"IPAM address {g} with gateway {gw}: the gateway must be another address "
+                    "of the guest's subnet"
+                )
 
     def range_bounds(self) -> tuple[IPv4Address, IPv4Address]:
         text = self.addr_range or ""
@@ -530,7 +543,7 @@ class Vm:
     def guest_iface_addr(self) -> IPv4Interface | None:
         """The guest's address with its prefix (None for a DHCP guest)."""
         o = self.options
-        if o.mode in ("nat", "cni"):
+        if o.mode == "nat" or (o.mode == "cni" and o.guest is None):
             assert self.net is not None
             return IPv4Interface(f"{self.net.network_address + 2}/{self.net.prefixlen}")
         if o.guest is not None:
@@ -549,7 +562,7 @@ class Vm:
     def tap_ip(self) -> IPv4Address | None:
         """The guest's gateway: the tap address (nat, clone) or the bridge's (bridge)."""
         o = self.options
-        if o.mode in ("nat", "cni"):
+        if o.mode == "nat" or (o.mode == "cni" and o.gateway is None):
             assert self.net is not None
             return self.net.network_address + 1
         if o.mode == "clone":
@@ -604,6 +617,12 @@ class Vm:
         if self.options.mode != "clone":
             return None
         return self.netns_name or f"fireroute-new-{self.name}"
+
+    @property
+    def delegated(self) -> bool:
+        """A CNI attachment whose address came from an IPAM plugin (not from the pool): its
+        host veth holds the gateway as a /32 and routes the guest's /32."""
+        return self.options.mode == "cni" and self.options.guest is not None
 
     @property
     def netns_path(self) -> str | None:

@@ -110,7 +110,7 @@ class Kernel:
                 if iptables.comment_tag(line)
             ]
         self.routes: set[str] = set()
-        if any(v.mode == "clone" for v in clones):
+        if any(v.mode == "clone" or v.delegated for v in clones):
             res = runner(["ip", "-j", "route", "show"], None)
             if res.rc == 0:
                 self.routes = {
@@ -784,7 +784,10 @@ def veth_problems(k: Kernel, vm: Vm) -> list[str]:
     }
     if vm.mode == "cni":
         want["mac"] = cni.mac(vm, "host")
+        want["address"] = cni.host_address(vm)
     problems = link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
+    if vm.delegated and f"{vm.guest_ip} via None dev {vm.tap}" not in k.routes:
+        problems.append(f"host route {vm.guest_ip}/32 dev {vm.tap} is missing")
     link = k.links.get(vm.tap)
     if (
         vm.mode == "cni"

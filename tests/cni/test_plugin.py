@@ -255,3 +255,65 @@ def test_dns_is_passed_on_and_reaches_the_guest(rt: Runtime):
     bad = rt.call("ADD", conf=rt.config(dns={"nameservers": "192.0.2.53"}), container="c2",
                   netns=rt.netns("c2"))  # fmt: skip
     assert bad.rc != 0 and bad.doc["code"] == 7 and "dns" in bad.doc["details"]
+
+
+HOST_LOCAL = "/usr/lib/cni/host-local"
+
+
+def ipam(data_dir: Path, subnet: str = "10.77.0.0/24") -> dict:
+    """Debian's host-local IPAM plugin: leases as files in ``data_dir`` (the subnet exists
+    only inside the test's namespaces)."""
+    return {"type": "host-local", "subnet": subnet, "dataDir": str(data_dir)}
+
+
+def leases(data_dir: Path) -> list[str]:
+    net = data_dir / "fcnet"
+    names = [p.name for p in net.iterdir()] if net.is_dir() else []
+    return sorted(n for n in names if n[0].isdigit())
+
+
+def test_ipam_delegation_gives_host_local_addresses(rt: Runtime, tmp_path: Path):
+    assert Path(HOST_LOCAL).exists(), "containernetworking-plugins is not installed"
+    data = tmp_path / "ipam"
+    conf = rt.config(ipam=ipam(data))
+    a, b = rt.netns("a"), rt.netns("b")
+    ra = rt.add("ctr-a", a, conf=conf)
+    rb = rt.add("ctr-b", b, conf=conf)
+    addr_a, addr_b = ra["ips"][-1]["address"], rb["ips"][-1]["address"]
+    assert {addr_a, addr_b} == {"10.77.0.2/24", "10.77.0.3/24"}
+    assert ra["ips"][-1]["gateway"] == "10.77.0.1" == rb["ips"][-1]["gateway"]
+    assert leases(data) == ["10.77.0.2", "10.77.0.3"]
+    host_a = ra["interfaces"][0]["name"]
+    assert rt.host.addrs(host_a) == ["10.77.0.1/32"]  # the gateway, once per veth
+    routes = rt.host.run("ip", "-j", "route", "show", "dev", host_a).stdout
+    assert addr_a.split("/")[0] in routes
+    assert rt.add("ctr-a", a, conf=conf) == ra  # ADD again: the same attachment and address
+    assert rt.call("CHECK", conf=conf, container="ctr-a", netns=a).rc == 0
+    assert rt.host.fireroute("check").returncode == 0
+    rt.host.run("ip", "route", "del", addr_a.split("/")[0], "dev", host_a)
+    bad = rt.call("CHECK", conf=conf, container="ctr-a", netns=a)
+    assert bad.rc != 0 and "host route" in bad.doc["details"], bad.doc
+    rt.host.fireroute("restore")
+    assert rt.call("CHECK", conf=conf, container="ctr-a", netns=a).rc == 0
+
+    assert rt.call("DEL", conf=conf, container="ctr-a", netns=a).rc == 0
+    assert leases(data) == ["10.77.0.3"]  # released to host-local
+    valid = {"cni.dev/valid-attachments": []}
+    g = rt.call("GC", conf={**conf, **valid}, ifname="")
+    assert g.rc == 0, g.doc
+    assert leases(data) == [] and state_vms(rt.host.state) == [] and leftovers(rt.host) == []
+
+
+def test_a_failed_ipam_add_changes_nothing_and_a_failed_add_releases(rt: Runtime, tmp_path: Path):
+    data = tmp_path / "ipam"
+    ns = rt.netns("c1")
+    missing = rt.call("ADD", conf=rt.config(ipam={"type": "no-such-ipam"}), container="c1",
+                      netns=ns)  # fmt: skip
+    assert missing.rc != 0 and "no-such-ipam" in missing.doc["details"]
+    # host-local answers, but the address is leased by the CLI already: nothing stays
+    rt.host.fireroute("up", "cli-vm", "--mode", "bridge", "--bridge", "brx", "--bridge-address",
+                      "10.77.0.1/24", "--guest-ip", "10.77.0.2/24")  # fmt: skip
+    bad = rt.call("ADD", conf=rt.config(ipam=ipam(data)), container="c1", netns=ns)
+    assert bad.rc != 0 and "10.77.0.2" in bad.doc["details"], bad.doc
+    assert leases(data) == [] and set(rt.ns_links(ns)) == {"lo"}
+    assert state_vms(rt.host.state) == ["cli-vm"]

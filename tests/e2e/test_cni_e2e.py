@@ -92,3 +92,37 @@ def test_a_guest_boots_on_the_result_and_del_leaves_nothing(
     assert d.rc == 0, d.doc
     assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
     assert set(rt.ns_links(ns_path)) == {"lo"}
+
+
+def test_a_guest_on_an_address_from_host_local(image: GuestImage, rt: Runtime, tmp_path: Path):
+    """The same with the address delegated to Debian's host-local IPAM plugin: the guest has a
+    /24 and the gateway .1, which the host veth holds as a /32."""
+    conf = rt.config(
+        cniVersion="1.0.0",
+        ipam={"type": "host-local", "subnet": "10.78.0.0/24", "dataDir": str(tmp_path / "ipam")},
+    )
+    ns_path = rt.netns("vm2")
+    result = rt.add("vm2ctr", ns_path, conf=conf)
+    vm_if, ip = vm_interface(result, "vm2ctr")
+    assert ip["address"] == "10.78.0.2/24" and ip["gateway"] == "10.78.0.1"
+    guest = start_guest(
+        image,
+        netns=ns_path.rsplit("/", 1)[1],
+        tap="tap0",
+        mac=vm_if["mac"],
+        boot_args=go_sdk_ip_arg(result, "vm2ctr"),
+        name="cni-ipam-guest",
+        log_path=tmp_path / "guest.log",
+    )
+    try:
+        status, out = guest.run("ping -c 1 -W 5 10.78.0.1", timeout=20)
+        assert status == 0, out
+        assert f"client={HOST_UPLINK_IP}" in fetch_ok(guest)
+        status, out = guest.run(LISTEN.format(name="ipam"), timeout=20)
+        assert status == 0, out
+        p = rt.host.run(sys.executable, "-c", CLIENT, "10.78.0.2", check=False)
+        assert p.returncode == 0 and p.stdout.strip() == "hello-from-ipam", p.stderr
+    finally:
+        guest.stop()
+    assert rt.call("DEL", conf=conf, container="vm2ctr", netns=ns_path).rc == 0
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []

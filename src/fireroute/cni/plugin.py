@@ -11,6 +11,7 @@ the same VM, so ADD is idempotent and DEL finds what ADD made without a cache.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -56,7 +57,7 @@ def main(env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> in
     try:
         req = protocol.Request(env, stdin)
         version = req.version or version
-        out = VERBS[req.command](req, env)
+        out = VERBS[req.command](req, env, stdin)
     except CniError as exc:
         return _fail(exc, version)
     except FirerouteError as exc:
@@ -119,25 +120,48 @@ def _name(req: protocol.Request) -> str:
     return attachment_name(str(req.config["name"]), req.container, req.ifname)
 
 
-def add(req: protocol.Request, env: Mapping[str, str]) -> dict[str, object]:
-    if "ipam" in req.config:
-        raise CniError(
-            protocol.UNSUPPORTED_FIELD,
-            "unsupported field in network configuration",
-            '"ipam": fireroute allocates the addresses itself (its "pool" and "blockSize")',
-        )
+def add(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> dict[str, object]:
     if not req.netns.startswith("/"):
         raise CniError(protocol.BAD_ENV, "invalid CNI_NETNS", f"{req.netns!r}: expected a path")
-    try:
-        from fireroute import request
+    from fireroute import request
+    from fireroute.cni import ipam
 
-        options = request.options(_fields(req))
+    delegated = ipam.section(req) is not None
+    fields = _fields(req)
+    try:
+        request.options(fields)  # every check that needs no address, before any change
     except UsageError as exc:
         raise _as_cni(exc) from None
-    prev = protocol.prev_result(req.config)  # checked before anything changes
+    prev = protocol.prev_result(req.config)
     host = _host(req, env)
-    vm = host.up(_name(req), **request.fields_of(options))
+    # the address comes from the IPAM plugin; released again if this ADD made nothing (but
+    # not when the attachment was up before: the IPAM plugin answered with its address)
+    before = _existing(host, _name(req))
+    release = delegated and before is None
+    if delegated and before is not None:  # up already: its address, without asking again
+        fields["guest_ip"] = f"{before.guest_ip}/{before.prefix}"
+        fields["gateway"] = before.gateway
+    elif delegated:
+        fields["guest_ip"], fields["gateway"] = ipam.address(ipam.call(req, env, stdin, "ADD"))
+    try:
+        try:
+            options = request.options(fields)
+        except UsageError as exc:
+            raise _as_cni(exc) from None
+        vm = host.up(_name(req), **request.fields_of(options))
+    except BaseException:
+        if release:
+            with contextlib.suppress(CniError, OSError):
+                ipam.call(req, env, stdin, "DEL")
+        raise
     return _result(req, vm, prev)
+
+
+def _existing(host: Host, name: str) -> Vm | None:
+    try:
+        return host.get(name)
+    except NotFound:
+        return None
 
 
 def _result(
@@ -165,12 +189,16 @@ def _result(
     return protocol.result(req.version, interfaces, ips, routes, dns)  # type: ignore[arg-type]
 
 
-def delete(req: protocol.Request, env: Mapping[str, str]) -> None:
+def delete(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
+    from fireroute.cni import ipam
+
     _host(req, env).down(_name(req))
+    if ipam.section(req) is not None:  # released after the links are gone (DEL is idempotent)
+        ipam.call(req, env, stdin, "DEL")
     return None
 
 
-def check(req: protocol.Request, env: Mapping[str, str]) -> None:
+def check(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
     host = _host(req, env)
     name = _name(req)
     report = host.check(name)
@@ -182,7 +210,7 @@ def check(req: protocol.Request, env: Mapping[str, str]) -> None:
     return None
 
 
-def status(req: protocol.Request, env: Mapping[str, str]) -> None:
+def status(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
     from fireroute.kernel.run import which
 
     missing = [t for t in ("ip", "nft", "tc", "nsenter") if which(t) is None]
@@ -202,7 +230,7 @@ def status(req: protocol.Request, env: Mapping[str, str]) -> None:
     return None
 
 
-def gc(req: protocol.Request, env: Mapping[str, str]) -> None:
+def gc(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
     """Every attachment of this network (by name) that the runtime no longer lists goes."""
     valid = req.config.get("cni.dev/valid-attachments", [])
     if not isinstance(valid, list) or not all(isinstance(a, dict) for a in valid):
@@ -215,16 +243,22 @@ def gc(req: protocol.Request, env: Mapping[str, str]) -> None:
     host = _host(req, env)
     network = str(req.config["name"])
     stale = [
-        vm.name
+        vm
         for vm in host.list()
         if vm.mode == "cni" and vm.network == network and (vm.container, vm.ifname) not in keep
     ]
     if stale:
-        host.down(*stale)
+        host.down(*(vm.name for vm in stale))
+    from fireroute.cni import ipam
+
+    if ipam.section(req) is not None:  # their addresses go back to the IPAM plugin
+        for vm in stale:
+            extra = {"CNI_CONTAINERID": str(vm.container), "CNI_IFNAME": str(vm.ifname)}
+            ipam.call(req, env, stdin, "DEL", **extra)
     return None
 
 
-def version(req: protocol.Request, env: Mapping[str, str]) -> dict[str, object]:
+def version(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> dict[str, object]:
     return protocol.version_result(req.version)
 
 

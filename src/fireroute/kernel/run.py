@@ -32,7 +32,7 @@ class Result:
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     Runner = Callable[[list[str], str | None], Result]
 else:
@@ -79,7 +79,13 @@ class Child:
 
     __slots__ = ("argv", "pid", "fds", "timeout")
 
-    def __init__(self, argv: list[str], stdin: str | None, timeout: float) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        stdin: str | None,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.argv = argv
         self.timeout = timeout
         self.fds: list[int] = []
@@ -103,7 +109,11 @@ class Child:
             path = _path_of(argv[0])
             # Python ignores SIGPIPE and SIGXFSZ; the child gets the default actions back
             self.pid = os.posix_spawn(
-                path, argv, os.environ, file_actions=actions, setsigdef=DEFAULT_SIGNALS
+                path,
+                argv,
+                os.environ if env is None else env,
+                file_actions=actions,
+                setsigdef=DEFAULT_SIGNALS,
             )
         except FileNotFoundError:
             self._close()
@@ -189,8 +199,14 @@ def start(argv: list[str], stdin: str | None = None, timeout: float = 60.0) -> C
     return Child(argv, stdin, timeout)
 
 
-def run(argv: list[str], stdin: str | None = None, timeout: float = 60.0) -> Result:
-    return Child(argv, stdin, timeout).wait()
+def run(
+    argv: list[str],
+    stdin: str | None = None,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+) -> Result:
+    """``argv`` to its end (``env``: the environment, default this process's)."""
+    return Child(argv, stdin, timeout, env).wait()
 
 
 class Done:

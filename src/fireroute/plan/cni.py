@@ -98,7 +98,7 @@ def up(vm: Vm) -> list[Step]:
     steps += [
         Step(
             IP,
-            f"address add {vm.tap_ip}/{vm.net.prefixlen} dev {host_veth}",
+            f"address add {host_address(vm)} dev {host_veth}",
             f'address veth "{host_veth}"',
             vm.name,
         ),
@@ -109,7 +109,23 @@ def up(vm: Vm) -> list[Step]:
             vm.name,
         ),
     ]
+    if vm.delegated:
+        steps.append(
+            Step(IP, host_route(vm), f'route guest {vm.guest_ip} to "{host_veth}"', vm.name)
+        )
     return steps
+
+
+def host_address(vm: Vm) -> str:
+    """The host veth's address: the block's first (the guest's gateway), or, for an address
+    from IPAM, the gateway alone (a /32: many attachments share one gateway and subnet, each
+    on its own veth, and the host reaches each guest by its /32 route)."""
+    assert vm.net is not None
+    return f"{vm.tap_ip}/32" if vm.delegated else f"{vm.tap_ip}/{vm.net.prefixlen}"
+
+
+def host_route(vm: Vm) -> str:
+    return f"route add {vm.guest_ip}/32 dev {vm.tap}"
 
 
 def down(vm: Vm) -> list[Step]:

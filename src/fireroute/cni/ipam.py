@@ -1,0 +1,113 @@
+"""Delegation to an IPAM plugin (the configuration's ``ipam`` section), as the spec describes
+it: the plugin named by ``ipam.type`` is found on CNI_PATH and run with the same environment
+(CNI_COMMAND as the caller's) and the same network configuration on stdin; its ADD answers
+with the addresses, its DEL releases them."""
+
+from __future__ import annotations
+
+import os
+
+from fireroute import jsontext
+from fireroute.cni.protocol import BAD_CONFIG, INCOMPATIBLE, CniError, Request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+GENERIC = 100
+
+
+def section(req: Request) -> dict[str, object] | None:
+    """The ``ipam`` section, checked: an object naming a plugin (a file name, no path)."""
+    ipam = req.config.get("ipam")
+    if ipam is None:
+        return None
+    kind = ipam.get("type") if isinstance(ipam, dict) else None
+    if not isinstance(kind, str) or not kind or "/" in kind or kind.startswith("."):
+        raise CniError(BAD_CONFIG, "invalid network configuration", '"ipam" needs a "type"')
+    return ipam  # type: ignore[return-value]
+
+
+def _binary(req: Request, kind: str) -> str:
+    for d in req.path:
+        path = os.path.join(d, kind)
+        if os.access(path, os.X_OK) and os.path.isfile(path):
+            return path
+    raise CniError(
+        BAD_CONFIG,
+        "invalid network configuration",
+        f'IPAM plugin "{kind}" not found in CNI_PATH ({":".join(req.path) or "empty"})',
+    )
+
+
+def call(
+    req: Request, env: Mapping[str, str], stdin: bytes, command: str, **extra: str
+) -> dict[str, object]:
+    """Run the IPAM plugin's ``command``; its answer (an empty dict for none). Its CNI error
+    becomes ours, code and message kept. An IPAM plugin that does not know the configuration's
+    version is asked again in the newest version it knows (0.4.0 or later), with the same
+    configuration otherwise (the spec's GC comes in 1.1.0; Debian's host-local knows 1.0.0)."""
+    try:
+        return _call(req, env, stdin.decode(), command, extra)
+    except CniError as exc:
+        if exc.code != INCOMPATIBLE:
+            raise
+        older = _older_version(req, env)
+        if older is None:
+            raise
+        conf = jsontext.loads(stdin.decode())
+        assert isinstance(conf, dict)
+        return _call(req, env, jsontext.dumps({**conf, "cniVersion": older}), command, extra)
+
+
+def _older_version(req: Request, env: Mapping[str, str]) -> str | None:
+    from fireroute.cni.protocol import SUPPORTED, _key
+
+    try:
+        answer = _call(req, env, '{"cniVersion": "0.4.0"}', "VERSION", {})
+    except CniError:
+        return None
+    theirs = answer.get("supportedVersions", [])
+    common = [v for v in SUPPORTED if isinstance(theirs, list) and v in theirs]
+    common = [v for v in common if _key(v) >= (0, 4, 0) and _key(v) < _key(req.version)]
+    return max(common, key=_key) if common else None
+
+
+def _call(
+    req: Request, env: Mapping[str, str], stdin: str, command: str, extra: Mapping[str, str]
+) -> dict[str, object]:
+    from fireroute.kernel.run import run
+
+    ipam = section(req)
+    assert ipam is not None
+    kind = str(ipam["type"])
+    full = {**env, "CNI_COMMAND": command, **extra}
+    argv = [_binary(req, kind)]
+    res = run(argv, stdin, env=full)
+    answer: object = {}
+    if res.out.strip():
+        try:
+            answer = jsontext.loads(res.out)
+        except ValueError:
+            answer = None
+    if res.rc != 0:
+        if isinstance(answer, dict) and isinstance(answer.get("code"), int):
+            msg = f'IPAM plugin "{kind}": {answer.get("msg", "")}'
+            raise CniError(int(answer["code"]), msg, str(answer.get("details", "")))  # type: ignore[arg-type]
+        raise CniError(GENERIC + 3, f'IPAM plugin "{kind}" failed', (res.err or res.out).strip())
+    if not isinstance(answer, dict):
+        raise CniError(GENERIC + 3, f'IPAM plugin "{kind}" answered no CNI result', res.out[:200])
+    return answer
+
+
+def address(answer: dict[str, object]) -> tuple[str, str]:
+    """The first IPv4 address of an IPAM result and its gateway."""
+    for ip in answer.get("ips", []) or []:  # type: ignore[union-attr]
+        if not isinstance(ip, dict):
+            continue
+        addr, gw = ip.get("address"), ip.get("gateway")
+        if isinstance(addr, str) and ":" not in addr and "/" in addr:
+            if not isinstance(gw, str) or ":" in gw:
+                raise CniError(GENERIC + 3, "the IPAM result's IPv4 address has no gateway", addr)
+            return addr, gw
+    raise CniError(GENERIC + 3, "the IPAM result has no IPv4 address", jsontext.dumps(answer)[:200])
