@@ -1,9 +1,10 @@
 """fireroute's CNI plugin driven by a real runtime: Debian's podman (its CNI backend, through
-fireroute.lab.podman), with Debian's ``tuning`` and ``portmap`` chained after fireroute in the
-conflist. podman calls VERSION, ADD with its CNI_ARGS, caches the result and calls DEL; a
-guest then boots in the namespace podman made, from podman's cached result, as a VMM started
-by firecracker-containerd would; after ``podman rm`` nothing is left. A configuration fireroute
-refuses fails ``podman run`` with fireroute's message and leaves nothing behind."""
+fireroute.lab.podman), with Debian's ``tuning``, ``portmap``, ``firewall`` and ``bandwidth``
+chained after fireroute in the conflist. podman calls VERSION, ADD with its CNI_ARGS, caches
+the result and calls DEL; a guest then boots in the namespace podman made, from podman's
+cached result, as a VMM started by firecracker-containerd would; after ``podman rm`` nothing
+is left. A configuration fireroute refuses fails ``podman run`` with fireroute's message and
+leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def conflist(state: Path, name: str = "frfc", **fireroute: object) -> dict:
             {"type": "fireroute", "state": str(state), "tapName": "tap0", **fireroute},
             {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_ignore": "1"}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "firewall", "backend": "iptables"},
+            {
+                "type": "bandwidth",
+                "ingressRate": 10**9,
+                "ingressBurst": 10**7,
+                "egressRate": 10**9,
+                "egressBurst": 10**7,
+            },  # fmt: skip
         ],
     }
 
@@ -112,6 +121,12 @@ def test_podman_drives_the_plugin_chained_and_a_guest_boots_on_it(
         assert arp.stdout.strip() == "1"
         # portmap read fireroute's result (its prevResult) and mapped the port to the guest
         assert any(f"{guest_ip}:80" in r for r in dnat_rules(lab)), dnat_rules(lab)
+        # and so did firewall: its chain lets the guest's address through
+        forward = lab.host.run("iptables-nft-save", "-t", "filter").stdout
+        assert f"{guest_ip}/32" in forward, forward
+        # and bandwidth, which found the host veth as the namespace veth's peer in the result
+        host_dev = result["interfaces"][0]["name"]
+        assert "tbf" in lab.host.run("tc", "qdisc", "show", "dev", host_dev).stdout
 
         guest = start_guest(
             image,
@@ -136,6 +151,9 @@ def test_podman_drives_the_plugin_chained_and_a_guest_boots_on_it(
     assert lab.pm.cached_results() == []
     # portmap's DEL took the guest's mapping (its shared jump rules stay, as portmap keeps them)
     assert not any(guest_ip in r for r in dnat_rules(lab)), dnat_rules(lab)
+    assert f"{guest_ip}/32" not in lab.host.run("iptables-nft-save", "-t", "filter").stdout
+    links = lab.host.run("ip", "-o", "link", "show").stdout
+    assert "bwp" not in links, links  # bandwidth's ifb for the egress limit went with DEL
 
 
 def test_podman_run_rm_adds_and_deletes(lab: Lab):

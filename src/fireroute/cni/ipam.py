@@ -28,7 +28,7 @@ def section(req: Request) -> dict[str, object] | None:
     return ipam  # type: ignore[return-value]
 
 
-def _binary(req: Request, kind: str) -> str:
+def binary(req: Request, kind: str) -> str:
     for d in req.path:
         path = os.path.join(d, kind)
         if os.access(path, os.X_OK) and os.path.isfile(path):
@@ -82,7 +82,7 @@ def _call(
     assert ipam is not None
     kind = str(ipam["type"])
     full = {**env, "CNI_COMMAND": command, **extra}
-    argv = [_binary(req, kind)]
+    argv = [binary(req, kind)]
     res = run(argv, stdin, env=full)
     answer: object = {}
     if res.out.strip():

@@ -218,6 +218,10 @@ def status(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
         raise CniError(
             protocol.UNAVAILABLE, "the plugin cannot add", f"missing: {', '.join(missing)}"
         )
+    from fireroute.cni import ipam
+
+    if ipam.section(req) is not None:  # the IPAM plugin must be there to ask
+        ipam.binary(req, str(ipam.section(req)["type"]))  # type: ignore[index]
     uplink = req.config.get("uplink")
     from fireroute.kernel import observe
 
