@@ -207,6 +207,15 @@ class Host:
         transaction; connections the new policy forbids are cut."""
         return Vm(self._manager.policy(name, changes))
 
+    def publish(self, name: str, *specs: str) -> Vm:
+        """Forward host ports to a running VM (``--publish`` specs: ``[ADDR:]PORT:GUESTPORT
+        [/udp]``); a port another VM holds is a ConflictError."""
+        return Vm(self._manager.publish(name, list(specs), [])[0])
+
+    def unpublish(self, name: str, *specs: str) -> Vm:
+        """Stop forwarding the given host ports (NotFound for a spec the VM does not have)."""
+        return Vm(self._manager.publish(name, [], list(specs))[0])
+
     def stats(self, *names: str) -> list[dict[str, object]]:
         """Per-VM traffic counted by the kernel: ``name``, ``counted`` and ``tx_bytes``,
         ``tx_packets``, ``rx_bytes``, ``rx_packets`` (sent and received by the guest; None

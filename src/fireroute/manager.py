@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from fireroute import addressing, jsontext
+from fireroute import addressing, jsontext, owner
 from fireroute.errors import (
     AlreadyExists,
     ConflictError,
@@ -455,8 +455,41 @@ class Manager:
             f"wanted, {len(out)} free"
         )
 
+    def _check_ports(self, store: Store, name: str, publish: tuple) -> None:
+        """A host port (per address and protocol) is one VM's: held by a VM of this state
+        file, or by anyone's element in a table of ours (another state file's VMs)."""
+        if not publish:
+            return
+        held: dict[tuple[str | None, int, str], str] = {}
+        for vm in store.all():
+            if vm.name != name:
+                held.update({p.claim: f'vm "{vm.name}"' for p in vm.options.publish})
+        for table in observe.nft_our_tables(self.runner) if which("nft") else []:
+            sets = observe.nft_elements(table, self.runner) or {}
+            for map_name in ("pub_any", "pub_addr"):
+                for text, comment in sets.get(map_name, {}).items():
+                    tag = owner.parse(comment)
+                    if tag is not None and tag[1] == name and tag[0] == store.instance():
+                        continue
+                    key = text.split(" : ")[0].replace('"', "").split(" . ")
+                    addr = key[0] if len(key) == 3 else None
+                    who = f'vm "{tag[1]}"' if tag else "a foreign element"
+                    held.setdefault((addr, int(key[-1]), key[-2]), who)
+        for p in publish:
+            for (addr, port, proto), who in held.items():
+                same = (port, proto) == (p.port, p.proto)
+                if same and (addr is None or p.addr is None or addr == p.addr):
+                    at = f"{addr}:" if addr else ""
+                    raise ConflictError(
+                        f'--publish "{p}": host port {at}{port}/{proto} is published by {who}'
+                    )
+
     def _check_unique(self, store: Store, names: list[str], options: Options) -> None:
         """What must be unique among every VM of the state file, whatever its mode."""
+        if options.publish:
+            if len(names) > 1:
+                raise UsageError("--publish names host ports of one vm: give one vm name")
+            self._check_ports(store, names[0], options.publish)
         if options.mac is not None and options.mode != "clone":
             holder = store.mac_owner(options.mac)
             if holder is not None:
@@ -786,6 +819,44 @@ class Manager:
             self.executor().apply_all(Plan([nft.policy_change(old.table, old, new)]))
             store.set_options(name, options)
             return new
+
+    def publish(
+        self, name: str, add: list[str], remove: list[str], dry_run: bool = False
+    ) -> tuple[Vm, Plan]:
+        """Publish (``add``) or unpublish (``remove``) host ports of a running VM, as
+        ``--publish`` specs, in one nft transaction; a port another VM holds is a conflict."""
+        from fireroute import request
+        from fireroute.model import Published
+
+        check_vm_name(name)
+        adding = [Published.parse(t) for t in add]
+        removing = [Published.parse(t) for t in remove]
+        store = self._store(create=False)
+        if not dry_run:
+            observe.require_net_admin(f'change the published ports of vm "{name}"')
+        with store.locked():
+            old = self.show(name)
+            if old.state != "active":
+                raise ConflictError(f'vm "{name}" is not up (state {old.state})')
+            missing = [p for p in removing if p not in old.options.publish]
+            if missing:
+                raise NotFound(f'vm "{name}" does not publish "{missing[0]}"')
+            kept = [p for p in old.options.publish if p not in removing]
+            fresh = [p for p in adding if p not in kept]
+            fields = request.fields_of(old.options)
+            fields["publish"] = [str(p) for p in kept + fresh]
+            options = request.options(fields)  # a port given twice, a bad spec: refused
+            options.host_nets = old.options.host_nets
+            self._check_ports(store, name, tuple(fresh))
+            new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state)
+            new.owner, new.netns_name = old.owner, old.netns_name
+            plan = Plan([nft.ports_change(old.table, old, new)])
+            if host.localnet(new) and not host.localnet(old):
+                plan.add(host.route_localnet(new))
+            if not dry_run:
+                self.executor().apply_all(plan)
+                store.set_options(name, options)
+            return new, plan
 
     def ls(self) -> list[Vm]:
         return self._store(create=False).all()

@@ -162,6 +162,65 @@ def merged(nets: tuple[IPv4Network, ...] | list) -> tuple[IPv4Network, ...]:
     return tuple(collapse_addresses(IPv4Network(str(n)) for n in nets))
 
 
+class Published:
+    """One published port: the host's ``addr`` (None: every address of the host) ``port`` and
+    ``proto``, forwarded to the guest's ``guest_port``. Text: ``[ADDR:]PORT:GUESTPORT/PROTO``."""
+
+    __slots__ = ("addr", "port", "guest_port", "proto")
+
+    def __init__(self, addr: str | None, port: int, guest_port: int, proto: str) -> None:
+        self.addr, self.port, self.guest_port, self.proto = addr, port, guest_port, proto
+        if proto not in ("tcp", "udp"):
+            raise UsageError(f'invalid --publish "{self}": the protocol is tcp or udp')
+        for n in (port, guest_port):
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 65535:
+                raise UsageError(f'invalid --publish "{self}": ports are 1..65535')
+        if addr is not None:
+            a = _addr(addr, "--publish address")
+            assert a is not None
+            if a.is_multicast or a.is_unspecified or a == IPv4Address("255.255.255.255"):
+                raise UsageError(f'invalid --publish "{self}": {a} is no host address')
+            if a.is_loopback and a != LOOPBACK:
+                raise UsageError(f'invalid --publish "{self}": of loopback, only {LOOPBACK}')
+            self.addr = str(a)
+
+    @classmethod
+    def parse(cls, text: str) -> Published:
+        """``[ADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]`` (tcp when no protocol is given)."""
+        spec, _, proto = text.partition("/")
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not all(p.isascii() and p.isdigit() for p in parts[-2:]):
+            raise UsageError(
+                f'invalid --publish "{text}": expected [ADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], '
+                "such as 8080:80 or 127.0.0.1:2222:22"
+            )
+        addr = parts[0] if len(parts) == 3 else None
+        return cls(addr, int(parts[-2]), int(parts[-1]), proto or "tcp")
+
+    @property
+    def claim(self) -> tuple[str | None, int, str]:
+        """What one VM at most may hold: the host address, port and protocol."""
+        return (self.addr, self.port, self.proto)
+
+    def __str__(self) -> str:
+        return f"{self.addr + ':' if self.addr else ''}{self.port}:{self.guest_port}/{self.proto}"
+
+    def __iter__(self):  # noqa: ANN204 - (addr, port, guest_port, proto), for Published(*p)
+        return iter((self.addr, self.port, self.guest_port, self.proto))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Published) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Published({str(self)!r})"
+
+
+LOOPBACK = IPv4Address("127.0.0.1")
+
+
 class Options:
     """Everything a VM's networking depends on, as requested (None = default/auto).
 
@@ -206,6 +265,7 @@ class Options:
         "ifname",
         "network",
         "mtu",
+        "publish",
     )
     __slots__ = FIELDS
 
@@ -244,6 +304,7 @@ class Options:
         ifname: str | None = None,
         network: str | None = None,
         mtu: int | None = None,
+        publish: tuple[Published, ...] | list = (),
     ) -> None:
         self.mode = mode
         self.backend = backend
@@ -287,6 +348,10 @@ class Options:
         self.network = network
         """cni: the network configuration's name"""
         self.mtu = mtu
+        self.publish: tuple[Published, ...] = tuple(
+            dict.fromkeys(Published(*p) for p in publish)  # type: ignore[misc]
+        )
+        """published ports: host (address, port, protocol) forwarded to the guest's port"""
         self._validate()
 
     def _validate(self) -> None:
@@ -322,6 +387,19 @@ class Options:
                 )
         if self.backend == "iptables" and self.allow_peers:
             raise UsageError("--allow-peers needs the nft backend")
+        if self.publish:
+            if self.mode not in ("nat", "cni"):
+                raise UsageError("--publish applies to nat and cni guests")
+            if self.backend != "nft":
+                raise UsageError("--publish needs the nft backend")
+            claimed: dict[tuple[str | None, int, str], Published] = {}
+            for p in self.publish:
+                other = claimed.get(p.claim) or claimed.get((None, p.port, p.proto))
+                if other is None and p.addr is None:
+                    other = next((c for c in claimed.values() if c.claim[1:] == p.claim[1:]), None)
+                if other is not None:
+                    raise UsageError(f'--publish "{p}" takes the host port of "{other}" again')
+                claimed[p.claim] = p
         if self.egress not in EGRESS:
             raise UsageError(f'invalid --egress "{self.egress}": use internet, public or none')
         policy = self.egress != "internet" or self.allow_out or self.deny_out
@@ -474,6 +552,8 @@ class Options:
                 v = [list(p) for p in v]
             elif f in ("allow_out", "deny_out", "host_nets"):
                 v = [str(n) for n in v]
+            elif f == "publish":
+                v = [str(p) for p in v]
             out[f] = v
         return out
 
@@ -485,6 +565,7 @@ class Options:
         kw["owner"] = Owner.parse(str(kw["owner"])) if kw.get("owner") else None
         for f in ("allow_out", "deny_out", "host_nets"):
             kw[f] = tuple(IPv4Network(str(n)) for n in kw.get(f) or ())  # type: ignore[union-attr]
+        kw["publish"] = tuple(Published.parse(str(p)) for p in kw.get("publish") or ())  # type: ignore[union-attr]
         return cls(**kw)  # type: ignore[arg-type]
 
 

@@ -277,6 +277,10 @@ def _tap_want(vm: Vm) -> dict:
     return want
 
 
+def _localnet_on(dev: str) -> bool:
+    return read_value(f"/proc/sys/net/ipv4/conf/{dev}/route_localnet") == "1"
+
+
 def _ipv6_on(dev: str) -> bool:
     return read_value(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6") != "1"
 
@@ -378,6 +382,10 @@ def drift(k: Kernel, vm: Vm) -> list[str]:
     if vm.mode in ("nat", "cni") and vm.tap in k.links and _ipv6_on(vm.tap):
         kind = "tap" if vm.mode == "nat" else "veth"
         problems.append(f'IPv6 is on for {kind} "{vm.tap}" (guests could reach the host over it)')
+    if host.localnet(vm) and vm.tap in k.links and not _localnet_on(vm.tap):
+        problems.append(
+            f'route_localnet is off on "{vm.tap}" (its 127.0.0.1 ports cannot reach the guest)'
+        )
     if vm.mode == "bridge" and str(vm.options.bridge) not in k.links:
         problems.append(f'bridge "{vm.options.bridge}" is missing')
     if vm.state != "active":
@@ -660,7 +668,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         plan = Plan()
         clear: list[Step] = []  # what is left of a drifted clone: removed first, best effort
         for vm in vms:
-            plan.add(*_restore_links(k, vm, clear))
+            steps = _restore_links(k, vm, clear)
+            plan.add(*steps)
+            made = any(s.text.endswith("/route_localnet=1") for s in steps)
+            if host.localnet(vm) and not made and not _localnet_on(vm.tap):
+                plan.add(host.route_localnet(vm))
         if clear and not dry_run:
             m.executor().apply_best_effort(Plan(clear), count_faults=False)
         forwarding = read_sysctl(host.FORWARD_KEY)

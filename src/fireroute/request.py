@@ -12,7 +12,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from fireroute.errors import UsageError
-from fireroute.model import Options, Owner
+from fireroute.model import Options, Owner, Published
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ TEXT = (
     "network",
 )
 FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy")
-LISTS = ("dns", "allow_host_ports", "allow_out", "deny_out")
+LISTS = ("dns", "allow_host_ports", "allow_out", "deny_out", "publish")
 FIELDS = (*TEXT, "block_size", "mtu", *FLAGS, *LISTS)
 CNI_ONLY = ("netns", "container", "ifname", "network", "mtu")
 """fields only the CNI plugin sets (the CLI has no flag for them; its ``--mtu`` is the one
@@ -104,6 +104,7 @@ def options(fields: Mapping[str, object]) -> Options:
         ifname=_text(f, "ifname"),
         network=_text(f, "network"),
         mtu=f.get("mtu"),  # type: ignore[arg-type]
+        publish=[Published.parse(p) for p in f.get("publish", ())],  # type: ignore[attr-defined]
     )
 
 
@@ -142,6 +143,7 @@ def fields_of(o: Options) -> dict[str, object]:
         "ifname": o.ifname,
         "network": o.network,
         "mtu": o.mtu,
+        "publish": [str(p) for p in o.publish],
     }
 
 

@@ -317,3 +317,15 @@ def test_a_failed_ipam_add_changes_nothing_and_a_failed_add_releases(rt: Runtime
     assert bad.rc != 0 and "10.77.0.2" in bad.doc["details"], bad.doc
     assert leases(data) == [] and set(rt.ns_links(ns)) == {"lo"}
     assert state_vms(rt.host.state) == ["cli-vm"]
+
+
+def test_a_busy_state_file_is_try_again_later(rt: Runtime):
+    from fireroute.state.store import Store
+
+    first, ns = rt.netns("c0"), rt.netns("c1")
+    rt.add("c0abc", first)  # the state file exists: its lock can be held here
+    with Store(rt.host.state, create=False).locked(timeout=0):
+        busy = rt.call("ADD", container="c1abc", netns=ns, env={"FIREROUTE_LOCK_TIMEOUT": "0.2"})
+    assert busy.rc != 0 and busy.doc["code"] == 11, busy.doc
+    assert set(rt.ns_links(ns)) == {"lo"} and len(state_vms(rt.host.state)) == 1
+    assert rt.call("ADD", container="c1abc", netns=ns).rc == 0  # and later it can

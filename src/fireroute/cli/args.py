@@ -165,6 +165,13 @@ UP = (
         "networks) or none (nothing beyond its gateway)",
         default="internet",
     ),
+    Opt(
+        "--publish",
+        "forward the host's port to the guest's (repeatable): [ADDR:]HOSTPORT:GUESTPORT[/udp]; "
+        "no ADDR: every host address, 127.0.0.1: the host's loopback only",
+        APPEND,
+        metavar="SPEC",
+    ),
     Opt("--allow-out", "a CIDR the guest may reach whatever --egress says (repeatable)", APPEND),
     Opt("--deny-out", "a CIDR the guest may not reach (repeatable; --allow-out wins)", APPEND),
     Opt("--bridge", "bridge mode: the bridge (default br0; created if missing)"),

@@ -179,6 +179,23 @@ def cmd_policy(args: Namespace | Args) -> int:
     return 0
 
 
+def cmd_publish(args: Namespace | Args) -> int:
+    from fireroute.manager import Manager
+    from fireroute.plan.steps import as_commands
+    from fireroute.render import record
+
+    add, remove = (args.specs, []) if args.cmd == "publish" else ([], args.specs)
+    vm, plan = Manager(_state(args)).publish(args.name, add, remove, dry_run=args.dry_run)
+    if args.dry_run:
+        sys.stdout.write(as_commands(plan))
+    elif args.json:
+        print(jsontext.dumps(record.as_dict(vm), indent=2))
+    else:
+        ports = ", ".join(str(p) for p in vm.options.publish) or "no ports"
+        print(f"vm {vm.name} publishes {ports}")
+    return 0
+
+
 def cmd_stats(args: Namespace | Args) -> int:
     from fireroute import stats
     from fireroute.manager import Manager
@@ -263,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             "teardown": cmd_teardown,
             "stats": cmd_stats,
             "policy": cmd_policy,
+            "publish": cmd_publish,
+            "unpublish": cmd_publish,
             "demo": cmd_demo,
         }[args.cmd](args)
     except FirerouteError as exc:

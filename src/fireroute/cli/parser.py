@@ -108,6 +108,13 @@ def _cfg_policy(p: argparse.ArgumentParser) -> None:
     common(p)
 
 
+def _cfg_publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="VM")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="[ADDR:]HOSTPORT:GUESTPORT[/udp]")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, change nothing")
+    common(p)
+
+
 def _cfg_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="VM", help="vm(s) (default: all)")
     p.add_argument(
@@ -152,6 +159,8 @@ COMMANDS = {
     "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
     "stats": ("per-VM traffic counted by the kernel (sent/received by the guest)", _cfg_stats),
     "policy": ("change a running VM's egress policy (cuts what it forbids)", _cfg_policy),
+    "publish": ("forward host ports to a running VM's ports", _cfg_publish),
+    "unpublish": ("stop forwarding host ports to a running VM", _cfg_publish),
     "demo": ("a safe demonstration inside throwaway namespaces", _cfg_demo),
     "attach": ("hand a VM's tap to a Firecracker that has not started yet", _fc("attach")),
     "limit": ("change a running VM's rate limits (PATCH)", _fc("limit")),

@@ -70,12 +70,14 @@ class Ops:
     """A parsed script: ``declared`` set name -> type text (None when the script declares
     nothing), and the element operations in order as (verb, set, [(fields, comment)])."""
 
-    __slots__ = ("family", "table", "declared", "ops")
+    __slots__ = ("family", "table", "declared", "maps", "ops")
 
     def __init__(self, family: str, table: str) -> None:
         self.family = family
         self.table = table
         self.declared: dict[str, str] | None = None
+        self.maps: list[str] = []
+        """maps the script declares: they must exist (their elements are left to nft)"""
         self.ops: list[tuple[str, str, list[tuple[list[str], str | None]]]] = []
 
 
@@ -156,6 +158,8 @@ def parse(script: str) -> Ops:
                 pass  # the table's comment: kept by the kernel on a re-declaration
             elif words[:1] == ["set"] and words[2:4] == ["{", "type"] and line.endswith("; }"):
                 ops.declared[words[1]] = line[line.index("type") + 5 : -3].strip()
+            elif words[:1] == ["map"] and words[2:4] == ["{", "type"] and line.endswith("; }"):
+                ops.maps.append(words[1])
             else:
                 raise Unsupported(f"declaration line {line!r}")
             i += 1
@@ -415,6 +419,9 @@ class Nftnl(Channel):
                 or (have.ktype, have.klen) != (ktype, klen)
             ):
                 raise Unsupported(f'set "{name}" is missing or differs from its declaration')
+        for name in ops.maps:
+            if name not in sets or sets[name].plain:
+                raise Unsupported(f'map "{name}" is missing')
         family = FAMILIES[ops.family]
         batch = [
             message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, self._next(), 0, b"", NFNL_SUBSYS_NFTABLES)

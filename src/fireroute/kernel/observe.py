@@ -318,15 +318,19 @@ def nft_elements(
         return None
     out: dict[str, dict[str, str]] = {}
     for item in items:
-        s = item.get("set")
+        s = item.get("set") or item.get("map")
         if not s:
             continue
         elems = out.setdefault(str(s.get("name")), {})
         for e in s.get("elem", []):
+            value = ""
+            if isinstance(e, list) and len(e) == 2:  # a map's: [key, value]
+                e, value = e[0], " : " + _element_text(e[1])
             if isinstance(e, dict) and "elem" in e:
-                elems[_element_text(e["elem"]["val"])] = str(e["elem"].get("comment", ""))
+                text = _element_text(e["elem"]["val"]) + value
+                elems[text] = str(e["elem"].get("comment", ""))
             else:
-                elems[_element_text(e)] = ""
+                elems[_element_text(e) + value] = ""
     return out
 
 

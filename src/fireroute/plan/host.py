@@ -69,6 +69,23 @@ def ipv6_off(vm: Vm) -> Step:
     )
 
 
+def localnet(vm: Vm) -> bool:
+    """Has the VM a port published on the host's 127.0.0.1?"""
+    return any(p.addr == "127.0.0.1" for p in vm.options.publish)
+
+
+def route_localnet(vm: Vm) -> Step:
+    """A connection to a 127.0.0.1 port is forwarded out of this tap: the kernel routes a
+    loopback source out of a device only with route_localnet on it (on this tap alone; the
+    NAT table drops a guest's own packets to 127.0.0.0/8). Goes with the tap."""
+    return Step(
+        SYSCTL,
+        f"net/ipv4/conf/{vm.tap}/route_localnet=1",
+        f'let "{vm.tap}" carry connections to 127.0.0.1',
+        vm.name,
+    )
+
+
 def tap_down(vm: Vm) -> list[Step]:
     return [Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)]
 

@@ -55,6 +55,7 @@ def links_up(vms: list[Vm], missing_bridges: set[str]) -> list[Step]:
             steps += host.tap_up(vm)
     # after the taps (and CNI host veths) exist; written together
     steps += [host.ipv6_off(vm) for vm in vms if vm.mode in ("nat", "cni")]
+    steps += [host.route_localnet(vm) for vm in vms if host.localnet(vm)]
     return steps
 
 

@@ -37,6 +37,12 @@ SETS = {
     "out_deny": "ifname . ipv4_addr; flags interval",
     "out_allow": "ifname . ipv4_addr; flags interval",
 }
+MAPS = {
+    # published ports: protocol . host port (every host address), or host address . protocol
+    # . host port, to guest address . guest port
+    "pub_any": "inet_proto . inet_service : ipv4_addr . inet_service",
+    "pub_addr": "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+}
 CHAINS = (
     "postrouting",
     "forward",
@@ -46,6 +52,8 @@ CHAINS = (
     "acct_in",
     "acct_out",
     "out_reject",
+    "pub_pre",
+    "pub_out",
 )
 METADATA = "169.254.169.254"
 HEADERS = {
@@ -59,10 +67,22 @@ HEADERS = {
     "acct_in": "type filter hook prerouting priority mangle; policy accept;",
     "acct_out": "type filter hook postrouting priority 150; policy accept;",
     "out_reject": "",
+    # published ports: what reaches a host address from outside, and from the host itself
+    "pub_pre": "type nat hook prerouting priority dstnat; policy accept;",
+    "pub_out": "type nat hook output priority -100; policy accept;",
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
+PUBLISH = (
+    "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub_addr",
+    # a port published without an address: every host address but the loopback's
+    "fib daddr type local ip daddr != 127.0.0.0/8 dnat ip to meta l4proto . th dport map @pub_any",
+)
 RULES = (
     ("postrouting", "ip saddr . oifname @masq counter masquerade"),
+    # a guest reaching its own published port (hairpin) answers the host, not itself; a
+    # connection to a 127.0.0.1 port leaves with the tap's address, not the loopback's
+    ("postrouting", "ct status dnat oifname . ip saddr @vms masquerade"),
+    ("postrouting", "ip saddr 127.0.0.0/8 oifname @taps masquerade"),
     # before the established accept: a policy change cuts connections the guest opened that
     # it now forbids; replies (connections others opened to it), the metadata address and
     # peers keep their own rules
@@ -79,10 +99,17 @@ RULES = (
         f"iifname . ip saddr @bridged ip daddr {METADATA} ip saddr != @bridged_metadata "
         "counter drop",
     ),
+    # published ports: forwarded to a guest on purpose, from anywhere but another guest
+    # (which isolation decides on), or a guest to its own port
+    ("forward", "ct status dnat iifname != @taps accept"),
+    ("forward", "ct status dnat oifname . ip saddr @vms accept"),
     ("forward", "iifname @peers oifname @peers accept"),
     ("forward", "iifname . oifname @egress counter accept"),
     ("forward", "iifname @taps counter drop"),
     ("forward", "oifname @taps counter drop"),
+    # route_localnet on a tap with a 127.0.0.1 port would let its guest reach the host's
+    # loopback: a guest's own packet to 127.0.0.0/8 never is delivered
+    ("input", "iifname @taps ip daddr 127.0.0.0/8 ct direction original counter drop"),
     ("input", "iifname @taps jump guest_in"),
     ("input", "iifname . ip saddr @bridged jump bridge_in"),
     ("guest_in", "ct state established,related accept"),
@@ -99,6 +126,8 @@ RULES = (
     # a forbidden destination fails fast in the guest: a TCP reset, an ICMP error otherwise
     ("out_reject", "reject with tcp reset"),
     ("out_reject", "counter reject with icmp admin-prohibited"),
+    *(("pub_pre", r) for r in PUBLISH),
+    *(("pub_out", r) for r in PUBLISH),
 )
 """The table's rules, constant whatever the VM count, written as ``nft list`` prints them
 (less the counters' values): ``check`` compares the kernel's listing with exactly these."""
@@ -118,10 +147,12 @@ def declare(
     table: str,
     sets: dict[str, str],
     chains: dict[str, tuple[str, list[str]]] | None = None,
+    maps: dict[str, str] | None = None,
 ) -> str:
     """A table of ours declared with its sets and, given ``chains``, its chains (flushed)
     and their rules: the same text for the NAT table and the bridge family's one."""
     body = "".join(f"  set {name} {{ type {kind}; }}\n" for name, kind in sets.items())
+    body += "".join(f"  map {name} {{ type {kind}; }}\n" for name, kind in (maps or {}).items())
     body += "".join(declare_chain(c, header) for c, (header, _rules) in (chains or {}).items())
     text = f'table {family} {table} {{\n  comment "{TABLE_COMMENT}"\n{body}}}\n'
     for c in chains or {}:
@@ -132,7 +163,7 @@ def declare(
 
 
 def skeleton(table: str) -> str:
-    return declare("ip", table, SETS, chains())
+    return declare("ip", table, SETS, chains(), MAPS)
 
 
 def heal(table: str, vms: list[Vm], bridges: set[tuple[str, str, str]]) -> Step:
@@ -174,6 +205,12 @@ def elements(vm: Vm) -> dict[str, list[str]]:
         if allow:
             out["out_allow"] = [f"{key} . {cidr_text(n)}" for n in allow]
         metadata, ports = "metadata", "host_ports"
+        for p in o.publish:
+            to = f"{vm.guest_ip} . {p.guest_port}"
+            if p.addr is None:
+                out.setdefault("pub_any", []).append(f'"{p.proto}" . {p.port} : {to}')
+            else:
+                out.setdefault("pub_addr", []).append(f'{p.addr} . "{p.proto}" . {p.port} : {to}')
     if o.allow_metadata:
         out[metadata] = [key]
     if o.allow_host_ports:
@@ -199,12 +236,18 @@ def cidr_text(n: IPv4Network) -> str:
 
 
 def _elements(vms: list[Vm]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {name: [] for name in SETS}
+    out: dict[str, list[str]] = {name: [] for name in (*SETS, *MAPS)}
     for vm in vms:
         tag = f'comment "{vm.tag}"'
         for name, values in elements(vm).items():
-            out[name] += [f"{v} {tag}" for v in values]
+            out[name] += [tagged(v, tag) for v in values]
     return out
+
+
+def tagged(element: str, tag: str) -> str:
+    """An element with its comment: after the key (a map element's value follows it)."""
+    key, colon, value = element.partition(" : ")
+    return f"{key} {tag} : {value}" if colon else f"{element} {tag}"
 
 
 def bridge_egress(verb: str, table: str, bridges: set[tuple[str, str, str]]) -> str:
@@ -236,7 +279,7 @@ def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
 
 
 def _sets_only(table: str) -> str:
-    return declare("ip", table, SETS)
+    return declare("ip", table, SETS, maps=MAPS)
 
 
 def remove_elements(
@@ -281,23 +324,33 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
 
 
 POLICY_SETS = ("out_deny", "out_allow")
+PORT_MAPS = ("pub_any", "pub_addr")
 
 
-def policy_change(table: str, old: Vm, new: Vm) -> Step:
-    """One transaction: the VM's egress elements replaced by those of its new options (the
-    old ones added first, so that deleting them succeeds whether or not they were there)."""
+def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) -> Step:
+    """One transaction: the VM's elements of ``names`` replaced by those of its new options
+    (the old ones added first, so that deleting them succeeds whether or not they were
+    there)."""
 
     def lines(verb: str, vm: Vm) -> str:
         out = ""
-        for name in POLICY_SETS:
+        for name in names:
             values = elements(vm).get(name, [])
             if values:
-                body = ", ".join(f'{v} comment "{vm.tag}"' for v in values)
+                body = ", ".join(tagged(v, f'comment "{vm.tag}"') for v in values)
                 out += f"{verb} element ip {table} {name} {{ {body} }}\n"
         return out
 
     script = _sets_only(table) + lines("add", old) + lines("delete", old) + lines("add", new)
-    return Step(NFT, script, f'change the egress policy of vm "{new.name}"', new.name)
+    return Step(NFT, script, f'change the {what} of vm "{new.name}"', new.name)
+
+
+def policy_change(table: str, old: Vm, new: Vm) -> Step:
+    return _replace(table, old, new, POLICY_SETS, "egress policy")
+
+
+def ports_change(table: str, old: Vm, new: Vm) -> Step:
+    return _replace(table, old, new, PORT_MAPS, "published ports")
 
 
 def vms_down(

@@ -28,6 +28,16 @@ def as_dict(vm: Vm) -> dict[str, object]:
             "allow_out": [str(n) for n in vm.options.allow_out],
             "deny_out": [str(n) for n in vm.options.deny_out],
         },
+        "published": [
+            {
+                "address": p.addr,
+                "port": p.port,
+                "guest_port": p.guest_port,
+                "protocol": p.proto,
+                "spec": str(p),
+            }
+            for p in vm.options.publish
+        ],
         "boot_args": guest.boot_arg(vm),
         "firecracker": firecracker.interface(vm),
         **_mode_fields(vm),
@@ -73,9 +83,13 @@ def summary(vm: Vm) -> str:
         if vm.mode != "bridge" or vm.options.masquerade
         else "no NAT"
     )
+    ports = "".join(
+        f"  published:  {p} -> {vm.guest_ip}:{p.guest_port}\n" for p in vm.options.publish
+    )
     return (
         f"vm {vm.name}: {where}, guest {vm.guest_ip or 'dhcp'}, "
         f"mac {vm.mac}, {nat}\n"
         f"  boot arg:   {guest.boot_arg(vm)}\n"
         f"  firectl:    {firecracker.firectl_flag(vm)}\n"
+        f"{ports}"
     )
