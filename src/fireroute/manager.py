@@ -801,9 +801,7 @@ class Manager:
         if not dry_run:
             observe.require_net_admin(f'change the egress policy of vm "{name}"')
         with store.locked():
-            old = self.show(name)
-            if old.state != "active":
-                raise ConflictError(f'vm "{name}" is not up (state {old.state})')
+            old = self._running(name)
             fields = request.fields_of(old.options)
             fields.update({k: v for k, v in changes.items() if v is not None})
             options = request.options(fields)
@@ -812,13 +810,26 @@ class Manager:
                 from fireroute.model import merged
 
                 options.host_nets = merged(observe.link_networks(old.uplink, self.runner))
-            new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state)
-            new.owner, new.netns_name = old.owner, old.netns_name
+            new = self._changed(old, options)
             if dry_run:
                 return new
             self.executor().apply_all(Plan([nft.policy_change(old.table, old, new)]))
             store.set_options(name, options)
             return new
+
+    def _running(self, name: str) -> Vm:
+        """A VM that is up (under the caller's lock), or the error saying it is not."""
+        old = self.show(name)
+        if old.state != "active":
+            raise ConflictError(f'vm "{name}" is not up (state {old.state})')
+        return old
+
+    @staticmethod
+    def _changed(old: Vm, options: Options) -> Vm:
+        """``old`` with other options: the same block, devices, MAC and owner."""
+        new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state)
+        new.owner, new.netns_name = old.owner, old.netns_name
+        return new
 
     def publish(
         self, name: str, add: list[str], remove: list[str], dry_run: bool = False
@@ -835,9 +846,7 @@ class Manager:
         if not dry_run:
             observe.require_net_admin(f'change the published ports of vm "{name}"')
         with store.locked():
-            old = self.show(name)
-            if old.state != "active":
-                raise ConflictError(f'vm "{name}" is not up (state {old.state})')
+            old = self._running(name)
             missing = [p for p in removing if p not in old.options.publish]
             if missing:
                 raise NotFound(f'vm "{name}" does not publish "{missing[0]}"')
@@ -848,8 +857,7 @@ class Manager:
             options = request.options(fields)  # a port given twice, a bad spec: refused
             options.host_nets = old.options.host_nets
             self._check_ports(store, name, tuple(fresh))
-            new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state)
-            new.owner, new.netns_name = old.owner, old.netns_name
+            new = self._changed(old, options)
             plan = Plan([nft.ports_change(old.table, old, new)])
             if host.localnet(new) and not host.localnet(old):
                 plan.add(host.route_localnet(new))
