@@ -329,3 +329,25 @@ def test_a_busy_state_file_is_try_again_later(rt: Runtime):
     assert busy.rc != 0 and busy.doc["code"] == 11, busy.doc
     assert set(rt.ns_links(ns)) == {"lo"} and len(state_vms(rt.host.state)) == 1
     assert rt.call("ADD", container="c1abc", netns=ns).rc == 0  # and later it can
+
+
+def test_port_mappings_are_published(rt: Runtime):
+    ns, other = rt.netns("c1"), rt.netns("c2")
+    maps = [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "127.0.0.1"},
+        {"hostPort": 8443, "containerPort": 443, "protocol": "tcp", "hostIP": "::"},
+    ]
+    conf = rt.config(capabilities={"portMappings": True}, runtimeConfig={"portMappings": maps})
+    rt.add("c1abc", ns, conf=conf)
+    (name,) = state_vms(rt.host.state)
+    shown = json.loads(rt.host.fireroute("show", name, "--format", "json").stdout)
+    assert [p["spec"] for p in shown["published"]] == ["8080:80/tcp", "127.0.0.1:5353:53/udp"]
+    assert "8080" in rt.host.run("nft", "list", "map", "ip", "firecracker", "pub_any").stdout
+    taken = rt.call("ADD", conf=conf, container="c2abc", netns=other)
+    assert taken.rc != 0 and "published by vm" in taken.doc["details"], taken.doc
+    assert set(rt.ns_links(other)) == {"lo"}
+    bad = rt.config(runtimeConfig={"portMappings": [{"hostPort": "80"}]})
+    assert rt.call("ADD", conf=bad, container="c2abc", netns=other).doc["code"] == 7
+    assert rt.call("DEL", conf=conf, container="c1abc", netns=ns).rc == 0
+    assert "8080" not in rt.host.nft_text()

@@ -113,6 +113,9 @@ def _fields(req: protocol.Request) -> dict[str, object]:
     for key, field in (("tapName", "tap"), ("mtu", "mtu")):
         if key in req.config:
             fields[field] = req.config[key]
+    ports = protocol.port_mappings(req.config)
+    if ports:
+        fields["publish"] = ports
     return fields
 
 

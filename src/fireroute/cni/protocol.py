@@ -142,6 +142,36 @@ class Request:
         return out
 
 
+def port_mappings(config: dict[str, object]) -> list[str]:
+    """``runtimeConfig.portMappings`` (the CNI convention a runtime fills from ``-p``, when the
+    plugin's ``capabilities`` has ``portMappings``) as ``--publish`` specs. IPv6 host
+    addresses are left out (fireroute publishes IPv4)."""
+    runtime = config.get("runtimeConfig")
+    if runtime is None:
+        return []
+    bad = CniError(BAD_CONFIG, "invalid network configuration", "runtimeConfig.portMappings")
+    if not isinstance(runtime, dict):
+        raise bad
+    maps = runtime.get("portMappings", [])
+    if not isinstance(maps, list):
+        raise bad
+    out = []
+    for m in maps:
+        if not isinstance(m, dict):
+            raise bad
+        host, guest = m.get("hostPort"), m.get("containerPort")
+        proto, addr = m.get("protocol", "tcp"), m.get("hostIP", "")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (host, guest)):
+            raise bad
+        if not isinstance(proto, str) or not isinstance(addr, str):
+            raise bad
+        if ":" in addr:
+            continue
+        at = f"{addr}:" if addr not in ("", "0.0.0.0") else ""
+        out.append(f"{at}{host}:{guest}/{proto.lower()}")
+    return out
+
+
 def _dns_ok(dns: object) -> bool:
     if not isinstance(dns, dict) or not isinstance(dns.get("domain", ""), str):
         return False
