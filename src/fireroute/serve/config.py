@@ -36,6 +36,7 @@ OPERATOR_ONLY = (
     "bridge",
     "bridge_address",
     "fix_forward_policy",
+    "publish",  # a host port (22 too) is the host's to give: the operator's to allow
     "netns",
     "container",
     "ifname",
