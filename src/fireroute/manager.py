@@ -457,24 +457,43 @@ class Manager:
 
     def _check_ports(self, store: Store, name: str, publish: tuple) -> None:
         """A host port (per address and protocol) is one VM's: held by a VM of this state
-        file, or by anyone's element in a table of ours (another state file's VMs)."""
+        file (its recorded options), or by anyone's element in a table of ours (another state
+        file's VMs): exact lookups in the kernel's maps, and a read of the address-bound map
+        (small: most ports are published on every address), so the cost does not grow with
+        the number of VMs."""
         if not publish:
             return
         held: dict[tuple[str | None, int, str], str] = {}
-        for vm in store.all():
+        for vm in store.publishing():
             if vm.name != name:
                 held.update({p.claim: f'vm "{vm.name}"' for p in vm.options.publish})
-        for table in observe.nft_our_tables(self.runner) if which("nft") else []:
-            sets = observe.nft_elements(table, self.runner) or {}
-            for map_name in ("pub_any", "pub_addr"):
-                for text, comment in sets.get(map_name, {}).items():
-                    tag = owner.parse(comment)
-                    if tag is not None and tag[1] == name and tag[0] == store.instance():
-                        continue
-                    key = text.split(" : ")[0].replace('"', "").split(" . ")
-                    addr = key[0] if len(key) == 3 else None
-                    who = f'vm "{tag[1]}"' if tag else "a foreign element"
-                    held.setdefault((addr, int(key[-1]), key[-2]), who)
+        self._check_claims(publish, held)
+        if not which("nft"):
+            return
+        from fireroute.kernel.nftnl import Nftnl
+
+        mine = f"{store.instance()}:{name}"
+        channel = Nftnl()
+        try:
+            for table in observe.nft_our_tables(self.runner):
+                kernel: dict[tuple[str | None, int, str], str] = {}
+                for p in publish:
+                    got = channel.comment_of("ip", table, "pub_any", [p.proto, str(p.port)])
+                    if got is not None and got != mine:
+                        kernel[(None, p.port, p.proto)] = got
+                for text, comment in observe.map_elements(table, "pub_addr", self.runner).items():
+                    addr, proto, port = text.split(" : ")[0].replace('"', "").split(" . ")
+                    if comment != mine:
+                        kernel[(addr, int(port), proto)] = comment
+                self._check_claims(publish, {
+                    k: f'vm "{owner.parse(c)[1]}"' if owner.parse(c) else "a foreign element"  # type: ignore[index]
+                    for k, c in kernel.items()
+                })  # fmt: skip
+        finally:
+            channel.close()
+
+    @staticmethod
+    def _check_claims(publish: tuple, held: dict[tuple[str | None, int, str], str]) -> None:
         for p in publish:
             for (addr, port, proto), who in held.items():
                 same = (port, proto) == (p.port, p.proto)

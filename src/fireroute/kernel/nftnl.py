@@ -30,7 +30,7 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP, NLM_F_CREATE = 0x1, 0x2, 0x4,
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWSET, NFT_MSG_GETSET = 9, 10
-NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM = 12, 13, 14
 NFT_MSG_NEWGEN, NFT_MSG_GETGEN = 15, 16
 NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS, NFTA_SET_KEY_TYPE, NFTA_SET_KEY_LEN = 1, 2, 3, 4, 5
 NFTA_SET_DATA_TYPE, NFTA_SET_TIMEOUT, NFTA_SET_EXPR, NFTA_SET_EXPRESSIONS = 6, 11, 17, 18
@@ -320,6 +320,24 @@ def error_of(msg: bytes | memoryview) -> NftError | None:
     return NftError(error, text)
 
 
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def _comment(msg: bytes | memoryview) -> str:
+    """The comment of the (one) element in a NEWSETELEM message, "" for none."""
+    elems = attrs(msg, 20).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
+    elem = attrs(elems, 0).get(NFTA_LIST_ELEM, b"")
+    udata = attrs(elem, 0).get(NFTA_SET_ELEM_USERDATA, b"")
+    at = 0
+    while at + 2 <= len(udata):
+        kind, length = udata[at], udata[at + 1]
+        if kind == NFTNL_UDATA_SET_ELEM_COMMENT:
+            return bytes(udata[at + 2 : at + 2 + length]).rstrip(b"\0").decode("utf-8", "replace")
+        at += 2 + length
+    return ""
+
+
 NFT_SET_INTERVAL, NFT_SET_CONCAT = 0x4, 0x80
 
 
@@ -370,6 +388,36 @@ class Nftnl(Channel):
                 multi = int.from_bytes(msg[6:8], "little") & NLM_F_MULTI
                 if seq == last and (kind in (NLMSG_ERROR, NLMSG_DONE) or not multi):
                     return
+
+    def comment_of(self, family: str, table: str, name: str, fields: list[str]) -> str | None:
+        """The comment of the element of set or map ``name`` whose key is ``fields`` (as nft
+        writes them: ``["tcp", "8080"]``), "" for one without; None when there is none (or
+        no such table or set). One exact lookup in the kernel, whatever the set's size."""
+        try:
+            info = self.sets(family, table).get(name)
+        except NftError:
+            return None
+        if info is None:
+            return None
+        key = encode_key(field_ids(info.ktype), fields)
+        body = attr(NFTA_SET_ELEM_LIST_TABLE, strz(table)) + attr(
+            NFTA_SET_ELEM_LIST_SET, strz(name)
+        )
+        body += nested(NFTA_SET_ELEM_LIST_ELEMENTS, element(key, None))
+        seq = self._next()
+        kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM
+        self._socket().send(message(kind, NLM_F_REQUEST | NLM_F_ACK, seq, FAMILIES[family], body))
+        found: str | None = None
+        for got_kind, got, msg in self._replies(seq):
+            if got != seq:
+                continue
+            if got_kind == NLMSG_ERROR:
+                error = error_of(msg)
+                if error is not None:
+                    return None if error.errno == 2 else _raise(error)
+            elif got_kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM:
+                found = _comment(msg)
+        return found
 
     def sets(self, family: str, table: str) -> dict[str, SetInfo]:
         """The table's sets; NftError (ENOENT) when there is no such table."""

@@ -319,19 +319,33 @@ def nft_elements(
     out: dict[str, dict[str, str]] = {}
     for item in items:
         s = item.get("set") or item.get("map")
-        if not s:
-            continue
-        elems = out.setdefault(str(s.get("name")), {})
+        if s:
+            out[str(s.get("name"))] = _elements_of([item])
+    return out
+
+
+def _elements_of(items: list[dict]) -> dict[str, str]:
+    """{element as nft text: comment} of the sets and maps in a listing (a map element as
+    ``key : value``)."""
+    elems: dict[str, str] = {}
+    for item in items:
+        s = item.get("set") or item.get("map") or {}
         for e in s.get("elem", []):
             value = ""
             if isinstance(e, list) and len(e) == 2:  # a map's: [key, value]
                 e, value = e[0], " : " + _element_text(e[1])
             if isinstance(e, dict) and "elem" in e:
-                text = _element_text(e["elem"]["val"]) + value
-                elems[text] = str(e["elem"].get("comment", ""))
+                elems[_element_text(e["elem"]["val"]) + value] = str(e["elem"].get("comment", ""))
             else:
                 elems[_element_text(e) + value] = ""
-    return out
+    return elems
+
+
+def map_elements(table: str, name: str, runner: Runner = run) -> dict[str, str]:
+    """{element as nft text: comment} of one set or map of an ``ip`` table (empty when there
+    is no such table or map)."""
+    items = _nft_listing(["map", "ip", table, name], f'nftables map "{table} {name}"', runner)
+    return _elements_of(items or [])
 
 
 def nft_counters(

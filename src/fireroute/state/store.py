@@ -184,6 +184,11 @@ class Store:
     def all(self) -> list[Vm]:
         return self._rows()
 
+    def publishing(self) -> list[Vm]:
+        """The VMs with published ports (found by their recorded options' text, so the other
+        VMs are never built)."""
+        return self._rows("WHERE options LIKE ?", ('%"publish": ["%',))
+
     def shapes(self) -> list[tuple[object, ...]]:
         """(mode, backend, table, bridge, masquerade, dhcp, uplink, count) over all VMs: what
         up/down need to know about the other VMs, without building 4000 VM objects."""
