@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install fireroute and what it drives on a Debian 12 machine (run as root).
-#   bash scripts/install.sh          # runtime: iproute2, nftables, iptables; QEMU and busybox for the demo
+#   bash scripts/install.sh          # runtime: iproute2, nftables, iptables, conntrack; QEMU and busybox for the demo
 #   bash scripts/install.sh --test   # also the test tools (pytest, hypothesis, ruff, PyYAML,
 #                                    # podman and Debian's CNI plugins for the CNI tests)
 # It creates a virtual environment in .venv (for the test tools; fireroute itself needs no
@@ -18,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 need=()
 for pair in ip:iproute2 nft:nftables iptables-nft:iptables qemu-system-x86_64:qemu-system-x86 \
-            busybox:busybox-static \
+            busybox:busybox-static conntrack:conntrack \
             cpio:cpio setpriv:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done

@@ -112,15 +112,23 @@ class UpResult:
         self.warnings = warnings or []
 
 
-def _require_tools(backend: str, mode: str = "nat") -> None:
+def _require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> None:
     tools = (
         ["ip", "nft"] if backend == "nft" else ["ip", "iptables-nft-restore", "iptables-nft-save"]
     )
     if mode == "cni":
         tools += ["tc", "nsenter"]
+    if udp_ports:
+        tools.append("conntrack")
     for tool in tools:
         if which(tool) is None:
-            pkg = {"ip": "iproute2", "tc": "iproute2", "nft": "nftables", "nsenter": "util-linux"}
+            pkg = {
+                "ip": "iproute2",
+                "tc": "iproute2",
+                "nft": "nftables",
+                "nsenter": "util-linux",
+                "conntrack": "conntrack",
+            }
             pkg = pkg.get(tool, "iptables")
             raise MissingTool(f"{tool} not found: install the {pkg} package")
 
@@ -177,7 +185,9 @@ class Manager:
         from fireroute import validate
 
         validate.request(options)
-        _require_tools(options.backend, options.mode)
+        _require_tools(
+            options.backend, options.mode, any(p.proto == "udp" for p in options.publish)
+        )
         if options.mode == "cni" and not os.path.exists(str(options.netns)):
             raise UsageError(f'network namespace "{options.netns}" does not exist')
         if not dry_run:
@@ -289,6 +299,8 @@ class Manager:
             from fireroute.plan import iptables
 
             plan.add(*iptables.forward_policy_fix(members))
+        for vm in vms:  # after the maps have the ports: flows begun before forget their path
+            plan.add(*host.flush_udp(vm, list(vm.options.publish)))
         bridged = [v for v in vms if v.mode == "bridge"]
         bridge_index = -1
         if bridged:
@@ -464,7 +476,7 @@ class Manager:
         if not publish:
             return
         held: dict[tuple[str | None, int, str], str] = {}
-        for vm in store.publishing():
+        for vm in store.claiming([p.port for p in publish]):
             if vm.name != name:
                 held.update({p.claim: f'vm "{vm.name}"' for p in vm.options.publish})
         self._check_claims(publish, held)
@@ -481,8 +493,7 @@ class Manager:
                     got = channel.comment_of("ip", table, "pub_any", [p.proto, str(p.port)])
                     if got is not None and got != mine:
                         kernel[(None, p.port, p.proto)] = got
-                for text, comment in observe.map_elements(table, "pub_addr", self.runner).items():
-                    addr, proto, port = text.split(" : ")[0].replace('"', "").split(" . ")
+                for (addr, proto, port), comment in channel.keys_of("ip", table, "pub_addr"):
                     if comment != mine:
                         kernel[(addr, int(port), proto)] = comment
                 self._check_claims(publish, {
@@ -861,6 +872,8 @@ class Manager:
         check_vm_name(name)
         adding = [Published.parse(t) for t in add]
         removing = [Published.parse(t) for t in remove]
+        if any(p.proto == "udp" for p in adding + removing) and which("conntrack") is None:
+            raise MissingTool("conntrack not found: install the conntrack package")
         store = self._store(create=False)
         if not dry_run:
             observe.require_net_admin(f'change the published ports of vm "{name}"')
@@ -880,6 +893,7 @@ class Manager:
             plan = Plan([nft.ports_change(old.table, old, new)])
             if host.localnet(new) and not host.localnet(old):
                 plan.add(host.route_localnet(new))
+            plan.add(*host.flush_udp(new, fresh + removing))
             if not dry_run:
                 self.executor().apply_all(plan)
                 store.set_options(name, options)

@@ -175,6 +175,21 @@ def test_second_vm_up_and_down_entirely_in_process(pair) -> None:
     assert pair[1].set_elements(TABLE, "taps") == ["fr-a"]
 
 
+def test_egress_policy_intervals_in_process(pair) -> None:
+    """Interval elements of a concatenation (``"fr-a" . 10.0.0.0/8``) as a range: the same
+    set contents as nft makes, added and then replaced (``policy``)."""
+    from ipaddress import IPv4Network as N
+
+    a = vm("a", 0)
+    setup(pair, up_plan(a, fresh=True))
+    new = vm("a", 0, egress="none", allow_out=(N("198.51.100.0/24"), N("203.0.113.7/32")))
+    assert both(pair, [nft.policy_change(TABLE, a, new)], in_process=1)["error"] is None
+    assert len(pair[1].set_elements(TABLE, "out_allow")) == 2
+    newer = vm("a", 0, egress="public", deny_out=(N("192.0.2.0/24"),))
+    assert both(pair, [nft.policy_change(TABLE, new, newer)], in_process=1)["error"] is None
+    assert pair[1].set_elements(TABLE, "out_allow") == []
+
+
 def test_many_down_by_group_in_process(pair) -> None:
     vms = [vm("a", 0), vm("b", 1), vm("c", 2)]
     setup(pair, up_plan(vms[0], fresh=True))

@@ -143,6 +143,11 @@ def test_a_port_is_one_vms(host: Host, tmp_path):
         env={"FIREROUTE_STATE": str(tmp_path / "other.db")}, check=False,
     )  # fmt: skip
     assert other.returncode == 3 and 'published by vm "a"' in other.stderr, other.stderr
+    on_loopback = host.fireroute(
+        "up", "c", "--publish", "22:23", "--pool", "172.20.0.0/16",
+        env={"FIREROUTE_STATE": str(tmp_path / "other.db")}, check=False,
+    )  # fmt: skip
+    assert on_loopback.returncode == 3 and "127.0.0.1:22/tcp" in on_loopback.stderr
     host.fireroute("up", "b", "--publish", "8081:80/tcp", "--publish", "8080:80/udp")
     p = host.fireroute("publish", "b", "8080:80", check=False)
     assert p.returncode == 3 and 'published by vm "a"' in p.stderr
@@ -161,3 +166,34 @@ def test_check_and_restore_see_the_ports(host: Host):
     assert host.fireroute("check").returncode == 0
     host.fireroute("down", "web")
     assert "pub_addr" not in host.nft_text()
+
+
+def test_a_udp_flow_begun_before_publishing_reaches_the_guest(lab: Lab):
+    """A datagram to the host port before it is published makes a conntrack entry to the
+    host; without the flush fireroute does when publishing, the same flow's next datagrams
+    would keep going there instead of to the guest."""
+    import subprocess
+    import sys
+
+    from tests.kernel.test_isolation import UDP_SINK
+
+    h = lab.host
+    ns, _rec = lab.guest("dns")
+    sink = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", UDP_SINK, "53", "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    send = (
+        "import socket, sys; s = socket.socket(2, 2); s.bind(('203.0.113.1', 40053)); "
+        f"s.sendto(sys.argv[1].encode(), ('{UPLINK}', 5353))"
+    )
+    sh("ip", "netns", "exec", h.inet, sys.executable, "-c", send, "before")
+    assert "5353" in h.run("conntrack", "-L", "-p", "udp").stdout  # the flow, to the host
+    plan = h.fireroute("publish", "dns", "5353:53/udp", "--dry-run").stdout
+    assert "conntrack -D -p udp --orig-port-dst 5353" in plan
+    h.fireroute("publish", "dns", "5353:53/udp")
+    sh("ip", "netns", "exec", h.inet, sys.executable, "-c", send, "after")  # same 5-tuple
+    assert sink.stdout.readline().strip() == "after@203.0.113.1"
+    sink.wait()

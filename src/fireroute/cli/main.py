@@ -167,7 +167,16 @@ def cmd_policy(args: Namespace | Args) -> int:
             changes[key] = getattr(args, key)
     if not changes:
         raise UsageError("nothing to change: give --egress, --allow-out, --deny-out or --reset")
-    vm = Manager(_state(args)).policy(args.name, changes, dry_run=args.dry_run)
+    # the interval elements in-process: nft itself reads every element of an interval set
+    # first, so its cost grows with the VM count (bench/ports.py)
+    from fireroute.kernel.inproc import InProcessExecutor
+
+    executor = InProcessExecutor()
+    try:
+        manager = Manager(_state(args), executor=lambda: executor)
+        vm = manager.policy(args.name, changes, dry_run=args.dry_run)
+    finally:
+        executor.close()
     o = vm.options
     if args.json:
         print(jsontext.dumps(record.as_dict(vm), indent=2))

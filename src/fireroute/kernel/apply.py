@@ -16,6 +16,7 @@ from fireroute.kernel.run import SIGKILL, Child, Done, Result, Runner, launch, r
 from fireroute.plan.steps import (
     BATCHED,
     CALLER,
+    CONNTRACK,
     IPTABLES,
     NFT,
     SYSCTL,
@@ -79,6 +80,12 @@ class Executor:
         if tool == IPTABLES:
             argv = in_netns(ns, ["iptables-nft-restore", "--noflush"])
             return self._launch(argv, iptables_input(group))
+        if tool == CONNTRACK:  # one command per step, one after another
+            results = [
+                self.runner(in_netns(ns, ["conntrack", *st.text.split()]), None) for st in group
+            ]
+            failed = [r for r in results if r.rc != 0 and "flow entries have been" not in r.err]
+            return Done(failed[0] if failed else Result(0, "", ""))
         if tool == SYSCTL and ns is not None:
             return self._launch(in_netns(ns, ["sysctl", "-qw", *(st.text for st in group)]), None)
         if tool == SYSCTL:

@@ -36,6 +36,7 @@ NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_FLAGS, NFTA_SET_KEY_TYPE, NFTA_SET_KEY_L
 NFTA_SET_DATA_TYPE, NFTA_SET_TIMEOUT, NFTA_SET_EXPR, NFTA_SET_EXPRESSIONS = 6, 11, 17, 18
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_USERDATA, NFTA_DATA_VALUE = 1, 1, 6, 1
+NFTA_SET_ELEM_KEY_END = 10
 NLA_F_NESTED = 0x8000
 NFTNL_UDATA_SET_ELEM_COMMENT = 0
 FAMILIES = {"ip": 2, "inet": 1, "bridge": 7}
@@ -279,8 +280,11 @@ def comment_udata(comment: str) -> bytes:
     return bytes((NFTNL_UDATA_SET_ELEM_COMMENT, len(raw))) + raw
 
 
-def element(key: bytes, comment: str | None) -> bytes:
+def element(key: bytes, comment: str | None, key_end: bytes | None = None) -> bytes:
+    """One element: its key (and, in a concatenated interval set, the range's last key)."""
     body = nested(NFTA_SET_ELEM_KEY, attr(NFTA_DATA_VALUE, key))
+    if key_end is not None:
+        body += nested(NFTA_SET_ELEM_KEY_END, attr(NFTA_DATA_VALUE, key_end))
     if comment is not None:
         body += attr(NFTA_SET_ELEM_USERDATA, comment_udata(comment))
     return nested(NFTA_LIST_ELEM, body)
@@ -318,6 +322,65 @@ def error_of(msg: bytes | memoryview) -> NftError | None:
         at = 20 + (16 if flags & 0x100 else int.from_bytes(msg[20:24], "little"))
         text = attrs(msg, at).get(1, b"").rstrip(b"\0").decode("utf-8", "replace")
     return NftError(error, text)
+
+
+def _each(data: bytes | memoryview) -> list[tuple[int, bytes]]:
+    """Every attribute in ``data`` in order, repeated types included."""
+    out, at = [], 0
+    while at + 4 <= len(data):
+        length = int.from_bytes(data[at : at + 2], "little")
+        if length < 4:
+            break
+        out.append(
+            (
+                int.from_bytes(data[at + 2 : at + 4], "little") & 0x3FFF,
+                bytes(data[at + 4 : at + length]),
+            )
+        )
+        at += (length + 3) & ~3
+    return out
+
+
+def decode_key(ids: list[int], raw: bytes) -> list[str]:
+    """A key's fields as nft writes them (the inverse of :func:`encode_key`)."""
+    out, at = [], 0
+    for kind in ids:
+        size = TYPES[NAMES[kind]][1]
+        value = raw[at : at + size]
+        at += (size + 3) & ~3 if len(ids) > 1 else size
+        name = NAMES[kind]
+        if name == "ipv4_addr":
+            out.append(_socket.inet_ntoa(value))
+        elif name == "inet_proto":
+            out.append(next((k for k, v in PROTOCOLS.items() if v == value[0]), str(value[0])))
+        elif name == "inet_service":
+            out.append(str(int.from_bytes(value, "big")))
+        elif name == "ifname":
+            out.append('"' + value.rstrip(b"\0").decode() + '"')
+        else:
+            out.append(":".join(f"{b:02x}" for b in value))
+    return out
+
+
+def _range(fields: list[str]) -> tuple[list[str], list[str]]:
+    """An interval element's fields as its first and last key: ``10.0.0.0/8`` is 10.0.0.0
+    to 10.255.255.255; a plain value is a range of one."""
+    lo, hi = [], []
+    for f in fields:
+        if "/" in f and not f.startswith('"'):
+            addr, _, bits = f.partition("/")
+            if not bits.isdigit() or int(bits) > 32:
+                raise Unsupported(f"value {f!r}")
+            start = int.from_bytes(encode_field(TYPES["ipv4_addr"][0], addr), "big")
+            size = 1 << (32 - int(bits))
+            if start % size:
+                raise Unsupported(f"value {f!r}")  # host bits set: nft's to refuse
+            lo.append(addr)
+            hi.append(_socket.inet_ntoa((start + size - 1).to_bytes(4, "big")))
+        else:
+            lo.append(f)
+            hi.append(f)
+    return lo, hi
 
 
 def _raise(error: Exception) -> None:
@@ -419,6 +482,33 @@ class Nftnl(Channel):
                 found = _comment(msg)
         return found
 
+    def keys_of(self, family: str, table: str, name: str) -> list[tuple[list[str], str]]:
+        """Every element's key fields (as nft writes them) and comment, of set or map
+        ``name`` (one dump of that set alone); empty when there is no such table or set."""
+        try:
+            info = self.sets(family, table).get(name)
+        except NftError:
+            return []
+        if info is None:
+            return []
+        ids = field_ids(info.ktype)
+        seq = self._next()
+        body = attr(NFTA_SET_ELEM_LIST_TABLE, strz(table)) + attr(
+            NFTA_SET_ELEM_LIST_SET, strz(name)
+        )
+        kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM
+        self._socket().send(message(kind, NLM_F_REQUEST | NLM_F_DUMP, seq, FAMILIES[family], body))
+        out: list[tuple[list[str], str]] = []
+        for got_kind, got, msg in self._replies(seq):
+            if got != seq or got_kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM:
+                continue
+            for _, elem in _each(attrs(msg, 20).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")):
+                parts = attrs(elem, 0)
+                key = attrs(parts.get(NFTA_SET_ELEM_KEY, b""), 0).get(NFTA_DATA_VALUE, b"")
+                wrapped = attr(NFTA_SET_ELEM_LIST_ELEMENTS, attr(NFTA_LIST_ELEM, elem))
+                out.append((decode_key(ids, key), _comment(bytes(20) + wrapped)))
+        return out
+
     def sets(self, family: str, table: str) -> dict[str, SetInfo]:
         """The table's sets; NftError (ENOENT) when there is no such table."""
         seq = self._next()
@@ -477,12 +567,20 @@ class Nftnl(Channel):
         seqs = []
         for verb, name, elems in ops.ops:
             have = sets.get(name)
-            if have is None or not have.plain or have.interval:
+            if have is None or not have.plain:
                 raise Unsupported(f'set "{name}"')
             ids = field_ids(have.ktype)
             if any(k not in NAMES for k in ids):
                 raise Unsupported(f'set "{name}" type {have.ktype}')
-            body = b"".join(element(encode_key(ids, f), c) for f, c in elems)
+            if have.interval:  # ranges of a concatenation: first and last key of each
+                if len(ids) < 2:
+                    raise Unsupported(f'interval set "{name}" of one field')
+                body = b"".join(
+                    element(encode_key(ids, lo), c, encode_key(ids, hi))
+                    for lo, hi, c in (_range(f) + (c,) for f, c in elems)
+                )
+            else:
+                body = b"".join(element(encode_key(ids, f), c) for f, c in elems)
             seqs.append(self._next())
             batch.append(setelem_message(verb, seqs[-1], family, ops.table, name, body))
         batch.append(

@@ -341,13 +341,6 @@ def _elements_of(items: list[dict]) -> dict[str, str]:
     return elems
 
 
-def map_elements(table: str, name: str, runner: Runner = run) -> dict[str, str]:
-    """{element as nft text: comment} of one set or map of an ``ip`` table (empty when there
-    is no such table or map)."""
-    items = _nft_listing(["map", "ip", table, name], f'nftables map "{table} {name}"', runner)
-    return _elements_of(items or [])
-
-
 def nft_counters(
     table: str, set_name: str, runner: Runner = run, family: str = "ip"
 ) -> dict[str, tuple[int, int]] | None:

@@ -86,6 +86,27 @@ def route_localnet(vm: Vm) -> Step:
     )
 
 
+def flush_udp(vm: Vm, ports: list) -> list[Step]:
+    """UDP flows to the host ports just published or unpublished: a datagram of a flow that
+    began before would go on to where that flow went (conntrack keeps its path)."""
+    from fireroute.plan.steps import CONNTRACK
+
+    steps = []
+    for p in ports:
+        if p.proto != "udp":
+            continue
+        at = f" --orig-dst {p.addr}" if p.addr else ""
+        steps.append(
+            Step(
+                CONNTRACK,
+                f"-D -p udp{at} --orig-port-dst {p.port}",
+                f"forget UDP flows to port {p.port}",
+                vm.name,
+            )
+        )
+    return steps
+
+
 def tap_down(vm: Vm) -> list[Step]:
     return [Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)]
 

@@ -9,6 +9,9 @@ runs.
 from __future__ import annotations
 
 IP, NFT, IPTABLES, SYSCTL, TC = "ip", "nft", "iptables", "sysctl", "tc"
+CONNTRACK = "conntrack"
+"""``text``: one conntrack command's arguments (``-D -p udp --orig-port-dst 5353``); finding
+nothing to delete is done too"""
 NF_TABLES = (NFT, IPTABLES)
 BATCHED = (IP, TC)
 """tools whose lines run as one ``-batch -`` process (its errors name the failing line)"""
@@ -163,4 +166,6 @@ def as_commands(plan: Plan) -> str:
             out.append(f"{cmd} <<'EOF'\n{iptables_input(group)}EOF")
         elif tool == SYSCTL:
             out.extend(" ".join(in_netns(ns, ["sysctl", "-w", st.text])) for st in group)
+        elif tool == CONNTRACK:
+            out.extend(" ".join(in_netns(ns, ["conntrack", *st.text.split()])) for st in group)
     return "\n".join(out) + ("\n" if out else "")

@@ -184,10 +184,15 @@ class Store:
     def all(self) -> list[Vm]:
         return self._rows()
 
-    def publishing(self) -> list[Vm]:
-        """The VMs with published ports (found by their recorded options' text, so the other
-        VMs are never built)."""
-        return self._rows("WHERE options LIKE ?", ('%"publish": ["%',))
+    def claiming(self, ports: list[int]) -> list[Vm]:
+        """The VMs that may publish one of the host ``ports``: found by their recorded
+        options' text (a spec ``"PORT:...`` or ``...:PORT:...``; a MAC may match too, the
+        caller compares the specs), so the other VMs are never built."""
+        if not ports:
+            return []
+        patterns = [pat for p in sorted(set(ports)) for pat in (f'%"{p}:%', f"%:{p}:%")]
+        where = " OR ".join(["options LIKE ?"] * len(patterns))
+        return self._rows(f"WHERE {where}", tuple(patterns))
 
     def shapes(self) -> list[tuple[object, ...]]:
         """(mode, backend, table, bridge, masquerade, dhcp, uplink, count) over all VMs: what
