@@ -166,11 +166,17 @@ def test_bad_policies_are_refused_and_change_nothing(host: Host):
 def test_check_and_restore_see_policy_elements(host: Host):
     host.fireroute("up", "a", "--egress", "public", "--allow-out", "10.1.0.0/16")
     assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
-    host.run(
-        "nft", "delete", "element", "ip", "firecracker", "out_allow", '{ "fr-a" . 10.1.0.0/16 }'
-    )
+    from fireroute.plan.nft import shard
+
+    name = f"out_allow_{shard('fr-a')}"  # the tap's pair of policy sets
+    host.run("nft", "delete", "element", "ip", "firecracker", name, '{ "fr-a" . 10.1.0.0/16 }')
     p = host.fireroute("check", "--json", check=False)
-    assert p.returncode == 1 and "out_allow" in p.stdout
+    assert p.returncode == 1 and name in p.stdout
+    host.fireroute("restore")
+    assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
+    host.run("nft", "delete", "element", "ip", "firecracker", "out_jump", '{ "fr-a" }')
+    p = host.fireroute("check", "--json", check=False)
+    assert p.returncode == 1 and "out_jump" in p.stdout
     host.fireroute("restore")
     assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
 

@@ -289,6 +289,9 @@ def _element_text(v: object) -> str:
         return f"{v['prefix']['addr']}/{v['prefix']['len']}"
     if isinstance(v, int):  # a port
         return str(v)
+    if isinstance(v, dict) and ("jump" in v or "goto" in v):  # a verdict map's value
+        verb = "jump" if "jump" in v else "goto"
+        return f"{verb} {v[verb]['target']}"
     text = str(v)
     if len(text) == 17 and text.count(":") == 5:  # a MAC address
         return text.lower()

@@ -33,15 +33,24 @@ SETS = {
     # accounting: a counter per element, counted on each lookup (one per packet)
     "acct_tx": "ifname; counter",  # host devices of NAT and clone guests: sent by the guest
     "acct_rx": "ifname; counter",  # the same devices: received by the guest
-    # egress policy: tap . destination CIDR the guest may not reach, and exceptions to that
-    "out_deny": "ifname . ipv4_addr; flags interval",
-    "out_allow": "ifname . ipv4_addr; flags interval",
+    # egress policy: tap . destination CIDR the guest may not reach, and exceptions to that,
+    # in SHARDS pairs of sets (a tap's pair by its name): the kernel rebuilds an interval
+    # set of concatenations on every change, so one pair for all VMs made a policy change
+    # cost grow with the VM count (bench/ports.py)
+    **{
+        f"out_{kind}_{k}": "ifname . ipv4_addr; flags interval"
+        for k in range(16)
+        for kind in ("deny", "allow")
+    },
 }
+SHARDS = 16
 MAPS = {
     # published ports: protocol . host port (every host address), or host address . protocol
     # . host port, to guest address . guest port
     "pub_any": "inet_proto . inet_service : ipv4_addr . inet_service",
     "pub_addr": "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+    # a tap with an egress policy -> the chain of its pair of policy sets
+    "out_jump": "ifname : verdict",
 }
 CHAINS = (
     "postrouting",
@@ -54,6 +63,7 @@ CHAINS = (
     "out_reject",
     "pub_pre",
     "pub_out",
+    *(f"out_{k}" for k in range(16)),
 )
 METADATA = "169.254.169.254"
 HEADERS = {
@@ -70,6 +80,7 @@ HEADERS = {
     # published ports: what reaches a host address from outside, and from the host itself
     "pub_pre": "type nat hook prerouting priority dstnat; policy accept;",
     "pub_out": "type nat hook output priority -100; policy accept;",
+    **{f"out_{k}": "" for k in range(16)},
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
 PUBLISH = (
@@ -88,8 +99,7 @@ RULES = (
     # peers keep their own rules
     (
         "forward",
-        f"ct direction original ip daddr != {METADATA} oifname != @peers "
-        "iifname . ip daddr @out_deny iifname . ip daddr != @out_allow jump out_reject",
+        f"ct direction original ip daddr != {METADATA} oifname != @peers iifname vmap @out_jump",
     ),
     ("forward", "ct state established,related accept"),
     ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
@@ -128,6 +138,14 @@ RULES = (
     ("out_reject", "counter reject with icmp admin-prohibited"),
     *(("pub_pre", r) for r in PUBLISH),
     *(("pub_out", r) for r in PUBLISH),
+    *(
+        (
+            f"out_{k}",
+            f"iifname . ip daddr @out_deny_{k} iifname . ip daddr != @out_allow_{k} "
+            "jump out_reject",
+        )
+        for k in range(16)
+    ),
 )
 """The table's rules, constant whatever the VM count, written as ``nft list`` prints them
 (less the counters' values): ``check`` compares the kernel's listing with exactly these."""
@@ -200,10 +218,13 @@ def elements(vm: Vm) -> dict[str, list[str]]:
         if o.allow_peers:
             out["peers"] = [key]
         deny, allow = egress_cidrs(o)
-        if deny:
-            out["out_deny"] = [f"{key} . {cidr_text(n)}" for n in deny]
-        if allow:
-            out["out_allow"] = [f"{key} . {cidr_text(n)}" for n in allow]
+        if deny or allow:
+            k = shard(vm.tap)
+            out["out_jump"] = [f"{key} : jump out_{k}"]
+            if deny:
+                out[f"out_deny_{k}"] = [f"{key} . {cidr_text(n)}" for n in deny]
+            if allow:
+                out[f"out_allow_{k}"] = [f"{key} . {cidr_text(n)}" for n in allow]
         metadata, ports = "metadata", "host_ports"
         for p in o.publish:
             to = f"{vm.guest_ip} . {p.guest_port}"
@@ -216,6 +237,13 @@ def elements(vm: Vm) -> dict[str, list[str]]:
     if o.allow_host_ports:
         out[ports] = [f'{key} . "{p}" . {port}' for port, p in o.allow_host_ports]
     return out
+
+
+def shard(tap: str) -> int:
+    """The pair of policy sets (and chain) of a tap: by its name, so it never moves."""
+    from fireroute.addressing import digest
+
+    return int(digest(tap)[:8], 16) % SHARDS
 
 
 def egress_cidrs(o: Options) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
@@ -323,7 +351,7 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
     return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=exclusive)
 
 
-POLICY_SETS = ("out_deny", "out_allow")
+POLICY_SETS = ("out_jump", *(f"out_{kind}_{k}" for k in range(16) for kind in ("deny", "allow")))
 PORT_MAPS = ("pub_any", "pub_addr")
 
 
