@@ -843,7 +843,9 @@ class Manager:
             new = self._changed(old, options)
             if dry_run:
                 return new
-            self.executor().apply_all(Plan([nft.policy_change(old.table, old, new)]))
+            step = nft.policy_change(old.table, old, new)
+            if step is not None:  # else the elements are already what they should be
+                self.executor().apply_all(Plan([step]))
             store.set_options(name, options)
             return new
 
@@ -890,12 +892,14 @@ class Manager:
             options.host_nets = old.options.host_nets
             self._check_ports(store, name, tuple(fresh))
             new = self._changed(old, options)
-            plan = Plan([nft.ports_change(old.table, old, new)])
+            step = nft.ports_change(old.table, old, new)
+            plan = Plan([step] if step is not None else [])
             if host.localnet(new) and not host.localnet(old):
                 plan.add(host.route_localnet(new))
             plan.add(*host.flush_udp(new, fresh + removing))
             if not dry_run:
-                self.executor().apply_all(plan)
+                if plan:
+                    self.executor().apply_all(plan)
                 store.set_options(name, options)
             return new, plan
 

@@ -34,9 +34,8 @@ SETS = {
     "acct_tx": "ifname; counter",  # host devices of NAT and clone guests: sent by the guest
     "acct_rx": "ifname; counter",  # the same devices: received by the guest
     # egress policy: tap . destination CIDR the guest may not reach, and exceptions to that,
-    # in SHARDS pairs of sets (a tap's pair by its name): the kernel rebuilds an interval
-    # set of concatenations on every change, so one pair for all VMs made a policy change
-    # cost grow with the VM count (bench/ports.py)
+    # in SHARDS pairs of sets (a tap's pair by its name): with one pair for all VMs a policy
+    # change cost grew with the VM count in the kernel's transaction (bench/ports.py)
     **{
         f"out_{kind}_{k}": "ifname . ipv4_addr; flags interval"
         for k in range(16)
@@ -355,19 +354,23 @@ POLICY_SETS = ("out_jump", *(f"out_{kind}_{k}" for k in range(16) for kind in ("
 PORT_MAPS = ("pub_any", "pub_addr")
 
 
-def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) -> Step:
+def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) -> Step | None:
     """One transaction: the VM's elements of ``names`` replaced by those of its new options
     (the old ones added first, so that deleting them succeeds whether or not they were
-    there)."""
+    there); None when they are the same."""
 
-    same = {n for n in names if elements(old).get(n, []) == elements(new).get(n, [])}
+    have, want = elements(old), elements(new)
+    same = {n for n in names if have.get(n, []) == want.get(n, [])}
+    if len(same) == len(names):
+        return None
 
     def lines(verb: str, vm: Vm) -> str:
         out = ""
+        of = have if vm is old else want
         for name in names:
             if name in same:  # unchanged (the tap's verdict map entry, mostly): left alone
                 continue
-            values = elements(vm).get(name, [])
+            values = of.get(name, [])
             if values:
                 body = ", ".join(tagged(v, f'comment "{vm.tag}"') for v in values)
                 out += f"{verb} element ip {table} {name} {{ {body} }}\n"
@@ -377,11 +380,11 @@ def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) ->
     return Step(NFT, script, f'change the {what} of vm "{new.name}"', new.name)
 
 
-def policy_change(table: str, old: Vm, new: Vm) -> Step:
+def policy_change(table: str, old: Vm, new: Vm) -> Step | None:
     return _replace(table, old, new, POLICY_SETS, "egress policy")
 
 
-def ports_change(table: str, old: Vm, new: Vm) -> Step:
+def ports_change(table: str, old: Vm, new: Vm) -> Step | None:
     return _replace(table, old, new, PORT_MAPS, "published ports")
 
 
