@@ -284,7 +284,7 @@ def test_missing_table_or_set_falls_back_to_nft(pair) -> None:
     v = vm("a", 0)
     out = both(pair, [nft.vms_up(TABLE, [v], fresh=False)], in_process=0)  # nft makes the sets
     assert out["error"] is None and pair[1].set_elements(TABLE, "taps") == ["fr-a"]
-    setup(pair, [Step(NFT, f"delete set ip {TABLE} peers\n", "damage")])
+    setup(pair, [Step(NFT, f"delete set ip {TABLE} taps\n", "damage")])
     assert both(pair, [nft.vms_up(TABLE, [vm("b", 1)], fresh=False)], in_process=0)["error"] is None
 
 

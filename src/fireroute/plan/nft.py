@@ -305,8 +305,13 @@ def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
     return "".join(lines)
 
 
-def _sets_only(table: str) -> str:
-    return declare("ip", table, SETS, maps=MAPS)
+def _sets_only(table: str, body: str) -> str:
+    """The table and the sets and maps ``body``'s element lines write (idempotent): what a
+    later VM's transaction declares. The rest of the skeleton is left alone: re-declaring all
+    48 sets and maps of the table on every VM cost the kernel and nft a few ms each time."""
+    names = {line.split()[4] for line in body.splitlines() if line.split()[1:2] == ["element"]}
+    sets = {n: k for n, k in SETS.items() if n in names}
+    return declare("ip", table, sets, maps={n: k for n, k in MAPS.items() if n in names})
 
 
 def remove_elements(
@@ -315,13 +320,13 @@ def remove_elements(
     """Idempotent removal: declaring the sets and adding first makes the delete succeed
     whether or not the elements (or the table) still exist."""
     b = bridges or set()
-    return (
-        _sets_only(table)
-        + _element_lines("add", table, vms)
+    body = (
+        _element_lines("add", table, vms)
         + bridge_egress("add", table, b)
         + _element_lines("delete", table, vms)
         + bridge_egress("delete", table, b)
     )
+    return _sets_only(table, body) + body
 
 
 def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = False) -> Step:
@@ -342,10 +347,10 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
         undo = Step(
             NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm
         )
-    head = skeleton(table) if fresh else _sets_only(table)
+    body = _element_lines("add", table, vms) + bridge_egress("add", table, _bridges(vms))
+    head = skeleton(table) if fresh else _sets_only(table, body)
     if exclusive:
         head = f'create table ip {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
-    body = _element_lines("add", table, vms) + bridge_egress("add", table, _bridges(vms))
     what = f'add NAT entries to nftables table "{table}"'
     return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=exclusive)
 
@@ -376,7 +381,8 @@ def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) ->
                 out += f"{verb} element ip {table} {name} {{ {body} }}\n"
         return out
 
-    script = _sets_only(table) + lines("add", old) + lines("delete", old) + lines("add", new)
+    body = lines("add", old) + lines("delete", old) + lines("add", new)
+    script = _sets_only(table, body) + body
     return Step(NFT, script, f'change the {what} of vm "{new.name}"', new.name)
 
 
