@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 import bench_nat  # noqa: E402
 from bench_nat import med, p95  # noqa: E402
-from suite import CNI_CONF, CNI_DIR, log, prepare_code  # noqa: E402
+from suite import CNI_CONF, CNI_DIR, cni_env, log, prepare_code  # noqa: E402
 
 from fireroute.lab.sandbox import Sandbox  # noqa: E402
 
@@ -60,12 +60,7 @@ class Plugins:
         argv = [bench_nat.FIREROUTE] if plugin == "fireroute" else [str(CNI_DIR / "ptp")]
         conf = self.fr_conf if plugin == "fireroute" else self.ptp_conf
         env = {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container,
-            "CNI_NETNS": f"/var/run/netns/{netns}",
-            "CNI_IFNAME": "eth0",
-            "CNI_PATH": str(CNI_DIR),
+            **cni_env(command, netns, container),
             **{k: v for k, v in os.environ.items() if k.startswith("PYTHON")},
         }
         t = time.perf_counter()

@@ -161,10 +161,9 @@ CNI_CONF = {
 }
 
 
-def cni(b: Bench, command: str, netns: str, container: str, conf: str) -> float:
-    """One CNI plugin call as a runtime makes it: CNI_* in the environment, config on stdin,
-    run in the host namespace."""
-    env = {
+def cni_env(command: str, netns: str, container: str) -> dict[str, str]:
+    """The environment a runtime gives a CNI plugin (interface eth0, Debian's plugin dir)."""
+    return {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container,
@@ -172,7 +171,12 @@ def cni(b: Bench, command: str, netns: str, container: str, conf: str) -> float:
         "CNI_IFNAME": "eth0",
         "CNI_PATH": str(CNI_DIR),
     }
-    saved, b.env = b.env, env
+
+
+def cni(b: Bench, command: str, netns: str, container: str, conf: str) -> float:
+    """One CNI plugin call as a runtime makes it: CNI_* in the environment, config on stdin,
+    run in the host namespace."""
+    saved, b.env = b.env, cni_env(command, netns, container)
     try:
         return b.timed([str(CNI_DIR / "ptp")], conf)
     finally:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 
 from fireroute import jsontext
-from fireroute.cni.protocol import BAD_CONFIG, INCOMPATIBLE, CniError, Request
+from fireroute.cni.protocol import BAD_CONFIG, GENERIC, INCOMPATIBLE, CniError, Request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-GENERIC = 100
 
 
 def section(req: Request) -> dict[str, object] | None:

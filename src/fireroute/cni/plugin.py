@@ -17,7 +17,7 @@ import sys
 
 from fireroute import jsontext
 from fireroute.cni import protocol
-from fireroute.cni.protocol import CniError
+from fireroute.cni.protocol import GENERIC, CniError
 from fireroute.errors import (
     Busy,
     ConflictError,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
     from fireroute.api import Host, Vm
 
-GENERIC = 100  # plugin-specific errors start at 100 (spec: "Error codes")
 KEY_OF_FLAG = {  # the CLI's spelling of an option, in the network configuration's
     "--" + field.replace("_", "-"): key for key, field in protocol.PLUGIN_KEYS.items() if field
 }
@@ -131,27 +130,23 @@ def add(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> dict[str
 
     delegated = ipam.section(req) is not None
     fields = _fields(req)
-    try:
-        request.options(fields)  # every check that needs no address, before any change
-    except UsageError as exc:
-        raise _as_cni(exc) from None
-    prev = protocol.prev_result(req.config)
+    prev = protocol.prev_result(req.config)  # checked before anything changes
     host = _host(req, env)
-    # the address comes from the IPAM plugin; released again if this ADD made nothing (but
-    # not when the attachment was up before: the IPAM plugin answered with its address)
-    before = _existing(host, _name(req))
-    release = delegated and before is None
-    if delegated and before is not None:  # up already: its address, without asking again
-        fields["guest_ip"] = f"{before.guest_ip}/{before.prefix}"
-        fields["gateway"] = before.gateway
-    elif delegated:
-        fields["guest_ip"], fields["gateway"] = ipam.address(ipam.call(req, env, stdin, "ADD"))
-    try:
+    release = False
+    if delegated:  # the address comes from the IPAM plugin
         try:
-            options = request.options(fields)
+            request.options(fields)  # every check that needs no address, before it is asked
         except UsageError as exc:
             raise _as_cni(exc) from None
-        vm = host.up(_name(req), **request.fields_of(options))
+        before = _existing(host, _name(req))
+        if before is not None:  # up already: its address, without asking again
+            fields["guest_ip"] = f"{before.guest_ip}/{before.prefix}"
+            fields["gateway"] = before.gateway
+        else:  # released again if this ADD makes nothing
+            fields["guest_ip"], fields["gateway"] = ipam.address(ipam.call(req, env, stdin, "ADD"))
+            release = True
+    try:
+        vm = host.up(_name(req), **fields)  # the request model checks the fields, once
     except BaseException:
         if release:
             with contextlib.suppress(CniError, OSError):

@@ -38,6 +38,9 @@ INCOMPATIBLE, UNSUPPORTED_FIELD, UNKNOWN_CONTAINER, BAD_ENV, IO, DECODE, BAD_CON
     7,
 )
 TRY_AGAIN, UNAVAILABLE, UNAVAILABLE_DEGRADED = 11, 50, 51
+GENERIC = 100
+"""the first plugin-specific code (the spec's "Error codes"): 100 cannot be made, 101 the host
+refused a change, 102 CHECK found a difference, 103 the IPAM plugin failed"""
 STANDARD_KEYS = (  # keys of a plugin configuration the runtime or the spec define
     "cniVersion",
     "cniVersions",

@@ -452,14 +452,18 @@ class Nftnl(Channel):
                 if seq == last and (kind in (NLMSG_ERROR, NLMSG_DONE) or not multi):
                     return
 
+    def _info(self, family: str, table: str, name: str) -> SetInfo | None:
+        """Set or map ``name`` of the table; None when either is missing."""
+        try:
+            return self.sets(family, table).get(name)
+        except NftError:
+            return None
+
     def comment_of(self, family: str, table: str, name: str, fields: list[str]) -> str | None:
         """The comment of the element of set or map ``name`` whose key is ``fields`` (as nft
         writes them: ``["tcp", "8080"]``), "" for one without; None when there is none (or
         no such table or set). One exact lookup in the kernel, whatever the set's size."""
-        try:
-            info = self.sets(family, table).get(name)
-        except NftError:
-            return None
+        info = self._info(family, table, name)
         if info is None:
             return None
         key = encode_key(field_ids(info.ktype), fields)
@@ -485,10 +489,7 @@ class Nftnl(Channel):
     def keys_of(self, family: str, table: str, name: str) -> list[tuple[list[str], str]]:
         """Every element's key fields (as nft writes them) and comment, of set or map
         ``name`` (one dump of that set alone); empty when there is no such table or set."""
-        try:
-            info = self.sets(family, table).get(name)
-        except NftError:
-            return []
+        info = self._info(family, table, name)
         if info is None:
             return []
         ids = field_ids(info.ktype)
