@@ -488,8 +488,8 @@ def orphans(k: Kernel, vms: list[Vm], instance: str) -> list[str]:
             and val in bridge.filter_elements(vm).get(set_name, [])
         )
 
-    found += _orphan_elements("ip", k.tables, instance, nat_ok)
-    found += _orphan_elements(bridge.FAMILY, k.btables, instance, bridge_ok)
+    found += _orphan_elements("ip", k.tables, instance, nat_ok, set(known))
+    found += _orphan_elements(bridge.FAMILY, k.btables, instance, bridge_ok, set(known))
     for _, line in k.rules:
         tag = owner.parse(iptables.comment_tag(line) or "")
         if tag is None or tag[0] != instance:
@@ -505,9 +505,11 @@ def _orphan_elements(
     tables: dict[str, dict[str, dict[str, str]]],
     instance: str,
     accounted: Callable[[str, str, str, str], bool],
+    leased: set[str],
 ) -> list[str]:
     """Elements tagged for this state file that ``accounted(table, set, value, name)``
-    finds no lease for."""
+    finds no lease for (or that the lease of the vm they name, in ``leased``, does not
+    expect there: left by an older fireroute whose table layout differed, say)."""
     found = []
     for table, sets in tables.items():
         for set_name, elems in sets.items():
@@ -515,7 +517,12 @@ def _orphan_elements(
                 tag = owner.parse(comment)
                 ours = tag is not None and tag[0] == instance
                 if ours and not accounted(table, set_name, val, tag[1]):  # type: ignore[index]
-                    found.append(f"element {val} of set {family} {table} {set_name} has no lease")
+                    why = (
+                        f'is not where vm "{tag[1]}" has it'  # type: ignore[index]
+                        if tag[1] in leased  # type: ignore[index]
+                        else "has no lease"
+                    )
+                    found.append(f"element {val} of set {family} {table} {set_name} {why}")
     return found
 
 
@@ -703,6 +710,17 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 }
                 extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
                 fix = nft.heal(table, in_table, bridges)
+                # this state file's elements that no lease expects where they are (an older
+                # fireroute's layout: a tap's policy pair moved) go first, in the same
+                # transaction: a verdict map entry of the old place would refuse the new one
+                stale = nft.sweep_tables(
+                    "ip",
+                    {table: k.tables.get(table, {})},
+                    in_table,
+                    expected_elements,
+                    store.instance(),
+                )
+                fix.text = "".join(s.text for s in stale) + fix.text
                 if extra:  # chains someone added to our table: flushed and deleted
                     fix.text += "".join(
                         f"flush chain ip {table} {c}\ndelete chain ip {table} {c}\n" for c in extra

@@ -6,6 +6,7 @@ control of the same probe from a guest whose policy allows it."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -129,6 +130,27 @@ def test_policy_change_cuts_what_it_now_forbids(lab: Lab):
     assert not [p for p in report["vms"]["g"] if "nft set" in p]  # elements as recorded
 
 
+def test_policy_changes_write_only_what_changes_and_packets_follow(lab: Lab):
+    """A policy change writes only the ranges that differ (plan/nft.py): one added range, one
+    range replaced by a range containing it (its delete and the add in one transaction), one
+    removed; after each the guest reaches exactly what the policy allows."""
+    ns, _ = lab.guest("g", "--egress", "none", "--allow-out", "198.51.100.0/24")
+    assert reaches(lab, ns, PUBLIC) and not reaches(lab, ns, PRIVATE)
+    none = ("policy", "g", "--egress", "none", "--allow-out", "198.51.100.0/24")
+    lab.host.fireroute(*none, "--allow-out", "10.99.0.0/24")
+    assert reaches(lab, ns, PUBLIC) and reaches(lab, ns, PRIVATE)
+    lab.host.fireroute(*none, "--allow-out", "10.0.0.0/8")  # contains the range it replaces
+    assert reaches(lab, ns, PUBLIC) and reaches(lab, ns, PRIVATE)
+    text = lab.host.nft_text()
+    assert '"fr-g" . 10.0.0.0/8' in text and "10.99.0.0/24" not in text
+    lab.host.fireroute(*none)
+    assert reaches(lab, ns, PUBLIC) and not reaches(lab, ns, PRIVATE)
+    assert "10.0.0.0/8" not in lab.host.nft_text()
+    report = json.loads(lab.host.fireroute("check", "--json", check=False).stdout)
+    assert report["shared"]["nftables table ip firecracker"] == []
+    assert not [p for p in report["vms"]["g"] if "nft set" in p]  # (the tap is a veth here)
+
+
 def test_bad_policies_are_refused_and_change_nothing(host: Host):
     bad = [
         (["up", "a", "--allow-out", "10.0.0.1/8"], "host bits"),
@@ -179,6 +201,42 @@ def test_check_and_restore_see_policy_elements(host: Host):
     assert p.returncode == 1 and "out_jump" in p.stdout
     host.fireroute("restore")
     assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
+
+
+def test_restore_moves_a_policy_left_in_another_pair(host: Host):
+    """A table made by a fireroute whose taps went to other pairs of policy sets (the pair
+    function changed): check names the misplaced elements, restore moves them in one
+    transaction (the old verdict map entry would refuse the new one), then check is ok."""
+    from fireroute.plan.nft import SHARDS, shard
+
+    host.fireroute("up", "a", "--egress", "none", "--allow-out", "10.1.0.0/16")
+    host.fireroute("up", "b")  # without a policy: its elements must stay as they are
+    k = shard("fr-a")
+    j = (k + 1) % SHARDS
+    tag = re.search(r'comment "([0-9a-f]+:a)"', host.nft_text()).group(1)  # type: ignore[union-attr]
+    script = f"""
+delete element ip firecracker out_jump {{ "fr-a" }}
+delete element ip firecracker out_deny_{k} {{ "fr-a" . 0.0.0.0/0 }}
+delete element ip firecracker out_allow_{k} {{ "fr-a" . 10.1.0.0/16 }}
+add element ip firecracker out_jump {{ "fr-a" comment "{tag}" : jump out_{j} }}
+add element ip firecracker out_deny_{j} {{ "fr-a" . 0.0.0.0/0 comment "{tag}" }}
+add element ip firecracker out_allow_{j} {{ "fr-a" . 10.1.0.0/16 comment "{tag}" }}
+"""
+    host.sh(f"nft -f - <<'EOF'\n{script}EOF\n")
+    p = host.fireroute("check", "--json", check=False)
+    report = json.loads(p.stdout)
+    assert p.returncode == 1 and not report["ok"]
+    assert f'out_allow_{j} is not where vm "a" has it' in "\n".join(report["orphans"])
+    host.fireroute("restore")
+    assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
+
+    def listed(set_name: str) -> str:
+        return host.run("nft", "list", "map" if set_name == "out_jump" else "set", "ip",
+                        "firecracker", set_name).stdout  # fmt: skip
+
+    assert f": jump out_{k}" in listed("out_jump") and f"jump out_{j}" not in listed("out_jump")
+    assert "10.1.0.0/16" in listed(f"out_allow_{k}")
+    assert "fr-a" not in listed(f"out_allow_{j}") + listed(f"out_deny_{j}")
 
 
 def test_metadata_peers_and_replies_keep_their_own_rules(lab: Lab):

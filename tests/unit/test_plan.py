@@ -97,3 +97,47 @@ def test_names_cannot_reach_the_nft_script(bad):
 
     with pytest.raises(UsageError):
         check_vm_name(bad)
+
+
+def _allow(v: Vm, *cidrs: str) -> Vm:
+    o = Options(egress="none", allow_out=tuple(IPv4Network(c) for c in cidrs))
+    new = Vm(v.name, v.net, v.tap, v.mac, v.uplink, o)
+    new.owner = v.owner
+    return new
+
+
+def test_policy_change_writes_only_the_elements_that_change():
+    """An interval set's delete costs the kernel a walk over the set, so a policy change
+    deletes only what the new policy drops and adds only what it adds (bench/ports.py)."""
+    old = _allow(vm("a", 1), "198.51.100.0/24", "203.0.113.0/24")
+    more = _allow(old, "198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24")
+    k = nft.shard(old.tap)
+    step = nft.policy_change("fr", old, more)
+    assert step is not None
+    writes = [line for line in step.text.splitlines() if " element " in line]
+    assert writes == [
+        f'add element ip fr out_allow_{k} {{ "fr-a" . 192.0.2.0/24 comment "5ca1ab1e:a" }}'
+    ]
+    back = nft.policy_change("fr", more, old)
+    assert back is not None
+    writes = [line for line in back.text.splitlines() if " element " in line]
+    gone = f'element ip fr out_allow_{k} {{ "fr-a" . 192.0.2.0/24 comment "5ca1ab1e:a" }}'
+    assert writes == [f"add {gone}", f"delete {gone}"]  # added first: the delete never fails
+    assert nft.policy_change("fr", old, _allow(old, "203.0.113.0/24", "198.51.100.0/24")) is None
+    # positive control: dropping the policy removes the verdict map entry and both sets' entries
+    none = nft.policy_change("fr", old, vm("a", 1))
+    assert none is not None
+    assert f'delete element ip fr out_jump {{ "fr-a" comment "5ca1ab1e:a" : jump out_{k} }}' in (
+        none.text
+    )
+
+
+def test_numbered_taps_spread_over_every_pair_of_policy_sets():
+    """4000 numbered names (fr-p0 ...) land about evenly in the pairs of policy sets: a
+    pair's size is what deleting from it costs the kernel."""
+    from collections import Counter
+
+    for pattern in ("fr-p{}", "fr-vm-{}", "tap{}"):
+        sizes = Counter(nft.shard(pattern.format(i)) for i in range(4000))
+        assert len(sizes) == nft.SHARDS
+        assert max(sizes.values()) <= 1.25 * 4000 / nft.SHARDS, (pattern, sizes)

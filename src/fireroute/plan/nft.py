@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 TABLE_COMMENT = "fireroute"
+SHARDS = 64  # pairs of egress policy sets (see SETS)
 SETS = {
     "masq": "ipv4_addr . ifname",  # guest IP . uplink: masquerade
     "egress": "ifname . ifname",  # tap . uplink: may forward
@@ -34,15 +35,15 @@ SETS = {
     "acct_tx": "ifname; counter",  # host devices of NAT and clone guests: sent by the guest
     "acct_rx": "ifname; counter",  # the same devices: received by the guest
     # egress policy: tap . destination CIDR the guest may not reach, and exceptions to that,
-    # in SHARDS pairs of sets (a tap's pair by its name): with one pair for all VMs a policy
-    # change cost grew with the VM count in the kernel's transaction (bench/ports.py)
+    # in SHARDS pairs of sets (a tap's pair by its name): the kernel deletes an element of
+    # such a set by a walk over it, so a policy change (or a down) cost grew with the VM
+    # count; 64 pairs keep a pair at ~190 ranges with 4000 VMs of 3 (bench/ports.py)
     **{
         f"out_{kind}_{k}": "ifname . ipv4_addr; flags interval"
-        for k in range(16)
+        for k in range(SHARDS)
         for kind in ("deny", "allow")
     },
 }
-SHARDS = 16
 MAPS = {
     # published ports: protocol . host port (every host address), or host address . protocol
     # . host port, to guest address . guest port
@@ -62,7 +63,7 @@ CHAINS = (
     "out_reject",
     "pub_pre",
     "pub_out",
-    *(f"out_{k}" for k in range(16)),
+    *(f"out_{k}" for k in range(SHARDS)),
 )
 METADATA = "169.254.169.254"
 HEADERS = {
@@ -79,7 +80,7 @@ HEADERS = {
     # published ports: what reaches a host address from outside, and from the host itself
     "pub_pre": "type nat hook prerouting priority dstnat; policy accept;",
     "pub_out": "type nat hook output priority -100; policy accept;",
-    **{f"out_{k}": "" for k in range(16)},
+    **{f"out_{k}": "" for k in range(SHARDS)},
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
 PUBLISH = (
@@ -143,7 +144,7 @@ RULES = (
             f"iifname . ip daddr @out_deny_{k} iifname . ip daddr != @out_allow_{k} "
             "jump out_reject",
         )
-        for k in range(16)
+        for k in range(SHARDS)
     ),
 )
 """The table's rules, constant whatever the VM count, written as ``nft list`` prints them
@@ -239,10 +240,14 @@ def elements(vm: Vm) -> dict[str, list[str]]:
 
 
 def shard(tap: str) -> int:
-    """The pair of policy sets (and chain) of a tap: by its name, so it never moves."""
+    """The pair of policy sets (and chain) of a tap: by its name, so it never moves. Both
+    halves of the 64-bit digest, folded: FNV-1a's top bits alone put 4000 numbered names
+    (``fr-p0`` ...) in 8 of 16 pairs, up to 900 in one, and deleting from a pair costs the
+    kernel time by the pair's size (bench/interval_set.py)."""
     from fireroute.addressing import digest
 
-    return int(digest(tap)[:8], 16) % SHARDS
+    h = int(digest(tap), 16)
+    return (h ^ (h >> 32)) % SHARDS
 
 
 def egress_cidrs(o: Options) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
@@ -308,7 +313,7 @@ def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
 def _sets_only(table: str, body: str) -> str:
     """The table and the sets and maps ``body``'s element lines write (idempotent): what a
     later VM's transaction declares. The rest of the skeleton is left alone: re-declaring all
-    48 sets and maps of the table on every VM cost the kernel and nft a few ms each time."""
+    sets and maps of the table on every VM cost the kernel and nft a few ms each time."""
     names = {line.split()[4] for line in body.splitlines() if line.split()[1:2] == ["element"]}
     sets = {n: k for n, k in SETS.items() if n in names}
     return declare("ip", table, sets, maps={n: k for n, k in MAPS.items() if n in names})
@@ -355,33 +360,37 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
     return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=exclusive)
 
 
-POLICY_SETS = ("out_jump", *(f"out_{kind}_{k}" for k in range(16) for kind in ("deny", "allow")))
+POLICY_SETS = (
+    "out_jump",
+    *(f"out_{kind}_{k}" for k in range(SHARDS) for kind in ("deny", "allow")),
+)
 PORT_MAPS = ("pub_any", "pub_addr")
 
 
 def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) -> Step | None:
-    """One transaction: the VM's elements of ``names`` replaced by those of its new options
-    (the old ones added first, so that deleting them succeeds whether or not they were
-    there); None when they are the same."""
+    """One transaction: of the VM's elements of ``names``, those its new options no longer
+    have deleted (added first, so that deleting them succeeds whether or not they were there)
+    and those they newly have added; the elements both have are left alone, because the kernel
+    finds an interval set's element to delete by a walk over the set (one delete at 750
+    ranges costs 8 ms, an add 0.3: bench/interval_set.py). None when nothing changes."""
 
     have, want = elements(old), elements(new)
-    same = {n for n in names if have.get(n, []) == want.get(n, [])}
-    if len(same) == len(names):
+    gone = {n: [v for v in have.get(n, []) if v not in want.get(n, [])] for n in names}
+    come = {n: [v for v in want.get(n, []) if v not in have.get(n, [])] for n in names}
+    if not any(gone.values()) and not any(come.values()):
         return None
 
-    def lines(verb: str, vm: Vm) -> str:
+    def lines(verb: str, of: dict[str, list[str]], tag: str) -> str:
         out = ""
-        of = have if vm is old else want
         for name in names:
-            if name in same:  # unchanged (the tap's verdict map entry, mostly): left alone
-                continue
-            values = of.get(name, [])
-            if values:
-                body = ", ".join(tagged(v, f'comment "{vm.tag}"') for v in values)
+            if of[name]:
+                body = ", ".join(tagged(v, f'comment "{tag}"') for v in of[name])
                 out += f"{verb} element ip {table} {name} {{ {body} }}\n"
         return out
 
-    body = lines("add", old) + lines("delete", old) + lines("add", new)
+    body = (
+        lines("add", gone, old.tag) + lines("delete", gone, old.tag) + lines("add", come, new.tag)
+    )
     script = _sets_only(table, body) + body
     return Step(NFT, script, f'change the {what} of vm "{new.name}"', new.name)
 
