@@ -7,7 +7,8 @@ Every VM has two published ports (on every host address) and a 10-CIDR allow-lis
 ``--egress none``; the VMs are made through the Python API in one process (in-process netlink,
 as a platform's daemon would). Then, in one run:
 1. ``fireroute publish VM PORT`` + ``unpublish`` and ``fireroute policy VM --allow-out ...`` +
-   ``--reset`` of one VM, cold processes, with 20 VMs up and with BIG;
+   ``--reset`` of one VM, and ``up`` + ``down`` of one more VM with the same ports and
+   allow-list, cold processes, with 20 VMs up and with BIG;
 2. forwarding (64 B UDP, guest -> host -> internet, as bench/suite.py section 4 measures it)
    through a VM with the same ports and allow-list, with 1 VM up and with BIG.
 Prints the ratios; writes bench/results/ports-<stamp>.json.
@@ -53,10 +54,18 @@ def fill(b: bench_nat.Bench, n: int) -> float:
     return time.perf_counter() - t
 
 
+VERBS = ("publish", "unpublish", "policy", "reset", "up", "down")
+
+
 def verbs(b: bench_nat.Bench, runs: int) -> dict[str, float]:
-    """Median ms of publish, unpublish, policy change and policy reset of VM p0."""
-    t: dict[str, list[float]] = {"publish": [], "unpublish": [], "policy": [], "reset": []}
+    """Median ms of publish, unpublish, policy change and policy reset of VM p0, and of up and
+    down of one more VM with the same ports and allow-list."""
+    t: dict[str, list[float]] = {v: [] for v in VERBS}
+    same = [x for c in ALLOW for x in ("--allow-out", c)]
     for _ in range(runs):
+        t["up"].append(b.fr("up", "extra", "--table", TABLE, "--publish", "31000:80",
+                            "--publish", "31001:22", "--egress", "none", *same))  # fmt: skip
+        t["down"].append(b.fr("down", "extra"))
         t["publish"].append(b.fr("publish", "p0", "30000:8080"))
         t["unpublish"].append(b.fr("unpublish", "p0", "30000:8080"))
         allow = [x for c in [*ALLOW, "192.0.2.0/24"] for x in ("--allow-out", c)]
@@ -113,7 +122,7 @@ def main() -> int:
     lines += [
         f"{verb}: {small[verb]:.1f} ms at 20 VMs, {big[verb]:.1f} ms at {args.big}, ratio "
         f"{big[verb] / small[verb]:.2f}"
-        for verb in ("publish", "unpublish", "policy", "reset")
+        for verb in VERBS
     ]
     u = out["udp_kpps"]
     lines.append(
