@@ -57,22 +57,39 @@ def fill(b: bench_nat.Bench, n: int) -> float:
 VERBS = ("publish", "unpublish", "policy", "reset", "up", "down")
 
 
-def verbs(b: bench_nat.Bench, runs: int) -> dict[str, float]:
-    """Median ms of publish, unpublish, policy change and policy reset of VM p0, and of up and
-    down of one more VM with the same ports and allow-list."""
-    t: dict[str, list[float]] = {v: [] for v in VERBS}
+def verbs(benches: dict[int, bench_nat.Bench], runs: int) -> dict[int, dict[str, float]]:
+    """Median ms, by VM count, of publish, unpublish, policy change and policy reset of VM p0,
+    and of up and down of one more VM with the same ports and allow-list. Each run does every
+    verb at every count in turn, so a machine that slows down mid-run slows both alike."""
+    t: dict[int, dict[str, list[float]]] = {n: {v: [] for v in VERBS} for n in benches}
     same = [x for c in ALLOW for x in ("--allow-out", c)]
-    for _ in range(runs):
-        t["up"].append(b.fr("up", "extra", "--table", TABLE, "--publish", "31000:80",
-                            "--publish", "31001:22", "--egress", "none", *same))  # fmt: skip
-        t["down"].append(b.fr("down", "extra"))
-        t["publish"].append(b.fr("publish", "p0", "30000:8080"))
-        t["unpublish"].append(b.fr("unpublish", "p0", "30000:8080"))
-        allow = [x for c in [*ALLOW, "192.0.2.0/24"] for x in ("--allow-out", c)]
-        t["policy"].append(b.fr("policy", "p0", "--egress", "none", *allow))
-        t["reset"].append(b.fr("policy", "p0", "--egress", "none", *(
-            x for c in ALLOW for x in ("--allow-out", c))))  # fmt: skip
-    return {k: med(v) * 1e3 for k, v in t.items()}
+    more = [x for c in [*ALLOW, "192.0.2.0/24"] for x in ("--allow-out", c)]
+    argv = {
+        "publish": ["publish", "p0", "30000:8080"],
+        "unpublish": ["unpublish", "p0", "30000:8080"],
+        "policy": ["policy", "p0", "--egress", "none", *more],
+        "reset": ["policy", "p0", "--egress", "none", *same],
+        "up": [
+            "up",
+            "extra",
+            "--table",
+            TABLE,
+            "--publish",
+            "31000:80",
+            "--publish",
+            "31001:22",
+            "--egress",
+            "none",
+            *same,
+        ],  # fmt: skip
+        "down": ["down", "extra"],
+    }
+    for r in range(runs):
+        log(f"1. verbs, run {r + 1}/{runs}")
+        for verb in VERBS:
+            for n, b in benches.items():
+                t[n][verb].append(b.fr(*argv[verb]))
+    return {n: {v: med(x) * 1e3 for v, x in t[n].items()} for n in benches}
 
 
 def datapath(stack: contextlib.ExitStack, tmp: Path, n: int) -> Datapath:
@@ -103,12 +120,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
         tmp = Path(tmpdir)
         out["code"] = info = prepare_code(args.rev, tmp)
-        for n in (20, args.big):
-            with contextlib.ExitStack() as st:
-                _sb, b = fresh_sandbox(st, tmp, f"pv{n}")
+        with contextlib.ExitStack() as st:
+            benches = {}
+            for n in (20, args.big):
+                _sb, benches[n] = fresh_sandbox(st, tmp, f"pv{n}")
                 log(f"1. {n} VMs with 2 ports and a 10-CIDR allow-list each")
-                out[f"fill_{n}_s"] = fill(b, n)
-                out[f"verbs_{n}"] = verbs(b, args.runs)
+                out[f"fill_{n}_s"] = fill(benches[n], n)
+            for n, figures in verbs(benches, args.runs).items():
+                out[f"verbs_{n}"] = figures
         log(f"2. datapath: 1 vs {args.big} VMs")
         paths = {1: datapath(stack, tmp, 1), args.big: datapath(stack, tmp, args.big)}
         kpps: dict[int, list[float]] = {1: [], args.big: []}
