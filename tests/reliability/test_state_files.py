@@ -41,12 +41,13 @@ DAMAGE = {
     "truncated-header": lambda h, good: h.state.write_bytes(good[:60]),
     "truncated-half": lambda h, good: h.state.write_bytes(good[: len(good) // 2]),
     "random-bytes": lambda h, good: h.state.write_bytes(os.urandom(len(good))),
-    "schema-version-3": lambda h, good: sql(h, "PRAGMA user_version = 3"),
+    "schema-version-4": lambda h, good: sql(h, "PRAGMA user_version = 4"),
     "schema-version-99": lambda h, good: sql(h, "PRAGMA user_version = 99"),
     "vms-table-missing": lambda h, good: sql(h, "DROP TABLE vms"),
 }
 DAMAGE["schema-version-negative"] = lambda h, good: sql(h, "PRAGMA user_version = -1")
 DAMAGE["meta-table-missing"] = lambda h, good: sql(h, "DROP TABLE meta")
+DAMAGE["ports-table-missing"] = lambda h, good: sql(h, "DROP TABLE ports")
 CASES = [pytest.param(k, f, id=k) for k, f in DAMAGE.items()]
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fireroute import addressing
 from fireroute.model import Options, Vm
-from fireroute.state.store import FREE_FROM, Store
+from fireroute.state.store import FREE_FROM, SCHEMA_VERSION, Store
 
 POOL = IPv4Network("172.16.0.0/24")  # 64 blocks of /30
 LO, HI = int(POOL.network_address), int(POOL.broadcast_address)
@@ -74,12 +74,69 @@ def test_a_schema_1_file_gets_the_shape_index(tmp_path) -> None:
     again = Store(path)
     db = again.db
     assert db is not None
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     shapes_plan = db.execute(
         "EXPLAIN QUERY PLAN SELECT json_extract(options, '$.mode'), COUNT(*) FROM vms GROUP BY 1"
     ).fetchall()
     assert "vms_shape" in " ".join(str(r) for r in shapes_plan)
     assert again.shapes() and again.get("a") is not None
+
+
+def publishing(name: str, ordinal: int, *specs: str) -> Vm:
+    from fireroute.model import Published
+
+    net = addressing.block(POOL, 30, ordinal)
+    o = Options(publish=tuple(Published.parse(t) for t in specs))
+    return Vm(name, net, f"t-{name}", "06:00:00:00:00:01", "eth0", o)
+
+
+def test_claiming_finds_the_vms_that_publish_a_port(tmp_path) -> None:
+    """By the ports index, after reserve, an options change (publish/unpublish) and remove."""
+    store = Store(tmp_path / "s.db")
+    store.reserve([publishing("a", 0, "8080:80", "127.0.0.1:2222:22"), publishing("b", 1)])
+    store.reserve([publishing("c", 2, "5353:53/udp")])
+    assert [v.name for v in store.claiming([8080])] == ["a"]
+    assert [v.name for v in store.claiming([2222, 5353])] == ["a", "c"]
+    assert store.claiming([80, 22, 53]) == []  # guest ports are nobody's claim
+    moved = publishing("a", 0, "9090:80")
+    store.set_options("a", moved.options)
+    assert store.claiming([8080, 2222]) == [] and [v.name for v in store.claiming([9090])] == ["a"]
+    store.remove(["a"])
+    assert store.claiming([9090]) == [] and [v.name for v in store.claiming([5353])] == ["c"]
+
+
+def test_a_schema_2_file_gets_the_ports_index(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    Store(path).reserve([publishing("a", 0, "8080:80"), publishing("b", 1, "1.2.3.4:81:80")])
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE ports; PRAGMA user_version = 2;")
+    db.close()
+    again = Store(path)
+    assert again.db is not None
+    assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert [v.name for v in again.claiming([8080, 81])] == ["a", "b"]
+    plan = again.db.execute("EXPLAIN QUERY PLAN SELECT name FROM ports WHERE port IN (1, 2)")
+    assert "ports_port" in " ".join(str(r) for r in plan.fetchall())
+
+
+def test_an_older_file_it_may_not_write_is_matched_by_its_options(tmp_path, monkeypatch):
+    """A schema-2 file that cannot be upgraded (not writable) is read as it is: claiming
+    falls back to matching the recorded options, and finds the same VMs."""
+    import os
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    Store(path).reserve([publishing("a", 0, "8080:80"), publishing("b", 1, "1.2.3.4:81:80")])
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE ports; PRAGMA user_version = 2;")
+    db.close()
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    old = Store(path, create=False)
+    assert old.db is not None and old.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert [v.name for v in old.claiming([8080, 81])] == ["a", "b"]
+    assert old.claiming([80]) == []
 
 
 def test_a_forked_child_does_not_share_the_parents_lock(tmp_path):

@@ -25,7 +25,7 @@ from fireroute.errors import Busy, ConflictError, StateError, UsageError
 from fireroute.kernel.run import HELD_FDS
 from fireroute.model import Options, Vm
 
-SCHEMA_VERSION = 2  # 2: INDEXES (a file of version 1 gets them on first use)
+SCHEMA_VERSION = 3  # 2: INDEXES; 3: PORTS (an older file gets them on first use)
 DEFAULT_PATH = "/var/lib/fireroute/state.db"
 SHAPE = tuple(
     f"json_extract(options, '$.{f}')"
@@ -38,6 +38,13 @@ INDEXES = (
 """shapes() reads vms_shape instead of every row's options (~1 instead of ~4.5 ms at 4000
 VMs, on every up and down); first_free() and taken_from() range over vms_end from the
 free_from mark instead of scanning every lease"""
+PORTS = (
+    "CREATE TABLE IF NOT EXISTS ports (port INTEGER NOT NULL, name TEXT NOT NULL);\n"
+    "CREATE INDEX IF NOT EXISTS ports_port ON ports(port);\n"
+    "CREATE INDEX IF NOT EXISTS ports_name ON ports(name);\n"
+)
+"""the host ports each VM publishes (written with its options): claiming() finds the VMs that
+may hold a port by index, where a match over every lease's options took ~10 ms at 4000 VMs"""
 FREE_FROM = "free_from:"
 """meta key prefix: ``free_from:<pool start>`` is an address below which every address of
 that pool is leased, so the search for a free block starts there, not at the pool's start
@@ -60,6 +67,7 @@ CREATE TABLE IF NOT EXISTS vms (
 );
 """
     + INDEXES
+    + PORTS
 )
 
 
@@ -140,13 +148,24 @@ class Store:
                             + f"PRAGMA user_version = {SCHEMA_VERSION};"
                         )
                     elif now < SCHEMA_VERSION:
-                        self.db.executescript(INDEXES + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                        self.db.executescript(
+                            "BEGIN IMMEDIATE;" + INDEXES + PORTS + "DELETE FROM ports;"
+                        )
+                        rows = self.db.execute("SELECT name, options FROM vms").fetchall()
+                        self.db.executemany(
+                            "INSERT INTO ports (port, name) VALUES (?, ?)",
+                            [(port, n) for n, o in rows for port in _published(str(o))],
+                        )
+                        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                        self.db.execute("COMMIT")
             else:
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
                     "uplink, options, netns FROM vms LIMIT 1"
                 ).fetchall()
                 self.db.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
+                if version >= 3:
+                    self.db.execute("SELECT port, name FROM ports LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot use state file {path}: {exc}") from None
         except OSError as exc:
@@ -190,9 +209,17 @@ class Store:
         caller compares the specs), so the other VMs are never built."""
         if not ports:
             return []
-        patterns = [pat for p in sorted(set(ports)) for pat in (f'%"{p}:%', f"%:{p}:%")]
-        where = " OR ".join(["options LIKE ?"] * len(patterns))
-        return self._rows(f"WHERE {where}", tuple(patterns))
+        if not self._indexed_ports():  # a read-only state file of an older version
+            patterns = [pat for p in sorted(set(ports)) for pat in (f'%"{p}:%', f"%:{p}:%")]
+            where = " OR ".join(["options LIKE ?"] * len(patterns))
+            return self._rows(f"WHERE {where}", tuple(patterns))
+        marks = ", ".join("?" * len(set(ports)))
+        where = f"WHERE name IN (SELECT name FROM ports WHERE port IN ({marks}))"
+        return self._rows(where, tuple(sorted(set(ports))))
+
+    def _indexed_ports(self) -> bool:
+        assert self.db is not None
+        return bool(self.db.execute("PRAGMA user_version").fetchone()[0] >= 3)
 
     def shapes(self) -> list[tuple[object, ...]]:
         """(mode, backend, table, bridge, masquerade, dhcp, uplink, count) over all VMs: what
@@ -328,6 +355,7 @@ class Store:
                     for v in vms
                 ],
             )
+            _write_ports(db, [(v.name, v.options) for v in vms])
             for k, v in [*(meta or {}).items(), *marks.items()]:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
 
@@ -348,6 +376,8 @@ class Store:
                 "UPDATE vms SET options = ? WHERE name = ?",
                 (jsontext.dumps(options.identity()), name),
             )
+            db.execute("DELETE FROM ports WHERE name = ?", (name,))
+            _write_ports(db, [(name, options)])
 
     def set_state(self, names: list[str], state: str) -> None:
         if self.db is None:  # no state file: nothing recorded, nothing to change
@@ -366,6 +396,7 @@ class Store:
                 [{"start": start} for start in self._starts(db, names)],
             )
             db.executemany("DELETE FROM vms WHERE name = ?", [(n,) for n in names])
+            db.executemany("DELETE FROM ports WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
 
 
@@ -517,6 +548,20 @@ class _Transaction:
         if isinstance(exc, sqlite3.Error):
             raise StateError(f"cannot write state file {self.path}: {exc}") from None
         return False
+
+
+def _write_ports(db: sqlite3.Connection, vms: list[tuple[str, Options]]) -> None:
+    rows = [(p.port, name) for name, o in vms for p in o.publish]
+    if rows:
+        db.executemany("INSERT INTO ports (port, name) VALUES (?, ?)", rows)
+
+
+def _published(options: str) -> list[int]:
+    """The host ports a lease's recorded options publish (for a file made before PORTS)."""
+    from fireroute.model import Published
+
+    specs = jsontext.loads(options).get("publish") or []
+    return [Published.parse(str(t)).port for t in specs]
 
 
 def _open_readable(path: str) -> sqlite3.Connection:
