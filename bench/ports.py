@@ -46,7 +46,7 @@ for i in range(int(sys.argv[2])):
 
 
 def fill(b: bench_nat.Bench, n: int) -> float:
-    src = str(HERE.parent / "src")
+    src = str(Path(fr_bin()).resolve().parent.parent / "src")  # --rev: the snapshot's, too
     env = {**b.env, "PYTHONPATH": src}
     t = time.perf_counter()
     argv = [sys.executable, "-c", FILL, b.env["FIREROUTE_STATE"], str(n), ",".join(ALLOW), TABLE]
