@@ -1,0 +1,27 @@
+"""Make state and kernel agree. From the state file alone, ``desired`` renders everything its
+VMs need on the host (links in every namespace of ours, addresses, routes, sysctls, the nft
+table's chains, policies, rules and elements, iptables rules, the uplink); ``Kernel`` reads the
+same objects back. ``check`` reports every difference, per VM, per shared object, and the
+orphans (objects tagged for this state file that no lease accounts for); ``restore`` applies the
+missing part; ``gc`` removes the orphans and finishes or undoes half-made VMs. Only objects
+carrying this state file's owner tag are ever removed; shared ones (a table, the shared
+iptables rule, forwarding) only when no other state file's objects use them.
+
+The package: ``read`` (Kernel: the objects read back from the kernel), ``problems`` (each
+object compared with what the state file's VMs need), ``verbs`` (check, gc, restore).
+"""
+
+from fireroute.repair.problems import expected_elements
+from fireroute.repair.read import Kernel, parse_chains
+from fireroute.repair.verbs import Report, check, gc, gone, restore
+
+__all__ = [
+    "Kernel",
+    "Report",
+    "check",
+    "expected_elements",
+    "gc",
+    "gone",
+    "parse_chains",
+    "restore",
+]

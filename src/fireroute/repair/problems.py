@@ -1,0 +1,397 @@
+"""Each object compared with what the state file's VMs need: a list of problems, in words
+``check`` prints."""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from collections.abc import Callable
+
+from fireroute import owner
+from fireroute.kernel import observe
+from fireroute.kernel.run import read_value
+from fireroute.model import Vm
+from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
+from fireroute.repair.read import Kernel
+
+
+def cni_problems(k: Kernel, vm: Vm) -> list[str]:
+    """Inside a CNI attachment's namespace: the veth, the tap, the two redirects, the MTU."""
+    assert vm.netns is not None
+    att = k.cni.get(vm.netns)
+    if att is None and vm.tap in k.links:
+        return [f'network namespace "{vm.netns}" cannot be opened from here']
+    if att is None:
+        return [
+            f'network namespace "{vm.netns}" is gone (its runtime removed it: the CNI DEL or '
+            '"fireroute gc" removes this attachment)'
+        ]
+    where = f'in "{vm.netns}"'
+    veth, alias = str(vm.options.ifname), host.owner_alias(vm)
+    problems = link_problems(
+        att.links.get(veth),
+        veth,
+        f"veth {where}:",
+        {"kind": "veth", "alias": alias, "mac": cni.mac(vm, "veth")},
+    )
+    tap = {**tap_want(vm), "kind": "tun", "alias": alias, "mac": cni.mac(vm, "tap")}
+    tap.pop("address", None)
+    problems += link_problems(att.links.get(vm.vm_tap), vm.vm_tap, f"tap {where}:", tap)
+    for src, dst in cni.redirects(vm):
+        if src not in att.links:
+            continue
+        got = att.redirects(src)
+        if dst not in got:
+            problems.append(f'"{src}" {where} does not redirect to "{dst}"')
+        for other in sorted(set(got) - {dst}):
+            problems.append(f'"{src}" {where} has a foreign redirect to "{other}"')
+    if vm.options.mtu:
+        for dev, link in ((veth, att.links.get(veth)), (vm.vm_tap, att.links.get(vm.vm_tap))):
+            if link is not None and link.get("mtu") != vm.options.mtu:
+                problems.append(f'"{dev}" {where} has mtu {link.get("mtu")}, not {vm.options.mtu}')
+    return problems
+
+
+def addrs_of(link: dict) -> set[str]:
+    return {
+        f"{a['local']}/{a['prefixlen']}"
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
+    }
+
+
+def _user(uid: int | None, by_group: bool = False) -> str | None:
+    if uid is None:
+        return None
+    try:
+        return grp.getgrgid(uid).gr_name if by_group else pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def link_problems(link: dict | None, dev: str, what: str, want: dict) -> list[str]:
+    """Differences between one observed link and what it should be: ``want`` may hold
+    address, master, alias, kind (tun, veth, bridge), user/group (tap owner)."""
+    if link is None:
+        return [f'{what} "{dev}" is missing']
+    problems = []
+    info = link.get("linkinfo", {}) or {}
+    kind = info.get("info_kind")
+    if want.get("kind") and kind != want["kind"]:
+        return [f'"{dev}" is a {kind or "plain"} link, not a {want["kind"]}']
+    if want.get("mac") and str(link.get("address", "")).upper() != want["mac"]:
+        problems.append(f'{what} "{dev}" has MAC {link.get("address")}, not {want["mac"]}')
+    if want.get("address") and want["address"] not in addrs_of(link):
+        problems.append(f'"{dev}" lacks address {want["address"]}')
+    if "master" in want and link.get("master") != want["master"]:
+        problems.append(f'{what} "{dev}" is not attached to bridge "{want["master"]}"')
+    if "UP" not in link.get("flags", []):
+        problems.append(f'{what} "{dev}" is down')
+    if want.get("alias") and link.get("ifalias") != want["alias"]:
+        problems.append(f'{what} "{dev}" does not carry owner tag {want["alias"]}')
+    data = info.get("info_data", {}) or {}
+    if "user" in want and data.get("user") != want["user"]:
+        problems.append(
+            f'tap "{dev}" is owned by {data.get("user", "nobody")}, not {want["user"]} '
+            "(any local user could attach to an unowned tap)"
+        )
+    if want.get("group") and data.get("group") != want["group"]:
+        problems.append(f'tap "{dev}" has group {data.get("group", "none")}, not {want["group"]}')
+    return problems
+
+
+def tap_want(vm: Vm) -> dict:
+    o = vm.options.owner
+    want = {
+        "kind": "tun",
+        "alias": host.owner_alias(vm),
+        "user": _user(o.uid if o else 0),
+    }
+    if o and o.gid is not None:
+        want["group"] = _user(o.gid, by_group=True)
+    if vm.mode == "nat":
+        want["address"] = f"{vm.tap_ip}/{vm.prefix}"
+    if vm.mode == "bridge":
+        want["master"] = vm.options.bridge
+    return want
+
+
+def localnet_on(dev: str) -> bool:
+    return read_value(f"/proc/sys/net/ipv4/conf/{dev}/route_localnet") == "1"
+
+
+def ipv6_on(dev: str) -> bool:
+    return read_value(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6") != "1"
+
+
+def expected_elements(vm: Vm) -> dict[str, list[str]]:
+    """The set elements a VM should have in the shared NAT table, as nft text: its own, and
+    a masquerading bridge guest's shared (bridge . uplink) egress element."""
+    if not modes.nat_member(vm):
+        return {}
+    out = nft.elements(vm)
+    if modes.masquerading_bridge(vm):
+        out["egress"] = [f'"{vm.options.bridge}" . "{vm.uplink}"']
+    return out
+
+
+def ipt_want(vm: Vm) -> set[str]:
+    """The iptables rules (as iptables-nft-save prints them, quotes left out) a VM needs."""
+    want = {r for _, r in iptables.vm_rules(vm)} if vm.backend == "iptables" else set()
+    if vm.options.fix_forward_policy:  # inserted with -I, saved as -A
+        want |= {"-A " + s.text.split(" ", 1)[1] for s in iptables.forward_policy_fix([vm])}
+    return want
+
+
+def clone_problems(k: Kernel, vm: Vm) -> list[str]:
+    """Inside the clone's namespace, and the host route to an explicit clone address."""
+    assert vm.net is not None and vm.netns is not None
+    ns = k.ns.get(vm.netns)
+    if ns is None:
+        return [f'namespace "{vm.netns}" is missing']
+    guest = vm.guest_iface_addr
+    assert guest is not None
+    host_ip, ns_ip = vm.net.network_address + 1, vm.net.network_address + 2
+    problems = link_problems(
+        ns.links.get(vm.vm_tap),
+        vm.vm_tap,
+        "tap",
+        {
+            "kind": "tun",
+            "address": f"{vm.tap_ip}/{guest.network.prefixlen}",
+            "user": tap_want(vm)["user"],
+        },
+    )
+    problems += link_problems(
+        ns.links.get(clone.NS_VETH),
+        clone.NS_VETH,
+        f"veth in {vm.netns}:",
+        {"kind": "veth", "address": f"{ns_ip}/{vm.net.prefixlen}"},
+    )
+    if not any(r.get("dst") == "default" and r.get("gateway") == str(host_ip) for r in ns.routes):
+        problems.append(f'namespace "{vm.netns}" has no default route via {host_ip}')
+    if ns.forwarding != "1":
+        problems.append(f'IPv4 forwarding is off in namespace "{vm.netns}"')
+    problems += chain_problems(f"ip {clone.NS_TABLE} in {vm.netns}", ns.chains, clone.ns_chains(vm))
+    if vm.clone_address != ns_ip:
+        route = f"{vm.clone_address} via {ns_ip} dev {vm.tap}"
+        if route not in k.routes:
+            problems.append(f"host route {route} is missing")
+    return problems
+
+
+def chain_problems(
+    where: str, have: dict | None, want: dict[str, tuple[str, list[str]]]
+) -> list[str]:
+    """Differences between a table's chains as listed and as fireroute renders them."""
+    if have is None:
+        return [f"nftables table {where} is missing"]
+    problems = []
+    for name, (header, rules) in want.items():
+        if name not in have:
+            problems.append(f"chain {name} of {where} is missing")
+            continue
+        got_header, got_rules = have[name]
+        if got_header != header:
+            problems.append(
+                f'chain {name} of {where} is "{got_header or "a regular chain"}", '
+                f'not "{header or "a regular chain"}"'
+            )
+        if got_rules != rules:
+            missing = [r for r in rules if r not in got_rules]
+            extra = [r for r in got_rules if r not in rules]
+            detail = "; ".join(
+                [f'lacks "{r}"' for r in missing] + [f'has foreign rule "{r}"' for r in extra]
+            )
+            problems.append(f"chain {name} of {where}: {detail or 'rules out of order'}")
+    for name in sorted(set(have) - set(want)):
+        problems.append(f"chain {name} of {where} is not fireroute's")
+    return problems
+
+
+def drift(k: Kernel, vm: Vm) -> list[str]:
+    """Every difference between what ``vm`` needs and what the kernel holds."""
+    problems: list[str] = []
+    if vm.mode == "clone":
+        problems += veth_problems(k, vm) + clone_problems(k, vm)
+    elif vm.mode == "cni":
+        problems += veth_problems(k, vm) + cni_problems(k, vm)
+    else:
+        problems += link_problems(k.links.get(vm.tap), vm.tap, "tap", tap_want(vm))
+    if vm.mode in ("nat", "cni") and vm.tap in k.links and ipv6_on(vm.tap):
+        kind = "tap" if vm.mode == "nat" else "veth"
+        problems.append(f'IPv6 is on for {kind} "{vm.tap}" (guests could reach the host over it)')
+    if host.localnet(vm) and vm.tap in k.links and not localnet_on(vm.tap):
+        problems.append(
+            f'route_localnet is off on "{vm.tap}" (its 127.0.0.1 ports cannot reach the guest)'
+        )
+    if vm.mode == "bridge" and str(vm.options.bridge) not in k.links:
+        problems.append(f'bridge "{vm.options.bridge}" is missing')
+    if vm.state != "active":
+        problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
+    if modes.uses_uplink(vm) and vm.uplink not in k.links:
+        problems.append(f'uplink "{vm.uplink}" is missing (renamed or gone)')
+    if not modes.nat_member(vm):
+        pass
+    elif vm.backend == "nft":
+        sets = k.tables.get(vm.table)
+        if sets is None:
+            problems.append(f'nftables table "{vm.table}" is missing')
+        else:
+            for name, vals in expected_elements(vm).items():
+                for val in vals:
+                    if val not in sets.get(name, {}):
+                        problems.append(f"nft set {vm.table}/{name} lacks {val}")
+    if vm.mode == "bridge":
+        sets = k.btables.get(vm.table)
+        if sets is None:
+            problems.append(f'nftables table "bridge {vm.table}" is missing')
+        else:
+            for name, vals in bridge.filter_elements(vm).items():
+                for val in vals:
+                    if val not in sets.get(name, {}):
+                        problems.append(f"nft set bridge {vm.table}/{name} lacks {val}")
+    if modes.nat_member(vm) and (vm.backend == "iptables" or vm.options.fix_forward_policy):
+        have = {line.replace('"', "") for _, line in k.rules}
+        for rule in sorted(ipt_want(vm)):
+            if rule not in have:
+                problems.append(f"iptables rule missing: {rule}")
+    return problems
+
+
+def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
+    """Objects the VMs share: each nft table's chains and rules, the shared iptables rule."""
+    out: dict[str, list[str]] = {}
+    for table in sorted({v.table for v in vms if v.backend == "nft" and modes.nat_member(v)}):
+        if table in k.chains:
+            found = chain_problems(f"ip {table}", k.chains[table], nft.chains())
+            found += [
+                f"set {s} of ip {table} is missing" for s in nft.SETS if s not in k.tables[table]
+            ]
+            out[f"nftables table ip {table}"] = found
+    for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+        if table in k.bchains:
+            found = chain_problems(f"bridge {table}", k.bchains[table], bridge.filter_chains())
+            found += [
+                f"set {s} of bridge {table} is missing"
+                for s in bridge.FILTER_SETS
+                if s not in k.btables[table]
+            ]
+            out[f"nftables table bridge {table}"] = found
+    if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
+        have = {line.replace('"', "") for _, line in k.rules}
+        out["iptables"] = (
+            []
+            if iptables.CONNTRACK in have
+            else [f"shared iptables rule missing: {iptables.CONNTRACK}"]
+        )
+    return out
+
+
+def orphans(k: Kernel, vms: list[Vm], instance: str) -> list[str]:
+    """Objects tagged for this state file that no lease accounts for."""
+    known = {v.name: v for v in vms}
+    found = []
+    bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
+    for name, link in k.links.items():
+        tag = owner.parse(str(link.get("ifalias", "")))
+        if tag is None or tag[0] != instance:
+            continue
+        what = tag[1]
+        if what.startswith(owner.BRIDGE):
+            if what[len(owner.BRIDGE) :] not in bridges:
+                found.append(f'link "{name}" (a bridge of this state file) has no vm')
+        elif what not in known or known[what].tap != name:
+            found.append(f'link "{name}" tagged for vm "{what}" has no lease')
+    for ns in observe.our_namespaces(instance):
+        if ns not in {v.netns for v in vms if v.netns}:
+            found.append(f'namespace "{ns}" has no lease')
+
+    def nat_ok(table: str, set_name: str, val: str, name: str) -> bool:
+        if name.startswith(owner.BRIDGE):  # a masquerading bridge's shared egress element
+            return any(v.table == table and modes.masquerading_bridge(v) for v in vms)
+        vm = known.get(name)
+        return (
+            vm is not None
+            and vm.backend == "nft"
+            and vm.table == table
+            and val in expected_elements(vm).get(set_name, [])
+        )
+
+    def bridge_ok(table: str, set_name: str, val: str, name: str) -> bool:
+        vm = known.get(name)
+        return (
+            vm is not None
+            and vm.mode == "bridge"
+            and vm.table == table
+            and val in bridge.filter_elements(vm).get(set_name, [])
+        )
+
+    found += _orphan_elements("ip", k.tables, instance, nat_ok, set(known))
+    found += _orphan_elements(bridge.FAMILY, k.btables, instance, bridge_ok, set(known))
+    for _, line in k.rules:
+        tag = owner.parse(iptables.comment_tag(line) or "")
+        if tag is None or tag[0] != instance:
+            continue
+        vm = known.get(tag[1])
+        if vm is None or line.replace('"', "") not in ipt_want(vm):
+            found.append(f"iptables rule has no lease: {line}")
+    return found
+
+
+def _orphan_elements(
+    family: str,
+    tables: dict[str, dict[str, dict[str, str]]],
+    instance: str,
+    accounted: Callable[[str, str, str, str], bool],
+    leased: set[str],
+) -> list[str]:
+    """Elements tagged for this state file that ``accounted(table, set, value, name)``
+    finds no lease for (or that the lease of the vm they name, in ``leased``, does not
+    expect there: left by an older fireroute whose table layout differed, say)."""
+    found = []
+    for table, sets in tables.items():
+        for set_name, elems in sets.items():
+            for val, comment in elems.items():
+                tag = owner.parse(comment)
+                ours = tag is not None and tag[0] == instance
+                if ours and not accounted(table, set_name, val, tag[1]):  # type: ignore[index]
+                    why = (
+                        f'is not where vm "{tag[1]}" has it'  # type: ignore[index]
+                        if tag[1] in leased  # type: ignore[index]
+                        else "has no lease"
+                    )
+                    found.append(f"element {val} of set {family} {table} {set_name} {why}")
+    return found
+
+
+def veth_problems(k: Kernel, vm: Vm) -> list[str]:
+    """The host end of a clone's or a CNI attachment's veth link."""
+    assert vm.net is not None
+    want = {
+        "kind": "veth",
+        "address": f"{vm.net.network_address + 1}/{vm.net.prefixlen}",
+        "alias": host.owner_alias(vm),
+    }
+    if vm.mode == "cni":
+        want["mac"] = cni.mac(vm, "host")
+        want["address"] = cni.host_address(vm)
+    problems = link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
+    if vm.delegated and f"{vm.guest_ip} via None dev {vm.tap}" not in k.routes:
+        problems.append(f"host route {vm.guest_ip}/32 dev {vm.tap} is missing")
+    link = k.links.get(vm.tap)
+    if (
+        vm.mode == "cni"
+        and vm.options.mtu
+        and link is not None
+        and link.get("mtu") != vm.options.mtu
+    ):
+        problems.append(f'veth "{vm.tap}" has mtu {link.get("mtu")}, not {vm.options.mtu}')
+    return problems
+
+
+def drift_links(k: Kernel, vm: Vm) -> bool:
+    """Does anything of a clone's or CNI attachment's links, namespace or route differ?"""
+    if vm.mode == "cni":
+        return bool(veth_problems(k, vm) or cni_problems(k, vm))
+    return bool(veth_problems(k, vm) or clone_problems(k, vm))

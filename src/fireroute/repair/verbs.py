@@ -1,0 +1,304 @@
+"""check, gc and restore over the Kernel read and the problems found."""
+
+from __future__ import annotations
+
+from fireroute import owner
+from fireroute.errors import UsageError
+from fireroute.kernel import observe
+from fireroute.kernel.apply import read_sysctl
+from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
+from fireroute.model import Vm
+from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
+from fireroute.plan.steps import IP, IPTABLES, Plan, Step
+from fireroute.repair.problems import (
+    addrs_of,
+    drift,
+    drift_links,
+    expected_elements,
+    ipt_want,
+    ipv6_on,
+    link_problems,
+    localnet_on,
+    orphans,
+    shared_problems,
+    tap_want,
+)
+from fireroute.repair.read import Kernel
+
+
+class Report:
+    __slots__ = ("vms", "shared", "orphans")
+
+    def __init__(self) -> None:
+        self.vms: dict[str, list[str]] = {}
+        self.shared: dict[str, list[str]] = {}
+        self.orphans: list[str] = []
+
+    def ok(self) -> bool:
+        return not (any(self.vms.values()) or any(self.shared.values()) or self.orphans)
+
+    def as_json(self) -> dict[str, object]:
+        """What ``check --json`` prints."""
+        return {"ok": self.ok(), "vms": self.vms, "shared": self.shared, "orphans": self.orphans}
+
+
+def check(m: Manager, names: list[str]) -> Report:
+    # reading the ruleset needs CAP_NET_ADMIN: without it nothing true could be said
+    observe.require_net_admin("check fireroute's networking")
+    store = m._store(create=False)
+    everything = store.all()
+    vms = everything if not names else [m.show(n) for n in dict.fromkeys(names)]
+    k = Kernel(m.runner, vms)
+    report = Report()
+    report.vms = {vm.name: drift(k, vm) for vm in vms}
+    if vms and read_sysctl(host.FORWARD_KEY) != "1":
+        for vm in vms:
+            report.vms[vm.name].append("IPv4 forwarding is off")
+    report.shared = shared_problems(k, vms)
+    if not names:
+        report.orphans = orphans(k, everything, store.instance())
+    return report
+
+
+def gone(vm: Vm) -> bool:
+    """Is a CNI attachment's namespace gone? Its path is no namespace (here) and the host end
+    of its veth went with it: a path this mount namespace cannot see (a runtime's private
+    /run) while the veth is there is no proof of anything."""
+    from fireroute.kernel import netlink
+
+    return (
+        vm.mode == "cni"
+        and not observe.netns_alive(str(vm.netns))
+        and not netlink.link_exists(vm.tap)
+    )
+
+
+def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
+    """Finish half-made VMs (pending/removing leases are taken down) and remove every object
+    tagged for this state file that no active lease accounts for. ``instance`` names another
+    state file's id instead (a state file that was lost: none of its objects has a lease)."""
+    observe.require_net_admin("collect fireroute's leftovers")
+    if instance is not None and (len(instance) > 16 or not set(instance) <= owner.HEX):
+        raise UsageError(f'invalid state id "{instance}": expected the hex id of a state file')
+    store = m._store(create=False)
+    with store.locked():
+        adopted = instance is not None and instance != store.instance()
+        instance = instance or store.instance()
+        # half-made VMs, and CNI attachments whose namespace the runtime removed (a crashed
+        # VM, a DEL that never came): both are taken down
+        half = [] if adopted else [v for v in store.all() if v.state != "active" or gone(v)]
+        plan = m._down_plan(store, half) if half else Plan()
+        if half and not dry_run:
+            m.executor().apply_best_effort(plan)
+            store.remove([v.name for v in half])
+        active = {} if adopted else {v.name: v for v in store.all()}
+        k = Kernel(m.runner)
+        sweep = Plan()
+        bridges = {str(v.options.bridge) for v in active.values() if v.mode == "bridge"}
+        unused_bridges, leftover = [], set()
+        for name, link in k.links.items():
+            tag = owner.parse(str(link.get("ifalias", "")))
+            if tag is None or tag[0] != instance:
+                continue  # not ours, or another state file's
+            what = tag[1]
+            if what.startswith(owner.BRIDGE):
+                if what[len(owner.BRIDGE) :] not in bridges:
+                    unused_bridges.append(name)
+            elif what not in active or active[what].tap != name:
+                leftover.add(name)
+                sweep.add(Step(IP, f"link del dev {name}", f'delete leftover link "{name}"'))
+        for name in unused_bridges:  # ours, no vm on it, and nothing else attached
+            if not set(observe.bridge_ports(name, m.runner)) - leftover:
+                sweep.add(bridge.delete_bridge(name))
+        clone_ns = {v.netns for v in active.values() if v.netns}
+        for ns in observe.our_namespaces(instance):
+            if ns not in clone_ns:
+                sweep.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
+        sweep.add(
+            *nft.sweep_tables(
+                "ip",
+                k.tables,
+                [v for v in active.values() if v.backend == "nft" and modes.nat_member(v)],
+                expected_elements,
+                instance,
+            ),
+            *nft.sweep_tables(
+                bridge.FAMILY,
+                k.btables,
+                [v for v in active.values() if v.mode == "bridge"],
+                bridge.filter_elements,
+                instance,
+            ),
+        )
+        wanted = set().union(*(ipt_want(v) for v in active.values())) if active else set()
+        others = False
+        for table, line in k.rules:
+            tag_text = iptables.comment_tag(line) or ""
+            tag = owner.parse(tag_text)
+            if tag_text == owner.SHARED:
+                continue
+            if tag is None or tag[0] != instance:
+                others = True
+            elif line.replace('"', "") not in wanted:
+                sweep.add(
+                    Step(IPTABLES, "-D" + line[2:], "remove leftover iptables rule", table=table)
+                )
+        ipt_active = any(v.backend == "iptables" for v in active.values())
+        if not ipt_active and not others:
+            for table, line in k.rules:
+                if iptables.comment_tag(line) == owner.SHARED:
+                    sweep.add(
+                        Step(IPTABLES, "-D" + line[2:], "remove shared iptables rule", table=table)
+                    )
+        if not active:
+            sweep.add(*m.forwarding_back(store, instance, set(), own=not adopted))
+            sweep.forget.append(FORWARD_RECORD)
+        if not dry_run:
+            m.executor().apply_best_effort(sweep)
+            done(sweep)
+            if not active and not adopted:
+                store.remove([], drop_meta=[FORWARD_BEFORE])
+        plan.add(*sweep.steps)
+        return plan
+
+
+def restore(m: Manager, dry_run: bool = False) -> Plan:
+    """Recreate what active leases need and the kernel lacks (after a reboot, or drift): taps,
+    addresses, owners, clone namespaces and what is inside them, routes, the nft table's
+    chains, rules and elements, iptables rules, forwarding. Nothing present and right is
+    touched, so a second run does nothing."""
+    observe.require_net_admin("restore fireroute's networking")
+    store = m._store(create=False)
+    with store.locked():
+        vms = [v for v in store.all() if v.state == "active"]
+        k = Kernel(m.runner, vms)
+        plan = Plan()
+        clear: list[Step] = []  # what is left of a drifted clone: removed first, best effort
+        for vm in vms:
+            steps = _restore_links(k, vm, clear)
+            plan.add(*steps)
+            made = any(s.text.endswith("/route_localnet=1") for s in steps)
+            if host.localnet(vm) and not made and not localnet_on(vm.tap):
+                plan.add(host.route_localnet(vm))
+        if clear and not dry_run:
+            m.executor().apply_best_effort(Plan(clear), count_faults=False)
+        forwarding = read_sysctl(host.FORWARD_KEY)
+        if vms and forwarding != "1":
+            plan.add(host.set_forwarding("1", forwarding))
+            if not dry_run:  # (after a reboot: forwarding and /run both start afresh)
+                from fireroute.kernel import forwarding as record
+
+                record.record(forwarding)
+        members = [v for v in vms if modes.nat_member(v)]
+        shared = shared_problems(k, vms)
+        for table in sorted({v.table for v in members if v.backend == "nft"}):
+            in_table = [v for v in members if v.backend == "nft" and v.table == table]
+            if table not in k.tables:
+                observe.check_table_owner(table, m.runner)
+            broken = table not in k.tables or shared.get(f"nftables table ip {table}")
+            missing = any(
+                val not in k.tables.get(table, {}).get(s, {})
+                for v in in_table
+                for s, vals in expected_elements(v).items()
+                for val in vals
+            )
+            if broken or missing:
+                bridges = {
+                    (str(v.options.bridge), v.uplink, v.owner)
+                    for v in in_table
+                    if modes.masquerading_bridge(v)
+                }
+                extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
+                fix = nft.heal(table, in_table, bridges)
+                # this state file's elements that no lease expects where they are (an older
+                # fireroute's layout: a tap's policy pair moved) go first, in the same
+                # transaction: a verdict map entry of the old place would refuse the new one
+                stale = nft.sweep_tables(
+                    "ip",
+                    {table: k.tables.get(table, {})},
+                    in_table,
+                    expected_elements,
+                    store.instance(),
+                )
+                fix.text = "".join(s.text for s in stale) + fix.text
+                if extra:  # chains someone added to our table: flushed and deleted
+                    fix.text += "".join(
+                        f"flush chain ip {table} {c}\ndelete chain ip {table} {c}\n" for c in extra
+                    )
+                plan.add(fix)
+        for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+            in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
+            if table not in k.btables:
+                observe.check_table_owner(table, m.runner, bridge.FAMILY)
+            broken = table not in k.btables or shared.get(f"nftables table bridge {table}")
+            missing = any(
+                val not in k.btables.get(table, {}).get(s, {})
+                for v in in_table
+                for s, vals in bridge.filter_elements(v).items()
+                for val in vals
+            )
+            if broken or missing:
+                plan.add(bridge.filter_heal(table, in_table))
+        ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
+        if ipt:
+            have = {line.replace('"', "") for _, line in k.rules}
+            steps = []
+            if any(v.backend == "iptables" for v in ipt):
+                steps += iptables.vms_up(
+                    [v for v in ipt if v.backend == "iptables"],
+                    need_conntrack=iptables.CONNTRACK not in have,
+                )
+            steps += iptables.forward_policy_fix([v for v in ipt if v.options.fix_forward_policy])
+            for step in steps:
+                rule = "-A " + step.text.split(" ", 1)[1]
+                if rule not in have:
+                    plan.add(step)
+        if not dry_run and plan:
+            m.executor().apply_all(plan)
+        return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)
+
+
+def _restore_links(k: Kernel, vm: Vm, clear: list[Step]) -> list[Step]:
+    """Steps making one VM's links right again (``clear`` gets what must go first)."""
+    if vm.mode == "clone":
+        if not drift_links(k, vm):
+            return []
+        clear.extend(clone.down(vm))  # whatever is left of it goes first: it is made again whole
+        return modes.links_up([vm], set())
+    if vm.mode == "cni":
+        if not drift_links(k, vm):
+            return []
+        if vm.netns not in k.cni:  # the runtime's namespace is gone: nothing to make it in
+            raise UsageError(
+                f'vm "{vm.name}": network namespace "{vm.netns}" is gone; the CNI DEL or '
+                '"fireroute gc" removes the attachment'
+            )
+        clear.extend(cni.down(vm))
+        return modes.links_up([vm], set())
+    link = k.links.get(vm.tap)
+    want = tap_want(vm)
+    if link is not None and any("owned by" in p for p in link_problems(link, vm.tap, "tap", want)):
+        steps = host.tap_down(vm)  # a tap's owner is set only when it is made
+        link = None
+    else:
+        steps = []
+    if vm.mode == "bridge":
+        br = str(vm.options.bridge)
+        if br not in k.links:  # the bridge itself went: ours again, as before
+            steps += bridge.create_bridge(vm)
+            k.links[br] = {"flags": ["UP"]}
+        if link is None:
+            return steps + bridge.tap_up(vm)
+        if link_problems(link, vm.tap, "tap", want):
+            steps.append(bridge.tap_up(vm)[1])  # re-attach, re-tag, bring up
+        return steps
+    create, address, bring_up = host.tap_up(vm)
+    if link is None:
+        return [*steps, create, address, bring_up, host.ipv6_off(vm)]
+    if link_problems(link, vm.tap, "tap", want):
+        if want["address"] not in addrs_of(link):
+            steps.append(address)
+        steps.append(bring_up)
+    if ipv6_on(vm.tap):
+        steps.append(host.ipv6_off(vm))
+    return steps
