@@ -5,16 +5,23 @@ namespace (the script re-executes itself under ``unshare --net``):
 
 - deleting 16 taps: one ``ip link del`` after another, 16 at once, and as one group delete
   (why a batch of deletions costs one grace period, and serial ones sixteen);
-- one ``nft -t list table`` process (what a table's first VM now reads before any change).
+- one ``nft -t list table`` process (what a table's first VM now reads before any change);
+- the table's skeleton as a table's first VM declares it (``nft -f``, a new table each time),
+  with its 64 pairs of egress policy sets and with the first 16 only (what the skeleton was
+  before plan/nft.py went to 64 pairs).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 MARK = "FRBENCH_KERNEL_COSTS"
 
@@ -61,11 +68,31 @@ def main() -> int:
         t = time.perf_counter()
         subprocess.run(["nft", "-t", "list", "table", "ip", "firecracker"], capture_output=True)
         reads.append(ms(t))
+    from fireroute.plan import nft
+
+    full = nft.skeleton("firecracker")
+    pair = re.compile(r"\bout_(?:deny_|allow_)?(\d+)\b")
+    sixteen = "".join(
+        line
+        for line in full.splitlines(keepends=True)
+        if not any(int(k) >= 16 for k in pair.findall(line))
+    )
+    skeleton = {}
+    for label, text in ((f"{nft.SHARDS} pairs", full), ("16 pairs", sixteen)):
+        times = []
+        for _ in range(20):
+            subprocess.run(["nft", "delete", "table", "ip", "firecracker"], capture_output=True)
+            t = time.perf_counter()
+            subprocess.run(["nft", "-f", "-"], input=text, text=True, check=True)
+            times.append(ms(t))
+        skeleton[label] = statistics.median(times)
     print("| what | ms |\n|---|---|")
     print(f"| delete 16 taps, one after another | {serial:.0f} |")
     print(f"| delete 16 taps, all at once | {parallel:.0f} |")
     print(f"| delete 16 taps, one group delete | {grouped:.0f} |")
     print(f"| one `nft -t list table` process (median of 30) | {statistics.median(reads):.2f} |")
+    for label, t in skeleton.items():
+        print(f"| the first VM's skeleton, {label} (`nft -f`, median of 20) | {t:.2f} |")
     return 0
 
 
