@@ -350,3 +350,91 @@ def test_slow_client_does_not_hold_up_others(host: Host, tmp_path: Path):
         assert "fr-slow" not in host.links()  # and nothing of its half request was made
     finally:
         d.stop()
+
+
+def slow_send(sock: socket.socket, data: bytes, gap: float) -> None:
+    """``data`` a byte at a time, ``gap`` seconds apart, until the server stops reading."""
+    for b in data:
+        try:
+            sock.sendall(bytes([b]))
+        except OSError:
+            return
+        time.sleep(gap)
+
+
+@pytest.mark.parametrize("part", ["line", "headers", "body"])
+def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(
+    host: Host, tmp_path: Path, part: str
+):
+    """Each byte comes well within client_timeout, so only the whole-request deadline ends
+    it: 408 after request_timeout, nothing of it run, the daemon serving others meanwhile."""
+    d = Daemon(host, tmp_path, config={"client_timeout": 1, "request_timeout": 2})
+    try:
+        slow = socket.socket(socket.AF_UNIX)
+        slow.settimeout(10)
+        slow.connect(d.sock)
+        head = b"PUT /vms/slow HTTP/1.1\r\nContent-Length: 41\r\n"
+        t0 = time.monotonic()
+        pad = b"X-Pad: " * 40
+        if part == "line":  # a byte every 0.3 s: cut in its request line
+            sender = threading.Thread(target=slow_send, args=(slow, head + pad, 0.3))
+        elif part == "headers":
+            slow.sendall(head)
+            sender = threading.Thread(target=slow_send, args=(slow, pad, 0.3))
+        else:
+            slow.sendall(head + b"\r\n")
+            sender = threading.Thread(target=slow_send, args=(slow, b"{" + b" " * 40, 0.3))
+        sender.start()
+        assert d.client().call("GET", "/healthz") == (200, {"ok": True})  # others go on
+        got = slow.makefile("rb").read().decode()  # to the end: the server closed it
+        took = time.monotonic() - t0
+        sender.join()
+        assert got.startswith("HTTP/1.1 408") and '"kind": "Timeout"' in got, got
+        assert 1.9 < took < 4, took  # at the deadline, not when the bytes ran out (~12 s)
+        assert "fr-slow" not in host.links()
+        assert d.client().call("PUT", "/vms/fast", {})[0] == 200  # the positive control
+    finally:
+        d.stop()
+
+
+def test_connections_beyond_max_connections_get_503_at_once(host: Host, tmp_path: Path):
+    d = Daemon(host, tmp_path, config={"max_connections": 3})
+    held = []
+    try:
+        for _ in range(3):  # idle kept-alive clients: each holds a thread
+            c = d.client()
+            assert c.call("GET", "/healthz")[0] == 200
+            held.append(c)
+        t0 = time.monotonic()
+        status, body = d.client().call("GET", "/healthz")
+        assert status == 503 and body["error"]["kind"] == "Busy", body  # type: ignore[index]
+        assert "max_connections" in body["error"]["message"]  # type: ignore[index]
+        assert time.monotonic() - t0 < 1
+        held.pop().close()
+        deadline = time.monotonic() + 5  # the server notices the close at its next read
+        while d.client().call("GET", "/healthz")[0] != 200:
+            assert time.monotonic() < deadline, "a freed connection was not given back"
+            time.sleep(0.05)
+        assert held[0].call("GET", "/vms")[0] == 200  # the held ones still work
+    finally:
+        for c in held:
+            c.close()
+        d.stop()
+
+
+def test_server_config_timeouts_and_cap_are_checked(tmp_path: Path):
+    from fireroute.errors import UsageError
+    from fireroute.serve.config import ServerConfig
+
+    for bad in (
+        {"request_timeout": 0},
+        {"request_timeout": "5"},
+        {"max_connections": 0},
+        {"max_connections": True},
+        {"max_connections": 1.5},
+        {"client_timeout": True},
+    ):
+        with pytest.raises(UsageError):
+            ServerConfig(**bad)  # type: ignore[arg-type]
+    ok = ServerConfig(request_timeout=5, max_connections=10)  # the control
+    assert (ok.request_timeout, ok.max_connections) == (5, 10)

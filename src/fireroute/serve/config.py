@@ -8,7 +8,9 @@ The server config is a JSON file (``--config FILE``)::
       "client_options": ["allow_host_ports", "dns", "mac"],
       "tenant_prefix": true,
       "max_body": 65536,
-      "client_timeout": 10
+      "client_timeout": 10,
+      "request_timeout": 30,
+      "max_connections": 256
     }
 
 ``fixed`` options apply to every VM and no client may give them; ``client_options`` are the
@@ -17,6 +19,12 @@ size, table, backend, tap owner, bridge or FORWARD-policy fix); everything else 
 fireroute's default. With ``tenant_prefix`` a client that is not root may only name, see and
 remove VMs whose names start with ``u<its uid>-``. The state file, and every path and program
 fireroute uses, are the server's alone: no request field names one.
+
+``client_timeout`` bounds each wait for a client's next bytes; ``request_timeout`` the whole
+of one request, from the moment the server waits for it on a connection until it has arrived
+(a client that sends a byte now and then within ``client_timeout`` is cut off all the same);
+``max_connections`` the connections open at once (each is a thread): one more is answered 503
+and closed at once.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ KEYS = (
     "tenant_prefix",
     "max_body",
     "client_timeout",
+    "request_timeout",
+    "max_connections",
     "firecracker_dir",
 )
 ATTACH_TIMEOUT = 10.0
@@ -81,6 +91,8 @@ class ServerConfig:
         tenant_prefix: bool = False,
         max_body: int = 65536,
         client_timeout: float = 10.0,
+        request_timeout: float = 30.0,
+        max_connections: int = 256,
         firecracker_dir: str | None = None,
     ) -> None:
         self.state = state
@@ -89,6 +101,8 @@ class ServerConfig:
         self.tenant_prefix = tenant_prefix
         self.max_body = max_body
         self.client_timeout = client_timeout
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
         self.firecracker_dir = firecracker_dir
         """the directory of Firecracker API sockets the server attaches VMs to (None: it
         attaches none); a client names a socket in it, which it must own"""
@@ -105,6 +119,16 @@ class ServerConfig:
             raise UsageError("server config: max_body must be 1024..16777216 bytes")
         if not (isinstance(client_timeout, int | float) and 0 < client_timeout <= 600):
             raise UsageError("server config: client_timeout must be 0..600 seconds")
+        if not (isinstance(request_timeout, int | float) and 0 < request_timeout <= 3600):
+            raise UsageError("server config: request_timeout must be 0..3600 seconds")
+        if isinstance(client_timeout, bool) or isinstance(request_timeout, bool):
+            raise UsageError("server config: a timeout is a number of seconds")
+        if not (
+            isinstance(max_connections, int)
+            and not isinstance(max_connections, bool)
+            and 1 <= max_connections <= 65536
+        ):
+            raise UsageError("server config: max_connections must be 1..65536")
 
     @classmethod
     def load(cls, path: str) -> ServerConfig:

@@ -22,6 +22,7 @@ the line the CLI would print.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import grp
 import json
 import os
@@ -108,14 +109,70 @@ def peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
+class Watchdog:
+    """Cuts off connections whose request has not arrived whole by its deadline: the socket
+    timeout bounds each wait for the next bytes, not a request sent a byte at a time. One
+    thread for all connections; a cut shuts the connection's reading side, so the read in
+    progress ends and the handler answers 408 (or, mid-headers, closes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.due: dict[Handler, float] = {}
+        threading.Thread(target=self._run, name="fireroute-watchdog", daemon=True).start()
+
+    def arm(self, handler: Handler, seconds: float) -> None:
+        with self.lock:
+            self.due[handler] = time.monotonic() + seconds
+
+    def disarm(self, handler: Handler) -> None:
+        with self.lock:
+            self.due.pop(handler, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.1)
+            now = time.monotonic()
+            with self.lock:
+                late = [h for h, t in self.due.items() if t <= now]
+                for h in late:
+                    del self.due[h]
+            for h in late:
+                h.cut()
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # connections are kept alive
     server: Server
+    late = False  # the watchdog cut this request off
 
     def setup(self) -> None:
         self.timeout = self.server.config.client_timeout  # a slow client loses its connection
         super().setup()
         self.uid = peer_uid(self.connection)
+
+    def handle_one_request(self) -> None:
+        """One request, under the whole-request deadline (``request_timeout``) from the
+        moment the server waits for it until it has arrived (headers, and body if any)."""
+        self.server.watchdog.arm(self, self.server.config.request_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.watchdog.disarm(self)
+
+    def cut(self) -> None:
+        self.late = True
+        with contextlib.suppress(OSError):  # (the client may have gone already)
+            self.connection.shutdown(socket.SHUT_RD)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if self.late:  # a request line or headers cut short by the deadline: say so
+            self.close_connection = True
+            self.request_version = self.protocol_version  # (a cut line may read as HTTP/0.9)
+            message = "the request did not arrive whole in time"
+            error = {"error": {"kind": "Timeout", "message": message}}
+            self._answer(408, error, "unknown", None, time.monotonic())
+            return
+        super().send_error(code, message, explain)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
         return  # every request is logged once, as JSON, by _answer
@@ -134,8 +191,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         start = time.monotonic()
+        if self.headers.get("Content-Length") is None:  # arrived whole: no body follows
+            self.server.watchdog.disarm(self)
         verb, vm = verb_of(method, self.path), None  # a label from a fixed list, for metrics
         try:
+            if self.late:  # headers cut short: what arrived is not the request; nothing runs
+                self.close_connection = True
+                raise Reply(408, "Timeout", "the request did not arrive whole in time")
             verb, vm, body = self._route(method)
             status, payload = 200, body
         except Reply as r:
@@ -188,6 +250,12 @@ class Handler(BaseHTTPRequestHandler):
         except TimeoutError:
             self.close_connection = True
             raise Reply(408, "Timeout", "the request body did not arrive in time") from None
+        self.server.watchdog.disarm(self)
+        if len(raw) < int(length):  # cut off by the deadline, or the client stopped sending
+            self.close_connection = True
+            if self.late:
+                raise Reply(408, "Timeout", "the request did not arrive whole in time")
+            raise Reply(400, "UsageError", "the body ended before its Content-Length")
         if not raw.strip():
             return {}
         try:
@@ -308,7 +376,48 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, config: ServerConfig, worker: Worker, log) -> None:  # noqa: ANN001
         self.config, self.worker, self.log = config, worker, log
         self.metrics = Metrics()
+        self.watchdog = Watchdog()
+        self.open_lock = threading.Lock()
+        self.open = 0  # connections being served (a thread each)
         super().__init__(path, Handler)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001
+        """A thread for the connection, or, with ``max_connections`` open, a 503 at once."""
+        with self.open_lock:
+            full = self.open >= self.config.max_connections
+            if not full:
+                self.open += 1
+        if full:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self.open_lock:
+                self.open -= 1
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.open_lock:
+                self.open -= 1
+
+    def _refuse(self, request: socket.socket) -> None:
+        n = self.config.max_connections
+        message = f"the server has {n} connections open (its max_connections); try again"
+        data = (jsontext.dumps({"error": {"kind": "Busy", "message": message}}) + "\n").encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            request.settimeout(0.5)  # a fresh socket's buffer takes it; never wait on a client
+            request.sendall(head.encode() + data)
+        self.shutdown_request(request)
+        self.metrics.add("connect", 503, 0.0)
+        self.log({"verb": "connect", "status": 503, "open": n})
 
 
 def listen(path: str, group: str | None, config: ServerConfig, worker: Worker, log) -> Server:  # noqa: ANN001
