@@ -288,6 +288,28 @@ def test_missing_table_or_set_falls_back_to_nft(pair) -> None:
     assert both(pair, [nft.vms_up(TABLE, [vm("b", 1)], fresh=False)], in_process=0)["error"] is None
 
 
+def test_named_set_lookups_read_only_the_sets_asked_for(pair) -> None:
+    """A transaction looks up only the sets it writes (one request each, in one send), not a
+    dump of the whole table; a missing set or table is simply not in the answer."""
+    setup(pair, up_plan(vm("a", 0), fresh=True))
+    probe = (
+        "import json, sys\n"
+        "from fireroute.kernel.nftnl import Nftnl\n"
+        "n = Nftnl()\n"
+        "named = n.sets('ip', sys.argv[1], ['taps', 'out_allow_0', 'nosuch', 'taps'])\n"
+        "info = named['out_allow_0']\n"
+        "print(json.dumps([sorted(named), info.interval, n.sets('ip', 'nosuch', ['taps']),\n"
+        "                  sorted(n.sets('ip', sys.argv[1]))]))\n"
+    )
+    out = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{pair[1].ns}", sys.executable, "-c", probe, TABLE],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    named, interval, missing, everything = json.loads(out)
+    assert named == ["out_allow_0", "taps"] and interval is True and missing == {}
+    assert everything == sorted([*nft.SETS, *nft.MAPS])  # the dump: the control
+
+
 def test_failed_nft_unwinds_in_process_taps(pair) -> None:
     v = vm("a", 0)
     setup(pair, up_plan(v, fresh=True))
