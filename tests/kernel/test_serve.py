@@ -405,11 +405,12 @@ def test_connections_beyond_max_connections_get_503_at_once(host: Host, tmp_path
             c = d.client()
             assert c.call("GET", "/healthz")[0] == 200
             held.append(c)
-        t0 = time.monotonic()
-        status, body = d.client().call("GET", "/healthz")
-        assert status == 503 and body["error"]["kind"] == "Busy", body  # type: ignore[index]
-        assert "max_connections" in body["error"]["message"]  # type: ignore[index]
-        assert time.monotonic() - t0 < 1
+        for _ in range(20):  # each reads its answer (none gets a broken pipe instead)
+            t0 = time.monotonic()
+            status, body = d.client().call("GET", "/healthz")
+            assert status == 503 and body["error"]["kind"] == "Busy", body  # type: ignore[index]
+            assert "max_connections" in body["error"]["message"]  # type: ignore[index]
+            assert time.monotonic() - t0 < 1
         held.pop().close()
         deadline = time.monotonic() + 5  # the server notices the close at its next read
         while d.client().call("GET", "/healthz")[0] != 200:

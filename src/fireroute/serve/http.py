@@ -115,10 +115,25 @@ class Watchdog:
     thread for all connections; a cut shuts the connection's reading side, so the read in
     progress ends and the handler answers 408 (or, mid-headers, closes)."""
 
+    LINGER = 1.0  # seconds a refused connection stays open, its answer sent
+    MAX_LINGERING = 1024
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.due: dict[Handler, float] = {}
+        self.lingering: list[tuple[float, socket.socket]] = []
         threading.Thread(target=self._run, name="fireroute-watchdog", daemon=True).start()
+
+    def close_later(self, sock: socket.socket) -> None:
+        """Close a refused connection in a moment, not at once: a client that sends its
+        request after the answer was written would otherwise get a broken pipe instead of
+        reading the 503 (its request goes into a buffer nobody reads)."""
+        with self.lock:
+            self.lingering.append((time.monotonic() + self.LINGER, sock))
+            early = self.lingering[: max(0, len(self.lingering) - self.MAX_LINGERING)]
+            del self.lingering[: len(early)]
+        for _, old in early:
+            old.close()
 
     def arm(self, handler: Handler, seconds: float) -> None:
         with self.lock:
@@ -136,8 +151,12 @@ class Watchdog:
                 late = [h for h, t in self.due.items() if t <= now]
                 for h in late:
                     del self.due[h]
+                done = [s for t, s in self.lingering if t <= now]
+                self.lingering = [(t, s) for t, s in self.lingering if t > now]
             for h in late:
                 h.cut()
+            for sock in done:
+                sock.close()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -415,7 +434,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         with contextlib.suppress(OSError):
             request.settimeout(0.5)  # a fresh socket's buffer takes it; never wait on a client
             request.sendall(head.encode() + data)
-        self.shutdown_request(request)
+            request.shutdown(socket.SHUT_WR)
+        self.watchdog.close_later(request)
         self.metrics.add("connect", 503, 0.0)
         self.log({"verb": "connect", "status": 503, "open": n})
 
