@@ -390,7 +390,7 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(
         took = time.monotonic() - t0
         sender.join()
         assert got.startswith("HTTP/1.1 408") and '"kind": "Timeout"' in got, got
-        assert 1.9 < took < 4, took  # at the deadline, not when the bytes ran out (~12 s)
+        assert 1.9 < took < 6, took  # at the deadline, not when the bytes ran out (>= 12 s)
         assert "fr-slow" not in host.links()
         assert d.client().call("PUT", "/vms/fast", {})[0] == 200  # the positive control
     finally:
