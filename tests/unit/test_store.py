@@ -121,6 +121,27 @@ def test_a_schema_2_file_gets_the_ports_index(tmp_path) -> None:
     assert "ports_port" in " ".join(str(r) for r in plan.fetchall())
 
 
+@pytest.mark.parametrize("options", ['{"publish": ["nope"]}', '["a list"]', '{"publish": 7}'])
+def test_an_upgrade_that_cannot_read_a_lease_changes_nothing(tmp_path, options) -> None:
+    import sqlite3
+
+    from fireroute.errors import StateError
+
+    path = tmp_path / "s.db"
+    Store(path).reserve([publishing("a", 0, "8080:80"), publishing("b", 1)])
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE ports; PRAGMA user_version = 2;")
+    db.execute("UPDATE vms SET options = ? WHERE name = 'b'", (options,))
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match='options of vm "b" are unreadable'):
+        Store(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # as it was
+    assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'ports'").fetchall()
+    db.close()
+
+
 def test_an_older_file_it_may_not_write_is_matched_by_its_options(tmp_path, monkeypatch):
     """A schema-2 file that cannot be upgraded (not writable) is read as it is: claiming
     falls back to matching the recorded options, and finds the same VMs."""

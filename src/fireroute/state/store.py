@@ -146,16 +146,7 @@ class Store:
                             + f"PRAGMA user_version = {SCHEMA_VERSION};"
                         )
                     elif now < SCHEMA_VERSION:
-                        self.db.executescript(
-                            "BEGIN IMMEDIATE;" + INDEXES + PORTS + "DELETE FROM ports;"
-                        )
-                        rows = self.db.execute("SELECT name, options FROM vms").fetchall()
-                        self.db.executemany(
-                            "INSERT INTO ports (port, name) VALUES (?, ?)",
-                            [(port, n) for n, o in rows for port in _published(str(o))],
-                        )
-                        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                        self.db.execute("COMMIT")
+                        self._upgrade(path)
             else:
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
@@ -168,6 +159,30 @@ class Store:
             raise StateError(f"cannot use state file {path}: {exc}") from None
         except OSError as exc:
             raise StateError(f"cannot use state file {path}: {exc.strerror}") from None
+
+    def _upgrade(self, path: str) -> None:
+        """An older file gets what this version adds, in one transaction (under the state
+        lock): the indexes, and the ports table filled from every lease's options. A lease
+        whose options cannot be read leaves the file as it was."""
+        assert self.db is not None
+        self.db.executescript("BEGIN IMMEDIATE;" + INDEXES + PORTS + "DELETE FROM ports;")
+        try:
+            rows = self.db.execute("SELECT name, options FROM vms").fetchall()
+            claims = []
+            for name, options in rows:
+                try:
+                    claims += [(port, name) for port in _published(str(options))]
+                except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
+                    raise StateError(
+                        f'cannot upgrade state file {path}: the options of vm "{name}" are '
+                        f"unreadable ({exc})"
+                    ) from None
+            self.db.executemany("INSERT INTO ports (port, name) VALUES (?, ?)", claims)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     # -- locking ---------------------------------------------------------------------------
     def locked(self, timeout: float | None = None) -> _Lock:
