@@ -299,15 +299,16 @@ def test_named_set_lookups_read_only_the_sets_asked_for(pair) -> None:
         "named = n.sets('ip', sys.argv[1], ['taps', 'out_allow_0', 'nosuch', 'taps'])\n"
         "info = named['out_allow_0']\n"
         "print(json.dumps([sorted(named), info.interval, n.sets('ip', 'nosuch', ['taps']),\n"
-        "                  sorted(n.sets('ip', sys.argv[1]))]))\n"
+        "                  sorted(n.sets('ip', sys.argv[1], sys.argv[2:]))]))\n"
     )
     out = subprocess.run(
-        ["nsenter", f"--net=/var/run/netns/{pair[1].ns}", sys.executable, "-c", probe, TABLE],
+        ["nsenter", f"--net=/var/run/netns/{pair[1].ns}", sys.executable, "-c", probe, TABLE,
+         *nft.SETS, *nft.MAPS],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     named, interval, missing, everything = json.loads(out)
     assert named == ["out_allow_0", "taps"] and interval is True and missing == {}
-    assert everything == sorted([*nft.SETS, *nft.MAPS])  # the dump: the control
+    assert everything == sorted([*nft.SETS, *nft.MAPS])  # every one asked for: the control
 
 
 def test_failed_nft_unwinds_in_process_taps(pair) -> None:

@@ -103,6 +103,8 @@ def test_claiming_finds_the_vms_that_publish_a_port(tmp_path) -> None:
     assert store.claiming([8080, 2222]) == [] and [v.name for v in store.claiming([9090])] == ["a"]
     store.remove(["a"])
     assert store.claiming([9090]) == [] and [v.name for v in store.claiming([5353])] == ["c"]
+    assert store.db is not None  # the index itself, which claiming reads: exactly c's port
+    assert store.db.execute("SELECT port, name FROM ports").fetchall() == [(5353, "c")]
 
 
 def test_a_schema_2_file_gets_the_ports_index(tmp_path) -> None:

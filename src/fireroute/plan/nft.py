@@ -372,7 +372,7 @@ def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) ->
     have deleted (added first, so that deleting them succeeds whether or not they were there)
     and those they newly have added; the elements both have are left alone, because the kernel
     finds an interval set's element to delete by a walk over the set (one delete at 750
-    ranges costs 8 ms, an add 0.3: bench/interval_set.py). None when nothing changes."""
+    ranges costs ~11 ms, an add 0.3: bench/interval_set.py). None when nothing changes."""
 
     have, want = elements(old), elements(new)
     gone = {n: [v for v in have.get(n, []) if v not in want.get(n, [])] for n in names}

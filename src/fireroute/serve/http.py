@@ -109,6 +109,9 @@ def peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
+LATE = "the request did not arrive whole in time"  # (request_timeout: the watchdog cut it)
+
+
 class Watchdog:
     """Cuts off connections whose request has not arrived whole by its deadline: the socket
     timeout bounds each wait for the next bytes, not a request sent a byte at a time. One
@@ -187,8 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.late:  # a request line or headers cut short by the deadline: say so
             self.close_connection = True
             self.request_version = self.protocol_version  # (a cut line may read as HTTP/0.9)
-            message = "the request did not arrive whole in time"
-            error = {"error": {"kind": "Timeout", "message": message}}
+            error = {"error": {"kind": "Timeout", "message": LATE}}
             self._answer(408, error, "unknown", None, time.monotonic())
             return
         super().send_error(code, message, explain)
@@ -216,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if self.late:  # headers cut short: what arrived is not the request; nothing runs
                 self.close_connection = True
-                raise Reply(408, "Timeout", "the request did not arrive whole in time")
+                raise Reply(408, "Timeout", LATE)
             verb, vm, body = self._route(method)
             status, payload = 200, body
         except Reply as r:
@@ -273,7 +275,7 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) < int(length):  # cut off by the deadline, or the client stopped sending
             self.close_connection = True
             if self.late:
-                raise Reply(408, "Timeout", "the request did not arrive whole in time")
+                raise Reply(408, "Timeout", LATE)
             raise Reply(400, "UsageError", "the body ended before its Content-Length")
         if not raw.strip():
             return {}

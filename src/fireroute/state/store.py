@@ -111,6 +111,7 @@ class Store:
         path = self.path = os.fspath(path)
         self._marks: dict[str, str] = {}  # free_from marks found, written by reserve()
         self._instance: str | None = None
+        self.version = SCHEMA_VERSION  # what the open file has (an older one read-only)
         if not create and not os.path.exists(path):
             self.db: sqlite3.Connection | None = None
             return
@@ -125,7 +126,7 @@ class Store:
             # loses nothing; a power cut may lose the last commits but never consistency (and
             # the kernel objects are gone then anyway: restore/gc reconcile).
             self.db.execute("PRAGMA synchronous = NORMAL")
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            version = self.version = self.db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION or version < 0:
                 raise StateError(
                     f"state file {path} has schema version {version}; this fireroute knows "
@@ -147,6 +148,7 @@ class Store:
                         )
                     elif now < SCHEMA_VERSION:
                         self._upgrade(path)
+                    self.version = SCHEMA_VERSION
             else:
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
@@ -222,17 +224,13 @@ class Store:
         caller compares the specs), so the other VMs are never built."""
         if not ports:
             return []
-        if not self._indexed_ports():  # a read-only state file of an older version
+        if self.version < 3:  # a read-only state file of an older version
             patterns = [pat for p in sorted(set(ports)) for pat in (f'%"{p}:%', f"%:{p}:%")]
             where = " OR ".join(["options LIKE ?"] * len(patterns))
             return self._rows(f"WHERE {where}", tuple(patterns))
         marks = ", ".join("?" * len(set(ports)))
         where = f"WHERE name IN (SELECT name FROM ports WHERE port IN ({marks}))"
         return self._rows(where, tuple(sorted(set(ports))))
-
-    def _indexed_ports(self) -> bool:
-        assert self.db is not None
-        return bool(self.db.execute("PRAGMA user_version").fetchone()[0] >= 3)
 
     def shapes(self) -> list[tuple[object, ...]]:
         """(mode, backend, table, bridge, masquerade, dhcp, uplink, count) over all VMs: what
@@ -575,10 +573,10 @@ def _write_ports(db: sqlite3.Connection, vms: list[tuple[str, Options]]) -> None
 
 def _published(options: str) -> list[int]:
     """The host ports a lease's recorded options publish (for a file made before PORTS)."""
-    from fireroute.model import Published
-
-    specs = jsontext.loads(options).get("publish") or []
-    return [Published.parse(str(t)).port for t in specs]
+    data = jsontext.loads(options)
+    if not isinstance(data, dict):
+        raise TypeError("not an object")
+    return [p.port for p in Options.from_identity(data).publish]
 
 
 def _open_readable(path: str) -> sqlite3.Connection:
