@@ -331,6 +331,32 @@ def test_config_merge_golden(host: Host, tmp_path):
     assert host.fireroute("config", "web-1", "--merge", str(out)).stdout == GOLDEN
 
 
+def test_config_merge_of_a_second_vm_never_takes_the_first_vms_ip_argument(host: Host, tmp_path):
+    """Two VMs in one Firecracker (two NICs): the kernel takes one ip= argument. A second VM
+    on the same guest interface is refused naming both VMs, the file untouched; the same
+    merge with its own guest interface adds the NIC, keeps the first ip= and says so."""
+    host.fireroute("up", "a")
+    host.fireroute("up", "b", "--iface-id", "net1")
+    host.fireroute("up", "c", "--iface-id", "net2", "--guest-iface", "eth1")
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"boot-source": {"kernel_image_path": "/k"}}))
+    host.fireroute("config", "a", "--merge", str(cfg), "-o", str(cfg))
+    first = cfg.read_text()
+    assert IP_ARG in first
+
+    p = host.fireroute("config", "b", "--merge", str(cfg), "-o", str(cfg), check=False)
+    assert p.returncode == 3 and p.stdout == ""
+    assert 'cannot merge vm "b"' in p.stderr and 'for vm "a"' in p.stderr
+    assert "--guest-iface" in p.stderr and len(p.stderr.splitlines()) == 1
+    assert cfg.read_text() == first
+
+    p = host.fireroute("config", "c", "--merge", str(cfg), "-o", str(cfg))
+    merged = json.loads(cfg.read_text())
+    assert merged["boot-source"]["boot_args"] == IP_ARG
+    assert [i["host_dev_name"] for i in merged["network-interfaces"]] == ["fr-a", "fr-c"]
+    assert 'vm "c"' in p.stderr and "fireroute show c --format guest-script" in p.stderr
+
+
 def test_config_fragment_without_a_file(host: Host, tmp_path):
     host.fireroute("up", "web-1")
     fragment = {

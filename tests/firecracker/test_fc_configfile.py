@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from fireroute.firecracker.configfile import merge_config
+from fireroute.firecracker.configfile import ip_arg_applied, merge_config
 from fireroute.firecracker.ratelimit import rate_limiter
 
 IP = "ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off"
@@ -117,3 +117,50 @@ def test_merged_config_conforms_to_the_spec(spec):
     entry = {**ENTRY, "rx_rate_limiter": rate_limiter(bandwidth="200Mbit", ops="10000/s")}
     merged = merge_config(EXISTING, entry, IP)
     assert spec.errors(merged, spec.definition("FullVmConfiguration")) == []
+
+
+# -- two VMs in one config: the kernel takes one ip= argument --------------------------------
+
+FIRST = {"iface_id": "eth0", "host_dev_name": "fr-a", "guest_mac": "06:00:ac:10:00:02"}
+FIRST_IP = "ip=172.16.0.2::172.16.0.1:255.255.255.252::eth0:off"
+SECOND = {"iface_id": "net1", "host_dev_name": "fr-b", "guest_mac": "06:00:ac:10:00:06"}
+
+
+def _first_merged() -> dict:
+    return merge_config({"boot-source": {"kernel_image_path": "/k"}}, FIRST, FIRST_IP)
+
+
+def test_a_second_vm_on_the_same_guest_interface_is_refused_naming_the_first():
+    first = _first_merged()
+    before = copy.deepcopy(first)
+    second_ip = "ip=172.16.0.6::172.16.0.5:255.255.255.252::eth0:off"
+    with pytest.raises(ValueError, match=r'configures eth0 for vm "a".*--guest-iface'):
+        merge_config(first, SECOND, second_ip, {"fr-a"}, {"172.16.0.2": "a"})
+    assert first == before  # nothing of the input changed
+
+
+def test_a_hand_written_interface_keeps_its_ip_argument_when_one_is_added_beside_it():
+    config = {
+        "boot-source": {"boot_args": "console=ttyS0 ip=10.0.0.2::10.0.0.1:255.0.0.0::eth0:off"},
+        "network-interfaces": [{"iface_id": "mgmt", "host_dev_name": "tapmgmt"}],
+    }
+    with pytest.raises(ValueError, match="another interface of the config"):
+        merge_config(config, SECOND, "ip=172.16.0.6::172.16.0.5:255.255.255.252::eth0:off")
+
+
+def test_a_second_vm_on_another_guest_interface_is_added_and_the_first_ip_kept():
+    # the positive control of the refusal above: the same merge with --guest-iface eth1
+    first = _first_merged()
+    second_ip = "ip=172.16.0.6::172.16.0.5:255.255.255.252::eth1:off"
+    merged = merge_config(first, SECOND, second_ip, {"fr-a"}, {"172.16.0.2": "a"})
+    assert merged["network-interfaces"] == [FIRST, SECOND]
+    assert merged["boot-source"]["boot_args"] == FIRST_IP
+    assert ip_arg_applied(merged, FIRST_IP) and not ip_arg_applied(merged, second_ip)
+
+
+def test_the_same_vm_merged_again_with_a_new_address_replaces_its_own_ip_argument():
+    first = _first_merged()
+    moved = "ip=172.16.0.10::172.16.0.9:255.255.255.252::eth0:off"
+    merged = merge_config(first, FIRST, moved, {"fr-b"}, {"172.16.0.6": "b"})
+    assert merged["boot-source"]["boot_args"] == moved
+    assert ip_arg_applied(merged, moved)

@@ -173,11 +173,28 @@ def cmd_config(args: argparse.Namespace) -> int:
         manager, args.name, args.iface_id, rx, tx, existing, source=args.merge
     )
     text = json.dumps(merged, indent=2) + "\n"
+    _say_if_ip_arg_kept(manager, args.name, merged)
     if args.output is None:
         sys.stdout.write(text)
     else:
         _write_atomically(args.output, text)
     return 0
+
+
+def _say_if_ip_arg_kept(manager, name: str, merged: dict) -> None:
+    """A merge that kept another interface's ip= argument says so: this VM's interface is
+    then configured by its guest script, not by the kernel."""
+    from fireroute.firecracker.configfile import ip_arg_applied
+    from fireroute.render import guest
+
+    vm = manager.show(name)
+    ip_arg = guest.boot_arg(vm)
+    if not ip_arg_applied(merged, ip_arg):
+        sys.stderr.write(
+            f'fireroute: vm "{vm.name}": boot_args keep the ip= argument of another '
+            f"interface (the kernel takes one): configure {vm.options.guest_iface} in the guest "
+            f"with `fireroute show {vm.name} --format guest-script`\n"
+        )
 
 
 def _read_config(path: Path) -> dict | None:

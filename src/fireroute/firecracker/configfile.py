@@ -5,14 +5,17 @@ The config file mirrors the API: ``"network-interfaces"`` is a list of
 ``boot_args`` carries the kernel ``ip=`` argument.
 """
 
-from fireroute.firecracker.bootargs import set_ip_arg
+from collections.abc import Collection, Mapping
+
+from fireroute.firecracker.bootargs import get_ip_arg, set_ip_arg
 
 
 def merge_config(
     existing: dict | None,
     iface_entry: dict,
     ip_arg: str | None,
-    other_taps: set[str] | frozenset[str] = frozenset(),
+    other_taps: Collection[str] = frozenset(),
+    other_guests: Mapping[str, str] | None = None,
 ) -> dict:
     """Return a new config with ``iface_entry`` and ``ip_arg`` merged in.
 
@@ -25,7 +28,12 @@ def merge_config(
     * An entry with the same ``iface_id`` whose tap is in ``other_taps`` (another vm's) is
       an error rather than replaced: a second vm joins with an ``iface_id`` of its own.
     * The ``ip=`` argument of another interface (another ``device`` field) is kept: the
-      kernel takes one, and the first vm's stays.
+      kernel takes one, and the first vm's stays (``ip_arg_applied`` tells the caller).
+    * An ``ip=`` argument for the same guest interface that configures another interface's
+      address is an error rather than replaced (the first interface would boot
+      unconfigured): one that carries another vm's guest address (``other_guests``: guest
+      IP -> vm name), or any other one when ``iface_entry`` is added beside the interfaces
+      already there instead of replacing one of them.
     * ``existing`` is not modified. With ``existing=None`` the result is a minimal
       fragment: ``{"network-interfaces": [...]}`` plus ``{"boot-source": {"boot_args":
       ...}}`` when ``ip_arg`` is given (a fragment: Firecracker also needs
@@ -64,6 +72,7 @@ def merge_config(
                 f"{entry.get('iface_id')!r} in the existing config"
             )
         merged.append(entry)
+    added_beside = not replaced and bool(merged)
     if not replaced:
         merged.append(new_entry)
     config["network-interfaces"] = merged
@@ -80,10 +89,47 @@ def merge_config(
             raise ValueError("'boot-source.boot_args' in the existing config is not a string")
         held = _ip_device(current)
         if ip_arg is None or held is None or held == _ip_device(ip_arg):
+            if ip_arg is not None and held is not None:
+                _check_not_anothers(current, ip_arg, added_beside, other_guests or {})
             boot["boot_args"] = set_ip_arg(current, ip_arg)
         # else: the kernel takes one ip= argument, and it configures another interface (the
         # first vm's); this one's is left to the guest script
     return config
+
+
+def ip_arg_applied(config: dict, ip_arg: str | None) -> bool:
+    """Whether a merged ``config`` boots with ``ip_arg`` as its kernel ``ip=`` argument
+    (False when the argument configures another interface and was kept)."""
+    boot = config.get("boot-source")
+    current = boot.get("boot_args") if isinstance(boot, dict) else None
+    return get_ip_arg(current or "") == ip_arg
+
+
+def _check_not_anothers(
+    current: str, ip_arg: str, added_beside: bool, other_guests: Mapping[str, str]
+) -> None:
+    """Refuse to replace an ``ip=`` argument for the same guest interface that belongs to
+    another interface: the kernel takes one, and the other interface would boot without an
+    address."""
+    held = get_ip_arg(current)
+    if held is None or _ip_client(held) == _ip_client(ip_arg):
+        return
+    owner = other_guests.get(_ip_client(held))
+    if owner is None and not added_beside:
+        return  # the interface this entry replaces had it: it is this interface's own
+    device = _ip_device(ip_arg) or "the first interface"
+    whose = f'vm "{owner}"' if owner is not None else "another interface of the config"
+    raise ValueError(
+        f"its ip= argument would replace {held!r}, which configures {device} for {whose}, "
+        "and the kernel takes one ip= argument: bring this vm up with another "
+        "--guest-iface (eth1, ...) and configure that interface with its guest script "
+        "(fireroute show VM --format guest-script)"
+    )
+
+
+def _ip_client(token: str) -> str:
+    """The guest address field of an ``ip=`` token."""
+    return token[3:].split(":")[0]
 
 
 def _ip_device(args: str) -> str | None:

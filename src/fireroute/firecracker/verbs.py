@@ -414,8 +414,10 @@ def config_entry(
     if tx:
         entry["tx_rate_limiter"] = tx
     try:
-        others = {v.vm_tap for v in manager.ls() if v.name != vm.name}
-        return merge_config(existing, entry, guest.boot_arg(vm), others)
+        others = [v for v in manager.ls() if v.name != vm.name]
+        guests = {str(v.guest_ip): v.name for v in others if v.guest_ip is not None}
+        taps = {v.vm_tap for v in others}
+        return merge_config(existing, entry, guest.boot_arg(vm), taps, guests)
     except ValueError as exc:
         where = f" into {os.fspath(source)}" if source is not None else ""
         raise ConflictError(f'cannot merge vm "{vm.name}"{where}: {exc}') from None
