@@ -95,6 +95,9 @@ class FirecrackerStandin:
         self.mmds_config: dict | None = None
         self.started = False
         self.chunked = False  # send JSON bodies with Transfer-Encoding: chunked
+        # an older Firecracker's router: these paths are unknown (see ``as_older``)
+        self.missing: set[str] = set()
+        self.vmm_version: str | None = None
         self._raw_queue: list[tuple[bytes, bool]] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -144,7 +147,14 @@ class FirecrackerStandin:
 
     @property
     def version(self) -> str:
-        return self.spec.version
+        return self.vmm_version or self.spec.version
+
+    def as_older(self, version: str = "0.24.4", missing: tuple = ("/version", "/vm/config")):
+        """Answer as a Firecracker before 1.0 does (seen against v0.24.4): ``GET /`` reports
+        ``version``, and ``missing`` paths are unknown to its router (400)."""
+        self.vmm_version = version
+        self.missing = set(missing)
+        return self
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -194,8 +204,10 @@ class FirecrackerStandin:
     # -- Firecracker behaviour ----------------------------------------------------
 
     def _dispatch(self, method: str, path: str, body: object) -> tuple[int, object | None]:
-        found = self.spec.route(path)
+        found = self.spec.route(path) if path not in self.missing else None
         operation = found[1].get(method.lower()) if found else None
+        if operation is None and path in self.missing:  # its wording: the first path segment
+            raise ApiFault(f"Invalid request method and/or path: {method} {path.split('/')[1]}.")
         if operation is None:
             raise ApiFault(f"Invalid request method and/or path: {method} {path}.")
         template, _ops, path_params = found
