@@ -239,7 +239,9 @@ class Firecracker:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise AssertionError(f"firecracker still ran after {timeout}s:\n{self.console()}")
+            raise AssertionError(
+                f"firecracker still ran after {timeout}s:\n{self.console()}"
+            ) from None
         probe = Probe.parse(self.console())
         assert rc == 0 and probe.line("done") is not None, (
             f"firecracker exited {rc}:\n{self.console()}"
@@ -290,7 +292,8 @@ class UdpSink:
         )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        assert ready and self.proc.stdout.readline().strip() == "ready", "the UDP sink did not start"
+        started = ready and self.proc.stdout.readline().strip() == "ready"
+        assert started, "the UDP sink did not start"
 
     def datagrams(self, timeout: float = 60) -> list[list]:
         import json
