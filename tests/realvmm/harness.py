@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +323,7 @@ class Lab:
     binary: str
     kernel: Path
     vmms: list[Firecracker] = field(default_factory=list)
+    scratch: list[Path] = field(default_factory=list)
 
     @property
     def host_netns(self) -> str:
@@ -343,15 +346,24 @@ class Lab:
 
         return json.loads(self.fireroute("show", name, "--json").stdout)
 
-    def firecracker(self, name: str, *, netns: str | None = None, **kw: object) -> Firecracker:
-        """A Firecracker in the host namespace (or ``netns``), started, not yet booted."""
-        fc = Firecracker(self.binary, netns or self.host_netns, self.workdir / name, name, **kw)
+    def firecracker(
+        self, name: str, *, netns: str | None = None, jail: Jail | None = None, **kw: object
+    ) -> Firecracker:
+        """A Firecracker in the host namespace (or ``netns``), started, not yet booted. A
+        jailed one works in a directory of its own under /tmp (pytest's are root's alone)."""
+        workdir = self.workdir / name
+        if jail is not None:
+            workdir = Path(tempfile.mkdtemp(prefix=f"frvm-{name}-"))
+            self.scratch.append(workdir)
+        fc = Firecracker(self.binary, netns or self.host_netns, workdir, name, jail=jail, **kw)
         self.vmms.append(fc)
         return fc.start()
 
     def close(self) -> None:
         for fc in self.vmms:
             fc.stop()
+        for path in self.scratch:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def probe_args(boot_args: str, **probe: object) -> str:
