@@ -49,7 +49,7 @@ def build_probe() -> Path:
     """The probe's ELF, built (or found current) in the guest image cache."""
     script = PROBE_SOURCES / "build.sh"
     if not script.is_file():
-        pytest.skip(f"the probe guest's sources are missing: {script} ({ENV} is set)")
+        pytest.skip(f"the probe guest's sources are missing: {script}")
     out = default_cache_dir() / "probe-guest" / "probe-guest.elf"
     p = subprocess.run(
         ["bash", str(script)],
