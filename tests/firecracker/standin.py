@@ -1,4 +1,5 @@
-"""A stand-in for Firecracker's API server, driven by Firecracker's own OpenAPI spec.
+"""A stand-in for Firecracker's API server, driven by Firecracker's own OpenAPI spec (or the
+project's description of the part used, ``apidesc``, which is checked against it).
 
 It listens on a unix socket (in a background thread) and, for every request:
 
@@ -8,7 +9,7 @@ It listens on a unix socket (in a background thread) and, for every request:
 * validates the JSON body against the operation's body schema with ``specschema``
   (required fields, types, minimum/maximum, enum, patterns, no unknown fields);
 * requires the id in the path to equal the same-named field of the body;
-* enforces "Pre-boot only" / "Post-boot only" from the operation summaries;
+* enforces pre-boot only / post-boot only operations (``Spec.boot_phase``);
 * keeps a little state (boot source, interfaces, MMDS config, started) so that
   ``GET /vm/config``, ``GET /version`` and ``PUT /actions`` behave plausibly.
 
@@ -243,10 +244,10 @@ class FirecrackerStandin:
                             f"from the body [{body[name]}]!"
                         )
 
-        summary = operation.get("summary", "")
-        if "Pre-boot only" in summary and self.started:
+        boot = self.spec.boot_phase(operation)
+        if boot == "pre" and self.started:
             raise ApiFault("The requested operation is not supported after starting the microVM.")
-        if "Post-boot only" in summary and not self.started:
+        if boot == "post" and not self.started:
             raise ApiFault("The requested operation is not supported before starting the microVM.")
 
         handler = getattr(self, f"_on_{method.lower()}_{_slug(template)}", None)
