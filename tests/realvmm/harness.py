@@ -109,10 +109,10 @@ class Jail:
     namespace, as the jailer makes them in its chroot)."""
 
     uid: int
-    nodes: Path
+    nodes: Path | None = None  # where the device nodes are made: Lab gives a scratch directory
 
     def wrap(self, argv: list[str]) -> list[str]:
-        self.nodes.mkdir(parents=True, exist_ok=True)
+        assert self.nodes is not None
         for name, (major, minor) in (("kvm", (10, 232)), ("tun", (10, 200))):
             node = self.nodes / name
             if not node.exists():
@@ -354,7 +354,8 @@ class Lab:
         workdir = self.workdir / name
         if jail is not None:
             workdir = Path(tempfile.mkdtemp(prefix=f"frvm-{name}-"))
-            self.scratch.append(workdir)
+            jail.nodes = Path(tempfile.mkdtemp(prefix=f"frvm-{name}-dev-"))
+            self.scratch += [workdir, jail.nodes]
         fc = Firecracker(self.binary, netns or self.host_netns, workdir, name, jail=jail, **kw)
         self.vmms.append(fc)
         return fc.start()

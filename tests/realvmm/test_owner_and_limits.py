@@ -21,9 +21,9 @@ FRAME = 12 + 14 + 20 + 8 + SIZE
 SILENT = "203.0.113.99"
 
 
-def test_a_jailed_firecracker_opens_the_tap_of_its_uid_only(lab: Lab, tmp_path):
+def test_a_jailed_firecracker_opens_the_tap_of_its_uid_only(lab: Lab):
     rec = lab.up("vm1", "--owner", f"{OWNER}:{OWNER}")
-    stranger = lab.firecracker("vm1-other", jail=Jail(STRANGER, tmp_path / "nodes-other"))
+    stranger = lab.firecracker("vm1-other", jail=Jail(STRANGER))
     refused = lab.fireroute("attach", "vm1", "--socket", stranger.socket, check=False)
     assert refused.returncode == 1, refused
     err = refused.stderr.strip()
@@ -32,7 +32,7 @@ def test_a_jailed_firecracker_opens_the_tap_of_its_uid_only(lab: Lab, tmp_path):
     print(f"uid {STRANGER}: {err}")
     stranger.stop()
 
-    owner = lab.firecracker("vm1", jail=Jail(OWNER, tmp_path / "nodes-owner"))
+    owner = lab.firecracker("vm1", jail=Jail(OWNER))
     lab.fireroute("attach", "vm1", "--socket", owner.socket)
     owner.boot(lab.kernel, probe_args(rec["boot_args"]))
     probe = owner.wait()
