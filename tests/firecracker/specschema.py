@@ -91,6 +91,17 @@ class Spec:
         return None
 
     @staticmethod
+    def boot_phase(operation: dict) -> str | None:
+        """``"pre"``/``"post"`` for a pre-boot/post-boot only operation: ``x-boot`` in the
+        project's description (``apidesc``), its summary's words in a full spec."""
+        if "x-boot" in operation:
+            return operation["x-boot"]
+        summary = operation.get("summary", "")
+        if "Pre-boot only" in summary:
+            return "pre"
+        return "post" if "Post-boot only" in summary else None
+
+    @staticmethod
     def body_parameter(operation: dict) -> dict | None:
         for param in operation.get("parameters", []):
             if param.get("in") == "body":

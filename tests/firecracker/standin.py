@@ -1,4 +1,5 @@
-"""A stand-in for Firecracker's API server, driven by Firecracker's own OpenAPI spec.
+"""A stand-in for Firecracker's API server, driven by Firecracker's own OpenAPI spec (or the
+project's description of the part used, ``apidesc``, which is checked against it).
 
 It listens on a unix socket (in a background thread) and, for every request:
 
@@ -8,7 +9,7 @@ It listens on a unix socket (in a background thread) and, for every request:
 * validates the JSON body against the operation's body schema with ``specschema``
   (required fields, types, minimum/maximum, enum, patterns, no unknown fields);
 * requires the id in the path to equal the same-named field of the body;
-* enforces "Pre-boot only" / "Post-boot only" from the operation summaries;
+* enforces pre-boot only / post-boot only operations (``Spec.boot_phase``);
 * keeps a little state (boot source, interfaces, MMDS config, started) so that
   ``GET /vm/config``, ``GET /version`` and ``PUT /actions`` behave plausibly.
 
@@ -95,6 +96,9 @@ class FirecrackerStandin:
         self.mmds_config: dict | None = None
         self.started = False
         self.chunked = False  # send JSON bodies with Transfer-Encoding: chunked
+        # an older Firecracker's router: these paths are unknown (see ``as_older``)
+        self.missing: set[str] = set()
+        self.vmm_version: str | None = None
         self._raw_queue: list[tuple[bytes, bool]] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -144,7 +148,14 @@ class FirecrackerStandin:
 
     @property
     def version(self) -> str:
-        return self.spec.version
+        return self.vmm_version or self.spec.version
+
+    def as_older(self, version: str = "0.24.4", missing: tuple = ("/version", "/vm/config")):
+        """Answer as a Firecracker before 1.0 does (seen against v0.24.4): ``GET /`` reports
+        ``version``, and ``missing`` paths are unknown to its router (400)."""
+        self.vmm_version = version
+        self.missing = set(missing)
+        return self
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -194,8 +205,10 @@ class FirecrackerStandin:
     # -- Firecracker behaviour ----------------------------------------------------
 
     def _dispatch(self, method: str, path: str, body: object) -> tuple[int, object | None]:
-        found = self.spec.route(path)
+        found = self.spec.route(path) if path not in self.missing else None
         operation = found[1].get(method.lower()) if found else None
+        if operation is None and path in self.missing:  # its wording: the first path segment
+            raise ApiFault(f"Invalid request method and/or path: {method} {path.split('/')[1]}.")
         if operation is None:
             raise ApiFault(f"Invalid request method and/or path: {method} {path}.")
         template, _ops, path_params = found
@@ -231,10 +244,10 @@ class FirecrackerStandin:
                             f"from the body [{body[name]}]!"
                         )
 
-        summary = operation.get("summary", "")
-        if "Pre-boot only" in summary and self.started:
+        boot = self.spec.boot_phase(operation)
+        if boot == "pre" and self.started:
             raise ApiFault("The requested operation is not supported after starting the microVM.")
-        if "Post-boot only" in summary and not self.started:
+        if boot == "post" and not self.started:
             raise ApiFault("The requested operation is not supported before starting the microVM.")
 
         handler = getattr(self, f"_on_{method.lower()}_{_slug(template)}", None)

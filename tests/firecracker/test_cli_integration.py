@@ -2,8 +2,8 @@
 namespace (the ``host`` fixture), talking to the spec-validating stand-in over its unix socket
 (reachable from inside the namespace: the filesystem is shared).
 
-Needs root (namespaces) and, for the API tests, Firecracker's OpenAPI specs in
-``../shared/reference``; each test skips cleanly without them.
+Needs root (namespaces); the API is the project's description of it (``apidesc``), checked
+against Firecracker's OpenAPI specs wherever ``../shared/reference`` is.
 """
 
 from __future__ import annotations

@@ -43,6 +43,23 @@ def test_version(client, standin):
     assert len(standin.requests("GET", "/version")) == 1  # cached
 
 
+def test_version_from_a_vmm_without_get_version(client, standin):
+    standin.as_older("0.24.4")
+    assert client.version() == (0, 24, 4)
+    assert client.version() == (0, 24, 4)  # cached
+    assert [r.path for r in standin.rejected] == ["/version"]
+    assert len(standin.requests("GET", "/")) == 1
+
+
+def test_version_does_not_fall_back_on_other_faults(client, standin):
+    body = b'{"fault_message": "busy"}'
+    standin.queue_raw(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    with pytest.raises(FirecrackerApiError, match="busy"):
+        client.version()
+    assert standin.requests("GET", "/") == []
+    assert client.version()[0] == 1  # positive control: the same client, answered normally
+
+
 def test_get_returns_json_and_put_returns_none(client, standin):
     assert client.get("/")["state"] == "Not started"
     assert client.put("/boot-source", {"kernel_image_path": "/k"}) is None

@@ -295,6 +295,34 @@ def test_attach_without_a_boot_source_changes_nothing(standin):
     assert changes(standin)[1:] == [("PUT", "/network-interfaces/eth0"), ("PUT", "/boot-source")]
 
 
+def test_attach_to_a_firecracker_before_1_0(standin):
+    """0.24.4 has no GET /version and no GET /vm/config: the version comes from GET /, the mtu
+    is left out with a warning naming it, and what needs /vm/config is refused before anything
+    is sent."""
+    standin.as_older("0.24.4")
+    boot_source(standin)
+    for flags, cannot in (
+        (
+            {"boot_source": True},
+            "--boot-source cannot read its boot source to merge ip= into (put the boot_args "
+            'of "fireroute show web-1 --json" in your own PUT /boot-source)',
+        ),
+        ({"mmds": True}, "--mmds cannot read which interfaces already answer MMDS"),
+    ):
+        with pytest.raises(FirecrackerFailed) as err:
+            verbs.attach(make_vm(), None, verbs.AttachRequest(standin.socket_path, **flags))
+        assert str(err.value) == (
+            f'cannot attach vm "web-1" to firecracker at {standin.socket_path}: firecracker '
+            f"0.24.4 has no GET /vm/config, so {cannot}; nothing was sent"
+        )
+        assert changes(standin) == [("PUT", "/boot-source")]
+    report = verbs.attach(make_vm(), None, verbs.AttachRequest(standin.socket_path, mtu=1400))
+    assert "mtu" not in standin.interfaces["eth0"]  # positive control: the rest goes through
+    assert report["warnings"] == [
+        "firecracker 0.24.4 has no interface mtu (needs 1.16.0): --mtu 1400 was not sent"
+    ]
+
+
 def test_attach_passes_firecrackers_fault_on_with_what_was_sent(standin):
     req = verbs.AttachRequest(standin.socket_path)
     boot_source(standin)

@@ -82,13 +82,22 @@ class FirecrackerClient:
         return self.request("PATCH", path, body)
 
     def version(self) -> tuple[int, int, int]:
-        """Firecracker's version from ``GET /version`` (cached per client)."""
+        """Firecracker's version (cached per client): ``GET /version``, or, from a VMM that
+        has no such endpoint (before 1.0: v0.24.4 answers it with 400), ``vmm_version`` of
+        ``GET /``, which every version has."""
         if self._version is None:
-            answer = self.get("/version")
-            raw = answer.get("firecracker_version") if isinstance(answer, dict) else None
+            path, key = "/version", "firecracker_version"
+            try:
+                answer = self.get(path)
+            except FirecrackerApiError as exc:
+                if not missing_endpoint(exc):
+                    raise
+                path, key = "/", "vmm_version"
+                answer = self.get(path)
+            raw = answer.get(key) if isinstance(answer, dict) else None
             if not isinstance(raw, str):
                 raise FirecrackerProtocolError(
-                    f"GET /version on {self.socket_path} has no firecracker_version: {answer!r}"
+                    f"GET {path} on {self.socket_path} has no {key}: {answer!r}"
                 )
             self._version = parse_version(raw)
         return self._version
@@ -260,6 +269,14 @@ class _ResponseReader:
             body += self.read_exact(size)
             if self.read_exact(2) != b"\r\n":
                 raise FirecrackerProtocolError("chunk from firecracker not followed by CRLF")
+
+
+def missing_endpoint(exc: FirecrackerApiError) -> bool:
+    """Whether Firecracker refused a request because this version has no such method and
+    path (its router answers 400 "Invalid request method and/or path"), not for its body."""
+    return exc.status == 404 or (
+        exc.status == 400 and exc.fault_message.startswith("Invalid request method and/or path")
+    )
 
 
 def _os_reason(exc: OSError) -> str:

@@ -254,6 +254,29 @@ def _call(what: str, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN2
         raise UsageError(f"{what}: {exc}") from None
 
 
+def _vm_config(client, what: str, name: str, req: AttachRequest) -> dict | None:  # noqa: ANN001
+    """``GET /vm/config``; from a Firecracker that has none (before 1.0, e.g. 0.24.4) a
+    FirecrackerFailed that says what cannot be done there, before anything is sent."""
+    from fireroute.firecracker.client import FirecrackerApiError, missing_endpoint
+
+    try:
+        return client.get("/vm/config")
+    except FirecrackerApiError as exc:
+        if not missing_endpoint(exc):
+            raise
+    version = ".".join(map(str, client.version()))
+    if req.boot_source:
+        cannot = (
+            "--boot-source cannot read its boot source to merge ip= into (put the boot_args "
+            f'of "fireroute show {name} --json" in your own PUT /boot-source)'
+        )
+    else:
+        cannot = "--mmds cannot read which interfaces already answer MMDS"
+    raise FirecrackerFailed(
+        f"{what}: firecracker {version} has no GET /vm/config, so {cannot}; nothing was sent"
+    )
+
+
 def attach(vm: Vm, iface_id: str | None, req: AttachRequest, *, warn: Warn | None = None) -> dict:
     """Configure a not-yet-started Firecracker for ``vm`` (which must be up): the interface
     (``iface_id``; None: the one recorded by up), then, as ``req`` asks, the ``ip=`` boot
@@ -282,7 +305,7 @@ def attach(vm: Vm, iface_id: str | None, req: AttachRequest, *, warn: Warn | Non
 
     current: dict = {}
     if req.boot_source or req.mmds:
-        got = _call(what, client.get, "/vm/config")
+        got = _call(what, _vm_config, client, what, vm.name, req)
         current = got if isinstance(got, dict) else {}
         boot = current.get("boot-source")
         if req.boot_source and not (isinstance(boot, dict) and boot.get("kernel_image_path")):
