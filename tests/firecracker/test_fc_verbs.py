@@ -280,6 +280,28 @@ def test_attach_mmds_keeps_the_other_interfaces(standin):
     assert report["mmds"]["network_interfaces"] == ["mgmt", "eth0"]
 
 
+def test_attach_boot_source_of_a_second_nic_never_takes_the_first_ones_ip(standin):
+    """Two VMs on one Firecracker: the kernel takes one ip= argument. A second VM on the same
+    guest interface is refused before anything is sent; on its own guest interface (the
+    positive control) its NIC is added, the first ip= kept, and a warning says how to
+    configure the second."""
+    boot_source(standin)
+    req = verbs.AttachRequest(standin.socket_path, boot_source=True)
+    verbs.attach(make_vm(), "eth0", req)
+    before = changes(standin)
+    second = make_vm("web-2", "172.16.0.8/30")
+    with pytest.raises(ConflictError, match=r"configures eth0 for another interface"):
+        verbs.attach(second, "net1", req)
+    assert changes(standin) == before and "net1" not in standin.interfaces
+    third = make_vm("web-3", "172.16.0.12/30", guest_iface="eth1")
+    seen: list[str] = []
+    report = verbs.attach(third, "net2", req, warn=seen.append)
+    assert standin.interfaces["net2"]["host_dev_name"] == "fr-web-3"
+    assert standin.boot_source["boot_args"] == f"{KERNEL_ARGS} {IP_ARG}"
+    assert report["boot_args"] == {"ip": verbs.guest.boot_arg(third), "changed": False}
+    assert seen == report["warnings"] and "--format guest-script" in seen[0]
+
+
 def test_attach_without_a_boot_source_changes_nothing(standin):
     req = verbs.AttachRequest(standin.socket_path, boot_source=True)
     with pytest.raises(FirecrackerFailed) as err:

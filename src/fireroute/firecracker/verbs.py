@@ -313,6 +313,8 @@ def attach(vm: Vm, iface_id: str | None, req: AttachRequest, *, warn: Warn | Non
                 f"{what}: it has no boot source to merge ip= into (PUT /boot-source first, "
                 "or leave out --boot-source)"
             )
+    ip_arg = guest.boot_arg(vm) if req.boot_source else None
+    keeps_other = ip_arg is not None and not _ip_arg_applies(current, body, ip_arg, what)
 
     sent = _call(what, fc.put_network_interface, client, body, req.mtu)
     warnings: list[str] = []
@@ -327,8 +329,16 @@ def attach(vm: Vm, iface_id: str | None, req: AttachRequest, *, warn: Warn | Non
         if warn is not None:
             warn(warnings[-1])
     report["warnings"] = warnings
-    if req.boot_source:
-        ip_arg = guest.boot_arg(vm)
+    if ip_arg is not None and keeps_other:
+        report["boot_args"] = {"ip": ip_arg, "changed": False}
+        warnings.append(
+            f'vm "{vm.name}": boot_args keep the ip= argument of another interface (the '
+            f"kernel takes one): configure {vm.options.guest_iface} in the guest with "
+            f"`fireroute show {vm.name} --format guest-script`"
+        )
+        if warn is not None:
+            warn(warnings[-1])
+    elif ip_arg is not None:
         changed = _call(what, fc.merge_boot_args, client, ip_arg)
         report["boot_args"] = {"ip": ip_arg, "changed": changed}
     if req.mmds:
@@ -344,6 +354,21 @@ def attach(vm: Vm, iface_id: str | None, req: AttachRequest, *, warn: Warn | Non
             req.mmds_address,
         )
     return report
+
+
+def _ip_arg_applies(current: dict, body: dict, ip_arg: str, what: str) -> bool:
+    """Whether ``ip_arg`` may become the boot source's ``ip=`` argument once the interface
+    ``body`` is on the VMM whose configuration is ``current`` (GET /vm/config): False when
+    the argument there configures another guest interface (it is kept); ConflictError, before
+    anything is sent, when it configures the same guest interface for another interface of
+    the VMM (the kernel takes one ip=, and that NIC would boot without an address)."""
+    from fireroute.firecracker.configfile import ip_arg_applied, merge_config
+
+    try:
+        merged = merge_config(current, body, ip_arg)
+    except ValueError as exc:
+        raise ConflictError(f"{what}: {exc}") from None
+    return ip_arg_applied(merged, ip_arg)
 
 
 def up_and_attach(
