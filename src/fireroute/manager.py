@@ -256,7 +256,13 @@ class Manager:
                 vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
         bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
         missing_bridges = {b for b in bridges if view.links.get(b) is None}
-        self._check_free_addresses(store, fresh[0], options, view, bool(missing_bridges))
+        if options.mode == "clone" and options.clone_address not in (None, "auto"):
+            from fireroute import named
+
+            ca = IPv4Address(options.clone_address)
+            self._check_named(store, options, view.uplink, [
+                named.Named("clone address", ca, named.ROUTED, fresh[0])
+            ])  # fmt: skip
         for b in bridges - missing_bridges:
             link = view.links[b] or {}
             if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
@@ -408,6 +414,8 @@ class Manager:
             self._check_uplink(view, options)
             if view.links.get(str(options.bridge)) is not None:
                 self._adopt_bridge(str(options.bridge), options)
+            elif options.bridge_address:  # before its guests: their subnet is the bridge's
+                self._check_new_bridge(store, options, view.uplink)
             validate.bridge_complete(options)
             return self._bridge_guests(store, names, options, view.uplink, skip_conflicts), view
         pool = options.pool
@@ -631,30 +639,14 @@ class Manager:
             channel.close()
         return None
 
-    def _check_free_addresses(
-        self, store: Store, name: str, options: Options, view: observe.HostView, new_bridge: bool
-    ) -> None:
-        """An explicit clone address (against every lease and the host: fireroute/named.py),
-        and the address of a bridge fireroute is about to make, must not be one the host
+    def _check_new_bridge(self, store: Store, options: Options, uplink: str) -> None:
+        """The address of a bridge fireroute is about to make must not be one the host
         already has or routes somewhere (the default route aside)."""
-        wanted = []
-        if options.mode == "clone" and options.clone_address not in (None, "auto"):
-            from fireroute import named
-
-            ca = IPv4Address(options.clone_address)
-            self._check_named(store, options, view.uplink, [
-                named.Named("clone address", ca, named.ROUTED, name)
-            ])  # fmt: skip
-        if options.mode == "bridge" and new_bridge and options.bridge_address:
-            wanted.append(("--bridge-address", IPv4Interface(options.bridge_address).ip))
-        for what, ip in wanted:
-            found = observe.probe(
-                view.uplink, [IPv4Network(f"{ip}/32")], store.is_tap, self.runner
-            ).conflicts
-            if found:
-                raise ConflictError(
-                    f"{what} {ip} overlaps {next(iter(found.values()))} on this host"
-                )
+        ip = IPv4Interface(str(options.bridge_address)).ip
+        found = observe.probe(uplink, [IPv4Network(f"{ip}/32")], store.is_tap, self.runner)
+        if found.conflicts:
+            what = next(iter(found.conflicts.values()))
+            raise ConflictError(f"--bridge-address {ip} overlaps {what} on this host")
 
     def _adopt_bridge(self, name: str, options: Options) -> None:
         """A bridge that exists is never re-addressed: its address is the guests' prefix and
