@@ -10,6 +10,7 @@ and works. Through the CLI, the Python API and the CNI plugin."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -282,3 +283,45 @@ def test_cni_ipam_address_is_checked_and_released(
     assert route["dev"] == res["interfaces"][0]["name"]
     assert rt.call("CHECK", conf=good, container="c1", netns=ns).rc == 0
     assert rt.call("DEL", conf=good, container="c1", netns=ns).rc == 0
+
+
+AGREE = """
+import json, sys
+from ipaddress import IPv4Address
+from fireroute.kernel import lookup
+from fireroute.kernel.run import run
+
+def scripted(argv, stdin=None, **kw):  # not run itself: lookup reads with ip -batch
+    return run(argv, stdin, **kw)
+
+out = []
+for a in sys.argv[1:]:
+    got = []
+    for runner in (run, scripted):
+        f = lookup.read(IPv4Address(a), ["up0", "brl"], "fireroute:", runner)
+        r = f.route or {}
+        route = (r.get("dst"), r.get("dev"), r.get("type", "unicast"))
+        got.append([route, f.router, f.aliases, f.neighbour])
+    out.append(got)
+print(json.dumps(out))
+"""
+
+
+def test_the_in_process_reads_agree_with_ip(host: Host, lan_bridge: str):
+    """kernel/lookup.py over rtnetlink, and by ``ip -batch`` (where netlink cannot be used),
+    see the same: routes, the router, aliases, neighbours (real and static)."""
+    lan(host)
+    host.fireroute("up", "n1")  # a link of ours, with its alias
+    addrs = ["203.0.113.1", "203.0.113.2", NEIGHBOUR, STATIC, "192.0.2.77", "127.0.0.5"]
+    addrs += ["10.50.0.7", "10.50.0.30", "198.51.100.9", "172.16.0.2", "172.16.0.1"]
+    argv = ["nsenter", f"--net=/var/run/netns/{host.ns}", sys.executable, "-c", AGREE, *addrs]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    p = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    got = dict(zip(addrs, json.loads(p.stdout), strict=True))
+    for addr, (netlink, by_ip) in got.items():
+        assert netlink == by_ip, addr
+    assert got[NEIGHBOUR][0][3][0] == "up0" and got[STATIC][0][3] == ["up0", "02:00:00:00:00:99"]
+    assert got["10.50.0.7"][0][3][0] == lan_bridge and got["10.50.0.30"][0][3] is None
+    assert got["172.16.0.2"][0][2]["fr-n1"].startswith("fireroute:")
+    assert got["203.0.113.2"][0][0] == ["203.0.113.2", "up0", "local"]

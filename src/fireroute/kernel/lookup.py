@@ -120,7 +120,7 @@ def _read_ip(addr: IPv4Address, links: list[str], ours: str, runner: Runner) -> 
     devs = list(
         dict.fromkeys(d for d in [*links, (facts.route or {}).get("dev"), facts.router_dev] if d)
     )
-    lines = [x for d in devs for x in (f"link show dev {d}", f"neigh get {addr} dev {d}")]
+    lines = [x for d in devs for x in (f"link show dev {d}", f"neigh show to {addr} dev {d}")]
     docs = ip_batch_json(lines, runner) if lines else []
     for i, dev in enumerate(devs):
         link, neigh = docs[2 * i], docs[2 * i + 1]
