@@ -14,9 +14,9 @@ from ipaddress import IPv4Address
 from fireroute.kernel import netlink
 from fireroute.kernel.run import Runner, run
 
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWNEIGH, RTM_GETNEIGH = 16, 18, 28, 30
+RTM_GETLINK, RTM_GETNEIGH = 18, 30
 NLMSG_ERROR = 2
-IFLA_IFNAME, IFLA_IFALIAS = 3, 20
+IFLA_IFALIAS = 20
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_INCOMPLETE, NUD_FAILED = 0x01, 0x20
 """neighbour states in which nobody answered at the address: not a machine that is there"""
@@ -41,8 +41,8 @@ class Facts:
 def _ask(channel: netlink.Channel, kind: int, body: bytes) -> memoryview | None:
     """One GET request (not a dump); the answer's payload, or None when the kernel has no
     such object (or refused the request)."""
-    got = channel.ask(kind, body)
-    return None if got is None or got[0] == NLMSG_ERROR else got[1]
+    got, payload = channel.ask(kind, body)
+    return None if got == NLMSG_ERROR else payload
 
 
 def _attrs(msg: memoryview, at: int) -> dict[int, memoryview]:

@@ -3,9 +3,9 @@ without starting ``ip`` (~1.5 ms a process, on every ``up``).
 
 Only reads. One request per address, sent in chunks on one socket; each answer is the FIB
 entry that would carry the address (RTM_F_FIB_MATCH), local table included, or None where
-there is no route. Answers are shaped like ``ip -j`` output (dst, dev, gateway, type, table) so that
-callers do not care which of the two produced them; tests/kernel/test_netlink.py checks that
-they agree with ``ip`` on real routes.
+there is no route. Answers are shaped like ``ip -j`` output (dst, dev, gateway, type, table)
+so that callers do not care which of the two produced them; tests/kernel/test_netlink.py
+checks that they agree with ``ip`` on real routes.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Channel:
             self.sock = sock
         return self.sock
 
-    def ask(self, kind: int, body: bytes) -> tuple[int, memoryview] | None:
+    def ask(self, kind: int, body: bytes) -> tuple[int, memoryview]:
         """One request that is answered by one message (a GET of one object): the answer's
         type and payload (after its header); NLMSG_ERROR's when the kernel refused it."""
         sock = self._socket()
