@@ -32,6 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from fireroute import named
+
     Progress = Callable[[str], None]
 
 FORWARD_BEFORE = "ip_forward_before"
@@ -254,7 +256,13 @@ class Manager:
                 vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
         bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
         missing_bridges = {b for b in bridges if view.links.get(b) is None}
-        self._check_free_addresses(store, options, view, bool(missing_bridges))
+        if options.mode == "clone" and options.clone_address not in (None, "auto"):
+            from fireroute import named
+
+            ca = IPv4Address(options.clone_address)
+            self._check_named(store, options, view.uplink, [
+                named.Named("clone address", ca, named.ROUTED, fresh[0])
+            ])  # fmt: skip
         for b in bridges - missing_bridges:
             link = view.links[b] or {}
             if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
@@ -391,10 +399,14 @@ class Manager:
         if options.mode == "cni" and options.guest is not None:  # an address from IPAM
             view = observe.probe(options.uplink, [], store.is_tap, self.runner, links=look)
             self._check_uplink(view, options)
-            ip = int(IPv4Interface(options.guest).ip)
-            if any(s <= ip <= e for s, e in store.taken()):
-                raise ConflictError(f"IPAM address {IPv4Address(ip)} is already leased to a vm")
-            return [IPv4Network(f"{IPv4Address(ip)}/32")], view
+            from fireroute import named
+
+            ip = IPv4Interface(options.guest).ip
+            self._check_named(store, options, view.uplink, [
+                named.Named("IPAM address", ip, named.ROUTED, names[0]),
+                named.Named("IPAM gateway", IPv4Address(options.gateway), named.GATEWAY, names[0]),
+            ])  # fmt: skip
+            return [IPv4Network(f"{ip}/32")], view
         if options.mode == "bridge":
             from fireroute import validate
 
@@ -402,8 +414,10 @@ class Manager:
             self._check_uplink(view, options)
             if view.links.get(str(options.bridge)) is not None:
                 self._adopt_bridge(str(options.bridge), options)
+            elif options.bridge_address:  # before its guests: their subnet is the bridge's
+                self._check_new_bridge(store, options, view.uplink)
             validate.bridge_complete(options)
-            return self._bridge_addresses(names, options, store.taken()), view
+            return self._bridge_guests(store, names, options, view.uplink, skip_conflicts), view
         pool = options.pool
         lo, hi = int(pool.network_address), int(pool.broadcast_address)
         size = addressing.block_size(options.prefix)
@@ -429,6 +443,34 @@ class Manager:
             taken = sorted(
                 taken + [(int(b.network_address), int(b.broadcast_address)) for b in view.conflicts]
             )
+
+    def _bridge_guests(
+        self, store: Store, names: list[str], options: Options, uplink: str, skip: bool
+    ) -> list[IPv4Network | None]:
+        """The guests' addresses (given, or from the range), each checked against the host
+        and every lease; with ``skip`` (--skip-conflicts), a range's address that collides is
+        passed over, as the pool allocator passes over a block."""
+        from fireroute import named
+
+        taken, judged = store.taken(), {}
+        while True:
+            nets = self._bridge_addresses(names, options, taken)
+            for name, net in zip(names, nets, strict=True):
+                if net is None:
+                    continue
+                ip = net.network_address
+                mac = options.mac or addressing.mac_for_vm(name, ip)
+                n = named.Named("guest address", ip, named.ON_LINK, name, mac)
+                if (name, ip) not in judged:  # each address once, however many are passed over
+                    judged[(name, ip)] = self._collision(store, options, uplink, n)
+                why = judged[(name, ip)]
+                if why is not None and (not skip or options.guest is not None):
+                    raise ConflictError(why)
+                if why is not None:
+                    taken.append((int(ip), int(ip)))
+                    break
+            else:
+                return nets
 
     def _bridge_addresses(
         self, names: list[str], options: Options, taken: list[tuple[int, int]]
@@ -539,24 +581,72 @@ class Manager:
                         f'of vm "{vm.name}"'
                     )
 
-    def _check_free_addresses(
-        self, store: Store, options: Options, view: observe.HostView, new_bridge: bool
+    def _check_named(
+        self, store: Store, options: Options, uplink: str, wanted: list[named.Named]
     ) -> None:
-        """An explicit clone address, and the address of a bridge fireroute is about to make,
-        must not be one the host already has or routes somewhere (the default route aside)."""
-        wanted = []
-        if options.mode == "clone" and options.clone_address not in (None, "auto"):
-            wanted.append(("clone address", IPv4Address(options.clone_address)))
-        if options.mode == "bridge" and new_bridge and options.bridge_address:
-            wanted.append(("--bridge-address", IPv4Interface(options.bridge_address).ip))
-        for what, ip in wanted:
-            found = observe.probe(
-                view.uplink, [IPv4Network(f"{ip}/32")], store.is_tap, self.runner
-            ).conflicts
-            if found:
-                raise ConflictError(
-                    f"{what} {ip} overlaps {next(iter(found.values()))} on this host"
-                )
+        """Addresses a request names, or IPAM returned: ConflictError for the first that
+        collides with a lease (of any state file) or with what the host holds."""
+        for n in wanted:
+            why = self._collision(store, options, uplink, n)
+            if why is not None:
+                raise ConflictError(why)
+
+    def _collision(self, store: Store, options: Options, uplink: str, n: named.Named) -> str | None:
+        """Why ``n`` cannot be given (one line), or None. This state file's leases by an exact
+        lookup in the state file; another state file's as the kernel has them: the routes of
+        their links (nat, clone, cni: in the FIB entry read next) and, for a bridge guest or a
+        masqueraded one (no route of its own), the elements of the table's ``bridged`` and
+        ``masq`` sets, by exact lookups. Then the host: the FIB entry that carries the
+        address, the default router, the neighbour entry for it (kernel/lookup.py)."""
+        from fireroute import named
+        from fireroute.kernel import lookup
+
+        ip = int(n.ip)
+        if store.taken_from(ip, ip):
+            holder = next(  # which vm: read only on this path, the refusal
+                (v.name for v in store.all() if v.net is not None and n.ip in v.net), "?"
+            )
+            return n.refused(f'is in the lease of vm "{holder}" of this state file')
+        bridge = str(options.bridge) if n.kind == named.ON_LINK else None
+        comment = self._element_owner(options.table, uplink, n.ip, bridge)
+        if comment is not None:
+            who = owner.parse(comment)
+            whose = f'vm "{who[1]}" of another state file' if who else "a foreign element"
+            return n.refused(f"is the address of {whose} (in table {options.table})")
+        links = [uplink] + ([bridge] if bridge else [])
+        facts = lookup.read(n.ip, links, host.ALIAS_PREFIX, self.runner)
+        return named.verdict(n, facts.route, facts.router, facts.aliases, facts.neighbour, bridge)
+
+    @staticmethod
+    def _element_owner(table: str, uplink: str, ip: IPv4Address, bridge: str | None) -> str | None:
+        """The comment (owner tag) of a guest's element for ``ip`` in the ``masq`` set (with
+        this uplink) or, for a bridge guest, the ``bridged`` set (on this bridge) of our
+        table: two exact lookups, whatever the number of VMs. None when there is none."""
+        from fireroute.kernel.nftnl import Nftnl, Unsupported
+
+        keys = [("masq", [str(ip), f'"{uplink}"'])]
+        if bridge is not None:
+            keys.append(("bridged", [f'"{bridge}"', str(ip)]))
+        channel = Nftnl()
+        try:
+            for name, fields in keys:
+                got = channel.comment_of("ip", table, name, fields)
+                if got is not None:
+                    return got
+        except (OSError, Unsupported):  # no nf_tables here: nothing of anyone's in it
+            return None
+        finally:
+            channel.close()
+        return None
+
+    def _check_new_bridge(self, store: Store, options: Options, uplink: str) -> None:
+        """The address of a bridge fireroute is about to make must not be one the host
+        already has or routes somewhere (the default route aside)."""
+        ip = IPv4Interface(str(options.bridge_address)).ip
+        found = observe.probe(uplink, [IPv4Network(f"{ip}/32")], store.is_tap, self.runner)
+        if found.conflicts:
+            what = next(iter(found.conflicts.values()))
+            raise ConflictError(f"--bridge-address {ip} overlaps {what} on this host")
 
     def _adopt_bridge(self, name: str, options: Options) -> None:
         """A bridge that exists is never re-addressed: its address is the guests' prefix and

@@ -25,6 +25,17 @@ def unicast(ip: IPv4Address, what: str) -> None:
             raise UsageError(f"{what} {ip} is {why}: it cannot be a host's address")
 
 
+LINK_LOCAL = IPv4Network("169.254.0.0/16")
+
+
+def routed(ip: IPv4Address, what: str) -> None:
+    """An address the host routes to a VM's link: unicast, and not link-local (no router
+    forwards those, and 169.254.169.254 is the metadata address)."""
+    unicast(ip, what)
+    if ip in LINK_LOCAL:
+        raise UsageError(f"{what} {ip} is a link-local address: the host does not route it")
+
+
 def host_address(iface: IPv4Interface, what: str) -> None:
     """A usable address of its own subnet: unicast, and neither its network nor broadcast."""
     unicast(iface.ip, what)
@@ -43,9 +54,13 @@ def request(o: Options) -> None:
         unicast(d, "--dns")
     if o.mac is not None and o.mac == "00:00:00:00:00:00":
         raise UsageError(f'invalid MAC "{o.mac}": the all-zero address cannot be a guest MAC')
+    if o.mode == "cni" and o.guest is not None and o.gateway is not None:  # from IPAM
+        host_address(IPv4Interface(o.guest), "IPAM address")
+        routed(IPv4Interface(o.guest).ip, "IPAM address")
+        routed(IPv4Address(o.gateway), "IPAM gateway")
     if o.mode == "clone":
         if o.clone_address not in (None, "auto"):
-            unicast(IPv4Address(o.clone_address), "--clone-address")
+            routed(IPv4Address(o.clone_address), "--clone-address")
         if o.guest:
             host_address(IPv4Interface(o.guest), "--guest-ip")
     if o.mode != "bridge":

@@ -12,6 +12,7 @@ PURE = [
     "errors.py",
     "owner.py",
     "validate.py",
+    "named.py",
     "request.py",
     "render",
     "plan",

@@ -3,9 +3,9 @@ without starting ``ip`` (~1.5 ms a process, on every ``up``).
 
 Only reads. One request per address, sent in chunks on one socket; each answer is the FIB
 entry that would carry the address (RTM_F_FIB_MATCH), local table included, or None where
-there is no route. Answers are shaped like ``ip -j`` output (dst, dev, type, table) so that
-callers do not care which of the two produced them; tests/kernel/test_netlink.py checks that
-they agree with ``ip`` on real routes.
+there is no route. Answers are shaped like ``ip -j`` output (dst, dev, gateway, type, table)
+so that callers do not care which of the two produced them; tests/kernel/test_netlink.py
+checks that they agree with ``ip`` on real routes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ AF_NETLINK, NETLINK_ROUTE = 16, 0
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 NLM_F_REQUEST = 1
 RTM_F_LOOKUP_TABLE, RTM_F_FIB_MATCH = 0x1000, 0x2000  # answer with the table looked up, the entry
-RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 AF_INET = 2
 TYPES = {
     1: "unicast",
@@ -69,6 +69,8 @@ def _route(msg: memoryview) -> dict[str, str]:
                 route["dev"] = _socket.if_indextoname(_u32(value, 0))
             except OSError:
                 route["dev"] = f"if{_u32(value, 0)}"
+        elif kind == RTA_GATEWAY and len(value) == 4:
+            route["gateway"] = ".".join(str(x) for x in value)
         elif kind == RTA_TABLE and len(value) == 4:
             table = _u32(value, 0)
         at += (length + 3) & ~3
@@ -114,6 +116,18 @@ def link_exists(name: str) -> bool:
     return True
 
 
+def messages(data: memoryview) -> list[tuple[int, int, memoryview]]:
+    """The netlink messages of one datagram, as (type, sequence number, whole message)."""
+    out, at = [], 0
+    while at + 16 <= len(data):
+        length = _u32(data, at)
+        if length < 16:
+            break
+        out.append((_u16(data, at + 4), _u32(data, at + 8), data[at : at + length]))
+        at += (length + 3) & ~3
+    return out
+
+
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 
 
@@ -143,6 +157,20 @@ class Channel:
                 raise
             self.sock = sock
         return self.sock
+
+    def ask(self, kind: int, body: bytes) -> tuple[int, memoryview]:
+        """One request that is answered by one message (a GET of one object): the answer's
+        type and payload (after its header); NLMSG_ERROR's when the kernel refused it."""
+        sock = self._socket()
+        self.seq += 1
+        head = (16 + len(body)).to_bytes(4, "little") + kind.to_bytes(2, "little")
+        flags = NLM_F_REQUEST.to_bytes(2, "little")
+        sock.send(head + flags + self.seq.to_bytes(4, "little") + bytes(4) + body)
+        while True:
+            data = memoryview(sock.recv(1 << 16))
+            for got, seq, msg in messages(data):
+                if seq == self.seq:
+                    return got, msg[16:]
 
     def close(self) -> None:
         if self.sock is not None:
