@@ -63,6 +63,7 @@ CHAINS = (
     "out_reject",
     "pub_pre",
     "pub_out",
+    "unmasked",
     *(f"out_{k}" for k in range(SHARDS)),
 )
 METADATA = "169.254.169.254"
@@ -80,6 +81,8 @@ HEADERS = {
     # published ports: what reaches a host address from outside, and from the host itself
     "pub_pre": "type nat hook prerouting priority dstnat; policy accept;",
     "pub_out": "type nat hook output priority -100; policy accept;",
+    # after source NAT (priority srcnat, 100) has rewritten what it was going to
+    "unmasked": "type filter hook postrouting priority 200; policy accept;",
     **{f"out_{k}": "" for k in range(SHARDS)},
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
@@ -94,6 +97,12 @@ RULES = (
     # connection to a 127.0.0.1 port leaves with the tap's address, not the loopback's
     ("postrouting", "ct status dnat oifname . ip saddr @vms masquerade"),
     ("postrouting", "ip saddr 127.0.0.0/8 oifname @taps masquerade"),
+    # a packet conntrack could not track (invalid: SYN+FIN, no TCP flags, a bad checksum, a
+    # TCP segment outside the window; or untracked) has no connection, so neither the policy
+    # rule below (ct direction) nor masquerade would see it: it would leave the uplink with
+    # the guest's own address. Dropped first, from taps and from known bridge guests
+    ("forward", "iifname @taps ct state invalid,untracked counter drop"),
+    ("forward", "iifname . ip saddr @bridged ct state invalid,untracked counter drop"),
     # before the established accept: a policy change cuts connections the guest opened that
     # it now forbids; replies (connections others opened to it), the metadata address and
     # peers keep their own rules
@@ -119,6 +128,8 @@ RULES = (
     ("forward", "oifname @taps counter drop"),
     # route_localnet on a tap with a 127.0.0.1 port would let its guest reach the host's
     # loopback: a guest's own packet to 127.0.0.0/8 never is delivered
+    ("input", "iifname @taps ct state invalid,untracked counter drop"),  # (as in forward)
+    ("input", "iifname . ip saddr @bridged ct state invalid,untracked counter drop"),
     ("input", "iifname @taps ip daddr 127.0.0.0/8 ct direction original counter drop"),
     ("input", "iifname @taps jump guest_in"),
     ("input", "iifname . ip saddr @bridged jump bridge_in"),
@@ -138,6 +149,10 @@ RULES = (
     ("out_reject", "counter reject with icmp admin-prohibited"),
     *(("pub_pre", r) for r in PUBLISH),
     *(("pub_out", r) for r in PUBLISH),
+    # the second guard: a packet that should have been masqueraded (its source and way out
+    # are a masq element) but still carries the guest's address once source NAT is done,
+    # whatever let it through, never leaves
+    ("unmasked", "ip saddr . oifname @masq counter drop"),
     *(
         (
             f"out_{k}",
