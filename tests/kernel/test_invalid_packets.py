@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Host, sh
-from tests.kernel.test_isolation import counter
+from tests.kernel.test_isolation import UDP_SINK
 
 pytestmark = pytest.mark.privileged
 
@@ -112,6 +112,12 @@ def mac_of(ns: str, dev: str) -> str:
     return json.loads(sh("ip", "-n", ns, "-j", "link", "show", dev).stdout)[0]["address"]
 
 
+def send(ns: str, tap: str, dst_mac: str, rec: dict, plan: list) -> None:
+    """Write [kind, destination, port, IP id] packets into ``tap`` (in ``ns``) as its guest."""
+    argv = [tap, dst_mac, rec["mac"], rec["guest_ip"], json.dumps(plan)]
+    sh("ip", "netns", "exec", ns, sys.executable, "-c", SEND, *argv)
+
+
 def exchange(host: Host, ns: str, tap: str, dst_mac: str, rec: dict, kinds, dsts):
     """Write each kind of packet to each destination into ``tap`` (in ``ns``); what arrives
     behind the uplink, by (kind, destination): [source, ...] (one per packet or fragment)."""
@@ -123,9 +129,7 @@ def exchange(host: Host, ns: str, tap: str, dst_mac: str, rec: dict, kinds, dsts
         text=True,
     )
     assert sniff.stdout is not None and sniff.stdout.readline().strip() == "ready"
-    src = rec["guest_ip"]
-    sh("ip", "netns", "exec", ns, sys.executable, "-c", SEND, tap, dst_mac, rec["mac"], src,
-       json.dumps(plan))  # fmt: skip
+    send(ns, tap, dst_mac, rec, plan)
     seen = json.loads(sniff.communicate("sent\n", timeout=30)[0])
     got: dict[tuple[str, str], list[str]] = {(k, d): [] for k, _, _, _ in plan for d in dsts}
     by_id = {n: (k, d) for k, d, _, n in plan}
@@ -143,8 +147,13 @@ def ipt_count(host: Host, needle: str) -> int:
 
 def guard(host: Host) -> int:
     """Packets the second guard (after source NAT) dropped."""
-    text = host.run("nft", "list", "chain", "ip", "firecracker", "unmasked").stdout
-    return int(text.split("counter packets ")[1].split()[0])
+    return chain_counter(host, "unmasked", "@masq")
+
+
+def chain_counter(host: Host, chain: str, needle: str) -> int:
+    text = host.run("nft", "list", "chain", "ip", "firecracker", chain).stdout
+    line = next(x for x in text.splitlines() if needle in x and "counter packets" in x)
+    return int(line.split("counter packets ")[1].split()[0])
 
 
 def judged(args: list[str], rec: dict, got: dict, allowed: set[str]) -> None:
@@ -180,7 +189,7 @@ def test_invalid_packets_never_leave(net: Host, backend: str, args: list[str], a
     judged(args, rec, got, allowed)
     dropped = 2 * len(CONNTRACKED)  # each conntracked invalid kind, to both destinations
     if backend == "nft":
-        assert counter(net, "iifname @taps ct state invalid,untracked") == dropped
+        assert chain_counter(net, "forward", "ct state invalid,untracked iifname @taps") == dropped
         assert guard(net) == 0  # (not needed)
     else:
         assert ipt_count(net, f"-A FORWARD -i {tap} -m conntrack --ctstate INVALID") == dropped
@@ -223,7 +232,7 @@ def test_untracked_guest_packets_are_dropped(net: Host, backend: str):
     got = exchange(net, net.ns, tap, mac_of(net.ns, tap), rec, kinds, [PUBLIC])
     assert all(sources == [] for sources in got.values()), got
     if backend == "nft":
-        assert counter(net, "iifname @taps ct state invalid,untracked") == 2
+        assert chain_counter(net, "forward", "ct state invalid,untracked iifname @taps") == 2
     else:
         assert ipt_count(net, f"-A FORWARD -i {tap} -m conntrack --ctstate INVALID") == 2
     net.run("nft", "delete", "table", "ip", "frt_notrack")
@@ -258,9 +267,9 @@ def cni_guest(net: Host) -> tuple[str, str, str, dict]:
 @pytest.mark.parametrize(
     ("make", "rule"),
     [
-        (bridge_guest, "iifname . ip saddr @bridged ct state invalid,untracked"),
-        (clone_guest, "iifname @taps ct state invalid,untracked"),
-        (cni_guest, "iifname @taps ct state invalid,untracked"),
+        (bridge_guest, "ct state invalid,untracked iifname . ip saddr @bridged"),
+        (clone_guest, "ct state invalid,untracked iifname @taps"),
+        (cni_guest, "ct state invalid,untracked iifname @taps"),
     ],
 )
 def test_every_mode(net: Host, make, rule: str):
@@ -268,8 +277,30 @@ def test_every_mode(net: Host, make, rule: str):
     try:
         got = exchange(net, ns, tap, dst_mac, rec, KINDS, [PUBLIC])
         judged([], rec, got, {PUBLIC})
-        assert counter(net, rule) == len(CONNTRACKED)
+        assert chain_counter(net, "forward", rule) == len(CONNTRACKED)
         assert guard(net) == 0
     finally:
         if make is cni_guest:
             sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_invalid_packets_to_the_host_are_dropped(net: Host, backend: str):
+    """The same kinds sent to the host itself, at the guest's gateway on the port it may use:
+    dropped first in input, counted; the valid datagram reaches the host's socket."""
+    args = ("--backend", backend, "--allow-host-port", "5353/udp", "--json")
+    rec = json.loads(net.fireroute("up", "g", *args).stdout)[0]
+    tap, gw = rec["host_dev"], rec["tap_ip"]
+    sink = subprocess.Popen(
+        ["ip", "netns", "exec", net.ns, sys.executable, "-c", UDP_SINK, "5353", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    plan = [[k, gw, 5353, i] for i, k in enumerate(("synfin", "noflags", "badtcp", "badudp"))]
+    send(net.ns, tap, mac_of(net.ns, tap), rec, [*plan, ["udp", gw, 5353, 9]])
+    assert sink.communicate(timeout=30)[0].split() == [f"{'x' * 40}@{rec['guest_ip']}"]
+    if backend == "nft":
+        assert chain_counter(net, "input", "ct state invalid,untracked iifname @taps") == 4
+    else:
+        assert ipt_count(net, f"-A INPUT -i {tap} -m conntrack --ctstate INVALID") == 4

@@ -100,9 +100,10 @@ RULES = (
     # a packet conntrack could not track (invalid: SYN+FIN, no TCP flags, a bad checksum, a
     # TCP segment outside the window; or untracked) has no connection, so neither the policy
     # rule below (ct direction) nor masquerade would see it: it would leave the uplink with
-    # the guest's own address. Dropped first, from taps and from known bridge guests
-    ("forward", "iifname @taps ct state invalid,untracked counter drop"),
-    ("forward", "iifname . ip saddr @bridged ct state invalid,untracked counter drop"),
+    # the guest's own address. Dropped first, from taps and from known bridge guests (the
+    # state compared before the set lookup: most packets are tracked and stop there)
+    ("forward", "ct state invalid,untracked iifname @taps counter drop"),
+    ("forward", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
     # before the established accept: a policy change cuts connections the guest opened that
     # it now forbids; replies (connections others opened to it), the metadata address and
     # peers keep their own rules
@@ -128,8 +129,8 @@ RULES = (
     ("forward", "oifname @taps counter drop"),
     # route_localnet on a tap with a 127.0.0.1 port would let its guest reach the host's
     # loopback: a guest's own packet to 127.0.0.0/8 never is delivered
-    ("input", "iifname @taps ct state invalid,untracked counter drop"),  # (as in forward)
-    ("input", "iifname . ip saddr @bridged ct state invalid,untracked counter drop"),
+    ("input", "ct state invalid,untracked iifname @taps counter drop"),  # (as in forward)
+    ("input", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
     ("input", "iifname @taps ip daddr 127.0.0.0/8 ct direction original counter drop"),
     ("input", "iifname @taps jump guest_in"),
     ("input", "iifname . ip saddr @bridged jump bridge_in"),
