@@ -216,6 +216,25 @@ def test_the_second_guard_holds_alone(net: Host):
     assert net.fireroute("check").returncode == 0
 
 
+def test_iptables_restore_keeps_them_out(net: Host):
+    """restore appends a missing iptables rule at the chain's end: the drop it puts back comes
+    after the guest's ACCEPT, which excludes untrackable packets itself, so they still never
+    leave; the valid controls still do."""
+    rec = json.loads(net.fireroute("up", "g", "--backend", "iptables", "--json").stdout)[0]
+    tap = rec["host_dev"]
+    drop = next(
+        r for r in net.iptables_rules() if f"FORWARD -i {tap} -m conntrack --ctstate INV" in r
+    )
+    net.run("sh", "-c", f"iptables-nft {drop.replace('-A', '-D', 1)}")
+    assert net.fireroute("check", check=False).returncode == 1
+    net.fireroute("restore")
+    rules = net.iptables_rules()
+    accept = next(i for i, r in enumerate(rules) if f"-i {tap} -o" in r and "ACCEPT" in r)
+    assert rules.index(drop) > accept  # (check does not see the order)
+    got = exchange(net, net.ns, tap, mac_of(net.ns, tap), rec, KINDS, [PUBLIC])
+    judged([], rec, got, {PUBLIC})
+
+
 NOTRACK = """table ip frt_notrack {
   chain pre { type filter hook prerouting priority raw; policy accept; iifname "%s" notrack; }
 }

@@ -21,6 +21,10 @@ CONNTRACK = (
 UNTRACKABLE = "-m conntrack --ctstate INVALID,UNTRACKED"
 """what conntrack could not track: no connection, so no masquerade; a guest's such packet
 would leave with its own address (plan/nft.py drops the same, first)"""
+TRACKED = "-m conntrack ! --ctstate INVALID,UNTRACKED"
+"""on a guest's ACCEPT too: ``restore`` appends a missing rule at the chain's end, so a DROP of
+:data:`UNTRACKABLE` it put back would come after the ACCEPT; the packet still meets it (or
+the tap's catch-all DROP) further down"""
 
 
 def tag(vm: Vm) -> str:
@@ -40,7 +44,7 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
         rules.append(("filter", f"-A FORWARD -d {METADATA}/32 -i {t} {c} -j DROP"))
     rules += [
         ("filter", f"-A FORWARD -i {t} {UNTRACKABLE} {c} -j DROP"),
-        ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {c} -j ACCEPT"),
+        ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {TRACKED} {c} -j ACCEPT"),
         ("filter", f"-A FORWARD -i {t} {c} -j DROP"),
         ("filter", f"-A FORWARD -o {t} {c} -j DROP"),  # nothing new towards the guest
     ]
@@ -74,7 +78,9 @@ def _bridge_rules(vm: Vm, c: str) -> list[tuple[str, str]]:
         rules.append(("filter", f"-A FORWARD -s {src}/32 -d {METADATA}/32 -i {br} {c} -j DROP"))
     rules.append(("filter", f"-A FORWARD -s {src}/32 -i {br} {UNTRACKABLE} {c} -j DROP"))
     if vm.options.masquerade:
-        rules.append(("filter", f"-A FORWARD -s {src}/32 -i {br} -o {vm.uplink} {c} -j ACCEPT"))
+        rules.append(
+            ("filter", f"-A FORWARD -s {src}/32 -i {br} -o {vm.uplink} {TRACKED} {c} -j ACCEPT")
+        )
     return rules + _host_rules(f"-s {src}/32 -i {br}", vm, c)
 
 
