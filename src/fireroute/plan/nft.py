@@ -127,10 +127,10 @@ RULES = (
     ("forward", "iifname . oifname @egress counter accept"),
     ("forward", "iifname @taps counter drop"),
     ("forward", "oifname @taps counter drop"),
-    # route_localnet on a tap with a 127.0.0.1 port would let its guest reach the host's
-    # loopback: a guest's own packet to 127.0.0.0/8 never is delivered
     ("input", "ct state invalid,untracked iifname @taps counter drop"),  # (as in forward)
     ("input", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
+    # route_localnet on a tap with a 127.0.0.1 port would let its guest reach the host's
+    # loopback: a guest's own packet to 127.0.0.0/8 never is delivered
     ("input", "iifname @taps ip daddr 127.0.0.0/8 ct direction original counter drop"),
     ("input", "iifname @taps jump guest_in"),
     ("input", "iifname . ip saddr @bridged jump bridge_in"),
