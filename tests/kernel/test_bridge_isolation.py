@@ -178,8 +178,10 @@ def bridge_in_drops(host: Host) -> int:
 
 def iptables_input_drops(host: Host, guest_ip: str) -> int:
     saved = host.run("iptables-nft-save", "-c").stdout.splitlines()
-    hits = [
-        line for line in saved if f"-A INPUT -s {guest_ip}/32 -i br0" in line and "-j DROP" in line
+    hits = [  # the catch-all DROP (not the one of untrackable packets)
+        line
+        for line in saved
+        if f"-A INPUT -s {guest_ip}/32 -i br0 -m comment" in line and "-j DROP" in line
     ]
     assert len(hits) == 1, saved
     return int(hits[0].split("]")[0].strip("[").split(":")[0])

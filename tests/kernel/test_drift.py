@@ -97,7 +97,7 @@ def cases():
     for mode, by_name in CASES.items():
         for name, cmd in by_name.items():
             yield pytest.param(mode, cmd, id=f"{mode}: {name}")
-    for n in range(9):  # each of a VM's iptables rules, and the shared one
+    for n in range(11):  # each of a VM's iptables rules, and the shared one
         yield pytest.param("iptables", n, id=f"iptables: rule {n} deleted")
 
 
@@ -109,7 +109,7 @@ def test_check_sees_each_object_and_restore_heals_it(host: Host, mode: str, dama
     assert rc == 0 and clean["ok"], clean  # the positive control: up, then check is clean
     if isinstance(damage, int):
         rules = sorted(r for r in host.iptables_rules() if "fireroute" in r and ":other" not in r)
-        assert len(rules) == 9, rules
+        assert len(rules) == 11, rules
         rule = rules[damage]
         table = "nat" if "POSTROUTING" in rule else "filter"
         host.run("sh", "-c", f"iptables-nft -t {table} {rule.replace('-A', '-D', 1)}")

@@ -24,8 +24,8 @@ def test_iptables_rules_tagged_and_removed(host: Host):
         "-j MASQUERADE" in rules
     )
     assert (
-        f'-A FORWARD -s 172.16.0.6/32 -i fr-b -o up0 -m comment --comment "fireroute:{state_id}:b" '
-        "-j ACCEPT" in rules
+        "-A FORWARD -s 172.16.0.6/32 -i fr-b -o up0 -m conntrack ! --ctstate INVALID,UNTRACKED "
+        f'-m comment --comment "fireroute:{state_id}:b" -j ACCEPT' in rules
     )
     conntrack = [r for r in rules if "ESTABLISHED" in r and r.startswith("-A FORWARD")]
     assert len(conntrack) == 1 and "fireroute:shared" in conntrack[0]

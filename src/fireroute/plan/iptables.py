@@ -18,6 +18,14 @@ CONNTRACK = (
     f"-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {SHARED} -j ACCEPT"
 )
 
+UNTRACKABLE = "-m conntrack --ctstate INVALID,UNTRACKED"
+"""what conntrack could not track: no connection, so no masquerade; a guest's such packet
+would leave with its own address (plan/nft.py drops the same, first)"""
+TRACKED = "-m conntrack ! --ctstate INVALID,UNTRACKED"
+"""on a guest's ACCEPT too: ``restore`` appends a missing rule at the chain's end, so a DROP of
+:data:`UNTRACKABLE` it put back would come after the ACCEPT; the packet still meets it (or
+the tap's catch-all DROP) further down"""
+
 
 def tag(vm: Vm) -> str:
     """The comment of a VM's rules: ``fireroute:<state id>:<vm>``."""
@@ -35,7 +43,8 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
     if not vm.options.allow_metadata:
         rules.append(("filter", f"-A FORWARD -d {METADATA}/32 -i {t} {c} -j DROP"))
     rules += [
-        ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {c} -j ACCEPT"),
+        ("filter", f"-A FORWARD -i {t} {UNTRACKABLE} {c} -j DROP"),
+        ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {TRACKED} {c} -j ACCEPT"),
         ("filter", f"-A FORWARD -i {t} {c} -j DROP"),
         ("filter", f"-A FORWARD -o {t} {c} -j DROP"),  # nothing new towards the guest
     ]
@@ -45,6 +54,7 @@ def vm_rules(vm: Vm) -> list[tuple[str, str]]:
 def _host_rules(match: str, vm: Vm, c: str) -> list[tuple[str, str]]:
     """The guest and the host itself: replies, ping, and the ports allowed; nothing else."""
     rules = [
+        ("filter", f"-A INPUT {match} {UNTRACKABLE} {c} -j DROP"),
         ("filter", f"-A INPUT {match} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT"),
         ("filter", f"-A INPUT {match} -p icmp -m icmp --icmp-type 8 {c} -j ACCEPT"),
     ]
@@ -66,8 +76,11 @@ def _bridge_rules(vm: Vm, c: str) -> list[tuple[str, str]]:
         rules.append(("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE"))
     if not vm.options.allow_metadata:
         rules.append(("filter", f"-A FORWARD -s {src}/32 -d {METADATA}/32 -i {br} {c} -j DROP"))
+    rules.append(("filter", f"-A FORWARD -s {src}/32 -i {br} {UNTRACKABLE} {c} -j DROP"))
     if vm.options.masquerade:
-        rules.append(("filter", f"-A FORWARD -s {src}/32 -i {br} -o {vm.uplink} {c} -j ACCEPT"))
+        rules.append(
+            ("filter", f"-A FORWARD -s {src}/32 -i {br} -o {vm.uplink} {TRACKED} {c} -j ACCEPT")
+        )
     return rules + _host_rules(f"-s {src}/32 -i {br}", vm, c)
 
 
@@ -129,9 +142,13 @@ def vms_up(vms: list[Vm], need_conntrack: bool) -> list[Step]:
 def forward_policy_fix(vms: list[Vm]) -> list[Step]:
     """Tagged ACCEPTs at the top of iptables-nft's FORWARD chain for the VMs' devices, for
     hosts whose FORWARD policy is DROP (an accept in fireroute's nft table does not end the
-    packet's journey through that chain)."""
+    packet's journey through that chain). None for the iptables backend's VMs: their own
+    rules are in that chain already, and an accept above them would pass what they drop
+    (forged sources, untracked packets)."""
     steps = []
     for vm in vms:
+        if vm.backend == "iptables":
+            continue
         c = f"-m comment --comment {tag(vm)}"
         if vm.mode == "bridge":  # routed traffic arrives on the bridge, not on the tap
             br, ip = vm.options.bridge, vm.guest_ip

@@ -63,6 +63,7 @@ CHAINS = (
     "out_reject",
     "pub_pre",
     "pub_out",
+    "unmasked",
     *(f"out_{k}" for k in range(SHARDS)),
 )
 METADATA = "169.254.169.254"
@@ -80,6 +81,8 @@ HEADERS = {
     # published ports: what reaches a host address from outside, and from the host itself
     "pub_pre": "type nat hook prerouting priority dstnat; policy accept;",
     "pub_out": "type nat hook output priority -100; policy accept;",
+    # after source NAT (priority srcnat, 100) has rewritten what it was going to
+    "unmasked": "type filter hook postrouting priority 200; policy accept;",
     **{f"out_{k}": "" for k in range(SHARDS)},
 }
 """Each chain's type, hook and policy, as ``nft list`` prints them"""
@@ -94,6 +97,13 @@ RULES = (
     # connection to a 127.0.0.1 port leaves with the tap's address, not the loopback's
     ("postrouting", "ct status dnat oifname . ip saddr @vms masquerade"),
     ("postrouting", "ip saddr 127.0.0.0/8 oifname @taps masquerade"),
+    # a packet conntrack could not track (invalid: SYN+FIN, no TCP flags, a bad checksum, a
+    # TCP segment outside the window; or untracked) has no connection, so neither the policy
+    # rule below (ct direction) nor masquerade would see it: it would leave the uplink with
+    # the guest's own address. Dropped first, from taps and from known bridge guests (the
+    # state compared before the set lookup: most packets are tracked and stop there)
+    ("forward", "ct state invalid,untracked iifname @taps counter drop"),
+    ("forward", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
     # before the established accept: a policy change cuts connections the guest opened that
     # it now forbids; replies (connections others opened to it), the metadata address and
     # peers keep their own rules
@@ -117,6 +127,8 @@ RULES = (
     ("forward", "iifname . oifname @egress counter accept"),
     ("forward", "iifname @taps counter drop"),
     ("forward", "oifname @taps counter drop"),
+    ("input", "ct state invalid,untracked iifname @taps counter drop"),  # (as in forward)
+    ("input", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
     # route_localnet on a tap with a 127.0.0.1 port would let its guest reach the host's
     # loopback: a guest's own packet to 127.0.0.0/8 never is delivered
     ("input", "iifname @taps ip daddr 127.0.0.0/8 ct direction original counter drop"),
@@ -138,6 +150,10 @@ RULES = (
     ("out_reject", "counter reject with icmp admin-prohibited"),
     *(("pub_pre", r) for r in PUBLISH),
     *(("pub_out", r) for r in PUBLISH),
+    # the second guard: a packet that should have been masqueraded (its source and way out
+    # are a masq element) but still carries the guest's address once source NAT is done,
+    # whatever let it through, never leaves
+    ("unmasked", "ip saddr . oifname @masq counter drop"),
     *(
         (
             f"out_{k}",
