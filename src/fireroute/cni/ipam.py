@@ -16,14 +16,11 @@ if TYPE_CHECKING:
 
 
 def section(req: Request) -> dict[str, object] | None:
-    """The ``ipam`` section, checked: an object naming a plugin (a file name, no path)."""
+    """The ``ipam`` section: an object naming a plugin (a file name, no path), as the
+    request's CONFIG checked."""
     ipam = req.config.get("ipam")
-    if ipam is None:
-        return None
-    kind = ipam.get("type") if isinstance(ipam, dict) else None
-    if not isinstance(kind, str) or not kind or "/" in kind or kind.startswith("."):
-        raise CniError(BAD_CONFIG, "invalid network configuration", '"ipam" needs a "type"')
-    return ipam  # type: ignore[return-value]
+    assert ipam is None or isinstance(ipam, dict)
+    return ipam
 
 
 def binary(req: Request, kind: str) -> str:
