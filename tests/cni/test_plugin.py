@@ -12,9 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.cni.runtime import Runtime, leftovers, state_vms
 from tests.conftest import is_root, make_host, sh
+from tests.unit.test_cni_fuzz import stdin_texts, well_formed
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
 
@@ -503,3 +506,27 @@ def test_a_clash_in_one_namespace_is_refused_naming_what_is_there(
     good = rt.call("ADD", conf=rt.config(**{**keys, "tapName": "tap9"}), container="pod1",
                    netns=ns, ifname="veth9")  # fmt: skip
     assert good.rc == 0, good.doc
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(command=st.sampled_from(["ADD", "CHECK", "DEL", "GC", "STATUS"]), stdin=stdin_texts())
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "name": "fcnet", "type": "fireroute"}')
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "name": "fcnet", "type": "fireroute", '
+         b'"mtu": "x", "mtu": 1400}')  # fmt: skip
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "args": ' + b"[" * 5000 + b"}")
+def test_fuzzed_configurations_through_the_real_process(rt: Runtime, command: str, stdin: bytes):
+    """A few of tests/unit/test_cni_fuzz.py's configurations through the program itself:
+    one result or one error object on stdout, nothing on stderr; what an ADD made, its DEL
+    removes. The state file is the test's whatever the configuration says (the last key
+    counts), and no IPAM plugin can be found."""
+    stdin = stdin[:-1] + b', "state": ' + json.dumps(str(rt.host.state)).encode() + b"}"
+    ns = rt.netns("fz") if not rt.made else f"/var/run/netns/{rt.made[0]}"
+    env = {"CNI_PATH": "/nonexistent/cni"}
+    got = rt.call(command, container="fz1", netns=ns, raw=stdin, env=env)
+    assert got.stderr == "", got.stderr
+    well_formed(got.rc, got.doc)
+    if command == "ADD" and got.rc == 0:
+        assert rt.call("DEL", container="fz1", netns=ns, raw=stdin, env=env).rc == 0
+    assert state_vms(rt.host.state) == [] and leftovers(rt.host) == []
