@@ -118,7 +118,6 @@ def _uint(value: object) -> bool:
 
 
 KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "any": (lambda v: True, "anything"),
     "text": (lambda v: isinstance(v, str), "a string"),
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "int": (_int, "an integer"),
@@ -152,7 +151,7 @@ RESULT = {  # a result as the spec defines it: what prevResult holds
             "priority": "uint",
             "table": "uint",
             "scope": "uint",
-        }  # fmt: skip
+        }
     ],
     "dns": DNS,
 }
