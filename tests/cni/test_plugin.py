@@ -470,6 +470,8 @@ def test_two_attachments_share_a_namespace(rt: Runtime, shape: str):
         keep = [{"containerID": c1, "ifname": if1}, {"containerID": c2, "ifname": if2}]
         assert rt.call("GC", conf={**conf, VALID: keep}, ifname="").rc == 0
     assert len(state_vms(rt.host.state)) == 2
+    rt.host.fireroute("gc")  # and so does fireroute's own: both are alive
+    assert len(state_vms(rt.host.state)) == 2 and {if1, if2, tap1, tap2} <= set(rt.ns_links(ns))
     # DEL of the first leaves the second whole
     assert rt.call("DEL", conf=conf1, container=c1, netns=ns, ifname=if1).rc == 0
     assert set(rt.ns_links(ns)) == {"lo", if2, tap2}
@@ -478,6 +480,19 @@ def test_two_attachments_share_a_namespace(rt: Runtime, shape: str):
     assert rt.call("DEL", conf=conf2, container=c2, netns=ns, ifname=if2).rc == 0
     assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
     assert set(rt.ns_links(ns)) == {"lo"}
+
+
+def test_gc_of_the_cli_takes_down_every_attachment_of_a_namespace_that_is_gone(rt: Runtime):
+    ns, kept = rt.netns("pod"), rt.netns("other")
+    rt.add("pod1", ns)
+    rt.add("pod1", ns, conf=rt.config(name="second", tapName="tap1"), ifname="veth1")
+    rt.add("other1", kept)
+    sh("ip", "netns", "del", ns.rsplit("/", 1)[1])
+    report = rt.host.fireroute("check", check=False)
+    assert report.returncode == 1 and report.stdout.count("is gone") == 2, report.stdout
+    rt.host.fireroute("gc")
+    (left,) = state_vms(rt.host.state)
+    assert left.startswith("cni-other1-") and rt.host.fireroute("check").returncode == 0
 
 
 @pytest.mark.parametrize(
