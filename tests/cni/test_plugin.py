@@ -531,6 +531,8 @@ def test_a_clash_in_one_namespace_is_refused_naming_what_is_there(
 @example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "name": "fcnet", "type": "fireroute", '
          b'"mtu": "x", "mtu": 1400}')  # fmt: skip
 @example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "args": ' + b"[" * 5000 + b"}")
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "mtu": 01}')  # a SystemError once
+@example(command="DEL", stdin=b'{"cniVersion": "1.1.0", "dns": {"domain": "a\tb"}}')
 def test_fuzzed_configurations_through_the_real_process(rt: Runtime, command: str, stdin: bytes):
     """A few of tests/unit/test_cni_fuzz.py's configurations through the program itself:
     one result or one error object on stdout, nothing on stderr; what an ADD made, its DEL
