@@ -524,7 +524,7 @@ def test_a_clash_in_one_namespace_is_refused_naming_what_is_there(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(command=st.sampled_from(["ADD", "CHECK", "DEL", "GC", "STATUS"]), stdin=stdin_texts())
 @example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "name": "fcnet", "type": "fireroute"}')
@@ -534,7 +534,7 @@ def test_a_clash_in_one_namespace_is_refused_naming_what_is_there(
 @example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "mtu": 01}')  # a SystemError once
 @example(command="DEL", stdin=b'{"cniVersion": "1.1.0", "dns": {"domain": "a\tb"}}')
 def test_fuzzed_configurations_through_the_real_process(rt: Runtime, command: str, stdin: bytes):
-    """A few of tests/unit/test_cni_fuzz.py's configurations through the program itself:
+    """Some of tests/unit/test_cni_fuzz.py's configurations through the program itself:
     one result or one error object on stdout, nothing on stderr; what an ADD made, its DEL
     removes. The state file is the test's whatever the configuration says (the last key
     counts), and no IPAM plugin can be found."""

@@ -143,6 +143,9 @@ def answer(env: dict, stdin: bytes) -> tuple[int, dict]:
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "stdout", out)
+        # as in the plugin's own process, where json is never imported (_json reports some
+        # errors through json.decoder's class, looked up among the modules imported)
+        mp.delitem(sys.modules, "json.decoder", raising=False)
         mp.setattr("fireroute.api.Host", FakeHost)
         mp.setattr("fireroute.cni.ipam.call", ipam_answer)
         mp.setattr("fireroute.kernel.run.which", lambda tool: f"/usr/sbin/{tool}")
