@@ -289,3 +289,24 @@ def test_result_shape_per_version(version):
     assert ("version" in out["ips"][0]) == (version < "1.0.0")
     assert out["routes"] == [{"dst": "0.0.0.0/0"}] and out["dns"]["nameservers"] == ["192.0.2.53"]
     assert "routes" not in p.result(version, ifaces, ips, [])  # empty optional fields left out
+
+
+@pytest.mark.parametrize(
+    "answer,named",
+    [
+        ({"ips": 5}, '"ips" must be a list'),
+        ({"ips": [5]}, '"ips[0]" must be an object'),
+        ({"ips": [{"address": 10}]}, '"ips[0].address" must be an address'),
+        ({"ips": [{"address": "10.0.0.5/24", "gateway": ["10.0.0.1"]}]}, '"ips[0].gateway"'),
+        ({"ips": [{"gateway": "10.0.0.1"}]}, '"ips[0].address" is required'),
+        ({"ips": [], "dns": []}, '"dns" must be an object'),
+    ],
+)
+def test_a_malformed_ipam_result_is_code_103_naming_the_field(answer, named):
+    from fireroute.cni import ipam
+
+    good = {"ips": [{"address": "fd00::5/64"}, {"address": "10.0.0.5/24", "gateway": "10.0.0.1"}]}
+    assert ipam.address(good) == ("10.0.0.5/24", "10.0.0.1")  # the positive control
+    with pytest.raises(p.CniError) as e:
+        ipam.address(answer)
+    assert e.value.code == 103 and named in e.value.details, e.value.details

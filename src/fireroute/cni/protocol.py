@@ -155,6 +155,11 @@ RESULT = {  # a result as the spec defines it: what prevResult holds
     ],
     "dns": DNS,
 }
+IPAM_RESULT = {  # what a delegated IPAM plugin answers (the spec: a result without interfaces)
+    "ips": [{"address!": "cidr", "gateway": "ip"}],
+    "routes": RESULT["routes"],
+    "dns": DNS,
+}
 PORT_MAPPING = {
     "hostPort!": "port",
     "containerPort!": "port",
