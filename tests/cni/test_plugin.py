@@ -547,3 +547,41 @@ def test_fuzzed_configurations_through_the_real_process(rt: Runtime, command: st
     if command == "ADD" and got.rc == 0:
         assert rt.call("DEL", container="fz1", netns=ns, raw=stdin, env=env).rc == 0
     assert state_vms(rt.host.state) == [] and leftovers(rt.host) == []
+
+
+FAKE_IPAM = """#!/bin/sh
+# an IPAM plugin that leases (a file per container) and answers ADD with {answer}
+lease="{dir}/$CNI_CONTAINERID"
+case "$CNI_COMMAND" in
+ADD) touch "$lease"; echo '{answer}' ;;
+DEL) rm -f "$lease" ;;
+VERSION) echo '{{"cniVersion": "1.0.0", "supportedVersions": ["1.0.0", "1.1.0"]}}' ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    "answer,ok",
+    [
+        ('{"cniVersion": "1.1.0", "ips": [{"address": "10.79.0.2/24", "gateway": "10.79.0.1"}]}',
+         True),
+        ('{"cniVersion": "1.1.0", "ips": 5}', False),
+        ('{"cniVersion": "1.1.0", "ips": [{"address": 5, "gateway": "10.79.0.1"}]}', False),
+    ],
+)  # fmt: skip
+def test_a_malformed_ipam_answer_is_released(rt: Runtime, tmp_path: Path, answer: str, ok: bool):
+    plugins, leased = tmp_path / "plugins", tmp_path / "leases"
+    plugins.mkdir(), leased.mkdir()
+    fake = plugins / "fake-ipam"
+    fake.write_text(FAKE_IPAM.format(dir=leased, answer=answer))
+    fake.chmod(0o755)
+    ns = rt.netns("c1")
+    conf = rt.config(ipam={"type": "fake-ipam"})
+    got = rt.call("ADD", conf=conf, container="c1", netns=ns, env={"CNI_PATH": str(plugins)})
+    if ok:  # the positive control: the same plugin's well-formed answer is used and kept
+        assert got.rc == 0 and got.doc["ips"][-1]["address"] == "10.79.0.2/24", got.doc
+        assert [p.name for p in leased.iterdir()] == ["c1"]
+        return
+    assert got.rc != 0 and got.doc["code"] == 103 and '"ips' in got.doc["details"], got.doc
+    assert got.stderr == "" and list(leased.iterdir()) == []  # the lease went back
+    assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}

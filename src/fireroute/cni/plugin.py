@@ -139,10 +139,12 @@ def add(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> dict[str
         if before is not None:  # up already: its address, without asking again
             fields["guest_ip"] = f"{before.guest_ip}/{before.prefix}"
             fields["gateway"] = before.gateway
-        else:  # released again if this ADD makes nothing
-            fields["guest_ip"], fields["gateway"] = ipam.address(ipam.call(req, env, stdin, "ADD"))
+        else:  # released again if this ADD makes nothing (a malformed answer too)
+            answer = ipam.call(req, env, stdin, "ADD")
             release = True
     try:
+        if release:
+            fields["guest_ip"], fields["gateway"] = ipam.address(answer)
         vm = host.up(_name(req), **fields)  # the request model checks the fields, once
     except BaseException:
         if release:
