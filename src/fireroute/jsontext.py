@@ -59,6 +59,11 @@ def loads_all(text: str) -> list[object]:
             doc, i = _scan(text, i)
         except StopIteration as stop:
             raise ValueError(f"invalid JSON at character {stop.value}") from None
+        except SystemError:
+            # an error inside an array or object: _json raises json.decoder's JSONDecodeError,
+            # which it looks up only among the modules already imported, and json is not (it
+            # then returns an error without an exception)
+            raise ValueError(f"invalid JSON in the document at character {i}") from None
         finally:
             _Context.memo.clear()
         out.append(doc)

@@ -568,6 +568,10 @@ class Manager:
                 raise ConflictError(
                     f'MAC {options.mac} for vm "{names[0]}" is already vm "{holder}"\'s'
                 )
+        if options.mode == "cni":  # attachments sharing a namespace: their names there
+            from fireroute.plan import cni
+
+            cni.check_namespace(names[0], options, store.in_netns(str(options.netns)))
         ca = options.clone_address
         if options.mode == "clone" and ca not in (None, "auto"):
             for vm in store.all():

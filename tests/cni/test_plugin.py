@@ -12,9 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from tests.cni.runtime import Runtime, leftovers, state_vms
 from tests.conftest import is_root, make_host, sh
+from tests.unit.test_cni_fuzz import stdin_texts, well_formed
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
 
@@ -182,6 +185,22 @@ def test_status_answers_whether_add_can_work(rt: Runtime):
         ({"cniVersion": "0.1.0"}, {}, 1),
         ({}, {"CNI_NETNS": "relative/path"}, 4),
         ({}, {"CNI_CONTAINERID": "-x"}, 4),
+        # every field read is type-checked (issue 21, item 10)
+        ({"blockSize": "/30"}, {}, 7),
+        ({"allowPeers": "true"}, {}, 7),
+        ({"prevResult": {"ips": [{"address": 5}]}}, {}, 7),
+        (
+            {
+                "runtimeConfig": {
+                    "portMappings": [
+                        {"hostPort": 8080, "containerPort": 80, "hostIP": "127.0.0.1:5"}
+                    ]
+                }
+            },
+            {},
+            7,
+        ),  # fmt: skip
+        ({"allowHostPorts": {"53": "udp"}}, {}, 7),
     ],
 )
 def test_bad_requests_get_the_specs_codes_and_change_nothing(rt: Runtime, conf, env, code):
@@ -351,3 +370,218 @@ def test_port_mappings_are_published(rt: Runtime):
     assert rt.call("ADD", conf=bad, container="c2abc", netns=other).doc["code"] == 7
     assert rt.call("DEL", conf=conf, container="c1abc", netns=ns).rc == 0
     assert "8080" not in rt.host.nft_text()
+
+
+@pytest.mark.parametrize(
+    "stdin",
+    [
+        b"[" * 100_000,  # json's RecursionError, once
+        b'{"a":' * 50_000,
+        json.dumps(
+            {
+                "cniVersion": "1.1.0",
+                "name": "fcnet",
+                "type": "fireroute",
+                "args": {"x": "a" * (4 << 20)},
+            }
+        ).encode(),  # fmt: skip
+    ],
+    ids=["100000-brackets", "50000-objects", "4-MiB"],
+)
+def test_nesting_and_size_limits_are_a_cni_error_not_a_traceback(rt: Runtime, stdin: bytes):
+    ns = rt.netns("c1")
+    bad = rt.call("ADD", container="c1abc", netns=ns, raw=stdin)
+    assert bad.rc != 0 and bad.doc["code"] == 7 and bad.stderr == "", (bad.doc, bad.stderr)
+    assert "nested deeper" in bad.doc["details"] or "bytes on stdin" in bad.doc["details"]
+    assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}
+    good = rt.call("ADD", container="c1abc", netns=ns)  # the positive control
+    assert good.rc == 0, good.doc
+
+
+VALID = "cni.dev/valid-attachments"
+
+
+@pytest.mark.parametrize(
+    "valid,named",
+    [
+        (None, f'GC needs "{VALID}"'),
+        ({"containerID": "a1", "ifname": "veth0"}, f'"{VALID}" must be a list'),
+        (["a1"], f'"{VALID}[0]" must be an object'),
+        ([{"containerID": "a1"}], f'"{VALID}[0].ifname" is required'),
+        ([{"ifname": "veth0"}], f'"{VALID}[0].containerID" is required'),
+        ([{"containerID": "a1", "ifname": 0}], f'"{VALID}[0].ifname" must be'),
+        ([{"containerID": ["a1"], "ifname": "veth0"}], f'"{VALID}[0].containerID" must be'),
+    ],
+)
+def test_gc_without_well_formed_valid_attachments_removes_nothing(rt: Runtime, valid, named):
+    a1, a2 = rt.netns("a1"), rt.netns("a2")
+    rt.add("a1", a1)
+    rt.add("a2", a2)
+    before = sorted(state_vms(rt.host.state)), rt.ns_links(a1).keys(), rt.ns_links(a2).keys()
+    conf = rt.config() if valid is None else rt.config(**{VALID: valid})
+    bad = rt.call("GC", conf=conf, ifname="")
+    assert bad.rc != 0 and bad.doc["code"] == 7 and named in bad.doc["details"], bad.doc
+    assert (sorted(state_vms(rt.host.state)), rt.ns_links(a1).keys(), rt.ns_links(a2).keys()) \
+        == before  # fmt: skip
+    assert rt.host.fireroute("check").returncode == 0
+    # the positive control: a well-formed GC removes exactly the stale attachment
+    good = rt.call("GC", conf=rt.config(**{VALID: [{"containerID": "a1", "ifname": "veth0"}]}),
+                   ifname="")  # fmt: skip
+    assert good.rc == 0, good.doc
+    (left,) = state_vms(rt.host.state)
+    assert left.startswith("cni-a1-") and set(rt.ns_links(a2)) == {"lo"}
+    assert {"veth0", "tap0"} <= set(rt.ns_links(a1))
+
+
+TWO = {  # the two attachments of one namespace: (container, config keys, ifname) each
+    "pod-on-two-networks": (("pod1", {"name": "fcnet"}, "eth0"),
+                            ("pod1", {"name": "other", "tapName": "tap1"}, "eth1")),
+    "vm-with-two-nics": (("vm1", {}, "veth0"), ("vm1", {"tapName": "tap1"}, "veth1")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", TWO)
+def test_two_attachments_share_a_namespace(rt: Runtime, shape: str):
+    ns = rt.netns("pod")
+    (c1, k1, if1), (c2, k2, if2) = TWO[shape]
+    conf1, conf2 = rt.config(**k1), rt.config(**k2)
+    r1 = rt.add(c1, ns, conf=conf1, ifname=if1)
+    r2 = rt.add(c2, ns, conf=conf2, ifname=if2)
+    tap1, tap2 = k1.get("tapName", "tap0"), k2["tapName"]
+    assert {if1, if2, tap1, tap2} <= set(rt.ns_links(ns))
+    assert r1["ips"][-1]["address"] != r2["ips"][-1]["address"]
+    names = state_vms(rt.host.state)
+    assert len(names) == 2
+    for c, conf, ifname in ((c1, conf1, if1), (c2, conf2, if2)):
+        assert rt.call("CHECK", conf=conf, container=c, netns=ns, ifname=ifname).rc == 0
+    assert rt.host.fireroute("check").returncode == 0
+    ls = rt.host.fireroute("ls").stdout
+    assert all(n in ls for n in names) and ls.count(ns) == 2
+    # CHECK sees each one: the second's redirect broken, the first's CHECK still passes
+    rt.in_ns(ns, "tc", "filter", "del", "dev", if2, "ingress")
+    bad = rt.call("CHECK", conf=conf2, container=c2, netns=ns, ifname=if2)
+    assert bad.rc != 0 and f'does not redirect to "{tap2}"' in bad.doc["details"], bad.doc
+    assert rt.call("CHECK", conf=conf1, container=c1, netns=ns, ifname=if1).rc == 0
+    assert rt.host.fireroute("check", check=False).returncode == 1
+    rt.host.fireroute("restore")
+    assert rt.call("CHECK", conf=conf2, container=c2, netns=ns, ifname=if2).rc == 0
+    # GC of each network keeps what the runtime lists
+    for conf in (conf1, conf2):
+        keep = [{"containerID": c1, "ifname": if1}, {"containerID": c2, "ifname": if2}]
+        assert rt.call("GC", conf={**conf, VALID: keep}, ifname="").rc == 0
+    assert len(state_vms(rt.host.state)) == 2
+    rt.host.fireroute("gc")  # and so does fireroute's own: both are alive
+    assert len(state_vms(rt.host.state)) == 2 and {if1, if2, tap1, tap2} <= set(rt.ns_links(ns))
+    # DEL of the first leaves the second whole
+    assert rt.call("DEL", conf=conf1, container=c1, netns=ns, ifname=if1).rc == 0
+    assert set(rt.ns_links(ns)) == {"lo", if2, tap2}
+    assert rt.call("CHECK", conf=conf2, container=c2, netns=ns, ifname=if2).rc == 0
+    assert rt.host.fireroute("check").returncode == 0 and len(state_vms(rt.host.state)) == 1
+    assert rt.call("DEL", conf=conf2, container=c2, netns=ns, ifname=if2).rc == 0
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+    assert set(rt.ns_links(ns)) == {"lo"}
+
+
+def test_gc_of_the_cli_takes_down_every_attachment_of_a_namespace_that_is_gone(rt: Runtime):
+    ns, kept = rt.netns("pod"), rt.netns("other")
+    rt.add("pod1", ns)
+    rt.add("pod1", ns, conf=rt.config(name="second", tapName="tap1"), ifname="veth1")
+    rt.add("other1", kept)
+    sh("ip", "netns", "del", ns.rsplit("/", 1)[1])
+    report = rt.host.fireroute("check", check=False)
+    assert report.returncode == 1 and report.stdout.count("is gone") == 2, report.stdout
+    rt.host.fireroute("gc")
+    (left,) = state_vms(rt.host.state)
+    assert left.startswith("cni-other1-") and rt.host.fireroute("check").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "keys,ifname,there",
+    [
+        ({"name": "other"}, "veth0", 'already has "veth0": the veth of vm'),  # same ifname
+        ({"name": "other"}, "veth1", 'already has "tap0": the tap of vm'),  # same tap name
+        ({"tapName": "veth0"}, "veth1", 'already has "veth0": the veth of vm'),
+        ({"tapName": "tap1"}, "tap0", 'already has "tap0": the tap of vm'),
+    ],
+)
+def test_a_clash_in_one_namespace_is_refused_naming_what_is_there(
+    rt: Runtime, keys: dict, ifname: str, there: str
+):
+    ns = rt.netns("pod")
+    rt.add("pod1", ns)
+    (first,) = state_vms(rt.host.state)
+    links = set(rt.ns_links(ns))
+    bad = rt.call("ADD", conf=rt.config(**keys), container="pod1", netns=ns, ifname=ifname)
+    assert bad.rc != 0 and bad.doc["code"] == 100 and bad.stderr == "", (bad.doc, bad.stderr)
+    assert there in bad.doc["details"] and first in bad.doc["details"], bad.doc
+    assert "UNIQUE" not in bad.doc["details"] and "constraint" not in bad.doc["details"]
+    assert state_vms(rt.host.state) == [first] and set(rt.ns_links(ns)) == links
+    assert rt.host.fireroute("check").returncode == 0
+    # the positive control: the same request with names of its own in the namespace
+    good = rt.call("ADD", conf=rt.config(**{**keys, "tapName": "tap9"}), container="pod1",
+                   netns=ns, ifname="veth9")  # fmt: skip
+    assert good.rc == 0, good.doc
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(command=st.sampled_from(["ADD", "CHECK", "DEL", "GC", "STATUS"]), stdin=stdin_texts())
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "name": "fcnet", "type": "fireroute"}')
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "name": "fcnet", "type": "fireroute", '
+         b'"mtu": "x", "mtu": 1400}')  # fmt: skip
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "args": ' + b"[" * 5000 + b"}")
+@example(command="ADD", stdin=b'{"cniVersion": "1.1.0", "mtu": 01}')  # a SystemError once
+@example(command="DEL", stdin=b'{"cniVersion": "1.1.0", "dns": {"domain": "a\tb"}}')
+def test_fuzzed_configurations_through_the_real_process(rt: Runtime, command: str, stdin: bytes):
+    """Some of tests/unit/test_cni_fuzz.py's configurations through the program itself:
+    one result or one error object on stdout, nothing on stderr; what an ADD made, its DEL
+    removes. The state file is the test's whatever the configuration says (the last key
+    counts), and no IPAM plugin can be found."""
+    stdin = stdin[:-1] + b', "state": ' + json.dumps(str(rt.host.state)).encode() + b"}"
+    ns = rt.netns("fz") if not rt.made else f"/var/run/netns/{rt.made[0]}"
+    env = {"CNI_PATH": "/nonexistent/cni"}
+    got = rt.call(command, container="fz1", netns=ns, raw=stdin, env=env)
+    assert got.stderr == "", got.stderr
+    well_formed(got.rc, got.doc)
+    if command == "ADD" and got.rc == 0:
+        assert rt.call("DEL", container="fz1", netns=ns, raw=stdin, env=env).rc == 0
+    assert state_vms(rt.host.state) == [] and leftovers(rt.host) == []
+
+
+FAKE_IPAM = """#!/bin/sh
+# an IPAM plugin that leases (a file per container) and answers ADD with {answer}
+lease="{dir}/$CNI_CONTAINERID"
+case "$CNI_COMMAND" in
+ADD) touch "$lease"; echo '{answer}' ;;
+DEL) rm -f "$lease" ;;
+VERSION) echo '{{"cniVersion": "1.0.0", "supportedVersions": ["1.0.0", "1.1.0"]}}' ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    "answer,ok",
+    [
+        ('{"cniVersion": "1.1.0", "ips": [{"address": "10.79.0.2/24", "gateway": "10.79.0.1"}]}',
+         True),
+        ('{"cniVersion": "1.1.0", "ips": 5}', False),
+        ('{"cniVersion": "1.1.0", "ips": [{"address": 5, "gateway": "10.79.0.1"}]}', False),
+    ],
+)  # fmt: skip
+def test_a_malformed_ipam_answer_is_released(rt: Runtime, tmp_path: Path, answer: str, ok: bool):
+    plugins, leased = tmp_path / "plugins", tmp_path / "leases"
+    plugins.mkdir(), leased.mkdir()
+    fake = plugins / "fake-ipam"
+    fake.write_text(FAKE_IPAM.format(dir=leased, answer=answer))
+    fake.chmod(0o755)
+    ns = rt.netns("c1")
+    conf = rt.config(ipam={"type": "fake-ipam"})
+    got = rt.call("ADD", conf=conf, container="c1", netns=ns, env={"CNI_PATH": str(plugins)})
+    if ok:  # the positive control: the same plugin's well-formed answer is used and kept
+        assert got.rc == 0 and got.doc["ips"][-1]["address"] == "10.79.0.2/24", got.doc
+        assert [p.name for p in leased.iterdir()] == ["c1"]
+        return
+    assert got.rc != 0 and got.doc["code"] == 103 and '"ips' in got.doc["details"], got.doc
+    assert got.stderr == "" and list(leased.iterdir()) == []  # the lease went back
+    assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}

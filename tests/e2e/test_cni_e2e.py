@@ -126,3 +126,60 @@ def test_a_guest_on_an_address_from_host_local(image: GuestImage, rt: Runtime, t
         guest.stop()
     assert rt.call("DEL", conf=conf, container="vm2ctr", netns=ns_path).rc == 0
     assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+
+
+def test_two_attachments_in_one_namespace_each_carry_their_guest(
+    image: GuestImage, rt: Runtime, tmp_path: Path
+):
+    """A namespace with two attachments (two networks, their own ifname and tap), a guest on
+    each: both reach their gateway and the internet, the host reaches both; DEL of the first
+    (its guest stopped) leaves the second reachable."""
+    ns_path = rt.netns("pod")
+    confs = [rt.config(), rt.config(name="second", tapName="tap1")]
+    results = [
+        rt.add("podctr", ns_path, conf=confs[0], ifname="eth0"),
+        rt.add("podctr", ns_path, conf=confs[1], ifname="eth1"),
+    ]
+    guests = []
+    try:
+        for n, (result, tap) in enumerate(zip(results, ("tap0", "tap1"), strict=True)):
+            vm_if, _ip = vm_interface(result, "podctr")
+            guests.append(
+                start_guest(
+                    image,
+                    netns=ns_path.rsplit("/", 1)[1],
+                    tap=tap,
+                    mac=vm_if["mac"],
+                    boot_args=go_sdk_ip_arg(result, "podctr"),
+                    name=f"cni-pod-guest{n}",
+                    log_path=tmp_path / f"guest{n}.log",
+                )
+            )
+        for n, (guest, result) in enumerate(zip(guests, results, strict=True)):
+            _vm_if, ip = vm_interface(result, "podctr")
+            status, out = guest.run(f"ping -c 1 -W 5 {ip['gateway']}", timeout=20)
+            assert status == 0, out
+            assert f"client={HOST_UPLINK_IP}" in fetch_ok(guest)
+            status, out = guest.run(LISTEN.format(name=f"pod{n}"), timeout=20)
+            assert status == 0, out
+            guest_ip = ip["address"].split("/")[0]
+            p = rt.host.run(sys.executable, "-c", CLIENT, guest_ip, check=False)
+            assert p.returncode == 0 and p.stdout.strip() == f"hello-from-pod{n}", p.stderr
+        guests.pop(0).stop()
+        assert rt.call("DEL", conf=confs[0], container="podctr", netns=ns_path,
+                       ifname="eth0").rc == 0  # fmt: skip
+        assert set(rt.ns_links(ns_path)) == {"lo", "eth1", "tap1"}
+        _vm_if, ip = vm_interface(results[1], "podctr")
+        status, out = guests[0].run(f"ping -c 1 -W 5 {ip['gateway']}", timeout=20)
+        assert status == 0, out
+        status, out = guests[0].run(LISTEN.format(name="after"), timeout=20)
+        assert status == 0, out
+        p = rt.host.run(sys.executable, "-c", CLIENT, ip["address"].split("/")[0], check=False)
+        assert p.returncode == 0 and p.stdout.strip() == "hello-from-after", p.stderr
+        assert rt.call("CHECK", conf=confs[1], container="podctr", netns=ns_path,
+                       ifname="eth1").rc == 0  # fmt: skip
+    finally:
+        for guest in guests:
+            guest.stop()
+    assert rt.call("DEL", conf=confs[1], container="podctr", netns=ns_path, ifname="eth1").rc == 0
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []

@@ -56,3 +56,29 @@ def test_unserializable_is_a_type_error() -> None:
         jsontext.dumps({"a": object()})
     with pytest.raises(ValueError):
         jsontext.dumps(float("nan"))
+
+
+def test_an_error_inside_a_container_is_a_value_error_without_the_json_package():
+    """_json reports an error inside an array or object through json.decoder, which the
+    lean path never imports: found by the CNI fuzz through the real process (a SystemError
+    traceback). In a fresh interpreter without json, each is ValueError; valid text reads."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(jsontext.__file__).resolve().parents[1]
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from fireroute import jsontext\n"
+        "assert jsontext.loads('{\"a\": [1, {\"b\": null}]}') == {'a': [1, {'b': None}]}\n"
+        "for text in ('{\"a\":01}', '[01]', '{\"a\": 0 1}', '[1,]', '{\"a\" 1}'):\n"
+        "    try:\n"
+        "        jsontext.loads(text)\n"
+        "    except ValueError:\n"
+        "        continue\n"
+        "    raise SystemExit(f'read {text!r}')\n"
+        "assert 'json' not in sys.modules and 'json.decoder' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    p = subprocess.run([sys.executable, "-S", "-c", code, str(src)], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout == "ok\n", p.stderr

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fireroute import addressing
 from fireroute.model import Options, Vm
-from fireroute.state.store import FREE_FROM, SCHEMA_VERSION, Store
+from fireroute.state.store import FREE_FROM, INDEXES, SCHEMA_VERSION, VMS, Store
 
 POOL = IPv4Network("172.16.0.0/24")  # 64 blocks of /30
 LO, HI = int(POOL.network_address), int(POOL.broadcast_address)
@@ -189,3 +189,95 @@ def test_a_forked_child_does_not_share_the_parents_lock(tmp_path):
         os.waitpid(pid, 0)
     with store.locked(timeout=5):  # the control: once the child is done, the parent gets it
         pass
+
+
+OLD_VMS = VMS.replace("netns TEXT,", "netns TEXT UNIQUE,")
+assert OLD_VMS != VMS
+"""the vms table of schemas 1 to 3: one lease per namespace"""
+
+
+def attachment(name: str, ordinal: int, ifname: str, tap: str | None = None) -> Vm:
+    o = Options(mode="cni", netns="/run/netns/pod", container="c1", ifname=ifname,
+                network=f"net-{ifname}", tap=tap)  # fmt: skip
+    net = addressing.block(POOL, 30, ordinal)
+    return Vm(name, net, f"frc-{name}", f"06:00:00:00:00:0{ordinal}", "eth0", o)
+
+
+def as_schema(path, version: int) -> None:
+    """Rewrite a current file as schema ``version`` (3 or 2) had it: netns UNIQUE."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP INDEX vms_netns_ifname; DROP INDEX vms_netns_tap; DROP INDEX vms_netns;"
+        f"ALTER TABLE vms RENAME TO new; {OLD_VMS} INSERT INTO vms SELECT * FROM new;"
+        "DROP TABLE new;"
+        + INDEXES
+        + ("DROP TABLE ports;" if version < 3 else "")
+        + f"PRAGMA user_version = {version};"
+    )
+    db.close()
+
+
+@pytest.mark.parametrize("version", [3, 2])
+def test_an_old_file_upgrades_to_several_attachments_per_namespace(tmp_path, version) -> None:
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    Store(path).reserve([attachment("a", 0, "eth0"), publishing("p", 2, "8080:80")])
+    as_schema(path, version)
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="vms.netns"):  # the old file's limit
+        db.execute("INSERT INTO vms SELECT 'b', state, 4, 7, prefix, 'frc-b', mac, uplink, "
+                   "options, netns, created FROM vms WHERE name = 'a'")  # fmt: skip
+    db.close()
+    store = Store(path)
+    assert store.db is not None
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert [v.name for v in store.all()] == ["a", "p"]  # every lease kept, as it was
+    assert store.get("a").options == attachment("a", 0, "eth0").options  # type: ignore[union-attr]
+    assert [v.name for v in store.claiming([8080])] == ["p"]
+    store.reserve([attachment("b", 1, "eth1", tap="tap1")])  # a second NIC in the namespace
+    assert [v.name for v in store.in_netns("/run/netns/pod")] == ["a", "b"]
+    plan = store.db.execute("EXPLAIN QUERY PLAN SELECT name FROM vms WHERE netns = 'x'")
+    assert "vms_netns" in " ".join(str(r) for r in plan.fetchall())
+
+
+@pytest.mark.parametrize(
+    "ifname,tap,index",
+    [("eth0", "tap2", "vms_netns_ifname"), ("eth2", None, "vms_netns_tap")],
+)
+def test_the_state_file_refuses_one_name_twice_in_a_namespace(tmp_path, ifname, tap, index):
+    """The second guard, behind the manager's check: one ifname, one tap per namespace."""
+    from fireroute.errors import ConflictError
+
+    store = Store(tmp_path / "s.db")
+    store.reserve([attachment("a", 0, "eth0")])
+    store.reserve([attachment("b", 1, "eth1", tap="tap1")])  # the positive control
+    with pytest.raises(ConflictError, match=index):
+        store.reserve([attachment("c", 2, ifname, tap=tap)])
+    assert [v.name for v in store.all()] == ["a", "b"]
+
+
+def test_a_failed_upgrade_to_4_leaves_the_old_table(tmp_path) -> None:
+    import sqlite3
+
+    from fireroute.errors import StateError
+
+    path = tmp_path / "s.db"
+    Store(path).reserve([attachment("a", 0, "eth0"), publishing("b", 1)])
+    as_schema(path, 2)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE vms SET options = '{\"publish\": 7}' WHERE name = 'b'")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match='options of vm "b" are unreadable'):
+        Store(path)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # as it was, whole
+    (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'vms'").fetchone()
+    assert "netns TEXT UNIQUE" in sql
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert "vms_old" not in names and "vms_netns" not in names and "ports" not in names
+    assert [r[0] for r in db.execute("SELECT name FROM vms ORDER BY name")] == ["a", "b"]
+    db.close()

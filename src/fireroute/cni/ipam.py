@@ -8,7 +8,15 @@ from __future__ import annotations
 import os
 
 from fireroute import jsontext
-from fireroute.cni.protocol import BAD_CONFIG, GENERIC, INCOMPATIBLE, CniError, Request
+from fireroute.cni.protocol import (
+    BAD_CONFIG,
+    GENERIC,
+    INCOMPATIBLE,
+    IPAM_RESULT,
+    CniError,
+    Request,
+    check,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,14 +24,11 @@ if TYPE_CHECKING:
 
 
 def section(req: Request) -> dict[str, object] | None:
-    """The ``ipam`` section, checked: an object naming a plugin (a file name, no path)."""
+    """The ``ipam`` section: an object naming a plugin (a file name, no path), as the
+    request's CONFIG checked."""
     ipam = req.config.get("ipam")
-    if ipam is None:
-        return None
-    kind = ipam.get("type") if isinstance(ipam, dict) else None
-    if not isinstance(kind, str) or not kind or "/" in kind or kind.startswith("."):
-        raise CniError(BAD_CONFIG, "invalid network configuration", '"ipam" needs a "type"')
-    return ipam  # type: ignore[return-value]
+    assert ipam is None or isinstance(ipam, dict)
+    return ipam
 
 
 def binary(req: Request, kind: str) -> str:
@@ -99,13 +104,18 @@ def _call(
 
 
 def address(answer: dict[str, object]) -> tuple[str, str]:
-    """The first IPv4 address of an IPAM result and its gateway."""
-    for ip in answer.get("ips", []) or []:  # type: ignore[union-attr]
-        if not isinstance(ip, dict):
-            continue
-        addr, gw = ip.get("address"), ip.get("gateway")
-        if isinstance(addr, str) and ":" not in addr and "/" in addr:
-            if not isinstance(gw, str) or ":" in gw:
+    """The first IPv4 address of an IPAM result and its gateway (the result shaped as
+    protocol.IPAM_RESULT, or code 103 naming the field that is not)."""
+    try:
+        check(answer, IPAM_RESULT, "")
+    except CniError as exc:
+        raise CniError(
+            GENERIC + 3, "the IPAM plugin answered a malformed result", exc.details
+        ) from None
+    for ip in answer.get("ips", []):  # type: ignore[attr-defined]
+        addr, gw = ip["address"], ip.get("gateway")
+        if ":" not in addr:
+            if gw is None or ":" in gw:
                 raise CniError(GENERIC + 3, "the IPAM result's IPv4 address has no gateway", addr)
             return addr, gw
     raise CniError(GENERIC + 3, "the IPAM result has no IPv4 address", jsontext.dumps(answer)[:200])

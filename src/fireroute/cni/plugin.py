@@ -51,7 +51,8 @@ def attachment_name(network: str, container: str, ifname: str) -> str:
 def main(env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> int:
     env = os.environ if env is None else env
     if stdin is None:
-        stdin = b"" if sys.stdin is None else sys.stdin.buffer.read()
+        # one byte over the limit is enough to refuse (protocol.MAX_STDIN), whatever follows
+        stdin = b"" if sys.stdin is None else sys.stdin.buffer.read(protocol.MAX_STDIN + 1)
     version = "1.1.0"
     try:
         req = protocol.Request(env, stdin)
@@ -92,12 +93,8 @@ def _as_cni(exc: FirerouteError) -> CniError:
 def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
     from fireroute.api import Host
 
-    state = req.config.get("state")
-    if state is not None and (not isinstance(state, str) or not state.startswith("/")):
-        raise CniError(
-            protocol.BAD_CONFIG, "invalid network configuration", '"state" must be an absolute path'
-        )
-    return Host(state=state or env.get("FIREROUTE_STATE") or None)
+    state = req.config.get("state")  # an absolute path (protocol.CONFIG)
+    return Host(state=str(state or env.get("FIREROUTE_STATE") or "") or None)
 
 
 def _fields(req: protocol.Request) -> dict[str, object]:
@@ -142,10 +139,12 @@ def add(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> dict[str
         if before is not None:  # up already: its address, without asking again
             fields["guest_ip"] = f"{before.guest_ip}/{before.prefix}"
             fields["gateway"] = before.gateway
-        else:  # released again if this ADD makes nothing
-            fields["guest_ip"], fields["gateway"] = ipam.address(ipam.call(req, env, stdin, "ADD"))
+        else:  # released again if this ADD makes nothing (a malformed answer too)
+            answer = ipam.call(req, env, stdin, "ADD")
             release = True
     try:
+        if release:
+            fields["guest_ip"], fields["gateway"] = ipam.address(answer)
         vm = host.up(_name(req), **fields)  # the request model checks the fields, once
     except BaseException:
         if release:
@@ -233,15 +232,11 @@ def status(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
 
 
 def gc(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
-    """Every attachment of this network (by name) that the runtime no longer lists goes."""
-    valid = req.config.get("cni.dev/valid-attachments", [])
-    if not isinstance(valid, list) or not all(isinstance(a, dict) for a in valid):
-        raise CniError(
-            protocol.BAD_CONFIG,
-            "invalid network configuration",
-            '"cni.dev/valid-attachments" must be a list of objects',
-        )
-    keep = {(str(a.get("containerID")), str(a.get("ifname"))) for a in valid}
+    """Every attachment of this network (by name) that the runtime no longer lists goes. The
+    list is there and well-formed (protocol.CONFIG_NEEDS, CONFIG): without it, or with an
+    entry that names no attachment, every attachment would look stale."""
+    valid = req.config["cni.dev/valid-attachments"]
+    keep = {(a["containerID"], a["ifname"]) for a in valid}  # type: ignore[attr-defined]
     host = _host(req, env)
     network = str(req.config["name"])
     stale = [

@@ -14,7 +14,7 @@ from fireroute.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
@@ -71,6 +71,133 @@ PLUGIN_KEYS = {  # fireroute's keys -> the option of up they set (None: the plug
 }
 
 
+MAX_STDIN = 1 << 20
+"""the most bytes of configuration read from stdin (a network configuration with a
+``prevResult`` is a few kilobytes): more is refused, code 7, before it is parsed"""
+MAX_DEPTH = 32
+"""the deepest nesting of objects and lists a configuration may have (the spec's deepest,
+``prevResult.ips[0]``, is 3): deeper is refused, code 7"""
+
+# -- the configuration's shape, as data -----------------------------------------------------
+# A shape is a kind's name (a key of KINDS), a one-item list (a list of that shape), or a dict
+# (an object: each key's shape; a key ending in "!" must be there; "*" is the shape of every
+# other key, which is otherwise let through unread). check() walks a value along its shape,
+# once per request, and names the first field that does not fit.
+
+
+def _ip(value: object) -> bool:
+    from ipaddress import ip_address
+
+    if not isinstance(value, str):
+        return False
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _cidr(value: object) -> bool:
+    from ipaddress import ip_interface
+
+    if not isinstance(value, str) or "/" not in value:
+        return False
+    try:
+        ip_interface(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _uint(value: object) -> bool:
+    return _int(value) and value >= 0  # type: ignore[operator]
+
+
+KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "int": (_int, "an integer"),
+    "uint": (_uint, "an integer of 0 or more"),
+    "port": (lambda v: _int(v) and 1 <= v <= 65535, "a port number (1-65535)"),  # type: ignore[operator]
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+    "ip": (_ip, "an IP address"),
+    "host_ip": (lambda v: v == "" or _ip(v), 'an IP address or ""'),
+    "cidr": (_cidr, "an address with a prefix length (such as 10.0.0.2/24)"),
+    "path": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
+    "proto": (lambda v: isinstance(v, str) and v.lower() in ("tcp", "udp"), "tcp or udp"),
+    "plugin": (
+        lambda v: isinstance(v, str) and v != "" and "/" not in v and not v.startswith("."),
+        "a plugin's file name",
+    ),
+}
+DNS = {"nameservers": ["ip"], "domain": "text", "search": ["text"], "options": ["text"]}
+RESULT = {  # a result as the spec defines it: what prevResult holds
+    "cniVersion": "text",
+    "interfaces": [
+        {"name!": "name", "mac": "text", "mtu": "uint", "sandbox": "text", "socketPath": "text"}
+    ],
+    "ips": [{"address!": "cidr", "gateway": "ip", "interface": "uint", "version": "text"}],
+    "routes": [
+        {
+            "dst!": "cidr",
+            "gw": "ip",
+            "mtu": "uint",
+            "advmss": "uint",
+            "priority": "uint",
+            "table": "uint",
+            "scope": "uint",
+        }
+    ],
+    "dns": DNS,
+}
+IPAM_RESULT = {  # what a delegated IPAM plugin answers (the spec: a result without interfaces)
+    "ips": [{"address!": "cidr", "gateway": "ip"}],
+    "routes": RESULT["routes"],
+    "dns": DNS,
+}
+PORT_MAPPING = {
+    "hostPort!": "port",
+    "containerPort!": "port",
+    "protocol": "proto",
+    "hostIP": "host_ip",
+}
+CONFIG: dict[str, object] = {  # every key of a network configuration fireroute reads
+    "cniVersion": "text",
+    "cniVersions": ["text"],
+    "name!": "name",
+    "type!": "name",
+    "args": "object",
+    "ipam": {"type!": "plugin"},
+    "dns": DNS,
+    "prevResult": RESULT,
+    "runtimeConfig": {"portMappings": [PORT_MAPPING]},
+    "capabilities": {"*": "bool"},
+    "disableCheck": "bool",
+    "disableGC": "bool",
+    "cni.dev/valid-attachments": [{"containerID!": "name", "ifname!": "name"}],
+    # fireroute's own keys (PLUGIN_KEYS): their values are then checked as every door's
+    "pool": "text",
+    "blockSize": "int",
+    "uplink": "text",
+    "backend": "text",
+    "table": "text",
+    "allowPeers": "bool",
+    "allowMetadata": "bool",
+    "allowHostPorts": ["text"],
+    "state": "path",
+    "mtu": "int",
+    "tapName": "text",
+}
+CONFIG_NEEDS = {  # keys of the configuration a command requires (the spec's "must")
+    "GC": ("cni.dev/valid-attachments",),
+}
+
+
 class CniError(Exception):
     """An error the plugin answers with: ``code`` from the spec's table (or 100+)."""
 
@@ -120,6 +247,14 @@ class Request:
             raise CniError(INCOMPATIBLE, f"{command} needs CNI {since}", f"asked {self.version}")
         if command != "VERSION":
             _check_keys(self.config)
+            check(self.config, CONFIG, "")
+            for key in CONFIG_NEEDS.get(command, ()):
+                if key not in self.config:
+                    raise CniError(
+                        BAD_CONFIG,
+                        "invalid network configuration",
+                        f'{command} needs "{key}" (nothing was changed)',
+                    )
 
     def options(self) -> dict[str, object]:
         """The configuration's fireroute keys as the options of ``up`` (checked by
@@ -129,15 +264,8 @@ class Request:
             if field is not None and key in self.config:
                 out[field] = self.config[key]
         dns = self.config.get("dns")
-        if dns is not None and not _dns_ok(dns):
-            raise CniError(
-                BAD_CONFIG,
-                "invalid network configuration",
-                '"dns" must be an object: nameservers, search, options lists of strings, '
-                "domain a string",
-            )
         if isinstance(dns, dict) and dns.get("nameservers"):
-            out["dns"] = [s for s in dns["nameservers"] if isinstance(s, str) and ":" not in s]
+            out["dns"] = [s for s in dns["nameservers"] if ":" not in s]
         try:
             request.options(out)
         except UsageError as exc:
@@ -149,25 +277,11 @@ def port_mappings(config: dict[str, object]) -> list[str]:
     """``runtimeConfig.portMappings`` (the CNI convention a runtime fills from ``-p``, when the
     plugin's ``capabilities`` has ``portMappings``) as ``--publish`` specs. IPv6 host
     addresses are left out (fireroute publishes IPv4)."""
-    runtime = config.get("runtimeConfig")
-    if runtime is None:
-        return []
-    bad = CniError(BAD_CONFIG, "invalid network configuration", "runtimeConfig.portMappings")
-    if not isinstance(runtime, dict):
-        raise bad
-    maps = runtime.get("portMappings", [])
-    if not isinstance(maps, list):
-        raise bad
+    runtime = config.get("runtimeConfig") or {}
     out = []
-    for m in maps:
-        if not isinstance(m, dict):
-            raise bad
-        host, guest = m.get("hostPort"), m.get("containerPort")
+    for m in runtime.get("portMappings", []):  # type: ignore[attr-defined]
+        host, guest = m["hostPort"], m["containerPort"]  # checked by CONFIG
         proto, addr = m.get("protocol", "tcp"), m.get("hostIP", "")
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (host, guest)):
-            raise bad
-        if not isinstance(proto, str) or not isinstance(addr, str):
-            raise bad
         if ":" in addr:
             continue
         at = f"{addr}:" if addr not in ("", "0.0.0.0") else ""
@@ -175,34 +289,25 @@ def port_mappings(config: dict[str, object]) -> list[str]:
     return out
 
 
-def _dns_ok(dns: object) -> bool:
-    if not isinstance(dns, dict) or not isinstance(dns.get("domain", ""), str):
-        return False
-    lists = [dns.get(k, []) for k in ("nameservers", "search", "options")]
-    return all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists)
-
-
 def prev_result(config: dict[str, object]) -> tuple[list[dict], list[dict]]:
     """The interfaces and IP entries of ``prevResult`` (a plugin before this one in the
     list), checked: an object with lists of objects, each IP's ``interface`` an index into
-    the interfaces; ``version`` keys of IP entries dropped (the answer's version decides)."""
+    the interfaces; ``version`` keys of IP entries dropped (the answer's version decides).
+    Each field's type is CONFIG's (checked when the request was read)."""
     prev = config.get("prevResult")
     if prev is None:
         return [], []
-    bad = CniError(BAD_CONFIG, "invalid network configuration", "prevResult is not a CNI result")
-    if not isinstance(prev, dict):
-        raise bad
+    assert isinstance(prev, dict)
     interfaces, ips = prev.get("interfaces", []), prev.get("ips", [])
-    if not isinstance(interfaces, list) or not isinstance(ips, list):
-        raise bad
-    if not all(isinstance(i, dict) for i in interfaces + ips):
-        raise bad
-    for ip in ips:
+    for n, ip in enumerate(ips):
         at = ip.get("interface")
-        if at is not None and (
-            isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < len(interfaces)
-        ):
-            raise bad
+        if at is not None and not at < len(interfaces):
+            raise CniError(
+                BAD_CONFIG,
+                "invalid network configuration",
+                f'"prevResult.ips[{n}].interface" is {at}: prevResult has '
+                f"{len(interfaces)} interfaces",
+            )
     return list(interfaces), [{k: v for k, v in ip.items() if k != "version"} for ip in ips]
 
 
@@ -235,25 +340,97 @@ def cni_args(text: str) -> dict[str, str]:
 
 
 def _config(stdin: bytes) -> dict[str, object]:
+    if len(stdin) > MAX_STDIN:
+        raise CniError(
+            BAD_CONFIG,
+            "invalid network configuration",
+            f"more than {MAX_STDIN} bytes on stdin",
+        )
     if not stdin.strip():
         return {}
     try:
         data = jsontext.loads(stdin.decode())
     except ValueError as exc:  # UnicodeDecodeError too
         raise CniError(DECODE, "cannot decode the network configuration", str(exc)) from None
+    except RecursionError:  # nested deeper than the parser goes
+        data = None
+    if data is None or _deeper(data, MAX_DEPTH):
+        raise CniError(
+            BAD_CONFIG,
+            "invalid network configuration",
+            f"objects and lists nested deeper than {MAX_DEPTH} levels",
+        )
     if not isinstance(data, dict):
         raise CniError(DECODE, "cannot decode the network configuration", "expected an object")
     return data
 
 
+def _deeper(data: object, limit: int) -> bool:
+    """Does ``data`` nest objects and lists more than ``limit`` deep (without recursion)?"""
+    level: list[object] = [data]
+    for _ in range(limit):
+        level = [
+            v
+            for x in level
+            if isinstance(x, dict | list)
+            for v in (x.values() if isinstance(x, dict) else x)
+            if isinstance(v, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def check(value: object, shape: object, where: str) -> None:
+    """``value`` has ``shape`` (see CONFIG), or a CniError (code 7) naming the first field
+    (``where``, such as ``prevResult.ips[0].address``) that has not."""
+    if isinstance(shape, str):
+        fits, want = KINDS[shape]
+        if not fits(value):
+            raise _misfit(where, want, value)
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise _misfit(where, "a list", value)
+        for n, item in enumerate(value):
+            check(item, shape[0], f"{where}[{n}]")
+    else:
+        assert isinstance(shape, dict)
+        if not isinstance(value, dict):
+            raise _misfit(where, "an object", value)
+        at = f"{where}." if where else ""
+        for key in shape:
+            if key.endswith("!") and key[:-1] not in value:
+                raise CniError(
+                    BAD_CONFIG, "invalid network configuration", f'"{at}{key[:-1]}" is required'
+                )
+        rest = shape.get("*")
+        for key, item in value.items():
+            sub = shape.get(key, shape.get(f"{key}!", rest))
+            if sub is not None:
+                check(item, sub, f"{at}{key}")
+
+
+def _misfit(where: str, want: str, value: object) -> CniError:
+    if isinstance(value, dict | list):
+        got = "an object" if isinstance(value, dict) else "a list"
+    elif isinstance(value, str):
+        got = jsontext.dumps(value if len(value) <= 40 else value[:40] + "...")
+    elif isinstance(value, bool) or value is None:
+        got = jsontext.dumps(value)
+    else:  # a number (a huge one is not printed)
+        got = repr(value) if not isinstance(value, int) or abs(value) < 10**20 else "a huge number"
+    return CniError(
+        BAD_CONFIG, "invalid network configuration", f'"{where}" must be {want}, not {got}'
+    )
+
+
 def _check_keys(config: dict[str, object]) -> None:
-    for key in ("name", "type"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise CniError(BAD_CONFIG, "invalid network configuration", f'"{key}" is required')
     for key, value in config.items():
         if key not in STANDARD_KEYS and key not in PLUGIN_KEYS:
             raise CniError(
-                UNSUPPORTED_FIELD, "unsupported field in network configuration", f"{key}={value!r}"
+                UNSUPPORTED_FIELD,
+                "unsupported field in network configuration",
+                f"{key}={value!r}"[:120],
             )
 
 

@@ -15,7 +15,8 @@ addresses, routes and a sysctl.
 from __future__ import annotations
 
 from fireroute.addressing import cni_link_mac
-from fireroute.model import Vm
+from fireroute.errors import ConflictError
+from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
 from fireroute.plan.host import DOOMED_GROUP, LINK_GROUP, owner_alias, owner_args
 from fireroute.plan.steps import CALLER, IP, TC, Step
 
@@ -28,6 +29,25 @@ def mac(vm: Vm, link: str) -> str:
     """The MAC ``link`` (host, veth, tap) of ``vm`` is made with."""
     assert vm.guest_ip is not None
     return cni_link_mac(link, vm.guest_ip)
+
+
+def check_namespace(name: str, options: Options, others: list[Vm]) -> None:
+    """Several attachments may share a namespace (a VM with two NICs, a pod on two networks)
+    when each has its own names there: the veth (ifname) and the tap (tapName) of ``name``
+    must be no other attachment's, or ConflictError names the attachment that has it."""
+    mine = {str(options.ifname): "ifname", options.tap or DEFAULT_CNI_TAP: '"tapName"'}
+    for vm in others:
+        if vm.name == name or vm.mode != "cni":
+            continue
+        theirs = {str(vm.options.ifname): "veth", vm.vm_tap: "tap"}
+        for dev, key in mine.items():
+            if dev in theirs:
+                o = vm.options
+                raise ConflictError(
+                    f'network namespace "{options.netns}" already has "{dev}": the '
+                    f'{theirs[dev]} of vm "{vm.name}" (network "{o.network}", container '
+                    f'"{o.container}", ifname "{o.ifname}"); give this attachment another {key}'
+                )
 
 
 def redirects(vm: Vm) -> list[tuple[str, str]]:

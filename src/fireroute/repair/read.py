@@ -107,8 +107,7 @@ class Kernel:
                     if isinstance(r, dict)
                 }
         self.ns: dict[str, Namespace] = {}
-        self.cni: dict[str, Attachment] = {}
-        """per CNI attachment's namespace path (one that exists): what is inside it"""
+        attached: dict[str, list[Vm]] = {}  # CNI attachments by namespace: one may hold several
         for vm in clones:
             if (
                 vm.mode == "clone"
@@ -117,7 +116,9 @@ class Kernel:
             ):
                 self.ns[vm.netns] = Namespace(runner, vm.netns)
             elif vm.mode == "cni" and vm.netns and observe.netns_alive(vm.netns):
-                self.cni[vm.netns] = Attachment(runner, vm)
+                attached.setdefault(vm.netns, []).append(vm)
+        self.cni = {ns: Attachment(runner, ns, vms) for ns, vms in attached.items()}
+        """per CNI attachment's namespace path (one that exists): what is inside it"""
 
 
 class Namespace:
@@ -133,18 +134,18 @@ class Namespace:
 
 
 class Attachment:
-    """A CNI attachment's namespace from inside: its links, and the tc filters on the ingress
-    of the veth and the tap (one ``tc -batch``: a JSON list per device)."""
+    """A CNI namespace from inside: its links, and the tc filters on the ingress of the veth
+    and the tap of each attachment in it (one ``tc -batch``: a JSON list per device)."""
 
-    def __init__(self, runner: Runner, vm: Vm) -> None:
-        assert vm.netns is not None
-        self.links = _links(runner, vm.netns)
+    def __init__(self, runner: Runner, netns: str, vms: list[Vm]) -> None:
+        self.links = _links(runner, netns)
         self.filters: dict[str, list[dict]] = {}
-        devs = [src for src, _ in cni.redirects(vm) if src in self.links]
+        devs = [src for vm in vms for src, _ in cni.redirects(vm) if src in self.links]
+        devs = list(dict.fromkeys(devs))
         if not devs:
             return
         lines = "".join(f"filter show dev {d} ingress\n" for d in devs)
-        res = runner(in_netns(vm.netns, ["tc", "-j", "-force", "-batch", "-"]), lines)
+        res = runner(in_netns(netns, ["tc", "-j", "-force", "-batch", "-"]), lines)
         try:  # a JSON list per device, in order (a device that vanished prints none)
             docs = jsontext.loads_all(res.out)
         except ValueError:

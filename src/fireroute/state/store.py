@@ -23,9 +23,9 @@ except ImportError:  # pragma: no cover
 from fireroute import jsontext
 from fireroute.errors import Busy, ConflictError, StateError, UsageError
 from fireroute.kernel.run import HELD_FDS
-from fireroute.model import Options, Vm
+from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
 
-SCHEMA_VERSION = 3  # 2: INDEXES; 3: PORTS (an older file gets them on first use)
+SCHEMA_VERSION = 4  # 2: INDEXES; 3: PORTS; 4: NETNS (an older file gets them on first use)
 DEFAULT_PATH = "/var/lib/fireroute/state.db"
 SHAPE = tuple(
     f"json_extract(options, '$.{f}')"
@@ -46,14 +46,25 @@ PORTS = (
 """the host ports each VM publishes (written with its options): claiming() finds the VMs that
 may hold a port by index, where a match over every lease's options grew with the VM count
 (bench/ports.py: up --publish 1.36x from 20 to 4000 VMs before, 1.10x after)"""
+CNI = "json_extract(options, '$.mode') = 'cni'"
+NETNS = (
+    "CREATE INDEX IF NOT EXISTS vms_netns ON vms(netns);\n"
+    "CREATE UNIQUE INDEX IF NOT EXISTS vms_netns_ifname\n"
+    f"    ON vms(netns, json_extract(options, '$.ifname')) WHERE {CNI};\n"
+    "CREATE UNIQUE INDEX IF NOT EXISTS vms_netns_tap\n"
+    f"    ON vms(netns, coalesce(json_extract(options, '$.tap'), '{DEFAULT_CNI_TAP}'))\n"
+    f"    WHERE {CNI};\n"
+)
+"""several CNI attachments in one namespace (a VM with two NICs, a pod on two networks):
+in_netns() finds a namespace's attachments by index, and the two unique indexes are the
+second guard (after the manager's check, which names the attachment) against two of them
+making one ifname or one tap there. Before schema 4, ``netns`` was UNIQUE: one attachment per
+namespace."""
 FREE_FROM = "free_from:"
 """meta key prefix: ``free_from:<pool start>`` is an address below which every address of
 that pool is leased, so the search for a free block starts there, not at the pool's start
 (lowered by every removal, raised by every allocation)"""
-SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS vms (
+VMS = """CREATE TABLE IF NOT EXISTS vms (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL CHECK (state IN ('pending', 'active', 'removing')),
     net_start INTEGER UNIQUE,
@@ -63,12 +74,17 @@ CREATE TABLE IF NOT EXISTS vms (
     mac TEXT NOT NULL,
     uplink TEXT NOT NULL,
     options TEXT NOT NULL,
-    netns TEXT UNIQUE,
+    netns TEXT,
     created REAL NOT NULL
 );
 """
+COLUMNS = "name, state, net_start, net_end, prefix, tap, mac, uplink, options, netns, created"
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
+    + VMS
     + INDEXES
     + PORTS
+    + NETNS
 )
 
 
@@ -148,7 +164,7 @@ class Store:
                             + f"PRAGMA user_version = {SCHEMA_VERSION};"
                         )
                     elif now < SCHEMA_VERSION:
-                        self._upgrade(path)
+                        self._upgrade(path, now)
                     self.version = SCHEMA_VERSION
             else:
                 self.db.execute(
@@ -163,29 +179,45 @@ class Store:
         except OSError as exc:
             raise StateError(f"cannot use state file {path}: {exc.strerror}") from None
 
-    def _upgrade(self, path: str) -> None:
-        """An older file gets what this version adds, in one transaction (under the state
-        lock): the indexes, and the ports table filled from every lease's options. A lease
-        whose options cannot be read leaves the file as it was."""
+    def _upgrade(self, path: str, now: int) -> None:
+        """An older file (schema ``now``) gets what this version adds, in one transaction
+        (under the state lock): the indexes, the ports table filled from every lease's options
+        (before 3), the vms table without UNIQUE on netns (before 4: SQLite drops a constraint
+        only by copying the table). A lease whose options cannot be read, or any other
+        failure, leaves the file as it was."""
         assert self.db is not None
-        self.db.executescript("BEGIN IMMEDIATE;" + INDEXES + PORTS + "DELETE FROM ports;")
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")  # statement by statement: executescript would commit
         try:
-            rows = self.db.execute("SELECT name, options FROM vms").fetchall()
-            claims = []
-            for name, options in rows:
-                try:
-                    claims += [(port, name) for port in _published(str(options))]
-                except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
-                    raise StateError(
-                        f'cannot upgrade state file {path}: the options of vm "{name}" are '
-                        f"unreadable ({exc})"
-                    ) from None
-            self.db.executemany("INSERT INTO ports (port, name) VALUES (?, ?)", claims)
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self.db.execute("COMMIT")
+            if now < 4:
+                db.execute("ALTER TABLE vms RENAME TO vms_old")
+                db.execute(VMS)
+                db.execute(f"INSERT INTO vms ({COLUMNS}) SELECT {COLUMNS} FROM vms_old")
+                db.execute("DROP TABLE vms_old")  # and its indexes, made again below
+            for statement in (INDEXES + PORTS + NETNS).split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+            if now < 3:
+                self._fill_ports(path)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
+
+    def _fill_ports(self, path: str) -> None:
+        assert self.db is not None
+        rows = self.db.execute("SELECT name, options FROM vms").fetchall()
+        claims = []
+        for name, options in rows:
+            try:
+                claims += [(port, name) for port in _published(str(options))]
+            except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
+                raise StateError(
+                    f'cannot upgrade state file {path}: the options of vm "{name}" are '
+                    f"unreadable ({exc})"
+                ) from None
+        self.db.executemany("INSERT INTO ports (port, name) VALUES (?, ?)", claims)
 
     # -- locking ---------------------------------------------------------------------------
     def locked(self, timeout: float | None = None) -> _Lock:
@@ -306,6 +338,10 @@ class Store:
             (mac.upper(),),
         ).fetchone()
         return row[0] if row else None
+
+    def in_netns(self, netns: str) -> list[Vm]:
+        """The VMs (CNI attachments) in the namespace at path ``netns``."""
+        return self._rows("WHERE netns = ?", (netns,))
 
     def tap_owner(self, tap: str) -> str | None:
         if self.db is None:
