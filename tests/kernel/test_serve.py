@@ -90,7 +90,11 @@ class Daemon:
 
 @pytest.fixture
 def daemon(host: Host, tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(host, tmp_path, config={"fixed": {"pool": "172.16.0.0/16"}})
+    from fireroute.serve.config import CLIENT_DEFAULT
+
+    granted = [*CLIENT_DEFAULT, "allow_host_ports"]  # the operator's, allowed here
+    config = {"fixed": {"pool": "172.16.0.0/16"}, "client_options": granted}
+    d = Daemon(host, tmp_path, config=config)
     try:
         yield d
     finally:
@@ -137,7 +141,7 @@ def test_resources_and_errors(daemon: Daemon, host: Host):
     error("PUT", "/vms/web-2", b"{not json", 400, "UsageError")
     error("PUT", "/vms/web-2", b"[1]", 400, "UsageError")
     assert "unknown option" in error("PUT", "/vms/web-2", {"nope": 1}, 400, "UsageError")
-    error("PUT", "/vms/web-2", {"masquerade": "yes"}, 400, "UsageError")
+    error("PUT", "/vms/web-2", {"dns": "1.1.1.1"}, 400, "UsageError")  # a bad value
     assert "fixed" in error("PUT", "/vms/web-2", {"pool": "10.0.0.0/8"}, 403, "NotAllowed")
     for field in ("uplink", "table", "backend", "owner"):  # the operator's, never a client's
         error("PUT", "/vms/web-2", {field: "x"}, 403, "NotAllowed")
