@@ -150,7 +150,7 @@ def test_resources_and_errors(daemon: Daemon, host: Host):
     error("GET", "/nothing", None, 404, "NotFound")
     big = socket.socket(socket.AF_UNIX)  # a too-large body: refused before it is read
     big.connect(daemon.sock)
-    big.sendall(b"PUT /vms/web-2 HTTP/1.1\r\nContent-Length: 70000\r\n\r\n")
+    big.sendall(b"PUT /vms/web-2 HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n")
     answer = big.makefile("rb").read().decode()  # and the connection is closed
     assert answer.startswith("HTTP/1.1 413") and '"TooLarge"' in answer, answer
     assert c.call("GET", "/healthz") == (200, {"ok": True})
@@ -197,9 +197,9 @@ def test_malformed_http_is_refused_and_the_connection_closed(daemon: Daemon, hos
         return out
 
     body = b'{"egress": "none"}'
-    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nContent-Length: +18\r\n\r\n" + body)
+    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nHost: x\r\nContent-Length: +18\r\n\r\n" + body)
     assert got.startswith("HTTP/1.1 400") and "Content-Length" in got, got
-    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     assert got.startswith("HTTP/1.1 411") and got.count("HTTP/1.1") == 1, got
     assert "fr-a1" not in host.links()  # neither made a VM with defaults
     c = daemon.client()
@@ -344,7 +344,7 @@ def test_slow_client_does_not_hold_up_others(host: Host, tmp_path: Path):
     try:
         slow = socket.socket(socket.AF_UNIX)
         slow.connect(d.sock)
-        slow.sendall(b"PUT /vms/slow HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")  # and stalls
+        slow.sendall(b"PUT /vms/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")  # and stalls
         t0 = time.monotonic()
         assert d.client().call("GET", "/healthz") == (200, {"ok": True})
         assert d.client().call("PUT", "/vms/fast", {})[0] == 200
@@ -377,7 +377,7 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(
         slow = socket.socket(socket.AF_UNIX)
         slow.settimeout(10)
         slow.connect(d.sock)
-        head = b"PUT /vms/slow HTTP/1.1\r\nContent-Length: 41\r\n"
+        head = b"PUT /vms/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 41\r\n"
         t0 = time.monotonic()
         pad = b"X-Pad: " * 40
         if part == "line":  # a byte every 0.3 s: cut in its request line
