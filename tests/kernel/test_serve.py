@@ -199,7 +199,8 @@ def test_malformed_http_is_refused_and_the_connection_closed(daemon: Daemon, hos
     body = b'{"egress": "none"}'
     got = raw(b"PUT /vms/a1 HTTP/1.1\r\nHost: x\r\nContent-Length: +18\r\n\r\n" + body)
     assert got.startswith("HTTP/1.1 400") and "Content-Length" in got, got
-    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nHost: x\r\n" + chunked)
     assert got.startswith("HTTP/1.1 411") and got.count("HTTP/1.1") == 1, got
     assert "fr-a1" not in host.links()  # neither made a VM with defaults
     c = daemon.client()
@@ -344,7 +345,9 @@ def test_slow_client_does_not_hold_up_others(host: Host, tmp_path: Path):
     try:
         slow = socket.socket(socket.AF_UNIX)
         slow.connect(d.sock)
-        slow.sendall(b"PUT /vms/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")  # and stalls
+        slow.sendall(
+            b"PUT /vms/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        )  # and stalls
         t0 = time.monotonic()
         assert d.client().call("GET", "/healthz") == (200, {"ok": True})
         assert d.client().call("PUT", "/vms/fast", {})[0] == 200
