@@ -165,6 +165,8 @@ class Handler(BaseHTTPRequestHandler):
     length = 0  # the body's, from framing.body_length
     batch = 0  # how many calls the worker ran together with this request's last one
     expects_continue = False
+    linger = False  # refused and closed: what the client sent after is read and dropped
+    LINGER = 1.0  # seconds, at most
 
     def setup(self) -> None:
         self.timeout = self.server.config.client_timeout  # a slow client loses its connection
@@ -179,6 +181,21 @@ class Handler(BaseHTTPRequestHandler):
             super().handle_one_request()
         finally:
             self.server.watchdog.disarm(self)
+
+    def finish(self) -> None:
+        """A connection closed after a refusal is half-closed first and what the client
+        still sends is read and dropped for a moment (RFC 9112 9.6): closed with unread
+        bytes, the kernel would reset it, and the client could lose the answer."""
+        super().finish()
+        if not self.linger:
+            return
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + self.LINGER
+            while (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not self.connection.recv(65536):
+                    break
 
     def cut(self) -> None:
         self.late = True
@@ -278,8 +295,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")
+            self.linger = status >= 400
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # (HEAD is no verb here: its 501 carries no content)
+            self.wfile.write(data)
         ms = now_ms(start)
         self.server.metrics.add(verb, status, ms)
         record = {"uid": self.uid, "verb": verb, "vm": vm, "status": status, "ms": round(ms, 3)}
