@@ -11,9 +11,7 @@ strict JSON reader add shows as the difference against an older checkout's ``--s
 
 from __future__ import annotations
 
-import http.client
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,16 +26,6 @@ CALLS = (
 )
 
 
-class Unix(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=60)
-        self.unix = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(self.unix)
-
-
 def main() -> int:
     args = sys.argv[1:]
     src = str(ROOT / "src")
@@ -47,6 +35,8 @@ def main() -> int:
         del args[i : i + 2]
     n = int(args[0]) if args else 3000
     sys.path.insert(0, str(ROOT / "src"))
+    from serve import Unix  # bench/serve.py's client (this folder is on the path)
+
     from fireroute.lab.sandbox import Sandbox
 
     tmp = Path(tempfile.mkdtemp(prefix="frbench-http-"))
