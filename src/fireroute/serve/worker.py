@@ -61,10 +61,8 @@ class Worker:
         self.calls.put(call)
         return str(self.wait(call, 300))
 
-    def submit(self, verb: str, name: str | None = None, options: dict | None = None) -> object:
-        return self.run(Call(verb, name, options))
-
     def run(self, call: Call) -> object:
+        """Hand the worker a call and wait for its result (raised: its error)."""
         self.calls.put(call)
         return self.wait(call, 600)
 
