@@ -441,6 +441,10 @@ def test_server_config_timeouts_and_cap_are_checked(tmp_path: Path):
         {"max_connections": True},
         {"max_connections": 1.5},
         {"client_timeout": True},
+        {"client_options": "mode"},  # a string, not a list of names
+        {"client_options": ["frob"]},
+        {"fixed": ["pool"]},
+        {"fixed": {"mode": "bridge"}, "client_options": ["mode"]},  # both
     ):
         with pytest.raises(UsageError):
             ServerConfig(**bad)  # type: ignore[arg-type]
