@@ -162,8 +162,9 @@ def test_a_non_root_tenant_is_held_to_the_same_defaults(host: Host, tmp_path: Pa
 
 # -- order ----------------------------------------------------------------------------------
 class Queued:
-    """Requests sent one after the other from threads of their own (a connection each), each
-    given time to reach the worker's queue before the next: arrival order is known."""
+    """Requests sent one after the other from threads of their own (a connection each), the
+    next only once the daemon has read the one before (nothing of it left in the socket) and
+    a moment more for it to reach the worker's queue: arrival order is known."""
 
     def __init__(self, d: Daemon) -> None:
         self.d = d
@@ -171,21 +172,40 @@ class Queued:
         self.threads: list[threading.Thread] = []
 
     def send(self, method: str, url: str, body: object = None) -> None:
-        i = len(self.threads)
+        i, sent = len(self.threads), threading.Event()
         self.answers.append((0, None))
+        c = self.d.client()
+        c.connect()
 
         def call() -> None:
-            self.answers[i] = self.d.client().call(method, url, body)
+            data = json.dumps(body) if body is not None else None
+            c.request(method, url, body=data)
+            sent.set()
+            r = c.getresponse()
+            self.answers[i] = (r.status, json.loads(r.read()))
 
         t = threading.Thread(target=call)
         t.start()
         self.threads.append(t)
-        time.sleep(0.3)
+        assert sent.wait(10)
+        deadline = time.monotonic() + 10
+        while unread(c.sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
 
     def wait(self) -> list[tuple[int, object]]:
         for t in self.threads:
             t.join(60)
         return self.answers
+
+
+def unread(sock: socket.socket) -> int:
+    """Bytes sent on a unix socket that its peer has not read yet (SIOCOUTQ)."""
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def held(host: Host):  # noqa: ANN201
