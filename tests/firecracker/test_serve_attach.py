@@ -37,6 +37,11 @@ def test_attach_through_the_daemon(host: Host, tmp_path: Path, standin_new):
         refused({"socket": "nope.sock"}, 403, "no socket")
         refused({"socket": name, "mtu": 10}, 400, "--mtu")
         refused({"socket": name, "program": "/bin/sh"}, 400, "unknown attach setting")
+        scalar = {"iface_id": 5, "timeout": "x", "mtu": "x", "boot_source": "x", "rx_rate": True}
+        for setting in (*scalar, "mmds"):
+            for wrong in ([1], {"a": 1}, scalar.get(setting, "x")):
+                status, got = c.call("POST", "/vms/web-1/attach", {"socket": name, setting: wrong})
+                assert status == 400, (setting, wrong, got)  # a wrong type: 400, never a 500
         assert "eth0" not in standin_new.interfaces  # nothing was sent for any of them
         status, got = c.call("POST", "/vms/web-1/attach", {"socket": name, "boot_source": True})
         assert status == 200, got  # the positive control

@@ -90,7 +90,11 @@ class Daemon:
 
 @pytest.fixture
 def daemon(host: Host, tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(host, tmp_path, config={"fixed": {"pool": "172.16.0.0/16"}})
+    from fireroute.serve.config import CLIENT_DEFAULT
+
+    granted = [*CLIENT_DEFAULT, "allow_host_ports"]  # the operator's, allowed here
+    config = {"fixed": {"pool": "172.16.0.0/16"}, "client_options": granted}
+    d = Daemon(host, tmp_path, config=config)
     try:
         yield d
     finally:
@@ -137,7 +141,7 @@ def test_resources_and_errors(daemon: Daemon, host: Host):
     error("PUT", "/vms/web-2", b"{not json", 400, "UsageError")
     error("PUT", "/vms/web-2", b"[1]", 400, "UsageError")
     assert "unknown option" in error("PUT", "/vms/web-2", {"nope": 1}, 400, "UsageError")
-    error("PUT", "/vms/web-2", {"masquerade": "yes"}, 400, "UsageError")
+    error("PUT", "/vms/web-2", {"dns": "1.1.1.1"}, 400, "UsageError")  # a bad value
     assert "fixed" in error("PUT", "/vms/web-2", {"pool": "10.0.0.0/8"}, 403, "NotAllowed")
     for field in ("uplink", "table", "backend", "owner"):  # the operator's, never a client's
         error("PUT", "/vms/web-2", {field: "x"}, 403, "NotAllowed")
@@ -146,7 +150,7 @@ def test_resources_and_errors(daemon: Daemon, host: Host):
     error("GET", "/nothing", None, 404, "NotFound")
     big = socket.socket(socket.AF_UNIX)  # a too-large body: refused before it is read
     big.connect(daemon.sock)
-    big.sendall(b"PUT /vms/web-2 HTTP/1.1\r\nContent-Length: 70000\r\n\r\n")
+    big.sendall(b"PUT /vms/web-2 HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n")
     answer = big.makefile("rb").read().decode()  # and the connection is closed
     assert answer.startswith("HTTP/1.1 413") and '"TooLarge"' in answer, answer
     assert c.call("GET", "/healthz") == (200, {"ok": True})
@@ -193,9 +197,10 @@ def test_malformed_http_is_refused_and_the_connection_closed(daemon: Daemon, hos
         return out
 
     body = b'{"egress": "none"}'
-    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nContent-Length: +18\r\n\r\n" + body)
+    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nHost: x\r\nContent-Length: +18\r\n\r\n" + body)
     assert got.startswith("HTTP/1.1 400") and "Content-Length" in got, got
-    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    got = raw(b"PUT /vms/a1 HTTP/1.1\r\nHost: x\r\n" + chunked)
     assert got.startswith("HTTP/1.1 411") and got.count("HTTP/1.1") == 1, got
     assert "fr-a1" not in host.links()  # neither made a VM with defaults
     c = daemon.client()
@@ -340,7 +345,9 @@ def test_slow_client_does_not_hold_up_others(host: Host, tmp_path: Path):
     try:
         slow = socket.socket(socket.AF_UNIX)
         slow.connect(d.sock)
-        slow.sendall(b"PUT /vms/slow HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")  # and stalls
+        slow.sendall(
+            b"PUT /vms/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        )  # and stalls
         t0 = time.monotonic()
         assert d.client().call("GET", "/healthz") == (200, {"ok": True})
         assert d.client().call("PUT", "/vms/fast", {})[0] == 200
@@ -373,7 +380,7 @@ def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(
         slow = socket.socket(socket.AF_UNIX)
         slow.settimeout(10)
         slow.connect(d.sock)
-        head = b"PUT /vms/slow HTTP/1.1\r\nContent-Length: 41\r\n"
+        head = b"PUT /vms/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 41\r\n"
         t0 = time.monotonic()
         pad = b"X-Pad: " * 40
         if part == "line":  # a byte every 0.3 s: cut in its request line
@@ -434,6 +441,10 @@ def test_server_config_timeouts_and_cap_are_checked(tmp_path: Path):
         {"max_connections": True},
         {"max_connections": 1.5},
         {"client_timeout": True},
+        {"client_options": "mode"},  # a string, not a list of names
+        {"client_options": ["frob"]},
+        {"fixed": ["pool"]},
+        {"fixed": {"mode": "bridge"}, "client_options": ["mode"]},  # both
     ):
         with pytest.raises(UsageError):
             ServerConfig(**bad)  # type: ignore[arg-type]

@@ -14,11 +14,16 @@ The server config is a JSON file (``--config FILE``)::
     }
 
 ``fixed`` options apply to every VM and no client may give them; ``client_options`` are the
-only options a client may give (default: :data:`CLIENT_DEFAULT`: never the uplink, pool, block
-size, table, backend, tap owner, bridge or FORWARD-policy fix); everything else takes
-fireroute's default. With ``tenant_prefix`` a client that is not root may only name, see and
-remove VMs whose names start with ``u<its uid>-``. The state file, and every path and program
-fireroute uses, are the server's alone: no request field names one.
+only options a client may give (default: :data:`CLIENT_DEFAULT`); everything else takes fireroute's
+default. By default the mode and every address (guest, gateway, range, DHCP, clone address,
+bridge, MAC, tap name), the host's own settings (uplink, pool, block size, table, backend, tap
+owner, FORWARD-policy fix, MTU) and every opening towards what is not the client's own VM
+(host ports, metadata, peers, ``allow_out``, published ports) are the operator's: a client
+naming one is refused (403) and nothing changes. A client of uid 0 is held to the same lists
+(the daemon has one policy; root can use the CLI or the Python API beside it). With
+``tenant_prefix`` a client that is not root may only name, see and remove VMs whose names
+start with ``u<its uid>-``. The state file, and every path and program fireroute uses, are the
+server's alone: no request field names one.
 
 ``client_timeout`` bounds each wait for a client's next bytes; ``request_timeout`` the whole
 of one request, from the moment the server waits for it on a connection until it has arrived
@@ -34,23 +39,11 @@ import json
 from fireroute import request
 from fireroute.errors import UsageError
 
-OPERATOR_ONLY = (
-    "uplink",
-    "pool",
-    "block_size",
-    "table",
-    "backend",
-    "owner",
-    "bridge",
-    "bridge_address",
-    "fix_forward_policy",
-    "publish",  # a host port (22 too) is the host's to give: the operator's to allow
-    "netns",
-    "container",
-    "ifname",
-    "network",
-)
-CLIENT_DEFAULT = tuple(f for f in request.FIELDS if f not in OPERATOR_ONLY)
+CLIENT_DEFAULT = ("guest_iface", "iface_id", "dns", "egress", "deny_out")
+"""what a client may give by default: what concerns its own guest alone (the name of its
+interface in the guest, Firecracker's iface id, its resolvers) or only narrows what it reaches
+(its egress policy; ``allow_out`` widens it: the operator's, or it could undo a fixed
+``egress``)"""
 KEYS = (
     "state",
     "fixed",
@@ -96,6 +89,10 @@ class ServerConfig:
         firecracker_dir: str | None = None,
     ) -> None:
         self.state = state
+        if not isinstance(fixed, dict | None):
+            raise UsageError("server config: fixed must be an object of options")
+        if not isinstance(client_options, list | tuple):
+            raise UsageError("server config: client_options must be a list of option names")
         self.fixed = dict(fixed or {})
         self.client_options = tuple(client_options)
         self.tenant_prefix = tenant_prefix
@@ -155,7 +152,10 @@ class ServerConfig:
             if name in self.fixed:
                 raise NotAllowed(f'option "{name}" is fixed by the server')
             if name not in self.client_options:
-                raise NotAllowed(f'option "{name}" may not be set by clients of this server')
+                raise NotAllowed(
+                    f'option "{name}" is the operator\'s: clients of this server may not set it '
+                    "(its config's client_options may allow it)"
+                )
         return {**body, **self.fixed}
 
     def vmm_socket(self, uid: int, name: object) -> int:

@@ -14,9 +14,11 @@ Resources::
     GET    /metrics      200: Prometheus text (requests, and per-VM traffic)
 
 A VM is the JSON of ``show --format json``. Errors: ``{"error": {"kind", "message"}}`` with
-400 (bad input: bad JSON, unknown option, bad value), 403 (not allowed by the server), 404,
-409 (a conflict), 413 (body too large), 503 (busy), 500 (the kernel refused). The message is
-the line the CLI would print.
+400 (bad input: bad framing (framing.py), bad JSON (body.py), unknown option, bad value), 403
+(not allowed by the server), 404, 405, 408 (too slow), 409 (a conflict), 411 (a chunked body),
+413 (body too large), 431 (headers too large), 501 (a method the daemon has no verb for), 505
+(not HTTP/1.x), 503 (busy), 500 (the kernel refused). The message is the line the CLI would
+print.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import grp
-import json
 import os
 import socket
 import socketserver
@@ -32,6 +33,7 @@ import struct
 import sys
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 
 from fireroute import jsontext
@@ -46,8 +48,10 @@ from fireroute.errors import (
     UsageError,
 )
 from fireroute.model import check_vm_name
+from fireroute.serve import body, framing
 from fireroute.serve.config import NotAllowed, ServerConfig
-from fireroute.serve.worker import Worker, now_ms
+from fireroute.serve.framing import Reply
+from fireroute.serve.worker import Call, Worker, now_ms
 
 STATUS = (  # most specific first
     (NotAllowed, 403),
@@ -94,14 +98,6 @@ class Metrics:
                 for v, t in sorted(self.seconds.items())
             ]
         return "\n".join(lines) + "\n"
-
-
-class Reply(Exception):
-    """An answer other than 200, raised from anywhere in a handler."""
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.kind = status, kind
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -166,6 +162,11 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # connections are kept alive
     server: Server
     late = False  # the watchdog cut this request off
+    length = 0  # the body's, from framing.body_length
+    batch = 0  # how many calls the worker ran together with this request's last one
+    expects_continue = False
+    linger = False  # refused and closed: what the client sent after is read and dropped
+    LINGER = 1.0  # seconds, at most
 
     def setup(self) -> None:
         self.timeout = self.server.config.client_timeout  # a slow client loses its connection
@@ -181,19 +182,68 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.server.watchdog.disarm(self)
 
+    def finish(self) -> None:
+        """A connection closed after a refusal is half-closed first and what the client
+        still sends is read and dropped for a moment (RFC 9112 9.6): closed with unread
+        bytes, the kernel would reset it, and the client could lose the answer."""
+        super().finish()
+        if not self.linger:
+            return
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + self.LINGER
+            while (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not self.connection.recv(65536):
+                    break
+
     def cut(self) -> None:
         self.late = True
         with contextlib.suppress(OSError):  # (the client may have gone already)
             self.connection.shutdown(socket.SHUT_RD)
 
+    def parse_request(self) -> bool:
+        """The library's parse, held to RFC 9112 (framing.py): refused, nothing runs and the
+        connection is closed. ``100 Continue`` only for a request that passed."""
+        self.length, self.batch, self.expects_continue = 0, 0, False
+        self.command, self.requestline = None, ""  # (what the library sets first)
+        recorder = framing.Recorder(self.rfile)
+        try:
+            framing.request_line(self.raw_requestline)
+            self.rfile = recorder  # type: ignore[assignment]
+            try:
+                if not super().parse_request():
+                    return False
+            finally:
+                self.rfile = recorder.f  # type: ignore[assignment]
+            limit = self.server.config.max_body
+            self.length = framing.body_length(
+                recorder.lines, self.headers, self.request_version, limit
+            )
+        except Reply as r:
+            self._refuse(r.status, r.kind, str(r))
+            return False
+        if self.expects_continue:
+            super().handle_expect_100()
+        return True
+
+    def handle_expect_100(self) -> bool:
+        self.expects_continue = True  # answered once the request has passed parse_request
+        return True
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The library's refusals, as every other: a JSON error, the connection closed."""
+        self._refuse(code, KINDS.get(code, "BadRequest"), message or HTTPStatus(code).phrase)
+
+    def _refuse(self, status: int, kind: str, message: str) -> None:
+        """Refused before it ran: answered, and the connection closed (what follows on it
+        cannot be told from this request's rest)."""
+        self.close_connection = True
+        self.request_version = self.protocol_version  # (a cut line may read as HTTP/0.9)
         if self.late:  # a request line or headers cut short by the deadline: say so
-            self.close_connection = True
-            self.request_version = self.protocol_version  # (a cut line may read as HTTP/0.9)
-            error = {"error": {"kind": "Timeout", "message": LATE}}
-            self._answer(408, error, "unknown", None, time.monotonic())
-            return
-        super().send_error(code, message, explain)
+            status, kind, message = 408, "Timeout", LATE
+        error = {"error": {"kind": kind, "message": message}}
+        self._answer(status, error, "unknown", None, time.monotonic())
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
         return  # every request is logged once, as JSON, by _answer
@@ -212,7 +262,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         start = time.monotonic()
-        if self.headers.get("Content-Length") is None:  # arrived whole: no body follows
+        if not self.length:  # arrived whole: no body follows
             self.server.watchdog.disarm(self)
         verb, vm = verb_of(method, self.path), None  # a label from a fixed list, for metrics
         try:
@@ -243,49 +293,43 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+            self.linger = status >= 400
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # (HEAD is no verb here: its 501 carries no content)
+            self.wfile.write(data)
         ms = now_ms(start)
         self.server.metrics.add(verb, status, ms)
-        self.server.log(
-            {"uid": self.uid, "verb": verb, "vm": vm, "status": status, "ms": round(ms, 3)}
-        )
+        record = {"uid": self.uid, "verb": verb, "vm": vm, "status": status, "ms": round(ms, 3)}
+        if self.batch:
+            record["batch"] = self.batch  # it ran together with batch - 1 other calls
+        self.server.log(record)
 
     def _body(self) -> dict[str, object]:
         """The request's JSON body (every method's: what is sent is read, so that nothing of
         it is taken for the next request on the connection)."""
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise Reply(411, "LengthRequired", "send the body with a Content-Length")
-        if length is None:
+        if not self.length:
             return {}
-        if not (length.isascii() and length.isdigit()):
-            self.close_connection = True
-            raise Reply(400, "UsageError", f"invalid Content-Length {length!r}")
-        if int(length) > self.server.config.max_body:
-            self.close_connection = True
-            raise Reply(413, "TooLarge", f"body over {self.server.config.max_body} bytes")
         try:
-            raw = self.rfile.read(int(length))
+            raw = self.rfile.read(self.length)
         except TimeoutError:
             self.close_connection = True
             raise Reply(408, "Timeout", "the request body did not arrive in time") from None
         self.server.watchdog.disarm(self)
-        if len(raw) < int(length):  # cut off by the deadline, or the client stopped sending
+        if len(raw) < self.length:  # cut off by the deadline, or the client stopped sending
             self.close_connection = True
             if self.late:
                 raise Reply(408, "Timeout", LATE)
             raise Reply(400, "UsageError", "the body ended before its Content-Length")
-        if not raw.strip():
-            return {}
+        return body.options(raw)
+
+    def _submit(self, verb: str, name: str | None = None, options: dict | None = None) -> object:
+        call = Call(verb, name, options)
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise Reply(400, "UsageError", f"invalid JSON body: {exc}") from None
-        if not isinstance(data, dict):
-            raise Reply(400, "UsageError", "the body must be a JSON object of options")
-        return data
+            return self.server.worker.run(call)
+        finally:
+            self.batch = call.batch
 
     def _route(self, method: str) -> tuple[str, str | None, object]:
         path = self.path.split("?", 1)[0]
@@ -299,19 +343,19 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["metrics"] and method == "GET":
             from fireroute import stats
 
-            rows = [r for r in worker.submit("stats") if config.may_name(self.uid, r["name"])]
+            rows = [r for r in self._submit("stats") if config.may_name(self.uid, r["name"])]
             return "metrics", None, self.server.metrics.text(len(rows)) + stats.prometheus(rows)
         if parts == ["stats"] and method == "GET":
-            rows = worker.submit("stats")
+            rows = self._submit("stats")
             return "stats", None, [r for r in rows if config.may_name(self.uid, r["name"])]
         if parts == ["check"] and method == "GET":
-            report = worker.submit("check")
+            report = self._submit("check")
             if self.uid == 0 or not config.tenant_prefix:
                 return "check", None, report
             mine = {n: p for n, p in report["vms"].items() if config.may_name(self.uid, n)}
             return "check", None, {"ok": not any(mine.values()), "vms": mine}  # its own only
         if parts == ["vms"] and method == "GET":
-            vms = worker.submit("list")
+            vms = self._submit("list")
             return "list", None, [v.as_dict() for v in vms if config.may_name(self.uid, v.name)]
         subs = ([], ["policy"], ["attach"])
         if len(parts) not in (2, 3) or parts[0] != "vms" or parts[2:] not in subs:
@@ -337,14 +381,14 @@ class Handler(BaseHTTPRequestHandler):
             if unknown:
                 raise UsageError(f'policy changes only the egress policy, not "{unknown[0]}"')
             config.options(body)  # the operator may have fixed these as well
-            return "policy", name, worker.submit("policy", name, body).as_dict()
+            return "policy", name, self._submit("policy", name, body).as_dict()
         if method == "GET":
-            return "get", name, worker.submit("get", name).as_dict()
+            return "get", name, self._submit("get", name).as_dict()
         if method == "PUT":
             options = config.options(body)
-            return "up", name, worker.submit("up", name, options).as_dict()
+            return "up", name, self._submit("up", name, options).as_dict()
         if method == "DELETE":
-            return "down", name, {"removed": worker.submit("down", name)}
+            return "down", name, {"removed": self._submit("down", name)}
         raise Reply(405, "MethodNotAllowed", f"{method} {path} is not a verb here")
 
     def _attach(self, name: str, socket_name: object, settings: dict[str, object]) -> object:
@@ -356,7 +400,7 @@ class Handler(BaseHTTPRequestHandler):
 
         fd = self.server.config.vmm_socket(self.uid, socket_name)
         try:
-            vm = self.server.worker.submit("record", name)
+            vm = self._submit("record", name)
             if vm.state != "active":
                 raise ConflictError(f'vm "{name}" is not up (state {vm.state})')
             iface_id = settings.pop("iface_id", None)
@@ -373,6 +417,8 @@ class Handler(BaseHTTPRequestHandler):
         return report
 
 
+KINDS = {408: "Timeout", 411: "LengthRequired", 413: "TooLarge", 414: "TooLarge", 431: "TooLarge"}
+KINDS |= {501: "NotImplemented", 505: "VersionNotSupported"}
 VERBS = {("GET", "healthz"), ("GET", "metrics"), ("GET", "stats"), ("GET", "check")}
 
 
@@ -424,6 +470,12 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             with self.open_lock:
                 self.open -= 1
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        """A connection's thread ended by an exception (a client gone while it was answered,
+        or a bug): one log line instead of the library's traceback; the daemon goes on."""
+        exc = sys.exc_info()[1]
+        self.log({"event": "connection-error", "error": f"{type(exc).__name__}: {exc}"[:200]})
 
     def _refuse(self, request: socket.socket) -> None:
         n = self.config.max_connections

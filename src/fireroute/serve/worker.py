@@ -1,10 +1,12 @@
 """One thread owns the state file and the kernel: connections hand it calls and wait.
 
-Calls that arrive while another is being served are taken together: every ``down`` waiting
-is one ``Host.down`` (one batch of tap deletions: the kernel's ~20 ms per deleted link is paid
-once per batch, not per VM), and ``up`` calls with equal options are one ``Host.up_many``
-(all or nothing: if the batch fails, each is tried alone so that each caller gets its own
-answer). The results are what each call alone would have given.
+Calls that arrive while another is being served are taken together where that changes
+nothing but the time they take (:func:`steps`): ``down`` calls are one ``Host.down`` (one
+batch of tap deletions: the kernel's ~20 ms per deleted link is paid once per batch, not per
+VM), and ``up`` calls with equal options are one ``Host.up_many`` (all or nothing: if the batch
+fails, each is tried alone so that each caller gets its own answer). Calls on one VM run in
+the order they arrived, so the results are what the calls one after the other would have
+given.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from fireroute.errors import Busy, NotFound, PartialFailure
 BATCH = 64
 
 
+BARRIERS = ("list", "check", "stats", "gc")
+"""calls on every VM: nothing is moved across one"""
+
+
 class Call:
-    __slots__ = ("verb", "name", "options", "done", "result", "error", "cancelled")
+    __slots__ = ("verb", "name", "options", "done", "result", "error", "cancelled", "batch")
 
     def __init__(self, verb: str, name: str | None = None, options: dict | None = None) -> None:
         self.verb = verb
@@ -32,6 +38,8 @@ class Call:
         self.error: BaseException | None = None
         self.cancelled = False
         """its caller gave up waiting (and was told so): the worker skips it"""
+        self.batch = 0
+        """how many calls ran together with it, itself included (0: it has not run)"""
 
     def finish(self, result: object = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -53,8 +61,8 @@ class Worker:
         self.calls.put(call)
         return str(self.wait(call, 300))
 
-    def submit(self, verb: str, name: str | None = None, options: dict | None = None) -> object:
-        call = Call(verb, name, options)
+    def run(self, call: Call) -> object:
+        """Hand the worker a call and wait for its result (raised: its error)."""
         self.calls.put(call)
         return self.wait(call, 600)
 
@@ -97,18 +105,15 @@ class Worker:
                         c.finish(error=exc)
 
     def _serve(self, batch: list[Call]) -> None:
-        downs = [c for c in batch if c.verb == "down"]
-        ups: dict[str, list[Call]] = {}
-        for c in batch:
-            if c.verb == "up":
-                ups.setdefault(json.dumps(c.options, sort_keys=True), []).append(c)
-        for c in batch:  # in arrival order, the batched ones where their first stood
-            if c.verb == "down" and c is downs[0]:
-                self._down(downs)
-            elif c.verb == "up" and c is ups[json.dumps(c.options, sort_keys=True)][0]:
-                self._up(ups[json.dumps(c.options, sort_keys=True)])
-            elif c.verb not in ("up", "down"):
-                self._one(c)
+        for step in steps(batch):
+            for c in step:
+                c.batch = len(step)
+            if step[0].verb == "down":
+                self._down(step)
+            elif step[0].verb == "up":
+                self._up(step)
+            else:
+                self._one(step[0])
 
     def _one(self, c: Call) -> None:
         assert self.host is not None
@@ -149,8 +154,9 @@ class Worker:
             for c in calls:
                 c.finish(error=exc)
             return
-        for c in calls:
+        for c in calls:  # a name again: gone already, as the first call on it left it
             c.finish(str(c.name) in removed)
+            removed.discard(str(c.name))
 
     def _up(self, calls: list[Call]) -> None:
         assert self.host is not None
@@ -170,6 +176,47 @@ class Worker:
                 c.finish(self.host.up(str(c.name), **c.options))
             except BaseException as exc:  # noqa: BLE001
                 c.finish(error=exc)
+
+
+def steps(batch: list[Call]) -> list[list[Call]]:
+    """The calls of a batch as the worker runs them: a list of steps, each the calls run
+    together (``down``s; ``up``s with equal options) or one call alone, in order.
+
+    A call joins the latest step of its kind only if no step after it touches the call's VM
+    and no barrier (a call on every VM) stands after it; else it starts a step of its own at
+    the end. So every call runs after everything that arrived before it on its VM (and before
+    it at all, for a barrier), which makes the batch's results those of the calls one after
+    the other: calls on different VMs commute, and two ``down``s or two equal ``up``s of one
+    VM in a row are what the second would have met alone (the second ``down`` is answered
+    ``false``, the second ``up`` is the no-op it would have been)."""
+    out: list[list[Call]] = []
+    last: dict[str | None, int] = {}  # a VM -> the index of the last step that touches it
+    latest: dict[str, int] = {}  # a kind of call run together -> its latest step's index
+    floor = -1  # the index of the latest barrier
+    for c in batch:
+        kind = _kind(c)
+        at = latest.get(kind, -1) if kind is not None else -1
+        if kind is not None and at > floor and at >= last.get(c.name, -1):
+            out[at].append(c)
+        else:
+            out.append([c])
+            at = len(out) - 1
+            if kind is not None:
+                latest[kind] = at
+        if c.verb in BARRIERS or c.name is None:
+            floor = at
+        else:
+            last[c.name] = at
+    return out
+
+
+def _kind(c: Call) -> str | None:
+    """What calls run together share (None: it runs alone)."""
+    if c.verb == "down":
+        return "down"
+    if c.verb == "up":
+        return "up " + json.dumps(c.options, sort_keys=True)
+    return None
 
 
 def now_ms(start: float) -> float:
