@@ -45,8 +45,9 @@ def check_vm_name(name: str) -> str:
 
 
 def check_ifname(name: str, what: str = "tap name") -> str:
-    if len(name.encode()) > IFNAMSIZ:
-        raise UsageError(f'{what} "{name}" is {len(name.encode())} bytes; Linux allows 15')
+    size = len(name.encode("utf-8", "surrogatepass"))  # argv's undecodable bytes included
+    if size > IFNAMSIZ:
+        raise UsageError(f'{what} "{name}" is {size} bytes; Linux allows 15')
     if not fits(name, ALNUM, NAME_CHARS, IFNAMSIZ):
         raise UsageError(
             f'invalid {what} "{name}": use A-Z a-z 0-9 . _ -, starting with a letter or digit'

@@ -23,6 +23,10 @@ def test_tap_name_limits():
         check_ifname("x" * 16)
     with pytest.raises(UsageError, match="invalid tap name"):
         check_ifname("a b")
+    # argv bytes that are not UTF-8 arrive as lone surrogates: a usage error, not a traceback
+    for name in ("\udcff\udcfe", "x" * 14 + "\udcff"):
+        with pytest.raises(UsageError):
+            check_ifname(name)
 
 
 def test_mac_checks():
