@@ -12,6 +12,7 @@ from fireroute.kernel import observe
 from fireroute.kernel.run import read_value
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
+from fireroute.repair import extras
 from fireroute.repair.read import Kernel
 
 
@@ -268,6 +269,10 @@ def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
             found += [
                 f"set {s} of ip {table} is missing" for s in nft.SETS if s not in k.tables[table]
             ]
+            found += [
+                f"set {s} of ip {table} is not fireroute's"
+                for s in extras.extra_sets("ip", k.tables[table])
+            ]
             out[f"nftables table ip {table}"] = found
     for table in sorted({v.table for v in vms if v.mode == "bridge"}):
         if table in k.bchains:
@@ -277,14 +282,18 @@ def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
                 for s in bridge.FILTER_SETS
                 if s not in k.btables[table]
             ]
+            found += [
+                f"set {s} of bridge {table} is not fireroute's"
+                for s in extras.extra_sets(bridge.FAMILY, k.btables[table])
+            ]
             out[f"nftables table bridge {table}"] = found
     if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
         have = {line.replace('"', "") for _, line in k.rules}
-        out["iptables"] = (
-            []
-            if iptables.CONNTRACK in have
-            else [f"shared iptables rule missing: {iptables.CONNTRACK}"]
-        )
+        out["iptables"] = [
+            f"shared iptables rule missing: {r}"
+            for r in sorted(extras.shared_rules())
+            if r not in have
+        ]
     return out
 
 
