@@ -14,6 +14,7 @@ from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.repair import extras
 from fireroute.repair.problems import (
+    Expected,
     addrs_of,
     drift,
     drift_links,
@@ -23,6 +24,7 @@ from fireroute.repair.problems import (
     link_problems,
     localnet_on,
     orphans,
+    remembered,
     shared_problems,
     tap_want,
 )
@@ -53,23 +55,26 @@ def check(m: Manager, names: list[str]) -> Report:
     vms = everything if not names else [m.show(n) for n in dict.fromkeys(names)]
     k = Kernel(m.runner, vms)
     report = Report()
-    report.vms = {vm.name: drift(k, vm) for vm in vms}
+    expected = remembered()
+    report.vms = {vm.name: drift(k, vm, expected) for vm in vms}
     if vms and read_sysctl(host.FORWARD_KEY) != "1":
         for vm in vms:
             report.vms[vm.name].append("IPv4 forwarding is off")
     report.shared = shared_problems(k, vms)
     instance = store.instance()
     if not names:
-        report.orphans = orphans(k, everything, instance)
-    _report_strays(report, k, everything, instance, bool(names))
+        report.orphans = orphans(k, everything, instance, expected)
+    _report_strays(report, k, everything, instance, bool(names), expected)
     return report
 
 
-def _report_strays(report: Report, k: Kernel, vms: list[Vm], instance: str, named: bool) -> None:
+def _report_strays(
+    report: Report, k: Kernel, vms: list[Vm], instance: str, named: bool, expected: Expected
+) -> None:
     """What our tables and rules hold that no lease asks for: under the VM whose key it carries,
     or the table's; this state file's tagged leftovers are orphans (reported there when no VM
     is named)."""
-    for s in extras.all_strays(k.tables, k.btables, vms, instance, expected_elements):
+    for s in extras.all_strays(k.tables, k.btables, vms, instance, expected):
         if s.vm is not None and s.vm in report.vms and (named or not s.mine):
             report.vms[s.vm].append(s.words())
         elif s.vm is None and not s.mine:
@@ -221,7 +226,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         instance = store.instance()
         # what our tables hold that no lease asks for goes, in the same transaction as the
         # heal (a verdict map entry of an old place would refuse the new one)
-        found = extras.all_strays(k.tables, k.btables, vms, instance, expected_elements)
+        expected = remembered()
+        found = extras.all_strays(k.tables, k.btables, vms, instance, expected)
         for table in sorted({v.table for v in members if v.backend == "nft"}):
             in_table = [v for v in members if v.backend == "nft" and v.table == table]
             if table not in k.tables:
@@ -230,7 +236,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             missing = any(
                 val not in k.tables.get(table, {}).get(s, {})
                 for v in in_table
-                for s, vals in expected_elements(v).items()
+                for s, vals in expected(v).items()
                 for val in vals
             )
             stray = extras.removal("ip", table, found)
