@@ -42,7 +42,7 @@ def keys(vms: Iterable[Vm]) -> dict[str, str]:
     out: dict[str, str] = {}
     for v in vms:
         out[f'"{v.tap}"'] = v.name
-        for a in (v.guest_ip, v.nat_source):
+        for a in (v.guest_ip, v.nat_source if v.mode == "clone" else None):
             if a is not None:
                 out[str(a)] = v.name
     return out
@@ -63,13 +63,15 @@ def strays(
 ) -> list[Stray]:
     """The elements of ``tables`` (table -> set -> {element: comment}) that are this state
     file's business and that none of ``members`` (its VMs in that family's tables) expects
-    there. ``vms``: all of this state file's VMs (their keys)."""
+    there. ``vms``: all of this state file's VMs (their ``keys``, worked out once an element
+    no member expects is found)."""
     want: dict[str, set[tuple[str, str]]] = {}
     for v in members:
         got = want.setdefault(v.table, set())
         for s, vals in expected(v).items():
             got.update((s, val) for val in vals)
-    key, leased = keys(vms), {v.name for v in vms}
+    leased = {v.name for v in vms}
+    key: dict[str, str] | None = None
     found = []
     for table, sets in tables.items():
         here = want.get(table, set())
@@ -79,6 +81,7 @@ def strays(
                     continue
                 tag = owner.parse(comment)
                 mine = tag is not None and tag[0] == instance
+                key = keys(vms) if key is None else key  # (a clean table never asks)
                 who = next((key[f] for f in fields(val) if f in key), None)
                 if who is None and mine and tag[1] in leased:  # type: ignore[index]
                     who = tag[1]  # type: ignore[index]
