@@ -179,6 +179,27 @@ def test_an_element_keyed_on_a_vm_is_its_whatever_the_comment(host: Host, whose:
     heals(host, clean, before)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "vm"),
+    [
+        (f"out_allow_{K}", '"fr-*" . 0.0.0.0/0', None),  # a wildcard: every tap of the pair
+        (f"out_allow_{K}", '"fr-a" . 10.0.0.1-10.0.0.5', "a"),  # a range, not a prefix
+        ("out_jump", '"fr-a" : accept', "a"),  # a plain verdict
+    ],
+    ids=["wildcard tap", "address range", "verdict accept"],
+)
+def test_elements_of_every_shape_are_read_back_and_removed(
+    host: Host, name: str, value: str, vm: str | None
+):
+    _, _, clean = setup(host, "ip")
+    before = elements(host)
+    add(host, "ip", "firecracker", name, value)
+    rc, found = report(host)
+    said = found["vms"][vm] if vm else found["shared"]["nftables table ip firecracker"]
+    assert rc == 1 and any(f"/{name} has {value}," in p for p in said), found
+    heals(host, clean, before)
+
+
 def test_a_rule_in_every_chain_and_a_set_of_nobody(host: Host):
     """A rule added to each of fireroute's chains (as the plan lists them), and a set and a
     map added to its table: each reported, and removed by restore."""
