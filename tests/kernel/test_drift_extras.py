@@ -273,7 +273,8 @@ def test_an_iptables_rule_with_this_state_files_tag_is_reported_and_removed(host
     host.sh(f"iptables-nft -I FORWARD -i fr-a -m comment --comment {tag} -j ACCEPT")
     host.sh(f"iptables-nft -t nat -I POSTROUTING -o up0 -m comment --comment {tag} -j MASQUERADE")
     rc, found = report(host)
-    assert rc == 1 and len([o for o in found["orphans"] if tag in o]) == 2, found
+    said = [o for o in found["orphans"] if tag in o]
+    assert rc == 1 and len(said) == 2 and all('vm "a"' in o for o in said), found
     rc, named = report(host, "a")
     assert rc == 1 and len([p for p in named["vms"]["a"] if "no lease asks for" in p]) == 2
     planned = host.fireroute("restore", "--dry-run").stdout

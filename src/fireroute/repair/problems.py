@@ -362,8 +362,10 @@ def orphans(
         if tag is None or tag[0] != instance:
             continue
         vm = known.get(tag[1])
-        if vm is None or line.replace('"', "") not in ipt_want(vm):
+        if vm is None:
             found.append(f"iptables rule has no lease: {line}")
+        elif line.replace('"', "") not in ipt_want(vm):
+            found.append(f'iptables rule is not one vm "{vm.name}" has: {line}')
     return found
 
 
