@@ -252,6 +252,34 @@ class Machine(RuleBasedStateMachine):
             p = self.fr(f, "check")
             assert p.returncode == 1, (f, kind, p.stdout)
 
+    @precondition(lambda self: any(self.up.values()))
+    @rule(data=st.data(), own_tag=st.booleans())
+    def extra_element(self, data: st.DataObject, own_tag: bool) -> None:
+        """An element no lease asks for, keyed on a VM (an allow of everything in its policy
+        pair; a bridge guest's host port 22), with the VM's own tag or a state file's that is
+        neither: its file's check names the VM, the other file's check is as it was, and
+        restore removes it."""
+        sf = data.draw(st.sampled_from([f for f in FILES if self.up[f]]))
+        vms = [v for v in self.ls(sf) if v["name"] in self.up[sf] and v["backend"] == "nft"]
+        if not vms or not self.table_exists():
+            return
+        vm = data.draw(st.sampled_from(vms))
+        tag = vm["owner_tag"] if own_tag else "0badc0de:x"
+        if vm["mode"] == "bridge":
+            what = f'bridged_ports {{ {vm["guest_ip"]} . "tcp" . 22 comment "{tag}" }}'
+        else:
+            dev = vm["host_dev"]
+            what = f'out_allow_{nft.shard(dev)} {{ "{dev}" . 0.0.0.0/0 comment "{tag}" }}'
+        other = next(f for f in FILES if f != sf)
+        before = self.fr(other, "check").returncode
+        self.host.sh(f"nft -f - <<'EOF'\nadd element ip firecracker {what}\nEOF\n")
+        p = self.fr(sf, "check")
+        said = [line for line in p.stdout.splitlines() if "0.0.0.0/0" in line or '" . 22' in line]
+        assert p.returncode == 1 and said and all(vm["name"] in line for line in said), p.stdout
+        assert self.fr(other, "check").returncode == before
+        assert self.fr(sf, "restore").returncode == 0
+        self.damaged[sf] = set()
+
     def nat_guests(self) -> list[tuple[str, str]]:
         """(state file, vm) of NAT guests that are up in state files with no damage."""
         return [

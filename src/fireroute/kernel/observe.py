@@ -281,6 +281,9 @@ def bridge_ports(bridge: str, runner: Runner = run) -> list[str]:
     return [str(d["ifname"]) for d in docs[0] or [] if isinstance(d, dict)]  # type: ignore[union-attr]
 
 
+VERDICTS = frozenset({"accept", "drop", "continue", "return"})
+
+
 def _element_text(v: object) -> str:
     """An element value from nft's JSON, as nft text."""
     if isinstance(v, dict) and "concat" in v:
@@ -292,6 +295,11 @@ def _element_text(v: object) -> str:
     if isinstance(v, dict) and ("jump" in v or "goto" in v):  # a verdict map's value
         verb = "jump" if "jump" in v else "goto"
         return f"{verb} {v[verb]['target']}"
+    if isinstance(v, dict) and len(v) == 1 and next(iter(v)) in VERDICTS:  # {"accept": null}
+        return next(iter(v))
+    if isinstance(v, dict) and "range" in v:  # an interval given by its ends
+        low, high = v["range"]
+        return f"{_element_text(low)}-{_element_text(high)}"
     text = str(v)
     if len(text) == 17 and text.count(":") == 5:  # a MAC address
         return text.lower()

@@ -2,13 +2,16 @@
 VMs need on the host (links in every namespace of ours, addresses, routes, sysctls, the nft
 table's chains, policies, rules and elements, iptables rules, the uplink); ``Kernel`` reads the
 same objects back. ``check`` reports every difference, per VM, per shared object, and the
-orphans (objects tagged for this state file that no lease accounts for); ``restore`` applies the
-missing part; ``gc`` removes the orphans and finishes or undoes half-made VMs. Only objects
-carrying this state file's owner tag are ever removed; shared ones (a table, the shared
-iptables rule, forwarding) only when no other state file's objects use them.
+orphans (objects tagged for this state file that no lease accounts for), and what our tables
+hold that no lease asks for whatever its tag (an element keyed on one of its VMs, or nobody's);
+``restore`` applies the missing part and removes that; ``gc`` removes the orphans and finishes
+or undoes half-made VMs. Another state file's objects, carrying its tag and keyed on none of
+this one's VMs, are never removed; shared ones (a table, the shared iptables rule,
+forwarding) only when no other state file's objects use them.
 
 The package: ``read`` (Kernel: the objects read back from the kernel), ``problems`` (each
-object compared with what the state file's VMs need), ``verbs`` (check, gc, restore).
+object compared with what the state file's VMs need), ``extras`` (what no lease asks for),
+``verbs`` (check, gc, restore).
 """
 
 from fireroute.repair.problems import expected_elements

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fireroute import owner
 from fireroute.errors import UsageError
 from fireroute.kernel import observe
@@ -9,8 +11,10 @@ from fireroute.kernel.apply import read_sysctl
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
-from fireroute.plan.steps import IP, IPTABLES, Plan, Step
+from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
+from fireroute.repair import extras
 from fireroute.repair.problems import (
+    Expected,
     addrs_of,
     drift,
     drift_links,
@@ -20,6 +24,7 @@ from fireroute.repair.problems import (
     link_problems,
     localnet_on,
     orphans,
+    remembered,
     shared_problems,
     tap_want,
 )
@@ -50,14 +55,41 @@ def check(m: Manager, names: list[str]) -> Report:
     vms = everything if not names else [m.show(n) for n in dict.fromkeys(names)]
     k = Kernel(m.runner, vms)
     report = Report()
-    report.vms = {vm.name: drift(k, vm) for vm in vms}
+    expected = remembered()
+    report.vms = {vm.name: drift(k, vm, expected) for vm in vms}
     if vms and read_sysctl(host.FORWARD_KEY) != "1":
         for vm in vms:
             report.vms[vm.name].append("IPv4 forwarding is off")
     report.shared = shared_problems(k, vms)
+    instance = store.instance()
     if not names:
-        report.orphans = orphans(k, everything, store.instance())
+        report.orphans = orphans(k, everything, instance, expected)
+    _report_strays(report, k, everything, instance, bool(names), expected)
     return report
+
+
+def _report_strays(
+    report: Report, k: Kernel, vms: list[Vm], instance: str, named: bool, expected: Expected
+) -> None:
+    """What our tables and rules hold that no lease asks for: under the VM whose key it carries,
+    or the table's; this state file's tagged leftovers are orphans (reported there when no VM
+    is named)."""
+    for s in extras.all_strays(k.tables, k.btables, vms, instance, expected):
+        if s.vm is not None and s.vm in report.vms and (named or not s.mine):
+            report.vms[s.vm].append(s.words())
+        elif s.vm is None and not s.mine:
+            report.shared.get(f"nftables table {s.family} {s.table}", []).append(s.words())
+    by_name = {v.name: v for v in vms}
+    for name, _table, line in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
+        if name is None:
+            report.shared.get("iptables", []).append(f"iptables rule no lease asks for: {line}")
+        elif named and name in report.vms:
+            report.vms[name].append(f"iptables rule no lease asks for: {line}")
+
+
+def _ipt_of(by_name: dict[str, Vm]) -> Callable[[str], set[str]]:
+    """A VM's iptables rules by its name (none for a name without a lease)."""
+    return lambda name: ipt_want(by_name[name]) if name in by_name else set()
 
 
 def gone(vm: Vm) -> bool:
@@ -191,6 +223,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 record.record(forwarding)
         members = [v for v in vms if modes.nat_member(v)]
         shared = shared_problems(k, vms)
+        instance = store.instance()
+        # what our tables hold that no lease asks for goes, in the same transaction as the
+        # heal (a verdict map entry of an old place would refuse the new one)
+        expected = remembered()
+        found = extras.all_strays(k.tables, k.btables, vms, instance, expected)
         for table in sorted({v.table for v in members if v.backend == "nft"}):
             in_table = [v for v in members if v.backend == "nft" and v.table == table]
             if table not in k.tables:
@@ -199,10 +236,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             missing = any(
                 val not in k.tables.get(table, {}).get(s, {})
                 for v in in_table
-                for s, vals in expected_elements(v).items()
+                for s, vals in expected(v).items()
                 for val in vals
             )
-            if broken or missing:
+            stray = extras.removal("ip", table, found)
+            if broken or missing or stray:
                 bridges = {
                     (str(v.options.bridge), v.uplink, v.owner)
                     for v in in_table
@@ -211,20 +249,14 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
                 fix = nft.heal(table, in_table, bridges)
                 # this state file's elements that no lease expects where they are (an older
-                # fireroute's layout: a tap's policy pair moved) go first, in the same
-                # transaction: a verdict map entry of the old place would refuse the new one
-                stale = nft.sweep_tables(
-                    "ip",
-                    {table: k.tables.get(table, {})},
-                    in_table,
-                    expected_elements,
-                    store.instance(),
-                )
-                fix.text = "".join(s.text for s in stale) + fix.text
+                # fireroute's layout: a tap's policy pair moved), and elements keyed on its
+                # VMs or nobody's, go first
+                fix.text = stray + fix.text
                 if extra:  # chains someone added to our table: flushed and deleted
                     fix.text += "".join(
                         f"flush chain ip {table} {c}\ndelete chain ip {table} {c}\n" for c in extra
                     )
+                fix.text += _drop_sets("ip", table, k.tables.get(table, {}))
                 plan.add(fix)
         for table in sorted({v.table for v in vms if v.mode == "bridge"}):
             in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
@@ -237,16 +269,29 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 for s, vals in bridge.filter_elements(v).items()
                 for val in vals
             )
-            if broken or missing:
-                plan.add(bridge.filter_heal(table, in_table))
+            stray = extras.removal(bridge.FAMILY, table, found)
+            if broken or missing or stray:
+                fix = bridge.filter_heal(table, in_table)
+                fix.text = stray + fix.text
+                fix.text += _drop_sets(bridge.FAMILY, table, k.btables.get(table, {}))
+                plan.add(fix)
+        healed = {("ip", v.table) for v in members if v.backend == "nft"}
+        healed |= {(bridge.FAMILY, v.table) for v in vms if v.mode == "bridge"}
+        plan.add(*_elsewhere(found, healed))
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
+        by_name = {v.name: v for v in vms}
+        for name, table, line in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
+            if name is not None or any(v.backend == "iptables" for v in ipt):
+                plan.add(
+                    Step(IPTABLES, "-D" + line[2:], "remove iptables rule no lease asks for",
+                         table=table)
+                )  # fmt: skip
         if ipt:
             have = {line.replace('"', "") for _, line in k.rules}
             steps = []
-            if any(v.backend == "iptables" for v in ipt):
+            if any(v.backend == "iptables" for v in ipt):  # (shared rules: added if missing)
                 steps += iptables.vms_up(
-                    [v for v in ipt if v.backend == "iptables"],
-                    need_conntrack=iptables.CONNTRACK not in have,
+                    [v for v in ipt if v.backend == "iptables"], need_conntrack=True
                 )
             steps += iptables.forward_policy_fix([v for v in ipt if v.options.fix_forward_policy])
             for step in steps:
@@ -256,6 +301,25 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         if not dry_run and plan:
             m.executor().apply_all(plan)
         return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)
+
+
+def _drop_sets(family: str, table: str, have: dict[str, dict[str, str]]) -> str:
+    """nft commands deleting the sets and maps someone added to our table (after the chains
+    that could use them were flushed)."""
+    return "".join(
+        f"delete set {family} {table} {s}\n"  # (a map too)
+        for s in extras.extra_sets(family, have)
+    )
+
+
+def _elsewhere(found: list[extras.Stray], healed: set[tuple[str, str]]) -> list[Step]:
+    """Elements keyed on (or tagged for) one of our VMs in a table of ours none of this state
+    file's VMs uses (the (family, table)s ``healed`` already lost theirs)."""
+    keyed = [s for s in found if s.vm is not None]
+    return [
+        Step(NFT, extras.removal(f, t, keyed), f'remove elements no lease asks for from "{f} {t}"')
+        for f, t in sorted({(s.family, s.table) for s in keyed} - healed)
+    ]
 
 
 def _restore_links(k: Kernel, vm: Vm, clear: list[Step]) -> list[Step]:
