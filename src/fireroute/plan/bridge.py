@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from fireroute import owner
 from fireroute.model import Vm
-from fireroute.plan.host import LINK_GROUP, owner_alias, tuntap_add
+from fireroute.plan import host
+from fireroute.plan.host import LINK_GROUP
 from fireroute.plan.steps import IP, NFT, Step
 
 BRIDGE_TAG = owner.BRIDGE
@@ -48,16 +49,8 @@ def create_bridge(vm: Vm) -> list[Step]:
 
 
 def tap_up(vm: Vm) -> list[Step]:
-    br = vm.options.bridge
-    return [
-        tuntap_add(vm),
-        Step(
-            IP,
-            f"link set dev {vm.tap} master {br} group {LINK_GROUP} alias {owner_alias(vm)} up",
-            f'attach tap "{vm.tap}" to "{br}"',
-            vm.name,
-        ),
-    ]
+    """Create the tap, attach it to the bridge, tag it, bring it up."""
+    return host.tap_up(vm)
 
 
 def delete_bridge(bridge: str) -> Step:

@@ -14,6 +14,8 @@ from fireroute.model import Vm
 from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
 from fireroute.repair import extras
 from fireroute.repair.read import Kernel
+from fireroute.want import tap as wanted_tap
+from fireroute.want.objects import Addr
 
 
 def cni_problems(k: Kernel, vm: Vm) -> list[str]:
@@ -102,18 +104,19 @@ def link_problems(link: dict | None, dev: str, what: str, want: dict) -> list[st
 
 
 def tap_want(vm: Vm) -> dict:
-    o = vm.options.owner
-    want = {
-        "kind": "tun",
-        "alias": host.owner_alias(vm),
-        "user": _user(o.uid if o else 0),
-    }
-    if o and o.gid is not None:
-        want["group"] = _user(o.gid, by_group=True)
-    if vm.mode == "nat":
-        want["address"] = f"{vm.tap_ip}/{vm.prefix}"
-    if vm.mode == "bridge":
-        want["master"] = vm.options.bridge
+    """What ``link_problems`` compares of a VM's tap, from ``want.tap``'s objects (the
+    owner's uid/gid as the names ``ip -d`` prints); of a clone's or CNI attachment's tap, only
+    its owner and kind are taken from here."""
+    link = wanted_tap.link(vm)
+    objs = wanted_tap.tap(vm) if vm.mode in wanted_tap.MODES else [link]
+    want = {"kind": link.link_kind, "alias": link.alias, "user": _user(link.uid)}
+    if link.gid is not None:
+        want["group"] = _user(link.gid, by_group=True)
+    for a in objs:
+        if isinstance(a, Addr):
+            want["address"] = a.cidr
+    if link.master is not None:
+        want["master"] = link.master
     return want
 
 

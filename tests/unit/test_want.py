@@ -1,0 +1,81 @@
+"""The wanted objects of a VM: keys, owner tags, and the exact lines they print."""
+
+from ipaddress import IPv4Network
+
+from fireroute.model import Options, Owner, Published, Vm
+from fireroute.plan import bridge, host
+from fireroute.want import tap
+from fireroute.want.objects import Addr, Link, Sysctl
+
+
+def vm(name: str, ordinal: int, **kw) -> Vm:
+    net = IPv4Network(f"172.16.0.{4 * ordinal}/30")
+    v = Vm(
+        name, net, f"fr-{name}", "06:00:AC:10:00:%02X" % (4 * ordinal + 2), "eth0", Options(**kw)
+    )
+    v.owner = "5ca1ab1e"
+    return v
+
+
+def test_nat_tap_objects():
+    objs = tap.tap(vm("a", 0, owner=Owner(1000, 1001)))
+    assert [type(o) for o in objs] == [Link, Addr, Sysctl]
+    link, addr, v6 = objs
+    assert link.key == (None, "fr-a") and link.owner == "5ca1ab1e:a" and link.vm == "a"
+    assert link.alias == "fireroute:5ca1ab1e:a" and (link.uid, link.gid) == (1000, 1001)
+    assert link.master is None
+    assert addr.key == (None, "fr-a", "172.16.0.1/30") and addr.owner == link.owner
+    assert v6.key == (None, "net/ipv6/conf/fr-a/disable_ipv6") and v6.attrs == ("1",)
+    assert link.text("create") == "tuntap add dev fr-a mode tap user 1000 group 1001"
+    assert link.text("set") == "link set dev fr-a group 4151 alias fireroute:5ca1ab1e:a up"
+    assert link.text("delete") == "link del dev fr-a"
+    assert addr.text("create") == "address add 172.16.0.1/30 dev fr-a"
+    assert v6.text() == "net/ipv6/conf/fr-a/disable_ipv6=1"
+
+
+def test_bridge_tap_is_a_port_without_address():
+    objs = tap.tap(vm("b", 1, mode="bridge", bridge="br9", dhcp=True))
+    assert len(objs) == 1
+    (link,) = objs
+    assert isinstance(link, Link) and link.master == "br9" and (link.uid, link.gid) == (0, None)
+    assert link.text("create") == "tuntap add dev fr-b mode tap user 0"
+    assert link.text("set") == (
+        "link set dev fr-b master br9 group 4151 alias fireroute:5ca1ab1e:b up"
+    )
+    assert link.what("set") == 'attach tap "fr-b" to "br9"'
+
+
+def test_a_localhost_port_adds_exactly_one_sysctl():
+    plain = tap.tap(vm("a", 0, publish=(Published.parse("8080:80"),)))
+    local = tap.tap(vm("a", 0, publish=(Published.parse("127.0.0.1:2222:22"),)))
+    assert local[: len(plain)] == plain and len(local) == len(plain) + 1
+    extra = local[-1]
+    assert isinstance(extra, Sysctl) and extra.text() == "net/ipv4/conf/fr-a/route_localnet=1"
+
+
+def test_equality_is_key_and_attrs():
+    a, b = tap.link(vm("a", 0)), tap.link(vm("a", 0))
+    assert a == b and hash(a) == hash(b)
+    b.up = False
+    assert a != b and a.key == b.key  # the same link, wanted differently
+    assert tap.link(vm("a", 0, owner=Owner(7, None))) != a  # another owner: not the same tap
+    assert tap.link(vm("c", 0)) != a  # another name: another key
+
+
+def test_steps_render_from_the_objects():
+    """plan/host and plan/bridge print exactly what the objects print, with each add's undo."""
+    v = vm("a", 0, owner=Owner(1000, None))
+    link, addr, v6 = tap.tap(v)
+    steps = host.tap_up(v)
+    assert [s.text for s in steps] == [link.text("create"), addr.text("create"), link.text("set")]
+    assert [u.text for u in steps[0].undo] == ["link del dev fr-a"]
+    assert [s.what for s in steps] == [
+        'create tap "fr-a"',
+        'address tap "fr-a"',
+        'bring up tap "fr-a"',
+    ]
+    assert host.ipv6_off(v).text == v6.text() and host.tuntap_add(v).text == steps[0].text
+    b = vm("b", 1, mode="bridge", bridge="br9", dhcp=True)
+    assert [s.text for s in bridge.tap_up(b)] == [
+        o.text(x) for o in tap.tap(b) for x in ("create", "set")
+    ]
