@@ -79,3 +79,58 @@ def test_steps_render_from_the_objects():
     assert [s.text for s in bridge.tap_up(b)] == [
         o.text(x) for o in tap.tap(b) for x in ("create", "set")
     ]
+
+
+def clone_vm(**kw) -> Vm:
+    v = vm("c", 3, mode="clone", **kw)
+    v.netns_name = "fireroute-5ca1ab1e-c"
+    return v
+
+
+def test_veth_pair_is_the_blocks_first_two_addresses():
+    from fireroute.addressing import veth_pair
+
+    host_ip, ns_ip = veth_pair(IPv4Network("172.16.0.12/30"))
+    assert (str(host_ip), str(ns_ip)) == ("172.16.0.13", "172.16.0.14")
+    assert clone_vm().nat_source == ns_ip  # the host masquerades the namespace's end
+
+
+def test_clone_objects():
+    from fireroute.want import clone
+    from fireroute.want.objects import Netns, Route
+    from fireroute.want.tables import NftChain, NftTable
+
+    objs = clone.clone(clone_vm())
+    ns = "fireroute-5ca1ab1e-c"
+    by = {(o.kind, o.key): o for o in objs}
+    assert len(by) == len(objs)  # every object has its own key
+    assert all(o.owner == "5ca1ab1e:c" and o.vm == "c" for o in objs)
+    assert isinstance(objs[0], Netns) and objs[0].text("create") == f"netns add {ns}"
+    veth = by["link", (None, "fr-c")]
+    assert veth.peer == (ns, "veth0") and veth.alias == "fireroute:5ca1ab1e:c"
+    assert veth.text("create") == f"link add fr-c type veth peer name veth0 netns {ns}"
+    assert ("addr", (None, "fr-c", "172.16.0.13/30")) in by
+    assert ("addr", (ns, "veth0", "172.16.0.14/30")) in by
+    assert by["link", (ns, "veth0")].peer == (None, "fr-c") and not by["link", (ns, "lo")].made
+    assert by["link", (ns, "lo")].text("set") == "link set dev lo up"
+    default = by["route", (ns, "default")]
+    assert isinstance(default, Route) and default.text() == "route add default via 172.16.0.13"
+    assert by["sysctl", (ns, "net.ipv4.ip_forward")].text() == "net.ipv4.ip_forward=1"
+    table = by["nft table", (ns, "ip", "fireroute_clone")]
+    chains = [o for o in objs if isinstance(o, NftChain)]
+    assert isinstance(table, NftTable) and [c.name for c in chains] == ["postrouting", "prerouting"]
+    assert chains[0].rules == ('ip saddr 192.168.241.0/29 oifname "veth0" snat to 172.16.0.14',)
+    assert not [o for o in objs if isinstance(o, Route) and o.ns is None]  # no clone address
+
+
+def test_an_explicit_clone_address_adds_one_host_route():
+    from fireroute.want import clone
+    from fireroute.want.objects import Route
+
+    plain = clone.clone(clone_vm())
+    objs = clone.clone(clone_vm(clone_address="10.200.0.7"))
+    (route,) = [o for o in objs if isinstance(o, Route) and o.ns is None]
+    assert len(objs) == len(plain) + 1
+    assert route.text() == "route add 10.200.0.7/32 via 172.16.0.14 dev fr-c"
+    assert route.shown() == "10.200.0.7 via 172.16.0.14 dev fr-c"  # as ``ip -j route`` says
+    assert route.what() == "route clone address 10.200.0.7"

@@ -7,11 +7,10 @@ from fireroute.model import Vm
 from fireroute.plan.ops import create_steps, sysctl_step
 from fireroute.plan.steps import IP, SYSCTL, Step
 from fireroute.want import tap
-from fireroute.want.objects import DOOMED_GROUP, Sysctl, user_args
+from fireroute.want.objects import DOOMED_GROUP, FORWARD_KEY, Sysctl, user_args
 from fireroute.want.objects import LINK_GROUP as LINK_GROUP  # (re-exported)
 
 ALIAS_PREFIX = owner.PREFIX
-FORWARD_KEY = "net.ipv4.ip_forward"
 owner_alias = tap.alias
 localnet = tap.localnet
 

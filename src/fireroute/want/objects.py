@@ -13,6 +13,7 @@ LINK_GROUP = 4151
 """Interface group of every link fireroute creates: ``ip link del group`` removes many at once."""
 DOOMED_GROUP = 4152
 """Links about to be deleted together are moved here first (only ever by fireroute)."""
+FORWARD_KEY = "net.ipv4.ip_forward"
 
 
 class Obj:
@@ -54,10 +55,13 @@ def user_args(uid: int, gid: int | None) -> str:
 
 
 class Link(Obj):
-    """A link fireroute makes: ``kind`` tun (a tap, owned by ``uid``/``gid``); ``master`` the
-    bridge it is a port of; ``alias`` its owner tag as the kernel holds it (ifalias)."""
+    """A link fireroute makes or sets: ``link_kind`` tun (a tap, owned by ``uid``/``gid``),
+    veth (made with its ``peer``, (namespace, name)) or loopback; ``master`` the bridge it is
+    a port of; ``alias`` its owner tag as the kernel holds it (ifalias). ``made`` is False for
+    a link that exists without an add line of its own (lo, the far end of a veth)."""
 
-    __slots__ = ("name", "link_kind", "uid", "gid", "master", "alias", "group", "up")
+    __slots__ = ("name", "link_kind", "uid", "gid", "master", "alias", "group", "up", "peer")
+    __slots__ += ("made",)
     kind = "link"
 
     def __init__(
@@ -73,6 +77,8 @@ class Link(Obj):
         master: str | None = None,
         group: int | None = LINK_GROUP,
         up: bool = True,
+        peer: tuple[str | None, str] | None = None,
+        made: bool = True,
     ) -> None:
         super().__init__(ns, owner, vm)
         self.name = name
@@ -83,6 +89,8 @@ class Link(Obj):
         self.alias = alias
         self.group = group
         self.up = up
+        self.peer = peer
+        self.made = made
 
     @property
     def key(self) -> tuple:
@@ -90,7 +98,16 @@ class Link(Obj):
 
     @property
     def attrs(self) -> tuple:
-        return (self.link_kind, self.uid, self.gid, self.master, self.group, self.alias, self.up)
+        return (
+            self.link_kind,
+            self.peer,
+            self.uid,
+            self.gid,
+            self.master,
+            self.group,
+            self.alias,
+            self.up,
+        )
 
     @property
     def noun(self) -> str:
@@ -98,6 +115,10 @@ class Link(Obj):
 
     def text(self, verb: str) -> str:
         """``create``: the add line; ``set``: master, group, alias, up; ``delete``."""
+        if verb == "create" and self.link_kind == "veth":
+            assert self.peer is not None
+            at = f" netns {self.peer[0]}" if self.peer[0] else ""
+            return f"link add {self.name} type veth peer name {self.peer[1]}{at}"
         if verb == "create":
             assert self.link_kind == "tun" and self.uid is not None
             return f"tuntap add dev {self.name} mode tap{user_args(self.uid, self.gid)}"
@@ -167,3 +188,66 @@ class Sysctl(Obj):
 
     def what(self, verb: str = "set") -> str:
         return self.words
+
+
+class Netns(Obj):
+    """A network namespace fireroute makes (a clone's): everything inside goes with it."""
+
+    __slots__ = ("name",)
+    kind = "netns"
+
+    def __init__(self, name: str, owner: str, vm: str | None) -> None:
+        super().__init__(None, owner, vm)
+        self.name = name
+
+    @property
+    def key(self) -> tuple:
+        return (self.name,)
+
+    def text(self, verb: str) -> str:
+        return f"netns {'add' if verb == 'create' else 'del'} {self.name}"
+
+    def what(self, verb: str) -> str:
+        return f'{verb} namespace "{self.name}"'
+
+
+class Route(Obj):
+    """An IPv4 route: ``dst`` (``default`` or a CIDR) via ``via`` (out of ``dev``, if given)."""
+
+    __slots__ = ("dst", "via", "dev", "words")
+    kind = "route"
+
+    def __init__(
+        self,
+        dst: str,
+        via: str,
+        dev: str | None,
+        words: str,
+        owner: str,
+        vm: str | None,
+        ns: str | None = None,
+    ) -> None:
+        super().__init__(ns, owner, vm)
+        self.dst = dst
+        self.via = via
+        self.dev = dev
+        self.words = words
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.dst)
+
+    @property
+    def attrs(self) -> tuple:
+        return (self.via, self.dev)
+
+    def text(self, verb: str = "create") -> str:
+        dev = f" dev {self.dev}" if self.dev else ""
+        return f"route {'add' if verb == 'create' else 'del'} {self.dst} via {self.via}{dev}"
+
+    def what(self, verb: str = "create") -> str:
+        return self.words
+
+    def shown(self) -> str:
+        """``DST via GATEWAY dev DEV`` as ``ip -j route`` reports it (a /32 as the address)."""
+        return f"{self.dst.removesuffix('/32')} via {self.via} dev {self.dev}"
