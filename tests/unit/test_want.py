@@ -134,3 +134,29 @@ def test_an_explicit_clone_address_adds_one_host_route():
     assert route.text() == "route add 10.200.0.7/32 via 172.16.0.14 dev fr-c"
     assert route.shown() == "10.200.0.7 via 172.16.0.14 dev fr-c"  # as ``ip -j route`` says
     assert route.what() == "route clone address 10.200.0.7"
+
+
+def test_a_made_bridge_is_tagged_for_its_state_file():
+    from fireroute.plan import bridge as plan_bridge
+    from fireroute.want import bridge
+
+    v = vm("b", 1, mode="bridge", bridge="br9", bridge_address="10.9.0.1/24", guest="10.9.0.5/24")
+    br, addr = bridge.bridge(v)
+    assert isinstance(br, Link) and br.key == (None, "br9") and br.owner == "5ca1ab1e:bridge:br9"
+    assert (
+        br.alias == "fireroute:5ca1ab1e:bridge:br9" == plan_bridge.bridge_alias("5ca1ab1e", "br9")
+    )
+    assert br.text("create") == "link add name br9 type bridge"
+    assert br.text("set") == "link set dev br9 group 4151 alias fireroute:5ca1ab1e:bridge:br9 up"
+    assert isinstance(addr, Addr) and addr.text("create") == "address add 10.9.0.1/24 dev br9"
+    steps = plan_bridge.create_bridge(v)
+    assert [s.what for s in steps] == [
+        'create bridge "br9"',
+        'address bridge "br9"',
+        'bring up bridge "br9"',
+    ]
+    assert [u.text for u in steps[0].undo] == ["link del dev br9"]
+    # without --bridge-address the bridge is made bare
+    dhcp = vm("d", 2, mode="bridge", bridge="br9", dhcp=True)
+    assert [type(o) for o in bridge.bridge(dhcp)] == [Link]
+    assert tap.link(dhcp).master == bridge.link(dhcp).name  # the tap is a port of it

@@ -251,8 +251,9 @@ def drift(k: Kernel, vm: Vm, expected: Expected = expected_elements) -> list[str
         problems.append(
             f'route_localnet is off on "{vm.tap}" (its 127.0.0.1 ports cannot reach the guest)'
         )
-    if vm.mode == "bridge" and str(vm.options.bridge) not in k.links:
-        problems.append(f'bridge "{vm.options.bridge}" is missing')
+    port_of = wanted_tap.link(vm).master if vm.mode in wanted_tap.MODES else None
+    if port_of is not None and port_of not in k.links:
+        problems.append(f'bridge "{port_of}" is missing')
     if vm.state != "active":
         problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
     if modes.uses_uplink(vm) and vm.uplink not in k.links:

@@ -119,6 +119,8 @@ class Link(Obj):
             assert self.peer is not None
             at = f" netns {self.peer[0]}" if self.peer[0] else ""
             return f"link add {self.name} type veth peer name {self.peer[1]}{at}"
+        if verb == "create" and self.link_kind == "bridge":
+            return f"link add name {self.name} type bridge"
         if verb == "create":
             assert self.link_kind == "tun" and self.uid is not None
             return f"tuntap add dev {self.name} mode tap{user_args(self.uid, self.gid)}"
