@@ -97,7 +97,7 @@ def test_veth_pair_is_the_blocks_first_two_addresses():
 
 def test_clone_objects():
     from fireroute.want import clone
-    from fireroute.want.objects import Netns, Route
+    from fireroute.want.netns import Netns, Route
     from fireroute.want.tables import NftChain, NftTable
 
     objs = clone.clone(clone_vm())
@@ -125,7 +125,7 @@ def test_clone_objects():
 
 def test_an_explicit_clone_address_adds_one_host_route():
     from fireroute.want import clone
-    from fireroute.want.objects import Route
+    from fireroute.want.netns import Route
 
     plain = clone.clone(clone_vm())
     objs = clone.clone(clone_vm(clone_address="10.200.0.7"))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from fireroute.plan.steps import IP, NFT, SYSCTL, Step
-from fireroute.want.objects import Addr, Link, Netns, Obj, Route, Sysctl
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # dispatched on ``kind``: a NAT VM's command imports no kind it does not use
+    from fireroute.want.objects import Obj
+    from fireroute.want.tables import NftChain, NftTable
 
 
-def delete_step(obj: Link | Netns) -> Step:
+def delete_step(obj: Obj) -> Step:
     return Step(IP, obj.text("delete"), obj.what("delete"), obj.vm, netns=obj.ns)
 
 
@@ -16,28 +20,26 @@ def create_steps(objs: list[Obj], within: str | None = None) -> list[Step]:
     the sysctls; the nft tables. ``within``: the objects fill that namespace, made just
     before: each ``ip`` line is one step of setting it up, undone with it."""
 
-    def ip(obj: Link | Addr | Route | Netns, verb: str, undo: tuple[Step, ...] = ()) -> Step:
+    def ip(obj: Obj, verb: str, undo: tuple[Step, ...] = ()) -> Step:
         what = obj.what(verb) if within is None else f'set up namespace "{within}"'
         return Step(IP, obj.text(verb), what, obj.vm, undo, netns=obj.ns)
 
-    steps = [ip(n, "create", (delete_step(n),)) for n in objs if isinstance(n, Netns)]
-    for link in objs:
-        if not isinstance(link, Link):
-            continue
-        if link.made:
-            steps.append(ip(link, "create", (delete_step(link),) if within is None else ()))
-        steps += [ip(a, "create") for a in objs if isinstance(a, Addr) and a.key[:2] == link.key]
-        steps.append(ip(link, "set"))
-    steps += [ip(r, "create") for r in objs if isinstance(r, Route)]
-    steps += [sysctl_step(s) for s in objs if isinstance(s, Sysctl)]
-    if any(t.kind == "nft table" for t in objs):  # (a NAT VM's command does without them)
-        from fireroute.want.tables import NftChain, NftTable
+    def of(kind: str) -> list[Obj]:
+        return [o for o in objs if o.kind == kind]
 
-        chains = [c for c in objs if isinstance(c, NftChain)]
-        tables = [t for t in objs if isinstance(t, NftTable)]
-        steps += [Step(NFT, t.text(chains), t.what(), t.vm, netns=t.ns) for t in tables]
+    steps = [ip(n, "create", (delete_step(n),)) for n in of("netns")]
+    for link in of("link"):
+        if link.made:  # type: ignore[attr-defined]
+            steps.append(ip(link, "create", (delete_step(link),) if within is None else ()))
+        steps += [ip(a, "create") for a in of("addr") if a.key[:2] == link.key]
+        steps.append(ip(link, "set"))
+    steps += [ip(r, "create") for r in of("route")]
+    steps += [sysctl_step(s) for s in of("sysctl")]
+    chains: list[NftChain] = of("nft chain")  # type: ignore[assignment]
+    tables: list[NftTable] = of("nft table")  # type: ignore[assignment]
+    steps += [Step(NFT, t.script(chains), t.what(), t.vm, netns=t.ns) for t in tables]
     return steps
 
 
-def sysctl_step(s: Sysctl) -> Step:
-    return Step(SYSCTL, s.text(), s.what(), s.vm, netns=s.ns)
+def sysctl_step(s: Obj) -> Step:
+    return Step(SYSCTL, s.text("set"), s.what("set"), s.vm, netns=s.ns)

@@ -16,7 +16,8 @@ from fireroute.repair import extras
 from fireroute.repair.read import Kernel
 from fireroute.want import clone as wanted_clone
 from fireroute.want import tap as wanted_tap
-from fireroute.want.objects import FORWARD_KEY, Addr, Link, Route, Sysctl
+from fireroute.want.netns import Route
+from fireroute.want.objects import FORWARD_KEY, Addr, Link, Sysctl
 
 
 def cni_problems(k: Kernel, vm: Vm) -> list[str]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from fireroute.addressing import veth_pair
 from fireroute.model import Vm
 from fireroute.want import tap
-from fireroute.want.objects import FORWARD_KEY, Addr, Link, Netns, Obj, Route, Sysctl
+from fireroute.want.netns import Netns, Route
+from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
 from fireroute.want.tables import NftChain, NftTable
 
 NS_VETH = "veth0"

@@ -52,7 +52,7 @@ class NftTable(Obj):
     def key(self) -> tuple:
         return (self.ns, self.family, self.name)
 
-    def text(self, chains: list[NftChain]) -> str:
+    def script(self, chains: list[NftChain]) -> str:
         """The script declaring the table with ``chains`` (this table's, in order)."""
         body = "".join(c.block() for c in chains if c.table == self.name)
         return f'table {self.family} {self.name} {{\n  comment "fireroute"\n{body}}}\n'
