@@ -75,6 +75,8 @@ def test_steps_render_from_the_objects():
         'bring up tap "fr-a"',
     ]
     assert host.ipv6_off(v).text == v6.text() and host.tuntap_add(v).text == steps[0].text
+    (down,) = host.tap_down(v)  # one VM's down deletes what its up made, in the same words
+    assert (down.text, down.what) == (link.text("delete"), 'delete tap "fr-a"')
     b = vm("b", 1, mode="bridge", bridge="br9", dhcp=True)
     assert [s.text for s in bridge.tap_up(b)] == [
         o.text(x) for o in tap.tap(b) for x in ("create", "set")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fireroute import owner
 from fireroute.model import Vm
-from fireroute.plan.ops import create_steps, sysctl_step
+from fireroute.plan.ops import create_steps, delete_step, sysctl_step
 from fireroute.plan.steps import IP, SYSCTL, Step
 from fireroute.want import tap
 from fireroute.want.objects import DOOMED_GROUP, FORWARD_KEY, Sysctl, user_args
@@ -64,7 +64,7 @@ def flush_udp(vm: Vm, ports: list) -> list[Step]:
 
 
 def tap_down(vm: Vm) -> list[Step]:
-    return [Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)]
+    return [delete_step(tap.link(vm))]
 
 
 def taps_down(vms: list[Vm]) -> list[Step]:
