@@ -29,6 +29,11 @@ def block(pool: IPv4Network, prefix: int, ordinal: int) -> IPv4Network:
     return IPv4Network(f"{start}/{prefix}")
 
 
+def veth_pair(net: IPv4Network) -> tuple[IPv4Address, IPv4Address]:
+    """(host end, namespace end) of a veth link's block: its first and second addresses."""
+    return net.network_address + 1, net.network_address + 2
+
+
 def mac_for(guest_ip: IPv4Address) -> str:
     """``06:00:`` followed by the guest IPv4's four octets, as the guide's rootfs expects."""
     return "06:00:" + ":".join(f"{b:02X}" for b in guest_ip.packed)

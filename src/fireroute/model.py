@@ -686,8 +686,10 @@ class Vm:
     def nat_source(self) -> IPv4Address | None:
         """The source address the host masquerades: the guest's, or the clone veth's."""
         if self.options.mode == "clone":
+            from fireroute.addressing import veth_pair
+
             assert self.net is not None
-            return self.net.network_address + 2
+            return veth_pair(self.net)[1]
         return self.guest_ip
 
     @property

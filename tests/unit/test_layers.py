@@ -16,6 +16,7 @@ PURE = [
     "request.py",
     "render",
     "plan",
+    "want",
 ]
 FORBIDDEN = {
     "subprocess",
@@ -58,6 +59,16 @@ def test_pure_layer_imports(part):
         for node in ast.walk(tree):
             for n in imported(f, node):
                 assert not any(n == b or n.startswith(b + ".") for b in FORBIDDEN), (
+                    f"{f.relative_to(SRC)} imports {n}"
+                )
+
+
+def test_want_is_below_plan():
+    """The wanted objects are what plans render: want/ never imports plan/ (or a door)."""
+    for f in modules(SRC / "want"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            for n in imported(f, node):
+                assert not n.startswith(("fireroute.plan", "fireroute.cli", "fireroute.serve")), (
                     f"{f.relative_to(SRC)} imports {n}"
                 )
 

@@ -141,3 +141,45 @@ def test_numbered_taps_spread_over_every_pair_of_policy_sets():
         sizes = Counter(nft.shard(pattern.format(i)) for i in range(4000))
         assert len(sizes) == nft.SHARDS
         assert max(sizes.values()) <= 1.25 * 4000 / nft.SHARDS, (pattern, sizes)
+
+
+def _modes() -> list[Vm]:
+    """One VM of each link shape: NAT (owned, a 127.0.0.1 port), bridge with a made bridge,
+    bridge by DHCP on it, clone with an explicit clone address, CNI from the pool and from
+    IPAM (with an MTU)."""
+    from fireroute.model import Published
+
+    nat = vm("n", 0, owner=Owner(1000, 1001), publish=(Published.parse("127.0.0.1:2222:22"),))
+    made = vm(
+        "b", 1, mode="bridge", bridge="br9", bridge_address="10.9.0.1/24", guest="10.9.0.5/24"
+    )
+    dhcp = vm("d", 2, mode="bridge", bridge="br9", dhcp=True)
+    cl = vm("c", 3, mode="clone", clone_address="10.200.0.7")
+    cl.netns_name = "fireroute-5ca1ab1e-c"
+    cni = dict(netns="/run/netns/pod", container="c1", network="net")
+    pool = vm("p", 4, mode="cni", ifname="eth0", **cni)
+    ipam = vm("i", 5, mode="cni", ifname="eth1", guest="10.22.0.9/24", gateway="10.22.0.1",
+              mtu=1400, **cni)  # fmt: skip
+    return [nat, made, dhcp, cl, pool, ipam]
+
+
+def test_mode_link_plans_golden():
+    vms = _modes()
+    up = Plan(modes.links_up(vms, {"br9"}))
+    down = Plan(modes.links_down(vms, {"br9"}))
+    golden("links-modes.txt", as_commands(up) + "# down\n" + as_commands(down))
+
+
+def test_table_plans_golden():
+    from fireroute.plan import bridge
+
+    a, b = vm("a", 0), vm("b", 1, fix_forward_policy=True)
+    br = vm("d", 2, mode="bridge", bridge="br9", guest="10.9.0.5/24", bridge_address="10.9.0.1/24")
+    plan = Plan()
+    plan.add(
+        nft.vms_up("firecracker", [a, b], fresh=False),
+        nft.vms_down("firecracker", [a, b], last=True),
+        bridge.filter_up("firecracker", [br], fresh=True),
+        *iptables.forward_policy_fix([b]),
+    )
+    golden("tables.txt", as_commands(plan))

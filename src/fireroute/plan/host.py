@@ -4,86 +4,42 @@ from __future__ import annotations
 
 from fireroute import owner
 from fireroute.model import Vm
+from fireroute.plan.ops import create_steps, delete_step, sysctl_step
 from fireroute.plan.steps import IP, SYSCTL, Step
+from fireroute.want import tap
+from fireroute.want.objects import DOOMED_GROUP, FORWARD_KEY, Sysctl, user_args
+from fireroute.want.objects import LINK_GROUP as LINK_GROUP  # (re-exported)
 
-LINK_GROUP = 4151
-"""Interface group of every link fireroute creates: ``ip link del group`` removes many at once."""
-DOOMED_GROUP = 4152
-"""Links about to be deleted together are moved here first (only ever by fireroute)."""
 ALIAS_PREFIX = owner.PREFIX
-FORWARD_KEY = "net.ipv4.ip_forward"
-
-
-def owner_alias(vm: Vm) -> str:
-    """The owner tag carried by each link we create for a VM (its ifalias)."""
-    return owner.PREFIX + vm.tag
+owner_alias = tap.alias
+localnet = tap.localnet
 
 
 def owner_args(vm: Vm) -> str:
     """`` user UID [group GID]``: every tap has an owner (root unless ``--owner`` names the
     jailed VMM's user), so no other local user can attach to it through /dev/net/tun."""
-    o = vm.options.owner
-    if o is None:
-        return " user 0"
-    return f" user {o.uid}" + (f" group {o.gid}" if o.gid is not None else "")
+    return user_args(*tap.owner_ids(vm))
 
 
 def tuntap_add(vm: Vm) -> Step:
     """Create the tap (tap mode, one queue, optionally owned by a user); its undo deletes it."""
-    owner = owner_args(vm)
-    delete = Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)
-    return Step(
-        IP,
-        f"tuntap add dev {vm.tap} mode tap{owner}",
-        f'create tap "{vm.tap}"',
-        vm.name,
-        undo=(delete,),
-    )
+    return tap_up(vm)[0]
 
 
 def tap_up(vm: Vm) -> list[Step]:
-    """NAT mode: create the tap, address it, tag it, bring it up."""
-    assert vm.net is not None
-    return [
-        tuntap_add(vm),
-        Step(
-            IP,
-            f"address add {vm.tap_ip}/{vm.net.prefixlen} dev {vm.tap}",
-            f'address tap "{vm.tap}"',
-            vm.name,
-        ),
-        Step(
-            IP,
-            f"link set dev {vm.tap} group {LINK_GROUP} alias {owner_alias(vm)} up",
-            f'bring up tap "{vm.tap}"',
-            vm.name,
-        ),
-    ]
+    """NAT mode: create the tap, address it, tag it, bring it up (bridge mode: create it,
+    attach it, tag it, bring it up)."""
+    return create_steps([o for o in tap.tap(vm) if not isinstance(o, Sysctl)])
 
 
 def ipv6_off(vm: Vm) -> Step:
-    """No IPv6 on a NAT tap: without it a guest could reach the host over the tap's link-local
-    (or any host) IPv6 address, around the IPv4 isolation rules. Goes with the tap."""
-    return Step(
-        SYSCTL, f"net/ipv6/conf/{vm.tap}/disable_ipv6=1", f'disable IPv6 on "{vm.tap}"', vm.name
-    )
-
-
-def localnet(vm: Vm) -> bool:
-    """Has the VM a port published on the host's 127.0.0.1?"""
-    return any(p.addr == "127.0.0.1" for p in vm.options.publish)
+    """No IPv6 on a NAT tap or CNI host veth (``want.tap.ipv6_off``). Goes with the device."""
+    return sysctl_step(tap.ipv6_off(vm))
 
 
 def route_localnet(vm: Vm) -> Step:
-    """A connection to a 127.0.0.1 port is forwarded out of this tap: the kernel routes a
-    loopback source out of a device only with route_localnet on it (on this tap alone; the
-    NAT table drops a guest's own packets to 127.0.0.0/8). Goes with the tap."""
-    return Step(
-        SYSCTL,
-        f"net/ipv4/conf/{vm.tap}/route_localnet=1",
-        f'let "{vm.tap}" carry connections to 127.0.0.1',
-        vm.name,
-    )
+    """route_localnet on the VM's host device, for a 127.0.0.1 port. Goes with the device."""
+    return sysctl_step(tap.route_localnet(vm))
 
 
 def flush_udp(vm: Vm, ports: list) -> list[Step]:
@@ -108,7 +64,7 @@ def flush_udp(vm: Vm, ports: list) -> list[Step]:
 
 
 def tap_down(vm: Vm) -> list[Step]:
-    return [Step(IP, f"link del dev {vm.tap}", f'delete tap "{vm.tap}"', vm.name)]
+    return [delete_step(tap.link(vm))]
 
 
 def taps_down(vms: list[Vm]) -> list[Step]:

@@ -11,9 +11,13 @@ from fireroute import owner
 from fireroute.kernel import observe
 from fireroute.kernel.run import read_value
 from fireroute.model import Vm
-from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
+from fireroute.plan import bridge, cni, host, iptables, modes, nft
 from fireroute.repair import extras
 from fireroute.repair.read import Kernel
+from fireroute.want import clone as wanted_clone
+from fireroute.want import tap as wanted_tap
+from fireroute.want.netns import Route
+from fireroute.want.objects import FORWARD_KEY, Addr, Link, Sysctl
 
 
 def cni_problems(k: Kernel, vm: Vm) -> list[str]:
@@ -102,18 +106,19 @@ def link_problems(link: dict | None, dev: str, what: str, want: dict) -> list[st
 
 
 def tap_want(vm: Vm) -> dict:
-    o = vm.options.owner
-    want = {
-        "kind": "tun",
-        "alias": host.owner_alias(vm),
-        "user": _user(o.uid if o else 0),
-    }
-    if o and o.gid is not None:
-        want["group"] = _user(o.gid, by_group=True)
-    if vm.mode == "nat":
-        want["address"] = f"{vm.tap_ip}/{vm.prefix}"
-    if vm.mode == "bridge":
-        want["master"] = vm.options.bridge
+    """What ``link_problems`` compares of a VM's tap, from ``want.tap``'s objects (the
+    owner's uid/gid as the names ``ip -d`` prints); of a clone's or CNI attachment's tap, only
+    its owner and kind are taken from here."""
+    link = wanted_tap.link(vm)
+    objs = wanted_tap.tap(vm) if vm.mode in wanted_tap.MODES else [link]
+    want = {"kind": link.link_kind, "alias": link.alias, "user": _user(link.uid)}
+    if link.gid is not None:
+        want["group"] = _user(link.gid, by_group=True)
+    for a in objs:
+        if isinstance(a, Addr):
+            want["address"] = a.cidr
+    if link.master is not None:
+        want["master"] = link.master
     return want
 
 
@@ -162,39 +167,43 @@ def ipt_want(vm: Vm) -> set[str]:
 
 
 def clone_problems(k: Kernel, vm: Vm) -> list[str]:
-    """Inside the clone's namespace, and the host route to an explicit clone address."""
-    assert vm.net is not None and vm.netns is not None
-    ns = k.ns.get(vm.netns)
+    """Inside the clone's namespace, and the host route to an explicit clone address: what
+    ``want.clone`` says is there."""
+    ns_name = vm.netns
+    assert ns_name is not None
+    ns = k.ns.get(ns_name)
     if ns is None:
-        return [f'namespace "{vm.netns}" is missing']
-    guest = vm.guest_iface_addr
-    assert guest is not None
-    host_ip, ns_ip = vm.net.network_address + 1, vm.net.network_address + 2
+        return [f'namespace "{ns_name}" is missing']
+    objs = wanted_clone.clone(vm)
+    want = {(o.kind, o.key): o for o in objs}
+    tun, far = want["link", (ns_name, vm.vm_tap)], want["link", (ns_name, wanted_clone.NS_VETH)]
+    addr = {a.dev: a.cidr for a in objs if isinstance(a, Addr) and a.ns == ns_name}
+    assert isinstance(tun, Link) and isinstance(far, Link)
     problems = link_problems(
-        ns.links.get(vm.vm_tap),
-        vm.vm_tap,
+        ns.links.get(tun.name),
+        tun.name,
         "tap",
-        {
-            "kind": "tun",
-            "address": f"{vm.tap_ip}/{guest.network.prefixlen}",
-            "user": tap_want(vm)["user"],
-        },
+        {"kind": tun.link_kind, "address": addr[tun.name], "user": _user(tun.uid)},
     )
     problems += link_problems(
-        ns.links.get(clone.NS_VETH),
-        clone.NS_VETH,
-        f"veth in {vm.netns}:",
-        {"kind": "veth", "address": f"{ns_ip}/{vm.net.prefixlen}"},
+        ns.links.get(far.name),
+        far.name,
+        f"veth in {ns_name}:",
+        {"kind": far.link_kind, "address": addr[far.name]},
     )
-    if not any(r.get("dst") == "default" and r.get("gateway") == str(host_ip) for r in ns.routes):
-        problems.append(f'namespace "{vm.netns}" has no default route via {host_ip}')
-    if ns.forwarding != "1":
-        problems.append(f'IPv4 forwarding is off in namespace "{vm.netns}"')
-    problems += chain_problems(f"ip {clone.NS_TABLE} in {vm.netns}", ns.chains, clone.ns_chains(vm))
-    if vm.clone_address != ns_ip:
-        route = f"{vm.clone_address} via {ns_ip} dev {vm.tap}"
-        if route not in k.routes:
-            problems.append(f"host route {route} is missing")
+    default = want["route", (ns_name, "default")]
+    assert isinstance(default, Route)
+    if not any(r.get("dst") == "default" and r.get("gateway") == default.via for r in ns.routes):
+        problems.append(f'namespace "{ns_name}" has no default route via {default.via}')
+    forwarding = want["sysctl", (ns_name, FORWARD_KEY)]
+    assert isinstance(forwarding, Sysctl)
+    if ns.forwarding != forwarding.value:
+        problems.append(f'IPv4 forwarding is off in namespace "{ns_name}"')
+    chains = {c.name: (c.header, list(c.rules)) for c in wanted_clone.chains(vm)}
+    problems += chain_problems(f"ip {wanted_clone.NS_TABLE} in {ns_name}", ns.chains, chains)
+    for route in objs:
+        if isinstance(route, Route) and route.ns is None and route.shown() not in k.routes:
+            problems.append(f"host route {route.shown()} is missing")
     return problems
 
 
@@ -243,8 +252,9 @@ def drift(k: Kernel, vm: Vm, expected: Expected = expected_elements) -> list[str
         problems.append(
             f'route_localnet is off on "{vm.tap}" (its 127.0.0.1 ports cannot reach the guest)'
         )
-    if vm.mode == "bridge" and str(vm.options.bridge) not in k.links:
-        problems.append(f'bridge "{vm.options.bridge}" is missing')
+    port_of = wanted_tap.link(vm).master if vm.mode in wanted_tap.MODES else None
+    if port_of is not None and port_of not in k.links:
+        problems.append(f'bridge "{port_of}" is missing')
     if vm.state != "active":
         problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
     if modes.uses_uplink(vm) and vm.uplink not in k.links:
@@ -397,15 +407,13 @@ def _orphan_elements(
 
 def veth_problems(k: Kernel, vm: Vm) -> list[str]:
     """The host end of a clone's or a CNI attachment's veth link."""
-    assert vm.net is not None
-    want = {
-        "kind": "veth",
-        "address": f"{vm.net.network_address + 1}/{vm.net.prefixlen}",
-        "alias": host.owner_alias(vm),
-    }
-    if vm.mode == "cni":
+    if vm.mode == "clone":
+        veth = wanted_clone.host_veth(vm)
+        address = wanted_clone.host_address(vm, veth).cidr
+        want = {"kind": veth.link_kind, "address": address, "alias": veth.alias}
+    else:
+        want = {"kind": "veth", "address": cni.host_address(vm), "alias": host.owner_alias(vm)}
         want["mac"] = cni.mac(vm, "host")
-        want["address"] = cni.host_address(vm)
     problems = link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
     if vm.delegated and f"{vm.guest_ip} via None dev {vm.tap}" not in k.routes:
         problems.append(f"host route {vm.guest_ip}/32 dev {vm.tap} is missing")

@@ -1,0 +1,200 @@
+"""The kinds of kernel object fireroute wants: each is keyed, tagged with its owner, and prints
+its own command line (the exact text of an ``ip`` batch line or a sysctl ``key=value``).
+
+Plain slotted classes rather than dataclasses: the per-VM command imports this module, and
+dataclasses (with inspect) costs start-up there. Two objects are equal when their keys and
+compared attributes are; ``owner`` (the ``<state id>:<vm>`` tag) and ``vm`` (the name error
+messages speak of) are not compared.
+"""
+
+from __future__ import annotations
+
+LINK_GROUP = 4151
+"""Interface group of every link fireroute creates: ``ip link del group`` removes many at once."""
+DOOMED_GROUP = 4152
+"""Links about to be deleted together are moved here first (only ever by fireroute)."""
+FORWARD_KEY = "net.ipv4.ip_forward"
+
+
+class Obj:
+    """``ns``: None (the root namespace), a namespace's name or a CNI netns path."""
+
+    __slots__ = ("ns", "owner", "vm")
+    kind = ""
+
+    def __init__(self, ns: str | None, owner: str, vm: str | None) -> None:
+        self.ns = ns
+        self.owner = owner
+        self.vm = vm
+
+    @property
+    def key(self) -> tuple:
+        raise NotImplementedError
+
+    @property
+    def attrs(self) -> tuple:
+        return ()
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and self.key == other.key  # type: ignore[attr-defined]
+            and self.attrs == other.attrs  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.key))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{self.key + self.attrs}"
+
+    def text(self, verb: str) -> str:
+        """The command line that does ``verb`` (create, set, delete) to it."""
+        raise NotImplementedError
+
+    def what(self, verb: str) -> str:
+        """The same action in words, for error messages."""
+        raise NotImplementedError
+
+
+def user_args(uid: int, gid: int | None) -> str:
+    """`` user UID [group GID]``: a tap's owner, as ``ip tuntap add`` takes it."""
+    return f" user {uid}" + (f" group {gid}" if gid is not None else "")
+
+
+class Link(Obj):
+    """A link fireroute makes or sets: ``link_kind`` tun (a tap, owned by ``uid``/``gid``),
+    veth (made with its ``peer``, (namespace, name)) or loopback; ``master`` the bridge it is
+    a port of; ``alias`` its owner tag as the kernel holds it (ifalias). ``made`` is False for
+    a link that exists without an add line of its own (lo, the far end of a veth)."""
+
+    __slots__ = ("name", "link_kind", "uid", "gid", "master", "alias", "group", "up", "peer")
+    __slots__ += ("made",)
+    kind = "link"
+
+    def __init__(
+        self,
+        name: str,
+        link_kind: str,
+        owner: str,
+        vm: str | None,
+        alias: str,
+        ns: str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        master: str | None = None,
+        group: int | None = LINK_GROUP,
+        up: bool = True,
+        peer: tuple[str | None, str] | None = None,
+        made: bool = True,
+    ) -> None:
+        super().__init__(ns, owner, vm)
+        self.name = name
+        self.link_kind = link_kind
+        self.uid = uid
+        self.gid = gid
+        self.master = master
+        self.alias = alias
+        self.group = group
+        self.up = up
+        self.peer = peer
+        self.made = made
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.name)
+
+    @property
+    def attrs(self) -> tuple:
+        return (
+            self.link_kind,
+            self.peer,
+            self.uid,
+            self.gid,
+            self.master,
+            self.group,
+            self.alias,
+            self.up,
+        )
+
+    @property
+    def noun(self) -> str:
+        return "tap" if self.link_kind == "tun" else self.link_kind
+
+    def text(self, verb: str) -> str:
+        """``create``: the add line; ``set``: master, group, alias, up; ``delete``."""
+        if verb == "create" and self.link_kind == "veth":
+            assert self.peer is not None
+            at = f" netns {self.peer[0]}" if self.peer[0] else ""
+            return f"link add {self.name} type veth peer name {self.peer[1]}{at}"
+        if verb == "create" and self.link_kind == "bridge":
+            return f"link add name {self.name} type bridge"
+        if verb == "create":
+            assert self.link_kind == "tun" and self.uid is not None
+            return f"tuntap add dev {self.name} mode tap{user_args(self.uid, self.gid)}"
+        if verb == "delete":
+            return f"link del dev {self.name}"
+        master = f" master {self.master}" if self.master else ""
+        group = f" group {self.group}" if self.group is not None else ""
+        alias = f" alias {self.alias}" if self.alias else ""
+        return f"link set dev {self.name}{master}{group}{alias}" + (" up" if self.up else "")
+
+    def what(self, verb: str) -> str:
+        """The action, for error messages."""
+        if verb == "set" and self.master:
+            return f'attach {self.noun} "{self.name}" to "{self.master}"'
+        word = {"create": "create", "delete": "delete"}.get(verb, "bring up")
+        return f'{word} {self.noun} "{self.name}"'
+
+
+class Addr(Obj):
+    """An IPv4 address (``cidr`` as ``ip address`` prints it: ``172.16.0.1/30``) on a link."""
+
+    __slots__ = ("dev", "cidr", "noun")
+    kind = "addr"
+
+    def __init__(self, link: Link, cidr: str) -> None:
+        super().__init__(link.ns, link.owner, link.vm)
+        self.dev = link.name
+        self.cidr = cidr
+        self.noun = link.noun
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.dev, self.cidr)
+
+    def text(self, verb: str) -> str:
+        return f"address {'add' if verb == 'create' else 'del'} {self.cidr} dev {self.dev}"
+
+    def what(self, verb: str) -> str:
+        return f'address {self.noun} "{self.dev}"'
+
+
+class Sysctl(Obj):
+    """A sysctl (``path`` in the slash form, ``net/ipv6/conf/fr-a/disable_ipv6``), which a
+    per-device one shares the life of its device."""
+
+    __slots__ = ("path", "value", "words")
+    kind = "sysctl"
+
+    def __init__(
+        self, path: str, value: str, words: str, owner: str, vm: str | None, ns: str | None = None
+    ) -> None:
+        super().__init__(ns, owner, vm)
+        self.path = path
+        self.value = value
+        self.words = words
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.path)
+
+    @property
+    def attrs(self) -> tuple:
+        return (self.value,)
+
+    def text(self, verb: str = "set") -> str:
+        return f"{self.path}={self.value}"
+
+    def what(self, verb: str = "set") -> str:
+        return self.words

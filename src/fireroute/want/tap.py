@@ -1,0 +1,69 @@
+"""A NAT or bridge VM's tap on the host, and the per-device sysctls of a VM's host device:
+the one place that says what they are."""
+
+from __future__ import annotations
+
+from fireroute import owner
+from fireroute.model import Vm
+from fireroute.want.objects import Addr, Link, Obj, Sysctl
+
+MODES = ("nat", "bridge")
+"""the modes whose VM device on the host is its tap"""
+
+
+def alias(vm: Vm) -> str:
+    """The owner tag carried by each link we create for a VM (its ifalias)."""
+    return owner.alias(vm.owner, vm.name)
+
+
+def owner_ids(vm: Vm) -> tuple[int, int | None]:
+    """(uid, gid) of a VM's tap: root unless ``--owner`` names the jailed VMM's user, so no
+    other local user can attach to it through /dev/net/tun."""
+    o = vm.options.owner
+    return (0, None) if o is None else (o.uid, o.gid)
+
+
+def link(vm: Vm) -> Link:
+    """The tap: a bridge port for a bridge VM, else addressed (see ``tap``)."""
+    uid, gid = owner_ids(vm)
+    master = str(vm.options.bridge) if vm.mode == "bridge" else None
+    return Link(vm.tap, "tun", vm.tag, vm.name, alias(vm), uid=uid, gid=gid, master=master)
+
+
+def address(vm: Vm, tun: Link) -> Addr:
+    """A NAT tap's address: the guest's gateway in the VM's block."""
+    assert vm.net is not None
+    return Addr(tun, f"{vm.tap_ip}/{vm.net.prefixlen}")
+
+
+def ipv6_off(vm: Vm) -> Sysctl:
+    """No IPv6 on a NAT tap (or a CNI host veth): without it a guest could reach the host over
+    the device's link-local (or any host) IPv6 address, around the IPv4 isolation rules."""
+    return Sysctl(
+        f"net/ipv6/conf/{vm.tap}/disable_ipv6", "1", f'disable IPv6 on "{vm.tap}"', vm.tag, vm.name
+    )
+
+
+def localnet(vm: Vm) -> bool:
+    """Has the VM a port published on the host's 127.0.0.1?"""
+    return any(p.addr == "127.0.0.1" for p in vm.options.publish)
+
+
+def route_localnet(vm: Vm) -> Sysctl:
+    """A connection to a 127.0.0.1 port is forwarded out of this device: the kernel routes a
+    loopback source out of a device only with route_localnet on it (on this device alone; the
+    NAT table drops a guest's own packets to 127.0.0.0/8)."""
+    words = f'let "{vm.tap}" carry connections to 127.0.0.1'
+    return Sysctl(f"net/ipv4/conf/{vm.tap}/route_localnet", "1", words, vm.tag, vm.name)
+
+
+def tap(vm: Vm) -> list[Obj]:
+    """A NAT or bridge VM's tap and what goes with it, in creation order. NAT: the tap, its
+    address, IPv6 off (and route_localnet for a 127.0.0.1 port). Bridge: the tap as a port of
+    the bridge, nothing else."""
+    assert vm.mode in MODES
+    tun = link(vm)
+    if vm.mode == "bridge":
+        return [tun]
+    out: list[Obj] = [tun, address(vm, tun), ipv6_off(vm)]
+    return out + ([route_localnet(vm)] if localnet(vm) else [])
