@@ -99,7 +99,7 @@ def shared_problem(chains: dict[Key, list[str]], vms: list[Vm]) -> str | None:
         return None
     return (
         f'shared iptables rule is out of order: "{iptables.CONNTRACK}" comes after '
-        f'"{plain(chain[first])}" (replies to that guest are dropped)'
+        f'"{plain(chain[first])}"'
     )
 
 
@@ -130,8 +130,8 @@ def heal(
             present = _present(mine.get(key, []), want)
             if present == want:
                 continue
-            chain = sim.setdefault(key, [])
-            saved = [line for line in mine.get(key, []) if plain(line) in set(want)]
+            chain, wanted = sim.setdefault(key, []), set(want)
+            saved = [line for line in mine.get(key, []) if plain(line) in wanted]
             at = chain.index(saved[0]) if saved else None
             what = f"write iptables rules of the vm in {key[1]} again, in order"
             for line in saved:
