@@ -1,12 +1,13 @@
 """``check`` and ``restore`` with N VMs up, inside throwaway namespaces (nothing touches the
 machine's own network).
 
-    sudo .venv/bin/python bench/repair.py [--n 1000] [--runs 7] [--src DIR]
+    sudo .venv/bin/python bench/repair.py [--n 1000] [--runs 7] [--src DIR] [--backend iptables]
 
 Half the VMs have a policy, peers, metadata and a host port (so the policy sets, ``peers``,
 ``metadata`` and ``host_ports`` hold elements too). Prints the medians (wall and CPU time)
 of: ``check`` on a clean host, ``restore`` with nothing to do, and ``restore`` healing one
-deleted element (the table declared again with every element). ``--src`` runs another
+deleted element (the table declared again with every element; with ``--backend iptables``,
+one deleted rule: the VM's block written again). ``--src`` runs another
 checkout's ``src`` (a before/after comparison on one machine).
 """
 
@@ -32,6 +33,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--src", type=Path, default=SRC, help="the fireroute source to time")
+    ap.add_argument("--backend", choices=["nft", "iptables"], default="nft")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark creates network namespaces")
@@ -57,25 +59,49 @@ def main() -> int:
             return dt, cpu
 
         half = args.n // 2
-        fr("up", "--count", str(half), "--prefix", "p")
+        fr("up", "--count", str(half), "--prefix", "p", "--backend", args.backend)
         extra = ["--egress", "public", "--allow-out", "10.1.0.0/16", "--allow-peers"]
+        if args.backend == "iptables":  # (no policies nor peers there)
+            extra = []
         extra += ["--allow-metadata", "--allow-host-port", "53/udp"]
-        fr("up", "--count", str(args.n - half), "--prefix", "q", *extra)
+        fr("up", "--count", str(args.n - half), "--prefix", "q", "--backend", args.backend, *extra)
         check = [fr("check") for _ in range(args.runs)]
         idle = [fr("restore") for _ in range(args.runs)]
         heal = []
         for _ in range(args.runs):
-            subprocess.run(
-                ["ip", "netns", "exec", sb.host, "nft", "delete", "element", "ip",
-                 "firecracker", "taps", '{ "fr-p0" }'],
-                check=True,
-            )  # fmt: skip
+            if args.backend == "iptables":  # fr-p0's metadata DROP: its block is written again
+                subprocess.run(
+                    ["ip", "netns", "exec", sb.host, "iptables-nft", "-D",
+                     *_metadata_drop(sb.host, "fr-p0").split()[1:]],
+                    check=True,
+                )  # fmt: skip
+            else:
+                subprocess.run(
+                    ["ip", "netns", "exec", sb.host, "nft", "delete", "element", "ip",
+                     "firecracker", "taps", '{ "fr-p0" }'],
+                    check=True,
+                )  # fmt: skip
             heal.append(fr("restore"))
         fr("check")
     for what, runs in (("check", check), ("restore, nothing to do", idle), ("restore, heal", heal)):
         wall, cpu = [statistics.median(x) for x in zip(*runs, strict=True)]
         print(f"{what:24} wall {wall:.3f} s, CPU {cpu:.3f} s (medians of {len(runs)})")
     return 0
+
+
+def _metadata_drop(ns: str, tap: str) -> str:
+    """The saved line of a tap's metadata DROP (the comment's quotes left out)."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "iptables-nft-save", "-t", "filter"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return next(
+        line.replace('"', "")
+        for line in out.splitlines()
+        if line.startswith("-A FORWARD -d 169.254.169.254/32 ") and f" -i {tap} " in line
+    )
 
 
 if __name__ == "__main__":

@@ -217,8 +217,8 @@ def test_the_second_guard_holds_alone(net: Host):
 
 
 def test_iptables_restore_keeps_them_out(net: Host):
-    """restore appends a missing iptables rule at the chain's end: the drop it puts back comes
-    after the guest's ACCEPT, which excludes untrackable packets itself, so they still never
+    """restore writes the VM's block again in order: the drop it puts back comes before the
+    guest's ACCEPT (which excludes untrackable packets itself too), so they still never
     leave; the valid controls still do."""
     rec = json.loads(net.fireroute("up", "g", "--backend", "iptables", "--json").stdout)[0]
     tap = rec["host_dev"]
@@ -228,9 +228,10 @@ def test_iptables_restore_keeps_them_out(net: Host):
     net.run("sh", "-c", f"iptables-nft {drop.replace('-A', '-D', 1)}")
     assert net.fireroute("check", check=False).returncode == 1
     net.fireroute("restore")
+    assert net.fireroute("check").returncode == 0
     rules = net.iptables_rules()
     accept = next(i for i, r in enumerate(rules) if f"-i {tap} -o" in r and "ACCEPT" in r)
-    assert rules.index(drop) > accept  # (check does not see the order)
+    assert rules.index(drop) < accept  # where it was rendered
     got = exchange(net, net.ns, tap, mac_of(net.ns, tap), rec, KINDS, [PUBLIC])
     judged([], rec, got, {PUBLIC})
 

@@ -22,9 +22,9 @@ UNTRACKABLE = "-m conntrack --ctstate INVALID,UNTRACKED"
 """what conntrack could not track: no connection, so no masquerade; a guest's such packet
 would leave with its own address (plan/nft.py drops the same, first)"""
 TRACKED = "-m conntrack ! --ctstate INVALID,UNTRACKED"
-"""on a guest's ACCEPT too: ``restore`` appends a missing rule at the chain's end, so a DROP of
-:data:`UNTRACKABLE` it put back would come after the ACCEPT; the packet still meets it (or
-the tap's catch-all DROP) further down"""
+"""on a guest's ACCEPT too, so that each VM's block is whole by itself: the ACCEPT passes no
+untrackable packet whatever stands before it (``restore`` writes a block that lacks a rule
+or is out of order again whole, in this order: repair/order.py)"""
 
 
 def tag(vm: Vm) -> str:

@@ -11,7 +11,7 @@ forwarding) only when no other state file's objects use them.
 
 The package: ``read`` (Kernel: the objects read back from the kernel), ``problems`` (each
 object compared with what the state file's VMs need), ``extras`` (what no lease asks for),
-``verbs`` (check, gc, restore).
+``order`` (the order of the iptables backend's rules), ``verbs`` (check, gc, restore).
 """
 
 from fireroute.repair.problems import expected_elements

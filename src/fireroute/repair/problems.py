@@ -12,7 +12,7 @@ from fireroute.kernel import observe
 from fireroute.kernel.run import read_value
 from fireroute.model import Vm
 from fireroute.plan import bridge, cni, host, iptables, modes, nft
-from fireroute.repair import extras
+from fireroute.repair import extras, order
 from fireroute.repair.read import Kernel
 from fireroute.want import clone as wanted_clone
 from fireroute.want import tap as wanted_tap
@@ -280,10 +280,11 @@ def drift(k: Kernel, vm: Vm, expected: Expected = expected_elements) -> list[str
                     if val not in sets.get(name, {}):
                         problems.append(f"nft set bridge {vm.table}/{name} lacks {val}")
     if modes.nat_member(vm) and (vm.backend == "iptables" or vm.options.fix_forward_policy):
-        have = {line.replace('"', "") for _, line in k.rules}
         for rule in sorted(ipt_want(vm)):
-            if rule not in have:
+            if rule not in k.ipt_have:
                 problems.append(f"iptables rule missing: {rule}")
+        if vm.backend == "iptables":
+            problems += order.vm_problems(k.ipt_tagged, vm)
     return problems
 
 
@@ -314,13 +315,16 @@ def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
                 for s in extras.extra_sets(bridge.FAMILY, k.btables[table])
             ]
             out[f"nftables table bridge {table}"] = found
-    if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
-        have = {line.replace('"', "") for _, line in k.rules}
+    ipt = [v for v in vms if v.backend == "iptables" and modes.nat_member(v)]
+    if ipt:
         out["iptables"] = [
             f"shared iptables rule missing: {r}"
             for r in sorted(extras.shared_rules())
-            if r not in have
+            if r not in k.ipt_have
         ]
+        misplaced = order.shared_problem(k.ipt_chains, ipt)
+        if misplaced:
+            out["iptables"].append(misplaced)
     return out
 
 

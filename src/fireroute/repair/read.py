@@ -13,6 +13,7 @@ from fireroute.kernel.run import Runner, which
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, cni, host, iptables
 from fireroute.plan.steps import in_netns
+from fireroute.repair import order
 
 COUNTER = "counter packets "
 
@@ -91,12 +92,18 @@ class Kernel:
                 self.btables[table] = observe.nft_elements(table, runner, bridge.FAMILY) or {}
                 self.bchains[table] = _chains(runner, table, family=bridge.FAMILY) or {}
         self.rules: list[tuple[str, str]] = []
+        """the tagged iptables rules: (table, saved line)"""
+        self.ipt_chains: dict[tuple[str, str], list[str]] = {}
+        """every saved iptables line (foreign ones too) by (table, chain), in order"""
         if which("iptables-nft-save"):
-            self.rules = [
-                (t, line)
-                for t, line in observe.iptables_saved(runner)
-                if iptables.comment_tag(line)
-            ]
+            for t, line in observe.iptables_saved(runner):
+                self.ipt_chains.setdefault((t, order.chain_of(line)), []).append(line)
+                if iptables.comment_tag(line):
+                    self.rules.append((t, line))
+        self.ipt_have = {order.plain(line) for _, line in self.rules}
+        """the tagged rules as fireroute renders them"""
+        self.ipt_tagged = order.index(self.rules)
+        """the tagged rules by tag, then by (table, chain), in order"""
         self.routes: set[str] = set()
         if any(v.mode == "clone" or v.delegated for v in clones):
             res = runner(["ip", "-j", "route", "show"], None)

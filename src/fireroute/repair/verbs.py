@@ -12,7 +12,7 @@ from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
-from fireroute.repair import extras
+from fireroute.repair import extras, order
 from fireroute.repair.problems import (
     Expected,
     addrs_of,
@@ -278,26 +278,23 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         healed = {("ip", v.table) for v in members if v.backend == "nft"}
         healed |= {(bridge.FAMILY, v.table) for v in vms if v.mode == "bridge"}
         plan.add(*_elsewhere(found, healed))
-        ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
+        ipt = [v for v in members if v.backend == "iptables"]
         by_name = {v.name: v for v in vms}
+        removed = []
         for name, table, line in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
-            if name is not None or any(v.backend == "iptables" for v in ipt):
+            if name is not None or ipt:
+                removed.append((table, line))
                 plan.add(
                     Step(IPTABLES, "-D" + line[2:], "remove iptables rule no lease asks for",
                          table=table)
                 )  # fmt: skip
-        if ipt:
-            have = {line.replace('"', "") for _, line in k.rules}
-            steps = []
-            if any(v.backend == "iptables" for v in ipt):  # (shared rules: added if missing)
-                steps += iptables.vms_up(
-                    [v for v in ipt if v.backend == "iptables"], need_conntrack=True
-                )
-            steps += iptables.forward_policy_fix([v for v in ipt if v.options.fix_forward_policy])
-            for step in steps:
-                rule = "-A " + step.text.split(" ", 1)[1]
-                if rule not in have:
-                    plan.add(step)
+        if ipt:  # the shared rule and each VM's block, whole and in order where they stand
+            plan.add(*order.heal(k.ipt_chains, k.ipt_tagged, ipt, removed))
+        for step in iptables.forward_policy_fix(
+            [v for v in members if v.options.fix_forward_policy]
+        ):
+            if "-A " + step.text.split(" ", 1)[1] not in k.ipt_have:
+                plan.add(step)
         if not dry_run and plan:
             m.executor().apply_all(plan)
         return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)
