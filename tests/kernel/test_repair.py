@@ -189,8 +189,23 @@ def test_kill_during_up_then_gc_other_modes(host: Host, k: int, mode: str):
     if "v" not in report:  # fully absent: nothing of it left, and it can come up again
         links = host.links()
         assert "fr-v" not in links and "br0" not in links
-        assert not [n for n in os.listdir("/var/run/netns") if n.endswith("-v")]
+        assert not clone_namespaces(host, "v")
         host.fireroute("up", "v", *MODE_ARGS[mode])
         assert check(host)[0] == 0
+    assert bool(clone_namespaces(host, "v")) == (mode == "clone")  # the lookup finds it
     host.fireroute("teardown")
-    assert not [n for n in os.listdir("/var/run/netns") if n.endswith("-v")]
+    assert not clone_namespaces(host, "v")
+
+
+def clone_namespaces(host: Host, vm: str) -> list[str]:
+    """The clone namespaces of ``vm`` of this test's state file (others' runs may share
+    /var/run/netns)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{host.state}?mode=ro", uri=True)
+    try:
+        (instance,) = db.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
+    finally:
+        db.close()
+    name = f"fireroute-{instance}-{vm}"
+    return [n for n in os.listdir("/var/run/netns") if n == name]
