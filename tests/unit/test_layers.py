@@ -16,6 +16,7 @@ PURE = [
     "request.py",
     "render",
     "plan",
+    "want",
 ]
 FORBIDDEN = {
     "subprocess",
