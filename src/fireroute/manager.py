@@ -27,6 +27,8 @@ from fireroute.model import Options, Vm, check_vm_name
 from fireroute.plan import host, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.state.store import Store
+from fireroute.want.shared import BRIDGE, NAT, shared
+from fireroute.want.shared import Population as Shape
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -234,7 +236,6 @@ class Manager:
         if not fresh:
             return UpResult(existing, Plan(), False)
 
-        others = Population(store)
         devs = self._devices(store, fresh, options)
         self._check_unique(store, fresh, options)
         if progress:
@@ -249,6 +250,7 @@ class Manager:
             for n, net in zip(fresh, nets, strict=True)
         ]
         instance = store.instance()
+        others = shared(Shape(store.shapes()), instance)  # what the other VMs want
         for vm in vms:
             vm.owner = instance
             vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
@@ -276,12 +278,12 @@ class Manager:
         switch_on = forwarding != "1"
         if switch_on:
             plan.add(host.set_forwarding("1", forwarding))
-        if others.empty() and store.meta(FORWARD_BEFORE) is None:
+        if not others.forwarding and store.meta(FORWARD_BEFORE) is None:
             meta[FORWARD_BEFORE] = forwarding
         members = [v for v in vms if modes.nat_member(v)]
         nft_index, fresh_table, policy = -1, False, None
         if members and options.backend == "nft":
-            fresh_table = not others.nft_members(options.table)
+            fresh_table = (NAT, options.table) not in others.tables
             # A table of ours with no VM in it is read first (once per table, not per VM):
             # a foreign table of that name, or a name nft reads as a keyword, is refused
             # before anything changes. It is then created exclusively: should a table of that
@@ -314,7 +316,7 @@ class Manager:
         if bridged:
             from fireroute.plan import bridge
 
-            fresh_filter = not others.bridge_members(options.table) and not (
+            fresh_filter = (BRIDGE, options.table) not in others.tables and not (
                 observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
             )
             bridge_index = len(plan.steps)
@@ -345,7 +347,7 @@ class Manager:
                 if bridge_index >= 0:  # read again: the failed transaction made nothing
                     from fireroute.plan import bridge
 
-                    fresh_filter = not others.bridge_members(options.table) and not (
+                    fresh_filter = (BRIDGE, options.table) not in others.tables and not (
                         observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
                     )
                     plan.steps[bridge_index] = bridge.filter_up(
