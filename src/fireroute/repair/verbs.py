@@ -29,6 +29,7 @@ from fireroute.repair.problems import (
     tap_want,
 )
 from fireroute.repair.read import Kernel
+from fireroute.want import shared as shape
 
 
 class Report:
@@ -124,9 +125,9 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
             m.executor().apply_best_effort(plan)
             store.remove([v.name for v in half])
         active = {} if adopted else {v.name: v for v in store.all()}
+        needs = shape.shared(shape.Population.of(active.values()), instance)
         k = Kernel(m.runner)
         sweep = Plan()
-        bridges = {str(v.options.bridge) for v in active.values() if v.mode == "bridge"}
         unused_bridges, leftover = [], set()
         for name, link in k.links.items():
             tag = owner.parse(str(link.get("ifalias", "")))
@@ -134,7 +135,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                 continue  # not ours, or another state file's
             what = tag[1]
             if what.startswith(owner.BRIDGE):
-                if what[len(owner.BRIDGE) :] not in bridges:
+                if what[len(owner.BRIDGE) :] not in needs.bridges:
                     unused_bridges.append(name)
             elif what not in active or active[what].tap != name:
                 leftover.add(name)
@@ -182,13 +183,13 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                     sweep.add(
                         Step(IPTABLES, "-D" + line[2:], "remove shared iptables rule", table=table)
                     )
-        if not active:
+        if not needs.forwarding:
             sweep.add(*m.forwarding_back(store, instance, set(), own=not adopted))
             sweep.forget.append(FORWARD_RECORD)
         if not dry_run:
             m.executor().apply_best_effort(sweep)
             done(sweep)
-            if not active and not adopted:
+            if not needs.forwarding and not adopted:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
         plan.add(*sweep.steps)
         return plan
