@@ -204,6 +204,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
     store = m._store(create=False)
     with store.locked():
         vms = [v for v in store.all() if v.state == "active"]
+        instance = store.instance()
+        needs = shape.shared(shape.Population.of(vms), instance)
         k = Kernel(m.runner, vms)
         plan = Plan()
         clear: list[Step] = []  # what is left of a drifted clone: removed first, best effort
@@ -216,7 +218,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         if clear and not dry_run:
             m.executor().apply_best_effort(Plan(clear), count_faults=False)
         forwarding = read_sysctl(host.FORWARD_KEY)
-        if vms and forwarding != "1":
+        if needs.forwarding and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
             if not dry_run:  # (after a reboot: forwarding and /run both start afresh)
                 from fireroute.kernel import forwarding as record
@@ -224,12 +226,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 record.record(forwarding)
         members = [v for v in vms if modes.nat_member(v)]
         shared = shared_problems(k, vms)
-        instance = store.instance()
         # what our tables hold that no lease asks for goes, in the same transaction as the
         # heal (a verdict map entry of an old place would refuse the new one)
         expected = remembered()
         found = extras.all_strays(k.tables, k.btables, vms, instance, expected)
-        for table in sorted({v.table for v in members if v.backend == "nft"}):
+        for table in needs.tables_of(shape.NAT):
             in_table = [v for v in members if v.backend == "nft" and v.table == table]
             if table not in k.tables:
                 observe.check_table_owner(table, m.runner)
@@ -242,13 +243,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             )
             stray = extras.removal("ip", table, found)
             if broken or missing or stray:
-                bridges = {
-                    (str(v.options.bridge), v.uplink, v.owner)
-                    for v in in_table
-                    if modes.masquerading_bridge(v)
-                }
                 extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
-                fix = nft.heal(table, in_table, bridges)
+                fix = nft.heal(table, in_table, needs.egress_of(table))
                 # this state file's elements that no lease expects where they are (an older
                 # fireroute's layout: a tap's policy pair moved), and elements keyed on its
                 # VMs or nobody's, go first
@@ -259,7 +255,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                     )
                 fix.text += _drop_sets("ip", table, k.tables.get(table, {}))
                 plan.add(fix)
-        for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+        for table in needs.tables_of(shape.BRIDGE):
             in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
             if table not in k.btables:
                 observe.check_table_owner(table, m.runner, bridge.FAMILY)
@@ -276,9 +272,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 fix.text = stray + fix.text
                 fix.text += _drop_sets(bridge.FAMILY, table, k.btables.get(table, {}))
                 plan.add(fix)
-        healed = {("ip", v.table) for v in members if v.backend == "nft"}
-        healed |= {(bridge.FAMILY, v.table) for v in vms if v.mode == "bridge"}
-        plan.add(*_elsewhere(found, healed))
+        plan.add(*_elsewhere(found, set(needs.tables)))  # (those tables lost theirs above)
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         by_name = {v.name: v for v in vms}
         for name, table, line in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
