@@ -27,6 +27,7 @@ from fireroute.model import Options, Vm, check_vm_name
 from fireroute.plan import host, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.state.store import Store
+from fireroute.want.shared import BRIDGE, NAT, Population, shared
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,51 +56,6 @@ def done(plan: Plan) -> None:
 
 # plan.bridge, plan.clone and plan.iptables are imported where their mode or backend is met:
 # the per-VM command of a NAT VM on nftables never loads them
-
-
-class Population:
-    """The other VMs, as counts per shape (mode, backend, table, bridge, NAT member,
-    masquerading bridge, uplink): enough to decide "first VM of a table", "last on a bridge",
-    "last VM at all" in O(shapes), so the per-VM cost stays flat however many VMs are up."""
-
-    def __init__(self, store: Store, minus: list[Vm] = ()) -> None:  # type: ignore[assignment]
-        self.counts: dict[tuple[str, str, str, str | None, bool, bool, str], int] = {}
-        for mode, backend, table, br, masq, dhcp, uplink, n in store.shapes():
-            member = mode != "bridge" or not dhcp
-            masq_br = mode == "bridge" and bool(masq) and not dhcp
-            key = (str(mode), str(backend), str(table), br, member, masq_br, str(uplink))  # type: ignore[misc]
-            self.counts[key] = self.counts.get(key, 0) + int(n)  # type: ignore[call-overload]
-        for vm in minus:
-            key = (
-                vm.mode,
-                vm.backend,
-                vm.table,
-                vm.options.bridge if vm.mode == "bridge" else None,
-                modes.nat_member(vm),
-                modes.masquerading_bridge(vm),
-                vm.uplink,
-            )
-            self.counts[key] = self.counts.get(key, 0) - 1
-        self.counts = {k: n for k, n in self.counts.items() if n > 0}
-
-    def empty(self) -> bool:
-        return not self.counts
-
-    def nft_members(self, table: str) -> bool:
-        return any(k[1] == "nft" and k[2] == table and k[4] for k in self.counts)
-
-    def ipt_members(self) -> bool:
-        return any(k[1] == "iptables" and k[4] for k in self.counts)
-
-    def bridge_members(self, table: str) -> bool:
-        """Bridge VMs with anti-spoofing entries in the ``bridge`` table of that name?"""
-        return any(k[0] == "bridge" and k[2] == table for k in self.counts)
-
-    def bridges(self) -> set[str]:
-        return {str(k[3]) for k in self.counts if k[0] == "bridge"}
-
-    def masq_bridges(self, table: str) -> set[tuple[str, str]]:
-        return {(str(k[3]), k[6]) for k in self.counts if k[5] and k[2] == table}
 
 
 class UpResult:
@@ -234,7 +190,6 @@ class Manager:
         if not fresh:
             return UpResult(existing, Plan(), False)
 
-        others = Population(store)
         devs = self._devices(store, fresh, options)
         self._check_unique(store, fresh, options)
         if progress:
@@ -249,6 +204,7 @@ class Manager:
             for n, net in zip(fresh, nets, strict=True)
         ]
         instance = store.instance()
+        others = shared(Population(store.shapes()), instance)  # what the other VMs want
         for vm in vms:
             vm.owner = instance
             vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
@@ -276,12 +232,12 @@ class Manager:
         switch_on = forwarding != "1"
         if switch_on:
             plan.add(host.set_forwarding("1", forwarding))
-        if others.empty() and store.meta(FORWARD_BEFORE) is None:
+        if not others.forwarding and store.meta(FORWARD_BEFORE) is None:
             meta[FORWARD_BEFORE] = forwarding
         members = [v for v in vms if modes.nat_member(v)]
         nft_index, fresh_table, policy = -1, False, None
         if members and options.backend == "nft":
-            fresh_table = not others.nft_members(options.table)
+            fresh_table = (NAT, options.table) not in others.tables
             # A table of ours with no VM in it is read first (once per table, not per VM):
             # a foreign table of that name, or a name nft reads as a keyword, is refused
             # before anything changes. It is then created exclusively: should a table of that
@@ -314,7 +270,7 @@ class Manager:
         if bridged:
             from fireroute.plan import bridge
 
-            fresh_filter = not others.bridge_members(options.table) and not (
+            fresh_filter = (BRIDGE, options.table) not in others.tables and not (
                 observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
             )
             bridge_index = len(plan.steps)
@@ -345,7 +301,7 @@ class Manager:
                 if bridge_index >= 0:  # read again: the failed transaction made nothing
                     from fireroute.plan import bridge
 
-                    fresh_filter = not others.bridge_members(options.table) and not (
+                    fresh_filter = (BRIDGE, options.table) not in others.tables and not (
                         observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
                     )
                     plan.steps[bridge_index] = bridge.filter_up(
@@ -750,11 +706,13 @@ class Manager:
         if not vms:
             return plan
         instance = store.instance()
-        remaining = Population(store, minus=vms)
-        used = remaining.bridges()
+        # what the VMs that stay want, against what those going wanted: the shared objects
+        # only these wanted go, unless something not of this state file's still uses them
+        remaining = shared(Population(store.shapes(), minus=vms), instance)
+        going = shared(Population.of(vms), instance)
         drop = set()
         leaving = {v.tap for v in vms}
-        for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"} - used:
+        for br in going.bridges - remaining.bridges:
             from fireroute.plan import bridge
 
             if observe.link_alias(br, self.runner) == bridge.bridge_alias(instance, br) and not (
@@ -764,25 +722,20 @@ class Manager:
         plan.add(*modes.links_down(vms, drop))
         members = [v for v in vms if modes.nat_member(v)]
         nft_vms = [v for v in members if v.backend == "nft"]
-        for table in sorted({v.table for v in nft_vms}):
+        for table in going.tables_of(NAT):
             in_table = [v for v in nft_vms if v.table == table]
-            last = not remaining.nft_members(table)
+            last = (NAT, table) not in remaining.tables
             if last and observe.check_table_owner(table, self.runner) is False:
                 continue
             if last and observe.foreign_elements(table, instance, self.runner):
                 last = False  # another state file's VMs are in it: only ours go
-            masq_left = remaining.masq_bridges(table)
-            drop_egress = {
-                (str(v.options.bridge), v.uplink, instance)
-                for v in in_table
-                if modes.masquerading_bridge(v)
-            } - {(b, u, instance) for b, u in masq_left}
+            drop_egress = going.egress_of(table) - remaining.egress_of(table)
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
-        for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+        for table in going.tables_of(BRIDGE):
             from fireroute.plan import bridge
 
             in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
-            last = not remaining.bridge_members(table)
+            last = (BRIDGE, table) not in remaining.tables
             if last and observe.check_table_owner(table, self.runner, bridge.FAMILY) is False:
                 continue
             if last and observe.foreign_elements(table, instance, self.runner, bridge.FAMILY):
@@ -799,7 +752,7 @@ class Manager:
             others = any(  # another VM's rules (of any state file) still need the shared rule
                 t and t != owner.SHARED and t[len(owner.PREFIX) :] not in tags for t in found
             )
-            last = not remaining.ipt_members() and not others
+            last = not remaining.conntrack and not others
             steps = iptables.rules_down(present, tags, last)
             plan.add(*steps)
             made = store.meta(iptables.IPT_MADE) if last else None
@@ -812,7 +765,7 @@ class Manager:
                 if script:
                     plan.add(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
                 plan.forget.append(iptables.IPT_MADE)
-        if remaining.empty():
+        if not remaining.forwarding:
             plan.add(*self.forwarding_back(store, instance, leaving))
             plan.forget.append(FORWARD_RECORD)
         return plan

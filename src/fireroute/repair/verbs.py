@@ -29,6 +29,7 @@ from fireroute.repair.problems import (
     tap_want,
 )
 from fireroute.repair.read import Kernel
+from fireroute.want import shared as shape
 
 
 class Report:
@@ -124,9 +125,9 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
             m.executor().apply_best_effort(plan)
             store.remove([v.name for v in half])
         active = {} if adopted else {v.name: v for v in store.all()}
+        needs = shape.shared(shape.Population.of(active.values()), instance)
         k = Kernel(m.runner)
         sweep = Plan()
-        bridges = {str(v.options.bridge) for v in active.values() if v.mode == "bridge"}
         unused_bridges, leftover = [], set()
         for name, link in k.links.items():
             tag = owner.parse(str(link.get("ifalias", "")))
@@ -134,7 +135,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                 continue  # not ours, or another state file's
             what = tag[1]
             if what.startswith(owner.BRIDGE):
-                if what[len(owner.BRIDGE) :] not in bridges:
+                if what[len(owner.BRIDGE) :] not in needs.bridges:
                     unused_bridges.append(name)
             elif what not in active or active[what].tap != name:
                 leftover.add(name)
@@ -182,13 +183,13 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                     sweep.add(
                         Step(IPTABLES, "-D" + line[2:], "remove shared iptables rule", table=table)
                     )
-        if not active:
+        if not needs.forwarding:
             sweep.add(*m.forwarding_back(store, instance, set(), own=not adopted))
             sweep.forget.append(FORWARD_RECORD)
         if not dry_run:
             m.executor().apply_best_effort(sweep)
             done(sweep)
-            if not active and not adopted:
+            if not needs.forwarding and not adopted:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
         plan.add(*sweep.steps)
         return plan
@@ -203,6 +204,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
     store = m._store(create=False)
     with store.locked():
         vms = [v for v in store.all() if v.state == "active"]
+        instance = store.instance()
+        needs = shape.shared(shape.Population.of(vms), instance)
         k = Kernel(m.runner, vms)
         plan = Plan()
         clear: list[Step] = []  # what is left of a drifted clone: removed first, best effort
@@ -215,7 +218,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         if clear and not dry_run:
             m.executor().apply_best_effort(Plan(clear), count_faults=False)
         forwarding = read_sysctl(host.FORWARD_KEY)
-        if vms and forwarding != "1":
+        if needs.forwarding and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
             if not dry_run:  # (after a reboot: forwarding and /run both start afresh)
                 from fireroute.kernel import forwarding as record
@@ -223,12 +226,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 record.record(forwarding)
         members = [v for v in vms if modes.nat_member(v)]
         shared = shared_problems(k, vms)
-        instance = store.instance()
         # what our tables hold that no lease asks for goes, in the same transaction as the
         # heal (a verdict map entry of an old place would refuse the new one)
         expected = remembered()
         found = extras.all_strays(k.tables, k.btables, vms, instance, expected)
-        for table in sorted({v.table for v in members if v.backend == "nft"}):
+        for table in needs.tables_of(shape.NAT):
             in_table = [v for v in members if v.backend == "nft" and v.table == table]
             if table not in k.tables:
                 observe.check_table_owner(table, m.runner)
@@ -241,13 +243,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             )
             stray = extras.removal("ip", table, found)
             if broken or missing or stray:
-                bridges = {
-                    (str(v.options.bridge), v.uplink, v.owner)
-                    for v in in_table
-                    if modes.masquerading_bridge(v)
-                }
                 extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
-                fix = nft.heal(table, in_table, bridges)
+                fix = nft.heal(table, in_table, needs.egress_of(table))
                 # this state file's elements that no lease expects where they are (an older
                 # fireroute's layout: a tap's policy pair moved), and elements keyed on its
                 # VMs or nobody's, go first
@@ -258,7 +255,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                     )
                 fix.text += _drop_sets("ip", table, k.tables.get(table, {}))
                 plan.add(fix)
-        for table in sorted({v.table for v in vms if v.mode == "bridge"}):
+        for table in needs.tables_of(shape.BRIDGE):
             in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
             if table not in k.btables:
                 observe.check_table_owner(table, m.runner, bridge.FAMILY)
@@ -275,9 +272,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 fix.text = stray + fix.text
                 fix.text += _drop_sets(bridge.FAMILY, table, k.btables.get(table, {}))
                 plan.add(fix)
-        healed = {("ip", v.table) for v in members if v.backend == "nft"}
-        healed |= {(bridge.FAMILY, v.table) for v in vms if v.mode == "bridge"}
-        plan.add(*_elsewhere(found, healed))
+        plan.add(*_elsewhere(found, set(needs.tables)))  # (those tables lost theirs above)
         ipt = [v for v in members if v.backend == "iptables"]
         by_name = {v.name: v for v in vms}
         removed = []
