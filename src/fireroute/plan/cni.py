@@ -14,21 +14,12 @@ addresses, routes and a sysctl.
 
 from __future__ import annotations
 
-from fireroute.addressing import cni_link_mac
 from fireroute.errors import ConflictError
 from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
-from fireroute.plan.host import DOOMED_GROUP, LINK_GROUP, owner_alias, owner_args
-from fireroute.plan.steps import CALLER, IP, TC, Step
-
-MATCH_ALL = "protocol all u32 match u32 0 0"
-"""a u32 filter matching every frame (cls_u32 is in every kernel that has tc at all; matchall
-is not always built)"""
-
-
-def mac(vm: Vm, link: str) -> str:
-    """The MAC ``link`` (host, veth, tap) of ``vm`` is made with."""
-    assert vm.guest_ip is not None
-    return cni_link_mac(link, vm.guest_ip)
+from fireroute.plan.host import DOOMED_GROUP
+from fireroute.plan.ops import create_steps, delete_step
+from fireroute.plan.steps import IP, TC, Step
+from fireroute.want import cni as want
 
 
 def check_namespace(name: str, options: Options, others: list[Vm]) -> None:
@@ -52,100 +43,33 @@ def check_namespace(name: str, options: Options, others: list[Vm]) -> None:
 
 def redirects(vm: Vm) -> list[tuple[str, str]]:
     """(from, to): the two redirects joining the veth and the tap in the VM's namespace."""
-    veth, tap = str(vm.options.ifname), vm.vm_tap
-    return [(veth, tap), (tap, veth)]
+    return [(r.src, r.dst) for r in want.redirects(vm)]
 
 
 def up(vm: Vm) -> list[Step]:
-    ns, host_veth, veth, tap = vm.netns, vm.tap, str(vm.options.ifname), vm.vm_tap
-    assert ns is not None and vm.net is not None
-    mtu = f" mtu {vm.options.mtu}" if vm.options.mtu else ""
-    alias = owner_alias(vm)
+    """In the namespace: both links made, then brought up, then the redirects; on the host:
+    the veth's end addressed and brought up, then the route to a delegated guest."""
+    ns = vm.netns
+    assert ns is not None
+    objs = want.cni(vm)
+    veth, tun = want.veth(vm), want.tun(vm)
     where = f'in "{ns}"'
-    del_veth = Step(IP, f"link del dev {host_veth}", f'delete veth "{host_veth}"', vm.name)
-    del_tap = Step(IP, f"link del dev {tap}", f'delete tap "{tap}" {where}', vm.name, netns=ns)
+
+    def ip(link, what: str, verb: str = "set", undo: tuple[Step, ...] = ()) -> Step:
+        return Step(IP, link.text(verb), what, vm.name, undo, netns=ns)
+
+    del_tap = ip(tun, f'delete tap "{tun.name}" {where}', "delete")
     steps = [
-        Step(
-            IP,
-            f"link add {veth} address {mac(vm, 'veth')} type veth peer name {host_veth} "
-            f"address {mac(vm, 'host')} netns {CALLER}",
-            f'create veth "{veth}" {where}',
-            vm.name,
-            undo=(del_veth,),
-            netns=ns,
+        ip(
+            veth, f'create veth "{veth.name}" {where}', "create", (delete_step(want.host_veth(vm)),)
         ),
-        Step(
-            IP,
-            f"tuntap add dev {tap} mode tap{owner_args(vm)}",
-            f'create tap "{tap}" {where}',
-            vm.name,
-            undo=(del_tap,),
-            netns=ns,
-        ),
-        Step(
-            IP,
-            f"link set dev {veth}{mtu} alias {alias} up",
-            f'bring up "{veth}"',
-            vm.name,
-            netns=ns,
-        ),
-        Step(
-            IP,
-            f"link set dev {tap}{mtu} address {mac(vm, 'tap')} alias {alias} up",
-            f'bring up "{tap}"',
-            vm.name,
-            netns=ns,
-        ),
+        ip(tun, f'create tap "{tun.name}" {where}', "create", (del_tap,)),
+        ip(veth, f'bring up "{veth.name}"'),
+        ip(tun, f'bring up "{tun.name}"'),
     ]
-    for src, dst in redirects(vm):
-        steps += [
-            Step(
-                TC,
-                f"qdisc add dev {src} ingress",
-                f'redirect "{src}" to "{dst}"',
-                vm.name,
-                netns=ns,
-            ),
-            Step(
-                TC,
-                f"filter add dev {src} parent ffff: {MATCH_ALL} action mirred egress redirect "
-                f"dev {dst}",
-                f'redirect "{src}" to "{dst}"',
-                vm.name,
-                netns=ns,
-            ),
-        ]
-    steps += [
-        Step(
-            IP,
-            f"address add {host_address(vm)} dev {host_veth}",
-            f'address veth "{host_veth}"',
-            vm.name,
-        ),
-        Step(
-            IP,
-            f"link set dev {host_veth}{mtu} group {LINK_GROUP} alias {alias} up",
-            f'bring up veth "{host_veth}"',
-            vm.name,
-        ),
-    ]
-    if vm.delegated:
-        steps.append(
-            Step(IP, host_route(vm), f'route guest {vm.guest_ip} to "{host_veth}"', vm.name)
-        )
-    return steps
-
-
-def host_address(vm: Vm) -> str:
-    """The host veth's address: the block's first (the guest's gateway), or, for an address
-    from IPAM, the gateway alone (a /32: many attachments share one gateway and subnet, each
-    on its own veth, and the host reaches each guest by its /32 route)."""
-    assert vm.net is not None
-    return f"{vm.tap_ip}/32" if vm.delegated else f"{vm.tap_ip}/{vm.net.prefixlen}"
-
-
-def host_route(vm: Vm) -> str:
-    return f"route add {vm.guest_ip}/32 dev {vm.tap}"
+    for r in want.redirects(vm):
+        steps += [Step(TC, line, r.what(), vm.name, netns=ns) for line in r.lines()]
+    return steps + create_steps([o for o in objs if o.ns is None and o.kind != "sysctl"])
 
 
 def down(vm: Vm) -> list[Step]:
@@ -154,11 +78,11 @@ def down(vm: Vm) -> list[Step]:
     Then the host end by name, should it be left (the namespace end renamed or moved away).
     A namespace the runtime already removed took everything with it: "no such file" and
     "cannot find device" count as done."""
-    ns, veth, tap = vm.netns, str(vm.options.ifname), vm.vm_tap
+    ns, veth, tap = vm.netns, want.veth(vm).name, want.tun(vm).name
     mark = f"group {DOOMED_GROUP}"
     return [
         Step(IP, f"link set dev {tap} {mark}", f'delete tap "{tap}"', vm.name, netns=ns),
         Step(IP, f"link set dev {veth} {mark}", f'delete veth "{veth}"', vm.name, netns=ns),
         Step(IP, f"link del {mark}", f'delete the links in "{ns}"', vm.name, netns=ns),
-        Step(IP, f"link del dev {vm.tap}", f'delete veth "{vm.tap}"', vm.name),
+        delete_step(want.host_veth(vm)),
     ]

@@ -8,6 +8,8 @@ runs.
 
 from __future__ import annotations
 
+from fireroute.want.objects import CALLER  # noqa: F401 (the executor finds it here)
+
 IP, NFT, IPTABLES, SYSCTL, TC = "ip", "nft", "iptables", "sysctl", "tc"
 CONNTRACK = "conntrack"
 """``text``: one conntrack command's arguments (``-D -p udp --orig-port-dst 5353``); finding
@@ -17,9 +19,6 @@ BATCHED = (IP, TC)
 """tools whose lines run as one ``-batch -`` process (its errors name the failing line)"""
 MAX_WAVE = 16
 """processes started at once, at most (many attachments' namespaces in one down)"""
-CALLER = "$$"
-"""in an ``ip`` line run inside another namespace, ``netns $$`` names the caller's own
-namespace (the shell's, when a person types it; the executor's process, when it runs)"""
 
 
 class Step:

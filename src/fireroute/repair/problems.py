@@ -11,10 +11,11 @@ from fireroute import owner
 from fireroute.kernel import observe
 from fireroute.kernel.run import read_value
 from fireroute.model import Vm
-from fireroute.plan import bridge, cni, host, iptables, modes, nft
+from fireroute.plan import bridge, host, iptables, modes, nft
 from fireroute.repair import extras, order
 from fireroute.repair.read import Kernel
 from fireroute.want import clone as wanted_clone
+from fireroute.want import cni as wanted_cni
 from fireroute.want import tap as wanted_tap
 from fireroute.want.netns import Route
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Sysctl
@@ -32,29 +33,34 @@ def cni_problems(k: Kernel, vm: Vm) -> list[str]:
             '"fireroute gc" removes this attachment)'
         ]
     where = f'in "{vm.netns}"'
-    veth, alias = str(vm.options.ifname), host.owner_alias(vm)
+    veth, tun = wanted_cni.veth(vm), wanted_cni.tun(vm)
+    have = {link.name: att.links.get(link.name) for link in (veth, tun)}
     problems = link_problems(
-        att.links.get(veth),
-        veth,
+        have[veth.name],
+        veth.name,
         f"veth {where}:",
-        {"kind": "veth", "alias": alias, "mac": cni.mac(vm, "veth")},
+        {"kind": veth.link_kind, "alias": veth.alias, "mac": veth.mac},
     )
-    tap = {**tap_want(vm), "kind": "tun", "alias": alias, "mac": cni.mac(vm, "tap")}
-    tap.pop("address", None)
-    problems += link_problems(att.links.get(vm.vm_tap), vm.vm_tap, f"tap {where}:", tap)
-    for src, dst in cni.redirects(vm):
-        if src not in att.links:
+    tap = {**tap_want(vm), "kind": tun.link_kind, "alias": tun.alias, "mac": tun.mac}
+    problems += link_problems(have[tun.name], tun.name, f"tap {where}:", tap)
+    for r in wanted_cni.redirects(vm):
+        if r.src not in att.links:
             continue
-        got = att.redirects(src)
-        if dst not in got:
-            problems.append(f'"{src}" {where} does not redirect to "{dst}"')
-        for other in sorted(set(got) - {dst}):
-            problems.append(f'"{src}" {where} has a foreign redirect to "{other}"')
-    if vm.options.mtu:
-        for dev, link in ((veth, att.links.get(veth)), (vm.vm_tap, att.links.get(vm.vm_tap))):
-            if link is not None and link.get("mtu") != vm.options.mtu:
-                problems.append(f'"{dev}" {where} has mtu {link.get("mtu")}, not {vm.options.mtu}')
+        got = att.redirects(r.src)
+        if r.dst not in got:
+            problems.append(f'"{r.src}" {where} does not redirect to "{r.dst}"')
+        for other in sorted(set(got) - {r.dst}):
+            problems.append(f'"{r.src}" {where} has a foreign redirect to "{other}"')
+    for link in (veth, tun):
+        problems += mtu_problems(have[link.name], link, f'"{link.name}" {where}')
     return problems
+
+
+def mtu_problems(have: dict | None, link: Link, who: str) -> list[str]:
+    """A link whose MTU fireroute fixes (a CNI attachment's), found with another."""
+    if link.mtu and have is not None and have.get("mtu") != link.mtu:
+        return [f"{who} has mtu {have.get('mtu')}, not {link.mtu}"]
+    return []
 
 
 def addrs_of(link: dict) -> set[str]:
@@ -410,26 +416,22 @@ def _orphan_elements(
 
 
 def veth_problems(k: Kernel, vm: Vm) -> list[str]:
-    """The host end of a clone's or a CNI attachment's veth link."""
+    """The host end of a clone's or a CNI attachment's veth link (and a CNI attachment's
+    route to a delegated guest)."""
     if vm.mode == "clone":
         veth = wanted_clone.host_veth(vm)
         address = wanted_clone.host_address(vm, veth).cidr
         want = {"kind": veth.link_kind, "address": address, "alias": veth.alias}
-    else:
-        want = {"kind": "veth", "address": cni.host_address(vm), "alias": host.owner_alias(vm)}
-        want["mac"] = cni.mac(vm, "host")
-    problems = link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
-    if vm.delegated and f"{vm.guest_ip} via None dev {vm.tap}" not in k.routes:
-        problems.append(f"host route {vm.guest_ip}/32 dev {vm.tap} is missing")
-    link = k.links.get(vm.tap)
-    if (
-        vm.mode == "cni"
-        and vm.options.mtu
-        and link is not None
-        and link.get("mtu") != vm.options.mtu
-    ):
-        problems.append(f'veth "{vm.tap}" has mtu {link.get("mtu")}, not {vm.options.mtu}')
-    return problems
+        return link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
+    veth = wanted_cni.host_veth(vm)
+    address = wanted_cni.host_address(vm, veth).cidr
+    want = {"kind": veth.link_kind, "address": address, "alias": veth.alias, "mac": veth.mac}
+    have = k.links.get(veth.name)
+    problems = link_problems(have, veth.name, "veth", want)
+    route = wanted_cni.host_route(vm)
+    if route is not None and route.shown() not in k.routes:
+        problems.append(f"host route {route.dst} dev {route.dev} is missing")
+    return problems + mtu_problems(have, veth, f'veth "{veth.name}"')
 
 
 def drift_links(k: Kernel, vm: Vm) -> bool:

@@ -108,8 +108,10 @@ class Kernel:
         if any(v.mode == "clone" or v.delegated for v in clones):
             res = runner(["ip", "-j", "route", "show"], None)
             if res.rc == 0:
-                self.routes = {
-                    f"{r.get('dst')} via {r.get('gateway')} dev {r.get('dev')}"
+                self.routes = {  # as ``Route.shown`` writes them
+                    f"{r.get('dst')}"
+                    + (f" via {r['gateway']}" if r.get("gateway") else "")
+                    + f" dev {r.get('dev')}"
                     for r in json.loads(res.out or "[]")
                     if isinstance(r, dict)
                 }

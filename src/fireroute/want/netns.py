@@ -1,5 +1,6 @@
-"""A namespace fireroute makes, and routes (in it, or on the host towards it): kinds only
-modes with a namespace need, kept apart so a NAT VM's command does without them."""
+"""A namespace fireroute makes, routes (in it, or on the host towards it), and the tc redirects
+joining two links in one: kinds only modes with a namespace need, kept apart so a NAT VM's
+command does without them."""
 
 from __future__ import annotations
 
@@ -27,8 +28,14 @@ class Netns(Obj):
         return f'{verb} namespace "{self.name}"'
 
 
+MATCH_ALL = "protocol all u32 match u32 0 0"
+"""a u32 filter matching every frame (cls_u32 is in every kernel that has tc at all; matchall
+is not always built)"""
+
+
 class Route(Obj):
-    """An IPv4 route: ``dst`` (``default`` or a CIDR) via ``via`` (out of ``dev``, if given)."""
+    """An IPv4 route: ``dst`` (``default`` or a CIDR) via ``via`` (if given: else ``dev`` is
+    the link it is on) out of ``dev`` (if given)."""
 
     __slots__ = ("dst", "via", "dev", "words")
     kind = "route"
@@ -36,7 +43,7 @@ class Route(Obj):
     def __init__(
         self,
         dst: str,
-        via: str,
+        via: str | None,
         dev: str | None,
         words: str,
         owner: str,
@@ -58,12 +65,53 @@ class Route(Obj):
         return (self.via, self.dev)
 
     def text(self, verb: str = "create") -> str:
-        dev = f" dev {self.dev}" if self.dev else ""
-        return f"route {'add' if verb == 'create' else 'del'} {self.dst} via {self.via}{dev}"
+        return f"route {'add' if verb == 'create' else 'del'} {self.dst}{self._rest()}"
+
+    def _rest(self) -> str:
+        via = f" via {self.via}" if self.via else ""
+        return via + (f" dev {self.dev}" if self.dev else "")
 
     def what(self, verb: str = "create") -> str:
         return self.words
 
     def shown(self) -> str:
-        """``DST via GATEWAY dev DEV`` as ``ip -j route`` reports it (a /32 as the address)."""
-        return f"{self.dst.removesuffix('/32')} via {self.via} dev {self.dev}"
+        """``DST[ via GATEWAY] dev DEV`` as ``ip -j route`` reports it (a /32 as the address):
+        the form repair's reader keeps a route in."""
+        return self.dst.removesuffix("/32") + self._rest()
+
+
+class TcRedirect(Obj):
+    """Every frame arriving on ``src`` leaves on ``dst``: an ingress qdisc on ``src`` and a
+    match-all filter with a mirred redirect (two ``tc`` lines)."""
+
+    __slots__ = ("src", "dst")
+    kind = "tc redirect"
+
+    def __init__(self, src: str, dst: str, owner: str, vm: str | None, ns: str | None) -> None:
+        super().__init__(ns, owner, vm)
+        self.src = src
+        self.dst = dst
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.src)
+
+    @property
+    def attrs(self) -> tuple:
+        return (self.dst,)
+
+    def lines(self, verb: str = "create") -> list[str]:
+        """``create``: the qdisc, then the filter; ``delete``: the qdisc (the filter goes too)."""
+        if verb != "create":
+            return [f"qdisc del dev {self.src} ingress"]
+        return [
+            f"qdisc add dev {self.src} ingress",
+            f"filter add dev {self.src} parent ffff: {MATCH_ALL} action mirred egress redirect "
+            f"dev {self.dst}",
+        ]
+
+    def text(self, verb: str = "create") -> str:
+        return "\n".join(self.lines(verb))
+
+    def what(self, verb: str = "create") -> str:
+        return f'redirect "{self.src}" to "{self.dst}"'

@@ -14,6 +14,9 @@ LINK_GROUP = 4151
 DOOMED_GROUP = 4152
 """Links about to be deleted together are moved here first (only ever by fireroute)."""
 FORWARD_KEY = "net.ipv4.ip_forward"
+CALLER = "$$"
+"""in an ``ip`` line run inside another namespace, ``netns $$`` names the caller's own
+namespace (the shell's, when a person types it; the executor's process, when it runs)"""
 
 
 class Obj:
@@ -65,11 +68,13 @@ def user_args(uid: int, gid: int | None) -> str:
 class Link(Obj):
     """A link fireroute makes or sets: ``link_kind`` tun (a tap, owned by ``uid``/``gid``),
     veth (made with its ``peer``, (namespace, name)) or loopback; ``master`` the bridge it is
-    a port of; ``alias`` its owner tag as the kernel holds it (ifalias). ``made`` is False for
-    a link that exists without an add line of its own (lo, the far end of a veth)."""
+    a port of; ``alias`` its owner tag as the kernel holds it (ifalias); ``mac`` and ``mtu``
+    when fireroute fixes them (a CNI attachment's links), ``peer_mac`` the MAC a veth's far end
+    is made with. ``made`` is False for a link that exists without an add line of its own
+    (lo, the far end of a veth)."""
 
     __slots__ = ("name", "link_kind", "uid", "gid", "master", "alias", "group", "up", "peer")
-    __slots__ += ("made",)
+    __slots__ += ("made", "mac", "mtu", "peer_mac")
     kind = "link"
 
     def __init__(
@@ -87,6 +92,9 @@ class Link(Obj):
         up: bool = True,
         peer: tuple[str | None, str] | None = None,
         made: bool = True,
+        mac: str | None = None,
+        mtu: int | None = None,
+        peer_mac: str | None = None,
     ) -> None:
         super().__init__(ns, owner, vm)
         self.name = name
@@ -99,6 +107,9 @@ class Link(Obj):
         self.up = up
         self.peer = peer
         self.made = made
+        self.mac = mac
+        self.mtu = mtu
+        self.peer_mac = peer_mac
 
     @property
     def key(self) -> tuple:
@@ -115,6 +126,8 @@ class Link(Obj):
             self.group,
             self.alias,
             self.up,
+            self.mac,
+            self.mtu,
         )
 
     @property
@@ -122,11 +135,15 @@ class Link(Obj):
         return "tap" if self.link_kind == "tun" else self.link_kind
 
     def text(self, verb: str) -> str:
-        """``create``: the add line; ``set``: master, group, alias, up; ``delete``."""
+        """``create``: the add line (a veth's with both ends' MACs, if fixed); ``set``: master,
+        MTU, a tap's MAC, group, alias, up; ``delete``."""
         if verb == "create" and self.link_kind == "veth":
             assert self.peer is not None
-            at = f" netns {self.peer[0]}" if self.peer[0] else ""
-            return f"link add {self.name} type veth peer name {self.peer[1]}{at}"
+            at = self.peer[0] or (CALLER if self.ns else None)  # made in a namespace: $$ is root
+            return (
+                f"link add {self.name}{_mac(self.mac)} type veth peer name {self.peer[1]}"
+                f"{_mac(self.peer_mac)}" + (f" netns {at}" if at else "")
+            )
         if verb == "create" and self.link_kind == "bridge":
             return f"link add name {self.name} type bridge"
         if verb == "create":
@@ -135,6 +152,8 @@ class Link(Obj):
         if verb == "delete":
             return f"link del dev {self.name}"
         master = f" master {self.master}" if self.master else ""
+        master += f" mtu {self.mtu}" if self.mtu else ""
+        master += _mac(self.mac) if self.link_kind == "tun" else ""  # (a veth's: when made)
         group = f" group {self.group}" if self.group is not None else ""
         alias = f" alias {self.alias}" if self.alias else ""
         return f"link set dev {self.name}{master}{group}{alias}" + (" up" if self.up else "")
@@ -145,6 +164,10 @@ class Link(Obj):
             return f'attach {self.noun} "{self.name}" to "{self.master}"'
         word = {"create": "create", "delete": "delete"}.get(verb, "bring up")
         return f'{word} {self.noun} "{self.name}"'
+
+
+def _mac(mac: str | None) -> str:
+    return f" address {mac}" if mac else ""
 
 
 class Addr(Obj):

@@ -1,0 +1,93 @@
+"""A CNI attachment's objects (plan/cni.py tells the mode's story). In the runtime's namespace:
+the veth (made there with its host end, both MACs fixed) and the tap the VMM opens, joined by
+two tc redirects. On the host: the veth's end, its address (the block's first, or an IPAM
+gateway alone as a /32), the route to a delegated guest, IPv6 off."""
+
+from __future__ import annotations
+
+from fireroute.addressing import cni_link_mac
+from fireroute.model import Vm
+from fireroute.want import tap
+from fireroute.want.netns import Route, TcRedirect
+from fireroute.want.objects import Addr, Link, Obj
+
+
+def mac(vm: Vm, link: str) -> str:
+    """The MAC ``link`` (host, veth, tap) of ``vm`` is made with."""
+    assert vm.guest_ip is not None
+    return cni_link_mac(link, vm.guest_ip)
+
+
+def inside(vm: Vm, name: str, link_kind: str, **kw) -> Link:
+    """A link of the attachment in its namespace: tagged, not grouped, with its MTU."""
+    alias = tap.alias(vm)
+    return Link(
+        name, link_kind, vm.tag, vm.name, alias, vm.netns, mtu=vm.options.mtu, group=None, **kw
+    )
+
+
+def veth(vm: Vm) -> Link:
+    """The veth in the namespace (``ifname``), made there with its host end in root."""
+    macs = {"mac": mac(vm, "veth"), "peer_mac": mac(vm, "host")}
+    return inside(vm, str(vm.options.ifname), "veth", peer=(None, vm.tap), **macs)
+
+
+def tun(vm: Vm) -> Link:
+    """The tap the VMM opens, in the namespace; its MAC is set when it is brought up."""
+    uid, gid = tap.owner_ids(vm)
+    return inside(vm, vm.vm_tap, "tun", uid=uid, gid=gid, mac=mac(vm, "tap"))
+
+
+def redirects(vm: Vm) -> list[TcRedirect]:
+    """The two redirects joining the veth and the tap: veth to tap, tap to veth."""
+    a, b = str(vm.options.ifname), vm.vm_tap
+    return [
+        TcRedirect(a, b, vm.tag, vm.name, vm.netns),
+        TcRedirect(b, a, vm.tag, vm.name, vm.netns),
+    ]
+
+
+def host_veth(vm: Vm) -> Link:
+    """The veth's host end, made by the namespace's add line (no add line of its own)."""
+    return Link(
+        vm.tap,
+        "veth",
+        vm.tag,
+        vm.name,
+        tap.alias(vm),
+        peer=(vm.netns, str(vm.options.ifname)),
+        made=False,
+        mac=mac(vm, "host"),
+        mtu=vm.options.mtu,
+    )
+
+
+def host_address(vm: Vm, link: Link) -> Addr:
+    """The block's first (the guest's gateway), or, for an address from IPAM, the gateway
+    alone (a /32: many attachments share one gateway and subnet, each on its own veth, and
+    the host reaches each guest by its /32 route)."""
+    assert vm.net is not None
+    return Addr(link, f"{vm.tap_ip}/{32 if vm.delegated else vm.net.prefixlen}")
+
+
+def host_route(vm: Vm) -> Route | None:
+    """The host's route to a delegated guest, on its veth."""
+    if not vm.delegated:
+        return None
+    words = f'route guest {vm.guest_ip} to "{vm.tap}"'
+    return Route(f"{vm.guest_ip}/32", None, vm.tap, words, vm.tag, vm.name)
+
+
+def cni(vm: Vm) -> list[Obj]:
+    """Every object of an attachment: the namespace's, then the host's, in creation order."""
+    host = host_veth(vm)
+    route = host_route(vm)
+    return [
+        veth(vm),
+        tun(vm),
+        *redirects(vm),
+        host,
+        host_address(vm, host),
+        *([route] if route else []),
+        tap.ipv6_off(vm),
+    ]

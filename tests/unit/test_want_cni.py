@@ -1,0 +1,174 @@
+"""A CNI attachment's wanted objects (want/cni.py): keys, owner tags, the MAC of each link, the
+MTU, the delegated /32 and its route, the redirects, and the lines they print; and check
+comparing a kernel against those same objects."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from types import SimpleNamespace
+
+from fireroute.model import Options, Owner, Vm
+from fireroute.repair.problems import cni_problems, veth_problems
+from fireroute.want import cni
+from fireroute.want.netns import Route, TcRedirect
+from fireroute.want.objects import Addr, Link, Sysctl
+
+NS = "/run/netns/pod"
+TAG = "5ca1ab1e"
+
+
+def attachment(name: str, ordinal: int, **kw) -> Vm:
+    o = Options(mode="cni", netns=NS, container="c1", network="net", ifname="eth0", **kw)
+    v = Vm(name, IPv4Network(f"172.16.0.{4 * ordinal}/30"), f"fr-{name}", "", "eth0", o)
+    v.owner = TAG
+    return v
+
+
+def pool() -> Vm:
+    return attachment("p", 4, owner=Owner(1000, 1001))
+
+
+def ipam(mtu: int | None = 1400) -> Vm:
+    return attachment("i", 5, guest="10.22.0.9/24", gateway="10.22.0.1", mtu=mtu)
+
+
+def test_objects_keys_and_owner_tags():
+    objs = cni.cni(pool())
+    assert [type(o) for o in objs] == [Link, Link, TcRedirect, TcRedirect, Link, Addr, Sysctl]
+    assert [o.key for o in objs] == [
+        (NS, "eth0"),
+        (NS, "tap0"),
+        (NS, "eth0"),
+        (NS, "tap0"),
+        (None, "fr-p"),
+        (None, "fr-p", "172.16.0.17/30"),
+        (None, "net/ipv6/conf/fr-p/disable_ipv6"),
+    ]
+    assert {o.owner for o in objs} == {f"{TAG}:p"} and {o.vm for o in objs} == {"p"}
+    veth, tun, there, back, host = objs[:5]
+    assert {veth.alias, tun.alias, host.alias} == {f"fireroute:{TAG}:p"}
+    assert (tun.uid, tun.gid) == (1000, 1001) and tun.link_kind == "tun"
+    assert veth.peer == (None, "fr-p") and host.peer == (NS, "eth0")
+    assert veth.made and tun.made and not host.made  # the host end comes with the veth's add
+    assert (veth.group, tun.group, host.group) == (None, None, 4151)
+    assert (there.src, there.dst, back.src, back.dst) == ("eth0", "tap0", "tap0", "eth0")
+
+
+def test_each_link_has_its_own_mac_from_the_guest_address():
+    veth, tun, host = cni.veth(pool()), cni.tun(pool()), cni.host_veth(pool())
+    assert (host.mac, veth.mac, tun.mac) == (
+        "0A:00:AC:10:00:12",
+        "0A:01:AC:10:00:12",
+        "0A:02:AC:10:00:12",
+    )
+    assert veth.peer_mac == host.mac
+    assert veth.text("create") == (
+        "link add eth0 address 0A:01:AC:10:00:12 type veth peer name fr-p "
+        "address 0A:00:AC:10:00:12 netns $$"
+    )
+    # a tap is made without a MAC (tuntap takes none): it is set when brought up
+    assert tun.text("create") == "tuntap add dev tap0 mode tap user 1000 group 1001"
+    assert tun.text("set") == (
+        f"link set dev tap0 address 0A:02:AC:10:00:12 alias fireroute:{TAG}:p up"
+    )
+    assert veth.text("set") == f"link set dev eth0 alias fireroute:{TAG}:p up"
+    other = ipam()
+    assert cni.tun(other).mac == "0A:02:0A:16:00:09" != tun.mac
+
+
+def test_a_pool_address_is_the_blocks_first_and_has_no_route():
+    v = pool()
+    assert cni.host_address(v, cni.host_veth(v)).cidr == "172.16.0.17/30"
+    assert cni.host_route(v) is None
+    assert not any(isinstance(o, Route) for o in cni.cni(v))
+
+
+def test_an_ipam_address_is_the_gateway_alone_with_a_route_to_the_guest():
+    v = ipam()
+    objs = cni.cni(v)
+    (addr,) = [o for o in objs if isinstance(o, Addr)]
+    assert addr.cidr == "10.22.0.1/32" and addr.key == (None, "fr-i", "10.22.0.1/32")
+    (route,) = [o for o in objs if isinstance(o, Route)]
+    assert route.key == (None, "10.22.0.9/32") and route.attrs == (None, "fr-i")
+    assert route.owner == f"{TAG}:i"
+    assert route.text("create") == "route add 10.22.0.9/32 dev fr-i"
+    assert route.shown() == "10.22.0.9 dev fr-i"  # as the reader keeps `ip -j route`'s entry
+    assert route.what() == 'route guest 10.22.0.9 to "fr-i"'
+
+
+def test_mtu_on_all_three_links_only_when_asked():
+    v = ipam()
+    links = [cni.veth(v), cni.tun(v), cni.host_veth(v)]
+    assert [link.mtu for link in links] == [1400, 1400, 1400]
+    assert links[1].text("set") == (
+        f"link set dev tap0 mtu 1400 address 0A:02:0A:16:00:09 alias fireroute:{TAG}:i up"
+    )
+    assert (
+        links[2].text("set") == f"link set dev fr-i mtu 1400 group 4151 alias fireroute:{TAG}:i up"
+    )
+    plain = ipam(mtu=None)
+    assert [cni.veth(plain).mtu, cni.tun(plain).mtu, cni.host_veth(plain).mtu] == [None] * 3
+    assert cni.veth(plain) != cni.veth(v)  # same key, another MTU: not the same object
+    assert cni.veth(plain).key == cni.veth(v).key
+
+
+def test_redirect_lines():
+    there, back = cni.redirects(pool())
+    assert there.lines() == [
+        "qdisc add dev eth0 ingress",
+        "filter add dev eth0 parent ffff: protocol all u32 match u32 0 0 action mirred egress "
+        "redirect dev tap0",
+    ]
+    assert back.lines("delete") == ["qdisc del dev tap0 ingress"]
+    assert there.what() == 'redirect "eth0" to "tap0"'
+    assert there != TcRedirect("eth0", "fr-x", TAG, "p", NS)  # another target differs
+
+
+def _link(name: str, kind: str, mac: str, mtu: int, alias: str, addr: str | None = None) -> dict:
+    link = {
+        "ifname": name,
+        "address": mac.lower(),
+        "mtu": mtu,
+        "flags": ["UP"],
+        "ifalias": alias,
+        "linkinfo": {"info_kind": kind, "info_data": {"user": "root"}},
+    }
+    if addr:
+        local, prefix = addr.split("/")
+        link["addr_info"] = [{"family": "inet", "local": local, "prefixlen": int(prefix)}]
+    return link
+
+
+def _kernel(v: Vm, routes: set[str], mtu: int) -> SimpleNamespace:
+    """A kernel holding ``v``'s attachment as ``want.cni`` says, but for the MTU given."""
+    veth, tun, host = cni.veth(v), cni.tun(v), cni.host_veth(v)
+    inside = {
+        veth.name: _link(veth.name, "veth", str(veth.mac), mtu, veth.alias),
+        tun.name: _link(tun.name, "tun", str(tun.mac), mtu, tun.alias),
+    }
+    att = SimpleNamespace(
+        links=inside, redirects={veth.name: [tun.name], tun.name: [veth.name]}.__getitem__
+    )
+    addr = cni.host_address(v, host).cidr
+    links = {host.name: _link(host.name, "veth", str(host.mac), mtu, host.alias, addr)}
+    return SimpleNamespace(links=links, routes=routes, cni={NS: att})
+
+
+def test_check_compares_the_kernel_against_the_same_objects():
+    v = ipam()
+    # positive control: the attachment as wanted, the route as the reader keeps it
+    good = _kernel(v, {"10.22.0.9 dev fr-i"}, 1400)
+    assert veth_problems(good, v) == [] and cni_problems(good, v) == []
+    no_route = _kernel(v, set(), 1400)
+    assert veth_problems(no_route, v) == ["host route 10.22.0.9/32 dev fr-i is missing"]
+    wrong_mtu = _kernel(v, {"10.22.0.9 dev fr-i"}, 1500)
+    assert veth_problems(wrong_mtu, v) == ['veth "fr-i" has mtu 1500, not 1400']
+    assert cni_problems(wrong_mtu, v) == [
+        f'"eth0" in "{NS}" has mtu 1500, not 1400',
+        f'"tap0" in "{NS}" has mtu 1500, not 1400',
+    ]
+    wrong_mac = _kernel(v, {"10.22.0.9 dev fr-i"}, 1400)
+    wrong_mac.cni[NS].links["tap0"]["address"] = "0a:02:0a:16:00:0a"
+    assert cni_problems(wrong_mac, v) == [
+        f'tap in "{NS}": "tap0" has MAC 0a:02:0a:16:00:0a, not 0A:02:0A:16:00:09'
+    ]
