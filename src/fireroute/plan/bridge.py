@@ -13,6 +13,8 @@ from fireroute.plan import host
 from fireroute.plan.ops import create_steps
 from fireroute.plan.steps import IP, NFT, Step
 from fireroute.want import bridge as want
+from fireroute.want import nft as nft_want
+from fireroute.want.tables import by_set, element_lines
 
 BRIDGE_TAG = owner.BRIDGE
 bridge_alias = want.alias
@@ -37,12 +39,7 @@ def delete_bridge(bridge: str) -> Step:
 # brings into the bridge: its source MAC, and for a guest with a known address (not DHCP) its
 # IPv4 and ARP sender addresses. Per-VM data lives in sets, so the rules are constant.
 FAMILY = "bridge"
-FILTER_SETS = {
-    "ports": "ifname",  # every bridge tap of ours
-    "macs": "ifname . ether_addr",  # tap . the guest's MAC: the only one it may send from
-    "ipports": "ifname",  # taps whose guest has a fixed address
-    "addrs": "ifname . ipv4_addr",  # tap . guest IPv4: the only one it may use (IP and ARP)
-}
+FILTER_SETS = nft_want.FILTER_SETS
 FILTER_HEADER = "type filter hook prerouting priority filter; policy accept;"
 FILTER_RULES = (
     "iifname @ports iifname . ether saddr != @macs counter drop",
@@ -58,24 +55,14 @@ def filter_chains() -> dict[str, tuple[str, list[str]]]:
 
 
 def filter_elements(vm: Vm) -> dict[str, list[str]]:
-    """A bridge VM's elements, as nft text (what ``check`` expects, ``up`` adds)."""
-    out = {"ports": [f'"{vm.tap}"'], "macs": [f'"{vm.tap}" . {vm.mac.lower()}']}
-    if vm.guest_ip is not None:
-        out["ipports"] = [f'"{vm.tap}"']
-        out["addrs"] = [f'"{vm.tap}" . {vm.guest_ip}']
-    return out
+    """A bridge VM's elements by set, as nft text (what ``check`` expects, ``up`` adds):
+    want.nft's objects."""
+    return by_set(nft_want.filter_elements(vm))
 
 
 def _filter_lines(verb: str, table: str, vms: list[Vm]) -> str:
-    sets: dict[str, list[str]] = {name: [] for name in FILTER_SETS}
-    for vm in vms:
-        for name, values in filter_elements(vm).items():
-            sets[name] += [f'{v} comment "{vm.tag}"' for v in values]
-    return "".join(
-        f"{verb} element {FAMILY} {table} {name} {{ {', '.join(values)} }}\n"
-        for name, values in sets.items()
-        if values
-    )
+    elems = [e for vm in vms for e in nft_want.filter_elements(vm)]
+    return element_lines(verb, FAMILY, table, elems, nft_want.RANK)
 
 
 def filter_skeleton(table: str) -> str:
