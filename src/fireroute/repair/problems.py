@@ -15,6 +15,7 @@ from fireroute.plan import bridge, cni, host, iptables, modes, nft
 from fireroute.repair import extras, order
 from fireroute.repair.read import Kernel
 from fireroute.want import clone as wanted_clone
+from fireroute.want import iptables as wanted_ipt
 from fireroute.want import nft as nft_want
 from fireroute.want import tap as wanted_tap
 from fireroute.want.netns import Route
@@ -157,10 +158,7 @@ def remembered() -> Expected:
 
 def ipt_want(vm: Vm) -> set[str]:
     """The iptables rules (as iptables-nft-save prints them, quotes left out) a VM needs."""
-    want = {r for _, r in iptables.vm_rules(vm)} if vm.backend == "iptables" else set()
-    if vm.options.fix_forward_policy:  # inserted with -I, saved as -A
-        want |= {"-A " + s.text.split(" ", 1)[1] for s in iptables.forward_policy_fix([vm])}
-    return want
+    return {r.saved for r in wanted_ipt.rules(vm)}
 
 
 def clone_problems(k: Kernel, vm: Vm) -> list[str]:
