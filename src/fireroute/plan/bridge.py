@@ -14,7 +14,7 @@ from fireroute.plan.ops import create_steps
 from fireroute.plan.steps import IP, NFT, Step
 from fireroute.want import bridge as want
 from fireroute.want import nft as nft_want
-from fireroute.want.tables import by_set, element_lines
+from fireroute.want.tables import NftElement, by_set, element_lines
 
 BRIDGE_TAG = owner.BRIDGE
 bridge_alias = want.alias
@@ -61,7 +61,14 @@ def filter_elements(vm: Vm) -> dict[str, list[str]]:
 
 
 def _filter_lines(verb: str, table: str, vms: list[Vm]) -> str:
-    elems = [e for vm in vms for e in nft_want.filter_elements(vm)]
+    return _lines(verb, table, _elements(vms))
+
+
+def _elements(vms: list[Vm]) -> list[NftElement]:
+    return [e for vm in vms for e in nft_want.filter_elements(vm)]
+
+
+def _lines(verb: str, table: str, elems: list[NftElement]) -> str:
     return element_lines(verb, FAMILY, table, elems, nft_want.RANK)
 
 
@@ -79,11 +86,11 @@ def _filter_sets_only(table: str) -> str:
 
 def filter_remove(table: str, vms: list[Vm]) -> str:
     """Idempotent: declare, add, then delete the VMs' elements."""
-    return (
-        _filter_sets_only(table)
-        + _filter_lines("add", table, vms)
-        + _filter_lines("delete", table, vms)
-    )
+    return _removal(table, _elements(vms))
+
+
+def _removal(table: str, elems: list[NftElement]) -> str:
+    return _filter_sets_only(table) + _lines("add", table, elems) + _lines("delete", table, elems)
 
 
 def filter_up(table: str, vms: list[Vm], fresh: bool) -> Step:
@@ -92,7 +99,8 @@ def filter_up(table: str, vms: list[Vm], fresh: bool) -> Step:
     chain; undone by deleting it again. Otherwise only elements are added (and removed on
     undo), so another state file's elements in the table are never touched."""
     vm = vms[0].name if len(vms) == 1 else None
-    body = _filter_lines("add", table, vms)
+    elems = _elements(vms)
+    body = _lines("add", table, elems)
     what = f'add anti-spoofing entries to nftables table "bridge {table}"'
     if fresh:
         undo = Step(
@@ -105,7 +113,7 @@ def filter_up(table: str, vms: list[Vm], fresh: bool) -> Step:
             table
         )
         return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=True)
-    undo = Step(NFT, filter_remove(table, vms), f'remove anti-spoofing entries of "{table}"', vm)
+    undo = Step(NFT, _removal(table, elems), f'remove anti-spoofing entries of "{table}"', vm)
     return Step(NFT, _filter_sets_only(table) + body, what, vm, undo=(undo,))
 
 

@@ -217,7 +217,13 @@ def remove_elements(
 ) -> str:
     """Idempotent removal: declaring the sets and adding first makes the delete succeed
     whether or not the elements (or the table) still exist."""
-    own, egress = _own(vms), bridge_egress("add", table, bridges or set())
+    return _removal(table, _own(vms), bridges)
+
+
+def _removal(
+    table: str, own: list[NftElement], bridges: set[tuple[str, str, str]] | None = None
+) -> str:
+    egress = bridge_egress("add", table, bridges or set())
     body = (
         _element_lines("add", table, own)
         + egress
@@ -234,6 +240,8 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
     ``create table``: the transaction fails, changing nothing, if a table of that name exists
     (then the caller reads whose it is), so a new table needs no read beforehand."""
     vm = vms[0].name if len(vms) == 1 else None
+    elems = [e for v in vms for e in want.nat_elements(v)]
+    own = [e for e in elems if e.vm is not None]
     if fresh:  # the table is ours and had no VM: undoing means removing it again
         undo = Step(
             NFT,
@@ -242,11 +250,7 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
             vm,
         )
     else:
-        undo = Step(
-            NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm
-        )
-    elems = [e for v in vms for e in want.nat_elements(v)]
-    own = [e for e in elems if e.vm is not None]
+        undo = Step(NFT, _removal(table, own), f'remove NAT entries from table "{table}"', vm)
     shared = {(e.value, e.owner): e for e in elems if e.vm is None}  # one per bridge
     body = _element_lines("add", table, own) + _element_lines(
         "add", table, [shared[k] for k in sorted(shared)]

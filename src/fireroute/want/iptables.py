@@ -35,7 +35,7 @@ class IptRule(Obj):
     def __init__(
         self, table: str, chain: str, spec: str, owner: str, vm: str | None, insert: bool = False
     ) -> None:
-        super().__init__(None, owner, vm)
+        self.ns, self.owner, self.vm = None, owner, vm  # (Obj.__init__, inlined: per element)
         self.table = table
         self.chain = chain
         self.spec = spec
@@ -82,9 +82,10 @@ def block(vm: Vm) -> list[IptRule]:
     """An iptables-backend VM's rules, in the order they must stand in."""
     c = f"-m comment --comment {tag(vm)}"
     out: list[IptRule] = []
+    who, name = vm.tag, vm.name
 
     def add(table: str, chain: str, spec: str) -> None:
-        out.append(IptRule(table, chain, spec, vm.tag, vm.name))
+        out.append(IptRule(table, chain, spec, who, name))
 
     src = vm.nat_source
     if vm.mode == "bridge":  # a bridge carries other guests too: rules match the address

@@ -72,7 +72,7 @@ class NftElement(Obj):
     def __init__(
         self, family: str, table: str, set_name: str, value: str, owner: str, vm: str | None
     ) -> None:
-        super().__init__(None, owner, vm)
+        self.ns, self.owner, self.vm = None, owner, vm  # (Obj.__init__, inlined: per element)
         self.family = family
         self.table = table
         self.set = set_name
