@@ -8,7 +8,7 @@ from ipaddress import IPv4Network
 from fireroute.model import Options, Vm
 from fireroute.plan import nft
 from fireroute.want import nft as want
-from fireroute.want.tables import NftElement, by_set, element_lines
+from fireroute.want.nft import NftElement, by_set, element_lines
 
 ID = "5ca1ab1e"
 

@@ -14,7 +14,7 @@ from fireroute.plan.ops import create_steps
 from fireroute.plan.steps import IP, NFT, Step
 from fireroute.want import bridge as want
 from fireroute.want import nft as nft_want
-from fireroute.want.tables import NftElement, by_set, element_lines
+from fireroute.want.nft import NftElement, by_set, element_lines
 
 BRIDGE_TAG = owner.BRIDGE
 bridge_alias = want.alias

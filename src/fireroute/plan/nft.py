@@ -15,11 +15,13 @@ from fireroute.want.nft import (  # noqa: F401 (the layout, where plans and chec
     RANK,
     SETS,
     SHARDS,
+    NftElement,
+    by_set,
     cidr_text,
     egress_cidrs,
+    element_lines,
     shard,
 )
-from fireroute.want.tables import NftElement, by_set, element_lines
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ from fireroute.want import nft as nft_want
 from fireroute.want import tap as wanted_tap
 from fireroute.want.netns import Route
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Sysctl
-from fireroute.want.tables import by_set
 
 
 def cni_problems(k: Kernel, vm: Vm) -> list[str]:
@@ -136,7 +135,7 @@ def ipv6_on(dev: str) -> bool:
 def expected_elements(vm: Vm) -> dict[str, list[str]]:
     """The set elements a VM should have in the shared NAT table, as nft text: its own, and
     a masquerading bridge guest's shared (bridge . uplink) egress element."""
-    return by_set(nft_want.nat_elements(vm))
+    return nft_want.by_set(nft_want.nat_elements(vm))
 
 
 Expected = Callable[[Vm], dict[str, list[str]]]

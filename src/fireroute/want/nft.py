@@ -1,6 +1,8 @@
 """A VM's set and map elements in the shared nftables tables, as typed objects, and the sets
 and maps they live in (the tables' layout): the one place that says which elements a VM has.
 ``up`` adds them, ``down`` removes them, ``check`` expects them and ``restore`` re-adds them.
+The element kind lives here, not beside the tables and chains (want/tables.py): a NAT VM's
+``up`` imports this module and not that one.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from ipaddress import IPv4Network
 
 from fireroute import owner
 from fireroute.model import NOT_PUBLIC, Options, Vm, merged
+from fireroute.want.objects import Obj
 from fireroute.want.shared import BRIDGE, NAT, masquerading, nat_member
-from fireroute.want.tables import NftElement
 
 SHARDS = 64  # pairs of egress policy sets (see SETS)
 SETS = {
@@ -56,6 +58,63 @@ FILTER_SETS = {
 """The sets of the ``bridge`` family's table (anti-spoofing on the bridge's ports)"""
 RANK = {name: i for i, name in enumerate((*SETS, *MAPS, *FILTER_SETS))}
 """The order element lines are written in: the tables' declaration order"""
+
+
+class NftElement(Obj):
+    """A set or map element: ``value`` as ``nft list`` prints it (a map element as
+    ``key : value``), tagged with its owner in a comment (``<id>:<vm>``, or ``<id>:bridge:<br>``
+    for a masquerading bridge's shared egress element, whose ``vm`` is None)."""
+
+    __slots__ = ("family", "table", "set", "value")
+    kind = "nft element"
+
+    def __init__(
+        self, family: str, table: str, set_name: str, value: str, owner: str, vm: str | None
+    ) -> None:
+        self.ns, self.owner, self.vm = None, owner, vm  # (Obj.__init__, inlined: per element)
+        self.family = family
+        self.table = table
+        self.set = set_name
+        self.value = value
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.family, self.table, self.set, self.value)
+
+    def tagged(self) -> str:
+        """The element with its comment: after the key (a map element's value follows it)."""
+        key, colon, value = self.value.partition(" : ")
+        tag = f'comment "{self.owner}"'
+        return f"{key} {tag} : {value}" if colon else f"{self.value} {tag}"
+
+    def text(self, verb: str) -> str:
+        """``add`` or ``delete``: the one line doing it to this element alone."""
+        return f"{verb} element {self.family} {self.table} {self.set} {{ {self.tagged()} }}\n"
+
+    def what(self, verb: str = "add") -> str:
+        return f"{verb} {self.value} to set {self.set} of {self.family} {self.table}"
+
+
+def element_lines(
+    verb: str, family: str, table: str, elems: list[NftElement], rank: dict[str, int]
+) -> str:
+    """One ``verb element`` line per set of ``table`` (the elements' own in every verb), in
+    the order ``rank`` gives the sets, each with its elements in the order given."""
+    by_set: dict[str, list[str]] = {}
+    for e in elems:
+        by_set.setdefault(e.set, []).append(e.tagged())
+    return "".join(
+        f"{verb} element {family} {table} {name} {{ {', '.join(values)} }}\n"
+        for name, values in sorted(by_set.items(), key=lambda kv: rank[kv[0]])
+    )
+
+
+def by_set(elems: list[NftElement]) -> dict[str, list[str]]:
+    """set -> the elements' values (untagged), as a table's listing is compared with them."""
+    out: dict[str, list[str]] = {}
+    for e in elems:
+        out.setdefault(e.set, []).append(e.value)
+    return out
 
 
 def elements(vm: Vm) -> list[NftElement]:
