@@ -13,6 +13,8 @@ from fireroute.plan import host
 from fireroute.plan.ops import create_steps
 from fireroute.plan.steps import IP, NFT, Step
 from fireroute.want import bridge as want
+from fireroute.want import nft as nft_want
+from fireroute.want.nft import NftElement, by_set, element_lines
 
 BRIDGE_TAG = owner.BRIDGE
 bridge_alias = want.alias
@@ -37,12 +39,7 @@ def delete_bridge(bridge: str) -> Step:
 # brings into the bridge: its source MAC, and for a guest with a known address (not DHCP) its
 # IPv4 and ARP sender addresses. Per-VM data lives in sets, so the rules are constant.
 FAMILY = "bridge"
-FILTER_SETS = {
-    "ports": "ifname",  # every bridge tap of ours
-    "macs": "ifname . ether_addr",  # tap . the guest's MAC: the only one it may send from
-    "ipports": "ifname",  # taps whose guest has a fixed address
-    "addrs": "ifname . ipv4_addr",  # tap . guest IPv4: the only one it may use (IP and ARP)
-}
+FILTER_SETS = nft_want.FILTER_SETS
 FILTER_HEADER = "type filter hook prerouting priority filter; policy accept;"
 FILTER_RULES = (
     "iifname @ports iifname . ether saddr != @macs counter drop",
@@ -58,24 +55,21 @@ def filter_chains() -> dict[str, tuple[str, list[str]]]:
 
 
 def filter_elements(vm: Vm) -> dict[str, list[str]]:
-    """A bridge VM's elements, as nft text (what ``check`` expects, ``up`` adds)."""
-    out = {"ports": [f'"{vm.tap}"'], "macs": [f'"{vm.tap}" . {vm.mac.lower()}']}
-    if vm.guest_ip is not None:
-        out["ipports"] = [f'"{vm.tap}"']
-        out["addrs"] = [f'"{vm.tap}" . {vm.guest_ip}']
-    return out
+    """A bridge VM's elements by set, as nft text (what ``check`` expects, ``up`` adds):
+    want.nft's objects."""
+    return by_set(nft_want.filter_elements(vm))
 
 
 def _filter_lines(verb: str, table: str, vms: list[Vm]) -> str:
-    sets: dict[str, list[str]] = {name: [] for name in FILTER_SETS}
-    for vm in vms:
-        for name, values in filter_elements(vm).items():
-            sets[name] += [f'{v} comment "{vm.tag}"' for v in values]
-    return "".join(
-        f"{verb} element {FAMILY} {table} {name} {{ {', '.join(values)} }}\n"
-        for name, values in sets.items()
-        if values
-    )
+    return _lines(verb, table, _elements(vms))
+
+
+def _elements(vms: list[Vm]) -> list[NftElement]:
+    return [e for vm in vms for e in nft_want.filter_elements(vm)]
+
+
+def _lines(verb: str, table: str, elems: list[NftElement]) -> str:
+    return element_lines(verb, FAMILY, table, elems, nft_want.RANK)
 
 
 def filter_skeleton(table: str) -> str:
@@ -92,11 +86,11 @@ def _filter_sets_only(table: str) -> str:
 
 def filter_remove(table: str, vms: list[Vm]) -> str:
     """Idempotent: declare, add, then delete the VMs' elements."""
-    return (
-        _filter_sets_only(table)
-        + _filter_lines("add", table, vms)
-        + _filter_lines("delete", table, vms)
-    )
+    return _removal(table, _elements(vms))
+
+
+def _removal(table: str, elems: list[NftElement]) -> str:
+    return _filter_sets_only(table) + _lines("add", table, elems) + _lines("delete", table, elems)
 
 
 def filter_up(table: str, vms: list[Vm], fresh: bool) -> Step:
@@ -105,7 +99,8 @@ def filter_up(table: str, vms: list[Vm], fresh: bool) -> Step:
     chain; undone by deleting it again. Otherwise only elements are added (and removed on
     undo), so another state file's elements in the table are never touched."""
     vm = vms[0].name if len(vms) == 1 else None
-    body = _filter_lines("add", table, vms)
+    elems = _elements(vms)
+    body = _lines("add", table, elems)
     what = f'add anti-spoofing entries to nftables table "bridge {table}"'
     if fresh:
         undo = Step(
@@ -118,7 +113,7 @@ def filter_up(table: str, vms: list[Vm], fresh: bool) -> Step:
             table
         )
         return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=True)
-    undo = Step(NFT, filter_remove(table, vms), f'remove anti-spoofing entries of "{table}"', vm)
+    undo = Step(NFT, _removal(table, elems), f'remove anti-spoofing entries of "{table}"', vm)
     return Step(NFT, _filter_sets_only(table) + body, what, vm, undo=(undo,))
 
 

@@ -10,78 +10,24 @@ from __future__ import annotations
 from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan.steps import IPTABLES, Step
+from fireroute.want import iptables as want
+from fireroute.want.iptables import (  # noqa: F401 (where plans and checks read them)
+    METADATA,
+    TRACKED,
+    UNTRACKABLE,
+    IptRule,
+    tag,
+)
 
 TAG = owner.PREFIX
 SHARED = owner.SHARED
-METADATA = "169.254.169.254"
-CONNTRACK = (
-    f"-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {SHARED} -j ACCEPT"
-)
-
-UNTRACKABLE = "-m conntrack --ctstate INVALID,UNTRACKED"
-"""what conntrack could not track: no connection, so no masquerade; a guest's such packet
-would leave with its own address (plan/nft.py drops the same, first)"""
-TRACKED = "-m conntrack ! --ctstate INVALID,UNTRACKED"
-"""on a guest's ACCEPT too, so that each VM's block is whole by itself: the ACCEPT passes no
-untrackable packet whatever stands before it (``restore`` writes a block that lacks a rule
-or is out of order again whole, in this order: repair/order.py)"""
-
-
-def tag(vm: Vm) -> str:
-    """The comment of a VM's rules: ``fireroute:<state id>:<vm>``."""
-    return owner.PREFIX + vm.tag
+CONNTRACK = want.conntrack().saved
 
 
 def vm_rules(vm: Vm) -> list[tuple[str, str]]:
-    """(table, rule) pairs for one VM, in iptables-save's own spelling."""
-    c = f"-m comment --comment {tag(vm)}"
-    src = vm.nat_source
-    if vm.mode == "bridge":  # a bridge carries other guests too: rules match the guest's address
-        return _bridge_rules(vm, c)
-    rules = [("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE")]
-    t = vm.tap
-    if not vm.options.allow_metadata:
-        rules.append(("filter", f"-A FORWARD -d {METADATA}/32 -i {t} {c} -j DROP"))
-    rules += [
-        ("filter", f"-A FORWARD -i {t} {UNTRACKABLE} {c} -j DROP"),
-        ("filter", f"-A FORWARD -s {src}/32 -i {t} -o {vm.uplink} {TRACKED} {c} -j ACCEPT"),
-        ("filter", f"-A FORWARD -i {t} {c} -j DROP"),
-        ("filter", f"-A FORWARD -o {t} {c} -j DROP"),  # nothing new towards the guest
-    ]
-    return rules + _host_rules(f"-i {t}", vm, c)
-
-
-def _host_rules(match: str, vm: Vm, c: str) -> list[tuple[str, str]]:
-    """The guest and the host itself: replies, ping, and the ports allowed; nothing else."""
-    rules = [
-        ("filter", f"-A INPUT {match} {UNTRACKABLE} {c} -j DROP"),
-        ("filter", f"-A INPUT {match} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT"),
-        ("filter", f"-A INPUT {match} -p icmp -m icmp --icmp-type 8 {c} -j ACCEPT"),
-    ]
-    for port, proto in vm.options.allow_host_ports:
-        rules.append(
-            ("filter", f"-A INPUT {match} -p {proto} -m {proto} --dport {port} {c} -j ACCEPT")
-        )
-    rules.append(("filter", f"-A INPUT {match} {c} -j DROP"))
-    return rules
-
-
-def _bridge_rules(vm: Vm, c: str) -> list[tuple[str, str]]:
-    """A bridge guest with a known address (the bridge table keeps it from using another):
-    masquerade out of the uplink if asked, no metadata address unless allowed, host
-    protection as for a NAT guest."""
-    src, br = vm.nat_source, vm.options.bridge
-    rules = []
-    if vm.options.masquerade:
-        rules.append(("nat", f"-A POSTROUTING -s {src}/32 -o {vm.uplink} {c} -j MASQUERADE"))
-    if not vm.options.allow_metadata:
-        rules.append(("filter", f"-A FORWARD -s {src}/32 -d {METADATA}/32 -i {br} {c} -j DROP"))
-    rules.append(("filter", f"-A FORWARD -s {src}/32 -i {br} {UNTRACKABLE} {c} -j DROP"))
-    if vm.options.masquerade:
-        rules.append(
-            ("filter", f"-A FORWARD -s {src}/32 -i {br} -o {vm.uplink} {TRACKED} {c} -j ACCEPT")
-        )
-    return rules + _host_rules(f"-s {src}/32 -i {br}", vm, c)
+    """(table, rule) pairs for one VM, in iptables-save's own spelling: want.iptables's
+    block."""
+    return [(r.table, r.saved) for r in want.block(vm)]
 
 
 IPT_MADE = "ipt_made"
@@ -123,60 +69,39 @@ def _delete(rule: str) -> str:
     return "-D" + rule[2:]
 
 
+def _steps(rules: list[IptRule], what: str, undo_what: str) -> list[Step]:
+    """Each rule's line, undone by its delete."""
+    return [
+        Step(
+            IPTABLES,
+            r.text("create"),
+            what,
+            r.vm,
+            undo=(Step(IPTABLES, r.text("delete"), undo_what, r.vm, table=r.table),),
+            table=r.table,
+        )
+        for r in rules
+    ]
+
+
 def vms_up(vms: list[Vm], need_conntrack: bool) -> list[Step]:
     steps = []
     if need_conntrack:
-        undo = Step(IPTABLES, _delete(CONNTRACK), "remove shared conntrack rule", table="filter")
-        steps.append(
-            Step(IPTABLES, CONNTRACK, "add shared conntrack rule", undo=(undo,), table="filter")
-        )
-    for vm in vms:
-        for table, rule in vm_rules(vm):
-            undo = Step(IPTABLES, _delete(rule), "remove iptables rule", vm.name, table=table)
-            steps.append(
-                Step(IPTABLES, rule, "add iptables rule", vm.name, undo=(undo,), table=table)
-            )
-    return steps
+        shared = want.conntrack()
+        steps += _steps([shared], "add shared conntrack rule", "remove shared conntrack rule")
+    rules = [r for vm in vms for r in want.block(vm)]
+    return steps + _steps(rules, "add iptables rule", "remove iptables rule")
 
 
 def forward_policy_fix(vms: list[Vm]) -> list[Step]:
     """Tagged ACCEPTs at the top of iptables-nft's FORWARD chain for the VMs' devices, for
     hosts whose FORWARD policy is DROP (an accept in fireroute's nft table does not end the
-    packet's journey through that chain). None for the iptables backend's VMs: their own
-    rules are in that chain already, and an accept above them would pass what they drop
-    (forged sources, untracked packets)."""
-    steps = []
-    for vm in vms:
-        if vm.backend == "iptables":
-            continue
-        c = f"-m comment --comment {tag(vm)}"
-        if vm.mode == "bridge":  # routed traffic arrives on the bridge, not on the tap
-            br, ip = vm.options.bridge, vm.guest_ip
-            rules: tuple[str, ...] = (
-                f"-I FORWARD -s {ip}/32 -i {br} {c} -j ACCEPT",
-                f"-I FORWARD -d {ip}/32 -o {br} -m conntrack --ctstate RELATED,ESTABLISHED "
-                f"{c} -j ACCEPT",
-            )
-        else:
-            rules = (
-                f"-I FORWARD -i {vm.tap} {c} -j ACCEPT",
-                f"-I FORWARD -o {vm.tap} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT",
-            )
-        for rule in rules:
-            undo = Step(
-                IPTABLES, _delete(rule), "remove FORWARD-policy fix", vm.name, table="filter"
-            )
-            steps.append(
-                Step(
-                    IPTABLES,
-                    rule,
-                    "accept in iptables-nft FORWARD",
-                    vm.name,
-                    undo=(undo,),
-                    table="filter",
-                )
-            )
-    return steps
+    packet's journey through that chain): want.iptables's ``policy_fix``."""
+    return policy_fix_steps([r for vm in vms for r in want.policy_fix(vm)])
+
+
+def policy_fix_steps(rules: list[IptRule]) -> list[Step]:
+    return _steps(rules, "accept in iptables-nft FORWARD", "remove FORWARD-policy fix")
 
 
 def rules_down(present: list[tuple[str, str]], tags: set[str], last: bool) -> list[Step]:

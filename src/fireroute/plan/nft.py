@@ -6,52 +6,28 @@ transaction (idempotent), so a missing or damaged table heals on the next ``up``
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
-
 from fireroute import owner
-from fireroute.model import NOT_PUBLIC, Options, Vm, merged
+from fireroute.model import Vm
 from fireroute.plan.steps import NFT, Step
+from fireroute.want import nft as want
+from fireroute.want.nft import (  # noqa: F401 (the layout, where plans and checks read it)
+    MAPS,
+    RANK,
+    SETS,
+    SHARDS,
+    NftElement,
+    by_set,
+    cidr_text,
+    egress_cidrs,
+    element_lines,
+    shard,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 TABLE_COMMENT = "fireroute"
-SHARDS = 64  # pairs of egress policy sets (see SETS)
-SETS = {
-    "masq": "ipv4_addr . ifname",  # guest IP . uplink: masquerade
-    "egress": "ifname . ifname",  # tap . uplink: may forward
-    "taps": "ifname",  # every tap of ours
-    "vms": "ifname . ipv4_addr",  # tap . guest IP: the only source a tap may use
-    "peers": "ifname",  # taps whose guests may talk to each other (--allow-peers)
-    "metadata": "ifname",  # taps whose guests may reach 169.254.169.254 (--allow-metadata)
-    "host_ports": "ifname . inet_proto . inet_service",  # --allow-host-port PORT/PROTO
-    # bridge guests with a known address: the tap is a bridge port, so the IP layer sees the
-    # bridge; the bridge table's anti-spoofing makes the source address a guest's identity
-    "bridged": "ifname . ipv4_addr",  # bridge . guest IP
-    "bridged_metadata": "ipv4_addr",  # bridge guests that may reach 169.254.169.254
-    "bridged_ports": "ipv4_addr . inet_proto . inet_service",  # a bridge guest's host ports
-    # accounting: a counter per element, counted on each lookup (one per packet)
-    "acct_tx": "ifname; counter",  # host devices of NAT and clone guests: sent by the guest
-    "acct_rx": "ifname; counter",  # the same devices: received by the guest
-    # egress policy: tap . destination CIDR the guest may not reach, and exceptions to that,
-    # in SHARDS pairs of sets (a tap's pair by its name): the kernel deletes an element of
-    # such a set by a walk over it, so a policy change (or a down) cost grew with the VM
-    # count; 64 pairs keep a pair at ~190 ranges with 4000 VMs of 3 (bench/ports.py)
-    **{
-        f"out_{kind}_{k}": "ifname . ipv4_addr; flags interval"
-        for k in range(SHARDS)
-        for kind in ("deny", "allow")
-    },
-}
-MAPS = {
-    # published ports: protocol . host port (every host address), or host address . protocol
-    # . host port, to guest address . guest port
-    "pub_any": "inet_proto . inet_service : ipv4_addr . inet_service",
-    "pub_addr": "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
-    # a tap with an egress policy -> the chain of its pair of policy sets
-    "out_jump": "ifname : verdict",
-}
 CHAINS = (
     "postrouting",
     "forward",
@@ -204,133 +180,36 @@ def heal(table: str, vms: list[Vm], bridges: set[tuple[str, str, str]]) -> Step:
     """Re-declare the table, its sets, chains (policies included) and rules, and add every
     element of ``vms``: what ``restore`` runs for a table that drifted. No undo: it never
     removes anything, so another state file's elements in the table are untouched."""
-    body = _element_lines("add", table, vms) + bridge_egress("add", table, bridges)
+    body = _element_lines("add", table, _own(vms)) + bridge_egress("add", table, bridges)
     return Step(NFT, skeleton(table) + body, f'restore nftables table "{table}"')
 
 
 def elements(vm: Vm) -> dict[str, list[str]]:
-    """A VM's elements in the NAT table, as ``nft list`` prints them (less the comment): what
-    ``up`` adds, ``check`` expects and ``restore`` re-adds. A bridge guest's shared egress
-    element (one per bridge) is :func:`bridge_egress`'s."""
-    o = vm.options
-    src = vm.nat_source
-    if vm.mode == "bridge":  # known by its address (see SETS)
-        if vm.guest_ip is None:  # DHCP: no address to know the guest by
-            return {}
-        key, out = str(src), {"bridged": [f'"{o.bridge}" . {src}']}
-        if o.masquerade:
-            out["masq"] = [f'{src} . "{vm.uplink}"']
-        metadata, ports = "bridged_metadata", "bridged_ports"
-    else:  # known by its tap
-        key = f'"{vm.tap}"'
-        out = {
-            "masq": [f'{src} . "{vm.uplink}"'],
-            "egress": [f'{key} . "{vm.uplink}"'],
-            "taps": [key],
-            "vms": [f"{key} . {src}"],
-            "acct_tx": [key],
-            "acct_rx": [key],
-        }
-        if o.allow_peers:
-            out["peers"] = [key]
-        deny, allow = egress_cidrs(o)
-        if deny or allow:
-            k = shard(vm.tap)
-            out["out_jump"] = [f"{key} : jump out_{k}"]
-            if deny:
-                out[f"out_deny_{k}"] = [f"{key} . {cidr_text(n)}" for n in deny]
-            if allow:
-                out[f"out_allow_{k}"] = [f"{key} . {cidr_text(n)}" for n in allow]
-        metadata, ports = "metadata", "host_ports"
-        for p in o.publish:
-            to = f"{vm.guest_ip} . {p.guest_port}"
-            if p.addr is None:
-                out.setdefault("pub_any", []).append(f'"{p.proto}" . {p.port} : {to}')
-            else:
-                out.setdefault("pub_addr", []).append(f'{p.addr} . "{p.proto}" . {p.port} : {to}')
-    if o.allow_metadata:
-        out[metadata] = [key]
-    if o.allow_host_ports:
-        out[ports] = [f'{key} . "{p}" . {port}' for port, p in o.allow_host_ports]
-    return out
+    """A VM's elements in the NAT table, by set, as ``nft list`` prints them (less the
+    comment): want.nft's objects, as ``stats`` and the sweep compare them."""
+    return by_set(want.elements(vm))
 
 
-def shard(tap: str) -> int:
-    """The pair of policy sets (and chain) of a tap: by its name, so it never moves. Both
-    halves of the 64-bit digest, folded: FNV-1a's top bits alone put 4000 numbered names
-    (``fr-p0`` ...) in 8 of 16 pairs, up to 900 in one, and deleting from a pair costs the
-    kernel time by the pair's size (bench/interval_set.py)."""
-    from fireroute.addressing import digest
-
-    h = int(digest(tap), 16)
-    return (h ^ (h >> 32)) % SHARDS
+def _own(vms: list[Vm]) -> list[NftElement]:
+    return [e for vm in vms for e in want.elements(vm)]
 
 
-def egress_cidrs(o: Options) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
-    """(denied, allowed) destinations of a guest: ``--egress public`` denies what is not
-    public and the host's own networks, ``none`` everything; ``--deny-out`` adds,
-    ``--allow-out`` makes exceptions (allow wins)."""
-    deny = list(o.deny_out)
-    if o.egress == "public":
-        deny += [*NOT_PUBLIC, *o.host_nets]
-    elif o.egress == "none":
-        deny = [IPv4Network("0.0.0.0/0")]
-    return merged(deny), o.allow_out
-
-
-def cidr_text(n: IPv4Network) -> str:
-    """A CIDR as ``nft list`` prints an interval element (a /32 as the bare address)."""
-    return str(n.network_address) if n.prefixlen == 32 else str(n)
-
-
-def _elements(vms: list[Vm]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {name: [] for name in (*SETS, *MAPS)}
-    for vm in vms:
-        tag = f'comment "{vm.tag}"'
-        for name, values in elements(vm).items():
-            out[name] += [tagged(v, tag) for v in values]
-    return out
-
-
-def tagged(element: str, tag: str) -> str:
-    """An element with its comment: after the key (a map element's value follows it)."""
-    key, colon, value = element.partition(" : ")
-    return f"{key} {tag} : {value}" if colon else f"{element} {tag}"
+def _element_lines(verb: str, table: str, elems: list[NftElement]) -> str:
+    return element_lines(verb, "ip", table, elems, RANK)
 
 
 def bridge_egress(verb: str, table: str, bridges: set[tuple[str, str, str]]) -> str:
     """The shared (bridge . uplink) egress elements of masquerading bridges, given as
     (bridge, uplink, state id)."""
-    if not bridges:
-        return ""
-    elems = ", ".join(
-        f'"{b}" . "{u}" comment "{owner.tag(i, owner.bridge_name(b))}"'
-        for b, u, i in sorted(bridges)
-    )
-    return f"{verb} element ip {table} egress {{ {elems} }}\n"
+    elems = [want.egress_element(table, b, u, i) for b, u, i in sorted(bridges)]
+    return _element_lines(verb, table, elems)
 
 
-def _bridges(vms: list[Vm]) -> set[tuple[str, str, str]]:
-    return {
-        (str(v.options.bridge), v.uplink, v.owner)
-        for v in vms
-        if v.mode == "bridge" and v.options.masquerade and v.guest_ip is not None
-    }
-
-
-def _element_lines(verb: str, table: str, vms: list[Vm]) -> str:
-    lines = []
-    for name, elems in _elements(vms).items():
-        if elems:
-            lines.append(f"{verb} element ip {table} {name} {{ " + ", ".join(elems) + " }\n")
-    return "".join(lines)
-
-
-def _sets_only(table: str, body: str) -> str:
-    """The table and the sets and maps ``body``'s element lines write (idempotent): what a
-    later VM's transaction declares. The rest of the skeleton is left alone: re-declaring all
-    sets and maps of the table on every VM cost the kernel and nft a few ms each time."""
-    names = {line.split()[4] for line in body.splitlines() if line.split()[1:2] == ["element"]}
+def _sets_only(table: str, names: set[str]) -> str:
+    """The table and the sets and maps ``names`` (those element lines write), declared
+    (idempotent): what a later VM's transaction declares. The rest of the skeleton is left
+    alone: re-declaring all sets and maps of the table on every VM cost the kernel and nft a
+    few ms each time."""
     sets = {n: k for n, k in SETS.items() if n in names}
     return declare("ip", table, sets, maps={n: k for n, k in MAPS.items() if n in names})
 
@@ -340,14 +219,20 @@ def remove_elements(
 ) -> str:
     """Idempotent removal: declaring the sets and adding first makes the delete succeed
     whether or not the elements (or the table) still exist."""
-    b = bridges or set()
+    return _removal(table, _own(vms), bridges)
+
+
+def _removal(
+    table: str, own: list[NftElement], bridges: set[tuple[str, str, str]] | None = None
+) -> str:
+    egress = bridge_egress("add", table, bridges or set())
     body = (
-        _element_lines("add", table, vms)
-        + bridge_egress("add", table, b)
-        + _element_lines("delete", table, vms)
-        + bridge_egress("delete", table, b)
+        _element_lines("add", table, own)
+        + egress
+        + _element_lines("delete", table, own)
+        + bridge_egress("delete", table, bridges or set())
     )
-    return _sets_only(table, body) + body
+    return _sets_only(table, {e.set for e in own} | ({"egress"} if egress else set())) + body
 
 
 def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = False) -> Step:
@@ -357,6 +242,8 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
     ``create table``: the transaction fails, changing nothing, if a table of that name exists
     (then the caller reads whose it is), so a new table needs no read beforehand."""
     vm = vms[0].name if len(vms) == 1 else None
+    elems = [e for v in vms for e in want.nat_elements(v)]
+    own = [e for e in elems if e.vm is not None]
     if fresh:  # the table is ours and had no VM: undoing means removing it again
         undo = Step(
             NFT,
@@ -365,11 +252,12 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
             vm,
         )
     else:
-        undo = Step(
-            NFT, remove_elements(table, vms), f'remove NAT entries from table "{table}"', vm
-        )
-    body = _element_lines("add", table, vms) + bridge_egress("add", table, _bridges(vms))
-    head = skeleton(table) if fresh else _sets_only(table, body)
+        undo = Step(NFT, _removal(table, own), f'remove NAT entries from table "{table}"', vm)
+    shared = {(e.value, e.owner): e for e in elems if e.vm is None}  # one per bridge
+    body = _element_lines("add", table, own) + _element_lines(
+        "add", table, [shared[k] for k in sorted(shared)]
+    )
+    head = skeleton(table) if fresh else _sets_only(table, {e.set for e in elems})
     if exclusive:
         head = f'create table ip {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     what = f'add NAT entries to nftables table "{table}"'
@@ -390,24 +278,20 @@ def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) ->
     finds an interval set's element to delete by a walk over the set (one delete at 750
     ranges costs ~11 ms, an add 0.3: bench/interval_set.py). None when nothing changes."""
 
-    have, want = elements(old), elements(new)
-    gone = {n: [v for v in have.get(n, []) if v not in want.get(n, [])] for n in names}
-    come = {n: [v for v in want.get(n, []) if v not in have.get(n, [])] for n in names}
-    if not any(gone.values()) and not any(come.values()):
+    have = [e for e in want.elements(old) if e.set in names]
+    wanted = [e for e in want.elements(new) if e.set in names]
+    had, wants = {(e.set, e.value) for e in have}, {(e.set, e.value) for e in wanted}
+    gone = [e for e in have if (e.set, e.value) not in wants]
+    come = [e for e in wanted if (e.set, e.value) not in had]
+    if not gone and not come:
         return None
+    rank = {n: i for i, n in enumerate(names)}
 
-    def lines(verb: str, of: dict[str, list[str]], tag: str) -> str:
-        out = ""
-        for name in names:
-            if of[name]:
-                body = ", ".join(tagged(v, f'comment "{tag}"') for v in of[name])
-                out += f"{verb} element ip {table} {name} {{ {body} }}\n"
-        return out
+    def lines(verb: str, of: list[NftElement]) -> str:
+        return element_lines(verb, "ip", table, of, rank)
 
-    body = (
-        lines("add", gone, old.tag) + lines("delete", gone, old.tag) + lines("add", come, new.tag)
-    )
-    script = _sets_only(table, body) + body
+    body = lines("add", gone) + lines("delete", gone) + lines("add", come)
+    script = _sets_only(table, {e.set for e in gone + come}) + body
     return Step(NFT, script, f'change the {what} of vm "{new.name}"', new.name)
 
 

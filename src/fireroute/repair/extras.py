@@ -17,6 +17,7 @@ from typing import NamedTuple
 from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan import bridge, iptables, modes, nft
+from fireroute.want.iptables import conntrack
 
 
 class Stray(NamedTuple):
@@ -128,7 +129,7 @@ def extra_sets(family: str, have: Iterable[str]) -> list[str]:
 
 def shared_rules() -> set[str]:
     """The iptables rules every state file's iptables VMs share, as saved (quotes left out)."""
-    return {"-A " + s.text.split(" ", 1)[1] for s in iptables.vms_up([], need_conntrack=True)}
+    return {conntrack().saved}
 
 
 def rule_strays(

@@ -17,6 +17,8 @@ from __future__ import annotations
 from fireroute.model import Vm
 from fireroute.plan import iptables
 from fireroute.plan.steps import IPTABLES, Step
+from fireroute.want import iptables as want
+from fireroute.want.iptables import IptRule
 
 Key = tuple[str, str]
 """(table, chain)"""
@@ -42,17 +44,22 @@ def index(rules: list[tuple[str, str]]) -> dict[str, dict[Key, list[str]]]:
     return out
 
 
-def blocks(vm: Vm) -> dict[Key, list[str]]:
-    """A VM's rendered rules, by (table, chain), in their order."""
-    out: dict[Key, list[str]] = {}
-    for table, rule in iptables.vm_rules(vm):
-        out.setdefault((table, chain_of(rule)), []).append(rule)
+def rule_blocks(vm: Vm) -> dict[Key, list[IptRule]]:
+    """A VM's block (want.iptables), by (table, chain), in its order."""
+    out: dict[Key, list[IptRule]] = {}
+    for r in want.block(vm):
+        out.setdefault((r.table, r.chain), []).append(r)
     return out
 
 
-def _present(have: list[str], want: list[str]) -> list[str]:
-    """Of the saved lines ``have``, those that are rendered rules (plain), in chain order."""
-    wanted = set(want)
+def blocks(vm: Vm) -> dict[Key, list[str]]:
+    """The same, as saved (``-A``) lines."""
+    return {key: [r.saved for r in rules] for key, rules in rule_blocks(vm).items()}
+
+
+def _present(have: list[str], rules: list[IptRule]) -> list[str]:
+    """Of the saved lines ``have``, those that are ``rules`` (plain), in chain order."""
+    wanted = {r.saved for r in rules}
     return [p for p in map(plain, have) if p in wanted]
 
 
@@ -71,8 +78,8 @@ def vm_problems(tagged: dict[str, dict[Key, list[str]]], vm: Vm) -> list[str]:
     """One line per chain in which an iptables VM's rules are out of the rendered order."""
     mine = tagged.get(iptables.tag(vm), {})
     problems = []
-    for key, want in blocks(vm).items():
-        why = disorder(_present(mine.get(key, []), want), want)
+    for key, rules in rule_blocks(vm).items():
+        why = disorder(_present(mine.get(key, []), rules), [r.saved for r in rules])
         if why:
             problems.append(f'iptables rules of vm "{vm.name}" in {key[1]} are out of order: {why}')
     return problems
@@ -123,33 +130,32 @@ def heal(
         what = "move shared conntrack rule above the VMs' rules"
         if at is not None:
             steps.append(Step(IPTABLES, "-D" + forward.pop(at)[2:], what, table="filter"))
-        steps.append(_put(forward, first, iptables.CONNTRACK, what, None, "filter"))
+        steps.append(_put(forward, first, want.conntrack(), what))
     for vm in vms:
         mine = tagged.get(iptables.tag(vm), {})
-        for key, want in blocks(vm).items():
-            present = _present(mine.get(key, []), want)
-            if present == want:
+        for key, rules in rule_blocks(vm).items():
+            present = _present(mine.get(key, []), rules)
+            if present == [r.saved for r in rules]:
                 continue
-            chain, wanted = sim.setdefault(key, []), set(want)
+            chain, wanted = sim.setdefault(key, []), {r.saved for r in rules}
             saved = [line for line in mine.get(key, []) if plain(line) in wanted]
             at = chain.index(saved[0]) if saved else None
             what = f"write iptables rules of the vm in {key[1]} again, in order"
             for line in saved:
                 chain.remove(line)
                 steps.append(Step(IPTABLES, "-D" + line[2:], what, vm.name, table=key[0]))
-            for i, rule in enumerate(want):
-                steps.append(_put(chain, None if at is None else at + i, rule, what, vm, key[0]))
+            for i, rule in enumerate(rules):
+                steps.append(_put(chain, None if at is None else at + i, rule, what))
     return steps
 
 
-def _put(chain: list[str], at: int | None, rule: str, what: str, vm: Vm | None, table: str) -> Step:
+def _put(chain: list[str], at: int | None, rule: IptRule, what: str) -> Step:
     """Insert ``rule`` at ``at`` (0-based) of ``chain``, or append it: the step and the
     simulated chain."""
     if at is None:
-        chain.append(rule)
-        text = rule
+        chain.append(rule.saved)
+        text = rule.saved
     else:
-        chain.insert(at, rule)
-        name = chain_of(rule)
-        text = f"-I {name} {at + 1} {rule.split(' ', 2)[2]}"
-    return Step(IPTABLES, text, what, vm.name if vm else None, table=table)
+        chain.insert(at, rule.saved)
+        text = rule.at(at + 1)
+    return Step(IPTABLES, text, what, rule.vm, table=rule.table)

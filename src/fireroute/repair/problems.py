@@ -16,6 +16,8 @@ from fireroute.repair import extras, order
 from fireroute.repair.read import Kernel
 from fireroute.want import clone as wanted_clone
 from fireroute.want import cni as wanted_cni
+from fireroute.want import iptables as wanted_ipt
+from fireroute.want import nft as nft_want
 from fireroute.want import tap as wanted_tap
 from fireroute.want.netns import Route
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Sysctl
@@ -139,12 +141,7 @@ def ipv6_on(dev: str) -> bool:
 def expected_elements(vm: Vm) -> dict[str, list[str]]:
     """The set elements a VM should have in the shared NAT table, as nft text: its own, and
     a masquerading bridge guest's shared (bridge . uplink) egress element."""
-    if not modes.nat_member(vm):
-        return {}
-    out = nft.elements(vm)
-    if modes.masquerading_bridge(vm):
-        out["egress"] = [f'"{vm.options.bridge}" . "{vm.uplink}"']
-    return out
+    return nft_want.by_set(nft_want.nat_elements(vm))
 
 
 Expected = Callable[[Vm], dict[str, list[str]]]
@@ -166,10 +163,7 @@ def remembered() -> Expected:
 
 def ipt_want(vm: Vm) -> set[str]:
     """The iptables rules (as iptables-nft-save prints them, quotes left out) a VM needs."""
-    want = {r for _, r in iptables.vm_rules(vm)} if vm.backend == "iptables" else set()
-    if vm.options.fix_forward_policy:  # inserted with -I, saved as -A
-        want |= {"-A " + s.text.split(" ", 1)[1] for s in iptables.forward_policy_fix([vm])}
-    return want
+    return {r.saved for r in wanted_ipt.rules(vm)}
 
 
 def clone_problems(k: Kernel, vm: Vm) -> list[str]:

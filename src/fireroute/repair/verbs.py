@@ -29,6 +29,7 @@ from fireroute.repair.problems import (
     tap_want,
 )
 from fireroute.repair.read import Kernel
+from fireroute.want import iptables as wanted_ipt
 from fireroute.want import shared as shape
 
 
@@ -285,11 +286,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 )  # fmt: skip
         if ipt:  # the shared rule and each VM's block, whole and in order where they stand
             plan.add(*order.heal(k.ipt_chains, k.ipt_tagged, ipt, removed))
-        for step in iptables.forward_policy_fix(
-            [v for v in members if v.options.fix_forward_policy]
-        ):
-            if "-A " + step.text.split(" ", 1)[1] not in k.ipt_have:
-                plan.add(step)
+        fix = [r for v in members if v.options.fix_forward_policy for r in wanted_ipt.policy_fix(v)]
+        plan.add(*iptables.policy_fix_steps([r for r in fix if r.saved not in k.ipt_have]))
         if not dry_run and plan:
             m.executor().apply_all(plan)
         return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)

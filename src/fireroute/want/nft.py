@@ -1,0 +1,227 @@
+"""A VM's set and map elements in the shared nftables tables, as typed objects, and the sets
+and maps they live in (the tables' layout): the one place that says which elements a VM has.
+``up`` adds them, ``down`` removes them, ``check`` expects them and ``restore`` re-adds them.
+The element kind lives here, not beside the tables and chains (want/tables.py): a NAT VM's
+``up`` imports this module and not that one.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+
+from fireroute import owner
+from fireroute.model import NOT_PUBLIC, Options, Vm, merged
+from fireroute.want.objects import Obj
+from fireroute.want.shared import BRIDGE, NAT, masquerading, nat_member
+
+SHARDS = 64  # pairs of egress policy sets (see SETS)
+SETS = {
+    "masq": "ipv4_addr . ifname",  # guest IP . uplink: masquerade
+    "egress": "ifname . ifname",  # tap . uplink: may forward
+    "taps": "ifname",  # every tap of ours
+    "vms": "ifname . ipv4_addr",  # tap . guest IP: the only source a tap may use
+    "peers": "ifname",  # taps whose guests may talk to each other (--allow-peers)
+    "metadata": "ifname",  # taps whose guests may reach 169.254.169.254 (--allow-metadata)
+    "host_ports": "ifname . inet_proto . inet_service",  # --allow-host-port PORT/PROTO
+    # bridge guests with a known address: the tap is a bridge port, so the IP layer sees the
+    # bridge; the bridge table's anti-spoofing makes the source address a guest's identity
+    "bridged": "ifname . ipv4_addr",  # bridge . guest IP
+    "bridged_metadata": "ipv4_addr",  # bridge guests that may reach 169.254.169.254
+    "bridged_ports": "ipv4_addr . inet_proto . inet_service",  # a bridge guest's host ports
+    # accounting: a counter per element, counted on each lookup (one per packet)
+    "acct_tx": "ifname; counter",  # host devices of NAT and clone guests: sent by the guest
+    "acct_rx": "ifname; counter",  # the same devices: received by the guest
+    # egress policy: tap . destination CIDR the guest may not reach, and exceptions to that,
+    # in SHARDS pairs of sets (a tap's pair by its name): the kernel deletes an element of
+    # such a set by a walk over it, so a policy change (or a down) cost grew with the VM
+    # count; 64 pairs keep a pair at ~190 ranges with 4000 VMs of 3 (bench/ports.py)
+    **{
+        f"out_{kind}_{k}": "ifname . ipv4_addr; flags interval"
+        for k in range(SHARDS)
+        for kind in ("deny", "allow")
+    },
+}
+MAPS = {
+    # published ports: protocol . host port (every host address), or host address . protocol
+    # . host port, to guest address . guest port
+    "pub_any": "inet_proto . inet_service : ipv4_addr . inet_service",
+    "pub_addr": "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+    # a tap with an egress policy -> the chain of its pair of policy sets
+    "out_jump": "ifname : verdict",
+}
+FILTER_SETS = {
+    "ports": "ifname",  # every bridge tap of ours
+    "macs": "ifname . ether_addr",  # tap . the guest's MAC: the only one it may send from
+    "ipports": "ifname",  # taps whose guest has a fixed address
+    "addrs": "ifname . ipv4_addr",  # tap . guest IPv4: the only one it may use (IP and ARP)
+}
+"""The sets of the ``bridge`` family's table (anti-spoofing on the bridge's ports)"""
+RANK = {name: i for i, name in enumerate((*SETS, *MAPS, *FILTER_SETS))}
+"""The order element lines are written in: the tables' declaration order"""
+
+
+class NftElement(Obj):
+    """A set or map element: ``value`` as ``nft list`` prints it (a map element as
+    ``key : value``), tagged with its owner in a comment (``<id>:<vm>``, or ``<id>:bridge:<br>``
+    for a masquerading bridge's shared egress element, whose ``vm`` is None)."""
+
+    __slots__ = ("family", "table", "set", "value")
+    kind = "nft element"
+
+    def __init__(
+        self, family: str, table: str, set_name: str, value: str, owner: str, vm: str | None
+    ) -> None:
+        self.ns, self.owner, self.vm = None, owner, vm  # (Obj.__init__, inlined: per element)
+        self.family = family
+        self.table = table
+        self.set = set_name
+        self.value = value
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.family, self.table, self.set, self.value)
+
+    def tagged(self) -> str:
+        """The element with its comment: after the key (a map element's value follows it)."""
+        key, colon, value = self.value.partition(" : ")
+        tag = f'comment "{self.owner}"'
+        return f"{key} {tag} : {value}" if colon else f"{self.value} {tag}"
+
+    def text(self, verb: str) -> str:
+        """``add`` or ``delete``: the one line doing it to this element alone."""
+        return f"{verb} element {self.family} {self.table} {self.set} {{ {self.tagged()} }}\n"
+
+    def what(self, verb: str = "add") -> str:
+        return f"{verb} {self.value} to set {self.set} of {self.family} {self.table}"
+
+
+def element_lines(
+    verb: str, family: str, table: str, elems: list[NftElement], rank: dict[str, int]
+) -> str:
+    """One ``verb element`` line per set of ``table`` (the elements' own in every verb), in
+    the order ``rank`` gives the sets, each with its elements in the order given."""
+    by_set: dict[str, list[str]] = {}
+    for e in elems:
+        by_set.setdefault(e.set, []).append(e.tagged())
+    return "".join(
+        f"{verb} element {family} {table} {name} {{ {', '.join(values)} }}\n"
+        for name, values in sorted(by_set.items(), key=lambda kv: rank[kv[0]])
+    )
+
+
+def by_set(elems: list[NftElement]) -> dict[str, list[str]]:
+    """set -> the elements' values (untagged), as a table's listing is compared with them."""
+    out: dict[str, list[str]] = {}
+    for e in elems:
+        out.setdefault(e.set, []).append(e.value)
+    return out
+
+
+def elements(vm: Vm) -> list[NftElement]:
+    """A VM's own elements in its NAT table (less a bridge guest's shared egress element:
+    :func:`nat_elements` has it too)."""
+    out: list[NftElement] = []
+
+    def add(set_name: str, value: str) -> None:
+        out.append(NftElement(NAT, vm.table, set_name, value, vm.tag, vm.name))
+
+    o = vm.options
+    src = vm.nat_source
+    if vm.mode == "bridge":  # known by its address (see SETS)
+        if vm.guest_ip is None:  # DHCP: no address to know the guest by
+            return out
+        key = str(src)
+        add("bridged", f'"{o.bridge}" . {src}')
+        if o.masquerade:
+            add("masq", f'{src} . "{vm.uplink}"')
+        metadata, ports = "bridged_metadata", "bridged_ports"
+    else:  # known by its tap
+        key = f'"{vm.tap}"'
+        add("masq", f'{src} . "{vm.uplink}"')
+        add("egress", f'{key} . "{vm.uplink}"')
+        add("taps", key)
+        add("vms", f"{key} . {src}")
+        add("acct_tx", key)
+        add("acct_rx", key)
+        if o.allow_peers:
+            add("peers", key)
+        deny, allow = egress_cidrs(o)
+        if deny or allow:
+            k = shard(vm.tap)
+            add("out_jump", f"{key} : jump out_{k}")
+            for n in deny:
+                add(f"out_deny_{k}", f"{key} . {cidr_text(n)}")
+            for n in allow:
+                add(f"out_allow_{k}", f"{key} . {cidr_text(n)}")
+        metadata, ports = "metadata", "host_ports"
+        for p in o.publish:
+            to = f"{vm.guest_ip} . {p.guest_port}"
+            if p.addr is None:
+                add("pub_any", f'"{p.proto}" . {p.port} : {to}')
+            else:
+                add("pub_addr", f'{p.addr} . "{p.proto}" . {p.port} : {to}')
+    if o.allow_metadata:
+        add(metadata, key)
+    for port, proto in o.allow_host_ports:
+        add(ports, f'{key} . "{proto}" . {port}')
+    return out
+
+
+def egress_element(table: str, bridge: str, uplink: str, instance: str) -> NftElement:
+    """A masquerading bridge's shared (bridge . uplink) egress element, tagged for the bridge
+    (``<id>:bridge:<br>``): one per bridge, whatever the number of its guests."""
+    tag = owner.tag(instance, owner.bridge_name(bridge))
+    return NftElement(NAT, table, "egress", f'"{bridge}" . "{uplink}"', tag, None)
+
+
+def nat_elements(vm: Vm) -> list[NftElement]:
+    """Every element a VM needs in its NAT table: its own, and a masquerading bridge guest's
+    shared egress element (what ``check`` expects of it and its table holds while it is up)."""
+    addressed = vm.guest_ip is not None
+    if not nat_member(vm.mode, addressed):
+        return []
+    out = elements(vm)
+    if masquerading(vm.mode, vm.options.masquerade, addressed):
+        out.append(egress_element(vm.table, str(vm.options.bridge), vm.uplink, vm.owner))
+    return out
+
+
+def filter_elements(vm: Vm) -> list[NftElement]:
+    """A bridge VM's anti-spoofing elements in the bridge family's table."""
+    tap = f'"{vm.tap}"'
+
+    def e(set_name: str, value: str) -> NftElement:
+        return NftElement(BRIDGE, vm.table, set_name, value, vm.tag, vm.name)
+
+    out = [e("ports", tap), e("macs", f"{tap} . {vm.mac.lower()}")]
+    if vm.guest_ip is not None:
+        out += [e("ipports", tap), e("addrs", f"{tap} . {vm.guest_ip}")]
+    return out
+
+
+def shard(tap: str) -> int:
+    """The pair of policy sets (and chain) of a tap: by its name, so it never moves. Both
+    halves of the 64-bit digest, folded: FNV-1a's top bits alone put 4000 numbered names
+    (``fr-p0`` ...) in 8 of 16 pairs, up to 900 in one, and deleting from a pair costs the
+    kernel time by the pair's size (bench/interval_set.py)."""
+    from fireroute.addressing import digest
+
+    h = int(digest(tap), 16)
+    return (h ^ (h >> 32)) % SHARDS
+
+
+def egress_cidrs(o: Options) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
+    """(denied, allowed) destinations of a guest: ``--egress public`` denies what is not
+    public and the host's own networks, ``none`` everything; ``--deny-out`` adds,
+    ``--allow-out`` makes exceptions (allow wins)."""
+    deny = list(o.deny_out)
+    if o.egress == "public":
+        deny += [*NOT_PUBLIC, *o.host_nets]
+    elif o.egress == "none":
+        deny = [IPv4Network("0.0.0.0/0")]
+    return merged(deny), o.allow_out
+
+
+def cidr_text(n: IPv4Network) -> str:
+    """A CIDR as ``nft list`` prints an interval element (a /32 as the bare address)."""
+    return str(n.network_address) if n.prefixlen == 32 else str(n)
