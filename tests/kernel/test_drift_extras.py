@@ -234,10 +234,13 @@ def test_another_state_files_elements_are_its_own_and_foreign_tables_are_untouch
     nothing to do. A foreign table with A's tap in it is not A's. Then an element keyed on
     B's tap without B's tag is drift for both (no vm for A, b1 for B); A's restore removes
     it and B's elements stay."""
-    _, _, clean = setup(host, "ip")
+    _, a_ip, clean = setup(host, "ip")
     other(host, "up", "b1", "--tap", "fr-b1", "--pool", "172.17.0.0/16", "--allow-peers",
           "--allow-metadata", "--allow-host-port", "22/tcp", "--egress", "public",
           "--publish", "8080:80")  # fmt: skip
+    # a policy of B's whose destination is A's guest address: B's element, not A's drift
+    other(host, "up", "b2", "--tap", "fr-b2", "--pool", "172.17.0.0/16", "--deny-out",
+          f"{a_ip}/32")  # fmt: skip
     host.sh(
         "nft 'add table ip foreign; add set ip foreign taps { type ifname; }; "
         'add element ip foreign taps { "fr-a" }\''

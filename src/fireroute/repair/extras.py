@@ -49,6 +49,14 @@ def keys(vms: Iterable[Vm]) -> dict[str, str]:
     return out
 
 
+def who_fields(set_name: str, value: str) -> list[str]:
+    """The fields of an element that can name the VM it belongs to: all of them, but in a
+    policy set only the tap (the other field is a destination: another VM's guest address
+    there is that VM's policy, not this VM's element)."""
+    every = fields(value)
+    return every[:1] if set_name.startswith(("out_deny_", "out_allow_")) else every
+
+
 def fields(value: str) -> list[str]:
     """An element's fields, a map element's value's included."""
     return value.replace(" : ", " . ").split(" . ")
@@ -83,7 +91,7 @@ def strays(
                 tag = owner.parse(comment)
                 mine = tag is not None and tag[0] == instance
                 key = keys(vms) if key is None else key  # (a clean table never asks)
-                who = next((key[f] for f in fields(val) if f in key), None)
+                who = next((key[f] for f in who_fields(set_name, val) if f in key), None)
                 if who is None and mine and tag[1] in leased:  # type: ignore[index]
                     who = tag[1]  # type: ignore[index]
                 if who is not None or mine or (tag is None and table in want):
