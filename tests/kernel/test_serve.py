@@ -92,7 +92,7 @@ class Daemon:
 def daemon(host: Host, tmp_path: Path) -> Iterator[Daemon]:
     from fireroute.serve.config import CLIENT_DEFAULT
 
-    granted = [*CLIENT_DEFAULT, "allow_host_ports"]  # the operator's, allowed here
+    granted = [*CLIENT_DEFAULT, "allow_host_ports", "allow_out"]  # the operator's, allowed here
     config = {"fixed": {"pool": "172.16.0.0/16"}, "client_options": granted}
     d = Daemon(host, tmp_path, config=config)
     try:

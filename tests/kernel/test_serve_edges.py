@@ -93,7 +93,13 @@ def test_a_tenant_sets_no_mode_address_or_opening_by_default(host: Host, tmp_pat
             assert c.call("DELETE", "/vms/t2") == (200, {"removed": True})
         status, got = c.call("PUT", "/vms/keep/policy", {"allow_out": ["10.0.0.0/8"]})
         assert status == 403 and '"allow_out"' in got["error"]["message"], got
-        status, got = c.call("PUT", "/vms/keep/policy", {"egress": "none"})  # the control
+        # any policy change can widen (a new policy replaces the old): "public" would undo a
+        # "none" the operator gave; the grant's positive control is test_serve.py's daemon
+        assert c.call("PUT", "/vms/t3", {"egress": "none"})[0] == 200
+        for body in ({"egress": "public"}, {"deny_out": []}, {"egress": "none"}):
+            status, got = c.call("PUT", "/vms/t3/policy", body)
+            assert status == 403 and '"allow_out"' in got["error"]["message"], (body, got)
+        status, got = c.call("GET", "/vms/t3")
         assert status == 200 and got["egress"]["policy"] == "none", got
         check_clean(host)
     finally:
@@ -361,7 +367,7 @@ BAD_JSON = [
 
 
 def test_bad_json_of_any_shape_is_400(host: Host, tmp_path: Path):
-    d = Daemon(host, tmp_path)
+    d = Daemon(host, tmp_path, {"client_options": [*CLIENT_DEFAULT, "allow_out"]})
     try:
         c = d.client()
         assert c.call("PUT", "/vms/j0", {})[0] == 200  # (a policy is changed on a VM that is up)

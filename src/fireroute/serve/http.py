@@ -381,6 +381,13 @@ class Handler(BaseHTTPRequestHandler):
             if unknown:
                 raise UsageError(f'policy changes only the egress policy, not "{unknown[0]}"')
             config.options(body)  # the operator may have fixed these as well
+            if "allow_out" not in config.client_options:
+                # a new policy replaces the VM's whole policy: any change can widen it (an
+                # "egress" of "public" undoes the operator's "none")
+                raise NotAllowed(
+                    "changing a vm's egress policy can widen what it reaches: the operator's "
+                    '(its config\'s client_options may allow "allow_out")'
+                )
             return "policy", name, self._submit("policy", name, body).as_dict()
         if method == "GET":
             return "get", name, self._submit("get", name).as_dict()
