@@ -128,7 +128,10 @@ RULES = (
     *(("pub_out", r) for r in PUBLISH),
     # the second guard: a packet that should have been masqueraded (its source and way out
     # are a masq element) but still carries the guest's address once source NAT is done,
-    # whatever let it through, never leaves
+    # whatever let it through, never leaves; the replies of a connection that came in (to a
+    # masquerading bridge guest) are not masqueraded and pass (a packet conntrack cannot track
+    # has no direction, so it meets the drop)
+    ("unmasked", "ct direction reply accept"),
     ("unmasked", "ip saddr . oifname @masq counter drop"),
     *(
         (
