@@ -52,7 +52,7 @@ echo "fireroute $(/usr/local/bin/fireroute --version | cut -d' ' -f2) installed:
 if [ -z "$extras" ]; then
   cat <<'EOF'
 CNI plugin: /opt/cni/bin/fireroute. A network configuration list to start from
-(e.g. /etc/cni/conf.d/fcnet.conflist; see the README's "Kubernetes / containerd / Nomad"):
+(e.g. /etc/cni/conf.d/fcnet.conflist; see docs/cni.md):
 {
   "cniVersion": "1.0.0",
   "name": "fcnet",
