@@ -294,9 +294,19 @@ class Fake:
         CHECKS.get(kind, lambda f, o: None)(self, obj)
         self._store(obj)
         if kind == "netns":  # a namespace is made with its loopback, down
-            lo = Link("lo", "loopback", obj.owner, obj.vm, "", ns=obj.name, group=None, up=False)
-            lo.made = False
-            self._store(lo)
+            self._store(
+                Link(
+                    "lo",
+                    "loopback",
+                    obj.owner,
+                    obj.vm,
+                    "",
+                    obj.name,
+                    group=None,
+                    up=False,
+                    made=False,
+                )
+            )
         if kind == "link" and obj.link_kind == "veth":
             self._store(_far_end(obj))
 
@@ -327,15 +337,25 @@ class Fake:
             raise Failed(MISSING, f'no link "{want.name}"')
         if want.master:
             _master(self, want)
-        new = copy.copy(now)
-        assert isinstance(new, Link)
-        new.master = want.master or new.master
-        new.mtu = want.mtu or new.mtu
-        new.mac = (want.mac if want.link_kind == "tun" else None) or new.mac
-        new.group = want.group if want.group is not None else new.group
-        new.alias = want.alias or new.alias
-        new.up = want.up or new.up
-        self.objs[ident(want)] = new
+        assert isinstance(now, Link)
+        self.objs[ident(want)] = Link(
+            now.name,
+            now.link_kind,
+            now.owner,
+            now.vm,
+            want.alias or now.alias,
+            ns=now.ns,
+            uid=now.uid,
+            gid=now.gid,
+            master=want.master or now.master,
+            group=want.group if want.group is not None else now.group,
+            up=want.up or now.up,
+            peer=now.peer,
+            made=now.made,
+            mac=(want.mac if want.link_kind == "tun" else None) or now.mac,
+            mtu=want.mtu or now.mtu,
+            peer_mac=now.peer_mac,
+        )
 
     def _store(self, obj: Any) -> None:
         k = ident(obj)
@@ -360,7 +380,8 @@ class Fake:
             if dead.kind == "link":
                 self.held.discard(dead.key)
         for k2, o in list(self.objs.items()):  # a deleted bridge's ports are let go
-            if o.kind == "link" and o.master and _link(o.ns, o.master) in gone:
+            master = getattr(o, "master", None) if o.kind == "link" else None
+            if master and _link(o.ns, master) in gone:
                 freed = copy.copy(o)
                 freed.master = None  # type: ignore[attr-defined]
                 self.objs[k2] = freed
@@ -481,19 +502,27 @@ def _far_end(veth: Link) -> Link:
     """A veth's other end, made with it (down, untagged, in the peer's namespace)."""
     assert veth.peer is not None
     ns, name = veth.peer
-    far = Link(name, "veth", veth.owner, veth.vm, "", ns=ns, group=None, up=False)
-    far.peer, far.made, far.mac = (veth.ns, veth.name), False, veth.peer_mac
-    return far
+    return Link(
+        name,
+        "veth",
+        veth.owner,
+        veth.vm,
+        "",
+        ns,
+        group=None,
+        up=False,
+        peer=(veth.ns, veth.name),
+        made=False,
+        mac=veth.peer_mac,
+    )
 
 
 def _first_in_chain(objs: dict, k: tuple, rule: Any) -> dict:
     """``objs`` with ``rule`` inserted before the first rule of its chain (``-I``)."""
     out: dict = {}
+    chain = ("iptables rule", rule.table, rule.chain)
     for k2, o in objs.items():
-        if k not in out and o.kind == "iptables rule" and (o.table, o.chain) == (  # type: ignore[attr-defined]
-            rule.table,
-            rule.chain,
-        ):
+        if k not in out and (o.kind, getattr(o, "table", ""), getattr(o, "chain", "")) == chain:
             out[k] = rule
         out[k2] = o
     out.setdefault(k, rule)
@@ -555,7 +584,7 @@ def _in_use(fake: Fake, obj: Any) -> None:
     words = [w.strip('";{}') for r in rules for w in r.split()]
     if obj.kind == "nft set" and f"@{obj.name}" in words:
         raise Failed(BUSY, f"set {obj.name} is in use")
-    jumps = {b for a, b in zip(words, words[1:]) if a in ("jump", "goto")}
+    jumps = {b for a, b in zip(words, words[1:], strict=False) if a in ("jump", "goto")}
     if obj.kind == "nft chain" and obj.name in jumps:
         raise Failed(BUSY, f"chain {obj.name} is jumped to")
 
