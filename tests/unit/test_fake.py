@@ -129,14 +129,23 @@ def test_a_port_needs_its_bridge():
     b = vm("b", 1, mode="bridge", bridge="br9", dhcp=True)
     (port,) = tap.tap(b)
     f = Fake()
-    assert one(f, "create", port) == MISSING  # master named at creation
     assert one(f, "set", port) == MISSING  # no link at all
-    plain = Link(port.name, "tun", port.owner, port.vm, port.alias, uid=0)
-    assert one(f, "create", plain) == OK
+    assert one(f, "create", port) == OK  # ``tuntap add`` names no bridge
+    made = f.get(port)
+    assert (made.master, made.up, made.alias, made.uid) == (None, False, "", 0)  # as made
     assert one(f, "set", port) == MISSING and f.get(port).master is None
     up(f, bridge.bridge(b))  # control
     assert one(f, "set", port) == OK and f.get(port).master == "br9"
-    assert f.get(port).uid == 0 and f.get(port).up  # what ``link set`` does not touch stays
+    assert f.get(port) == port  # what ``link set`` does not touch stays
+
+
+def test_loopback_up_has_its_address():
+    f = Fake()
+    up(f, [Netns("n1", "x:c", "c")])
+    assert [k[0] for k in f.read()] == ["netns", "link"]
+    lo = Link("lo", "loopback", "x:c", "c", "", ns="n1", group=None, made=False)
+    assert one(f, "set", lo) == OK
+    assert ("addr", ("n1", "lo", "127.0.0.1/8")) in f.objs
 
 
 def test_a_master_that_is_no_bridge_is_refused():

@@ -24,7 +24,7 @@ from fireroute.kernel import observe
 from fireroute.kernel.apply import InjectedFault
 from fireroute.kernel.kinds import BUSY, EXISTS, MISSING, OK, OTHER
 from fireroute.kernel.run import Result
-from fireroute.want.objects import FORWARD_KEY, Link, Obj
+from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -292,21 +292,10 @@ class Fake:
         if k in self.objs:
             raise Failed(EXISTS, f"{k} is there")
         CHECKS.get(kind, lambda f, o: None)(self, obj)
-        self._store(obj)
+        self._store(_as_made(obj) if kind == "link" else obj)
         if kind == "netns":  # a namespace is made with its loopback, down
-            self._store(
-                Link(
-                    "lo",
-                    "loopback",
-                    obj.owner,
-                    obj.vm,
-                    "",
-                    obj.name,
-                    group=None,
-                    up=False,
-                    made=False,
-                )
-            )
+            lo = Link("lo", "loopback", obj.owner, obj.vm, "", obj.name, group=None, made=False)
+            self._store(_like(lo, up=False))
         if kind == "link" and obj.link_kind == "veth":
             self._store(_far_end(obj))
 
@@ -338,24 +327,18 @@ class Fake:
         if want.master:
             _master(self, want)
         assert isinstance(now, Link)
-        self.objs[ident(want)] = Link(
-            now.name,
-            now.link_kind,
-            now.owner,
-            now.vm,
-            want.alias or now.alias,
-            ns=now.ns,
-            uid=now.uid,
-            gid=now.gid,
+        new = _like(
+            now,
+            alias=want.alias or now.alias,
             master=want.master or now.master,
             group=want.group if want.group is not None else now.group,
             up=want.up or now.up,
-            peer=now.peer,
-            made=now.made,
             mac=(want.mac if want.link_kind == "tun" else None) or now.mac,
             mtu=want.mtu or now.mtu,
-            peer_mac=now.peer_mac,
         )
+        self.objs[ident(want)] = new
+        if new.link_kind == "loopback" and new.up:  # up, it has its address
+            self._store(Addr(new, "127.0.0.1/8"))
 
     def _store(self, obj: Any) -> None:
         k = ident(obj)
@@ -498,23 +481,30 @@ def _shown(link: Any) -> dict:
     return doc
 
 
+LINK_FIELDS = (
+    *("name", "link_kind", "owner", "vm", "alias", "ns", "uid", "gid", "master", "group"),
+    *("up", "peer", "made", "mac", "mtu", "peer_mac"),
+)
+
+
+def _like(link: Link, **changed: Any) -> Link:
+    """``link`` with some fields changed (a new object: the old one may be in a snapshot)."""
+    return Link(**{f: changed.get(f, getattr(link, f)) for f in LINK_FIELDS})
+
+
+def _as_made(link: Link) -> Link:
+    """A link as its add line leaves it: down, untagged, in no bridge (a veth with the MAC
+    it was made with)."""
+    mac = link.mac if link.link_kind == "veth" else None
+    return _like(link, alias="", master=None, group=None, up=False, mtu=None, mac=mac)
+
+
 def _far_end(veth: Link) -> Link:
     """A veth's other end, made with it (down, untagged, in the peer's namespace)."""
     assert veth.peer is not None
     ns, name = veth.peer
-    return Link(
-        name,
-        "veth",
-        veth.owner,
-        veth.vm,
-        "",
-        ns,
-        group=None,
-        up=False,
-        peer=(veth.ns, veth.name),
-        made=False,
-        mac=veth.peer_mac,
-    )
+    far = _like(veth, name=name, ns=ns, peer=(veth.ns, veth.name), made=False, mac=veth.peer_mac)
+    return _as_made(far)
 
 
 def _first_in_chain(objs: dict, k: tuple, rule: Any) -> dict:
@@ -541,8 +531,6 @@ def _master(fake: Fake, link: Any) -> None:
 
 
 def _check_link(fake: Fake, link: Any) -> None:
-    if link.master:
-        _master(fake, link)
     if link.link_kind != "veth":
         return
     ns, name = link.peer

@@ -15,6 +15,9 @@ KINDS = (EXISTS, MISSING, BUSY, DENIED, OTHER)
 
 EXISTS_TEXT = (
     "File exists",
+    # EEXIST with the kernel's own message (extack) in place of strerror's
+    "Address already assigned",
+    "Exclusivity flag on, cannot modify",
     # ``ip tuntap add`` passes IFF_TUN_EXCL: a device of that name, tap or not, is EBUSY
     "ioctl(TUNSETIFF): Device or resource busy",
 )
@@ -29,6 +32,7 @@ MISSING_TEXT = (
     "Cannot assign requested address",
     "No such process",
     "Cannot find specified qdisc",
+    'Invalid "netns" value',  # ``ip``: no namespace of that name
     # a route whose gateway or device is not there yet: no connected network, device down
     "Nexthop has invalid gateway",
     "Network is unreachable",
