@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from ipaddress import IPv4Network
 
 import pytest
@@ -153,6 +154,34 @@ def test_nat_tap(both):
     seen = steps(f, k, [("delete", link), ("delete", link), ("create", v6), ("delete", addr)])
     assert seen == [OK, MISSING, MISSING, MISSING]
     same_links(f, k, None)
+
+
+HOLD = """
+import fcntl, os, struct, sys
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", sys.argv[1].encode(), 0x0002 | 0x1000))
+print("held", flush=True)
+sys.stdin.read()
+"""
+"""attach to a tap as a VMM does (TUNSETIFF, tap, no packet information) and keep it"""
+
+
+def test_a_held_tap(both):
+    """A tap a VMM has open: ``link del`` takes it all the same; another of its name is
+    refused while it is there."""
+    f, k = both
+    link, addr, _ = tap.tap(vm("a", 0))
+    assert steps(f, k, [("create", link), ("set", link), ("create", addr)]) == [OK, OK, OK]
+    argv = ["ip", "netns", "exec", ROOT, sys.executable, "-c", HOLD, link.name]
+    vmm = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert vmm.stdout is not None and vmm.stdout.readline() == "held\n"
+        f.hold(link.name)
+        assert steps(f, k, [("create", link), ("delete", link)]) == [EXISTS, OK]
+        assert not f.held
+        same_links(f, k, None)
+    finally:
+        vmm.communicate("", timeout=10)
 
 
 def test_bridge_port(both):
