@@ -422,6 +422,10 @@ def test_read_all_or_the_named_vms_and_the_shared():
     assert list(f.read(["a"])) == [fake.ident(o) for o in (a, theirs, shared)]
 
 
+def test_the_fake_needs_no_privilege():
+    assert Fake().require_net_admin("create tap") is None
+
+
 def test_dump_prints_the_lines_that_make_the_host():
     f = Fake()
     objs = nat()

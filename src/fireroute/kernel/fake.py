@@ -227,6 +227,9 @@ class Fake:
     def get(self, obj: Obj) -> Any:
         return self.objs.get(ident(obj))
 
+    def require_net_admin(self, action: str) -> None:
+        """The fake lets anyone change it."""
+
     # -- applying ------------------------------------------------------------------------
     def apply(self, group: Sequence[Op], force: bool = False) -> list[str]:
         """Apply one group (all of one tool), as one process would: each operation's outcome."""
