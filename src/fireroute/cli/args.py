@@ -13,6 +13,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
 FLAG, VALUE, INT, APPEND = "flag", "value", "int", "append"
 
@@ -65,6 +66,10 @@ class Args:
 
     def __init__(self, **values: object) -> None:
         self.__dict__.update(values)
+
+    if TYPE_CHECKING:  # as argparse.Namespace: any option, of the type its spec gives
+
+        def __getattr__(self, name: str) -> Any: ...
 
 
 def fast_parse(

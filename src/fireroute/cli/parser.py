@@ -11,6 +11,10 @@ from fireroute import __version__
 from fireroute.cli import args as spec
 from fireroute.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 FORMATS = (
     "text",
     "json",
@@ -39,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _formatter)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         verb = self.prog.removeprefix("fireroute").strip()  # "up", or "" for the top level
         raise UsageError(f"{verb}: {message}" if verb else message)
 
