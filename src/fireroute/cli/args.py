@@ -54,7 +54,7 @@ class Opt:
         return self.default
 
     def add_to(self, p: argparse.ArgumentParser) -> None:
-        kw: dict[str, object] = {"help": self.help, "dest": self.dest}
+        kw: dict[str, Any] = {"help": self.help, "dest": self.dest}  # add_argument's
         if self.metavar:
             kw["metavar"] = self.metavar
         if self.kind == FLAG:
@@ -65,7 +65,7 @@ class Opt:
             kw["default"] = self.default
             if self.kind == INT:
                 kw["type"] = int
-        p.add_argument(self.flag, **kw)  # type: ignore[arg-type]
+        p.add_argument(self.flag, **kw)
 
 
 class Args:
@@ -124,7 +124,9 @@ def fast_parse(
             except ValueError:
                 return None
         elif opt.kind == APPEND:
-            values[opt.dest].append(value)  # type: ignore[attr-defined]
+            appended = values[opt.dest]
+            assert isinstance(appended, list)  # Opt.initial
+            appended.append(value)
         else:
             values[opt.dest] = value
     values[positional] = names

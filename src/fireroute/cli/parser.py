@@ -13,7 +13,7 @@ from fireroute.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 FORMATS = (
     "text",
@@ -39,9 +39,9 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # argparse's, passed through
         kwargs.setdefault("formatter_class", _formatter)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         verb = self.prog.removeprefix("fireroute").strip()  # "up", or "" for the top level

@@ -25,6 +25,10 @@ from fireroute.errors import Busy, ConflictError, StateError, UsageError
 from fireroute.kernel.run import HELD_FDS
 from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 SCHEMA_VERSION = 4  # 2: INDEXES; 3: PORTS; 4: NETNS (an older file gets them on first use)
 DEFAULT_PATH = "/var/lib/fireroute/state.db"
 SHAPE = tuple(
@@ -431,7 +435,7 @@ class Store:
         with self._tx() as db:
             db.executemany("UPDATE vms SET state = ? WHERE name = ?", [(state, n) for n in names])
 
-    def remove(self, names: list[str], drop_meta: list[str] = ()) -> None:  # type: ignore[assignment]
+    def remove(self, names: list[str], drop_meta: Sequence[str] = ()) -> None:
         if self.db is None:
             return
         with self._tx() as db:
