@@ -40,6 +40,7 @@ from fireroute.errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import builtins
     from collections.abc import Iterable
 
     from fireroute import model
@@ -216,7 +217,7 @@ class Host:
         """Stop forwarding the given host ports (NotFound for a spec the VM does not have)."""
         return Vm(self._manager.publish(name, [], list(specs))[0])
 
-    def stats(self, *names: str) -> list[dict[str, object]]:
+    def stats(self, *names: str) -> builtins.list[dict[str, object]]:
         """Per-VM traffic counted by the kernel: ``name``, ``counted`` and ``tx_bytes``,
         ``tx_packets``, ``rx_bytes``, ``rx_packets`` (sent and received by the guest; None
         where not counted: bridge guests, the iptables backend)."""
@@ -241,7 +242,7 @@ class Host:
 
         return as_commands(repair.restore(self._manager, dry_run=dry_run))
 
-    def teardown(self) -> list[str]:
+    def teardown(self) -> builtins.list[str]:
         """Every VM of this state file down and everything tagged for it removed."""
         vms, _plan = self._manager.teardown()
         return [v.name for v in vms]

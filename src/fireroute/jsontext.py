@@ -9,11 +9,9 @@ Where ``_json`` is missing (another Python), the ``json`` package does the work.
 
 from __future__ import annotations
 
-try:
-    from _json import encode_basestring_ascii as _quote
-    from _json import make_scanner as _make_scanner
-except ImportError:  # pragma: no cover - CPython always has _json
-    _make_scanner = None
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _no_constant(name: str) -> object:
@@ -32,16 +30,26 @@ class _Context:
     memo: dict[str, str] = {}
 
 
-_scan = _make_scanner(_Context()) if _make_scanner else None
+_scan: Callable[[str, int], tuple[object, int]] | None
+try:
+    from _json import encode_basestring_ascii as _quote
+    from _json import make_scanner
+except ImportError:  # pragma: no cover - CPython always has _json
+    _scan = None
+else:
+    # typeshed asks for a make_scanner as the context (its own TODO says a duck type); the C
+    # scanner reads only the attributes _Context has
+    _scan = make_scanner(_Context())  # type: ignore[arg-type]
 
 
 def loads_all(text: str) -> list[object]:
     """Every JSON document in ``text`` (documents separated by whitespace, as ``ip -j
     -batch`` prints them); ValueError on anything else."""
+    out: list[object] = []
     if _scan is None:  # pragma: no cover
         import json
 
-        dec, out, i = json.JSONDecoder(), [], 0
+        dec, i = json.JSONDecoder(), 0
         text = text.strip()
         while i < len(text):
             doc, i = dec.raw_decode(text, i)
@@ -49,7 +57,7 @@ def loads_all(text: str) -> list[object]:
             while i < len(text) and text[i].isspace():
                 i += 1
         return out
-    out, i, n = [], 0, len(text)
+    i, n = 0, len(text)
     while True:
         while i < n and text[i] in " \t\n\r":
             i += 1

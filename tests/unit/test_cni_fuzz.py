@@ -110,7 +110,7 @@ class FakeHost:
     def __init__(self, *_a: object, **_k: object) -> None:
         pass
 
-    def up(self, name: str, **fields: object):
+    def up(self, name: str, *, skip_conflicts: bool = False, **fields: object):
         from ipaddress import IPv4Network
 
         from fireroute import api, model

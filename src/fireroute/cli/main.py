@@ -94,7 +94,7 @@ def cmd_down(args: Namespace | Args) -> int:
     return 0
 
 
-def cmd_ls(args: Namespace | Args) -> int:
+def cmd_ls(args: Namespace) -> int:
     from fireroute.manager import Manager
     from fireroute.render import record
 
@@ -130,7 +130,7 @@ def cmd_ls(args: Namespace | Args) -> int:
     return 0
 
 
-def cmd_show(args: Namespace | Args) -> int:
+def cmd_show(args: Namespace) -> int:
     from fireroute.cli import firecracker_cmds as fcc
     from fireroute.manager import Manager
     from fireroute.render import firecracker, guest, record
@@ -155,7 +155,7 @@ def cmd_show(args: Namespace | Args) -> int:
     return 0
 
 
-def cmd_policy(args: Namespace | Args) -> int:
+def cmd_policy(args: Namespace) -> int:
     from fireroute.manager import Manager
     from fireroute.render import record
 
@@ -188,7 +188,7 @@ def cmd_policy(args: Namespace | Args) -> int:
     return 0
 
 
-def cmd_publish(args: Namespace | Args) -> int:
+def cmd_publish(args: Namespace) -> int:
     from fireroute.manager import Manager
     from fireroute.plan.steps import as_commands
     from fireroute.render import record
@@ -205,7 +205,7 @@ def cmd_publish(args: Namespace | Args) -> int:
     return 0
 
 
-def cmd_stats(args: Namespace | Args) -> int:
+def cmd_stats(args: Namespace) -> int:
     from fireroute import stats
     from fireroute.manager import Manager
 
@@ -223,7 +223,7 @@ def cmd_stats(args: Namespace | Args) -> int:
     return 0
 
 
-def cmd_teardown(args: Namespace | Args) -> int:
+def cmd_teardown(args: Namespace) -> int:
     from fireroute.manager import Manager
     from fireroute.plan.steps import as_commands
 
@@ -237,7 +237,7 @@ def cmd_teardown(args: Namespace | Args) -> int:
     return 0
 
 
-def cmd_demo(args: Namespace | Args) -> int:
+def cmd_demo(args: Namespace) -> int:
     from fireroute.lab.demo import run_demo
 
     return run_demo(vms=args.vms, backend=args.backend, boot=not args.no_boot)
@@ -248,7 +248,8 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import _signal  # the C module: signal.py imports enum, ~1 ms of start-up
+    # the C module: signal.py imports enum, ~1 ms of start-up (typeshed has no stub for it)
+    import _signal  # type: ignore[import-not-found]
 
     for sig in (_signal.SIGTERM, _signal.SIGHUP):  # a killed or hung-up run unwinds like ^C
         if _signal.getsignal(sig) == _signal.SIG_DFL:
@@ -260,14 +261,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from fireroute.cli.args import parse_hot
 
-        args = parse_hot(argv)
-        if args is None:
-            from fireroute.cli import parser
+        hot = parse_hot(argv)
+        if hot is not None:  # plain ``up`` or ``down``
+            return cmd_up(hot, dry_run=hot.dry_run) if hot.cmd == "up" else cmd_down(hot)
+        from fireroute.cli import parser
 
-            args = parser.parse(argv)
-            if args.cmd is None:
-                parser.build_parser().print_help()
-                return 2
+        args = parser.parse(argv)
+        if args.cmd is None:
+            parser.build_parser().print_help()
+            return 2
         if args.cmd == "up" and args.socket is not None:
             from fireroute.cli.firecracker_cmds import cmd_up_socket
 

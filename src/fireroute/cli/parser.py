@@ -11,6 +11,10 @@ from fireroute import __version__
 from fireroute.cli import args as spec
 from fireroute.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
 FORMATS = (
     "text",
     "json",
@@ -35,11 +39,11 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # argparse's, passed through
         kwargs.setdefault("formatter_class", _formatter)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         verb = self.prog.removeprefix("fireroute").strip()  # "up", or "" for the top level
         raise UsageError(f"{verb}: {message}" if verb else message)
 

@@ -96,7 +96,7 @@ def _call(
     if res.rc != 0:
         if isinstance(answer, dict) and isinstance(answer.get("code"), int):
             msg = f'IPAM plugin "{kind}": {answer.get("msg", "")}'
-            raise CniError(int(answer["code"]), msg, str(answer.get("details", "")))  # type: ignore[arg-type]
+            raise CniError(int(answer["code"]), msg, str(answer.get("details", "")))
         raise CniError(GENERIC + 3, f'IPAM plugin "{kind}" failed', (res.err or res.out).strip())
     if not isinstance(answer, dict):
         raise CniError(GENERIC + 3, f'IPAM plugin "{kind}" answered no CNI result', res.out[:200])

@@ -145,7 +145,7 @@ def add(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> dict[str
     try:
         if release:
             fields["guest_ip"], fields["gateway"] = ipam.address(answer)
-        vm = host.up(_name(req), **fields)  # the request model checks the fields, once
+        vm = host.up(_name(req), skip_conflicts=False, **fields)  # the request model checks them
     except BaseException:
         if release:
             with contextlib.suppress(CniError, OSError):
@@ -199,7 +199,8 @@ def check(req: protocol.Request, env: Mapping[str, str], stdin: bytes) -> None:
     host = _host(req, env)
     name = _name(req)
     report = host.check(name)
-    problems = report["vms"].get(name, []) if isinstance(report.get("vms"), dict) else []
+    vms = report.get("vms")
+    problems = vms.get(name, []) if isinstance(vms, dict) else []
     if problems:
         raise CniError(
             GENERIC + 2, "the attachment differs from what ADD made", "; ".join(problems)

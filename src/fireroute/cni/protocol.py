@@ -15,6 +15,7 @@ from fireroute.errors import UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import TypeGuard
 
 SUPPORTED = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
@@ -109,12 +110,12 @@ def _cidr(value: object) -> bool:
     return True
 
 
-def _int(value: object) -> bool:
+def _int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _uint(value: object) -> bool:
-    return _int(value) and value >= 0  # type: ignore[operator]
+    return _int(value) and value >= 0
 
 
 KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
@@ -122,7 +123,7 @@ KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "int": (_int, "an integer"),
     "uint": (_uint, "an integer of 0 or more"),
-    "port": (lambda v: _int(v) and 1 <= v <= 65535, "a port number (1-65535)"),  # type: ignore[operator]
+    "port": (lambda v: _int(v) and 1 <= v <= 65535, "a port number (1-65535)"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "object": (lambda v: isinstance(v, dict), "an object"),
     "ip": (_ip, "an IP address"),

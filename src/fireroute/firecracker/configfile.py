@@ -51,7 +51,17 @@ def merge_config(
     ifaces = config.get("network-interfaces", [])
     if not isinstance(ifaces, list):
         raise ValueError("'network-interfaces' in the existing config is not a list")
-    new_entry = _copy_json(iface_entry)
+    merged, added_beside = _merge_interfaces(ifaces, _copy_json(iface_entry), other_taps)
+    config["network-interfaces"] = merged
+    _merge_boot_args(config, ip_arg, added_beside, other_guests or {})
+    return config
+
+
+def _merge_interfaces(
+    ifaces: list, new_entry: dict, other_taps: Collection[str]
+) -> tuple[list, bool]:
+    """``ifaces`` with ``new_entry`` in the place of the entry with its ``iface_id`` (or
+    appended), and whether it was added beside other interfaces instead of replacing one."""
     merged: list = []
     replaced = False
     for entry in ifaces:
@@ -75,8 +85,13 @@ def merge_config(
     added_beside = not replaced and bool(merged)
     if not replaced:
         merged.append(new_entry)
-    config["network-interfaces"] = merged
+    return merged, added_beside
 
+
+def _merge_boot_args(
+    config: dict, ip_arg: str | None, added_beside: bool, other_guests: Mapping[str, str]
+) -> None:
+    """Put ``ip_arg`` into ``config``'s ``boot-source.boot_args`` (in place)."""
     boot = config.get("boot-source")
     if boot is not None and not isinstance(boot, dict):
         raise ValueError("'boot-source' in the existing config is not an object")
@@ -90,11 +105,10 @@ def merge_config(
         held = _ip_device(current)
         if ip_arg is None or held is None or held == _ip_device(ip_arg):
             if ip_arg is not None and held is not None:
-                _check_not_anothers(current, ip_arg, added_beside, other_guests or {})
+                _check_not_anothers(current, ip_arg, added_beside, other_guests)
             boot["boot_args"] = set_ip_arg(current, ip_arg)
         # else: the kernel takes one ip= argument, and it configures another interface (the
         # first vm's); this one's is left to the guest script
-    return config
 
 
 def ip_arg_applied(config: dict, ip_arg: str | None) -> bool:

@@ -6,7 +6,7 @@ from fireroute import jsontext
 from fireroute.model import Vm
 
 
-def interface(vm: Vm) -> dict[str, str]:
+def interface(vm: Vm) -> dict[str, object]:
     """Body of ``PUT /network-interfaces/{iface_id}``; also the config-file entry."""
     return {"iface_id": vm.options.iface_id, "guest_mac": vm.mac, "host_dev_name": vm.vm_tap}
 
@@ -23,7 +23,7 @@ def api_call(vm: Vm, socket: str = "/tmp/firecracker.socket") -> str:
     )
 
 
-def config_fragment(vm: Vm) -> dict[str, list[dict[str, str]]]:
+def config_fragment(vm: Vm) -> dict[str, object]:
     return {"network-interfaces": [interface(vm)]}
 
 

@@ -48,14 +48,14 @@ def _mode_fields(vm: Vm) -> dict[str, object]:
     if vm.mode == "bridge":
         return {"bridge": vm.options.bridge, "masquerade": vm.options.masquerade}
     if vm.mode == "clone":
+        from fireroute.addressing import veth_pair
+
+        assert vm.net is not None  # a clone's lease is its veth link's block
+        host_ip, netns_ip = veth_pair(vm.net)
         return {
             "netns": vm.netns,
             "clone_address": str(vm.clone_address),
-            "veth": {
-                "host": vm.tap,
-                "host_ip": str(vm.nat_source - 1),
-                "netns_ip": str(vm.nat_source),
-            },
+            "veth": {"host": vm.tap, "host_ip": str(host_ip), "netns_ip": str(netns_ip)},
         }
     if vm.mode == "cni":
         o = vm.options

@@ -25,6 +25,10 @@ from fireroute.errors import Busy, ConflictError, StateError, UsageError
 from fireroute.kernel.run import HELD_FDS
 from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 SCHEMA_VERSION = 4  # 2: INDEXES; 3: PORTS; 4: NETNS (an older file gets them on first use)
 DEFAULT_PATH = "/var/lib/fireroute/state.db"
 SHAPE = tuple(
@@ -431,7 +435,7 @@ class Store:
         with self._tx() as db:
             db.executemany("UPDATE vms SET state = ? WHERE name = ?", [(state, n) for n in names])
 
-    def remove(self, names: list[str], drop_meta: list[str] = ()) -> None:  # type: ignore[assignment]
+    def remove(self, names: list[str], drop_meta: Sequence[str] = ()) -> None:
         if self.db is None:
             return
         with self._tx() as db:
@@ -580,7 +584,7 @@ class _Transaction:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object
-    ) -> bool:
+    ) -> None:
         try:
             if kind is not None:
                 self.db.execute("ROLLBACK")
@@ -593,7 +597,6 @@ class _Transaction:
             raise ConflictError(f"state file {self.path} refused the lease: {exc}") from None
         if isinstance(exc, sqlite3.Error):
             raise StateError(f"cannot write state file {self.path}: {exc}") from None
-        return False
 
 
 def new_instance() -> str:
@@ -634,7 +637,10 @@ def _open_readable(path: str) -> sqlite3.Connection:
 def _vm(row: tuple[object, ...]) -> Vm:
     name, state, start, prefix, tap, mac, uplink, options, netns = row
     try:
-        opts = Options.from_identity(jsontext.loads(str(options)))
+        data = jsontext.loads(str(options))
+        if not isinstance(data, dict):
+            raise TypeError(f"options are {type(data).__name__}, not a JSON object")
+        opts = Options.from_identity(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f'state of vm "{name}" is unreadable: {exc}') from None
     net = IPv4Network((int(str(start)), int(str(prefix)))) if start is not None else None
