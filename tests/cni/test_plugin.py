@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.cni.runtime import Runtime, leftovers, state_vms
-from tests.conftest import is_root, make_host, sh
+from tests.conftest import make_host, needs_root, sh
 from tests.unit.test_cni_fuzz import stdin_texts, well_formed
 
-pytestmark = pytest.mark.skipif(not is_root(), reason="needs root for network namespaces")
+pytestmark = needs_root
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The podman harness (fireroute.lab.podman), proven with Debian's own CNI plugins.
+"""The podman harness (tests/cni/podman.py), proven with Debian's own CNI plugins.
 
 The positive control is the reference ``ptp`` plugin (host-local IPAM, ``ipMasq``): a container
 gets an address from the conflist's subnet, reaches the sandbox's "internet" through NAT (the
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from fireroute.lab.podman import Podman
 from fireroute.lab.sandbox import HOST_UPLINK_IP, INTERNET_IP, Sandbox
+from tests.cni.podman import Podman
 from tests.conftest import needs_root
 
 pytestmark = [pytest.mark.privileged, needs_root]

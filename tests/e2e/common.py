@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from fireroute.lab.vmm import qemu_available
+from tests.conftest import needs_root_to
 
 #: Every booted-guest test module uses these: root for namespaces and taps, QEMU to boot.
 E2E_MARKS = [
     pytest.mark.e2e,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces/taps"),
+    needs_root_to("create network namespaces/taps"),
     pytest.mark.skipif(
         not qemu_available(),
         reason="qemu-system-x86_64 missing: apt-get install --no-install-recommends "

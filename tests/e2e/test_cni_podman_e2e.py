@@ -1,5 +1,5 @@
 """fireroute's CNI plugin driven by a real runtime: Debian's podman (its CNI backend, through
-fireroute.lab.podman), with Debian's ``tuning``, ``portmap``, ``firewall`` and ``bandwidth``
+tests/cni/podman.py), with Debian's ``tuning``, ``portmap``, ``firewall`` and ``bandwidth``
 chained after fireroute in the conflist. podman calls VERSION, ADD with its CNI_ARGS, caches
 the result and calls DEL; a guest then boots in the namespace podman made, from podman's
 cached result, as a VMM started by firecracker-containerd would; after ``podman rm`` nothing
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from fireroute.lab.guest import GuestImage
-from fireroute.lab.podman import Podman
 from fireroute.lab.sandbox import HOST_UPLINK_IP, Sandbox
 from fireroute.lab.vmm import start_guest
+from tests.cni.podman import Podman
 from tests.cni.runtime import LAUNCHER, leftovers, state_vms
 from tests.conftest import Host, sh
 from tests.e2e.common import E2E_MARKS

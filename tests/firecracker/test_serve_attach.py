@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Host
+from tests.conftest import Host, needs_root_to
 from tests.firecracker.test_fc_verbs import STARTED, boot_source, start
 from tests.kernel.test_serve import Daemon
 
@@ -65,6 +65,7 @@ def test_attach_is_refused_when_the_operator_set_no_directory(host: Host, tmp_pa
         d.stop()
 
 
+@needs_root_to("give a socket to another uid (chown)")
 def test_a_socket_of_another_uid_is_refused():
     from fireroute.serve.config import NotAllowed, ServerConfig
 

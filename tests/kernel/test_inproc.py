@@ -23,7 +23,7 @@ from fireroute.kernel import inproc, nftnl, rtnl, tun
 from fireroute.model import Options, Owner, Vm
 from fireroute.plan import bridge, host, modes, nft
 from fireroute.plan.steps import IP, NFT, Step
-from tests.conftest import Host, is_root, make_host
+from tests.conftest import Host, make_host, skip_unless_root
 
 DRIVER = Path(__file__).with_name("inproc_driver.py")
 TABLE = "firecracker"
@@ -111,8 +111,7 @@ def settled(h: Host) -> dict:
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Host, Host]]:
     """Two hosts (namespaces): "a" for the process executor, "b" for the in-process one."""
-    if not is_root():
-        pytest.fail("these tests need root (they create network namespaces)")
+    skip_unless_root("create network namespaces")
     a = make_host(tmp_path / "a", "a")
     b = make_host(tmp_path / "b", "b")
     ha = next(a)

@@ -27,7 +27,7 @@ import pytest
 
 from fireroute.firecracker.client import FirecrackerClient
 from fireroute.lab.guest import default_cache_dir
-from tests.conftest import SHARED, is_root
+from tests.conftest import SHARED, needs_root_to
 
 ENV = "FIRECRACKER_BIN"
 SKIP_REASON = f"{ENV} is not set: point it at a firecracker binary to run the real-VMM tests"
@@ -35,7 +35,7 @@ PROBE_SOURCES = SHARED / "firecracker" / "probe-guest"
 
 REALVMM_MARKS = [
     pytest.mark.skipif(not os.environ.get(ENV), reason=SKIP_REASON),
-    pytest.mark.skipif(not is_root(), reason="needs root to create network namespaces/taps"),
+    needs_root_to("create network namespaces/taps"),
 ]
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Host, is_root, make_host
+from tests.conftest import Host, make_host, skip_unless_root
 from tests.reliability.helpers import inet_addrs, one_line_error
 
 pytestmark = pytest.mark.privileged
@@ -95,8 +95,7 @@ def command_lines(draw, verb: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fhost(tmp_path_factory) -> Iterator[Host]:
-    if not is_root():
-        pytest.skip("needs root to create network namespaces")
+    skip_unless_root("create network namespaces")
     yield from make_host(tmp_path_factory.mktemp("fuzz"), "fz")
 
 

@@ -39,14 +39,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from fireroute.plan import nft
-from tests.conftest import Host, is_root, remove_clone_namespaces, sh
+from tests.conftest import Host, needs_root, remove_clone_namespaces, sh
 from tests.kernel.test_isolation import CLIENT, SERVER
 
 EXAMPLES = int(os.environ.get("FIREROUTE_PROPERTY_EXAMPLES", "6"))
 STEPS = int(os.environ.get("FIREROUTE_PROPERTY_STEPS", "12"))
 pytestmark = [
     pytest.mark.privileged,
-    pytest.mark.skipif(not is_root(), reason="needs root to create network namespaces"),
+    needs_root,
     # one pytest test runs every example: its limit grows with them (about 1 s a step here,
     # and shrinking a failure can take as long again)
     pytest.mark.timeout(300 + 6 * EXAMPLES * STEPS),

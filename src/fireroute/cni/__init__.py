@@ -1,3 +1,5 @@
-"""fireroute as a CNI plugin (issue 12, in progress): protocol.py reads a runtime's request
-and writes the plugin's answers in the version asked. The plugin's verbs are not wired into
-the ``fireroute`` program yet: it does not act as a plugin until ADD, DEL and CHECK exist."""
+"""fireroute as a CNI plugin: the ``fireroute`` program acts as one when ``CNI_COMMAND`` is in
+its environment (:mod:`fireroute.entry`). protocol.py reads a runtime's request and writes
+the answers in the version asked, plugin.py runs ADD, DEL, CHECK, STATUS, GC and VERSION on
+the Python API (an attachment is a VM of mode ``cni``), and ipam.py delegates addressing to
+the IPAM plugin a configuration names."""
