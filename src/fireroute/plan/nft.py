@@ -22,7 +22,6 @@ from fireroute.want.nft import (  # noqa: F401 (the layout, where plans and chec
     element_lines,
     shard,
 )
-
 from fireroute.want.tables import (  # noqa: F401 (the layout, where plans and checks read it)
     CHAINS,
     HEADERS,
