@@ -403,19 +403,28 @@ def _shared(obj: Obj) -> bool:
     return shared_object(obj) and obj.kind not in ("nft set", "nft chain")
 
 
+STRUCTURE = ("addr", "nft set", "nft chain")
+"""kinds that are part of a shared object (a bridge's address, a table's sets and chains):
+kept with it while it is kept"""
+
+
 def _deletes(current: Index, desired: Index, scope: Scope, claimed: Claims) -> list[Op]:
     """Deletes, in found order: the VMs' objects first decide what is going, then each
-    shared object goes unless something else still uses it."""
+    shared object goes unless something else still uses it (and what is part of it stays
+    with it)."""
     found = _unwanted(current, desired, scope, claimed)
     gone = {(o.kind, o.key) for o in found if not _shared(o)}
+    kept: set[Key] = set()
     for o in found:
-        if _shared(o) and not others_use(o, current, gone, claimed):
-            gone.add((o.kind, o.key))
+        if _shared(o):
+            used = others_use(o, current, gone, claimed)
+            (kept if used else gone).add((o.kind, o.key))
     instance = claimed.instance
     return [
         Op(DELETE, o, _reason(o, instance), who=claimed.vm_of(o))
         for o in found
         if (o.kind, o.key) in gone
+        and not (o.kind in STRUCTURE and any(p in kept for p in parents(o)))
     ]
 
 

@@ -197,14 +197,22 @@ def table(op: Op, ctx: Context) -> list[str]:
     return [f'nftables table "{name}" is missing']
 
 
+def _part(op: Op) -> list[str]:
+    """A set or chain of a table missing, or in it and not fireroute's (else nothing)."""
+    obj = op.obj
+    assert isinstance(obj, NftSet | NftChain)
+    what = f"{'set' if isinstance(obj, NftSet) else 'chain'} {obj.name} of {_where(obj)}"
+    if op.verb == CREATE:
+        return [f"{what} is missing"]
+    return [f"{what} is not fireroute's"] if op.verb == DELETE else []
+
+
 def nft_set(op: Op, ctx: Context) -> list[str]:
     s = op.obj
     assert isinstance(s, NftSet)
     where = _where(s)
-    if op.verb == CREATE:
-        return [f"set {s.name} of {where} is missing"]
-    if op.verb == DELETE:
-        return [f"set {s.name} of {where} is not fireroute's"]
+    if op.verb in (CREATE, DELETE):
+        return _part(op)
     assert isinstance(op.have, NftSet)
     return [f"set {s.name} of {where} is of type {op.have.type}, not {s.type}"]
 
@@ -213,10 +221,8 @@ def chain(op: Op, ctx: Context) -> list[str]:
     c = op.obj
     assert isinstance(c, NftChain)
     where = _where(c)
-    if op.verb == CREATE:
-        return [f"chain {c.name} of {where} is missing"]
-    if op.verb == DELETE:
-        return [f"chain {c.name} of {where} is not fireroute's"]
+    if op.verb in (CREATE, DELETE):
+        return _part(op)
     have = op.have
     assert isinstance(have, NftChain)
     out = []
