@@ -327,6 +327,19 @@ def test_a_block_out_of_order_is_said_once_and_written_again():
     assert all(op.obj.owner != "fireroute:shared" for op in ops)
 
 
+def test_inserted_rules_stand_each_above_the_one_before():
+    """The FORWARD-policy fix is inserted rule by rule: the kernel lists it reversed, and
+    that is its order; listed as written, it is out of order."""
+    d = want(vm("a", 0, fix_forward_policy=True))
+    fix = [k for k in d if k[0] == "iptables rule"]
+    assert len(fix) == 2
+    rest = without(d, *fix)
+    assert diff({**rest, fix[1]: d[fix[1]], fix[0]: d[fix[0]]}, d, ALL, ID) == []
+    ops = diff({**rest, fix[0]: d[fix[0]], fix[1]: d[fix[1]]}, d, ALL, ID)
+    assert [op.verb for op in ops] == [REPLACE, REPLACE]
+    assert said_all(ops)[0].startswith('iptables rules of vm "a" in FORWARD are out of order')
+
+
 # -- orphans and strays -----------------------------------------------------------------------
 
 

@@ -56,6 +56,11 @@ def test_one_vm_of_each_mode_is_what_the_link_plans_make():
     objs = render.bridge_objects("br9", vms, ID) + [o for v in vms for o in render.links(v)]
     made = {line for o in objs for line in lines_of(o)}
     assert made == golden_lines("links-modes.txt")
+    (clone,) = [v for v in vms if v.mode == "clone"]
+    objs = render.vm(clone)
+    (table,) = [o for o in objs if isinstance(o, NftTable)]
+    chains = [o for o in objs if isinstance(o, NftChain)]
+    assert table.script(chains) in (GOLDEN / "links-modes.txt").read_text()
 
 
 def test_a_nat_vm_up_is_the_golden_plan():
