@@ -241,6 +241,8 @@ OPTIONAL = ("group", "alias", "mac", "mtu")
 
 
 def _link_change(have: Obj, want: Obj) -> list[Op]:
+    """Replace when the kind, the peer or a tap's owner differs; set when its master, state,
+    group, tag, MAC or MTU does (the last four only where fireroute fixes them)."""
     assert isinstance(have, Link) and isinstance(want, Link)
 
     def differs(a: str) -> bool:
