@@ -15,6 +15,7 @@ from fireroute.plan.steps import IP, NFT, Step
 from fireroute.want import bridge as want
 from fireroute.want import nft as nft_want
 from fireroute.want.nft import NftElement, by_set, element_lines
+from fireroute.want.tables import FILTER_HEADER, FILTER_RULES
 
 BRIDGE_TAG = owner.BRIDGE
 bridge_alias = want.alias
@@ -40,14 +41,6 @@ def delete_bridge(bridge: str) -> Step:
 # IPv4 and ARP sender addresses. Per-VM data lives in sets, so the rules are constant.
 FAMILY = "bridge"
 FILTER_SETS = nft_want.FILTER_SETS
-FILTER_HEADER = "type filter hook prerouting priority filter; policy accept;"
-FILTER_RULES = (
-    "iifname @ports iifname . ether saddr != @macs counter drop",
-    "iifname @ports iifname . arp saddr ether != @macs counter drop",
-    "iifname @ipports iifname . arp saddr ip != @addrs counter drop",
-    "iifname @ipports iifname . ip saddr != @addrs counter drop",
-)
-"""Written as ``nft list`` prints them (it leaves out the implied ``ether type``)"""
 
 
 def filter_chains() -> dict[str, tuple[str, list[str]]]:

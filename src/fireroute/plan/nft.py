@@ -22,128 +22,18 @@ from fireroute.want.nft import (  # noqa: F401 (the layout, where plans and chec
     element_lines,
     shard,
 )
+from fireroute.want.tables import (  # noqa: F401 (the layout, where plans and checks read it)
+    CHAINS,
+    HEADERS,
+    METADATA,
+    PUBLISH,
+    RULES,
+    TABLE_COMMENT,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-TABLE_COMMENT = "fireroute"
-CHAINS = (
-    "postrouting",
-    "forward",
-    "input",
-    "guest_in",
-    "bridge_in",
-    "acct_in",
-    "acct_out",
-    "out_reject",
-    "pub_pre",
-    "pub_out",
-    "unmasked",
-    *(f"out_{k}" for k in range(SHARDS)),
-)
-METADATA = "169.254.169.254"
-HEADERS = {
-    "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
-    "forward": "type filter hook forward priority filter; policy accept;",
-    "input": "type filter hook input priority filter; policy accept;",
-    "guest_in": "",
-    "bridge_in": "",
-    # every packet from a guest's device, before anything drops it; every packet to it, once
-    # routed (forwarded or from the host itself)
-    "acct_in": "type filter hook prerouting priority mangle; policy accept;",
-    "acct_out": "type filter hook postrouting priority 150; policy accept;",
-    "out_reject": "",
-    # published ports: what reaches a host address from outside, and from the host itself
-    "pub_pre": "type nat hook prerouting priority dstnat; policy accept;",
-    "pub_out": "type nat hook output priority -100; policy accept;",
-    # after source NAT (priority srcnat, 100) has rewritten what it was going to
-    "unmasked": "type filter hook postrouting priority 200; policy accept;",
-    **{f"out_{k}": "" for k in range(SHARDS)},
-}
-"""Each chain's type, hook and policy, as ``nft list`` prints them"""
-PUBLISH = (
-    "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pub_addr",
-    # a port published without an address: every host address but the loopback's
-    "fib daddr type local ip daddr != 127.0.0.0/8 dnat ip to meta l4proto . th dport map @pub_any",
-)
-RULES = (
-    ("postrouting", "ip saddr . oifname @masq counter masquerade"),
-    # a guest reaching its own published port (hairpin) answers the host, not itself; a
-    # connection to a 127.0.0.1 port leaves with the tap's address, not the loopback's
-    ("postrouting", "ct status dnat oifname . ip saddr @vms masquerade"),
-    ("postrouting", "ip saddr 127.0.0.0/8 oifname @taps masquerade"),
-    # a packet conntrack could not track (invalid: SYN+FIN, no TCP flags, a bad checksum, a
-    # TCP segment outside the window; or untracked) has no connection, so neither the policy
-    # rule below (ct direction) nor masquerade would see it: it would leave the uplink with
-    # the guest's own address. Dropped first, from taps and from known bridge guests (the
-    # state compared before the set lookup: most packets are tracked and stop there)
-    ("forward", "ct state invalid,untracked iifname @taps counter drop"),
-    ("forward", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
-    # before the established accept: a policy change cuts connections the guest opened that
-    # it now forbids; replies (connections others opened to it), the metadata address and
-    # peers keep their own rules
-    (
-        "forward",
-        f"ct direction original ip daddr != {METADATA} oifname != @peers iifname vmap @out_jump",
-    ),
-    ("forward", "ct state established,related accept"),
-    ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
-    ("forward", f"iifname @taps ip daddr {METADATA} iifname != @metadata counter drop"),
-    (
-        "forward",
-        f"iifname . ip saddr @bridged ip daddr {METADATA} ip saddr != @bridged_metadata "
-        "counter drop",
-    ),
-    # published ports: forwarded to a guest on purpose, from anywhere but another guest
-    # (which isolation decides on), or a guest to its own port
-    ("forward", "ct status dnat iifname != @taps accept"),
-    ("forward", "ct status dnat oifname . ip saddr @vms accept"),
-    ("forward", "iifname @peers oifname @peers accept"),
-    ("forward", "iifname . oifname @egress counter accept"),
-    ("forward", "iifname @taps counter drop"),
-    ("forward", "oifname @taps counter drop"),
-    ("input", "ct state invalid,untracked iifname @taps counter drop"),  # (as in forward)
-    ("input", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
-    # route_localnet on a tap with a 127.0.0.1 port would let its guest reach the host's
-    # loopback: a guest's own packet to 127.0.0.0/8 never is delivered
-    ("input", "iifname @taps ip daddr 127.0.0.0/8 ct direction original counter drop"),
-    ("input", "iifname @taps jump guest_in"),
-    ("input", "iifname . ip saddr @bridged jump bridge_in"),
-    ("guest_in", "ct state established,related accept"),
-    ("guest_in", "iifname . ip saddr != @vms counter drop"),
-    ("guest_in", "icmp type echo-request accept"),
-    ("guest_in", "iifname . meta l4proto . th dport @host_ports accept"),
-    ("guest_in", "counter drop"),
-    ("bridge_in", "ct state established,related accept"),
-    ("bridge_in", "icmp type echo-request accept"),
-    ("bridge_in", "ip saddr . meta l4proto . th dport @bridged_ports accept"),
-    ("bridge_in", "counter drop"),
-    ("acct_in", "iifname @acct_tx"),
-    ("acct_out", "oifname @acct_rx"),
-    # a forbidden destination fails fast in the guest: a TCP reset, an ICMP error otherwise
-    ("out_reject", "reject with tcp reset"),
-    ("out_reject", "counter reject with icmp admin-prohibited"),
-    *(("pub_pre", r) for r in PUBLISH),
-    *(("pub_out", r) for r in PUBLISH),
-    # the second guard: a packet that should have been masqueraded (its source and way out
-    # are a masq element) but still carries the guest's address once source NAT is done,
-    # whatever let it through, never leaves; the replies of a connection that came in (to a
-    # masquerading bridge guest) are not masqueraded and pass (a packet conntrack cannot track
-    # has no direction, so it meets the drop)
-    ("unmasked", "ct direction reply accept"),
-    ("unmasked", "ip saddr . oifname @masq counter drop"),
-    *(
-        (
-            f"out_{k}",
-            f"iifname . ip daddr @out_deny_{k} iifname . ip daddr != @out_allow_{k} "
-            "jump out_reject",
-        )
-        for k in range(SHARDS)
-    ),
-)
-"""The table's rules, constant whatever the VM count, written as ``nft list`` prints them
-(less the counters' values): ``check`` compares the kernel's listing with exactly these."""
 
 
 def chains() -> dict[str, tuple[str, list[str]]]:

@@ -73,8 +73,10 @@ class Link(Obj):
     is made with. ``made`` is False for a link that exists without an add line of its own
     (lo, the far end of a veth)."""
 
-    __slots__ = ("name", "link_kind", "uid", "gid", "master", "alias", "group", "up", "peer")
-    __slots__ += ("made", "mac", "mtu", "peer_mac")
+    __slots__ = (
+        *("name", "link_kind", "uid", "gid", "master", "alias", "group", "up", "peer"),
+        *("made", "mac", "mtu", "peer_mac"),
+    )
     kind = "link"
 
     def __init__(
@@ -221,3 +223,32 @@ class Sysctl(Obj):
 
     def what(self, verb: str = "set") -> str:
         return self.words
+
+
+class Forwarding(Obj):
+    """IPv4 forwarding in the root namespace, which every state file's VMs share: ``value``
+    as wanted (or read), ``before`` the value fireroute found before it switched it on (as
+    recorded; not compared). Leaving it goes back to ``before``."""
+
+    __slots__ = ("value", "before")
+    kind = "forwarding"
+
+    def __init__(self, value: str, before: str | None = None, owner: str = "") -> None:
+        super().__init__(None, owner, None)
+        self.value = value
+        self.before = before
+
+    @property
+    def key(self) -> tuple:
+        return (None, FORWARD_KEY)
+
+    @property
+    def attrs(self) -> tuple:
+        return (self.value,)
+
+    def text(self, verb: str = "set") -> str:
+        """``set``/``create``: the value; ``delete``: back to ``before``."""
+        return f"{FORWARD_KEY}={self.before if verb == 'delete' else self.value}"
+
+    def what(self, verb: str = "set") -> str:
+        return "restore IPv4 forwarding" if verb == "delete" else "set IPv4 forwarding"

@@ -1,0 +1,472 @@
+"""The one diff: what the host has (``current``, as kernel/read.py finds it) against what the
+state file wants (``desired``, want/render.py), both ``{(kind, key): object}``, as a list of
+operations (docs/core-migration.md, section 6).
+
+- wanted and absent: ``create`` (reason *missing*);
+- both, differing: ``set``, or ``replace`` when what differs cannot change in place (a tap's
+  owner, a link's kind, a veth's peer, a set's type) (*differs*); an iptables VM's block with
+  a rule missing or out of order is written again whole, in its order;
+- found and not wanted: ``delete`` when it is ours (:func:`ours`), as an *orphan* (tagged for
+  this state file) or a *stray* (in one of our tables, not tagged for it); a shared object
+  (a table, a bridge we made, the conntrack rule, forwarding) only once nothing else uses it.
+
+What goes with a deleted or replaced object (an address with its link, everything in a
+namespace, an element with its set and table) gets no operation of its own; a replaced
+object's wanted children ride with its operation (``Op.children``).
+
+Pure: no kernel, no state file. Verbs differ only in the scope they read and which
+operations they keep (section 9).
+"""
+
+from __future__ import annotations
+
+from fireroute import owner
+from fireroute.want.objects import Link, Obj
+from fireroute.want.tables import TABLE_COMMENT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    Key = tuple[str, tuple]
+    Index = dict[Key, Obj]
+
+CREATE, SET, REPLACE, DELETE = "create", "set", "replace", "delete"
+MISSING, DIFFERS, ORPHAN, STRAY = "missing", "differs", "orphan", "stray"
+SHARED_OWNERS = frozenset({TABLE_COMMENT, owner.SHARED})
+
+
+class Op:
+    """``verb`` done to ``obj`` (the wanted object; the found one for a delete) for
+    ``reason``. ``have``: the found object a set or replace changes. ``children``: the wanted
+    objects that go with a replaced one and are made again with it. ``quiet``: written
+    again with others (a rule of an iptables block) and says nothing of its own; ``note``:
+    what is wrong, when the kind's words cannot say it (a block out of order). ``who``: the
+    VM of ours a found object is keyed on or tagged for."""
+
+    __slots__ = ("verb", "obj", "reason", "have", "children", "quiet", "note", "who")
+
+    def __init__(
+        self,
+        verb: str,
+        obj: Obj,
+        reason: str,
+        have: Obj | None = None,
+        children: tuple[Obj, ...] = (),
+        quiet: bool = False,
+        note: str = "",
+        who: str | None = None,
+    ) -> None:
+        self.verb = verb
+        self.obj = obj
+        self.reason = reason
+        self.have = have
+        self.children = children
+        self.quiet = quiet
+        self.note = note
+        self.who = who
+
+    @property
+    def id(self) -> Key:
+        return (self.obj.kind, self.obj.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Op) and (self.verb, self.obj, self.reason) == (
+            other.verb,
+            other.obj,
+            other.reason,
+        )
+
+    def __repr__(self) -> str:
+        return f"Op({self.verb}, {self.obj!r}, {self.reason})"
+
+
+class Scope:
+    """What was read: every object (``vms`` None: check, restore, gc, teardown), or the
+    named VMs' and the shared ones (up, down, a check of named VMs). Outside ``ALL`` no
+    stray is looked for: only what is tagged for a named VM, and the shared objects."""
+
+    __slots__ = ("vms",)
+
+    def __init__(self, vms: Iterable[str] | None = None) -> None:
+        self.vms = None if vms is None else frozenset(vms)
+
+    def covers(self, obj: Obj, vm: str | None) -> bool:
+        if self.vms is None:
+            return True
+        return vm in self.vms if vm is not None else obj.vm is None and shared_object(obj)
+
+
+ALL = Scope()
+
+
+# -- ownership -------------------------------------------------------------------------------
+
+
+def fields(value: str) -> list[str]:
+    """An element's fields, a map element's value's included."""
+    return value.replace(" : ", " . ").split(" . ")
+
+
+def who_fields(set_name: str, value: str) -> list[str]:
+    """The fields of an element that can name the VM it belongs to: all of them, but in a
+    policy set only the tap (the other is a destination, maybe another VM's address)."""
+    every = fields(value)
+    return every[:1] if set_name.startswith(("out_deny_", "out_allow_")) else every
+
+
+KEYED = {"taps": (0,), "vms": (0, 1), "bridged": (1,), "ports": (0,), "addrs": (0, 1)}
+"""the sets whose elements name a VM's keys (its tap, its guest or source address): field
+positions"""
+
+
+class Claims:
+    """What makes a found element ours beyond its tag: ``keys`` (element fields naming one of
+    our VMs: its tap, its guest or source address -> the VM) and ``tables`` ((family, table)
+    our VMs use, where an untagged element is ours)."""
+
+    __slots__ = ("instance", "keys", "tables")
+
+    def __init__(self, instance: str, keys: dict[str, str], tables: set[tuple]) -> None:
+        self.instance = instance
+        self.keys = keys
+        self.tables = tables
+
+    def vm_of(self, obj: Obj) -> str | None:
+        """The VM of ours an object is keyed on or tagged for (None: no VM's)."""
+        if obj.kind == "nft element":
+            for f in who_fields(obj.set, obj.value):  # type: ignore[attr-defined]
+                if f in self.keys:
+                    return self.keys[f]
+        tag = owner.parse(obj.owner)
+        if tag is not None and tag[0] == self.instance and not tag[1].startswith(owner.BRIDGE):
+            return tag[1]
+        return None
+
+
+def claims(desired: Index, instance: str) -> Claims:
+    """The claims ``desired`` makes: its VMs' keys (from their elements), its tables."""
+    keys: dict[str, str] = {}
+    tables = set()
+    for (kind, _key), obj in desired.items():
+        if kind == "nft table" and obj.ns is None:
+            tables.add(obj.key[1:])
+        if kind != "nft element" or obj.vm is None:
+            continue
+        at = fields(obj.value)  # type: ignore[attr-defined]
+        for i in KEYED.get(obj.set, ()):  # type: ignore[attr-defined]
+            keys.setdefault(at[i], obj.vm)
+    return Claims(instance, keys, tables)
+
+
+def ours(obj: Obj, instance: str, claimed: Claims | None = None) -> bool:
+    """Is ``obj`` this state file's business? Its tag (alias, comment, namespace name)
+    names ``instance``; a table, its sets and chains carry our comment (their owner, as the
+    reader gives it: ``TABLE_COMMENT``); the shared iptables rule; forwarding. An element also
+    when it is keyed on one of our VMs, or carries no state file's tag in a table our VMs use
+    (``claimed``). Tags written before state files had ids are nobody's."""
+    if obj.kind == "forwarding" or obj.owner in SHARED_OWNERS:
+        return True
+    if claimed is not None and obj.kind == "nft element":
+        if claimed.vm_of(obj) is not None:
+            return True
+        if owner.parse(obj.owner) is None:
+            return (obj.family, obj.table) in claimed.tables  # type: ignore[attr-defined]
+    tag = owner.parse(obj.owner)
+    return tag is not None and tag[0] == instance
+
+
+def shared_object(obj: Obj) -> bool:
+    """An object of no one VM: a table's, the shared rule, forwarding, a bridge we made."""
+    if obj.kind == "forwarding" or obj.owner in SHARED_OWNERS:
+        return True
+    tag = owner.parse(obj.owner)
+    return tag is not None and tag[1].startswith(owner.BRIDGE)
+
+
+# -- what goes with what ---------------------------------------------------------------------
+
+
+def _device(path: str) -> str | None:
+    """The device of a per-device sysctl (``net/ipv6/conf/DEV/disable_ipv6``)."""
+    parts = path.split("/")
+    return parts[3] if len(parts) > 4 and parts[2] == "conf" else None
+
+
+def parents(obj: Obj) -> list[Key]:
+    """What ``obj`` goes with when it is deleted: its link, namespace, set or table."""
+    ns = obj.ns
+    home = [("netns", (ns,))] if ns is not None else []
+    kind = obj.kind
+    if kind == "link":
+        peer = obj.peer  # type: ignore[attr-defined]
+        far = [("link", peer)] if ns is None and peer and peer[0] is not None else []
+        return home + far
+    if kind in ("addr", "tc redirect"):
+        return [("link", (ns, obj.key[1]))]
+    if kind == "route":
+        dev = obj.dev  # type: ignore[attr-defined]
+        return [("link", (ns, dev))] if dev else home
+    if kind == "sysctl":
+        dev = _device(obj.path)  # type: ignore[attr-defined]
+        return [("link", (ns, dev))] if dev else home
+    if kind in ("nft set", "nft chain"):
+        return [("nft table", obj.key[:3])]
+    if kind == "nft element":
+        return [("nft set", obj.key[:4]), ("nft table", obj.key[:3])]
+    return home if kind == "nft table" else []
+
+
+def _under(obj: Obj, dead: set[Key], current: Index, memo: dict[Key, bool]) -> bool:
+    """Does ``obj`` go with one of ``dead`` (directly, or through a parent that does)?"""
+    out = False
+    for p in parents(obj):
+        if p in dead:
+            return True
+        if p not in memo:
+            memo[p] = False  # (a cycle ends here)
+            found = current.get(p)
+            memo[p] = found is not None and _under(found, dead, current, memo)
+        out = out or memo[p]
+    return out
+
+
+# -- in both: what differs -------------------------------------------------------------------
+
+IMMUTABLE = ("link_kind", "peer", "uid", "gid")
+"""a link's attributes that cannot change in place: a difference means replace"""
+COMPARED = ("master", "up")
+"""a link's attributes compared whatever is wanted; the rest only when wanted (not None)"""
+OPTIONAL = ("group", "alias", "mac", "mtu")
+
+
+def _link_change(have: Obj, want: Obj) -> list[Op]:
+    """Replace when the kind, the peer or a tap's owner differs; set when its master, state,
+    group, tag, MAC or MTU does (the last four only where fireroute fixes them)."""
+    assert isinstance(have, Link) and isinstance(want, Link)
+
+    def differs(a: str) -> bool:
+        w = getattr(want, a)
+        return w not in (None, "") and _norm(getattr(have, a)) != _norm(w)
+
+    owner_differs = want.uid is not None and have.gid != want.gid
+    if owner_differs or any(differs(a) for a in IMMUTABLE):
+        return [Op(REPLACE, want, DIFFERS, have)]
+    if any(getattr(have, a) != getattr(want, a) for a in COMPARED) or any(
+        differs(a) for a in OPTIONAL
+    ):
+        return [Op(SET, want, DIFFERS, have)]
+    return []
+
+
+def _norm(value: object) -> object:
+    return value.upper() if isinstance(value, str) and value.count(":") == 5 else value
+
+
+def _replaced_if_differs(have: Obj, want: Obj) -> list[Op]:
+    return [] if have.attrs == want.attrs else [Op(REPLACE, want, DIFFERS, have)]
+
+
+def _set_if_differs(have: Obj, want: Obj) -> list[Op]:
+    return [] if have.attrs == want.attrs else [Op(SET, want, DIFFERS, have)]
+
+
+CHANGE: dict[str, Callable[[Obj, Obj], list[Op]]] = {
+    "link": _link_change,
+    "nft set": _replaced_if_differs,
+}
+"""kind -> the operations for a found object against the wanted one (default: set)"""
+
+
+def _adopted(want: Obj, have: Obj | None, instance: str) -> bool:
+    """A bridge found in place and not ours: used as it is, never set or addressed."""
+    return (
+        have is not None
+        and want.kind == "link"
+        and want.link_kind == "bridge"  # type: ignore[attr-defined]
+        and not ours(have, instance)
+    )
+
+
+# -- iptables blocks -------------------------------------------------------------------------
+
+
+def _disorder(rules: list[Obj], at: dict[Key, int]) -> str | None:
+    """Why the found ``rules`` (in wanted order) stand out of that order, or None: appended
+    rules rise in their chain, inserted ones (each above the one before) fall."""
+    by_chain: dict[str, list[Obj]] = {}
+    for r in rules:
+        by_chain.setdefault(r.chain, []).append(r)  # type: ignore[attr-defined]
+    for chain, block in by_chain.items():
+        rank = {r.key: i for i, r in enumerate(block)}
+        step = -1 if block[0].insert else 1  # type: ignore[attr-defined]
+        stand = sorted(block, key=lambda r: step * at[(r.kind, r.key)])
+        for before, after in zip(stand, stand[1:], strict=False):
+            if rank[after.key] < rank[before.key]:
+                return f'{chain} are out of order: "{after.key[1]}" comes after "{before.key[1]}"'
+    return None
+
+
+def _blocks(ops: list[Op], current: Index, desired: Index) -> list[Op]:
+    """An iptables VM's rules stand in one block, in order: a block with a rule missing or
+    out of order is written again whole (every rule of it replaced or created, in order)."""
+    by_vm: dict[str, list[Obj]] = {}
+    for obj in desired.values():
+        if obj.kind == "iptables rule" and obj.vm is not None:
+            by_vm.setdefault(obj.vm, []).append(obj)
+    at = {k: i for i, k in enumerate(current)}
+    made = {op.id for op in ops if op.verb == CREATE}
+    out = ops
+    for vm, block in by_vm.items():
+        found = [r for r in block if (r.kind, r.key) not in made]
+        why = _disorder(found, at) if len(found) == len(block) else None
+        if not found or (len(found) == len(block) and why is None):
+            continue
+        note = f'iptables rules of vm "{vm}" in {why}' if why else ""
+        ids = {(r.kind, r.key) for r in block}
+        out = [op for op in out if op.id not in ids]
+        for r in block:
+            if (r.kind, r.key) in made:
+                out.append(Op(CREATE, r, MISSING))
+            else:
+                have = current[(r.kind, r.key)]
+                out.append(Op(REPLACE, r, DIFFERS, have, quiet=not note, note=note))
+                note = ""  # (said once, by the first)
+    return out
+
+
+# -- found and not wanted --------------------------------------------------------------------
+
+
+def _port_left(obj: Obj, current: Index, gone: set[Key]) -> bool:
+    """A bridge still has a port that is not going."""
+    name = obj.key[1]
+    return any(
+        k[0] == "link" and k not in gone and o.ns == obj.ns and getattr(o, "master", 0) == name
+        for k, o in current.items()
+    )
+
+
+def _foreign_element(obj: Obj, current: Index, claimed: Claims) -> bool:
+    """A table holds an element that is not ours (another state file's)."""
+    return any(
+        k[0] == "nft element" and k[1][:3] == obj.key and not ours(o, claimed.instance, claimed)
+        for k, o in current.items()
+    )
+
+
+def _tagged_left(kind: str, current: Index, gone: set[Key]) -> bool:
+    """An object of ``kind`` tagged by fireroute (any state file's) stays."""
+    return any(
+        k[0] == kind and k not in gone and owner.parse(o.owner) is not None
+        for k, o in current.items()
+    )
+
+
+def others_use(obj: Obj, current: Index, gone: set[Key], claimed: Claims) -> bool:
+    """Does something else still use a shared object found and not wanted? A table: an
+    element not ours; a bridge: a port that stays; the conntrack rule: another tagged rule;
+    forwarding: a link of fireroute's that stays (or what it was before is not known)."""
+    if obj.kind == "nft table":
+        return _foreign_element(obj, current, claimed)
+    if obj.kind == "link":
+        return _port_left(obj, current, gone)
+    if obj.kind == "iptables rule":
+        return _tagged_left("iptables rule", current, gone)
+    if obj.kind == "forwarding":
+        before = obj.before  # type: ignore[attr-defined]
+        unknown = before is None or before == obj.value  # type: ignore[attr-defined]
+        return unknown or _tagged_left("link", current, gone)
+    return False
+
+
+def _reason(obj: Obj, instance: str) -> str:
+    """An orphan is tagged for this state file (or shared); a stray sits in our table."""
+    if obj.kind in ("nft set", "nft chain", "nft element") and obj.owner == TABLE_COMMENT:
+        return STRAY
+    tag = owner.parse(obj.owner)
+    mine = tag is not None and tag[0] == instance
+    return ORPHAN if mine or obj.owner in SHARED_OWNERS or obj.kind == "forwarding" else STRAY
+
+
+def _unwanted(current: Index, desired: Index, scope: Scope, claimed: Claims) -> list[Obj]:
+    """Found objects that are ours, not wanted, and within the scope."""
+    return [
+        o
+        for k, o in current.items()
+        if k not in desired
+        and ours(o, claimed.instance, claimed)
+        and scope.covers(o, claimed.vm_of(o))
+    ]
+
+
+def _shared(obj: Obj) -> bool:
+    """Deleted only once nothing else uses it (a table's set or chain is not: it is ours)."""
+    return shared_object(obj) and obj.kind not in ("nft set", "nft chain")
+
+
+STRUCTURE = ("addr", "nft set", "nft chain")
+"""kinds that are part of a shared object (a bridge's address, a table's sets and chains):
+kept with it while it is kept"""
+
+
+def _deletes(current: Index, desired: Index, scope: Scope, claimed: Claims) -> list[Op]:
+    """Deletes, in found order: the VMs' objects first decide what is going, then each
+    shared object goes unless something else still uses it (and what is part of it stays
+    with it)."""
+    found = _unwanted(current, desired, scope, claimed)
+    gone = {(o.kind, o.key) for o in found if not _shared(o)}
+    kept: set[Key] = set()
+    for o in found:
+        if _shared(o):
+            used = others_use(o, current, gone, claimed)
+            (kept if used else gone).add((o.kind, o.key))
+    instance = claimed.instance
+    return [
+        Op(DELETE, o, _reason(o, instance), who=claimed.vm_of(o))
+        for o in found
+        if (o.kind, o.key) in gone
+        and not (o.kind in STRUCTURE and any(p in kept for p in parents(o)))
+    ]
+
+
+# -- the diff --------------------------------------------------------------------------------
+
+
+def _changes(current: Index, desired: Index, instance: str) -> list[Op]:
+    """Creates and changes, in wanted order (an adopted bridge's address left out)."""
+    adopted = {k for k, o in desired.items() if _adopted(o, current.get(k), instance)}
+    ops = []
+    for k, want in desired.items():
+        have = current.get(k)
+        if k in adopted or any(p in adopted for p in parents(want)):
+            continue
+        if have is None:
+            ops.append(Op(CREATE, want, MISSING))
+        else:
+            ops += CHANGE.get(want.kind, _set_if_differs)(have, want)
+    return ops
+
+
+def _cascade(ops: list[Op], current: Index, desired: Index) -> list[Op]:
+    """What goes with a deleted or replaced object gets no operation of its own; a replaced
+    object's wanted children ride with it (made again with it)."""
+    dead = {op.id for op in ops if op.verb in (DELETE, REPLACE) and op.obj.kind != "iptables rule"}
+    if not dead:
+        return ops
+    both = {**desired, **current}
+    memo: dict[Key, bool] = {}
+    out = [op for op in ops if not _under(op.have or op.obj, dead, both, memo)]
+    for i, op in enumerate(out):
+        if op.verb == REPLACE and op.id in dead:
+            kids = tuple(o for o in desired.values() if _under(o, {op.id}, both, {}))
+            out[i] = Op(REPLACE, op.obj, op.reason, op.have, kids, op.quiet, op.note)
+    return out
+
+
+def diff(current: Index, desired: Index, scope: Scope = ALL, instance: str = "") -> list[Op]:
+    """The operations that make ``current`` what ``desired`` says, for the state file
+    ``instance``: creates and changes in wanted order, then deletes in found order."""
+    claimed = claims(desired, instance)
+    ops = _blocks(_changes(current, desired, instance), current, desired)
+    return _cascade(ops + _deletes(current, desired, scope, claimed), current, desired)

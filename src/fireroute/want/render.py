@@ -1,0 +1,104 @@
+"""The desired state as one value: every object one VM needs (:func:`vm`), and with the objects
+its state file's VMs share (want/shared.py) everything fireroute wants on the host
+(:func:`desired`), keyed as the reader keys what it finds (:func:`index`), so that one diff
+(plan/diff.py) compares the two.
+
+Pure: the kinds are assembled from want/tap.py, bridge.py, clone.py, cni.py, nft.py and
+iptables.py, decided as the plans decide them today.
+"""
+
+from __future__ import annotations
+
+from fireroute import owner
+from fireroute.model import Vm
+from fireroute.want import bridge, iptables, nft, tap
+from fireroute.want.objects import Forwarding, Link, Obj
+from fireroute.want.shared import BRIDGE, NAT, Population, Shared, nat_member, shared
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    Index = dict[tuple, Obj]
+
+WANTED = "1"
+"""IPv4 forwarding while any VM is up"""
+
+
+def index(objs: Iterable[Obj]) -> Index:
+    """Objects by (kind, key), in the order given (a later equal key wins)."""
+    return {(o.kind, o.key): o for o in objs}
+
+
+def links(lease: Vm) -> list[Obj]:
+    """The VM's devices, addresses, routes, namespace and per-device sysctls, by mode."""
+    if lease.mode == "clone":
+        from fireroute.want.clone import clone
+
+        objs = clone(lease)
+    elif lease.mode == "cni":
+        from fireroute.want.cni import cni
+
+        objs = cni(lease)
+    else:
+        objs = tap.tap(lease)  # (a NAT tap's route_localnet among them)
+    if lease.mode != "nat" and tap.localnet(lease):  # every mode's host device, as up does
+        objs.append(tap.route_localnet(lease))
+    return objs
+
+
+def vm(lease: Vm) -> list[Obj]:
+    """Everything one VM needs, in creation order: its links (and what goes with them), then
+    its own elements of the NAT table (nft backend) or its iptables block, its FORWARD-policy
+    fix, then a bridge guest's anti-spoofing elements. The shared objects (tables, a bridge,
+    a masquerading bridge's egress element) are :func:`shared_objects`'."""
+    objs = links(lease)
+    if nat_member(lease.mode, lease.guest_ip is not None):
+        if lease.backend == "nft":
+            objs += nft.elements(lease)
+        objs += iptables.rules(lease)
+    if lease.mode == "bridge":
+        objs += nft.filter_elements(lease)
+    return objs
+
+
+def bridge_objects(name: str, leases: Iterable[Vm], instance: str) -> list[Obj]:
+    """A bridge in use: as the first of ``leases`` on it would make it (with its
+    ``--bridge-address``), else the link alone (no lease at hand says its address)."""
+    on = next((v for v in leases if v.mode == "bridge" and str(v.options.bridge) == name), None)
+    if on is not None:
+        return bridge.bridge(on)
+    tag = owner.tag(instance, owner.bridge_name(name))
+    return [Link(name, "bridge", tag, None, bridge.alias(instance, name))]
+
+
+def shared_objects(want: Shared, leases: Iterable[Vm], instance: str) -> list[Obj]:
+    """The objects of ``want``: each bridge in use, forwarding, each table with its layout
+    (sets, maps, chains), the masquerading bridges' egress elements, the conntrack rule."""
+    from fireroute.want.tables import filter_layout, nat_layout
+
+    leases = list(leases)
+    objs: list[Obj] = []
+    for br in sorted(want.bridges):
+        objs += bridge_objects(br, leases, instance)
+    if want.forwarding:
+        objs.append(Forwarding(WANTED))
+    for table in want.tables_of(NAT):
+        objs += nat_layout(table)
+        objs += [nft.egress_element(table, *e) for e in sorted(want.egress_of(table))]
+    for table in want.tables_of(BRIDGE):
+        objs += filter_layout(table)
+    if want.conntrack:
+        objs.append(iptables.conntrack())
+    return objs
+
+
+def desired(leases: Iterable[Vm], shape: Population | None, instance: str) -> Index:
+    """Everything the host should have for ``leases`` and a state file of ``shape`` (the
+    leases' own when None): the shared objects, then each VM's."""
+    leases = list(leases)
+    want = shared(Population.of(leases) if shape is None else shape, instance)
+    objs = shared_objects(want, leases, instance)
+    for lease in leases:
+        objs += vm(lease)
+    return index(objs)
