@@ -5,7 +5,7 @@ nothing of its own; a shared object kept while something else uses it."""
 import copy
 
 import pytest
-from unit.test_plan import _modes, vm
+from tests.unit.test_plan import _modes, vm
 
 from fireroute.model import Owner, Published
 from fireroute.plan.diff import (

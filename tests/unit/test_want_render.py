@@ -3,7 +3,7 @@ what today's plans make (the golden files), and the shared objects follow the sh
 
 from pathlib import Path
 
-from unit.test_plan import _modes, vm
+from tests.unit.test_plan import _modes, vm
 
 from fireroute.model import Owner, Published
 from fireroute.want import render, tap
