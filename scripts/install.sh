@@ -40,7 +40,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" \
     >/dev/null
 fi
-if [ ! -x .venv/bin/python ]; then
+if [ ! -x .venv/bin/pip ]; then  # none yet, or one whose making was interrupted
+  rm -rf .venv
   /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
