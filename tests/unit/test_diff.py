@@ -5,7 +5,6 @@ nothing of its own; a shared object kept while something else uses it."""
 import copy
 
 import pytest
-from tests.unit.test_plan import _modes, vm
 
 from fireroute.model import Owner, Published
 from fireroute.plan.diff import (
@@ -29,6 +28,7 @@ from fireroute.want.iptables import IptRule, conntrack
 from fireroute.want.nft import NftElement
 from fireroute.want.objects import Forwarding, Link, Obj
 from fireroute.want.tables import NftChain, NftSet
+from tests.unit.test_plan import _modes, vm
 
 ID = "5ca1ab1e"
 OTHER = "beefcafe"

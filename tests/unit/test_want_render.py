@@ -3,8 +3,6 @@ what today's plans make (the golden files), and the shared objects follow the sh
 
 from pathlib import Path
 
-from tests.unit.test_plan import _modes, vm
-
 from fireroute.model import Owner, Published
 from fireroute.want import render, tap
 from fireroute.want.iptables import IptRule
@@ -13,6 +11,7 @@ from fireroute.want.nft import RANK, NftElement, element_lines
 from fireroute.want.objects import Forwarding, Link, Obj
 from fireroute.want.shared import Population
 from fireroute.want.tables import NftChain, NftSet, NftTable
+from tests.unit.test_plan import _modes, vm
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 ID = "5ca1ab1e"
