@@ -9,6 +9,11 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from fireroute.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 # character classes instead of regular expressions: ``re`` (with enum) costs ~6 ms of the
 # per-VM command's start-up
 LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -331,7 +336,7 @@ class Options:
         self.allow_peers = allow_peers
         self.allow_metadata = allow_metadata
         self.allow_host_ports = tuple(  # a port given twice is one port
-            dict.fromkeys(tuple(p) for p in allow_host_ports)  # type: ignore[misc]
+            dict.fromkeys(tuple(p) for p in allow_host_ports)
         )
         self.fix_forward_policy = fix_forward_policy
         self.egress = egress
@@ -349,9 +354,7 @@ class Options:
         self.network = network
         """cni: the network configuration's name"""
         self.mtu = mtu
-        self.publish: tuple[Published, ...] = tuple(
-            dict.fromkeys(Published(*p) for p in publish)  # type: ignore[misc]
-        )
+        self.publish: tuple[Published, ...] = tuple(dict.fromkeys(Published(*p) for p in publish))
         """published ports: host (address, port, protocol) forwarded to the guest's port"""
         self._validate()
 
@@ -388,19 +391,27 @@ class Options:
                 )
         if self.backend == "iptables" and self.allow_peers:
             raise UsageError("--allow-peers needs the nft backend")
-        if self.publish:
-            if self.mode not in ("nat", "cni"):
-                raise UsageError("--publish applies to nat and cni guests")
-            if self.backend != "nft":
-                raise UsageError("--publish needs the nft backend")
-            claimed: dict[tuple[str | None, int, str], Published] = {}
-            for p in self.publish:
-                other = claimed.get(p.claim) or claimed.get((None, p.port, p.proto))
-                if other is None and p.addr is None:
-                    other = next((c for c in claimed.values() if c.claim[1:] == p.claim[1:]), None)
-                if other is not None:
-                    raise UsageError(f'--publish "{p}" takes the host port of "{other}" again')
-                claimed[p.claim] = p
+        self._validate_publish()
+        self._validate_egress()
+
+    def _validate_publish(self) -> None:
+        """Published ports: nat and cni guests, nft, and no host port taken twice."""
+        if not self.publish:
+            return
+        if self.mode not in ("nat", "cni"):
+            raise UsageError("--publish applies to nat and cni guests")
+        if self.backend != "nft":
+            raise UsageError("--publish needs the nft backend")
+        claimed: dict[tuple[str | None, int, str], Published] = {}
+        for p in self.publish:
+            other = claimed.get(p.claim) or claimed.get((None, p.port, p.proto))
+            if other is None and p.addr is None:
+                other = next((c for c in claimed.values() if c.claim[1:] == p.claim[1:]), None)
+            if other is not None:
+                raise UsageError(f'--publish "{p}" takes the host port of "{other}" again')
+            claimed[p.claim] = p
+
+    def _validate_egress(self) -> None:
         if self.egress not in EGRESS:
             raise UsageError(f'invalid --egress "{self.egress}": use internet, public or none')
         policy = self.egress != "internet" or self.allow_out or self.deny_out
@@ -413,79 +424,69 @@ class Options:
             )
 
     def _validate_mode(self) -> None:
-        bridge_only = {
-            "--bridge": self.bridge,
-            "--bridge-address": self.bridge_address,
-            "--range": self.addr_range,
-            "--dhcp": self.dhcp or None,
-            "--gateway": self.gateway,
-            "--masquerade": self.masquerade or None,
-        }
-        if self.mode == "cni":  # an address from a delegated IPAM plugin: guest and gateway
-            bridge_only.pop("--gateway")
-        if self.mode != "bridge":
-            given = [k for k, v in bridge_only.items() if v is not None]
-            if given:
-                raise UsageError(f"{given[0]} only applies to --mode bridge")
-        cni_only = {
-            "netns": self.netns,
-            "container": self.container,
-            "ifname": self.ifname,
-            "network": self.network,
-            "mtu": self.mtu,
-        }
-        if self.mode != "cni":
-            given = [k for k, v in cni_only.items() if v is not None]
-            if given:
-                raise UsageError(f"{given[0]} only applies to mode cni (the CNI plugin)")
-        else:
-            self._validate_cni()
+        """What only some modes take (:data:`APPLIES_TO`), then the mode's own checks
+        (:data:`MODE_CHECKS`)."""
+        for attr, name, modes, refusal in APPLIES_TO:
+            value = getattr(self, attr)
+            given = bool(value) if attr in ("dhcp", "masquerade") else value is not None
+            if given and self.mode not in modes:
+                raise UsageError(refusal.format(name))
+        for check in MODE_CHECKS[self.mode]:
+            check(self)
+
+    def _no_clone_address(self) -> None:
+        if self.clone_address is not None:
+            raise UsageError("--clone-address only applies to --mode clone")
+
+    def _validate_nat(self) -> None:
+        if self.guest is not None:
+            raise UsageError(
+                "--guest-ip applies to --mode bridge or clone; NAT guests get the "
+                "second address of their block"
+            )
+
+    def _validate_bridge(self) -> None:
+        if self.bridge is None:
+            self.bridge = "br0"
+        check_ifname(self.bridge, "bridge name")
+        bridge_ip = _iface(self.bridge_address, "--bridge-address")
+        guest = _iface(self.guest, "--guest-ip")
+        _addr(self.gateway, "--gateway")
+        chosen = [x for x in (self.guest, self.addr_range, self.dhcp or None) if x]
+        if len(chosen) != 1:
+            raise UsageError("bridge mode needs exactly one of --guest-ip, --range, --dhcp")
+        if self.dhcp and self.masquerade:
+            raise UsageError(
+                "--masquerade needs a known guest address: use --guest-ip or "
+                "--range instead of --dhcp"
+            )
+        if self.addr_range is not None:
+            self.range_bounds()
+        if guest and bridge_ip and guest.network != bridge_ip.network:
+            raise UsageError(
+                f"--guest-ip {guest} is not in the bridge's subnet {bridge_ip.network}"
+            )
+
+    def _validate_clone(self) -> None:
+        if self.guest is None:
+            self.guest = DEFAULT_CLONE_GUEST
+        g = _iface(self.guest, "--guest-ip")
+        assert g is not None
+        if g.network.prefixlen > 30 or g.ip in (
+            g.network.network_address,
+            g.network.broadcast_address,
+        ):
+            raise UsageError(f"--guest-ip {g} leaves no room for the tap address")
+        if self.clone_address not in (None, "auto"):
+            _addr(self.clone_address, "--clone-address")
+
+    def _validate_mtu(self) -> None:
         if self.mtu is not None and (
             isinstance(self.mtu, bool)
             or not isinstance(self.mtu, int)
             or not 68 <= self.mtu <= 65535
         ):
             raise UsageError(f'invalid mtu "{self.mtu}": use 68..65535')
-        if self.mode != "clone" and self.clone_address is not None:
-            raise UsageError("--clone-address only applies to --mode clone")
-        if self.mode == "nat" and self.guest is not None:
-            raise UsageError(
-                "--guest-ip applies to --mode bridge or clone; NAT guests get the "
-                "second address of their block"
-            )
-        if self.mode == "bridge":
-            if self.bridge is None:
-                self.bridge = "br0"
-            check_ifname(self.bridge, "bridge name")
-            bridge_ip = _iface(self.bridge_address, "--bridge-address")
-            guest = _iface(self.guest, "--guest-ip")
-            _addr(self.gateway, "--gateway")
-            chosen = [x for x in (self.guest, self.addr_range, self.dhcp or None) if x]
-            if len(chosen) != 1:
-                raise UsageError("bridge mode needs exactly one of --guest-ip, --range, --dhcp")
-            if self.dhcp and self.masquerade:
-                raise UsageError(
-                    "--masquerade needs a known guest address: use --guest-ip or "
-                    "--range instead of --dhcp"
-                )
-            if self.addr_range is not None:
-                self.range_bounds()
-            if guest and bridge_ip and guest.network != bridge_ip.network:
-                raise UsageError(
-                    f"--guest-ip {guest} is not in the bridge's subnet {bridge_ip.network}"
-                )
-        if self.mode == "clone":
-            if self.guest is None:
-                self.guest = DEFAULT_CLONE_GUEST
-            g = _iface(self.guest, "--guest-ip")
-            assert g is not None
-            if g.network.prefixlen > 30 or g.ip in (
-                g.network.network_address,
-                g.network.broadcast_address,
-            ):
-                raise UsageError(f"--guest-ip {g} leaves no room for the tap address")
-            if self.clone_address not in (None, "auto"):
-                _addr(self.clone_address, "--clone-address")
 
     def _validate_cni(self) -> None:
         if not self.netns or not self.netns.startswith("/") or "\n" in self.netns:
@@ -559,15 +560,42 @@ class Options:
         return out
 
     @classmethod
-    def from_identity(cls, data: dict[str, object]) -> Options:
+    def from_identity(cls, data: dict[str, Any]) -> Options:
+        """The options of :meth:`identity`'s JSON (as the state file holds it)."""
         kw = {f: data[f] for f in cls.FIELDS if f in data}
         kw["pool"] = IPv4Network(str(kw["pool"])) if kw.get("pool") else None
-        kw["dns"] = tuple(IPv4Address(str(d)) for d in kw.get("dns") or ())  # type: ignore[union-attr]
+        kw["dns"] = tuple(IPv4Address(str(d)) for d in kw.get("dns") or ())
         kw["owner"] = Owner.parse(str(kw["owner"])) if kw.get("owner") else None
         for f in ("allow_out", "deny_out", "host_nets"):
-            kw[f] = tuple(IPv4Network(str(n)) for n in kw.get(f) or ())  # type: ignore[union-attr]
-        kw["publish"] = tuple(Published.parse(str(p)) for p in kw.get("publish") or ())  # type: ignore[union-attr]
-        return cls(**kw)  # type: ignore[arg-type]
+            kw[f] = tuple(IPv4Network(str(n)) for n in kw.get(f) or ())
+        kw["publish"] = tuple(Published.parse(str(p)) for p in kw.get("publish") or ())
+        return cls(**kw)
+
+
+BRIDGE_ONLY = "{} only applies to --mode bridge"
+CNI_ONLY = "{} only applies to mode cni (the CNI plugin)"
+APPLIES_TO = (
+    ("bridge", "--bridge", ("bridge",), BRIDGE_ONLY),
+    ("bridge_address", "--bridge-address", ("bridge",), BRIDGE_ONLY),
+    ("addr_range", "--range", ("bridge",), BRIDGE_ONLY),
+    ("dhcp", "--dhcp", ("bridge",), BRIDGE_ONLY),
+    ("gateway", "--gateway", ("bridge", "cni"), BRIDGE_ONLY),  # cni: from a delegated IPAM
+    ("masquerade", "--masquerade", ("bridge",), BRIDGE_ONLY),
+    ("netns", "netns", ("cni",), CNI_ONLY),
+    ("container", "container", ("cni",), CNI_ONLY),
+    ("ifname", "ifname", ("cni",), CNI_ONLY),
+    ("network", "network", ("cni",), CNI_ONLY),
+    ("mtu", "mtu", ("cni",), CNI_ONLY),
+)
+"""(option, its name in the refusal, the modes that take it, the refusal), in the order they
+are checked: given (a flag: true) in another mode, the first is refused"""
+MODE_CHECKS: dict[str, tuple[Callable[[Options], None], ...]] = {
+    "nat": (Options._no_clone_address, Options._validate_nat),
+    "bridge": (Options._no_clone_address, Options._validate_bridge),
+    "clone": (Options._validate_clone,),
+    "cni": (Options._validate_cni, Options._validate_mtu, Options._no_clone_address),
+}
+"""a mode's own checks, in order (after :data:`APPLIES_TO`)"""
 
 
 class Vm:

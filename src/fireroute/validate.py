@@ -11,6 +11,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from fireroute.errors import UsageError
 from fireroute.model import Options
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 NOT_UNICAST = (
     (IPv4Network("0.0.0.0/8"), "in 0.0.0.0/8 (this network)"),
     (IPv4Network("127.0.0.0/8"), "a loopback address"),
@@ -46,7 +50,8 @@ def host_address(iface: IPv4Interface, what: str) -> None:
 
 
 def request(o: Options) -> None:
-    """Every address of a request, checked on its own and against the others."""
+    """Every address of a request, checked on its own and against the others: those of every
+    mode, then the mode's own (:data:`BY_MODE`)."""
     for net, why in NOT_UNICAST:
         if o.mode != "bridge" and o.pool.overlaps(net):
             raise UsageError(f"pool {o.pool} overlaps {net} ({why.split(' (')[0]})")
@@ -54,17 +59,27 @@ def request(o: Options) -> None:
         unicast(d, "--dns")
     if o.mac is not None and o.mac == "00:00:00:00:00:00":
         raise UsageError(f'invalid MAC "{o.mac}": the all-zero address cannot be a guest MAC')
-    if o.mode == "cni" and o.guest is not None and o.gateway is not None:  # from IPAM
+    for check in BY_MODE.get(o.mode, ()):
+        check(o)
+
+
+def ipam(o: Options) -> None:
+    """cni: the address and gateway a delegated IPAM plugin gave."""
+    if o.guest is not None and o.gateway is not None:
         host_address(IPv4Interface(o.guest), "IPAM address")
         routed(IPv4Interface(o.guest).ip, "IPAM address")
         routed(IPv4Address(o.gateway), "IPAM gateway")
-    if o.mode == "clone":
-        if o.clone_address not in (None, "auto"):
-            routed(IPv4Address(o.clone_address), "--clone-address")
-        if o.guest:
-            host_address(IPv4Interface(o.guest), "--guest-ip")
-    if o.mode != "bridge":
-        return
+
+
+def clone(o: Options) -> None:
+    if o.clone_address not in (None, "auto"):
+        routed(IPv4Address(o.clone_address), "--clone-address")
+    if o.guest:
+        host_address(IPv4Interface(o.guest), "--guest-ip")
+
+
+def bridge_flags(o: Options) -> None:
+    """What a bridge guest cannot be given: peers, and with --dhcp what needs its address."""
     if o.allow_peers:
         raise UsageError(
             "--allow-peers applies to nat and clone guests: bridge guests share a LAN segment "
@@ -85,6 +100,10 @@ def request(o: Options) -> None:
             "--fix-forward-policy in bridge mode needs --masquerade: only masqueraded bridge "
             "traffic is routed through the host's FORWARD chain"
         )
+
+
+def bridge_addresses(o: Options) -> None:
+    """The bridge's and the guest's address: hosts' addresses, and not the same one."""
     bridge = IPv4Interface(o.bridge_address) if o.bridge_address else None
     guest = IPv4Interface(o.guest) if o.guest else None
     if bridge is not None:
@@ -93,27 +112,47 @@ def request(o: Options) -> None:
         host_address(guest, "--guest-ip")
         if bridge is not None and guest.ip == bridge.ip:
             raise UsageError(f"--guest-ip {guest.ip} is the bridge's own address")
-    subnet = bridge.network if bridge else (guest.network if guest else None)
-    if o.gateway is not None:
-        gw = IPv4Address(o.gateway)
-        unicast(gw, "--gateway")
-        if subnet is not None and gw not in subnet:
-            raise UsageError(f"--gateway {gw} is not on the guests' link {subnet}")
-        if subnet is not None and gw in (subnet.network_address, subnet.broadcast_address):
-            raise UsageError(f"--gateway {gw} is the network or broadcast address of {subnet}")
-        if guest is not None and gw == guest.ip:
-            raise UsageError(f"--gateway {gw} is the guest's own address")
-    if o.addr_range is not None and bridge is not None:
-        first, last = o.range_bounds()
-        net = bridge.network
-        for a in (first, last):
-            if a not in net:
-                raise UsageError(f"--range {o.addr_range} leaves the bridge's subnet {net}")
-        if first == net.network_address or last == net.broadcast_address:
-            raise UsageError(
-                f"--range {o.addr_range} includes the network or broadcast address of {net}"
-            )
-        unicast(first, "--range")
+
+
+def bridge_gateway(o: Options) -> None:
+    """The guests' router: a host's address on their link, and not the guest's own."""
+    if o.gateway is None:
+        return
+    guest = IPv4Interface(o.guest) if o.guest else None
+    link = o.bridge_address or o.guest
+    subnet = IPv4Interface(link).network if link else None
+    gw = IPv4Address(o.gateway)
+    unicast(gw, "--gateway")
+    if subnet is not None and gw not in subnet:
+        raise UsageError(f"--gateway {gw} is not on the guests' link {subnet}")
+    if subnet is not None and gw in (subnet.network_address, subnet.broadcast_address):
+        raise UsageError(f"--gateway {gw} is the network or broadcast address of {subnet}")
+    if guest is not None and gw == guest.ip:
+        raise UsageError(f"--gateway {gw} is the guest's own address")
+
+
+def bridge_range(o: Options) -> None:
+    """--range: inside the bridge's subnet, neither its network nor its broadcast address."""
+    if o.addr_range is None or not o.bridge_address:
+        return
+    first, last = o.range_bounds()
+    net = IPv4Interface(o.bridge_address).network
+    for a in (first, last):
+        if a not in net:
+            raise UsageError(f"--range {o.addr_range} leaves the bridge's subnet {net}")
+    if first == net.network_address or last == net.broadcast_address:
+        raise UsageError(
+            f"--range {o.addr_range} includes the network or broadcast address of {net}"
+        )
+    unicast(first, "--range")
+
+
+BY_MODE: dict[str, tuple[Callable[[Options], None], ...]] = {
+    "cni": (ipam,),
+    "clone": (clone,),
+    "bridge": (bridge_flags, bridge_addresses, bridge_gateway, bridge_range),
+}
+"""a mode's own checks, in order (nat has none)"""
 
 
 def bridge_complete(o: Options) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from email.message import Message
-    from typing import BinaryIO
+    from io import BufferedIOBase
 
 
 class Reply(Exception):
@@ -61,7 +61,7 @@ class Recorder:
     """The connection's reader, keeping every line read through it: the header block as the
     client sent it, while the library parses it (``parse_headers`` reads by ``readline``)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BufferedIOBase) -> None:
         self.f = f
         self.lines: list[bytes] = []
 

@@ -37,6 +37,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 
 from fireroute import jsontext
+from fireroute.api import Vm
 from fireroute.errors import (
     Busy,
     ConflictError,
@@ -52,6 +53,13 @@ from fireroute.serve import body, framing
 from fireroute.serve.config import NotAllowed, ServerConfig
 from fireroute.serve.framing import Reply
 from fireroute.serve.worker import Call, Worker, now_ms
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 STATUS = (  # most specific first
     (NotAllowed, 403),
@@ -161,6 +169,7 @@ class Watchdog:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # connections are kept alive
     server: Server
+    raw_requestline: bytes  # (the library's, read by its handle_one_request)
     late = False  # the watchdog cut this request off
     length = 0  # the body's, from framing.body_length
     batch = 0  # how many calls the worker ran together with this request's last one
@@ -169,8 +178,8 @@ class Handler(BaseHTTPRequestHandler):
     LINGER = 1.0  # seconds, at most
 
     def setup(self) -> None:
-        self.timeout = self.server.config.client_timeout  # a slow client loses its connection
         super().setup()
+        self.connection.settimeout(self.server.config.client_timeout)  # a slow client: closed
         self.uid = peer_uid(self.connection)
 
     def handle_one_request(self) -> None:
@@ -206,7 +215,7 @@ class Handler(BaseHTTPRequestHandler):
         """The library's parse, held to RFC 9112 (framing.py): refused, nothing runs and the
         connection is closed. ``100 Continue`` only for a request that passed."""
         self.length, self.batch, self.expects_continue = 0, 0, False
-        self.command, self.requestline = None, ""  # (what the library sets first)
+        self.command, self.requestline = "", ""  # (what the library resets first)
         recorder = framing.Recorder(self.rfile)
         try:
             framing.request_line(self.raw_requestline)
@@ -215,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
                 if not super().parse_request():
                     return False
             finally:
-                self.rfile = recorder.f  # type: ignore[assignment]
+                self.rfile = recorder.f
             limit = self.server.config.max_body
             self.length = framing.body_length(
                 recorder.lines, self.headers, self.request_version, limit
@@ -324,81 +333,106 @@ class Handler(BaseHTTPRequestHandler):
             raise Reply(400, "UsageError", "the body ended before its Content-Length")
         return body.options(raw)
 
-    def _submit(self, verb: str, name: str | None = None, options: dict | None = None) -> object:
+    def _submit(
+        self, kind: type[T], verb: str, name: str | None = None, options: dict | None = None
+    ) -> T:
+        """The worker's answer to one call: of ``kind``, as each verb gives it."""
         call = Call(verb, name, options)
         try:
-            return self.server.worker.run(call)
+            result = self.server.worker.run(call)
         finally:
             self.batch = call.batch
+        assert isinstance(result, kind), f"{verb} gave a {type(result).__name__}"
+        return result
 
     def _route(self, method: str) -> tuple[str, str | None, object]:
+        """The request's verb, VM and answer, by :data:`ROUTES` (a path with no VM name) and
+        :data:`VM_ROUTES` (``/vms/{name}`` and its parts): a path that is neither is 404; a
+        VM's path with a method it has no verb for, 405 (once the name passed)."""
         path = self.path.split("?", 1)[0]
         parts = [p for p in path.split("/") if p]
         body = self._body()
-        worker, config = self.server.worker, self.server.config
-        if parts == ["healthz"] and method == "GET":
-            if not worker.thread.is_alive():
-                raise Reply(503, "Unavailable", "the worker thread has stopped")
-            return "healthz", None, {"ok": True}
-        if parts == ["metrics"] and method == "GET":
-            from fireroute import stats
-
-            rows = [r for r in self._submit("stats") if config.may_name(self.uid, r["name"])]
-            return "metrics", None, self.server.metrics.text(len(rows)) + stats.prometheus(rows)
-        if parts == ["stats"] and method == "GET":
-            rows = self._submit("stats")
-            return "stats", None, [r for r in rows if config.may_name(self.uid, r["name"])]
-        if parts == ["check"] and method == "GET":
-            report = self._submit("check")
-            if self.uid == 0 or not config.tenant_prefix:
-                return "check", None, report
-            mine = {n: p for n, p in report["vms"].items() if config.may_name(self.uid, n)}
-            return "check", None, {"ok": not any(mine.values()), "vms": mine}  # its own only
-        if parts == ["vms"] and method == "GET":
-            vms = self._submit("list")
-            return "list", None, [v.as_dict() for v in vms if config.may_name(self.uid, v.name)]
-        subs = ([], ["policy"], ["attach"])
-        if len(parts) not in (2, 3) or parts[0] != "vms" or parts[2:] not in subs:
+        if len(parts) == 1 and (method, parts[0]) in ROUTES:
+            verb, answer = ROUTES[(method, parts[0])]
+            return verb, None, answer(self)
+        part = vm_part(parts)
+        if part is None:
             raise Reply(404, "NotFound", f"no resource {path}")
         name = parts[1]
         check_vm_name(name)
-        if not config.may_name(self.uid, name):
+        if not self.server.config.may_name(self.uid, name):
             raise NotAllowed(f'vm names of uid {self.uid} start with "u{self.uid}-"')
-        if parts[2:] == ["attach"]:
-            if method != "POST":
-                raise Reply(405, "MethodNotAllowed", f"{method} {path}: use POST")
-            from fireroute.serve.config import ATTACH_SETTINGS
+        if (method, part) not in VM_ROUTES:
+            methods = [m for m, p in VM_ROUTES if p == part]
+            why = f": use {methods[0]}" if len(methods) == 1 else " is not a verb here"
+            raise Reply(405, "MethodNotAllowed", f"{method} {path}{why}")
+        verb, act = VM_ROUTES[(method, part)]
+        return verb, name, act(self, name, body)
 
-            settings = {k: v for k, v in body.items() if k != "socket"}
-            unknown = sorted(set(settings) - set(ATTACH_SETTINGS))
-            if unknown:
-                raise UsageError(f'unknown attach setting "{unknown[0]}"')
-            return "attach", name, self._attach(name, body.get("socket"), settings)
-        if parts[2:] == ["policy"]:
-            if method != "PUT":
-                raise Reply(405, "MethodNotAllowed", f"{method} {path}: use PUT")
-            unknown = sorted(set(body) - {"egress", "allow_out", "deny_out"})
-            if unknown:
-                raise UsageError(f'policy changes only the egress policy, not "{unknown[0]}"')
-            config.options(body)  # the operator may have fixed these as well
-            if "allow_out" not in config.client_options:
-                # a new policy replaces the VM's whole policy: any change can widen it (an
-                # "egress" of "public" undoes the operator's "none")
-                raise NotAllowed(
-                    "changing a vm's egress policy can widen what it reaches: the operator's "
-                    '(its config\'s client_options may allow "allow_out")'
-                )
-            return "policy", name, self._submit("policy", name, body).as_dict()
-        if method == "GET":
-            return "get", name, self._submit("get", name).as_dict()
-        if method == "PUT":
-            options = config.options(body)
-            return "up", name, self._submit("up", name, options).as_dict()
-        if method == "DELETE":
-            return "down", name, {"removed": self._submit("down", name)}
-        raise Reply(405, "MethodNotAllowed", f"{method} {path} is not a verb here")
+    # -- the verbs: ROUTES (no VM named) ------------------------------------------------------
+    def _healthz(self) -> object:
+        if not self.server.worker.thread.is_alive():
+            raise Reply(503, "Unavailable", "the worker thread has stopped")
+        return {"ok": True}
 
-    def _attach(self, name: str, socket_name: object, settings: dict[str, object]) -> object:
+    def _metrics(self) -> object:
+        from fireroute import stats
+
+        rows = self._stats()
+        return self.server.metrics.text(len(rows)) + stats.prometheus(rows)
+
+    def _stats(self) -> list[dict[str, object]]:
+        rows = self._submit(list, "stats")
+        return [r for r in rows if self.server.config.may_name(self.uid, r["name"])]
+
+    def _check(self) -> object:
+        report = self._submit(dict, "check")
+        config = self.server.config
+        if self.uid == 0 or not config.tenant_prefix:
+            return report
+        mine = {n: p for n, p in report["vms"].items() if config.may_name(self.uid, n)}
+        return {"ok": not any(mine.values()), "vms": mine}  # its own only
+
+    def _list(self) -> object:
+        vms = self._submit(list, "list")
+        return [v.as_dict() for v in vms if self.server.config.may_name(self.uid, v.name)]
+
+    # -- the verbs: VM_ROUTES (/vms/{name}, its name checked) ---------------------------------
+    def _get(self, name: str, body: dict[str, object]) -> object:
+        return self._submit(Vm, "get", name).as_dict()
+
+    def _up(self, name: str, body: dict[str, object]) -> object:
+        options = self.server.config.options(body)
+        return self._submit(Vm, "up", name, options).as_dict()
+
+    def _down(self, name: str, body: dict[str, object]) -> object:
+        return {"removed": self._submit(bool, "down", name)}
+
+    def _policy(self, name: str, body: dict[str, object]) -> object:
+        config = self.server.config
+        unknown = sorted(set(body) - {"egress", "allow_out", "deny_out"})
+        if unknown:
+            raise UsageError(f'policy changes only the egress policy, not "{unknown[0]}"')
+        config.options(body)  # the operator may have fixed these as well
+        if "allow_out" not in config.client_options:
+            # a new policy replaces the VM's whole policy: any change can widen it (an
+            # "egress" of "public" undoes the operator's "none")
+            raise NotAllowed(
+                "changing a vm's egress policy can widen what it reaches: the operator's "
+                '(its config\'s client_options may allow "allow_out")'
+            )
+        return self._submit(Vm, "policy", name, body).as_dict()
+
+    def _attach(self, name: str, body: dict[str, object]) -> object:
+        from fireroute.serve.config import ATTACH_SETTINGS
+
+        settings = {k: v for k, v in body.items() if k != "socket"}
+        unknown = sorted(set(settings) - set(ATTACH_SETTINGS))
+        if unknown:
+            raise UsageError(f'unknown attach setting "{unknown[0]}"')
+        return self._attach_vmm(name, body.get("socket"), settings)
+
+    def _attach_vmm(self, name: str, socket_name: object, settings: dict[str, Any]) -> object:
         """Firecracker is talked to on this connection's thread, not the worker's (a VMM that
         never answers holds up only its own client), through the socket checked and opened
         by ``vmm_socket``, with at most ATTACH_TIMEOUT per request."""
@@ -407,7 +441,7 @@ class Handler(BaseHTTPRequestHandler):
 
         fd = self.server.config.vmm_socket(self.uid, socket_name)
         try:
-            vm = self._submit("record", name)
+            vm = self._submit(Vm, "record", name)
             if vm.state != "active":
                 raise ConflictError(f'vm "{name}" is not up (state {vm.state})')
             iface_id = settings.pop("iface_id", None)
@@ -426,21 +460,48 @@ class Handler(BaseHTTPRequestHandler):
 
 KINDS = {408: "Timeout", 411: "LengthRequired", 413: "TooLarge", 414: "TooLarge", 431: "TooLarge"}
 KINDS |= {501: "NotImplemented", 505: "VersionNotSupported"}
-VERBS = {("GET", "healthz"), ("GET", "metrics"), ("GET", "stats"), ("GET", "check")}
+ROUTES: dict[tuple[str, str], tuple[str, Callable[[Handler], object]]] = {
+    ("GET", "healthz"): ("healthz", Handler._healthz),
+    ("GET", "metrics"): ("metrics", Handler._metrics),
+    ("GET", "stats"): ("stats", Handler._stats),
+    ("GET", "check"): ("check", Handler._check),
+    ("GET", "vms"): ("list", Handler._list),
+}
+"""(method, the path's one part) -> the verb and what answers it: the paths that name no VM
+(with another method, they are not found)"""
+VM_ROUTES: dict[tuple[str, str], tuple[str, Callable[[Handler, str, dict[str, object]], object]]]
+VM_ROUTES = {
+    ("GET", ""): ("get", Handler._get),
+    ("PUT", ""): ("up", Handler._up),
+    ("DELETE", ""): ("down", Handler._down),
+    ("PUT", "policy"): ("policy", Handler._policy),
+    ("POST", "attach"): ("attach", Handler._attach),
+}
+"""(method, the part after ``/vms/{name}``: "" for none) -> the verb and what answers it"""
+VM_PARTS = frozenset(part for _, part in VM_ROUTES)
+
+
+def vm_part(parts: list[str]) -> str | None:
+    """What a path ``/vms/{name}[/PART]`` asks of the VM ("" for the VM itself; None: the
+    path is no VM's)."""
+    if len(parts) not in (2, 3) or parts[0] != "vms":
+        return None
+    part = "/".join(parts[2:])
+    return part if part in VM_PARTS else None
 
 
 def verb_of(method: str, path: str) -> str:
-    """The request's verb, from a fixed list (a metric label never carries a client's text)."""
+    """The request's verb, from a fixed list (a metric label never carries a client's text):
+    a VM's part asked with a method it has no verb for is still labelled by the part."""
     parts = [p for p in path.split("?", 1)[0].split("/") if p]
-    if len(parts) == 1 and (method, parts[0]) in VERBS:
-        return parts[0]
-    if parts == ["vms"] and method == "GET":
-        return "list"
-    if len(parts) == 2 and parts[0] == "vms":
-        return {"GET": "get", "PUT": "up", "DELETE": "down"}.get(method, "unknown")
-    if len(parts) == 3 and parts[0] == "vms" and parts[2] in ("policy", "attach"):
-        return parts[2]
-    return "unknown"
+    if len(parts) == 1 and (method, parts[0]) in ROUTES:
+        return ROUTES[(method, parts[0])][0]
+    part = vm_part(parts)
+    if part is None:
+        return "unknown"
+    if (method, part) in VM_ROUTES:
+        return VM_ROUTES[(method, part)][0]
+    return part or "unknown"
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
