@@ -7,9 +7,9 @@ interleave kernel changes; the state row goes ``pending`` before any kernel obje
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address
 
-from fireroute import addressing, jsontext, owner
+from fireroute import addressing, allocate, jsontext
 from fireroute.errors import (
     AlreadyExists,
     ConflictError,
@@ -17,7 +17,6 @@ from fireroute.errors import (
     KernelError,
     MissingTool,
     NotFound,
-    PoolExhausted,
     UsageError,
 )
 from fireroute.kernel import observe
@@ -32,8 +31,6 @@ from fireroute.want.shared import BRIDGE, NAT, Population, shared
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from fireroute import named
 
     Progress = Callable[[str], None]
 
@@ -190,11 +187,11 @@ class Manager:
         if not fresh:
             return UpResult(existing, Plan(), False)
 
-        devs = self._devices(store, fresh, options)
-        self._check_unique(store, fresh, options)
+        devs = allocate.devices(store, fresh, options)
+        allocate.check_unique(store, self.runner, fresh, options)
         if progress:
             progress(f"allocating {len(fresh)} address(es)")
-        nets, view = self._allocate(store, fresh, options, skip_conflicts)
+        nets, view = allocate.networks(store, self.runner, fresh, options, skip_conflicts)
         if options.egress == "public":  # the uplink's networks, recorded with the VM
             from fireroute.model import merged
 
@@ -216,7 +213,7 @@ class Manager:
             from fireroute import named
 
             ca = IPv4Address(options.clone_address)
-            self._check_named(store, options, view.uplink, [
+            allocate.check_named(store, self.runner, options, view.uplink, [
                 named.Named("clone address", ca, named.ROUTED, fresh[0])
             ])  # fmt: skip
         for b in bridges - missing_bridges:
@@ -339,340 +336,6 @@ class Manager:
         finding = doctor.forward_policy_finding(policy)  # type: ignore[arg-type]
         if finding.level == doctor.FAIL:
             warnings.append(f"{finding.what}; {finding.advice}")
-
-    def _allocate(
-        self,
-        store: Store,
-        names: list[str],
-        options: Options,
-        skip_conflicts: bool,
-    ) -> tuple[list[IPv4Network | None], observe.HostView]:
-        """Blocks from the pool (nat: the VM's /30; clone: its veth link's /30), checked
-        against host routes; or, in bridge mode, the guest's own address (a /32 lease)."""
-        look = [str(options.bridge)] if options.mode == "bridge" else []
-        if options.uplink is not None and options.uplink not in look:
-            look.append(options.uplink)
-        if options.mode == "cni" and options.guest is not None:  # an address from IPAM
-            view = observe.probe(options.uplink, [], store.is_tap, self.runner, links=look)
-            self._check_uplink(view, options)
-            from fireroute import named
-
-            ip = IPv4Interface(options.guest).ip
-            self._check_named(store, options, view.uplink, [
-                named.Named("IPAM address", ip, named.ROUTED, names[0]),
-                named.Named("IPAM gateway", IPv4Address(options.gateway), named.GATEWAY, names[0]),
-            ])  # fmt: skip
-            return [IPv4Network(f"{ip}/32")], view
-        if options.mode == "bridge":
-            from fireroute import validate
-
-            view = observe.probe(options.uplink, [], store.is_tap, self.runner, links=look)
-            self._check_uplink(view, options)
-            if view.links.get(str(options.bridge)) is not None:
-                self._adopt_bridge(str(options.bridge), options)
-            elif options.bridge_address:  # before its guests: their subnet is the bridge's
-                self._check_new_bridge(store, options, view.uplink)
-            validate.bridge_complete(options)
-            return self._bridge_guests(store, names, options, view.uplink, skip_conflicts), view
-        pool = options.pool
-        lo, hi = int(pool.network_address), int(pool.broadcast_address)
-        size = addressing.block_size(options.prefix)
-        start = (store.first_free(lo, hi) - lo) // size  # the first block that may be free
-        taken = store.taken_from(lo + start * size, hi)
-        uplink = options.uplink
-        while True:
-            ordinals = addressing.free_ordinals(
-                options.pool, options.prefix, taken, len(names), start
-            )
-            blocks = [addressing.block(options.pool, options.prefix, o) for o in ordinals]
-            view = observe.probe(uplink, blocks, store.is_tap, self.runner, links=look)
-            self._check_uplink(view, options)
-            uplink = view.uplink
-            if not view.conflicts:
-                return list(blocks), view
-            if not skip_conflicts:
-                b, what = next(iter(view.conflicts.items()))
-                raise ConflictError(
-                    f'block {b} for vm "{names[blocks.index(b)]}" overlaps {what} on this '
-                    "host; choose another --pool or pass --skip-conflicts"
-                )
-            taken = sorted(
-                taken + [(int(b.network_address), int(b.broadcast_address)) for b in view.conflicts]
-            )
-
-    def _bridge_guests(
-        self, store: Store, names: list[str], options: Options, uplink: str, skip: bool
-    ) -> list[IPv4Network | None]:
-        """The guests' addresses (given, or from the range), each checked against the host
-        and every lease; with ``skip`` (--skip-conflicts), a range's address that collides is
-        passed over, as the pool allocator passes over a block."""
-        from fireroute import named
-
-        taken, judged = store.taken(), {}
-        while True:
-            nets = self._bridge_addresses(names, options, taken)
-            for name, net in zip(names, nets, strict=True):
-                if net is None:
-                    continue
-                ip = net.network_address
-                mac = options.mac or addressing.mac_for_vm(name, ip)
-                n = named.Named("guest address", ip, named.ON_LINK, name, mac)
-                if (name, ip) not in judged:  # each address once, however many are passed over
-                    judged[(name, ip)] = self._collision(store, options, uplink, n)
-                why = judged[(name, ip)]
-                if why is not None and (not skip or options.guest is not None):
-                    raise ConflictError(why)
-                if why is not None:
-                    taken.append((int(ip), int(ip)))
-                    break
-            else:
-                return nets
-
-    def _bridge_addresses(
-        self, names: list[str], options: Options, taken: list[tuple[int, int]]
-    ) -> list[IPv4Network | None]:
-        if options.dhcp:
-            return [None] * len(names)
-        used = {s for s, e in taken if s == e}
-        blocks = [(s, e) for s, e in taken if s != e]  # NAT and clone blocks: /30s and wider
-
-        def leased(a: int) -> bool:
-            return a in used or any(s <= a <= e for s, e in blocks)
-
-        if options.guest is not None:
-            ip = IPv4Interface(options.guest).ip
-            if len(names) > 1:
-                raise UsageError(
-                    "--guest-ip names one address: it cannot be used with several vms (use --range)"
-                )
-            if leased(int(ip)):
-                raise ConflictError(f"guest address {ip} is already leased to another vm")
-            return [IPv4Network(f"{ip}/32")]
-        first, last = options.range_bounds()
-        reserved = (
-            {int(IPv4Interface(options.bridge_address).ip)} if options.bridge_address else set()
-        )
-        if options.gateway:
-            reserved.add(int(IPv4Address(options.gateway)))
-        out: list[IPv4Network | None] = []
-        for a in range(int(first), int(last) + 1):
-            if not leased(a) and a not in reserved:
-                out.append(IPv4Network(f"{IPv4Address(a)}/32"))
-                if len(out) == len(names):
-                    return out
-        raise PoolExhausted(
-            f"range {options.addr_range} is exhausted: {len(names)} address(es) "
-            f"wanted, {len(out)} free"
-        )
-
-    def _check_ports(self, store: Store, name: str, publish: tuple) -> None:
-        """A host port (per address and protocol) is one VM's: held by a VM of this state
-        file (its recorded options), or by anyone's element in a table of ours (another state
-        file's VMs): exact lookups in the kernel's maps, and a read of the address-bound map
-        (small: most ports are published on every address), so the cost does not grow with
-        the number of VMs."""
-        if not publish:
-            return
-        held: dict[tuple[str | None, int, str], str] = {}
-        for vm in store.claiming([p.port for p in publish]):
-            if vm.name != name:
-                held.update({p.claim: f'vm "{vm.name}"' for p in vm.options.publish})
-        self._check_claims(publish, held)
-        if not which("nft"):
-            return
-        from fireroute.kernel.nftnl import Nftnl
-
-        mine = f"{store.instance()}:{name}"
-        channel = Nftnl()
-        try:
-            for table in observe.nft_our_tables(self.runner):
-                kernel: dict[tuple[str | None, int, str], str] = {}
-                for p in publish:
-                    got = channel.comment_of("ip", table, "pub_any", [p.proto, str(p.port)])
-                    if got is not None and got != mine:
-                        kernel[(None, p.port, p.proto)] = got
-                for (addr, proto, port), comment in channel.keys_of("ip", table, "pub_addr"):
-                    if comment != mine:
-                        kernel[(addr, int(port), proto)] = comment
-                self._check_claims(publish, {
-                    k: f'vm "{owner.parse(c)[1]}"' if owner.parse(c) else "a foreign element"  # type: ignore[index]
-                    for k, c in kernel.items()
-                })  # fmt: skip
-        finally:
-            channel.close()
-
-    @staticmethod
-    def _check_claims(publish: tuple, held: dict[tuple[str | None, int, str], str]) -> None:
-        for p in publish:
-            for (addr, port, proto), who in held.items():
-                same = (port, proto) == (p.port, p.proto)
-                if same and (addr is None or p.addr is None or addr == p.addr):
-                    at = f"{addr}:" if addr else ""
-                    raise ConflictError(
-                        f'--publish "{p}": host port {at}{port}/{proto} is published by {who}'
-                    )
-
-    def _check_unique(self, store: Store, names: list[str], options: Options) -> None:
-        """What must be unique among every VM of the state file, whatever its mode."""
-        if options.publish:
-            if len(names) > 1:
-                raise UsageError("--publish names host ports of one vm: give one vm name")
-            self._check_ports(store, names[0], options.publish)
-        if options.mac is not None and options.mode != "clone":
-            holder = store.mac_owner(options.mac)
-            if holder is not None:
-                raise ConflictError(
-                    f'MAC {options.mac} for vm "{names[0]}" is already vm "{holder}"\'s'
-                )
-        if options.mode == "cni":  # attachments sharing a namespace: their names there
-            from fireroute.plan import cni
-
-            cni.check_namespace(names[0], options, store.in_netns(str(options.netns)))
-        ca = options.clone_address
-        if options.mode == "clone" and ca not in (None, "auto"):
-            for vm in store.all():
-                if vm.mode == "clone" and str(vm.clone_address) == ca:
-                    raise ConflictError(
-                        f'clone address {ca} for vm "{names[0]}" is already vm "{vm.name}"\'s'
-                    )
-                if vm.net is not None and vm.net.overlaps(IPv4Network(f"{ca}/32")):
-                    raise ConflictError(
-                        f'clone address {ca} for vm "{names[0]}" is in the block {vm.net} '
-                        f'of vm "{vm.name}"'
-                    )
-
-    def _check_named(
-        self, store: Store, options: Options, uplink: str, wanted: list[named.Named]
-    ) -> None:
-        """Addresses a request names, or IPAM returned: ConflictError for the first that
-        collides with a lease (of any state file) or with what the host holds."""
-        for n in wanted:
-            why = self._collision(store, options, uplink, n)
-            if why is not None:
-                raise ConflictError(why)
-
-    def _collision(self, store: Store, options: Options, uplink: str, n: named.Named) -> str | None:
-        """Why ``n`` cannot be given (one line), or None. This state file's leases by an exact
-        lookup in the state file; another state file's as the kernel has them: the routes of
-        their links (nat, clone, cni: in the FIB entry read next) and, for a bridge guest or a
-        masqueraded one (no route of its own), the elements of the table's ``bridged`` and
-        ``masq`` sets, by exact lookups. Then the host: the FIB entry that carries the
-        address, the default router, the neighbour entry for it (kernel/lookup.py)."""
-        from fireroute import named
-        from fireroute.kernel import lookup
-
-        ip = int(n.ip)
-        if store.taken_from(ip, ip):
-            holder = next(  # which vm: read only on this path, the refusal
-                (v.name for v in store.all() if v.net is not None and n.ip in v.net), "?"
-            )
-            return n.refused(f'is in the lease of vm "{holder}" of this state file')
-        bridge = str(options.bridge) if n.kind == named.ON_LINK else None
-        comment = self._element_owner(options.table, uplink, n.ip, bridge)
-        if comment is not None:
-            who = owner.parse(comment)
-            whose = f'vm "{who[1]}" of another state file' if who else "a foreign element"
-            return n.refused(f"is the address of {whose} (in table {options.table})")
-        links = [uplink] + ([bridge] if bridge else [])
-        facts = lookup.read(n.ip, links, host.ALIAS_PREFIX, self.runner)
-        return named.verdict(n, facts.route, facts.router, facts.aliases, facts.neighbour, bridge)
-
-    @staticmethod
-    def _element_owner(table: str, uplink: str, ip: IPv4Address, bridge: str | None) -> str | None:
-        """The comment (owner tag) of a guest's element for ``ip`` in the ``masq`` set (with
-        this uplink) or, for a bridge guest, the ``bridged`` set (on this bridge) of our
-        table: two exact lookups, whatever the number of VMs. None when there is none."""
-        from fireroute.kernel.nftnl import Nftnl, Unsupported
-
-        keys = [("masq", [str(ip), f'"{uplink}"'])]
-        if bridge is not None:
-            keys.append(("bridged", [f'"{bridge}"', str(ip)]))
-        channel = Nftnl()
-        try:
-            for name, fields in keys:
-                got = channel.comment_of("ip", table, name, fields)
-                if got is not None:
-                    return got
-        except (OSError, Unsupported):  # no nf_tables here: nothing of anyone's in it
-            return None
-        finally:
-            channel.close()
-        return None
-
-    def _check_new_bridge(self, store: Store, options: Options, uplink: str) -> None:
-        """The address of a bridge fireroute is about to make must not be one the host
-        already has or routes somewhere (the default route aside)."""
-        ip = IPv4Interface(str(options.bridge_address)).ip
-        found = observe.probe(uplink, [IPv4Network(f"{ip}/32")], store.is_tap, self.runner)
-        if found.conflicts:
-            what = next(iter(found.conflicts.values()))
-            raise ConflictError(f"--bridge-address {ip} overlaps {what} on this host")
-
-    def _adopt_bridge(self, name: str, options: Options) -> None:
-        """A bridge that exists is never re-addressed: its address is the guests' prefix and
-        gateway when --bridge-address is not given, and a --bridge-address it does not have
-        while it has others (a gateway that would exist nowhere) is refused."""
-        doc = observe.ip_batch_json([f"addr show dev {name}"], self.runner)[0] or []
-        have = [
-            f"{a['local']}/{a['prefixlen']}"
-            for link in doc  # type: ignore[union-attr]
-            if isinstance(link, dict)
-            for a in link.get("addr_info", [])
-            if a.get("family") == "inet"
-        ]
-        if have and options.bridge_address is None:
-            options.bridge_address = have[0]
-        elif have and options.bridge_address not in have:
-            raise ConflictError(
-                f'bridge "{name}" exists with address {", ".join(have)}: --bridge-address '
-                f"{options.bridge_address} contradicts it (fireroute never re-addresses a bridge "
-                "it did not create)"
-            )
-
-    def _check_uplink(self, view: observe.HostView, options: Options) -> None:
-        """An explicit uplink must be a real link of the host, not ours, not a guest's."""
-        name = view.uplink
-        link = view.links.get(name)
-        if options.uplink is None or link is None:
-            return
-        info = link.get("linkinfo", {}) or {}
-        why = None
-        if "LOOPBACK" in link.get("flags", []):
-            why = "the loopback interface"
-        elif str(link.get("ifalias", "")).startswith(host.ALIAS_PREFIX):
-            why = "a link fireroute made for a vm"
-        elif info.get("info_kind") == "tun":
-            why = "a tap (a guest's link)"
-        elif name == options.bridge:
-            why = "the guests' bridge"
-        elif link.get("master"):
-            why = f'a port of bridge "{link["master"]}"'
-        if why:
-            raise UsageError(f'invalid --uplink "{name}": it is {why}, not the host\'s way out')
-
-    def _devices(self, store: Store, names: list[str], options: Options) -> dict[str, str]:
-        """The host device per VM: its tap, or (clone, cni) the host end of its veth link."""
-        taps: dict[str, str] = {}
-        for n in names:
-            if options.tap and options.mode not in ("clone", "cni"):
-                tap = options.tap
-            else:  # a generated name is unique within the state file, however many VMs
-                name_of = (
-                    addressing.cni_dev_name
-                    if options.mode == "cni"
-                    else addressing.default_tap_name
-                )
-                attempt, tap = 0, name_of(n)
-                while store.tap_owner(tap) is not None or tap in taps.values():
-                    attempt += 1
-                    tap = name_of(n, attempt)
-            owner = store.tap_owner(tap)
-            if owner is not None or tap in taps.values():
-                raise ConflictError(
-                    f'tap "{tap}" for vm "{n}" is already used by vm "{owner or n}"; pass --tap'
-                )
-            taps[n] = tap
-        return taps
 
     # -- down ------------------------------------------------------------------------------
     def down(
@@ -937,7 +600,7 @@ class Manager:
             fields["publish"] = [str(p) for p in kept + fresh]
             options = request.options(fields)  # a port given twice, a bad spec: refused
             options.host_nets = old.options.host_nets
-            self._check_ports(store, name, tuple(fresh))
+            allocate.check_ports(store, self.runner, name, tuple(fresh))
             new = self._changed(old, options)
             step = nft.ports_change(old.table, old, new)
             plan = Plan([step] if step is not None else [])

@@ -1,6 +1,8 @@
 """Pure layers never import the kernel layer, subprocess or sqlite3."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,36 @@ def test_the_circle_check_sees_a_circle():
     graph["fireroute.c"] = {"fireroute.a"}
     assert find_circle(graph) == ["fireroute.a", "fireroute.b", "fireroute.c", "fireroute.a"]
     assert find_circle({"fireroute.p": {"fireroute.p.x"}, "fireroute.p.x": {"fireroute.p"}}) is None
+
+
+ABOVE_ALLOCATE = ("fireroute.manager", "fireroute.repair", "fireroute.api", *DOORS)
+
+
+def test_allocate_is_below_the_verbs():
+    """allocate.py (up's admission and allocation checks) is called by manager.py and never
+    calls back up: no import of the verbs, repair, the API or a door, lazy ones included."""
+    deps = import_graph()["fireroute.allocate"]
+    assert "fireroute.kernel.observe" in deps  # the graph does see its imports
+    up = sorted(d for d in deps if any(d == b or d.startswith(b + ".") for b in ABOVE_ALLOCATE))
+    assert up == [], f"allocate.py imports {up}"
+
+
+def heavy(statement: str) -> list[str]:
+    """The heavy modules (re, json, subprocess, sqlite3) a fresh interpreter without site
+    has loaded after ``statement``."""
+    code = (
+        f"import sys; sys.path.insert(0, sys.argv[1]); {statement}; "
+        "print(' '.join(sorted({'re', 'json', 'subprocess', 'sqlite3'} & set(sys.modules))))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(SRC.parent)], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+def test_allocate_stays_lean():
+    """The per-VM up path loads allocate.py: it brings in none of the heavy modules; the
+    probe does see one when it is loaded (positive control)."""
+    assert heavy("import fireroute.allocate") == []
+    assert heavy("import fireroute.allocate, re") == ["re"]
