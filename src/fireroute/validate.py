@@ -83,7 +83,7 @@ def bridge_flags(o: Options) -> None:
     if o.allow_peers:
         raise UsageError(
             "--allow-peers applies to nat and clone guests: bridge guests share a LAN segment "
-            "and reach each other there (see the README's isolation section)"
+            "and reach each other there (see docs/isolation.md)"
         )
     if o.dhcp:
         for flag, given in (
