@@ -276,3 +276,88 @@ def test_one_tap_goes_by_name_and_a_first_table_may_be_made_exclusively():
     (nft,) = [s for s in up if s.tool == "nft"]
     assert nft.exclusive
     assert nft.text.startswith('create table ip firecracker { comment "fireroute"; }\ntable ip')
+
+
+# -- against today's plans, beyond the golden files ----------------------------------------------
+
+
+def _every_lease() -> list:
+    """Every mode (the attachments with taps of their own), a masquerading bridge guest, a
+    VM with an egress policy, UDP and TCP ports and the FORWARD-policy fix."""
+    from ipaddress import IPv4Network
+
+    vms = _modes()
+    vms[5].options.tap = "tap1"
+    ports = (Published.parse("5353:53/udp"), Published.parse("10.0.0.1:5300:53/udp"))
+    return [
+        *vms,
+        vm("m", 6, mode="bridge", bridge="br9", guest="10.9.0.6/24", masquerade=True),
+        vm("e", 7, egress="none", allow_out=(IPv4Network("192.0.2.0/24"),), publish=ports),
+        vm("f", 8, fix_forward_policy=True, allow_metadata=True),
+    ]
+
+
+def _shown(steps: list) -> list:
+    """Each step as what tells it apart: tool, text, words, VM, namespace, its undo."""
+    return [
+        (s.tool, s.text, s.what, s.vm, s.netns, s.table, s.exclusive, _shown(list(s.undo)))
+        for s in steps
+    ]
+
+
+def test_an_up_and_a_down_of_every_shape_are_todays_steps():
+    """What ``up`` plans for the first VMs of a table and a bridge (modes.links_up,
+    set_forwarding, nft.vms_up fresh and exclusive, the policy fix, the UDP flushes,
+    bridge.filter_up), and ``down`` for the last (modes.links_down, nft.vms_down,
+    bridge.filter_down, forwarding back): step for step, undo and words included."""
+    from fireroute.plan import bridge, host, iptables, modes, nft
+
+    vms = _every_lease()
+    members = [v for v in vms if modes.nat_member(v)]
+    today = [
+        *modes.links_up(vms, {"br9"}),
+        host.set_forwarding("1", "0"),
+        nft.vms_up("firecracker", members, True, True),
+        *iptables.forward_policy_fix([v for v in members if v.options.fix_forward_policy]),
+        *(s for v in vms for s in host.flush_udp(v, list(v.options.publish))),
+        bridge.filter_up("firecracker", [v for v in vms if v.mode == "bridge"], True),
+    ]
+    desired = want(*vms)
+    mine = compile(
+        diff({}, desired, ALL, ID),
+        exclusive={("ip", "firecracker"), ("bridge", "firecracker")},
+        before="0",
+    )
+    assert _shown(mine) == _shown(today)
+    have = {**desired, FORWARDING: Forwarding("1", before="0")}
+    have = listed(have)
+    rules = [o for o in have.values() if o.kind == "iptables rule"]
+    today = [
+        *modes.links_down(vms, {"br9"}),
+        nft.vms_down("firecracker", members, True),
+        bridge.filter_down("firecracker", [v for v in vms if v.mode == "bridge"], True),
+        *iptables.rules_down([(r.table, r.saved) for r in rules], {v.tag for v in vms}, True),
+        host.set_forwarding("0", "1"),
+    ]
+    down = compile(diff(have, {}, ALL, ID), found=have)
+    assert _shown(down) == _shown(today)
+
+
+def test_a_down_of_some_is_todays_steps():
+    """Some VMs go, the tables stay: their taps as one group, their elements and the egress
+    element of the bridge no masquerading guest is left on removed, their anti-spoofing
+    entries removed; the bridge and forwarding stay."""
+    from fireroute.plan import bridge, modes, nft
+
+    vms = _every_lease()
+    going = [v for v in vms if v.name in ("n", "m", "e")]
+    stay = [v for v in vms if v not in going]
+    members = [v for v in going if modes.nat_member(v)]
+    today = [
+        *modes.links_down(going, set()),
+        nft.vms_down("firecracker", members, False, {("br9", "eth0", ID)}),
+        bridge.filter_down("firecracker", [v for v in going if v.mode == "bridge"], False),
+    ]
+    have = listed(want(*vms))
+    ops = diff(have, want(*stay), Scope(v.name for v in going), ID)
+    assert _shown(compile(ops, found=have)) == _shown(today)

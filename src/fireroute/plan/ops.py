@@ -528,7 +528,7 @@ def _links_down(acts: list[Act], found: Index) -> list[Step]:
             steps.append(OpStep(tool, o.text(DELETE), o.what(DELETE), o.vm, netns=o.ns, ops=[a]))
     for br in sorted(bridges, key=lambda b: b.name):
         what = f'delete bridge "{br.name}"'
-        steps.append(OpStep(IP, br.text(DELETE), what, br.vm, ops=[Act(DELETE, br)]))
+        steps.append(OpStep(IP, br.text(DELETE), what, ops=[Act(DELETE, br)]))  # (no VM's)
     return steps
 
 
