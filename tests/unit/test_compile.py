@@ -189,6 +189,11 @@ def apply(fake: Fake, steps: list, force: bool = False) -> list[str]:
     return out
 
 
+def carried(steps: list) -> set:
+    """What the steps' operations touch."""
+    return {(a.obj.kind, a.obj.key) for s in steps for a in getattr(s, "ops", ())}
+
+
 def fake_vms() -> list:
     vms = _modes()
     vms[5].options.tap = "tap1"  # (the golden's two attachments share a tap name)
@@ -215,12 +220,16 @@ def test_the_ops_of_an_up_make_the_desired_state_and_a_downs_take_it_away():
     vms = fake_vms()
     desired = want(*vms)
     fake = seeded()
-    steps = compile(diff({}, desired, ALL, ID), before="0")
+    ops = diff({}, desired, ALL, ID)
+    steps = compile(ops, before="0")
+    assert carried(steps) == {(op.obj.kind, op.obj.key) for op in ops}  # each op, in a step
     assert set(apply(fake, steps)) == {OK}
     assert fake.forwarding == "1"
     assert kernel_made(fake) == {k: o for k, o in desired.items() if k != FORWARDING}
     have = {**desired, FORWARDING: Forwarding("1", before="0")}
-    down = compile(diff(have, {}, ALL, ID), found=have)
+    ops = diff(have, {}, ALL, ID)
+    down = compile(ops, found=have)
+    assert carried(down) >= {(op.obj.kind, op.obj.key) for op in ops}
     assert set(apply(fake, down, force=True)) <= {OK, MISSING}  # (a host end gone with its veth)
     assert kernel_made(fake) == {}
     assert fake.forwarding == "0"
