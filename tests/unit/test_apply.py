@@ -154,3 +154,53 @@ def test_an_injected_fault_mid_wave_still_undoes_the_whole_wave():
     with pytest.raises(KernelError, match="after process 1"):
         Executor(run, fault="fail@1").apply_all(plan)
     assert [c[1] for c in run.calls] == ["a\n", "n\n", "un\n", "ua\n"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Error: Could not process rule: File exists",
+        "RTNETLINK answers: File exists",
+        "Error: Address already assigned.",
+        "Error: Exclusivity flag on, cannot modify.",
+        "ioctl(TUNSETIFF): Device or resource busy",
+    ],
+)
+def test_an_exclusive_step_that_finds_its_object_there_raises_already_exists(text):
+    """kernel/kinds.py's ``exists``, whichever words the kernel used for it."""
+    from fireroute.errors import AlreadyExists
+
+    excl = Step(NFT, "create table ip t", "create table", "vm1", exclusive=True)
+    with pytest.raises(AlreadyExists):
+        Executor(Script([Result(1, "", text + "\n")]), fault="").apply_all(Plan([excl]))
+    # the controls: the same words on a step that is not exclusive, and another refusal on
+    # an exclusive one, are plain failures
+    plain = Step(NFT, "add table ip t", "add table", "vm1")
+    with pytest.raises(KernelError) as err:
+        Executor(Script([Result(1, "", text + "\n")]), fault="").apply_all(Plan([plain]))
+    assert not isinstance(err.value, AlreadyExists)
+    denied = Result(1, "", "Error: Operation not permitted\n")
+    with pytest.raises(KernelError) as err:
+        Executor(Script([denied]), fault="").apply_all(Plan([excl]))
+    assert not isinstance(err.value, AlreadyExists)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Error: ipv4: Address not found.\nRTNETLINK answers: Cannot assign requested address",
+        "RTNETLINK answers: No such process",
+        "Error: Cannot find specified qdisc on specified device.",
+        'Invalid "netns" value',
+    ],
+)
+def test_a_removal_of_what_is_gone_is_done(text):
+    """``missing`` (kernel/kinds.py) is done for a best-effort removal: an address, a route,
+    a qdisc or a namespace already gone; a refusal beside it is still reported, and an nft
+    transaction's failure always is (it changed nothing)."""
+    err = f"{text}\nCommand failed -:1\nError: perm\nCommand failed -:2\n"
+    run = Script([Result(1, "", err), Result(1, "", text + "\n")])
+    plan = Plan([mk(IP, "gone"), mk(IP, "denied"), mk(NFT, "n")])
+    with pytest.raises(PartialFailure) as failed:
+        Executor(run, fault="").apply_best_effort(plan)
+    assert [f.action for f in failed.value.failures] == ["do denied", "do n"]

@@ -2,6 +2,9 @@
 
 ``apply_all`` is all-or-nothing (used by ``up``); ``apply_best_effort`` keeps going past
 failures and reports every one at the end (used by ``down``), treating "already gone" as done.
+What a failure means is kernel/kinds.py's word for its message (``classify``): an exclusive
+step that fails as ``exists`` raises AlreadyExists; a removal that fails as ``missing`` is
+done.
 
 Test hook: ``FIREROUTE_FAULT=fail@K`` raises, and ``kill@K`` SIGKILLs the process, right after
 the K-th process (1-based) of this invocation has run.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 
 from fireroute.errors import AlreadyExists, FirerouteError, KernelError, PartialFailure
+from fireroute.kernel.kinds import EXISTS, MISSING, classify
 from fireroute.kernel.run import SIGKILL, Child, Done, Result, Runner, launch, run
 from fireroute.plan.steps import (
     BATCHED,
@@ -40,15 +44,6 @@ def failed_lines(err: str) -> list[int]:
         if found and digits:
             out.append(int(digits))
     return out
-
-
-GONE = (
-    "Cannot find device",
-    "does not exist",
-    "No such device",
-    "No such file or directory",
-    "Bad rule (does a matching rule exist",
-)
 
 
 class InjectedFault(KernelError):
@@ -176,7 +171,7 @@ class Executor:
                 if failed is None:
                     step = group[first]
                     kind = KernelError
-                    if step.exclusive and "File exists" in errors[first]:
+                    if step.exclusive and classify(errors[first]) == EXISTS:
                         kind = AlreadyExists
                     failed = kind(step.what, errors[first], step.vm)
             failed = failed or stop
@@ -214,8 +209,8 @@ class Executor:
                     failures.append(stop)
                 for group, errors in zip(wave, results, strict=True):
                     for i, text in sorted((errors or {}).items()):
-                        if any(g in text for g in GONE) and group[0].tool != NFT:
-                            continue
+                        if group[0].tool != NFT and classify(text) == MISSING:
+                            continue  # already gone: done
                         step = group[i]
                         failures.append(KernelError(step.what, text, step.vm))
         finally:

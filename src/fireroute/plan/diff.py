@@ -94,7 +94,7 @@ class Scope:
     def covers(self, obj: Obj, vm: str | None) -> bool:
         if self.vms is None:
             return True
-        return vm in self.vms if vm is not None else obj.vm is None and shared_object(obj)
+        return vm in self.vms if vm is not None else shared_object(obj)
 
 
 ALL = Scope()
