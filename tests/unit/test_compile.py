@@ -8,8 +8,8 @@ from pathlib import Path
 from fireroute.kernel.fake import Fake
 from fireroute.kernel.kinds import MISSING, OK
 from fireroute.model import Owner, Published
+from fireroute.plan.compiler import compile
 from fireroute.plan.diff import ALL, Scope, diff
-from fireroute.plan.ops import compile
 from fireroute.plan.steps import Plan, as_commands, groups
 from fireroute.want import render
 from fireroute.want.netns import Netns

@@ -1,0 +1,495 @@
+"""A diff's operations (plan/diff.py) as today's steps: :func:`compile` keeps the text, order,
+undo and grouping the plans of plan/host.py, modes.py, nft.py, iptables.py, bridge.py, clone.py
+and cni.py have (docs/core-migration.md, section 6):
+
+- up: the shared links (a bridge we make); per VM in lease order (a NAT VM's tap after the
+  others, as ``modes.links_up`` has it) its links, each made, addressed, then tagged and
+  brought up (a clone's namespace filled after its veth, a CNI namespace's links before the
+  host end); the per-device sysctls, then route_localnet; forwarding; each NAT table as one
+  nft transaction; iptables (the conntrack rule first); the FORWARD-policy fix; conntrack
+  flushes of UDP ports just published; the bridge family's table;
+- down: the links (several taps regrouped and deleted as one group, a clone's veth then its
+  namespace, a CNI namespace's links as one group then the host end, a bridge we made last),
+  the NAT table, the bridge table, iptables, forwarding.
+
+Each step carries the operations it does (:attr:`OpStep.ops`). Not on the per-VM path: it is
+its own module so that plan/host.py's import of plan/ops.py stays small.
+"""
+
+from __future__ import annotations
+
+from fireroute.plan.ops import (
+    CREATE,
+    DELETE,
+    REPLACE,
+    SET,
+    Act,
+    OpStep,
+    _block,
+    _declare,
+    delete_step,
+    sysctl_step,
+)
+from fireroute.plan.steps import CONNTRACK, IP, IPTABLES, NFT, SYSCTL, TC, Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from fireroute.want.nft import NftElement
+    from fireroute.want.objects import Link, Obj
+
+    Index = dict[tuple, Obj]
+
+# -- the diff's operations ---------------------------------------------------------------------
+
+LINKS = ("netns", "link", "addr", "route", "tc redirect")
+"""kinds made in a VM's block of links"""
+
+
+def compile(
+    ops: Iterable[Any],
+    exclusive: Iterable[tuple[str, str]] = (),
+    before: str | None = None,
+    found: Index | None = None,
+) -> list[Step]:
+    """The steps doing ``ops`` (plan/diff.py's), as today's plans write them. ``exclusive``:
+    the (family, table) made with ``create table`` (none of that name may exist: the caller
+    found none of ours); ``before``: forwarding's value before an up switches it on (its
+    undo); ``found``: the objects the diff was made from (a down deletes what went with a
+    deleted object by name, as today: a clone's veth, a CNI attachment's tap)."""
+    ops = list(ops)
+    replaced = [op for op in ops if op.verb == REPLACE]
+    deletes = [Act(DELETE, op.have or op.obj) for op in replaced]
+    deletes += [Act(DELETE, op.obj) for op in ops if op.verb == DELETE]
+    acts: list[Act] = []
+    for op in ops:
+        if op.verb != DELETE:
+            acts.append(Act(CREATE if op.verb == REPLACE else op.verb, op.obj))
+            acts += [Act(CREATE, kid) for kid in getattr(op, "children", ())]
+    return _down(deletes, found or {}) + _up(acts, set(exclusive), before)
+
+
+def _root(a: Act, *kinds: str) -> bool:
+    return a.obj.ns is None and a.obj.kind in kinds
+
+
+def _up(acts: list[Act], exclusive: set[tuple[str, str]], before: str | None) -> list[Step]:
+    links = [a for a in acts if a.obj.kind in LINKS or (a.obj.ns is not None)]
+    sysctls = [a.obj for a in acts if _root(a, "sysctl")]
+    localnet = [s for s in sysctls if s.path.endswith("/route_localnet")]
+    steps = _links_up(links)
+    steps += [sysctl_step(s) for s in sysctls if s not in localnet]
+    steps += [sysctl_step(s) for s in localnet]
+    steps += [_forwarding(a.obj, before) for a in acts if a.obj.kind == "forwarding"]
+    steps += _tables(acts, "ip", exclusive)
+    steps += _iptables([a.obj for a in acts if a.obj.kind == "iptables rule"])
+    steps += _flushes([a.obj for a in acts if a.obj.kind == "nft element"])
+    return steps + _tables(acts, "bridge", exclusive)
+
+
+def _iptables(rules: list[Any]) -> list[Step]:
+    """The shared conntrack rule, the VMs' blocks, then their FORWARD-policy fixes."""
+    shared = [r for r in rules if r.vm is None]
+    steps = _rules(shared, "add shared conntrack rule", "remove shared conntrack rule")
+    block = [r for r in rules if r.vm is not None and not r.insert]
+    steps += _rules(block, "add iptables rule", "remove iptables rule")
+    fix = [r for r in rules if r.vm is not None and r.insert]
+    return steps + _rules(fix, "accept in iptables-nft FORWARD", "remove FORWARD-policy fix")
+
+
+# -- links ---------------------------------------------------------------------------------------
+
+
+def _shared_link(obj: Obj) -> bool:
+    """A bridge we make and its address (tagged for the bridge, not a VM)."""
+    from fireroute import owner
+
+    tag = owner.parse(obj.owner)
+    return obj.kind in ("link", "addr") and tag is not None and tag[1].startswith(owner.BRIDGE)
+
+
+def _nat_tap(block: list[Act]) -> bool:
+    """A NAT VM's block: its tap is in the root namespace and in no bridge."""
+    return any(
+        a.obj.kind == "link" and a.obj.ns is None and a.obj.link_kind == "tun" and not a.obj.master
+        for a in block
+    )
+
+
+def _links_up(acts: list[Act]) -> list[Step]:
+    shared = [a for a in acts if _shared_link(a.obj)]
+    by_vm: dict[str | None, list[Act]] = {}
+    for a in acts:
+        if not _shared_link(a.obj):
+            by_vm.setdefault(a.obj.vm, []).append(a)
+    blocks = [b for b in by_vm.values() if not _nat_tap(b)]
+    blocks += [b for b in by_vm.values() if _nat_tap(b)]
+    steps = _block(shared)
+    for b in blocks:
+        spaces = {a.obj.ns for a in b if a.obj.ns is not None}
+        named = [a.obj.name for a in b if a.obj.kind == "netns"]
+        named += [ns for ns in spaces if not ns.startswith("/")]
+        if named:
+            steps += _clone_up(b, named[0])
+        elif spaces:
+            steps += _cni_up(b)
+        else:
+            steps += _block(b)
+    return steps
+
+
+def _clone_up(acts: list[Act], ns: str) -> list[Step]:
+    """The namespace and the host's end of the veth; the namespace filled (as one action
+    when it is made here); then the host's routes."""
+    made = any(a.obj.kind == "netns" and a.verb == CREATE for a in acts)
+    root = [a for a in acts if a.obj.ns is None and a.obj.kind != "route"]
+    inside = [a for a in acts if a.obj.ns is not None]
+    routes = [a for a in acts if _root(a, "route")]
+    return _block(root) + _block(inside, ns if made else None) + _block(routes)
+
+
+def _host_end(link: Link, objs: Iterable[Obj]) -> Obj:
+    """The host end of a veth made in a namespace: as wanted (or found), else by its name."""
+    from fireroute.want.objects import Link
+
+    assert link.peer is not None
+    for o in objs:
+        if o.kind == "link" and o.key == link.peer:
+            return o
+    return Link(link.peer[1], "veth", link.owner, link.vm, "", link.peer[0])
+
+
+def _cni_up(acts: list[Act]) -> list[Step]:
+    """In the namespace: its links made, then brought up, then the redirects; on the host:
+    the veth's end addressed and brought up, then the route to a delegated guest."""
+    links = [a for a in acts if a.obj.ns is not None and a.obj.kind == "link"]
+    steps: list[Step] = []
+    for a in links:
+        o = a.obj
+        if a.verb != CREATE or not o.made:
+            continue
+        where = f'in "{o.ns}"'
+        if o.link_kind == "veth":
+            undo = delete_step(_host_end(o, [b.obj for b in acts]))
+        else:
+            undo = Step(IP, o.text(DELETE), f'delete {o.noun} "{o.name}" {where}', o.vm, netns=o.ns)
+        what = f'create {o.noun} "{o.name}" {where}'
+        steps.append(OpStep(IP, o.text(CREATE), what, o.vm, (undo,), netns=o.ns, ops=[a]))
+    for a in links:
+        o = a.obj
+        steps.append(
+            OpStep(IP, o.text(SET), f'bring up "{o.name}"', o.vm, netns=o.ns, ops=[Act(SET, o)])
+        )
+    for a in acts:
+        if a.obj.kind == "tc redirect":
+            r = a.obj
+            lines = r.lines()
+            steps += [
+                OpStep(TC, line, r.what(), r.vm, netns=r.ns, ops=[a] if i == 0 else [])
+                for i, line in enumerate(lines)
+            ]
+    return steps + _block([a for a in acts if a.obj.ns is None and a.obj.kind != "sysctl"])
+
+
+# -- sysctls, forwarding, iptables, conntrack ------------------------------------------------------
+
+
+def _forwarding(obj: Any, before: str | None) -> Step:
+    """Forwarding set to its value, undone (given what it was) by setting it back."""
+    from fireroute.want.objects import FORWARD_KEY, Forwarding
+
+    was = obj.before if before is None else before
+    undo = (Step(SYSCTL, f"{FORWARD_KEY}={was}", "restore IPv4 forwarding"),) if was else ()
+    act = Act(SET, Forwarding(obj.value))
+    return OpStep(SYSCTL, obj.text(SET), "set IPv4 forwarding", undo=undo, ops=[act])
+
+
+def _forwarding_back(obj: Any) -> list[Step]:
+    """Forwarding set back to what it was before fireroute switched it on."""
+    from fireroute.want.objects import FORWARD_KEY, Forwarding
+
+    if obj.before is None or obj.before == obj.value:
+        return []
+    undo = Step(SYSCTL, f"{FORWARD_KEY}={obj.value}", "restore IPv4 forwarding")
+    act = Act(SET, Forwarding(obj.before))
+    text = obj.text(DELETE)
+    return [OpStep(SYSCTL, text, "set IPv4 forwarding", undo=(undo,), ops=[act])]
+
+
+def _rules(rules: list[Any], what: str, undo_what: str) -> list[Step]:
+    """Each rule's line, undone by its delete."""
+    return [
+        OpStep(
+            IPTABLES,
+            r.text(CREATE),
+            what,
+            r.vm,
+            undo=(Step(IPTABLES, r.text(DELETE), undo_what, r.vm, table=r.table),),
+            table=r.table,
+            ops=[Act(CREATE, r)],
+        )
+        for r in rules
+    ]
+
+
+PORT_MAPS = ("pub_any", "pub_addr")
+
+
+def _flushes(elems: list[NftElement]) -> list[Step]:
+    """UDP flows to the host ports just published: a datagram of a flow that began before
+    would go on to where that flow went (conntrack keeps its path)."""
+    steps: list[Step] = []
+    for e in elems:
+        if e.set not in PORT_MAPS:
+            continue
+        fields = e.value.partition(" : ")[0].split(" . ")
+        addr = fields.pop(0) if e.set == "pub_addr" else None
+        proto, port = fields[0].strip('"'), fields[1]
+        if proto != "udp":
+            continue
+        at = f" --orig-dst {addr}" if addr else ""
+        what = f"forget UDP flows to port {port}"
+        steps.append(Step(CONNTRACK, f"-D -p udp{at} --orig-port-dst {port}", what, e.vm))
+    return steps
+
+
+# -- nft tables ----------------------------------------------------------------------------------
+
+WORDS = {
+    "ip": (
+        'add NAT entries to nftables table "{t}"',
+        'remove NAT entries from table "{t}"',
+        'delete nftables table "{t}"',
+    ),
+    "bridge": (
+        'add anti-spoofing entries to nftables table "bridge {t}"',
+        'remove anti-spoofing entries of "{t}"',
+        'delete nftables table "bridge {t}"',
+    ),
+}
+"""per family: adding elements, removing them, deleting the table"""
+
+
+def _layout(family: str) -> list[tuple[str, str, bool]]:
+    from fireroute.want.nft import FILTER_SETS, MAPS, SETS
+
+    if family == "bridge":
+        return [(n, t, False) for n, t in FILTER_SETS.items()]
+    return [(n, t, False) for n, t in SETS.items()] + [(n, t, True) for n, t in MAPS.items()]
+
+
+def _sets_only(family: str, names: set[str]) -> list[tuple[str, str, bool]]:
+    """The sets a later VM's transaction declares: those its element lines write (the bridge
+    family's table: all four)."""
+    return [s for s in _layout(family) if family == "bridge" or s[0] in names]
+
+
+def _lines(verb: str, elems: list[NftElement]) -> str:
+    from fireroute.want.nft import RANK, element_lines
+
+    if not elems:
+        return ""
+    e = elems[0]
+    return element_lines(verb, e.family, e.table, elems, RANK)
+
+
+def _split(elems: list[NftElement]) -> tuple[list[NftElement], list[NftElement]]:
+    """(a VM's own elements, the shared ones: a masquerading bridge's egress, sorted)."""
+    own = [e for e in elems if e.vm is not None]
+    shared = sorted((e for e in elems if e.vm is None), key=lambda e: (e.value, e.owner))
+    return own, shared
+
+
+def _one_vm(elems: list[NftElement]) -> str | None:
+    vms = {e.vm for e in elems if e.vm is not None}
+    return vms.pop() if len(vms) == 1 else None
+
+
+def _drop(family: str, table: str, vm: str | None, table_obj: Any = None) -> Step:
+    text = f"add table {family} {table}\ndelete table {family} {table}\n"
+    ops = [Act(DELETE, table_obj)] if table_obj is not None else []
+    return OpStep(NFT, text, WORDS[family][2].format(t=table), vm, ops=ops)
+
+
+def _removal(family: str, table: str, elems: list[NftElement]) -> OpStep:
+    """Idempotent removal: declaring the sets and adding first makes the delete succeed
+    whether or not the elements (or the table) still exist."""
+    own, shared = _split(elems)
+    head = _declare(family, table, _sets_only(family, {e.set for e in own + shared}), [])
+    body = _lines("add", own) + _lines("add", shared) + _lines("delete", own)
+    body += _lines("delete", shared)
+    what = WORDS[family][1].format(t=table)
+    return OpStep(NFT, head + body, what, _one_vm(elems), ops=[Act(DELETE, e) for e in elems])
+
+
+def _by_table(acts: list[Act], family: str) -> dict[str, list[Act]]:
+    out: dict[str, list[Act]] = {}
+    for a in acts:
+        if a.obj.kind.startswith("nft ") and a.obj.ns is None and a.obj.family == family:
+            out.setdefault(a.obj.key[2], []).append(a)
+    return {t: out[t] for t in sorted(out)}
+
+
+def _tables(acts: list[Act], family: str, exclusive: set[tuple[str, str]]) -> list[Step]:
+    return [
+        _table_up(family, table, of, (family, table) in exclusive)
+        for table, of in _by_table(acts, family).items()
+    ]
+
+
+def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step:
+    """One transaction: a table made (``fresh``: its whole layout, undone by deleting it) or
+    one that stays (only the sets written declared, undone by removing the elements); the
+    elements, per set in the layout's order."""
+    from fireroute.want.tables import TABLE_COMMENT
+
+    def of(kind: str) -> list[Any]:
+        return [a.obj for a in acts if a.obj.kind == kind]
+
+    elems = of("nft element")
+    own, shared = _split(elems)
+    vm = _one_vm(own)
+    sets = [(s.name, s.type, s.is_map) for s in of("nft set")]
+    fresh = any(a.obj.kind == "nft table" and a.verb == CREATE for a in acts)
+    if fresh:
+        undo = _drop(family, table, vm)
+    else:
+        named = {n for n, _, _ in sets}
+        sets = [s for s in _sets_only(family, {e.set for e in elems}) if s[0] not in named] + sets
+        undo = _removal(family, table, own)
+    head = _declare(family, table, sets, of("nft chain"))
+    if exclusive:
+        head = f'create table {family} {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
+    body = _lines("add", own) + _lines("add", shared)
+    what = WORDS[family][0].format(t=table)
+    done = [a for a in acts if a.obj.kind != "nft element"] + [Act(CREATE, e) for e in own + shared]
+    return OpStep(NFT, head + body, what, vm, (undo,), exclusive=exclusive, ops=done)
+
+
+def _table_down(family: str, table: str, acts: list[Act]) -> list[Step]:
+    """The table deleted (with all in it), or the elements (and strays) removed from it."""
+    dropped = [a.obj for a in acts if a.obj.kind == "nft table"]
+    elems = [a.obj for a in acts if a.obj.kind == "nft element"]
+    if dropped:
+        return [_drop(family, table, _one_vm(elems), dropped[0])]
+    steps: list[Step] = [_removal(family, table, elems)] if elems else []
+    for a in acts:
+        o = a.obj
+        if o.kind in ("nft set", "nft chain"):
+            word = "chain" if o.kind == "nft chain" else ("map" if o.is_map else "set")
+            text = f"delete {word} {family} {table} {o.name}\n"
+            steps.append(OpStep(NFT, text, f"delete {word} {o.name} of {family} {table}", ops=[a]))
+    return steps
+
+
+# -- down ------------------------------------------------------------------------------------------
+
+
+def _down(acts: list[Act], found: Index) -> list[Step]:
+    """Deletes in today's down order: links, the NAT tables, the bridge tables, iptables,
+    forwarding."""
+    steps = _links_down(acts, found)
+    for family in ("ip", "bridge"):
+        for table, of in _by_table(acts, family).items():
+            steps += _table_down(family, table, of)
+    for a in acts:
+        if a.obj.kind == "iptables rule":
+            r = a.obj
+            steps.append(
+                OpStep(
+                    IPTABLES, r.text(DELETE), "remove iptables rule", r.vm, table=r.table, ops=[a]
+                )
+            )
+    for a in acts:
+        if a.obj.kind == "forwarding":
+            steps += _forwarding_back(a.obj)
+    return steps
+
+
+def _links_down(acts: list[Act], found: Index) -> list[Step]:
+    """The taps (several regrouped, then one group delete: the kernel batches the
+    unregister), each clone's veth then its namespace, each CNI namespace's links as one
+    group (the namespaces' groups side by side) then their host ends, what else goes on its
+    own, the bridges we made last."""
+    links = [a.obj for a in acts if a.obj.kind == "link"]
+    steps = _taps_down([o for o in links if o.ns is None and o.link_kind == "tun"])
+    for a in acts:
+        if a.obj.kind == "netns":
+            steps += [delete_step(v) for v in _veths_to(a.obj.name, found)]
+            steps.append(delete_step(a.obj))
+    steps += _attachments_down([o for o in links if o.ns is not None], found)
+    bridges = [o for o in links if o.ns is None and o.link_kind == "bridge"]
+    rest = [o for o in links if o.ns is None and o.link_kind not in ("tun", "bridge")]
+    steps += [delete_step(o) for o in rest]
+    for a in acts:
+        if a.obj.kind in ("addr", "route", "tc redirect"):
+            o = a.obj
+            tool = TC if o.kind == "tc redirect" else IP
+            steps.append(OpStep(tool, o.text(DELETE), o.what(DELETE), o.vm, netns=o.ns, ops=[a]))
+    for br in sorted(bridges, key=lambda b: b.name):
+        what = f'delete bridge "{br.name}"'
+        steps.append(OpStep(IP, br.text(DELETE), what, ops=[Act(DELETE, br)]))  # (no VM's)
+    return steps
+
+
+def _taps_down(taps: list[Any]) -> list[Step]:
+    """One tap deleted; several regrouped, then one group delete (the kernel batches the
+    unregister)."""
+    from fireroute.want.objects import DOOMED_GROUP
+
+    if len(taps) == 1:
+        return [delete_step(taps[0])]
+    steps: list[Step] = [
+        OpStep(
+            IP,
+            f"link set dev {t.name} group {DOOMED_GROUP}",
+            f'mark tap "{t.name}"',
+            t.vm,
+            ops=[Act(DELETE, t)],
+        )  # fmt: skip
+        for t in taps
+    ]
+    if taps:
+        steps.append(Step(IP, f"link del group {DOOMED_GROUP}", f"delete {len(taps)} taps"))
+    return steps
+
+
+def _veths_to(ns: str, found: Index) -> list[Obj]:
+    """The host's veths whose far end is in the namespace ``ns`` (they go with it)."""
+    return [
+        o
+        for (kind, _key), o in found.items()
+        if kind == "link" and o.ns is None and (getattr(o, "peer", None) or (None,))[0] == ns
+    ]
+
+
+def _attachments_down(links: list[Link], found: Index) -> list[Step]:
+    """Per VM, its links in a namespace (the tap a veth's redirect reaches among them, as
+    found) moved to the doomed group and deleted as one group; then the veths' host ends by
+    name, should they be left (the namespace end renamed or moved away)."""
+    from fireroute.want.objects import DOOMED_GROUP
+
+    by_vm: dict[str | None, list[Link]] = {}
+    for link in links:
+        by_vm.setdefault(link.vm, []).append(link)
+    inside: list[Step] = []
+    ends: list[Step] = []
+    for vm, own in by_vm.items():
+        ns = own[0].ns
+        veths = [o for o in own if o.link_kind == "veth"]
+        taps = [o for o in own if o.link_kind != "veth"]
+        for v in veths:
+            r: Any = found.get(("tc redirect", (ns, v.name)))
+            tap: Any = found.get(("link", (ns, r.dst))) if r is not None else None
+            if tap is not None and all(t.name != tap.name for t in taps):
+                taps.append(tap)
+        mark = f"group {DOOMED_GROUP}"
+        for o in taps + veths:
+            what = f'delete {o.noun} "{o.name}"'
+            inside.append(OpStep(IP, f"link set dev {o.name} {mark}", what, vm, netns=ns,
+                                 ops=[Act(DELETE, o)]))  # fmt: skip
+        inside.append(Step(IP, f"link del {mark}", f'delete the links in "{ns}"', vm, netns=ns))
+        ends += [delete_step(_host_end(v, found.values())) for v in veths if v.peer]
+    return inside + ends
