@@ -105,8 +105,9 @@ class Current:
     saved iptables rule of the nat and filter tables, in chain order. ``redirects``:
     (namespace, device) -> every device its ingress redirects to."""
 
-    __slots__ = ("objs", "forwarding", "sysctls", "namespaces", "inside", "sets", "ipt")
-    __slots__ += ("redirects",)
+    __slots__ = (
+        "objs", "forwarding", "sysctls", "namespaces", "inside", "sets", "ipt", "redirects"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.objs: dict[tuple, Obj] = {}
@@ -457,7 +458,7 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     forwarding; our nft tables; the tagged iptables rules; fireroute's namespaces; and inside
     the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold."""
     cur = Current()
-    docs = {None: _read_links(cur, src, None)}
+    docs: dict[str | None, list[dict]] = {None: _read_links(cur, src, None)}
     cur.forwarding = src.read("/proc/sys/net/ipv4/ip_forward")
     cur.namespaces = [
         n for n in src.listdir(observe.NETNS_DIR) if n.startswith(observe.NETNS_PREFIX)
@@ -475,7 +476,7 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     for ns, names in devs.items():
         there = cur.links(ns)
         _tc(cur, src, ns, [d for d in dict.fromkeys(names) if d in there])
-    cur.inside = {ns for ns in docs if ns is not None}
+    cur.inside = {ns for ns in docs if ns}
     _peers(cur, docs)
     _device_sysctls(cur, src)
     _routes(cur, src, None)

@@ -405,7 +405,7 @@ def veth_problems(k: Kernel, vm: Vm) -> list[str]:
     if vm.mode == "clone":
         veth = wanted_clone.host_veth(vm)
         address = wanted_clone.host_address(vm, veth).cidr
-        want = {"kind": veth.link_kind, "address": address, "alias": veth.alias}
+        want: dict[str, object] = {"kind": veth.link_kind, "address": address, "alias": veth.alias}
         return link_problems(k.links.get(vm.tap), vm.tap, "veth", want, k.addrs(vm.tap))
     veth = wanted_cni.host_veth(vm)
     address = wanted_cni.host_address(vm, veth).cidr

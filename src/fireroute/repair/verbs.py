@@ -278,8 +278,10 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 plan.add(_delete(rule, "remove iptables rule no lease asks for"))
         if ipt:  # the shared rule and each VM's block, whole and in order where they stand
             plan.add(*order.heal(k.ipt_chains, k.ipt_tagged, ipt, removed))
-        fix = [r for v in members if v.options.fix_forward_policy for r in wanted_ipt.policy_fix(v)]
-        plan.add(*iptables.policy_fix_steps([r for r in fix if r.saved not in k.ipt_have]))
+        fixes = [
+            r for v in members if v.options.fix_forward_policy for r in wanted_ipt.policy_fix(v)
+        ]
+        plan.add(*iptables.policy_fix_steps([r for r in fixes if r.saved not in k.ipt_have]))
         if not dry_run and plan:
             m.executor().apply_all(plan)
         return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)
