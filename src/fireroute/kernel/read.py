@@ -27,7 +27,7 @@ from fireroute.kernel import observe
 from fireroute.kernel.run import Runner, read_value, run, which
 from fireroute.plan.steps import in_netns
 from fireroute.want.iptables import IptRule
-from fireroute.want.netns import Route, TcRedirect
+from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
 from fireroute.want.tables import NftChain, NftTable
@@ -463,6 +463,9 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     cur.namespaces = [
         n for n in src.listdir(observe.NETNS_DIR) if n.startswith(observe.NETNS_PREFIX)
     ]
+    for name in cur.namespaces:
+        who = _netns_owner(name)
+        cur.add(Netns(name, who, (owner.parse(who) or ("", None))[1]))
     devs: dict[str, list[str]] = {}
     for vm in vms:
         if vm.mode == "clone" and vm.netns in cur.namespaces and vm.netns not in docs:
