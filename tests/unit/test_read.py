@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fireroute import jsontext, owner
+from fireroute.errors import ConflictError
 from fireroute.kernel.read import Current, Source, as_wanted, read, rule_of
 from fireroute.kernel.run import Result, run
 from fireroute.model import Vm
@@ -359,3 +360,14 @@ def test_saved_rules_parse_to_rendered_rules():
     spaced = '-A INPUT -m comment --comment "a b" -j ACCEPT'
     assert rule_of("filter", spaced).spec == '-m comment --comment "a b" -j ACCEPT'
     assert rule_of("filter", spaced).owner == ""
+
+
+def test_table_ownership_is_a_question_to_the_read():
+    doc = load()
+    nat = next(v for v in leases(doc) if v.mode == "nat")
+    cur = read_recorded(doc)
+    assert cur.table_is_ours("ip", nat.table) and cur.table_is_ours("bridge", nat.table)
+    assert not cur.table_is_ours("ip", "elsewhere")  # absent: none of ours, none foreign
+    foreign = _damaged(doc, "nft -t list ruleset ip", lambda out: out + "table ip elsewhere {\n}\n")
+    with pytest.raises(ConflictError, match='"ip elsewhere" exists and was not created'):
+        read_recorded(foreign).table_is_ours("ip", "elsewhere")

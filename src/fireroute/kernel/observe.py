@@ -203,7 +203,11 @@ def check_table_owner(table: str, runner: Runner = run, family: str = "ip") -> b
         raise KernelError(f'read nftables table "{table}"', res.err)
     if table in our_tables(res.out, family):
         return True
-    raise ConflictError(
+    raise not_ours(table, family)
+
+
+def not_ours(table: str, family: str = "ip") -> ConflictError:
+    return ConflictError(
         f'nftables table "{family} {table}" exists and was not created by fireroute; '
         "remove it or choose another with --table"
     )
@@ -234,10 +238,18 @@ def our_tables(listing: str, family: str = "ip") -> list[str]:
 
 
 def nft_our_tables(runner: Runner = run, family: str = "ip") -> list[str]:
+    return nft_tables(runner, family)[0]
+
+
+def nft_tables(runner: Runner = run, family: str = "ip") -> tuple[list[str], list[str]]:
+    """(ours, every table) of a family, from one terse listing."""
     res = runner(["nft", "-t", "list", "ruleset", family], None)
     if res.rc != 0:
         raise KernelError("list nftables tables", res.err)
-    return our_tables(res.out, family)
+    every = [
+        line.split()[2] for line in res.out.splitlines() if line.startswith(f"table {family} ")
+    ]
+    return our_tables(res.out, family), every
 
 
 def tagged_links(runner: Runner = run) -> dict[str, str]:

@@ -103,10 +103,12 @@ class Current:
     state file's). ``inside``: the namespaces read inside (clone names, CNI paths).
     ``sets``: (namespace, family, table) -> the names of its sets and maps. ``ipt``: every
     saved iptables rule of the nat and filter tables, in chain order. ``redirects``:
-    (namespace, device) -> every device its ingress redirects to."""
+    (namespace, device) -> every device its ingress redirects to. ``foreign_tables``:
+    (family, name) of the root namespace's tables that are not ours."""
 
     __slots__ = (
-        "objs", "forwarding", "sysctls", "namespaces", "inside", "sets", "ipt", "redirects"
+        "objs", "forwarding", "sysctls", "namespaces", "inside", "sets", "ipt", "redirects",
+        "foreign_tables",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -118,6 +120,7 @@ class Current:
         self.sets: dict[tuple[str | None, str, str], list[str]] = {}
         self.ipt: list[IptRule] = []
         self.redirects: dict[tuple[str | None, str], list[str]] = {}
+        self.foreign_tables: list[tuple[str, str]] = []
 
     def add(self, obj: Obj) -> None:
         self.objs.setdefault((obj.kind, obj.key), obj)
@@ -158,6 +161,13 @@ class Current:
             if e.family == family and e.table == table:
                 out.setdefault(e.set, {})[e.value] = e.owner
         return out
+
+    def table_is_ours(self, family: str, table: str) -> bool:
+        """True if our table of the root namespace exists, False if there is none;
+        ConflictError if a table of that name is someone else's."""
+        if (family, table) in self.foreign_tables:
+            raise observe.not_ours(table, family)
+        return self.get("nft table", (None, family, table)) is not None
 
     def ours(self, instance: str) -> list[Obj]:
         """The objects tagged for the state file ``instance`` (not the shared ones)."""
@@ -401,7 +411,9 @@ def _nft(cur: Current, src: Source) -> None:
     """Our tables of both families in the root namespace (ours by their comment): chains,
     sets, and elements (owned by their comment)."""
     for family in FAMILIES:
-        for table in observe.nft_our_tables(src.runner, family):
+        ours, every = observe.nft_tables(src.runner, family)
+        cur.foreign_tables += [(family, t) for t in every if t not in ours]
+        for table in ours:
             if _chains(cur, src, family, table, None) is None:
                 continue
             sets = observe.nft_elements(table, src.runner, family) or {}

@@ -229,7 +229,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         for table in needs.tables_of(shape.NAT):
             in_table = [v for v in members if v.backend == "nft" and v.table == table]
             if table not in k.tables:
-                observe.check_table_owner(table, m.runner)
+                k.current.table_is_ours(shape.NAT, table)
             broken = table not in k.tables or shared.get(f"nftables table ip {table}")
             missing = any(
                 val not in k.tables.get(table, {}).get(s, {})
@@ -254,7 +254,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         for table in needs.tables_of(shape.BRIDGE):
             in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
             if table not in k.btables:
-                observe.check_table_owner(table, m.runner, bridge.FAMILY)
+                k.current.table_is_ours(bridge.FAMILY, table)
             broken = table not in k.btables or shared.get(f"nftables table bridge {table}")
             missing = any(
                 val not in k.btables.get(table, {}).get(s, {})
