@@ -108,7 +108,7 @@ class Current:
 
     __slots__ = (
         "objs", "forwarding", "sysctls", "namespaces", "inside", "sets", "ipt", "redirects",
-        "foreign_tables",
+        "foreign_tables", "_by", "_addrs",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -121,22 +121,34 @@ class Current:
         self.ipt: list[IptRule] = []
         self.redirects: dict[tuple[str | None, str], list[str]] = {}
         self.foreign_tables: list[tuple[str, str]] = []
+        self._by: dict[tuple[type, str | None], list[Obj]] = {}
+        """the objects by (class, namespace): a view asks per namespace, per device"""
+        self._addrs: dict[tuple[str | None, str], set[str]] = {}
 
     def add(self, obj: Obj) -> None:
-        self.objs.setdefault((obj.kind, obj.key), obj)
+        key = (obj.kind, obj.key)
+        if key in self.objs:
+            return
+        self.objs[key] = obj
+        self._by.setdefault((type(obj), obj.ns), []).append(obj)
+        if isinstance(obj, Addr):
+            self._addrs.setdefault((obj.ns, obj.dev), set()).add(obj.cidr)
 
     def get(self, kind: str, key: tuple) -> Obj | None:
         return self.objs.get((kind, key))
 
     def of(self, cls: type[Obj], ns: object = ...) -> Iterator:
-        """The objects of one class (in namespace ``ns`` only, if given)."""
-        return (o for o in self.objs.values() if type(o) is cls and (ns is ... or o.ns == ns))
+        """The objects of one class (in namespace ``ns`` only, if given), in read order
+        (namespace by namespace)."""
+        if ns is not ...:
+            return iter(self._by.get((cls, ns), []))  # type: ignore[arg-type]
+        return (o for (c, _), objs in self._by.items() if c is cls for o in objs)
 
     def links(self, ns: str | None = None) -> dict[str, Link]:
         return {link.name: link for link in self.of(Link, ns)}
 
     def addrs(self, dev: str, ns: str | None = None) -> set[str]:
-        return {a.cidr for a in self.of(Addr, ns) if a.dev == dev}
+        return set(self._addrs.get((ns, dev), ()))
 
     def tables(self, family: str, ns: str | None = None) -> list[str]:
         return [t.name for t in self.of(NftTable, ns) if t.family == family]
@@ -251,26 +263,32 @@ def _read_links(cur: Current, src: Source, ns: str | None, who: str = "") -> lis
 
 def _peers(cur: Current, docs: dict[str | None, list[dict]]) -> None:
     """Each veth's far end, (namespace, name): in its own namespace by name, across by the
-    pair of ifindexes each end holds of the other (a root end and one in a namespace read)."""
-    index = {(ns, d.get("ifindex")): d for ns, ds in docs.items() for d in ds}
+    pair of ifindexes each end holds of the other (a root end and one in a namespace read;
+    ``UNRESOLVED`` where that does not name exactly one)."""
+    root = {d.get("ifindex"): d for d in docs.get(None, [])}
+    inner: dict[tuple, list[tuple[str, dict]]] = {}
+    for ns, ds in docs.items():
+        for d in ds:
+            if ns is not None:
+                inner.setdefault((d.get("ifindex"), d.get("link_index")), []).append((ns, d))
     for ns, ds in docs.items():
         for d in ds:
             link = cur.get("link", (ns, str(d["ifname"])))
-            if not isinstance(link, Link) or link.link_kind != "veth":
-                continue
-            far: tuple[str | None, str] = UNRESOLVED
-            if "link_netnsid" not in d and d.get("link"):
-                far = (ns, str(d["link"]))
-            else:
-                for other in docs:
-                    peer = index.get((other, d.get("link_index")))
-                    if (
-                        (other is None) != (ns is None)
-                        and peer is not None
-                        and (peer.get("link_index") == d.get("ifindex"))
-                    ):
-                        far = (other, str(peer["ifname"]))
-            link.peer = far
+            if isinstance(link, Link) and link.link_kind == "veth":
+                link.peer = _far(d, ns, root, inner)
+
+
+def _far(
+    d: dict, ns: str | None, root: dict, inner: dict[tuple, list[tuple[str, dict]]]
+) -> tuple[str | None, str]:
+    if "link_netnsid" not in d and d.get("link"):
+        return (ns, str(d["link"]))
+    if ns is None:
+        found = inner.get((d.get("link_index"), d.get("ifindex")), [])
+        return (found[0][0], str(found[0][1]["ifname"])) if len(found) == 1 else UNRESOLVED
+    peer = root.get(d.get("link_index"))
+    mutual = peer is not None and peer.get("link_index") == d.get("ifindex")
+    return (None, str(peer["ifname"])) if mutual else UNRESOLVED  # type: ignore[index]
 
 
 def _device_sysctls(cur: Current, src: Source) -> None:

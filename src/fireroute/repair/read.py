@@ -89,8 +89,9 @@ class Attachment:
 
     def __init__(self, cur: Current, netns: str) -> None:
         self.links: dict[str, Link] = cur.links(netns)
-        self._redirects = {dev: to for (ns, dev), to in cur.redirects.items() if ns == netns}
+        self.netns = netns
+        self._cur = cur
 
     def redirects(self, dev: str) -> list[str]:
         """The devices ``dev``'s ingress redirects to."""
-        return self._redirects.get(dev, [])
+        return self._cur.redirects.get((self.netns, dev), [])
