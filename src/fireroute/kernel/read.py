@@ -207,6 +207,12 @@ def _copy(link: Link, **kw: object) -> Link:
 # -- links, addresses, sysctls ---------------------------------------------------------------
 
 
+def _vm_of(tag: str) -> str | None:
+    """The VM (or ``bridge:<name>``) an owner tag names."""
+    parsed = owner.parse(tag)
+    return parsed[1] if parsed else None
+
+
 def _alias_owner(alias: str) -> str:
     tag = owner.parse(alias) if alias.startswith(owner.PREFIX) else None
     return owner.tag(*tag) if tag else ""
@@ -227,7 +233,7 @@ def link_of(
         str(doc["ifname"]),
         kind,
         tag,
-        (owner.parse(tag) or ("", None))[1],
+        _vm_of(tag),
         alias,
         ns=ns,
         uid=ids(str(user), False) if user is not None else None,
@@ -318,7 +324,7 @@ def _routes(cur: Current, src: Source, ns: str | None, who: str = "") -> None:
         dst = dst if dst == "default" or "/" in dst else f"{dst}/32"
         dev = r.get("dev")
         tag = who or (devs[dev].owner if dev in devs else "")
-        vm = (owner.parse(tag) or ("", None))[1]
+        vm = _vm_of(tag)
         cur.add(Route(dst, r.get("gateway"), dev, "", tag, vm, ns))
 
 
@@ -341,7 +347,7 @@ def _clone_ns(cur: Current, src: Source, name: str) -> list[dict]:
     res = src.runner(in_netns(name, ["sysctl", "-n", FORWARD_KEY]), None)
     value = res.out.strip() if res.rc == 0 else None
     cur.sysctls[(name, FORWARD_KEY)] = value
-    vm = (owner.parse(who) or ("", None))[1]
+    vm = _vm_of(who)
     if value == "1":
         cur.add(Sysctl(FORWARD_KEY, value, "", who, vm, name))
     from fireroute.want.clone import NS_TABLE
@@ -417,7 +423,7 @@ def _chains(
         if "No such file or directory" in res.err:
             return None
         raise KernelError(f'read nftables table "{table}"', res.err)
-    vm = (owner.parse(who) or ("", None))[1]
+    vm = _vm_of(who)
     t = NftTable(family, table, "", who, vm, ns)
     cur.add(t)
     for name, (header, rules) in parse_chains(res.out).items():
@@ -438,7 +444,7 @@ def _nft(cur: Current, src: Source) -> None:
             cur.sets[(None, family, table)] = list(sets)
             for set_name, elems in sets.items():
                 for value, comment in elems.items():
-                    vm = (owner.parse(comment) or ("", None))[1]
+                    vm = _vm_of(comment)
                     cur.add(NftElement(family, table, set_name, value, comment, vm))
 
 
@@ -468,7 +474,7 @@ def rule_of(table: str, line: str) -> IptRule:
     at = spec.find(marker)
     tag = spec[at + len("--comment ") :].split(" ", 1)[0] if at >= 0 else ""
     who = tag if tag == owner.SHARED else tag.removeprefix(owner.PREFIX)
-    vm = (owner.parse(who) or ("", None))[1]
+    vm = _vm_of(who)
     return IptRule(table, chain, spec, who, vm)
 
 
@@ -495,10 +501,25 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     ]
     for name in cur.namespaces:
         who = _netns_owner(name)
-        cur.add(Netns(name, who, (owner.parse(who) or ("", None))[1]))
+        cur.add(Netns(name, who, _vm_of(who)))
+    _inside(cur, src, vms, docs)
+    _peers(cur, docs)
+    _device_sysctls(cur, src)
+    _routes(cur, src, None)
+    if src.has("nft"):
+        _nft(cur, src)
+    if src.has("iptables-nft-save"):
+        _iptables(cur, src)
+    return cur
+
+
+def _inside(cur: Current, src: Source, vms: Iterable[Vm], docs: dict) -> None:
+    """What the namespaces of ``vms`` hold (those that exist): a clone's everything, a CNI
+    attachment's links and redirects; ``docs`` gets each one's link records."""
+    made = set(cur.namespaces)
     devs: dict[str, list[str]] = {}
     for vm in vms:
-        if vm.mode == "clone" and vm.netns in cur.namespaces and vm.netns not in docs:
+        if vm.mode == "clone" and vm.netns in made and vm.netns not in docs:
             docs[vm.netns] = _clone_ns(cur, src, vm.netns)
         elif vm.mode == "cni" and vm.netns and src.alive(vm.netns):
             from fireroute.want.cni import redirects
@@ -510,11 +531,3 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
         there = cur.links(ns)
         _tc(cur, src, ns, [d for d in dict.fromkeys(names) if d in there])
     cur.inside = {ns for ns in docs if ns}
-    _peers(cur, docs)
-    _device_sysctls(cur, src)
-    _routes(cur, src, None)
-    if src.has("nft"):
-        _nft(cur, src)
-    if src.has("iptables-nft-save"):
-        _iptables(cur, src)
-    return cur
