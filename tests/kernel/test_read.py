@@ -88,3 +88,19 @@ def test_read_all_equals_render_in_every_mode(host: Host):
         rt.call("DEL", container="c1abc", netns=f"/var/run/netns/{host.ns}-c1")
         rt.close()
         host.fireroute("teardown", check=False)
+
+
+def test_restore_refuses_a_foreign_table_in_our_tables_place(host: Host):
+    """The table-owner check of restore is a question to the read: our table deleted and
+    another program's made under its name is refused (and kept); the control: deleted
+    alone, restore makes it again."""
+    host.fireroute("up", "a")
+    host.run("nft", "delete", "table", "ip", "firecracker")
+    host.fireroute("restore")
+    assert host.fireroute("check").returncode == 0  # the control
+    host.run("nft", "delete", "table", "ip", "firecracker")
+    host.run("nft", "add", "table", "ip", "firecracker")  # someone else's: no comment
+    p = host.fireroute("restore", check=False)
+    assert p.returncode != 0 and 'table "ip firecracker" exists and was not created' in p.stderr
+    assert "Traceback" not in p.stderr
+    assert "comment" not in host.run("nft", "list", "table", "ip", "firecracker").stdout
