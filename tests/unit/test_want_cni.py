@@ -7,6 +7,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 from types import SimpleNamespace
 
+from fireroute.kernel.read import link_of
 from fireroute.model import Options, Owner, Vm
 from fireroute.repair.problems import cni_problems, veth_problems
 from fireroute.want import cni
@@ -147,11 +148,15 @@ def _kernel(v: Vm, routes: set[str], mtu: int) -> SimpleNamespace:
         tun.name: _link(tun.name, "tun", str(tun.mac), mtu, tun.alias),
     }
     att = SimpleNamespace(
-        links=inside, redirects={veth.name: [tun.name], tun.name: [veth.name]}.__getitem__
+        links={name: link_of(doc, NS) for name, doc in inside.items()},
+        redirects={veth.name: [tun.name], tun.name: [veth.name]}.__getitem__,
     )
     addr = cni.host_address(v, host).cidr
-    links = {host.name: _link(host.name, "veth", str(host.mac), mtu, host.alias, addr)}
-    return SimpleNamespace(links=links, routes=routes, cni={NS: att})
+    links = {host.name: link_of(_link(host.name, "veth", str(host.mac), mtu, host.alias), None)}
+    addrs = {host.name: {addr}}
+    return SimpleNamespace(
+        links=links, routes=routes, cni={NS: att}, addrs=lambda dev: addrs.get(dev, set())
+    )
 
 
 def test_check_compares_the_kernel_against_the_same_objects():
@@ -168,7 +173,7 @@ def test_check_compares_the_kernel_against_the_same_objects():
         f'"tap0" in "{NS}" has mtu 1500, not 1400',
     ]
     wrong_mac = _kernel(v, {"10.22.0.9 dev fr-i"}, 1400)
-    wrong_mac.cni[NS].links["tap0"]["address"] = "0a:02:0a:16:00:0a"
+    wrong_mac.cni[NS].links["tap0"].mac = "0A:02:0A:16:00:0A"
     assert cni_problems(wrong_mac, v) == [
         f'tap in "{NS}": "tap0" has MAC 0a:02:0a:16:00:0a, not 0A:02:0A:16:00:09'
     ]

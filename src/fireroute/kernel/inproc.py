@@ -74,35 +74,35 @@ def parse_ip(line: str) -> IpOp | None:
     w = line.split()
     if len(w) >= 6 and w[:3] == ["tuntap", "add", "dev"] and w[4:6] == ["mode", "tap"]:
         opts = _options(w[6:], {"user", "group"})
-        dev = _name(w[3])
-        if opts is None or dev is None:
+        tap = _name(w[3])
+        if opts is None or tap is None:
             return None
         uid = _uint(opts["user"]) if "user" in opts else None
         gid = _uint(opts["group"]) if "group" in opts else None
         if ("user" in opts and uid is None) or ("group" in opts and gid is None):
             return None
-        return lambda _: tun.add_tap(dev, uid, gid)
+        return lambda _: tun.add_tap(tap, uid, gid)
     if len(w) == 5 and w[:2] == ["address", "add"] and w[3] == "dev":
         addr, _, plen = w[2].partition("/")
-        prefixlen, dev = _uint(plen, 33), _name(w[4])
-        if addr.count(".") != 3 or prefixlen is None or dev is None:
+        prefixlen, on = _uint(plen, 33), _name(w[4])
+        if addr.count(".") != 3 or prefixlen is None or on is None:
             return None
         try:
             _socket.inet_aton(addr)
         except OSError:
             return None
-        return lambda nl: nl.add_address(rtnl.ifindex(dev), addr, prefixlen)
+        return lambda nl: nl.add_address(rtnl.ifindex(on), addr, prefixlen)
     if len(w) >= 5 and w[:3] == ["link", "set", "dev"]:
-        dev = _name(w[3])
+        link = _name(w[3])
         opts = _options(w[4:], {"master", "group", "alias", "up"})
-        if dev is None or not opts:
+        if link is None or not opts:
             return None
         group = _uint(opts["group"]) if "group" in opts else None
         master = _name(opts["master"]) if "master" in opts else None
         if ("group" in opts and group is None) or ("master" in opts and master is None):
             return None
         alias = opts.get("alias")
-        return lambda nl: _link_set(nl, dev, "up" in opts, group, alias, master)
+        return lambda nl: _link_set(nl, link, "up" in opts, group, alias, master)
     if len(w) == 4 and w[:3] == ["link", "del", "dev"] and _name(w[3]):
         dev = w[3]
         return lambda nl: nl.del_link(rtnl.ifindex(dev))

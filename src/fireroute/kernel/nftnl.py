@@ -383,10 +383,6 @@ def _range(fields: list[str]) -> tuple[list[str], list[str]]:
     return lo, hi
 
 
-def _raise(error: Exception) -> None:
-    raise error
-
-
 def _comment(msg: bytes | memoryview) -> str:
     """The comment of the (one) element in a NEWSETELEM message, "" for none."""
     elems = attrs(msg, 20).get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
@@ -478,7 +474,9 @@ class Nftnl(Channel):
             if got_kind == NLMSG_ERROR:
                 error = error_of(msg)
                 if error is not None:
-                    return None if error.errno == 2 else _raise(error)
+                    if error.errno == 2:
+                        return None
+                    raise error
             elif got_kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM:
                 found = _comment(msg)
         return found

@@ -88,62 +88,74 @@ def probe(
     # space) every route, one per VM, which made up's cost grow with the VM count
     addrs = [(b, b.network_address + a) for b in blocks for a in range(b.num_addresses)]
     lookups = ([] if uplink else [int(UNROUTED)]) + [int(a) for _, a in addrs]
-    docs: list[object | None] | None = None
-    if runner is run:
-        try:
-            from fireroute.kernel import netlink
-
-            docs = list(netlink.fib_match(lookups))
-            if uplink is not None:
-                docs.insert(0, [{"ifname": uplink}] if netlink.link_exists(uplink) else None)
-        except OSError:
-            docs = None
-    if docs is None:
-        first = [f"link show dev {uplink}"] if uplink else []
-        docs = ip_batch_json(
-            first + [f"route get fibmatch {IPv4Address(a)}" for a in lookups], runner
-        )
-    found: dict[str, dict | None] = {}
-    if links:
-        link_docs = ip_batch_json([f"link show dev {name}" for name in links], runner, details=True)
-        for name, doc in zip(links, link_docs, strict=True):
-            found[name] = doc[0] if isinstance(doc, list) and doc else None  # type: ignore[assignment]
+    docs = _fib(uplink, lookups, runner)
+    found = _link_docs(links, runner) if links else {}
     if uplink is None:
-        routes = docs[0] or []
-        devs = [
-            r.get("dev")
-            for r in routes  # type: ignore[union-attr]
-            if isinstance(r, dict) and r.get("dev") and r.get("dst") == "default"
-        ]
-        if not devs:  # something more specific covers 240.0.0.1: look the default route up
-            shown = ip_batch_json(["route show default"], runner)[0] or []
-            devs = [r.get("dev") for r in shown if isinstance(r, dict) and r.get("dev")]  # type: ignore[union-attr]
-        if not devs:
-            raise UsageError("no IPv4 default route on this host: name the uplink with --uplink")
-        uplink = str(devs[0])
+        uplink = _default_uplink(docs[0], runner)
     elif docs[0] is None:
         raise UsageError(f'unknown uplink "{uplink}": no such interface on this host')
     conflicts: dict[IPv4Network, str] = {}
     for (b, _addr), doc in zip(addrs, docs[1:], strict=True):
-        if b in conflicts or not doc:
-            continue
-        for r in doc:  # type: ignore[union-attr]
-            dst = r.get("dst", "")
-            if dst == "default" or (r.get("dev") and is_own(str(r["dev"]))):
-                continue
-            kind = r.get("type", "")
-            desc = " ".join(
-                x
-                for x in (
-                    kind if kind != "unicast" else "",
-                    dst,
-                    f"dev {r['dev']}" if r.get("dev") else "",
-                )
-                if x
-            )
-            conflicts[b] = f"{desc} (table {r.get('table', 'main')})"
-            break
+        if b not in conflicts and isinstance(doc, list):
+            desc = _overlap(doc, is_own)
+            if desc is not None:
+                conflicts[b] = desc
     return HostView(uplink, conflicts, found)
+
+
+def _fib(uplink: str | None, lookups: list[int], runner: Runner) -> list[object | None]:
+    """The uplink's record (or, with none given, the route to 240.0.0.1), then each lookup's
+    FIB entry: over rtnetlink in-process, else with one ``ip -batch``."""
+    if runner is run:
+        try:
+            from fireroute.kernel import netlink
+
+            docs: list[object | None] = list(netlink.fib_match(lookups))
+            if uplink is not None:
+                docs.insert(0, [{"ifname": uplink}] if netlink.link_exists(uplink) else None)
+            return docs
+        except OSError:
+            pass
+    first = [f"link show dev {uplink}"] if uplink else []
+    return ip_batch_json(first + [f"route get fibmatch {IPv4Address(a)}" for a in lookups], runner)
+
+
+def _link_docs(links: list[str], runner: Runner) -> dict[str, dict | None]:
+    """name -> its ``ip -d link show`` record (None when absent)."""
+    docs = ip_batch_json([f"link show dev {name}" for name in links], runner, details=True)
+    return {
+        name: doc[0] if isinstance(doc, list) and doc and isinstance(doc[0], dict) else None
+        for name, doc in zip(links, docs, strict=True)
+    }
+
+
+def _records(doc: object) -> list[dict]:
+    return [r for r in doc if isinstance(r, dict)] if isinstance(doc, list) else []
+
+
+def _default_uplink(route: object, runner: Runner) -> str:
+    """The device of the default route (``route``: the FIB entry of 240.0.0.1)."""
+    devs = [r.get("dev") for r in _records(route) if r.get("dev") and r.get("dst") == "default"]
+    if not devs:  # something more specific covers 240.0.0.1: look the default route up
+        shown = ip_batch_json(["route show default"], runner)[0]
+        devs = [r.get("dev") for r in _records(shown) if r.get("dev")]
+    if not devs:
+        raise UsageError("no IPv4 default route on this host: name the uplink with --uplink")
+    return str(devs[0])
+
+
+def _overlap(doc: list, is_own: Callable[[str], bool]) -> str | None:
+    """The first FIB entry of a lookup that is neither the default route nor one of ours,
+    in words (``local 10.0.0.5 dev eth0 (table local)``)."""
+    for r in _records(doc):
+        dst = r.get("dst", "")
+        if dst == "default" or (r.get("dev") and is_own(str(r["dev"]))):
+            continue
+        kind = r.get("type", "")
+        dev = f"dev {r['dev']}" if r.get("dev") else ""
+        desc = " ".join(x for x in (kind if kind != "unicast" else "", dst, dev) if x)
+        return f"{desc} (table {r.get('table', 'main')})"
+    return None
 
 
 NETNS_DIR = "/var/run/netns"
@@ -191,7 +203,11 @@ def check_table_owner(table: str, runner: Runner = run, family: str = "ip") -> b
         raise KernelError(f'read nftables table "{table}"', res.err)
     if table in our_tables(res.out, family):
         return True
-    raise ConflictError(
+    raise not_ours(table, family)
+
+
+def not_ours(table: str, family: str = "ip") -> ConflictError:
+    return ConflictError(
         f'nftables table "{family} {table}" exists and was not created by fireroute; '
         "remove it or choose another with --table"
     )
@@ -222,10 +238,18 @@ def our_tables(listing: str, family: str = "ip") -> list[str]:
 
 
 def nft_our_tables(runner: Runner = run, family: str = "ip") -> list[str]:
+    return nft_tables(runner, family)[0]
+
+
+def nft_tables(runner: Runner = run, family: str = "ip") -> tuple[list[str], list[str]]:
+    """(ours, every table) of a family, from one terse listing."""
     res = runner(["nft", "-t", "list", "ruleset", family], None)
     if res.rc != 0:
         raise KernelError("list nftables tables", res.err)
-    return our_tables(res.out, family)
+    every = [
+        line.split()[2] for line in res.out.splitlines() if line.startswith(f"table {family} ")
+    ]
+    return our_tables(res.out, family), every
 
 
 def tagged_links(runner: Runner = run) -> dict[str, str]:
@@ -237,8 +261,8 @@ def tagged_links(runner: Runner = run) -> dict[str, str]:
     return {
         str(link["ifname"]): str(link.get("ifalias", ""))
         for doc in docs
-        for link in doc or []  # type: ignore[union-attr]
-        if isinstance(link, dict) and str(link.get("ifalias", "")).startswith(ALIAS_PREFIX)
+        for link in _records(doc)
+        if str(link.get("ifalias", "")).startswith(ALIAS_PREFIX)
     }
 
 
@@ -266,11 +290,10 @@ def foreign_links(instance: str, runner: Runner = run) -> list[str]:
 
 def link_networks(dev: str, runner: Runner = run) -> list[IPv4Network]:
     """The IPv4 networks of a link's addresses (``10.0.0.5/24`` -> ``10.0.0.0/24``)."""
-    docs = ip_batch_json([f"address show dev {dev}"], runner)[0] or []
+    docs = _records(ip_batch_json([f"address show dev {dev}"], runner)[0])
     return [
         IPv4Interface(f"{a['local']}/{a['prefixlen']}").network
         for d in docs
-        if isinstance(d, dict)
         for a in d.get("addr_info", [])
         if a.get("family") == "inet"
     ]
@@ -278,7 +301,7 @@ def link_networks(dev: str, runner: Runner = run) -> list[IPv4Network]:
 
 def bridge_ports(bridge: str, runner: Runner = run) -> list[str]:
     docs = ip_batch_json([f"link show master {bridge}"], runner)
-    return [str(d["ifname"]) for d in docs[0] or [] if isinstance(d, dict)]  # type: ignore[union-attr]
+    return [str(d["ifname"]) for d in _records(docs[0])]
 
 
 VERDICTS = frozenset({"accept", "drop", "continue", "return"})
@@ -317,7 +340,13 @@ def _nft_listing(what: list[str], name: str, runner: Runner) -> list[dict] | Non
         if "No such file or directory" in res.err:
             return None
         raise KernelError(f"read {name}", res.err)
-    return list(jsontext.loads(res.out).get("nftables", []))
+    return _nftables(res.out)
+
+
+def _nftables(text: str) -> list[dict]:
+    """The items of an ``nft -j`` listing."""
+    doc = jsontext.loads(text)
+    return _records(doc.get("nftables", []) if isinstance(doc, dict) else [])
 
 
 def nft_elements(
@@ -392,7 +421,7 @@ def nft_ip_chains(runner: Runner = run) -> dict[str, set[str]]:
     if res.rc != 0:
         raise KernelError("list nftables chains", res.err)
     out: dict[str, set[str]] = {}
-    for item in jsontext.loads(res.out).get("nftables", []):
+    for item in _nftables(res.out):
         c = item.get("chain")
         if c:
             out.setdefault(str(c["table"]), set()).add(str(c["name"]))

@@ -100,7 +100,9 @@ class Child:
         # dup2 onto 0/1/2 clears close-on-exec there; descriptors this process inherited
         # open are closed in the child (as subprocess's close_fds does); the HELD_FDS are made
         # inheritable for exactly this call
-        actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(self.fds)]
+        actions: list[tuple[int, ...]] = [
+            (os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(self.fds)
+        ]
         actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited() if fd not in HELD_FDS]
         held = [fd for fd in HELD_FDS if not os.get_inheritable(fd)]
         for fd in held:

@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 from fireroute import owner
 from fireroute.model import Vm
-from fireroute.plan import bridge, iptables, modes, nft
-from fireroute.want.iptables import conntrack
+from fireroute.plan import bridge, modes, nft
+from fireroute.want.iptables import IptRule, conntrack
 
 
 class Stray(NamedTuple):
@@ -141,21 +141,19 @@ def shared_rules() -> set[str]:
 
 
 def rule_strays(
-    rules: list[tuple[str, str]], want: Callable[[str], set[str]], instance: str
-) -> list[tuple[str | None, str, str]]:
-    """(vm, table, saved line) of the iptables rules carrying this state file's tag (or the
-    shared tag) that no lease asks for; ``want(vm)`` gives a leased VM's rules (an unleased
-    VM's name gives an empty set)."""
+    rules: list[IptRule], want: Callable[[str], set[str]], instance: str
+) -> list[tuple[str | None, IptRule]]:
+    """(vm, rule) of the iptables rules carrying this state file's tag (or the shared tag)
+    that no lease asks for; ``want(vm)`` gives a leased VM's rules, as saved (an unleased VM's
+    name gives an empty set)."""
     shared = shared_rules()
-    found = []
-    for table, line in rules:
-        text = iptables.comment_tag(line) or ""
-        plain = line.replace('"', "")
-        if text == owner.SHARED:
-            if plain not in shared:
-                found.append((None, table, line))
+    found: list[tuple[str | None, IptRule]] = []
+    for r in rules:
+        if r.owner == owner.SHARED:
+            if r.saved not in shared:
+                found.append((None, r))
             continue
-        tag = owner.parse(text)
-        if tag is not None and tag[0] == instance and plain not in want(tag[1]):
-            found.append((tag[1], table, line))
+        tag = owner.parse(r.owner)
+        if tag is not None and tag[0] == instance and r.saved not in want(tag[1]):
+            found.append((tag[1], r))
     return found

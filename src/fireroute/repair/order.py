@@ -14,6 +14,7 @@ the blocks of several VMs may interleave; foreign rules are never moved.
 
 from __future__ import annotations
 
+from fireroute.kernel.read import rule_of
 from fireroute.model import Vm
 from fireroute.plan import iptables
 from fireroute.plan.steps import IPTABLES, Step
@@ -25,13 +26,17 @@ Key = tuple[str, str]
 SHARED_KEY: Key = ("filter", "FORWARD")
 
 
-def plain(line: str) -> str:
-    """A saved rule line as fireroute renders it (iptables-nft-save may quote the comment)."""
-    return line.replace('"', "")
-
-
 def chain_of(line: str) -> str:
     return line.split(" ", 2)[1]
+
+
+def chains(rules: list[IptRule]) -> dict[Key, list[str]]:
+    """Saved lines (the reader's: comments unquoted, as fireroute renders them) by (table,
+    chain), in chain order."""
+    out: dict[Key, list[str]] = {}
+    for r in rules:
+        out.setdefault((r.table, r.chain), []).append(r.saved)
+    return out
 
 
 def index(rules: list[tuple[str, str]]) -> dict[str, dict[Key, list[str]]]:
@@ -58,9 +63,9 @@ def blocks(vm: Vm) -> dict[Key, list[str]]:
 
 
 def _present(have: list[str], rules: list[IptRule]) -> list[str]:
-    """Of the saved lines ``have``, those that are ``rules`` (plain), in chain order."""
+    """Of the saved lines ``have``, those that are ``rules``, in chain order."""
     wanted = {r.saved for r in rules}
-    return [p for p in map(plain, have) if p in wanted]
+    return [p for p in have if p in wanted]
 
 
 def disorder(present: list[str], want: list[str]) -> str | None:
@@ -94,7 +99,7 @@ def _first_vm_rule(chain: list[str], tags: set[str]) -> int | None:
 
 def _shared_at(chain: list[str]) -> int | None:
     rule = iptables.CONNTRACK
-    return next((i for i, line in enumerate(chain) if plain(line) == rule), None)
+    return next((i for i, line in enumerate(chain) if line == rule), None)
 
 
 def shared_problem(chains: dict[Key, list[str]], vms: list[Vm]) -> str | None:
@@ -105,8 +110,7 @@ def shared_problem(chains: dict[Key, list[str]], vms: list[Vm]) -> str | None:
     if at is None or first is None or at < first:
         return None
     return (
-        f'shared iptables rule is out of order: "{iptables.CONNTRACK}" comes after '
-        f'"{plain(chain[first])}"'
+        f'shared iptables rule is out of order: "{iptables.CONNTRACK}" comes after "{chain[first]}"'
     )
 
 
@@ -114,14 +118,14 @@ def heal(
     chains: dict[Key, list[str]],
     tagged: dict[str, dict[Key, list[str]]],
     vms: list[Vm],
-    removed: list[tuple[str, str]],
+    removed: list[IptRule],
 ) -> list[Step]:
     """Steps putting the shared rule and the blocks of the iptables VMs ``vms`` in place,
-    after the saved lines ``removed`` (strays) are deleted. ``chains``: every saved line by
+    after the rules ``removed`` (strays) are deleted. ``chains``: every saved line by
     (table, chain), foreign ones too (the positions an ``-I`` counts)."""
     sim = {key: list(lines) for key, lines in chains.items()}  # the chains as the batch goes
-    for table, line in removed:
-        sim[(table, chain_of(line))].remove(line)
+    for r in removed:
+        sim[(r.table, r.chain)].remove(r.saved)
     steps = []
     forward = sim.setdefault(SHARED_KEY, [])
     at = _shared_at(forward)
@@ -129,7 +133,8 @@ def heal(
     if at is None or (first is not None and at > first):
         what = "move shared conntrack rule above the VMs' rules"
         if at is not None:
-            steps.append(Step(IPTABLES, "-D" + forward.pop(at)[2:], what, table="filter"))
+            gone = rule_of("filter", forward.pop(at))
+            steps.append(Step(IPTABLES, gone.text("delete"), what, table="filter"))
         steps.append(_put(forward, first, want.conntrack(), what))
     for vm in vms:
         mine = tagged.get(iptables.tag(vm), {})
@@ -138,12 +143,13 @@ def heal(
             if present == [r.saved for r in rules]:
                 continue
             chain, wanted = sim.setdefault(key, []), {r.saved for r in rules}
-            saved = [line for line in mine.get(key, []) if plain(line) in wanted]
+            saved = [line for line in mine.get(key, []) if line in wanted]
             at = chain.index(saved[0]) if saved else None
             what = f"write iptables rules of the vm in {key[1]} again, in order"
             for line in saved:
                 chain.remove(line)
-                steps.append(Step(IPTABLES, "-D" + line[2:], what, vm.name, table=key[0]))
+                text = rule_of(key[0], line).text("delete")
+                steps.append(Step(IPTABLES, text, what, vm.name, table=key[0]))
             for i, rule in enumerate(rules):
                 steps.append(_put(chain, None if at is None else at + i, rule, what))
     return steps

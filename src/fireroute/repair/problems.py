@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import grp
-import pwd
 from collections.abc import Callable
 
 from fireroute import owner
-from fireroute.kernel import observe
-from fireroute.kernel.run import read_value
 from fireroute.model import Vm
-from fireroute.plan import bridge, host, iptables, modes, nft
+from fireroute.plan import bridge, host, modes, nft
 from fireroute.repair import extras, order
 from fireroute.repair.read import Kernel
 from fireroute.want import clone as wanted_clone
@@ -36,7 +32,7 @@ def cni_problems(k: Kernel, vm: Vm) -> list[str]:
         ]
     where = f'in "{vm.netns}"'
     veth, tun = wanted_cni.veth(vm), wanted_cni.tun(vm)
-    have = {link.name: att.links.get(link.name) for link in (veth, tun)}
+    have: dict[str, Link | None] = {link.name: att.links.get(link.name) for link in (veth, tun)}
     problems = link_problems(
         have[veth.name],
         veth.name,
@@ -58,70 +54,61 @@ def cni_problems(k: Kernel, vm: Vm) -> list[str]:
     return problems
 
 
-def mtu_problems(have: dict | None, link: Link, who: str) -> list[str]:
+def mtu_problems(have: Link | None, link: Link, who: str) -> list[str]:
     """A link whose MTU fireroute fixes (a CNI attachment's), found with another."""
-    if link.mtu and have is not None and have.get("mtu") != link.mtu:
-        return [f"{who} has mtu {have.get('mtu')}, not {link.mtu}"]
+    if link.mtu and have is not None and have.mtu != link.mtu:
+        return [f"{who} has mtu {have.mtu}, not {link.mtu}"]
     return []
 
 
-def addrs_of(link: dict) -> set[str]:
-    return {
-        f"{a['local']}/{a['prefixlen']}"
-        for a in link.get("addr_info", [])
-        if a.get("family") == "inet"
-    }
+def _owner(uid: int | None) -> str:
+    return "nobody" if uid is None else f"uid {uid}"
 
 
-def _user(uid: int | None, by_group: bool = False) -> str | None:
-    if uid is None:
-        return None
-    try:
-        return grp.getgrgid(uid).gr_name if by_group else pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def link_problems(link: dict | None, dev: str, what: str, want: dict) -> list[str]:
-    """Differences between one observed link and what it should be: ``want`` may hold
-    address, master, alias, kind (tun, veth, bridge), user/group (tap owner)."""
+def link_problems(
+    link: Link | None,
+    dev: str,
+    what: str,
+    want: dict,
+    addrs: set[str] = frozenset(),  # type: ignore[assignment]
+) -> list[str]:
+    """Differences between one link as read and what it should be: ``want`` may hold
+    address (one of ``addrs``, the link's), master, alias, kind (tun, veth, bridge), mac,
+    uid/gid (a tap's owner)."""
     if link is None:
         return [f'{what} "{dev}" is missing']
     problems = []
-    info = link.get("linkinfo", {}) or {}
-    kind = info.get("info_kind")
-    if want.get("kind") and kind != want["kind"]:
-        return [f'"{dev}" is a {kind or "plain"} link, not a {want["kind"]}']
-    if want.get("mac") and str(link.get("address", "")).upper() != want["mac"]:
-        problems.append(f'{what} "{dev}" has MAC {link.get("address")}, not {want["mac"]}')
-    if want.get("address") and want["address"] not in addrs_of(link):
+    if want.get("kind") and link.link_kind != want["kind"]:
+        return [f'"{dev}" is a {link.link_kind or "plain"} link, not a {want["kind"]}']
+    if want.get("mac") and link.mac != want["mac"]:
+        problems.append(f'{what} "{dev}" has MAC {str(link.mac).lower()}, not {want["mac"]}')
+    if want.get("address") and want["address"] not in addrs:
         problems.append(f'"{dev}" lacks address {want["address"]}')
-    if "master" in want and link.get("master") != want["master"]:
+    if "master" in want and link.master != want["master"]:
         problems.append(f'{what} "{dev}" is not attached to bridge "{want["master"]}"')
-    if "UP" not in link.get("flags", []):
+    if not link.up:
         problems.append(f'{what} "{dev}" is down')
-    if want.get("alias") and link.get("ifalias") != want["alias"]:
+    if want.get("alias") and link.alias != want["alias"]:
         problems.append(f'{what} "{dev}" does not carry owner tag {want["alias"]}')
-    data = info.get("info_data", {}) or {}
-    if "user" in want and data.get("user") != want["user"]:
+    if "uid" in want and link.uid != want["uid"]:
         problems.append(
-            f'tap "{dev}" is owned by {data.get("user", "nobody")}, not {want["user"]} '
+            f'tap "{dev}" is owned by {_owner(link.uid)}, not {_owner(want["uid"])} '
             "(any local user could attach to an unowned tap)"
         )
-    if want.get("group") and data.get("group") != want["group"]:
-        problems.append(f'tap "{dev}" has group {data.get("group", "none")}, not {want["group"]}')
+    if want.get("gid") is not None and link.gid != want["gid"]:
+        got = "none" if link.gid is None else link.gid
+        problems.append(f'tap "{dev}" has group {got}, not {want["gid"]}')
     return problems
 
 
 def tap_want(vm: Vm) -> dict:
-    """What ``link_problems`` compares of a VM's tap, from ``want.tap``'s objects (the
-    owner's uid/gid as the names ``ip -d`` prints); of a clone's or CNI attachment's tap, only
-    its owner and kind are taken from here."""
+    """What ``link_problems`` compares of a VM's tap, from ``want.tap``'s objects; of a
+    clone's or CNI attachment's tap, only its owner and kind are taken from here."""
     link = wanted_tap.link(vm)
     objs = wanted_tap.tap(vm) if vm.mode in wanted_tap.MODES else [link]
-    want = {"kind": link.link_kind, "alias": link.alias, "user": _user(link.uid)}
+    want: dict[str, object] = {"kind": link.link_kind, "alias": link.alias, "uid": link.uid}
     if link.gid is not None:
-        want["group"] = _user(link.gid, by_group=True)
+        want["gid"] = link.gid
     for a in objs:
         if isinstance(a, Addr):
             want["address"] = a.cidr
@@ -130,12 +117,12 @@ def tap_want(vm: Vm) -> dict:
     return want
 
 
-def localnet_on(dev: str) -> bool:
-    return read_value(f"/proc/sys/net/ipv4/conf/{dev}/route_localnet") == "1"
+def localnet_on(k: Kernel, dev: str) -> bool:
+    return k.sysctl(f"net/ipv4/conf/{dev}/route_localnet") == "1"
 
 
-def ipv6_on(dev: str) -> bool:
-    return read_value(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6") != "1"
+def ipv6_on(k: Kernel, dev: str) -> bool:
+    return k.sysctl(f"net/ipv6/conf/{dev}/disable_ipv6") != "1"
 
 
 def expected_elements(vm: Vm) -> dict[str, list[str]]:
@@ -183,17 +170,19 @@ def clone_problems(k: Kernel, vm: Vm) -> list[str]:
         ns.links.get(tun.name),
         tun.name,
         "tap",
-        {"kind": tun.link_kind, "address": addr[tun.name], "user": _user(tun.uid)},
+        {"kind": tun.link_kind, "address": addr[tun.name], "uid": tun.uid},
+        ns.addrs(tun.name),
     )
     problems += link_problems(
         ns.links.get(far.name),
         far.name,
         f"veth in {ns_name}:",
         {"kind": far.link_kind, "address": addr[far.name]},
+        ns.addrs(far.name),
     )
     default = want["route", (ns_name, "default")]
     assert isinstance(default, Route)
-    if not any(r.get("dst") == "default" and r.get("gateway") == default.via for r in ns.routes):
+    if not any(r.dst == "default" and r.via == default.via for r in ns.routes):
         problems.append(f'namespace "{ns_name}" has no default route via {default.via}')
     forwarding = want["sysctl", (ns_name, FORWARD_KEY)]
     assert isinstance(forwarding, Sysctl)
@@ -244,11 +233,12 @@ def drift(k: Kernel, vm: Vm, expected: Expected = expected_elements) -> list[str
     elif vm.mode == "cni":
         problems += veth_problems(k, vm) + cni_problems(k, vm)
     else:
-        problems += link_problems(k.links.get(vm.tap), vm.tap, "tap", tap_want(vm))
-    if vm.mode in ("nat", "cni") and vm.tap in k.links and ipv6_on(vm.tap):
+        have = k.links.get(vm.tap)
+        problems += link_problems(have, vm.tap, "tap", tap_want(vm), k.addrs(vm.tap))
+    if vm.mode in ("nat", "cni") and vm.tap in k.links and ipv6_on(k, vm.tap):
         kind = "tap" if vm.mode == "nat" else "veth"
         problems.append(f'IPv6 is on for {kind} "{vm.tap}" (guests could reach the host over it)')
-    if host.localnet(vm) and vm.tap in k.links and not localnet_on(vm.tap):
+    if host.localnet(vm) and vm.tap in k.links and not localnet_on(k, vm.tap):
         problems.append(
             f'route_localnet is off on "{vm.tap}" (its 127.0.0.1 ports cannot reach the guest)'
         )
@@ -336,7 +326,7 @@ def orphans(
     found = []
     bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
     for name, link in k.links.items():
-        tag = owner.parse(str(link.get("ifalias", "")))
+        tag = owner.parse(link.alias)
         if tag is None or tag[0] != instance:
             continue
         what = tag[1]
@@ -345,7 +335,7 @@ def orphans(
                 found.append(f'link "{name}" (a bridge of this state file) has no vm')
         elif what not in known or known[what].tap != name:
             found.append(f'link "{name}" tagged for vm "{what}" has no lease')
-    for ns in observe.our_namespaces(instance):
+    for ns in k.namespaces(instance):
         if ns not in {v.netns for v in vms if v.netns}:
             found.append(f'namespace "{ns}" has no lease')
 
@@ -371,15 +361,15 @@ def orphans(
 
     found += _orphan_elements("ip", k.tables, instance, nat_ok, set(known))
     found += _orphan_elements(bridge.FAMILY, k.btables, instance, bridge_ok, set(known))
-    for _, line in k.rules:
-        tag = owner.parse(iptables.comment_tag(line) or "")
+    for rule in k.rules:
+        tag = owner.parse(rule.owner)
         if tag is None or tag[0] != instance:
             continue
         vm = known.get(tag[1])
         if vm is None:
-            found.append(f"iptables rule has no lease: {line}")
-        elif line.replace('"', "") not in ipt_want(vm):
-            found.append(f'iptables rule is not one vm "{vm.name}" has: {line}')
+            found.append(f"iptables rule has no lease: {rule.saved}")
+        elif rule.saved not in ipt_want(vm):
+            found.append(f'iptables rule is not one vm "{vm.name}" has: {rule.saved}')
     return found
 
 
@@ -415,13 +405,13 @@ def veth_problems(k: Kernel, vm: Vm) -> list[str]:
     if vm.mode == "clone":
         veth = wanted_clone.host_veth(vm)
         address = wanted_clone.host_address(vm, veth).cidr
-        want = {"kind": veth.link_kind, "address": address, "alias": veth.alias}
-        return link_problems(k.links.get(vm.tap), vm.tap, "veth", want)
+        want: dict[str, object] = {"kind": veth.link_kind, "address": address, "alias": veth.alias}
+        return link_problems(k.links.get(vm.tap), vm.tap, "veth", want, k.addrs(vm.tap))
     veth = wanted_cni.host_veth(vm)
     address = wanted_cni.host_address(vm, veth).cidr
     want = {"kind": veth.link_kind, "address": address, "alias": veth.alias, "mac": veth.mac}
     have = k.links.get(veth.name)
-    problems = link_problems(have, veth.name, "veth", want)
+    problems = link_problems(have, veth.name, "veth", want, k.addrs(veth.name))
     route = wanted_cni.host_route(vm)
     if route is not None and route.shown() not in k.routes:
         problems.append(f"host route {route.dst} dev {route.dev} is missing")

@@ -1,174 +1,97 @@
-"""What the kernel has: links in every namespace of ours, tables, chains, set elements,
-iptables rules, read once per command (``Kernel``)."""
+"""What the kernel has, as repair compares it: a thin view (``Kernel``) over the reader's
+objects (kernel/read.py's ``Current``), read once per command."""
 
 from __future__ import annotations
 
-import json
-import os
-
-from fireroute import jsontext
-from fireroute.errors import KernelError
-from fireroute.kernel import observe
-from fireroute.kernel.run import Runner, which
+from fireroute.kernel.read import Current, Source, parse_chains, read
+from fireroute.kernel.run import Runner
 from fireroute.model import Vm
-from fireroute.plan import bridge, clone, cni, host, iptables
-from fireroute.plan.steps import in_netns
 from fireroute.repair import order
+from fireroute.want.clone import NS_TABLE
+from fireroute.want.iptables import IptRule
+from fireroute.want.netns import Route
+from fireroute.want.objects import FORWARD_KEY, Link
 
-COUNTER = "counter packets "
+__all__ = ["Attachment", "Kernel", "Namespace", "parse_chains"]
 
-
-def _links(runner: Runner, netns: str | None = None) -> dict[str, dict]:
-    res = runner(in_netns(netns, ["ip", "-j", "-d", "addr", "show"]), None)
-    if res.rc != 0:
-        raise KernelError(f"list links{f' in {netns}' if netns else ''}", res.err)
-    docs = json.loads(res.out or "[]")
-    return {str(d["ifname"]): d for d in docs if isinstance(d, dict) and "ifname" in d}
-
-
-def parse_chains(listing: str) -> dict[str, tuple[str, list[str]]]:
-    """``nft list table`` text -> {chain: (header, rules)}, counters' values left out."""
-    out: dict[str, tuple[str, list[str]]] = {}
-    current: str | None = None
-    header = ""
-    rules: list[str] = []
-    for raw in listing.splitlines():
-        line = raw.strip()
-        if current is None:
-            if line.startswith("chain ") and line.endswith("{"):
-                current, header, rules = line.split()[1], "", []
-            continue
-        if line == "}":
-            out[current] = (header, rules)
-            current = None
-        elif line.startswith("type ") and not rules and not header:
-            header = line
-        elif line:
-            rules.append(_uncounted(line))
-    return out
-
-
-def _uncounted(rule: str) -> str:
-    while COUNTER in rule:  # "counter packets 3 bytes 180" -> "counter"
-        at = rule.index(COUNTER)
-        rest = rule[at + len(COUNTER) :].split(" ", 3)  # N bytes M rest
-        rule = rule[:at] + "counter" + (" " + rest[3] if len(rest) > 3 else "")
-    return rule
-
-
-def _chains(
-    runner: Runner, table: str, netns: str | None = None, family: str = "ip"
-) -> dict | None:
-    argv = ["nft", "list", "table", family, table]
-    if netns:
-        argv = ["ip", "netns", "exec", netns, *argv]
-    res = runner(argv, None)
-    if res.rc != 0:
-        if "No such file or directory" in res.err:
-            return None
-        raise KernelError(f'read nftables table "{table}"', res.err)
-    return parse_chains(res.out)
+Sets = dict[str, dict[str, dict[str, str]]]
+"""table -> set -> {element value (as nft text) -> comment}"""
+Chains = dict[str, dict[str, tuple[str, list[str]]]]
+"""table -> chain -> (header, rules)"""
 
 
 class Kernel:
-    """What the host holds: links (and, per clone namespace, what is inside it), our nft tables
-    (chains and elements), tagged iptables rules, routes of the root namespace."""
+    """What the host holds: ``links`` of the root namespace (and, per clone namespace or CNI
+    attachment of the VMs given, what is inside it), our nft tables (``tables``/``chains`` of
+    the NAT family, ``btables``/``bchains`` of the bridge family), the tagged iptables rules,
+    routes of the root namespace. ``current`` is the whole read."""
 
-    def __init__(self, runner: Runner, clones: list[Vm] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, runner: Runner, vms: list[Vm] = (), source: Source | None = None) -> None:  # type: ignore[assignment]
         self.runner = runner
-        self.links = _links(runner)
-        self.tables: dict[str, dict[str, dict[str, str]]] = {}
-        """table -> set -> {element value (as nft text) -> comment}"""
-        self.chains: dict[str, dict[str, tuple[str, list[str]]]] = {}
-        if which("nft"):
-            for table in observe.nft_our_tables(runner):
-                self.tables[table] = observe.nft_elements(table, runner) or {}
-                self.chains[table] = _chains(runner, table) or {}
-        self.btables: dict[str, dict[str, dict[str, str]]] = {}
-        """the anti-spoofing tables of bridge guests (``bridge`` family), as ``tables``"""
-        self.bchains: dict[str, dict[str, tuple[str, list[str]]]] = {}
-        if which("nft"):
-            for table in observe.nft_our_tables(runner, bridge.FAMILY):
-                self.btables[table] = observe.nft_elements(table, runner, bridge.FAMILY) or {}
-                self.bchains[table] = _chains(runner, table, family=bridge.FAMILY) or {}
-        self.rules: list[tuple[str, str]] = []
-        """the tagged iptables rules: (table, saved line)"""
-        self.ipt_chains: dict[tuple[str, str], list[str]] = {}
+        cur = self.current = read(source or Source(runner), vms)
+        self.links = cur.links()
+        self.tables, self.chains = _family(cur, "ip")
+        self.btables, self.bchains = _family(cur, "bridge")
+        self.rules: list[IptRule] = [r for r in cur.ipt if r.owner]
+        """the tagged iptables rules, in chain order"""
+        self.ipt_chains = order.chains(cur.ipt)
         """every saved iptables line (foreign ones too) by (table, chain), in order"""
-        if which("iptables-nft-save"):
-            for t, line in observe.iptables_saved(runner):
-                self.ipt_chains.setdefault((t, order.chain_of(line)), []).append(line)
-                if iptables.comment_tag(line):
-                    self.rules.append((t, line))
-        self.ipt_have = {order.plain(line) for _, line in self.rules}
-        """the tagged rules as fireroute renders them"""
-        self.ipt_tagged = order.index(self.rules)
+        self.ipt_have = {r.saved for r in self.rules}
+        self.ipt_tagged = order.index([(r.table, r.saved) for r in self.rules])
         """the tagged rules by tag, then by (table, chain), in order"""
-        self.routes: set[str] = set()
-        if any(v.mode == "clone" or v.delegated for v in clones):
-            res = runner(["ip", "-j", "route", "show"], None)
-            if res.rc == 0:
-                self.routes = {  # as ``Route.shown`` writes them
-                    f"{r.get('dst')}"
-                    + (f" via {r['gateway']}" if r.get("gateway") else "")
-                    + f" dev {r.get('dev')}"
-                    for r in json.loads(res.out or "[]")
-                    if isinstance(r, dict)
-                }
-        self.ns: dict[str, Namespace] = {}
-        attached: dict[str, list[Vm]] = {}  # CNI attachments by namespace: one may hold several
-        for vm in clones:
-            if (
-                vm.mode == "clone"
-                and vm.netns
-                and os.path.exists(f"{observe.NETNS_DIR}/{vm.netns}")
-            ):
-                self.ns[vm.netns] = Namespace(runner, vm.netns)
-            elif vm.mode == "cni" and vm.netns and observe.netns_alive(vm.netns):
-                attached.setdefault(vm.netns, []).append(vm)
-        self.cni = {ns: Attachment(runner, ns, vms) for ns, vms in attached.items()}
+        self.routes = {r.shown() for r in cur.of(Route, None)}
+        """the root namespace's routes, as ``Route.shown`` writes them"""
+        self.ns = {n: Namespace(cur, n) for n in cur.inside if not n.startswith("/")}
+        self.cni = {n: Attachment(cur, n) for n in cur.inside if n.startswith("/")}
         """per CNI attachment's namespace path (one that exists): what is inside it"""
+
+    def addrs(self, dev: str, ns: str | None = None) -> set[str]:
+        return self.current.addrs(dev, ns)
+
+    def sysctl(self, path: str) -> str | None:
+        """A per-device sysctl of the root namespace (``net/ipv6/conf/fr-a/disable_ipv6``)."""
+        return self.current.sysctls.get((None, path))
+
+    def namespaces(self, instance: str) -> list[str]:
+        """The namespaces made for the clones of the state file ``instance``."""
+        return [n for n in self.current.namespaces if n.startswith(f"fireroute-{instance}-")]
+
+    def ports(self, bridge: str) -> set[str]:
+        return {link.name for link in self.links.values() if link.master == bridge}
+
+
+def _family(cur: Current, family: str) -> tuple[Sets, Chains]:
+    tables = cur.tables(family, None)
+    return (
+        {t: cur.elements(family, t) for t in tables},
+        {t: cur.chains(family, t) or {} for t in tables},
+    )
 
 
 class Namespace:
     """One clone namespace from inside: links, routes, forwarding, its NAT table."""
 
-    def __init__(self, runner: Runner, name: str) -> None:
-        self.links = _links(runner, name)
-        res = runner(["ip", "-n", name, "-j", "route", "show"], None)
-        self.routes = json.loads(res.out or "[]") if res.rc == 0 else []
-        res = runner(["ip", "netns", "exec", name, "sysctl", "-n", host.FORWARD_KEY], None)
-        self.forwarding = res.out.strip() if res.rc == 0 else "?"
-        self.chains = _chains(runner, clone.NS_TABLE, name)
+    def __init__(self, cur: Current, name: str) -> None:
+        self.name = name
+        self.links: dict[str, Link] = cur.links(name)
+        self.routes: list[Route] = list(cur.of(Route, name))
+        self.forwarding = cur.sysctls.get((name, FORWARD_KEY)) or "?"
+        self.chains = cur.chains("ip", NS_TABLE, name)
+        self._cur = cur
+
+    def addrs(self, dev: str) -> set[str]:
+        return self._cur.addrs(dev, self.name)
 
 
 class Attachment:
-    """A CNI namespace from inside: its links, and the tc filters on the ingress of the veth
-    and the tap of each attachment in it (one ``tc -batch``: a JSON list per device)."""
+    """A CNI namespace from inside: its links, and where the ingress of each device of an
+    attachment redirects to."""
 
-    def __init__(self, runner: Runner, netns: str, vms: list[Vm]) -> None:
-        self.links = _links(runner, netns)
-        self.filters: dict[str, list[dict]] = {}
-        devs = [src for vm in vms for src, _ in cni.redirects(vm) if src in self.links]
-        devs = list(dict.fromkeys(devs))
-        if not devs:
-            return
-        lines = "".join(f"filter show dev {d} ingress\n" for d in devs)
-        res = runner(in_netns(netns, ["tc", "-j", "-force", "-batch", "-"]), lines)
-        try:  # a JSON list per device, in order (a device that vanished prints none)
-            docs = jsontext.loads_all(res.out)
-        except ValueError:
-            docs = []
-        for dev, doc in zip(devs, docs, strict=False):
-            self.filters[dev] = (
-                [f for f in doc if isinstance(f, dict)] if isinstance(doc, list) else []
-            )
+    def __init__(self, cur: Current, netns: str) -> None:
+        self.links: dict[str, Link] = cur.links(netns)
+        self.netns = netns
+        self._cur = cur
 
     def redirects(self, dev: str) -> list[str]:
         """The devices ``dev``'s ingress redirects to."""
-        return [
-            str(a.get("to_dev"))
-            for f in self.filters.get(dev, [])
-            for a in (f.get("options", {}) or {}).get("actions", []) or []
-            if a.get("kind") == "mirred" and a.get("mirred_action") == "redirect"
-        ]
+        return self._cur.redirects.get((self.netns, dev), [])

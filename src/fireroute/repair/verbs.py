@@ -7,7 +7,6 @@ from collections.abc import Callable
 from fireroute import owner
 from fireroute.errors import UsageError
 from fireroute.kernel import observe
-from fireroute.kernel.apply import read_sysctl
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
@@ -15,7 +14,6 @@ from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.repair import extras, order
 from fireroute.repair.problems import (
     Expected,
-    addrs_of,
     drift,
     drift_links,
     expected_elements,
@@ -29,8 +27,10 @@ from fireroute.repair.problems import (
     tap_want,
 )
 from fireroute.repair.read import Kernel
+from fireroute.want import bridge as wanted_bridge
 from fireroute.want import iptables as wanted_ipt
 from fireroute.want import shared as shape
+from fireroute.want.iptables import IptRule
 
 
 class Report:
@@ -59,7 +59,7 @@ def check(m: Manager, names: list[str]) -> Report:
     report = Report()
     expected = remembered()
     report.vms = {vm.name: drift(k, vm, expected) for vm in vms}
-    if vms and read_sysctl(host.FORWARD_KEY) != "1":
+    if vms and k.current.forwarding != "1":
         for vm in vms:
             report.vms[vm.name].append("IPv4 forwarding is off")
     report.shared = shared_problems(k, vms)
@@ -82,11 +82,12 @@ def _report_strays(
         elif s.vm is None and not s.mine:
             report.shared.get(f"nftables table {s.family} {s.table}", []).append(s.words())
     by_name = {v.name: v for v in vms}
-    for name, _table, line in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
+    for name, rule in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
+        words = f"iptables rule no lease asks for: {rule.saved}"
         if name is None:
-            report.shared.get("iptables", []).append(f"iptables rule no lease asks for: {line}")
+            report.shared.get("iptables", []).append(words)
         elif named and name in report.vms:
-            report.vms[name].append(f"iptables rule no lease asks for: {line}")
+            report.vms[name].append(words)
 
 
 def _ipt_of(by_name: dict[str, Vm]) -> Callable[[str], set[str]]:
@@ -131,7 +132,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         sweep = Plan()
         unused_bridges, leftover = [], set()
         for name, link in k.links.items():
-            tag = owner.parse(str(link.get("ifalias", "")))
+            tag = owner.parse(link.alias)
             if tag is None or tag[0] != instance:
                 continue  # not ours, or another state file's
             what = tag[1]
@@ -142,10 +143,10 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
                 leftover.add(name)
                 sweep.add(Step(IP, f"link del dev {name}", f'delete leftover link "{name}"'))
         for name in unused_bridges:  # ours, no vm on it, and nothing else attached
-            if not set(observe.bridge_ports(name, m.runner)) - leftover:
+            if not k.ports(name) - leftover:
                 sweep.add(bridge.delete_bridge(name))
         clone_ns = {v.netns for v in active.values() if v.netns}
-        for ns in observe.our_namespaces(instance):
+        for ns in k.namespaces(instance):
             if ns not in clone_ns:
                 sweep.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
         sweep.add(
@@ -166,24 +167,18 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         )
         wanted = set().union(*(ipt_want(v) for v in active.values())) if active else set()
         others = False
-        for table, line in k.rules:
-            tag_text = iptables.comment_tag(line) or ""
-            tag = owner.parse(tag_text)
-            if tag_text == owner.SHARED:
+        for rule in k.rules:
+            tag = owner.parse(rule.owner)
+            if rule.owner == owner.SHARED:
                 continue
             if tag is None or tag[0] != instance:
                 others = True
-            elif line.replace('"', "") not in wanted:
-                sweep.add(
-                    Step(IPTABLES, "-D" + line[2:], "remove leftover iptables rule", table=table)
-                )
+            elif rule.saved not in wanted:
+                sweep.add(_delete(rule, "remove leftover iptables rule"))
         ipt_active = any(v.backend == "iptables" for v in active.values())
         if not ipt_active and not others:
-            for table, line in k.rules:
-                if iptables.comment_tag(line) == owner.SHARED:
-                    sweep.add(
-                        Step(IPTABLES, "-D" + line[2:], "remove shared iptables rule", table=table)
-                    )
+            shared_rules = [r for r in k.rules if r.owner == owner.SHARED]
+            sweep.add(*(_delete(r, "remove shared iptables rule") for r in shared_rules))
         if not needs.forwarding:
             sweep.add(*m.forwarding_back(store, instance, set(), own=not adopted))
             sweep.forget.append(FORWARD_RECORD)
@@ -214,11 +209,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             steps = _restore_links(k, vm, clear)
             plan.add(*steps)
             made = any(s.text.endswith("/route_localnet=1") for s in steps)
-            if host.localnet(vm) and not made and not localnet_on(vm.tap):
+            if host.localnet(vm) and not made and not localnet_on(k, vm.tap):
                 plan.add(host.route_localnet(vm))
         if clear and not dry_run:
             m.executor().apply_best_effort(Plan(clear), count_faults=False)
-        forwarding = read_sysctl(host.FORWARD_KEY)
+        forwarding = k.current.forwarding or "0"
         if needs.forwarding and forwarding != "1":
             plan.add(host.set_forwarding("1", forwarding))
             if not dry_run:  # (after a reboot: forwarding and /run both start afresh)
@@ -234,7 +229,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         for table in needs.tables_of(shape.NAT):
             in_table = [v for v in members if v.backend == "nft" and v.table == table]
             if table not in k.tables:
-                observe.check_table_owner(table, m.runner)
+                k.current.table_is_ours(shape.NAT, table)
             broken = table not in k.tables or shared.get(f"nftables table ip {table}")
             missing = any(
                 val not in k.tables.get(table, {}).get(s, {})
@@ -259,7 +254,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         for table in needs.tables_of(shape.BRIDGE):
             in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
             if table not in k.btables:
-                observe.check_table_owner(table, m.runner, bridge.FAMILY)
+                k.current.table_is_ours(bridge.FAMILY, table)
             broken = table not in k.btables or shared.get(f"nftables table bridge {table}")
             missing = any(
                 val not in k.btables.get(table, {}).get(s, {})
@@ -277,20 +272,23 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         ipt = [v for v in members if v.backend == "iptables"]
         by_name = {v.name: v for v in vms}
         removed = []
-        for name, table, line in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
+        for name, rule in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
             if name is not None or ipt:
-                removed.append((table, line))
-                plan.add(
-                    Step(IPTABLES, "-D" + line[2:], "remove iptables rule no lease asks for",
-                         table=table)
-                )  # fmt: skip
+                removed.append(rule)
+                plan.add(_delete(rule, "remove iptables rule no lease asks for"))
         if ipt:  # the shared rule and each VM's block, whole and in order where they stand
             plan.add(*order.heal(k.ipt_chains, k.ipt_tagged, ipt, removed))
-        fix = [r for v in members if v.options.fix_forward_policy for r in wanted_ipt.policy_fix(v)]
-        plan.add(*iptables.policy_fix_steps([r for r in fix if r.saved not in k.ipt_have]))
+        fixes = [
+            r for v in members if v.options.fix_forward_policy for r in wanted_ipt.policy_fix(v)
+        ]
+        plan.add(*iptables.policy_fix_steps([r for r in fixes if r.saved not in k.ipt_have]))
         if not dry_run and plan:
             m.executor().apply_all(plan)
         return Plan(clear + plan.steps)  # everything restore ran (or, dry, would run)
+
+
+def _delete(rule: IptRule, what: str) -> Step:
+    return Step(IPTABLES, rule.text("delete"), what, table=rule.table)
 
 
 def _drop_sets(family: str, table: str, have: dict[str, dict[str, str]]) -> str:
@@ -331,6 +329,7 @@ def _restore_links(k: Kernel, vm: Vm, clear: list[Step]) -> list[Step]:
         return modes.links_up([vm], set())
     link = k.links.get(vm.tap)
     want = tap_want(vm)
+    addrs = k.addrs(vm.tap)
     if link is not None and any("owned by" in p for p in link_problems(link, vm.tap, "tap", want)):
         steps = host.tap_down(vm)  # a tap's owner is set only when it is made
         link = None
@@ -340,19 +339,19 @@ def _restore_links(k: Kernel, vm: Vm, clear: list[Step]) -> list[Step]:
         br = str(vm.options.bridge)
         if br not in k.links:  # the bridge itself went: ours again, as before
             steps += bridge.create_bridge(vm)
-            k.links[br] = {"flags": ["UP"]}
+            k.links[br] = wanted_bridge.link(vm)
         if link is None:
             return steps + bridge.tap_up(vm)
-        if link_problems(link, vm.tap, "tap", want):
+        if link_problems(link, vm.tap, "tap", want, addrs):
             steps.append(bridge.tap_up(vm)[1])  # re-attach, re-tag, bring up
         return steps
     create, address, bring_up = host.tap_up(vm)
     if link is None:
         return [*steps, create, address, bring_up, host.ipv6_off(vm)]
-    if link_problems(link, vm.tap, "tap", want):
-        if want["address"] not in addrs_of(link):
+    if link_problems(link, vm.tap, "tap", want, addrs):
+        if want["address"] not in addrs:
             steps.append(address)
         steps.append(bring_up)
-    if ipv6_on(vm.tap):
+    if ipv6_on(k, vm.tap):
         steps.append(host.ipv6_off(vm))
     return steps

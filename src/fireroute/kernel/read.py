@@ -1,0 +1,533 @@
+"""The kernel read back as the objects want/ renders (``Link``, ``Addr``, ``Sysctl``, ``Netns``,
+``Route``, ``TcRedirect``, ``NftTable``, ``NftChain``, ``NftElement``, ``IptRule``): for a
+healthy host, the objects of ours equal what want/ renders for the active leases, key and
+attributes.
+
+:func:`read` takes a :class:`Source` (programs through a runner, files, the namespace listing,
+user and group names), so it runs from recorded outputs as well as against the kernel. What it
+gives, :class:`Current`, holds the objects in read order, keyed ``(kind, key)``, and the facts
+a comparison needs beside them: forwarding, every per-device sysctl value read, the namespaces
+under /var/run/netns, every saved iptables rule in chain order (foreign ones and duplicates
+too), the sets of our tables, every tc redirect.
+
+What the kernel shows that want/ does not render is left out: the addresses and routes the
+kernel makes itself (lo's 127.0.0.1/8, a connected route, ``proto kernel``), and a per-device
+sysctl whose value is not ``1`` (its default; fireroute only ever sets ``1``). A link's MAC and
+MTU are read always; want/ names them only where it fixes them (:func:`as_wanted`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from fireroute import jsontext, owner
+from fireroute.errors import KernelError
+from fireroute.kernel import observe
+from fireroute.kernel.run import Runner, read_value, run, which
+from fireroute.plan.steps import in_netns
+from fireroute.want.iptables import IptRule
+from fireroute.want.netns import Netns, Route, TcRedirect
+from fireroute.want.nft import NftElement
+from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
+from fireroute.want.tables import NftChain, NftTable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from fireroute.model import Vm
+
+COUNTER = "counter packets "
+DEVICE_SYSCTLS = ("net/ipv6/conf/{}/disable_ipv6", "net/ipv4/conf/{}/route_localnet")
+"""the per-device sysctls fireroute sets (to 1), read for every tap and veth of the root
+namespace"""
+FAMILIES = ("ip", "bridge")
+UNRESOLVED = ("?", "")
+"""the peer of a veth whose far end is in a namespace that was not read"""
+
+
+def _names(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _id(name: str, group: bool) -> int | None:
+    """A tap owner's user (or group) as ``ip -d`` prints it (a name, or the number when it has
+    none) -> the number."""
+    if name.isdigit():
+        return int(name)
+    try:
+        if group:
+            import grp
+
+            return grp.getgrnam(name).gr_gid
+        import pwd
+
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+class Source:
+    """Where :func:`read` reads: ``runner`` runs a program; ``read`` gives a /proc value (None
+    when unreadable); ``listdir`` a directory's names; ``alive`` says whether a path is a
+    network namespace; ``has`` whether a program is installed; ``ids`` turns a tap owner's
+    name into its number (``group``: a group's)."""
+
+    __slots__ = ("runner", "read", "listdir", "alive", "has", "ids")
+
+    def __init__(
+        self,
+        runner: Runner = run,
+        read: Callable[[str], str | None] = read_value,
+        listdir: Callable[[str], list[str]] = _names,
+        alive: Callable[[str], bool] = observe.netns_alive,
+        has: Callable[[str], object] = which,
+        ids: Callable[[str, bool], int | None] = _id,
+    ) -> None:
+        self.runner = runner
+        self.read = read
+        self.listdir = listdir
+        self.alive = alive
+        self.has = has
+        self.ids = ids
+
+
+class Current:
+    """What the kernel holds. ``objs``: (kind, key) -> object, in read order. ``forwarding``:
+    the root namespace's ip_forward. ``sysctls``: (namespace, path) -> value of every
+    per-device sysctl read. ``namespaces``: fireroute's namespaces under /var/run/netns (any
+    state file's). ``inside``: the namespaces read inside (clone names, CNI paths).
+    ``sets``: (namespace, family, table) -> the names of its sets and maps. ``ipt``: every
+    saved iptables rule of the nat and filter tables, in chain order. ``redirects``:
+    (namespace, device) -> every device its ingress redirects to. ``foreign_tables``:
+    (family, name) of the root namespace's tables that are not ours."""
+
+    __slots__ = (
+        "objs", "forwarding", "sysctls", "namespaces", "inside", "sets", "ipt", "redirects",
+        "foreign_tables", "_by", "_addrs",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.objs: dict[tuple, Obj] = {}
+        self.forwarding: str | None = None
+        self.sysctls: dict[tuple[str | None, str], str | None] = {}
+        self.namespaces: list[str] = []
+        self.inside: set[str] = set()
+        self.sets: dict[tuple[str | None, str, str], list[str]] = {}
+        self.ipt: list[IptRule] = []
+        self.redirects: dict[tuple[str | None, str], list[str]] = {}
+        self.foreign_tables: list[tuple[str, str]] = []
+        self._by: dict[tuple[type, str | None], list[Obj]] = {}
+        """the objects by (class, namespace): a view asks per namespace, per device"""
+        self._addrs: dict[tuple[str | None, str], set[str]] = {}
+
+    def add(self, obj: Obj) -> None:
+        key = (obj.kind, obj.key)
+        if key in self.objs:
+            return
+        self.objs[key] = obj
+        self._by.setdefault((type(obj), obj.ns), []).append(obj)
+        if isinstance(obj, Addr):
+            self._addrs.setdefault((obj.ns, obj.dev), set()).add(obj.cidr)
+
+    def get(self, kind: str, key: tuple) -> Obj | None:
+        return self.objs.get((kind, key))
+
+    def of(self, cls: type[Obj], ns: object = ...) -> Iterator:
+        """The objects of one class (in namespace ``ns`` only, if given), in read order
+        (namespace by namespace)."""
+        if ns is not ...:
+            return iter(self._by.get((cls, ns), []))  # type: ignore[arg-type]
+        return (o for (c, _), objs in self._by.items() if c is cls for o in objs)
+
+    def links(self, ns: str | None = None) -> dict[str, Link]:
+        return {link.name: link for link in self.of(Link, ns)}
+
+    def addrs(self, dev: str, ns: str | None = None) -> set[str]:
+        return set(self._addrs.get((ns, dev), ()))
+
+    def tables(self, family: str, ns: str | None = None) -> list[str]:
+        return [t.name for t in self.of(NftTable, ns) if t.family == family]
+
+    def chains(
+        self, family: str, table: str, ns: str | None = None
+    ) -> dict[str, tuple[str, list[str]]] | None:
+        """chain -> (header, rules) of a table; None when there is no such table."""
+        if self.get("nft table", (ns, family, table)) is None:
+            return None
+        return {
+            c.name: (c.header, list(c.rules))
+            for c in self.of(NftChain, ns)
+            if c.family == family and c.table == table
+        }
+
+    def elements(self, family: str, table: str) -> dict[str, dict[str, str]]:
+        """set -> {value: comment} of a table of the root namespace (every set, empty ones
+        too)."""
+        out: dict[str, dict[str, str]] = {s: {} for s in self.sets.get((None, family, table), [])}
+        for e in self.of(NftElement):
+            if e.family == family and e.table == table:
+                out.setdefault(e.set, {})[e.value] = e.owner
+        return out
+
+    def table_is_ours(self, family: str, table: str) -> bool:
+        """True if our table of the root namespace exists, False if there is none;
+        ConflictError if a table of that name is someone else's."""
+        if (family, table) in self.foreign_tables:
+            raise observe.not_ours(table, family)
+        return self.get("nft table", (None, family, table)) is not None
+
+    def ours(self, instance: str) -> list[Obj]:
+        """The objects tagged for the state file ``instance`` (not the shared ones)."""
+        return [o for o in self.objs.values() if (owner.parse(o.owner) or ("",))[0] == instance]
+
+
+def as_wanted(have: Obj, want: Obj) -> Obj:
+    """``have`` as ``want`` compares it: a link's MAC and MTU, and a route's device, only
+    where ``want`` names them (want/ fixes them only for some links and routes)."""
+    if isinstance(have, Link) and isinstance(want, Link):
+        return _copy(have, mac=have.mac if want.mac else None, mtu=have.mtu if want.mtu else None)
+    if isinstance(have, Route) and isinstance(want, Route) and want.dev is None:
+        return Route(have.dst, have.via, None, have.words, have.owner, have.vm, have.ns)
+    return have
+
+
+def _copy(link: Link, **kw: object) -> Link:
+    out = Link.__new__(Link)
+    for cls in Link.__mro__:
+        for a in getattr(cls, "__slots__", ()):
+            setattr(out, a, kw.get(a, getattr(link, a)))
+    return out
+
+
+# -- links, addresses, sysctls ---------------------------------------------------------------
+
+
+def _vm_of(tag: str) -> str | None:
+    """The VM (or ``bridge:<name>``) an owner tag names."""
+    parsed = owner.parse(tag)
+    return parsed[1] if parsed else None
+
+
+def _alias_owner(alias: str) -> str:
+    tag = owner.parse(alias) if alias.startswith(owner.PREFIX) else None
+    return owner.tag(*tag) if tag else ""
+
+
+def link_of(
+    doc: dict, ns: str | None, ids: Callable[[str, bool], int | None] = _id, who: str = ""
+) -> Link:
+    """One ``ip -j -d addr show`` record as a Link (its peer left to :func:`_peers`)."""
+    info = doc.get("linkinfo") or {}
+    data = info.get("info_data") or {}
+    kind = info.get("info_kind") or ("loopback" if doc.get("link_type") == "loopback" else "")
+    alias = str(doc.get("ifalias", ""))
+    tag = who or _alias_owner(alias)
+    group = str(doc.get("group", "default"))
+    user, grp_name = data.get("user"), data.get("group")
+    return Link(
+        str(doc["ifname"]),
+        kind,
+        tag,
+        _vm_of(tag),
+        alias,
+        ns=ns,
+        uid=ids(str(user), False) if user is not None else None,
+        gid=ids(str(grp_name), True) if grp_name is not None else None,
+        master=doc.get("master"),
+        group=int(group) if group.isdigit() else None,
+        up="UP" in doc.get("flags", []),
+        mac=str(doc.get("address", "")).upper() or None,
+        mtu=doc.get("mtu"),
+    )
+
+
+def _addr_docs(src: Source, ns: str | None) -> list[dict]:
+    res = src.runner(in_netns(ns, ["ip", "-j", "-d", "addr", "show"]), None)
+    if res.rc != 0:
+        raise KernelError(f"list links{f' in {ns}' if ns else ''}", res.err)
+    return [d for d in json.loads(res.out or "[]") if isinstance(d, dict) and "ifname" in d]
+
+
+def _read_links(cur: Current, src: Source, ns: str | None, who: str = "") -> list[dict]:
+    """Links and their addresses (lo's and IPv6 ones left out) of one namespace."""
+    docs = _addr_docs(src, ns)
+    for doc in docs:
+        link = link_of(doc, ns, src.ids, who)
+        cur.add(link)
+        if link.link_kind == "loopback":
+            continue  # 127.0.0.1/8 comes with lo
+        for a in doc.get("addr_info", []):
+            if a.get("family") == "inet":
+                cur.add(Addr(link, f"{a['local']}/{a['prefixlen']}"))
+    return docs
+
+
+def _peers(cur: Current, docs: dict[str | None, list[dict]]) -> None:
+    """Each veth's far end, (namespace, name): in its own namespace by name, across by the
+    pair of ifindexes each end holds of the other (a root end and one in a namespace read;
+    ``UNRESOLVED`` where that does not name exactly one)."""
+    root = {d.get("ifindex"): d for d in docs.get(None, [])}
+    inner: dict[tuple, list[tuple[str, dict]]] = {}
+    for ns, ds in docs.items():
+        for d in ds:
+            if ns is not None:
+                inner.setdefault((d.get("ifindex"), d.get("link_index")), []).append((ns, d))
+    for ns, ds in docs.items():
+        for d in ds:
+            link = cur.get("link", (ns, str(d["ifname"])))
+            if isinstance(link, Link) and link.link_kind == "veth":
+                link.peer = _far(d, ns, root, inner)
+
+
+def _far(
+    d: dict, ns: str | None, root: dict, inner: dict[tuple, list[tuple[str, dict]]]
+) -> tuple[str | None, str]:
+    if "link_netnsid" not in d and d.get("link"):
+        return (ns, str(d["link"]))
+    if ns is None:
+        found = inner.get((d.get("link_index"), d.get("ifindex")), [])
+        return (found[0][0], str(found[0][1]["ifname"])) if len(found) == 1 else UNRESOLVED
+    peer = root.get(d.get("link_index"))
+    mutual = peer is not None and peer.get("link_index") == d.get("ifindex")
+    return (None, str(peer["ifname"])) if mutual else UNRESOLVED  # type: ignore[index]
+
+
+def _device_sysctls(cur: Current, src: Source) -> None:
+    """The per-device sysctls fireroute sets, of every tap and veth of the root namespace:
+    each value in ``sysctls``, a Sysctl (owned as its device) where it is 1."""
+    for link in list(cur.of(Link, None)):
+        if link.link_kind not in ("tun", "veth"):
+            continue
+        for form in DEVICE_SYSCTLS:
+            path = form.format(link.name)
+            value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")
+            if value == "1":
+                cur.add(Sysctl(path, value, "", link.owner, link.vm))
+
+
+def _routes(cur: Current, src: Source, ns: str | None, who: str = "") -> None:
+    """The routes of the main table (not those the kernel adds for an address), owned as
+    their device (or the namespace)."""
+    res = src.runner(in_netns(ns, ["ip", "-j", "route", "show"]), None)
+    if res.rc != 0:
+        return
+    devs = cur.links(ns)
+    for r in json.loads(res.out or "[]"):
+        if not isinstance(r, dict) or r.get("protocol") == "kernel" or "dst" not in r:
+            continue
+        dst = str(r["dst"])
+        dst = dst if dst == "default" or "/" in dst else f"{dst}/32"
+        dev = r.get("dev")
+        tag = who or (devs[dev].owner if dev in devs else "")
+        vm = _vm_of(tag)
+        cur.add(Route(dst, r.get("gateway"), dev, "", tag, vm, ns))
+
+
+# -- namespaces, tc ----------------------------------------------------------------------------
+
+
+def _netns_owner(name: str) -> str:
+    """``fireroute-<instance>-<vm>`` -> ``<instance>:<vm>`` ("" for another name)."""
+    rest = name.removeprefix(observe.NETNS_PREFIX)
+    instance, sep, vm = rest.partition("-")
+    ok = rest != name and sep and vm and instance and set(instance) <= owner.HEX
+    return owner.tag(instance, vm) if ok else ""
+
+
+def _clone_ns(cur: Current, src: Source, name: str) -> list[dict]:
+    """What a clone's namespace holds: its links, routes, forwarding, NAT table."""
+    who = _netns_owner(name)
+    docs = _read_links(cur, src, name, who)
+    _routes(cur, src, name, who)
+    res = src.runner(in_netns(name, ["sysctl", "-n", FORWARD_KEY]), None)
+    value = res.out.strip() if res.rc == 0 else None
+    cur.sysctls[(name, FORWARD_KEY)] = value
+    vm = _vm_of(who)
+    if value == "1":
+        cur.add(Sysctl(FORWARD_KEY, value, "", who, vm, name))
+    from fireroute.want.clone import NS_TABLE
+
+    _chains(cur, src, "ip", NS_TABLE, name, who)
+    return docs
+
+
+def _tc(cur: Current, src: Source, ns: str, devs: list[str]) -> None:
+    """The redirects on the ingress of ``devs`` in a CNI namespace (one ``tc -batch``: a JSON
+    list per device, in order; a device that vanished prints none)."""
+    if not devs:
+        return
+    lines = "".join(f"filter show dev {d} ingress\n" for d in devs)
+    res = src.runner(in_netns(ns, ["tc", "-j", "-force", "-batch", "-"]), lines)
+    try:
+        docs = jsontext.loads_all(res.out)
+    except ValueError:
+        docs = []
+    links = cur.links(ns)
+    for dev, doc in zip(devs, docs, strict=False):
+        filters = [f for f in doc if isinstance(f, dict)] if isinstance(doc, list) else []
+        to = [
+            str(a.get("to_dev"))
+            for f in filters
+            for a in (f.get("options", {}) or {}).get("actions", []) or []
+            if a.get("kind") == "mirred" and a.get("mirred_action") == "redirect"
+        ]
+        cur.redirects[(ns, dev)] = to
+        if to:
+            cur.add(TcRedirect(dev, to[0], links[dev].owner, links[dev].vm, ns))
+
+
+# -- nftables ----------------------------------------------------------------------------------
+
+
+def parse_chains(listing: str) -> dict[str, tuple[str, list[str]]]:
+    """``nft list table`` text -> {chain: (header, rules)}, counters' values left out."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    current: str | None = None
+    header = ""
+    rules: list[str] = []
+    for raw in listing.splitlines():
+        line = raw.strip()
+        if current is None:
+            if line.startswith("chain ") and line.endswith("{"):
+                current, header, rules = line.split()[1], "", []
+            continue
+        if line == "}":
+            out[current] = (header, rules)
+            current = None
+        elif line.startswith("type ") and not rules and not header:
+            header = line
+        elif line:
+            rules.append(_uncounted(line))
+    return out
+
+
+def _uncounted(rule: str) -> str:
+    while COUNTER in rule:  # "counter packets 3 bytes 180" -> "counter"
+        at = rule.index(COUNTER)
+        rest = rule[at + len(COUNTER) :].split(" ", 3)  # N bytes M rest
+        rule = rule[:at] + "counter" + (" " + rest[3] if len(rest) > 3 else "")
+    return rule
+
+
+def _chains(
+    cur: Current, src: Source, family: str, table: str, ns: str | None, who: str = ""
+) -> NftTable | None:
+    """A table (when it exists) and its chains, as ``nft list table`` prints them."""
+    res = src.runner(in_netns(ns, ["nft", "list", "table", family, table]), None)
+    if res.rc != 0:
+        if "No such file or directory" in res.err:
+            return None
+        raise KernelError(f'read nftables table "{table}"', res.err)
+    vm = _vm_of(who)
+    t = NftTable(family, table, "", who, vm, ns)
+    cur.add(t)
+    for name, (header, rules) in parse_chains(res.out).items():
+        cur.add(NftChain(t, name, header, tuple(rules)))
+    return t
+
+
+def _nft(cur: Current, src: Source) -> None:
+    """Our tables of both families in the root namespace (ours by their comment): chains,
+    sets, and elements (owned by their comment)."""
+    for family in FAMILIES:
+        ours, every = observe.nft_tables(src.runner, family)
+        cur.foreign_tables += [(family, t) for t in every if t not in ours]
+        for table in ours:
+            if _chains(cur, src, family, table, None) is None:
+                continue
+            sets = observe.nft_elements(table, src.runner, family) or {}
+            cur.sets[(None, family, table)] = list(sets)
+            for set_name, elems in sets.items():
+                for value, comment in elems.items():
+                    vm = _vm_of(comment)
+                    cur.add(NftElement(family, table, set_name, value, comment, vm))
+
+
+# -- iptables ----------------------------------------------------------------------------------
+
+
+def _unquoted(spec: str) -> str:
+    """A saved rule's spec with its comment unquoted (``--comment "fireroute:…"``, as
+    iptables-nft-save may print it): fireroute's comments hold no space."""
+    marker = '--comment "'
+    at = spec.find(marker)
+    if at < 0:
+        return spec
+    end = spec.find('"', at + len(marker))
+    value = spec[at + len(marker) : end]
+    if end < 0 or " " in value:
+        return spec
+    return spec[: at + len(marker) - 1] + value + spec[end + 1 :]
+
+
+def rule_of(table: str, line: str) -> IptRule:
+    """A saved ``-A CHAIN spec`` line as an IptRule, owned as its comment says (``<id>:<vm>``,
+    ``fireroute:shared`` for the shared rule, "" for a rule that is not fireroute's)."""
+    _, chain, spec = line.split(" ", 2)
+    spec = _unquoted(spec)
+    marker = f"--comment {owner.PREFIX}"
+    at = spec.find(marker)
+    tag = spec[at + len("--comment ") :].split(" ", 1)[0] if at >= 0 else ""
+    who = tag if tag == owner.SHARED else tag.removeprefix(owner.PREFIX)
+    vm = _vm_of(who)
+    return IptRule(table, chain, spec, who, vm)
+
+
+def _iptables(cur: Current, src: Source) -> None:
+    for table, line in observe.iptables_saved(src.runner):
+        rule = rule_of(table, line)
+        cur.ipt.append(rule)
+        if rule.owner:
+            cur.add(rule)
+
+
+# -- the whole read ----------------------------------------------------------------------------
+
+
+def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
+    """Everything: the root namespace's links, addresses, per-device sysctls, routes,
+    forwarding; our nft tables; the tagged iptables rules; fireroute's namespaces; and inside
+    the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold."""
+    cur = Current()
+    docs: dict[str | None, list[dict]] = {None: _read_links(cur, src, None)}
+    cur.forwarding = src.read("/proc/sys/net/ipv4/ip_forward")
+    cur.namespaces = [
+        n for n in src.listdir(observe.NETNS_DIR) if n.startswith(observe.NETNS_PREFIX)
+    ]
+    for name in cur.namespaces:
+        who = _netns_owner(name)
+        cur.add(Netns(name, who, _vm_of(who)))
+    _inside(cur, src, vms, docs)
+    _peers(cur, docs)
+    _device_sysctls(cur, src)
+    _routes(cur, src, None)
+    if src.has("nft"):
+        _nft(cur, src)
+    if src.has("iptables-nft-save"):
+        _iptables(cur, src)
+    return cur
+
+
+def _inside(cur: Current, src: Source, vms: Iterable[Vm], docs: dict) -> None:
+    """What the namespaces of ``vms`` hold (those that exist): a clone's everything, a CNI
+    attachment's links and redirects; ``docs`` gets each one's link records."""
+    made = set(cur.namespaces)
+    devs: dict[str, list[str]] = {}
+    for vm in vms:
+        if vm.mode == "clone" and vm.netns in made and vm.netns not in docs:
+            docs[vm.netns] = _clone_ns(cur, src, vm.netns)
+        elif vm.mode == "cni" and vm.netns and src.alive(vm.netns):
+            from fireroute.want.cni import redirects
+
+            if vm.netns not in docs:
+                docs[vm.netns] = _read_links(cur, src, vm.netns)
+            devs.setdefault(vm.netns, []).extend(r.src for r in redirects(vm))
+    for ns, names in devs.items():
+        there = cur.links(ns)
+        _tc(cur, src, ns, [d for d in dict.fromkeys(names) if d in there])
+    cur.inside = {ns for ns in docs if ns}
