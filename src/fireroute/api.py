@@ -19,6 +19,14 @@ the CLI and ``fireroute serve`` can be used on one state file at once.
 ``Host(state, in_process=True)`` runs the kernel changes without starting ``ip``/``nft``
 processes where it can (a long-lived caller: about 1.5 ms for a VM instead of about 10 ms);
 the changes, and what ``plan`` prints, are the same.
+
+``Host`` is the one core API: every door (the CLI, the CNI plugin, ``fireroute serve``) calls
+it and nothing below it. Beside the verbs above, which answer with :class:`Vm` snapshots, it
+has the doors' verbs, which answer with the model's records (:class:`fireroute.model.Vm`,
+what the renders take) and, for a verb that changes the host, an :class:`Outcome` (its
+records, the commands it ran or in a dry run would run, its warnings): ``show``, ``ls``,
+``bring_up``, ``take_down``, ``set_policy``, ``set_ports``, ``sweep``, ``check_report``,
+``collect``, ``reconcile``, ``doctor``.
 """
 
 from __future__ import annotations
@@ -41,13 +49,20 @@ from fireroute.errors import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from fireroute import model
+    from fireroute.doctor import Finding
     from fireroute.manager import Manager
+    from fireroute.plan.steps import Plan
+    from fireroute.repair import Report
+
+    Progress = Callable[[str], None]
+    Warn = Callable[[str], None]
 
 __all__ = [
     "Host",
+    "Outcome",
     "Vm",
     "Busy",
     "ConflictError",
@@ -127,6 +142,12 @@ class Vm:
             self.link_macs = {k: cni_link_mac(k, vm.guest_ip).lower() for k in CNI_LINK_MACS}
         self._record = vm
 
+    @property
+    def record(self) -> model.Vm:
+        """The model's record of the VM (what :mod:`fireroute.render` and the Firecracker
+        verbs take)."""
+        return self._record
+
     def as_dict(self) -> dict[str, object]:
         from fireroute.render import record
 
@@ -136,9 +157,49 @@ class Vm:
         return f"Vm({self.name!r}, tap={self.tap!r}, guest_ip={self.guest_ip!r}, mac={self.mac!r})"
 
 
+class Outcome:
+    """What a verb that changes the host did or, in a dry run, would do: ``vms`` the records
+    it touched (:class:`fireroute.model.Vm`), ``changed`` whether it changed the host (for
+    ``up``: False when every VM was already up as asked), ``warnings`` one line each,
+    ``steps`` the number of commands and ``commands`` the commands as a person would type
+    them (what ran, or would run)."""
+
+    __slots__ = ("vms", "changed", "warnings", "_plan")
+
+    def __init__(
+        self,
+        vms: list[model.Vm],
+        plan: Plan | None,
+        *,
+        changed: bool | None = None,
+        warnings: list[str] | None = None,
+    ) -> None:
+        self.vms = vms
+        self._plan = plan
+        self.changed: bool = bool(plan) if changed is None else changed
+        self.warnings: list[str] = warnings or []
+
+    @property
+    def steps(self) -> int:
+        return len(self._plan.steps) if self._plan is not None else 0
+
+    @property
+    def commands(self) -> str:
+        if self._plan is None:
+            return ""
+        from fireroute.plan.steps import as_commands
+
+        return as_commands(self._plan)
+
+    def __repr__(self) -> str:
+        return f"Outcome({[v.name for v in self.vms]!r}, steps={self.steps})"
+
+
 class Host:
     """The VMs of one state file on this host (default: ``$FIREROUTE_STATE`` or
-    ``/var/lib/fireroute/state.db``). Not shared between threads: give each its own."""
+    ``/var/lib/fireroute/state.db``). Not shared between threads: give each its own. A
+    ``Host(..., in_process=True)`` may be closed (``close()``, or ``with``) to let its
+    in-process executor go before the process ends."""
 
     def __init__(self, state: str | os.PathLike[str] | None = None, *, in_process: bool = False):
         from fireroute.manager import Manager
@@ -146,16 +207,27 @@ class Host:
 
         self.state = os.fspath(state) if state is not None else default_path()
         executor = None
+        self._shared = None
         if in_process:
             from fireroute.kernel.inproc import InProcessExecutor
 
-            shared = InProcessExecutor()
+            shared = self._shared = InProcessExecutor()
 
             def executor() -> InProcessExecutor:
                 shared.count = 0  # its fault-injection counter counts per plan
                 return shared
 
         self._manager: Manager = Manager(self.state, executor=executor, keep_store=in_process)
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- bringing VMs up and down -----------------------------------------------------------
     def up(self, name: str, *, skip_conflicts: bool = False, **options: object) -> Vm:
@@ -164,58 +236,49 @@ class Host:
 
     def up_many(
         self, names: Iterable[str], *, skip_conflicts: bool = False, **options: object
-    ) -> list[Vm]:
+    ) -> builtins.list[Vm]:
         """Several VMs with the same options, in one batch (all or nothing)."""
-        from fireroute import request
-
-        res = self._manager.up(list(names), request.options(options), skip_conflicts=skip_conflicts)
-        return [Vm(v) for v in res.vms]
+        done = self.bring_up(names, options, skip_conflicts=skip_conflicts)
+        return [Vm(v) for v in done.vms]
 
     def plan_up(self, name: str, **options: object) -> str:
         """The commands ``up`` would run, as a person would type them; nothing changes."""
-        from fireroute import request
-        from fireroute.plan.steps import as_commands
+        return self.bring_up([name], options, dry_run=True).commands
 
-        res = self._manager.up([name], request.options(options), dry_run=True)
-        return as_commands(res.plan)
-
-    def down(self, *names: str) -> list[str]:
+    def down(self, *names: str) -> builtins.list[str]:
         """Take VMs' networks down; returns the names that were up (a name that is not is
         no error: down is idempotent)."""
         if not names:
             raise UsageError("name at least one vm")
-        vms, _plan = self._manager.down(list(names))
-        return [v.name for v in vms]
+        return [v.name for v in self.take_down(names).vms]
 
     # -- reading ----------------------------------------------------------------------------
     def get(self, name: str) -> Vm:
         """One VM (NotFound if this state file has no such VM)."""
-        return Vm(self._manager.show(name))
+        return Vm(self.show(name))
 
-    def list(self) -> list[Vm]:
-        return [Vm(v) for v in self._manager.ls()]
+    def list(self) -> builtins.list[Vm]:
+        return [Vm(v) for v in self.ls()]
 
     def check(self, *names: str) -> dict[str, object]:
         """Desired state against the kernel: ``{"ok", "vms", "shared", "orphans"}``, as
         ``check --json`` prints it (for ``names`` only, when given: then without orphans)."""
-        from fireroute import repair
-
-        return repair.check(self._manager, list(names)).as_json()
+        return self.check_report(names).as_json()
 
     def policy(self, name: str, **changes: object) -> Vm:
         """Change a running VM's egress policy: ``egress`` ("internet", "public", "none"),
         ``allow_out`` and ``deny_out`` (lists of CIDRs; each given replaces the VM's), in one
         transaction; connections the new policy forbids are cut."""
-        return Vm(self._manager.policy(name, changes))
+        return Vm(self.set_policy(name, changes))
 
     def publish(self, name: str, *specs: str) -> Vm:
         """Forward host ports to a running VM (``--publish`` specs: ``[ADDR:]PORT:GUESTPORT
         [/udp]``); a port another VM holds is a ConflictError."""
-        return Vm(self._manager.publish(name, list(specs), [])[0])
+        return Vm(self.set_ports(name, specs, ()).vms[0])
 
     def unpublish(self, name: str, *specs: str) -> Vm:
         """Stop forwarding the given host ports (NotFound for a spec the VM does not have)."""
-        return Vm(self._manager.publish(name, [], list(specs))[0])
+        return Vm(self.set_ports(name, (), specs).vms[0])
 
     def stats(self, *names: str) -> builtins.list[dict[str, object]]:
         """Per-VM traffic counted by the kernel: ``name``, ``counted`` and ``tx_bytes``,
@@ -223,44 +286,139 @@ class Host:
         where not counted: bridge guests, the iptables backend)."""
         from fireroute import stats
 
-        return stats.read(self._manager, list(names))
+        return stats.read(self.ls(), list(names), self._manager.runner)
 
     # -- repair and cleanup -----------------------------------------------------------------
     def gc(self, state_id: str | None = None) -> str:
         """Finish half-made VMs and remove what is tagged for this state file (or for the
         lost state file ``state_id``) but has no lease; returns the commands that ran."""
-        from fireroute import repair
-        from fireroute.plan.steps import as_commands
-
-        return as_commands(repair.gc(self._manager, instance=state_id))
+        return self.collect(state_id=state_id).commands
 
     def restore(self, *, dry_run: bool = False) -> str:
         """Make the kernel match the state file again; returns the commands (dry run: that
         would run)."""
-        from fireroute import repair
-        from fireroute.plan.steps import as_commands
-
-        return as_commands(repair.restore(self._manager, dry_run=dry_run))
+        return self.reconcile(dry_run=dry_run).commands
 
     def teardown(self) -> builtins.list[str]:
         """Every VM of this state file down and everything tagged for it removed."""
-        vms, _plan = self._manager.teardown()
-        return [v.name for v in vms]
+        return [v.name for v in self.sweep().vms]
+
+    # -- the doors' verbs: the model's records, the plan, the warnings ------------------------
+    def show(self, name: str) -> model.Vm:
+        """The record of VM ``name`` (NotFound if this state file has no such VM)."""
+        return self._manager.show(name)
+
+    def ls(self) -> builtins.list[model.Vm]:
+        """Every VM's record, in the state file's order."""
+        return self._manager.ls()
+
+    def bring_up(
+        self,
+        names: Iterable[str],
+        options: model.Options | dict[str, object],
+        *,
+        skip_conflicts: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> Outcome:
+        """``up`` of ``names`` with ``options`` (checked :class:`fireroute.model.Options`,
+        or the keyword options of :meth:`up`); ``progress`` is called with a line now and
+        then on a long batch."""
+        from fireroute import request
+
+        if isinstance(options, dict):  # the API's keyword options, not yet checked
+            options = request.options(options)
+        res = self._manager.up(
+            list(names),
+            options,
+            skip_conflicts=skip_conflicts,
+            dry_run=dry_run,
+            progress=progress,
+        )
+        return Outcome(res.vms, res.plan, changed=res.changed, warnings=res.warnings)
+
+    def take_down(
+        self, names: Iterable[str], *, everything: bool = False, dry_run: bool = False
+    ) -> Outcome:
+        """``down`` of ``names`` (or, ``everything``, of every VM); ``vms`` the ones that
+        were up."""
+        vms, plan = self._manager.down(list(names), everything=everything, dry_run=dry_run)
+        return Outcome(vms, plan, changed=not dry_run and bool(vms))
+
+    def set_policy(
+        self, name: str, changes: Mapping[str, object], *, dry_run: bool = False
+    ) -> model.Vm:
+        """``policy``: the VM's record with its new egress policy (a dry run changes
+        nothing)."""
+        return self._manager.policy(name, dict(changes), dry_run=dry_run)
+
+    def set_ports(
+        self, name: str, add: Iterable[str], remove: Iterable[str], *, dry_run: bool = False
+    ) -> Outcome:
+        """``publish`` the ``add`` specs and ``unpublish`` the ``remove`` ones."""
+        vm, plan = self._manager.publish(name, list(add), list(remove), dry_run=dry_run)
+        return Outcome([vm], plan, changed=not dry_run and bool(plan))
+
+    def sweep(self, *, dry_run: bool = False) -> Outcome:
+        """``teardown``; ``vms`` the VMs taken down."""
+        vms, plan = self._manager.teardown(dry_run=dry_run)
+        return Outcome(vms, plan, changed=not dry_run and bool(plan))
+
+    def check_report(self, names: Iterable[str] = ()) -> Report:
+        """``check``: every difference, per VM, per shared object, and the orphans."""
+        from fireroute import repair
+
+        return repair.check(self._manager, list(names))
+
+    def collect(self, *, state_id: str | None = None, dry_run: bool = False) -> Outcome:
+        """``gc`` (of the lost state file ``state_id``, when given)."""
+        from fireroute import repair
+
+        plan = repair.gc(self._manager, dry_run=dry_run, instance=state_id)
+        return Outcome([], plan, changed=not dry_run and bool(plan))
+
+    def reconcile(self, *, dry_run: bool = False) -> Outcome:
+        """``restore``."""
+        from fireroute import repair
+
+        plan = repair.restore(self._manager, dry_run=dry_run)
+        return Outcome([], plan, changed=not dry_run and bool(plan))
+
+    def doctor(self) -> builtins.list[Finding]:
+        """What this host lacks or has wrong for fireroute (a broken state file too)."""
+        from fireroute import doctor
+
+        try:
+            count = len(self.ls())
+        except Exception:  # noqa: BLE001 - doctor must still run with a broken state file
+            count = 0
+        return doctor.checks(count)
 
     # -- Firecracker ------------------------------------------------------------------------
     # settings: timeout, mtu, boot_source, rx_rate, tx_rate, burst, rx_ops, tx_ops, mmds,
-    # mmds_version, mmds_address (the CLI's flags); iface_id None: the one recorded by up
-    def attach(self, name: str, socket: str, *, iface_id: str | None = None, **settings) -> dict:  # noqa: ANN003
+    # mmds_version, mmds_address (the CLI's flags); iface_id None: the one recorded by up;
+    # warn, if given, is called with each warning as it happens
+    def attach(
+        self, name: str, socket: str, *, iface_id: str | None = None, warn: Warn | None = None,
+        **settings,  # noqa: ANN003
+    ) -> dict:  # fmt: skip
         """Hand a VM that is up to a Firecracker that has not started (its interface; with
         ``boot_source=True`` the ``ip=`` argument, with ``mmds=True`` MMDS); returns what
         was sent (``FirecrackerFailed`` with Firecracker's own fault message if refused)."""
         from fireroute.firecracker import verbs
 
         req = verbs.AttachRequest(socket, **settings)  # checked before anything is sent
-        return verbs.attach(verbs.active_vm(self._manager, name), iface_id, req)
+        return verbs.attach(verbs.active_vm(self, name), iface_id, req, warn=warn)
 
     def up_attached(
-        self, name: str, socket: str, *, attach: dict | None = None, **options: object
+        self,
+        name: str,
+        socket: str,
+        *,
+        attach: dict | None = None,
+        skip_conflicts: bool = False,
+        warn: Warn | None = None,
+        **options: object,
     ) -> tuple[Vm, dict]:
         """``up``, then ``attach`` (its settings in ``attach``); a failed attach takes the
         network this call made down again."""
@@ -268,7 +426,10 @@ class Host:
         from fireroute.firecracker import verbs
 
         req = verbs.AttachRequest(socket, **(attach or {}))
-        vm, report = verbs.up_and_attach(self._manager, name, request.options(options), req)
+        checked = request.options(options)
+        vm, report = verbs.up_and_attach(
+            self, name, checked, req, skip_conflicts=skip_conflicts, warn=warn
+        )
         return Vm(vm), report
 
     def limit(
@@ -279,17 +440,25 @@ class Host:
         removes one) with ``PATCH /network-interfaces``; returns the body sent."""
         from fireroute.firecracker import verbs
 
+        timeout = verbs.check_timeout(timeout)
         rx, tx = verbs.rate_limiters(**rates)
         verbs.check_limits(rx, tx)
-        vm = verbs.active_vm(self._manager, name)
-        return verbs.limit(vm, iface_id, socket, verbs.check_timeout(timeout), rx, tx)
+        vm = verbs.active_vm(self, name)
+        return verbs.limit(vm, iface_id, socket, timeout, rx, tx)
 
     def config(
-        self, name: str, existing: dict | None = None, *, iface_id: str | None = None, **rates: str
+        self,
+        name: str,
+        existing: dict | None = None,
+        *,
+        iface_id: str | None = None,
+        source: str | os.PathLike[str] | None = None,
+        **rates: str,
     ) -> dict:
         """A Firecracker ``--config-file`` document (``existing``, or a minimal one) with the
-        VM's interface and ``ip=`` argument merged in."""
+        VM's interface and ``ip=`` argument merged in (``source``: where ``existing`` was
+        read, named in the message of a merge that cannot be made)."""
         from fireroute.firecracker import verbs
 
         rx, tx = verbs.rate_limiters(**rates)
-        return verbs.config_entry(self._manager, name, iface_id, rx, tx, existing)
+        return verbs.config_entry(self, name, iface_id, rx, tx, existing, source=source)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from fireroute.errors import NotFound
 from fireroute.kernel import observe
+from fireroute.kernel.run import run
 from fireroute.plan import nft
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from fireroute.manager import Manager
+    from fireroute.kernel.run import Runner
     from fireroute.model import Vm
 
 KEYS = ("tx_bytes", "tx_packets", "rx_bytes", "rx_packets")
@@ -33,10 +34,12 @@ def counted(vm: Vm) -> bool:
     return vm.backend == "nft" and "acct_tx" in nft.elements(vm)
 
 
-def read(m: Manager, names: list[str] | None = None) -> list[dict[str, object]]:
-    """One row per VM (all, or ``names`` in that order; NotFound for an unknown one):
-    ``name``, ``counted`` and the four counters (None where not counted)."""
-    vms = m.ls()
+def read(
+    vms: list[Vm], names: list[str] | None = None, runner: Runner = run
+) -> list[dict[str, object]]:
+    """One row per VM of ``vms`` (a state file's records: all, or ``names`` in that order;
+    NotFound for an unknown one): ``name``, ``counted`` and the four counters (None where not
+    counted)."""
     if names:
         by_name = {v.name: v for v in vms}
         missing = [n for n in names if n not in by_name]
@@ -45,8 +48,8 @@ def read(m: Manager, names: list[str] | None = None) -> list[dict[str, object]]:
         vms = [by_name[n] for n in dict.fromkeys(names)]
     tables: dict[str, tuple[dict, dict]] = {}
     for table in sorted({v.table for v in vms if counted(v)}):
-        tx = observe.nft_counters(table, "acct_tx", m.runner) or {}
-        rx = observe.nft_counters(table, "acct_rx", m.runner) or {}
+        tx = observe.nft_counters(table, "acct_tx", runner) or {}
+        rx = observe.nft_counters(table, "acct_rx", runner) or {}
         tables[table] = (tx, rx)
     rows: list[dict[str, object]] = []
     for v in vms:

@@ -3,8 +3,9 @@ the daemon call them: plain values in, a report or one fireroute error out, agai
 spec-validating stand-in. Each refusal has a positive control beside it: the same call with the
 one thing that makes it fail put right succeeds.
 
-The manager is a small fake (show/ls/up/down) where only the verbs' own logic is under test;
-``test_up_and_attach_in_a_namespace`` runs the real Manager in a throwaway network namespace.
+The core is a small fake (show/ls/bring_up/take_down) where only the verbs' own logic is under
+test; ``test_up_and_attach_in_a_namespace`` runs the real core (fireroute.Host) in a throwaway
+network namespace.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def make_vm(name: str = "web-1", block: str = "172.16.0.4/30", state: str = "act
 
 
 class FakeManager:
-    """The part of Manager the verbs use. ``up`` brings up ``vm`` (``changed``: whether this
-    call made it); ``down`` records its calls and fails with ``down_error`` if set."""
+    """The part of the core (fireroute.Host) the verbs use. ``bring_up`` brings up ``vm``
+    (``changed``: whether this call made it); ``take_down`` records its calls and fails with
+    ``down_error`` if set."""
 
     class Result:
         def __init__(self, vms: list[Vm], changed: bool) -> None:
@@ -68,14 +70,14 @@ class FakeManager:
     def ls(self) -> list[Vm]:
         return list(self.vms.values())
 
-    def up(self, names: list[str], options: Options, *, skip_conflicts: bool = False):
+    def bring_up(self, names: list[str], options: Options, *, skip_conflicts: bool = False):
         self.ups.append((names, options, skip_conflicts))
         vm = make_vm(names[0], iface_id=options.iface_id)
         if self.changed or names[0] not in self.vms:
             self.vms[vm.name] = vm
         return self.Result([self.vms[names[0]]], self.changed)
 
-    def down(self, names: list[str]):
+    def take_down(self, names: list[str]):
         self.downs.append(names)
         if self.down_error is not None:
             raise self.down_error
@@ -470,11 +472,11 @@ SCRIPT = """
 import json, sys
 from fireroute.errors import FirerouteError
 from fireroute.firecracker import verbs
-from fireroute.manager import Manager
+from fireroute.api import Host
 from fireroute.model import Options
 
 state, socket = sys.argv[1:3]
-manager = Manager(state)
+manager = Host(state)
 try:
     vm, report = verbs.up_and_attach(manager, "web-1", Options(), verbs.AttachRequest(socket))
     out = {"ok": report["interface"]}
@@ -486,7 +488,7 @@ print(json.dumps(out))
 
 
 def up_and_attach_in(host, standin) -> dict:
-    """``up_and_attach`` with the real Manager, run inside the host namespace."""
+    """``up_and_attach`` with the real core, run inside the host namespace."""
     p = subprocess.run(
         [
             "nsenter",

@@ -1,8 +1,9 @@
 """The Firecracker commands: ``attach``, ``limit``, ``config``, ``up --socket`` and the
 Firecracker-facing ``show`` formats.
 
-A door: read the parsed arguments, call :mod:`fireroute.firecracker.verbs` (where every check,
-request and rollback is), print. Reading and writing ``--config-file`` documents stays here.
+A door: read the parsed arguments, call the core's Firecracker verbs (:class:`fireroute.Host`;
+every check, request and rollback is in :mod:`fireroute.firecracker.verbs`), print. Reading
+and writing ``--config-file`` documents stays here.
 The argparse configuration is in :mod:`fireroute.cli.firecracker_args`.
 
 Start-up matters: nothing from :mod:`fireroute.firecracker` is imported at module level, so
@@ -20,6 +21,10 @@ from pathlib import Path
 from fireroute.errors import UsageError
 from fireroute.render.guest import DEFAULT_MMDS_ADDRESS
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fireroute.api import Host
+
 RATE_FLAGS = ("rx_rate", "tx_rate", "burst", "rx_ops", "tx_ops")
 
 
@@ -30,26 +35,24 @@ def _rates(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in RATE_FLAGS}
 
 
-def _attach_request(args: argparse.Namespace):  # noqa: ANN202
-    from fireroute.firecracker.verbs import AttachRequest
-
-    return AttachRequest(
-        args.socket,
-        timeout=args.timeout,
-        mtu=args.mtu,
-        boot_source=args.boot_source,
-        mmds=args.mmds,
-        mmds_version=args.mmds_version,
-        mmds_address=args.mmds_address,
+def _attach_settings(args: argparse.Namespace) -> dict:
+    """The settings of an attach (the socket aside), as :meth:`fireroute.Host.attach` takes
+    them."""
+    return {
+        "timeout": args.timeout,
+        "mtu": args.mtu,
+        "boot_source": args.boot_source,
+        "mmds": args.mmds,
+        "mmds_version": args.mmds_version,
+        "mmds_address": args.mmds_address,
         **_rates(args),
-    )
+    }
 
 
-def _manager(args: argparse.Namespace):  # noqa: ANN202
-    from fireroute.cli.inputs import _state
-    from fireroute.manager import Manager
+def _host(args: argparse.Namespace) -> Host:
+    from fireroute.cli.inputs import _host
 
-    return Manager(_state(args))
+    return _host(args)
 
 
 def _warn(text: str) -> None:
@@ -64,14 +67,14 @@ def _shown(report: dict) -> dict:
 # -- printing -------------------------------------------------------------------------------
 
 
-def _attach_lines(vm, report: dict) -> str:  # noqa: ANN001
+def _attach_lines(name: str, report: dict) -> str:
     iface = report["interface"]
     extra = f", mtu {iface['mtu']}" if "mtu" in iface else ""
     for side in ("rx", "tx"):
         if f"{side}_rate_limiter" in iface:
             extra += f", {side} limit {_describe(iface[f'{side}_rate_limiter'])}"
     lines = [
-        f"vm {vm.name} attached to {report['socket']}: interface {iface['iface_id']} on tap "
+        f"vm {name} attached to {report['socket']}: interface {iface['iface_id']} on tap "
         f"{iface['host_dev_name']}, mac {iface['guest_mac']}{extra}"
     ]
     if "boot_args" in report:
@@ -105,22 +108,19 @@ def _describe(limiter: dict) -> str:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from fireroute.firecracker import verbs
-
-    req = _attach_request(args)
-    vm = verbs.active_vm(_manager(args), args.name)
-    report = verbs.attach(vm, args.iface_id, req, warn=_warn)
+    report = _host(args).attach(
+        args.name, args.socket, iface_id=args.iface_id, warn=_warn, **_attach_settings(args)
+    )
     if args.json:
-        print(json.dumps({"vm": vm.name, **_shown(report)}, indent=2))
+        print(json.dumps({"vm": args.name, **_shown(report)}, indent=2))
     else:
-        sys.stdout.write(_attach_lines(vm, report))
+        sys.stdout.write(_attach_lines(args.name, report))
     return 0
 
 
 def cmd_up_socket(args: argparse.Namespace) -> int:
     """``up VM --socket S``: up, then attach; a failed attach undoes the up."""
-    from fireroute.cli.inputs import _names, _options
-    from fireroute.firecracker import verbs
+    from fireroute.cli.inputs import _fields, _names
     from fireroute.render import record
 
     if args.dry_run:
@@ -128,28 +128,27 @@ def cmd_up_socket(args: argparse.Namespace) -> int:
     names = _names(args)
     if len(names) != 1:
         raise UsageError("--socket attaches one vm: name exactly one (no --count)")
-    req = _attach_request(args)
-    options = _options(args)
-    vm, report = verbs.up_and_attach(
-        _manager(args), names[0], options, req, skip_conflicts=args.skip_conflicts, warn=_warn
+    vm, report = _host(args).up_attached(
+        names[0],
+        args.socket,
+        attach=_attach_settings(args),
+        skip_conflicts=args.skip_conflicts,
+        warn=_warn,
+        **_fields(args),
     )
     if args.json:
-        print(json.dumps({**record.as_dict(vm), "attach": _shown(report)}, indent=2))
+        print(json.dumps({**record.as_dict(vm.record), "attach": _shown(report)}, indent=2))
     else:
-        sys.stdout.write(record.summary(vm) + _attach_lines(vm, report))
+        sys.stdout.write(record.summary(vm.record) + _attach_lines(vm.name, report))
     return 0
 
 
 def cmd_limit(args: argparse.Namespace) -> int:
-    from fireroute.firecracker import verbs
-
-    timeout = verbs.check_timeout(args.timeout)
-    rx, tx = verbs.rate_limiters(**_rates(args))
-    verbs.check_limits(rx, tx)
-    vm = verbs.active_vm(_manager(args), args.name)
-    report = verbs.limit(vm, args.iface_id, args.socket, timeout, rx, tx)
+    report = _host(args).limit(
+        args.name, args.socket, iface_id=args.iface_id, timeout=args.timeout, **_rates(args)
+    )
     if args.json:
-        print(json.dumps({"vm": vm.name, **report}, indent=2))
+        print(json.dumps({"vm": args.name, **report}, indent=2))
         return 0
     body = report["patch"]
     parts = [
@@ -157,23 +156,23 @@ def cmd_limit(args: argparse.Namespace) -> int:
         for side in ("rx", "tx")
         if f"{side}_rate_limiter" in body
     ]
-    print(f"vm {vm.name}: interface {body['iface_id']} limits updated: {', '.join(parts)}")
+    print(f"vm {args.name}: interface {body['iface_id']} limits updated: {', '.join(parts)}")
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     from fireroute.firecracker import verbs
 
-    rx, tx = verbs.rate_limiters(**_rates(args))
-    manager = _manager(args)
+    verbs.rate_limiters(**_rates(args))
+    host = _host(args)
     # the VM and --iface-id first: a bad name is reported before a bad (or missing) file
-    verbs.iface_id_for(manager.show(args.name), args.iface_id)
+    verbs.iface_id_for(host.show(args.name), args.iface_id)
     existing = _read_config(args.merge) if args.merge is not None else None
-    merged = verbs.config_entry(
-        manager, args.name, args.iface_id, rx, tx, existing, source=args.merge
+    merged = host.config(
+        args.name, existing, iface_id=args.iface_id, source=args.merge, **_rates(args)
     )
     text = json.dumps(merged, indent=2) + "\n"
-    _say_if_ip_arg_kept(manager, args.name, merged)
+    _say_if_ip_arg_kept(host, args.name, merged)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -181,13 +180,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_if_ip_arg_kept(manager, name: str, merged: dict) -> None:
+def _say_if_ip_arg_kept(host: Host, name: str, merged: dict) -> None:
     """A merge that kept another interface's ip= argument says so: this VM's interface is
     then configured by its guest script, not by the kernel."""
     from fireroute.firecracker.configfile import ip_arg_applied
     from fireroute.render import guest
 
-    vm = manager.show(name)
+    vm = host.show(name)
     ip_arg = guest.boot_arg(vm)
     if not ip_arg_applied(merged, ip_arg):
         sys.stderr.write(

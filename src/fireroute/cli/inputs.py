@@ -1,5 +1,6 @@
-"""What the CLI's parsed arguments ask for: the state file, the VM names, the options of ``up``
-(through :mod:`fireroute.request`, as every door), and the progress line."""
+"""What the CLI's parsed arguments ask for: the state file (and the core over it,
+:class:`fireroute.Host`), the VM names, the options of ``up`` (through
+:mod:`fireroute.request`, as every door), and the progress line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import Namespace
 
+    from fireroute.api import Host
     from fireroute.cli.args import Args
 
 
@@ -21,7 +23,14 @@ def _state(args: Namespace | Args) -> str:
     return args.state or default_path()
 
 
-def _options(args: Namespace | Args):  # noqa: ANN202
+def _host(args: Namespace | Args, *, in_process: bool = False) -> Host:
+    from fireroute.api import Host
+
+    return Host(_state(args), in_process=in_process)
+
+
+def _fields(args: Namespace | Args) -> dict[str, object]:
+    """The options of ``up`` by the names the API uses, not yet checked."""
     from fireroute import request
 
     fields = {
@@ -29,7 +38,13 @@ def _options(args: Namespace | Args):  # noqa: ANN202
         for k in request.FIELDS
         if k != "allow_host_ports" and k not in request.CNI_ONLY
     }
-    return request.options({**fields, "allow_host_ports": args.allow_host_port})
+    return {**fields, "allow_host_ports": args.allow_host_port}
+
+
+def _options(args: Namespace | Args):  # noqa: ANN202
+    from fireroute import request
+
+    return request.options(_fields(args))
 
 
 def _names(args: Namespace | Args) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 import time
 
 from fireroute import __version__, jsontext
-from fireroute.cli.inputs import _names, _options, _progress, _state
+from fireroute.cli.inputs import _host, _names, _options, _progress
 from fireroute.errors import FirerouteError, UsageError
 
 TYPE_CHECKING = False
@@ -18,14 +18,12 @@ if TYPE_CHECKING:
 
 
 def cmd_up(args: Namespace | Args, dry_run: bool) -> int:
-    from fireroute.manager import Manager
-    from fireroute.plan.steps import as_commands
     from fireroute.render import record
 
     names = _names(args)
     t0 = time.monotonic()
     progress = _progress(len(names) > 1 and sys.stderr.isatty() and not dry_run)
-    res = Manager(_state(args)).up(
+    res = _host(args).bring_up(
         names,
         _options(args),
         skip_conflicts=args.skip_conflicts,
@@ -38,10 +36,10 @@ def cmd_up(args: Namespace | Args, dry_run: bool) -> int:
         sys.stderr.write(f"fireroute: warning: {warning}\n")
     if dry_run:
         sys.stdout.write(
-            as_commands(res.plan)
+            res.commands
             if not args.json
             else jsontext.dumps(
-                {"commands": as_commands(res.plan), "vms": [record.as_dict(v) for v in res.vms]},
+                {"commands": res.commands, "vms": [record.as_dict(v) for v in res.vms]},
                 indent=2,
             )
             + "\n"
@@ -62,26 +60,21 @@ def cmd_up(args: Namespace | Args, dry_run: bool) -> int:
 
 
 def cmd_down(args: Namespace | Args) -> int:
-    from fireroute.manager import Manager
-    from fireroute.plan.steps import as_commands
-
     if not args.names and not args.all:
         raise UsageError("name at least one vm (or use --all)")
     if args.names and args.all:
         raise UsageError("give either vm names or --all, not both")
-    manager = Manager(_state(args))
+    host = _host(args)
     final: list[dict[str, object]] = []
     if args.json and not args.dry_run:  # the VMs' last figures, read before they go
-        from fireroute import stats
-
-        known = {v.name for v in manager.ls()}
+        known = {v.name for v in host.ls()}
         wanted = sorted(known) if args.all else [n for n in args.names if n in known]
-        final = stats.read(manager, wanted) if wanted else []
-    vms, plan = manager.down(args.names, everything=args.all, dry_run=args.dry_run)
+        final = host.stats(*wanted) if wanted else []
+    done = host.take_down(args.names, everything=args.all, dry_run=args.dry_run)
     if args.dry_run:
-        sys.stdout.write(as_commands(plan))
+        sys.stdout.write(done.commands)
         return 0
-    found = {v.name for v in vms}
+    found = {v.name for v in done.vms}
     if args.json:
         out = {"removed": sorted(found), "absent": [n for n in args.names if n not in found]}
         out["stats"] = [r for r in final if r["name"] in found]
@@ -95,10 +88,9 @@ def cmd_down(args: Namespace | Args) -> int:
 
 
 def cmd_ls(args: Namespace) -> int:
-    from fireroute.manager import Manager
     from fireroute.render import record
 
-    vms = Manager(_state(args)).ls()
+    vms = _host(args).ls()
     if args.json:
         print(jsontext.dumps([record.as_dict(v) for v in vms], indent=2))
         return 0
@@ -132,12 +124,11 @@ def cmd_ls(args: Namespace) -> int:
 
 def cmd_show(args: Namespace) -> int:
     from fireroute.cli import firecracker_cmds as fcc
-    from fireroute.manager import Manager
     from fireroute.render import firecracker, guest, record
 
     fmt = "json" if args.json else args.format
     fcc.check_show(args, fmt)
-    vm = Manager(_state(args)).show(args.name)
+    vm = _host(args).show(args.name)
     out = {
         "text": lambda: record.summary(vm),
         "json": lambda: jsontext.dumps(record.as_dict(vm), indent=2) + "\n",
@@ -156,7 +147,6 @@ def cmd_show(args: Namespace) -> int:
 
 
 def cmd_policy(args: Namespace) -> int:
-    from fireroute.manager import Manager
     from fireroute.render import record
 
     changes: dict[str, object] = {}
@@ -169,14 +159,8 @@ def cmd_policy(args: Namespace) -> int:
         raise UsageError("nothing to change: give --egress, --allow-out, --deny-out or --reset")
     # the interval elements in-process: nft itself reads every element of an interval set
     # first, so its cost grows with the VM count (bench/ports.py)
-    from fireroute.kernel.inproc import InProcessExecutor
-
-    executor = InProcessExecutor()
-    try:
-        manager = Manager(_state(args), executor=lambda: executor)
-        vm = manager.policy(args.name, changes, dry_run=args.dry_run)
-    finally:
-        executor.close()
+    with _host(args, in_process=True) as host:
+        vm = host.set_policy(args.name, changes, dry_run=args.dry_run)
     o = vm.options
     if args.json:
         print(jsontext.dumps(record.as_dict(vm), indent=2))
@@ -189,14 +173,13 @@ def cmd_policy(args: Namespace) -> int:
 
 
 def cmd_publish(args: Namespace) -> int:
-    from fireroute.manager import Manager
-    from fireroute.plan.steps import as_commands
     from fireroute.render import record
 
     add, remove = (args.specs, []) if args.cmd == "publish" else ([], args.specs)
-    vm, plan = Manager(_state(args)).publish(args.name, add, remove, dry_run=args.dry_run)
+    done = _host(args).set_ports(args.name, add, remove, dry_run=args.dry_run)
+    vm = done.vms[0]
     if args.dry_run:
-        sys.stdout.write(as_commands(plan))
+        sys.stdout.write(done.commands)
     elif args.json:
         print(jsontext.dumps(record.as_dict(vm), indent=2))
     else:
@@ -207,9 +190,8 @@ def cmd_publish(args: Namespace) -> int:
 
 def cmd_stats(args: Namespace) -> int:
     from fireroute import stats
-    from fireroute.manager import Manager
 
-    rows = stats.read(Manager(_state(args)), list(args.names))
+    rows = _host(args).stats(*args.names)
     if args.prometheus:
         sys.stdout.write(stats.prometheus(rows))
     elif args.json:
@@ -224,16 +206,13 @@ def cmd_stats(args: Namespace) -> int:
 
 
 def cmd_teardown(args: Namespace) -> int:
-    from fireroute.manager import Manager
-    from fireroute.plan.steps import as_commands
-
-    vms, plan = Manager(_state(args)).teardown(dry_run=args.dry_run)
+    done = _host(args).sweep(dry_run=args.dry_run)
     if args.dry_run:
-        sys.stdout.write(as_commands(plan))
+        sys.stdout.write(done.commands)
     elif args.json:
-        print(jsontext.dumps({"removed": [v.name for v in vms]}))
+        print(jsontext.dumps({"removed": [v.name for v in done.vms]}))
     else:
-        print(f"teardown: {len(vms)} vm(s) down, fireroute's tables and rules removed")
+        print(f"teardown: {len(done.vms)} vm(s) down, fireroute's tables and rules removed")
     return 0
 
 

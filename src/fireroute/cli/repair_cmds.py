@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fireroute.api import Outcome
+
 
 def configure_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="VM", help="vm(s) to check (default: all)")
@@ -25,17 +29,10 @@ def configure_gc(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _manager(args: argparse.Namespace):  # noqa: ANN202
-    from fireroute.cli.inputs import _state
-    from fireroute.manager import Manager
-
-    return Manager(_state(args))
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from fireroute import repair
+    from fireroute.cli.inputs import _host
 
-    report = repair.check(_manager(args), args.names)
+    report = _host(args).check_report(args.names)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
@@ -48,28 +45,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok() else 1
 
 
-def _run(args: argparse.Namespace, verb: str) -> int:
-    from fireroute import repair
-    from fireroute.plan.steps import as_commands
-
-    extra = {"instance": args.state_id} if getattr(args, "state_id", None) else {}
-    plan = getattr(repair, verb)(_manager(args), dry_run=args.dry_run, **extra)
+def _print(args: argparse.Namespace, verb: str, done: Outcome) -> int:
     if args.dry_run:
-        sys.stdout.write(as_commands(plan))
+        sys.stdout.write(done.commands)
     elif args.json:
-        print(json.dumps({"commands": as_commands(plan)}))
+        print(json.dumps({"commands": done.commands}))
     else:
-        n = len(plan.steps)
+        n = done.steps
         print(f"{verb}: nothing to do" if not n else f"{verb}: {n} step(s) done")
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    return _run(args, "gc")
+    from fireroute.cli.inputs import _host
+
+    done = _host(args).collect(state_id=args.state_id or None, dry_run=args.dry_run)
+    return _print(args, "gc", done)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    return _run(args, "restore")
+    from fireroute.cli.inputs import _host
+
+    return _print(args, "restore", _host(args).reconcile(dry_run=args.dry_run))
 
 
 def configure_doctor(p: argparse.ArgumentParser) -> None:
@@ -78,12 +75,9 @@ def configure_doctor(p: argparse.ArgumentParser) -> None:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from fireroute import doctor
+    from fireroute.cli.inputs import _host
 
-    try:
-        count = len(_manager(args).ls())
-    except Exception:  # noqa: BLE001 - doctor must still run with a broken state file
-        count = 0
-    found = doctor.checks(count)
+    found = _host(args).doctor()
     if args.json:
         print(json.dumps([f.as_dict() for f in found], indent=2))
     else:

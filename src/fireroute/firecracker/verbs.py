@@ -7,9 +7,9 @@ flags (``rx_rate`` is ``--rx-rate``), and so do the messages. Every value is che
 first request is sent; Firecracker's own errors are passed on verbatim (its
 ``fault_message``), with what was being sent, as one :class:`FirecrackerFailed` line.
 
-``manager`` arguments are a :class:`fireroute.manager.Manager` (only ``up``, ``down``,
-``show`` and ``ls`` are used). Importing this module loads neither the API client nor the
-manager: a caller pays for what it calls.
+``host`` arguments are the core, a :class:`fireroute.Host` (only its doors' verbs ``show``,
+``ls``, ``bring_up`` and ``take_down`` are used: :class:`Core`). Importing this module loads
+neither the API client nor the core: a caller pays for what it calls.
 """
 
 from __future__ import annotations
@@ -22,12 +22,28 @@ from fireroute.render.guest import DEFAULT_MMDS_ADDRESS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
+    from typing import Protocol
 
-    from fireroute.manager import Manager
     from fireroute.model import Options, Vm
 
     Warn = Callable[[str], None]
+
+    class Done(Protocol):
+        vms: list[Vm]
+        changed: bool
+
+    class Core(Protocol):
+        """What the verbs call of the core (:class:`fireroute.Host`): named here, not
+        imported, because the core calls these verbs."""
+
+        def show(self, name: str) -> Vm: ...
+        def ls(self) -> list[Vm]: ...
+        def bring_up(
+            self, names: Iterable[str], options: Options, *, skip_conflicts: bool = False
+        ) -> Done: ...
+        def take_down(self, names: Iterable[str]) -> object: ...
+
 
 __all__ = [
     "DEFAULT_MMDS_ADDRESS",
@@ -171,9 +187,9 @@ def _require_active(vm: Vm) -> Vm:
     return vm
 
 
-def active_vm(manager: Manager, name: str) -> Vm:
+def active_vm(host: Core, name: str) -> Vm:
     """The VM ``name`` of the state file, which must be up (NotFound, ConflictError)."""
-    return _require_active(manager.show(name))
+    return _require_active(host.show(name))
 
 
 class AttachRequest:
@@ -372,7 +388,7 @@ def _ip_arg_applies(current: dict, body: dict, ip_arg: str, what: str) -> bool:
 
 
 def up_and_attach(
-    manager: Manager,
+    host: Core,
     name: str,
     options: Options,
     req: AttachRequest,
@@ -380,8 +396,8 @@ def up_and_attach(
     *,
     warn: Warn | None = None,
 ) -> tuple[Vm, dict]:
-    """``manager.up`` of one VM, then :func:`attach` with the iface_id of its options. A
-    failed attach undoes the up (``manager.down``) when this call brought the VM up, and
+    """``host.bring_up`` of one VM, then :func:`attach` with the iface_id of its options. A
+    failed attach undoes the up (``host.take_down``) when this call brought the VM up, and
     leaves a VM that was already up as it was. Returns the VM and the attach report.
 
     Errors: the attach's error as a :class:`FirecrackerFailed` whose text ends "vm NAME
@@ -389,7 +405,7 @@ def up_and_attach(
     back vm NAME also failed: ..." (exit 1); an interrupt (or a bug) is re-raised as it is,
     after the rollback.
     """
-    res = manager.up([name], options, skip_conflicts=skip_conflicts)
+    res = host.bring_up([name], options, skip_conflicts=skip_conflicts)
     vm = res.vms[0]
     try:
         report = attach(vm, vm.options.iface_id, req, warn=warn)
@@ -397,7 +413,7 @@ def up_and_attach(
         if not res.changed:  # it was up before this call: leave it as it was
             raise
         try:
-            manager.down([vm.name])
+            host.take_down([vm.name])
         except FirerouteError as undo:
             raise FirecrackerFailed(
                 f"{exc}; rolling back vm {vm.name} also failed: {undo}", exit_code=1
@@ -436,7 +452,7 @@ def limit(
 
 
 def config_entry(
-    manager: Manager,
+    host: Core,
     name: str,
     iface_id: str | None,
     rx: dict | None,
@@ -454,7 +470,7 @@ def config_entry(
     from fireroute.firecracker.configfile import merge_config
     from fireroute.render import firecracker
 
-    vm = manager.show(name)
+    vm = host.show(name)
     entry = firecracker.interface(vm)
     entry["iface_id"] = iface_id_for(vm, iface_id)
     if rx:
@@ -462,7 +478,7 @@ def config_entry(
     if tx:
         entry["tx_rate_limiter"] = tx
     try:
-        others = [v for v in manager.ls() if v.name != vm.name]
+        others = [v for v in host.ls() if v.name != vm.name]
         guests = {str(v.guest_ip): v.name for v in others if v.guest_ip is not None}
         taps = {v.vm_tap for v in others}
         return merge_config(existing, entry, guest.boot_arg(vm), taps, guests)

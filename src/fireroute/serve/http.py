@@ -451,7 +451,7 @@ class Handler(BaseHTTPRequestHandler):
             req = verbs.AttachRequest(
                 f"/proc/self/fd/{fd}", timeout=min(float(timeout), ATTACH_TIMEOUT), **settings
             )
-            report = verbs.attach(vm._record, iface_id, req)  # noqa: SLF001 - the core's record
+            report = verbs.attach(vm.record, iface_id, req)
         finally:
             os.close(fd)
         report["socket"] = socket_name
