@@ -263,3 +263,17 @@ def test_last_vm_down_reads_whose_elements_the_table_holds(host: Host, stranger:
     if stranger:
         taps = host.run("nft", "list", "set", "ip", "firecracker", "taps").stdout
         assert "fr-a1" not in taps and "fr-a2" not in taps and '"x1"' in taps
+
+
+def test_first_vm_of_a_state_file_keeps_what_another_ones_vms_need(host: Host):
+    """A's first VM finds the table made by B (its exclusive create fails, and it is declared
+    again, whole): B's VM's egress policy (the @out_jump rule on forward) and published port
+    stay as they were, though A's VM needs neither. The control: B's check before A came."""
+    other(host, "up", "b1", "--tap", "fr-b1", "--pool", "172.17.0.0/16", "--egress", "none",
+          "--publish", "8080:80/tcp")  # fmt: skip
+    check_ok(host, b=True)
+    host.fireroute("up", "a1")
+    listing = host.run("nft", "list", "table", "ip", "firecracker").stdout
+    assert "vmap @out_jump" in listing and "map @pub_any" in listing
+    check_ok(host)
+    check_ok(host, b=True)
