@@ -179,6 +179,16 @@ def wanted_parts(vms: list[Vm], held: Iterable[str]) -> frozenset[str]:
     return parts_of(e.set for v in vms for e in want.nat_elements(v)) | parts_of(held)
 
 
+def checked(
+    table: str, vms: list[Vm], held: Iterable[str]
+) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
+    """The chains and the sets ``check`` wants in the NAT table ``table`` that holds the
+    objects named ``held``, with ``vms`` (of a state file; those in other tables left out)."""
+    users = [v for v in vms if v.table == table and v.backend == "nft"]
+    parts = wanted_parts(users, held)
+    return chains(parts), layout(parts)[0]
+
+
 def chains(parts: frozenset[str] = ALL_PARTS) -> dict[str, tuple[str, list[str]]]:
     """The desired chains of a NAT table holding ``parts``: name -> (header, rules)."""
     return {

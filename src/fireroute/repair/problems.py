@@ -293,14 +293,9 @@ def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for table in sorted({v.table for v in vms if v.backend == "nft" and modes.nat_member(v)}):
         if table in k.chains:  # the parts its VMs need, or it holds (plan/nft.py PARTS)
-            users = [v for v in vms if v.table == table and v.backend == "nft"]
-            parts = nft.wanted_parts(users, [*k.chains[table], *k.tables[table]])
-            found = chain_problems(f"ip {table}", k.chains[table], nft.chains(parts))
-            found += [
-                f"set {s} of ip {table} is missing"
-                for s in nft.layout(parts)[0]
-                if s not in k.tables[table]
-            ]
+            chains, sets = nft.checked(table, vms, [*k.chains[table], *k.tables[table]])
+            found = chain_problems(f"ip {table}", k.chains[table], chains)
+            found += [f"set {s} of ip {table} is missing" for s in sets if s not in k.tables[table]]
             found += [
                 f"set {s} of ip {table} is not fireroute's"
                 for s in extras.extra_sets("ip", k.tables[table])
