@@ -235,11 +235,14 @@ class Manager:
         nft_index, fresh_table, policy = -1, False, None
         if members and options.backend == "nft":
             fresh_table = (NAT, options.table) not in others.tables
-            # A table of ours with no VM in it is read first (once per table, not per VM):
-            # a foreign table of that name, or a name nft reads as a keyword, is refused
-            # before anything changes. It is then created exclusively: should a table of that
-            # name appear meanwhile, the transaction fails and changes nothing.
-            exclusive = fresh_table and not observe.check_table_owner(options.table, self.runner)
+            # A table with no VM of ours in it is created exclusively, unread: if a table of
+            # that name exists the transaction fails and is undone, and the table is read then
+            # (below): ours (left over), the plan runs again adding to it; a foreign one is
+            # refused, and so (on nft's error) is a name nft reads as a keyword. A dry run
+            # reads it first, to print what would run.
+            exclusive = fresh_table and not (
+                dry_run and observe.check_table_owner(options.table, self.runner)
+            )
             if fresh_table and not options.fix_forward_policy:  # once per table, not per VM
                 from fireroute import doctor
 
@@ -388,10 +391,11 @@ class Manager:
         for table in going.tables_of(NAT):
             in_table = [v for v in nft_vms if v.table == table]
             last = (NAT, table) not in remaining.tables
-            if last and observe.check_table_owner(table, self.runner) is False:
-                continue
-            if last and observe.foreign_elements(table, instance, self.runner):
-                last = False  # another state file's VMs are in it: only ours go
+            if last:  # one listing: is it there, ours, and are another state file's VMs in it
+                foreign = observe.last_in_table(table, instance, self.runner)
+                if foreign is None:
+                    continue
+                last = not foreign  # another state file's VMs are in it: only ours go
             drop_egress = going.egress_of(table) - remaining.egress_of(table)
             plan.add(nft.vms_down(table, in_table, last, drop_egress))
         for table in going.tables_of(BRIDGE):
@@ -399,10 +403,11 @@ class Manager:
 
             in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
             last = (BRIDGE, table) not in remaining.tables
-            if last and observe.check_table_owner(table, self.runner, bridge.FAMILY) is False:
-                continue
-            if last and observe.foreign_elements(table, instance, self.runner, bridge.FAMILY):
-                last = False
+            if last:
+                foreign = observe.last_in_table(table, instance, self.runner, bridge.FAMILY)
+                if foreign is None:
+                    continue
+                last = not foreign
             plan.add(bridge.filter_down(table, in_table, last))
         ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
         if ipt:

@@ -78,7 +78,8 @@ K = str(nft.shard("fr-a"))
 
 def setup(host: Host, family: str) -> tuple[str, str, dict]:
     """VM ``a`` (or ``b``, a bridge guest): its tap and guest address; check is clean."""
-    if family == "ip":
+    if family == "ip":  # a table holding every part (plan/nft.py PARTS): every set is there
+        host.sh(f"nft -f - <<'EOF'\n{nft.skeleton('firecracker')}EOF\n")
         host.fireroute("up", "a")
         host.fireroute("up", "other", "--allow-peers", "--allow-metadata", "--egress", "none")
     else:

@@ -207,14 +207,15 @@ def test_restore_moves_a_policy_left_in_another_pair(host: Host):
     """A table made by a fireroute whose taps went to other pairs of policy sets (the pair
     function changed): check names the misplaced elements, restore moves them in one
     transaction (the old verdict map entry would refuse the new one), then check is ok."""
-    from fireroute.plan.nft import SHARDS, shard
+    from fireroute.plan.nft import SHARDS, shard, skeleton
 
     host.fireroute("up", "a", "--egress", "none", "--allow-out", "10.1.0.0/16")
     host.fireroute("up", "b")  # without a policy: its elements must stay as they are
     k = shard("fr-a")
     j = (k + 1) % SHARDS
     tag = re.search(r'comment "([0-9a-f]+:a)"', host.nft_text()).group(1)  # type: ignore[union-attr]
-    script = f"""
+    # (an older fireroute's table: every pair declared, as the skeleton holds them all)
+    moved = f"""
 delete element ip firecracker out_jump {{ "fr-a" }}
 delete element ip firecracker out_deny_{k} {{ "fr-a" . 0.0.0.0/0 }}
 delete element ip firecracker out_allow_{k} {{ "fr-a" . 10.1.0.0/16 }}
@@ -222,7 +223,7 @@ add element ip firecracker out_jump {{ "fr-a" comment "{tag}" : jump out_{j} }}
 add element ip firecracker out_deny_{j} {{ "fr-a" . 0.0.0.0/0 comment "{tag}" }}
 add element ip firecracker out_allow_{j} {{ "fr-a" . 10.1.0.0/16 comment "{tag}" }}
 """
-    host.sh(f"nft -f - <<'EOF'\n{script}EOF\n")
+    host.sh(f"nft -f - <<'EOF'\n{skeleton('firecracker')}{moved}EOF\n")
     p = host.fireroute("check", "--json", check=False)
     report = json.loads(p.stdout)
     assert p.returncode == 1 and not report["ok"]
@@ -267,3 +268,40 @@ def test_metadata_peers_and_replies_keep_their_own_rules(lab: Lab):
     assert peer(a, rd).startswith("hello"), peer(a, rd)  # d's answers to a are replies
     lone, rl = lab.guest("e", "--egress", "public")  # no --allow-peers: its own rule refuses
     assert peer(lone, ra).startswith("FAIL"), peer(lone, ra)
+
+
+def test_policy_objects_come_with_the_first_vm_that_needs_them(lab: Lab):
+    """A table declares its policy objects (the @out_jump rule, the map, out_reject, the
+    tap's pair of sets and its chain) only once a VM in it has a policy (issue 23 step 22):
+    they come with that VM and are enforced at once, stay when it goes, and ``check`` wants
+    them while a VM needs them, accepts them when none does, and ``restore`` mends them."""
+    from fireroute.plan.nft import shard
+
+    def table() -> str:
+        return lab.host.run("nft", "-t", "list", "table", "ip", "firecracker").stdout
+
+    def shared() -> list[str]:
+        report = json.loads(lab.host.fireroute("check", "--json", check=False).stdout)
+        return report["shared"]["nftables table ip firecracker"]
+
+    open_ns, _ = lab.guest("g")
+    assert "@out_jump" not in table() and "chain out_reject" not in table()
+    assert shared() == []  # none needed, none there: as declared
+    assert reaches(lab, open_ns, PRIVATE)
+    closed, _ = lab.guest("n", "--egress", "none")
+    k = shard("fr-n")
+    held = table()
+    assert "@out_jump" in held and "chain out_reject" in held and f"chain out_{k} " in held
+    assert f"chain out_{(k + 1) % 64} " not in held  # another pair's: not needed yet
+    assert not reaches(lab, closed, PUBLIC)  # enforced (a fast reset: out_reject's)
+    assert reaches(lab, open_ns, PUBLIC)  # the control
+    assert shared() == []
+    lab.host.run("nft", "flush", "chain", "ip", "firecracker", "out_reject")
+    assert any("out_reject" in p for p in shared())  # wanted: n needs it
+    lab.host.fireroute("restore")  # (last: it makes the taps the lab swapped for veths again)
+    assert shared() == []
+    lab.host.fireroute("down", "n")
+    assert "@out_jump" in table()  # stays until the table goes
+    assert shared() == []  # held, needed by none: accepted
+    lab.host.run("nft", "flush", "chain", "ip", "firecracker", "out_reject")
+    assert any("out_reject" in p for p in shared())  # held: wanted whole

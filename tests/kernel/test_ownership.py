@@ -224,3 +224,56 @@ def test_a_failed_up_leaves_no_forwarding_record(host: Host):
     host.fireroute("up", "web")
     host.fireroute("down", "web")
     assert host.forwarding() == "1"  # as the admin left it
+
+
+@pytest.mark.parametrize("stranger", [True, False])
+def test_last_vm_down_reads_whose_elements_the_table_holds(host: Host, stranger: bool):
+    """The last VM's down reads its table once, as text (the table's comment and every
+    element's): an element of nobody's, even one whose comment holds a comma and a brace,
+    keeps the table (only A's own elements go). The control: without it the table goes. The
+    text read gives each element's comment as nft's JSON does."""
+    from fireroute.kernel import observe
+    from fireroute.kernel.run import run
+
+    host.fireroute("up", "a1", "--allow-host-port", "22/tcp", "--deny-out", "10.0.0.0/8")
+    host.fireroute("up", "a2", "--publish", "8080:80/tcp")
+    if stranger:
+        host.run(
+            "nft", "add element ip firecracker taps "
+            '{ "x0", "x1" comment "not, ours } at all", "x2" comment "f:1" }',
+        )  # fmt: skip
+
+    def in_ns(argv: list[str], stdin: str | None):
+        return run(["ip", "netns", "exec", host.ns, *argv], stdin)
+
+    text = in_ns(["nft", "list", "table", "ip", "firecracker"], None).out
+    items = json.loads(in_ns(["nft", "-j", "list", "table", "ip", "firecracker"], None).out)
+    by_json = [
+        c
+        for item in items["nftables"]
+        if item.get("set") or item.get("map")
+        for c in observe._elements_of([item]).values()
+    ]
+    assert sorted(observe.element_comments(text)) == sorted(by_json)
+    assert len(by_json) > 10 and ("not, ours } at all" in by_json) == stranger
+
+    host.fireroute("down", "a1", "a2")
+    tables = host.run("nft", "list", "tables").stdout
+    assert ("table ip firecracker" in tables) == stranger
+    if stranger:
+        taps = host.run("nft", "list", "set", "ip", "firecracker", "taps").stdout
+        assert "fr-a1" not in taps and "fr-a2" not in taps and '"x1"' in taps
+
+
+def test_first_vm_of_a_state_file_keeps_what_another_ones_vms_need(host: Host):
+    """A's first VM finds the table made by B (its exclusive create fails, and it is declared
+    again, whole): B's VM's egress policy (the @out_jump rule on forward) and published port
+    stay as they were, though A's VM needs neither. The control: B's check before A came."""
+    other(host, "up", "b1", "--tap", "fr-b1", "--pool", "172.17.0.0/16", "--egress", "none",
+          "--publish", "8080:80/tcp")  # fmt: skip
+    check_ok(host, b=True)
+    host.fireroute("up", "a1")
+    listing = host.run("nft", "list", "table", "ip", "firecracker").stdout
+    assert "vmap @out_jump" in listing and "map @pub_any" in listing
+    check_ok(host)
+    check_ok(host, b=True)

@@ -13,6 +13,7 @@ from tests.reliability.helpers import (
     assert_consistent,
     assert_nothing_ours,
     inet_addrs,
+    ls,
     our_tables,
     table_blocks,
 )
@@ -180,4 +181,38 @@ def test_foreign_table_with_our_name_is_refused_and_kept(host: Host):
     host.fireroute("gc")
     host.fireroute("teardown")
     assert host.nft_text() == before
+    assert_nothing_ours(host, forwarding="0")
+
+
+def test_left_over_table_of_ours_is_taken_up(host: Host):
+    """The control of the refusal above: a table of that name that is fireroute's (its
+    comment) with no VM in it, left over, is taken up. The new table's exclusive create
+    fails on it, is undone, and the table read then is ours: the up runs again adding to it."""
+    from tests.conftest import sh
+
+    sh(
+        "ip", "netns", "exec", host.ns, "nft", "-f", "-",
+        input='table ip firecracker {\n comment "fireroute"\n}\n',
+    )  # fmt: skip
+    host.fireroute("up", "a")
+    assert_consistent(host)
+    assert [v["name"] for v in ls(host)] == ["a"]
+    assert "chain forward" in host.run("nft", "list", "table", "ip", "firecracker").stdout
+    host.fireroute("down", "a")
+    assert_nothing_ours(host, forwarding="0")
+
+
+@pytest.mark.parametrize("table", ["counter", "fr"])
+def test_a_table_name_nft_reads_as_a_keyword_is_refused_and_undone(host: Host, table: str):
+    """A new table is created unread, so nft's refusal of the transaction names a keyword:
+    one line, and what ran beside it (the tap, forwarding) is undone, the state file holds no
+    VM. The control: a name that is no keyword, through the same path, works."""
+    p = host.fireroute("up", "a", "--table", table, check=False)
+    if table == "fr":
+        assert p.returncode == 0, p.stderr
+        assert [v["name"] for v in ls(host)] == ["a"]
+        host.fireroute("down", "a")
+    else:
+        assert p.returncode == 2 and "nft reads it as a keyword" in p.stderr
+        assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert_nothing_ours(host, forwarding="0")

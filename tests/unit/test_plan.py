@@ -41,6 +41,15 @@ def test_nft_up_plan_golden():
     golden("up-nft.txt", as_commands(plan))
 
 
+def test_nft_up_plan_of_a_new_table_golden():
+    """A table the up makes (created exclusively): only what its VM needs, none of the
+    parts of plan/nft.py PARTS (issue 23 step 22); a table that may exist gets them all."""
+    v = vm("web-1", 0)
+    plan = Plan()
+    plan.add(nft.vms_up("firecracker", [v], exclusive=True))
+    golden("up-nft-new-table.txt", as_commands(plan))
+
+
 def test_iptables_up_plan_golden():
     v = vm("web-2", 1, backend="iptables", owner=Owner(1000, 1000))
     plan = Plan()

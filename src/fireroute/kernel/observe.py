@@ -194,15 +194,21 @@ def check_table_owner(table: str, runner: Runner = run, family: str = "ip") -> b
 
     nft 1.0.6 leaves table comments out of its JSON, so the terse text listing is read.
     """
-    res = runner(["nft", "-t", "list", "table", family, table], None)
+    return _our_listing(table, runner, family, ["-t"]) is not None
+
+
+def _our_listing(table: str, runner: Runner, family: str, flags: list[str]) -> str | None:
+    """``nft FLAGS list table``'s text if the table is ours; None if there is none;
+    ConflictError if it is not ours, UsageError if nft reads its name as a keyword."""
+    res = runner(["nft", *flags, "list", "table", family, table], None)
     if res.rc != 0:
         if "No such file or directory" in res.err:
-            return False
+            return None
         if "syntax error" in res.err:
             raise keyword_table(table)
         raise KernelError(f'read nftables table "{table}"', res.err)
     if table in our_tables(res.out, family):
-        return True
+        return res.out
     raise not_ours(table, family)
 
 
@@ -402,15 +408,50 @@ def nft_counters(
     return out
 
 
-def foreign_elements(table: str, instance: str, runner: Runner = run, family: str = "ip") -> bool:
-    """Does the table hold set elements that are not the state file ``instance``'s (another
-    state file's VMs share it)?"""
+def last_in_table(
+    table: str, instance: str, runner: Runner = run, family: str = "ip"
+) -> bool | None:
+    """What the last VM of a state file in a table reads before it goes, in one listing
+    (the table's owner and its elements' at once): None if there is no such table,
+    ConflictError if it is not ours (UsageError for a name nft reads as a keyword), else
+    whether it holds set elements that are not the state file ``instance``'s, so the table
+    stays. nft's text listing holds the table's comment (its JSON leaves that out) and every
+    element's."""
     from fireroute import owner
 
-    sets = nft_elements(table, runner, family) or {}
-    return any(
-        (owner.parse(c) or ("",))[0] != instance for elems in sets.values() for c in elems.values()
-    )
+    listing = _our_listing(table, runner, family, [])
+    if listing is None:
+        return None
+    return any((owner.parse(c) or ("",))[0] != instance for c in element_comments(listing))
+
+
+def element_comments(listing: str) -> list[str]:
+    """The comment of every set and map element in an ``nft list`` text listing, "" for an
+    element without one. Quoted text (a comment, an interface name) is skipped whole, so a
+    comma or brace in it ends nothing."""
+    out: list[str] = []
+    parts = listing.split('"')  # outside quotes at even indexes
+    inside, comment = False, ""
+    for k in range(0, len(parts), 2):
+        plain = parts[k]
+        while True:
+            if not inside:
+                at = plain.find("elements = {")
+                if at < 0:
+                    break
+                inside, comment, plain = True, "", plain[at + len("elements = {") :]
+            head, brace, plain = plain.partition("}")
+            for _ in range(head.count(",")):  # each comma ends an element
+                out.append(comment)
+                comment = ""
+            if not brace:
+                last = head.rsplit(",", 1)[-1].split()[-1:]
+                if last == ["comment"] and k + 1 < len(parts):  # the quoted text that follows
+                    comment = parts[k + 1]
+                break
+            out.append(comment)
+            inside = False
+    return out
 
 
 def nft_ip_chains(runner: Runner = run) -> dict[str, set[str]]:

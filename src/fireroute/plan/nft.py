@@ -33,12 +33,69 @@ from fireroute.want.tables import (  # noqa: F401 (the layout, where plans and c
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 
-def chains() -> dict[str, tuple[str, list[str]]]:
-    """The desired chains of a NAT table: name -> (header, rules)."""
-    return {c: (HEADERS[c], [r for ch, r in RULES if ch == c]) for c in CHAINS}
+POLICY_SETS = (
+    "out_jump",
+    *(f"out_{kind}_{k}" for k in range(SHARDS) for kind in ("deny", "allow")),
+)
+PORT_MAPS = ("pub_any", "pub_addr")
+JUMP, PUBLISHING = "jump", "publish"
+PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    JUMP: (("out_jump",), ("out_reject",)),
+    **{f"out_{k}": ((f"out_deny_{k}", f"out_allow_{k}"), (f"out_{k}",)) for k in range(SHARDS)},
+    PUBLISHING: (PORT_MAPS, ("pub_pre", "pub_out")),
+}
+"""What a table declares only once a VM in it needs it (issue 23 step 22: a lone VM's table
+holds 20 sets and chains instead of 218, and is made and deleted that much faster): part ->
+(its sets and maps, its chains). ``jump`` (a VM with an egress policy) also brings the
+forward rule on @out_jump; ``out_K``, the pair of policy sets of the taps of shard K;
+``publish``, published ports. A part comes with ``add`` (idempotent) beside the first VM that
+needs it, and stays until the table goes; ``check`` wants a part some VM needs, or one the
+table holds."""
+ALL_PARTS = frozenset(PARTS)
+JUMP_RULE = next(r for c, r in RULES if c == "forward" and "@out_jump" in r)
+OPTIONAL = {n: part for part, (sets, chains) in PARTS.items() for n in (*sets, *chains)}
+
+
+def parts_of(names: Iterable[str]) -> frozenset[str]:
+    """The parts the sets, maps or chains ``names`` belong to (those of no part left out)."""
+    return frozenset(OPTIONAL[n] for n in names if n in OPTIONAL)
+
+
+def wanted_parts(vms: list[Vm], held: Iterable[str]) -> frozenset[str]:
+    """The parts ``check`` wants in a table: those its VMs ``vms`` need, and those it holds
+    (``held``: its sets, maps and chains), whether or not a VM needs them."""
+    return parts_of(e.set for v in vms for e in want.nat_elements(v)) | parts_of(held)
+
+
+def checked(
+    table: str, vms: list[Vm], held: Iterable[str]
+) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
+    """The chains and the sets ``check`` wants in the NAT table ``table`` that holds the
+    objects named ``held``, with ``vms`` (of a state file; those in other tables left out)."""
+    users = [v for v in vms if v.table == table and v.backend == "nft"]
+    parts = wanted_parts(users, held)
+    return chains(parts), layout(parts)[0]
+
+
+def chains(parts: frozenset[str] = ALL_PARTS) -> dict[str, tuple[str, list[str]]]:
+    """The desired chains of a NAT table holding ``parts``: name -> (header, rules)."""
+    return {
+        c: (HEADERS[c], [r for ch, r in RULES if ch == c and (r != JUMP_RULE or JUMP in parts)])
+        for c in CHAINS
+        if c not in OPTIONAL or OPTIONAL[c] in parts
+    }
+
+
+def layout(parts: frozenset[str] = ALL_PARTS) -> tuple[dict[str, str], dict[str, str]]:
+    """The sets and the maps of a NAT table holding ``parts``."""
+
+    def keep(n: str) -> bool:
+        return n not in OPTIONAL or OPTIONAL[n] in parts
+
+    return {n: k for n, k in SETS.items() if keep(n)}, {n: k for n, k in MAPS.items() if keep(n)}
 
 
 def declare_chain(name: str, header: str) -> str:
@@ -65,16 +122,39 @@ def declare(
     return text
 
 
-def skeleton(table: str) -> str:
-    return declare("ip", table, SETS, chains(), MAPS)
+def skeleton(table: str, parts: frozenset[str] = ALL_PARTS) -> str:
+    sets, maps = layout(parts)
+    return declare("ip", table, sets, chains(parts), maps)
 
 
-def heal(table: str, vms: list[Vm], bridges: set[tuple[str, str, str]]) -> Step:
+def _parts_head(table: str, names: set[str], parts: frozenset[str]) -> str:
+    """The sets and maps ``names`` and the ``parts`` declared (with the forward chain's rules
+    again, the @out_jump one among them, if ``jump`` is one): what a VM that needs parts
+    declares in a table that has VMs (idempotent: whether or not the table has them yet)."""
+    sets, maps = layout(parts)
+    declared = {c: v for c, v in chains(parts).items() if OPTIONAL.get(c) in parts}
+    if JUMP in parts:
+        declared["forward"] = chains(parts)["forward"]
+    return declare(
+        "ip",
+        table,
+        {n: k for n, k in sets.items() if n in names or OPTIONAL.get(n) in parts},
+        declared,
+        {n: k for n, k in maps.items() if n in names or OPTIONAL.get(n) in parts},
+    )
+
+
+def heal(
+    table: str, vms: list[Vm], bridges: set[tuple[str, str, str]], held: Iterable[str] = ()
+) -> Step:
     """Re-declare the table, its sets, chains (policies included) and rules, and add every
-    element of ``vms``: what ``restore`` runs for a table that drifted. No undo: it never
-    removes anything, so another state file's elements in the table are untouched."""
+    element of ``vms``: what ``restore`` runs for a table that drifted. The parts (PARTS)
+    declared are those ``check`` wants: the VMs' and those of the objects the table holds
+    (``held``: their names). No undo: it never removes anything, so another state file's
+    elements in the table are untouched."""
     body = _element_lines("add", table, _own(vms)) + bridge_egress("add", table, bridges)
-    return Step(NFT, skeleton(table) + body, f'restore nftables table "{table}"')
+    head = skeleton(table, wanted_parts(vms, held))
+    return Step(NFT, head + body, f'restore nftables table "{table}"')
 
 
 def elements(vm: Vm) -> dict[str, list[str]]:
@@ -131,7 +211,8 @@ def _removal(
 def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = False) -> Step:
     """Add the VMs' set elements. ``fresh`` (no VM of ours in the table yet) also declares the
     chains and their rules; otherwise only the table and sets are re-declared (idempotent and
-    ~8x cheaper for the kernel than re-registering the base chains). ``exclusive`` starts with
+    ~8x cheaper for the kernel than re-registering the base chains), and the parts (PARTS) the
+    VMs need that a table may lack yet. ``exclusive`` starts with
     ``create table``: the transaction fails, changing nothing, if a table of that name exists
     (then the caller reads whose it is), so a new table needs no read beforehand."""
     vm = vms[0].name if len(vms) == 1 else None
@@ -150,18 +231,17 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
     body = _element_lines("add", table, own) + _element_lines(
         "add", table, [shared[k] for k in sorted(shared)]
     )
-    head = skeleton(table) if fresh else _sets_only(table, {e.set for e in elems})
+    names = {e.set for e in elems}
+    parts = parts_of(names)
+    if fresh:  # a table made here holds what its VMs need; one that may exist, every part
+        # (it may be another state file's, whose VMs need what these do not)
+        head = skeleton(table, parts if exclusive else ALL_PARTS)
+    else:
+        head = _parts_head(table, names, parts) if parts else _sets_only(table, names)
     if exclusive:
         head = f'create table ip {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     what = f'add NAT entries to nftables table "{table}"'
     return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=exclusive)
-
-
-POLICY_SETS = (
-    "out_jump",
-    *(f"out_{kind}_{k}" for k in range(SHARDS) for kind in ("deny", "allow")),
-)
-PORT_MAPS = ("pub_any", "pub_addr")
 
 
 def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) -> Step | None:
@@ -184,7 +264,9 @@ def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) ->
         return element_lines(verb, "ip", table, of, rank)
 
     body = lines("add", gone) + lines("delete", gone) + lines("add", come)
-    script = _sets_only(table, {e.set for e in gone + come}) + body
+    written, parts = {e.set for e in gone + come}, parts_of(e.set for e in come)
+    head = _parts_head(table, written, parts) if parts else _sets_only(table, written)
+    script = head + body
     return Step(NFT, script, f'change the {what} of vm "{new.name}"', new.name)
 
 

@@ -282,11 +282,10 @@ def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
     """Objects the VMs share: each nft table's chains and rules, the shared iptables rule."""
     out: dict[str, list[str]] = {}
     for table in sorted({v.table for v in vms if v.backend == "nft" and modes.nat_member(v)}):
-        if table in k.chains:
-            found = chain_problems(f"ip {table}", k.chains[table], nft.chains())
-            found += [
-                f"set {s} of ip {table} is missing" for s in nft.SETS if s not in k.tables[table]
-            ]
+        if table in k.chains:  # the parts its VMs need, or it holds (plan/nft.py PARTS)
+            chains, sets = nft.checked(table, vms, [*k.chains[table], *k.tables[table]])
+            found = chain_problems(f"ip {table}", k.chains[table], chains)
+            found += [f"set {s} of ip {table} is missing" for s in sets if s not in k.tables[table]]
             found += [
                 f"set {s} of ip {table} is not fireroute's"
                 for s in extras.extra_sets("ip", k.tables[table])

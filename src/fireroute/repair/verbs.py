@@ -240,7 +240,8 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             stray = extras.removal("ip", table, found)
             if broken or missing or stray:
                 extra = sorted(set(k.chains.get(table, {})) - set(nft.CHAINS))
-                fix = nft.heal(table, in_table, needs.egress_of(table))
+                held = [*k.chains.get(table, {}), *k.tables.get(table, {})]
+                fix = nft.heal(table, in_table, needs.egress_of(table), held)
                 # this state file's elements that no lease expects where they are (an older
                 # fireroute's layout: a tap's policy pair moved), and elements keyed on its
                 # VMs or nobody's, go first
