@@ -221,7 +221,7 @@ def test_the_ops_of_an_up_make_the_desired_state_and_a_downs_take_it_away():
     desired = want(*vms)
     fake = seeded()
     ops = diff({}, desired, ALL, ID)
-    steps = compile(ops, before="0")
+    steps = compile(ops, exclusive={("ip", "firecracker")}, before="0")
     assert carried(steps) == {(op.obj.kind, op.obj.key) for op in ops}  # each op, in a step
     assert set(apply(fake, steps)) == {OK}
     assert fake.forwarding == "1"
@@ -239,9 +239,10 @@ def test_a_down_of_some_leaves_the_others_whole():
     vms = fake_vms()
     stay = [v for v in vms if v.name in ("n", "t")]
     fake = seeded()
-    assert set(apply(fake, compile(diff({}, want(*vms), ALL, ID), before="0"))) == {OK}
+    new = {("ip", "firecracker")}
+    assert set(apply(fake, compile(diff({}, want(*vms), ALL, ID), new, before="0"))) == {OK}
     have = want(*vms)
-    wanted = render.desired(stay, None, ID)
+    wanted = render.desired(stay, None, ID, held=render.held(have))  # the parts stay
     down = compile(diff(have, wanted, Scope({v.name for v in vms} - {"n", "t"}), ID), found=have)
     assert set(apply(fake, down, force=True)) <= {OK, MISSING}
     assert kernel_made(fake) == {k: o for k, o in wanted.items() if k != FORWARDING}
@@ -368,5 +369,6 @@ def test_a_down_of_some_is_todays_steps():
         bridge.filter_down("firecracker", [v for v in going if v.mode == "bridge"], False),
     ]
     have = listed(want(*vms))
-    ops = diff(have, want(*stay), Scope(v.name for v in going), ID)
+    stays = render.desired(stay, None, ID, held=render.held(have))  # the parts stay
+    ops = diff(have, stays, Scope(v.name for v in going), ID)
     assert _shown(compile(ops, found=have)) == _shown(today)

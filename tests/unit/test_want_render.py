@@ -10,7 +10,7 @@ from fireroute.want.netns import TcRedirect
 from fireroute.want.nft import RANK, NftElement, element_lines
 from fireroute.want.objects import Forwarding, Link, Obj
 from fireroute.want.shared import Population
-from fireroute.want.tables import NftChain, NftSet, NftTable
+from fireroute.want.tables import OPTIONAL, NftChain, NftSet, NftTable
 from tests.unit.test_plan import _modes, vm
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -66,7 +66,8 @@ def test_a_nat_vm_up_is_the_golden_plan():
     """up-nft.txt: the tap's lines, forwarding, the table's sets, chains and rules and the
     VM's elements, all from ``desired`` and nothing more."""
     v = vm("web-1", 0)
-    want = render.desired([v], None, ID)
+    whole = {"firecracker": OPTIONAL}  # a table holding every part (PARTS): today's text
+    want = render.desired([v], None, ID, held=whole)
     kinds = {k[0] for k in want}
     assert kinds == {
         *("link", "addr", "sysctl", "forwarding", "nft table", "nft set", "nft chain"),
@@ -152,8 +153,28 @@ def test_first_and_second_vm_of_a_table_want_the_same_table():
     two = render.desired([vm("a", 0), vm("b", 1)], None, ID)
     layout = {k for k in one if k[0] in ("nft table", "nft set", "nft chain")}
     assert layout == {k for k in two if k[0] in ("nft table", "nft set", "nft chain")}
-    assert len(layout) == 1 + 128 + 12 + 3 + 75  # table, sets, maps, chains
+    assert len(layout) == 1 + 12 + 8  # table, sets, chains: no VM needs a part (PARTS)
     assert set(one) < set(two)
+    held = render.desired([vm("a", 0)], None, ID, held={"firecracker": OPTIONAL})
+    whole = {k for k in held if k[0] in ("nft table", "nft set", "nft chain")}
+    assert len(whole) == 1 + 128 + 12 + 3 + 75  # every part the table holds stays wanted
+
+
+def test_a_lone_vms_table_is_the_new_table_golden():
+    """A VM alone in a table it makes wants what up-nft-new-table.txt declares, nothing more;
+    a VM with an egress policy and a published port brings those parts (and only those)."""
+    text = (GOLDEN / "up-nft-new-table.txt").read_text()
+    declared = {line.strip() for line in text.splitlines() if line.startswith(("  set", "  chain"))}
+    want = render.desired([vm("a", 0)], None, ID)
+    sets = {o.text().strip() for o in want.values() if isinstance(o, NftSet)}
+    chains = {o.name for o in want.values() if isinstance(o, NftChain)}
+    assert sets == {line for line in declared if line.startswith("set")}
+    assert chains == {line.split()[1] for line in declared if line.startswith("chain")}
+    port = (Published.parse("8080:80"),)
+    policy = render.desired([vm("a", 0, egress="public", publish=port)], None, ID)
+    names = {o.name for o in policy.values() if isinstance(o, (NftSet, NftChain))}
+    assert {"out_jump", "out_reject", "pub_any", "pub_addr", "pub_pre", "pub_out"} <= names
+    assert len([n for n in names if n.startswith("out_deny_")]) == 1
 
 
 def test_route_localnet_on_every_mode_host_device():

@@ -351,8 +351,15 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
     elems = of("nft element")
     own, shared = _split(elems)
     vm = _one_vm(own)
-    sets = [(s.name, s.type, s.is_map) for s in of("nft set")]
     fresh = any(a.obj.kind == "nft table" and a.verb == CREATE for a in acts)
+    if fresh and not exclusive and family == "ip":  # a table that may exist (another state
+        # file's) is declared whole: the parts its other VMs need stay (want/tables.py PARTS)
+        from fireroute.want.tables import nat_layout
+
+        whole = nat_layout(table)[1:]
+        acts = [a for a in acts if a.obj.kind not in ("nft set", "nft chain")]
+        acts += [Act(CREATE, o) for o in whole]
+    sets = [(s.name, s.type, s.is_map) for s in of("nft set")]
     if fresh:
         undo = _drop(family, table, vm)
     else:

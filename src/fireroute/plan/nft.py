@@ -23,45 +23,26 @@ from fireroute.want.nft import (  # noqa: F401 (the layout, where plans and chec
     shard,
 )
 from fireroute.want.tables import (  # noqa: F401 (the layout, where plans and checks read it)
+    ALL_PARTS,
     CHAINS,
     HEADERS,
+    JUMP,
+    JUMP_RULE,
     METADATA,
+    OPTIONAL,
+    PARTS,
+    POLICY_SETS,
+    PORT_MAPS,
     PUBLISH,
+    PUBLISHING,
     RULES,
     TABLE_COMMENT,
+    parts_of,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-
-
-POLICY_SETS = (
-    "out_jump",
-    *(f"out_{kind}_{k}" for k in range(SHARDS) for kind in ("deny", "allow")),
-)
-PORT_MAPS = ("pub_any", "pub_addr")
-JUMP, PUBLISHING = "jump", "publish"
-PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    JUMP: (("out_jump",), ("out_reject",)),
-    **{f"out_{k}": ((f"out_deny_{k}", f"out_allow_{k}"), (f"out_{k}",)) for k in range(SHARDS)},
-    PUBLISHING: (PORT_MAPS, ("pub_pre", "pub_out")),
-}
-"""What a table declares only once a VM in it needs it (issue 23 step 22: a lone VM's table
-holds 20 sets and chains instead of 218, and is made and deleted that much faster): part ->
-(its sets and maps, its chains). ``jump`` (a VM with an egress policy) also brings the
-forward rule on @out_jump; ``out_K``, the pair of policy sets of the taps of shard K;
-``publish``, published ports. A part comes with ``add`` (idempotent) beside the first VM that
-needs it, and stays until the table goes; ``check`` wants a part some VM needs, or one the
-table holds."""
-ALL_PARTS = frozenset(PARTS)
-JUMP_RULE = next(r for c, r in RULES if c == "forward" and "@out_jump" in r)
-OPTIONAL = {n: part for part, (sets, chains) in PARTS.items() for n in (*sets, *chains)}
-
-
-def parts_of(names: Iterable[str]) -> frozenset[str]:
-    """The parts the sets, maps or chains ``names`` belong to (those of no part left out)."""
-    return frozenset(OPTIONAL[n] for n in names if n in OPTIONAL)
 
 
 def wanted_parts(vms: list[Vm], held: Iterable[str]) -> frozenset[str]:

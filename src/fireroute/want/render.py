@@ -17,9 +17,10 @@ from fireroute.want.shared import BRIDGE, NAT, Population, Shared, nat_member, s
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     Index = dict[tuple, Obj]
+    Held = Mapping[str, Iterable[str]]
 
 WANTED = "1"
 """IPv4 forwarding while any VM is up"""
@@ -72,10 +73,13 @@ def bridge_objects(name: str, leases: Iterable[Vm], instance: str) -> list[Obj]:
     return [Link(name, "bridge", tag, None, bridge.alias(instance, name))]
 
 
-def shared_objects(want: Shared, leases: Iterable[Vm], instance: str) -> list[Obj]:
+def shared_objects(
+    want: Shared, leases: Iterable[Vm], instance: str, held: Held | None = None
+) -> list[Obj]:
     """The objects of ``want``: each bridge in use, forwarding, each table with its layout
-    (sets, maps, chains), the masquerading bridges' egress elements, the conntrack rule."""
-    from fireroute.want.tables import filter_layout, nat_layout
+    (sets, maps, chains: the parts its leases need, and those ``held`` says it holds), the
+    masquerading bridges' egress elements, the conntrack rule."""
+    from fireroute.want.tables import filter_layout, nat_layout, parts_of
 
     leases = list(leases)
     objs: list[Obj] = []
@@ -84,7 +88,10 @@ def shared_objects(want: Shared, leases: Iterable[Vm], instance: str) -> list[Ob
     if want.forwarding:
         objs.append(Forwarding(WANTED))
     for table in want.tables_of(NAT):
-        objs += nat_layout(table)
+        users = [v for v in leases if v.table == table and v.backend == "nft"]
+        needed = (e.set for v in users for e in nft.nat_elements(v))
+        parts = parts_of(needed) | parts_of((held or {}).get(table, ()))
+        objs += nat_layout(table, parts)
         objs += [nft.egress_element(table, *e) for e in sorted(want.egress_of(table))]
     for table in want.tables_of(BRIDGE):
         objs += filter_layout(table)
@@ -93,12 +100,26 @@ def shared_objects(want: Shared, leases: Iterable[Vm], instance: str) -> list[Ob
     return objs
 
 
-def desired(leases: Iterable[Vm], shape: Population | None, instance: str) -> Index:
+def desired(
+    leases: Iterable[Vm], shape: Population | None, instance: str, held: Held | None = None
+) -> Index:
     """Everything the host should have for ``leases`` and a state file of ``shape`` (the
-    leases' own when None): the shared objects, then each VM's."""
+    leases' own when None): the shared objects, then each VM's. A NAT table holds the parts
+    (want/tables.py PARTS) its leases need and, once made, those ``held`` (table -> the names
+    of the sets, maps and chains it has) says it has: a part stays until the table goes."""
     leases = list(leases)
     want = shared(Population.of(leases) if shape is None else shape, instance)
-    objs = shared_objects(want, leases, instance)
+    objs = shared_objects(want, leases, instance, held)
     for lease in leases:
         objs += vm(lease)
     return index(objs)
+
+
+def held(current: Mapping[tuple, Obj]) -> dict[str, set[str]]:
+    """NAT table -> the names of the sets, maps and chains ``current`` (a host read, or what a
+    plan made) has in it: the ``held`` of :func:`desired`."""
+    out: dict[str, set[str]] = {}
+    for kind, key in current:
+        if kind in ("nft set", "nft chain") and key[1] == "ip" and key[0] is None:
+            out.setdefault(key[2], set()).add(key[3])
+    return out

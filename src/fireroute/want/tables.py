@@ -7,6 +7,10 @@ from __future__ import annotations
 from fireroute.want.nft import FILTER_SETS, MAPS, SETS, SHARDS
 from fireroute.want.objects import Obj
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 TABLE_COMMENT = "fireroute"
 CHAINS = (
     "postrouting",
@@ -136,6 +140,34 @@ FILTER_RULES = (
 """Written as ``nft list`` prints them (it leaves out the implied ``ether type``)"""
 
 
+POLICY_SETS = (
+    "out_jump",
+    *(f"out_{kind}_{k}" for k in range(SHARDS) for kind in ("deny", "allow")),
+)
+PORT_MAPS = ("pub_any", "pub_addr")
+JUMP, PUBLISHING = "jump", "publish"
+PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    JUMP: (("out_jump",), ("out_reject",)),
+    **{f"out_{k}": ((f"out_deny_{k}", f"out_allow_{k}"), (f"out_{k}",)) for k in range(SHARDS)},
+    PUBLISHING: (PORT_MAPS, ("pub_pre", "pub_out")),
+}
+"""What a table declares only once a VM in it needs it (issue 23 step 22: a lone VM's table
+holds 20 sets and chains instead of 218, and is made and deleted that much faster): part ->
+(its sets and maps, its chains). ``jump`` (a VM with an egress policy) also brings the
+forward rule on @out_jump; ``out_K``, the pair of policy sets of the taps of shard K;
+``publish``, published ports. A part comes with ``add`` (idempotent) beside the first VM that
+needs it, and stays until the table goes; ``check`` wants a part some VM needs, or one the
+table holds."""
+ALL_PARTS = frozenset(PARTS)
+JUMP_RULE = next(r for c, r in RULES if c == "forward" and "@out_jump" in r)
+OPTIONAL = {n: part for part, (sets, chains) in PARTS.items() for n in (*sets, *chains)}
+
+
+def parts_of(names: Iterable[str]) -> frozenset[str]:
+    """The parts the sets, maps or chains ``names`` belong to (those of no part left out)."""
+    return frozenset(OPTIONAL[n] for n in names if n in OPTIONAL)
+
+
 class NftChain(Obj):
     """A base chain: ``header`` (type, hook, priority, policy) and its ``rules`` in order."""
 
@@ -231,13 +263,21 @@ def shared_table(family: str, name: str) -> NftTable:
     return NftTable(family, name, words, TABLE_COMMENT, None, None)
 
 
-def nat_layout(name: str) -> list[Obj]:
-    """The NAT table ``name`` with its sets, maps and chains, in declaration order."""
+def nat_layout(name: str, parts: frozenset[str] = ALL_PARTS) -> list[Obj]:
+    """The NAT table ``name`` holding ``parts`` (PARTS) with its sets, maps and chains, in
+    declaration order."""
+
+    def keep(n: str) -> bool:
+        return n not in OPTIONAL or OPTIONAL[n] in parts
+
     t = shared_table("ip", name)
-    sets: list[Obj] = [NftSet(t, s, kind) for s, kind in SETS.items()]
-    sets += [NftSet(t, m, kind, is_map=True) for m, kind in MAPS.items()]
-    rules = {c: tuple(r for ch, r in RULES if ch == c) for c in CHAINS}
-    return [t, *sets, *(NftChain(t, c, HEADERS[c], rules[c]) for c in CHAINS)]
+    sets: list[Obj] = [NftSet(t, s, kind) for s, kind in SETS.items() if keep(s)]
+    sets += [NftSet(t, m, kind, is_map=True) for m, kind in MAPS.items() if keep(m)]
+    rules = {
+        c: tuple(r for ch, r in RULES if ch == c and (r != JUMP_RULE or JUMP in parts))
+        for c in CHAINS
+    }
+    return [t, *sets, *(NftChain(t, c, HEADERS[c], rules[c]) for c in CHAINS if keep(c))]
 
 
 def filter_layout(name: str) -> list[Obj]:
