@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install fireroute and what it drives on a Debian 12 machine (run as root).
 #   bash scripts/install.sh          # runtime: iproute2, nftables, iptables, conntrack; QEMU and busybox for the demo
-#   bash scripts/install.sh --test   # also the test tools (pytest, hypothesis, ruff, PyYAML,
+#   bash scripts/install.sh --test   # also the test tools (pytest, hypothesis, ruff, mypy, radon, PyYAML,
 #                                    # podman and Debian's CNI plugins for the CNI tests)
 # It creates a virtual environment in .venv (for the test tools; fireroute itself needs no
 # package beyond Python's standard library) and links /usr/local/bin/fireroute to

@@ -77,14 +77,14 @@ def _require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> 
         tools.append("conntrack")
     for tool in tools:
         if which(tool) is None:
-            pkg = {
+            packages = {
                 "ip": "iproute2",
                 "tc": "iproute2",
                 "nft": "nftables",
                 "nsenter": "util-linux",
                 "conntrack": "conntrack",
             }
-            pkg = pkg.get(tool, "iptables")
+            pkg = packages.get(tool, "iptables")
             raise MissingTool(f"{tool} not found: install the {pkg} package")
 
 
@@ -428,7 +428,7 @@ class Manager:
                 deleted = {s.text for s in steps}
                 left = [(t, line) for t, line in present if "-D" + line[2:] not in deleted]
                 script = iptables.cleanup(
-                    jsontext.loads(made), left, observe.nft_ip_chains(self.runner)
+                    _strings(jsontext.loads(made)), left, observe.nft_ip_chains(self.runner)
                 )
                 if script:
                     plan.add(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
@@ -473,8 +473,8 @@ class Manager:
             vms = store.all()
             plan = self._down_plan(store, vms)
             planned = {(s.tool, s.text) for s in plan.steps}
-            sweep = self._sweep_plan(store, {v.tap for v in vms}).steps
-            plan.add(*[s for s in sweep if (s.tool, s.text) not in planned])
+            swept = self._sweep_plan(store, {v.tap for v in vms}).steps
+            plan.add(*[s for s in swept if (s.tool, s.text) not in planned])
             return vms, plan
         observe.require_net_admin("tear down fireroute's networking")
         with store.locked():
@@ -644,7 +644,9 @@ def differences(vm: Vm, options: Options) -> list[str]:
         if want[key] is None or str(want[key]).upper() == str(actual).upper():
             want[key] = have[key]
     for d in (have, want):
-        d["allow_host_ports"] = sorted(map(tuple, d["allow_host_ports"]))  # type: ignore[arg-type]
+        ports = d["allow_host_ports"]
+        listed = ports if isinstance(ports, (list, tuple)) else ()
+        d["allow_host_ports"] = sorted(tuple(p) for p in listed)
     return [
         f"--{FLAGS.get(key, key.replace('_', '-'))}: has {_shown(have[key])}, "
         f"asked {_shown(want[key])}"
@@ -678,3 +680,8 @@ def _shown(value: object) -> str:
 
 
 __all__ = ["Manager", "UpResult", "FirerouteError"]
+
+
+def _strings(doc: object) -> list[str]:
+    """A list of strings recorded in the state file's meta (anything else: none)."""
+    return [x for x in doc if isinstance(x, str)] if isinstance(doc, list) else []
