@@ -1,14 +1,17 @@
 """Runs steps through Executor or InProcessExecutor, inside whatever network namespace it is
 started in (tests/kernel/test_inproc.py starts it with ``nsenter --net``).
 
-stdin: {"executor": "process"|"inproc", "verb": "all"|"best", "steps": [step, ...]} with a step
-as {"tool", "text", "what", "vm", "exclusive", "undo": [step, ...]}; stdout: {"error": the
-exception's type name or null, "message": its text, "in_process": groups run in-process}.
+stdin: {"executor": "process"|"inproc", "verb": "all"|"best", "steps": the pickled list of
+steps, base64} (a step's operations, ``OpStep.ops``, go with it: the in-process executor
+encodes them); stdout: {"error": the exception's type name or null, "message": its text,
+"in_process": groups run in-process}.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -17,24 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from fireroute.errors import FirerouteError  # noqa: E402
 from fireroute.kernel.apply import Executor  # noqa: E402
 from fireroute.kernel.inproc import InProcessExecutor  # noqa: E402
-from fireroute.plan.steps import Plan, Step  # noqa: E402
-
-
-def step(d: dict) -> Step:
-    return Step(
-        d["tool"],
-        d["text"],
-        d["what"],
-        d.get("vm"),
-        undo=tuple(step(u) for u in d.get("undo", [])),
-        exclusive=d.get("exclusive", False),
-    )
+from fireroute.plan.steps import Plan  # noqa: E402
 
 
 def main() -> None:
     req = json.load(sys.stdin)
     ex = InProcessExecutor() if req["executor"] == "inproc" else Executor()
-    plan = Plan([step(d) for d in req["steps"]])
+    plan = Plan(pickle.loads(base64.b64decode(req["steps"])))  # (written by the test itself)
     out: dict[str, object] = {"error": None, "message": "", "in_process": 0}
     try:
         if req["verb"] == "all":

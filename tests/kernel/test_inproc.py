@@ -3,13 +3,16 @@
 Every privileged test runs the same plan in two throwaway "host" namespaces, one through each
 executor (tests/kernel/inproc_driver.py, started with ``nsenter --net``), and compares links
 (``ip -d -j link``), IPv4 addresses and the nft ruleset, and the outcome (exception type and
-message). Each failure case has a succeeding control beside it. The unit tests at the end
-check the netlink encodings and the parsers without root.
+message). Each failure case has a succeeding control beside it. Steps go to the driver with
+their operations (``OpStep.ops``): those are what the in-process executor encodes. The unit
+tests at the end check the netlink encodings and the parsers without root.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -22,7 +25,9 @@ import pytest
 from fireroute.kernel import inproc, nftnl, rtnl, tun
 from fireroute.model import Options, Owner, Vm
 from fireroute.plan import bridge, host, modes, nft
+from fireroute.plan.ops import Act, OpStep, group_delete_step, regroup_step
 from fireroute.plan.steps import IP, NFT, Step
+from fireroute.want.objects import Addr, Link, Obj
 from tests.conftest import Host, make_host, skip_unless_root
 
 DRIVER = Path(__file__).with_name("inproc_driver.py")
@@ -36,19 +41,9 @@ def vm(name: str, ordinal: int, **kw) -> Vm:
     return v
 
 
-def as_json(s: Step) -> dict:
-    return {
-        "tool": s.tool,
-        "text": s.text,
-        "what": s.what,
-        "vm": s.vm,
-        "exclusive": s.exclusive,
-        "undo": [as_json(u) for u in s.undo],
-    }
-
-
 def execute(h: Host, executor: str, steps: list[Step], verb: str = "all") -> dict:
-    req = json.dumps({"executor": executor, "verb": verb, "steps": [as_json(s) for s in steps]})
+    pickled = base64.b64encode(pickle.dumps(steps)).decode()
+    req = json.dumps({"executor": executor, "verb": verb, "steps": pickled})
     p = subprocess.run(
         ["nsenter", f"--net=/var/run/netns/{h.ns}", sys.executable, str(DRIVER)],
         input=req,
@@ -146,7 +141,19 @@ def setup(pair: tuple[Host, Host], steps: list[Step]) -> None:
 
 
 def ip(text: str, what: str = "ip step", undo: tuple[Step, ...] = ()) -> Step:
+    """A line without operations (run by ``ip`` in either executor)."""
     return Step(IP, text, what, "t", undo=undo)
+
+
+def link(name: str, **kw) -> Link:
+    """A tap as an ``ip`` step sees it: only what ``kw`` sets is set."""
+    kw = {"group": None, "up": False, "uid": 0, **kw}
+    return Link(name, "tun", "t", "t", kw.pop("alias", ""), **kw)
+
+
+def op(verb: str, obj: Obj) -> Step:
+    """One operation as the step doing it."""
+    return OpStep(IP, obj.text(verb), "ip step", "t", ops=(Act(verb, obj),))
 
 
 def up_plan(v: Vm, fresh: bool) -> list[Step]:
@@ -206,6 +213,39 @@ def test_last_vm_down_table_by_nft(pair) -> None:
     assert not pair[1].nft()[1:]
 
 
+def compiled(first: Vm, second: Vm) -> tuple[list[Step], list[Step]]:
+    """plan/compiler.py's up and down of ``second`` beside ``first``: steps with operations."""
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import ALL, diff
+    from fireroute.want.render import desired
+
+    one, two = desired([first], None, "5ca1ab1e"), desired([first, second], None, "5ca1ab1e")
+    return compile(diff(one, two, ALL, "5ca1ab1e")), compile(diff(two, one, ALL, "5ca1ab1e"))
+
+
+def test_compiled_second_vm_up_and_down_from_operations(pair) -> None:
+    a, b = vm("a", 0), vm("b", 1, allow_peers=True, allow_host_ports=((22, "tcp"),))
+    setup(pair, up_plan(a, fresh=True))
+    up, down = compiled(a, b)
+    assert all(getattr(s, "ops", ()) for s in up + down if s.tool in (IP, NFT))
+    assert both(pair, up, in_process=2)["error"] is None  # the ip group, the elements
+    assert sorted(pair[1].set_elements(TABLE, "taps")) == ["fr-a", "fr-b"]
+    assert pair[1].set_elements(TABLE, "host_ports") == [{"concat": ["fr-b", "tcp", 22]}]
+    assert both(pair, up[-1:], in_process=1)["error"] is None  # elements there: no error
+    assert both(pair, down, verb="best", in_process=2)["error"] is None
+    assert pair[1].set_elements(TABLE, "taps") == ["fr-a"]
+    assert both(pair, down[-1:], verb="best", in_process=1)["error"] is None  # gone: done
+
+
+def test_compiled_elements_of_a_missing_set_go_to_nft(pair) -> None:
+    a, b = vm("a", 0), vm("b", 1, allow_peers=True)
+    setup(pair, [nft.vms_up(TABLE, [a], fresh=False)])  # the sets alone, no chain uses them
+    setup(pair, [Step(NFT, f"delete set ip {TABLE} taps\n", "damage")])
+    up, _ = compiled(a, b)
+    assert both(pair, up, in_process=1)["error"] is None  # the ip group; nft makes the set
+    assert pair[1].set_elements(TABLE, "taps") == ["fr-b"]
+
+
 def test_owned_tap_and_bridge_port(pair) -> None:
     owned = vm("o", 0, owner=Owner(1234, 4321))
     assert "user 1234 group 4321" in host.tuntap_add(owned).text
@@ -239,29 +279,33 @@ def test_tap_exists(pair) -> None:
 
 def test_device_missing(pair) -> None:
     setup(pair, [ip("tuntap add dev fr-x mode tap user 0")])
-    ok = both(pair, [ip("address add 10.1.0.1/30 dev fr-x")], in_process=1)  # control
+    ok = both(pair, [op("create", Addr(link("fr-x"), "10.1.0.1/30"))], in_process=1)  # control
     assert ok["error"] is None
-    out = both(pair, [ip("address add 10.1.0.5/30 dev fr-nope")], in_process=1)
+    out = both(pair, [op("create", Addr(link("fr-nope"), "10.1.0.5/30"))], in_process=1)
     assert out["error"] == "KernelError" and 'Cannot find device "fr-nope"' in out["message"]
-    out = both(pair, [ip("link set dev fr-nope group 4151 alias x up")], in_process=1)
+    tagged = link("fr-nope", group=4151, alias="x", up=True)
+    assert tagged.text("set") == "link set dev fr-nope group 4151 alias x up"
+    out = both(pair, [op("set", tagged)], in_process=1)
     assert out["error"] == "KernelError"
-    out = both(pair, [ip("link set dev fr-x master nobr group 1")], in_process=1)
+    out = both(pair, [op("set", link("fr-x", master="nobr", group=1))], in_process=1)
     assert out["error"] == "KernelError" and "Device does not exist" in out["message"]
 
 
 def test_address_exists_kernel_message(pair) -> None:
     setup(pair, [ip("tuntap add dev fr-x mode tap user 0"), ip("address add 10.1.0.1/30 dev fr-x")])
-    out = both(pair, [ip("address add 10.1.0.1/30 dev fr-x")], in_process=1)
+    out = both(pair, [op("create", Addr(link("fr-x"), "10.1.0.1/30"))], in_process=1)
     assert out["error"] == "KernelError" and "Address already assigned" in out["message"]
 
 
 def test_down_ignores_gone_and_reports_the_rest(pair) -> None:
     setup(pair, [ip("tuntap add dev fr-x mode tap user 0"), ip("address add 10.1.0.1/30 dev fr-x")])
-    gone = [ip("link del dev fr-nope"), ip("link del group 777"), ip("link del dev fr-x")]
+    gone = [op("delete", link("fr-nope")), group_delete_step(777, "x"), op("delete", link("fr-x"))]
+    assert [s.text for s in gone][1] == "link del group 777"
     assert both(pair, gone, verb="best", in_process=1)["error"] is None  # -force: all lines
     assert "fr-x" not in pair[1].links()
     setup(pair, [ip("tuntap add dev fr-y mode tap user 0"), ip("address add 10.2.0.1/30 dev fr-y")])
-    bad = [ip("address add 10.2.0.1/30 dev fr-y"), ip("link set dev fr-y group 9")]
+    bad = [op("create", Addr(link("fr-y"), "10.2.0.1/30")), regroup_step(link("fr-y"), 9, "x")]
+    assert bad[1].text == "link set dev fr-y group 9"
     out = both(pair, bad, verb="best", in_process=1)
     assert out["error"] == "PartialFailure" and out["message"].startswith("1 step(s) failed")
     assert pair[1].links()["fr-y"]["group"] == "9"  # the line after the failure ran
@@ -373,26 +417,31 @@ def test_parse_accepts_per_vm_scripts_only() -> None:
             nftnl.parse(script)
 
 
-def test_every_planned_ip_line_has_an_in_process_shape() -> None:
+def test_every_planned_ip_step_is_encoded() -> None:
     v, o, p = (
         vm("a", 0),
         vm("o", 1, owner=Owner(5, 6)),
         vm("p", 2, mode="bridge", bridge="br0", dhcp=True),
     )
-    lines = [s.text for s in host.tap_up(v) + host.tap_up(o) + bridge.tap_up(p)]
-    lines += [s.text for s in host.tap_down(v) + host.taps_down([v, o])]
-    for line in lines:
-        assert inproc.parse_ip(line) is not None, line
-    for line in (
-        "link add name br0 type bridge",
-        "netns add x",
-        "route add 10.0.0.1/32 via 10.0.0.2 dev x",
-        "tuntap add dev x mode tun",
-        "tuntap add dev x mode tap user root",
-        "address add 10.0.0.1/33 dev x",
-        "link set dev x mtu 9000",
+    steps = host.tap_up(v) + host.tap_up(o) + bridge.tap_up(p)
+    steps += host.tap_down(v) + host.taps_down([v, o]) + [bridge.delete_bridge("br0")]
+    for s in steps:
+        assert inproc.encode(s) is not None, s
+    veth = Link("v", "veth", "t", "t", "", peer=(None, "w"))
+    for s in (
+        ip("link del dev fr-a"),  # a line without its operation: ip runs it
+        op("create", Link("br0", "bridge", "t", "t", "")),
+        op("create", veth),
+        op("set", link("x", mtu=9000)),
+        op("delete", Addr(link("x"), "10.0.0.1/30")),
+        op("create", Addr(link("x"), "10.0.0.1/33")),
+        op("create", link("a-name-too-long-for-a-link")),
+        # an operation whose step prints something else: the step's own text runs
+        OpStep(IP, "link set dev fr-a group 4152", "mark", "a", ops=(Act("delete", link("fr-a")),)),
     ):
-        assert inproc.parse_ip(line) is None, line
+        assert inproc.encode(s) is None, s
+    netns = Link("x", "tun", "t", "t", "", ns="pod", uid=0)
+    assert inproc.encode(op("create", netns)) is None  # (and the executor never asks)
 
 
 def test_rtnetlink_encoding_and_errors() -> None:

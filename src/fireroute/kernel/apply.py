@@ -2,9 +2,10 @@
 
 ``apply_all`` is all-or-nothing (used by ``up``); ``apply_best_effort`` keeps going past
 failures and reports every one at the end (used by ``down``), treating "already gone" as done.
-What a failure means is kernel/kinds.py's word for its message (``classify``): an exclusive
-step that fails as ``exists`` raises AlreadyExists; a removal that fails as ``missing`` is
-done.
+A group's failures are :class:`Failure` objects: the message and its kernel/kinds.py kind, found
+once, where the failure is known (a process's message by ``classify``; an in-process
+executor gives the kind of the errno, as a :class:`Ran`). An exclusive step that fails as
+``exists`` raises AlreadyExists; a removal that fails as ``missing`` is done.
 
 Test hook: ``FIREROUTE_FAULT=fail@K`` raises, and ``kill@K`` SIGKILLs the process, right after
 the K-th process (1-based) of this invocation has run.
@@ -46,6 +47,38 @@ def failed_lines(err: str) -> list[int]:
     return out
 
 
+class Failure:
+    """One failed step: ``text`` (the message a person reads) and its ``kind``
+    (kernel/kinds.py)."""
+
+    __slots__ = ("text", "kind")
+
+    def __init__(self, text: str, kind: str) -> None:
+        self.text = text
+        self.kind = kind
+
+    @classmethod
+    def of(cls, text: str) -> Failure:
+        """A process's message, classified."""
+        return cls(text, classify(text))
+
+    def __repr__(self) -> str:
+        return f"Failure({self.text!r}, {self.kind!r})"
+
+
+class Ran:
+    """A group run without a process, shaped like a started Child: its failures by index
+    in the group (empty when every step worked)."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self, errors: dict[int, Failure]) -> None:
+        self.errors = errors
+
+    def wait(self) -> Ran:
+        return self
+
+
 class InjectedFault(KernelError):
     """FIREROUTE_FAULT=fail@K: raised right after the K-th process, as if it had failed."""
 
@@ -60,7 +93,7 @@ class Executor:
     def _launch(self, argv: list[str], stdin: str | None) -> Child | Done:
         return launch(self.runner, argv, stdin)
 
-    def _start_group(self, group: list[Step], force: bool) -> Child | Done | None:
+    def _start_group(self, group: list[Step], force: bool) -> Child | Done | Ran | None:
         """Start a group's process; None for host sysctls (written in-process, see below)."""
         tool, ns = group[0].tool, group[0].netns
         if tool in BATCHED:
@@ -89,8 +122,8 @@ class Executor:
 
     def _run_wave(
         self, wave: list[list[Step]], force: bool, all_or_nothing: bool
-    ) -> tuple[list[dict[int, str] | None], FirerouteError | None]:
-        """Run a wave's groups together: per group, {index in group: error text}, or None for
+    ) -> tuple[list[dict[int, Failure] | None], FirerouteError | None]:
+        """Run a wave's groups together: per group, {index in group: failure}, or None for
         a group that did not run; and what stopped the wave early (a program that could not
         be started, an injected fault), if anything. Every started child is waited for.
 
@@ -98,8 +131,8 @@ class Executor:
         device the wave's ``ip`` group creates) and, when ``all_or_nothing``, only if every
         process succeeded: a failed ``tuntap add`` must not leave a sysctl written on a
         device of that name that is not ours."""
-        out: list[dict[int, str] | None] = [None] * len(wave)
-        started: list[tuple[int, Child | Done | None]] = []
+        out: list[dict[int, Failure] | None] = [None] * len(wave)
+        started: list[tuple[int, Child | Done | Ran | None]] = []
         stop: FirerouteError | None = None
         for k, group in enumerate(wave):
             try:
@@ -115,10 +148,12 @@ class Executor:
                 continue
             res = job.wait()
             group = wave[k]
-            if group[0].tool in BATCHED:
+            if isinstance(res, Ran):
+                out[k] = res.errors
+            elif group[0].tool in BATCHED:
                 out[k] = _ip_errors(res, len(group))
             else:
-                out[k] = {} if res.rc == 0 else {0: res.err or res.out}
+                out[k] = {} if res.rc == 0 else {0: Failure.of(res.err or res.out)}
             try:
                 self._fault_point()
             except InjectedFault as exc:  # the wave's other children still finish
@@ -126,10 +161,10 @@ class Executor:
         ran_clean = stop is None and all(not out[k] for k, job in started if job is not None)
         for k, job in started:
             if job is None and (ran_clean or not all_or_nothing):
-                errors: dict[int, str] = {}
+                errors: dict[int, Failure] = {}
                 for i, st in enumerate(wave[k]):
                     for _, text in _write_sysctl(st.text).items():
-                        errors[i] = text
+                        errors[i] = Failure.of(text)
                 out[k] = errors
                 try:
                     self._fault_point()
@@ -171,9 +206,9 @@ class Executor:
                 if failed is None:
                     step = group[first]
                     kind = KernelError
-                    if step.exclusive and classify(errors[first]) == EXISTS:
+                    if step.exclusive and errors[first].kind == EXISTS:
                         kind = AlreadyExists
-                    failed = kind(step.what, errors[first], step.vm)
+                    failed = kind(step.what, errors[first].text, step.vm)
             failed = failed or stop
             if failed is not None:
                 if not self._unwind(undo, failed) and isinstance(failed, AlreadyExists):
@@ -208,33 +243,33 @@ class Executor:
                         raise stop  # it stops here, as a crash would
                     failures.append(stop)
                 for group, errors in zip(wave, results, strict=True):
-                    for i, text in sorted((errors or {}).items()):
-                        if group[0].tool != NFT and classify(text) == MISSING:
+                    for i, err in sorted((errors or {}).items()):
+                        if group[0].tool != NFT and err.kind == MISSING:
                             continue  # already gone: done
                         step = group[i]
-                        failures.append(KernelError(step.what, text, step.vm))
+                        failures.append(KernelError(step.what, err.text, step.vm))
         finally:
             self.fault = saved
         if failures:
             raise PartialFailure(failures)
 
 
-def _ip_errors(res: Result, n: int) -> dict[int, str]:
+def _ip_errors(res: Result, n: int) -> dict[int, Failure]:
     """Map ``ip -batch`` stderr to the failing lines (0-based) with their messages."""
     if res.rc == 0 and "Command failed" not in res.err:
         return {}
-    errors: dict[int, str] = {}
+    errors: dict[int, Failure] = {}
     pending: list[str] = []
     for line in res.err.splitlines():
         found = failed_lines(line)
         if found:
             idx = found[0] - 1
-            errors[min(max(idx, 0), n - 1)] = " ".join(pending).strip() or line
+            errors[min(max(idx, 0), n - 1)] = Failure.of(" ".join(pending).strip() or line)
             pending = []
         elif line.strip():
             pending.append(line.strip())
     if not errors:
-        errors[0] = res.err.strip() or f"ip exited with status {res.rc}"
+        errors[0] = Failure.of(res.err.strip() or f"ip exited with status {res.rc}")
     return errors
 
 

@@ -1,15 +1,18 @@
 """An executor that runs the per-VM plan steps without processes.
 
 The plan, and so the printed commands, stays the same: this executor only changes how some
-groups run. An ``ip`` group whose every line has a shape listed in :func:`parse_ip` is done
-with ioctls (kernel/tun.py) and rtnetlink (kernel/rtnl.py), answering as ``ip -batch`` does:
-stop at the first failing line (``-force``: go on), and report each failure as the error
-text ``ip`` prints followed by ``Command failed -:N``. An ``nft`` group of set-element lines
-goes through nf_tables netlink (kernel/nftnl.py); when that path cannot or may not handle it
-(another shape, a missing table, any refusal: the batch then changed nothing), ``nft -f -``
-runs it instead, so nft's behaviour and messages are kept exactly. Every other group, and
-anything inside another namespace, runs as :class:`Executor` runs it; failure handling and
-unwinding are Executor's own, unchanged.
+groups run. A step carries the operations it does (plan/ops.py ``OpStep.ops``); an ``ip``
+group whose every step is one operation :func:`encode` knows (a tap made, a link set or
+deleted, an IPv4 address added, a link group deleted) is done from those objects with ioctls
+(kernel/tun.py) and rtnetlink (kernel/rtnl.py), as ``ip -batch`` runs its lines: stop at the
+first failing step (``-force``: go on). Each failure is given with its kind (kernel/kinds.py,
+from the errno) and the message ``ip`` prints for it, as kernel/apply.py's :class:`Ran`. An
+``nft`` group of set-element operations goes through nf_tables netlink (kernel/nftnl.py),
+encoded from the elements; a group of element lines without operations, from its script.
+When that path cannot or may not handle it (another shape, a missing table, any refusal:
+the batch then changed nothing), ``nft -f -`` runs it instead, so nft's behaviour and
+messages are kept exactly. Every other group, and anything inside another namespace, runs as
+:class:`Executor` runs it; failure handling and unwinding are Executor's own, unchanged.
 
 Usage: ``InProcessExecutor(runner).apply_all(plan)`` wherever ``Executor`` is used; keep one
 instance (it holds two netlink sockets, in the namespace it first used) for many plans.
@@ -18,9 +21,11 @@ instance (it holds two netlink sockets, in the namespace it first used) for many
 from __future__ import annotations
 
 import _socket
+import errno
 
 from fireroute.kernel import rtnl, tun
-from fireroute.kernel.apply import FAILED, Executor
+from fireroute.kernel.apply import Executor, Failure, Ran
+from fireroute.kernel.kinds import EXISTS, of_errno
 from fireroute.kernel.nftnl import NftError, Nftnl, Unsupported
 from fireroute.kernel.run import Child, Done, Result, Runner, run
 from fireroute.plan.steps import IP, NFT, Step
@@ -29,94 +34,78 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from fireroute.plan.ops import Act
+    from fireroute.want.objects import Addr, Link
+
     IpOp = Callable[[rtnl.Rtnl], None]
 
-
-def _uint(text: str, limit: int = 1 << 32) -> int | None:
-    return int(text) if text.isdigit() and int(text) < limit else None
+CREATE, SET, DELETE = "create", "set", "delete"  # (plan/ops.py's verbs)
 
 
-def _name(text: str) -> str | None:
-    raw = text.encode()
-    return text if 0 < len(raw) < 16 and "/" not in text and ":" not in text else None
+def _name(text: str | None) -> bool:
+    """A link name ``ip`` takes as it is (anything else is left to ``ip`` and its message)."""
+    return text is not None and 0 < len(text.encode()) < 16 and "/" not in text and ":" not in text
 
 
-def _options(words: list[str], known: set[str]) -> dict[str, str] | None:
-    """``key value`` pairs (``up`` stands alone); None on an unknown or repeated word."""
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(words):
-        key = words[i]
-        if key in out or key not in known:
-            return None
-        if key == "up":
-            out[key] = ""
-            i += 1
-            continue
-        if i + 1 >= len(words):
-            return None
-        out[key] = words[i + 1]
-        i += 2
-    return out
+def encode(step: Step) -> IpOp | None:
+    """The ``ip`` step's one operation as a function doing it in-process, or None for a step
+    without one this module encodes. A step is encoded only when its text is what its
+    operation prints (the dry run is what runs). Encoded, in the caller's namespace:
 
-
-def parse_ip(line: str) -> IpOp | None:
-    """An ``ip -batch`` line as a function doing it in-process, or None for a shape not
-    handled here. Shapes (every IP line of the NAT and bridge per-VM plans; clone mode's lines
-    name namespaces and run as processes):
-
-    - ``tuntap add dev X mode tap [user U] [group G]`` (numeric U and G)
-    - ``address add A/P dev X`` (IPv4)
-    - ``link set dev X [master M] [group G] [alias A] [up]``
-    - ``link del dev X``
-    - ``link del group G``
+    - a tap created (``tuntap add dev X mode tap user U [group G]``)
+    - a link set: master, group, alias, up (not an MTU or a MAC)
+    - a link deleted; a link group deleted (``link del group G``)
+    - an IPv4 address added
     """
-    w = line.split()
-    if len(w) >= 6 and w[:3] == ["tuntap", "add", "dev"] and w[4:6] == ["mode", "tap"]:
-        opts = _options(w[6:], {"user", "group"})
-        tap = _name(w[3])
-        if opts is None or tap is None:
-            return None
-        uid = _uint(opts["user"]) if "user" in opts else None
-        gid = _uint(opts["group"]) if "group" in opts else None
-        if ("user" in opts and uid is None) or ("group" in opts and gid is None):
-            return None
-        return lambda _: tun.add_tap(tap, uid, gid)
-    if len(w) == 5 and w[:2] == ["address", "add"] and w[3] == "dev":
-        addr, _, plen = w[2].partition("/")
-        prefixlen, on = _uint(plen, 33), _name(w[4])
-        if addr.count(".") != 3 or prefixlen is None or on is None:
-            return None
-        try:
-            _socket.inet_aton(addr)
-        except OSError:
-            return None
-        return lambda nl: nl.add_address(rtnl.ifindex(on), addr, prefixlen)
-    if len(w) >= 5 and w[:3] == ["link", "set", "dev"]:
-        link = _name(w[3])
-        opts = _options(w[4:], {"master", "group", "alias", "up"})
-        if link is None or not opts:
-            return None
-        group = _uint(opts["group"]) if "group" in opts else None
-        master = _name(opts["master"]) if "master" in opts else None
-        if ("group" in opts and group is None) or ("master" in opts and master is None):
-            return None
-        alias = opts.get("alias")
-        return lambda nl: _link_set(nl, link, "up" in opts, group, alias, master)
-    if len(w) == 4 and w[:3] == ["link", "del", "dev"] and _name(w[3]):
-        dev = w[3]
-        return lambda nl: nl.del_link(rtnl.ifindex(dev))
-    if len(w) == 4 and w[:3] == ["link", "del", "group"] and _uint(w[3]) is not None:
-        group = int(w[3])
+    ops: tuple[Act, ...] = getattr(step, "ops", ())
+    if len(ops) != 1:
+        return None
+    verb, obj = ops[0].verb, ops[0].obj
+    if obj.ns is not None or obj.text(verb) != step.text:
+        return None
+    if obj.kind == "link" and _name(obj.name):
+        return _link(verb, obj)
+    if obj.kind == "addr" and verb == CREATE and _name(obj.dev):
+        return _address(obj)
+    if obj.kind == "link group" and verb == DELETE:
+        group: int = obj.group
         return lambda nl: nl.del_group(group)
     return None
+
+
+def _link(verb: str, link: Link) -> IpOp | None:
+    name = link.name
+    if verb == CREATE and link.link_kind == "tun" and link.uid is not None:
+        uid, gid = link.uid, link.gid
+        return lambda _: tun.add_tap(name, uid, gid)
+    if verb == SET and not link.mtu and not (link.mac and link.link_kind == "tun"):
+        master = link.master
+        if master is not None and not _name(master):
+            return None
+        up, group, alias = link.up, link.group, link.alias or None
+        return lambda nl: _link_set(nl, name, up, group, alias, master)
+    if verb == DELETE:
+        return lambda nl: nl.del_link(rtnl.ifindex(name))
+    return None
+
+
+def _address(addr: Addr) -> IpOp | None:
+    ip, _, plen = addr.cidr.partition("/")
+    if not plen.isdigit() or int(plen) > 32 or ip.count(".") != 3:
+        return None
+    try:
+        _socket.inet_aton(ip)
+    except OSError:
+        return None
+    dev, prefixlen = addr.dev, int(plen)
+    return lambda nl: nl.add_address(rtnl.ifindex(dev), ip, prefixlen)
 
 
 class BadMaster(OSError):
     """``ip``'s message for a master that does not exist."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(19, "No such device")
+        super().__init__(errno.ENODEV, "No such device")
         self.name = name
 
     def __str__(self) -> str:
@@ -136,6 +125,15 @@ def _link_set(
     nl.set_link(index, up, group, alias, master_index)
 
 
+def failure(exc: OSError) -> Failure:
+    """A refusal's message (as ``ip`` prints it) and its kind, from the errno: a tap whose
+    name is taken (EBUSY from TUNSETIFF, IFF_TUN_EXCL) ``exists``."""
+    number = exc.errno or errno.EIO
+    if isinstance(exc, tun.TunError) and exc.call == "ioctl(TUNSETIFF)" and number == errno.EBUSY:
+        return Failure(str(exc), EXISTS)
+    return Failure(str(exc), of_errno(number))
+
+
 class InProcessExecutor(Executor):
     """:class:`Executor` with ``ip`` and set-element ``nft`` groups done in-process."""
 
@@ -150,39 +148,42 @@ class InProcessExecutor(Executor):
         self.rtnl.close()
         self.nftnl.close()
 
-    def _start_group(self, group: list[Step], force: bool) -> Child | Done | None:
+    def _start_group(self, group: list[Step], force: bool) -> Child | Done | Ran | None:
         tool = group[0].tool
         if group[0].netns is not None or self.runner is not run:
             return super()._start_group(group, force)
         if tool == IP:
-            ops = [parse_ip(s.text) for s in group]
-            if all(op is not None for op in ops):
+            calls = [encode(s) for s in group]
+            if None not in calls:
                 self.in_process += 1
-                return Done(self._run_ip(ops, force))  # type: ignore[arg-type]
-        elif tool == NFT:
-            script = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in group)
-            try:
-                self.nftnl.run(script)
-            except (Unsupported, NftError):
-                pass  # nothing changed: nft itself does it, with its own messages
-            except OSError:  # the socket itself failed (in an unknown state): start afresh
-                self.nftnl.close()
-            else:
-                self.in_process += 1
-                return Done(Result(0, "", ""))
+                return self._run_ip(calls, force)  # type: ignore[arg-type]
+        elif tool == NFT and self._nft(group):
+            self.in_process += 1
+            return Done(Result(0, "", ""))
         return super()._start_group(group, force)
 
-    def _run_ip(self, ops: list[IpOp], force: bool) -> Result:
-        """The lines one by one, as ``ip [-force] -batch -`` runs them."""
-        err: list[str] = []
-        for n, op in enumerate(ops, 1):
+    def _nft(self, group: list[Step]) -> bool:
+        """The group's elements written through netlink: False when nft must run it."""
+        try:
+            self.nftnl.run_steps(group)
+        except (Unsupported, NftError):
+            return False  # nothing changed: nft itself does it, with its own messages
+        except OSError:  # the socket itself failed (in an unknown state): start afresh
+            self.nftnl.close()
+            return False
+        return True
+
+    def _run_ip(self, calls: list[IpOp], force: bool) -> Ran:
+        """The steps one by one, as ``ip [-force] -batch -`` runs them."""
+        errors: dict[int, Failure] = {}
+        for n, call in enumerate(calls):
             try:
-                op(self.rtnl)
+                call(self.rtnl)
             except OSError as exc:
                 if not isinstance(exc, tun.TunError | rtnl.RtnlError | rtnl.NoDevice | BadMaster):
                     self.rtnl.close()  # a socket-level failure: start afresh next time
-                    exc = rtnl.RtnlError(exc.errno or 5)
-                err.append(f"{exc}\n{FAILED}{n}\n")
+                    exc = rtnl.RtnlError(exc.errno or errno.EIO)
+                errors[n] = failure(exc)
                 if not force:
                     break
-        return Result(1 if err else 0, "", "".join(err))
+        return Ran(errors)

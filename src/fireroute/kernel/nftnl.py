@@ -23,6 +23,11 @@ import os
 
 from fireroute.kernel.netlink import Channel
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
 AF_NETLINK, NETLINK_NETFILTER, SOL_NETLINK = 16, 12, 270
 NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -146,43 +151,108 @@ def parse(script: str) -> Ops:
     ops: Ops | None = None
     i = 0
     if lines and lines[0].startswith("table "):
-        head = lines[0].split()
-        if len(head) != 4 or head[3] != "{":
-            raise Unsupported("table header")
-        ops = Ops(head[1], head[2])
-        ops.declared = {}
-        i = 1
-        while i < len(lines) and lines[i] != "}":
-            line = lines[i].strip()
-            words = line.split()
-            if words[:1] == ["comment"] and len(words) == 2 and words[1].startswith('"'):
-                pass  # the table's comment: kept by the kernel on a re-declaration
-            elif words[:1] == ["set"] and words[2:4] == ["{", "type"] and line.endswith("; }"):
-                ops.declared[words[1]] = line[line.index("type") + 5 : -3].strip()
-            elif words[:1] == ["map"] and words[2:4] == ["{", "type"] and line.endswith("; }"):
-                ops.maps.append(words[1])
-            else:
-                raise Unsupported(f"declaration line {line!r}")
-            i += 1
-        if i == len(lines):
-            raise Unsupported("table block not closed")
-        i += 1
+        ops, i = _declaration(lines)
     for line in lines[i:]:
-        if not line.strip():
-            continue
-        toks = tokens(line)
-        if len(toks) < 7 or toks[1] != "element" or toks[0] not in ("add", "delete"):
-            raise Unsupported(f"line {line!r}")
-        if toks[5] != "{" or toks[-1] != "}":
-            raise Unsupported(f"line {line!r}")
-        if ops is None:
-            ops = Ops(toks[2], toks[3])
-        if (toks[2], toks[3]) != (ops.family, ops.table):
-            raise Unsupported("more than one table")
-        ops.ops.append((toks[0], toks[4], parse_elements(toks[6:-1])))
+        if line.strip():
+            ops = _element_line(ops, line)
     if ops is None or not ops.ops or ops.family not in FAMILIES:
         raise Unsupported("no element operations")
     return ops
+
+
+def _declaration(lines: list[str]) -> tuple[Ops, int]:
+    """A leading ``table F T { ... }`` block declaring only sets and maps: the Ops it starts
+    and the index of the line after it."""
+    head = lines[0].split()
+    if len(head) != 4 or head[3] != "{":
+        raise Unsupported("table header")
+    ops = Ops(head[1], head[2])
+    declared: dict[str, str] = {}
+    ops.declared = declared
+    i = 1
+    while i < len(lines) and lines[i] != "}":
+        line = lines[i].strip()
+        words = line.split()
+        shaped = words[2:4] == ["{", "type"] and line.endswith("; }")
+        if words[:1] == ["comment"] and len(words) == 2 and words[1].startswith('"'):
+            pass  # the table's comment: kept by the kernel on a re-declaration
+        elif words[:1] == ["set"] and shaped:
+            declared[words[1]] = line[line.index("type") + 5 : -3].strip()
+        elif words[:1] == ["map"] and shaped:
+            ops.maps.append(words[1])
+        else:
+            raise Unsupported(f"declaration line {line!r}")
+        i += 1
+    if i == len(lines):
+        raise Unsupported("table block not closed")
+    return ops, i + 1
+
+
+def _element_line(ops: Ops | None, line: str) -> Ops:
+    """``add|delete element F T S { ... }`` appended to ``ops`` (started here if None)."""
+    toks = tokens(line)
+    if len(toks) < 7 or toks[1] != "element" or toks[0] not in ("add", "delete"):
+        raise Unsupported(f"line {line!r}")
+    if toks[5] != "{" or toks[-1] != "}":
+        raise Unsupported(f"line {line!r}")
+    if ops is None:
+        ops = Ops(toks[2], toks[3])
+    if (toks[2], toks[3]) != (ops.family, ops.table):
+        raise Unsupported("more than one table")
+    ops.ops.append((toks[0], toks[4], parse_elements(toks[6:-1])))
+    return ops
+
+
+def of_steps(steps: Sequence[Any]) -> Ops | None:
+    """What steps whose operations are all set elements of one table do, as parsed Ops
+    (plan/compiler.py's transactions: a step creating elements declares the sets it writes
+    and adds them; one deleting them declares, adds, then deletes them, which removes them
+    whether or not they were there): None when some step carries no operations or others.
+    Each set's key type is the layout's (want/nft.py), checked against the kernel's by
+    :meth:`Nftnl.build`."""
+    elems = _elements(steps)
+    if not elems:
+        return None
+    first = elems[0][1]
+    from fireroute.want.nft import FILTER_SETS, MAPS, RANK, SETS
+
+    ops = Ops(first.family, first.table)
+    written = sorted({e.set for _, e in elems}, key=lambda n: RANK.get(n, len(RANK)))
+    if first.family == "bridge":
+        ops.declared = dict(FILTER_SETS)
+    else:
+        ops.declared = {n: SETS[n] for n in written if n in SETS}
+        ops.maps = [n for n in written if n in MAPS]
+    for verb in ("add", "delete"):
+        for name in written:
+            of = [e for v, e in elems if e.set == name and (verb == "add" or v == "delete")]
+            if of:
+                ops.ops.append((verb, name, [_fields(e) for e in of]))
+    return ops
+
+
+def _elements(steps: Sequence[Any]) -> list[tuple[str, Any]] | None:
+    """(verb, element) of each step's operations in order; None unless every step has some
+    and all are elements of one table of the caller's namespace."""
+    elems: list[tuple[str, Any]] = []
+    for s in steps:
+        acts = getattr(s, "ops", ())
+        if not acts or any(a.obj.kind != "nft element" for a in acts):
+            return None
+        elems += [(a.verb, a.obj) for a in acts]
+    first = elems[0][1] if elems else None
+    if first is None or first.family not in FAMILIES:
+        return None
+    where = (None, first.family, first.table)
+    if any(v not in ("create", "delete") or (e.ns, e.family, e.table) != where for v, e in elems):
+        return None
+    return elems
+
+
+def _fields(e: Any) -> tuple[list[str], str | None]:
+    """An element's key fields (its value as nft writes it: ``"fr-a" . 172.16.0.2``; a map
+    element's key, before `` : ``) and comment (its owner tag)."""
+    return e.value.partition(" : ")[0].split(" . "), e.owner
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -599,7 +669,18 @@ class Nftnl(Channel):
     def run(self, script: str) -> None:
         """Apply an element script (see the module's docstring); Unsupported or NftError
         (nothing changed) when the caller must run ``nft -f -`` instead."""
-        ops = parse(script)
+        self.apply(parse(script))
+
+    def run_steps(self, steps: Sequence[Any]) -> None:
+        """Apply a group of ``nft`` steps: from their element operations (:func:`of_steps`),
+        else from their script; as :meth:`run`."""
+        ops = of_steps(steps)
+        if ops is None:
+            ops = parse("".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in steps))
+        self.apply(ops)
+
+    def apply(self, ops: Ops) -> None:
+        """Apply element operations in one batch, as :meth:`run`."""
         names = [*(ops.declared or {}), *ops.maps, *(name for _, name, _ in ops.ops)]
         data, seqs = self.build(ops, self.sets(ops.family, ops.table, names))
         sock = self._socket()

@@ -10,8 +10,8 @@ from __future__ import annotations
 from fireroute import owner
 from fireroute.model import Vm
 from fireroute.plan import host
-from fireroute.plan.ops import create_steps
-from fireroute.plan.steps import IP, NFT, Step
+from fireroute.plan.ops import create_steps, delete_step
+from fireroute.plan.steps import NFT, Step
 from fireroute.want import bridge as want
 from fireroute.want import nft as nft_want
 from fireroute.want.nft import NftElement, by_set, element_lines
@@ -32,7 +32,9 @@ def tap_up(vm: Vm) -> list[Step]:
 
 
 def delete_bridge(bridge: str) -> Step:
-    return Step(IP, f"link del dev {bridge}", f'delete bridge "{bridge}"')
+    from fireroute.want.objects import Link
+
+    return delete_step(Link(bridge, "bridge", "", None, ""))
 
 
 # -- anti-spoofing on the bridge's ports -------------------------------------------------------

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from fireroute import owner
 from fireroute.model import Vm
-from fireroute.plan.ops import create_steps, delete_step, sysctl_step
-from fireroute.plan.steps import IP, SYSCTL, Step
+from fireroute.plan.ops import (
+    create_steps,
+    delete_step,
+    group_delete_step,
+    regroup_step,
+    sysctl_step,
+)
+from fireroute.plan.steps import SYSCTL, Step
 from fireroute.want import tap
 from fireroute.want.objects import DOOMED_GROUP, FORWARD_KEY, Sysctl, user_args
 from fireroute.want.objects import LINK_GROUP as LINK_GROUP  # (re-exported)
@@ -71,11 +77,8 @@ def taps_down(vms: list[Vm]) -> list[Step]:
     """Many taps: regroup them, then one group delete (the kernel batches the unregister)."""
     if len(vms) == 1:
         return tap_down(vms[0])
-    steps = [
-        Step(IP, f"link set dev {vm.tap} group {DOOMED_GROUP}", f'mark tap "{vm.tap}"', vm.name)
-        for vm in vms
-    ]
-    steps.append(Step(IP, f"link del group {DOOMED_GROUP}", f"delete {len(vms)} taps"))
+    steps = [regroup_step(tap.link(vm), DOOMED_GROUP, f'mark tap "{vm.tap}"') for vm in vms]
+    steps.append(group_delete_step(DOOMED_GROUP, f"delete {len(vms)} taps"))
     return steps
 
 

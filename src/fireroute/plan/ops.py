@@ -5,13 +5,13 @@ plan/compiler.py turns a diff's operations into steps with the same printer."""
 from __future__ import annotations
 
 from fireroute.plan.steps import IP, NFT, SYSCTL, Step
+from fireroute.want.objects import Link, Obj
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # dispatched on ``kind``: a NAT VM's command imports no kind it does not use
     from collections.abc import Sequence
     from typing import Any
 
-    from fireroute.want.objects import Obj
     from fireroute.want.tables import NftChain, NftTable
 
     Index = dict[tuple, Obj]
@@ -122,3 +122,39 @@ def _declare(family: str, table: str, sets: list[tuple[str, str, bool]], chains:
     return text + "".join(
         f"add rule {family} {table} {c.name} {r}\n" for c in chains for r in c.rules
     )
+
+
+class LinkGroup(Obj):
+    """Every link of interface group ``group`` (in ``ns``): what ``link del group`` deletes
+    at once, the kernel batching their unregister (links are moved there first,
+    :func:`regroup_step`)."""
+
+    __slots__ = ("group",)
+    kind = "link group"
+
+    def __init__(self, group: int, vm: str | None = None, ns: str | None = None) -> None:
+        super().__init__(ns, "", vm)
+        self.group = group
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.group)
+
+    def text(self, verb: str = DELETE) -> str:
+        assert verb == DELETE
+        return f"link del group {self.group}"
+
+    def what(self, verb: str = DELETE) -> str:
+        return f"delete the links of group {self.group}"
+
+
+def regroup_step(link: Link, group: int, what: str) -> Step:
+    """``link set dev X group G`` alone: the link moved to ``group`` (nothing else set)."""
+    moved = Link(link.name, link.link_kind, link.owner, link.vm, "", link.ns, group=group, up=False)
+    return OpStep(IP, moved.text(SET), what, link.vm, netns=link.ns, ops=(Act(SET, moved),))
+
+
+def group_delete_step(group: int, what: str, vm: str | None = None, ns: str | None = None) -> Step:
+    """``link del group G``: every link of the group deleted at once."""
+    g = LinkGroup(group, vm, ns)
+    return OpStep(IP, g.text(DELETE), what, vm, netns=ns, ops=(Act(DELETE, g),))
