@@ -4,7 +4,8 @@ per-VM plans make (address add, link set, link del, link del group), in-process.
 Each request carries NLM_F_ACK and waits for its answer; a refusal raises :class:`RtnlError`
 (an OSError with the kernel's errno and, when the kernel gave one, its extended-ack text).
 ``str(err)`` is what ``ip`` prints for the same refusal ("RTNETLINK answers: File exists",
-"Error: ipv4: Address already assigned."), because kernel/apply.py reads those texts.
+"Error: ipv4: Address already assigned."): a failure reads the same whichever executor ran
+it; what it means is the errno's kind (kernel/kinds.py ``of_errno``), not the text.
 """
 
 from __future__ import annotations
