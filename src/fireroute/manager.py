@@ -117,6 +117,10 @@ class Manager:
             self._kept = store
         return self._kept
 
+    def state(self) -> Store:
+        """The state file as it is (none is made): what check, restore and gc read."""
+        return self._store(create=False)
+
     # -- up --------------------------------------------------------------------------------
     def up(
         self,

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fireroute import owner
 from fireroute.model import Vm
-from fireroute.plan import bridge, host, modes, nft
+from fireroute.plan import bridge, modes, nft
 from fireroute.repair import extras, order
 from fireroute.repair.read import Kernel
 from fireroute.want import clone as wanted_clone
@@ -225,59 +224,6 @@ def chain_problems(
     return problems
 
 
-def drift(k: Kernel, vm: Vm, expected: Expected = expected_elements) -> list[str]:
-    """Every difference between what ``vm`` needs and what the kernel holds."""
-    problems: list[str] = []
-    if vm.mode == "clone":
-        problems += veth_problems(k, vm) + clone_problems(k, vm)
-    elif vm.mode == "cni":
-        problems += veth_problems(k, vm) + cni_problems(k, vm)
-    else:
-        have = k.links.get(vm.tap)
-        problems += link_problems(have, vm.tap, "tap", tap_want(vm), k.addrs(vm.tap))
-    if vm.mode in ("nat", "cni") and vm.tap in k.links and ipv6_on(k, vm.tap):
-        kind = "tap" if vm.mode == "nat" else "veth"
-        problems.append(f'IPv6 is on for {kind} "{vm.tap}" (guests could reach the host over it)')
-    if host.localnet(vm) and vm.tap in k.links and not localnet_on(k, vm.tap):
-        problems.append(
-            f'route_localnet is off on "{vm.tap}" (its 127.0.0.1 ports cannot reach the guest)'
-        )
-    port_of = wanted_tap.link(vm).master if vm.mode in wanted_tap.MODES else None
-    if port_of is not None and port_of not in k.links:
-        problems.append(f'bridge "{port_of}" is missing')
-    if vm.state != "active":
-        problems.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
-    if modes.uses_uplink(vm) and vm.uplink not in k.links:
-        problems.append(f'uplink "{vm.uplink}" is missing (renamed or gone)')
-    if not modes.nat_member(vm):
-        pass
-    elif vm.backend == "nft":
-        sets = k.tables.get(vm.table)
-        if sets is None:
-            problems.append(f'nftables table "{vm.table}" is missing')
-        else:
-            for name, vals in expected(vm).items():
-                for val in vals:
-                    if val not in sets.get(name, {}):
-                        problems.append(f"nft set {vm.table}/{name} lacks {val}")
-    if vm.mode == "bridge":
-        sets = k.btables.get(vm.table)
-        if sets is None:
-            problems.append(f'nftables table "bridge {vm.table}" is missing')
-        else:
-            for name, vals in bridge.filter_elements(vm).items():
-                for val in vals:
-                    if val not in sets.get(name, {}):
-                        problems.append(f"nft set bridge {vm.table}/{name} lacks {val}")
-    if modes.nat_member(vm) and (vm.backend == "iptables" or vm.options.fix_forward_policy):
-        for rule in sorted(ipt_want(vm)):
-            if rule not in k.ipt_have:
-                problems.append(f"iptables rule missing: {rule}")
-        if vm.backend == "iptables":
-            problems += order.vm_problems(k.ipt_tagged, vm)
-    return problems
-
-
 def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
     """Objects the VMs share: each nft table's chains and rules, the shared iptables rule."""
     out: dict[str, list[str]] = {}
@@ -316,87 +262,6 @@ def shared_problems(k: Kernel, vms: list[Vm]) -> dict[str, list[str]]:
         if misplaced:
             out["iptables"].append(misplaced)
     return out
-
-
-def orphans(
-    k: Kernel, vms: list[Vm], instance: str, expected: Expected = expected_elements
-) -> list[str]:
-    """Objects tagged for this state file that no lease accounts for."""
-    known = {v.name: v for v in vms}
-    found = []
-    bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
-    for name, link in k.links.items():
-        tag = owner.parse(link.alias)
-        if tag is None or tag[0] != instance:
-            continue
-        what = tag[1]
-        if what.startswith(owner.BRIDGE):
-            if what[len(owner.BRIDGE) :] not in bridges:
-                found.append(f'link "{name}" (a bridge of this state file) has no vm')
-        elif what not in known or known[what].tap != name:
-            found.append(f'link "{name}" tagged for vm "{what}" has no lease')
-    for ns in k.namespaces(instance):
-        if ns not in {v.netns for v in vms if v.netns}:
-            found.append(f'namespace "{ns}" has no lease')
-
-    def nat_ok(table: str, set_name: str, val: str, name: str) -> bool:
-        if name.startswith(owner.BRIDGE):  # a masquerading bridge's shared egress element
-            return any(v.table == table and modes.masquerading_bridge(v) for v in vms)
-        vm = known.get(name)
-        return (
-            vm is not None
-            and vm.backend == "nft"
-            and vm.table == table
-            and val in expected(vm).get(set_name, [])
-        )
-
-    def bridge_ok(table: str, set_name: str, val: str, name: str) -> bool:
-        vm = known.get(name)
-        return (
-            vm is not None
-            and vm.mode == "bridge"
-            and vm.table == table
-            and val in bridge.filter_elements(vm).get(set_name, [])
-        )
-
-    found += _orphan_elements("ip", k.tables, instance, nat_ok, set(known))
-    found += _orphan_elements(bridge.FAMILY, k.btables, instance, bridge_ok, set(known))
-    for rule in k.rules:
-        tag = owner.parse(rule.owner)
-        if tag is None or tag[0] != instance:
-            continue
-        vm = known.get(tag[1])
-        if vm is None:
-            found.append(f"iptables rule has no lease: {rule.saved}")
-        elif rule.saved not in ipt_want(vm):
-            found.append(f'iptables rule is not one vm "{vm.name}" has: {rule.saved}')
-    return found
-
-
-def _orphan_elements(
-    family: str,
-    tables: dict[str, dict[str, dict[str, str]]],
-    instance: str,
-    accounted: Callable[[str, str, str, str], bool],
-    leased: set[str],
-) -> list[str]:
-    """Elements tagged for this state file that ``accounted(table, set, value, name)``
-    finds no lease for (or that the lease of the vm they name, in ``leased``, does not
-    expect there: left by an older fireroute whose table layout differed, say)."""
-    found = []
-    for table, sets in tables.items():
-        for set_name, elems in sets.items():
-            for val, comment in elems.items():
-                tag = owner.parse(comment)
-                ours = tag is not None and tag[0] == instance
-                if ours and not accounted(table, set_name, val, tag[1]):  # type: ignore[index]
-                    why = (
-                        f'is not where vm "{tag[1]}" has it'  # type: ignore[index]
-                        if tag[1] in leased  # type: ignore[index]
-                        else "has no lease"
-                    )
-                    found.append(f"element {val} of set {family} {table} {set_name} {why}")
-    return found
 
 
 def veth_problems(k: Kernel, vm: Vm) -> list[str]:

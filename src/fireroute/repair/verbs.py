@@ -7,87 +7,52 @@ from collections.abc import Callable
 from fireroute import owner
 from fireroute.errors import UsageError
 from fireroute.kernel import observe
+from fireroute.kernel.read import Source
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
 from fireroute.plan import bridge, clone, cni, host, iptables, modes, nft
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 from fireroute.repair import extras, order
+from fireroute.repair.picture import picture
 from fireroute.repair.problems import (
-    Expected,
-    drift,
     drift_links,
     expected_elements,
     ipt_want,
     ipv6_on,
     link_problems,
     localnet_on,
-    orphans,
     remembered,
     shared_problems,
     tap_want,
 )
 from fireroute.repair.read import Kernel
+from fireroute.repair.report import Report, report
+from fireroute.state.store import Store
 from fireroute.want import bridge as wanted_bridge
 from fireroute.want import iptables as wanted_ipt
 from fireroute.want import shared as shape
 from fireroute.want.iptables import IptRule
 
 
-class Report:
-    __slots__ = ("vms", "shared", "orphans")
-
-    def __init__(self) -> None:
-        self.vms: dict[str, list[str]] = {}
-        self.shared: dict[str, list[str]] = {}
-        self.orphans: list[str] = []
-
-    def ok(self) -> bool:
-        return not (any(self.vms.values()) or any(self.shared.values()) or self.orphans)
-
-    def as_json(self) -> dict[str, object]:
-        """What ``check --json`` prints."""
-        return {"ok": self.ok(), "vms": self.vms, "shared": self.shared, "orphans": self.orphans}
-
-
 def check(m: Manager, names: list[str]) -> Report:
+    """Every difference between what the leases want and what the kernel holds, in words:
+    the diff of everything (read whole) against what every lease wants, said per VM (those
+    ``names``, when given: then without orphans), per shared object, and the orphans."""
     # reading the ruleset needs CAP_NET_ADMIN: without it nothing true could be said
     observe.require_net_admin("check fireroute's networking")
-    store = m._store(create=False)
-    everything = store.all()
-    vms = everything if not names else [m.show(n) for n in dict.fromkeys(names)]
-    k = Kernel(m.runner, vms)
-    report = Report()
-    expected = remembered()
-    report.vms = {vm.name: drift(k, vm, expected) for vm in vms}
-    if vms and k.current.forwarding != "1":
-        for vm in vms:
-            report.vms[vm.name].append("IPv4 forwarding is off")
-    report.shared = shared_problems(k, vms)
-    instance = store.instance()
-    if not names:
-        report.orphans = orphans(k, everything, instance, expected)
-    _report_strays(report, k, everything, instance, bool(names), expected)
-    return report
+    store = m.state()
+    leases = store.all()
+    shown = leases if not names else [m.show(n) for n in dict.fromkeys(names)]
+    pic = picture(Source(m.runner), leases, store.instance(), _before(store))
+    return report(pic, pic.diff(), shown, bool(names))
 
 
-def _report_strays(
-    report: Report, k: Kernel, vms: list[Vm], instance: str, named: bool, expected: Expected
-) -> None:
-    """What our tables and rules hold that no lease asks for: under the VM whose key it carries,
-    or the table's; this state file's tagged leftovers are orphans (reported there when no VM
-    is named)."""
-    for s in extras.all_strays(k.tables, k.btables, vms, instance, expected):
-        if s.vm is not None and s.vm in report.vms and (named or not s.mine):
-            report.vms[s.vm].append(s.words())
-        elif s.vm is None and not s.mine:
-            report.shared.get(f"nftables table {s.family} {s.table}", []).append(s.words())
-    by_name = {v.name: v for v in vms}
-    for name, rule in extras.rule_strays(k.rules, _ipt_of(by_name), instance):
-        words = f"iptables rule no lease asks for: {rule.saved}"
-        if name is None:
-            report.shared.get("iptables", []).append(words)
-        elif named and name in report.vms:
-            report.vms[name].append(words)
+def _before(store: Store) -> str | None:
+    """Forwarding's value before fireroute switched it on: this namespace's record, else the
+    state file's."""
+    from fireroute.kernel import forwarding as record
+
+    return record.recorded() or store.meta(FORWARD_BEFORE)
 
 
 def _ipt_of(by_name: dict[str, Vm]) -> Callable[[str], set[str]]:
