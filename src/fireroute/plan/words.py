@@ -1,5 +1,5 @@
 """An operation of the diff (plan/diff.py) in words, for ``check``: what is wrong, said as
-``check`` has always said it (the sentences of repair/problems.py and repair/extras.py), so
+``check`` has always said it (the sentences of its former repair/problems.py and extras.py), so
 that check can become the diff in words without its readers noticing.
 
 Pure. The names of a tap's owner come from ``Context.user`` (the caller looks them up).
@@ -90,7 +90,7 @@ def _set_link(h: Link, w: Link) -> list[str]:
     what, dev = _label(w), w.name
     out = []
     if w.mac and str(h.mac or "").upper() != w.mac.upper():
-        out.append(f'{what} "{dev}" has MAC {h.mac}, not {w.mac}')
+        out.append(f'{what} "{dev}" has MAC {str(h.mac).lower()}, not {w.mac}')
     if h.master != w.master:
         out.append(f'{what} "{dev}" is not attached to bridge "{w.master}"')
     if not h.up:
