@@ -11,22 +11,13 @@ objects, carrying its tag and keyed on none of this one's VMs, are never removed
 them.
 
 The package: ``picture`` (the kernel read and what the leases want, the two sides of the
-one diff, plan/diff.py), ``report`` (check: the diff in words, grouped), ``heal`` (restore: the
-diff compiled into steps), ``order`` (where the iptables backend's rules stand), ``read`` and
-``problems`` (what gc still reads and keeps), ``verbs`` (check, gc, restore).
+one diff), ``report`` (check: the diff in words, grouped), ``heal`` (restore: the diff
+compiled into steps), ``collect`` (gc: what no lease wants), ``order`` (where the iptables
+backend's rules stand), ``verbs`` (check, gc, restore).
 """
 
-from fireroute.repair.problems import expected_elements
-from fireroute.repair.read import Kernel, parse_chains
-from fireroute.repair.verbs import Report, check, gc, gone, restore
+from fireroute.kernel.read import parse_chains
+from fireroute.repair.report import Report
+from fireroute.repair.verbs import check, gc, gone, restore
 
-__all__ = [
-    "Kernel",
-    "Report",
-    "check",
-    "expected_elements",
-    "gc",
-    "gone",
-    "parse_chains",
-    "restore",
-]
+__all__ = ["Report", "check", "gc", "gone", "parse_chains", "restore"]

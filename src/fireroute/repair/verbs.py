@@ -1,4 +1,5 @@
-"""check, gc and restore over the Kernel read and the problems found."""
+"""check, gc and restore: lock, read everything, diff against what the leases want, then say
+it (check), apply it (restore) or collect what no lease wants (gc)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,12 @@ from fireroute.kernel import observe
 from fireroute.kernel.read import Source
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
-from fireroute.plan import bridge, modes, nft
-from fireroute.plan.steps import IP, IPTABLES, Plan, Step
+from fireroute.plan.steps import Plan
+from fireroute.repair.collect import sweep
 from fireroute.repair.heal import healing
 from fireroute.repair.picture import picture
-from fireroute.repair.problems import (
-    expected_elements,
-    ipt_want,
-)
-from fireroute.repair.read import Kernel
 from fireroute.repair.report import Report, report
 from fireroute.state.store import Store
-from fireroute.want import shared as shape
-from fireroute.want.iptables import IptRule
 
 
 def check(m: Manager, names: list[str]) -> Report:
@@ -39,9 +33,14 @@ def check(m: Manager, names: list[str]) -> Report:
 def _before(store: Store) -> str | None:
     """Forwarding's value before fireroute switched it on: this namespace's record, else the
     state file's."""
+    return _recorded() or store.meta(FORWARD_BEFORE)
+
+
+def _recorded() -> str | None:
+    """This namespace's record of forwarding's value before fireroute switched it on."""
     from fireroute.kernel import forwarding as record
 
-    return record.recorded() or store.meta(FORWARD_BEFORE)
+    return record.recorded()
 
 
 def gone(vm: Vm) -> bool:
@@ -64,79 +63,26 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
     observe.require_net_admin("collect fireroute's leftovers")
     if instance is not None and (len(instance) > 16 or not set(instance) <= owner.HEX):
         raise UsageError(f'invalid state id "{instance}": expected the hex id of a state file')
-    store = m._store(create=False)
+    store = m.state()
     with store.locked():
         adopted = instance is not None and instance != store.instance()
         instance = instance or store.instance()
         # half-made VMs, and CNI attachments whose namespace the runtime removed (a crashed
         # VM, a DEL that never came): both are taken down
         half = [] if adopted else [v for v in store.all() if v.state != "active" or gone(v)]
-        plan = m._down_plan(store, half) if half else Plan()
-        if half and not dry_run:
-            m.executor().apply_best_effort(plan)
-            store.remove([v.name for v in half])
-        active = {} if adopted else {v.name: v for v in store.all()}
-        needs = shape.shared(shape.Population.of(active.values()), instance)
-        k = Kernel(m.runner)
-        sweep = Plan()
-        unused_bridges, leftover = [], set()
-        for name, link in k.links.items():
-            tag = owner.parse(link.alias)
-            if tag is None or tag[0] != instance:
-                continue  # not ours, or another state file's
-            what = tag[1]
-            if what.startswith(owner.BRIDGE):
-                if what[len(owner.BRIDGE) :] not in needs.bridges:
-                    unused_bridges.append(name)
-            elif what not in active or active[what].tap != name:
-                leftover.add(name)
-                sweep.add(Step(IP, f"link del dev {name}", f'delete leftover link "{name}"'))
-        for name in unused_bridges:  # ours, no vm on it, and nothing else attached
-            if not k.ports(name) - leftover:
-                sweep.add(bridge.delete_bridge(name))
-        clone_ns = {v.netns for v in active.values() if v.netns}
-        for ns in k.namespaces(instance):
-            if ns not in clone_ns:
-                sweep.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
-        sweep.add(
-            *nft.sweep_tables(
-                "ip",
-                k.tables,
-                [v for v in active.values() if v.backend == "nft" and modes.nat_member(v)],
-                expected_elements,
-                instance,
-            ),
-            *nft.sweep_tables(
-                bridge.FAMILY,
-                k.btables,
-                [v for v in active.values() if v.mode == "bridge"],
-                bridge.filter_elements,
-                instance,
-            ),
-        )
-        wanted = set().union(*(ipt_want(v) for v in active.values())) if active else set()
-        others = False
-        for rule in k.rules:
-            tag = owner.parse(rule.owner)
-            if rule.owner == owner.SHARED:
-                continue
-            if tag is None or tag[0] != instance:
-                others = True
-            elif rule.saved not in wanted:
-                sweep.add(_delete(rule, "remove leftover iptables rule"))
-        ipt_active = any(v.backend == "iptables" for v in active.values())
-        if not ipt_active and not others:
-            shared_rules = [r for r in k.rules if r.owner == owner.SHARED]
-            sweep.add(*(_delete(r, "remove shared iptables rule") for r in shared_rules))
-        if not needs.forwarding:
-            sweep.add(*m.forwarding_back(store, instance, set(), own=not adopted))
-            sweep.forget.append(FORWARD_RECORD)
+        plan = m.take_down(store, half, dry_run)
+        leases = [] if adopted else store.all()
+        before = _before(store) if not adopted else _recorded()
+        pic = picture(Source(m.runner), leases, instance, before)
+        swept = Plan(sweep(pic))
+        if not leases:  # forwarding is no VM's: its record goes once it is back
+            swept.forget.append(FORWARD_RECORD)
         if not dry_run:
-            m.executor().apply_best_effort(sweep)
-            done(sweep)
-            if not needs.forwarding and not adopted:
+            m.run(swept, all_or_nothing=False)
+            done(swept)
+            if not leases and not adopted:
                 store.remove([], drop_meta=[FORWARD_BEFORE])
-        plan.add(*sweep.steps)
+        plan.add(*swept.steps)
         return plan
 
 
@@ -152,15 +98,11 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
         pic = picture(Source(m.runner), vms, store.instance(), _before(store))
         todo = healing(pic, pic.diff())
         if todo.clear and not dry_run:
-            m.executor().apply_best_effort(Plan(todo.clear), count_faults=False)
+            m.run(Plan(todo.clear), all_or_nothing=False, count_faults=False)
         if todo.forwarding and not dry_run:  # (after a reboot: forwarding and /run start afresh)
             from fireroute.kernel import forwarding as record
 
             record.record(pic.cur.forwarding or "0")
         if todo.steps and not dry_run:
-            m.executor().apply_all(Plan(todo.steps))
+            m.run(Plan(todo.steps))
         return Plan(todo.clear + todo.steps)  # everything restore ran (or, dry, would run)
-
-
-def _delete(rule: IptRule, what: str) -> Step:
-    return Step(IPTABLES, rule.text("delete"), what, table=rule.table)
