@@ -200,3 +200,49 @@ def test_named_vms_only_and_no_orphans():
     assert checked(damaged, [ipt.name])["ok"]  # the other VM's and the orphan: not asked
     found = checked(damaged)
     assert found["orphans"] == ['element "fr-zz" of set ip firecracker taps has no lease']
+
+
+def test_an_iptables_rule_there_twice_is_said_and_written_again():
+    from fireroute.repair.heal import healing
+
+    doc = load()
+    ipt = vm_of(doc, "nat", "iptables")
+    lines: list[str] = []
+
+    def twice(out: str) -> str:
+        lines[:] = [x for x in out.splitlines() if f":{ipt.name} " in x.replace('"', "") + " "]
+        inputs = [x for x in lines if x.startswith("-A INPUT")]
+        return out.replace(inputs[-1] + "\n", f"{inputs[-1]}\n{inputs[0]}\n")
+
+    damaged = _damaged(doc, "iptables-nft-save", twice)
+    (line,) = said(checked(damaged))[ipt.name]
+    assert line.startswith(f'iptables rules of vm "{ipt.name}" in INPUT are out of order: "')
+    assert line.endswith('" is there twice')
+    pic = picture(Replay(damaged["log"]), leases(damaged), damaged["instance"], "0")
+    steps = healing(pic, pic.diff()).steps
+    assert steps and all(s.tool == "iptables" for s in steps)
+    pic = picture(Replay(doc["log"]), leases(doc), doc["instance"], "0")  # the control
+    assert healing(pic, pic.diff()).steps == []
+
+
+def test_forwarding_left_on_is_no_orphan_of_a_file_without_leases():
+    """Another state file's lease may want it (its tap deleted, say): check of a file with no
+    leases says nothing of it, though gc's diff would set it back (the control)."""
+    from fireroute.kernel.read import Current
+    from fireroute.plan.diff import DELETE
+    from fireroute.repair.picture import Picture
+    from fireroute.want.objects import Forwarding
+
+    cur = Current()
+    cur.forwarding = "1"
+    pic = Picture(cur, {}, "5ca1ab1e", [])
+    fwd = Forwarding("1", "0")
+    pic.have[(fwd.kind, fwd.key)] = fwd
+    ops = pic.diff()
+    assert [(op.verb, op.obj.kind) for op in ops] == [(DELETE, "forwarding")]
+    assert report(pic, ops, [], False).as_json() == {
+        "ok": True,
+        "vms": {},
+        "shared": {},
+        "orphans": [],
+    }

@@ -126,7 +126,7 @@ def _iptables(pic: Picture, ops: list[Op]) -> list[Step]:
         Step(IPTABLES, r.text("delete"), "remove iptables rule no lease asks for", table=r.table)  # type: ignore[attr-defined]
         for r in removed
     ]
-    if any(op.verb != DELETE for op in ops):
+    if any(op.verb != DELETE for op in ops) or pic.twice():
         ipt = [v for v in pic.leases if v.backend == "iptables" and modes.nat_member(v)]
         tagged = [r for r in pic.cur.ipt if r.owner]
         steps += order.heal(

@@ -36,6 +36,18 @@ class Picture:
     def diff(self, scope: Scope = ALL) -> list[Op]:
         return diff(self.have, self.want, scope, self.instance)
 
+    def twice(self) -> list:
+        """The wanted iptables rules (of a VM) that stand more than once in their chain: the
+        index of the read holds each once."""
+        seen: set[tuple] = set()
+        out = []
+        for r in self.cur.ipt:
+            k = (r.kind, r.key)
+            if k in seen and r.vm is not None and k in self.want and r not in out:
+                out.append(r)
+            seen.add(k)
+        return out
+
     def links(self) -> set[str]:
         """The root namespace's link names."""
         return set(self.cur.links(None))

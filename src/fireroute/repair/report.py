@@ -90,8 +90,8 @@ class Groups:
     def where(self, op: Op) -> list[list[str]]:
         """The lists ``op``'s words go to."""
         obj = op.obj
-        if obj.kind == "forwarding":
-            return list(self.vms.values()) if op.verb != DELETE else self.orphan()
+        if obj.kind == "forwarding":  # (left on: another state file's lease may want it)
+            return list(self.vms.values()) if op.verb != DELETE else []
         if op.verb == DELETE:
             return self._deleted(op)
         if obj.vm is not None:
@@ -161,6 +161,11 @@ def report(pic: Picture, ops: list[Op], shown: list[Vm], named: bool) -> Report:
             continue  # (said once: the namespace is gone)
         for where in g.where(op):
             where.extend(lines)
+    for r in pic.twice():
+        line = f'iptables rules of vm "{r.vm}" in {r.chain} are out of order: "{r.saved}"'
+        line += " is there twice"
+        for where in g.of_vms([r.vm]):
+            where.append(line)
     for vm in shown:
         g.vms[vm.name] += facts(pic, vm)
     return g.report
