@@ -14,7 +14,7 @@ from fireroute.repair.collect import leftovers, sweep
 from fireroute.repair.picture import Picture
 from fireroute.want import render
 from fireroute.want.iptables import conntrack
-from fireroute.want.objects import Forwarding
+from fireroute.want.objects import Forwarding, Link
 from tests.unit.test_compile import FORWARDING, ID, NAT_TABLE, apply, kernel_made
 from tests.unit.test_plan import vm
 
@@ -114,3 +114,16 @@ def test_forwarding_goes_back_with_the_last_link():
     steps = collected(fake, ID, [])
     assert kernel_made(fake) == {} and fake.forwarding == "0"
     assert steps[-1].text == "net.ipv4.ip_forward=0"
+
+
+def test_a_bridge_it_made_stays_while_another_link_is_on_it():
+    b = vm("b", 1, mode="bridge", bridge="br9", bridge_address="10.9.0.1/24", guest="10.9.0.5/24")
+    fake = host((ID, [b]))
+    port = Link("veth9", "veth", "", None, "", master="br9", peer=(None, "veth9b"))
+    fake.seed(port)
+    collected(fake, ID, [])
+    made = kernel_made(fake)
+    assert ("link", (None, "br9")) in made and ("link", (None, "fr-b")) not in made
+    fake.objs.pop(("link", (None, "veth9")))  # the control: nothing else on it, it goes
+    collected(fake, ID, [])
+    assert ("link", (None, "br9")) not in kernel_made(fake)
