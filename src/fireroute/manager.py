@@ -117,6 +117,24 @@ class Manager:
             self._kept = store
         return self._kept
 
+    def state(self) -> Store:
+        """The state file as it is (none is made): what check, restore and gc read."""
+        return self._store(create=False)
+
+    def run(self, plan: Plan, all_or_nothing: bool = True, count_faults: bool = True) -> None:
+        """Apply ``plan`` with this manager's executor: all or nothing, else best effort
+        (``count_faults``: the fault hook counts its processes)."""
+        executor = self.executor()
+        if all_or_nothing:
+            executor.apply_all(plan)
+        else:
+            executor.apply_best_effort(plan, count_faults=count_faults)
+
+    def take_down(self, store: Store, vms: list[Vm], dry_run: bool = False) -> Plan:
+        """``vms`` of ``store`` down, as ``down`` takes them (the caller holds the lock): their
+        plan, run best effort, their rows removed (a dry run: the plan only)."""
+        return self._down_locked(store, vms, dry_run=dry_run) if vms else Plan()
+
     # -- up --------------------------------------------------------------------------------
     def up(
         self,

@@ -5,11 +5,11 @@ comparing a kernel against those same objects."""
 from __future__ import annotations
 
 from ipaddress import IPv4Network
-from types import SimpleNamespace
 
-from fireroute.kernel.read import link_of
+from fireroute.kernel.read import as_wanted, link_of
 from fireroute.model import Options, Owner, Vm
-from fireroute.repair.problems import cni_problems, veth_problems
+from fireroute.plan.diff import ALL, diff
+from fireroute.plan.words import Context, said
 from fireroute.want import cni
 from fireroute.want.netns import Route, TcRedirect
 from fireroute.want.objects import Addr, Link, Sysctl
@@ -125,55 +125,45 @@ def test_redirect_lines():
     assert there != TcRedirect("eth0", "fr-x", TAG, "p", NS)  # another target differs
 
 
-def _link(name: str, kind: str, mac: str, mtu: int, alias: str, addr: str | None = None) -> dict:
-    link = {
-        "ifname": name,
-        "address": mac.lower(),
-        "mtu": mtu,
-        "flags": ["UP"],
-        "ifalias": alias,
-        "linkinfo": {"info_kind": kind, "info_data": {"user": "root"}},
-    }
-    if addr:
-        local, prefix = addr.split("/")
-        link["addr_info"] = [{"family": "inet", "local": local, "prefixlen": int(prefix)}]
-    return link
+def _kernel(v: Vm, route: bool, mtu: int) -> dict:
+    """A kernel holding ``v``'s attachment as ``want.cni`` says, but for the MTU given (and
+    the route to the delegated guest, when ``route``): each link as the reader reads it."""
+    have = {}
+    for o in cni.cni(v):
+        if isinstance(o, Link):
+            info = {"info_kind": o.link_kind, "info_data": {"user": "root"}}
+            doc = {"ifname": o.name, "address": str(o.mac).lower(), "mtu": mtu, "flags": ["UP"],
+                   "ifalias": o.alias, "group": str(o.group), "linkinfo": info}  # fmt: skip
+            found = link_of(doc, o.ns, lambda name, group: 0 if name == "root" else None)
+            found.peer, found.owner, found.vm = o.peer, o.owner, o.vm
+            o = found
+        if route or not isinstance(o, Route):
+            have[(o.kind, o.key)] = o
+    return have
 
 
-def _kernel(v: Vm, routes: set[str], mtu: int) -> SimpleNamespace:
-    """A kernel holding ``v``'s attachment as ``want.cni`` says, but for the MTU given."""
-    veth, tun, host = cni.veth(v), cni.tun(v), cni.host_veth(v)
-    inside = {
-        veth.name: _link(veth.name, "veth", str(veth.mac), mtu, veth.alias),
-        tun.name: _link(tun.name, "tun", str(tun.mac), mtu, tun.alias),
-    }
-    att = SimpleNamespace(
-        links={name: link_of(doc, NS) for name, doc in inside.items()},
-        redirects={veth.name: [tun.name], tun.name: [veth.name]}.__getitem__,
-    )
-    addr = cni.host_address(v, host).cidr
-    links = {host.name: link_of(_link(host.name, "veth", str(host.mac), mtu, host.alias), None)}
-    addrs = {host.name: {addr}}
-    return SimpleNamespace(
-        links=links, routes=routes, cni={NS: att}, addrs=lambda dev: addrs.get(dev, set())
-    )
+def problems(have: dict, v: Vm) -> list[str]:
+    """What check says of the attachment: the diff against its objects, in words."""
+    want = {(o.kind, o.key): o for o in cni.cni(v)}
+    have = {k: as_wanted(o, want[k]) if k in want else o for k, o in have.items()}
+    return [w for _, ws in said(diff(have, want, ALL, TAG), Context(want)) for w in ws]
 
 
 def test_check_compares_the_kernel_against_the_same_objects():
     v = ipam()
     # positive control: the attachment as wanted, the route as the reader keeps it
-    good = _kernel(v, {"10.22.0.9 dev fr-i"}, 1400)
-    assert veth_problems(good, v) == [] and cni_problems(good, v) == []
-    no_route = _kernel(v, set(), 1400)
-    assert veth_problems(no_route, v) == ["host route 10.22.0.9/32 dev fr-i is missing"]
-    wrong_mtu = _kernel(v, {"10.22.0.9 dev fr-i"}, 1500)
-    assert veth_problems(wrong_mtu, v) == ['veth "fr-i" has mtu 1500, not 1400']
-    assert cni_problems(wrong_mtu, v) == [
+    good = _kernel(v, True, 1400)
+    assert problems(good, v) == []
+    no_route = _kernel(v, False, 1400)
+    assert problems(no_route, v) == ["host route 10.22.0.9/32 dev fr-i is missing"]
+    wrong_mtu = _kernel(v, True, 1500)
+    assert problems(wrong_mtu, v) == [
         f'"eth0" in "{NS}" has mtu 1500, not 1400',
         f'"tap0" in "{NS}" has mtu 1500, not 1400',
+        'veth "fr-i" has mtu 1500, not 1400',
     ]
-    wrong_mac = _kernel(v, {"10.22.0.9 dev fr-i"}, 1400)
-    wrong_mac.cni[NS].links["tap0"].mac = "0A:02:0A:16:00:0A"
-    assert cni_problems(wrong_mac, v) == [
+    wrong_mac = _kernel(v, True, 1400)
+    wrong_mac[("link", (NS, "tap0"))].mac = "0A:02:0A:16:00:0A"
+    assert problems(wrong_mac, v) == [
         f'tap in "{NS}": "tap0" has MAC 0a:02:0a:16:00:0a, not 0A:02:0A:16:00:09'
     ]

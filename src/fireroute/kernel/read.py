@@ -30,7 +30,7 @@ from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
-from fireroute.want.tables import NftChain, NftTable
+from fireroute.want.tables import TABLE_COMMENT, NftChain, NftSet, NftTable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -406,6 +406,30 @@ def parse_chains(listing: str) -> dict[str, tuple[str, list[str]]]:
     return out
 
 
+def parse_sets(listing: str) -> dict[str, tuple[str, bool]]:
+    """``nft list table`` text -> {set or map: (its type as want/ declares it, is a map)}: the
+    ``type`` line, then ``; flags …`` and ``; counter`` as listed before its elements."""
+    out: dict[str, tuple[str, bool]] = {}
+    name: str | None = None
+    is_map, listed = False, False
+    parts: list[str] = []
+    for raw in listing.splitlines():
+        line = raw.strip()
+        head = line.split(" ")
+        if name is None:
+            if len(head) == 3 and head[0] in ("set", "map") and head[2] == "{":
+                name, is_map, listed, parts = head[1], head[0] == "map", False, []
+        elif line == "}":
+            out[name], name = ("; ".join(parts), is_map), None
+        elif line.startswith("elements ="):
+            listed = True
+        elif not listed and line.startswith("type "):
+            parts.insert(0, line[len("type ") :])
+        elif not listed and (line.startswith("flags ") or line == "counter"):
+            parts.append(line)
+    return out
+
+
 def _uncounted(rule: str) -> str:
     while COUNTER in rule:  # "counter packets 3 bytes 180" -> "counter"
         at = rule.index(COUNTER)
@@ -424,10 +448,12 @@ def _chains(
             return None
         raise KernelError(f'read nftables table "{table}"', res.err)
     vm = _vm_of(who)
-    t = NftTable(family, table, "", who, vm, ns)
+    t = NftTable(family, table, "", who or (TABLE_COMMENT if ns is None else ""), vm, ns)
     cur.add(t)
     for name, (header, rules) in parse_chains(res.out).items():
         cur.add(NftChain(t, name, header, tuple(rules)))
+    for name, (kind, is_map) in parse_sets(res.out).items():
+        cur.add(NftSet(t, name, kind, is_map))
     return t
 
 

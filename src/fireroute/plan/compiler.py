@@ -387,6 +387,8 @@ def _table_down(family: str, table: str, acts: list[Act]) -> list[Step]:
         if o.kind in ("nft set", "nft chain"):
             word = "chain" if o.kind == "nft chain" else ("map" if o.is_map else "set")
             text = f"delete {word} {family} {table} {o.name}\n"
+            if o.kind == "nft chain":  # (a chain that holds rules cannot be deleted)
+                text = f"flush chain {family} {table} {o.name}\n" + text
             steps.append(OpStep(NFT, text, f"delete {word} {o.name} of {family} {table}", ops=[a]))
     return steps
 

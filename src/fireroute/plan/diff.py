@@ -235,6 +235,8 @@ def _under(obj: Obj, dead: set[Key], current: Index, memo: dict[Key, bool]) -> b
 
 IMMUTABLE = ("link_kind", "peer", "uid", "gid")
 """a link's attributes that cannot change in place: a difference means replace"""
+UNKNOWN_PEER = ("?", "")
+"""a veth's far end in a namespace that was not read (kernel/read.py): not a difference"""
 COMPARED = ("master", "up")
 """a link's attributes compared whatever is wanted; the rest only when wanted (not None)"""
 OPTIONAL = ("group", "alias", "mac", "mtu")
@@ -246,8 +248,8 @@ def _link_change(have: Obj, want: Obj) -> list[Op]:
     assert isinstance(have, Link) and isinstance(want, Link)
 
     def differs(a: str) -> bool:
-        w = getattr(want, a)
-        return w not in (None, "") and _norm(getattr(have, a)) != _norm(w)
+        w, h = getattr(want, a), getattr(have, a)
+        return w not in (None, "") and h != UNKNOWN_PEER and _norm(h) != _norm(w)
 
     owner_differs = want.uid is not None and have.gid != want.gid
     if owner_differs or any(differs(a) for a in IMMUTABLE):
@@ -332,6 +334,32 @@ def _blocks(ops: list[Op], current: Index, desired: Index) -> list[Op]:
                 have = current[(r.kind, r.key)]
                 out.append(Op(REPLACE, r, DIFFERS, have, quiet=not note, note=note))
                 note = ""  # (said once, by the first)
+    return out
+
+
+def _shared_first(current: Index, desired: Index) -> list[Op]:
+    """The shared conntrack rule stands above every VM's appended rule of its chain (a VM's
+    ``-o <tap>`` DROP would drop the replies to its guest): found below one, it is written
+    again above them."""
+    at = {k: i for i, k in enumerate(current)}
+    out = []
+    for k, shared in desired.items():
+        if k[0] != "iptables rule" or shared.vm is not None or k not in current:
+            continue
+        where = (shared.table, shared.chain)  # type: ignore[attr-defined]
+        above = [
+            current[j]
+            for j, r in desired.items()
+            if j[0] == "iptables rule" and r.vm is not None and j in current and at[j] < at[k]
+            and not r.insert and (r.table, r.chain) == where  # type: ignore[attr-defined]
+        ]  # fmt: skip
+        if above:
+            first = min(above, key=lambda r: at[(r.kind, r.key)])
+            note = (
+                f'shared iptables rule is out of order: "{shared.saved}" comes after '  # type: ignore[attr-defined]
+                f'"{first.saved}"'  # type: ignore[attr-defined]
+            )
+            out.append(Op(REPLACE, shared, DIFFERS, current[k], note=note))
     return out
 
 
@@ -469,4 +497,5 @@ def diff(current: Index, desired: Index, scope: Scope = ALL, instance: str = "")
     ``instance``: creates and changes in wanted order, then deletes in found order."""
     claimed = claims(desired, instance)
     ops = _blocks(_changes(current, desired, instance), current, desired)
+    ops += _shared_first(current, desired)
     return _cascade(ops + _deletes(current, desired, scope, claimed), current, desired)

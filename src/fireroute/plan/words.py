@@ -1,5 +1,5 @@
 """An operation of the diff (plan/diff.py) in words, for ``check``: what is wrong, said as
-``check`` has always said it (the sentences of repair/problems.py and repair/extras.py), so
+``check`` has always said it (the sentences of its former repair/problems.py and extras.py), so
 that check can become the diff in words without its readers noticing.
 
 Pure. The names of a tap's owner come from ``Context.user`` (the caller looks them up).
@@ -31,19 +31,22 @@ def _number(uid: int | None, by_group: bool = False) -> str | None:
 class Context:
     """What the words need beyond the operation: ``desired`` (a per-device sysctl's link),
     ``user(uid, by_group)`` (an owner's name), ``leased`` (the names of this state file's
-    VMs: an element of one of them elsewhere "is not where" it has it)."""
+    VMs: an element of one of them elsewhere "is not where" it has it), ``named`` (VMs were
+    named: what no lease asks for is said under the VM, as what it has beyond its lease)."""
 
-    __slots__ = ("desired", "user", "leased")
+    __slots__ = ("desired", "user", "leased", "named")
 
     def __init__(
         self,
         desired: Index | None = None,
         user: Callable[[int | None, bool], str | None] = _number,
         leased: Iterable[str] = (),
+        named: bool = False,
     ) -> None:
         self.desired = desired or {}
         self.user = user
         self.leased = frozenset(leased)
+        self.named = named
 
 
 PLAIN = Context()
@@ -87,7 +90,7 @@ def _set_link(h: Link, w: Link) -> list[str]:
     what, dev = _label(w), w.name
     out = []
     if w.mac and str(h.mac or "").upper() != w.mac.upper():
-        out.append(f'{what} "{dev}" has MAC {h.mac}, not {w.mac}')
+        out.append(f'{what} "{dev}" has MAC {str(h.mac).lower()}, not {w.mac}')
     if h.master != w.master:
         out.append(f'{what} "{dev}" is not attached to bridge "{w.master}"')
     if not h.up:
@@ -247,7 +250,7 @@ def element(op: Op, ctx: Context) -> list[str]:
     at = f"{family}{e.table}/{e.set}"
     if op.verb == CREATE:
         return [f"nft set {at} lacks {e.value}"]
-    if op.reason == ORPHAN:
+    if op.reason == ORPHAN and not ctx.named:
         tag = owner.parse(e.owner)
         name = tag[1] if tag else ""
         why = f'is not where vm "{name}" has it' if name in ctx.leased else "has no lease"
@@ -269,6 +272,8 @@ def rule(op: Op, ctx: Context) -> list[str]:
         return [op.note] if op.note else []
     if shared:
         return [f"shared iptables rule has no vm: {r.saved}"]
+    if ctx.named:
+        return [f"iptables rule no lease asks for: {r.saved}"]
     tag = owner.parse(r.owner)
     name = tag[1] if tag else ""
     if name in ctx.leased:
