@@ -23,7 +23,7 @@ from fireroute.plan import nft as plan_nft
 from fireroute.state.store import _vm
 from fireroute.want import bridge, clone, cni, iptables, nft, shared, tap
 from fireroute.want.objects import Link, Obj
-from fireroute.want.tables import NftChain, NftTable
+from fireroute.want.tables import NftChain, NftTable, parts_of
 
 DATA = Path(__file__).parent / "data" / "read"
 FIXTURE = DATA / "host.json"
@@ -54,7 +54,9 @@ def render(vms: list[Vm], instance: str) -> list[Obj]:
     needs = shared.shared(shared.Population.of(vms), instance)
     for family, table in sorted(needs.tables):
         t = NftTable(family, table, "", "", None, None)
-        layout = plan_nft.chains() if family == shared.NAT else plan_bridge.filter_chains()
+        users = [v for v in vms if v.table == table and v.backend == "nft"]
+        parts = parts_of(e.set for v in users for e in nft.nat_elements(v))  # made: what they need
+        layout = plan_nft.chains(parts) if family == shared.NAT else plan_bridge.filter_chains()
         out += [t, *(NftChain(t, c, h, tuple(r)) for c, (h, r) in layout.items())]
     if needs.conntrack:
         out.append(iptables.conntrack())

@@ -32,7 +32,7 @@ def host(*files: tuple[str, list]) -> Fake:
     fake = Fake()
     have: dict = {}
     for instance, leases in files:
-        want = render.desired(leases, None, instance)
+        want = render.desired(leases, None, instance, render.held(have))  # the parts stay
         steps = compile(diff(have, want, ALL, instance), before="0")
         assert set(apply(fake, steps)) == {OK}
         have = kernel_made(fake)
@@ -44,7 +44,8 @@ def seen(fake: Fake, instance: str, leases: list, before: str | None = "0") -> P
     for o in kernel_made(fake).values():
         cur.add(o)
     cur.forwarding = fake.forwarding
-    pic = Picture(cur, render.desired(leases, None, instance), instance, leases)
+    held = render.held(cur.objs)  # as repair/picture.py: the parts a table holds stay
+    pic = Picture(cur, render.desired(leases, None, instance, held), instance, leases)
     pic.have[FORWARDING] = Forwarding(fake.forwarding, before)
     return pic
 

@@ -24,6 +24,7 @@ from tests.unit.test_compile import FORWARDING, ID, apply, kernel_made, seeded, 
 from tests.unit.test_plan import _modes, vm
 
 NAT_T = (None, "ip", "firecracker")
+NEW = {("ip", "firecracker")}  # a table up makes: created exclusively, holding what its VMs need
 
 
 def vms() -> list:
@@ -35,7 +36,7 @@ def made() -> tuple[Fake, dict]:
     """The fake host with every VM up, and what the leases want."""
     desired = want(*vms())
     fake = seeded()
-    assert set(apply(fake, compile(diff({}, desired, ALL, ID), before="0"))) == {OK}
+    assert set(apply(fake, compile(diff({}, desired, ALL, ID), NEW, before="0"))) == {OK}
     return fake, desired
 
 
