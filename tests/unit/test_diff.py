@@ -274,6 +274,23 @@ def test_a_taps_owner_is_replaced_with_what_goes_with_it():
     assert op.verb == REPLACE and len(op.children) == 3
 
 
+def test_what_differs_under_a_replaced_link_is_said_with_it():
+    """A veth where a tap should be is one replace (made again whole), and check says what
+    else is wrong on it: route_localnet off for its 127.0.0.1 port."""
+    d = want(vm("a", 0, publish=(Published.parse("127.0.0.1:22:22"),)))
+    key = ("link", (None, "fr-a"))
+    localnet = ("sysctl", (None, "net/ipv4/conf/fr-a/route_localnet"))
+    have = without(changed(d, key, link_kind="veth"), localnet)
+    op = one(diff(have, d, ALL, ID))
+    assert op.verb == REPLACE and [o.id for o in op.inner] == [localnet]
+    assert words(op) == [
+        '"fr-a" is a veth link, not a tun',
+        'route_localnet is off on "fr-a" (its 127.0.0.1 ports cannot reach the guest)',
+    ]
+    op = one(diff(changed(d, key, link_kind="veth"), d, ALL, ID))  # control: only the kind
+    assert op.inner == () and words(op) == ['"fr-a" is a veth link, not a tun']
+
+
 def test_a_chain_differing_says_what_it_lacks_and_holds():
     d = want(vm("a", 0))
     key = ("nft chain", (None, "ip", "firecracker", "acct_in"))

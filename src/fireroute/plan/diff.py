@@ -42,9 +42,11 @@ class Op:
     objects that go with a replaced one and are made again with it. ``quiet``: written
     again with others (a rule of an iptables block) and says nothing of its own; ``note``:
     what is wrong, when the kind's words cannot say it (a block out of order). ``who``: the
-    VM of ours a found object is keyed on or tagged for."""
+    VM of ours a found object is keyed on or tagged for. ``inner``: what would have been
+    done to the objects under a replaced one (they are made again with it; check says them).
+    """
 
-    __slots__ = ("verb", "obj", "reason", "have", "children", "quiet", "note", "who")
+    __slots__ = ("verb", "obj", "reason", "have", "children", "quiet", "note", "who", "inner")
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class Op:
         self.quiet = quiet
         self.note = note
         self.who = who
+        self.inner: tuple[Op, ...] = ()
 
     @property
     def id(self) -> Key:
@@ -489,6 +492,7 @@ def _cascade(ops: list[Op], current: Index, desired: Index) -> list[Op]:
         if op.verb == REPLACE and op.id in dead:
             kids = tuple(o for o in desired.values() if _under(o, {op.id}, both, {}))
             out[i] = Op(REPLACE, op.obj, op.reason, op.have, kids, op.quiet, op.note)
+            out[i].inner = tuple(o for o in ops if _under(o.have or o.obj, {op.id}, both, {}))
     return out
 
 

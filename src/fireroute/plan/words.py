@@ -308,7 +308,8 @@ def words(op: Op, ctx: Context = PLAIN) -> list[str]:
     """What ``op`` mends, as check says it (nothing for an op written again only with others)."""
     if op.quiet:
         return []
-    return WORDS[op.obj.kind](op, ctx)
+    inner = [w for o in op.inner for w in words(o, ctx)]  # under a replaced object
+    return WORDS[op.obj.kind](op, ctx) + inner
 
 
 def said(ops: list[Op], ctx: Context = PLAIN) -> list[tuple[Op, list[str]]]:
