@@ -24,7 +24,7 @@ from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner, run, which
 from fireroute.model import Options, Vm, check_vm_name
 from fireroute.plan import host, modes, nft
-from fireroute.plan.steps import IP, IPTABLES, NFT, SYSCTL, Plan, Step
+from fireroute.plan.steps import NFT, SYSCTL, Plan, Step
 from fireroute.state.store import Store
 from fireroute.want.objects import FORWARD_KEY, Forwarding
 from fireroute.want.shared import BRIDGE, NAT, Population, shared
@@ -33,6 +33,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from fireroute.kernel.read import Source
+    from fireroute.want.iptables import IptRule
     from fireroute.want.objects import Obj
 
     Progress = Callable[[str], None]
@@ -440,12 +442,20 @@ class Manager:
                     del current[k]
 
     def _iptables_found(
-        self, store: Store, current: Index, vms: list[Vm], wanted: bool, plan: Plan
+        self,
+        store: Store,
+        current: Index,
+        vms: list[Vm],
+        wanted: bool,
+        plan: Plan,
+        read: list[IptRule] | None = None,
     ) -> list[Step]:
         """The iptables rules as found (iptables-nft-save, read when a VM with rules goes:
         a restore batch that deletes a missing rule fails whole) in ``current`` for those
         recorded; with the last rules of any VM (``wanted``: the shared rule stays), the nft
-        chains and tables fireroute's first rules made go too (their steps, returned)."""
+        chains and tables fireroute's first rules made go too (their steps, returned).
+        ``read``: the rules a whole read found (teardown: every rule of this state file's
+        goes)."""
         from fireroute.plan import iptables
 
         ipt = [v for v in vms if modes.nat_member(v) and _has_rules(v)]
@@ -453,21 +463,33 @@ class Manager:
             return []
         from fireroute.kernel.read import rule_of
 
-        present = observe.iptables_saved(self.runner)
+        if read is None:
+            present = observe.iptables_saved(self.runner)
+            tags = {iptables.TAG + v.tag for v in ipt}
+        else:
+            present = [(r.table, r.saved) for r in read]
+            tags = _tags_of(store.instance(), present)
         for k in [k for k in current if k[0] == "iptables rule"]:
             del current[k]
         found = [(t, line, iptables.comment_tag(line)) for t, line in present]
-        tags = {iptables.TAG + v.tag for v in ipt}
         others = any(tag and tag != iptables.SHARED and tag not in tags for _, _, tag in found)
         for t, line, tag in found:  # the shared rule stays while another VM's rule does
             if tag is not None and not (others and tag == iptables.SHARED):
                 rule = rule_of(t, line)
                 current[(rule.kind, rule.key)] = rule
-        made = store.meta(iptables.IPT_MADE) if not wanted and not others else None
+        if wanted or others:
+            return []
+        return self._made_chains(store, [(t, line) for t, line, tag in found if tag is None], plan)
+
+    def _made_chains(self, store: Store, left: list[tuple[str, str]], plan: Plan) -> list[Step]:
+        """The nft chains and tables fireroute's first iptables rules made, once its last
+        rules go (``left``: the rules that stay, none of them fireroute's)."""
+        from fireroute.plan import iptables
+
+        made = store.meta(iptables.IPT_MADE)
         if made is None:
             return []
         plan.forget.append(iptables.IPT_MADE)
-        left = [(t, line) for t, line, tag in found if tag is None]  # (ours all go)
         script = iptables.cleanup(
             _strings(jsontext.loads(made)), left, observe.nft_ip_chains(self.runner)
         )
@@ -519,63 +541,47 @@ class Manager:
         store = self._store(create=False)
         if dry_run:
             vms = store.all()
-            plan = self._down_plan(store, vms)
-            planned = {(s.tool, s.text) for s in plan.steps}
-            swept = self._sweep_plan(store, {v.tap for v in vms}).steps
-            plan.add(*[s for s in swept if (s.tool, s.text) not in planned])
-            return vms, plan
+            return vms, self._teardown_plan(store, vms)
         observe.require_net_admin("tear down fireroute's networking")
         with store.locked():
             vms = store.all()
-            plan = self._down_locked(store, vms, dry_run=False)
-            sweep = self._sweep_plan(store, set())
-            self.executor().apply_best_effort(sweep)
-            plan.add(*sweep.steps)
+            plan = self._teardown_plan(store, vms)
+            names = [v.name for v in vms]
+            store.set_state(names, "removing")
+            self.executor().apply_best_effort(plan)
+            done(plan)
+            drop = [FORWARD_BEFORE] if vms else []
+            store.remove(names, drop_meta=drop + plan.forget)
             return vms, plan
 
-    def _sweep_plan(self, store: Store, skip_taps: set[str]) -> Plan:
-        """Steps removing every object tagged for this state file (links, clone namespaces,
-        set elements, iptables rules), and the shared ones (a table, the shared iptables rule)
-        that no other state file's objects still use."""
-        from fireroute import owner
+    def _teardown_plan(self, store: Store, vms: list[Vm], src: Source | None = None) -> Plan:
+        """One diff: everything read (every object tagged for this state file, our tables)
+        and what the leases say they have, against nothing wanted. What is another state
+        file's, and a shared object something else still uses, stays (plan/diff.py).
+        ``src``: where the host is read (default: this manager's runner)."""
+        from fireroute.kernel.read import Source, read
+        from fireroute.plan.compiler import compile
+        from fireroute.plan.diff import DELETE, diff
+        from fireroute.want import render
 
-        instance = store.instance()
         plan = Plan()
-        for ns in observe.our_namespaces(instance):
-            plan.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
-        for tap in observe.our_links(instance, self.runner):
-            if tap not in skip_taps:
-                plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))
-        for family in ("ip", "bridge") if which("nft") else ():
-            tables = {
-                t: observe.nft_elements(t, self.runner, family) or {}
-                for t in observe.nft_our_tables(self.runner, family)
-            }  # nothing of this state file stays: no VM keeps an element
-            plan.add(*nft.sweep_tables(family, tables, [], lambda _vm: {}, instance))
-        if which("iptables-nft-save"):
-            from fireroute.plan import iptables
-
-            tagged = [
-                (t, line, iptables.comment_tag(line))
-                for t, line in observe.iptables_saved(self.runner)
-                if iptables.comment_tag(line)
-            ]
-            mine = [
-                (t, line) for t, line, c in tagged if (owner.parse(c or "") or ("",))[0] == instance
-            ]
-            foreign = [
-                1
-                for _t, _l, c in tagged
-                if c != owner.SHARED and (owner.parse(c or "") or ("",))[0] != instance
-            ]
-            if not foreign:
-                mine += [(t, line) for t, line, c in tagged if c == owner.SHARED]
-            plan.add(
-                *[
-                    Step(IPTABLES, "-D" + line[2:], "remove tagged iptables rule", table=t)
-                    for t, line in mine
-                ]
-            )
+        instance = store.instance()
+        found = read(src or Source(self.runner), vms)
+        current = render.desired(vms, None, instance)
+        _only_read_tables(current, found.objs, found.foreign_tables)
+        current.update(found.objs)  # what is there, as it is
+        _tables_ours(current)
+        cleanup = self._iptables_found(store, current, vms, False, plan, found.ipt)
+        current.pop(FORWARDING, None)
+        if vms:  # (with the last of this state file's VMs, as down does)
+            fwd = self._forwarding_found(store, instance, {v.tap for v in vms})
+            if fwd is not None:
+                current[FORWARDING] = fwd
+            plan.forget.append(FORWARD_RECORD)
+        ops = [op for op in diff(current, {}, instance=instance) if op.verb == DELETE]
+        steps = compile(ops, found=current)
+        at = next((i for i, s in enumerate(steps) if s.tool == SYSCTL), len(steps))
+        plan.add(*steps[:at], *cleanup, *steps[at:])  # the made chains before forwarding
         return plan
 
     # -- reads -----------------------------------------------------------------------------
@@ -760,3 +766,33 @@ def _of_link(key: tuple, obj: Obj, name: str) -> bool:
 def _in_table(key: tuple, family: str, table: str) -> bool:
     """Is ``key`` a root namespace table's, or of a set, chain or element in it?"""
     return key[0].startswith("nft ") and key[1][:3] == (None, family, table)
+
+
+def _only_read_tables(recorded: Index, found: Index, foreign: list[tuple[str, str]]) -> None:
+    """The recorded tables the whole read did not find are not there (nothing of them is
+    taken), or are not ours: refused, as down refuses them."""
+    read = {k[1][1:3] for k in found if k[0] == "nft table" and k[1][0] is None}
+    for k in [k for k in recorded if k[0].startswith("nft ") and k[1][0] is None]:
+        if k[1][1:3] not in read:
+            if k[0] == "nft table" and k[1][1:3] in foreign:
+                raise observe.not_ours(k[1][2], k[1][1])
+            del recorded[k]
+
+
+def _tables_ours(current: Index) -> None:
+    """The root namespace's tables the read found are ours (it reads those with our
+    comment)."""
+    from fireroute.want.tables import shared_table
+
+    for k, o in current.items():
+        if o.kind == "nft table" and o.ns is None:
+            current[k] = shared_table(k[1][1], k[1][2])
+
+
+def _tags_of(instance: str, rules: list[tuple[str, str]]) -> set[str]:
+    """The comments of the rules tagged for a VM of the state file ``instance``."""
+    from fireroute.plan import iptables
+
+    mine = iptables.TAG + instance + ":"
+    tags = (iptables.comment_tag(line) or "" for _, line in rules)
+    return {t for t in tags if t.startswith(mine)}
