@@ -18,7 +18,7 @@ from fireroute.plan.diff import ALL, diff
 from fireroute.plan.steps import groups
 from fireroute.want import render
 from fireroute.want.nft import NftElement
-from tests.unit.test_plan import vm
+from tests.unit.test_plan import _modes, golden, vm
 
 TABLE = ("nft table", (None, "ip", "firecracker"))
 SHARED_RULE = "--comment fireroute:shared"
@@ -230,3 +230,59 @@ def test_a_bridge_we_made_goes_with_its_last_vm_unless_another_link_is_on_it(hos
     up(m, fake, vm("c", 2, guest="10.9.0.6/24", **bridged))
     m.down(["c"])
     assert bridge not in fake.objs  # (the control: nobody else on it)
+
+
+# -- the decisions, against today's ------------------------------------------------------------
+
+
+def _decided(tmp_path, name: str, vms: list, going: list[str], seed=()) -> str:
+    """The plan (and what it makes obsolete) of taking ``going`` down from ``vms``, on the
+    fake, printed."""
+    from fireroute.plan.steps import as_commands
+    from fireroute.want.netns import Netns
+
+    fake = Fake()
+    manager.read_sysctl = lambda key: fake.forwarding  # (restored by the caller's monkeypatch)
+    m = manager.Manager(tmp_path / f"{len(going)}-{name}.db", runner=Host(fake))
+    m._store().reserve([], {"instance": "5ca1ab1e"})
+    fake.seed(Netns("/run/netns/pod", "", None))  # (the runtime's namespace)
+    up(m, fake, *vms)
+    fake.seed(*seed)
+    store = m._store()
+    plan = m._down_plan(store, [store.get(n) for n in going])
+    return f"## {name}\n{as_commands(plan)}forget {plan.forget}\n"
+
+
+def test_down_decisions_golden(tmp_path, monkeypatch):
+    """What down plans, scenario by scenario, is what manager.py planned by hand before it
+    was a diff (the golden was taken from that code on these same fake hosts; iptables lines
+    are deleted as the reader spells them, without quotes around the comment)."""
+    from fireroute.want.iptables import IptRule
+
+    monkeypatch.setattr(manager, "read_sysctl", manager.read_sysctl)
+    monkeypatch.setattr(forwarding, "recorded", lambda: None)
+    theirs = NftElement("ip", "firecracker", "taps", '"fr-x"', "0dd0dd0d:x", None)
+    spec = "-o fr-x -m comment --comment fireroute:0dd0dd0d:x -j DROP"
+    rule = IptRule("filter", "FORWARD", spec, "0dd0dd0d:x", "x")
+    ipt = dict(backend="iptables")
+
+    def modes() -> list:
+        vms = _modes()
+        vms[5].options.tap = "tap1"  # (the golden's two attachments share a tap name)
+        return vms
+
+    scenarios = [
+        ("last nft", [vm("a", 0)], ["a"], ()),
+        ("one of two", [vm("a", 0), vm("b", 1, allow_peers=True)], ["a"], ()),
+        ("two of three", [vm("a", 0), vm("b", 1), vm("c", 2)], ["a", "b"], ()),
+        ("last with foreign element", [vm("a", 0)], ["a"], [theirs]),
+        ("ipt last", [vm("a", 0, **ipt)], ["a"], ()),
+        ("ipt one of two", [vm("a", 0, **ipt), vm("b", 1, **ipt)], ["a"], ()),
+        ("ipt last with foreign rule", [vm("a", 0, **ipt)], ["a"], [rule]),
+        ("fix policy", [vm("a", 0, fix_forward_policy=True), vm("b", 1)], ["a"], ()),
+        ("every mode, all", modes(), ["n", "b", "d", "c", "p", "i"], ()),
+        ("every mode, some", modes(), ["n", "b", "c", "p"], ()),
+        ("every mode, bridge guests", modes(), ["b", "d"], ()),
+    ]
+    text = "".join(_decided(tmp_path, *s) for s in scenarios)
+    golden("down-decisions.txt", text)
