@@ -24,17 +24,24 @@ from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner, run, which
 from fireroute.model import Options, Vm, check_vm_name
 from fireroute.plan import host, modes, nft
-from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
+from fireroute.plan.steps import NFT, SYSCTL, Plan, Step
 from fireroute.state.store import Store
+from fireroute.want.objects import FORWARD_KEY, Forwarding
 from fireroute.want.shared import BRIDGE, NAT, Population, shared
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from fireroute.kernel.read import Source
+    from fireroute.want.iptables import IptRule
+    from fireroute.want.objects import Obj
+
     Progress = Callable[[str], None]
+    Index = dict[tuple, Obj]
 
 FORWARD_BEFORE = "ip_forward_before"
+FORWARDING = ("forwarding", (None, FORWARD_KEY))
 FORWARD_RECORD = "host:ip_forward"
 """in ``Plan.forget``: the namespace's forwarding record (kernel/forwarding.py) is obsolete
 once the plan ran, if forwarding then has the recorded value"""
@@ -383,93 +390,156 @@ class Manager:
         return [vm for vm in (store.get(n) for n in dict.fromkeys(names)) if vm is not None]
 
     def _down_plan(self, store: Store, vms: list[Vm]) -> Plan:
-        """Steps removing ``vms``. Shared objects (a bridge we made, a table, the shared
-        iptables rule, forwarding) go with the last VM of this state file only when nothing of
-        another state file's still uses them."""
+        """Steps removing ``vms``, as one diff: what they and the shared objects have (as
+        recorded: their leases rendered, no per-VM read) against what the VMs that stay want
+        (``desired`` of the shape without them). Shared objects (a bridge we made, a table,
+        the shared iptables rule, forwarding) go with the last VM of this state file only
+        when nothing of another state file's still uses them: the kernel is read at those
+        thresholds only, and what it says is not ours to take is left out of ``current``."""
         plan = Plan()
         if not vms:
             return plan
+        from fireroute.plan.compiler import compile
+        from fireroute.plan.diff import DELETE, Scope, diff
+        from fireroute.want import render
+
         instance = store.instance()
-        # what the VMs that stay want, against what those going wanted: the shared objects
-        # only these wanted go, unless something not of this state file's still uses them
-        remaining = shared(Population(store.shapes(), minus=vms), instance)
-        going = shared(Population.of(vms), instance)
-        drop = set()
-        leaving = {v.tap for v in vms}
-        for br in going.bridges - remaining.bridges:
-            from fireroute.plan import bridge
-
-            if observe.link_alias(br, self.runner) == bridge.bridge_alias(instance, br) and not (
-                set(observe.bridge_ports(br, self.runner)) - leaving
-            ):
-                drop.add(br)  # ours, and nobody left on it
-        plan.add(*modes.links_down(vms, drop))
-        members = [v for v in vms if modes.nat_member(v)]
-        nft_vms = [v for v in members if v.backend == "nft"]
-        for table in going.tables_of(NAT):
-            in_table = [v for v in nft_vms if v.table == table]
-            last = (NAT, table) not in remaining.tables
-            if last:  # one listing: is it there, ours, and are another state file's VMs in it
-                foreign = observe.last_in_table(table, instance, self.runner)
-                if foreign is None:
-                    continue
-                last = not foreign  # another state file's VMs are in it: only ours go
-            drop_egress = going.egress_of(table) - remaining.egress_of(table)
-            plan.add(nft.vms_down(table, in_table, last, drop_egress))
-        for table in going.tables_of(BRIDGE):
-            from fireroute.plan import bridge
-
-            in_table = [v for v in vms if v.mode == "bridge" and v.table == table]
-            last = (BRIDGE, table) not in remaining.tables
-            if last:
-                foreign = observe.last_in_table(table, instance, self.runner, bridge.FAMILY)
-                if foreign is None:
-                    continue
-                last = not foreign
-            plan.add(bridge.filter_down(table, in_table, last))
-        ipt = [v for v in members if v.backend == "iptables" or v.options.fix_forward_policy]
-        if ipt:
-            from fireroute import owner
-            from fireroute.plan import iptables
-
-            present = observe.iptables_saved(self.runner)
-            tags = {v.tag for v in ipt}
-            found = [iptables.comment_tag(line) for _, line in present]
-            others = any(  # another VM's rules (of any state file) still need the shared rule
-                t and t != owner.SHARED and t[len(owner.PREFIX) :] not in tags for t in found
-            )
-            last = not remaining.conntrack and not others
-            steps = iptables.rules_down(present, tags, last)
-            plan.add(*steps)
-            made = store.meta(iptables.IPT_MADE) if last else None
-            if made is not None:  # the chains (and tables) our first rules made go too
-                deleted = {s.text for s in steps}
-                left = [(t, line) for t, line in present if "-D" + line[2:] not in deleted]
-                script = iptables.cleanup(
-                    _strings(jsontext.loads(made)), left, observe.nft_ip_chains(self.runner)
-                )
-                if script:
-                    plan.add(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
-                plan.forget.append(iptables.IPT_MADE)
+        rows = store.shapes()
+        stay = Population(rows, minus=vms)
+        remaining, going = shared(stay, instance), shared(Population.of(vms), instance)
+        held = _held(vms)
+        current = render.desired([], Population(rows), instance, held)
+        for v in vms:
+            current.update(render.index(render.vm(v)))
+        self._last_on_bridges(current, going.bridges - remaining.bridges, instance, vms)
+        for family in (NAT, BRIDGE):
+            gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
+            self._last_in_tables(current, family, sorted(gone), instance)
+        cleanup = self._iptables_found(store, current, vms, remaining.conntrack, plan)
         if not remaining.forwarding:
-            plan.add(*self.forwarding_back(store, instance, leaving))
+            current.pop(FORWARDING, None)
+            found = self._forwarding_found(store, instance, {v.tap for v in vms})
+            if found is not None:
+                current[FORWARDING] = found
             plan.forget.append(FORWARD_RECORD)
+        desired = render.desired([], stay, instance, held)
+        ops = diff(current, desired, Scope(v.name for v in vms), instance)
+        steps = compile([op for op in ops if op.verb == DELETE], found=current)
+        at = next((i for i, s in enumerate(steps) if s.tool == SYSCTL), len(steps))
+        plan.add(*steps[:at], *cleanup, *steps[at:])  # the made chains before forwarding
         return plan
+
+    def _last_on_bridges(
+        self, current: Index, bridges: frozenset[str], instance: str, vms: list[Vm]
+    ) -> None:
+        """A bridge no VM that stays is on goes only if it is ours (its alias) and nobody
+        else's link is on it: else it is left out of ``current``."""
+        from fireroute.want.bridge import alias
+
+        leaving = {v.tap for v in vms}
+        for br in sorted(bridges):
+            ours = observe.link_alias(br, self.runner) == alias(instance, br)
+            if ours and not set(observe.bridge_ports(br, self.runner)) - leaving:
+                continue  # ours, and nobody left on it
+            for k in [k for k, o in current.items() if _of_link(k, o, br)]:
+                del current[k]
+
+    def _last_in_tables(
+        self, current: Index, family: str, tables: list[str], instance: str
+    ) -> None:
+        """A table no VM that stays uses, read once (its owner, the elements in it): absent,
+        nothing of it is in ``current``; holding another state file's elements, it stays (its
+        table, sets and chains left out of ``current``), and only our elements go."""
+        for table in tables:
+            foreign = observe.last_in_table(table, instance, self.runner, family)
+            if foreign is not None and not foreign:
+                continue  # ours, ours only: it goes
+            structure = ("nft table", "nft set", "nft chain")
+            for k in [k for k in current if _in_table(k, family, table)]:
+                if foreign is None or k[0] in structure:
+                    del current[k]
+
+    def _iptables_found(
+        self,
+        store: Store,
+        current: Index,
+        vms: list[Vm],
+        wanted: bool,
+        plan: Plan,
+        read: list[IptRule] | None = None,
+    ) -> list[Step]:
+        """The iptables rules as found (iptables-nft-save, read when a VM with rules goes:
+        a restore batch that deletes a missing rule fails whole) in ``current`` for those
+        recorded; with the last rules of any VM (``wanted``: the shared rule stays), the nft
+        chains and tables fireroute's first rules made go too (their steps, returned).
+        ``read``: the rules a whole read found (teardown: every rule of this state file's
+        goes)."""
+        from fireroute.plan import iptables
+
+        ipt = [v for v in vms if modes.nat_member(v) and _has_rules(v)]
+        if not ipt:
+            return []
+        from fireroute.kernel.read import rule_of
+
+        if read is None:
+            present = observe.iptables_saved(self.runner)
+            tags = {iptables.TAG + v.tag for v in ipt}
+        else:
+            present = [(r.table, r.saved) for r in read]
+            tags = _tags_of(store.instance(), present)
+        for k in [k for k in current if k[0] == "iptables rule"]:
+            del current[k]
+        found = [(t, line, iptables.comment_tag(line)) for t, line in present]
+        others = any(tag and tag != iptables.SHARED and tag not in tags for _, _, tag in found)
+        for t, line, tag in found:  # the shared rule stays while another VM's rule does
+            if tag is not None and not (others and tag == iptables.SHARED):
+                rule = rule_of(t, line)
+                current[(rule.kind, rule.key)] = rule
+        if wanted or others:
+            return []
+        return self._made_chains(store, [(t, line) for t, line, tag in found if tag is None], plan)
+
+    def _made_chains(self, store: Store, left: list[tuple[str, str]], plan: Plan) -> list[Step]:
+        """The nft chains and tables fireroute's first iptables rules made, once its last
+        rules go (``left``: the rules that stay, none of them fireroute's)."""
+        from fireroute.plan import iptables
+
+        made = store.meta(iptables.IPT_MADE)
+        if made is None:
+            return []
+        plan.forget.append(iptables.IPT_MADE)
+        script = iptables.cleanup(
+            _strings(jsontext.loads(made)), left, observe.nft_ip_chains(self.runner)
+        )
+        what = "remove the iptables-nft chains fireroute made"
+        return [Step(NFT, script, what)] if script else []
+
+    def _forwarding_found(
+        self, store: Store, instance: str, leaving: set[str], own: bool = True
+    ) -> Forwarding | None:
+        """Forwarding as it is, with what it was before fireroute switched it on (the
+        namespace's record, whichever state file made it, else, when ``instance`` is
+        ``store``'s own (``own``), the state file's record); None while a link of fireroute's
+        of another state file (not ``leaving``) is left in this namespace."""
+        from fireroute.kernel import forwarding as record
+
+        if set(observe.foreign_links(instance, self.runner)) - leaving:
+            return None
+        before = record.recorded() or (store.meta(FORWARD_BEFORE) if own else None)
+        return Forwarding(read_sysctl(host.FORWARD_KEY), before)
 
     def forwarding_back(
         self, store: Store, instance: str, leaving: set[str], own: bool = True
     ) -> list[Step]:
         """Forwarding set back to what it was before fireroute switched it on, once no link
         of fireroute's (of any state file) is left in this namespace but ``leaving`` and those
-        of ``instance``: the namespace's record (whichever state file made it), else, when
-        ``instance`` is ``store``'s own (``own``), the state file's record."""
-        from fireroute.kernel import forwarding as record
+        of ``instance``: the diff of forwarding as found against none wanted."""
+        from fireroute.plan.compiler import compile
+        from fireroute.plan.diff import diff
 
-        if set(observe.foreign_links(instance, self.runner)) - leaving:
-            return []
-        before = record.recorded() or (store.meta(FORWARD_BEFORE) if own else None)
-        now = read_sysctl(host.FORWARD_KEY)
-        return [host.set_forwarding(before, now)] if before is not None and now != before else []
+        found = self._forwarding_found(store, instance, leaving, own)
+        current: Index = {} if found is None else {FORWARDING: found}
+        return compile(diff(current, {}, instance=instance), found=current)
 
     def _down_locked(self, store: Store, vms: list[Vm], dry_run: bool) -> Plan:
         plan = self._down_plan(store, vms)
@@ -489,63 +559,47 @@ class Manager:
         store = self._store(create=False)
         if dry_run:
             vms = store.all()
-            plan = self._down_plan(store, vms)
-            planned = {(s.tool, s.text) for s in plan.steps}
-            swept = self._sweep_plan(store, {v.tap for v in vms}).steps
-            plan.add(*[s for s in swept if (s.tool, s.text) not in planned])
-            return vms, plan
+            return vms, self._teardown_plan(store, vms)
         observe.require_net_admin("tear down fireroute's networking")
         with store.locked():
             vms = store.all()
-            plan = self._down_locked(store, vms, dry_run=False)
-            sweep = self._sweep_plan(store, set())
-            self.executor().apply_best_effort(sweep)
-            plan.add(*sweep.steps)
+            plan = self._teardown_plan(store, vms)
+            names = [v.name for v in vms]
+            store.set_state(names, "removing")
+            self.executor().apply_best_effort(plan)
+            done(plan)
+            drop = [FORWARD_BEFORE] if vms else []
+            store.remove(names, drop_meta=drop + plan.forget)
             return vms, plan
 
-    def _sweep_plan(self, store: Store, skip_taps: set[str]) -> Plan:
-        """Steps removing every object tagged for this state file (links, clone namespaces,
-        set elements, iptables rules), and the shared ones (a table, the shared iptables rule)
-        that no other state file's objects still use."""
-        from fireroute import owner
+    def _teardown_plan(self, store: Store, vms: list[Vm], src: Source | None = None) -> Plan:
+        """One diff: everything read (every object tagged for this state file, our tables)
+        and what the leases say they have, against nothing wanted. What is another state
+        file's, and a shared object something else still uses, stays (plan/diff.py).
+        ``src``: where the host is read (default: this manager's runner)."""
+        from fireroute.kernel.read import Source, read
+        from fireroute.plan.compiler import compile
+        from fireroute.plan.diff import DELETE, diff
+        from fireroute.want import render
 
-        instance = store.instance()
         plan = Plan()
-        for ns in observe.our_namespaces(instance):
-            plan.add(Step(IP, f"netns del {ns}", f'delete leftover namespace "{ns}"'))
-        for tap in observe.our_links(instance, self.runner):
-            if tap not in skip_taps:
-                plan.add(Step(IP, f"link del dev {tap}", f'delete leftover link "{tap}"'))
-        for family in ("ip", "bridge") if which("nft") else ():
-            tables = {
-                t: observe.nft_elements(t, self.runner, family) or {}
-                for t in observe.nft_our_tables(self.runner, family)
-            }  # nothing of this state file stays: no VM keeps an element
-            plan.add(*nft.sweep_tables(family, tables, [], lambda _vm: {}, instance))
-        if which("iptables-nft-save"):
-            from fireroute.plan import iptables
-
-            tagged = [
-                (t, line, iptables.comment_tag(line))
-                for t, line in observe.iptables_saved(self.runner)
-                if iptables.comment_tag(line)
-            ]
-            mine = [
-                (t, line) for t, line, c in tagged if (owner.parse(c or "") or ("",))[0] == instance
-            ]
-            foreign = [
-                1
-                for _t, _l, c in tagged
-                if c != owner.SHARED and (owner.parse(c or "") or ("",))[0] != instance
-            ]
-            if not foreign:
-                mine += [(t, line) for t, line, c in tagged if c == owner.SHARED]
-            plan.add(
-                *[
-                    Step(IPTABLES, "-D" + line[2:], "remove tagged iptables rule", table=t)
-                    for t, line in mine
-                ]
-            )
+        instance = store.instance()
+        found = read(src or Source(self.runner), vms)
+        current = render.desired(vms, None, instance)
+        _only_read_tables(current, found.objs, found.foreign_tables)
+        current.update(found.objs)  # what is there, as it is
+        _tables_ours(current)
+        cleanup = self._iptables_found(store, current, vms, False, plan, found.ipt)
+        current.pop(FORWARDING, None)
+        if vms:  # (with the last of this state file's VMs, as down does)
+            fwd = self._forwarding_found(store, instance, {v.tap for v in vms})
+            if fwd is not None:
+                current[FORWARDING] = fwd
+            plan.forget.append(FORWARD_RECORD)
+        ops = [op for op in diff(current, {}, instance=instance) if op.verb == DELETE]
+        steps = compile(ops, found=current)
+        at = next((i for i, s in enumerate(steps) if s.tool == SYSCTL), len(steps))
+        plan.add(*steps[:at], *cleanup, *steps[at:])  # the made chains before forwarding
         return plan
 
     # -- reads -----------------------------------------------------------------------------
@@ -703,3 +757,60 @@ __all__ = ["Manager", "UpResult", "FirerouteError"]
 def _strings(doc: object) -> list[str]:
     """A list of strings recorded in the state file's meta (anything else: none)."""
     return [x for x in doc if isinstance(x, str)] if isinstance(doc, list) else []
+
+
+def _held(vms: list[Vm]) -> dict[str, set[str]]:
+    """NAT table -> the sets and maps the elements of ``vms`` go into: the parts of the table
+    (want/tables.py PARTS) their options imply it holds (``render.desired``'s ``held``)."""
+    from fireroute.want.nft import nat_elements
+
+    out: dict[str, set[str]] = {}
+    for v in vms:
+        if v.backend == "nft" and modes.nat_member(v):
+            out.setdefault(v.table, set()).update(e.set for e in nat_elements(v))
+    return out
+
+
+def _has_rules(vm: Vm) -> bool:
+    """Has a NAT member iptables rules of its own (its backend's, or the FORWARD-policy fix)?"""
+    return vm.backend == "iptables" or bool(vm.options.fix_forward_policy)
+
+
+def _of_link(key: tuple, obj: Obj, name: str) -> bool:
+    """Is ``obj`` the root namespace's link ``name`` or one of its addresses?"""
+    return key == ("link", (None, name)) or (obj.kind == "addr" and key[1][:2] == (None, name))
+
+
+def _in_table(key: tuple, family: str, table: str) -> bool:
+    """Is ``key`` a root namespace table's, or of a set, chain or element in it?"""
+    return key[0].startswith("nft ") and key[1][:3] == (None, family, table)
+
+
+def _only_read_tables(recorded: Index, found: Index, foreign: list[tuple[str, str]]) -> None:
+    """The recorded tables the whole read did not find are not there (nothing of them is
+    taken), or are not ours: refused, as down refuses them."""
+    read = {k[1][1:3] for k in found if k[0] == "nft table" and k[1][0] is None}
+    for k in [k for k in recorded if k[0].startswith("nft ") and k[1][0] is None]:
+        if k[1][1:3] not in read:
+            if k[0] == "nft table" and k[1][1:3] in foreign:
+                raise observe.not_ours(k[1][2], k[1][1])
+            del recorded[k]
+
+
+def _tables_ours(current: Index) -> None:
+    """The root namespace's tables the read found are ours (it reads those with our
+    comment)."""
+    from fireroute.want.tables import shared_table
+
+    for k, o in current.items():
+        if o.kind == "nft table" and o.ns is None:
+            current[k] = shared_table(k[1][1], k[1][2])
+
+
+def _tags_of(instance: str, rules: list[tuple[str, str]]) -> set[str]:
+    """The comments of the rules tagged for a VM of the state file ``instance``."""
+    from fireroute.plan import iptables
+
+    mine = iptables.TAG + instance + ":"
+    tags = (iptables.comment_tag(line) or "" for _, line in rules)
+    return {t for t in tags if t.startswith(mine)}

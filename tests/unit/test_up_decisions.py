@@ -1,0 +1,114 @@
+"""What ``up`` plans, scenario by scenario, on the fake kernel without root: the net for up as
+a diff (docs/core-migration.md step 15b), which must plan the same. Each scenario brings VMs
+up one request after another on one fake host (an uplink ``eth0`` with a default route),
+applying each plan's operations, and prints every plan with the leases it made."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+
+import pytest
+
+from fireroute import manager
+from fireroute.kernel import forwarding, observe
+from fireroute.kernel.fake import Fake
+from fireroute.kernel.run import Result
+from fireroute.model import Options, Published
+from fireroute.plan.steps import as_commands, groups
+from fireroute.want.objects import Link
+from tests.unit.test_down import Host
+from tests.unit.test_plan import golden
+
+
+class UpHost(Host):
+    """down's reads, and up's: the FIB lookups (the fake's), table owners, the tables of
+    ours, the chains iptables-nft made (none), the FORWARD policy (accept)."""
+
+    def __call__(self, argv: list[str], stdin: str | None = None) -> Result:
+        lines = (stdin or "").splitlines()
+        if argv[:2] == ["ip", "-j"] and any(line.startswith("route ") for line in lines):
+            return self.fake.ip_json(argv, stdin)
+        if argv[:4] == ["nft", "-t", "list", "table"]:
+            return self._table(argv[4], argv[5])
+        if argv[:4] == ["nft", "-t", "list", "ruleset"]:
+            family = argv[4]
+            out = "".join(
+                f'table {family} {o.name} {{\n\tcomment "fireroute"\n}}\n'
+                for o in self.fake.objs.values()
+                if o.kind == "nft table" and o.family == family and o.ns is None
+            )
+            return Result(0, out, "")
+        if argv == ["nft", "-j", "list", "chains", "ip"]:
+            return Result(0, '{"nftables": []}', "")
+        if argv == ["iptables-nft-save", "-t", "filter"]:
+            return Result(0, "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n", "")
+        return super().__call__(argv, stdin)
+
+
+class Apply:
+    """The executor over the fake: all or nothing (each group must apply whole)."""
+
+    def __init__(self, fake: Fake) -> None:
+        self.fake = fake
+
+    def apply_all(self, plan) -> None:
+        for group in groups(plan.steps):
+            ops = [op for s in group for op in getattr(s, "ops", ())]
+            if ops:
+                out = self.fake.apply(ops)
+                assert set(out) == {"ok"}, (out, [s.text for s in group])
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    """A manager over a fresh state file (of a known id) and a fake host with an uplink."""
+
+    def make(name: str) -> manager.Manager:
+        fake = Fake()
+        fake.seed(Link("eth0", "", "", None, "", group=None))
+        fake.seed_route("0.0.0.0/0", "eth0")
+        monkeypatch.setattr(manager, "read_sysctl", lambda key: fake.forwarding)
+        m = manager.Manager(tmp_path / f"{name}.db", runner=UpHost(fake))
+        m.executor = lambda: Apply(fake)  # type: ignore[assignment,return-value]
+        m._store().reserve([], {"instance": "5ca1ab1e"})
+        return m
+
+    monkeypatch.setattr(observe, "require_net_admin", lambda action: None)
+    monkeypatch.setattr(manager, "which", lambda tool: f"/usr/sbin/{tool}")  # (conntrack)
+    monkeypatch.setattr(forwarding, "recorded", lambda: None)
+    monkeypatch.setattr(forwarding, "record", lambda value: False)
+    monkeypatch.setattr(forwarding, "forget", lambda: None)
+    return make
+
+
+POLICY = dict(egress="none", allow_out=(IPv4Network("192.0.2.0/24"),))
+BRIDGED = dict(mode="bridge", bridge="br9", dhcp=True)
+SCENARIOS = [
+    ("nft first, second", [(["a"], {}), (["b"], {})]),
+    ("nft policy joins lean", [(["a"], {}), (["b"], POLICY)]),
+    ("nft publish joins", [(["a"], {}), (["b"], dict(publish=(Published.parse("5353:53/udp"),)))]),
+    ("nft batch", [(["a", "b", "c"], {})]),
+    (
+        "iptables first, second",
+        [(["a"], dict(backend="iptables")), (["b"], dict(backend="iptables"))],
+    ),
+    (
+        "fix policy",
+        [(["a"], dict(fix_forward_policy=True)), (["b"], dict(fix_forward_policy=True))],
+    ),
+    ("bridge made", [(["a"], dict(bridge_address="10.9.0.1/24", **BRIDGED)), (["b"], BRIDGED)]),
+    ("clone", [(["a"], dict(mode="clone"))]),
+]
+
+
+def test_up_decisions_golden(host):
+    out = []
+    for title, requests in SCENARIOS:
+        m = host(title.replace(" ", "-").replace(",", ""))
+        for names, options in requests:
+            res = m.up(names, Options(**options))
+            out.append(f"## {title} {','.join(names)}\n{as_commands(res.plan)}")
+            out.append(
+                f"vms {[(v.name, str(v.net), v.tap, v.mac) for v in res.vms]} {res.warnings}\n"
+            )
+    golden("up-decisions.txt", "".join(out))
