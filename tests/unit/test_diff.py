@@ -26,7 +26,7 @@ from fireroute.plan.words import Context, said, words
 from fireroute.want import render
 from fireroute.want.iptables import IptRule, conntrack
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import Forwarding, Link, Obj
+from fireroute.want.objects import Forwarding, Link, Obj, Sysctl
 from fireroute.want.tables import NftChain, NftSet
 from tests.unit.test_plan import _modes, vm
 
@@ -561,3 +561,17 @@ def test_a_named_scope_looks_for_no_strays_and_no_other_vms_orphans():
     assert {op.obj.vm for op in diff(have, d, Scope(["b"]), ID)} == {"b"}
     everything = diff(have, d, ALL, ID)
     assert any(op.reason == STRAY for op in everything)
+
+
+def test_a_sysctl_no_lease_asks_for_is_left_as_found():
+    """route_localnet on a VM's device that fireroute did not set (a chained CNI plugin sets
+    it for its own 127.0.0.1 port mapping) is nobody's drift; the same sysctl wanted and
+    missing is the control."""
+    d = want(vm("a", 0))
+    tap = d[("link", (None, "fr-a"))]
+    extra = Sysctl("net/ipv4/conf/fr-a/route_localnet", "1", "", tap.owner, tap.vm)
+    assert diff(plus(d, extra), d, ALL, ID) == []
+    w = want(vm("a", 0, publish=(Published.parse("127.0.0.1:22:22"),)))
+    localnet = ("sysctl", (None, "net/ipv4/conf/fr-a/route_localnet"))
+    op = one(diff(without(w, localnet), w, ALL, ID))
+    assert op.verb == "create" and op.id == localnet

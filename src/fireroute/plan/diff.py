@@ -445,7 +445,9 @@ def _deletes(current: Index, desired: Index, scope: Scope, claimed: Claims) -> l
     """Deletes, in found order: the VMs' objects first decide what is going, then each
     shared object goes unless something else still uses it (and what is part of it stays
     with it)."""
-    found = _unwanted(current, desired, scope, claimed)
+    # a device's sysctl no lease asks for is left as found: it goes with its device, and
+    # another program may have set it on ours (a chained CNI plugin's route_localnet)
+    found = [o for o in _unwanted(current, desired, scope, claimed) if o.kind != "sysctl"]
     gone = {(o.kind, o.key) for o in found if not _shared(o)}
     kept: set[Key] = set()
     for o in found:
