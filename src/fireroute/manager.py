@@ -27,7 +27,7 @@ from fireroute.plan import host, modes, nft
 from fireroute.plan.steps import NFT, SYSCTL, Plan, Step
 from fireroute.state.store import Store
 from fireroute.want.objects import FORWARD_KEY, Forwarding
-from fireroute.want.shared import BRIDGE, NAT, Population, shared
+from fireroute.want.shared import BRIDGE, NAT, Population, Shared, shared
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,6 +72,33 @@ class UpResult:
         self.plan = plan
         self.changed = changed
         self.warnings = warnings or []
+
+
+class _UpDraft:
+    """up's plan as it is made, with what applying it (and its AlreadyExists retry) needs:
+    the new VMs, what the other VMs want, the request's options, the state file's meta to
+    record, forwarding as read, where the nft and bridge-filter steps are in the plan."""
+
+    __slots__ = (
+        "vms", "others", "options", "plan", "meta", "warnings", "forwarding", "switch_on",
+        "members", "bridged", "fresh_table", "nft_index", "bridge_index", "policy",
+    )  # fmt: skip
+
+    def __init__(self, vms: list[Vm], others: Shared, options: Options) -> None:
+        self.vms = vms
+        self.others = others
+        self.options = options
+        self.plan = Plan()
+        self.meta: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self.forwarding = ""
+        self.switch_on = False
+        self.members = [v for v in vms if modes.nat_member(v)]
+        self.bridged = [v for v in vms if v.mode == "bridge"]
+        self.fresh_table = False
+        self.nft_index = -1
+        self.bridge_index = -1
+        self.policy: object = None  # the FORWARD policy read started beside the changes
 
 
 def _require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> None:
@@ -187,6 +214,26 @@ class Manager:
         dry_run: bool,
         progress: Progress | None,
     ) -> UpResult:
+        existing, fresh = self._up_sort(store, names, options, dry_run)
+        if not fresh:
+            return UpResult(existing, Plan(), False)
+        vms, view, others = self._up_allocate(store, fresh, options, skip_conflicts, progress)
+        missing_bridges = self._up_checks(store, vms, view, fresh, options)
+        draft = _UpDraft(vms, others, options)
+        self._up_plan(draft, store, missing_bridges, dry_run)
+        if dry_run:
+            self._policy_warning(draft.policy, draft.warnings)
+            return UpResult(existing + vms, draft.plan, True, draft.warnings)
+        self._up_apply(store, draft, progress)
+        store.set_state([v.name for v in vms], "active")
+        active = [v.with_state("active") for v in vms]
+        return UpResult(existing + active, draft.plan, True, draft.warnings)
+
+    def _up_sort(
+        self, store: Store, names: list[str], options: Options, dry_run: bool
+    ) -> tuple[list[Vm], list[str]]:
+        """The VMs already up with these options, and the names to make (a VM left half-made
+        by an interrupted run is taken down first)."""
         existing: list[Vm] = []
         fresh: list[str] = []
         for n in names:
@@ -209,9 +256,18 @@ class Manager:
                     )
                 self._down_locked(store, [store.get(n)], dry_run=False)  # type: ignore[list-item]
                 fresh.append(n)
-        if not fresh:
-            return UpResult(existing, Plan(), False)
+        return existing, fresh
 
+    def _up_allocate(
+        self,
+        store: Store,
+        fresh: list[str],
+        options: Options,
+        skip_conflicts: bool,
+        progress: Progress | None,
+    ) -> tuple[list[Vm], observe.HostView, Shared]:
+        """The new VMs with their devices, networks, owner and MAC; the host as read; what
+        the other VMs of the state file want."""
         devs = allocate.devices(store, fresh, options)
         allocate.check_unique(store, self.runner, fresh, options)
         if progress:
@@ -232,6 +288,18 @@ class Manager:
             vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
             if vm.mode == "clone":
                 vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
+        return vms, view, others
+
+    def _up_checks(
+        self,
+        store: Store,
+        vms: list[Vm],
+        view: observe.HostView,
+        fresh: list[str],
+        options: Options,
+    ) -> set[str]:
+        """A clone address not taken, each named bridge that exists a bridge: the bridges to
+        make, returned."""
         bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
         missing_bridges = {b for b in bridges if view.links.get(b) is None}
         if options.mode == "clone" and options.clone_address not in (None, "auto"):
@@ -245,114 +313,139 @@ class Manager:
             link = view.links[b] or {}
             if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
                 raise ConflictError(f'"{b}" exists on this host and is not a bridge')
+        return missing_bridges
 
-        plan = Plan()
-        warnings: list[str] = []
-        plan.add(*modes.links_up(vms, missing_bridges))
-        meta: dict[str, str] = {}
-        forwarding = read_sysctl(host.FORWARD_KEY)
-        switch_on = forwarding != "1"
-        if switch_on:
-            plan.add(host.set_forwarding("1", forwarding))
-        if not others.forwarding and store.meta(FORWARD_BEFORE) is None:
-            meta[FORWARD_BEFORE] = forwarding
-        members = [v for v in vms if modes.nat_member(v)]
-        nft_index, fresh_table, policy = -1, False, None
+    def _up_plan(
+        self, draft: _UpDraft, store: Store, missing_bridges: set[str], dry_run: bool
+    ) -> None:
+        """``draft``'s plan: links, forwarding, the NAT rules, the bridge filter."""
+        plan, options, members = draft.plan, draft.options, draft.members
+        plan.add(*modes.links_up(draft.vms, missing_bridges))
+        self._up_forwarding(draft, store)
         if members and options.backend == "nft":
-            fresh_table = (NAT, options.table) not in others.tables
-            # A table with no VM of ours in it is created exclusively, unread: if a table of
-            # that name exists the transaction fails and is undone, and the table is read then
-            # (below): ours (left over), the plan runs again adding to it; a foreign one is
-            # refused, and so (on nft's error) is a name nft reads as a keyword. A dry run
-            # reads it first, to print what would run.
-            exclusive = fresh_table and not (
-                dry_run and observe.check_table_owner(options.table, self.runner)
-            )
-            if fresh_table and not options.fix_forward_policy:  # once per table, not per VM
-                from fireroute import doctor
-
-                policy = doctor.forward_policy_start(self.runner)  # read beside the changes
-            nft_index = len(plan.steps)
-            plan.add(nft.vms_up(options.table, members, fresh_table, exclusive))
+            self._up_nft(draft, dry_run)
         elif members:
-            from fireroute.plan import iptables
-
-            present = observe.iptables_saved(self.runner)
-            has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
-            plan.add(*iptables.vms_up(members, need_conntrack=not has_ct))
-            if not has_ct:  # the first iptables VM on this host: remember what it brings in
-                made = iptables.would_make(observe.nft_ip_chains(self.runner))
-                if made:
-                    meta[iptables.IPT_MADE] = jsontext.dumps(made)
+            self._up_iptables(draft)
         if members and options.fix_forward_policy:
             from fireroute.plan import iptables
 
             plan.add(*iptables.forward_policy_fix(members))
-        for vm in vms:  # after the maps have the ports: flows begun before forget their path
+        for vm in draft.vms:  # after the maps have the ports: flows begun before forget their path
             plan.add(*host.flush_udp(vm, list(vm.options.publish)))
-        bridged = [v for v in vms if v.mode == "bridge"]
-        bridge_index = -1
-        if bridged:
-            from fireroute.plan import bridge
+        if draft.bridged:
+            draft.bridge_index = len(plan.steps)
+            plan.add(self._up_bridge_filter(draft))
 
-            fresh_filter = (BRIDGE, options.table) not in others.tables and not (
-                observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
-            )
-            bridge_index = len(plan.steps)
-            plan.add(bridge.filter_up(options.table, bridged, fresh_filter))
-        if dry_run:
-            self._policy_warning(policy, warnings)
-            return UpResult(existing + vms, plan, True, warnings)
+    @staticmethod
+    def _up_forwarding(draft: _UpDraft, store: Store) -> None:
+        """Forwarding switched on if it is off; its value before, for the first VM of all."""
+        forwarding = read_sysctl(host.FORWARD_KEY)
+        draft.forwarding = forwarding
+        draft.switch_on = forwarding != "1"
+        if draft.switch_on:
+            draft.plan.add(host.set_forwarding("1", forwarding))
+        if not draft.others.forwarding and store.meta(FORWARD_BEFORE) is None:
+            draft.meta[FORWARD_BEFORE] = forwarding
 
+    def _up_nft(self, draft: _UpDraft, dry_run: bool) -> None:
+        """The NAT members' elements in the nft NAT table (the table made with its first)."""
+        options = draft.options
+        fresh_table = (NAT, options.table) not in draft.others.tables
+        draft.fresh_table = fresh_table
+        # A table with no VM of ours in it is created exclusively, unread: if a table of
+        # that name exists the transaction fails and is undone, and the table is read then
+        # (_up_retry): ours (left over), the plan runs again adding to it; a foreign one is
+        # refused, and so (on nft's error) is a name nft reads as a keyword. A dry run
+        # reads it first, to print what would run.
+        exclusive = fresh_table and not (
+            dry_run and observe.check_table_owner(options.table, self.runner)
+        )
+        if fresh_table and not options.fix_forward_policy:  # once per table, not per VM
+            from fireroute import doctor
+
+            draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
+        draft.nft_index = len(draft.plan.steps)
+        draft.plan.add(nft.vms_up(options.table, draft.members, fresh_table, exclusive))
+
+    def _up_iptables(self, draft: _UpDraft) -> None:
+        """The NAT members' iptables rules (the shared rule with the first of all, and what
+        that first brings in remembered)."""
+        from fireroute.plan import iptables
+
+        present = observe.iptables_saved(self.runner)
+        has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
+        draft.plan.add(*iptables.vms_up(draft.members, need_conntrack=not has_ct))
+        if not has_ct:  # the first iptables VM on this host: remember what it brings in
+            made = iptables.would_make(observe.nft_ip_chains(self.runner))
+            if made:
+                draft.meta[iptables.IPT_MADE] = jsontext.dumps(made)
+
+    def _up_bridge_filter(self, draft: _UpDraft) -> Step:
+        """The bridge guests' elements in the bridge-family filter table (made with the
+        first, when no table of that name is there)."""
+        from fireroute.plan import bridge
+
+        table = draft.options.table
+        fresh_filter = (BRIDGE, table) not in draft.others.tables and not (
+            observe.check_table_owner(table, self.runner, bridge.FAMILY)
+        )
+        return bridge.filter_up(table, draft.bridged, fresh_filter)
+
+    def _up_apply(self, store: Store, draft: _UpDraft, progress: Progress | None) -> None:
+        """The rows reserved (``pending``), then the plan applied all or nothing (once again
+        after AlreadyExists); on failure the rows and the forwarding record go again."""
         recorded = False
-        if switch_on:  # for whichever state file's VM goes last (kernel/forwarding.py)
+        if draft.switch_on:  # for whichever state file's VM goes last (kernel/forwarding.py)
             from fireroute.kernel import forwarding as record
 
-            recorded = record.record(forwarding)
+            recorded = record.record(draft.forwarding)
         try:
-            store.reserve(vms, meta)
+            store.reserve(draft.vms, draft.meta)
         except BaseException:
-            self._policy_warning(policy, [])  # the read is waited for on every path
+            self._policy_warning(draft.policy, [])  # the read is waited for on every path
             raise
         if progress:
-            progress(f"creating {len(vms)} device(s) and NAT entries")
+            progress(f"creating {len(draft.vms)} device(s) and NAT entries")
         try:
             try:
-                self.executor().apply_all(plan)
+                self.executor().apply_all(draft.plan)
             except AlreadyExists:  # the table's name is taken: ours (left over) or not
-                observe.check_table_owner(options.table, self.runner)
-                if nft_index >= 0:
-                    plan.steps[nft_index] = nft.vms_up(options.table, members, fresh_table)
-                if bridge_index >= 0:  # read again: the failed transaction made nothing
-                    from fireroute.plan import bridge
-
-                    fresh_filter = (BRIDGE, options.table) not in others.tables and not (
-                        observe.check_table_owner(options.table, self.runner, bridge.FAMILY)
-                    )
-                    plan.steps[bridge_index] = bridge.filter_up(
-                        options.table, bridged, fresh_filter
-                    )
-                self.executor().apply_all(plan)
+                self._up_retry(draft)
         except BaseException as exc:
-            store.remove([v.name for v in vms], drop_meta=list(meta))
-            if recorded and read_sysctl(host.FORWARD_KEY) == forwarding:
-                # undone: forwarding has its old value again, and this record is nobody's
-                # (found by review: it outlived a failed up and later undid the admin's "on")
-                from fireroute.kernel import forwarding as record
-
-                record.forget()
-            if (
-                isinstance(exc, KernelError)
-                and fresh_table
-                and observe.is_keyword_table(options.table, exc.detail)
-            ):  # a new table's name nft cannot parse: bad input, and everything is undone
-                raise observe.keyword_table(options.table) from None
+            self._up_undo(store, draft, recorded, exc)
             raise
         finally:
-            self._policy_warning(policy, warnings)
-        store.set_state([v.name for v in vms], "active")
-        active = [v.with_state("active") for v in vms]
-        return UpResult(existing + active, plan, True, warnings)
+            self._policy_warning(draft.policy, draft.warnings)
+
+    def _up_retry(self, draft: _UpDraft) -> None:
+        """After AlreadyExists: the table read (a foreign one refused), the plan made again
+        adding to what is there, and applied."""
+        options, steps = draft.options, draft.plan.steps
+        observe.check_table_owner(options.table, self.runner)
+        if draft.nft_index >= 0:
+            steps[draft.nft_index] = nft.vms_up(options.table, draft.members, draft.fresh_table)
+        if draft.bridge_index >= 0:  # read again: the failed transaction made nothing
+            steps[draft.bridge_index] = self._up_bridge_filter(draft)
+        self.executor().apply_all(draft.plan)
+
+    @staticmethod
+    def _up_undo(store: Store, draft: _UpDraft, recorded: bool, exc: BaseException) -> None:
+        """A failed apply: the rows and the forwarding record go; a new table's name nft
+        cannot parse is said as bad input (else the caller raises ``exc`` again)."""
+        store.remove([v.name for v in draft.vms], drop_meta=list(draft.meta))
+        if recorded and read_sysctl(host.FORWARD_KEY) == draft.forwarding:
+            # undone: forwarding has its old value again, and this record is nobody's
+            # (found by review: it outlived a failed up and later undid the admin's "on")
+            from fireroute.kernel import forwarding as record
+
+            record.forget()
+        table = draft.options.table
+        if (
+            isinstance(exc, KernelError)
+            and draft.fresh_table
+            and observe.is_keyword_table(table, exc.detail)
+        ):  # a new table's name nft cannot parse: bad input, and everything is undone
+            raise observe.keyword_table(table) from None
 
     @staticmethod
     def _policy_warning(policy: object, warnings: list[str]) -> None:

@@ -42,23 +42,7 @@ from fireroute.want.tables import (  # noqa: F401 (the layout, where plans and c
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-
-
-def wanted_parts(vms: list[Vm], held: Iterable[str]) -> frozenset[str]:
-    """The parts ``check`` wants in a table: those its VMs ``vms`` need, and those it holds
-    (``held``: its sets, maps and chains), whether or not a VM needs them."""
-    return parts_of(e.set for v in vms for e in want.nat_elements(v)) | parts_of(held)
-
-
-def checked(
-    table: str, vms: list[Vm], held: Iterable[str]
-) -> tuple[dict[str, tuple[str, list[str]]], dict[str, str]]:
-    """The chains and the sets ``check`` wants in the NAT table ``table`` that holds the
-    objects named ``held``, with ``vms`` (of a state file; those in other tables left out)."""
-    users = [v for v in vms if v.table == table and v.backend == "nft"]
-    parts = wanted_parts(users, held)
-    return chains(parts), layout(parts)[0]
+    from collections.abc import Callable
 
 
 def chains(parts: frozenset[str] = ALL_PARTS) -> dict[str, tuple[str, list[str]]]:
@@ -123,19 +107,6 @@ def _parts_head(table: str, names: set[str], parts: frozenset[str]) -> str:
         declared,
         {n: k for n, k in maps.items() if n in names or OPTIONAL.get(n) in parts},
     )
-
-
-def heal(
-    table: str, vms: list[Vm], bridges: set[tuple[str, str, str]], held: Iterable[str] = ()
-) -> Step:
-    """Re-declare the table, its sets, chains (policies included) and rules, and add every
-    element of ``vms``: what ``restore`` runs for a table that drifted. The parts (PARTS)
-    declared are those ``check`` wants: the VMs' and those of the objects the table holds
-    (``held``: their names). No undo: it never removes anything, so another state file's
-    elements in the table are untouched."""
-    body = _element_lines("add", table, _own(vms)) + bridge_egress("add", table, bridges)
-    head = skeleton(table, wanted_parts(vms, held))
-    return Step(NFT, head + body, f'restore nftables table "{table}"')
 
 
 def elements(vm: Vm) -> dict[str, list[str]]:
