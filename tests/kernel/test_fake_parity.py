@@ -20,10 +20,11 @@ from fireroute.kernel import fake, kinds
 from fireroute.kernel.fake import Fake, FakeSet
 from fireroute.kernel.kinds import BUSY, EXISTS, MISSING, OK
 from fireroute.model import Options, Vm
+from fireroute.plan.ops import group_delete_step, regroup_step
 from fireroute.want import clone, tap
 from fireroute.want.netns import Route, TcRedirect
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import Addr, Link
+from fireroute.want.objects import DOOMED_GROUP, Addr, Link
 from fireroute.want.tables import NftChain, NftTable
 from tests.conftest import is_root
 
@@ -289,3 +290,26 @@ def test_a_table_its_set_and_elements(both):
     )
     assert seen[:9] == [MISSING, OK, MISSING, OK, OK, OK, OK, MISSING, BUSY]
     assert seen[9:] == [OK, MISSING, OK, OK, OK, OK, OK, MISSING]
+
+
+def test_a_group_delete(both):
+    """``link del group G`` (plan/ops.py's steps): an empty group is missing; the group's
+    links go, a veth's far end (in no group) with its end, an address with its tap; a link
+    of no group stays; a group holding the loopback is refused whole."""
+    f, k = both
+    a, addr, _ = tap.tap(vm("a", 0))
+    b = tap.tap(vm("b", 1))[0]
+    keep = Link("fr-z", "tun", "", None, "", uid=0)
+    veth = Link("fr-v", "veth", "", None, "", peer=(None, "fr-w"))
+    made = [("create", o) for o in (a, b, keep, veth)] + [("set", a), ("create", addr)]
+    assert steps(f, k, made) == [OK] * 6
+    (gone,) = group_delete_step(DOOMED_GROUP, "delete").ops
+    marks = [("set", regroup_step(o, DOOMED_GROUP, "mark").ops[0].obj) for o in (a, b, veth)]
+    seen = steps(f, k, [("delete", gone.obj), *marks, ("delete", gone.obj)])
+    assert seen == [MISSING, OK, OK, OK, OK]
+    same_links(f, k, None)
+    assert {n for _, n, _, _ in k.links(None)[0]} == {"lo", "fr-z"}  # (the control stayed)
+    lo = Link("lo", "loopback", "", None, "", group=None, up=False, made=False)
+    marks = [("set", regroup_step(o, DOOMED_GROUP, "mark").ops[0].obj) for o in (keep, lo)]
+    assert steps(f, k, [*marks, ("delete", gone.obj)]) == [OK, OK, kinds.OTHER]
+    same_links(f, k, None)

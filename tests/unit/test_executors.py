@@ -14,6 +14,7 @@ from fireroute.kernel.kinds import BUSY, DENIED, EXISTS, MISSING, OTHER
 from fireroute.model import Published
 from fireroute.plan.compiler import compile
 from fireroute.plan.diff import ALL, diff
+from fireroute.plan.ops import DELETE, Act, OpStep
 from fireroute.plan.steps import IP, NFT, Plan, Step
 from fireroute.want import render
 from tests.unit.test_plan import vm
@@ -90,13 +91,17 @@ def test_compiled_ip_steps_encode_from_their_objects() -> None:
     assert all(inproc.encode(s) is not None for s in ips)
 
 
-def test_compiled_regroup_is_left_to_ip() -> None:
-    """The compiler's regrouping step carries the tap's delete (what it means for the
-    model), not what its line does: its line runs as a process."""
+def test_compiled_regroup_runs_in_process() -> None:
+    """The compiler's regrouping steps and its group delete carry what their lines do (a
+    link set to the group, the group deleted): in-process, as plan/host.py's; the control,
+    the same line carrying the tap's delete instead, is left to ip."""
     both = want(vm("a", 0), vm("b", 1), vm("c", 2))
     down = compile(diff(both, want(vm("a", 0)), ALL, ID))
     marks = [s for s in down if s.tool == IP and "group 4152" in s.text]
-    assert marks and all(inproc.encode(s) is None for s in marks)
+    assert [s.text.split()[1] for s in marks] == ["set", "set", "del"]
+    assert all(inproc.encode(s) is not None for s in marks)
+    tap = marks[0].ops[0].obj
+    assert inproc.encode(OpStep(IP, marks[0].text, "", ops=[Act(DELETE, tap)])) is None
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,12 @@ from fireroute.kernel.apply import InjectedFault
 from fireroute.kernel.fake import SKIPPED, UNDONE, Fake, FakeSet
 from fireroute.kernel.kinds import BUSY, EXISTS, MISSING, OK, OTHER
 from fireroute.model import Options, Vm
+from fireroute.plan.ops import group_delete_step, regroup_step
 from fireroute.want import bridge, clone, tap
 from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import Link, Sysctl
+from fireroute.want.objects import DOOMED_GROUP, Link, Sysctl
 from fireroute.want.tables import NftChain, NftTable
 
 
@@ -302,6 +303,97 @@ def test_a_held_tap_is_deleted_and_its_vmm_loses_it():
     f.hold("fr-a")
     assert one(f, "create", nat()[0]) == EXISTS
     assert one(f, "delete", nat()[0]) == OK and not f.held
+
+
+def test_a_regroup_changes_the_group_only():
+    """``link set dev X group G`` (plan/ops.py ``regroup_step``): the tap keeps its alias,
+    its owner, its address and stays up; a link not there is missing."""
+    link, addr, v6 = nat()
+    f = Fake()
+    (moved,) = regroup_step(link, DOOMED_GROUP, "mark").ops
+    assert one(f, "set", moved.obj) == MISSING
+    up(f, [link, addr, v6])
+    before = f.get(link)
+    assert one(f, "set", moved.obj) == OK
+    after = f.get(link)
+    assert after.group == DOOMED_GROUP != before.group
+    assert fake.LINK_FIELDS and all(
+        getattr(after, k) == getattr(before, k) for k in fake.LINK_FIELDS if k != "group"
+    )
+    assert f.get(addr) is addr and f.get(v6) is v6
+
+
+def test_a_link_seeded_in_a_namespace_not_held_can_be_set():
+    """A CNI runtime's namespace is not the fake's object, its links are (as read): setting
+    one works; making one there is missing (the control)."""
+    ns = "/var/run/netns/cni-x"
+    seen = Link("tap0", "tun", "", None, "", ns=ns, uid=0, group=None, up=False)
+    f = Fake()
+    f.seed(seen)
+    brought_up = Link("tap0", "tun", "", None, "", ns=ns, uid=0, group=None)
+    assert one(f, "set", brought_up) == OK and f.get(seen).up
+    assert one(f, "create", Link("tap1", "tun", "", None, "", ns=ns, uid=0)) == MISSING
+
+
+def regrouped(f: Fake, *links: Link) -> None:
+    for link in links:
+        (act,) = regroup_step(link, DOOMED_GROUP, "mark").ops
+        assert one(f, "set", act.obj) == OK
+
+
+def test_a_group_delete_takes_the_groups_links_with_what_goes_with_them():
+    """``link del group G``: every link of the group in that namespace, each with its
+    addresses and sysctls; a veth's far end goes too. The controls: a link of another group,
+    and a link of the same group in another namespace, stay."""
+    link, addr, v6 = nat()
+    b = tap.tap(vm("b", 1))
+    c = vm("c", 3, mode="clone", clone_address="10.200.0.7")
+    objs = clone.clone(c)
+    other = Link("fr-z", "tun", "", None, "", uid=0)
+    f = Fake()
+    up(f, [link, addr, v6, *b, other, *objs])
+    inside = next(o for o in objs if o.kind == "link" and o.ns and o.link_kind == "tun")
+    regrouped(f, link, b[0], clone.host_veth(c), inside)
+    (act,) = group_delete_step(DOOMED_GROUP, "delete").ops
+    assert act.obj.ns is None and one(f, "delete", act.obj) == OK
+    left = f.read()
+    assert not [o for o in [link, addr, v6, *b] if fake.ident(o) in left]
+    assert ("link", (None, c.tap)) not in left and ("link", (c.netns, "veth0")) not in left
+    assert fake.ident(other) in left  # control: another group's link stays
+    assert ("link", (c.netns, inside.name)) in left  # control: the namespace's own group
+    (there,) = group_delete_step(DOOMED_GROUP, "delete", "c", c.netns).ops
+    assert one(f, "delete", there.obj) == OK and ("link", (c.netns, inside.name)) not in f.read()
+
+
+def test_a_group_delete_of_an_empty_group_is_missing():
+    """As the kernel (ENODEV, ``RTNETLINK answers: No such device``); the control: the same
+    delete once a link is in the group."""
+    link = nat()[0]
+    f = Fake()
+    up(f, [link])
+    (act,) = group_delete_step(DOOMED_GROUP, "delete").ops
+    assert one(f, "delete", act.obj) == MISSING and fake.ident(link) in f.read()
+    regrouped(f, link)
+    assert one(f, "delete", act.obj) == OK and not f.read()
+    assert one(f, "delete", act.obj) == MISSING
+
+
+def test_a_group_holding_a_loopback_or_the_default_group_is_refused_whole():
+    """A loopback cannot be deleted: the kernel refuses the whole group (EOPNOTSUPP) and
+    deletes nothing of it; group 0 is refused (EPERM). Control: without the loopback the
+    same group goes."""
+    link = nat()[0]
+    lo = Link("lo", "loopback", "", None, "", group=None, up=False, made=False)
+    f = Fake()
+    f.seed(lo)
+    up(f, [link])
+    regrouped(f, link, lo)
+    (act,) = group_delete_step(DOOMED_GROUP, "delete").ops
+    assert one(f, "delete", act.obj) == OTHER and fake.ident(link) in f.read()
+    (zero,) = group_delete_step(0, "delete").ops
+    assert one(f, "delete", zero.obj) == kinds.DENIED
+    f.seed(lo)  # (back in no group)
+    assert one(f, "delete", act.obj) == OK and list(f.read().values()) == [lo]
 
 
 def test_replace_is_delete_then_create():

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from fireroute.kernel import observe
 from fireroute.kernel.apply import InjectedFault
-from fireroute.kernel.kinds import BUSY, EXISTS, MISSING, OK, OTHER
+from fireroute.kernel.kinds import BUSY, DENIED, EXISTS, MISSING, OK, OTHER
 from fireroute.kernel.run import Result
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj
 
@@ -275,9 +275,11 @@ class Fake:
             self.forwarding = str(obj.value)
             return
         if verb == "delete":
-            self._delete(obj)
+            (self._delete_group if obj.kind == "link group" else self._delete)(obj)
             return
-        for parent in PARENTS.get(obj.kind, lambda o: [])(obj):
+        held = verb == "set" and ident(obj) in self.objs  # (held, its home is: a namespace
+        # seeded without its object is another program's, as a CNI runtime's)
+        for parent in [] if held else PARENTS.get(obj.kind, lambda o: [])(obj):
             if parent not in self.objs:
                 raise Failed(MISSING, f"{parent} is not there")
         {"create": self._create, "set": self._set}[verb](obj)
@@ -371,6 +373,26 @@ class Fake:
                 freed = copy.copy(o)
                 freed.master = None  # type: ignore[attr-defined]
                 self.objs[k2] = freed
+
+    def _delete_group(self, group: Any) -> None:
+        """``link del group G``: every link of the group in its namespace, each with what
+        goes with it. As the kernel: group 0 is refused (EPERM); a group with no link is
+        ENODEV; one holding a link that cannot be deleted (the loopback) is refused whole
+        (EOPNOTSUPP)."""
+        if not group.group:
+            raise Failed(DENIED, "the default group is never deleted")
+        members = [
+            o
+            for o in self.objs.values()
+            if o.kind == "link" and o.ns == group.ns and o.group == group.group  # type: ignore[attr-defined]
+        ]
+        if not members:
+            raise Failed(MISSING, f"no link in group {group.group}")
+        if any(o.link_kind == "loopback" for o in members):  # type: ignore[attr-defined]
+            raise Failed(OTHER, f"group {group.group} holds a loopback")
+        for o in members:
+            if ident(o) in self.objs:  # (a veth's far end may have gone with it)
+                self._delete(o)
 
     def _doomed(self, first: tuple) -> set[tuple]:
         """``first`` and everything that goes with it: what lives in it, a veth's far end,

@@ -28,6 +28,8 @@ from fireroute.plan.ops import (
     _block,
     _declare,
     delete_step,
+    group_delete_step,
+    regroup_step,
     sysctl_step,
 )
 from fireroute.plan.steps import CONNTRACK, IP, IPTABLES, NFT, SYSCTL, TC, Step
@@ -445,23 +447,14 @@ def _links_down(acts: list[Act], found: Index) -> list[Step]:
 
 def _taps_down(taps: list[Any]) -> list[Step]:
     """One tap deleted; several regrouped, then one group delete (the kernel batches the
-    unregister)."""
+    unregister): plan/ops.py's steps, each carrying the operation its line does."""
     from fireroute.want.objects import DOOMED_GROUP
 
     if len(taps) == 1:
         return [delete_step(taps[0])]
-    steps: list[Step] = [
-        OpStep(
-            IP,
-            f"link set dev {t.name} group {DOOMED_GROUP}",
-            f'mark tap "{t.name}"',
-            t.vm,
-            ops=[Act(DELETE, t)],
-        )  # fmt: skip
-        for t in taps
-    ]
+    steps = [regroup_step(t, DOOMED_GROUP, f'mark tap "{t.name}"') for t in taps]
     if taps:
-        steps.append(Step(IP, f"link del group {DOOMED_GROUP}", f"delete {len(taps)} taps"))
+        steps.append(group_delete_step(DOOMED_GROUP, f"delete {len(taps)} taps"))
     return steps
 
 
@@ -494,11 +487,10 @@ def _attachments_down(links: list[Link], found: Index) -> list[Step]:
             tap: Any = found.get(("link", (ns, r.dst))) if r is not None else None
             if tap is not None and all(t.name != tap.name for t in taps):
                 taps.append(tap)
-        mark = f"group {DOOMED_GROUP}"
         for o in taps + veths:
-            what = f'delete {o.noun} "{o.name}"'
-            inside.append(OpStep(IP, f"link set dev {o.name} {mark}", what, vm, netns=ns,
-                                 ops=[Act(DELETE, o)]))  # fmt: skip
-        inside.append(Step(IP, f"link del {mark}", f'delete the links in "{ns}"', vm, netns=ns))
+            step = regroup_step(o, DOOMED_GROUP, f'delete {o.noun} "{o.name}"')
+            step.vm, step.netns = vm, ns  # (a tap reached by a redirect: this VM's group)
+            inside.append(step)
+        inside.append(group_delete_step(DOOMED_GROUP, f'delete the links in "{ns}"', vm, ns))
         ends += [delete_step(_host_end(v, found.values())) for v in veths if v.peer]
     return inside + ends
