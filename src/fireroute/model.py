@@ -608,6 +608,7 @@ class Vm:
     """
 
     __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name", "owner")
+    __slots__ += ("_guest",)
 
     def __init__(
         self,
@@ -629,6 +630,7 @@ class Vm:
         self.netns_name: str | None = None
         """clone mode: the namespace's name (fireroute-<state id>-<vm>), set at allocation"""
         self.owner = "new"
+        self._guest: tuple = ()  # (what guest_iface_addr was worked out from, its value)
         """the id of the state file holding the VM: every object made for it is tagged with it"""
 
     def with_state(self, state: str) -> Vm:
@@ -651,7 +653,17 @@ class Vm:
 
     @property
     def guest_iface_addr(self) -> IPv4Interface | None:
-        """The guest's address with its prefix (None for a DHCP guest)."""
+        """The guest's address with its prefix (None for a DHCP guest); worked out once for
+        the same block and options (a plan asks for it several times per VM)."""
+        o = self.options
+        basis = (self.net, o, o.mode, o.guest, o.dhcp, o.bridge_address)
+        if self._guest and self._guest[:-1] == basis:
+            return self._guest[-1]
+        value = self._guest_iface_addr()
+        self._guest = (*basis, value)
+        return value
+
+    def _guest_iface_addr(self) -> IPv4Interface | None:
         o = self.options
         if o.mode == "nat" or (o.mode == "cni" and o.guest is None):
             assert self.net is not None

@@ -31,9 +31,24 @@ def bridge_name(bridge: str) -> str:
     return BRIDGE + bridge
 
 
+_PARSED: dict[str, tuple[str, str] | None] = {}
+
+
 def parse(text: str) -> tuple[str, str] | None:
     """(instance, name) of a tag, with or without the prefix; None if it is not one of ours
-    (a foreign comment, the shared rule's tag, or a tag without a state file id)."""
+    (a foreign comment, the shared rule's tag, or a tag without a state file id). Each tag is
+    parsed once (a diff of thousands of objects asks for the same tags many times)."""
+    try:
+        return _PARSED[text]
+    except KeyError:
+        pass
+    if len(_PARSED) > 65536:
+        _PARSED.clear()
+    _PARSED[text] = found = _parse(text)
+    return found
+
+
+def _parse(text: str) -> tuple[str, str] | None:
     if text.startswith(PREFIX):
         text = text[len(PREFIX) :]
     instance, sep, name = text.partition(":")
