@@ -607,8 +607,10 @@ class Vm:
     ``vm_tap``.
     """
 
-    __slots__ = ("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name", "owner")
-    __slots__ += ("_guest",)
+    __slots__ = (
+        *("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name", "owner"),
+        "_guest",
+    )
 
     def __init__(
         self,
