@@ -621,19 +621,6 @@ class Manager:
         before = record.recorded() or (store.meta(FORWARD_BEFORE) if own else None)
         return Forwarding(read_sysctl(host.FORWARD_KEY), before)
 
-    def forwarding_back(
-        self, store: Store, instance: str, leaving: set[str], own: bool = True
-    ) -> list[Step]:
-        """Forwarding set back to what it was before fireroute switched it on, once no link
-        of fireroute's (of any state file) is left in this namespace but ``leaving`` and those
-        of ``instance``: the diff of forwarding as found against none wanted."""
-        from fireroute.plan.compiler import compile
-        from fireroute.plan.diff import diff
-
-        found = self._forwarding_found(store, instance, leaving, own)
-        current: Index = {} if found is None else {FORWARDING: found}
-        return compile(diff(current, {}, instance=instance), found=current)
-
     def _down_locked(self, store: Store, vms: list[Vm], dry_run: bool) -> Plan:
         plan = self._down_plan(store, vms)
         if dry_run or not vms:
