@@ -11,6 +11,8 @@ these.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from fireroute.errors import ConflictError, MissingTool, NotFound, UsageError
 from fireroute.kernel import observe
 from fireroute.kernel.run import which
@@ -155,20 +157,24 @@ def _sets(what: str) -> tuple[str, ...]:
     return POLICY_SETS if what == POLICY else PORT_MAPS
 
 
-def _parts(vm: Vm) -> frozenset[str]:
-    """The parts of its NAT table (want/tables.py PARTS) a VM's elements need."""
-    from fireroute.want.nft import nat_elements
+def _rendered(vm: Vm, held: frozenset[str]) -> tuple[dict[tuple, Obj], frozenset[str]]:
+    """The VM's objects in its NAT table's layout, and the parts (want/tables.py PARTS) the
+    table holds: those its elements need, and ``held``."""
+    from fireroute.want import render
     from fireroute.want.tables import parts_of
 
-    return parts_of(e.set for e in nat_elements(vm))
+    objs = render.vm(vm)
+    parts = held | parts_of(o.set for o in objs if o.kind == "nft element")  # type: ignore[attr-defined]
+    return render.index([*_layout(vm.table, parts), *objs]), parts
 
 
-def _rendered(vm: Vm, parts: frozenset[str]) -> dict[tuple, Obj]:
-    """The VM's objects and its NAT table's layout holding ``parts``."""
-    from fireroute.want import render
+@lru_cache(maxsize=16)
+def _layout(table: str, parts: frozenset[str]) -> tuple[Obj, ...]:
+    """want/tables.py's ``nat_layout``, made once per table and parts (a value: its objects
+    are never changed), not for both sides of every change."""
     from fireroute.want.tables import nat_layout
 
-    return render.index([*nat_layout(vm.table, parts), *render.vm(vm)])
+    return tuple(nat_layout(table, parts))
 
 
 def _kept(op: Op, names: tuple[str, ...]) -> bool:
@@ -188,8 +194,8 @@ def ops_of(old: Vm, new: Vm, what: str) -> list[Op]:
     (``set``, idempotent), not created: another VM may have made it already."""
     from fireroute.plan.diff import CREATE, SET, Op, Scope, diff
 
-    had = _parts(old)
-    current, desired = _rendered(old, had), _rendered(new, had | _parts(new))
+    current, had = _rendered(old, frozenset())
+    desired, _ = _rendered(new, had)
     names = _sets(what)
     out = []
     for op in diff(current, desired, Scope([new.name]), new.owner):
@@ -204,7 +210,7 @@ def ops_of(old: Vm, new: Vm, what: str) -> list[Op]:
 def plan_change(old: Vm, new: Vm, what: str) -> list[Step]:
     """The steps changing ``old``'s ``what`` to ``new``'s: the elements that go and those
     that come (and a part declared) as one nft transaction, then route_localnet, then the
-    UDP flows to the ports published or unpublished forgotten. None when nothing changes."""
+    UDP flows to the ports published or unpublished forgotten; none when nothing changes."""
     from fireroute.plan.compiler import _flushes, compile
 
     ops = ops_of(old, new, what)
@@ -212,7 +218,8 @@ def plan_change(old: Vm, new: Vm, what: str) -> list[Step]:
     tables = [s for s in steps if s.tool == NFT]
     for s in tables:  # (the removal and the additions run as one nft process)
         s.what = f'change the {what} of vm "{new.name}"'
-    localnet = compile([op for op in ops if op.obj.kind == "sysctl"])
+    sysctls = [op for op in ops if op.obj.kind == "sysctl"]
+    localnet = compile(sysctls) if sysctls else []
     gone = [op.obj for op in ops if op.verb == "delete" and op.obj.kind == "nft element"]
     flushes = [s for s in steps if s.tool == CONNTRACK] + _flushes(gone)  # type: ignore[arg-type]
     assert all(s.tool in (NFT, SYSCTL, CONNTRACK) for s in steps + localnet)
