@@ -178,13 +178,13 @@ def _layout(table: str, parts: frozenset[str]) -> tuple[Obj, ...]:
 
 
 def _kept(op: Op, names: tuple[str, ...]) -> bool:
-    """What the change writes: the elements of ``names``, a part of the table declared, the
-    route_localnet a 127.0.0.1 port needs."""
+    """What the change writes: the elements of ``names``, a part of the NAT table declared,
+    the route_localnet a 127.0.0.1 port needs (a clone's namespace is not touched)."""
     obj = op.obj
     if obj.kind == "nft element":
         return obj.set in names  # type: ignore[attr-defined]
     if obj.kind in ("nft set", "nft chain"):
-        return op.verb != "delete"
+        return op.verb != "delete" and obj.ns is None
     return obj.kind == "sysctl" and op.verb == "create" and obj.key[-1].endswith("route_localnet")
 
 

@@ -194,6 +194,27 @@ def test_a_publish_dry_run_changes_nothing(host):
     assert fake.objs != before and m.show("a").options.publish
 
 
+def test_in_every_mode_only_the_elements_and_parts_change(host):
+    """A clone's policy, a CNI attachment's and a NAT VM's ports: their links, namespaces and
+    the clone's own table are left as they are; only the shared NAT table changes."""
+    from fireroute.want.netns import Netns
+    from tests.unit.test_plan import _modes
+
+    m, fake = host
+    fake.seed(Netns("/run/netns/pod", "", None))  # (the runtime's namespace)
+    up(m, fake, *_modes()[:5])  # (less the second attachment: one is enough)
+    before = dict(fake.objs)
+    m.policy("c", allow("192.0.2.0/24"))
+    m.publish("p", ["8080:80"], [])
+    m.publish("n", [], ["127.0.0.1:2222:22"])
+    diff = {k for k in {*fake.objs, *before} if fake.objs.get(k) != before.get(k)}
+    assert {k[0] for k in diff} == {"nft element", "nft set", "nft chain"}
+    assert {k[1][:3] for k in diff} == {T}
+    assert element(f"out_allow_{shard('fr-c')}", '"fr-c" . 192.0.2.0/24') in diff
+    assert element("pub_addr", '127.0.0.1 . "tcp" . 2222 : 172.16.0.2 . 22') in diff
+    _as_up_makes_them(m, fake)
+
+
 def test_a_vm_that_is_not_up_is_refused(host):
     m, fake = host
     up(m, fake, vm("a", 0))
