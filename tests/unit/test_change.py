@@ -215,6 +215,41 @@ def test_in_every_mode_only_the_elements_and_parts_change(host):
     _as_up_makes_them(m, fake)
 
 
+@pytest.mark.parametrize(
+    ("what", "had", "has"),
+    [
+        (change.POLICY, allowed("198.51.100.0/24", "10.99.0.0/24"), allowed("10.0.0.0/8")),
+        (
+            change.PORTS,
+            dict(publish=[Published.parse("8080:80"), Published.parse("5353:53/udp")]),
+            dict(publish=[Published.parse("8080:81"), Published.parse("127.0.0.1:22:22")]),
+        ),
+    ],
+)
+def test_a_change_undone_leaves_the_host_as_it_was(host, what, had, has):
+    """When a step after the nft transaction fails (a conntrack flush, route_localnet), the
+    executor runs the undo of what ran, newest first: the elements that came go, those that
+    went come back."""
+    from fireroute.model import Options
+    from fireroute.plan.steps import groups
+
+    m, fake = host
+    up(m, fake, vm("a", 0, **had), vm("b", 1))
+    before = dict(fake.objs)
+    old = m.show("a")
+    steps = change.plan_change(old, change.changed(old, Options(**has)), what)
+    undo = []
+    for group in groups(steps):
+        assert set(fake.apply([op for s in group for op in getattr(s, "ops", ())])) <= {"ok"}
+        undo += [u for s in group for u in s.undo]
+    assert fake.objs != before  # (the control: it changed)
+    for group in groups(list(reversed(undo))):
+        assert set(fake.apply([op for s in group for op in s.ops], force=True)) == {"ok"}
+    assert {k: o for k, o in fake.objs.items() if o.kind != "sysctl"} == {
+        k: o for k, o in before.items() if o.kind != "sysctl"
+    }
+
+
 def test_a_vm_that_is_not_up_is_refused(host):
     m, fake = host
     up(m, fake, vm("a", 0))
