@@ -5,7 +5,8 @@ what it wants (rendered with the new options), kept to the sets those options fi
 (plan/compiler.py) into one nft transaction. A part of the table (want/tables.py PARTS) the
 VM needs for the first time is declared with it; route_localnet comes on for a newly
 published 127.0.0.1 port, and UDP flows to a port published or unpublished are forgotten
-once the map changed (docs/core-migration.md §9). ``Manager.policy`` and ``publish`` call
+once the map changed; a step failing after the transaction has it undone (what came goes,
+what went comes back). docs/core-migration.md §9; ``Manager.policy`` and ``publish`` call
 these.
 """
 
