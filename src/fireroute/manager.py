@@ -686,89 +686,19 @@ class Manager:
     # -- egress policy ---------------------------------------------------------------------
     def policy(self, name: str, changes: dict[str, object], dry_run: bool = False) -> Vm:
         """Change a running VM's egress policy (``egress``, ``allow_out``, ``deny_out`` as
-        request fields) in one nft transaction; connections the new policy forbids are cut
-        at their next packet (the policy rule comes before the established accept)."""
-        from fireroute import request
+        request fields) in one nft transaction (change.py)."""
+        from fireroute import change
 
-        unknown = sorted(set(changes) - {"egress", "allow_out", "deny_out"})
-        if unknown:
-            raise UsageError(f'policy changes only the egress policy, not "{unknown[0]}"')
-        check_vm_name(name)
-        store = self._store(create=False)
-        if not dry_run:
-            observe.require_net_admin(f'change the egress policy of vm "{name}"')
-        with store.locked():
-            old = self._running(name)
-            fields = request.fields_of(old.options)
-            fields.update({k: v for k, v in changes.items() if v is not None})
-            options = request.options(fields)
-            options.host_nets = old.options.host_nets
-            if options.egress == "public" and not options.host_nets:
-                from fireroute.model import merged
-
-                options.host_nets = merged(observe.link_networks(old.uplink, self.runner))
-            new = self._changed(old, options)
-            if dry_run:
-                return new
-            step = nft.policy_change(old.table, old, new)
-            if step is not None:  # else the elements are already what they should be
-                self.executor().apply_all(Plan([step]))
-            store.set_options(name, options)
-            return new
-
-    def _running(self, name: str) -> Vm:
-        """A VM that is up (under the caller's lock), or the error saying it is not."""
-        old = self.show(name)
-        if old.state != "active":
-            raise ConflictError(f'vm "{name}" is not up (state {old.state})')
-        return old
-
-    @staticmethod
-    def _changed(old: Vm, options: Options) -> Vm:
-        """``old`` with other options: the same block, devices, MAC and owner."""
-        new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state)
-        new.owner, new.netns_name = old.owner, old.netns_name
-        return new
+        return change.policy(self, name, changes, dry_run)
 
     def publish(
         self, name: str, add: list[str], remove: list[str], dry_run: bool = False
     ) -> tuple[Vm, Plan]:
         """Publish (``add``) or unpublish (``remove``) host ports of a running VM, as
-        ``--publish`` specs, in one nft transaction; a port another VM holds is a conflict."""
-        from fireroute import request
-        from fireroute.model import Published
+        ``--publish`` specs, in one nft transaction (change.py)."""
+        from fireroute import change
 
-        check_vm_name(name)
-        adding = [Published.parse(t) for t in add]
-        removing = [Published.parse(t) for t in remove]
-        if any(p.proto == "udp" for p in adding + removing) and which("conntrack") is None:
-            raise MissingTool("conntrack not found: install the conntrack package")
-        store = self._store(create=False)
-        if not dry_run:
-            observe.require_net_admin(f'change the published ports of vm "{name}"')
-        with store.locked():
-            old = self._running(name)
-            missing = [p for p in removing if p not in old.options.publish]
-            if missing:
-                raise NotFound(f'vm "{name}" does not publish "{missing[0]}"')
-            kept = [p for p in old.options.publish if p not in removing]
-            fresh = [p for p in adding if p not in kept]
-            fields = request.fields_of(old.options)
-            fields["publish"] = [str(p) for p in kept + fresh]
-            options = request.options(fields)  # a port given twice, a bad spec: refused
-            options.host_nets = old.options.host_nets
-            allocate.check_ports(store, self.runner, name, tuple(fresh))
-            new = self._changed(old, options)
-            step = nft.ports_change(old.table, old, new)
-            plan = Plan([step] if step is not None else [])
-            if host.localnet(new) and not host.localnet(old):
-                plan.add(host.route_localnet(new))
-            plan.add(*host.flush_udp(new, fresh + removing))
-            if not dry_run:
-                if plan:
-                    self.executor().apply_all(plan)
-                store.set_options(name, options)
-            return new, plan
+        return change.publish(self, name, add, remove, dry_run)
 
     def ls(self) -> list[Vm]:
         return self._store(create=False).all()

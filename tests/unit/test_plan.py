@@ -109,10 +109,20 @@ def test_names_cannot_reach_the_nft_script(bad):
 
 
 def _allow(v: Vm, *cidrs: str) -> Vm:
-    o = Options(egress="none", allow_out=tuple(IPv4Network(c) for c in cidrs))
+    o = Options(egress="none", allow_out=tuple(IPv4Network(c) for c in cidrs), table="fr")
     new = Vm(v.name, v.net, v.tap, v.mac, v.uplink, o)
     new.owner = v.owner
     return new
+
+
+def _written(old: Vm, new: Vm) -> str:
+    """The nft script changing ``old``'s egress policy to ``new``'s (change.py: the diff of
+    the two, as one transaction)."""
+    from fireroute import change
+
+    steps = change.plan_change(old, new, change.POLICY)
+    assert [s.tool for s in steps] == ["nft"] * len(steps)
+    return as_commands(Plan(steps))
 
 
 def test_policy_change_writes_only_the_elements_that_change():
@@ -121,24 +131,26 @@ def test_policy_change_writes_only_the_elements_that_change():
     old = _allow(vm("a", 1), "198.51.100.0/24", "203.0.113.0/24")
     more = _allow(old, "198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24")
     k = nft.shard(old.tap)
-    step = nft.policy_change("fr", old, more)
-    assert step is not None
-    writes = [line for line in step.text.splitlines() if " element " in line]
+    text = _written(old, more)
+    assert text.count("nft -f -") == 1  # one transaction
+    writes = [line for line in text.splitlines() if " element " in line]
     assert writes == [
         f'add element ip fr out_allow_{k} {{ "fr-a" . 192.0.2.0/24 comment "5ca1ab1e:a" }}'
     ]
-    back = nft.policy_change("fr", more, old)
-    assert back is not None
-    writes = [line for line in back.text.splitlines() if " element " in line]
+    back = _written(more, old)
+    assert back.count("nft -f -") == 1
+    writes = [line for line in back.splitlines() if " element " in line]
     gone = f'element ip fr out_allow_{k} {{ "fr-a" . 192.0.2.0/24 comment "5ca1ab1e:a" }}'
     assert writes == [f"add {gone}", f"delete {gone}"]  # added first: the delete never fails
-    assert nft.policy_change("fr", old, _allow(old, "203.0.113.0/24", "198.51.100.0/24")) is None
+    same = _allow(old, "203.0.113.0/24", "198.51.100.0/24")
+    assert _written(old, same) == ""
     # positive control: dropping the policy removes the verdict map entry and both sets' entries
-    none = nft.policy_change("fr", old, vm("a", 1))
-    assert none is not None
+    plain = vm("a", 1, table="fr")
+    none = _written(old, plain)
     assert f'delete element ip fr out_jump {{ "fr-a" comment "5ca1ab1e:a" : jump out_{k} }}' in (
-        none.text
+        none
     )
+    assert f"delete element ip fr out_allow_{k} " in none
 
 
 def test_numbered_taps_spread_over_every_pair_of_policy_sets():

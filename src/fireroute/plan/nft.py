@@ -196,40 +196,6 @@ def vms_up(table: str, vms: list[Vm], fresh: bool = True, exclusive: bool = Fals
     return Step(NFT, head + body, what, vm, undo=(undo,), exclusive=exclusive)
 
 
-def _replace(table: str, old: Vm, new: Vm, names: tuple[str, ...], what: str) -> Step | None:
-    """One transaction: of the VM's elements of ``names``, those its new options no longer
-    have deleted (added first, so that deleting them succeeds whether or not they were there)
-    and those they newly have added; the elements both have are left alone, because the kernel
-    finds an interval set's element to delete by a walk over the set (one delete at 750
-    ranges costs ~11 ms, an add 0.3: bench/interval_set.py). None when nothing changes."""
-
-    have = [e for e in want.elements(old) if e.set in names]
-    wanted = [e for e in want.elements(new) if e.set in names]
-    had, wants = {(e.set, e.value) for e in have}, {(e.set, e.value) for e in wanted}
-    gone = [e for e in have if (e.set, e.value) not in wants]
-    come = [e for e in wanted if (e.set, e.value) not in had]
-    if not gone and not come:
-        return None
-    rank = {n: i for i, n in enumerate(names)}
-
-    def lines(verb: str, of: list[NftElement]) -> str:
-        return element_lines(verb, "ip", table, of, rank)
-
-    body = lines("add", gone) + lines("delete", gone) + lines("add", come)
-    written, parts = {e.set for e in gone + come}, parts_of(e.set for e in come)
-    head = _parts_head(table, written, parts) if parts else _sets_only(table, written)
-    script = head + body
-    return Step(NFT, script, f'change the {what} of vm "{new.name}"', new.name)
-
-
-def policy_change(table: str, old: Vm, new: Vm) -> Step | None:
-    return _replace(table, old, new, POLICY_SETS, "egress policy")
-
-
-def ports_change(table: str, old: Vm, new: Vm) -> Step | None:
-    return _replace(table, old, new, PORT_MAPS, "published ports")
-
-
 def vms_down(
     table: str, vms: list[Vm], last: bool, drop_bridges: set[tuple[str, str, str]] | None = None
 ) -> Step:
