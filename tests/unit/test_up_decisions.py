@@ -22,9 +22,15 @@ from tests.unit.test_plan import golden
 
 class UpHost(Host):
     """down's reads, and up's: the FIB lookups (the fake's), table owners, the tables of
-    ours, the chains iptables-nft made (none), the FORWARD policy (accept)."""
+    ours, the chains iptables-nft made (none), the FORWARD policy (accept). ``as_recorded``:
+    iptables-nft-save shows no rule, as when the golden file was recorded (the old planners'
+    iptables steps carried no operations, so the fake never held their rules)."""
+
+    as_recorded = False
 
     def __call__(self, argv: list[str], stdin: str | None = None) -> Result:
+        if self.as_recorded and argv == ["iptables-nft-save"]:
+            return Result(0, "*nat\nCOMMIT\n*filter\nCOMMIT\n", "")
         lines = (stdin or "").splitlines()
         if argv[:2] == ["ip", "-j"] and any(line.startswith("route ") for line in lines):
             return self.fake.ip_json(argv, stdin)
@@ -61,14 +67,20 @@ class Apply:
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    """A manager over a fresh state file (of a known id) and a fake host with an uplink."""
+    """A manager over a fresh state file (of a known id) and a fake host with an uplink.
+    ``as_recorded``: up reads forwarding off and no iptables rule whatever it made, as when
+    the golden file was recorded (the old planners' forwarding and iptables steps carried no
+    operations: the fake never held what they did)."""
 
-    def make(name: str) -> manager.Manager:
+    def make(name: str, as_recorded: bool = True) -> manager.Manager:
         fake = Fake()
         fake.seed(Link("eth0", "", "", None, "", group=None))
         fake.seed_route("0.0.0.0/0", "eth0")
-        monkeypatch.setattr(manager, "read_sysctl", lambda key: fake.forwarding)
-        m = manager.Manager(tmp_path / f"{name}.db", runner=UpHost(fake))
+        fwd = (lambda key: "0") if as_recorded else (lambda key: fake.forwarding)
+        monkeypatch.setattr(manager, "read_sysctl", fwd)
+        runner = UpHost(fake)
+        runner.as_recorded = as_recorded
+        m = manager.Manager(tmp_path / f"{name}.db", runner=runner)
         m.executor = lambda: Apply(fake)  # type: ignore[assignment,return-value]
         m._store().reserve([], {"instance": "5ca1ab1e"})
         return m
@@ -112,3 +124,18 @@ def test_up_decisions_golden(host):
                 f"vms {[(v.name, str(v.net), v.tap, v.mac) for v in res.vms]} {res.warnings}\n"
             )
     golden("up-decisions.txt", "".join(out))
+
+
+def test_a_second_vm_reads_what_the_first_made(host):
+    """Read as they are (the first VM's forwarding and shared conntrack rule applied to the
+    fake), a second VM's plan neither switches forwarding on nor adds the shared rule again;
+    the first VM's plan (the control) does both."""
+    for backend in ("nft", "iptables"):
+        m = host(f"read-{backend}", as_recorded=False)
+        first = as_commands(m.up(["a"], Options(backend=backend)).plan)
+        second = as_commands(m.up(["b"], Options(backend=backend)).plan)
+        assert "net.ipv4.ip_forward=1" in first
+        assert "net.ipv4.ip_forward=1" not in second
+        shared = "--comment fireroute:shared"
+        assert (shared in first, shared in second) == (backend == "iptables", False)
+        assert "fr-b" in second

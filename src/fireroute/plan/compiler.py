@@ -284,8 +284,15 @@ def _layout(family: str) -> list[tuple[str, str, bool]]:
 
 def _sets_only(family: str, names: set[str]) -> list[tuple[str, str, bool]]:
     """The sets a later VM's transaction declares: those its element lines write (the bridge
-    family's table: all four)."""
-    return [s for s in _layout(family) if family == "bridge" or s[0] in names]
+    family's table: all four), in the layout's order."""
+    from fireroute.want.nft import MAPS, RANK, SETS
+
+    if family == "bridge":
+        return _layout(family)
+    return [
+        (n, SETS[n], False) if n in SETS else (n, MAPS[n], True)
+        for n in sorted(names, key=RANK.__getitem__)
+    ]
 
 
 def _lines(verb: str, elems: list[NftElement]) -> str:
@@ -368,7 +375,9 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
         named = {n for n, _, _ in sets}
         sets = [s for s in _sets_only(family, {e.set for e in elems}) if s[0] not in named] + sets
         undo = _removal(family, table, own)
-    head = _declare(family, table, sets, of("nft chain"))
+    chains = [a.obj for a in acts if a.obj.kind == "nft chain" and a.verb == CREATE]
+    chains += [a.obj for a in acts if a.obj.kind == "nft chain" and a.verb != CREATE]
+    head = _declare(family, table, sets, chains)  # a chain declared again after the new parts
     if exclusive:
         head = f'create table {family} {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     body = _lines("add", own) + _lines("add", shared)
