@@ -1,19 +1,21 @@
-"""A diff's operations (plan/diff.py) as today's steps: :func:`compile` keeps the text, order,
-undo and grouping the plans of plan/host.py, modes.py, nft.py, iptables.py, bridge.py, clone.py
-and cni.py have (docs/core-migration.md, section 6):
+"""A diff's operations (plan/diff.py) as steps: :func:`compile` writes the text, order, undo
+and grouping the golden files hold (docs/core-migration.md, section 6):
 
 - up: the shared links (a bridge we make); per VM in lease order (a NAT VM's tap after the
-  others, as ``modes.links_up`` has it) its links, each made, addressed, then tagged and
-  brought up (a clone's namespace filled after its veth, a CNI namespace's links before the
-  host end); the per-device sysctls, then route_localnet; forwarding; each NAT table as one
-  nft transaction; iptables (the conntrack rule first); the FORWARD-policy fix; conntrack
-  flushes of UDP ports just published; the bridge family's table;
+  others) its links, each made, addressed, then tagged and brought up (a clone's namespace
+  filled after its veth, a CNI namespace's links before the host end); the per-device
+  sysctls, then route_localnet; forwarding; each NAT table as one nft transaction (a table
+  that stays: the sets written and the parts a VM brings in, then a chain declared again,
+  the forward chain with the egress policy's jump); iptables (the conntrack rule first);
+  the FORWARD-policy fix; conntrack flushes of UDP ports just published; the bridge
+  family's table;
 - down: the links (several taps regrouped and deleted as one group, a clone's veth then its
   namespace, a CNI namespace's links as one group then the host end, a bridge we made last),
   the NAT table, the bridge table, iptables, forwarding.
 
-Each step carries the operations it does (:attr:`OpStep.ops`). Not on the per-VM path: it is
-its own module so that plan/host.py's import of plan/ops.py stays small.
+Each step carries the operations it does (:attr:`OpStep.ops`). The per-VM ``up`` and
+``down`` plan with it; it is its own module so that plan/host.py's import of plan/ops.py
+stays small.
 """
 
 from __future__ import annotations
@@ -348,6 +350,13 @@ def _tables(acts: list[Act], family: str, exclusive: set[tuple[str, str]]) -> li
     ]
 
 
+def _chains(acts: list[Act]) -> list[Any]:
+    """The chains a transaction declares: those it makes, then those it declares again (the
+    forward chain with the egress policy's jump after the parts it jumps to)."""
+    chains = [a for a in acts if a.obj.kind == "nft chain"]
+    return [a.obj for a in chains if a.verb == CREATE] + [a.obj for a in chains if a.verb != CREATE]
+
+
 def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step:
     """One transaction: a table made (``fresh``: its whole layout, undone by deleting it) or
     one that stays (only the sets written declared, undone by removing the elements); the
@@ -375,9 +384,7 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
         named = {n for n, _, _ in sets}
         sets = [s for s in _sets_only(family, {e.set for e in elems}) if s[0] not in named] + sets
         undo = _removal(family, table, own)
-    chains = [a.obj for a in acts if a.obj.kind == "nft chain" and a.verb == CREATE]
-    chains += [a.obj for a in acts if a.obj.kind == "nft chain" and a.verb != CREATE]
-    head = _declare(family, table, sets, chains)  # a chain declared again after the new parts
+    head = _declare(family, table, sets, _chains(acts))
     if exclusive:
         head = f'create table {family} {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     body = _lines("add", own) + _lines("add", shared)
