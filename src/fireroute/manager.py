@@ -58,8 +58,7 @@ def done(plan: Plan) -> None:
         record.forget()
 
 
-# plan.bridge, plan.clone and plan.iptables are imported where their mode or backend is met:
-# the per-VM command of a NAT VM on nftables never loads them
+# plan.iptables is imported where its backend is met: a NAT VM on nftables never loads it
 
 
 class UpResult:
@@ -76,24 +75,25 @@ class UpResult:
 
 class _UpDraft:
     """up's plan as it is made, with what applying it (and its AlreadyExists retry) needs:
-    the new VMs, the other VMs' shape, the request's options, what is wanted and what is
-    there as up reads it, the state file's meta to record, forwarding as read."""
+    the new VMs, the request's options, what is wanted and what is there as up reads it, the
+    state file's meta to record, forwarding as read, the FORWARD policy read started."""
 
-    __slots__ = (
-        "vms", "shape", "options", "instance", "plan", "desired", "current", "meta",
-        "warnings", "forwarding", "fresh_table", "policy",
-    )  # fmt: skip
+    __slots__ = ("vms", "options", "plan", "desired", "current", "meta", "warnings", "forwarding",
+                 "policy")  # fmt: skip
 
-    def __init__(self, vms: list[Vm], shape: Population, options: Options, instance: str) -> None:
-        self.vms, self.shape, self.options, self.instance = vms, shape, options, instance
-        self.plan = Plan()
+    def __init__(self, vms: list[Vm], options: Options) -> None:
+        self.vms, self.options, self.plan = vms, options, Plan()
         self.desired: Index = {}
         self.current: Index = {}
         self.meta: dict[str, str] = {}
         self.warnings: list[str] = []
         self.forwarding = ""
-        self.fresh_table = False  # a NAT table the other VMs do not have
-        self.policy: object = None  # the FORWARD policy read started beside the changes
+        self.policy: object = None
+
+    def new_table(self) -> bool:
+        """Is the NAT table made by this up (none of the other VMs is in it)?"""
+        key = ("nft table", (None, NAT, self.options.table))
+        return key in self.desired and key not in self.current
 
 
 def _require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> None:
@@ -214,8 +214,8 @@ class Manager:
             return UpResult(existing, Plan(), False)
         vms, view, shape = self._up_allocate(store, fresh, options, skip_conflicts, progress)
         missing_bridges = self._up_checks(store, vms, view, fresh, options)
-        draft = _UpDraft(vms, shape, options, store.instance())
-        self._up_plan(draft, store, missing_bridges, dry_run)
+        draft = _UpDraft(vms, options)
+        self._up_plan(draft, store, shape, missing_bridges, dry_run)
         if dry_run:
             self._policy_warning(draft.policy, draft.warnings)
             return UpResult(existing + vms, draft.plan, True, draft.warnings)
@@ -311,42 +311,40 @@ class Manager:
         return missing_bridges
 
     def _up_plan(
-        self, draft: _UpDraft, store: Store, missing_bridges: set[str], dry_run: bool
-    ) -> None:
-        """``draft``'s plan, as one diff: the shared objects of the other VMs' shape as
+        self, draft: _UpDraft, store: Store, shape: Population, missing_bridges: set[str],
+        dry_run: bool,
+    ) -> None:  # fmt: skip
+        """``draft``'s plan, as one diff: the shared objects of the other VMs' ``shape`` as
         present (the new VMs' own objects absent: a reservation cannot hold an existing
         device), with what up reads (forwarding, the shared iptables rule, the bridges),
         against what the shape with the new VMs wants."""
         from fireroute.want import render
 
-        vms, options, instance = draft.vms, draft.options, draft.instance
-        draft.desired = render.desired(vms, _joined(draft.shape, vms), instance)
-        current = render.desired([], draft.shape, instance)
-        others = shared(draft.shape, instance)
-        self._up_forwarding(draft, store, current, others.forwarding)
-        members = [v for v in vms if modes.nat_member(v)]
-        nat = bool(members) and options.backend == "nft"
-        draft.fresh_table = nat and (NAT, options.table) not in others.tables
+        vms, options, instance = draft.vms, draft.options, store.instance()
+        draft.desired = render.desired(vms, _joined(shape, vms), instance)
+        draft.current = current = render.desired([], shape, instance)
+        draft.forwarding = read_sysctl(host.FORWARD_KEY)
+        if FORWARDING not in current and store.meta(FORWARD_BEFORE) is None:
+            draft.meta[FORWARD_BEFORE] = draft.forwarding  # the first VM of all
+        current[FORWARDING] = Forwarding(draft.forwarding)
         # A table with no VM of ours in it is created exclusively, unread: if a table of
         # that name exists the transaction fails and is undone, and the table is read then
         # (_up_retry): ours (left over), the plan runs again adding to it; a foreign one is
         # refused, and so (on nft's error) is a name nft reads as a keyword. A dry run
         # reads it first, to print what would run.
-        exclusive = draft.fresh_table and not (
-            dry_run and observe.check_table_owner(options.table, self.runner)
-        )
-        if draft.fresh_table and not options.fix_forward_policy:  # once per table, not per VM
+        new = draft.new_table()
+        exclusive = new and not (dry_run and observe.check_table_owner(options.table, self.runner))
+        if new and not options.fix_forward_policy:  # once per table, not per VM
             from fireroute import doctor
 
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
-        if members and not nat:
-            self._up_iptables(draft, current)
+        if options.backend == "iptables" and any(modes.nat_member(v) for v in vms):
+            self._up_iptables(draft)
         for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"}:
             for k in [k for k, o in current.items() if _of_link(k, o, br)]:
                 del current[k]
             if br not in missing_bridges:  # there: used as it is (ours, or adopted)
                 current.update((k, o) for k, o in draft.desired.items() if _of_link(k, o, br))
-        draft.current = current
         draft.plan = self._up_diff(draft, exclusive)
 
     def _up_diff(self, draft: _UpDraft, nat_exclusive: bool) -> Plan:
@@ -367,21 +365,11 @@ class Manager:
                 current.update(index(filter_layout(table)))
             else:
                 exclusive.add((BRIDGE, table))
-        ops = diff(current, draft.desired, Scope(v.name for v in draft.vms), draft.instance)
-        ops = [op for op in ops if op.verb != DELETE]
+        names, instance = Scope(v.name for v in draft.vms), draft.vms[0].owner
+        ops = [op for op in diff(current, draft.desired, names, instance) if op.verb != DELETE]
         return Plan(compile(ops, exclusive, before=draft.forwarding))
 
-    @staticmethod
-    def _up_forwarding(draft: _UpDraft, store: Store, current: Index, others: bool) -> None:
-        """Forwarding as read; its value before, for the first VM of all (none of the
-        ``others``)."""
-        forwarding = read_sysctl(host.FORWARD_KEY)
-        draft.forwarding = forwarding
-        current[FORWARDING] = Forwarding(forwarding)
-        if not others and store.meta(FORWARD_BEFORE) is None:
-            draft.meta[FORWARD_BEFORE] = forwarding
-
-    def _up_iptables(self, draft: _UpDraft, current: Index) -> None:
+    def _up_iptables(self, draft: _UpDraft) -> None:
         """The shared conntrack rule as iptables-nft-save shows it (there or not); what the
         first rule of all brings in, remembered."""
         from fireroute.plan import iptables
@@ -390,9 +378,9 @@ class Manager:
         rule = conntrack()
         present = observe.iptables_saved(self.runner)
         if any(iptables.comment_tag(line) == iptables.SHARED for _, line in present):
-            current[(rule.kind, rule.key)] = rule
+            draft.current[(rule.kind, rule.key)] = rule
             return
-        current.pop((rule.kind, rule.key), None)
+        draft.current.pop((rule.kind, rule.key), None)
         made = iptables.would_make(observe.nft_ip_chains(self.runner))
         if made:  # the first iptables VM on this host: remember what it brings in
             draft.meta[iptables.IPT_MADE] = jsontext.dumps(made)
@@ -445,7 +433,7 @@ class Manager:
         table = draft.options.table
         if (
             isinstance(exc, KernelError)
-            and draft.fresh_table
+            and draft.new_table()
             and observe.is_keyword_table(table, exc.detail)
         ):  # a new table's name nft cannot parse: bad input, and everything is undone
             raise observe.keyword_table(table) from None
@@ -856,9 +844,8 @@ def _held(vms: list[Vm]) -> dict[str, set[str]]:
 
 def _joined(shape: Population, vms: list[Vm]) -> Population:
     """``shape`` with ``vms`` counted in."""
-    out = Population()
-    out.counts = dict(shape.counts)
-    for k, n in Population.of(vms).counts.items():
+    out = Population.of(vms)
+    for k, n in shape.counts.items():
         out.counts[k] = out.counts.get(k, 0) + n
     return out
 
