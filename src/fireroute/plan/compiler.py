@@ -63,16 +63,21 @@ def compile(
     found none of ours); ``before``: forwarding's value before an up switches it on (its
     undo); ``found``: the objects the diff was made from (a down deletes what went with a
     deleted object by name, as today: a clone's veth, a CNI attachment's tap)."""
-    ops = list(ops)
-    replaced = [op for op in ops if op.verb == REPLACE]
-    deletes = [Act(DELETE, op.have or op.obj) for op in replaced]
-    deletes += [Act(DELETE, op.obj) for op in ops if op.verb == DELETE]
+    replaced: list[Act] = []  # (deleted first, then made again)
+    deletes: list[Act] = []
     acts: list[Act] = []
     for op in ops:
-        if op.verb != DELETE:
-            acts.append(Act(CREATE if op.verb == REPLACE else op.verb, op.obj))
-            acts += [Act(CREATE, kid) for kid in getattr(op, "children", ())]
-    return _down(deletes, found or {}) + _up(acts, set(exclusive), before)
+        verb = op.verb
+        if verb == DELETE:
+            deletes.append(Act(DELETE, op.obj))
+            continue
+        if verb == REPLACE:
+            replaced.append(Act(DELETE, op.have or op.obj))
+            verb = CREATE
+        acts.append(Act(verb, op.obj))
+        if op.children:
+            acts += [Act(CREATE, kid) for kid in op.children]
+    return _down(replaced + deletes, found or {}) + _up(acts, set(exclusive), before)
 
 
 def _root(a: Act, *kinds: str) -> bool:
@@ -80,17 +85,27 @@ def _root(a: Act, *kinds: str) -> bool:
 
 
 def _up(acts: list[Act], exclusive: set[tuple[str, str]], before: str | None) -> list[Step]:
-    links = [a for a in acts if a.obj.kind in LINKS or (a.obj.ns is not None)]
-    sysctls = [a.obj for a in acts if _root(a, "sysctl")]
+    links: list[Act] = []
+    rest: dict[str, list[Any]] = {}  # the root namespace's other objects, by kind
+    nft: dict[str, list[Act]] = {"ip": [], "bridge": []}  # by family, in order
+    for a in acts:
+        o = a.obj
+        if o.kind in LINKS or o.ns is not None:
+            links.append(a)
+            continue
+        rest.setdefault(o.kind, []).append(o)
+        if o.kind.startswith("nft "):
+            nft.setdefault(o.family, []).append(a)
+    sysctls = rest.get("sysctl", [])
     localnet = [s for s in sysctls if s.path.endswith("/route_localnet")]
     steps = _links_up(links)
     steps += [sysctl_step(s) for s in sysctls if s not in localnet]
     steps += [sysctl_step(s) for s in localnet]
-    steps += [_forwarding(a.obj, before) for a in acts if a.obj.kind == "forwarding"]
-    steps += _tables(acts, "ip", exclusive)
-    steps += _iptables([a.obj for a in acts if a.obj.kind == "iptables rule"])
-    steps += _flushes([a.obj for a in acts if a.obj.kind == "nft element"])
-    return steps + _tables(acts, "bridge", exclusive)
+    steps += [_forwarding(o, before) for o in rest.get("forwarding", [])]
+    steps += _tables(nft["ip"], "ip", exclusive)
+    steps += _iptables(rest.get("iptables rule", []))
+    steps += _flushes(rest.get("nft element", []))
+    return steps + _tables(nft["bridge"], "bridge", exclusive)
 
 
 def _iptables(rules: list[Any]) -> list[Step]:
@@ -110,8 +125,10 @@ def _shared_link(obj: Obj) -> bool:
     """A bridge we make and its address (tagged for the bridge, not a VM)."""
     from fireroute import owner
 
+    if obj.kind not in ("link", "addr"):
+        return False
     tag = owner.parse(obj.owner)
-    return obj.kind in ("link", "addr") and tag is not None and tag[1].startswith(owner.BRIDGE)
+    return tag is not None and tag[1].startswith(owner.BRIDGE)
 
 
 def _nat_tap(block: list[Act]) -> bool:
