@@ -277,13 +277,13 @@ class Manager:
             for n, net in zip(fresh, nets, strict=True)
         ]
         instance = store.instance()
-        others = Population(store.shapes())
+        shape = Population(store.shapes())
         for vm in vms:
             vm.owner = instance
             vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
             if vm.mode == "clone":
                 vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
-        return vms, view, others
+        return vms, view, shape
 
     def _up_checks(
         self,

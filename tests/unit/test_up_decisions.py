@@ -139,3 +139,42 @@ def test_a_second_vm_reads_what_the_first_made(host):
         shared = "--comment fireroute:shared"
         assert (shared in first, shared in second) == (backend == "iptables", False)
         assert "fr-b" in second
+
+
+class Exclusive(Apply):
+    """The executor over the fake, as the real one fails an exclusive ``create table`` of a
+    table that exists: AlreadyExists, nothing applied."""
+
+    def apply_all(self, plan) -> None:
+        from fireroute.errors import AlreadyExists
+
+        for step in plan.steps:
+            if step.exclusive and any(a.obj.key in self.fake_tables() for a in step.ops):
+                raise AlreadyExists("create table", "File exists")
+        super().apply_all(plan)
+
+    def fake_tables(self) -> set:
+        return {o.key for o in self.fake.objs.values() if o.kind == "nft table"}
+
+
+def test_a_table_left_over_is_read_and_added_to(host):
+    """The first VM's table is made exclusively, unread; a table of ours left over makes that
+    fail, and up reads it (ours) and diffs again: the table declared whole, no create."""
+    from fireroute.want.tables import shared_table
+
+    m = host("left-over", as_recorded=False)
+    fake = m.runner.fake
+    fake.seed(shared_table("ip", "firecracker"))
+    m.executor = lambda: Exclusive(fake)
+    reads, runner = [], m.runner
+    m.runner = lambda argv, stdin=None: reads.append(argv) or runner(argv, stdin)
+    plan = m.up(["a"], Options()).plan
+    (table,) = [s for s in plan.steps if s.tool == "nft"]
+    assert not table.exclusive and "create table" not in table.text
+    assert "chain out_reject" in table.text  # whole: the parts another state file's VMs need
+    assert ["nft", "-t", "list", "table", "ip", "firecracker"] in reads  # read, then
+    assert ("nft element", (None, "ip", "firecracker", "taps", '"fr-a"')) in fake.objs
+    fresh = host("no-left-over", as_recorded=False)  # control: none there, made exclusively
+    fresh.executor = lambda: Exclusive(fresh.runner.fake)
+    (made,) = [s for s in fresh.up(["a"], Options()).plan.steps if s.tool == "nft"]
+    assert made.exclusive and made.text.startswith("create table ip firecracker")

@@ -406,7 +406,9 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
         head = f'create table {family} {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     body = _lines("add", own) + _lines("add", shared)
     what = WORDS[family][0].format(t=table)
-    done = [a for a in acts if a.obj.kind != "nft element"] + [Act(CREATE, e) for e in own + shared]
+    verb = CREATE if exclusive else SET  # (declared: made if missing, kept if there)
+    done = [Act(verb, a.obj) for a in acts if a.obj.kind != "nft element"]
+    done += [Act(CREATE, e) for e in own + shared]
     return OpStep(NFT, head + body, what, vm, (undo,), exclusive=exclusive, ops=done)
 
 
