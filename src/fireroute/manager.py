@@ -340,6 +340,7 @@ class Manager:
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
         if options.backend == "iptables" and any(modes.nat_member(v) for v in vms):
             self._up_iptables(draft)
+        _egress_again(current, vms)
         for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"}:
             for k in [k for k, o in current.items() if _of_link(k, o, br)]:
                 del current[k]
@@ -848,6 +849,15 @@ def _joined(shape: Population, vms: list[Vm]) -> Population:
     for k, n in shape.counts.items():
         out.counts[k] = out.counts.get(k, 0) + n
     return out
+
+
+def _egress_again(current: Index, vms: list[Vm]) -> None:
+    """A masquerading bridge guest adds its bridge's egress element whether or not another
+    guest's up added it (the add is idempotent; a lost one comes back): not in ``current``."""
+    masq = {f'"{v.options.bridge}" . "{v.uplink}"' for v in vms if modes.masquerading_bridge(v)}
+    for k in [k for k, o in current.items() if k[0] == "nft element" and o.vm is None]:
+        if current[k].value in masq:  # type: ignore[attr-defined]
+            del current[k]
 
 
 def _has_rules(vm: Vm) -> bool:

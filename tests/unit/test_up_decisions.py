@@ -178,3 +178,28 @@ def test_a_table_left_over_is_read_and_added_to(host):
     fresh.executor = lambda: Exclusive(fresh.runner.fake)
     (made,) = [s for s in fresh.up(["a"], Options()).plan.steps if s.tool == "nft"]
     assert made.exclusive and made.text.startswith("create table ip firecracker")
+
+
+def test_a_masquerading_guest_adds_its_bridges_egress_again():
+    """As up always did: the second masquerading guest on a bridge adds the bridge's shared
+    egress element again (idempotent), the first guest of another kind does not."""
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import Scope, diff
+    from fireroute.want import render
+    from fireroute.want.shared import Population
+    from tests.unit.test_plan import vm
+
+    def egress_lines(second) -> list[str]:
+        a = vm("a", 0, mode="bridge", bridge="br9", guest="10.9.0.5/24", masquerade=True)
+        current = render.desired([], Population.of([a]), "5ca1ab1e")
+        manager._egress_again(current, [second])
+        wanted = render.desired([second], Population.of([a, second]), "5ca1ab1e")
+        steps = compile(diff(current, wanted, Scope(["b"]), "5ca1ab1e"))
+        lines = [x for s in steps for x in s.text.splitlines()]
+        return [x for x in lines if "element ip firecracker egress" in x]
+
+    b = vm("b", 1, mode="bridge", bridge="br9", guest="10.9.0.6/24", masquerade=True)
+    assert egress_lines(b) == [
+        'add element ip firecracker egress { "br9" . "eth0" comment "5ca1ab1e:bridge:br9" }'
+    ]
+    assert egress_lines(vm("b", 1, mode="bridge", bridge="br9", guest="10.9.0.6/24")) == []
