@@ -26,10 +26,13 @@ from fireroute.kernel.apply import Executor  # noqa: E402
 from fireroute.kernel.inproc import InProcessExecutor  # noqa: E402
 from fireroute.kernel.nftnl import Nftnl  # noqa: E402
 from fireroute.model import Options, Vm  # noqa: E402
-from fireroute.plan import modes, nft  # noqa: E402
+from fireroute.plan.compiler import compile  # noqa: E402
+from fireroute.plan.diff import ALL, DELETE, Scope, diff  # noqa: E402
 from fireroute.plan.steps import Plan  # noqa: E402
+from fireroute.want.render import desired  # noqa: E402
 
 TABLE = "firecracker"
+FORWARDING = ("forwarding", (None, "net.ipv4.ip_forward"))
 MARK = "FRBENCHNS"
 
 
@@ -41,12 +44,28 @@ def vm(i: int) -> Vm:
     return v
 
 
+def _table(want: dict) -> dict:
+    """What a table that stays has: itself, its sets and chains (and forwarding on)."""
+    return {k: o for k, o in want.items() if k[0].startswith("nft ") and o.vm is None}
+
+
 def up_plan(v: Vm, fresh: bool = False) -> Plan:
-    return Plan([*modes.links_up([v], set()), nft.vms_up(TABLE, [v], fresh)])
+    """The compiler's up of ``v``: a table made whole (``fresh``), else one that stays."""
+    want = desired([v], None, v.owner)
+    have = {} if fresh else _table(want)
+    have[FORWARDING] = want[FORWARDING]
+    return Plan(compile(diff(have, want, ALL, v.owner)))
 
 
 def down_plan(v: Vm) -> Plan:
-    return Plan([*modes.links_down([v], set()), nft.vms_down(TABLE, [v], last=False)])
+    """The compiler's down of ``v`` from a table that stays."""
+    have = desired([v], None, v.owner)
+    ops = diff(have, _table(have), Scope([v.name]), v.owner)
+    return Plan(compile([o for o in ops if o.verb == DELETE], found=have))
+
+
+def _nft(plan: Plan) -> str:
+    return next(s.text for s in plan.steps if s.tool == "nft")
 
 
 def timed(fn) -> float:
@@ -135,9 +154,7 @@ class LibNftables:
 
 def ip_nft_variants(vms: list[Vm]) -> dict[str, list[float]]:
     """Per VM: its up script (sets re-declared, elements added) then its down script."""
-    scripts = [
-        (nft.vms_up(TABLE, [v], False).text, nft.vms_down(TABLE, [v], False).text) for v in vms
-    ]
+    scripts = [(_nft(up_plan(v)), _nft(down_plan(v))) for v in vms]
 
     def proc(s: str) -> None:
         assert subprocess.run(["nft", "-f", "-"], input=s, text=True).returncode == 0

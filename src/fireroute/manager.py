@@ -23,11 +23,11 @@ from fireroute.kernel import observe
 from fireroute.kernel.apply import Executor, read_sysctl
 from fireroute.kernel.run import Runner, run, which
 from fireroute.model import Options, Vm, check_vm_name
-from fireroute.plan import host, modes, nft
+from fireroute.plan import host, modes
 from fireroute.plan.steps import NFT, SYSCTL, Plan, Step
 from fireroute.state.store import Store
 from fireroute.want.objects import FORWARD_KEY, Forwarding
-from fireroute.want.shared import BRIDGE, NAT, Population, Shared, shared
+from fireroute.want.shared import BRIDGE, NAT, Population, shared
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ def done(plan: Plan) -> None:
         record.forget()
 
 
-# plan.bridge, plan.clone and plan.iptables are imported where their mode or backend is met:
-# the per-VM command of a NAT VM on nftables never loads them
+# plan.iptables is imported where its backend is met: a NAT VM on nftables never loads it
 
 
 class UpResult:
@@ -76,29 +75,25 @@ class UpResult:
 
 class _UpDraft:
     """up's plan as it is made, with what applying it (and its AlreadyExists retry) needs:
-    the new VMs, what the other VMs want, the request's options, the state file's meta to
-    record, forwarding as read, where the nft and bridge-filter steps are in the plan."""
+    the new VMs, the request's options, what is wanted and what is there as up reads it, the
+    state file's meta to record, forwarding as read, the FORWARD policy read started."""
 
-    __slots__ = (
-        "vms", "others", "options", "plan", "meta", "warnings", "forwarding", "switch_on",
-        "members", "bridged", "fresh_table", "nft_index", "bridge_index", "policy",
-    )  # fmt: skip
+    __slots__ = ("vms", "options", "plan", "desired", "current", "meta", "warnings", "forwarding",
+                 "policy")  # fmt: skip
 
-    def __init__(self, vms: list[Vm], others: Shared, options: Options) -> None:
-        self.vms = vms
-        self.others = others
-        self.options = options
-        self.plan = Plan()
+    def __init__(self, vms: list[Vm], options: Options) -> None:
+        self.vms, self.options, self.plan = vms, options, Plan()
+        self.desired: Index = {}
+        self.current: Index = {}
         self.meta: dict[str, str] = {}
         self.warnings: list[str] = []
         self.forwarding = ""
-        self.switch_on = False
-        self.members = [v for v in vms if modes.nat_member(v)]
-        self.bridged = [v for v in vms if v.mode == "bridge"]
-        self.fresh_table = False
-        self.nft_index = -1
-        self.bridge_index = -1
-        self.policy: object = None  # the FORWARD policy read started beside the changes
+        self.policy: object = None
+
+    def new_table(self) -> bool:
+        """Is the NAT table made by this up (none of the other VMs is in it)?"""
+        key = ("nft table", (None, NAT, self.options.table))
+        return key in self.desired and key not in self.current
 
 
 def _require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> None:
@@ -217,10 +212,10 @@ class Manager:
         existing, fresh = self._up_sort(store, names, options, dry_run)
         if not fresh:
             return UpResult(existing, Plan(), False)
-        vms, view, others = self._up_allocate(store, fresh, options, skip_conflicts, progress)
+        vms, view, shape = self._up_allocate(store, fresh, options, skip_conflicts, progress)
         missing_bridges = self._up_checks(store, vms, view, fresh, options)
-        draft = _UpDraft(vms, others, options)
-        self._up_plan(draft, store, missing_bridges, dry_run)
+        draft = _UpDraft(vms, options)
+        self._up_plan(draft, store, shape, missing_bridges, dry_run)
         if dry_run:
             self._policy_warning(draft.policy, draft.warnings)
             return UpResult(existing + vms, draft.plan, True, draft.warnings)
@@ -265,9 +260,9 @@ class Manager:
         options: Options,
         skip_conflicts: bool,
         progress: Progress | None,
-    ) -> tuple[list[Vm], observe.HostView, Shared]:
-        """The new VMs with their devices, networks, owner and MAC; the host as read; what
-        the other VMs of the state file want."""
+    ) -> tuple[list[Vm], observe.HostView, Population]:
+        """The new VMs with their devices, networks, owner and MAC; the host as read; the
+        shape of the other VMs of the state file."""
         devs = allocate.devices(store, fresh, options)
         allocate.check_unique(store, self.runner, fresh, options)
         if progress:
@@ -282,13 +277,13 @@ class Manager:
             for n, net in zip(fresh, nets, strict=True)
         ]
         instance = store.instance()
-        others = shared(Population(store.shapes()), instance)  # what the other VMs want
+        shape = Population(store.shapes())
         for vm in vms:
             vm.owner = instance
             vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
             if vm.mode == "clone":
                 vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
-        return vms, view, others
+        return vms, view, shape
 
     def _up_checks(
         self,
@@ -316,86 +311,86 @@ class Manager:
         return missing_bridges
 
     def _up_plan(
-        self, draft: _UpDraft, store: Store, missing_bridges: set[str], dry_run: bool
-    ) -> None:
-        """``draft``'s plan: links, forwarding, the NAT rules, the bridge filter."""
-        plan, options, members = draft.plan, draft.options, draft.members
-        plan.add(*modes.links_up(draft.vms, missing_bridges))
-        self._up_forwarding(draft, store)
-        if members and options.backend == "nft":
-            self._up_nft(draft, dry_run)
-        elif members:
-            self._up_iptables(draft)
-        if members and options.fix_forward_policy:
-            from fireroute.plan import iptables
+        self, draft: _UpDraft, store: Store, shape: Population, missing_bridges: set[str],
+        dry_run: bool,
+    ) -> None:  # fmt: skip
+        """``draft``'s plan, as one diff: the shared objects of the other VMs' ``shape`` as
+        present (the new VMs' own objects absent: a reservation cannot hold an existing
+        device), with what up reads (forwarding, the shared iptables rule, the bridges),
+        against what the shape with the new VMs wants."""
+        from fireroute.want import render
 
-            plan.add(*iptables.forward_policy_fix(members))
-        for vm in draft.vms:  # after the maps have the ports: flows begun before forget their path
-            plan.add(*host.flush_udp(vm, list(vm.options.publish)))
-        if draft.bridged:
-            draft.bridge_index = len(plan.steps)
-            plan.add(self._up_bridge_filter(draft))
-
-    @staticmethod
-    def _up_forwarding(draft: _UpDraft, store: Store) -> None:
-        """Forwarding switched on if it is off; its value before, for the first VM of all."""
-        forwarding = read_sysctl(host.FORWARD_KEY)
-        draft.forwarding = forwarding
-        draft.switch_on = forwarding != "1"
-        if draft.switch_on:
-            draft.plan.add(host.set_forwarding("1", forwarding))
-        if not draft.others.forwarding and store.meta(FORWARD_BEFORE) is None:
-            draft.meta[FORWARD_BEFORE] = forwarding
-
-    def _up_nft(self, draft: _UpDraft, dry_run: bool) -> None:
-        """The NAT members' elements in the nft NAT table (the table made with its first)."""
-        options = draft.options
-        fresh_table = (NAT, options.table) not in draft.others.tables
-        draft.fresh_table = fresh_table
+        vms, options, instance = draft.vms, draft.options, store.instance()
+        draft.desired = render.desired(vms, _joined(shape, vms), instance)
+        draft.current = current = render.desired([], shape, instance)
+        draft.forwarding = read_sysctl(host.FORWARD_KEY)
+        if FORWARDING not in current and store.meta(FORWARD_BEFORE) is None:
+            draft.meta[FORWARD_BEFORE] = draft.forwarding  # the first VM of all
+        current[FORWARDING] = Forwarding(draft.forwarding)
         # A table with no VM of ours in it is created exclusively, unread: if a table of
         # that name exists the transaction fails and is undone, and the table is read then
         # (_up_retry): ours (left over), the plan runs again adding to it; a foreign one is
         # refused, and so (on nft's error) is a name nft reads as a keyword. A dry run
         # reads it first, to print what would run.
-        exclusive = fresh_table and not (
-            dry_run and observe.check_table_owner(options.table, self.runner)
-        )
-        if fresh_table and not options.fix_forward_policy:  # once per table, not per VM
+        new = draft.new_table()
+        exclusive = new and not (dry_run and observe.check_table_owner(options.table, self.runner))
+        if new and not options.fix_forward_policy:  # once per table, not per VM
             from fireroute import doctor
 
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
-        draft.nft_index = len(draft.plan.steps)
-        draft.plan.add(nft.vms_up(options.table, draft.members, fresh_table, exclusive))
+        if options.backend == "iptables" and any(modes.nat_member(v) for v in vms):
+            self._up_iptables(draft)
+        _egress_again(current, vms)
+        for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"}:
+            for k in [k for k, o in current.items() if _of_link(k, o, br)]:
+                del current[k]
+            if br not in missing_bridges:  # there: used as it is (ours, or adopted)
+                current.update((k, o) for k, o in draft.desired.items() if _of_link(k, o, br))
+        draft.plan = self._up_diff(draft, exclusive)
+
+    def _up_diff(self, draft: _UpDraft, nat_exclusive: bool) -> Plan:
+        """``draft``'s diff compiled: a new NAT table made exclusively (``nat_exclusive``), a
+        bridge-family table the other VMs do not have read (ours: added to; none: made
+        exclusively)."""
+        from fireroute.plan.compiler import compile
+        from fireroute.plan.diff import DELETE, Scope, diff
+
+        table, current = draft.options.table, dict(draft.current)
+        exclusive = {(NAT, table)} if nat_exclusive else set()
+        bridge_table = ("nft table", (None, BRIDGE, table))
+        if bridge_table in draft.desired and bridge_table not in current:
+            if observe.check_table_owner(table, self.runner, BRIDGE):
+                from fireroute.want.render import index
+                from fireroute.want.tables import filter_layout
+
+                current.update(index(filter_layout(table)))
+            else:
+                exclusive.add((BRIDGE, table))
+        names, instance = Scope(v.name for v in draft.vms), draft.vms[0].owner
+        ops = [op for op in diff(current, draft.desired, names, instance) if op.verb != DELETE]
+        return Plan(compile(ops, exclusive, before=draft.forwarding))
 
     def _up_iptables(self, draft: _UpDraft) -> None:
-        """The NAT members' iptables rules (the shared rule with the first of all, and what
-        that first brings in remembered)."""
+        """The shared conntrack rule as iptables-nft-save shows it (there or not); what the
+        first rule of all brings in, remembered."""
         from fireroute.plan import iptables
+        from fireroute.want.iptables import conntrack
 
+        rule = conntrack()
         present = observe.iptables_saved(self.runner)
-        has_ct = any(iptables.comment_tag(line) == iptables.SHARED for _, line in present)
-        draft.plan.add(*iptables.vms_up(draft.members, need_conntrack=not has_ct))
-        if not has_ct:  # the first iptables VM on this host: remember what it brings in
-            made = iptables.would_make(observe.nft_ip_chains(self.runner))
-            if made:
-                draft.meta[iptables.IPT_MADE] = jsontext.dumps(made)
-
-    def _up_bridge_filter(self, draft: _UpDraft) -> Step:
-        """The bridge guests' elements in the bridge-family filter table (made with the
-        first, when no table of that name is there)."""
-        from fireroute.plan import bridge
-
-        table = draft.options.table
-        fresh_filter = (BRIDGE, table) not in draft.others.tables and not (
-            observe.check_table_owner(table, self.runner, bridge.FAMILY)
-        )
-        return bridge.filter_up(table, draft.bridged, fresh_filter)
+        if any(iptables.comment_tag(line) == iptables.SHARED for _, line in present):
+            draft.current[(rule.kind, rule.key)] = rule
+            return
+        draft.current.pop((rule.kind, rule.key), None)
+        made = iptables.would_make(observe.nft_ip_chains(self.runner))
+        if made:  # the first iptables VM on this host: remember what it brings in
+            draft.meta[iptables.IPT_MADE] = jsontext.dumps(made)
 
     def _up_apply(self, store: Store, draft: _UpDraft, progress: Progress | None) -> None:
         """The rows reserved (``pending``), then the plan applied all or nothing (once again
         after AlreadyExists); on failure the rows and the forwarding record go again."""
         recorded = False
-        if draft.switch_on:  # for whichever state file's VM goes last (kernel/forwarding.py)
+        if draft.forwarding != "1":  # for whichever state file's VM goes last (forwarding.py)
             from fireroute.kernel import forwarding as record
 
             recorded = record.record(draft.forwarding)
@@ -418,14 +413,11 @@ class Manager:
             self._policy_warning(draft.policy, draft.warnings)
 
     def _up_retry(self, draft: _UpDraft) -> None:
-        """After AlreadyExists: the table read (a foreign one refused), the plan made again
-        adding to what is there, and applied."""
-        options, steps = draft.options, draft.plan.steps
-        observe.check_table_owner(options.table, self.runner)
-        if draft.nft_index >= 0:
-            steps[draft.nft_index] = nft.vms_up(options.table, draft.members, draft.fresh_table)
-        if draft.bridge_index >= 0:  # read again: the failed transaction made nothing
-            steps[draft.bridge_index] = self._up_bridge_filter(draft)
+        """After AlreadyExists: the table read (a foreign one refused), the diff made again
+        with nothing made exclusively (a table of ours left over is declared whole), and
+        applied."""
+        observe.check_table_owner(draft.options.table, self.runner)
+        draft.plan = self._up_diff(draft, nat_exclusive=False)
         self.executor().apply_all(draft.plan)
 
     @staticmethod
@@ -442,7 +434,7 @@ class Manager:
         table = draft.options.table
         if (
             isinstance(exc, KernelError)
-            and draft.fresh_table
+            and draft.new_table()
             and observe.is_keyword_table(table, exc.detail)
         ):  # a new table's name nft cannot parse: bad input, and everything is undone
             raise observe.keyword_table(table) from None
@@ -779,6 +771,23 @@ def _held(vms: list[Vm]) -> dict[str, set[str]]:
         if v.backend == "nft" and modes.nat_member(v):
             out.setdefault(v.table, set()).update(e.set for e in nat_elements(v))
     return out
+
+
+def _joined(shape: Population, vms: list[Vm]) -> Population:
+    """``shape`` with ``vms`` counted in."""
+    out = Population.of(vms)
+    for k, n in shape.counts.items():
+        out.counts[k] = out.counts.get(k, 0) + n
+    return out
+
+
+def _egress_again(current: Index, vms: list[Vm]) -> None:
+    """A masquerading bridge guest adds its bridge's egress element whether or not another
+    guest's up added it (the add is idempotent; a lost one comes back): not in ``current``."""
+    masq = {f'"{v.options.bridge}" . "{v.uplink}"' for v in vms if modes.masquerading_bridge(v)}
+    for k in [k for k, o in current.items() if k[0] == "nft element" and o.vm is None]:
+        if current[k].value in masq:  # type: ignore[attr-defined]
+            del current[k]
 
 
 def _has_rules(vm: Vm) -> bool:

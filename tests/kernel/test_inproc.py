@@ -24,14 +24,15 @@ import pytest
 
 from fireroute.kernel import inproc, nftnl, rtnl, tun
 from fireroute.model import Options, Owner, Vm
-from fireroute.plan import bridge, host, modes, nft
-from fireroute.plan.ops import Act, OpStep, group_delete_step, regroup_step
+from fireroute.plan import nft
+from fireroute.plan.ops import Act, OpStep, delete_step, group_delete_step, regroup_step
 from fireroute.plan.steps import IP, NFT, Step
 from fireroute.want.objects import Addr, Link, Obj
 from tests.conftest import Host, make_host, skip_unless_root
 
 DRIVER = Path(__file__).with_name("inproc_driver.py")
 TABLE = "firecracker"
+ID = "5ca1ab1e"
 
 
 def vm(name: str, ordinal: int, **kw) -> Vm:
@@ -156,12 +157,49 @@ def op(verb: str, obj: Obj) -> Step:
     return OpStep(IP, obj.text(verb), "ip step", "t", ops=(Act(verb, obj),))
 
 
-def up_plan(v: Vm, fresh: bool) -> list[Step]:
-    return [
-        *modes.links_up([v], set()),
-        host.set_forwarding("1", "0"),
-        nft.vms_up(TABLE, [v], fresh),
-    ]
+def up_plan(v: Vm, fresh: bool, forwarding: bool = True) -> list[Step]:
+    """The compiler's up of ``v``: its links, forwarding switched on (``forwarding``), its
+    elements in a table made whole (``fresh``: that may exist) or one that stays (the sets
+    they go in declared)."""
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import ALL, diff
+    from fireroute.want.render import desired
+
+    want = desired([v], None, ID)
+    there = ("nft table", "nft set", "nft chain")  # (and a bridge: there already)
+    have = {
+        k: o
+        for k, o in want.items()
+        if not fresh and (k[0] in there or getattr(o, "link_kind", "") == "bridge")
+    }
+    if not forwarding:
+        have[("forwarding", (None, "net.ipv4.ip_forward"))] = want[
+            ("forwarding", (None, "net.ipv4.ip_forward"))
+        ]
+    return compile(diff(have, want, ALL, ID), before="0")
+
+
+def links_of(v: Vm) -> list[Step]:
+    """The steps making ``v``'s links (its tap, its addresses, its sysctls)."""
+    return [s for s in up_plan(v, fresh=False, forwarding=False) if s.tool != NFT]
+
+
+def elements_of(v: Vm) -> Step:
+    """The transaction adding ``v``'s elements to a table that stays (its sets declared)."""
+    (step,) = [s for s in up_plan(v, fresh=False) if s.tool == NFT]
+    return step
+
+
+def down_plan(going: list[Vm], stay: list[Vm] = ()) -> list[Step]:  # type: ignore[assignment]
+    """The compiler's down of ``going`` beside ``stay`` (none: the table goes with them)."""
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import DELETE, Scope, diff
+    from fireroute.want.render import desired, held
+
+    have = desired([*going, *stay], None, ID)
+    want = desired(list(stay), None, ID, held=held(have)) if stay else {}
+    ops = diff(have, want, Scope(v.name for v in going), ID)
+    return compile([o for o in ops if o.verb == DELETE], found=have)
 
 
 # -- whole per-VM plans -------------------------------------------------------------------
@@ -176,7 +214,7 @@ def test_second_vm_up_and_down_entirely_in_process(pair) -> None:
     v = vm("b", 1, allow_peers=True, allow_metadata=True, allow_host_ports=((22, "tcp"),))
     assert both(pair, up_plan(v, fresh=False), in_process=2)["error"] is None
     assert pair[1].set_elements(TABLE, "host_ports") == [{"concat": ["fr-b", "tcp", 22]}]
-    down = [*modes.links_down([v], set()), nft.vms_down(TABLE, [v], last=False)]
+    down = down_plan([v], [vm("a", 0)])
     assert both(pair, down, verb="best", in_process=2)["error"] is None
     assert pair[1].set_elements(TABLE, "taps") == ["fr-a"]
 
@@ -199,7 +237,7 @@ def test_many_down_by_group_in_process(pair) -> None:
     vms = [vm("a", 0), vm("b", 1), vm("c", 2)]
     setup(pair, up_plan(vms[0], fresh=True))
     setup(pair, [s for v in vms[1:] for s in up_plan(v, fresh=False)])
-    down = [*modes.links_down(vms[:2], set()), nft.vms_down(TABLE, vms[:2], last=False)]
+    down = down_plan(vms[:2], vms[2:])
     assert any("link del group" in s.text for s in down)
     assert both(pair, down, verb="best", in_process=2)["error"] is None
     assert set(pair[1].links()) == {"lo", "up0", "fr-c"}
@@ -208,7 +246,7 @@ def test_many_down_by_group_in_process(pair) -> None:
 def test_last_vm_down_table_by_nft(pair) -> None:
     v = vm("a", 0)
     setup(pair, up_plan(v, fresh=True))
-    down = [*modes.links_down([v], set()), nft.vms_down(TABLE, [v], last=True)]
+    down = down_plan([v])
     assert both(pair, down, verb="best", in_process=1)["error"] is None
     assert not pair[1].nft()[1:]
 
@@ -239,7 +277,7 @@ def test_compiled_second_vm_up_and_down_from_operations(pair) -> None:
 
 def test_compiled_elements_of_a_missing_set_go_to_nft(pair) -> None:
     a, b = vm("a", 0), vm("b", 1, allow_peers=True)
-    setup(pair, [nft.vms_up(TABLE, [a], fresh=False)])  # the sets alone, no chain uses them
+    setup(pair, [elements_of(a)])  # the sets alone, no chain uses them
     setup(pair, [Step(NFT, f"delete set ip {TABLE} taps\n", "damage")])
     up, _ = compiled(a, b)
     assert both(pair, up, in_process=1)["error"] is None  # the ip group; nft makes the set
@@ -248,13 +286,13 @@ def test_compiled_elements_of_a_missing_set_go_to_nft(pair) -> None:
 
 def test_owned_tap_and_bridge_port(pair) -> None:
     owned = vm("o", 0, owner=Owner(1234, 4321))
-    assert "user 1234 group 4321" in host.tuntap_add(owned).text
-    assert both(pair, host.tap_up(owned), in_process=1)["error"] is None
+    assert "user 1234 group 4321" in links_of(owned)[0].text
+    assert both(pair, links_of(owned), in_process=1)["error"] is None
     detail = json.loads(pair[1].run("ip", "-d", "-j", "link", "show", "fr-o").stdout)[0]
     assert detail["linkinfo"]["info_data"]["user"] == 1234
     setup(pair, [ip("link add name br0 type bridge")])
     port = vm("p", 1, mode="bridge", bridge="br0", dhcp=True)
-    steps = bridge.tap_up(port)
+    steps = [s for s in links_of(port) if s.vm == "p"]
     assert any(" master br0 " in s.text for s in steps)
     assert both(pair, steps, in_process=1)["error"] is None
     assert pair[1].links()["fr-p"].get("master") == "br0"
@@ -269,7 +307,7 @@ def test_tap_is_the_one_ip_makes() -> None:
 # -- failures, each beside its control ----------------------------------------------------
 def test_tap_exists(pair) -> None:
     v = vm("a", 0)
-    assert both(pair, host.tap_up(v))["error"] is None  # control: made from nothing
+    assert both(pair, links_of(v))["error"] is None  # control: made from nothing
     setup(pair, [ip("link del dev fr-a")])
     setup(pair, [ip("tuntap add dev fr-a mode tap user 0")])
     out = both(pair, up_plan(v, fresh=True), in_process=1)
@@ -314,21 +352,21 @@ def test_down_ignores_gone_and_reports_the_rest(pair) -> None:
 def test_element_exists_and_missing(pair) -> None:
     a, b = vm("a", 0), vm("b", 1)
     setup(pair, up_plan(a, fresh=True))
-    again = nft.vms_up(TABLE, [a], fresh=False)  # add of existing elements: no error
+    again = elements_of(a)  # add of existing elements: no error
     assert both(pair, [again], in_process=1)["error"] is None
     delete = f'delete element ip {TABLE} taps {{ "fr-b" comment "x" }}\n'
     out = both(pair, [Step(NFT, delete, "remove")], verb="best", in_process=0)
     assert out["error"] == "PartialFailure" and "No such file or directory" in out["message"]
-    setup(pair, [nft.vms_up(TABLE, [b], fresh=False)])
+    setup(pair, [elements_of(b)])
     assert both(pair, [Step(NFT, delete, "remove")], verb="best", in_process=1)["error"] is None
 
 
 def test_missing_table_or_set_falls_back_to_nft(pair) -> None:
     v = vm("a", 0)
-    out = both(pair, [nft.vms_up(TABLE, [v], fresh=False)], in_process=0)  # nft makes the sets
+    out = both(pair, [elements_of(v)], in_process=0)  # nft makes the sets
     assert out["error"] is None and pair[1].set_elements(TABLE, "taps") == ["fr-a"]
     setup(pair, [Step(NFT, f"delete set ip {TABLE} taps\n", "damage")])
-    assert both(pair, [nft.vms_up(TABLE, [vm("b", 1)], fresh=False)], in_process=0)["error"] is None
+    assert both(pair, [elements_of(vm("b", 1))], in_process=0)["error"] is None
 
 
 def test_named_set_lookups_read_only_the_sets_asked_for(pair) -> None:
@@ -359,11 +397,11 @@ def test_failed_nft_unwinds_in_process_taps(pair) -> None:
     setup(pair, up_plan(v, fresh=True))
     w = vm("b", 1)
     bad = Step(NFT, f'add element ip {TABLE} nosuch {{ "fr-b" }}\n', "add", w.name)
-    out = both(pair, [*modes.links_up([w], set()), bad])
+    out = both(pair, [*links_of(w), bad])
     assert out["error"] == "KernelError"
     assert "fr-b" not in pair[1].links()  # undone, newest first
-    good = nft.vms_up(TABLE, [w], fresh=False)  # control
-    assert both(pair, [*modes.links_up([w], set()), good], in_process=2)["error"] is None
+    good = elements_of(w)  # control
+    assert both(pair, [*links_of(w), good], in_process=2)["error"] is None
 
 
 # -- without root: encodings and parsers --------------------------------------------------
@@ -398,7 +436,8 @@ def test_element_messages_encode() -> None:
 
 
 def test_parse_accepts_per_vm_scripts_only() -> None:
-    ops = nftnl.parse(nft.vms_down(TABLE, [vm("a", 0), vm("b", 1)], last=False).text)
+    (removal,) = [s for s in down_plan([vm("a", 0), vm("b", 1)], [vm("c", 2)]) if s.tool == NFT]
+    ops = nftnl.parse(removal.text)
     assert (ops.family, ops.table) == ("ip", TABLE) and ops.declared is not None
     assert ops.declared["vms"] == "ifname . ipv4_addr"
     assert [(verb, name) for verb, name, _ in ops.ops][:1] == [("add", "masq")]
@@ -423,8 +462,10 @@ def test_every_planned_ip_step_is_encoded() -> None:
         vm("o", 1, owner=Owner(5, 6)),
         vm("p", 2, mode="bridge", bridge="br0", dhcp=True),
     )
-    steps = host.tap_up(v) + host.tap_up(o) + bridge.tap_up(p)
-    steps += host.tap_down(v) + host.taps_down([v, o]) + [bridge.delete_bridge("br0")]
+    steps = [s for x in (v, o, p) for s in links_of(x) if s.tool == IP and s.vm == x.name]
+    steps += [s for s in down_plan([v]) + down_plan([v, o]) if s.tool == IP]
+    steps.append(delete_step(Link("br0", "bridge", "", None, "")))
+    assert len({s.text for s in steps}) >= 12
     for s in steps:
         assert inproc.encode(s) is not None, s
     veth = Link("v", "veth", "t", "t", "", peer=(None, "w"))

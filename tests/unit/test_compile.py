@@ -288,7 +288,7 @@ def test_one_tap_goes_by_name_and_a_first_table_may_be_made_exclusively():
     assert nft.text.startswith('create table ip firecracker { comment "fireroute"; }\ntable ip')
 
 
-# -- against today's plans, beyond the golden files ----------------------------------------------
+# -- every shape, step by step: what the old planners printed ----------------------------------
 
 
 def _every_lease() -> list:
@@ -307,68 +307,41 @@ def _every_lease() -> list:
     ]
 
 
-def _shown(steps: list) -> list:
-    """Each step as what tells it apart: tool, text, words, VM, namespace, its undo."""
-    return [
-        (s.tool, s.text, s.what, s.vm, s.netns, s.table, s.exclusive, _shown(list(s.undo)))
-        for s in steps
-    ]
+def shown(steps: list, indent: str = "") -> str:
+    """Each step as what tells it apart: tool, words, VM, namespace, table, exclusive; its
+    text; its undo (indented)."""
+    out = []
+    for s in steps:
+        head = f"{s.tool} | {s.what} | vm={s.vm} netns={s.netns} table={s.table}"
+        out.append(f"{indent}## {head}{' exclusive' if s.exclusive else ''}\n")
+        out += [f"{indent}{line}\n" for line in s.text.splitlines()]
+        out.append(shown(list(s.undo), indent + "    undo: "))
+    return "".join(out)
 
 
-def test_an_up_and_a_down_of_every_shape_are_todays_steps():
-    """What ``up`` plans for the first VMs of a table and a bridge (modes.links_up,
-    set_forwarding, nft.vms_up fresh and exclusive, the policy fix, the UDP flushes,
-    bridge.filter_up), and ``down`` for the last (modes.links_down, nft.vms_down,
-    bridge.filter_down, forwarding back): step for step, undo and words included."""
-    from fireroute.plan import bridge, host, iptables, modes, nft
-
+def every_shape() -> str:
+    """``up`` of the first VMs of a table and a bridge (made exclusively, forwarding off
+    before), ``down`` of the last, and a ``down`` of some (the tables stay): the old
+    planners' steps (modes.links_up/down, set_forwarding, nft.vms_up/vms_down, the policy
+    fix, the UDP flushes, bridge.filter_up/down, iptables.rules_down), undo and words
+    included, as the golden file recorded them."""
     vms = _every_lease()
-    members = [v for v in vms if modes.nat_member(v)]
-    today = [
-        *modes.links_up(vms, {"br9"}),
-        host.set_forwarding("1", "0"),
-        nft.vms_up("firecracker", members, True, True),
-        *iptables.forward_policy_fix([v for v in members if v.options.fix_forward_policy]),
-        *(s for v in vms for s in host.flush_udp(v, list(v.options.publish))),
-        bridge.filter_up("firecracker", [v for v in vms if v.mode == "bridge"], True),
-    ]
     desired = want(*vms)
-    mine = compile(
+    up = compile(
         diff({}, desired, ALL, ID),
         exclusive={("ip", "firecracker"), ("bridge", "firecracker")},
         before="0",
     )
-    assert _shown(mine) == _shown(today)
-    have = {**desired, FORWARDING: Forwarding("1", before="0")}
-    have = listed(have)
-    rules = [o for o in have.values() if o.kind == "iptables rule"]
-    today = [
-        *modes.links_down(vms, {"br9"}),
-        nft.vms_down("firecracker", members, True),
-        bridge.filter_down("firecracker", [v for v in vms if v.mode == "bridge"], True),
-        *iptables.rules_down([(r.table, r.saved) for r in rules], {v.tag for v in vms}, True),
-        host.set_forwarding("0", "1"),
-    ]
+    have = listed({**desired, FORWARDING: Forwarding("1", before="0")})
     down = compile(diff(have, {}, ALL, ID), found=have)
-    assert _shown(down) == _shown(today)
-
-
-def test_a_down_of_some_is_todays_steps():
-    """Some VMs go, the tables stay: their taps as one group, their elements and the egress
-    element of the bridge no masquerading guest is left on removed, their anti-spoofing
-    entries removed; the bridge and forwarding stay."""
-    from fireroute.plan import bridge, modes, nft
-
-    vms = _every_lease()
     going = [v for v in vms if v.name in ("n", "m", "e")]
-    stay = [v for v in vms if v not in going]
-    members = [v for v in going if modes.nat_member(v)]
-    today = [
-        *modes.links_down(going, set()),
-        nft.vms_down("firecracker", members, False, {("br9", "eth0", ID)}),
-        bridge.filter_down("firecracker", [v for v in going if v.mode == "bridge"], False),
-    ]
     have = listed(want(*vms))
-    stays = render.desired(stay, None, ID, held=render.held(have))  # the parts stay
-    ops = diff(have, stays, Scope(v.name for v in going), ID)
-    assert _shown(compile(ops, found=have)) == _shown(today)
+    stays = render.desired([v for v in vms if v not in going], None, ID, held=render.held(have))
+    some = compile(diff(have, stays, Scope(v.name for v in going), ID), found=have)
+    return f"# up\n{shown(up)}# down\n{shown(down)}# down of some\n{shown(some)}"
+
+
+def test_an_up_and_a_down_of_every_shape_golden():
+    from tests.unit.test_plan import golden as compare
+
+    compare("every-shape.txt", every_shape())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fireroute.model import Options, Owner, Vm
-from fireroute.plan import host, iptables, modes, nft
+from fireroute.plan import nft
 from fireroute.plan.steps import Plan, as_commands
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -32,71 +32,84 @@ def golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} differs from its golden file"
 
 
-def test_nft_up_plan_golden():
-    v = vm("web-1", 0)
-    plan = Plan()
-    plan.add(
-        *modes.links_up([v], set()), host.set_forwarding("1", "0"), nft.vms_up("firecracker", [v])
-    )
-    golden("up-nft.txt", as_commands(plan))
+ID = "5ca1ab1e"
+
+
+def up_steps(vms: list[Vm], exclusive: bool = False) -> list:
+    """The steps of the first ``vms`` of a table (nothing there): the compiler's over the
+    diff against what they want."""
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import ALL, diff
+    from fireroute.want import render
+
+    desired = render.desired(vms, None, ID)
+    made = {("ip", "firecracker"), ("ip", "t")} if exclusive else ()
+    return compile(diff({}, desired, ALL, ID), made, before="0")
 
 
 def test_nft_up_plan_of_a_new_table_golden():
     """A table the up makes (created exclusively): only what its VM needs, none of the
-    parts of plan/nft.py PARTS (issue 23 step 22); a table that may exist gets them all."""
-    v = vm("web-1", 0)
-    plan = Plan()
-    plan.add(nft.vms_up("firecracker", [v], exclusive=True))
-    golden("up-nft-new-table.txt", as_commands(plan))
-
-
-def test_iptables_up_plan_golden():
-    v = vm("web-2", 1, backend="iptables", owner=Owner(1000, 1000))
-    plan = Plan()
-    plan.add(*modes.links_up([v], set()), *iptables.vms_up([v], need_conntrack=True))
-    golden("up-iptables.txt", as_commands(plan))
-
-
-def test_down_plans_golden():
-    a, b = vm("a", 0), vm("b", 1)
-    plan = Plan()
-    plan.add(*host.taps_down([a, b]), nft.vms_down("firecracker", [a, b], last=False))
-    golden("down-nft-two.txt", as_commands(plan))
+    parts of want/tables.py PARTS (issue 23 step 22); a table that may exist gets them all."""
+    steps = up_steps([vm("web-1", 0)], exclusive=True)
+    (made,) = [s for s in steps if s.tool == "nft"]
+    golden("up-nft-new-table.txt", as_commands(Plan([made])))
+    (whole,) = [s for s in up_steps([vm("web-1", 0)]) if s.tool == "nft"]
+    assert "create table" not in whole.text and "chain out_reject" in whole.text  # (control)
 
 
 def test_nft_rules_are_constant_per_vm_count():
-    one = nft.vms_up("t", [vm("a", 0)]).text
-    many = nft.vms_up("t", [vm(f"v{i}", i) for i in range(50)]).text
+    def nft_text(vms: list[Vm]) -> str:
+        return next(s.text for s in up_steps(vms) if s.tool == "nft")
+
+    one = nft_text([vm("a", 0)])
+    many = nft_text([vm(f"v{i}", i) for i in range(50)])
     rules = [line for line in one.splitlines() if line.startswith("add rule")]
-    assert rules == [line for line in many.splitlines() if line.startswith("add rule")]
+    assert rules and rules == [line for line in many.splitlines() if line.startswith("add rule")]
     # per-VM data lives in one element line per set, whatever the count
     element_lines = [line for line in many.splitlines() if line.startswith("add element")]
     assert len(element_lines) == len({line.split()[4] for line in element_lines}) <= len(nft.SETS)
 
 
 def test_every_up_step_that_creates_has_an_inverse():
-    v = vm("a", 0)
-    steps = host.tap_up(v)
-    assert steps[0].undo and steps[0].undo[0].text == "link del dev fr-a"
-    assert [u.text for u in nft.vms_up("t", [v]).undo] == ["add table ip t\ndelete table ip t\n"]
-    for s in iptables.vms_up([v], need_conntrack=True):  # each rule's undo deletes that rule
+    steps = up_steps([vm("a", 0, backend="iptables")]) + up_steps([vm("b", 1)])
+    assert steps[0].text == "tuntap add dev fr-a mode tap user 0"
+    assert [u.text for u in steps[0].undo] == ["link del dev fr-a"]
+    (table,) = [s for s in steps if s.tool == "nft"]
+    assert [u.text for u in table.undo] == [
+        "add table ip firecracker\ndelete table ip firecracker\n"
+    ]
+    rules = [s for s in steps if s.tool == "iptables"]
+    assert len(rules) > 5
+    for s in rules:  # each rule's undo deletes that rule
         assert [u.text for u in s.undo] == ["-D" + s.text[2:]], s.text
 
 
 def test_iptables_remove_only_tagged_lines():
+    """Of the rules found, a down deletes those tagged for the VMs going, and the shared one
+    only with the last of them; another program's, another state file's stay."""
+    from fireroute.kernel.read import rule_of
+    from fireroute.plan.diff import Scope, diff
+
     saved = [
         ("filter", "-A FORWARD -i docker0 -j ACCEPT"),
-        ("filter", '-A FORWARD -i fr-a -m comment --comment "fireroute:a" -j DROP'),
-        ("filter", '-A FORWARD -i fr-ab -m comment --comment "fireroute:ab" -j DROP'),
         ("filter", '-A FORWARD -m comment --comment "fireroute:shared" -j ACCEPT'),
+        ("filter", f'-A FORWARD -i fr-a -m comment --comment "fireroute:{ID}:a" -j DROP'),
+        ("filter", f'-A FORWARD -i fr-ab -m comment --comment "fireroute:{ID}:ab" -j DROP'),
+        ("filter", '-A FORWARD -i fr-o -m comment --comment "fireroute:0dd1d0e5:o" -j DROP'),
         ("nat", '-A POSTROUTING -m comment --comment "other:a" -j MASQUERADE'),
     ]
-    steps = iptables.rules_down(saved, {"a"}, last=False)
-    assert [s.text for s in steps] == [
-        '-D FORWARD -i fr-a -m comment --comment "fireroute:a" -j DROP'
+    found = [rule_of(t, line) for t, line in saved]
+    current = {(r.kind, r.key): r for r in found if r.owner}
+    shared, ab = found[1], found[3]
+    gone = diff(current, {k: current[k] for k in ((ab.kind, ab.key), (shared.kind, shared.key))},
+                Scope({"a"}), ID)  # fmt: skip
+    assert [op.obj.text("delete") for op in gone] == [
+        "-D FORWARD -i fr-a -m comment --comment fireroute:5ca1ab1e:a -j DROP"
     ]
-    steps = iptables.rules_down(saved, {"a", "ab"}, last=True)
-    assert len(steps) == 3
+    last = diff({k: r for k, r in current.items() if r.owner != "0dd1d0e5:o"}, {},
+                Scope({"a", "ab"}), ID)  # fmt: skip
+    assert len(last) == 3  # (a, ab and the shared rule)
+    assert len(diff(current, {}, Scope({"a", "ab"}), ID)) == 2  # another file's rule: it stays
 
 
 @pytest.mark.parametrize("bad", ['x" ; flush ruleset ; "', "a b"])
@@ -182,25 +195,3 @@ def _modes() -> list[Vm]:
     ipam = vm("i", 5, mode="cni", ifname="eth1", guest="10.22.0.9/24", gateway="10.22.0.1",
               mtu=1400, **cni)  # fmt: skip
     return [nat, made, dhcp, cl, pool, ipam]
-
-
-def test_mode_link_plans_golden():
-    vms = _modes()
-    up = Plan(modes.links_up(vms, {"br9"}))
-    down = Plan(modes.links_down(vms, {"br9"}))
-    golden("links-modes.txt", as_commands(up) + "# down\n" + as_commands(down))
-
-
-def test_table_plans_golden():
-    from fireroute.plan import bridge
-
-    a, b = vm("a", 0), vm("b", 1, fix_forward_policy=True)
-    br = vm("d", 2, mode="bridge", bridge="br9", guest="10.9.0.5/24", bridge_address="10.9.0.1/24")
-    plan = Plan()
-    plan.add(
-        nft.vms_up("firecracker", [a, b], fresh=False),
-        nft.vms_down("firecracker", [a, b], last=True),
-        bridge.filter_up("firecracker", [br], fresh=True),
-        *iptables.forward_policy_fix([b]),
-    )
-    golden("tables.txt", as_commands(plan))

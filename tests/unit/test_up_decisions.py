@@ -22,9 +22,15 @@ from tests.unit.test_plan import golden
 
 class UpHost(Host):
     """down's reads, and up's: the FIB lookups (the fake's), table owners, the tables of
-    ours, the chains iptables-nft made (none), the FORWARD policy (accept)."""
+    ours, the chains iptables-nft made (none), the FORWARD policy (accept). ``as_recorded``:
+    iptables-nft-save shows no rule, as when the golden file was recorded (the old planners'
+    iptables steps carried no operations, so the fake never held their rules)."""
+
+    as_recorded = False
 
     def __call__(self, argv: list[str], stdin: str | None = None) -> Result:
+        if self.as_recorded and argv == ["iptables-nft-save"]:
+            return Result(0, "*nat\nCOMMIT\n*filter\nCOMMIT\n", "")
         lines = (stdin or "").splitlines()
         if argv[:2] == ["ip", "-j"] and any(line.startswith("route ") for line in lines):
             return self.fake.ip_json(argv, stdin)
@@ -61,14 +67,20 @@ class Apply:
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    """A manager over a fresh state file (of a known id) and a fake host with an uplink."""
+    """A manager over a fresh state file (of a known id) and a fake host with an uplink.
+    ``as_recorded``: up reads forwarding off and no iptables rule whatever it made, as when
+    the golden file was recorded (the old planners' forwarding and iptables steps carried no
+    operations: the fake never held what they did)."""
 
-    def make(name: str) -> manager.Manager:
+    def make(name: str, as_recorded: bool = True) -> manager.Manager:
         fake = Fake()
         fake.seed(Link("eth0", "", "", None, "", group=None))
         fake.seed_route("0.0.0.0/0", "eth0")
-        monkeypatch.setattr(manager, "read_sysctl", lambda key: fake.forwarding)
-        m = manager.Manager(tmp_path / f"{name}.db", runner=UpHost(fake))
+        fwd = (lambda key: "0") if as_recorded else (lambda key: fake.forwarding)
+        monkeypatch.setattr(manager, "read_sysctl", fwd)
+        runner = UpHost(fake)
+        runner.as_recorded = as_recorded
+        m = manager.Manager(tmp_path / f"{name}.db", runner=runner)
         m.executor = lambda: Apply(fake)  # type: ignore[assignment,return-value]
         m._store().reserve([], {"instance": "5ca1ab1e"})
         return m
@@ -112,3 +124,82 @@ def test_up_decisions_golden(host):
                 f"vms {[(v.name, str(v.net), v.tap, v.mac) for v in res.vms]} {res.warnings}\n"
             )
     golden("up-decisions.txt", "".join(out))
+
+
+def test_a_second_vm_reads_what_the_first_made(host):
+    """Read as they are (the first VM's forwarding and shared conntrack rule applied to the
+    fake), a second VM's plan neither switches forwarding on nor adds the shared rule again;
+    the first VM's plan (the control) does both."""
+    for backend in ("nft", "iptables"):
+        m = host(f"read-{backend}", as_recorded=False)
+        first = as_commands(m.up(["a"], Options(backend=backend)).plan)
+        second = as_commands(m.up(["b"], Options(backend=backend)).plan)
+        assert "net.ipv4.ip_forward=1" in first
+        assert "net.ipv4.ip_forward=1" not in second
+        shared = "--comment fireroute:shared"
+        assert (shared in first, shared in second) == (backend == "iptables", False)
+        assert "fr-b" in second
+
+
+class Exclusive(Apply):
+    """The executor over the fake, as the real one fails an exclusive ``create table`` of a
+    table that exists: AlreadyExists, nothing applied."""
+
+    def apply_all(self, plan) -> None:
+        from fireroute.errors import AlreadyExists
+
+        for step in plan.steps:
+            if step.exclusive and any(a.obj.key in self.fake_tables() for a in step.ops):
+                raise AlreadyExists("create table", "File exists")
+        super().apply_all(plan)
+
+    def fake_tables(self) -> set:
+        return {o.key for o in self.fake.objs.values() if o.kind == "nft table"}
+
+
+def test_a_table_left_over_is_read_and_added_to(host):
+    """The first VM's table is made exclusively, unread; a table of ours left over makes that
+    fail, and up reads it (ours) and diffs again: the table declared whole, no create."""
+    from fireroute.want.tables import shared_table
+
+    m = host("left-over", as_recorded=False)
+    fake = m.runner.fake
+    fake.seed(shared_table("ip", "firecracker"))
+    m.executor = lambda: Exclusive(fake)
+    reads, runner = [], m.runner
+    m.runner = lambda argv, stdin=None: reads.append(argv) or runner(argv, stdin)
+    plan = m.up(["a"], Options()).plan
+    (table,) = [s for s in plan.steps if s.tool == "nft"]
+    assert not table.exclusive and "create table" not in table.text
+    assert "chain out_reject" in table.text  # whole: the parts another state file's VMs need
+    assert ["nft", "-t", "list", "table", "ip", "firecracker"] in reads  # read, then
+    assert ("nft element", (None, "ip", "firecracker", "taps", '"fr-a"')) in fake.objs
+    fresh = host("no-left-over", as_recorded=False)  # control: none there, made exclusively
+    fresh.executor = lambda: Exclusive(fresh.runner.fake)
+    (made,) = [s for s in fresh.up(["a"], Options()).plan.steps if s.tool == "nft"]
+    assert made.exclusive and made.text.startswith("create table ip firecracker")
+
+
+def test_a_masquerading_guest_adds_its_bridges_egress_again():
+    """As up always did: the second masquerading guest on a bridge adds the bridge's shared
+    egress element again (idempotent), the first guest of another kind does not."""
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import Scope, diff
+    from fireroute.want import render
+    from fireroute.want.shared import Population
+    from tests.unit.test_plan import vm
+
+    def egress_lines(second) -> list[str]:
+        a = vm("a", 0, mode="bridge", bridge="br9", guest="10.9.0.5/24", masquerade=True)
+        current = render.desired([], Population.of([a]), "5ca1ab1e")
+        manager._egress_again(current, [second])
+        wanted = render.desired([second], Population.of([a, second]), "5ca1ab1e")
+        steps = compile(diff(current, wanted, Scope(["b"]), "5ca1ab1e"))
+        lines = [x for s in steps for x in s.text.splitlines()]
+        return [x for x in lines if "element ip firecracker egress" in x]
+
+    b = vm("b", 1, mode="bridge", bridge="br9", guest="10.9.0.6/24", masquerade=True)
+    assert egress_lines(b) == [
+        'add element ip firecracker egress { "br9" . "eth0" comment "5ca1ab1e:bridge:br9" }'
+    ]
+    assert egress_lines(vm("b", 1, mode="bridge", bridge="br9", guest="10.9.0.6/24")) == []

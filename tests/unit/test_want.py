@@ -3,7 +3,7 @@
 from ipaddress import IPv4Network
 
 from fireroute.model import Options, Owner, Published, Vm
-from fireroute.plan import bridge, host
+from fireroute.plan.ops import create_steps, delete_step, sysctl_step
 from fireroute.want import tap
 from fireroute.want.objects import Addr, Link, Sysctl
 
@@ -63,10 +63,10 @@ def test_equality_is_key_and_attrs():
 
 
 def test_steps_render_from_the_objects():
-    """plan/host and plan/bridge print exactly what the objects print, with each add's undo."""
+    """Steps print exactly what the objects print, with each add's undo."""
     v = vm("a", 0, owner=Owner(1000, None))
     link, addr, v6 = tap.tap(v)
-    steps = host.tap_up(v)
+    steps = create_steps([link, addr])
     assert [s.text for s in steps] == [link.text("create"), addr.text("create"), link.text("set")]
     assert [u.text for u in steps[0].undo] == ["link del dev fr-a"]
     assert [s.what for s in steps] == [
@@ -74,11 +74,11 @@ def test_steps_render_from_the_objects():
         'address tap "fr-a"',
         'bring up tap "fr-a"',
     ]
-    assert host.ipv6_off(v).text == v6.text() and host.tuntap_add(v).text == steps[0].text
-    (down,) = host.tap_down(v)  # one VM's down deletes what its up made, in the same words
+    assert sysctl_step(v6).text == v6.text() == "net/ipv6/conf/fr-a/disable_ipv6=1"
+    down = delete_step(link)  # one VM's down deletes what its up made, in the same words
     assert (down.text, down.what) == (link.text("delete"), 'delete tap "fr-a"')
     b = vm("b", 1, mode="bridge", bridge="br9", dhcp=True)
-    assert [s.text for s in bridge.tap_up(b)] == [
+    assert [s.text for s in create_steps(tap.tap(b))] == [
         o.text(x) for o in tap.tap(b) for x in ("create", "set")
     ]
 
@@ -140,6 +140,7 @@ def test_an_explicit_clone_address_adds_one_host_route():
 
 def test_a_made_bridge_is_tagged_for_its_state_file():
     from fireroute.plan import bridge as plan_bridge
+    from fireroute.plan.ops import create_steps
     from fireroute.want import bridge
 
     v = vm("b", 1, mode="bridge", bridge="br9", bridge_address="10.9.0.1/24", guest="10.9.0.5/24")
@@ -151,7 +152,7 @@ def test_a_made_bridge_is_tagged_for_its_state_file():
     assert br.text("create") == "link add name br9 type bridge"
     assert br.text("set") == "link set dev br9 group 4151 alias fireroute:5ca1ab1e:bridge:br9 up"
     assert isinstance(addr, Addr) and addr.text("create") == "address add 10.9.0.1/24 dev br9"
-    steps = plan_bridge.create_bridge(v)
+    steps = create_steps(bridge.bridge(v))
     assert [s.what for s in steps] == [
         'create bridge "br9"',
         'address bridge "br9"',

@@ -68,8 +68,12 @@ def test_the_shared_rule_is_tagged_shared_and_appended():
 
 
 def test_plans_render_the_objects():
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import ALL, diff
+    from fireroute.want import render
+
     v = nat(backend="iptables")
-    steps = iptables.vms_up([v], need_conntrack=True)
+    steps = [s for s in compile(diff({}, render.desired([v], None, ID), ALL, ID)) if s.table]
     rules = [want.conntrack(), *want.block(v)]
     assert [s.text for s in steps] == [r.text("create") for r in rules]
     assert [s.undo[0].text for s in steps] == [r.text("delete") for r in rules]

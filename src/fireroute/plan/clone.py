@@ -11,21 +11,11 @@ the veth link is a /30 and the guest's gateway is the tap address inside the nam
 from __future__ import annotations
 
 from fireroute.model import Vm
-from fireroute.plan.ops import create_steps, delete_step
+from fireroute.plan.ops import delete_step
 from fireroute.plan.steps import Step
 from fireroute.want import clone as want
 
 NS_VETH, NS_TABLE = want.NS_VETH, want.NS_TABLE
-
-
-def up(vm: Vm) -> list[Step]:
-    """The namespace and the host's end of the veth; the namespace filled as one action;
-    then the host's route to an explicit clone address."""
-    objs = want.clone(vm)
-    root = [o for o in objs if o.ns is None and o.kind != "route"]
-    inside = [o for o in objs if o.ns is not None]
-    routes = [o for o in objs if o.ns is None and o.kind == "route"]
-    return create_steps(root) + create_steps(inside, within=vm.netns) + create_steps(routes)
 
 
 def down(vm: Vm) -> list[Step]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 from fireroute.errors import ConflictError
 from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
 from fireroute.plan.host import DOOMED_GROUP
-from fireroute.plan.ops import create_steps, delete_step
-from fireroute.plan.steps import IP, TC, Step
+from fireroute.plan.ops import delete_step
+from fireroute.plan.steps import IP, Step
 from fireroute.want import cni as want
 
 
@@ -44,32 +44,6 @@ def check_namespace(name: str, options: Options, others: list[Vm]) -> None:
 def redirects(vm: Vm) -> list[tuple[str, str]]:
     """(from, to): the two redirects joining the veth and the tap in the VM's namespace."""
     return [(r.src, r.dst) for r in want.redirects(vm)]
-
-
-def up(vm: Vm) -> list[Step]:
-    """In the namespace: both links made, then brought up, then the redirects; on the host:
-    the veth's end addressed and brought up, then the route to a delegated guest."""
-    ns = vm.netns
-    assert ns is not None
-    objs = want.cni(vm)
-    veth, tun = want.veth(vm), want.tun(vm)
-    where = f'in "{ns}"'
-
-    def ip(link, what: str, verb: str = "set", undo: tuple[Step, ...] = ()) -> Step:
-        return Step(IP, link.text(verb), what, vm.name, undo, netns=ns)
-
-    del_tap = ip(tun, f'delete tap "{tun.name}" {where}', "delete")
-    steps = [
-        ip(
-            veth, f'create veth "{veth.name}" {where}', "create", (delete_step(want.host_veth(vm)),)
-        ),
-        ip(tun, f'create tap "{tun.name}" {where}', "create", (del_tap,)),
-        ip(veth, f'bring up "{veth.name}"'),
-        ip(tun, f'bring up "{tun.name}"'),
-    ]
-    for r in want.redirects(vm):
-        steps += [Step(TC, line, r.what(), vm.name, netns=ns) for line in r.lines()]
-    return steps + create_steps([o for o in objs if o.ns is None and o.kind != "sysctl"])
 
 
 def down(vm: Vm) -> list[Step]:

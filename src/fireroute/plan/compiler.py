@@ -1,19 +1,21 @@
-"""A diff's operations (plan/diff.py) as today's steps: :func:`compile` keeps the text, order,
-undo and grouping the plans of plan/host.py, modes.py, nft.py, iptables.py, bridge.py, clone.py
-and cni.py have (docs/core-migration.md, section 6):
+"""A diff's operations (plan/diff.py) as steps: :func:`compile` writes the text, order, undo
+and grouping the golden files hold (docs/core-migration.md, section 6):
 
 - up: the shared links (a bridge we make); per VM in lease order (a NAT VM's tap after the
-  others, as ``modes.links_up`` has it) its links, each made, addressed, then tagged and
-  brought up (a clone's namespace filled after its veth, a CNI namespace's links before the
-  host end); the per-device sysctls, then route_localnet; forwarding; each NAT table as one
-  nft transaction; iptables (the conntrack rule first); the FORWARD-policy fix; conntrack
-  flushes of UDP ports just published; the bridge family's table;
+  others) its links, each made, addressed, then tagged and brought up (a clone's namespace
+  filled after its veth, a CNI namespace's links before the host end); the per-device
+  sysctls, then route_localnet; forwarding; each NAT table as one nft transaction (a table
+  that stays: the sets written and the parts a VM brings in, then a chain declared again,
+  the forward chain with the egress policy's jump); iptables (the conntrack rule first);
+  the FORWARD-policy fix; conntrack flushes of UDP ports just published; the bridge
+  family's table;
 - down: the links (several taps regrouped and deleted as one group, a clone's veth then its
   namespace, a CNI namespace's links as one group then the host end, a bridge we made last),
   the NAT table, the bridge table, iptables, forwarding.
 
-Each step carries the operations it does (:attr:`OpStep.ops`). Not on the per-VM path: it is
-its own module so that plan/host.py's import of plan/ops.py stays small.
+Each step carries the operations it does (:attr:`OpStep.ops`). The per-VM ``up`` and
+``down`` plan with it; it is its own module so that plan/host.py's import of plan/ops.py
+stays small.
 """
 
 from __future__ import annotations
@@ -61,16 +63,21 @@ def compile(
     found none of ours); ``before``: forwarding's value before an up switches it on (its
     undo); ``found``: the objects the diff was made from (a down deletes what went with a
     deleted object by name, as today: a clone's veth, a CNI attachment's tap)."""
-    ops = list(ops)
-    replaced = [op for op in ops if op.verb == REPLACE]
-    deletes = [Act(DELETE, op.have or op.obj) for op in replaced]
-    deletes += [Act(DELETE, op.obj) for op in ops if op.verb == DELETE]
+    replaced: list[Act] = []  # (deleted first, then made again)
+    deletes: list[Act] = []
     acts: list[Act] = []
     for op in ops:
-        if op.verb != DELETE:
-            acts.append(Act(CREATE if op.verb == REPLACE else op.verb, op.obj))
-            acts += [Act(CREATE, kid) for kid in getattr(op, "children", ())]
-    return _down(deletes, found or {}) + _up(acts, set(exclusive), before)
+        verb = op.verb
+        if verb == DELETE:
+            deletes.append(Act(DELETE, op.obj))
+            continue
+        if verb == REPLACE:
+            replaced.append(Act(DELETE, op.have or op.obj))
+            verb = CREATE
+        acts.append(Act(verb, op.obj))
+        if op.children:
+            acts += [Act(CREATE, kid) for kid in op.children]
+    return _down(replaced + deletes, found or {}) + _up(acts, set(exclusive), before)
 
 
 def _root(a: Act, *kinds: str) -> bool:
@@ -78,17 +85,27 @@ def _root(a: Act, *kinds: str) -> bool:
 
 
 def _up(acts: list[Act], exclusive: set[tuple[str, str]], before: str | None) -> list[Step]:
-    links = [a for a in acts if a.obj.kind in LINKS or (a.obj.ns is not None)]
-    sysctls = [a.obj for a in acts if _root(a, "sysctl")]
+    links: list[Act] = []
+    rest: dict[str, list[Any]] = {}  # the root namespace's other objects, by kind
+    nft: dict[str, list[Act]] = {"ip": [], "bridge": []}  # by family, in order
+    for a in acts:
+        o = a.obj
+        if o.kind in LINKS or o.ns is not None:
+            links.append(a)
+            continue
+        rest.setdefault(o.kind, []).append(o)
+        if o.kind.startswith("nft "):
+            nft.setdefault(o.family, []).append(a)
+    sysctls = rest.get("sysctl", [])
     localnet = [s for s in sysctls if s.path.endswith("/route_localnet")]
     steps = _links_up(links)
     steps += [sysctl_step(s) for s in sysctls if s not in localnet]
     steps += [sysctl_step(s) for s in localnet]
-    steps += [_forwarding(a.obj, before) for a in acts if a.obj.kind == "forwarding"]
-    steps += _tables(acts, "ip", exclusive)
-    steps += _iptables([a.obj for a in acts if a.obj.kind == "iptables rule"])
-    steps += _flushes([a.obj for a in acts if a.obj.kind == "nft element"])
-    return steps + _tables(acts, "bridge", exclusive)
+    steps += [_forwarding(o, before) for o in rest.get("forwarding", [])]
+    steps += _tables(nft["ip"], "ip", exclusive)
+    steps += _iptables(rest.get("iptables rule", []))
+    steps += _flushes(rest.get("nft element", []))
+    return steps + _tables(nft["bridge"], "bridge", exclusive)
 
 
 def _iptables(rules: list[Any]) -> list[Step]:
@@ -108,8 +125,10 @@ def _shared_link(obj: Obj) -> bool:
     """A bridge we make and its address (tagged for the bridge, not a VM)."""
     from fireroute import owner
 
+    if obj.kind not in ("link", "addr"):
+        return False
     tag = owner.parse(obj.owner)
-    return obj.kind in ("link", "addr") and tag is not None and tag[1].startswith(owner.BRIDGE)
+    return tag is not None and tag[1].startswith(owner.BRIDGE)
 
 
 def _nat_tap(block: list[Act]) -> bool:
@@ -284,8 +303,15 @@ def _layout(family: str) -> list[tuple[str, str, bool]]:
 
 def _sets_only(family: str, names: set[str]) -> list[tuple[str, str, bool]]:
     """The sets a later VM's transaction declares: those its element lines write (the bridge
-    family's table: all four)."""
-    return [s for s in _layout(family) if family == "bridge" or s[0] in names]
+    family's table: all four), in the layout's order."""
+    from fireroute.want.nft import MAPS, RANK, SETS
+
+    if family == "bridge":
+        return _layout(family)
+    return [
+        (n, SETS[n], False) if n in SETS else (n, MAPS[n], True)
+        for n in sorted(names, key=RANK.__getitem__)
+    ]
 
 
 def _lines(verb: str, elems: list[NftElement]) -> str:
@@ -341,6 +367,13 @@ def _tables(acts: list[Act], family: str, exclusive: set[tuple[str, str]]) -> li
     ]
 
 
+def _chains(acts: list[Act]) -> list[Any]:
+    """The chains a transaction declares: those it makes, then those it declares again (the
+    forward chain with the egress policy's jump after the parts it jumps to)."""
+    chains = [a for a in acts if a.obj.kind == "nft chain"]
+    return [a.obj for a in chains if a.verb == CREATE] + [a.obj for a in chains if a.verb != CREATE]
+
+
 def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step:
     """One transaction: a table made (``fresh``: its whole layout, undone by deleting it) or
     one that stays (only the sets written declared, undone by removing the elements); the
@@ -368,12 +401,14 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
         named = {n for n, _, _ in sets}
         sets = [s for s in _sets_only(family, {e.set for e in elems}) if s[0] not in named] + sets
         undo = _removal(family, table, own)
-    head = _declare(family, table, sets, of("nft chain"))
+    head = _declare(family, table, sets, _chains(acts))
     if exclusive:
         head = f'create table {family} {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     body = _lines("add", own) + _lines("add", shared)
     what = WORDS[family][0].format(t=table)
-    done = [a for a in acts if a.obj.kind != "nft element"] + [Act(CREATE, e) for e in own + shared]
+    verb = CREATE if exclusive else SET  # (declared: made if missing, kept if there)
+    done = [Act(verb, a.obj) for a in acts if a.obj.kind != "nft element"]
+    done += [Act(CREATE, e) for e in own + shared]
     return OpStep(NFT, head + body, what, vm, (undo,), exclusive=exclusive, ops=done)
 
 

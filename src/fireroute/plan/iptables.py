@@ -1,15 +1,16 @@
 """The iptables-nft side of NAT mode: the guide's rules, each tagged with its VM in a comment.
 
-iptables has no sets without ipset, so here the rules are per VM (as the guide writes them),
-applied in one ``iptables-nft-restore --noflush`` batch. Removal deletes exactly the lines that
-``iptables-nft-save`` shows with our tag, so it is idempotent and never touches foreign rules.
+iptables has no sets without ipset, so here the rules are per VM (as the guide writes them,
+want/iptables.py), applied in one ``iptables-nft-restore --noflush`` batch (the compiler's
+steps, plan/compiler.py). Removal deletes exactly the lines that ``iptables-nft-save`` shows
+with our tag, so it is idempotent and never touches foreign rules. Here: the tags, and the
+iptables-nft chains and tables fireroute's first rules bring into being.
 """
 
 from __future__ import annotations
 
 from fireroute import owner
 from fireroute.model import Vm
-from fireroute.plan.steps import IPTABLES, Step
 from fireroute.want import iptables as want
 from fireroute.want.iptables import (  # noqa: F401 (where plans and checks read them)
     METADATA,
@@ -63,67 +64,6 @@ def cleanup(made: list[str], remaining: list[tuple[str, str]], now: dict[str, se
         if "/" not in item and item in now and {(item, c) for c in now[item]} <= gone:
             lines.append(f"delete table ip {item}\n")
     return "".join(lines)
-
-
-def _delete(rule: str) -> str:
-    return "-D" + rule[2:]
-
-
-def _steps(rules: list[IptRule], what: str, undo_what: str) -> list[Step]:
-    """Each rule's line, undone by its delete."""
-    return [
-        Step(
-            IPTABLES,
-            r.text("create"),
-            what,
-            r.vm,
-            undo=(Step(IPTABLES, r.text("delete"), undo_what, r.vm, table=r.table),),
-            table=r.table,
-        )
-        for r in rules
-    ]
-
-
-def vms_up(vms: list[Vm], need_conntrack: bool) -> list[Step]:
-    steps = []
-    if need_conntrack:
-        shared = want.conntrack()
-        steps += _steps([shared], "add shared conntrack rule", "remove shared conntrack rule")
-    rules = [r for vm in vms for r in want.block(vm)]
-    return steps + _steps(rules, "add iptables rule", "remove iptables rule")
-
-
-def forward_policy_fix(vms: list[Vm]) -> list[Step]:
-    """Tagged ACCEPTs at the top of iptables-nft's FORWARD chain for the VMs' devices, for
-    hosts whose FORWARD policy is DROP (an accept in fireroute's nft table does not end the
-    packet's journey through that chain): want.iptables's ``policy_fix``."""
-    return policy_fix_steps([r for vm in vms for r in want.policy_fix(vm)])
-
-
-def policy_fix_steps(rules: list[IptRule]) -> list[Step]:
-    return _steps(rules, "accept in iptables-nft FORWARD", "remove FORWARD-policy fix")
-
-
-def rules_down(present: list[tuple[str, str]], tags: set[str], last: bool) -> list[Step]:
-    """Delete the saved lines (table, ``-A ...``) tagged for the VM tags ``tags``
-    (``<state id>:<vm>``), and the shared one when ``last``."""
-    steps = []
-    for table, line in present:
-        found = comment_tag(line)
-        if found is None:
-            continue
-        vm_tag = found[len(TAG) :]
-        if vm_tag in tags or (last and found == SHARED):
-            steps.append(
-                Step(
-                    IPTABLES,
-                    _delete(line),
-                    "remove iptables rule",
-                    vm_tag.partition(":")[2] if vm_tag in tags else None,
-                    table=table,
-                )
-            )
-    return steps
 
 
 def comment_tag(line: str) -> str | None:

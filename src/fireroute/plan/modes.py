@@ -1,16 +1,14 @@
-"""Per-mode link steps: the one place that knows how each routing mode wires a VM's device.
+"""What a VM's mode means for the shared objects: is it a NAT member, a masquerading bridge
+guest, does its traffic leave through the uplink.
 
 The shared NAT table (plan/nft.py, plan/iptables.py) is mode-agnostic: it sees a host device
-and a source address (``Vm.tap``, ``Vm.nat_source``).
+and a source address (``Vm.tap``, ``Vm.nat_source``); each mode's links are want/'s objects,
+made and removed by the compiler (plan/compiler.py).
 """
 
 from __future__ import annotations
 
 from fireroute.model import Vm
-from fireroute.plan import host
-from fireroute.plan.steps import Step
-
-# bridge and clone are imported where a VM of that mode is met: a NAT VM's command skips them
 
 
 def nat_member(vm: Vm) -> bool:
@@ -27,57 +25,3 @@ def masquerading_bridge(vm: Vm) -> bool:
 def uses_uplink(vm: Vm) -> bool:
     """Does the VM's traffic leave through the uplink by fireroute's rules?"""
     return vm.mode != "bridge" or masquerading_bridge(vm)
-
-
-def links_up(vms: list[Vm], missing_bridges: set[str]) -> list[Step]:
-    """Link steps for new VMs; ``missing_bridges`` are created (and owned) first."""
-    steps: list[Step] = []
-    made: set[str] = set()
-    for vm in vms:
-        if vm.mode == "bridge":
-            from fireroute.plan import bridge
-
-            br = str(vm.options.bridge)
-            if br in missing_bridges and br not in made:
-                steps += bridge.create_bridge(vm)
-                made.add(br)
-            steps += bridge.tap_up(vm)
-        elif vm.mode == "clone":
-            from fireroute.plan import clone
-
-            steps += clone.up(vm)
-        elif vm.mode == "cni":
-            from fireroute.plan import cni
-
-            steps += cni.up(vm)
-    for vm in vms:
-        if vm.mode == "nat":
-            steps += host.tap_up(vm)
-    # after the taps (and CNI host veths) exist; written together
-    steps += [host.ipv6_off(vm) for vm in vms if vm.mode in ("nat", "cni")]
-    steps += [host.route_localnet(vm) for vm in vms if host.localnet(vm)]
-    return steps
-
-
-def links_down(vms: list[Vm], drop_bridges: set[str]) -> list[Step]:
-    """Link steps removing VMs, then the owned bridges no remaining VM uses."""
-    own = [v for v in vms if v.mode not in ("clone", "cni")]
-    steps = host.taps_down(own) if own else []
-    if any(v.mode == "clone" for v in vms):
-        from fireroute.plan import clone
-
-        for vm in vms:
-            if vm.mode == "clone":
-                steps += clone.down(vm)
-    if any(v.mode == "cni" for v in vms):
-        from fireroute.plan import cni
-
-        attached = [v for v in vms if v.mode == "cni"]
-        parts = [cni.down(vm) for vm in attached]  # the namespaces' groups run side by side,
-        steps += [s for part in parts for s in part if s.netns is not None]
-        steps += [s for part in parts for s in part if s.netns is None]  # then one ip group
-    if drop_bridges:
-        from fireroute.plan import bridge
-
-        steps += [bridge.delete_bridge(b) for b in sorted(drop_bridges)]
-    return steps

@@ -266,18 +266,37 @@ def shared_table(family: str, name: str) -> NftTable:
 def nat_layout(name: str, parts: frozenset[str] = ALL_PARTS) -> list[Obj]:
     """The NAT table ``name`` holding ``parts`` (PARTS) with its sets, maps and chains, in
     declaration order."""
-
-    def keep(n: str) -> bool:
-        return n not in OPTIONAL or OPTIONAL[n] in parts
-
     t = shared_table("ip", name)
-    sets: list[Obj] = [NftSet(t, s, kind) for s, kind in SETS.items() if keep(s)]
-    sets += [NftSet(t, m, kind, is_map=True) for m, kind in MAPS.items() if keep(m)]
-    rules = {
-        c: tuple(r for ch, r in RULES if ch == c and (r != JUMP_RULE or JUMP in parts))
-        for c in CHAINS
-    }
-    return [t, *sets, *(NftChain(t, c, HEADERS[c], rules[c]) for c in CHAINS if keep(c))]
+    sets, chains = _kept(parts)
+    return [
+        t,
+        *(NftSet(t, n, kind, is_map) for n, kind, is_map in sets),
+        *(NftChain(t, c, header, rules) for c, header, rules in chains),
+    ]
+
+
+_KEPT: dict[frozenset[str], tuple[list[tuple[str, str, bool]], list[tuple]]] = {}
+
+
+def _kept(parts: frozenset[str]) -> tuple[list[tuple[str, str, bool]], list[tuple]]:
+    """The sets and maps (name, type, is a map) and the chains (name, header, rules) of a NAT
+    table holding ``parts`` (worked out once per ``parts``: up renders a table twice)."""
+    got = _KEPT.get(parts)
+    if got is None:
+
+        def keep(n: str) -> bool:
+            return n not in OPTIONAL or OPTIONAL[n] in parts
+
+        sets = [(s, kind, False) for s, kind in SETS.items() if keep(s)]
+        sets += [(m, kind, True) for m, kind in MAPS.items() if keep(m)]
+        jump = JUMP in parts
+        chains = [
+            (c, HEADERS[c], tuple(r for ch, r in RULES if ch == c and (jump or r != JUMP_RULE)))
+            for c in CHAINS
+            if keep(c)
+        ]
+        got = _KEPT[parts] = (sets, chains)
+    return got
 
 
 def filter_layout(name: str) -> list[Obj]:
