@@ -128,15 +128,26 @@ class Claims:
     our VMs: its tap, its guest or source address -> the VM) and ``tables`` ((family, table)
     our VMs use, where an untagged element is ours)."""
 
-    __slots__ = ("instance", "keys", "tables")
+    __slots__ = ("instance", "keys", "tables", "_seen")
 
     def __init__(self, instance: str, keys: dict[str, str], tables: set[tuple]) -> None:
         self.instance = instance
         self.keys = keys
         self.tables = tables
+        self._seen: dict[int, tuple[Obj, str | None]] = {}
+        """id(obj) -> (obj, its VM): each object's VM worked out once per diff (the object is
+        held here, so its id cannot be reused while the claims live)"""
 
     def vm_of(self, obj: Obj) -> str | None:
         """The VM of ours an object is keyed on or tagged for (None: no VM's)."""
+        seen = self._seen.get(id(obj))
+        if seen is not None and seen[0] is obj:
+            return seen[1]
+        vm = self._vm_of(obj)
+        self._seen[id(obj)] = (obj, vm)
+        return vm
+
+    def _vm_of(self, obj: Obj) -> str | None:
         if obj.kind == "nft element":
             for f in who_fields(obj.set, obj.value):  # type: ignore[attr-defined]
                 if f in self.keys:
