@@ -39,7 +39,7 @@ from tests.unit.test_down import Applier, Host, up  # noqa: E402
 def lease(i: int, backend: str) -> Vm:
     """The i-th NAT VM, as ``up --count`` would number it (a /30 each)."""
     net = IPv4Network((int(IPv4Network("172.16.0.0/30").network_address) + 4 * i, 30))
-    mac = "06:00:%02X:%02X:%02X:%02X" % tuple(net[2].packed)
+    mac = "06:00:" + ":".join(f"{b:02X}" for b in net[2].packed)
     return Vm(f"v{i}", net, f"fr-v{i}", mac, "eth0", Options(backend=backend))
 
 
