@@ -498,12 +498,13 @@ class Manager:
 
         instance = store.instance()
         rows = store.shapes()
-        stay = Population(rows, minus=vms)
-        remaining, going = shared(stay, instance), shared(Population.of(vms), instance)
-        mine = [render.vm(v) for v in vms]
-        held = _held(vms, mine)
-        current = render.desired([], Population(rows), instance, held)
-        for objs in mine:
+        everyone, leaving = Population(rows), Population.of(vms)
+        stay = everyone.less(leaving)
+        remaining, going = shared(stay, instance), shared(leaving, instance)
+        rendered = [render.vm(v) for v in vms]
+        held = _held(vms, rendered)
+        current = render.desired([], everyone, instance, held)
+        for objs in rendered:
             current.update(render.index(objs))
         self._last_on_bridges(current, going.bridges - remaining.bridges, instance, vms)
         for family in (NAT, BRIDGE):
