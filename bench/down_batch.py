@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 from bench_nat import Bench  # noqa: E402
-from suite import TABLE, fresh_sandbox, prepare_code  # noqa: E402
+from suite import TABLE, fresh_sandbox, prepare_code, sweep  # noqa: E402
 
 
 def children_cpu() -> float:
@@ -67,23 +67,25 @@ def main() -> int:
     revs = a.revs.split(",")
     wall: dict[str, list[float]] = {r: [] for r in revs}
     cpu: dict[str, list[float]] = {r: [] for r in revs}
-    with tempfile.TemporaryDirectory() as tmpd, contextlib.ExitStack() as stack:
-        tmp = Path(tmpd)
-        for i in range(len(revs)):
-            (tmp / f"rev{i}").mkdir()
-        launchers = prepare(revs, tmp)
-        # (each sandbox removes its namespaces on exit, whatever happened)
-        boxes = {r: fresh_sandbox(stack, tmp, f"r{i}")[0] for i, r in enumerate(revs)}
-        for run in range(a.runs):
-            k = run % len(revs)
-            for rev in revs[k:] + revs[:k]:  # rotated: drift hits every revision alike
-                b = Bench(boxes[rev], tmp / f"state-{revs.index(rev)}-{run}.db")
-                b.timed([launchers[rev], "up", "--count", str(a.n), "--prefix", "v",
-                         "--table", TABLE])  # fmt: skip
-                w, c = down_all(b, launchers[rev])
-                wall[rev].append(w)
-                cpu[rev].append(c)
-            print(f"[{time.strftime('%H:%M:%S')}] run {run + 1}/{a.runs}", flush=True)
+    try:
+        with tempfile.TemporaryDirectory() as tmpd, contextlib.ExitStack() as stack:
+            tmp = Path(tmpd)
+            for i in range(len(revs)):
+                (tmp / f"rev{i}").mkdir()
+            launchers = prepare(revs, tmp)
+            boxes = {r: fresh_sandbox(stack, tmp, f"r{i}")[0] for i, r in enumerate(revs)}
+            for run in range(a.runs):
+                k = run % len(revs)
+                for rev in revs[k:] + revs[:k]:  # rotated: drift hits every revision alike
+                    b = Bench(boxes[rev], tmp / f"state-{revs.index(rev)}-{run}.db")
+                    b.timed([launchers[rev], "up", "--count", str(a.n), "--prefix", "v",
+                             "--table", TABLE])  # fmt: skip
+                    w, c = down_all(b, launchers[rev])
+                    wall[rev].append(w)
+                    cpu[rev].append(c)
+                print(f"[{time.strftime('%H:%M:%S')}] run {run + 1}/{a.runs}", flush=True)
+    finally:
+        sweep()  # (each sandbox removes its own on exit: this is belt and braces)
     print(f"down --all of {a.n} VMs, {a.runs} runs per revision (per VM, ms):")
     print(f"{'revision':12} {'wall median':>12} {'wall best':>10} {'CPU median':>11} "
           f"{'ratio wall':>10} {'ratio CPU':>10}")  # fmt: skip
