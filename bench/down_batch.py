@@ -1,7 +1,7 @@
 """A batch ``down --all`` of N VMs, several revisions side by side: each run brings N VMs up
 (``up --count N``, not timed) and takes them all down (timed: wall time, and the CPU time of
 fireroute and the ip/nft processes it waits for), revision after revision in a rotating
-order, each in its own throwaway sandbox (bench/suite.py's; the machine's namespace is never
+order, each in its own throwaway sandbox (fireroute.lab.sandbox; the machine's namespace is never
 touched). Medians per VM and the ratios to the first revision: what bench/suite.py's "down
 per VM" measures once per run, repeated so that a shared machine's noise averages out.
 
@@ -27,7 +27,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 from bench_nat import Bench  # noqa: E402
-from suite import TABLE, fresh_sandbox, prepare_code, sweep  # noqa: E402
+from suite import MADE, TABLE, prepare_code, sweep  # noqa: E402
+
+from fireroute.lab.sandbox import Sandbox  # noqa: E402
+
+PREFIX = "frdownb"
+"""its own sandboxes' prefix: a run of bench/suite.py beside it sweeps every ``frsuite-*``"""
 
 
 def children_cpu() -> float:
@@ -73,7 +78,8 @@ def main() -> int:
             for i in range(len(revs)):
                 (tmp / f"rev{i}").mkdir()
             launchers = prepare(revs, tmp)
-            boxes = {r: fresh_sandbox(stack, tmp, f"r{i}")[0] for i, r in enumerate(revs)}
+            boxes = {r: stack.enter_context(Sandbox(prefix=PREFIX)) for r in revs}
+            MADE.extend(sb.host for sb in boxes.values())
             for run in range(a.runs):
                 k = run % len(revs)
                 for rev in revs[k:] + revs[:k]:  # rotated: drift hits every revision alike
