@@ -66,6 +66,9 @@ def main() -> int:
     ap.add_argument("--revs", default="76cd6f0,HEAD", help="comma list; ratios to the first")
     ap.add_argument("--n", type=int, default=1000, help="VMs brought up and taken down")
     ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument(
+        "--churn", type=int, default=0, help="one more VM up and down this many times first"
+    )
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark creates network namespaces")
@@ -86,6 +89,9 @@ def main() -> int:
                     b = Bench(boxes[rev], tmp / f"state-{revs.index(rev)}-{run}.db")
                     b.timed([launchers[rev], "up", "--count", str(a.n), "--prefix", "v",
                              "--table", TABLE])  # fmt: skip
+                    for _ in range(a.churn):  # (as bench/suite.py does before its down)
+                        b.timed([launchers[rev], "up", "churn", "--table", TABLE])
+                        b.timed([launchers[rev], "down", "churn"])
                     w, c = down_all(b, launchers[rev])
                     wall[rev].append(w)
                     cpu[rev].append(c)
