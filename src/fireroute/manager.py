@@ -501,7 +501,8 @@ class Manager:
         everyone, leaving = Population(rows), Population.of(vms)
         stay = everyone.less(leaving)
         remaining, going = shared(stay, instance), shared(leaving, instance)
-        rendered = [render.vm(v) for v in vms]
+        # (without their iptables rules: _iptables_found puts them in as found)
+        rendered = [render.vm(v, rules=False) for v in vms]
         held = _held(vms, rendered)
         current = render.desired([], everyone, instance, held)
         for objs in rendered:
