@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import os
 import pstats
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
-from suite import PREFIX, TABLE, fr_bin, fresh_sandbox, prepare_code  # noqa: E402
+from suite import TABLE, fr_bin, fresh_sandbox, prepare_code, sweep  # noqa: E402
 
 
 def main() -> int:
@@ -70,11 +69,7 @@ def main() -> int:
                 for p in sorted(set(progs)):
                     print(f"  {progs.count(p):5d}  {p}")
     finally:
-        for n in subprocess.run(
-            ["ip", "netns", "list"], capture_output=True, text=True
-        ).stdout.split():
-            if n.startswith(PREFIX):
-                subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        sweep()
     return 0
 
 

@@ -131,8 +131,21 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
+MADE: list[str] = []
+"""the sandboxes this process made (their host namespaces): every namespace of a run is named
+after one, and only those are swept (another run of the suite may be under way beside it)"""
+
+
+def sweep() -> None:
+    """Belt and braces: every namespace this process made is gone, whatever happened."""
+    for n in sh("ip", "netns", "list").split():
+        if any(n == h or n.startswith(h + "-") for h in MADE):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
 def fresh_sandbox(stack: contextlib.ExitStack, tmp: Path, tag: str) -> tuple[Sandbox, Bench]:
     sb = stack.enter_context(Sandbox(prefix=PREFIX))
+    MADE.append(sb.host)
     state = tmp / f"state-{tag}-{secrets.token_hex(2)}.db"
     sb.state = state
     return sb, Bench(sb, state)
@@ -933,10 +946,7 @@ def main() -> int:
                 with contextlib.ExitStack() as st:
                     results["startup"] = bench_startup(st, tmp, cfg["startup_runs"])
     finally:
-        left = [n for n in sh("ip", "netns", "list").split() if n.startswith(PREFIX)]
-        if left:  # belt and braces: every namespace of ours is gone whatever happened
-            for n in left:
-                subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        sweep()
     results["elapsed_s"] = time.time() - started
     rows = rows_for(results, cfg["big"], q)
     text = print_report(results, rows)

@@ -490,12 +490,15 @@ class Manager:
 
         instance = store.instance()
         rows = store.shapes()
-        stay = Population(rows, minus=vms)
-        remaining, going = shared(stay, instance), shared(Population.of(vms), instance)
-        held = _held(vms)
-        current = render.desired([], Population(rows), instance, held)
-        for v in vms:
-            current.update(render.index(render.vm(v)))
+        everyone, leaving = Population(rows), Population.of(vms)
+        stay = everyone.less(leaving)
+        remaining, going = shared(stay, instance), shared(leaving, instance)
+        # (without their iptables rules: _iptables_found puts them in as found)
+        rendered = [render.vm(v, rules=False) for v in vms]
+        held = _held(vms, rendered)
+        current = render.desired([], everyone, instance, held)
+        for objs in rendered:
+            current.update(render.index(objs))
         self._last_on_bridges(current, going.bridges - remaining.bridges, instance, vms)
         for family in (NAT, BRIDGE):
             gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
@@ -534,11 +537,16 @@ class Manager:
     ) -> None:
         """A table no VM that stays uses, read once (its owner, the elements in it): absent,
         nothing of it is in ``current``; holding another state file's elements, it stays (its
-        table, sets and chains left out of ``current``), and only our elements go."""
+        table, sets and chains left out of ``current``), and only our elements go; ours only,
+        it goes, and its elements with it (``current`` holds ours only: their deletes would
+        go with the table's, so they are left out of ``current`` and the diff)."""
         for table in tables:
             foreign = observe.last_in_table(table, instance, self.runner, family)
             if foreign is not None and not foreign:
-                continue  # ours, ours only: it goes
+                elements = [k for k in current if k[0] == "nft element"]
+                for k in [k for k in elements if _in_table(k, family, table)]:
+                    del current[k]
+                continue
             structure = ("nft table", "nft set", "nft chain")
             for k in [k for k in current if _in_table(k, family, table)]:
                 if foreign is None or k[0] in structure:
@@ -761,15 +769,20 @@ def _strings(doc: object) -> list[str]:
     return [x for x in doc if isinstance(x, str)] if isinstance(doc, list) else []
 
 
-def _held(vms: list[Vm]) -> dict[str, set[str]]:
+def _held(vms: list[Vm], rendered: list[list[Obj]]) -> dict[str, set[str]]:
     """NAT table -> the sets and maps the elements of ``vms`` go into: the parts of the table
-    (want/tables.py PARTS) their options imply it holds (``render.desired``'s ``held``)."""
-    from fireroute.want.nft import nat_elements
+    (want/tables.py PARTS) their options imply it holds (``render.desired``'s ``held``).
+    ``rendered``: each VM's objects (``render.vm``), whose NAT elements are its own of
+    ``nft.nat_elements``; a masquerading bridge guest's shared egress element is the rest."""
+    from fireroute.want.nft import NftElement
 
     out: dict[str, set[str]] = {}
-    for v in vms:
+    for v, objs in zip(vms, rendered, strict=True):
         if v.backend == "nft" and modes.nat_member(v):
-            out.setdefault(v.table, set()).update(e.set for e in nat_elements(v))
+            sets = out.setdefault(v.table, set())
+            sets.update(o.set for o in objs if isinstance(o, NftElement) and o.family == NAT)
+            if modes.masquerading_bridge(v):
+                sets.add("egress")
     return out
 
 

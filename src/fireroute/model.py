@@ -163,6 +163,8 @@ NOT_PUBLIC = tuple(
 
 def merged(nets: tuple[IPv4Network, ...] | list) -> tuple[IPv4Network, ...]:
     """CIDRs with overlaps merged (nft rejects, or worse, overlapping interval elements)."""
+    if not nets:  # (most guests: asked for every VM a plan renders)
+        return ()
     from ipaddress import collapse_addresses
 
     return tuple(collapse_addresses(IPv4Network(str(n)) for n in nets))

@@ -123,3 +123,17 @@ def test_the_state_files_rows_and_its_vms_have_one_shape(tmp_path):
     assert shared(Population(rows), ID) == want(*vms)
     assert Population(rows, minus=vms).empty()
     assert not Population(rows, minus=vms[:3]).empty()
+
+
+def test_a_population_less_the_going_vms_is_the_one_without_them(tmp_path):
+    """``less`` (down counts the going VMs once, for what stays and what goes) is the
+    population made with ``minus`` of the same VMs."""
+    vms = [nat("a", 0), nat("b", 1, table="t2"), guest("c", 5, masquerade=True), guest("d", None)]
+    store = Store(tmp_path / "state.db")
+    store.reserve(vms)
+    rows = store.shapes()
+    for going in (vms[:1], vms[1:3], vms):
+        less = Population(rows).less(Population.of(going))
+        assert less.counts == Population(rows, minus=going).counts
+        assert shared(less, ID) == shared(Population(rows, minus=going), ID)
+    assert Population(rows).less(Population.of(vms)).empty()

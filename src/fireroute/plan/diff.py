@@ -46,7 +46,10 @@ class Op:
     done to the objects under a replaced one (they are made again with it; check says them).
     """
 
-    __slots__ = ("verb", "obj", "reason", "have", "children", "quiet", "note", "who", "inner")
+    __slots__ = (
+        *("verb", "obj", "reason", "have", "children", "quiet", "note", "who", "inner"),
+        "_id",
+    )
 
     def __init__(
         self,
@@ -68,10 +71,15 @@ class Op:
         self.note = note
         self.who = who
         self.inner: tuple[Op, ...] = ()
+        self._id: Key | None = None
 
     @property
     def id(self) -> Key:
-        return (self.obj.kind, self.obj.key)
+        """(kind, key) of the object, worked out once (an element's key is built anew at
+        each ask)."""
+        if self._id is None:
+            self._id = (self.obj.kind, self.obj.key)
+        return self._id
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Op) and (self.verb, self.obj, self.reason) == (
@@ -128,15 +136,30 @@ class Claims:
     our VMs: its tap, its guest or source address -> the VM) and ``tables`` ((family, table)
     our VMs use, where an untagged element is ours)."""
 
-    __slots__ = ("instance", "keys", "tables")
+    __slots__ = ("instance", "keys", "tables", "_seen")
 
     def __init__(self, instance: str, keys: dict[str, str], tables: set[tuple]) -> None:
         self.instance = instance
         self.keys = keys
         self.tables = tables
+        self._seen: dict[int, tuple[Obj, str | None, bool]] = {}
+        """id(obj) -> (obj, its VM, ours): each worked out once per diff (the object is held
+        here, so its id cannot be reused while the claims live)"""
+
+    def of(self, obj: Obj) -> tuple[str | None, bool]:
+        """(:meth:`vm_of`, :func:`ours`) of a found object, worked out once."""
+        seen = self._seen.get(id(obj))
+        if seen is None or seen[0] is not obj:
+            vm = self._vm_of(obj)
+            seen = (obj, vm, _ours(obj, self.instance, self, vm))
+            self._seen[id(obj)] = seen
+        return seen[1], seen[2]
 
     def vm_of(self, obj: Obj) -> str | None:
         """The VM of ours an object is keyed on or tagged for (None: no VM's)."""
+        return self.of(obj)[0]
+
+    def _vm_of(self, obj: Obj) -> str | None:
         if obj.kind == "nft element":
             for f in who_fields(obj.set, obj.value):  # type: ignore[attr-defined]
                 if f in self.keys:
@@ -168,10 +191,16 @@ def ours(obj: Obj, instance: str, claimed: Claims | None = None) -> bool:
     reader gives it: ``TABLE_COMMENT``); the shared iptables rule; forwarding. An element also
     when it is keyed on one of our VMs, or carries no state file's tag in a table our VMs use
     (``claimed``). Tags written before state files had ids are nobody's."""
+    vm = claimed.vm_of(obj) if claimed is not None and obj.kind == "nft element" else None
+    return _ours(obj, instance, claimed, vm)
+
+
+def _ours(obj: Obj, instance: str, claimed: Claims | None, vm: str | None) -> bool:
+    """:func:`ours`, with the element's VM (``claimed.vm_of``) worked out (``vm``)."""
     if obj.kind == "forwarding" or obj.owner in SHARED_OWNERS:
         return True
     if claimed is not None and obj.kind == "nft element":
-        if claimed.vm_of(obj) is not None:
+        if vm is not None:
             return True
         if owner.parse(obj.owner) is None:
             return (obj.family, obj.table) in claimed.tables  # type: ignore[attr-defined]
@@ -216,7 +245,8 @@ def parents(obj: Obj) -> list[Key]:
     if kind in ("nft set", "nft chain"):
         return [("nft table", obj.key[:3])]
     if kind == "nft element":
-        return [("nft set", obj.key[:4]), ("nft table", obj.key[:3])]
+        key = obj.key
+        return [("nft set", key[:4]), ("nft table", key[:3])]
     return home if kind == "nft table" else []
 
 
@@ -380,8 +410,9 @@ def _port_left(obj: Obj, current: Index, gone: set[Key]) -> bool:
 
 def _foreign_element(obj: Obj, current: Index, claimed: Claims) -> bool:
     """A table holds an element that is not ours (another state file's)."""
+    table = obj.key
     return any(
-        k[0] == "nft element" and k[1][:3] == obj.key and not ours(o, claimed.instance, claimed)
+        k[0] == "nft element" and k[1][:3] == table and not claimed.of(o)[1]
         for k, o in current.items()
     )
 
@@ -420,15 +451,18 @@ def _reason(obj: Obj, instance: str) -> str:
     return ORPHAN if mine or obj.owner in SHARED_OWNERS or obj.kind == "forwarding" else STRAY
 
 
-def _unwanted(current: Index, desired: Index, scope: Scope, claimed: Claims) -> list[Obj]:
-    """Found objects that are ours, not wanted, and within the scope."""
-    return [
-        o
-        for k, o in current.items()
-        if k not in desired
-        and ours(o, claimed.instance, claimed)
-        and scope.covers(o, claimed.vm_of(o))
-    ]
+def _unwanted(
+    current: Index, desired: Index, scope: Scope, claimed: Claims
+) -> list[tuple[Key, Obj, str | None]]:
+    """Found objects that are ours, not wanted, and within the scope: (key, object, its VM)."""
+    out = []
+    for k, o in current.items():
+        if k in desired:
+            continue
+        who, mine = claimed.of(o)
+        if mine and scope.covers(o, who):
+            out.append((k, o, who))
+    return out
 
 
 def _shared(obj: Obj) -> bool:
@@ -447,19 +481,18 @@ def _deletes(current: Index, desired: Index, scope: Scope, claimed: Claims) -> l
     with it)."""
     # a device's sysctl no lease asks for is left as found: it goes with its device, and
     # another program may have set it on ours (a chained CNI plugin's route_localnet)
-    found = [o for o in _unwanted(current, desired, scope, claimed) if o.kind != "sysctl"]
-    gone = {(o.kind, o.key) for o in found if not _shared(o)}
+    found = [f for f in _unwanted(current, desired, scope, claimed) if f[1].kind != "sysctl"]
+    shared = [(k, o) for k, o, _ in found if _shared(o)]
+    gone = {k for k, _, _ in found}.difference(k for k, _ in shared)
     kept: set[Key] = set()
-    for o in found:
-        if _shared(o):
-            used = others_use(o, current, gone, claimed)
-            (kept if used else gone).add((o.kind, o.key))
+    for k, o in shared:
+        used = others_use(o, current, gone, claimed)
+        (kept if used else gone).add(k)
     instance = claimed.instance
     return [
-        Op(DELETE, o, _reason(o, instance), who=claimed.vm_of(o))
-        for o in found
-        if (o.kind, o.key) in gone
-        and not (o.kind in STRUCTURE and any(p in kept for p in parents(o)))
+        Op(DELETE, o, _reason(o, instance), who=who)
+        for k, o, who in found
+        if k in gone and not (kept and o.kind in STRUCTURE and any(p in kept for p in parents(o)))
     ]
 
 

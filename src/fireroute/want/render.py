@@ -48,16 +48,18 @@ def links(lease: Vm) -> list[Obj]:
     return objs
 
 
-def vm(lease: Vm) -> list[Obj]:
+def vm(lease: Vm, rules: bool = True) -> list[Obj]:
     """Everything one VM needs, in creation order: its links (and what goes with them), then
     its own elements of the NAT table (nft backend) or its iptables block, its FORWARD-policy
     fix, then a bridge guest's anti-spoofing elements. The shared objects (tables, a bridge,
-    a masquerading bridge's egress element) are :func:`shared_objects`'."""
+    a masquerading bridge's egress element) are :func:`shared_objects`'. ``rules`` False:
+    without the iptables rules (down takes them as ``iptables-nft-save`` prints them)."""
     objs = links(lease)
     if nat_member(lease.mode, lease.guest_ip is not None):
         if lease.backend == "nft":
             objs += nft.elements(lease)
-        objs += iptables.rules(lease)
+        if rules:
+            objs += iptables.rules(lease)
     if lease.mode == "bridge":
         objs += nft.filter_elements(lease)
     return objs

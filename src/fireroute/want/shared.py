@@ -89,6 +89,15 @@ class Population:
             shape.counts[key] = shape.counts.get(key, 0) + 1
         return shape
 
+    def less(self, other: Population) -> Population:
+        """This population without ``other``'s VMs (those going down, counted once)."""
+        counts = dict(self.counts)
+        for key, n in other.counts.items():
+            counts[key] = counts.get(key, 0) - n
+        out = Population()
+        out.counts = {k: n for k, n in counts.items() if n > 0}
+        return out
+
     def empty(self) -> bool:
         return not self.counts
 
