@@ -35,6 +35,7 @@ from pathlib import Path
 from tempfile import mkdtemp
 
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
@@ -47,7 +48,8 @@ from fireroute.want.tables import NftChain, NftTable
 from tests.reliability import machine
 from tests.unit.fake_cli import FakeCli
 
-EXAMPLES = int(os.environ.get("FIREROUTE_FAKE_PROPERTY_EXAMPLES", "100"))
+EXAMPLES_VAR = "FIREROUTE_FAKE_PROPERTY_EXAMPLES"
+EXAMPLES = int(os.environ.get(EXAMPLES_VAR, "100"))
 STEPS = int(os.environ.get("FIREROUTE_FAKE_PROPERTY_STEPS", "25"))
 pytestmark = pytest.mark.timeout(120 + EXAMPLES * STEPS // 10)
 NAT = (None, "ip", "firecracker")
@@ -209,8 +211,9 @@ class FakeMachine(machine.Machine):
         return Store(self.root / sf / "state.db").instance()
 
 
-FakeMachine.TestCase.settings = machine.run_settings(
-    EXAMPLES, STEPS, seeded=not os.environ.get("FIREROUTE_FAKE_PROPERTY_EXAMPLES")
+FakeMachine.TestCase.settings = settings(  # one failure shrunk, not each kind found
+    machine.run_settings(EXAMPLES, STEPS, seeded=not os.environ.get(EXAMPLES_VAR)),
+    report_multiple_bugs=False,
 )
 
 
