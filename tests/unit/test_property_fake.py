@@ -29,6 +29,7 @@ Runs 100 examples of up to 25 steps (about 45 s here); more with
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -167,7 +168,7 @@ class FakeMachine(machine.Machine):
         """``up`` failing after its K-th group: all or nothing, so the host and every state
         file are as before (when it got to the end, it is up)."""
         name = sf.lower() + n
-        if name in self.up[sf] or self.rolls_back_the_table(sf, shape):
+        if name in self.up[sf] or self.known_bug(sf, shape):
             return
         before, listed = self.snapshot(), {f: self.ls(f) for f in machine.FILES}
         p = self.fr(sf, *self.args(sf, name, shape), env={"FIREROUTE_FAULT": f"fail@{k}"})
@@ -178,13 +179,15 @@ class FakeMachine(machine.Machine):
         assert self.snapshot() == before, p.stderr
         assert {f: self.ls(f) for f in machine.FILES} == listed
 
-    def rolls_back_the_table(self, sf: str, shape: str) -> bool:
-        """The known bug (test_a_failed_up_keeps_the_table_another_state_file_holds): a state
-        file's first VM in a NAT table another state file holds, failing after its nft
-        group, takes the table away. Left out here until it is fixed."""
+    def known_bug(self, sf: str, shape: str) -> bool:
+        """The two known bugs of a failed ``up`` (the strict xfails at the end of this file),
+        left out here until they are fixed: a state file's first VM in a NAT table another
+        state file holds takes the table away; a bridge guest joining a table that holds this
+        state file's VMs leaves its bridge's egress element."""
         theirs = [v for f in machine.FILES if f != sf for v in self.ls(f) if v["backend"] == "nft"]
         ours = [v for v in self.ls(sf) if v["backend"] == "nft"]
-        return shape != "iptables" and bool(theirs) and not ours
+        first = shape != "iptables" and bool(theirs) and not ours
+        return first or (shape == "bridge" and bool(ours))
 
     @rule(sf=st.sampled_from(machine.FILES), n=st.sampled_from(machine.NAMES), k=st.integers(1, 3))
     def stopped_down_then_gc(self, sf: str, n: str, k: int) -> None:
@@ -248,5 +251,22 @@ def test_a_failed_up_keeps_the_table_another_state_file_holds(tmp_path):
             cli.fireroute(a, "up", "a1", "--pool", "172.16.0.0/16", fault="fail@3").returncode == 1
         )
         assert cli.fireroute(a, "ls", "--json").stdout.strip() == "[]"  # (the control: undone)
+        p = cli.fireroute(b, "check")
+        assert p.returncode == 0, p.stdout
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: plan/nft.py vms_up's undo keeps the bridge's")
+def test_a_failed_bridge_up_takes_back_its_bridges_egress_element(tmp_path):
+    """A state file's NAT VM holds the table; its first bridge guest (``--masquerade``) adds
+    its own elements and its bridge's egress element, then fails (fail@1, after that nft
+    group): the undo takes back the guest's elements but not the bridge's (seen on the kernel
+    too: check then names the element an orphan)."""
+    with FakeCli() as cli:
+        b = str(tmp_path / "B.db")
+        assert cli.fireroute(b, "up", "b2", "--pool", "172.17.0.0/16").returncode == 0
+        bridged = ["--mode", "bridge", "--masquerade", *machine.BRIDGES["B"]]
+        p = cli.fireroute(b, "up", "b1", *bridged, fault="fail@1")
+        assert p.returncode == 1 and "injected fault" in p.stderr
+        assert [v["name"] for v in json.loads(cli.fireroute(b, "ls", "--json").stdout)] == ["b2"]
         p = cli.fireroute(b, "check")
         assert p.returncode == 0, p.stdout
