@@ -11,8 +11,11 @@ What differs from the kernel run, and why:
 - the host is read from the fake's objects (fake_cli.py ``current``), not by parsing
   ``ip``/``nft``/``iptables-nft-save`` output: that parsing is tested on recordings
   (tests/unit/test_read.py) and the fake against the kernel (tests/kernel/test_fake_parity.py).
-- ``up``'s nft script and iptables rules are read back into operations from their text
-  (fake_text.py) until ``up`` is a diff; the fake then applies them as the kernel does.
+- an nft step is applied from its script, read back into operations (fake_text.py): the
+  script is what the kernel runs (a take-down declares its elements before deleting them);
+  an ``ip`` step from its operations; an iptables step from its operations or, for ``up``'s
+  (until ``up`` is a diff), from its text. A script line the reader does not know fails the
+  test, never passes over.
 - ``kill@K`` runs the verb in a forked child that exits at the K-th group, as SIGKILL: no
   handler of the dying process runs.
 - The foreign objects are compared as objects (the kernel run compares ``ip``/``nft``
@@ -20,7 +23,9 @@ What differs from the kernel run, and why:
 
 And beside the kernel run's rules, faults it does not inject: ``up`` failing at its K-th group
 (``fail@K``) leaves the host and the state file exactly as they were; ``down`` stopped at its
-K-th group leaves a lease that ``gc`` finishes, and nothing of the VM stays.
+K-th group leaves a lease that ``gc`` finishes, and nothing of the VM stays. The failed
+``up`` found two bugs of the undo (seen on the kernel too; the strict xfails at the end): until
+they are fixed, :meth:`FakeMachine.known_bug` leaves those two cases out of the run.
 
 Runs 100 examples of up to 25 steps (about 45 s here); more with
 ``FIREROUTE_FAKE_PROPERTY_EXAMPLES`` (random seeds then; derandomized otherwise) and
