@@ -1,7 +1,9 @@
-"""The operations a plan step without operations of its own stands for, read from its text:
-until ``up`` is a diff (docs/core-migration.md step 15b) its nft script and its iptables
-rules are text only. Only the shapes fireroute writes are read; any other line is an error
-of the test (an AssertionError naming it), never skipped.
+"""The operations a plan step stands for, read from its text: an nft step's script (what the
+kernel runs: a take-down declares the elements it deletes first, so that none is missing,
+which its operations do not say), and a step without operations of its own (``up``'s
+iptables rules before ``up`` was a diff, docs/core-migration.md step 15b). Only the shapes
+fireroute writes are read; any other line is an error of the test (an AssertionError naming
+it), never skipped.
 
 nft: ``create|add table``, a ``table F T { ... }`` block declaring sets, maps and chains,
 ``flush chain``, ``add rule``, ``add|delete element``, ``delete table``. A chain declared

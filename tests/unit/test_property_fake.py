@@ -13,8 +13,8 @@ What differs from the kernel run, and why:
   (tests/unit/test_read.py) and the fake against the kernel (tests/kernel/test_fake_parity.py).
 - an nft step is applied from its script, read back into operations (fake_text.py): the
   script is what the kernel runs (a take-down declares its elements before deleting them);
-  an ``ip`` step from its operations; an iptables step from its operations or, for ``up``'s
-  (until ``up`` is a diff), from its text. A script line the reader does not know fails the
+  an ``ip`` step from its operations; an iptables step from its operations or, where it
+  has none (``up``'s before it was a diff), from its text. A script line the reader does not know fails the
   test, never passes over.
 - ``kill@K`` runs the verb in a forked child that exits at the K-th group, as SIGKILL: no
   handler of the dying process runs.
@@ -243,12 +243,15 @@ def test_a_killed_up_leaves_what_it_made_and_gc_takes_it(tmp_path):
         assert cli.fireroute(state, "ls", "--json").stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: manager.py _up_retry keeps a new table's undo")
+@pytest.mark.xfail(strict=True, reason="known bug: an up's undo drops a table another's VMs use")
 def test_a_failed_up_keeps_the_table_another_state_file_holds(tmp_path):
     """State file B's VM holds the NAT table; A's first VM finds it there (AlreadyExists),
     adds to it, and then fails (a later group; here fail@3): its unwind must take back only
     what it added, not the table with B's VM's elements. It deletes the table (seen on the
-    kernel too: B's check then says the table is missing)."""
+    kernel too: B's check then says the table is missing). The undo of a table declared
+    where one may exist is the table's deletion: plan/compiler.py ``_table_up`` (``fresh``
+    and not ``exclusive``), before up was a diff plan/nft.py ``vms_up`` from manager.py
+    ``_up_retry``."""
     with FakeCli() as cli:
         a, b = str(tmp_path / "A.db"), str(tmp_path / "B.db")
         assert cli.fireroute(b, "up", "b1", "--pool", "172.17.0.0/16").returncode == 0
@@ -260,12 +263,15 @@ def test_a_failed_up_keeps_the_table_another_state_file_holds(tmp_path):
         assert p.returncode == 0, p.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: plan/nft.py vms_up's undo keeps the bridge's")
+@pytest.mark.xfail(strict=True, reason="known bug: an up's undo leaves the bridge's egress element")
 def test_a_failed_bridge_up_takes_back_its_bridges_egress_element(tmp_path):
     """A state file's NAT VM holds the table; its first bridge guest (``--masquerade``) adds
     its own elements and its bridge's egress element, then fails (fail@1, after that nft
     group): the undo takes back the guest's elements but not the bridge's (seen on the kernel
-    too: check then names the element an orphan)."""
+    too: check then names the element an orphan). The undo removes ``own`` elements only:
+    plan/compiler.py ``_table_up``, before up was a diff plan/nft.py ``vms_up`` (its
+    ``_removal`` without the bridges); the element may be another guest's of that bridge
+    already, so the undo should take it only where this up added it."""
     with FakeCli() as cli:
         b = str(tmp_path / "B.db")
         assert cli.fireroute(b, "up", "b2", "--pool", "172.17.0.0/16").returncode == 0
