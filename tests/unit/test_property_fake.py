@@ -14,8 +14,8 @@ What differs from the kernel run, and why:
 - an nft step is applied from its script, read back into operations (fake_text.py): the
   script is what the kernel runs (a take-down declares its elements before deleting them);
   an ``ip`` step from its operations; an iptables step from its operations or, where it
-  has none (``up``'s before it was a diff), from its text. A script line the reader does not know fails the
-  test, never passes over.
+  has none (``up``'s before it was a diff), from its text. A script line the reader does not
+  know fails the test, never passes over.
 - ``kill@K`` runs the verb in a forked child that exits at the K-th group, as SIGKILL: no
   handler of the dying process runs.
 - The foreign objects are compared as objects (the kernel run compares ``ip``/``nft``
