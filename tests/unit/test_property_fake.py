@@ -1,0 +1,283 @@
+"""The stateful property test (tests/reliability/machine.py: the same rules and invariants as
+its kernel run, tests/reliability/test_property.py) on the fake kernel (kernel/fake.py),
+without root: the real CLI in-process (tests/unit/fake_cli.py), many examples.
+
+What differs from the kernel run, and why:
+
+- no packets: the kernel run's probe swaps a NAT guest's tap for a veth and sends traffic
+  (masqueraded out, refused to the host). The fake has no packets, so here a probe is the
+  rest of it: the tap taken away behind fireroute's back, ``restore`` makes it again, and
+  ``check`` is clean. Whether the rules let the right packets through is the kernel run's.
+- the host is read from the fake's objects (fake_cli.py ``current``), not by parsing
+  ``ip``/``nft``/``iptables-nft-save`` output: that parsing is tested on recordings
+  (tests/unit/test_read.py) and the fake against the kernel (tests/kernel/test_fake_parity.py).
+- an nft step is applied from its script, read back into operations (fake_text.py): the
+  script is what the kernel runs (a take-down declares its elements before deleting them);
+  an ``ip`` step from its operations; an iptables step from its operations or, where it
+  has none (``up``'s before it was a diff), from its text. A script line the reader does not
+  know fails the test, never passes over.
+- ``kill@K`` runs the verb in a forked child that exits at the K-th group, as SIGKILL: no
+  handler of the dying process runs.
+- The foreign objects are compared as objects (the kernel run compares ``ip``/``nft``
+  listings): another program's link, table with its chain and rule, and iptables rule.
+
+And beside the kernel run's rules, faults it does not inject: ``up`` failing at its K-th group
+(``fail@K``) leaves the host and the state file exactly as they were; ``down`` stopped at its
+K-th group leaves a lease that ``gc`` finishes, and nothing of the VM stays. The failed
+``up`` found two bugs of the undo (seen on the kernel too; the strict xfails at the end): until
+they are fixed, :meth:`FakeMachine.known_bug` leaves those two cases out of the run.
+
+Runs 100 examples of up to 25 steps (about 45 s here); more with
+``FIREROUTE_FAKE_PROPERTY_EXAMPLES`` (random seeds then; derandomized otherwise) and
+``FIREROUTE_FAKE_PROPERTY_STEPS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from tempfile import mkdtemp
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import rule
+
+from fireroute.kernel.read import _vm_of
+from fireroute.plan import nft
+from fireroute.want.iptables import IptRule
+from fireroute.want.nft import NftElement
+from fireroute.want.objects import Link
+from fireroute.want.tables import NftChain, NftTable
+from tests.reliability import machine
+from tests.unit.fake_cli import FakeCli
+
+EXAMPLES_VAR = "FIREROUTE_FAKE_PROPERTY_EXAMPLES"
+EXAMPLES = int(os.environ.get(EXAMPLES_VAR, "100"))
+STEPS = int(os.environ.get("FIREROUTE_FAKE_PROPERTY_STEPS", "25"))
+pytestmark = pytest.mark.timeout(120 + EXAMPLES * STEPS // 10)
+NAT = (None, "ip", "firecracker")
+THEIRS = NftTable("ip", "theirs", "", "", None, None)
+FOREIGN = [
+    Link("fr-foreign", "veth", "", None, "", group=None, up=False, peer=(None, "other0")),
+    THEIRS,
+    NftChain(THEIRS, "c", "type filter hook forward priority 10; policy accept;", ("counter",)),
+    IptRule("filter", "FORWARD", "-i docker0 -j ACCEPT", "", None),
+]
+
+
+def fields(obj: object) -> tuple:
+    """Everything an object holds, for comparing two of them."""
+    slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ())]
+    return (type(obj).__name__, *(getattr(obj, s, None) for s in slots))
+
+
+class FakeMachine(machine.Machine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(mkdtemp(prefix="frpropfake-"))
+        self.cli = FakeCli().__enter__()
+        self.fake = self.cli.fake
+        for obj in FOREIGN:  # another program's, made as it would make them
+            self.fake.do("create", obj)
+        self.foreign = self.foreign_state()
+
+    def teardown(self) -> None:
+        self.cli.__exit__(None, None, None)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- the host: the fake ----------------------------------------------------------------
+    def fireroute(self, sf: str, args: tuple[str, ...], fault: str):  # noqa: ANN201
+        return self.cli.fireroute(str(self.root / sf / "state.db"), *args, fault=fault)
+
+    def links(self) -> set[str]:
+        return {o.name for o in self.fake.objs.values() if o.kind == "link" and o.ns is None}  # type: ignore[attr-defined]
+
+    def foreign_state(self) -> tuple:
+        names = ("fr-foreign", "other0", "up0")
+        mine = {
+            k: fields(o) for k, o in self.fake.objs.items() if o.kind == "link" and o.name in names
+        }  # type: ignore[attr-defined]
+        theirs = {k: fields(o) for k, o in self.fake.objs.items() if k[1][:3] == THEIRS.key}
+        rules = [
+            (fields(o), self.fake.copies.get(k, 0))
+            for k, o in self.fake.objs.items()
+            if o.kind == "iptables rule" and not o.owner
+        ]
+        return mine, theirs, rules
+
+    def _delete(self, kind: str, key: tuple) -> None:
+        obj = self.fake.objs.get((kind, key))
+        assert obj is not None, (kind, key)
+        self.fake.do("delete", obj)
+
+    def drop_tap(self, dev: str) -> None:
+        self._delete("link", (None, dev))
+
+    def flush(self, what: str) -> None:
+        """As nft does: the rules of the table's chains (or of its forward chain) go; sets and
+        their elements stay."""
+        table = self.fake.objs[("nft table", NAT)]
+        for k, o in list(self.fake.objs.items()):
+            name = k[1][3] if k[0] == "nft chain" and k[1][:3] == NAT else None
+            if name is not None and (what == "flush-table" or name == "forward"):
+                self.fake.objs[k] = NftChain(table, name, o.header, ())  # type: ignore[arg-type, attr-defined]
+
+    def drop_masq(self, src: str, uplink: str) -> None:
+        key = ("nft element", (*NAT, "masq", f'{src} . "{uplink}"'))
+        if key in self.fake.objs:  # (else gone already)
+            self._delete(*key)
+
+    def add_element(self, set_name: str, value: str, tag: str) -> None:
+        self.fake.do("create", NftElement("ip", "firecracker", set_name, value, tag, _vm_of(tag)))
+
+    def table_exists(self) -> bool:
+        return ("nft table", NAT) in self.fake.objs
+
+    def set_held(self, set_name: str) -> bool:
+        return ("nft set", (*NAT, set_name)) in self.fake.objs
+
+    def chains_intact(self) -> bool:
+        have = {
+            o.name: (o.header, list(o.rules))  # type: ignore[attr-defined]
+            for k, o in self.fake.objs.items()
+            if o.kind == "nft chain" and k[1][:3] == NAT
+        }
+        return have == nft.chains(nft.parts_of(have))
+
+    def probe(self, sf: str, name: str) -> None:
+        """No packets (see the module's docstring): the tap taken away, ``restore`` makes it
+        again, and ``check`` is clean."""
+        vm = next(v for v in self.ls(sf) if v["name"] == name)
+        self.drop_tap(vm["host_dev"])
+        p = self.fr(sf, "restore")
+        assert p.returncode == 0, p.stderr
+        assert self.fr(sf, "check").returncode == 0
+        assert vm["host_dev"] in self.links()
+
+    # -- faults the kernel run does not inject ---------------------------------------------
+    def snapshot(self) -> tuple:
+        f = self.fake
+        objs = {k: fields(o) for k, o in f.objs.items()}
+        return objs, dict(f.copies), f.forwarding, self.cli.record
+
+    @rule(
+        sf=st.sampled_from(machine.FILES),
+        n=st.sampled_from(machine.NAMES),
+        shape=st.sampled_from(list(machine.SHAPES)),
+        k=st.integers(1, 6),
+    )
+    def failed_up(self, sf: str, n: str, shape: str, k: int) -> None:
+        """``up`` failing after its K-th group: all or nothing, so the host and every state
+        file are as before (when it got to the end, it is up)."""
+        name = sf.lower() + n
+        if name in self.up[sf] or self.known_bug(sf, shape):
+            return
+        before, listed = self.snapshot(), {f: self.ls(f) for f in machine.FILES}
+        p = self.fr(sf, *self.args(sf, name, shape), env={"FIREROUTE_FAULT": f"fail@{k}"})
+        if p.returncode == 0:  # fewer than K groups
+            self.up[sf][name] = shape
+            return
+        assert p.returncode != 70 and "injected fault" in p.stderr, p.stderr
+        assert self.snapshot() == before, p.stderr
+        assert {f: self.ls(f) for f in machine.FILES} == listed
+
+    def known_bug(self, sf: str, shape: str) -> bool:
+        """The two known bugs of a failed ``up`` (the strict xfails at the end of this file),
+        left out here until they are fixed: a state file's first VM in a NAT table another
+        state file holds takes the table away; a bridge guest joining a table that holds this
+        state file's VMs leaves its bridge's egress element."""
+        theirs = [v for f in machine.FILES if f != sf for v in self.ls(f) if v["backend"] == "nft"]
+        ours = [v for v in self.ls(sf) if v["backend"] == "nft"]
+        first = shape != "iptables" and bool(theirs) and not ours
+        return first or (shape == "bridge" and bool(ours))
+
+    @rule(sf=st.sampled_from(machine.FILES), n=st.sampled_from(machine.NAMES), k=st.integers(1, 3))
+    def stopped_down_then_gc(self, sf: str, n: str, k: int) -> None:
+        """``down`` stopped after its K-th group (as a crash would stop it): ``gc`` finishes
+        it, and nothing tagged for the VM stays."""
+        name = sf.lower() + n
+        if name not in self.up[sf]:
+            return
+        p = self.fr(sf, "down", name, env={"FIREROUTE_FAULT": f"fail@{k}"})
+        assert p.returncode != 70, p.stderr
+        q = self.fr(sf, "gc")
+        assert q.returncode == 0, q.stderr
+        assert name not in {v["name"] for v in self.ls(sf)}
+        left = [o for o in self.fake.objs.values() if o.vm == name and o.owner.endswith(f":{name}")]
+        assert not [o for o in left if o.owner.split(":")[0] == self._instance(sf)], left
+        self.up[sf].pop(name)
+        self.damaged[sf] = {d for d in self.damaged[sf] if d[1] != name}
+        if not self.up[sf]:
+            self.damaged[sf] = set()
+
+    def _instance(self, sf: str) -> str:
+        from fireroute.state.store import Store
+
+        return Store(self.root / sf / "state.db").instance()
+
+
+FakeMachine.TestCase.settings = settings(  # one failure shrunk, not each kind found
+    machine.run_settings(EXAMPLES, STEPS, seeded=not os.environ.get(EXAMPLES_VAR)),
+    report_multiple_bugs=False,
+)
+
+
+class TestFakeStateMachine(FakeMachine.TestCase):  # type: ignore[misc,valid-type]
+    pass
+
+
+def test_a_killed_up_leaves_what_it_made_and_gc_takes_it(tmp_path):
+    """The control of ``kill@K``: the child's death keeps what it made (the parent sees the
+    half-made VM as the kernel would), and gc takes it away."""
+    with FakeCli() as cli:
+        state = str(tmp_path / "state.db")
+        p = cli.fireroute(state, "up", "a1", "--pool", "172.16.0.0/16", fault="kill@2")
+        assert p.returncode == 137
+        assert ("link", (None, "fr-a1")) in cli.fake.objs  # made before the kill
+        assert "pending" in cli.fireroute(state, "ls").stdout
+        assert cli.fireroute(state, "gc").returncode == 0
+        assert ("link", (None, "fr-a1")) not in cli.fake.objs
+        assert cli.fireroute(state, "ls", "--json").stdout.strip() == "[]"
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: an up's undo drops a table another's VMs use")
+def test_a_failed_up_keeps_the_table_another_state_file_holds(tmp_path):
+    """State file B's VM holds the NAT table; A's first VM finds it there (AlreadyExists),
+    adds to it, and then fails (a later group; here fail@3): its unwind must take back only
+    what it added, not the table with B's VM's elements. It deletes the table (seen on the
+    kernel too: B's check then says the table is missing). The undo of a table declared
+    where one may exist is the table's deletion: plan/compiler.py ``_table_up`` (``fresh``
+    and not ``exclusive``), before up was a diff plan/nft.py ``vms_up`` from manager.py
+    ``_up_retry``."""
+    with FakeCli() as cli:
+        a, b = str(tmp_path / "A.db"), str(tmp_path / "B.db")
+        assert cli.fireroute(b, "up", "b1", "--pool", "172.17.0.0/16").returncode == 0
+        assert (
+            cli.fireroute(a, "up", "a1", "--pool", "172.16.0.0/16", fault="fail@3").returncode == 1
+        )
+        assert cli.fireroute(a, "ls", "--json").stdout.strip() == "[]"  # (the control: undone)
+        p = cli.fireroute(b, "check")
+        assert p.returncode == 0, p.stdout
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: an up's undo leaves the bridge's egress element")
+def test_a_failed_bridge_up_takes_back_its_bridges_egress_element(tmp_path):
+    """A state file's NAT VM holds the table; its first bridge guest (``--masquerade``) adds
+    its own elements and its bridge's egress element, then fails (fail@1, after that nft
+    group): the undo takes back the guest's elements but not the bridge's (seen on the kernel
+    too: check then names the element an orphan). The undo removes ``own`` elements only:
+    plan/compiler.py ``_table_up``, before up was a diff plan/nft.py ``vms_up`` (its
+    ``_removal`` without the bridges); the element may be another guest's of that bridge
+    already, so the undo should take it only where this up added it."""
+    with FakeCli() as cli:
+        b = str(tmp_path / "B.db")
+        assert cli.fireroute(b, "up", "b2", "--pool", "172.17.0.0/16").returncode == 0
+        bridged = ["--mode", "bridge", "--masquerade", *machine.BRIDGES["B"]]
+        p = cli.fireroute(b, "up", "b1", *bridged, fault="fail@1")
+        assert p.returncode == 1 and "injected fault" in p.stderr
+        assert [v["name"] for v in json.loads(cli.fireroute(b, "ls", "--json").stdout)] == ["b2"]
+        p = cli.fireroute(b, "check")
+        assert p.returncode == 0, p.stdout
