@@ -12,8 +12,8 @@ too), the sets of our tables, every tc redirect.
 
 What the kernel shows that want/ does not render is left out: the addresses and routes the
 kernel makes itself (lo's 127.0.0.1/8, a connected route, ``proto kernel``), and a per-device
-sysctl whose value is not ``1`` (its default; fireroute only ever sets ``1``). A link's MAC and
-MTU are read always; want/ names them only where it fixes them (:func:`as_wanted`).
+sysctl whose value is not the one fireroute writes (want/tap.py ``DEVICE_SYSCTLS``). A link's
+MAC and MTU are read always; want/ names them only where it fixes them (:func:`as_wanted`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
 from fireroute.want.tables import TABLE_COMMENT, NftChain, NftSet, NftTable
+from fireroute.want.tap import DEVICE_SYSCTLS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     from fireroute.model import Vm
 
 COUNTER = "counter packets "
-DEVICE_SYSCTLS = ("net/ipv6/conf/{}/disable_ipv6", "net/ipv4/conf/{}/route_localnet")
-"""the per-device sysctls fireroute sets (to 1), read for every tap and veth of the root
-namespace"""
 FAMILIES = ("ip", "bridge")
 UNRESOLVED = ("?", "")
 """the peer of a veth whose far end is in a namespace that was not read"""
@@ -299,14 +297,14 @@ def _far(
 
 def _device_sysctls(cur: Current, src: Source) -> None:
     """The per-device sysctls fireroute sets, of every tap and veth of the root namespace:
-    each value in ``sysctls``, a Sysctl (owned as its device) where it is 1."""
+    each value in ``sysctls``, a Sysctl (owned as its device) where it has fireroute's value."""
     for link in list(cur.of(Link, None)):
         if link.link_kind not in ("tun", "veth"):
             continue
-        for form in DEVICE_SYSCTLS:
+        for form, ours in DEVICE_SYSCTLS.items():
             path = form.format(link.name)
             value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")
-            if value == "1":
+            if value == ours:
                 cur.add(Sysctl(path, value, "", link.owner, link.vm))
 
 

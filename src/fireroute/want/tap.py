@@ -9,6 +9,18 @@ from fireroute.want.objects import Addr, Link, Obj, Sysctl
 
 MODES = ("nat", "bridge")
 """the modes whose VM device on the host is its tap"""
+DEVICE_SYSCTLS = {
+    "net/ipv6/conf/{}/disable_ipv6": "1",
+    "net/ipv4/conf/{}/route_localnet": "1",
+}
+"""every per-device sysctl a VM's host device (tap or veth) may get, with the value fireroute
+writes: the reader (kernel/read.py) reads these, so a new one is an entry here and a call of
+``device_sysctl``"""
+
+
+def device_sysctl(vm: Vm, form: str, words: str) -> Sysctl:
+    """The sysctl ``form`` (of DEVICE_SYSCTLS) of the VM's host device, at fireroute's value."""
+    return Sysctl(form.format(vm.tap), DEVICE_SYSCTLS[form], words, vm.tag, vm.name)
 
 
 def alias(vm: Vm) -> str:
@@ -39,9 +51,7 @@ def address(vm: Vm, tun: Link) -> Addr:
 def ipv6_off(vm: Vm) -> Sysctl:
     """No IPv6 on a NAT tap (or a CNI host veth): without it a guest could reach the host over
     the device's link-local (or any host) IPv6 address, around the IPv4 isolation rules."""
-    return Sysctl(
-        f"net/ipv6/conf/{vm.tap}/disable_ipv6", "1", f'disable IPv6 on "{vm.tap}"', vm.tag, vm.name
-    )
+    return device_sysctl(vm, "net/ipv6/conf/{}/disable_ipv6", f'disable IPv6 on "{vm.tap}"')
 
 
 def localnet(vm: Vm) -> bool:
@@ -54,7 +64,7 @@ def route_localnet(vm: Vm) -> Sysctl:
     loopback source out of a device only with route_localnet on it (on this device alone; the
     NAT table drops a guest's own packets to 127.0.0.0/8)."""
     words = f'let "{vm.tap}" carry connections to 127.0.0.1'
-    return Sysctl(f"net/ipv4/conf/{vm.tap}/route_localnet", "1", words, vm.tag, vm.name)
+    return device_sysctl(vm, "net/ipv4/conf/{}/route_localnet", words)
 
 
 def tap(vm: Vm) -> list[Obj]:
