@@ -89,6 +89,7 @@ def up_planner(a: argparse.Namespace, tmp: Path) -> Callable[[], manager.Plan]:
     """``--have`` VMs up (applied to the fake), then ``--vms`` more allocated as up allocates
     them: their planning, to be timed."""
     m = up_host(tmp / "state.db")
+    m._store().reserve([], {"instance": "5ca1ab1e"})  # (a known id: plans compare as text)
     options = lambda: Options(backend=a.backend, **MODES[a.mode])  # noqa: E731
     if a.have:
         m.up([f"v{i}" for i in range(a.have)], options())
