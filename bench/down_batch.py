@@ -51,7 +51,7 @@ def timed(b: Bench, argv: list[str]) -> tuple[float, float]:
 def report(verb: str, n: int, wall: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
     """Medians and best per VM, and the ratios of the medians to the first revision's."""
     revs = list(wall)
-    print(f"{verb} of {n} VMs, {len(wall[revs[0]])} runs per revision (per VM, ms):")
+    print(f"{verb} ({n} VMs), {len(wall[revs[0]])} runs per revision (per VM, ms):")
     print(f"{'revision':12} {'wall median':>12} {'wall best':>10} {'CPU median':>11} "
           f"{'ratio wall':>10} {'ratio CPU':>10}")  # fmt: skip
     base = revs[0]
@@ -117,7 +117,7 @@ def main() -> int:
                 print(f"[{time.strftime('%H:%M:%S')}] run {run + 1}/{a.runs}", flush=True)
     finally:
         sweep()  # (each sandbox removes its own on exit: this is belt and braces)
-    report(f"up --count {a.n}", a.n, wall["up"], cpu["up"])
+    report("up --count", a.n, wall["up"], cpu["up"])
     report("down --all", a.n, wall["down"], cpu["down"])
     return 0
 
