@@ -520,7 +520,8 @@ def _deletes(current: Index, desired: Index, scope: Scope, claimed: Claims) -> l
 
 def _changes(current: Index, desired: Index, instance: str) -> list[Op]:
     """Creates and changes, in wanted order (an adopted bridge's address left out)."""
-    adopted = {k for k, o in desired.items() if _adopted(o, current.get(k), instance)}
+    both = current.keys() & desired.keys()  # (a walk over the smaller of the two)
+    adopted = {k for k in both if _adopted(desired[k], current[k], instance)}
     ops = []
     for k, want in desired.items():
         have = current.get(k)
