@@ -1,9 +1,10 @@
-"""A batch ``down --all`` of N VMs, several revisions side by side: each run brings N VMs up
-(``up --count N``, not timed) and takes them all down (timed: wall time, and the CPU time of
+"""A batch ``up --count N`` and ``down --all`` of N VMs, several revisions side by side: each
+run brings N VMs up and takes them all down (each timed: wall time, and the CPU time of
 fireroute and the ip/nft processes it waits for), revision after revision in a rotating
 order, each in its own throwaway sandbox (fireroute.lab.sandbox; the machine's namespace is never
-touched). Medians per VM and the ratios to the first revision: what bench/suite.py's "down
-per VM" measures once per run, repeated so that a shared machine's noise averages out.
+touched). Medians per VM and the ratios to the first revision: what bench/suite.py's "up
+per VM" and "down per VM" measure once per run, repeated so that a shared machine's noise
+averages out.
 
     sudo .venv/bin/python bench/down_batch.py --revs 76cd6f0,HEAD --n 1000 --runs 9
 
@@ -40,11 +41,27 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def down_all(b: Bench, launcher: str) -> tuple[float, float]:
-    """(wall, CPU) seconds of one ``down --all``."""
+def timed(b: Bench, argv: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one command."""
     c = children_cpu()
-    wall = b.timed([launcher, "down", "--all"])
+    wall = b.timed(argv)
     return wall, children_cpu() - c
+
+
+def report(verb: str, n: int, wall: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+    """Medians and best per VM, and the ratios of the medians to the first revision's."""
+    revs = list(wall)
+    print(f"{verb} ({n} VMs), {len(wall[revs[0]])} runs per revision (per VM, ms):")
+    print(f"{'revision':12} {'wall median':>12} {'wall best':>10} {'CPU median':>11} "
+          f"{'ratio wall':>10} {'ratio CPU':>10}")  # fmt: skip
+    base = revs[0]
+    for rev in revs:
+        wm, cm = statistics.median(wall[rev]), statistics.median(cpu[rev])
+        print(
+            f"{rev:12} {wm / n * 1e3:12.3f} {min(wall[rev]) / n * 1e3:10.3f} "
+            f"{cm / n * 1e3:11.3f} {wm / statistics.median(wall[base]):10.2f} "
+            f"{cm / statistics.median(cpu[base]):10.2f}"
+        )
 
 
 def prepare(revs: list[str], tmp: Path) -> dict[str, str]:
@@ -73,8 +90,8 @@ def main() -> int:
     if os.geteuid() != 0:
         raise SystemExit("run as root: the benchmark creates network namespaces")
     revs = a.revs.split(",")
-    wall: dict[str, list[float]] = {r: [] for r in revs}
-    cpu: dict[str, list[float]] = {r: [] for r in revs}
+    wall: dict[str, dict[str, list[float]]] = {v: {r: [] for r in revs} for v in ("up", "down")}
+    cpu: dict[str, dict[str, list[float]]] = {v: {r: [] for r in revs} for v in ("up", "down")}
     try:
         with tempfile.TemporaryDirectory() as tmpd, contextlib.ExitStack() as stack:
             tmp = Path(tmpd)
@@ -87,28 +104,21 @@ def main() -> int:
                 k = run % len(revs)
                 for rev in revs[k:] + revs[:k]:  # rotated: drift hits every revision alike
                     b = Bench(boxes[rev], tmp / f"state-{revs.index(rev)}-{run}.db")
-                    b.timed([launchers[rev], "up", "--count", str(a.n), "--prefix", "v",
-                             "--table", TABLE])  # fmt: skip
+                    w, c = timed(b, [launchers[rev], "up", "--count", str(a.n), "--prefix", "v",
+                                     "--table", TABLE])  # fmt: skip
+                    wall["up"][rev].append(w)
+                    cpu["up"][rev].append(c)
                     for _ in range(a.churn):  # (as bench/suite.py does before its down)
                         b.timed([launchers[rev], "up", "churn", "--table", TABLE])
                         b.timed([launchers[rev], "down", "churn"])
-                    w, c = down_all(b, launchers[rev])
-                    wall[rev].append(w)
-                    cpu[rev].append(c)
+                    w, c = timed(b, [launchers[rev], "down", "--all"])
+                    wall["down"][rev].append(w)
+                    cpu["down"][rev].append(c)
                 print(f"[{time.strftime('%H:%M:%S')}] run {run + 1}/{a.runs}", flush=True)
     finally:
         sweep()  # (each sandbox removes its own on exit: this is belt and braces)
-    print(f"down --all of {a.n} VMs, {a.runs} runs per revision (per VM, ms):")
-    print(f"{'revision':12} {'wall median':>12} {'wall best':>10} {'CPU median':>11} "
-          f"{'ratio wall':>10} {'ratio CPU':>10}")  # fmt: skip
-    base = revs[0]
-    for rev in revs:
-        wm, cm = statistics.median(wall[rev]), statistics.median(cpu[rev])
-        print(
-            f"{rev:12} {wm / a.n * 1e3:12.3f} {min(wall[rev]) / a.n * 1e3:10.3f} "
-            f"{cm / a.n * 1e3:11.3f} {wm / statistics.median(wall[base]):10.2f} "
-            f"{cm / statistics.median(cpu[base]):10.2f}"
-        )
+    report("up --count", a.n, wall["up"], cpu["up"])
+    report("down --all", a.n, wall["down"], cpu["down"])
     return 0
 
 

@@ -612,6 +612,7 @@ class Vm:
     __slots__ = (
         *("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name", "owner"),
         "_guest",
+        "_guest_ip",
     )
 
     def __init__(
@@ -634,8 +635,9 @@ class Vm:
         self.netns_name: str | None = None
         """clone mode: the namespace's name (fireroute-<state id>-<vm>), set at allocation"""
         self.owner = "new"
-        self._guest: tuple = ()  # (what guest_iface_addr was worked out from, its value)
         """the id of the state file holding the VM: every object made for it is tagged with it"""
+        self._guest: tuple = ()  # (what guest_iface_addr was worked out from, its value)
+        self._guest_ip: tuple[IPv4Interface, IPv4Address] | None = None  # (and its ip)
 
     def with_state(self, state: str) -> Vm:
         vm = Vm(self.name, self.net, self.tap, self.mac, self.uplink, self.options, state)
@@ -681,8 +683,12 @@ class Vm:
 
     @property
     def guest_ip(self) -> IPv4Address | None:
-        g = self.guest_iface_addr
-        return g.ip if g else None
+        g = self.guest_iface_addr  # (fills self._guest, the basis it was worked out from)
+        if g is None:
+            return None
+        if self._guest_ip is None or self._guest_ip[0] is not g:  # (its ip: once per value)
+            self._guest_ip = (g, g.ip)
+        return self._guest_ip[1]
 
     @property
     def tap_ip(self) -> IPv4Address | None:

@@ -134,17 +134,43 @@ positions"""
 class Claims:
     """What makes a found element ours beyond its tag: ``keys`` (element fields naming one of
     our VMs: its tap, its guest or source address -> the VM) and ``tables`` ((family, table)
-    our VMs use, where an untagged element is ours)."""
+    our VMs use, where an untagged element is ours), read off ``desired`` at the first ask
+    (a diff with no found object to judge, as a new VM's up, never reads them)."""
 
-    __slots__ = ("instance", "keys", "tables", "_seen")
+    __slots__ = ("instance", "_desired", "_keys", "_tables", "_seen")
 
-    def __init__(self, instance: str, keys: dict[str, str], tables: set[tuple]) -> None:
+    def __init__(self, instance: str, desired: Index) -> None:
         self.instance = instance
-        self.keys = keys
-        self.tables = tables
+        self._desired = desired
+        self._keys: dict[str, str] | None = None
+        self._tables: set[tuple] = set()
         self._seen: dict[int, tuple[Obj, str | None, bool]] = {}
         """id(obj) -> (obj, its VM, ours): each worked out once per diff (the object is held
         here, so its id cannot be reused while the claims live)"""
+
+    @property
+    def keys(self) -> dict[str, str]:
+        if self._keys is None:
+            self._read()
+        return self._keys  # type: ignore[return-value]
+
+    @property
+    def tables(self) -> set[tuple]:
+        if self._keys is None:
+            self._read()
+        return self._tables
+
+    def _read(self) -> None:
+        keys: dict[str, str] = {}
+        for (kind, _key), obj in self._desired.items():
+            if kind == "nft table" and obj.ns is None:
+                self._tables.add(obj.key[1:])
+            if kind != "nft element" or obj.vm is None:
+                continue
+            at = fields(obj.value)  # type: ignore[attr-defined]
+            for i in KEYED.get(obj.set, ()):  # type: ignore[attr-defined]
+                keys.setdefault(at[i], obj.vm)
+        self._keys = keys
 
     def of(self, obj: Obj) -> tuple[str | None, bool]:
         """(:meth:`vm_of`, :func:`ours`) of a found object, worked out once."""
@@ -161,9 +187,10 @@ class Claims:
 
     def _vm_of(self, obj: Obj) -> str | None:
         if obj.kind == "nft element":
+            keys = self.keys
             for f in who_fields(obj.set, obj.value):  # type: ignore[attr-defined]
-                if f in self.keys:
-                    return self.keys[f]
+                if f in keys:
+                    return keys[f]
         tag = owner.parse(obj.owner)
         if tag is not None and tag[0] == self.instance and not tag[1].startswith(owner.BRIDGE):
             return tag[1]
@@ -172,17 +199,7 @@ class Claims:
 
 def claims(desired: Index, instance: str) -> Claims:
     """The claims ``desired`` makes: its VMs' keys (from their elements), its tables."""
-    keys: dict[str, str] = {}
-    tables = set()
-    for (kind, _key), obj in desired.items():
-        if kind == "nft table" and obj.ns is None:
-            tables.add(obj.key[1:])
-        if kind != "nft element" or obj.vm is None:
-            continue
-        at = fields(obj.value)  # type: ignore[attr-defined]
-        for i in KEYED.get(obj.set, ()):  # type: ignore[attr-defined]
-            keys.setdefault(at[i], obj.vm)
-    return Claims(instance, keys, tables)
+    return Claims(instance, desired)
 
 
 def ours(obj: Obj, instance: str, claimed: Claims | None = None) -> bool:
@@ -349,6 +366,8 @@ def _blocks(ops: list[Op], current: Index, desired: Index) -> list[Op]:
     for obj in desired.values():
         if obj.kind == "iptables rule" and obj.vm is not None:
             by_vm.setdefault(obj.vm, []).append(obj)
+    if not by_vm:
+        return ops
     at = {k: i for i, k in enumerate(current)}
     made = {op.id for op in ops if op.verb == CREATE}
     out = ops
@@ -501,14 +520,17 @@ def _deletes(current: Index, desired: Index, scope: Scope, claimed: Claims) -> l
 
 def _changes(current: Index, desired: Index, instance: str) -> list[Op]:
     """Creates and changes, in wanted order (an adopted bridge's address left out)."""
-    adopted = {k for k, o in desired.items() if _adopted(o, current.get(k), instance)}
+    both = current.keys() & desired.keys()  # (a walk over the smaller of the two)
+    adopted = {k for k in both if _adopted(desired[k], current[k], instance)}
     ops = []
     for k, want in desired.items():
         have = current.get(k)
-        if k in adopted or any(p in adopted for p in parents(want)):
+        if adopted and (k in adopted or any(p in adopted for p in parents(want))):
             continue
         if have is None:
-            ops.append(Op(CREATE, want, MISSING))
+            op = Op(CREATE, want, MISSING)
+            op._id = k  # (its key, known: an element's is built anew at each ask)
+            ops.append(op)
         else:
             ops += CHANGE.get(want.kind, _set_if_differs)(have, want)
     return ops

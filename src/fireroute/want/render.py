@@ -13,7 +13,15 @@ from fireroute import owner
 from fireroute.model import Vm
 from fireroute.want import bridge, iptables, nft, tap
 from fireroute.want.objects import Forwarding, Link, Obj
-from fireroute.want.shared import BRIDGE, NAT, Population, Shared, nat_member, shared
+from fireroute.want.shared import (
+    BRIDGE,
+    NAT,
+    Population,
+    Shared,
+    masquerading,
+    nat_member,
+    shared,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,12 +83,35 @@ def bridge_objects(name: str, leases: Iterable[Vm], instance: str) -> list[Obj]:
     return [Link(name, "bridge", tag, None, bridge.alias(instance, name))]
 
 
+def needed_sets(leases: Iterable[Vm], own: Iterable[list[Obj]]) -> dict[str, set[str]]:
+    """NAT table -> the sets the nft ``leases`` have elements in (:func:`nft.nat_elements`'),
+    read off their objects as :func:`vm` rendered them (``own``, one list a lease): each
+    VM's elements are made once."""
+    out: dict[str, set[str]] = {}
+    for lease, objs in zip(leases, own, strict=True):
+        if lease.backend != "nft":
+            continue
+        sets = out.setdefault(lease.table, set())
+        addressed = lease.guest_ip is not None
+        if not nat_member(lease.mode, addressed):
+            continue
+        sets.update(o.set for o in objs if o.kind == "nft element" and o.family == NAT)  # type: ignore[attr-defined]
+        if masquerading(lease.mode, lease.options.masquerade, addressed):
+            sets.add("egress")
+    return out
+
+
 def shared_objects(
-    want: Shared, leases: Iterable[Vm], instance: str, held: Held | None = None
+    want: Shared,
+    leases: Iterable[Vm],
+    instance: str,
+    held: Held | None = None,
+    needed: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Obj]:
     """The objects of ``want``: each bridge in use, forwarding, each table with its layout
     (sets, maps, chains: the parts its leases need, and those ``held`` says it holds), the
-    masquerading bridges' egress elements, the conntrack rule."""
+    masquerading bridges' egress elements, the conntrack rule. ``needed``: the sets the
+    leases have elements in, by table (:func:`needed_sets`), when already known."""
     from fireroute.want.tables import filter_layout, nat_layout, parts_of
 
     leases = list(leases)
@@ -90,9 +121,12 @@ def shared_objects(
     if want.forwarding:
         objs.append(Forwarding(WANTED))
     for table in want.tables_of(NAT):
-        users = [v for v in leases if v.table == table and v.backend == "nft"]
-        needed = (e.set for v in users for e in nft.nat_elements(v))
-        parts = parts_of(needed) | parts_of((held or {}).get(table, ()))
+        if needed is None:
+            users = [v for v in leases if v.table == table and v.backend == "nft"]
+            sets: Iterable[str] = (e.set for v in users for e in nft.nat_elements(v))
+        else:
+            sets = needed.get(table, ())
+        parts = parts_of(sets) | parts_of((held or {}).get(table, ()))
         objs += nat_layout(table, parts)
         objs += [nft.egress_element(table, *e) for e in sorted(want.egress_of(table))]
     for table in want.tables_of(BRIDGE):
@@ -110,10 +144,11 @@ def desired(
     (want/tables.py PARTS) its leases need and, once made, those ``held`` (table -> the names
     of the sets, maps and chains it has) says it has: a part stays until the table goes."""
     leases = list(leases)
+    own = [vm(lease) for lease in leases]
     want = shared(Population.of(leases) if shape is None else shape, instance)
-    objs = shared_objects(want, leases, instance, held)
-    for lease in leases:
-        objs += vm(lease)
+    objs = shared_objects(want, leases, instance, held, needed_sets(leases, own))
+    for each in own:
+        objs += each
     return index(objs)
 
 
