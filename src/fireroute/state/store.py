@@ -385,6 +385,14 @@ class Store:
     def reserve(self, vms: list[Vm], meta: dict[str, str] | None = None) -> None:
         now = time.time()
         marks, self._marks = self._marks, {}  # found for this reservation, and only for it
+        texts: dict[int, str] = {}  # a batch's VMs share one Options: its text made once
+
+        def text(o: Options) -> str:
+            t = texts.get(id(o))
+            if t is None:
+                t = texts[id(o)] = jsontext.dumps(o.identity())
+            return t
+
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO vms (name, state, net_start, net_end, prefix, tap, mac, uplink, "
@@ -398,7 +406,7 @@ class Store:
                         v.tap,
                         v.mac,
                         v.uplink,
-                        jsontext.dumps(v.options.identity()),
+                        text(v.options),
                         v.netns,
                         now,
                     )
