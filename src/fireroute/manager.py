@@ -79,7 +79,7 @@ class _UpDraft:
     state file's meta to record, forwarding as read, the FORWARD policy read started."""
 
     __slots__ = ("vms", "options", "plan", "desired", "current", "meta", "warnings", "forwarding",
-                 "policy")  # fmt: skip
+                 "policy", "held")  # fmt: skip
 
     def __init__(self, vms: list[Vm], options: Options) -> None:
         self.vms, self.options, self.plan = vms, options, Plan()
@@ -89,6 +89,7 @@ class _UpDraft:
         self.warnings: list[str] = []
         self.forwarding = ""
         self.policy: object = None
+        self.held: set[tuple] = set()  # shared elements another VM's up added (declared again)
 
     def new_table(self) -> bool:
         """Is the NAT table made by this up (none of the other VMs is in it)?"""
@@ -340,7 +341,7 @@ class Manager:
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
         if options.backend == "iptables" and any(modes.nat_member(v) for v in vms):
             self._up_iptables(draft)
-        _egress_again(current, vms)
+        draft.held = _egress_again(current, vms)
         for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"}:
             for k in [k for k, o in current.items() if _of_link(k, o, br)]:
                 del current[k]
@@ -353,7 +354,7 @@ class Manager:
         bridge-family table the other VMs do not have read (ours: added to; none: made
         exclusively)."""
         from fireroute.plan.compiler import compile
-        from fireroute.plan.diff import DELETE, Scope, diff
+        from fireroute.plan.diff import DELETE, SET, Scope, diff
 
         table, current = draft.options.table, dict(draft.current)
         exclusive = {(NAT, table)} if nat_exclusive else set()
@@ -368,6 +369,9 @@ class Manager:
                 exclusive.add((BRIDGE, table))
         names, instance = Scope(v.name for v in draft.vms), draft.vms[0].owner
         ops = [op for op in diff(current, draft.desired, names, instance) if op.verb != DELETE]
+        for op in ops:
+            if op.id in draft.held:  # another VM's already: declared (an undo leaves it)
+                op.verb = SET
         return Plan(compile(ops, exclusive, before=draft.forwarding))
 
     def _up_iptables(self, draft: _UpDraft) -> None:
@@ -794,13 +798,18 @@ def _joined(shape: Population, vms: list[Vm]) -> Population:
     return out
 
 
-def _egress_again(current: Index, vms: list[Vm]) -> None:
+def _egress_again(current: Index, vms: list[Vm]) -> set[tuple]:
     """A masquerading bridge guest adds its bridge's egress element whether or not another
-    guest's up added it (the add is idempotent; a lost one comes back): not in ``current``."""
+    guest's up added it (the add is idempotent; a lost one comes back): not in ``current``.
+    Returns the keys of those another guest's up added (the undo leaves them)."""
     masq = {f'"{v.options.bridge}" . "{v.uplink}"' for v in vms if modes.masquerading_bridge(v)}
-    for k in [k for k, o in current.items() if k[0] == "nft element" and o.vm is None]:
-        if current[k].value in masq:  # type: ignore[attr-defined]
-            del current[k]
+    held = {
+        k for k, o in current.items() if k[0] == "nft element" and o.vm is None
+        and o.value in masq  # type: ignore[attr-defined]
+    }  # fmt: skip
+    for k in held:
+        del current[k]
+    return held
 
 
 def _has_rules(vm: Vm) -> bool:
