@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from ipaddress import IPv4Address
 
-from fireroute import addressing, allocate, jsontext
+from fireroute import addressing, allocate, jsontext, request
 from fireroute.errors import (
     AlreadyExists,
     ConflictError,
@@ -237,7 +237,7 @@ class Manager:
             if vm is None:
                 fresh.append(n)
             elif vm.state == "active":
-                differ = differences(vm, options)
+                differ = request.differences(vm, options)
                 if differ:
                     raise ConflictError(
                         f'vm "{n}" is already up with other options ({"; ".join(differ)}); '
@@ -713,56 +713,6 @@ class Manager:
         if vm is None:
             raise NotFound(f'vm "{name}" is not known to the state file {self.state_path}')
         return vm
-
-
-def differences(vm: Vm, options: Options) -> list[str]:
-    """How a request for an existing VM differs from what it has, option by option, as
-    "--name: has X, asked Y". What the request leaves open (uplink, tap, MAC) or states as the
-    VM already has it is no difference, nor is the order of --allow-host-port."""
-    have, want = vm.options.identity(), options.identity()
-    want["host_nets"] = have["host_nets"]  # read by up, not asked for
-    for key, actual in (
-        ("uplink", vm.uplink),
-        ("tap", vm.vm_tap),
-        ("mac", vm.mac),
-        ("bridge_address", vm.options.bridge_address),  # read from an adopted bridge
-    ):
-        if want[key] is None or str(want[key]).upper() == str(actual).upper():
-            want[key] = have[key]
-    for d in (have, want):
-        ports = d["allow_host_ports"]
-        listed = ports if isinstance(ports, (list, tuple)) else ()
-        d["allow_host_ports"] = sorted(tuple(p) for p in listed)
-    return [
-        f"--{FLAGS.get(key, key.replace('_', '-'))}: has {_shown(have[key])}, "
-        f"asked {_shown(want[key])}"
-        for key in have
-        if have[key] != want[key]
-    ]
-
-
-FLAGS = {
-    "addr_range": "range",
-    "guest": "guest-ip",
-    "prefix": "block-size",
-    "allow_host_ports": "allow-host-port",
-}
-"""Options whose flag is not their field's name"""
-
-
-def _shown(value: object) -> str:
-    if value is None or value is False:
-        return "none"
-    if value is True:
-        return "yes"
-    if isinstance(value, list):
-        return (
-            ",".join(
-                "/".join(map(str, v)) if isinstance(v, tuple | list) else str(v) for v in value
-            )
-            or "none"
-        )
-    return str(value)
 
 
 __all__ = ["Manager", "UpResult", "FirerouteError"]
