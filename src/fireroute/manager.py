@@ -21,12 +21,10 @@ from fireroute.errors import (
 from fireroute.kernel import observe, scope
 from fireroute.kernel.apply import Executor
 from fireroute.kernel.run import Runner, run
-from fireroute.kernel.scope import FORWARD_BEFORE, FORWARD_RECORD, FORWARDING, done
+from fireroute.kernel.scope import FORWARD_BEFORE, FORWARD_RECORD, done
 from fireroute.model import Options, Vm, check_vm_name
-from fireroute.plan import modes
 from fireroute.plan.steps import SYSCTL, Plan
 from fireroute.state.store import Store
-from fireroute.want.objects import Forwarding
 from fireroute.want.shared import BRIDGE, NAT, Population
 
 TYPE_CHECKING = False
@@ -275,19 +273,14 @@ class Manager:
         self, draft: _UpDraft, store: Store, shape: Population, missing_bridges: set[str],
         dry_run: bool,
     ) -> None:  # fmt: skip
-        """``draft``'s plan, as one diff: the shared objects of the other VMs' ``shape`` as
-        present (the new VMs' own objects absent: a reservation cannot hold an existing
-        device), with what up reads (forwarding, the shared iptables rule, the bridges),
-        against what the shape with the new VMs wants."""
-        from fireroute.want import render
-
-        vms, options, instance = draft.vms, draft.options, store.instance()
-        draft.desired = render.desired(vms, _joined(shape, vms), instance)
-        draft.current = current = render.desired([], shape, instance)
-        draft.forwarding = scope.forwarding()
-        if FORWARDING not in current and store.meta(FORWARD_BEFORE) is None:
-            draft.meta[FORWARD_BEFORE] = draft.forwarding  # the first VM of all
-        current[FORWARDING] = Forwarding(draft.forwarding)
+        """``draft``'s plan, as one diff: read(scope) (kernel/scope.py ``up``: the other VMs'
+        ``shape`` as present, with what up reads) against what the shape with the new VMs
+        wants."""
+        options = draft.options
+        read = scope.up(store, self.runner, draft.vms, shape, missing_bridges)
+        draft.desired, draft.current, draft.held = read.desired, read.current, read.held
+        draft.forwarding = read.forwarding
+        draft.meta.update(read.meta)
         # A table with no VM of ours in it is created exclusively, unread: if a table of
         # that name exists the transaction fails and is undone, and the table is read then
         # (_up_retry): ours (left over), the plan runs again adding to it; a foreign one is
@@ -299,13 +292,6 @@ class Manager:
             from fireroute import doctor
 
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
-        if options.backend == "iptables" and any(modes.nat_member(v) for v in vms):
-            from fireroute.plan.iptables import IPT_MADE
-
-            made = scope.up_iptables(current, self.runner)
-            if made:  # the first iptables VM on this host: remember what it brings in
-                draft.meta[IPT_MADE] = made
-        draft.held = scope.up_bridges(current, draft.desired, vms, missing_bridges)
         draft.plan = self._up_diff(draft, exclusive)
 
     def _up_diff(self, draft: _UpDraft, nat_exclusive: bool) -> Plan:
@@ -495,14 +481,6 @@ class Manager:
 
 __all__ = ["Manager", "UpResult", "FirerouteError", "FORWARD_BEFORE", "FORWARD_RECORD", "done"]
 """(the state file's forwarding records and ``done``: kernel/scope.py's, as repair/ reads them)"""
-
-
-def _joined(shape: Population, vms: list[Vm]) -> Population:
-    """``shape`` with ``vms`` counted in."""
-    out = Population.of(vms)
-    for k, n in shape.counts.items():
-        out.counts[k] = out.counts.get(k, 0) + n
-    return out
 
 
 def _plan(read: scope.Read, names: object, instance: str) -> Plan:

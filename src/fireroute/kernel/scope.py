@@ -61,17 +61,21 @@ PACKAGES = {
 
 
 class Read:
-    """A verb's scope as read: ``current`` (what is there), ``desired`` (what the VMs that
-    stay want: down's), the steps the diff cannot say (``cleanup``: before forwarding's),
-    the records the plan makes obsolete (``forget``)."""
+    """A verb's scope as read: ``current`` (what is there), ``desired`` (what is wanted: the
+    VMs that stay, or with up's), the steps the diff cannot say (``cleanup``: before
+    forwarding's), the records the plan makes obsolete (``forget``) or makes (``meta``);
+    up's: ``forwarding`` as read, the shared elements another guest's up added (``held``)."""
 
-    __slots__ = ("current", "desired", "cleanup", "forget")
+    __slots__ = ("current", "desired", "cleanup", "forget", "meta", "forwarding", "held")
 
     def __init__(self, current: Index, desired: Index | None = None) -> None:
         self.current = current
         self.desired: Index = desired or {}
         self.cleanup: list[Step] = []
         self.forget: list[str] = []
+        self.meta: dict[str, str] = {}
+        self.forwarding = ""
+        self.held: set[tuple] = set()
 
 
 def require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> None:
@@ -106,6 +110,42 @@ def done(plan: Plan) -> None:
 
 
 # -- up ------------------------------------------------------------------------------------------
+
+
+def up(
+    records: Records, runner: Runner, vms: list[Vm], shape: Population, missing: set[str]
+) -> Read:
+    """The shared objects of the other VMs' ``shape`` as present (the new VMs' own objects
+    absent: a reservation cannot hold an existing device), with what up reads (forwarding,
+    the shared iptables rule, the bridges; ``missing``: those to make), and what the shape
+    with ``vms`` wants."""
+    from fireroute.want import render
+
+    instance = records.instance()
+    read = Read(
+        render.desired([], shape, instance), render.desired(vms, _joined(shape, vms), instance)
+    )
+    current = read.current
+    read.forwarding = forwarding()
+    if FORWARDING not in current and records.meta(FORWARD_BEFORE) is None:
+        read.meta[FORWARD_BEFORE] = read.forwarding  # the first VM of all
+    current[FORWARDING] = Forwarding(read.forwarding)
+    if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
+        from fireroute.plan.iptables import IPT_MADE
+
+        made = up_iptables(current, runner)
+        if made:  # the first iptables VM on this host: remember what it brings in
+            read.meta[IPT_MADE] = made
+    read.held = up_bridges(current, read.desired, vms, missing)
+    return read
+
+
+def _joined(shape: Population, vms: list[Vm]) -> Population:
+    """``shape`` with ``vms`` counted in."""
+    out = Population.of(vms)
+    for k, n in shape.counts.items():
+        out.counts[k] = out.counts.get(k, 0) + n
+    return out
 
 
 def up_iptables(current: Index, runner: Runner) -> str | None:
