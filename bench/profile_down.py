@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from fireroute import manager  # noqa: E402
-from fireroute.kernel import forwarding, observe  # noqa: E402
+from fireroute.kernel import forwarding, observe, scope  # noqa: E402
 from fireroute.kernel.fake import Fake  # noqa: E402
 from fireroute.model import Options, Vm  # noqa: E402
 from fireroute.plan.steps import as_commands  # noqa: E402
@@ -53,7 +53,7 @@ def host(state: Path, fake: Fake | None = None) -> tuple[manager.Manager, Fake]:
     """A manager over the fake host (what tests/unit/test_down.py's fixture patches)."""
     fake = fake or Fake()
     observe.require_net_admin = lambda action: None  # type: ignore[assignment]
-    manager.read_sysctl = lambda key: fake.forwarding  # type: ignore[assignment]
+    scope.read_sysctl = lambda key: fake.forwarding  # type: ignore[assignment]
     forwarding.recorded = lambda: None  # type: ignore[assignment]
     m = manager.Manager(state, runner=Host(fake), executor=lambda: Applier(fake))
     return m, fake

@@ -9,54 +9,33 @@ from __future__ import annotations
 import os
 from ipaddress import IPv4Address
 
-from fireroute import addressing, allocate, jsontext
+from fireroute import addressing, allocate, request
 from fireroute.errors import (
     AlreadyExists,
     ConflictError,
     FirerouteError,
     KernelError,
-    MissingTool,
     NotFound,
     UsageError,
 )
-from fireroute.kernel import observe
-from fireroute.kernel.apply import Executor, read_sysctl
-from fireroute.kernel.run import Runner, run, which
+from fireroute.kernel import observe, scope
+from fireroute.kernel.apply import Executor
+from fireroute.kernel.run import Runner, run
+from fireroute.kernel.scope import FORWARD_BEFORE, FORWARD_RECORD, done
 from fireroute.model import Options, Vm, check_vm_name
-from fireroute.plan import host, modes
-from fireroute.plan.steps import NFT, SYSCTL, Plan, Step
+from fireroute.plan.steps import SYSCTL, Plan
 from fireroute.state.store import Store
-from fireroute.want.objects import FORWARD_KEY, Forwarding
-from fireroute.want.shared import BRIDGE, NAT, Population, shared
+from fireroute.want.shared import BRIDGE, NAT, Population
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from fireroute.kernel.read import Source
-    from fireroute.want.iptables import IptRule
     from fireroute.want.objects import Obj
 
     Progress = Callable[[str], None]
     Index = dict[tuple, Obj]
-
-FORWARD_BEFORE = "ip_forward_before"
-FORWARDING = ("forwarding", (None, FORWARD_KEY))
-FORWARD_RECORD = "host:ip_forward"
-"""in ``Plan.forget``: the namespace's forwarding record (kernel/forwarding.py) is obsolete
-once the plan ran, if forwarding then has the recorded value"""
-
-
-def done(plan: Plan) -> None:
-    """After a plan ran: drop the host-wide records it made obsolete."""
-    if FORWARD_RECORD not in plan.forget:
-        return
-    from fireroute.kernel import forwarding as record
-
-    before = record.recorded()
-    if before is not None and read_sysctl(host.FORWARD_KEY) == before:
-        record.forget()
-
 
 # plan.iptables is imported where its backend is met: a NAT VM on nftables never loads it
 
@@ -79,7 +58,7 @@ class _UpDraft:
     state file's meta to record, forwarding as read, the FORWARD policy read started."""
 
     __slots__ = ("vms", "options", "plan", "desired", "current", "meta", "warnings", "forwarding",
-                 "policy")  # fmt: skip
+                 "policy", "held")  # fmt: skip
 
     def __init__(self, vms: list[Vm], options: Options) -> None:
         self.vms, self.options, self.plan = vms, options, Plan()
@@ -89,32 +68,12 @@ class _UpDraft:
         self.warnings: list[str] = []
         self.forwarding = ""
         self.policy: object = None
+        self.held: set[tuple] = set()  # shared elements another VM's up added (declared again)
 
     def new_table(self) -> bool:
         """Is the NAT table made by this up (none of the other VMs is in it)?"""
         key = ("nft table", (None, NAT, self.options.table))
         return key in self.desired and key not in self.current
-
-
-def _require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> None:
-    tools = (
-        ["ip", "nft"] if backend == "nft" else ["ip", "iptables-nft-restore", "iptables-nft-save"]
-    )
-    if mode == "cni":
-        tools += ["tc", "nsenter"]
-    if udp_ports:
-        tools.append("conntrack")
-    for tool in tools:
-        if which(tool) is None:
-            packages = {
-                "ip": "iproute2",
-                "tc": "iproute2",
-                "nft": "nftables",
-                "nsenter": "util-linux",
-                "conntrack": "conntrack",
-            }
-            pkg = packages.get(tool, "iptables")
-            raise MissingTool(f"{tool} not found: install the {pkg} package")
 
 
 class Manager:
@@ -187,7 +146,7 @@ class Manager:
         from fireroute import validate
 
         validate.request(options)
-        _require_tools(
+        scope.require_tools(
             options.backend, options.mode, any(p.proto == "udp" for p in options.publish)
         )
         if options.mode == "cni" and not os.path.exists(str(options.netns)):
@@ -236,7 +195,7 @@ class Manager:
             if vm is None:
                 fresh.append(n)
             elif vm.state == "active":
-                differ = differences(vm, options)
+                differ = request.differences(vm, options)
                 if differ:
                     raise ConflictError(
                         f'vm "{n}" is already up with other options ({"; ".join(differ)}); '
@@ -314,19 +273,14 @@ class Manager:
         self, draft: _UpDraft, store: Store, shape: Population, missing_bridges: set[str],
         dry_run: bool,
     ) -> None:  # fmt: skip
-        """``draft``'s plan, as one diff: the shared objects of the other VMs' ``shape`` as
-        present (the new VMs' own objects absent: a reservation cannot hold an existing
-        device), with what up reads (forwarding, the shared iptables rule, the bridges),
-        against what the shape with the new VMs wants."""
-        from fireroute.want import render
-
-        vms, options, instance = draft.vms, draft.options, store.instance()
-        draft.desired = render.desired(vms, _joined(shape, vms), instance)
-        draft.current = current = render.desired([], shape, instance)
-        draft.forwarding = read_sysctl(host.FORWARD_KEY)
-        if FORWARDING not in current and store.meta(FORWARD_BEFORE) is None:
-            draft.meta[FORWARD_BEFORE] = draft.forwarding  # the first VM of all
-        current[FORWARDING] = Forwarding(draft.forwarding)
+        """``draft``'s plan, as one diff: read(scope) (kernel/scope.py ``up``: the other VMs'
+        ``shape`` as present, with what up reads) against what the shape with the new VMs
+        wants."""
+        options = draft.options
+        read = scope.up(store, self.runner, draft.vms, shape, missing_bridges)
+        draft.desired, draft.current, draft.held = read.desired, read.current, read.held
+        draft.forwarding = read.forwarding
+        draft.meta.update(read.meta)
         # A table with no VM of ours in it is created exclusively, unread: if a table of
         # that name exists the transaction fails and is undone, and the table is read then
         # (_up_retry): ours (left over), the plan runs again adding to it; a foreign one is
@@ -338,14 +292,6 @@ class Manager:
             from fireroute import doctor
 
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
-        if options.backend == "iptables" and any(modes.nat_member(v) for v in vms):
-            self._up_iptables(draft)
-        _egress_again(current, vms)
-        for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"}:
-            for k in [k for k, o in current.items() if _of_link(k, o, br)]:
-                del current[k]
-            if br not in missing_bridges:  # there: used as it is (ours, or adopted)
-                current.update((k, o) for k, o in draft.desired.items() if _of_link(k, o, br))
         draft.plan = self._up_diff(draft, exclusive)
 
     def _up_diff(self, draft: _UpDraft, nat_exclusive: bool) -> Plan:
@@ -353,38 +299,18 @@ class Manager:
         bridge-family table the other VMs do not have read (ours: added to; none: made
         exclusively)."""
         from fireroute.plan.compiler import compile
-        from fireroute.plan.diff import DELETE, Scope, diff
+        from fireroute.plan.diff import DELETE, SET, Scope, diff
 
         table, current = draft.options.table, dict(draft.current)
         exclusive = {(NAT, table)} if nat_exclusive else set()
-        bridge_table = ("nft table", (None, BRIDGE, table))
-        if bridge_table in draft.desired and bridge_table not in current:
-            if observe.check_table_owner(table, self.runner, BRIDGE):
-                from fireroute.want.render import index
-                from fireroute.want.tables import filter_layout
-
-                current.update(index(filter_layout(table)))
-            else:
-                exclusive.add((BRIDGE, table))
+        if scope.bridge_table(current, draft.desired, table, self.runner):
+            exclusive.add((BRIDGE, table))
         names, instance = Scope(v.name for v in draft.vms), draft.vms[0].owner
         ops = [op for op in diff(current, draft.desired, names, instance) if op.verb != DELETE]
+        for op in ops:
+            if op.id in draft.held:  # another VM's already: declared (an undo leaves it)
+                op.verb = SET
         return Plan(compile(ops, exclusive, before=draft.forwarding))
-
-    def _up_iptables(self, draft: _UpDraft) -> None:
-        """The shared conntrack rule as iptables-nft-save shows it (there or not); what the
-        first rule of all brings in, remembered."""
-        from fireroute.plan import iptables
-        from fireroute.want.iptables import conntrack
-
-        rule = conntrack()
-        present = observe.iptables_saved(self.runner)
-        if any(iptables.comment_tag(line) == iptables.SHARED for _, line in present):
-            draft.current[(rule.kind, rule.key)] = rule
-            return
-        draft.current.pop((rule.kind, rule.key), None)
-        made = iptables.would_make(observe.nft_ip_chains(self.runner))
-        if made:  # the first iptables VM on this host: remember what it brings in
-            draft.meta[iptables.IPT_MADE] = jsontext.dumps(made)
 
     def _up_apply(self, store: Store, draft: _UpDraft, progress: Progress | None) -> None:
         """The rows reserved (``pending``), then the plan applied all or nothing (once again
@@ -425,7 +351,7 @@ class Manager:
         """A failed apply: the rows and the forwarding record go; a new table's name nft
         cannot parse is said as bad input (else the caller raises ``exc`` again)."""
         store.remove([v.name for v in draft.vms], drop_meta=list(draft.meta))
-        if recorded and read_sysctl(host.FORWARD_KEY) == draft.forwarding:
+        if recorded and scope.forwarding() == draft.forwarding:
             # undone: forwarding has its old value again, and this record is nobody's
             # (found by review: it outlived a failed up and later undid the admin's "on")
             from fireroute.kernel import forwarding as record
@@ -475,151 +401,15 @@ class Manager:
         return [vm for vm in (store.get(n) for n in dict.fromkeys(names)) if vm is not None]
 
     def _down_plan(self, store: Store, vms: list[Vm]) -> Plan:
-        """Steps removing ``vms``, as one diff: what they and the shared objects have (as
-        recorded: their leases rendered, no per-VM read) against what the VMs that stay want
-        (``desired`` of the shape without them). Shared objects (a bridge we made, a table,
-        the shared iptables rule, forwarding) go with the last VM of this state file only
-        when nothing of another state file's still uses them: the kernel is read at those
-        thresholds only, and what it says is not ours to take is left out of ``current``."""
-        plan = Plan()
+        """Steps removing ``vms``, as one diff: read(scope) (kernel/scope.py ``down``: the
+        leases rendered, the kernel read at the thresholds only) against what the VMs that
+        stay want."""
         if not vms:
-            return plan
-        from fireroute.plan.compiler import compile
-        from fireroute.plan.diff import DELETE, Scope, diff
-        from fireroute.want import render
+            return Plan()
+        from fireroute.plan.diff import Scope
 
-        instance = store.instance()
-        rows = store.shapes()
-        everyone, leaving = Population(rows), Population.of(vms)
-        stay = everyone.less(leaving)
-        remaining, going = shared(stay, instance), shared(leaving, instance)
-        # (without their iptables rules: _iptables_found puts them in as found)
-        rendered = [render.vm(v, rules=False) for v in vms]
-        held = _held(vms, rendered)
-        current = render.desired([], everyone, instance, held)
-        for objs in rendered:
-            current.update(render.index(objs))
-        self._last_on_bridges(current, going.bridges - remaining.bridges, instance, vms)
-        for family in (NAT, BRIDGE):
-            gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
-            self._last_in_tables(current, family, sorted(gone), instance)
-        cleanup = self._iptables_found(store, current, vms, remaining.conntrack, plan)
-        if not remaining.forwarding:
-            current.pop(FORWARDING, None)
-            found = self._forwarding_found(store, instance, {v.tap for v in vms})
-            if found is not None:
-                current[FORWARDING] = found
-            plan.forget.append(FORWARD_RECORD)
-        desired = render.desired([], stay, instance, held)
-        ops = diff(current, desired, Scope(v.name for v in vms), instance)
-        steps = compile([op for op in ops if op.verb == DELETE], found=current)
-        at = next((i for i, s in enumerate(steps) if s.tool == SYSCTL), len(steps))
-        plan.add(*steps[:at], *cleanup, *steps[at:])  # the made chains before forwarding
-        return plan
-
-    def _last_on_bridges(
-        self, current: Index, bridges: frozenset[str], instance: str, vms: list[Vm]
-    ) -> None:
-        """A bridge no VM that stays is on goes only if it is ours (its alias) and nobody
-        else's link is on it: else it is left out of ``current``."""
-        from fireroute.want.bridge import alias
-
-        leaving = {v.tap for v in vms}
-        for br in sorted(bridges):
-            ours = observe.link_alias(br, self.runner) == alias(instance, br)
-            if ours and not set(observe.bridge_ports(br, self.runner)) - leaving:
-                continue  # ours, and nobody left on it
-            for k in [k for k, o in current.items() if _of_link(k, o, br)]:
-                del current[k]
-
-    def _last_in_tables(
-        self, current: Index, family: str, tables: list[str], instance: str
-    ) -> None:
-        """A table no VM that stays uses, read once (its owner, the elements in it): absent,
-        nothing of it is in ``current``; holding another state file's elements, it stays (its
-        table, sets and chains left out of ``current``), and only our elements go; ours only,
-        it goes, and its elements with it (``current`` holds ours only: their deletes would
-        go with the table's, so they are left out of ``current`` and the diff)."""
-        for table in tables:
-            foreign = observe.last_in_table(table, instance, self.runner, family)
-            if foreign is not None and not foreign:
-                elements = [k for k in current if k[0] == "nft element"]
-                for k in [k for k in elements if _in_table(k, family, table)]:
-                    del current[k]
-                continue
-            structure = ("nft table", "nft set", "nft chain")
-            for k in [k for k in current if _in_table(k, family, table)]:
-                if foreign is None or k[0] in structure:
-                    del current[k]
-
-    def _iptables_found(
-        self,
-        store: Store,
-        current: Index,
-        vms: list[Vm],
-        wanted: bool,
-        plan: Plan,
-        read: list[IptRule] | None = None,
-    ) -> list[Step]:
-        """The iptables rules as found (iptables-nft-save, read when a VM with rules goes:
-        a restore batch that deletes a missing rule fails whole) in ``current`` for those
-        recorded; with the last rules of any VM (``wanted``: the shared rule stays), the nft
-        chains and tables fireroute's first rules made go too (their steps, returned).
-        ``read``: the rules a whole read found (teardown: every rule of this state file's
-        goes)."""
-        from fireroute.plan import iptables
-
-        ipt = [v for v in vms if modes.nat_member(v) and _has_rules(v)]
-        if not ipt:
-            return []
-        from fireroute.kernel.read import rule_of
-
-        if read is None:
-            present = observe.iptables_saved(self.runner)
-            tags = {iptables.TAG + v.tag for v in ipt}
-        else:
-            present = [(r.table, r.saved) for r in read]
-            tags = _tags_of(store.instance(), present)
-        for k in [k for k in current if k[0] == "iptables rule"]:
-            del current[k]
-        found = [(t, line, iptables.comment_tag(line)) for t, line in present]
-        others = any(tag and tag != iptables.SHARED and tag not in tags for _, _, tag in found)
-        for t, line, tag in found:  # the shared rule stays while another VM's rule does
-            if tag is not None and not (others and tag == iptables.SHARED):
-                rule = rule_of(t, line)
-                current[(rule.kind, rule.key)] = rule
-        if wanted or others:
-            return []
-        return self._made_chains(store, [(t, line) for t, line, tag in found if tag is None], plan)
-
-    def _made_chains(self, store: Store, left: list[tuple[str, str]], plan: Plan) -> list[Step]:
-        """The nft chains and tables fireroute's first iptables rules made, once its last
-        rules go (``left``: the rules that stay, none of them fireroute's)."""
-        from fireroute.plan import iptables
-
-        made = store.meta(iptables.IPT_MADE)
-        if made is None:
-            return []
-        plan.forget.append(iptables.IPT_MADE)
-        script = iptables.cleanup(
-            _strings(jsontext.loads(made)), left, observe.nft_ip_chains(self.runner)
-        )
-        what = "remove the iptables-nft chains fireroute made"
-        return [Step(NFT, script, what)] if script else []
-
-    def _forwarding_found(
-        self, store: Store, instance: str, leaving: set[str], own: bool = True
-    ) -> Forwarding | None:
-        """Forwarding as it is, with what it was before fireroute switched it on (the
-        namespace's record, whichever state file made it, else, when ``instance`` is
-        ``store``'s own (``own``), the state file's record); None while a link of fireroute's
-        of another state file (not ``leaving``) is left in this namespace."""
-        from fireroute.kernel import forwarding as record
-
-        if set(observe.foreign_links(instance, self.runner)) - leaving:
-            return None
-        before = record.recorded() or (store.meta(FORWARD_BEFORE) if own else None)
-        return Forwarding(read_sysctl(host.FORWARD_KEY), before)
+        read = scope.down(store, self.runner, vms)
+        return _plan(read, Scope(v.name for v in vms), store.instance())
 
     def _down_locked(self, store: Store, vms: list[Vm], dry_run: bool) -> Plan:
         plan = self._down_plan(store, vms)
@@ -653,36 +443,14 @@ class Manager:
             return vms, plan
 
     def _teardown_plan(self, store: Store, vms: list[Vm], src: Source | None = None) -> Plan:
-        """One diff: everything read (every object tagged for this state file, our tables)
-        and what the leases say they have, against nothing wanted. What is another state
-        file's, and a shared object something else still uses, stays (plan/diff.py).
-        ``src``: where the host is read (default: this manager's runner)."""
-        from fireroute.kernel.read import Source, read
-        from fireroute.plan.compiler import compile
-        from fireroute.plan.diff import DELETE, diff
-        from fireroute.want import render
+        """One diff: read(scope) (kernel/scope.py ``teardown``: the whole host, from ``src``,
+        default this manager's runner) against nothing wanted."""
+        from fireroute.kernel.read import Source
+        from fireroute.plan.diff import ALL
 
-        plan = Plan()
-        instance = store.instance()
-        found = read(src or Source(self.runner), vms)
-        current = render.desired(vms, None, instance)
-        _only_read_tables(current, found.objs, found.foreign_tables)
-        current.update(found.objs)  # what is there, as it is
-        _tables_ours(current)
-        cleanup = self._iptables_found(store, current, vms, False, plan, found.ipt)
-        current.pop(FORWARDING, None)
-        if vms:  # (with the last of this state file's VMs, as down does)
-            fwd = self._forwarding_found(store, instance, {v.tap for v in vms})
-            if fwd is not None:
-                current[FORWARDING] = fwd
-            plan.forget.append(FORWARD_RECORD)
-        ops = [op for op in diff(current, {}, instance=instance) if op.verb == DELETE]
-        steps = compile(ops, found=current)
-        at = next((i for i, s in enumerate(steps) if s.tool == SYSCTL), len(steps))
-        plan.add(*steps[:at], *cleanup, *steps[at:])  # the made chains before forwarding
-        return plan
+        read = scope.teardown(store, self.runner, src or Source(self.runner), vms)
+        return _plan(read, ALL, store.instance())
 
-    # -- reads -----------------------------------------------------------------------------
     # -- egress policy ---------------------------------------------------------------------
     def policy(self, name: str, changes: dict[str, object], dry_run: bool = False) -> Vm:
         """Change a running VM's egress policy (``egress``, ``allow_out``, ``deny_out`` as
@@ -711,138 +479,20 @@ class Manager:
         return vm
 
 
-def differences(vm: Vm, options: Options) -> list[str]:
-    """How a request for an existing VM differs from what it has, option by option, as
-    "--name: has X, asked Y". What the request leaves open (uplink, tap, MAC) or states as the
-    VM already has it is no difference, nor is the order of --allow-host-port."""
-    have, want = vm.options.identity(), options.identity()
-    want["host_nets"] = have["host_nets"]  # read by up, not asked for
-    for key, actual in (
-        ("uplink", vm.uplink),
-        ("tap", vm.vm_tap),
-        ("mac", vm.mac),
-        ("bridge_address", vm.options.bridge_address),  # read from an adopted bridge
-    ):
-        if want[key] is None or str(want[key]).upper() == str(actual).upper():
-            want[key] = have[key]
-    for d in (have, want):
-        ports = d["allow_host_ports"]
-        listed = ports if isinstance(ports, (list, tuple)) else ()
-        d["allow_host_ports"] = sorted(tuple(p) for p in listed)
-    return [
-        f"--{FLAGS.get(key, key.replace('_', '-'))}: has {_shown(have[key])}, "
-        f"asked {_shown(want[key])}"
-        for key in have
-        if have[key] != want[key]
-    ]
+__all__ = ["Manager", "UpResult", "FirerouteError", "FORWARD_BEFORE", "FORWARD_RECORD", "done"]
+"""(the state file's forwarding records and ``done``: kernel/scope.py's, as repair/ reads them)"""
 
 
-FLAGS = {
-    "addr_range": "range",
-    "guest": "guest-ip",
-    "prefix": "block-size",
-    "allow_host_ports": "allow-host-port",
-}
-"""Options whose flag is not their field's name"""
+def _plan(read: scope.Read, names: object, instance: str) -> Plan:
+    """A take-down's plan: the deletes of the diff of ``read`` (what is there against what
+    stays wanted), compiled, with the steps the diff cannot say before forwarding's."""
+    from fireroute.plan.compiler import compile
+    from fireroute.plan.diff import DELETE, diff
 
-
-def _shown(value: object) -> str:
-    if value is None or value is False:
-        return "none"
-    if value is True:
-        return "yes"
-    if isinstance(value, list):
-        return (
-            ",".join(
-                "/".join(map(str, v)) if isinstance(v, tuple | list) else str(v) for v in value
-            )
-            or "none"
-        )
-    return str(value)
-
-
-__all__ = ["Manager", "UpResult", "FirerouteError"]
-
-
-def _strings(doc: object) -> list[str]:
-    """A list of strings recorded in the state file's meta (anything else: none)."""
-    return [x for x in doc if isinstance(x, str)] if isinstance(doc, list) else []
-
-
-def _held(vms: list[Vm], rendered: list[list[Obj]]) -> dict[str, set[str]]:
-    """NAT table -> the sets and maps the elements of ``vms`` go into: the parts of the table
-    (want/tables.py PARTS) their options imply it holds (``render.desired``'s ``held``).
-    ``rendered``: each VM's objects (``render.vm``), whose NAT elements are its own of
-    ``nft.nat_elements``; a masquerading bridge guest's shared egress element is the rest."""
-    from fireroute.want.nft import NftElement
-
-    out: dict[str, set[str]] = {}
-    for v, objs in zip(vms, rendered, strict=True):
-        if v.backend == "nft" and modes.nat_member(v):
-            sets = out.setdefault(v.table, set())
-            sets.update(o.set for o in objs if isinstance(o, NftElement) and o.family == NAT)
-            if modes.masquerading_bridge(v):
-                sets.add("egress")
-    return out
-
-
-def _joined(shape: Population, vms: list[Vm]) -> Population:
-    """``shape`` with ``vms`` counted in."""
-    out = Population.of(vms)
-    for k, n in shape.counts.items():
-        out.counts[k] = out.counts.get(k, 0) + n
-    return out
-
-
-def _egress_again(current: Index, vms: list[Vm]) -> None:
-    """A masquerading bridge guest adds its bridge's egress element whether or not another
-    guest's up added it (the add is idempotent; a lost one comes back): not in ``current``."""
-    masq = {f'"{v.options.bridge}" . "{v.uplink}"' for v in vms if modes.masquerading_bridge(v)}
-    for k in [k for k, o in current.items() if k[0] == "nft element" and o.vm is None]:
-        if current[k].value in masq:  # type: ignore[attr-defined]
-            del current[k]
-
-
-def _has_rules(vm: Vm) -> bool:
-    """Has a NAT member iptables rules of its own (its backend's, or the FORWARD-policy fix)?"""
-    return vm.backend == "iptables" or bool(vm.options.fix_forward_policy)
-
-
-def _of_link(key: tuple, obj: Obj, name: str) -> bool:
-    """Is ``obj`` the root namespace's link ``name`` or one of its addresses?"""
-    return key == ("link", (None, name)) or (obj.kind == "addr" and key[1][:2] == (None, name))
-
-
-def _in_table(key: tuple, family: str, table: str) -> bool:
-    """Is ``key`` a root namespace table's, or of a set, chain or element in it?"""
-    return key[0].startswith("nft ") and key[1][:3] == (None, family, table)
-
-
-def _only_read_tables(recorded: Index, found: Index, foreign: list[tuple[str, str]]) -> None:
-    """The recorded tables the whole read did not find are not there (nothing of them is
-    taken), or are not ours: refused, as down refuses them."""
-    read = {k[1][1:3] for k in found if k[0] == "nft table" and k[1][0] is None}
-    for k in [k for k in recorded if k[0].startswith("nft ") and k[1][0] is None]:
-        if k[1][1:3] not in read:
-            if k[0] == "nft table" and k[1][1:3] in foreign:
-                raise observe.not_ours(k[1][2], k[1][1])
-            del recorded[k]
-
-
-def _tables_ours(current: Index) -> None:
-    """The root namespace's tables the read found are ours (it reads those with our
-    comment)."""
-    from fireroute.want.tables import shared_table
-
-    for k, o in current.items():
-        if o.kind == "nft table" and o.ns is None:
-            current[k] = shared_table(k[1][1], k[1][2])
-
-
-def _tags_of(instance: str, rules: list[tuple[str, str]]) -> set[str]:
-    """The comments of the rules tagged for a VM of the state file ``instance``."""
-    from fireroute.plan import iptables
-
-    mine = iptables.TAG + instance + ":"
-    tags = (iptables.comment_tag(line) or "" for _, line in rules)
-    return {t for t in tags if t.startswith(mine)}
+    ops = diff(read.current, read.desired, names, instance)  # type: ignore[arg-type]
+    steps = compile([op for op in ops if op.verb == DELETE], found=read.current)
+    at = next((i for i, s in enumerate(steps) if s.tool == SYSCTL), len(steps))
+    plan = Plan()
+    plan.add(*steps[:at], *read.cleanup, *steps[at:])  # the made chains before forwarding
+    plan.forget += read.forget
+    return plan

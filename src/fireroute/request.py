@@ -12,7 +12,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from fireroute.errors import UsageError
-from fireroute.model import Options, Owner, Published
+from fireroute.model import Options, Owner, Published, Vm
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -193,3 +193,56 @@ def port(text: str) -> tuple[int, str]:
     if not number.isdigit() or proto not in ("tcp", "udp"):
         raise UsageError(f'invalid --allow-host-port "{text}": use PORT/tcp or PORT/udp')
     return int(number), proto
+
+
+# -- a request against a VM that is up ----------------------------------------------------
+
+
+def differences(vm: Vm, options: Options) -> list[str]:
+    """How a request for an existing VM differs from what it has, option by option, as
+    "--name: has X, asked Y". What the request leaves open (uplink, tap, MAC) or states as the
+    VM already has it is no difference, nor is the order of --allow-host-port."""
+    have, want = vm.options.identity(), options.identity()
+    want["host_nets"] = have["host_nets"]  # read by up, not asked for
+    for key, actual in (
+        ("uplink", vm.uplink),
+        ("tap", vm.vm_tap),
+        ("mac", vm.mac),
+        ("bridge_address", vm.options.bridge_address),  # read from an adopted bridge
+    ):
+        if want[key] is None or str(want[key]).upper() == str(actual).upper():
+            want[key] = have[key]
+    for d in (have, want):
+        ports = d["allow_host_ports"]
+        listed = ports if isinstance(ports, (list, tuple)) else ()
+        d["allow_host_ports"] = sorted(tuple(p) for p in listed)
+    return [
+        f"--{FLAG_NAMES.get(key, key.replace('_', '-'))}: has {_shown(have[key])}, "
+        f"asked {_shown(want[key])}"
+        for key in have
+        if have[key] != want[key]
+    ]
+
+
+FLAG_NAMES = {
+    "addr_range": "range",
+    "guest": "guest-ip",
+    "prefix": "block-size",
+    "allow_host_ports": "allow-host-port",
+}
+"""Options whose flag is not their field's name"""
+
+
+def _shown(value: object) -> str:
+    if value is None or value is False:
+        return "none"
+    if value is True:
+        return "yes"
+    if isinstance(value, list):
+        return (
+            ",".join(
+                "/".join(map(str, v)) if isinstance(v, tuple | list) else str(v) for v in value
+            )
+            or "none"
+        )
+    return str(value)

@@ -26,7 +26,7 @@ import pickle
 from dataclasses import dataclass
 from unittest import mock
 
-from fireroute.kernel import apply, forwarding, observe
+from fireroute.kernel import apply, forwarding, observe, scope
 from fireroute.kernel.fake import Failed, Fake
 from fireroute.kernel.kinds import OK
 from fireroute.kernel.read import Current
@@ -174,8 +174,8 @@ class FakeCli:
 
         for target, name, value in [
             (api.Host, "__init__", host_init),
-            (manager, "read_sysctl", lambda key: cli.fake.forwarding),
-            (manager, "which", lambda tool: f"/usr/sbin/{tool}"),
+            (scope, "read_sysctl", lambda key: cli.fake.forwarding),
+            (scope, "which", lambda tool: f"/usr/sbin/{tool}"),
             (observe, "require_net_admin", lambda action: None),
             (forwarding, "recorded", lambda: cli.record),
             (forwarding, "record", record),

@@ -61,12 +61,19 @@ def _chain(o) -> tuple:
 
 
 def test_up_nft_golden():
-    """The first VM of a NAT table, forwarding off before: everything is missing."""
+    """The first VM of a NAT table, forwarding off before: everything is missing. Declared
+    (a table of that name may be there: another state file's), its undo takes back the
+    VM's elements, never the table; made exclusively, the undo deletes the table."""
     ops = diff({}, want(vm("web-1", 0)), ALL, ID)
     steps = compile(ops, before="0")
     assert printed(steps) == golden("up-nft.txt")
     nft = next(s for s in steps if s.tool == "nft")
-    assert [u.text for u in nft.undo] == ["add table ip firecracker\ndelete table ip firecracker\n"]
+    (undo,) = [u.text for u in nft.undo]
+    assert "delete table" not in undo and 'delete element ip firecracker taps { "fr-web-1"' in undo
+    made = next(s for s in compile(ops, {("ip", "firecracker")}) if s.tool == "nft")
+    assert [u.text for u in made.undo] == [
+        "add table ip firecracker\ndelete table ip firecracker\n"
+    ]
     fwd = next(s for s in steps if s.text == "net.ipv4.ip_forward=1")
     assert [u.text for u in fwd.undo] == ["net.ipv4.ip_forward=0"]
     tap = steps[0]

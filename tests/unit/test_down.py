@@ -10,7 +10,7 @@ import json
 import pytest
 
 from fireroute import manager
-from fireroute.kernel import forwarding, observe
+from fireroute.kernel import forwarding, observe, scope
 from fireroute.kernel.fake import Fake
 from fireroute.kernel.run import Result
 from fireroute.plan.compiler import compile
@@ -107,7 +107,7 @@ def host(tmp_path, monkeypatch):
     """A state file, the fake host, and a manager reading and changing it."""
     fake = Fake()
     monkeypatch.setattr(observe, "require_net_admin", lambda action: None)
-    monkeypatch.setattr(manager, "read_sysctl", lambda key: fake.forwarding)
+    monkeypatch.setattr(scope, "read_sysctl", lambda key: fake.forwarding)
     monkeypatch.setattr(forwarding, "recorded", lambda: None)  # (the state file's record)
     runner = Host(fake)
     m = manager.Manager(tmp_path / "state.db", runner=runner, executor=lambda: Applier(fake))
@@ -242,7 +242,7 @@ def _decided(tmp_path, name: str, vms: list, going: list[str], seed=()) -> str:
     from fireroute.want.netns import Netns
 
     fake = Fake()
-    manager.read_sysctl = lambda key: fake.forwarding  # (restored by the caller's monkeypatch)
+    scope.read_sysctl = lambda key: fake.forwarding  # (restored by the caller's monkeypatch)
     m = manager.Manager(tmp_path / f"{len(going)}-{name}.db", runner=Host(fake))
     m._store().reserve([], {"instance": "5ca1ab1e"})
     fake.seed(Netns("/run/netns/pod", "", None))  # (the runtime's namespace)
@@ -259,7 +259,7 @@ def test_down_decisions_golden(tmp_path, monkeypatch):
     are deleted as the reader spells them, without quotes around the comment)."""
     from fireroute.want.iptables import IptRule
 
-    monkeypatch.setattr(manager, "read_sysctl", manager.read_sysctl)
+    monkeypatch.setattr(scope, "read_sysctl", scope.read_sysctl)
     monkeypatch.setattr(forwarding, "recorded", lambda: None)
     theirs = NftElement("ip", "firecracker", "taps", '"fr-x"', "0dd0dd0d:x", None)
     spec = "-o fr-x -m comment --comment fireroute:0dd0dd0d:x -j DROP"

@@ -71,7 +71,7 @@ def test_nft_rules_are_constant_per_vm_count():
 
 
 def test_every_up_step_that_creates_has_an_inverse():
-    steps = up_steps([vm("a", 0, backend="iptables")]) + up_steps([vm("b", 1)])
+    steps = up_steps([vm("a", 0, backend="iptables")]) + up_steps([vm("b", 1)], exclusive=True)
     assert steps[0].text == "tuntap add dev fr-a mode tap user 0"
     assert [u.text for u in steps[0].undo] == ["link del dev fr-a"]
     (table,) = [s for s in steps if s.tool == "nft"]

@@ -22,10 +22,11 @@ What differs from the kernel run, and why:
   listings): another program's link, table with its chain and rule, and iptables rule.
 
 And beside the kernel run's rules, faults it does not inject: ``up`` failing at its K-th group
-(``fail@K``) leaves the host and the state file exactly as they were; ``down`` stopped at its
+(``fail@K``) leaves the host and the state file exactly as they were (but for the parts an up
+into a table that was there declares: they stay); ``down`` stopped at its
 K-th group leaves a lease that ``gc`` finishes, and nothing of the VM stays. The failed
-``up`` found two bugs of the undo (seen on the kernel too; the strict xfails at the end): until
-they are fixed, :meth:`FakeMachine.known_bug` leaves those two cases out of the run.
+``up`` found two bugs of the undo (seen on the kernel too, tests/kernel/test_failed_up_undo.py),
+fixed since; the two tests at the end keep them.
 
 Runs 100 examples of up to 25 steps (about 45 s here); more with
 ``FIREROUTE_FAKE_PROPERTY_EXAMPLES`` (random seeds then; derandomized otherwise) and
@@ -59,6 +60,7 @@ EXAMPLES = int(os.environ.get(EXAMPLES_VAR, "100"))
 STEPS = int(os.environ.get("FIREROUTE_FAKE_PROPERTY_STEPS", "25"))
 pytestmark = pytest.mark.timeout(120 + EXAMPLES * STEPS // 10)
 NAT = (None, "ip", "firecracker")
+PART_KINDS = ("nft set", "nft chain")
 THEIRS = NftTable("ip", "theirs", "", "", None, None)
 FOREIGN = [
     Link("fr-foreign", "veth", "", None, "", group=None, up=False, peer=(None, "other0")),
@@ -163,6 +165,16 @@ class FakeMachine(machine.Machine):
         objs = {k: fields(o) for k, o in f.objs.items()}
         return objs, dict(f.copies), f.forwarding, self.cli.record
 
+    @staticmethod
+    def parts_aside(snap: tuple, tables: set[tuple]) -> tuple[tuple, dict]:
+        """``snap`` without the sets and chains of ``tables`` (and those, beside): an up into
+        a table that was there declares the parts it needs, and its undo leaves them (they
+        are declarations another state file's VMs may share: want/tables.py)."""
+        objs = snap[0]
+        parts = {k: v for k, v in objs.items() if k[0] in PART_KINDS and k[1][:3] in tables}
+        rest = {k: v for k, v in objs.items() if k not in parts}
+        return (rest, *snap[1:]), parts
+
     @rule(
         sf=st.sampled_from(machine.FILES),
         n=st.sampled_from(machine.NAMES),
@@ -173,7 +185,7 @@ class FakeMachine(machine.Machine):
         """``up`` failing after its K-th group: all or nothing, so the host and every state
         file are as before (when it got to the end, it is up)."""
         name = sf.lower() + n
-        if name in self.up[sf] or self.known_bug(sf, shape):
+        if name in self.up[sf]:
             return
         before, listed = self.snapshot(), {f: self.ls(f) for f in machine.FILES}
         p = self.fr(sf, *self.args(sf, name, shape), env={"FIREROUTE_FAULT": f"fail@{k}"})
@@ -181,18 +193,14 @@ class FakeMachine(machine.Machine):
             self.up[sf][name] = shape
             return
         assert p.returncode != 70 and "injected fault" in p.stderr, p.stderr
-        assert self.snapshot() == before, p.stderr
+        tables = {k[1] for k in before[0] if k[0] == "nft table"}
+        (after, parts), (was, had) = (
+            self.parts_aside(x, tables) for x in (self.snapshot(), before)
+        )
+        assert after == was, p.stderr
+        assert had.keys() <= parts.keys()  # (parts: declared again)
+        assert not self.table_exists() or self.chains_intact()
         assert {f: self.ls(f) for f in machine.FILES} == listed
-
-    def known_bug(self, sf: str, shape: str) -> bool:
-        """The two known bugs of a failed ``up`` (the strict xfails at the end of this file),
-        left out here until they are fixed: a state file's first VM in a NAT table another
-        state file holds takes the table away; a bridge guest joining a table that holds this
-        state file's VMs leaves its bridge's egress element."""
-        theirs = [v for f in machine.FILES if f != sf for v in self.ls(f) if v["backend"] == "nft"]
-        ours = [v for v in self.ls(sf) if v["backend"] == "nft"]
-        first = shape != "iptables" and bool(theirs) and not ours
-        return first or (shape == "bridge" and bool(ours))
 
     @rule(sf=st.sampled_from(machine.FILES), n=st.sampled_from(machine.NAMES), k=st.integers(1, 3))
     def stopped_down_then_gc(self, sf: str, n: str, k: int) -> None:
@@ -243,15 +251,11 @@ def test_a_killed_up_leaves_what_it_made_and_gc_takes_it(tmp_path):
         assert cli.fireroute(state, "ls", "--json").stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: an up's undo drops a table another's VMs use")
 def test_a_failed_up_keeps_the_table_another_state_file_holds(tmp_path):
     """State file B's VM holds the NAT table; A's first VM finds it there (AlreadyExists),
-    adds to it, and then fails (a later group; here fail@3): its unwind must take back only
-    what it added, not the table with B's VM's elements. It deletes the table (seen on the
-    kernel too: B's check then says the table is missing). The undo of a table declared
-    where one may exist is the table's deletion: plan/compiler.py ``_table_up`` (``fresh``
-    and not ``exclusive``), before up was a diff plan/nft.py ``vms_up`` from manager.py
-    ``_up_retry``."""
+    adds to it, and then fails (a later group; here fail@3): its undo takes back only what
+    it added (its elements), never the table with B's VM's elements (the bug: it deleted
+    the table, plan/compiler.py ``_table_up``; now ``_added``)."""
     with FakeCli() as cli:
         a, b = str(tmp_path / "A.db"), str(tmp_path / "B.db")
         assert cli.fireroute(b, "up", "b1", "--pool", "172.17.0.0/16").returncode == 0
@@ -259,25 +263,44 @@ def test_a_failed_up_keeps_the_table_another_state_file_holds(tmp_path):
             cli.fireroute(a, "up", "a1", "--pool", "172.16.0.0/16", fault="fail@3").returncode == 1
         )
         assert cli.fireroute(a, "ls", "--json").stdout.strip() == "[]"  # (the control: undone)
+        assert not [o for o in cli.fake.objs.values() if o.vm == "a1"]
         p = cli.fireroute(b, "check")
         assert p.returncode == 0, p.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: an up's undo leaves the bridge's egress element")
+EGRESS = ("nft element", (*NAT, "egress", '"brb" . "up0"'))
+
+
+def _bridged(cli: FakeCli, b: str, name: str, fault: str = "") -> int:
+    args = ["--mode", "bridge", "--masquerade", *machine.BRIDGES["B"]]
+    return cli.fireroute(b, "up", name, *args, fault=fault).returncode
+
+
 def test_a_failed_bridge_up_takes_back_its_bridges_egress_element(tmp_path):
     """A state file's NAT VM holds the table; its first bridge guest (``--masquerade``) adds
     its own elements and its bridge's egress element, then fails (fail@1, after that nft
-    group): the undo takes back the guest's elements but not the bridge's (seen on the kernel
-    too: check then names the element an orphan). The undo removes ``own`` elements only:
-    plan/compiler.py ``_table_up``, before up was a diff plan/nft.py ``vms_up`` (its
-    ``_removal`` without the bridges); the element may be another guest's of that bridge
-    already, so the undo should take it only where this up added it."""
+    group): the undo takes back both (the bug: the guest's only, and check then named the
+    element an orphan)."""
     with FakeCli() as cli:
         b = str(tmp_path / "B.db")
         assert cli.fireroute(b, "up", "b2", "--pool", "172.17.0.0/16").returncode == 0
-        bridged = ["--mode", "bridge", "--masquerade", *machine.BRIDGES["B"]]
-        p = cli.fireroute(b, "up", "b1", *bridged, fault="fail@1")
+        p = cli.fireroute(b, "up", "b1", "--mode", "bridge", "--masquerade",
+                          *machine.BRIDGES["B"], fault="fail@1")  # fmt: skip
         assert p.returncode == 1 and "injected fault" in p.stderr
         assert [v["name"] for v in json.loads(cli.fireroute(b, "ls", "--json").stdout)] == ["b2"]
+        assert EGRESS not in cli.fake.objs
+        p = cli.fireroute(b, "check")
+        assert p.returncode == 0, p.stdout
+        assert _bridged(cli, b, "b1") == 0 and EGRESS in cli.fake.objs  # (control: no fault)
+
+
+def test_a_failed_bridge_up_leaves_the_egress_element_another_guest_added(tmp_path):
+    """The other side: a guest on the bridge masquerades already, so the element is its
+    too, and a second guest's failed up leaves it."""
+    with FakeCli() as cli:
+        b = str(tmp_path / "B.db")
+        assert _bridged(cli, b, "b1") == 0 and EGRESS in cli.fake.objs
+        assert _bridged(cli, b, "b2", "fail@1") == 1
+        assert EGRESS in cli.fake.objs
         p = cli.fireroute(b, "check")
         assert p.returncode == 0, p.stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fireroute import manager, owner
-from fireroute.kernel import forwarding, observe
+from fireroute.kernel import forwarding, observe, scope
 from fireroute.kernel.fake import Fake
 from fireroute.plan.diff import ours
 from fireroute.state.store import Store
@@ -27,7 +27,7 @@ def recorded(tmp_path, monkeypatch):
     fake.seed(*read_recorded(doc).objs.values())
     fake.forwarding = "1"
     monkeypatch.setattr(observe, "foreign_links", lambda instance, runner: [])
-    monkeypatch.setattr(manager, "read_sysctl", lambda key: fake.forwarding)
+    monkeypatch.setattr(scope, "read_sysctl", lambda key: fake.forwarding)
     monkeypatch.setattr(forwarding, "recorded", lambda: None)
     path = tmp_path / "state.db"
     vms = leases(doc)

@@ -10,7 +10,7 @@ from ipaddress import IPv4Network
 import pytest
 
 from fireroute import manager
-from fireroute.kernel import forwarding, observe
+from fireroute.kernel import forwarding, observe, scope
 from fireroute.kernel.fake import Fake
 from fireroute.kernel.run import Result
 from fireroute.model import Options, Published
@@ -77,7 +77,7 @@ def host(tmp_path, monkeypatch):
         fake.seed(Link("eth0", "", "", None, "", group=None))
         fake.seed_route("0.0.0.0/0", "eth0")
         fwd = (lambda key: "0") if as_recorded else (lambda key: fake.forwarding)
-        monkeypatch.setattr(manager, "read_sysctl", fwd)
+        monkeypatch.setattr(scope, "read_sysctl", fwd)
         runner = UpHost(fake)
         runner.as_recorded = as_recorded
         m = manager.Manager(tmp_path / f"{name}.db", runner=runner)
@@ -86,7 +86,7 @@ def host(tmp_path, monkeypatch):
         return m
 
     monkeypatch.setattr(observe, "require_net_admin", lambda action: None)
-    monkeypatch.setattr(manager, "which", lambda tool: f"/usr/sbin/{tool}")  # (conntrack)
+    monkeypatch.setattr(scope, "which", lambda tool: f"/usr/sbin/{tool}")  # (conntrack)
     monkeypatch.setattr(forwarding, "recorded", lambda: None)
     monkeypatch.setattr(forwarding, "record", lambda value: False)
     monkeypatch.setattr(forwarding, "forget", lambda: None)
@@ -192,7 +192,7 @@ def test_a_masquerading_guest_adds_its_bridges_egress_again():
     def egress_lines(second) -> list[str]:
         a = vm("a", 0, mode="bridge", bridge="br9", guest="10.9.0.5/24", masquerade=True)
         current = render.desired([], Population.of([a]), "5ca1ab1e")
-        manager._egress_again(current, [second])
+        scope.egress_again(current, [second])
         wanted = render.desired([second], Population.of([a, second]), "5ca1ab1e")
         steps = compile(diff(current, wanted, Scope(["b"]), "5ca1ab1e"))
         lines = [x for s in steps for x in s.text.splitlines()]

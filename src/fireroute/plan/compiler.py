@@ -375,9 +375,9 @@ def _chains(acts: list[Act]) -> list[Any]:
 
 
 def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step:
-    """One transaction: a table made (``fresh``: its whole layout, undone by deleting it) or
-    one that stays (only the sets written declared, undone by removing the elements); the
-    elements, per set in the layout's order."""
+    """One transaction: a table made (``fresh``: its whole layout; made ``exclusive``, undone
+    by deleting it) or one that may be there or stays (only the sets written declared; undone
+    by removing what it adds, :func:`_added`); the elements, per set in the layout's order."""
     from fireroute.want.tables import TABLE_COMMENT
 
     def of(kind: str) -> list[Any]:
@@ -395,12 +395,10 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
         acts = [a for a in acts if a.obj.kind not in ("nft set", "nft chain")]
         acts += [Act(CREATE, o) for o in whole]
     sets = [(s.name, s.type, s.is_map) for s in of("nft set")]
-    if fresh:
-        undo = _drop(family, table, vm)
-    else:
+    if not fresh:
         named = {n for n, _, _ in sets}
         sets = [s for s in _sets_only(family, {e.set for e in elems}) if s[0] not in named] + sets
-        undo = _removal(family, table, own)
+    undo = _drop(family, table, vm) if exclusive else _removal(family, table, _added(acts, own))
     head = _declare(family, table, sets, _chains(acts))
     if exclusive:
         head = f'create table {family} {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
@@ -410,6 +408,15 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
     done = [Act(verb, a.obj) for a in acts if a.obj.kind != "nft element"]
     done += [Act(CREATE, e) for e in own + shared]
     return OpStep(NFT, head + body, what, vm, (undo,), exclusive=exclusive, ops=done)
+
+
+def _added(acts: list[Act], own: list[NftElement]) -> list[NftElement]:
+    """What an up into a table that may be there takes back when it fails: its own
+    elements and the shared ones it adds (a shared one only declared, ``SET``, may be
+    another VM's already); never the table, nor the parts it declares (another state
+    file's VMs may use them)."""
+    added = [a.obj for a in acts if a.obj.kind == "nft element" and a.verb == CREATE]
+    return own + [e for e in added if e.vm is None]
 
 
 def _table_down(family: str, table: str, acts: list[Act]) -> list[Step]:

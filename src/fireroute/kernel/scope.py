@@ -1,0 +1,450 @@
+"""read(scope) for up, down and teardown (docs/core-migration.md, section 5): what is there
+as a verb's diff needs it, as an index (``current``): the recorded objects (the leases
+rendered) and the kernel read only where the verb's scope says so.
+
+- up reads forwarding, the shared iptables rule (iptables-save), the bridges it joins, and a
+  bridge-family table the state file's other VMs do not have (its owner);
+- down reads only at thresholds: the last VM on a bridge, in a table, with iptables rules,
+  of the file (forwarding);
+- teardown reads the whole host (kernel/read.py) and takes what is tagged for the file.
+
+What the reads find also brings the steps a diff cannot say (the nft chains fireroute's
+first iptables rules made) and the records that go with the plan (:attr:`Read.forget`).
+"""
+
+from __future__ import annotations
+
+from fireroute.errors import MissingTool
+from fireroute.kernel import observe
+from fireroute.kernel.apply import read_sysctl
+from fireroute.kernel.run import which
+from fireroute.plan import host, modes
+from fireroute.plan.steps import NFT, Step
+from fireroute.want.objects import FORWARD_KEY, Forwarding
+from fireroute.want.shared import BRIDGE, NAT, Population, shared
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from fireroute.kernel.read import Source
+    from fireroute.kernel.run import Runner
+    from fireroute.model import Vm
+    from fireroute.plan.steps import Plan
+    from fireroute.want.iptables import IptRule
+    from fireroute.want.objects import Obj
+
+    Index = dict[tuple, Obj]
+
+    class Records(Protocol):
+        """What the reads take from the state file (state/store.py ``Store``)."""
+
+        def instance(self) -> str: ...
+        def meta(self, key: str) -> str | None: ...
+        def shapes(self) -> list: ...  # noqa: E704
+
+
+FORWARD_BEFORE = "ip_forward_before"
+FORWARDING = ("forwarding", (None, FORWARD_KEY))
+FORWARD_RECORD = "host:ip_forward"
+"""in ``Plan.forget``: the namespace's forwarding record (kernel/forwarding.py) is obsolete
+once the plan ran, if forwarding then has the recorded value"""
+
+PACKAGES = {
+    "ip": "iproute2",
+    "tc": "iproute2",
+    "nft": "nftables",
+    "nsenter": "util-linux",
+    "conntrack": "conntrack",
+}
+"""the package a missing tool comes in (else: iptables)"""
+
+
+class Read:
+    """A verb's scope as read: ``current`` (what is there), ``desired`` (what is wanted: the
+    VMs that stay, or with up's), the steps the diff cannot say (``cleanup``: before
+    forwarding's), the records the plan makes obsolete (``forget``) or makes (``meta``);
+    up's: ``forwarding`` as read, the shared elements another guest's up added (``held``)."""
+
+    __slots__ = ("current", "desired", "cleanup", "forget", "meta", "forwarding", "held")
+
+    def __init__(self, current: Index, desired: Index | None = None) -> None:
+        self.current = current
+        self.desired: Index = desired or {}
+        self.cleanup: list[Step] = []
+        self.forget: list[str] = []
+        self.meta: dict[str, str] = {}
+        self.forwarding = ""
+        self.held: set[tuple] = set()
+
+
+def require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> None:
+    """The programs a request's plan runs are installed (else: the package to install)."""
+    tools = (
+        ["ip", "nft"] if backend == "nft" else ["ip", "iptables-nft-restore", "iptables-nft-save"]
+    )
+    if mode == "cni":
+        tools += ["tc", "nsenter"]
+    if udp_ports:
+        tools.append("conntrack")
+    for tool in tools:
+        if which(tool) is None:
+            pkg = PACKAGES.get(tool, "iptables")
+            raise MissingTool(f"{tool} not found: install the {pkg} package")
+
+
+def forwarding() -> str:
+    """net.ipv4.ip_forward as it is."""
+    return read_sysctl(host.FORWARD_KEY)
+
+
+def done(plan: Plan) -> None:
+    """After a plan ran: drop the host-wide records it made obsolete."""
+    if FORWARD_RECORD not in plan.forget:
+        return
+    from fireroute.kernel import forwarding as record
+
+    before = record.recorded()
+    if before is not None and forwarding() == before:
+        record.forget()
+
+
+# -- up ------------------------------------------------------------------------------------------
+
+
+def up(
+    records: Records, runner: Runner, vms: list[Vm], shape: Population, missing: set[str]
+) -> Read:
+    """The shared objects of the other VMs' ``shape`` as present (the new VMs' own objects
+    absent: a reservation cannot hold an existing device), with what up reads (forwarding,
+    the shared iptables rule, the bridges; ``missing``: those to make), and what the shape
+    with ``vms`` wants."""
+    from fireroute.want import render
+
+    instance = records.instance()
+    read = Read(
+        render.desired([], shape, instance), render.desired(vms, _joined(shape, vms), instance)
+    )
+    current = read.current
+    read.forwarding = forwarding()
+    if FORWARDING not in current and records.meta(FORWARD_BEFORE) is None:
+        read.meta[FORWARD_BEFORE] = read.forwarding  # the first VM of all
+    current[FORWARDING] = Forwarding(read.forwarding)
+    if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
+        from fireroute.plan.iptables import IPT_MADE
+
+        made = up_iptables(current, runner)
+        if made:  # the first iptables VM on this host: remember what it brings in
+            read.meta[IPT_MADE] = made
+    read.held = up_bridges(current, read.desired, vms, missing)
+    return read
+
+
+def _joined(shape: Population, vms: list[Vm]) -> Population:
+    """``shape`` with ``vms`` counted in."""
+    out = Population.of(vms)
+    for k, n in shape.counts.items():
+        out.counts[k] = out.counts.get(k, 0) + n
+    return out
+
+
+def up_iptables(current: Index, runner: Runner) -> str | None:
+    """The shared conntrack rule as iptables-nft-save shows it (there or not) in ``current``;
+    what the first rule of all brings in (to remember), or None."""
+    from fireroute import jsontext
+    from fireroute.plan import iptables
+    from fireroute.want.iptables import conntrack
+
+    rule = conntrack()
+    present = observe.iptables_saved(runner)
+    if any(iptables.comment_tag(line) == iptables.SHARED for _, line in present):
+        current[(rule.kind, rule.key)] = rule
+        return None
+    current.pop((rule.kind, rule.key), None)
+    made = iptables.would_make(observe.nft_ip_chains(runner))
+    return jsontext.dumps(made) if made else None  # the first iptables VM on this host
+
+
+def up_bridges(current: Index, desired: Index, vms: list[Vm], missing: set[str]) -> set[tuple]:
+    """The bridges the new guests join as up finds them: a masquerading guest's egress element
+    added again (the keys of those another guest's up added, returned: the undo leaves them);
+    a bridge that is there used as it is (ours, or adopted), one that is not (``missing``)
+    made."""
+    held = egress_again(current, vms)
+    for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"}:
+        for k in [k for k, o in current.items() if of_link(k, o, br)]:
+            del current[k]
+        if br not in missing:
+            current.update((k, o) for k, o in desired.items() if of_link(k, o, br))
+    return held
+
+
+def egress_again(current: Index, vms: list[Vm]) -> set[tuple]:
+    """A masquerading bridge guest adds its bridge's egress element whether or not another
+    guest's up added it (the add is idempotent; a lost one comes back): not in ``current``.
+    Returns the keys of those another guest's up added (the undo leaves them)."""
+    masq = {f'"{v.options.bridge}" . "{v.uplink}"' for v in vms if modes.masquerading_bridge(v)}
+    held = {
+        k for k, o in current.items() if k[0] == "nft element" and o.vm is None
+        and o.value in masq  # type: ignore[attr-defined]
+    }  # fmt: skip
+    for k in held:
+        del current[k]
+    return held
+
+
+def bridge_table(current: Index, desired: Index, table: str, runner: Runner) -> bool:
+    """A bridge-family table the other VMs do not have, read: ours (its layout put in
+    ``current``: added to) or none (True: made exclusively)."""
+    key = ("nft table", (None, BRIDGE, table))
+    if key not in desired or key in current:
+        return False
+    if not observe.check_table_owner(table, runner, BRIDGE):
+        return True
+    from fireroute.want.render import index
+    from fireroute.want.tables import filter_layout
+
+    current.update(index(filter_layout(table)))
+    return False
+
+
+# -- down ----------------------------------------------------------------------------------------
+
+
+def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
+    """What ``vms`` and the shared objects have (as recorded: their leases rendered, no
+    per-VM read) and what the VMs that stay want (``desired`` of the shape without them).
+    Shared objects (a bridge we made, a table, the shared iptables rule, forwarding) go with
+    the last VM of this state file only when nothing of another state file's still uses
+    them: the kernel is read at those thresholds only, and what it says is not ours to take
+    is left out of ``current``."""
+    from fireroute.want import render
+
+    instance = records.instance()
+    everyone, leaving = Population(records.shapes()), Population.of(vms)
+    stay = everyone.less(leaving)
+    remaining, going = shared(stay, instance), shared(leaving, instance)
+    # (without their iptables rules: iptables_found puts them in as found)
+    rendered = [render.vm(v, rules=False) for v in vms]
+    held = _held(vms, rendered)
+    read = Read(render.desired([], everyone, instance, held))
+    current = read.current
+    for objs in rendered:
+        current.update(render.index(objs))
+    _last_on_bridges(current, going.bridges - remaining.bridges, instance, vms, runner)
+    for family in (NAT, BRIDGE):
+        gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
+        _last_in_tables(current, family, sorted(gone), instance, runner)
+    _iptables_found(records, runner, read, vms, remaining.conntrack)
+    if not remaining.forwarding:
+        _last_forwarding(records, runner, read, vms)
+    read.desired = render.desired([], stay, instance, held)
+    return read
+
+
+def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]) -> None:
+    """With the last of this state file's VMs: forwarding as found (restored), or left."""
+    read.current.pop(FORWARDING, None)
+    found = _forwarding_found(records, runner, {v.tap for v in vms})
+    if found is not None:
+        read.current[FORWARDING] = found
+    read.forget.append(FORWARD_RECORD)
+
+
+def _held(vms: list[Vm], rendered: list[list[Obj]]) -> dict[str, set[str]]:
+    """NAT table -> the sets and maps the elements of ``vms`` go into: the parts of the table
+    (want/tables.py PARTS) their options imply it holds (``render.desired``'s ``held``).
+    ``rendered``: each VM's objects (``render.vm``), whose NAT elements are its own of
+    ``nft.nat_elements``; a masquerading bridge guest's shared egress element is the rest."""
+    from fireroute.want.nft import NftElement
+
+    out: dict[str, set[str]] = {}
+    for v, objs in zip(vms, rendered, strict=True):
+        if v.backend == "nft" and modes.nat_member(v):
+            sets = out.setdefault(v.table, set())
+            sets.update(o.set for o in objs if isinstance(o, NftElement) and o.family == NAT)
+            if modes.masquerading_bridge(v):
+                sets.add("egress")
+    return out
+
+
+def _last_on_bridges(
+    current: Index, bridges: frozenset[str], instance: str, vms: list[Vm], runner: Runner
+) -> None:
+    """A bridge no VM that stays is on goes only if it is ours (its alias) and nobody else's
+    link is on it: else it is left out of ``current``."""
+    from fireroute.want.bridge import alias
+
+    leaving = {v.tap for v in vms}
+    for br in sorted(bridges):
+        ours = observe.link_alias(br, runner) == alias(instance, br)
+        if ours and not set(observe.bridge_ports(br, runner)) - leaving:
+            continue  # ours, and nobody left on it
+        for k in [k for k, o in current.items() if of_link(k, o, br)]:
+            del current[k]
+
+
+def _last_in_tables(
+    current: Index, family: str, tables: list[str], instance: str, runner: Runner
+) -> None:
+    """A table no VM that stays uses, read once (its owner, the elements in it): absent,
+    nothing of it is in ``current``; holding another state file's elements, it stays (its
+    table, sets and chains left out of ``current``), and only our elements go; ours only,
+    it goes, and its elements with it (``current`` holds ours only: their deletes would go
+    with the table's, so they are left out of ``current`` and the diff)."""
+    for table in tables:
+        foreign = observe.last_in_table(table, instance, runner, family)
+        if foreign is not None and not foreign:
+            elements = [k for k in current if k[0] == "nft element"]
+            for k in [k for k in elements if _in_table(k, family, table)]:
+                del current[k]
+            continue
+        structure = ("nft table", "nft set", "nft chain")
+        for k in [k for k in current if _in_table(k, family, table)]:
+            if foreign is None or k[0] in structure:
+                del current[k]
+
+
+def _iptables_found(
+    records: Records,
+    runner: Runner,
+    read: Read,
+    vms: list[Vm],
+    wanted: bool,
+    saved: list[IptRule] | None = None,
+) -> None:
+    """The iptables rules as found (iptables-nft-save, read when a VM with rules goes: a
+    restore batch that deletes a missing rule fails whole) in ``current`` for those
+    recorded; with the last rules of any VM (``wanted``: the shared rule stays), the nft
+    chains and tables fireroute's first rules made go too (their steps in ``cleanup``).
+    ``saved``: the rules a whole read found (teardown: every rule of this state file's
+    goes)."""
+    from fireroute.plan import iptables
+
+    ipt = [v for v in vms if modes.nat_member(v) and _has_rules(v)]
+    if not ipt:
+        return
+    from fireroute.kernel.read import rule_of
+
+    if saved is None:
+        present = observe.iptables_saved(runner)
+        tags = {iptables.TAG + v.tag for v in ipt}
+    else:
+        present = [(r.table, r.saved) for r in saved]
+        tags = _tags_of(records.instance(), present)
+    current = read.current
+    for k in [k for k in current if k[0] == "iptables rule"]:
+        del current[k]
+    found = [(t, line, iptables.comment_tag(line)) for t, line in present]
+    others = any(tag and tag != iptables.SHARED and tag not in tags for _, _, tag in found)
+    for t, line, tag in found:  # the shared rule stays while another VM's rule does
+        if tag is not None and not (others and tag == iptables.SHARED):
+            rule = rule_of(t, line)
+            current[(rule.kind, rule.key)] = rule
+    if not (wanted or others):
+        _made_chains(records, runner, read, [(t, line) for t, line, tag in found if tag is None])
+
+
+def _made_chains(records: Records, runner: Runner, read: Read, left: list[tuple[str, str]]) -> None:
+    """The nft chains and tables fireroute's first iptables rules made, once its last rules
+    go (``left``: the rules that stay, none of them fireroute's)."""
+    from fireroute import jsontext
+    from fireroute.plan import iptables
+
+    made = records.meta(iptables.IPT_MADE)
+    if made is None:
+        return
+    read.forget.append(iptables.IPT_MADE)
+    script = iptables.cleanup(_strings(jsontext.loads(made)), left, observe.nft_ip_chains(runner))
+    if script:
+        read.cleanup.append(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
+
+
+def _forwarding_found(records: Records, runner: Runner, leaving: set[str]) -> Forwarding | None:
+    """Forwarding as it is, with what it was before fireroute switched it on (the
+    namespace's record, whichever state file made it, else the state file's record); None
+    while a link of fireroute's of another state file (not ``leaving``) is left in this
+    namespace."""
+    from fireroute.kernel import forwarding as record
+
+    if set(observe.foreign_links(records.instance(), runner)) - leaving:
+        return None
+    before = record.recorded() or records.meta(FORWARD_BEFORE)
+    return Forwarding(forwarding(), before)
+
+
+# -- teardown ------------------------------------------------------------------------------------
+
+
+def teardown(records: Records, runner: Runner, src: Source, vms: list[Vm]) -> Read:
+    """Everything read from ``src`` (every object tagged for this state file, our tables)
+    and what the leases say they have; what is another state file's, and a shared object
+    something else still uses, stays (plan/diff.py). ``runner``: the threshold reads'."""
+    from fireroute.kernel.read import read as read_host
+    from fireroute.want import render
+
+    instance = records.instance()
+    found = read_host(src, vms)
+    read = Read(render.desired(vms, None, instance))
+    current = read.current
+    _only_read_tables(current, found.objs, found.foreign_tables)
+    current.update(found.objs)  # what is there, as it is
+    _tables_ours(current)
+    _iptables_found(records, runner, read, vms, False, found.ipt)
+    current.pop(FORWARDING, None)
+    if vms:  # (with the last of this state file's VMs, as down does)
+        _last_forwarding(records, runner, read, vms)
+    return read
+
+
+def _only_read_tables(recorded: Index, found: Index, foreign: list[tuple[str, str]]) -> None:
+    """The recorded tables the whole read did not find are not there (nothing of them is
+    taken), or are not ours: refused, as down refuses them."""
+    read = {k[1][1:3] for k in found if k[0] == "nft table" and k[1][0] is None}
+    for k in [k for k in recorded if k[0].startswith("nft ") and k[1][0] is None]:
+        if k[1][1:3] not in read:
+            if k[0] == "nft table" and k[1][1:3] in foreign:
+                raise observe.not_ours(k[1][2], k[1][1])
+            del recorded[k]
+
+
+def _tables_ours(current: Index) -> None:
+    """The root namespace's tables the read found are ours (it reads those with our
+    comment)."""
+    from fireroute.want.tables import shared_table
+
+    for k, o in current.items():
+        if o.kind == "nft table" and o.ns is None:
+            current[k] = shared_table(k[1][1], k[1][2])
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def of_link(key: tuple, obj: Obj, name: str) -> bool:
+    """Is ``obj`` the root namespace's link ``name`` or one of its addresses?"""
+    return key == ("link", (None, name)) or (obj.kind == "addr" and key[1][:2] == (None, name))
+
+
+def _in_table(key: tuple, family: str, table: str) -> bool:
+    """Is ``key`` a root namespace table's, or of a set, chain or element in it?"""
+    return key[0].startswith("nft ") and key[1][:3] == (None, family, table)
+
+
+def _has_rules(vm: Vm) -> bool:
+    """Has a NAT member iptables rules of its own (its backend's, or the FORWARD-policy fix)?"""
+    return vm.backend == "iptables" or bool(vm.options.fix_forward_policy)
+
+
+def _tags_of(instance: str, rules: list[tuple[str, str]]) -> set[str]:
+    """The comments of the rules tagged for a VM of the state file ``instance``."""
+    from fireroute.plan import iptables
+
+    mine = iptables.TAG + instance + ":"
+    tags = (iptables.comment_tag(line) or "" for _, line in rules)
+    return {t for t in tags if t.startswith(mine)}
+
+
+def _strings(doc: object) -> list[str]:
+    """A list of strings recorded in the state file's meta (anything else: none)."""
+    return [x for x in doc if isinstance(x, str)] if isinstance(doc, list) else []
