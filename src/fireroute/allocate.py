@@ -2,7 +2,8 @@
 the checks that refuse a request before anything changes (this state file's leases, other
 state files' elements in our tables, what the host holds). They read the kernel through
 ``runner`` and change nothing there; only an adopted bridge's address is written into the
-options. manager.py calls them with what they need: the store, the runner, the options."""
+options. manager.py calls them with what they need: the store, the runner, the options
+(``new_vms`` and ``check_new``: up's allocation and its last checks, in the order it runs them)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from fireroute.plan import host
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fireroute import named
     from fireroute.kernel.run import Runner
-    from fireroute.model import Options
+    from fireroute.model import Options, Vm
     from fireroute.state.store import Store
+    from fireroute.want.shared import Population
 
 
 def networks(
@@ -360,3 +364,65 @@ def devices(store: Store, names: list[str], options: Options) -> dict[str, str]:
             )
         taps[n] = tap
     return taps
+
+
+def new_vms(
+    store: Store,
+    runner: Runner,
+    fresh: list[str],
+    options: Options,
+    skip_conflicts: bool,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[Vm], observe.HostView, Population]:
+    """The new VMs with their devices, networks, owner and MAC; the host as read; the
+    shape of the other VMs of the state file."""
+    from fireroute.model import Vm
+    from fireroute.want.shared import Population
+
+    devs = devices(store, fresh, options)
+    check_unique(store, runner, fresh, options)
+    if progress:
+        progress(f"allocating {len(fresh)} address(es)")
+    nets, view = networks(store, runner, fresh, options, skip_conflicts)
+    if options.egress == "public":  # the uplink's networks, recorded with the VM
+        from fireroute.model import merged
+
+        options.host_nets = merged(observe.link_networks(view.uplink, runner))
+    vms = [
+        Vm(n, net, devs[n], "", view.uplink, options, "pending")
+        for n, net in zip(fresh, nets, strict=True)
+    ]
+    instance = store.instance()
+    shape = Population(store.shapes())
+    for vm in vms:
+        vm.owner = instance
+        vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
+        if vm.mode == "clone":
+            vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
+    return vms, view, shape
+
+
+def check_new(
+    store: Store,
+    runner: Runner,
+    vms: list[Vm],
+    view: observe.HostView,
+    fresh: list[str],
+    options: Options,
+) -> set[str]:
+    """A clone address not taken, each named bridge that exists a bridge: the bridges to
+    make, returned."""
+    bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
+    missing_bridges = {b for b in bridges if view.links.get(b) is None}
+    if options.mode == "clone" and options.clone_address not in (None, "auto"):
+        from fireroute import named
+
+        ca = IPv4Address(options.clone_address)
+        check_named(store, runner, options, view.uplink, [
+            named.Named("clone address", ca, named.ROUTED, fresh[0])
+        ])  # fmt: skip
+    for b in bridges - missing_bridges:
+        link = view.links[b] or {}
+        if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
+            raise ConflictError(f'"{b}" exists on this host and is not a bridge')
+    return missing_bridges
