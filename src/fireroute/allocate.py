@@ -13,7 +13,7 @@ from fireroute import addressing, owner
 from fireroute.errors import ConflictError, PoolExhausted, UsageError
 from fireroute.kernel import observe
 from fireroute.kernel.run import which
-from fireroute.plan import host
+from fireroute.model import DEFAULT_CNI_TAP, Vm
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from fireroute import named
     from fireroute.kernel.run import Runner
-    from fireroute.model import Options, Vm
+    from fireroute.model import Options
     from fireroute.state.store import Store
     from fireroute.want.shared import Population
 
@@ -210,9 +210,7 @@ def check_unique(store: Store, runner: Runner, names: list[str], options: Option
                 f'MAC {options.mac} for vm "{names[0]}" is already vm "{holder}"\'s'
             )
     if options.mode == "cni":  # attachments sharing a namespace: their names there
-        from fireroute.plan import cni
-
-        cni.check_namespace(names[0], options, store.in_netns(str(options.netns)))
+        _check_namespace(names[0], options, store.in_netns(str(options.netns)))
     ca = options.clone_address
     if options.mode == "clone" and ca not in (None, "auto"):
         for vm in store.all():
@@ -224,6 +222,25 @@ def check_unique(store: Store, runner: Runner, names: list[str], options: Option
                 raise ConflictError(
                     f'clone address {ca} for vm "{names[0]}" is in the block {vm.net} '
                     f'of vm "{vm.name}"'
+                )
+
+
+def _check_namespace(name: str, options: Options, others: list[Vm]) -> None:
+    """Several attachments may share a namespace (a VM with two NICs, a pod on two networks)
+    when each has its own names there: the veth (ifname) and the tap (tapName) of ``name``
+    must be no other attachment's, or ConflictError names the attachment that has it."""
+    mine = {str(options.ifname): "ifname", options.tap or DEFAULT_CNI_TAP: '"tapName"'}
+    for vm in others:
+        if vm.name == name or vm.mode != "cni":
+            continue
+        theirs = {str(vm.options.ifname): "veth", vm.vm_tap: "tap"}
+        for dev, key in mine.items():
+            if dev in theirs:
+                o = vm.options
+                raise ConflictError(
+                    f'network namespace "{options.netns}" already has "{dev}": the '
+                    f'{theirs[dev]} of vm "{vm.name}" (network "{o.network}", container '
+                    f'"{o.container}", ifname "{o.ifname}"); give this attachment another {key}'
                 )
 
 
@@ -263,7 +280,7 @@ def _collision(
         whose = f'vm "{who[1]}" of another state file' if who else "a foreign element"
         return n.refused(f"is the address of {whose} (in table {options.table})")
     links = [uplink] + ([bridge] if bridge else [])
-    facts = lookup.read(n.ip, links, host.ALIAS_PREFIX, runner)
+    facts = lookup.read(n.ip, links, owner.PREFIX, runner)
     return named.verdict(n, facts.route, facts.router, facts.aliases, facts.neighbour, bridge)
 
 
@@ -331,7 +348,7 @@ def _check_uplink(view: observe.HostView, options: Options) -> None:
     why = None
     if "LOOPBACK" in link.get("flags", []):
         why = "the loopback interface"
-    elif str(link.get("ifalias", "")).startswith(host.ALIAS_PREFIX):
+    elif str(link.get("ifalias", "")).startswith(owner.PREFIX):
         why = "a link fireroute made for a vm"
     elif info.get("info_kind") == "tun":
         why = "a tap (a guest's link)"
@@ -376,7 +393,6 @@ def new_vms(
 ) -> tuple[list[Vm], observe.HostView, Population]:
     """The new VMs with their devices, networks, owner and MAC; the host as read; the
     shape of the other VMs of the state file."""
-    from fireroute.model import Vm
     from fireroute.want.shared import Population
 
     devs = devices(store, fresh, options)
