@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from fireroute import manager  # noqa: E402
+from fireroute import allocate, manager  # noqa: E402
 from fireroute.kernel import forwarding, observe, scope  # noqa: E402
 from fireroute.kernel.fake import Fake  # noqa: E402
 from fireroute.model import Options, Vm  # noqa: E402
@@ -96,8 +96,8 @@ def up_planner(a: argparse.Namespace, tmp: Path) -> Callable[[], manager.Plan]:
     store, opts = m._store(), options()
     names = [f"v{i}" for i in range(a.have, a.have + a.vms)]
     _, fresh = m._up_sort(store, names, opts, True)
-    vms, view, shape = m._up_allocate(store, fresh, opts, False, None)
-    missing = m._up_checks(store, vms, view, fresh, opts)
+    vms, view, shape = allocate.new_vms(store, m.runner, fresh, opts, False, None)
+    missing = allocate.check_new(store, m.runner, vms, view, fresh, opts)
 
     def plan() -> manager.Plan:
         draft = manager._UpDraft(vms, opts)

@@ -2,7 +2,8 @@
 the checks that refuse a request before anything changes (this state file's leases, other
 state files' elements in our tables, what the host holds). They read the kernel through
 ``runner`` and change nothing there; only an adopted bridge's address is written into the
-options. manager.py calls them with what they need: the store, the runner, the options."""
+options. manager.py calls them with what they need: the store, the runner, the options
+(``new_vms`` and ``check_new``: up's allocation and its last checks, in the order it runs them)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from fireroute import addressing, owner
 from fireroute.errors import ConflictError, PoolExhausted, UsageError
 from fireroute.kernel import observe
 from fireroute.kernel.run import which
-from fireroute.plan import host
+from fireroute.model import DEFAULT_CNI_TAP, Vm
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fireroute import named
     from fireroute.kernel.run import Runner
     from fireroute.model import Options
     from fireroute.state.store import Store
+    from fireroute.want.shared import Population
 
 
 def networks(
@@ -206,9 +210,7 @@ def check_unique(store: Store, runner: Runner, names: list[str], options: Option
                 f'MAC {options.mac} for vm "{names[0]}" is already vm "{holder}"\'s'
             )
     if options.mode == "cni":  # attachments sharing a namespace: their names there
-        from fireroute.plan import cni
-
-        cni.check_namespace(names[0], options, store.in_netns(str(options.netns)))
+        _check_namespace(names[0], options, store.in_netns(str(options.netns)))
     ca = options.clone_address
     if options.mode == "clone" and ca not in (None, "auto"):
         for vm in store.all():
@@ -220,6 +222,25 @@ def check_unique(store: Store, runner: Runner, names: list[str], options: Option
                 raise ConflictError(
                     f'clone address {ca} for vm "{names[0]}" is in the block {vm.net} '
                     f'of vm "{vm.name}"'
+                )
+
+
+def _check_namespace(name: str, options: Options, others: list[Vm]) -> None:
+    """Several attachments may share a namespace (a VM with two NICs, a pod on two networks)
+    when each has its own names there: the veth (ifname) and the tap (tapName) of ``name``
+    must be no other attachment's, or ConflictError names the attachment that has it."""
+    mine = {str(options.ifname): "ifname", options.tap or DEFAULT_CNI_TAP: '"tapName"'}
+    for vm in others:
+        if vm.name == name or vm.mode != "cni":
+            continue
+        theirs = {str(vm.options.ifname): "veth", vm.vm_tap: "tap"}
+        for dev, key in mine.items():
+            if dev in theirs:
+                o = vm.options
+                raise ConflictError(
+                    f'network namespace "{options.netns}" already has "{dev}": the '
+                    f'{theirs[dev]} of vm "{vm.name}" (network "{o.network}", container '
+                    f'"{o.container}", ifname "{o.ifname}"); give this attachment another {key}'
                 )
 
 
@@ -259,7 +280,7 @@ def _collision(
         whose = f'vm "{who[1]}" of another state file' if who else "a foreign element"
         return n.refused(f"is the address of {whose} (in table {options.table})")
     links = [uplink] + ([bridge] if bridge else [])
-    facts = lookup.read(n.ip, links, host.ALIAS_PREFIX, runner)
+    facts = lookup.read(n.ip, links, owner.PREFIX, runner)
     return named.verdict(n, facts.route, facts.router, facts.aliases, facts.neighbour, bridge)
 
 
@@ -327,7 +348,7 @@ def _check_uplink(view: observe.HostView, options: Options) -> None:
     why = None
     if "LOOPBACK" in link.get("flags", []):
         why = "the loopback interface"
-    elif str(link.get("ifalias", "")).startswith(host.ALIAS_PREFIX):
+    elif str(link.get("ifalias", "")).startswith(owner.PREFIX):
         why = "a link fireroute made for a vm"
     elif info.get("info_kind") == "tun":
         why = "a tap (a guest's link)"
@@ -360,3 +381,64 @@ def devices(store: Store, names: list[str], options: Options) -> dict[str, str]:
             )
         taps[n] = tap
     return taps
+
+
+def new_vms(
+    store: Store,
+    runner: Runner,
+    fresh: list[str],
+    options: Options,
+    skip_conflicts: bool,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[Vm], observe.HostView, Population]:
+    """The new VMs with their devices, networks, owner and MAC; the host as read; the
+    shape of the other VMs of the state file."""
+    from fireroute.want.shared import Population
+
+    devs = devices(store, fresh, options)
+    check_unique(store, runner, fresh, options)
+    if progress:
+        progress(f"allocating {len(fresh)} address(es)")
+    nets, view = networks(store, runner, fresh, options, skip_conflicts)
+    if options.egress == "public":  # the uplink's networks, recorded with the VM
+        from fireroute.model import merged
+
+        options.host_nets = merged(observe.link_networks(view.uplink, runner))
+    vms = [
+        Vm(n, net, devs[n], "", view.uplink, options, "pending")
+        for n, net in zip(fresh, nets, strict=True)
+    ]
+    instance = store.instance()
+    shape = Population(store.shapes())
+    for vm in vms:
+        vm.owner = instance
+        vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
+        if vm.mode == "clone":
+            vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
+    return vms, view, shape
+
+
+def check_new(
+    store: Store,
+    runner: Runner,
+    vms: list[Vm],
+    view: observe.HostView,
+    fresh: list[str],
+    options: Options,
+) -> set[str]:
+    """A clone address not taken, each named bridge that exists a bridge: the bridges to
+    make, returned."""
+    bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
+    missing_bridges = {b for b in bridges if view.links.get(b) is None}
+    if options.mode == "clone" and options.clone_address not in (None, "auto"):
+        from fireroute import named
+
+        ca = IPv4Address(options.clone_address)
+        check_named(store, runner, options, view.uplink, [
+            named.Named("clone address", ca, named.ROUTED, fresh[0])
+        ])  # fmt: skip
+    for b in bridges - missing_bridges:
+        link = view.links[b] or {}
+        if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
+            raise ConflictError(f'"{b}" exists on this host and is not a bridge')
+    return missing_bridges

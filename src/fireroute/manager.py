@@ -7,9 +7,8 @@ interleave kernel changes; the state row goes ``pending`` before any kernel obje
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Address
 
-from fireroute import addressing, allocate, request
+from fireroute import allocate, request
 from fireroute.errors import (
     AlreadyExists,
     ConflictError,
@@ -133,19 +132,9 @@ class Manager:
         dry_run: bool = False,
         progress: Progress | None = None,
     ) -> UpResult:
-        for n in names:
-            check_vm_name(n)
-        if len(set(names)) != len(names):
-            raise UsageError("a vm name was given twice")
-        if options.tap is not None and len(names) > 1:
-            raise UsageError("--tap names one tap: it cannot be used with several vms")
-        if options.mode == "cni" and len(names) > 1:
-            raise UsageError("a CNI attachment is one vm: its namespace and ifname name one")
-        if options.mac is not None and len(names) > 1:
-            raise UsageError("--mac names one MAC: it cannot be used with several vms")
         from fireroute import validate
 
-        validate.request(options)
+        validate.up(names, options)
         scope.require_tools(
             options.backend, options.mode, any(p.proto == "udp" for p in options.publish)
         )
@@ -171,8 +160,10 @@ class Manager:
         existing, fresh = self._up_sort(store, names, options, dry_run)
         if not fresh:
             return UpResult(existing, Plan(), False)
-        vms, view, shape = self._up_allocate(store, fresh, options, skip_conflicts, progress)
-        missing_bridges = self._up_checks(store, vms, view, fresh, options)
+        vms, view, shape = allocate.new_vms(
+            store, self.runner, fresh, options, skip_conflicts, progress
+        )
+        missing_bridges = allocate.check_new(store, self.runner, vms, view, fresh, options)
         draft = _UpDraft(vms, options)
         self._up_plan(draft, store, shape, missing_bridges, dry_run)
         if dry_run:
@@ -211,63 +202,6 @@ class Manager:
                 self._down_locked(store, [store.get(n)], dry_run=False)  # type: ignore[list-item]
                 fresh.append(n)
         return existing, fresh
-
-    def _up_allocate(
-        self,
-        store: Store,
-        fresh: list[str],
-        options: Options,
-        skip_conflicts: bool,
-        progress: Progress | None,
-    ) -> tuple[list[Vm], observe.HostView, Population]:
-        """The new VMs with their devices, networks, owner and MAC; the host as read; the
-        shape of the other VMs of the state file."""
-        devs = allocate.devices(store, fresh, options)
-        allocate.check_unique(store, self.runner, fresh, options)
-        if progress:
-            progress(f"allocating {len(fresh)} address(es)")
-        nets, view = allocate.networks(store, self.runner, fresh, options, skip_conflicts)
-        if options.egress == "public":  # the uplink's networks, recorded with the VM
-            from fireroute.model import merged
-
-            options.host_nets = merged(observe.link_networks(view.uplink, self.runner))
-        vms = [
-            Vm(n, net, devs[n], "", view.uplink, options, "pending")
-            for n, net in zip(fresh, nets, strict=True)
-        ]
-        instance = store.instance()
-        shape = Population(store.shapes())
-        for vm in vms:
-            vm.owner = instance
-            vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
-            if vm.mode == "clone":
-                vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"
-        return vms, view, shape
-
-    def _up_checks(
-        self,
-        store: Store,
-        vms: list[Vm],
-        view: observe.HostView,
-        fresh: list[str],
-        options: Options,
-    ) -> set[str]:
-        """A clone address not taken, each named bridge that exists a bridge: the bridges to
-        make, returned."""
-        bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
-        missing_bridges = {b for b in bridges if view.links.get(b) is None}
-        if options.mode == "clone" and options.clone_address not in (None, "auto"):
-            from fireroute import named
-
-            ca = IPv4Address(options.clone_address)
-            allocate.check_named(store, self.runner, options, view.uplink, [
-                named.Named("clone address", ca, named.ROUTED, fresh[0])
-            ])  # fmt: skip
-        for b in bridges - missing_bridges:
-            link = view.links[b] or {}
-            if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
-                raise ConflictError(f'"{b}" exists on this host and is not a bridge')
-        return missing_bridges
 
     def _up_plan(
         self, draft: _UpDraft, store: Store, shape: Population, missing_bridges: set[str],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from fireroute.errors import UsageError
-from fireroute.model import Options
+from fireroute.model import Options, check_vm_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,6 +47,22 @@ def host_address(iface: IPv4Interface, what: str) -> None:
     if net.prefixlen <= 30 and iface.ip in (net.network_address, net.broadcast_address):
         kind = "network" if iface.ip == net.network_address else "broadcast"
         raise UsageError(f"{what} {iface} is the {kind} address of {net}")
+
+
+def up(names: list[str], o: Options) -> None:
+    """An up request: each name a VM's, none twice, one VM where an option names one thing
+    (a tap, a CNI attachment, a MAC), then its addresses (:func:`request`)."""
+    for n in names:
+        check_vm_name(n)
+    if len(set(names)) != len(names):
+        raise UsageError("a vm name was given twice")
+    if o.tap is not None and len(names) > 1:
+        raise UsageError("--tap names one tap: it cannot be used with several vms")
+    if o.mode == "cni" and len(names) > 1:
+        raise UsageError("a CNI attachment is one vm: its namespace and ifname name one")
+    if o.mac is not None and len(names) > 1:
+        raise UsageError("--mac names one MAC: it cannot be used with several vms")
+    request(o)
 
 
 def request(o: Options) -> None:

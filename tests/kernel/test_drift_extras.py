@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from fireroute.plan import bridge, nft
+from fireroute.plan import nft
+from fireroute.want.nft import FILTER_SETS
 from tests.conftest import Host
 from tests.kernel.test_repair import MODE_ARGS
 
@@ -119,14 +120,14 @@ def add(host: Host, family: str, table: str, name: str, value: str, comment: str
 def cases():
     for name in sample(list(KINDS), K):
         yield pytest.param("ip", name, id=f"ip {name}")
-    for name in bridge.FILTER_SETS:
-        yield pytest.param(bridge.FAMILY, name, id=f"bridge {name}")
+    for name in FILTER_SETS:
+        yield pytest.param("bridge", name, id=f"bridge {name}")
 
 
 @pytest.mark.parametrize(("family", "name"), list(cases()))
 def test_an_element_no_lease_asks_for_is_reported_and_removed(host: Host, family: str, name: str):
     tap, ip, clean = setup(host, family)
-    kinds = KINDS if family == "ip" else bridge.FILTER_SETS
+    kinds = KINDS if family == "ip" else FILTER_SETS
     before = elements(host)
     value, vm = made_up(kinds[name], tap, ip), ("a" if family == "ip" else "b")
     have = json.dumps(before[(family, "firecracker", name)])

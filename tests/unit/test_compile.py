@@ -127,7 +127,7 @@ def test_links_modes_golden():
     """One VM of each link shape: made with a bridge we make, then taken down with it.
 
     The golden's two CNI attachments both name their tap ``tap0`` in one namespace (up
-    refuses that: plan/cni.check_namespace). Keyed by (namespace, name), the desired state
+    refuses that: allocate.py _check_namespace). Keyed by (namespace, name), the desired state
     holds one such tap, so the up is compared with the second attachment's tap named tap1
     (every other byte as the golden); the down is the golden's, byte for byte."""
     up, down = _links_modes(_modes())

@@ -18,12 +18,11 @@ from fireroute.errors import ConflictError
 from fireroute.kernel.read import Current, Source, as_wanted, read, rule_of
 from fireroute.kernel.run import Result, run
 from fireroute.model import Vm
-from fireroute.plan import bridge as plan_bridge
 from fireroute.plan import nft as plan_nft
 from fireroute.state.store import _vm
 from fireroute.want import bridge, clone, cni, iptables, nft, shared, tap
 from fireroute.want.objects import Link, Obj
-from fireroute.want.tables import NftChain, NftTable, parts_of
+from fireroute.want.tables import FILTER_HEADER, FILTER_RULES, NftChain, NftTable, parts_of
 
 DATA = Path(__file__).parent / "data" / "read"
 FIXTURE = DATA / "host.json"
@@ -56,7 +55,11 @@ def render(vms: list[Vm], instance: str) -> list[Obj]:
         t = NftTable(family, table, "", "", None, None)
         users = [v for v in vms if v.table == table and v.backend == "nft"]
         parts = parts_of(e.set for v in users for e in nft.nat_elements(v))  # made: what they need
-        layout = plan_nft.chains(parts) if family == shared.NAT else plan_bridge.filter_chains()
+        layout = (
+            plan_nft.chains(parts)
+            if family == shared.NAT
+            else {"prerouting": (FILTER_HEADER, list(FILTER_RULES))}
+        )
         out += [t, *(NftChain(t, c, h, tuple(r)) for c, (h, r) in layout.items())]
     if needs.conntrack:
         out.append(iptables.conntrack())

@@ -139,16 +139,13 @@ def test_an_explicit_clone_address_adds_one_host_route():
 
 
 def test_a_made_bridge_is_tagged_for_its_state_file():
-    from fireroute.plan import bridge as plan_bridge
     from fireroute.plan.ops import create_steps
     from fireroute.want import bridge
 
     v = vm("b", 1, mode="bridge", bridge="br9", bridge_address="10.9.0.1/24", guest="10.9.0.5/24")
     br, addr = bridge.bridge(v)
     assert isinstance(br, Link) and br.key == (None, "br9") and br.owner == "5ca1ab1e:bridge:br9"
-    assert (
-        br.alias == "fireroute:5ca1ab1e:bridge:br9" == plan_bridge.bridge_alias("5ca1ab1e", "br9")
-    )
+    assert br.alias == "fireroute:5ca1ab1e:bridge:br9" == bridge.alias("5ca1ab1e", "br9")
     assert br.text("create") == "link add name br9 type bridge"
     assert br.text("set") == "link set dev br9 group 4151 alias fireroute:5ca1ab1e:bridge:br9 up"
     assert isinstance(addr, Addr) and addr.text("create") == "address add 10.9.0.1/24 dev br9"

@@ -261,7 +261,8 @@ def nft_tables(runner: Runner = run, family: str = "ip") -> tuple[list[str], lis
 def tagged_links(runner: Runner = run) -> dict[str, str]:
     """{name: alias} of the links in fireroute's interface groups that carry its alias prefix
     (every state file's: the caller picks its own with fireroute.owner.parse)."""
-    from fireroute.plan.host import ALIAS_PREFIX, DOOMED_GROUP, LINK_GROUP
+    from fireroute.owner import PREFIX as ALIAS_PREFIX
+    from fireroute.want.objects import DOOMED_GROUP, LINK_GROUP
 
     docs = ip_batch_json([f"link show group {g}" for g in (LINK_GROUP, DOOMED_GROUP)], runner)
     return {

@@ -18,7 +18,7 @@ from fireroute.errors import MissingTool
 from fireroute.kernel import observe
 from fireroute.kernel.apply import read_sysctl
 from fireroute.kernel.run import which
-from fireroute.plan import host, modes
+from fireroute.plan import modes
 from fireroute.plan.steps import NFT, Step
 from fireroute.want.objects import FORWARD_KEY, Forwarding
 from fireroute.want.shared import BRIDGE, NAT, Population, shared
@@ -95,7 +95,7 @@ def require_tools(backend: str, mode: str = "nat", udp_ports: bool = False) -> N
 
 def forwarding() -> str:
     """net.ipv4.ip_forward as it is."""
-    return read_sysctl(host.FORWARD_KEY)
+    return read_sysctl(FORWARD_KEY)
 
 
 def done(plan: Plan) -> None:

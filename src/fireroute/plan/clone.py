@@ -15,8 +15,6 @@ from fireroute.plan.ops import delete_step
 from fireroute.plan.steps import Step
 from fireroute.want import clone as want
 
-NS_VETH, NS_TABLE = want.NS_VETH, want.NS_TABLE
-
 
 def down(vm: Vm) -> list[Step]:
     return [delete_step(want.host_veth(vm)), delete_step(want.netns(vm))]

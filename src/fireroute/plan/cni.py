@@ -14,36 +14,11 @@ addresses, routes and a sysctl.
 
 from __future__ import annotations
 
-from fireroute.errors import ConflictError
-from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
-from fireroute.plan.host import DOOMED_GROUP
+from fireroute.model import Vm
 from fireroute.plan.ops import delete_step
 from fireroute.plan.steps import IP, Step
 from fireroute.want import cni as want
-
-
-def check_namespace(name: str, options: Options, others: list[Vm]) -> None:
-    """Several attachments may share a namespace (a VM with two NICs, a pod on two networks)
-    when each has its own names there: the veth (ifname) and the tap (tapName) of ``name``
-    must be no other attachment's, or ConflictError names the attachment that has it."""
-    mine = {str(options.ifname): "ifname", options.tap or DEFAULT_CNI_TAP: '"tapName"'}
-    for vm in others:
-        if vm.name == name or vm.mode != "cni":
-            continue
-        theirs = {str(vm.options.ifname): "veth", vm.vm_tap: "tap"}
-        for dev, key in mine.items():
-            if dev in theirs:
-                o = vm.options
-                raise ConflictError(
-                    f'network namespace "{options.netns}" already has "{dev}": the '
-                    f'{theirs[dev]} of vm "{vm.name}" (network "{o.network}", container '
-                    f'"{o.container}", ifname "{o.ifname}"); give this attachment another {key}'
-                )
-
-
-def redirects(vm: Vm) -> list[tuple[str, str]]:
-    """(from, to): the two redirects joining the veth and the tap in the VM's namespace."""
-    return [(r.src, r.dst) for r in want.redirects(vm)]
+from fireroute.want.objects import DOOMED_GROUP
 
 
 def down(vm: Vm) -> list[Step]:

@@ -12,13 +12,7 @@ from __future__ import annotations
 from fireroute import owner
 from fireroute.model import Vm
 from fireroute.want import iptables as want
-from fireroute.want.iptables import (  # noqa: F401 (where plans and checks read them)
-    METADATA,
-    TRACKED,
-    UNTRACKABLE,
-    IptRule,
-    tag,
-)
+from fireroute.want.iptables import tag as tag  # (re-exported: repair/order.py reads it)
 
 TAG = owner.PREFIX
 SHARED = owner.SHARED

@@ -2,38 +2,28 @@
 
 Adding or removing VMs only changes set elements (the compiler's steps, plan/compiler.py); a
 new table is declared whole. Here: the table's text (its skeleton, as a table of the layout
-is declared), and a running VM's egress-policy or published-port change.
+is declared), and a VM's elements by set, as ``stats`` and the sweep compare them (a running
+VM's egress-policy or published-port change is change.py's).
 """
 
 from __future__ import annotations
 
 from fireroute.model import Vm
 from fireroute.want import nft as want
-from fireroute.want.nft import (  # noqa: F401 (the layout, where plans and checks read it)
+from fireroute.want.nft import (  # noqa: F401 (the layout, where checks and tests read it)
     MAPS,
-    RANK,
     SETS,
     SHARDS,
-    NftElement,
     by_set,
-    cidr_text,
-    egress_cidrs,
-    element_lines,
     shard,
 )
-from fireroute.want.tables import (  # noqa: F401 (the layout, where plans and checks read it)
+from fireroute.want.tables import (  # noqa: F401 (the layout, where checks and tests read it)
     ALL_PARTS,
     CHAINS,
     HEADERS,
     JUMP,
     JUMP_RULE,
-    METADATA,
     OPTIONAL,
-    PARTS,
-    POLICY_SETS,
-    PORT_MAPS,
-    PUBLISH,
-    PUBLISHING,
     RULES,
     TABLE_COMMENT,
     parts_of,
