@@ -93,7 +93,7 @@ def test_compiled_ip_steps_encode_from_their_objects() -> None:
 
 def test_compiled_regroup_runs_in_process() -> None:
     """The compiler's regrouping steps and its group delete carry what their lines do (a
-    link set to the group, the group deleted): in-process, as plan/host.py's; the control,
+    link set to the group, the group deleted): in-process; the control,
     the same line carrying the tap's delete instead, is left to ip."""
     both = want(vm("a", 0), vm("b", 1), vm("c", 2))
     down = compile(diff(both, want(vm("a", 0)), ALL, ID))
