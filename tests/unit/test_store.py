@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fireroute import addressing
-from fireroute.model import Options, Vm
 from fireroute.errors import Busy
+from fireroute.model import Options, Vm
 from fireroute.state.store import FREE_FROM, INDEXES, SCHEMA_VERSION, VMS, Store
 
 POOL = IPv4Network("172.16.0.0/24")  # 64 blocks of /30
@@ -190,7 +190,6 @@ def test_a_forked_child_does_not_share_the_parents_lock(tmp_path):
         os.waitpid(pid, 0)
     with store.locked(timeout=5):  # the control: once the child is done, the parent gets it
         pass
-
 
 
 def test_locking_a_file_again_opens_no_new_descriptor(tmp_path):
