@@ -20,6 +20,7 @@ the verbs' own code from the argument parser to the executor, with the host repl
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import pickle
@@ -32,6 +33,7 @@ from fireroute.kernel.kinds import OK
 from fireroute.kernel.read import Current
 from fireroute.kernel.run import Done, Result
 from fireroute.plan.steps import CONNTRACK, NFT, SYSCTL
+from fireroute.state.store import _LOCK_FDS
 from fireroute.want.objects import FORWARD_KEY, Addr, Link
 from fireroute.want.tables import TABLE_COMMENT
 from tests.unit import fake_text
@@ -145,6 +147,8 @@ class FakeCli:
         self.pipe: int | None = None
         """in a child run for ``kill@K``: where the host goes when it dies"""
         self.patches = contextlib.ExitStack()
+        self.lock_fds: set[tuple[int, int]] = set()
+        """the state files whose lock descriptors were open before (kept open)"""
 
     # -- the seams ---------------------------------------------------------------------------
     def __enter__(self) -> FakeCli:
@@ -153,6 +157,7 @@ class FakeCli:
         from fireroute.repair import picture
 
         cli = self
+        self.lock_fds = set(_LOCK_FDS)
 
         def host_init(host, state=None, *, in_process=False) -> None:  # noqa: ANN001, ARG001
             host.state = os.fspath(state)
@@ -188,7 +193,14 @@ class FakeCli:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """The runs' process ends: its patches go, and the descriptors a process keeps for
+        its life (each state file's lock, state/store.py) are closed, as its exit would close
+        them (else a property test's examples, each with state files of its own, pile them up
+        past a user's limit)."""
         self.patches.close()
+        gc.collect()  # (the runs' SQLite connections first: closing a lock's drops their locks)
+        for key in _LOCK_FDS.keys() - self.lock_fds:
+            os.close(_LOCK_FDS.pop(key)[0])
 
     def new(self) -> FakeExecutor:
         self.executor = FakeExecutor(self, self.fault)

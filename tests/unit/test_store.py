@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fireroute import addressing
+from fireroute.errors import Busy
 from fireroute.model import Options, Vm
 from fireroute.state.store import FREE_FROM, INDEXES, SCHEMA_VERSION, VMS, Store
 
@@ -189,6 +190,37 @@ def test_a_forked_child_does_not_share_the_parents_lock(tmp_path):
         os.waitpid(pid, 0)
     with store.locked(timeout=5):  # the control: once the child is done, the parent gets it
         pass
+
+
+def test_locking_a_file_again_opens_no_new_descriptor(tmp_path):
+    """Found by the property test run as nobody (issue 23): each lock of a file the process
+    had locked before opened a descriptor and kept it, so a long-lived process (serve, the
+    api in-process) ran out of them (1024 for a user) and every verb then failed "Too many
+    open files". Now the file's descriptor is reused, through another path too; and the lock
+    it takes still excludes another process (the control)."""
+    import os
+
+    (tmp_path / "link.db").symlink_to(tmp_path / "state.db")
+    store, other = Store(tmp_path / "state.db"), Store(tmp_path / "link.db")
+    with store.locked():
+        pass
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        for s in (store, other):
+            with s.locked():
+                pass
+    assert len(os.listdir("/proc/self/fd")) == before
+    with store.locked():
+        pid = os.fork()
+        if pid == 0:  # another process: the lock is held
+            code = 1
+            try:
+                with Store(tmp_path / "link.db").locked(timeout=0):
+                    pass
+            except Busy:
+                code = 0
+            os._exit(code)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 OLD_VMS = VMS.replace("netns TEXT,", "netns TEXT UNIQUE,")

@@ -481,7 +481,10 @@ process's life (closing any descriptor of a file drops the process's POSIX locks
 are SQLite's), and a lock for the process's own threads (an OFD lock does not exclude
 another thread using the same descriptor)."""
 _KEPT: list[int] = []
-"""descriptors of a file already in _LOCK_FDS (reached by another path): never closed either"""
+"""descriptors of a file already in _LOCK_FDS, opened when a stat of the path had not found it
+there (made or renamed between the two): never closed either. Only that race adds one: a
+long-lived process (serve, api in-process) locking a file again reuses its descriptor (it
+opened one per lock, and ran out of descriptors: found by the property test as nobody)."""
 
 
 def _after_fork_in_child() -> None:
@@ -512,6 +515,13 @@ class _Lock:
         self.threads: _thread.LockType | None = None
 
     def _open(self) -> tuple[int, _thread.LockType]:
+        try:  # a file this process has a descriptor of: that one (a new one would be kept)
+            st = os.stat(self.path)
+            known = _LOCK_FDS.get((st.st_dev, st.st_ino))
+        except OSError:
+            known = None  # not there yet, or unreadable: the open below says which
+        if known is not None:
+            return known
         try:
             _make_parent(self.path)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
