@@ -14,6 +14,7 @@ pytestmark = pytest.mark.privileged
 BRIDGED = ["--mode", "bridge", "--masquerade", "--bridge", "brb"]
 BRIDGED += ["--bridge-address", "192.168.51.1/24", "--range", "192.168.51.10-192.168.51.99"]
 EGRESS = ["brb", "up0"]
+RANGE = ["--range", "192.168.51.100-192.168.51.120"]  # (another state file's guests)
 FAULT = "FIREROUTE_FAULT"
 
 
@@ -67,3 +68,34 @@ def test_a_failed_bridge_up_leaves_the_element_another_guest_added(host: Host):
     assert egress(host) == [{"concat": EGRESS}]
     p = host.fireroute("check", check=False)
     assert p.returncode == 0, p.stdout
+
+
+def test_a_failed_bridge_up_leaves_the_element_another_state_file_added(host: Host):
+    host.fireroute("up", "b1", *BRIDGED)
+    assert egress(host) == [{"concat": EGRESS}]
+    p = other(host, "up", "a1", *BRIDGED, *RANGE, env={FAULT: "fail@1"})
+    assert p.returncode == 1 and "injected fault" in p.stderr, p.stderr
+    assert egress(host) == [{"concat": EGRESS}]
+    assert host.fireroute("check", check=False).returncode == 0
+    # the control: without the fault the other state file's guest joins, both check clean
+    p = other(host, "up", "a1", *BRIDGED, *RANGE)
+    assert p.returncode == 0, p.stderr
+    assert host.fireroute("check", check=False).returncode == 0
+    assert other(host, "check").returncode == 0
+
+
+def test_the_last_guest_of_one_state_file_leaves_the_element_another_uses(host: Host):
+    host.fireroute("up", "b1", *BRIDGED)
+    p = other(host, "up", "a1", *BRIDGED, *RANGE)
+    assert p.returncode == 0, p.stderr
+    assert other(host, "down", "a1").returncode == 0
+    assert egress(host) == [{"concat": EGRESS}]
+    assert host.fireroute("check", check=False).returncode == 0
+    # and the other way round: the first state file's guest goes, the other's keeps it
+    assert other(host, "up", "a1", *BRIDGED, *RANGE).returncode == 0
+    host.fireroute("down", "b1")
+    assert egress(host) == [{"concat": EGRESS}]
+    assert other(host, "check").returncode == 0
+    # the control: with the last guest of all the element goes
+    assert other(host, "down", "a1").returncode == 0
+    assert egress(host) == []

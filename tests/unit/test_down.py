@@ -38,6 +38,8 @@ class Host:
             return self._ip(stdin or "")
         if argv[:3] == ["nft", "list", "table"]:
             return self._table(argv[3], argv[4])
+        if argv[:4] in (["nft", "-j", "list", "table"], ["nft", "-j", "list", "set"]):
+            return self._json(*argv[4:])
         if argv == ["iptables-nft-save"]:
             return self._save()
         raise AssertionError(f"down read {argv}")
@@ -73,6 +75,29 @@ class Host:
         for s, elems in sets.items():
             lines += [f"\tset {s} {{", "\t\telements = { " + ", ".join(elems) + " }", "\t}"]
         return Result(0, "\n".join([*lines, "}"]) + "\n", "")
+
+    def _json(self, family: str, name: str, set_name: str | None = None) -> Result:
+        """``nft -j list table`` (its sets' elements) or ``nft -j list set``, as nft prints
+        the elements: a field a string, an address or a number; a map element a pair."""
+        if ("nft table", (None, family, name)) not in self.fake.objs:
+            return Result(1, "", "Error: No such file or directory")
+
+        def val(text: str) -> object:
+            f = [x.strip('"') if x.startswith('"') else int(x) if x.isdigit() else x
+                 for x in text.split(" . ")]  # fmt: skip
+            return f[0] if len(f) == 1 else {"concat": f}
+
+        sets: dict[str, list] = {}
+        for o in self.fake.objs.values():
+            if o.kind == "nft element" and o.key[:3] == (None, family, name):
+                key, colon, value = o.value.partition(" : ")
+                e = {"elem": {"val": val(key), "comment": o.owner}}
+                sets.setdefault(o.set, []).append([e, val(value)] if colon else e)
+        items = [{"set": {"name": s, "elem": e}} for s, e in sets.items()
+                 if set_name in (None, s)]  # fmt: skip
+        if set_name is not None and not items:
+            items = [{"set": {"name": set_name}}]
+        return Result(0, json.dumps({"nftables": items}), "")
 
     def _save(self) -> Result:
         out = []

@@ -371,6 +371,15 @@ def nft_elements(
     return out
 
 
+def nft_set(
+    table: str, set_name: str, runner: Runner = run, family: str = "ip"
+) -> dict[str, str] | None:
+    """{element as nft text: comment} of one set; None if there is no such set (or table)."""
+    what = f'nftables set "{table} {set_name}"'
+    items = _nft_listing(["set", family, table, set_name], what, runner)
+    return None if items is None else _elements_of(items)
+
+
 def _elements_of(items: list[dict]) -> dict[str, str]:
     """{element as nft text: comment} of the sets and maps in a listing (a map element as
     ``key : value``)."""

@@ -137,6 +137,7 @@ def up(
         if made:  # the first iptables VM on this host: remember what it brings in
             read.meta[IPT_MADE] = made
     read.held = up_bridges(current, read.desired, vms, missing)
+    read.held |= egress_found(current, read.desired, read.held, runner)
     return read
 
 
@@ -193,6 +194,28 @@ def egress_again(current: Index, vms: list[Vm]) -> set[tuple]:
     return held
 
 
+def _egress(key: tuple, obj: Obj) -> bool:
+    """Is ``obj`` a masquerading bridge's shared egress element (no VM's)?"""
+    return key[0] == "nft element" and obj.vm is None and obj.set == "egress"  # type: ignore[attr-defined]
+
+
+def egress_found(current: Index, desired: Index, held: set[tuple], runner: Runner) -> set[tuple]:
+    """A bridge's egress element this state file's up would add first, found in its table
+    (another state file's guests on that bridge use it): the keys of those, which the undo
+    of a failed up leaves. Read only when no guest of this state file has it yet."""
+    found: set[tuple] = set()
+    sets: dict[str, dict[str, str] | None] = {}
+    for k, o in desired.items():
+        if not _egress(k, o) or k in current or k in held:
+            continue
+        table = o.table  # type: ignore[attr-defined]
+        if table not in sets:
+            sets[table] = observe.nft_set(table, "egress", runner)
+        if o.value in (sets[table] or {}):  # type: ignore[attr-defined]
+            found.add(k)
+    return found
+
+
 def bridge_table(current: Index, desired: Index, table: str, runner: Runner) -> bool:
     """A bridge-family table the other VMs do not have, read: ours (its layout put in
     ``current``: added to) or none (True: made exclusively)."""
@@ -239,7 +262,31 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     if not remaining.forwarding:
         _last_forwarding(records, runner, read, vms)
     read.desired = render.desired([], stay, instance, held)
+    _egress_used(current, read.desired, instance, runner)
     return read
+
+
+def _egress_used(current: Index, desired: Index, instance: str, runner: Runner) -> None:
+    """A bridge's egress element that no guest of this state file that stays wants, read at
+    that threshold: while a masquerading guest of another state file is on that bridge (its
+    ``bridged`` element, and its ``masq`` one out of the same uplink), the element stays (it
+    is left out of ``current``)."""
+    from fireroute import owner
+
+    listings: dict[str, dict[str, dict[str, str]] | None] = {}
+    for k, o in [(k, o) for k, o in current.items() if _egress(k, o) and k not in desired]:
+        table = o.table  # type: ignore[attr-defined]
+        if table not in listings:
+            listings[table] = observe.nft_elements(table, runner)
+        sets = listings[table] or {}
+        bridge, _, uplink = o.value.partition(" . ")  # type: ignore[attr-defined]
+        masq = sets.get("masq", {})
+        for value, comment in sets.get("bridged", {}).items():
+            on, _, addr = value.partition(" . ")
+            tag = owner.parse(comment)
+            if on == bridge and tag and tag[0] != instance and f"{addr} . {uplink}" in masq:
+                del current[k]
+                break
 
 
 def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]) -> None:
