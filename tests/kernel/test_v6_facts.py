@@ -5,11 +5,13 @@ that behaved otherwise fails here before the design is built on it:
 - F3: a tap made and set up with default sysctls has no IPv6 address until it has carrier;
   then the kernel adds its EUI-64 link-local (the control of F4).
 - F4: ``addr_gen_mode=1`` written after ``up`` (with ``disable_ipv6=0``) keeps that address
-  away when carrier comes; ``fe80::1/64 nodad`` is listed with ``nodad``.
+  away when carrier comes; ``fe80::1/64 nodad`` is listed with ``nodad``. Written after
+  carrier, it takes no address away (not in the plan's table; the order depends on it).
 - F2: the same ``fe80::1/64 nodad`` on several links of one namespace.
 - F6: ``iifname . ip6 saddr & MASK64 != @vms drop`` passes a source in the link's /64 and drops
   one of another /64, with real packets through a forwarding namespace.
-- F1: ``masquerade`` in an ``ip6`` nat table: the far side sees the router's uplink address.
+- F1: ``masquerade`` in an ``ip6`` (or ``inet``) nat table: the far side sees the router's
+  uplink address.
 - F8: a port published on ``[::1]`` (output dnat to a guest, then masquerade) never connects,
   while the same rules for a host global address do.
 - F9: switching ``all.forwarding`` on removes an RA-learned default route when the uplink has
@@ -214,7 +216,7 @@ def counters(ns: str, family: str, table: str) -> dict[str, int]:
     return got
 
 
-def nft(n: Netns, ns: str, script: str) -> None:
+def nft(ns: str, script: str) -> None:
     sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=script)
 
 
@@ -251,7 +253,28 @@ def test_f3_f4_a_tap_gets_its_eui64_link_local_at_carrier_unless_addr_gen_mode_i
     ]  # F4: no EUI-64 address, and fe80::1 listed with nodad
 
 
+def test_f4_addr_gen_mode_1_written_after_carrier_takes_no_address_away(netns: Netns):
+    """Not in the plan's table, but its order rests on it: the sysctl only stops addresses
+    to come. Written once the VMM's carrier has brought the EUI-64 link-local, that address
+    stays (so the write must come before the VMM attaches, and a repair of a tap with carrier
+    must delete the address itself); ``address del`` takes it, and no other comes back."""
+    ns = netns.add("late")
+    netns.ip(ns, "tuntap", "add", "dev", "tv6", "mode", "tap")
+    netns.ip(ns, "link", "set", "tv6", "up")
+    eui64 = f"{link_local(mac(netns, ns, 'tv6'))}/64"
+    netns.start(ns, HOLD, "tv6")
+    assert wait_for(lambda: addrs6(netns, ns, "tv6") == {eui64}), addrs6(netns, ns, "tv6")
+    netns.sysctl(ns, "net/ipv6/conf/tv6/addr_gen_mode=1")
+    time.sleep(0.2)
+    assert addrs6(netns, ns, "tv6") == {eui64}
+    netns.ip(ns, "address", "del", eui64, "dev", "tv6")
+    netns.ip(ns, "address", "add", "fe80::1/64", "dev", "tv6", "nodad")
+    time.sleep(0.2)
+    assert addrs6(netns, ns, "tv6") == {"fe80::1/64"}
+
+
 def test_f2_fe80_1_nodad_on_several_links_of_one_namespace(netns: Netns):
+    """Two taps and a veth of one namespace each hold fe80::1/64, listed nodad, link scope."""
     ns = netns.add("links")
     links = ("tapa", "tapb", "vetha")
     netns.ip(ns, "tuntap", "add", "dev", "tapa", "mode", "tap")
@@ -270,6 +293,8 @@ def test_f2_fe80_1_nodad_on_several_links_of_one_namespace(netns: Netns):
 def test_f11_fe80_1_is_refused_on_a_tap_made_under_default_disable_ipv6_until_its_own_is_0(
     netns: Netns,
 ):
+    """Under default.disable_ipv6=1 (a hardened host) the tap refuses the address with that
+    message; after the tap's own disable_ipv6=0 the same line works (the control)."""
     ns = netns.add("hard", "net.ipv6.conf.default.disable_ipv6=1")
     netns.ip(ns, "tuntap", "add", "dev", "tv6", "mode", "tap")
     add = ("address", "add", "fe80::1/64", "dev", "tv6", "nodad")
@@ -329,15 +354,19 @@ table ip6 t {{
 
 
 def test_f6_a_guest_sends_only_from_its_own_64(netns: Netns):
+    """UDP from the guest to the far side, through the router: from the guest's own /64 it
+    arrives (the control), from another /64 the rule drops it (its counter 1); before the
+    table exists both arrive."""
     guest, router, far = routed(netns)
     # without the rule both sources are forwarded (the drop below is the rule's doing)
     assert udp_across(netns, guest, far, [(OWN, "own0"), (FOREIGN, "foreign0")]) == {
         "own0": OWN,
         "foreign0": FOREIGN,
     }
-    nft(netns, router, SOURCE_CHECK)
-    listed = sh("ip", "netns", "exec", router, "nft", "list", "chain", "ip6", "t", "forward")
-    assert f"iifname . ip6 saddr & {MASK64} != @vms" in listed.stdout  # listed back verbatim
+    nft(router, SOURCE_CHECK)
+    listed = sh("ip", "netns", "exec", router, "nft", "list", "table", "ip6", "t").stdout
+    assert f"iifname . ip6 saddr & {MASK64} != @vms" in listed  # listed back verbatim,
+    assert '"hg" . fd12:0:0:1::' in listed  # the element too
     got = udp_across(netns, guest, far, [(OWN, "own"), (FOREIGN, "foreign")])
     assert got == {"own": OWN}  # the own /64 passes (the control), the other /64 does not
     assert counters(router, "ip6", "t") == {"own64": 1}
@@ -359,7 +388,7 @@ def test_f1_masquerade_leaves_from_the_uplink_address(netns: Netns, family: str)
     uplink address with it, in an ``ip6`` table (the design's) as in an ``inet`` one."""
     guest, router, far = routed(netns)
     assert udp_across(netns, guest, far, [(OWN, "plain")]) == {"plain": OWN}
-    nft(netns, router, MASQUERADE.format(family=family))
+    nft(router, MASQUERADE.format(family=family))
     assert udp_across(netns, guest, far, [(OWN, "nat")]) == {"nat": UPLINK}
     assert counters(router, family, "nat") == {"masq": 1}
 
@@ -387,7 +416,7 @@ table ip6 nat {{
     [("::1", "FAIL"), (UPLINK, "hello")],
     ids=["loopback-never-connects", "host-global-address-connects"],
 )
-def test_f8_a_port_published_on_loopback_is_not_forwarded(netns: Netns, address, answer):
+def test_f8_a_port_published_on_loopback_is_not_forwarded(netns: Netns, address: str, answer: str):
     """A host process connects to ``address``:8080, which the output hook sends to the
     guest's port 80 and postrouting masquerades. On ::1 both rules count and nothing answers;
     on a host global address the guest answers (the control)."""
@@ -401,7 +430,7 @@ def test_f8_a_port_published_on_loopback_is_not_forwarded(netns: Netns, address,
     netns.ip(guest, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
     netns.ip(host, "-6", "route", "add", f"{OWN}/64", "dev", "hg")
     netns.start(guest, SERVE)
-    nft(netns, host, published(address))
+    nft(host, published(address))
     got = netns.py(host, CONNECT, address).stdout.strip()
     assert got.split()[0] == answer, got
     seen = counters(host, "ip6", "nat")
@@ -416,7 +445,13 @@ def test_f8_a_port_published_on_loopback_is_not_forwarded(netns: Netns, address,
     [("1", False), ("2", True)],
     ids=["accept_ra-1-route-removed", "accept_ra-2-route-kept"],
 )
-def test_f9_forwarding_on_and_a_default_route_learnt_from_an_ra(netns: Netns, accept_ra, kept):
+def test_f9_forwarding_on_and_a_default_route_learnt_from_an_ra(
+    netns: Netns, accept_ra: str, kept: bool
+):
+    """The host's uplink takes its default route from an RA (sent by the upstream namespace
+    from fe80::1, hop limit 255). Forwarding on removes it at once with accept_ra=1 and later
+    RAs are ignored; with accept_ra=2 written first it stays and a later RA is taken (each
+    case the other's control)."""
     host, upstream = netns.add("h", *NO_DAD), netns.add("u", *NO_DAD)
     netns.ip(host, "link", "add", "up0", "type", "veth", "peer", "name", "down0", "netns", upstream)
     netns.ip(upstream, "address", "add", "fe80::1/64", "dev", "down0", "nodad")
