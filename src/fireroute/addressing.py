@@ -5,20 +5,21 @@ Each derived value comes from exactly one function here.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
-from fireroute.errors import PoolExhausted
+from fireroute.errors import PoolExhausted, UsageError
 
 TAP_PREFIX = "fr-"
 
 
-def block_size(prefix: int) -> int:
-    """Addresses in one block (the guide's A): 4 for /30."""
-    return 1 << (32 - prefix)
+def block_size(prefix: int, width: int = 32) -> int:
+    """Addresses in one block (the guide's A) of an address ``width`` bits wide: 4 for a /30
+    of IPv4, 2**64 for a /64 of IPv6."""
+    return 1 << (width - prefix)
 
 
-def block_count(pool: IPv4Network, prefix: int) -> int:
-    return pool.num_addresses // block_size(prefix)
+def block_count(pool: IPv4Network | IPv6Network, prefix: int) -> int:
+    return pool.num_addresses // block_size(prefix, pool.max_prefixlen)
 
 
 def block(pool: IPv4Network, prefix: int, ordinal: int) -> IPv4Network:
@@ -96,14 +97,19 @@ def overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
 
 
 def free_ordinals(
-    pool: IPv4Network, prefix: int, taken: list[tuple[int, int]], want: int, start: int = 0
+    pool: IPv4Network | IPv6Network,
+    prefix: int,
+    taken: list[tuple[int, int]],
+    want: int,
+    start: int = 0,
 ) -> list[int]:
     """The ``want`` lowest block ordinals whose ranges overlap nothing in ``taken``.
 
-    ``taken`` holds inclusive (first, last) integer address ranges already leased, in any pool.
+    ``taken`` holds inclusive (first, last) integer address ranges already leased, in any pool
+    (of the pool's family: an IPv6 pool's blocks are /64s, :data:`BLOCK6_PREFIX`).
     Freed blocks are therefore reused before the pool grows.
     """
-    size = block_size(prefix)
+    size = block_size(prefix, pool.max_prefixlen)
     base = int(pool.network_address)
     count = block_count(pool, prefix)
     relevant = sorted(
@@ -128,3 +134,71 @@ def free_ordinals(
             f"pool {pool} is exhausted: {want} /{prefix} block(s) wanted, {len(out)} free"
         )
     return out
+
+
+# -- IPv6 (issue 24, docs/ipv6-plan.md 1.1, 1.2): a /64 per VM -------------------------------
+
+BLOCK6_PREFIX = 64
+"""every v6 VM's block is a /64 (SLAAC configures guests on a /64 only)"""
+GATEWAY6 = IPv6Address((0xFE80 << 112) | 1)
+"""fe80::1: the host side of every v6 tap, and so every v6 guest's gateway"""
+ULA_FIRST_BYTE = 0xFD
+"""fd00::/8: the locally assigned half of fc00::/7, where a generated pool lies"""
+METADATA6_GLOBAL_ID = 0x000EC20000
+"""the global id of fd00:ec2::/48, which holds a metadata address: never a generated pool"""
+
+
+def check_pool6(pool: IPv6Network, what: str = "--pool6") -> IPv6Network:
+    """An IPv6 pool holds at least one /64 block: prefix length 64 or shorter (the default
+    is a /48; a delegated /56 or /60 serves too)."""
+    if not isinstance(pool, IPv6Network):
+        raise UsageError(f'invalid {what} "{pool}": expected an IPv6 network')
+    if pool.prefixlen > BLOCK6_PREFIX:
+        raise UsageError(
+            f'invalid {what} "{pool}": a /{pool.prefixlen} is smaller than one VM\'s /64 block; '
+            "use a /64 or a shorter prefix (such as /48)"
+        )
+    return pool
+
+
+def block6_count(pool: IPv6Network) -> int:
+    """How many VMs (a /64 each) ``pool`` holds: 65,536 in a /48, 256 in a /56, 16 in a /60."""
+    return block_count(pool, BLOCK6_PREFIX)
+
+
+def block6(pool: IPv6Network, ordinal: int) -> IPv6Network:
+    """Block number ``ordinal`` (0-based, the VM's v6 ordinal) of the pool: the pool's first
+    address + ordinal * 2**64, a /64."""
+    if not 0 <= ordinal < block6_count(pool):
+        raise PoolExhausted(f"pool {pool} has no /{BLOCK6_PREFIX} block number {ordinal}")
+    start = int(pool.network_address) + block_size(BLOCK6_PREFIX, 128) * ordinal
+    return IPv6Network((start, BLOCK6_PREFIX))
+
+
+def guest6(block: IPv6Network) -> IPv6Interface:
+    """The guest's address in its block: the block's ``::2`` (the guide's ".2"), prefix 64."""
+    return IPv6Interface((int(block.network_address) + 2, block.prefixlen))
+
+
+def ula_pool(random_bytes: bytes) -> IPv6Network:
+    """A unique local /48 (RFC 4193): ``fd`` + the 40 bits of ``random_bytes`` (5 bytes; a
+    caller passes ``os.urandom(5)``). fd00:ec2::/48 is never returned: those bytes give
+    fd00:ec2:1::/48 instead (drawn at twice the odds of any other pool: 2**-39)."""
+    if len(random_bytes) != 5:
+        raise ValueError(f"a ULA's global id is 5 bytes (40 bits), not {len(random_bytes)}")
+    global_id = int.from_bytes(random_bytes, "big")
+    start = (ULA_FIRST_BYTE << 120) | (global_id << 80)
+    if global_id == METADATA6_GLOBAL_ID:
+        start |= 1 << 80  # the next /48: fd00:ec2:1::/48
+    return IPv6Network((start, 48))
+
+
+HEX_KEY_DIGITS = 32
+
+
+def hex_key(value: int) -> str:
+    """An IPv6 address as a number, in 32 lowercase hex digits: text that sorts like the
+    numbers (SQLite's integers are 64 bits signed; its text columns compare bytewise)."""
+    if not 0 <= value < 1 << 128:
+        raise ValueError(f"{value} is not a 128-bit address")
+    return f"{value:0{HEX_KEY_DIGITS}x}"

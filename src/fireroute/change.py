@@ -58,7 +58,7 @@ def running(m: Verbs, name: str) -> Vm:
 
 def changed(old: Vm, options: Options) -> Vm:
     """``old`` with other options: the same block, devices, MAC and owner."""
-    new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state)
+    new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state, old.net6)
     new.owner, new.netns_name = old.owner, old.netns_name
     return new
 

@@ -5,7 +5,14 @@ Nothing here touches the host. Construction validates, so a value that exists is
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 
 from fireroute.errors import UsageError
 
@@ -274,6 +281,8 @@ class Options:
         "network",
         "mtu",
         "publish",
+        "ipv6",
+        "pool6",
     )
     __slots__ = FIELDS
 
@@ -313,6 +322,8 @@ class Options:
         network: str | None = None,
         mtu: int | None = None,
         publish: tuple[Published, ...] | list = (),
+        ipv6: bool = False,
+        pool6: IPv6Network | None = None,
     ) -> None:
         self.mode = mode
         self.backend = backend
@@ -358,6 +369,10 @@ class Options:
         self.mtu = mtu
         self.publish: tuple[Published, ...] = tuple(dict.fromkeys(Published(*p) for p in publish))
         """published ports: host (address, port, protocol) forwarded to the guest's port"""
+        self.ipv6 = ipv6
+        """dual stack (issue 24): the VM also gets a /64 of ``pool6``"""
+        self.pool6 = pool6
+        """the IPv6 pool (None: the state file's own, a ULA /48 made once)"""
         self._validate()
 
     def _validate(self) -> None:
@@ -395,6 +410,7 @@ class Options:
             raise UsageError("--allow-peers needs the nft backend")
         self._validate_publish()
         self._validate_egress()
+        self._validate_ipv6()
 
     def _validate_publish(self) -> None:
         """Published ports: nat and cni guests, nft, and no host port taken twice."""
@@ -424,6 +440,19 @@ class Options:
                 "--egress, --allow-out and --deny-out apply to nat and clone guests (a bridge "
                 "guest's traffic may not pass the host at all)"
             )
+
+    def _validate_ipv6(self) -> None:
+        if self.pool6 is not None and not self.ipv6:
+            raise UsageError(f"--pool6 {self.pool6} needs --ipv6 (it is the pool of v6 blocks)")
+        if self.ipv6 and self.backend == "iptables":
+            raise UsageError(
+                "--ipv6 needs the nft backend: the iptables backend has no IPv6 rules; "
+                "use --backend nft"
+            )
+        if self.pool6 is not None:
+            from fireroute.addressing import check_pool6
+
+            check_pool6(self.pool6)
 
     def _validate_mode(self) -> None:
         """What only some modes take (:data:`APPLIES_TO`), then the mode's own checks
@@ -542,12 +571,16 @@ class Options:
         return f"Options({self.identity()})"
 
     def identity(self) -> dict[str, object]:
-        """The options that make two requests for the same VM equal (JSON-ready)."""
+        """The options that make two requests for the same VM equal (JSON-ready). Those of
+        :data:`OFF_UNLESS_IPV6` only when ``ipv6`` is on: a v4-only VM's text (as the state
+        file holds it) is the same as before they existed."""
         out: dict[str, object] = {}
         for f in self.FIELDS:
+            if f in OFF_UNLESS_IPV6 and not self.ipv6:
+                continue
             v = getattr(self, f)
-            if f == "pool":
-                v = str(v)
+            if f in ("pool", "pool6"):
+                v = None if v is None else str(v)
             elif f == "dns":
                 v = [str(d) for d in v]
             elif f == "owner":
@@ -571,7 +604,13 @@ class Options:
         for f in ("allow_out", "deny_out", "host_nets"):
             kw[f] = tuple(IPv4Network(str(n)) for n in kw.get(f) or ())
         kw["publish"] = tuple(Published.parse(str(p)) for p in kw.get("publish") or ())
+        kw["pool6"] = IPv6Network(str(kw["pool6"])) if kw.get("pool6") else None
         return cls(**kw)
+
+
+OFF_UNLESS_IPV6: dict[str, object] = {"ipv6": False, "pool6": None}
+"""the options a v4-only VM's :meth:`Options.identity` leaves out, with the values they have
+there"""
 
 
 BRIDGE_ONLY = "{} only applies to --mode bridge"
@@ -606,11 +645,13 @@ class Vm:
     ``net`` is the leased block: the /30 of a NAT VM, the /30 of a clone's veth link, or the
     /32 of a bridge guest's address (None for DHCP). ``tap`` is the VM's device on the host:
     the tap (nat, bridge) or the host end of the clone's veth pair; the tap Firecracker opens is
-    ``vm_tap``.
+    ``vm_tap``. ``net6`` is the leased IPv6 block (a /64) of a VM with ``--ipv6``, None for a
+    v4-only VM.
     """
 
     __slots__ = (
         *("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name", "owner"),
+        "net6",
         "_guest",
         "_guest_ip",
     )
@@ -624,6 +665,7 @@ class Vm:
         uplink: str,
         options: Options,
         state: str = "active",
+        net6: IPv6Network | None = None,
     ) -> None:
         self.name = name
         self.net = net
@@ -632,6 +674,7 @@ class Vm:
         self.uplink = uplink
         self.options = options
         self.state = state
+        self.net6 = net6
         self.netns_name: str | None = None
         """clone mode: the namespace's name (fireroute-<state id>-<vm>), set at allocation"""
         self.owner = "new"
@@ -640,7 +683,9 @@ class Vm:
         self._guest_ip: tuple[IPv4Interface, IPv4Address] | None = None  # (and its ip)
 
     def with_state(self, state: str) -> Vm:
-        vm = Vm(self.name, self.net, self.tap, self.mac, self.uplink, self.options, state)
+        vm = Vm(
+            self.name, self.net, self.tap, self.mac, self.uplink, self.options, state, self.net6
+        )
         vm.netns_name = self.netns_name
         vm.owner = self.owner
         return vm
@@ -707,6 +752,25 @@ class Vm:
         if o.bridge_address:
             return IPv4Interface(o.bridge_address).ip
         return IPv4Address(o.gateway) if o.gateway else None
+
+    @property
+    def guest6(self) -> IPv6Interface | None:
+        """The guest's IPv6 address with its prefix: its block's ``::2``/64 (None: v4 only)."""
+        if self.net6 is None:
+            return None
+        from fireroute.addressing import guest6
+
+        return guest6(self.net6)
+
+    @property
+    def gateway6(self) -> IPv6Address | None:
+        """The guest's IPv6 gateway: ``fe80::1``, the host side of every v6 tap (None: v4
+        only)."""
+        if self.net6 is None:
+            return None
+        from fireroute.addressing import GATEWAY6
+
+        return GATEWAY6
 
     @property
     def prefix(self) -> int:

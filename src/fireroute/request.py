@@ -9,10 +9,10 @@ came through.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from fireroute.errors import UsageError
-from fireroute.model import Options, Owner, Published, Vm
+from fireroute.model import OFF_UNLESS_IPV6, Options, Owner, Published, Vm
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,8 +40,9 @@ TEXT = (
     "container",
     "ifname",
     "network",
+    "pool6",
 )
-FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy")
+FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy", "ipv6")
 LISTS = ("dns", "allow_host_ports", "allow_out", "deny_out", "publish")
 FIELDS = (*TEXT, "block_size", "mtu", *FLAGS, *LISTS)
 CNI_ONLY = ("netns", "container", "ifname", "network", "mtu")
@@ -49,6 +50,8 @@ CNI_ONLY = ("netns", "container", "ifname", "network", "mtu")
 Firecracker is told)"""
 """every option of ``up``, by the name the API and the daemon use (the CLI's flag with ``_``;
 ``allow_host_ports`` is ``--allow-host-port``, repeatable)"""
+NO_FLAG_YET = ("ipv6", "pool6")
+"""fields the CLI has no flag for yet (issue 24: step 7 of docs/ipv6-plan.md adds them)"""
 
 
 def flag(field: str) -> str:
@@ -105,6 +108,8 @@ def options(fields: Mapping[str, object]) -> Options:
         network=_text(f, "network"),
         mtu=f.get("mtu"),  # type: ignore[arg-type]
         publish=[Published.parse(p) for p in f.get("publish", ())],  # type: ignore[attr-defined]
+        ipv6=bool(f.get("ipv6", False)),
+        pool6=pool6_arg(str(f["pool6"])) if "pool6" in f else None,
     )
 
 
@@ -144,6 +149,8 @@ def fields_of(o: Options) -> dict[str, object]:
         "network": o.network,
         "mtu": o.mtu,
         "publish": [str(p) for p in o.publish],
+        "ipv6": o.ipv6,
+        "pool6": str(o.pool6) if o.pool6 is not None else None,
     }
 
 
@@ -154,6 +161,23 @@ def pool_arg(text: str) -> IPv4Network:
         raise UsageError(
             f'invalid pool "{text}": {exc} (expected an IPv4 CIDR such as 172.16.0.0/16)'
         ) from None
+
+
+def pool6_arg(text: str) -> IPv6Network:
+    """--pool6: an IPv6 CIDR without host bits, a /64 or shorter."""
+    from fireroute.addressing import check_pool6
+
+    example = "expected an IPv6 CIDR such as fd3c:9a1e:52b0::/48"
+    if "%" in text:
+        raise UsageError(f'invalid --pool6 "{text}": a pool has no zone (%); {example}')
+    if "/" not in text:
+        raise UsageError(f'invalid --pool6 "{text}": give the prefix length; {example}')
+    try:
+        pool = IPv6Network(text, strict=True)
+    except ValueError as exc:
+        why = "not an IPv6 network" if ":" not in text else str(exc)
+        raise UsageError(f'invalid --pool6 "{text}": {why} ({example})') from None
+    return check_pool6(pool)
 
 
 def _text(f: Mapping[str, object], key: str) -> str | None:
@@ -203,6 +227,9 @@ def differences(vm: Vm, options: Options) -> list[str]:
     "--name: has X, asked Y". What the request leaves open (uplink, tap, MAC) or states as the
     VM already has it is no difference, nor is the order of --allow-host-port."""
     have, want = vm.options.identity(), options.identity()
+    for d in (have, want):  # (a v4-only VM's identity leaves them out)
+        for key, off in OFF_UNLESS_IPV6.items():
+            d.setdefault(key, off)
     want["host_nets"] = have["host_nets"]  # read by up, not asked for
     for key, actual in (
         ("uplink", vm.uplink),

@@ -6,7 +6,7 @@ and consistent with each other. Pure: what the host already holds is checked by 
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 
 from fireroute.errors import UsageError
 from fireroute.model import Options, check_vm_name
@@ -21,6 +21,14 @@ NOT_UNICAST = (
     (IPv4Network("224.0.0.0/4"), "a multicast address"),
     (IPv4Network("240.0.0.0/4"), "a reserved (class E) or broadcast address"),
 )
+
+
+NOT_UNICAST6 = (
+    (IPv6Network("::/8"), "reserved: loopback, unspecified, IPv4-mapped"),
+    (IPv6Network("fe80::/10"), "link-local"),
+    (IPv6Network("ff00::/8"), "multicast"),
+)
+"""where an IPv6 pool's guests could not be hosts the host routes to"""
 
 
 def unicast(ip: IPv4Address, what: str) -> None:
@@ -63,6 +71,8 @@ def up(names: list[str], o: Options) -> None:
     if o.mac is not None and len(names) > 1:
         raise UsageError("--mac names one MAC: it cannot be used with several vms")
     request(o)
+    if o.ipv6:  # issue 24: until step 7 of docs/ipv6-plan.md builds the host side
+        raise UsageError("--ipv6 is not available yet (issue 24: dual stack is being built)")
 
 
 def request(o: Options) -> None:
@@ -71,6 +81,9 @@ def request(o: Options) -> None:
     for net, why in NOT_UNICAST:
         if o.mode != "bridge" and o.pool.overlaps(net):
             raise UsageError(f"pool {o.pool} overlaps {net} ({why.split(' (')[0]})")
+    for net6, why in NOT_UNICAST6:
+        if o.pool6 is not None and o.pool6.overlaps(net6):
+            raise UsageError(f"--pool6 {o.pool6} overlaps {net6} ({why})")
     for d in o.dns:
         unicast(d, "--dns")
     if o.mac is not None and o.mac == "00:00:00:00:00:00":
