@@ -2,9 +2,12 @@
 V4_ONLY, the translation of a few rules literally, the sets' types, and the lazy parts as in
 the ip table."""
 
+import importlib.util
+from types import ModuleType
+
 import pytest
 
-from fireroute.want import tables6
+from fireroute.want import tables, tables6
 from fireroute.want.nft import MAPS, SETS, SHARDS
 from fireroute.want.tables import (
     ALL_PARTS,
@@ -59,6 +62,28 @@ def test_every_v4_rule_has_its_image_or_a_reason_on_v4_only():
     assert len(RULES6) == len(RULES) - len(V4_ONLY) + len(INPUT6)
 
 
+def derived() -> ModuleType:
+    """want/tables6.py loaded afresh, from today's want/tables.py (the loaded one untouched)."""
+    spec = importlib.util.find_spec("fireroute.want.tables6")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_adding_a_v4_rule_without_deciding_its_image_fails(monkeypatch: pytest.MonkeyPatch):
+    """The table is derived when the module loads: a new v4 rule keeping an IPv4 word stops
+    it with the rule named; a new rule of family-blind words is carried over as it is."""
+    assert derived().RULES6 == RULES6
+    monkeypatch.setattr(tables, "RULES", (*RULES, ("forward", "iifname . ip saddr @new accept")))
+    with pytest.raises(ValueError, match=r"forward: .*@new accept.* keeps ip \(decide"):
+        derived()
+    blind = ("forward", "iifname @new counter drop")
+    monkeypatch.setattr(tables, "RULES", (*RULES, blind))
+    got = derived().RULES6
+    assert got == (*RULES6, blind)  # (appended to RULES: last)
+
+
 @pytest.mark.parametrize(
     "rule",
     [
@@ -67,6 +92,7 @@ def test_every_v4_rule_has_its_image_or_a_reason_on_v4_only():
         "meta nfproto ipv4 accept",
         "ip protocol icmp accept",
         "iifname . ip saddr @bridged accept",
+        "iifname @taps jump bridge_in",  # a chain the ip6 table has not
     ],
 )
 def test_a_rule_with_an_ipv4_word_left_is_refused_a_silent_image(rule: str):

@@ -103,7 +103,7 @@ ONLY6 = {"input": INPUT6}
 
 
 V4_WORDS = ("ip", "icmp", "ipv4", "igmp", "arp")
-"""Words that mean IPv4 in a rule (with a dotted address and a bridge guest's set)"""
+"""Words that mean IPv4 in a rule (as do a dotted address, and a V4_ONLY set or chain)"""
 
 
 class Untranslated(ValueError):
@@ -114,7 +114,8 @@ class Untranslated(ValueError):
 def _v4_word(word: str) -> bool:
     parts = word.split("/")[0].split(".")
     dotted = len(parts) == 4 and all(p.isdigit() for p in parts)
-    return word in V4_WORDS or dotted or word.startswith("@bridged")
+    v4_only = word.removeprefix("@") in (*V4_ONLY_SETS, *V4_ONLY_CHAINS)
+    return word in V4_WORDS or dotted or v4_only
 
 
 def image(chain: str, rule: str) -> str:
