@@ -2,8 +2,9 @@
 (every part, and none) is taken by ``nft -f`` and listed back as the layout says (the reader's
 parsers read it as the ip table's), and with real packets through a router holding it, the
 guest (a veth standing for its tap) leaves masqueraded from its own /64, not from another, its
-router advertisement meets the RA guard, and its neighbour discovery and echo to ``fe80::1``
-are answered. Nothing outside the test's namespaces."""
+router advertisement and DHCPv6 server reply meet their drops, its neighbour discovery and echo
+to ``fe80::1`` are answered, and nothing new reaches it from outside while replies do. Nothing
+outside the test's namespaces."""
 
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ from fireroute.want.tables import ALL_PARTS, nat_layout
 from fireroute.want.tables6 import INPUT6, MASK64, nat6_layout
 from tests.conftest import needs_root_to, sh
 from tests.kernel import test_v6_facts as facts
-from tests.kernel.test_v6_facts import FOREIGN, OWN, UPLINK, Netns, routed, udp_across, wait_for
+from tests.kernel.test_v6_facts import (
+    FAR,
+    FOREIGN,
+    OWN,
+    UPLINK,
+    Netns,
+    routed,
+    udp_across,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.privileged, needs_root_to("create network namespaces")]
 
@@ -27,6 +37,8 @@ OWN64 = OWN.rsplit("::", 1)[0] + "::"  # the guest's /64 prefix address: its key
 RA_GUARD, ND_ACCEPT = INPUT6[0], INPUT6[2]
 UNTRACKED = "ct state invalid,untracked iifname @taps counter drop"
 FOREIGN_DROP = f"iifname @taps iifname . ip6 saddr & {MASK64} != @vms counter drop"
+DHCP6_SERVER = INPUT6[1]
+TOWARDS_GUEST = "oifname @taps counter drop"
 MASQ = f"ip6 saddr & {MASK64} . oifname @masq counter masquerade"
 ELEMENTS = f"""
 add element ip6 {TABLE} taps {{ "hg" }}
@@ -57,6 +69,28 @@ try:
         data, addr = s.recvfrom(2048)
         if data[0] == 129 and data[4:6] == b"\x6f\x72":
             print("reply", addr[0]); break
+except socket.timeout:
+    print("none")
+"""
+DATAGRAM = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", int(sys.argv[2])))
+s.sendto(b"x", ("fe80::1", 546, 0, socket.if_nametoindex(sys.argv[1])))
+"""
+UDP_ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", int(sys.argv[1]))); print("ready", flush=True)
+data, addr = s.recvfrom(2048); s.sendto(data, addr)
+sys.stdin.readline()
+"""
+ASK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(1.0)
+s.bind((sys.argv[1], 0)); s.sendto(b"asked", (sys.argv[2], int(sys.argv[3])))
+try:
+    data, addr = s.recvfrom(2048); print(addr[0], data.decode())
 except socket.timeout:
     print("none")
 """
@@ -139,6 +173,36 @@ def test_packets_through_a_router_holding_the_ip6_table(netns: Netns):
 
     reply = netns.py(guest, ECHO, "eth0").stdout.split()
     assert reply[0] == "reply" and reply[1].startswith("fe80::1"), reply
+
+    # a DHCPv6 server's reply (from port 547) is dropped as such; the same datagram from
+    # another port goes on to guest_in, whose last rule drops it (the control: same path)
+    netns.py(guest, DATAGRAM, "eth0", "547")
+    assert counted(router)[DHCP6_SERVER] == 1, counted(router)
+    netns.py(guest, DATAGRAM, "eth0", "5470")
+    seen = counted(router)
+    assert seen[DHCP6_SERVER] == 1 and seen["counter drop"] == 1, seen
+
+
+def test_nothing_new_reaches_the_guest_but_replies_do(netns: Netns):
+    """The far side, given a route to the guest's /64 (a routed pool), reaches it without
+    the table (the path works); with it, its new datagram is dropped by ``oifname @taps``
+    (counter 1), while the answer to the guest's own datagram comes back (de-masqueraded)."""
+    guest, router, far = routed(netns)
+    netns.ip(router, "-6", "route", "add", f"{OWN64}/64", "dev", "hg")
+    netns.ip(far, "-6", "route", "add", f"{OWN64}/64", "via", UPLINK)
+
+    def unsolicited(tag: str) -> list:
+        receiver = netns.start(guest, facts.RECEIVE, "9002")
+        netns.py(far, facts.SEND, json.dumps([[FAR, OWN, 9002, tag]]))
+        return json.loads(receiver.communicate("sent\n", timeout=10)[0])
+
+    assert unsolicited("before") == [[FAR, "before"]]
+    facts.nft(router, script("ip6", TABLE, nat6_layout(TABLE)) + ELEMENTS)
+    assert unsolicited("new") == []
+    assert counted(router)[TOWARDS_GUEST] == 1, counted(router)
+    netns.start(far, UDP_ECHO, "9001")
+    assert netns.py(guest, ASK, OWN, FAR, "9001").stdout.split() == [FAR, "asked"]
+    assert counted(router)[MASQ] == 1
 
 
 def test_neighbour_discovery_needs_its_accept_before_the_untracked_drop(netns: Netns):
