@@ -1,0 +1,184 @@
+"""The ``ip6`` NAT table (issue 24, docs/ipv6-plan.md 1.4, 1.5): the IPv4 table's layout
+(want/tables.py, want/nft.py) carried over by a small explicit translation, plus the rules only
+IPv6 has. Pure data; nothing renders it yet (a VM without IPv6 sees no change).
+
+A guest's key in ``vms`` and ``masq`` is its /64's prefix address (``fd3c:9a1e:52b0:1::``), so
+every rule matching a guest's source masks it to its /64 (``ip6 saddr & MASK64``): one hash
+lookup, whatever address in its /64 the guest (or SLAAC) chose. Every v4 rule is translated,
+or is on :data:`V4_ONLY` with the reason; the unit test holds the two lists to ``RULES``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fireroute.want.nft import MAPS, SETS
+from fireroute.want.objects import Obj
+from fireroute.want.tables import (
+    ALL_PARTS,
+    CHAINS,
+    HEADERS,
+    JUMP,
+    JUMP_RULE,
+    METADATA,
+    OPTIONAL,
+    RULES,
+    NftChain,
+    NftSet,
+    shared_table,
+)
+
+FAMILY = "ip6"
+MASK64 = "ffff:ffff:ffff:ffff::"
+"""A guest's /64: the mask its source is looked up with (``vms``, ``masq``)"""
+METADATA6 = "fd00:ec2::254"
+"""The metadata address of IPv6 clouds (the image of 169.254.169.254)"""
+LINK_LOCAL = "fe80::/10"
+GUEST64 = ("vms", "masq")
+"""The sets keyed by a guest's /64 (its prefix address): the rules mask the source"""
+
+PHRASES = (
+    ("dnat ip to ", "dnat ip6 to "),
+    (f"ip daddr != {METADATA} ", f"ip6 daddr != {METADATA6} "),
+    (f"ip daddr {METADATA} ", f"ip6 daddr {METADATA6} "),
+    # 127.0.0.0/8 is IPv4's loopback network; IPv6 has the one address
+    ("ip daddr != 127.0.0.0/8 ", "ip6 daddr != ::1 "),
+    ("ip daddr 127.0.0.0/8 ", "ip6 daddr ::1 "),
+    ("ip daddr ", "ip6 daddr "),
+    ("ip saddr . oifname @masq ", f"ip6 saddr & {MASK64} . oifname @masq "),
+    ("ip saddr @vms ", f"ip6 saddr & {MASK64} @vms "),
+    ("ip saddr != @vms ", f"ip6 saddr & {MASK64} != @vms "),
+    ("icmp type ", "icmpv6 type "),
+    ("reject with icmp ", "reject with icmpv6 "),
+)
+"""v4 phrase -> its v6 image, replaced in this order; a source is rewritten only before a
+lookup in a /64-keyed set (GUEST64): any other ``ip saddr`` is left for a decision"""
+
+V4_ONLY = (
+    # a connection to a port published on 127.0.0.1 leaves with the tap's address: IPv6 has
+    # no route_localnet, a port on [::1] cannot be forwarded (plan F8) and is refused
+    ("postrouting", "ip saddr 127.0.0.0/8 oifname @taps masquerade"),
+    # bridge guests: known by their IPv4 address on a bridge (@bridged, bridge_in); their
+    # IPv6 (sub-/64 leases, the bridge table's v6 part) is a later step (plan 1.11)
+    ("forward", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
+    (
+        "forward",
+        f"iifname . ip saddr @bridged ip daddr {METADATA} ip saddr != @bridged_metadata "
+        "counter drop",
+    ),
+    ("input", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
+    ("input", "iifname . ip saddr @bridged jump bridge_in"),
+    ("bridge_in", "ct state established,related accept"),
+    ("bridge_in", "icmp type echo-request accept"),
+    ("bridge_in", "ip saddr . meta l4proto . th dport @bridged_ports accept"),
+    ("bridge_in", "counter drop"),
+)
+"""The v4 rules with no image in the ip6 table, each with its reason"""
+V4_ONLY_SETS = ("bridged", "bridged_metadata", "bridged_ports")
+V4_ONLY_CHAINS = ("bridge_in",)
+"""Bridge guests' sets and chain: only V4_ONLY rules use them"""
+
+IMAGES = {
+    # a guest reaches the host from its link-local address (fe80::1 is its gateway): such a
+    # source is its own link's, never another guest's, and is never forwarded
+    ("guest_in", "iifname . ip saddr != @vms counter drop"): (
+        f"ip6 saddr != {LINK_LOCAL} iifname . ip6 saddr & {MASK64} != @vms counter drop"
+    ),
+}
+"""The v4 rules whose image is not the phrases' (the reason beside each)"""
+
+INPUT6 = (
+    # the RA guard: a guest is no router (router advertisements, redirects, renumbering), nor
+    # a DHCPv6 server; both before the untracked drop, to be counted here
+    "iifname @taps icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } counter drop",
+    "iifname @taps udp sport 547 counter drop",
+    # the guest's neighbour discovery (conntrack leaves ND untracked: the next rule would drop
+    # it) from its own link only (hop limit 255: never forwarded)
+    "iifname @taps icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } "
+    "ip6 hoplimit 255 accept",
+)
+"""The rules only IPv6 has, first in ``input`` (plan 1.5). Nothing new reaches a guest
+through ``forward``: the image of ``oifname @taps counter drop`` ends that chain as in v4."""
+ONLY6 = {"input": INPUT6}
+
+
+V4_WORDS = ("ip", "icmp", "ipv4", "igmp", "arp")
+"""Words that mean IPv4 in a rule (as do a dotted address, and a V4_ONLY set or chain)"""
+
+
+class Untranslated(ValueError):
+    """A v4 rule the phrases leave with an IPv4 word: its image (IMAGES) or its place on
+    V4_ONLY is to be decided."""
+
+
+def _v4_word(word: str) -> bool:
+    parts = word.split("/")[0].split(".")
+    dotted = len(parts) == 4 and all(p.isdigit() for p in parts)
+    v4_only = word.removeprefix("@") in (*V4_ONLY_SETS, *V4_ONLY_CHAINS)
+    return word in V4_WORDS or dotted or v4_only
+
+
+def image(chain: str, rule: str) -> str:
+    """A v4 rule's image in the ip6 table (raises :class:`Untranslated` when no phrase
+    makes it IPv6's)."""
+    if (chain, rule) in IMAGES:
+        return IMAGES[(chain, rule)]
+    text = rule + " "
+    for v4, v6 in PHRASES:
+        text = text.replace(v4, v6)
+    left = [w for w in text.split() if _v4_word(w)]
+    if left:
+        raise Untranslated(f"{chain}: {rule!r} keeps {' '.join(left)} (decide its image)")
+    return text.rstrip()
+
+
+def type6(kind: str) -> str:
+    """A set's or map's type in the ip6 table."""
+    return kind.replace("ipv4_addr", "ipv6_addr")
+
+
+SETS6 = {n: type6(k) for n, k in SETS.items() if n not in V4_ONLY_SETS}
+MAPS6 = {n: type6(k) for n, k in MAPS.items()}
+CHAINS6 = tuple(c for c in CHAINS if c not in V4_ONLY_CHAINS)
+HEADERS6 = {c: HEADERS[c] for c in CHAINS6}
+RULES6 = tuple(
+    [(c, r) for c in ONLY6 for r in ONLY6[c]]
+    + [(c, image(c, r)) for c, r in RULES if (c, r) not in V4_ONLY]
+)
+"""The ip6 table's rules, by chain in order (``input`` starts with INPUT6), written as
+``nft list`` prints them"""
+JUMP_RULE6 = image("forward", JUMP_RULE)
+
+
+def nat6_layout(name: str, parts: frozenset[str] = ALL_PARTS) -> list[Obj]:
+    """The ip6 NAT table ``name`` holding ``parts`` (want/tables.py PARTS: the same names)
+    with its sets, maps and chains, in declaration order: nat_layout's objects, family
+    ``ip6``."""
+    t = shared_table(FAMILY, name)
+    sets, chains = _layout6(parts)
+    return [
+        t,
+        *(NftSet(t, n, kind, is_map) for n, kind, is_map in sets),
+        *(NftChain(t, c, header, rules) for c, header, rules in chains),
+    ]
+
+
+@cache
+def _layout6(
+    parts: frozenset[str],
+) -> tuple[tuple[tuple[str, str, bool], ...], tuple[tuple[str, str, tuple[str, ...]], ...]]:
+    """The sets and maps (name, type, is a map) and chains (name, header, rules) of an ip6
+    table holding ``parts`` (once per ``parts``)."""
+
+    def held(n: str) -> bool:
+        return OPTIONAL.get(n, "") in parts or n not in OPTIONAL
+
+    sets = tuple((n, k, False) for n, k in SETS6.items() if held(n))
+    sets += tuple((n, k, True) for n, k in MAPS6.items() if held(n))
+    skip = () if JUMP in parts else (JUMP_RULE6,)
+    chains = tuple(
+        (c, HEADERS6[c], tuple(r for ch, r in RULES6 if ch == c and r not in skip))
+        for c in CHAINS6
+        if held(c)
+    )
+    return sets, chains
