@@ -14,8 +14,7 @@ and grouping the golden files hold (docs/core-migration.md, section 6):
   the NAT table, the bridge table, iptables, forwarding.
 
 Each step carries the operations it does (:attr:`OpStep.ops`). The per-VM ``up`` and
-``down`` plan with it; it is its own module so that plan/clone.py's and plan/cni.py's import of
-plan/ops.py stays small.
+``down`` plan with it, and restore clears a clone or CNI attachment with it.
 """
 
 from __future__ import annotations
