@@ -8,7 +8,7 @@ of N/3 taps, as bench/ports.py's VMs have), then 20 transactions each adding one
 20 each deleting it again are sent in-process (fireroute.kernel.nftnl) and timed; the medians
 are printed. An add costs little whatever the size; a delete costs the kernel a walk over the
 set (nft_pipapo_remove), so a policy change writes only the ranges that change and the
-policy sets are sharded (plan/nft.py). Compare with bench/ports.py (RESULTS.md section 8).
+policy sets are sharded (want/nft.py). Compare with bench/ports.py (RESULTS.md section 8).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ namespace (the script re-executes itself under ``unshare --net``):
 - one ``nft -t list table`` process (what a table's first VM now reads before any change);
 - the table's skeleton as a table's first VM declares it (``nft -f``, a new table each time),
   with its 64 pairs of egress policy sets and with the first 16 only (what the skeleton was
-  before plan/nft.py went to 64 pairs).
+  before the layout went to 64 pairs).
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def main() -> int:
         t = time.perf_counter()
         subprocess.run(["nft", "-t", "list", "table", "ip", "firecracker"], capture_output=True)
         reads.append(ms(t))
-    from fireroute.plan import nft
+    from fireroute.want import nft, tables
 
-    full = nft.skeleton("firecracker")
+    full = tables.skeleton("firecracker")
     pair = re.compile(r"\bout_(?:deny_|allow_)?(\d+)\b")
     sixteen = "".join(
         line

@@ -14,7 +14,7 @@ from __future__ import annotations
 from fireroute.errors import NotFound
 from fireroute.kernel import observe
 from fireroute.kernel.run import run
-from fireroute.plan import nft
+from fireroute.want.nft import by_set, elements
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ HELP = {
 
 
 def counted(vm: Vm) -> bool:
-    return vm.backend == "nft" and "acct_tx" in nft.elements(vm)
+    return vm.backend == "nft" and "acct_tx" in by_set(elements(vm))
 
 
 def read(
@@ -54,7 +54,7 @@ def read(
     rows: list[dict[str, object]] = []
     for v in vms:
         row: dict[str, object] = {"name": v.name, "counted": counted(v)}
-        key = nft.elements(v)["acct_tx"][0] if counted(v) else None
+        key = by_set(elements(v))["acct_tx"][0] if counted(v) else None
         tx, rx = tables.get(v.table, ({}, {}))
         if key is not None and key in tx and key in rx:
             (tp, tb), (rp, rb) = tx[key], rx[key]

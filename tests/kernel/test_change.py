@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fireroute.plan.nft import shard
+from fireroute.want.nft import shard
 from tests.conftest import Host
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from fireroute.plan import nft
+from fireroute.want import nft, tables
 from fireroute.want.nft import FILTER_SETS
 from tests.conftest import Host
 from tests.kernel.test_repair import MODE_ARGS
@@ -79,8 +79,8 @@ K = str(nft.shard("fr-a"))
 
 def setup(host: Host, family: str) -> tuple[str, str, dict]:
     """VM ``a`` (or ``b``, a bridge guest): its tap and guest address; check is clean."""
-    if family == "ip":  # a table holding every part (plan/nft.py PARTS): every set is there
-        host.sh(f"nft -f - <<'EOF'\n{nft.skeleton('firecracker')}EOF\n")
+    if family == "ip":  # a table holding every part (want/tables.py PARTS): every set is there
+        host.sh(f"nft -f - <<'EOF'\n{tables.skeleton('firecracker')}EOF\n")
         host.fireroute("up", "a")
         host.fireroute("up", "other", "--allow-peers", "--allow-metadata", "--egress", "none")
     else:
@@ -207,7 +207,7 @@ def test_a_rule_in_every_chain_and_a_set_of_nobody(host: Host):
     map added to its table: each reported, and removed by restore."""
     _, _, clean = setup(host, "ip")
     before = elements(host)
-    chains = list(nft.chains())
+    chains = list(tables.chains())
     script = "".join(f"add rule {T} {c} meta mark 0x2a counter\n" for c in chains)
     script += (
         f"add set {T} evil {{ type ifname; }}\nadd map {T} evil_map {{ type ifname : verdict; }}\n"

@@ -131,7 +131,7 @@ def test_policy_change_cuts_what_it_now_forbids(lab: Lab):
 
 
 def test_policy_changes_write_only_what_changes_and_packets_follow(lab: Lab):
-    """A policy change writes only the ranges that differ (plan/nft.py): one added range, one
+    """A policy change writes only the ranges that differ (want/nft.py): one added range, one
     range replaced by a range containing it (its delete and the add in one transaction), one
     removed; after each the guest reaches exactly what the policy allows."""
     ns, _ = lab.guest("g", "--egress", "none", "--allow-out", "198.51.100.0/24")
@@ -188,7 +188,7 @@ def test_bad_policies_are_refused_and_change_nothing(host: Host):
 def test_check_and_restore_see_policy_elements(host: Host):
     host.fireroute("up", "a", "--egress", "public", "--allow-out", "10.1.0.0/16")
     assert json.loads(host.fireroute("check", "--json").stdout)["ok"]
-    from fireroute.plan.nft import shard
+    from fireroute.want.nft import shard
 
     name = f"out_allow_{shard('fr-a')}"  # the tap's pair of policy sets
     host.run("nft", "delete", "element", "ip", "firecracker", name, '{ "fr-a" . 10.1.0.0/16 }')
@@ -207,7 +207,8 @@ def test_restore_moves_a_policy_left_in_another_pair(host: Host):
     """A table made by a fireroute whose taps went to other pairs of policy sets (the pair
     function changed): check names the misplaced elements, restore moves them in one
     transaction (the old verdict map entry would refuse the new one), then check is ok."""
-    from fireroute.plan.nft import SHARDS, shard, skeleton
+    from fireroute.want.nft import SHARDS, shard
+    from fireroute.want.tables import skeleton
 
     host.fireroute("up", "a", "--egress", "none", "--allow-out", "10.1.0.0/16")
     host.fireroute("up", "b")  # without a policy: its elements must stay as they are
@@ -275,7 +276,7 @@ def test_policy_objects_come_with_the_first_vm_that_needs_them(lab: Lab):
     tap's pair of sets and its chain) only once a VM in it has a policy (issue 23 step 22):
     they come with that VM and are enforced at once, stay when it goes, and ``check`` wants
     them while a VM needs them, accepts them when none does, and ``restore`` mends them."""
-    from fireroute.plan.nft import shard
+    from fireroute.want.nft import shard
 
     def table() -> str:
         return lab.host.run("nft", "-t", "list", "table", "ip", "firecracker").stdout

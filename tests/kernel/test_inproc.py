@@ -24,9 +24,9 @@ import pytest
 
 from fireroute.kernel import inproc, nftnl, rtnl, tun
 from fireroute.model import Options, Owner, Vm
-from fireroute.plan import nft
 from fireroute.plan.ops import Act, OpStep, delete_step, group_delete_step, regroup_step
 from fireroute.plan.steps import IP, NFT, Step
+from fireroute.want import nft, tables
 from fireroute.want.objects import Addr, Link, Obj
 from tests.conftest import Host, make_host, skip_unless_root
 
@@ -449,7 +449,7 @@ def test_parse_accepts_per_vm_scripts_only() -> None:
         (["172.16.0.6", '"up0"'], "5ca1ab1e:b"),
     ]
     for script in (
-        nft.skeleton(TABLE),  # chains and rules
+        tables.skeleton(TABLE),  # chains and rules
         f"add table ip {TABLE}\ndelete table ip {TABLE}\n",
         f"create table ip {TABLE} {{ }}\n",
         f'add element ip {TABLE} taps {{ "a" . }}\n',

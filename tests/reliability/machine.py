@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from fireroute.plan import nft
+from fireroute.want import nft
 
 FILES = ("A", "B")
 POOLS = {"A": ("172.16.0.0/16", "10.200.0.0/16"), "B": ("172.17.0.0/16", "10.201.0.0/16")}
@@ -122,7 +122,7 @@ class Machine(RuleBasedStateMachine):
 
     def chains_intact(self) -> bool:
         """The NAT table's chains and rules are exactly the ones up declares (for the parts it
-        holds: plan/nft.py PARTS)."""
+        holds: want/tables.py PARTS)."""
         raise NotImplementedError
 
     def probe(self, sf: str, name: str) -> None:
@@ -253,7 +253,7 @@ class Machine(RuleBasedStateMachine):
         if vm["mode"] == "bridge":
             what = ("bridged_ports", f'{vm["guest_ip"]} . "tcp" . 22')
         else:  # its policy pair, if the table holds it (it comes with the first VM needing
-            # it: plan/nft.py PARTS); else its host ports
+            # it: want/tables.py PARTS); else its host ports
             dev = vm["host_dev"]
             pair = f"out_allow_{nft.shard(dev)}"
             what = (

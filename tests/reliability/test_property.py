@@ -38,7 +38,7 @@ from tempfile import mkdtemp
 
 import pytest
 
-from fireroute.plan import nft
+from fireroute.want import tables
 from tests.conftest import Host, needs_root, remove_clone_namespaces, sh
 from tests.kernel.test_isolation import CLIENT, SERVER
 from tests.reliability import machine
@@ -177,7 +177,7 @@ class Machine(machine.Machine):
 
         text = self.host.run("nft", "list", "table", "ip", "firecracker").stdout
         have = parse_chains(text)
-        return have == nft.chains(nft.parts_of(have))
+        return have == tables.chains(tables.parts_of(have))
 
 
 Machine.TestCase.settings = machine.run_settings(

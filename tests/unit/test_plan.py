@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fireroute.model import Options, Owner, Vm
-from fireroute.plan import nft
 from fireroute.plan.steps import Plan, as_commands
+from fireroute.want import nft
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 

@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
 from fireroute.kernel.read import _vm_of
-from fireroute.plan import nft
+from fireroute.want import tables
 from fireroute.want.iptables import IptRule
 from fireroute.want.nft import NftElement
 from fireroute.want.objects import Link
@@ -147,7 +147,7 @@ class FakeMachine(machine.Machine):
             for k, o in self.fake.objs.items()
             if o.kind == "nft chain" and k[1][:3] == NAT
         }
-        return have == nft.chains(nft.parts_of(have))
+        return have == tables.chains(tables.parts_of(have))
 
     def probe(self, sf: str, name: str) -> None:
         """No packets (see the module's docstring): the tap taken away, ``restore`` makes it

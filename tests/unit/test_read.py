@@ -18,11 +18,10 @@ from fireroute.errors import ConflictError
 from fireroute.kernel.read import Current, Source, as_wanted, read, rule_of
 from fireroute.kernel.run import Result, run
 from fireroute.model import Vm
-from fireroute.plan import nft as plan_nft
 from fireroute.state.store import _vm
 from fireroute.want import bridge, clone, cni, iptables, nft, shared, tap
 from fireroute.want.objects import Link, Obj
-from fireroute.want.tables import FILTER_HEADER, FILTER_RULES, NftChain, NftTable, parts_of
+from fireroute.want.tables import FILTER_HEADER, FILTER_RULES, NftChain, NftTable, chains, parts_of
 
 DATA = Path(__file__).parent / "data" / "read"
 FIXTURE = DATA / "host.json"
@@ -56,7 +55,7 @@ def render(vms: list[Vm], instance: str) -> list[Obj]:
         users = [v for v in vms if v.table == table and v.backend == "nft"]
         parts = parts_of(e.set for v in users for e in nft.nat_elements(v))  # made: what they need
         layout = (
-            plan_nft.chains(parts)
+            chains(parts)
             if family == shared.NAT
             else {"prerouting": (FILTER_HEADER, list(FILTER_RULES))}
         )

@@ -1,7 +1,7 @@
 """Set-element scripts through nf_tables netlink, in-process: the ``nft -f -`` scripts of
 per-VM up and down plans once the table exists, without starting ``nft`` (~1.5 ms each).
 
-Handled: an optional declaration of a table holding only sets (``nft.declare`` without
+Handled: an optional declaration of a table holding only sets (``tables.declare`` without
 chains), then ``add element`` / ``delete element`` lines on that table. The declaration is
 checked, not sent: the table's sets are read (one NFT_MSG_GETSET dump) and each declared set
 must exist with the declared key type, as the kernel would require for the re-declaration

@@ -10,7 +10,7 @@ from fireroute import jsontext
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
 from fireroute.kernel.apply import failed_lines
 from fireroute.kernel.run import Runner, run
-from fireroute.plan.nft import TABLE_COMMENT
+from fireroute.want.tables import TABLE_COMMENT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

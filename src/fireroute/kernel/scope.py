@@ -18,10 +18,9 @@ from fireroute.errors import MissingTool
 from fireroute.kernel import observe
 from fireroute.kernel.apply import read_sysctl
 from fireroute.kernel.run import which
-from fireroute.plan import modes
 from fireroute.plan.steps import NFT, Step
 from fireroute.want.objects import FORWARD_KEY, Forwarding
-from fireroute.want.shared import BRIDGE, NAT, Population, shared
+from fireroute.want.shared import BRIDGE, NAT, Population, masquerading_bridge, nat_member, shared
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -130,7 +129,7 @@ def up(
     if FORWARDING not in current and records.meta(FORWARD_BEFORE) is None:
         read.meta[FORWARD_BEFORE] = read.forwarding  # the first VM of all
     current[FORWARDING] = Forwarding(read.forwarding)
-    if any(v.backend == "iptables" and modes.nat_member(v) for v in vms):
+    if any(v.backend == "iptables" and nat_member(v) for v in vms):
         from fireroute.plan.iptables import IPT_MADE
 
         made = up_iptables(current, runner)
@@ -185,7 +184,7 @@ def egress_again(current: Index, vms: list[Vm]) -> set[tuple]:
     """A masquerading bridge guest adds its bridge's egress element whether or not another
     guest's up added it (the add is idempotent; a lost one comes back): not in ``current``.
     Returns the keys of those another guest's up added (the undo leaves them)."""
-    masq = {f'"{v.options.bridge}" . "{v.uplink}"' for v in vms if modes.masquerading_bridge(v)}
+    masq = {f'"{v.options.bridge}" . "{v.uplink}"' for v in vms if masquerading_bridge(v)}
     held = {
         k for k, o in current.items() if k[0] == "nft element" and o.vm is None
         and o.value in masq  # type: ignore[attr-defined]
@@ -308,10 +307,10 @@ def _held(vms: list[Vm], rendered: list[list[Obj]]) -> dict[str, set[str]]:
 
     out: dict[str, set[str]] = {}
     for v, objs in zip(vms, rendered, strict=True):
-        if v.backend == "nft" and modes.nat_member(v):
+        if v.backend == "nft" and nat_member(v):
             sets = out.setdefault(v.table, set())
             sets.update(o.set for o in objs if isinstance(o, NftElement) and o.family == NAT)
-            if modes.masquerading_bridge(v):
+            if masquerading_bridge(v):
                 sets.add("egress")
     return out
 
@@ -369,7 +368,7 @@ def _iptables_found(
     goes)."""
     from fireroute.plan import iptables
 
-    ipt = [v for v in vms if modes.nat_member(v) and _has_rules(v)]
+    ipt = [v for v in vms if nat_member(v) and _has_rules(v)]
     if not ipt:
         return
     from fireroute.kernel.read import rule_of

@@ -14,8 +14,7 @@ and grouping the golden files hold (docs/core-migration.md, section 6):
   the NAT table, the bridge table, iptables, forwarding.
 
 Each step carries the operations it does (:attr:`OpStep.ops`). The per-VM ``up`` and
-``down`` plan with it; it is its own module so that plan/clone.py's and plan/cni.py's import of
-plan/ops.py stays small.
+``down`` plan with it, and restore clears a clone or CNI attachment with it.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from fireroute.plan.ops import (
     Act,
     OpStep,
     _block,
-    _declare,
     delete_step,
     group_delete_step,
     regroup_step,
@@ -344,8 +342,10 @@ def _drop(family: str, table: str, vm: str | None, table_obj: Any = None) -> Ste
 def _removal(family: str, table: str, elems: list[NftElement]) -> OpStep:
     """Idempotent removal: declaring the sets and adding first makes the delete succeed
     whether or not the elements (or the table) still exist."""
+    from fireroute.want.tables import declare
+
     own, shared = _split(elems)
-    head = _declare(family, table, _sets_only(family, {e.set for e in own + shared}), [])
+    head = declare(family, table, _sets_only(family, {e.set for e in own + shared}), [])
     body = _lines("add", own) + _lines("add", shared) + _lines("delete", own)
     body += _lines("delete", shared)
     what = WORDS[family][1].format(t=table)
@@ -378,7 +378,7 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
     """One transaction: a table made (``fresh``: its whole layout; made ``exclusive``, undone
     by deleting it) or one that may be there or stays (only the sets written declared; undone
     by removing what it adds, :func:`_added`); the elements, per set in the layout's order."""
-    from fireroute.want.tables import TABLE_COMMENT
+    from fireroute.want.tables import TABLE_COMMENT, declare
 
     def of(kind: str) -> list[Any]:
         return [a.obj for a in acts if a.obj.kind == kind]
@@ -399,7 +399,7 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
         named = {n for n, _, _ in sets}
         sets = [s for s in _sets_only(family, {e.set for e in elems}) if s[0] not in named] + sets
     undo = _drop(family, table, vm) if exclusive else _removal(family, table, _added(acts, own))
-    head = _declare(family, table, sets, _chains(acts))
+    head = declare(family, table, sets, _chains(acts))
     if exclusive:
         head = f'create table {family} {table} {{ comment "{TABLE_COMMENT}"; }}\n' + head
     body = _lines("add", own) + _lines("add", shared)

@@ -100,27 +100,12 @@ def sysctl_step(s: Obj) -> Step:
 
 def _chain_step(c: NftChain) -> Step:
     """A chain of a table that stays, declared again (flushed, its rules added)."""
+    from fireroute.want.tables import declare
+
     where = f"{c.family} {c.table}"
-    text = _declare(c.family, c.table, [], [c])
+    text = declare(c.family, c.table, [], [c])
     return OpStep(
         NFT, text, f"declare chain {c.name} of {where}", c.vm, netns=c.ns, ops=[Act(SET, c)]
-    )
-
-
-def _declare(family: str, table: str, sets: list[tuple[str, str, bool]], chains: list[Any]) -> str:
-    """A table of ours declared with ``sets`` (name, type, is a map) and ``chains`` (flushed,
-    their rules added): plan/nft.py's ``declare``."""
-    from fireroute.want.tables import TABLE_COMMENT
-
-    body = "".join(f"  {'map' if m else 'set'} {n} {{ type {t}; }}\n" for n, t, m in sets)
-    body += "".join(
-        f"  chain {c.name} {{ {c.header} }}\n" if c.header else f"  chain {c.name} {{ }}\n"
-        for c in chains
-    )
-    text = f'table {family} {table} {{\n  comment "{TABLE_COMMENT}"\n{body}}}\n'
-    text += "".join(f"flush chain {family} {table} {c.name}\n" for c in chains)
-    return text + "".join(
-        f"add rule {family} {table} {c.name} {r}\n" for c in chains for r in c.rules
     )
 
 

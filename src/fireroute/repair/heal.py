@@ -17,17 +17,19 @@ Pure: the picture (repair/picture.py) is the whole read.
 from __future__ import annotations
 
 from fireroute.errors import UsageError
-from fireroute.plan import clone, cni, modes
 from fireroute.plan.compiler import compile
-from fireroute.plan.diff import CREATE, DELETE, MISSING, REPLACE, SET, Op
+from fireroute.plan.diff import CREATE, DELETE, MISSING, ORPHAN, REPLACE, SET, Op
 from fireroute.plan.steps import IPTABLES, Step
 from fireroute.repair import order
 from fireroute.repair.picture import Picture
+from fireroute.want import clone, cni
 from fireroute.want.iptables import conntrack
+from fireroute.want.shared import nat_member
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fireroute.model import Vm
+    from fireroute.want.objects import Obj
 
 KEPT_DELETES = ("nft element", "nft set", "nft chain", "iptables rule")
 """what restore removes of what no lease asks for: what stands in our tables and rules"""
@@ -70,10 +72,16 @@ def _whole(pic: Picture, ops: list[Op], healing: Healing) -> list[Op]:
     names = {v.name for v in again}
     out = [op for op in ops if not (op.obj.vm in names and op.obj.kind not in OWN)]
     for vm in again:
-        healing.clear += clone.down(vm) if vm.mode == "clone" else cni.down(vm)
+        healing.clear += compile([Op(DELETE, o, ORPHAN) for o in _cleared(vm)], found=pic.want)
         out += [Op(CREATE, o, MISSING) for o in pic.want.values()
                 if o.vm == vm.name and o.kind not in OWN]  # fmt: skip
     return out
+
+
+def _cleared(vm: Vm) -> list[Obj]:
+    """What is deleted to clear what is left of a clone (its namespace, and with it the veth
+    to it) or a CNI attachment (its links in the namespace, then the veth's host end)."""
+    return [clone.netns(vm)] if vm.mode == "clone" else [cni.veth(vm), cni.tun(vm)]
 
 
 def _in_place(pic: Picture, op: Op) -> list[Op]:
@@ -127,7 +135,7 @@ def _iptables(pic: Picture, ops: list[Op]) -> list[Step]:
         for r in removed
     ]
     if any(op.verb != DELETE for op in ops) or pic.twice():
-        ipt = [v for v in pic.leases if v.backend == "iptables" and modes.nat_member(v)]
+        ipt = [v for v in pic.leases if v.backend == "iptables" and nat_member(v)]
         tagged = [r for r in pic.cur.ipt if r.owner]
         steps += order.heal(
             order.chains(pic.cur.ipt),

@@ -10,10 +10,10 @@ an uplink that is gone, a CNI attachment whose namespace is gone.
 from __future__ import annotations
 
 from fireroute import owner
-from fireroute.plan import modes
 from fireroute.plan.diff import DELETE, ORPHAN, Op
 from fireroute.plan.words import Context, said
 from fireroute.repair.picture import Picture
+from fireroute.want.shared import nat_member, uses_uplink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def table_key(family: str, table: str) -> str:
 
 def _tables(vm: Vm) -> list[tuple[str, str]]:
     """The (family, table)s of ours a VM has elements in."""
-    out = [("ip", vm.table)] if vm.backend == "nft" and modes.nat_member(vm) else []
+    out = [("ip", vm.table)] if vm.backend == "nft" and nat_member(vm) else []
     return out + ([("bridge", vm.table)] if vm.mode == "bridge" else [])
 
 
@@ -75,7 +75,7 @@ class Groups:
         for family, table in sorted(self.members, key=lambda t: (t[0] != "ip", t[1])):
             if ("nft table", (None, family, table)) in pic.have:
                 self.report.shared[table_key(family, table)] = []
-        if any(v.backend == "iptables" and modes.nat_member(v) for v in shown):
+        if any(v.backend == "iptables" and nat_member(v) for v in shown):
             self.report.shared["iptables"] = []
 
     def of_vms(self, names: list[str]) -> list[list[str]]:
@@ -138,7 +138,7 @@ def facts(pic: Picture, vm: Vm) -> list[str]:
     if vm.state != "active":
         out.append(f"lease is {vm.state} (an interrupted run; gc finishes it)")
     links = pic.links()
-    if modes.uses_uplink(vm) and vm.uplink not in links:
+    if uses_uplink(vm) and vm.uplink not in links:
         out.append(f'uplink "{vm.uplink}" is missing (renamed or gone)')
     if vm.mode == "cni" and vm.netns not in pic.cur.inside:
         out.append(

@@ -1,7 +1,16 @@
-"""A clone's objects (plan/clone.py tells the mode's story): its namespace, the veth link to
-the host (a /30: ``addressing.veth_pair``), inside the namespace lo, the guest's tap, the veth's
-far end, the default route and forwarding, the namespace's NAT table; on the host the route to
-an explicit clone address."""
+"""Clone mode (the clone networking guide's namespaced NAT): each clone gets a network
+namespace holding a tap with the same name and address for every clone, a veth link to the
+host with a unique /30, SNAT of the guest to the veth address and DNAT of the clone's address
+to the guest. The host side is an ordinary NAT member (the veth plays the tap).
+
+Where this differs from the guide: the guide gives the veth a /24 but masquerades a /30, and
+sets the guest's default route via the host's veth address, which the guest cannot reach; here
+the veth link is a /30 and the guest's gateway is the tap address inside the namespace.
+
+A clone's objects: its namespace, the veth link to the host (a /30: ``addressing.veth_pair``),
+inside the namespace lo, the guest's tap, the veth's far end, the default route and
+forwarding, the namespace's NAT table; on the host the route to an explicit clone address.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,23 @@
-"""A CNI attachment's objects (plan/cni.py tells the mode's story). In the runtime's namespace:
-the veth (made there with its host end, both MACs fixed) and the tap the VMM opens, joined by
-two tc redirects. On the host: the veth's end, its address (the block's first, or an IPAM
-gateway alone as a /32), the route to a delegated guest, IPv6 off."""
+"""CNI mode: the VMM runs inside the runtime's network namespace (``CNI_NETNS``), as
+firecracker-go-sdk and firecracker-containerd start it. In that namespace: a veth named
+``CNI_IFNAME`` whose other end is in the host namespace, and the tap the VMM opens, joined to
+the veth by two tc redirects (whatever arrives on one leaves on the other), so the namespace
+is a wire and holds no address, route or rule of its own. On the host, the veth's end is an
+ordinary NAT member: it carries the tap address (.1 of the /30), and every rule of NAT mode
+(masquerade, anti-spoofing, isolation, egress policy, accounting) applies to it as to a tap.
+
+Why redirects rather than routing through the namespace: the host side stays exactly NAT
+mode's (the guest's ARP reaches the host veth, which answers for its gateway), the namespace
+needs neither forwarding nor addresses, and check has two filters to compare instead of
+addresses, routes and a sysctl.
+
+An attachment's objects. In the runtime's namespace: the veth (made there with its host end,
+both MACs fixed) and the tap the VMM opens, joined by two tc redirects. On the host: the
+veth's end, its address (the block's first, or an IPAM gateway alone as a /32), the route to a
+delegated guest, IPv6 off. Taken down (plan/compiler.py), the links in the namespace go as one
+group delete: the kernel unregisters them and the veth's host end together, waiting once for
+RCU; a namespace the runtime already removed took everything with it.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from ipaddress import IPv4Network
 from fireroute import owner
 from fireroute.model import NOT_PUBLIC, Options, Vm, merged
 from fireroute.want.objects import Obj
-from fireroute.want.shared import BRIDGE, NAT, masquerading, nat_member
+from fireroute.want.shared import BRIDGE, NAT, masquerading_bridge, nat_member
 
 SHARDS = 64  # pairs of egress policy sets (see SETS)
 SETS = {
@@ -177,11 +177,10 @@ def egress_element(table: str, bridge: str, uplink: str, instance: str) -> NftEl
 def nat_elements(vm: Vm) -> list[NftElement]:
     """Every element a VM needs in its NAT table: its own, and a masquerading bridge guest's
     shared egress element (what ``check`` expects of it and its table holds while it is up)."""
-    addressed = vm.guest_ip is not None
-    if not nat_member(vm.mode, addressed):
+    if not nat_member(vm):
         return []
     out = elements(vm)
-    if masquerading(vm.mode, vm.options.masquerade, addressed):
+    if masquerading_bridge(vm):
         out.append(egress_element(vm.table, str(vm.options.bridge), vm.uplink, vm.owner))
     return out
 

@@ -18,7 +18,7 @@ from fireroute.want.shared import (
     NAT,
     Population,
     Shared,
-    masquerading,
+    masquerading_bridge,
     nat_member,
     shared,
 )
@@ -63,7 +63,7 @@ def vm(lease: Vm, rules: bool = True) -> list[Obj]:
     a masquerading bridge's egress element) are :func:`shared_objects`'. ``rules`` False:
     without the iptables rules (down takes them as ``iptables-nft-save`` prints them)."""
     objs = links(lease)
-    if nat_member(lease.mode, lease.guest_ip is not None):
+    if nat_member(lease):
         if lease.backend == "nft":
             objs += nft.elements(lease)
         if rules:
@@ -92,11 +92,10 @@ def needed_sets(leases: Iterable[Vm], own: Iterable[list[Obj]]) -> dict[str, set
         if lease.backend != "nft":
             continue
         sets = out.setdefault(lease.table, set())
-        addressed = lease.guest_ip is not None
-        if not nat_member(lease.mode, addressed):
+        if not nat_member(lease):
             continue
         sets.update(o.set for o in objs if o.kind == "nft element" and o.family == NAT)  # type: ignore[attr-defined]
-        if masquerading(lease.mode, lease.options.masquerade, addressed):
+        if masquerading_bridge(lease):
             sets.add("egress")
     return out
 

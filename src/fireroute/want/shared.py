@@ -28,28 +28,40 @@ BRIDGE = "bridge"
 """the nft family of the bridge guests' filter table (of the same name)"""
 
 
-def nat_member(mode: str, addressed: bool) -> bool:
-    """Has a VM entries in the shared NAT table or rules? A bridge guest has when its address
-    is known (``addressed``: not DHCP); host protection and masquerade are keyed by it."""
+def _member(mode: str, addressed: bool) -> bool:
     return mode != "bridge" or addressed
 
 
-def masquerading(mode: str, masquerade: object, addressed: bool) -> bool:
-    """Is a VM a bridge guest routed out of the uplink with masquerade (the shared egress
-    element of its bridge)?"""
+def _masquerading(mode: str, masquerade: object, addressed: bool) -> bool:
     return mode == "bridge" and bool(masquerade) and addressed
+
+
+def nat_member(vm: Vm) -> bool:
+    """Has the VM entries in the shared NAT table or rules? A bridge guest has when its
+    address is known (not DHCP): host protection and masquerade are keyed by it."""
+    return _member(vm.mode, vm.guest_ip is not None)
+
+
+def masquerading_bridge(vm: Vm) -> bool:
+    """Is the VM a bridge guest routed out of the uplink with masquerade (the shared egress
+    element of its bridge)?"""
+    return _masquerading(vm.mode, vm.options.masquerade, vm.guest_ip is not None)
+
+
+def uses_uplink(vm: Vm) -> bool:
+    """Does the VM's traffic leave through the uplink by fireroute's rules?"""
+    return vm.mode != "bridge" or masquerading_bridge(vm)
 
 
 def shape_of(vm: Vm) -> Key:
     """A VM's shape: what the shared objects depend on."""
-    addressed = vm.guest_ip is not None
     return (
         vm.mode,
         vm.backend,
         vm.table,
         vm.options.bridge if vm.mode == "bridge" else None,
-        nat_member(vm.mode, addressed),
-        masquerading(vm.mode, vm.options.masquerade, addressed),
+        nat_member(vm),
+        masquerading_bridge(vm),
         vm.uplink,
     )
 
@@ -70,8 +82,8 @@ class Population:
                 str(backend),
                 str(table),
                 None if br is None else str(br),
-                nat_member(m, addressed),
-                masquerading(m, masq, addressed),
+                _member(m, addressed),
+                _masquerading(m, masq, addressed),
                 str(uplink),
             )
             counts[key] = counts.get(key, 0) + int(n)  # type: ignore[call-overload]

@@ -299,6 +299,35 @@ def _kept(parts: frozenset[str]) -> tuple[list[tuple[str, str, bool]], list[tupl
     return got
 
 
+def chains(parts: frozenset[str] = ALL_PARTS) -> dict[str, tuple[str, list[str]]]:
+    """The chains of a NAT table holding ``parts``: name -> (header, rules), as read back."""
+    return {c: (header, list(rules)) for c, header, rules in _kept(parts)[1]}
+
+
+def declare(
+    family: str, table: str, sets: list[tuple[str, str, bool]], chains: list[NftChain]
+) -> str:
+    """A table of ours declared with ``sets`` (name, type, is a map) and ``chains`` (flushed,
+    their rules added): the same text for the NAT table and the bridge family's one."""
+    body = "".join(f"  {'map' if m else 'set'} {n} {{ type {t}; }}\n" for n, t, m in sets)
+    body += "".join(
+        f"  chain {c.name} {{ {c.header} }}\n" if c.header else f"  chain {c.name} {{ }}\n"
+        for c in chains
+    )
+    text = f'table {family} {table} {{\n  comment "{TABLE_COMMENT}"\n{body}}}\n'
+    text += "".join(f"flush chain {family} {table} {c.name}\n" for c in chains)
+    return text + "".join(
+        f"add rule {family} {table} {c.name} {r}\n" for c in chains for r in c.rules
+    )
+
+
+def skeleton(name: str, parts: frozenset[str] = ALL_PARTS) -> str:
+    """The NAT table ``name`` holding ``parts`` declared whole, as its first VM declares it."""
+    layout = nat_layout(name, parts)[1:]
+    sets = [(o.name, o.type, o.is_map) for o in layout if isinstance(o, NftSet)]
+    return declare("ip", name, sets, [o for o in layout if isinstance(o, NftChain)])
+
+
 def filter_layout(name: str) -> list[Obj]:
     """The bridge family's table ``name`` with its sets and its one chain."""
     t = shared_table("bridge", name)
