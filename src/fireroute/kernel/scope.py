@@ -136,7 +136,7 @@ def up(
         if made:  # the first iptables VM on this host: remember what it brings in
             read.meta[IPT_MADE] = made
     read.held = up_bridges(current, read.desired, vms, missing)
-    if any(modes.masquerading_bridge(v) for v in vms):
+    if any(masquerading_bridge(v) for v in vms):
         read.held |= egress_found(current, read.desired, read.held, runner)
     return read
 
