@@ -13,8 +13,7 @@ import json
 import pytest
 
 from fireroute.kernel.read import parse_chains, parse_sets
-from fireroute.plan.nft import declare
-from fireroute.want.tables import ALL_PARTS, nat_layout
+from fireroute.want.tables import ALL_PARTS, declare, nat_layout
 from fireroute.want.tables6 import INPUT6, MASK64, nat6_layout
 from tests.conftest import needs_root_to, sh
 from tests.kernel import test_v6_facts as facts
