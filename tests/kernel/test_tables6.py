@@ -98,10 +98,8 @@ except socket.timeout:
 def script(family: str, table: str, objs: list) -> str:
     """The declaration of a layout (nat_layout's or nat6_layout's objects) with its chains'
     rules, as the compiler declares a fresh table."""
-    sets = {o.name: o.type for o in objs if o.kind == "nft set" and not o.is_map}
-    maps = {o.name: o.type for o in objs if o.kind == "nft set" and o.is_map}
-    chains = {o.name: (o.header, list(o.rules)) for o in objs if o.kind == "nft chain"}
-    return declare(family, table, sets, chains, maps)
+    sets = [(o.name, o.type, o.is_map) for o in objs if o.kind == "nft set"]
+    return declare(family, table, sets, [o for o in objs if o.kind == "nft chain"])
 
 
 def listed(ns: str, family: str = "ip6", table: str = TABLE) -> str:
