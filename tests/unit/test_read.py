@@ -288,6 +288,8 @@ def test_damage_is_seen_as_the_object_it_touches():
     for entry in ipv6["log"]["files"]:
         if entry[0] == [f"/proc/sys/net/ipv6/conf/{nat.tap}/disable_ipv6"]:
             entry[1] = "0"
+    # (with IPv6 on, the reader reads the tap's addr_gen_mode too: the kernel's default)
+    ipv6["log"]["files"].append([[f"/proc/sys/net/ipv6/conf/{nat.tap}/addr_gen_mode"], "0"])
     found = compare(read_recorded(ipv6), want, instance)
     assert found == [f"missing Sysctl{(None, f'net/ipv6/conf/{nat.tap}/disable_ipv6', '1')}"]
 

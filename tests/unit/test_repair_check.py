@@ -81,6 +81,8 @@ def test_ipv6_on_and_forwarding_off():
             entry[1] = "0"
         if entry[0] == ["/proc/sys/net/ipv4/ip_forward"]:
             entry[1] = "0"
+    # (with IPv6 on, the reader reads the tap's addr_gen_mode too: the kernel's default)
+    doc["log"]["files"].append([[f"/proc/sys/net/ipv6/conf/{nat.tap}/addr_gen_mode"], "0"])
     found = said(checked(doc))
     assert found[nat.name] == [
         f'IPv6 is on for tap "{nat.tap}" (guests could reach the host over it)',

@@ -31,7 +31,7 @@ from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
 from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
 from fireroute.want.tables import TABLE_COMMENT, NftChain, NftSet, NftTable
-from fireroute.want.tap import DEVICE_SYSCTLS
+from fireroute.want.tap import ADDR_GEN6, DEVICE_SYSCTLS, DISABLE6
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -302,10 +302,19 @@ def _device_sysctls(cur: Current, src: Source) -> None:
         if link.link_kind not in ("tun", "veth"):
             continue
         for form, ours in DEVICE_SYSCTLS.items():
+            if form == ADDR_GEN6 and not _ipv6_on(cur, link):
+                continue  # (read where IPv6 is on, on a NAT tap of ours)
             path = form.format(link.name)
             value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")
             if value == ours:
                 cur.add(Sysctl(path, value, "", link.owner, link.vm))
+
+
+def _ipv6_on(cur: Current, link: Link) -> bool:
+    """Is a NAT tap of ours (a tap in no bridge) one with IPv6 on (``disable_ipv6`` read as 0:
+    a VM with IPv6)?"""
+    nat_tap = bool(link.owner) and link.link_kind == "tun" and not link.master
+    return nat_tap and cur.sysctls.get((None, DISABLE6.format(link.name))) == "0"
 
 
 def _routes(cur: Current, src: Source, ns: str | None, who: str = "") -> None:

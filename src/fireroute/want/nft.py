@@ -12,7 +12,7 @@ from ipaddress import IPv4Network
 from fireroute import owner
 from fireroute.model import NOT_PUBLIC, Options, Vm, merged
 from fireroute.want.objects import Obj
-from fireroute.want.shared import BRIDGE, NAT, masquerading_bridge, nat_member
+from fireroute.want.shared import BRIDGE, NAT, NAT6, masquerading_bridge, nat_member
 
 SHARDS = 64  # pairs of egress policy sets (see SETS)
 SETS = {
@@ -164,6 +164,45 @@ def elements(vm: Vm) -> list[NftElement]:
         add(metadata, key)
     for port, proto in o.allow_host_ports:
         add(ports, f'{key} . "{proto}" . {port}')
+    return out
+
+
+ULA = (0xFC << 120, 7)
+"""fc00::/7 (unique local addresses) as (first address, prefix length)"""
+
+
+def unique_local(net: object) -> bool:
+    """Is an IPv6 block in fc00::/7 (masqueraded: a routed pool leaves with its own)?"""
+    first, length = ULA
+    return int(net.network_address) >> (128 - length) == first >> (128 - length)  # type: ignore[attr-defined]
+
+
+def elements6(vm: Vm) -> list[NftElement]:
+    """A NAT VM's elements in the ip6 table of its table's name (want/tables6.py), for a VM
+    with IPv6: those keyed by its tap as in the ip table, its /64 where the ip table has its
+    address (``vms``; ``masq`` for a block of a unique local pool: a global pool's blocks are
+    routed to the host and leave unchanged)."""
+    if vm.net6 is None or vm.mode == "bridge":
+        return []
+    out: list[NftElement] = []
+
+    def add(set_name: str, value: str) -> None:
+        out.append(NftElement(NAT6, vm.table, set_name, value, vm.tag, vm.name))
+
+    o, key, prefix = vm.options, f'"{vm.tap}"', vm.net6.network_address
+    if unique_local(vm.net6):
+        add("masq", f'{prefix} . "{vm.uplink}"')
+    add("egress", f'{key} . "{vm.uplink}"')
+    add("taps", key)
+    add("vms", f"{key} . {prefix}")
+    add("acct_tx", key)
+    add("acct_rx", key)
+    if o.allow_peers:
+        add("peers", key)
+    if o.allow_metadata:
+        add("metadata", key)
+    for port, proto in o.allow_host_ports:
+        add("host_ports", f'{key} . "{proto}" . {port}')
     return out
 
 

@@ -14,6 +14,7 @@ LINK_GROUP = 4151
 DOOMED_GROUP = 4152
 """Links about to be deleted together are moved here first (only ever by fireroute)."""
 FORWARD_KEY = "net.ipv4.ip_forward"
+FORWARD6_KEY = "net.ipv6.conf.all.forwarding"
 CALLER = "$$"
 """in an ``ip`` line run inside another namespace, ``netns $$`` names the caller's own
 namespace (the shell's, when a person types it; the executor's process, when it runs)"""
@@ -173,23 +174,27 @@ def _mac(mac: str | None) -> str:
 
 
 class Addr(Obj):
-    """An IPv4 address (``cidr`` as ``ip address`` prints it: ``172.16.0.1/30``) on a link."""
+    """An address (``cidr`` as ``ip address`` prints it: ``172.16.0.1/30``, ``fe80::1/64``) on
+    a link; ``nodad``: an IPv6 one usable at once (no duplicate address detection)."""
 
-    __slots__ = ("dev", "cidr", "noun")
+    __slots__ = ("dev", "cidr", "noun", "nodad")
     kind = "addr"
 
-    def __init__(self, link: Link, cidr: str) -> None:
+    def __init__(self, link: Link, cidr: str, nodad: bool = False) -> None:
         super().__init__(link.ns, link.owner, link.vm)
         self.dev = link.name
         self.cidr = cidr
         self.noun = link.noun
+        self.nodad = nodad
 
     @property
     def key(self) -> tuple:
         return (self.ns, self.dev, self.cidr)
 
     def text(self, verb: str) -> str:
-        return f"address {'add' if verb == 'create' else 'del'} {self.cidr} dev {self.dev}"
+        if verb != "create":
+            return f"address del {self.cidr} dev {self.dev}"
+        return f"address add {self.cidr} dev {self.dev}" + (" nodad" if self.nodad else "")
 
     def what(self, verb: str) -> str:
         return f'address {self.noun} "{self.dev}"'
@@ -226,21 +231,24 @@ class Sysctl(Obj):
 
 
 class Forwarding(Obj):
-    """IPv4 forwarding in the root namespace, which every state file's VMs share: ``value``
-    as wanted (or read), ``before`` the value fireroute found before it switched it on (as
-    recorded; not compared). Leaving it goes back to ``before``."""
+    """Forwarding in the root namespace (IPv4's, or IPv6's: ``path``), which every state
+    file's VMs share: ``value`` as wanted (or read), ``before`` the value fireroute found
+    before it switched it on (as recorded; not compared). Leaving it goes back to ``before``."""
 
-    __slots__ = ("value", "before")
+    __slots__ = ("value", "before", "path")
     kind = "forwarding"
 
-    def __init__(self, value: str, before: str | None = None, owner: str = "") -> None:
+    def __init__(
+        self, value: str, before: str | None = None, owner: str = "", path: str = FORWARD_KEY
+    ) -> None:
         super().__init__(None, owner, None)
         self.value = value
         self.before = before
+        self.path = path
 
     @property
     def key(self) -> tuple:
-        return (None, FORWARD_KEY)
+        return (None, self.path)
 
     @property
     def attrs(self) -> tuple:
@@ -248,7 +256,8 @@ class Forwarding(Obj):
 
     def text(self, verb: str = "set") -> str:
         """``set``/``create``: the value; ``delete``: back to ``before``."""
-        return f"{FORWARD_KEY}={self.before if verb == 'delete' else self.value}"
+        return f"{self.path}={self.before if verb == 'delete' else self.value}"
 
     def what(self, verb: str = "set") -> str:
-        return "restore IPv4 forwarding" if verb == "delete" else "set IPv4 forwarding"
+        family = "IPv4" if self.path == FORWARD_KEY else "IPv6"
+        return f"{'restore' if verb == 'delete' else 'set'} {family} forwarding"

@@ -12,10 +12,11 @@ from __future__ import annotations
 from fireroute import owner
 from fireroute.model import Vm
 from fireroute.want import bridge, iptables, nft, tap
-from fireroute.want.objects import Forwarding, Link, Obj
+from fireroute.want.objects import FORWARD6_KEY, Forwarding, Link, Obj
 from fireroute.want.shared import (
     BRIDGE,
     NAT,
+    NAT6,
     Population,
     Shared,
     masquerading_bridge,
@@ -66,6 +67,7 @@ def vm(lease: Vm, rules: bool = True) -> list[Obj]:
     if nat_member(lease):
         if lease.backend == "nft":
             objs += nft.elements(lease)
+            objs += nft.elements6(lease)
         if rules:
             objs += iptables.rules(lease)
     if lease.mode == "bridge":
@@ -119,6 +121,8 @@ def shared_objects(
         objs += bridge_objects(br, leases, instance)
     if want.forwarding:
         objs.append(Forwarding(WANTED))
+    if want.forwarding6:
+        objs.append(Forwarding(WANTED, path=FORWARD6_KEY))
     for table in want.tables_of(NAT):
         if needed is None:
             users = [v for v in leases if v.table == table and v.backend == "nft"]
@@ -128,11 +132,23 @@ def shared_objects(
         parts = parts_of(sets) | parts_of((held or {}).get(table, ()))
         objs += nat_layout(table, parts)
         objs += [nft.egress_element(table, *e) for e in sorted(want.egress_of(table))]
+    for table in want.tables_of(NAT6):
+        objs += _nat6_table(table, leases)
     for table in want.tables_of(BRIDGE):
         objs += filter_layout(table)
     if want.conntrack:
         objs.append(iptables.conntrack())
     return objs
+
+
+def _nat6_table(table: str, leases: list[Vm]) -> list[Obj]:
+    """The ip6 table ``table`` with the parts its leases' IPv6 elements need (a lease at hand:
+    else the lean layout)."""
+    from fireroute.want.tables import parts_of
+    from fireroute.want.tables6 import nat6_layout
+
+    sets = (e.set for v in leases if v.table == table for e in nft.elements6(v))
+    return nat6_layout(table, parts_of(sets))
 
 
 def desired(

@@ -1,11 +1,12 @@
 """What the VMs of one state file share on the host, decided from the shape of their leases.
 
 The shape (:class:`Population`) counts the VMs per (mode, backend, table, bridge, NAT member,
-masquerading bridge, uplink): enough to decide "first VM of a table", "last on a bridge" or
+masquerading bridge, uplink, IPv6): enough to decide "first VM of a table", "last on a bridge" or
 "last VM at all" in O(shapes), so the per-VM cost stays flat however many VMs are up.
 :func:`shared` turns a shape into the shared objects the host should have for it: each nft
 table with a VM in it, each bridge a VM is on, each masquerading bridge's egress element, the
-shared iptables conntrack rule, forwarding. A shared object is wanted exactly while some VM
+shared iptables conntrack rule, forwarding; with IPv6 VMs, each ip6 NAT table and IPv6
+forwarding. A shared object is wanted exactly while some VM
 needs it, so a verb reads "first" as "not wanted by the others" and "last" as "not wanted by
 those that stay"; whether another state file still uses it is a kernel read, not decided here.
 
@@ -20,12 +21,14 @@ if TYPE_CHECKING:
 
     from fireroute.model import Vm
 
-    Key = tuple[str, str, str, str | None, bool, bool, str]
+    Key = tuple[str, str, str, str | None, bool, bool, str, bool]
 
 NAT = "ip"
 """the nft family of the NAT table (the ``--table``)"""
 BRIDGE = "bridge"
 """the nft family of the bridge guests' filter table (of the same name)"""
+NAT6 = "ip6"
+"""the nft family of the IPv6 VMs' NAT table (of the same name)"""
 
 
 def _member(mode: str, addressed: bool) -> bool:
@@ -63,19 +66,20 @@ def shape_of(vm: Vm) -> Key:
         nat_member(vm),
         masquerading_bridge(vm),
         vm.uplink,
+        vm.net6 is not None,
     )
 
 
 class Population:
     """VMs counted per shape. ``rows`` are the state file's (mode, backend, table, bridge,
-    masquerade, dhcp, uplink, count) (``Store.shapes``); ``minus`` are VMs among them taken
-    away (those going down)."""
+    masquerade, dhcp, uplink, ipv6, count) (``Store.shapes``; a row without ``ipv6``: a
+    v4-only shape); ``minus`` are VMs among them taken away (those going down)."""
 
     __slots__ = ("counts",)
 
     def __init__(self, rows: Iterable[tuple[object, ...]] = (), minus: Iterable[Vm] = ()) -> None:
         counts: dict[Key, int] = {}
-        for mode, backend, table, br, masq, dhcp, uplink, n in rows:
+        for mode, backend, table, br, masq, dhcp, uplink, *v6, n in rows:
             m, addressed = str(mode), not dhcp
             key = (
                 m,
@@ -85,6 +89,7 @@ class Population:
                 _member(m, addressed),
                 _masquerading(m, masq, addressed),
                 str(uplink),
+                bool(v6 and v6[0]),
             )
             counts[key] = counts.get(key, 0) + int(n)  # type: ignore[call-overload]
         for vm in minus:
@@ -122,9 +127,10 @@ class Shared:
     ``bridges``: the bridges VMs are on. ``egress``: (table, bridge, uplink, owner) of each
     masquerading bridge's egress element in an nft NAT table. ``conntrack``: the shared
     iptables rule (some NAT member on the iptables backend). ``forwarding``: IPv4 forwarding
-    on (some VM at all)."""
+    on (some VM at all); ``forwarding6``: IPv6 forwarding on (some VM with IPv6). An IPv6
+    NAT member on nft has the ip6 table (``NAT6``) of its table's name too."""
 
-    __slots__ = ("tables", "bridges", "egress", "conntrack", "forwarding")
+    __slots__ = ("tables", "bridges", "egress", "conntrack", "forwarding", "forwarding6")
 
     def __init__(
         self,
@@ -133,12 +139,14 @@ class Shared:
         egress: frozenset[tuple[str, str, str, str]],
         conntrack: bool,
         forwarding: bool,
+        forwarding6: bool = False,
     ) -> None:
         self.tables = tables
         self.bridges = bridges
         self.egress = egress
         self.conntrack = conntrack
         self.forwarding = forwarding
+        self.forwarding6 = forwarding6
 
     def tables_of(self, family: str) -> list[str]:
         """The tables of one family, sorted (the order verbs change them in)."""
@@ -160,10 +168,13 @@ class Shared:
 def shared(shape: Population, instance: str) -> Shared:
     """The shared objects the VMs of ``shape`` (of the state file ``instance``) want."""
     tables, bridges, egress = set(), set(), set()
-    conntrack = False
-    for mode, backend, table, br, member, masq, uplink in shape.counts:
+    conntrack = forwarding6 = False
+    for mode, backend, table, br, member, masq, uplink, v6 in shape.counts:
+        forwarding6 = forwarding6 or v6
         if member and backend == "nft":
             tables.add((NAT, table))
+            if v6:
+                tables.add((NAT6, table))
             if masq:
                 egress.add((table, str(br), uplink, instance))
         conntrack = conntrack or (member and backend == "iptables")
@@ -171,5 +182,10 @@ def shared(shape: Population, instance: str) -> Shared:
             tables.add((BRIDGE, table))
             bridges.add(str(br))
     return Shared(
-        frozenset(tables), frozenset(bridges), frozenset(egress), conntrack, bool(shape.counts)
+        frozenset(tables),
+        frozenset(bridges),
+        frozenset(egress),
+        conntrack,
+        bool(shape.counts),
+        forwarding6,
     )

@@ -5,22 +5,28 @@ from __future__ import annotations
 
 from fireroute import owner
 from fireroute.model import Vm
+from fireroute.want.netns import Route
 from fireroute.want.objects import Addr, Link, Obj, Sysctl
 
 MODES = ("nat", "bridge")
 """the modes whose VM device on the host is its tap"""
+DISABLE6 = "net/ipv6/conf/{}/disable_ipv6"
+ADDR_GEN6 = "net/ipv6/conf/{}/addr_gen_mode"
 DEVICE_SYSCTLS = {
-    "net/ipv6/conf/{}/disable_ipv6": "1",
+    DISABLE6: "1",
     "net/ipv4/conf/{}/route_localnet": "1",
+    ADDR_GEN6: "1",
 }
 """every per-device sysctl a VM's host device (tap or veth) may get, with the value fireroute
-writes: the reader (kernel/read.py) reads these, so a new one is an entry here and a call of
-``device_sysctl``"""
+writes (a v6 tap's ``disable_ipv6``: 0): the reader (kernel/read.py) reads these, so a new one
+is an entry here and a call of ``device_sysctl``"""
 
 
-def device_sysctl(vm: Vm, form: str, words: str) -> Sysctl:
-    """The sysctl ``form`` (of DEVICE_SYSCTLS) of the VM's host device, at fireroute's value."""
-    return Sysctl(form.format(vm.tap), DEVICE_SYSCTLS[form], words, vm.tag, vm.name)
+def device_sysctl(vm: Vm, form: str, words: str, value: str | None = None) -> Sysctl:
+    """The sysctl ``form`` (of DEVICE_SYSCTLS) of the VM's host device, at fireroute's value
+    (or ``value``)."""
+    value = DEVICE_SYSCTLS[form] if value is None else value
+    return Sysctl(form.format(vm.tap), value, words, vm.tag, vm.name)
 
 
 def alias(vm: Vm) -> str:
@@ -54,6 +60,24 @@ def ipv6_off(vm: Vm) -> Sysctl:
     return device_sysctl(vm, "net/ipv6/conf/{}/disable_ipv6", f'disable IPv6 on "{vm.tap}"')
 
 
+def ipv6_on(vm: Vm, tun: Link) -> list[Obj]:
+    """A NAT tap of a VM with IPv6 (docs/ipv6-plan.md 1.3): IPv6 on, no link-local address of
+    the kernel's own (addr_gen_mode 1, written before the VMM brings carrier: written after,
+    the kernel's address stays), the guest's gateway ``fe80::1`` usable at once (no DAD), and
+    the route to the VM's /64. The address and the route follow the sysctls (a host whose
+    default is ``disable_ipv6=1`` refuses the address before)."""
+    from fireroute.addressing import GATEWAY6
+
+    assert vm.net6 is not None
+    words = f'route {vm.net6} to "{vm.tap}"'
+    return [
+        device_sysctl(vm, DISABLE6, f'enable IPv6 on "{vm.tap}"', "0"),
+        device_sysctl(vm, ADDR_GEN6, f'keep the kernel\'s link-local address off "{vm.tap}"'),
+        Addr(tun, f"{GATEWAY6}/64", nodad=True),
+        Route(str(vm.net6), None, vm.tap, words, vm.tag, vm.name),
+    ]
+
+
 def localnet(vm: Vm) -> bool:
     """Has the VM a port published on the host's 127.0.0.1?"""
     return any(p.addr == "127.0.0.1" for p in vm.options.publish)
@@ -69,11 +93,12 @@ def route_localnet(vm: Vm) -> Sysctl:
 
 def tap(vm: Vm) -> list[Obj]:
     """A NAT or bridge VM's tap and what goes with it, in creation order. NAT: the tap, its
-    address, IPv6 off (and route_localnet for a 127.0.0.1 port). Bridge: the tap as a port of
-    the bridge, nothing else."""
+    address, IPv6 off or (a VM with IPv6) on (and route_localnet for a 127.0.0.1 port).
+    Bridge: the tap as a port of the bridge, nothing else."""
     assert vm.mode in MODES
     tun = link(vm)
     if vm.mode == "bridge":
         return [tun]
-    out: list[Obj] = [tun, address(vm, tun), ipv6_off(vm)]
+    v6 = ipv6_on(vm, tun) if vm.net6 is not None else [ipv6_off(vm)]
+    out: list[Obj] = [tun, address(vm, tun), *v6]
     return out + ([route_localnet(vm)] if localnet(vm) else [])

@@ -1,0 +1,121 @@
+"""What a NAT VM with IPv6 wants on the host (issue 24, docs/ipv6-plan.md 1.3, 1.4, 1.8): its
+tap's IPv6 objects, its elements in the ip6 table of its table's name, that table and IPv6
+forwarding while some VM has IPv6; a VM without IPv6 beside it wants exactly what it did."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Network
+
+from fireroute.model import Vm
+from fireroute.want import render
+from fireroute.want.nft import elements6, unique_local
+from fireroute.want.objects import FORWARD6_KEY, Addr, Forwarding
+from fireroute.want.shared import NAT, NAT6, Population, shared
+from fireroute.want.tables6 import nat6_layout
+from tests.unit.test_plan import ID, vm
+
+POOL6 = IPv6Network("fd3c:9a1e:52b0::/48")
+
+
+def v6(name: str, ordinal: int, pool: IPv6Network = POOL6, **kw: object) -> Vm:
+    """A NAT VM with IPv6: block ``ordinal`` of ``pool`` (a /64)."""
+    from fireroute.addressing import block6
+
+    v = vm(name, ordinal, ipv6=True, **kw)
+    v.net6 = block6(pool, ordinal)
+    return v
+
+
+def keys(objs: dict) -> set[tuple]:
+    return set(objs)
+
+
+def test_a_v6_tap_has_ipv6_on_its_gateway_and_the_route_to_its_block():
+    a = v6("a", 1)
+    objs = render.vm(a)
+    texts = [o.text("create") for o in objs if o.kind in ("sysctl", "addr", "route")]
+    assert texts == [
+        "address add 172.16.0.5/30 dev fr-a",
+        "net/ipv6/conf/fr-a/disable_ipv6=0",
+        "net/ipv6/conf/fr-a/addr_gen_mode=1",
+        "address add fe80::1/64 dev fr-a nodad",
+        "route add fd3c:9a1e:52b0:1::/64 dev fr-a",
+    ]
+    # the control: the same VM without IPv6 has it off, and no v6 address or route
+    b = vm("a", 1)
+    texts = [o.text("create") for o in render.vm(b) if o.kind in ("sysctl", "addr", "route")]
+    assert texts == ["address add 172.16.0.5/30 dev fr-a", "net/ipv6/conf/fr-a/disable_ipv6=1"]
+
+
+def test_a_v6_vm_has_its_elements_in_the_ip6_table():
+    a = v6("a", 1, allow_peers=True, allow_host_ports=[(53, "udp")])
+    got = {(e.set, e.value) for e in elements6(a)}
+    assert got == {
+        ("masq", 'fd3c:9a1e:52b0:1:: . "eth0"'),
+        ("egress", '"fr-a" . "eth0"'),
+        ("taps", '"fr-a"'),
+        ("vms", '"fr-a" . fd3c:9a1e:52b0:1::'),
+        ("acct_tx", '"fr-a"'),
+        ("acct_rx", '"fr-a"'),
+        ("peers", '"fr-a"'),
+        ("host_ports", '"fr-a" . "udp" . 53'),
+    }
+    assert all(e.family == NAT6 and e.table == a.table and e.owner == a.tag for e in elements6(a))
+    # its ip table elements are those it had without IPv6
+    ip = [o for o in render.vm(a) if o.kind == "nft element" and o.family == NAT]
+    same = [o for o in render.vm(vm("a", 1, allow_peers=True, allow_host_ports=[(53, "udp")]))
+            if o.kind == "nft element"]  # fmt: skip
+    assert ip == same and elements6(vm("a", 1)) == []
+
+
+def test_a_global_pool_is_routed_not_masqueraded():
+    routed = v6("a", 1, pool=IPv6Network("2001:db8:7::/48"))
+    assert "masq" not in {e.set for e in elements6(routed)}
+    assert "masq" in {e.set for e in elements6(v6("b", 2))}  # the control: a ULA pool's is
+    assert unique_local(IPv6Network("fc00::/64")) and unique_local(IPv6Network("fdff::/64"))
+    assert not unique_local(IPv6Network("fe80::/64"))
+    assert not unique_local(IPv6Network("2001:db8::/64"))
+
+
+def test_the_ip6_table_and_forwarding_come_with_the_first_v6_vm():
+    a, b = v6("a", 1), vm("b", 2)
+    want = render.desired([a, b], None, ID)
+    table6 = ("nft table", (None, NAT6, a.table))
+    fwd6 = ("forwarding", (None, FORWARD6_KEY))
+    assert table6 in want and fwd6 in want
+    assert want[fwd6] == Forwarding("1", path=FORWARD6_KEY)
+    layout = {(o.kind, o.key) for o in nat6_layout(a.table, frozenset())}
+    assert layout <= keys(want)
+    # the control: without a v6 VM neither is wanted, and the v4 VM's objects are the same
+    only4 = render.desired([b], None, ID)
+    assert table6 not in only4 and fwd6 not in only4
+    assert all(k in want and want[k] == o for k, o in only4.items() if k[0] != "nft set")
+
+
+def test_the_shape_counts_ipv6():
+    a, b = v6("a", 1), vm("b", 2)
+    rows = [
+        ("nat", "nft", a.table, None, 0, 0, "eth0", 1, 1),
+        ("nat", "nft", b.table, None, 0, 0, "eth0", 0, 1),
+    ]
+    assert Population(rows).counts == Population.of([a, b]).counts
+    want = shared(Population(rows), ID)
+    assert (NAT6, a.table) in want.tables and want.forwarding6
+    less = shared(Population(rows, minus=[a]), ID)
+    assert (NAT6, a.table) not in less.tables and not less.forwarding6 and less.forwarding
+    # a row of a file without the column is a v4-only shape
+    old = [("nat", "nft", b.table, None, 0, 0, "eth0", 1)]
+    assert Population(old).counts == Population.of([b]).counts
+
+
+def test_texts():
+    from fireroute.want.tap import link
+
+    tun = link(vm("a", 1))
+    assert Addr(tun, "fe80::1/64", nodad=True).text("delete") == "address del fe80::1/64 dev fr-a"
+    f = Forwarding("1", "0", path=FORWARD6_KEY)
+    assert f.text("set") == "net.ipv6.conf.all.forwarding=1"
+    assert f.text("delete") == "net.ipv6.conf.all.forwarding=0"
+    assert f.what("set") == "set IPv6 forwarding" and Forwarding("1").what() == (
+        "set IPv4 forwarding"
+    )
