@@ -9,13 +9,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fireroute.plan import iptables
 from fireroute.plan.steps import Step
 from fireroute.repair import order
+from fireroute.want import iptables
 from tests.unit.test_plan import vm
 
 VMS = [vm("a", 0, allow_host_ports=[(22, "tcp")]), vm("b", 1, allow_metadata=True), vm("c", 2)]
-SHARED = iptables.CONNTRACK
+SHARED = iptables.conntrack().saved
 FOREIGN = [f"-A FORWARD -s 10.9.{i}.0/24 -j ACCEPT" for i in range(3)] + [
     "-A INPUT -p tcp -m tcp --dport 2222 -j DROP"
 ]
@@ -24,7 +24,10 @@ FOREIGN = [f"-A FORWARD -s 10.9.{i}.0/24 -j ACCEPT" for i in range(3)] + [
 def rendered() -> dict[tuple[str, str], list[str]]:
     """The chains as ``up`` writes them: the shared rule, then each VM's rules appended."""
     chains: dict[tuple[str, str], list[str]] = {}
-    for table, rule in [("filter", SHARED), *(r for v in VMS for r in iptables.vm_rules(v))]:
+    for table, rule in [
+        ("filter", SHARED),
+        *((r.table, r.saved) for v in VMS for r in iptables.block(v)),
+    ]:
         chains.setdefault((table, order.chain_of(rule)), []).append(rule)
     return chains
 

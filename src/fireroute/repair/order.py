@@ -1,7 +1,7 @@
 """The order of fireroute's iptables rules in each chain.
 
 iptables judges a packet by the first rule that ends its journey, so a VM's rules are right
-only in the order ``plan.iptables`` renders them (its metadata and untrackable DROPs before
+only in the order want/iptables.py renders them (its metadata and untrackable DROPs before
 its ACCEPT, its catch-all DROP last), and the shared conntrack ACCEPT must come before every
 VM's rules (a VM's ``-o <tap>`` DROP would otherwise drop the replies to its guest). ``check``
 compares each VM's block, chain by chain, with the rendered one; ``restore`` writes a block
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from fireroute.kernel.read import rule_of
 from fireroute.model import Vm
-from fireroute.plan import iptables
 from fireroute.plan.steps import IPTABLES, Step
 from fireroute.want import iptables as want
 from fireroute.want.iptables import IptRule
@@ -43,7 +42,7 @@ def index(rules: list[tuple[str, str]]) -> dict[str, dict[Key, list[str]]]:
     """Tagged saved lines by comment tag, then by (table, chain), in chain order."""
     out: dict[str, dict[Key, list[str]]] = {}
     for table, line in rules:
-        tag = iptables.comment_tag(line)
+        tag = want.comment_tag(line)
         if tag is not None:
             out.setdefault(tag, {}).setdefault((table, chain_of(line)), []).append(line)
     return out
@@ -81,7 +80,7 @@ def disorder(present: list[str], want: list[str]) -> str | None:
 
 def vm_problems(tagged: dict[str, dict[Key, list[str]]], vm: Vm) -> list[str]:
     """One line per chain in which an iptables VM's rules are out of the rendered order."""
-    mine = tagged.get(iptables.tag(vm), {})
+    mine = tagged.get(want.tag(vm), {})
     problems = []
     for key, rules in rule_blocks(vm).items():
         why = disorder(_present(mine.get(key, []), rules), [r.saved for r in rules])
@@ -92,13 +91,13 @@ def vm_problems(tagged: dict[str, dict[Key, list[str]]], vm: Vm) -> list[str]:
 
 def _first_vm_rule(chain: list[str], tags: set[str]) -> int | None:
     for i, line in enumerate(chain):
-        if iptables.comment_tag(line) in tags:
+        if want.comment_tag(line) in tags:
             return i
     return None
 
 
 def _shared_at(chain: list[str]) -> int | None:
-    rule = iptables.CONNTRACK
+    rule = want.conntrack().saved
     return next((i for i, line in enumerate(chain) if line == rule), None)
 
 
@@ -106,12 +105,11 @@ def shared_problem(chains: dict[Key, list[str]], vms: list[Vm]) -> str | None:
     """The shared conntrack ACCEPT, present but below a rule of the iptables VMs ``vms``."""
     chain = chains.get(SHARED_KEY, [])
     at = _shared_at(chain)
-    first = _first_vm_rule(chain, {iptables.tag(v) for v in vms})
+    first = _first_vm_rule(chain, {want.tag(v) for v in vms})
     if at is None or first is None or at < first:
         return None
-    return (
-        f'shared iptables rule is out of order: "{iptables.CONNTRACK}" comes after "{chain[first]}"'
-    )
+    rule = want.conntrack().saved
+    return f'shared iptables rule is out of order: "{rule}" comes after "{chain[first]}"'
 
 
 def heal(
@@ -129,7 +127,7 @@ def heal(
     steps = []
     forward = sim.setdefault(SHARED_KEY, [])
     at = _shared_at(forward)
-    first = _first_vm_rule(forward, {iptables.tag(v) for v in vms})
+    first = _first_vm_rule(forward, {want.tag(v) for v in vms})
     if at is None or (first is not None and at > first):
         what = "move shared conntrack rule above the VMs' rules"
         if at is not None:
@@ -137,7 +135,7 @@ def heal(
             steps.append(Step(IPTABLES, gone.text("delete"), what, table="filter"))
         steps.append(_put(forward, first, want.conntrack(), what))
     for vm in vms:
-        mine = tagged.get(iptables.tag(vm), {})
+        mine = tagged.get(want.tag(vm), {})
         for key, rules in rule_blocks(vm).items():
             present = _present(mine.get(key, []), rules)
             if present == [r.saved for r in rules]:
