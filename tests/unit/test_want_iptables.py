@@ -8,6 +8,7 @@ from ipaddress import IPv4Network
 from fireroute.model import Options, Vm
 from fireroute.repair import order
 from fireroute.want import iptables as want
+from tests.unit.test_iptables_order import judged
 
 ID = "5ca1ab1e"
 C = f"-m comment --comment fireroute:{ID}:a"
@@ -79,7 +80,6 @@ def test_plans_render_the_objects():
     assert [s.table for s in steps] == [r.table for r in rules]
     for (table, chain), rs in order.rule_blocks(v).items():
         assert rs == [r for r in want.block(v) if (r.table, r.chain) == (table, chain)]
-        assert order.blocks(v)[(table, chain)] == [r.saved for r in rs]
 
 
 def test_restore_writes_a_disordered_block_again_where_it_stood():
@@ -96,10 +96,10 @@ def test_restore_writes_a_disordered_block_again_where_it_stood():
         return chains, order.index(rules)
 
     chains, tagged = state([forward[1], forward[0], *forward[2:]])  # two rules swapped
-    assert order.vm_problems(tagged, v)  # the damage is seen
+    assert judged(chains, [v])  # the damage is seen
     steps = order.heal(chains, tagged, [v], [])
     assert [s.text for s in steps if not s.text.startswith("-D")] == [
         r.at(3 + i) for i, r in enumerate(x for x in want.block(v) if x.chain == "FORWARD")
     ]
     chains, tagged = state(forward)  # (the positive control: in order, nothing to do)
-    assert order.vm_problems(tagged, v) == [] and order.heal(chains, tagged, [v], []) == []
+    assert judged(chains, [v]) == [] and order.heal(chains, tagged, [v], []) == []
