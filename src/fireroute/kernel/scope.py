@@ -222,7 +222,7 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     remaining, going = shared(stay, instance), shared(leaving, instance)
     # (without their iptables rules: iptables_found puts them in as found)
     rendered = [render.vm(v, rules=False) for v in vms]
-    held = _held(vms, rendered)
+    held = render.needed_sets(vms, rendered)  # (the parts their elements imply)
     read = Read(render.desired([], everyone, instance, held))
     current = read.current
     for objs in rendered:
@@ -245,23 +245,6 @@ def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]
     if found is not None:
         read.current[FORWARDING] = found
     read.forget.append(FORWARD_RECORD)
-
-
-def _held(vms: list[Vm], rendered: list[list[Obj]]) -> dict[str, set[str]]:
-    """NAT table -> the sets and maps the elements of ``vms`` go into: the parts of the table
-    (want/tables.py PARTS) their options imply it holds (``render.desired``'s ``held``).
-    ``rendered``: each VM's objects (``render.vm``), whose NAT elements are its own of
-    ``nft.nat_elements``; a masquerading bridge guest's shared egress element is the rest."""
-    from fireroute.want.nft import NftElement
-
-    out: dict[str, set[str]] = {}
-    for v, objs in zip(vms, rendered, strict=True):
-        if v.backend == "nft" and nat_member(v):
-            sets = out.setdefault(v.table, set())
-            sets.update(o.set for o in objs if isinstance(o, NftElement) and o.family == NAT)
-            if masquerading_bridge(v):
-                sets.add("egress")
-    return out
 
 
 def _last_on_bridges(
