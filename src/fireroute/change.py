@@ -212,7 +212,7 @@ def plan_change(old: Vm, new: Vm, what: str) -> list[Step]:
     """The steps changing ``old``'s ``what`` to ``new``'s: the elements that go and those
     that come (and a part declared) as one nft transaction, then route_localnet, then the
     UDP flows to the ports published or unpublished forgotten; none when nothing changes."""
-    from fireroute.plan.compiler import _flushes, compile
+    from fireroute.plan.compiler import compile
     from fireroute.plan.diff import CREATE, MISSING, Op
 
     ops = ops_of(old, new, what)
@@ -221,11 +221,13 @@ def plan_change(old: Vm, new: Vm, what: str) -> list[Step]:
     for s in tables:  # (the removal and the additions run as one nft process)
         s.what = f'change the {what} of vm "{new.name}"'
     gone = [op.obj for op in ops if op.verb == "delete" and op.obj.kind == "nft element"]
+    back = compile([Op(CREATE, e, MISSING) for e in gone]) if gone else []
     if gone:  # undone (a later step failed): what went comes back, after what came went
-        back = compile([Op(CREATE, e, MISSING) for e in gone])
         tables[0].undo = tuple(s for s in back if s.tool == NFT)
     sysctls = [op for op in ops if op.obj.kind == "sysctl"]
     localnet = compile(sysctls) if sysctls else []
-    flushes = [s for s in steps if s.tool == CONNTRACK] + _flushes(gone)  # type: ignore[arg-type]
+    # UDP flows to the ports published and unpublished forgotten: the compiler's steps for
+    # the port elements it makes (those that came, and those that went, as ``back`` makes them)
+    flushes = [s for s in steps + back if s.tool == CONNTRACK]
     assert all(s.tool in (NFT, SYSCTL, CONNTRACK) for s in steps + localnet)
     return tables + localnet + flushes

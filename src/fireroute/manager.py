@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     Progress = Callable[[str], None]
     Index = dict[tuple, Obj]
 
-# plan.iptables is imported where its backend is met: a NAT VM on nftables never loads it
-
 
 class UpResult:
     __slots__ = ("vms", "plan", "changed", "warnings")

@@ -9,13 +9,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fireroute.plan import iptables
+from fireroute.kernel.read import Current, rule_of
+from fireroute.model import Vm
 from fireroute.plan.steps import Step
 from fireroute.repair import order
-from tests.unit.test_plan import vm
+from fireroute.repair.picture import Picture
+from fireroute.want import iptables
+from tests.unit.test_plan import ID, vm
 
 VMS = [vm("a", 0, allow_host_ports=[(22, "tcp")]), vm("b", 1, allow_metadata=True), vm("c", 2)]
-SHARED = iptables.CONNTRACK
+SHARED = iptables.conntrack().saved
 FOREIGN = [f"-A FORWARD -s 10.9.{i}.0/24 -j ACCEPT" for i in range(3)] + [
     "-A INPUT -p tcp -m tcp --dport 2222 -j DROP"
 ]
@@ -24,7 +27,10 @@ FOREIGN = [f"-A FORWARD -s 10.9.{i}.0/24 -j ACCEPT" for i in range(3)] + [
 def rendered() -> dict[tuple[str, str], list[str]]:
     """The chains as ``up`` writes them: the shared rule, then each VM's rules appended."""
     chains: dict[tuple[str, str], list[str]] = {}
-    for table, rule in [("filter", SHARED), *(r for v in VMS for r in iptables.vm_rules(v))]:
+    for table, rule in [
+        ("filter", SHARED),
+        *((r.table, r.saved) for v in VMS for r in iptables.block(v)),
+    ]:
         chains.setdefault((table, order.chain_of(rule)), []).append(rule)
     return chains
 
@@ -49,10 +55,32 @@ def saved(chains: dict[tuple[str, str], list[str]]) -> list[tuple[str, str]]:
     return [(t, line) for (t, _), lines in chains.items() for line in lines]
 
 
+def blocks(v: Vm) -> dict[tuple[str, str], list[str]]:
+    """A VM's block as saved lines, by (table, chain)."""
+    return {key: [r.saved for r in rules] for key, rules in order.rule_blocks(v).items()}
+
+
+def judged(chains: dict[tuple[str, str], list[str]], vms: list[Vm]) -> list[str]:
+    """What check says of the order of the rules in ``chains`` when ``vms`` are leased: the
+    diff's judgement (a block or the shared rule out of order), and the rules of a VM there
+    twice (the read's index holds each once: the picture finds them)."""
+    cur = Current()
+    for t, x in saved(chains):
+        r = rule_of(t, x)
+        cur.ipt.append(r)
+        if r.owner:
+            cur.add(r)
+    rules = [iptables.conntrack(), *(r for v in vms for r in iptables.block(v))]
+    pic = Picture(cur, {(r.kind, r.key): r for r in rules}, ID, vms)
+    found = [op.note for op in pic.diff() if op.note]
+    return found + [
+        f'iptables rules of vm "{r.vm}" in {r.chain} are out of order: "{r.saved}" is there twice'
+        for r in pic.twice()
+    ]
+
+
 def problems(chains: dict[tuple[str, str], list[str]]) -> list[str]:
-    tagged = order.index([(t, x) for t, x in saved(chains) if iptables.comment_tag(x)])
-    found = [p for v in VMS for p in order.vm_problems(tagged, v)]
-    return found + [p for p in [order.shared_problem(chains, VMS)] if p]
+    return judged(chains, VMS)
 
 
 def healed(chains: dict[tuple[str, str], list[str]]) -> list[Step]:
@@ -65,7 +93,7 @@ def healed(chains: dict[tuple[str, str], list[str]]) -> list[Step]:
         assert sorted(ours) == sorted(want.get(key, [])), key  # each rule once
         for v in VMS:
             mine = [x for x in lines if iptables.comment_tag(x) == iptables.tag(v)]
-            assert mine == order.blocks(v).get(key, []), (v.name, key)
+            assert mine == blocks(v).get(key, []), (v.name, key)
     assert problems(chains) == []
     return steps
 
@@ -80,7 +108,7 @@ def test_a_deleted_metadata_drop_goes_back_before_the_accept_where_the_block_sto
     forward = chains[("filter", "FORWARD")]
     forward.insert(0, FOREIGN[0])
     forward.append(FOREIGN[1])
-    drop = order.blocks(VMS[0])[("filter", "FORWARD")][0]
+    drop = blocks(VMS[0])[("filter", "FORWARD")][0]
     assert "169.254.169.254" in drop
     forward.remove(drop)
     assert problems(chains) == []  # a missing rule is reported by drift, not as disorder
@@ -93,7 +121,7 @@ def test_a_deleted_metadata_drop_goes_back_before_the_accept_where_the_block_sto
 def test_a_rule_reappended_by_hand_is_out_of_order():
     chains = rendered()
     forward = chains[("filter", "FORWARD")]
-    drop = order.blocks(VMS[2])[("filter", "FORWARD")][0]
+    drop = blocks(VMS[2])[("filter", "FORWARD")][0]
     forward.remove(drop)
     forward.append(drop)
     (found,) = problems(chains)
@@ -118,7 +146,7 @@ def test_the_shared_rule_goes_back_above_the_first_vm_rule():
 def test_a_rule_there_twice_is_out_of_order():
     chains = rendered()
     inputs = chains[("filter", "INPUT")]
-    inputs.append(order.blocks(VMS[0])[("filter", "INPUT")][0])
+    inputs.append(blocks(VMS[0])[("filter", "INPUT")][0])
     (found,) = problems(chains)
     assert found.startswith('iptables rules of vm "a" in INPUT are out of order')
     healed(chains)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 
 from fireroute.model import Options, Vm
-from fireroute.plan import iptables
 from fireroute.repair import order
 from fireroute.want import iptables as want
+from tests.unit.test_iptables_order import judged
 
 ID = "5ca1ab1e"
 C = f"-m comment --comment fireroute:{ID}:a"
@@ -64,7 +64,7 @@ def test_rules_are_the_block_and_the_fix_asked_for():
 def test_the_shared_rule_is_tagged_shared_and_appended():
     r = want.conntrack()
     assert r.owner == "fireroute:shared" and r.vm is None and not r.insert
-    assert r.text("create") == iptables.CONNTRACK == r.saved
+    assert r.text("create") == want.conntrack().saved == r.saved
 
 
 def test_plans_render_the_objects():
@@ -78,10 +78,8 @@ def test_plans_render_the_objects():
     assert [s.text for s in steps] == [r.text("create") for r in rules]
     assert [s.undo[0].text for s in steps] == [r.text("delete") for r in rules]
     assert [s.table for s in steps] == [r.table for r in rules]
-    assert [(t, s) for t, s in iptables.vm_rules(v)] == [(r.table, r.saved) for r in rules[1:]]
     for (table, chain), rs in order.rule_blocks(v).items():
         assert rs == [r for r in want.block(v) if (r.table, r.chain) == (table, chain)]
-        assert order.blocks(v)[(table, chain)] == [r.saved for r in rs]
 
 
 def test_restore_writes_a_disordered_block_again_where_it_stood():
@@ -92,16 +90,16 @@ def test_restore_writes_a_disordered_block_again_where_it_stood():
 
     def state(fwd: list[str]) -> tuple[dict, dict]:
         rules = [("filter", line) for line in fwd] + others
-        chains: dict = {("filter", "FORWARD"): [iptables.CONNTRACK, "-A FORWARD -j foreign"]}
+        chains: dict = {("filter", "FORWARD"): [want.conntrack().saved, "-A FORWARD -j foreign"]}
         for t, line in rules:
             chains.setdefault((t, order.chain_of(line)), []).append(line)
         return chains, order.index(rules)
 
     chains, tagged = state([forward[1], forward[0], *forward[2:]])  # two rules swapped
-    assert order.vm_problems(tagged, v)  # the damage is seen
+    assert judged(chains, [v])  # the damage is seen
     steps = order.heal(chains, tagged, [v], [])
     assert [s.text for s in steps if not s.text.startswith("-D")] == [
         r.at(3 + i) for i, r in enumerate(x for x in want.block(v) if x.chain == "FORWARD")
     ]
     chains, tagged = state(forward)  # (the positive control: in order, nothing to do)
-    assert order.vm_problems(tagged, v) == [] and order.heal(chains, tagged, [v], []) == []
+    assert judged(chains, [v]) == [] and order.heal(chains, tagged, [v], []) == []

@@ -130,8 +130,6 @@ def up(
         read.meta[FORWARD_BEFORE] = read.forwarding  # the first VM of all
     current[FORWARDING] = Forwarding(read.forwarding)
     if any(v.backend == "iptables" and nat_member(v) for v in vms):
-        from fireroute.plan.iptables import IPT_MADE
-
         made = up_iptables(current, runner)
         if made:  # the first iptables VM on this host: remember what it brings in
             read.meta[IPT_MADE] = made
@@ -153,16 +151,15 @@ def up_iptables(current: Index, runner: Runner) -> str | None:
     """The shared conntrack rule as iptables-nft-save shows it (there or not) in ``current``;
     what the first rule of all brings in (to remember), or None."""
     from fireroute import jsontext
-    from fireroute.plan import iptables
-    from fireroute.want.iptables import conntrack
+    from fireroute.want.iptables import comment_tag, conntrack
 
     rule = conntrack()
     present = observe.iptables_saved(runner)
-    if any(iptables.comment_tag(line) == iptables.SHARED for _, line in present):
+    if any(comment_tag(line) == rule.owner for _, line in present):
         current[(rule.kind, rule.key)] = rule
         return None
     current.pop((rule.kind, rule.key), None)
-    made = iptables.would_make(observe.nft_ip_chains(runner))
+    made = would_make(observe.nft_ip_chains(runner))
     return jsontext.dumps(made) if made else None  # the first iptables VM on this host
 
 
@@ -249,7 +246,7 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     remaining, going = shared(stay, instance), shared(leaving, instance)
     # (without their iptables rules: iptables_found puts them in as found)
     rendered = [render.vm(v, rules=False) for v in vms]
-    held = _held(vms, rendered)
+    held = render.needed_sets(vms, rendered)  # (the parts their elements imply)
     read = Read(render.desired([], everyone, instance, held))
     current = read.current
     for objs in rendered:
@@ -296,23 +293,6 @@ def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]
     if found is not None:
         read.current[FORWARDING] = found
     read.forget.append(FORWARD_RECORD)
-
-
-def _held(vms: list[Vm], rendered: list[list[Obj]]) -> dict[str, set[str]]:
-    """NAT table -> the sets and maps the elements of ``vms`` go into: the parts of the table
-    (want/tables.py PARTS) their options imply it holds (``render.desired``'s ``held``).
-    ``rendered``: each VM's objects (``render.vm``), whose NAT elements are its own of
-    ``nft.nat_elements``; a masquerading bridge guest's shared egress element is the rest."""
-    from fireroute.want.nft import NftElement
-
-    out: dict[str, set[str]] = {}
-    for v, objs in zip(vms, rendered, strict=True):
-        if v.backend == "nft" and nat_member(v):
-            sets = out.setdefault(v.table, set())
-            sets.update(o.set for o in objs if isinstance(o, NftElement) and o.family == NAT)
-            if masquerading_bridge(v):
-                sets.add("egress")
-    return out
 
 
 def _last_on_bridges(
@@ -366,7 +346,8 @@ def _iptables_found(
     chains and tables fireroute's first rules made go too (their steps in ``cleanup``).
     ``saved``: the rules a whole read found (teardown: every rule of this state file's
     goes)."""
-    from fireroute.plan import iptables
+    from fireroute import owner
+    from fireroute.want.iptables import comment_tag, tag
 
     ipt = [v for v in vms if nat_member(v) and _has_rules(v)]
     if not ipt:
@@ -375,34 +356,68 @@ def _iptables_found(
 
     if saved is None:
         present = observe.iptables_saved(runner)
-        tags = {iptables.TAG + v.tag for v in ipt}
+        tags = {tag(v) for v in ipt}
     else:
         present = [(r.table, r.saved) for r in saved]
         tags = _tags_of(records.instance(), present)
     current = read.current
     for k in [k for k in current if k[0] == "iptables rule"]:
         del current[k]
-    found = [(t, line, iptables.comment_tag(line)) for t, line in present]
-    others = any(tag and tag != iptables.SHARED and tag not in tags for _, _, tag in found)
-    for t, line, tag in found:  # the shared rule stays while another VM's rule does
-        if tag is not None and not (others and tag == iptables.SHARED):
+    found = [(t, line, comment_tag(line)) for t, line in present]
+    others = any(c and c != owner.SHARED and c not in tags for _, _, c in found)
+    for t, line, c in found:  # the shared rule stays while another VM's rule does
+        if c is not None and not (others and c == owner.SHARED):
             rule = rule_of(t, line)
             current[(rule.kind, rule.key)] = rule
     if not (wanted or others):
-        _made_chains(records, runner, read, [(t, line) for t, line, tag in found if tag is None])
+        _made_chains(records, runner, read, [(t, line) for t, line, c in found if c is None])
+
+
+IPT_MADE = "ipt_made"
+"""state meta: the iptables-nft tables and chains fireroute's first iptables rules brought into
+being (JSON list of "table" and "table/chain"), removed again with its last rules"""
+USED = {"filter": ("INPUT", "FORWARD"), "nat": ("POSTROUTING",)}
+"""the tables and chains fireroute's iptables rules go into"""
+
+
+def would_make(before: dict[str, set[str]]) -> list[str]:
+    """Of the tables and chains fireroute's rules use, those that do not exist yet."""
+    made = []
+    for table, chains in USED.items():
+        if table not in before:
+            made.append(table)
+        made += [f"{table}/{c}" for c in chains if c not in before.get(table, set())]
+    return made
+
+
+def cleanup(made: list[str], remaining: list[tuple[str, str]], now: dict[str, set[str]]) -> str:
+    """nft commands removing what ``would_make`` recorded, once fireroute's last rules are
+    gone: a chain only if no rule (anyone's) is left in it, a table only if every chain left
+    in it is one of those. Empty string when there is nothing to remove."""
+    busy = {(t, line.split()[1]) for t, line in remaining}
+    gone: set[tuple[str, str]] = set()
+    lines = []
+    for item in made:
+        table, _, chain = item.partition("/")
+        if chain and chain in now.get(table, set()) and (table, chain) not in busy:
+            lines.append(f"delete chain ip {table} {chain}\n")
+            gone.add((table, chain))
+    for item in made:
+        if "/" not in item and item in now and {(item, c) for c in now[item]} <= gone:
+            lines.append(f"delete table ip {item}\n")
+    return "".join(lines)
 
 
 def _made_chains(records: Records, runner: Runner, read: Read, left: list[tuple[str, str]]) -> None:
     """The nft chains and tables fireroute's first iptables rules made, once its last rules
     go (``left``: the rules that stay, none of them fireroute's)."""
     from fireroute import jsontext
-    from fireroute.plan import iptables
 
-    made = records.meta(iptables.IPT_MADE)
+    made = records.meta(IPT_MADE)
     if made is None:
         return
-    read.forget.append(iptables.IPT_MADE)
-    script = iptables.cleanup(_strings(jsontext.loads(made)), left, observe.nft_ip_chains(runner))
+    read.forget.append(IPT_MADE)
+    script = cleanup(_strings(jsontext.loads(made)), left, observe.nft_ip_chains(runner))
     if script:
         read.cleanup.append(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
 
@@ -485,10 +500,11 @@ def _has_rules(vm: Vm) -> bool:
 
 def _tags_of(instance: str, rules: list[tuple[str, str]]) -> set[str]:
     """The comments of the rules tagged for a VM of the state file ``instance``."""
-    from fireroute.plan import iptables
+    from fireroute import owner
+    from fireroute.want.iptables import comment_tag
 
-    mine = iptables.TAG + instance + ":"
-    tags = (iptables.comment_tag(line) or "" for _, line in rules)
+    mine = owner.PREFIX + instance + ":"
+    tags = (comment_tag(line) or "" for _, line in rules)
     return {t for t in tags if t.startswith(mine)}
 
 

@@ -253,12 +253,11 @@ def _rules(rules: list[Any], what: str, undo_what: str) -> list[Step]:
     ]
 
 
-PORT_MAPS = ("pub_any", "pub_addr")
-
-
 def _flushes(elems: list[NftElement]) -> list[Step]:
     """UDP flows to the host ports just published: a datagram of a flow that began before
     would go on to where that flow went (conntrack keeps its path)."""
+    from fireroute.want.tables import PORT_MAPS
+
     steps: list[Step] = []
     for e in elems:
         if e.set not in PORT_MAPS:

@@ -1,11 +1,11 @@
-"""The order of fireroute's iptables rules in each chain.
+"""restore's writing of fireroute's iptables rules in place, in each chain.
 
 iptables judges a packet by the first rule that ends its journey, so a VM's rules are right
-only in the order ``plan.iptables`` renders them (its metadata and untrackable DROPs before
+only in the order want/iptables.py renders them (its metadata and untrackable DROPs before
 its ACCEPT, its catch-all DROP last), and the shared conntrack ACCEPT must come before every
-VM's rules (a VM's ``-o <tap>`` DROP would otherwise drop the replies to its guest). ``check``
-compares each VM's block, chain by chain, with the rendered one; ``restore`` writes a block
-that lacks a rule or is out of order again whole where it stood (deleting its rules and
+VM's rules (a VM's ``-o <tap>`` DROP would otherwise drop the replies to its guest). The diff
+(plan/diff.py) judges that order, and check says it; ``restore`` writes a block that lacks a
+rule, holds one twice or is out of order again whole where it stood (deleting its rules and
 inserting the rendered block at the place of its first one, in the same
 ``iptables-nft-restore`` transaction), and the shared rule just above the first VM rule it
 must precede. Each VM's rules match only its own tap (or its own address on a bridge), so
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from fireroute.kernel.read import rule_of
 from fireroute.model import Vm
-from fireroute.plan import iptables
 from fireroute.plan.steps import IPTABLES, Step
 from fireroute.want import iptables as want
 from fireroute.want.iptables import IptRule
@@ -43,7 +42,7 @@ def index(rules: list[tuple[str, str]]) -> dict[str, dict[Key, list[str]]]:
     """Tagged saved lines by comment tag, then by (table, chain), in chain order."""
     out: dict[str, dict[Key, list[str]]] = {}
     for table, line in rules:
-        tag = iptables.comment_tag(line)
+        tag = want.comment_tag(line)
         if tag is not None:
             out.setdefault(tag, {}).setdefault((table, chain_of(line)), []).append(line)
     return out
@@ -55,63 +54,6 @@ def rule_blocks(vm: Vm) -> dict[Key, list[IptRule]]:
     for r in want.block(vm):
         out.setdefault((r.table, r.chain), []).append(r)
     return out
-
-
-def blocks(vm: Vm) -> dict[Key, list[str]]:
-    """The same, as saved (``-A``) lines."""
-    return {key: [r.saved for r in rules] for key, rules in rule_blocks(vm).items()}
-
-
-def _present(have: list[str], rules: list[IptRule]) -> list[str]:
-    """Of the saved lines ``have``, those that are ``rules``, in chain order."""
-    wanted = {r.saved for r in rules}
-    return [p for p in have if p in wanted]
-
-
-def disorder(present: list[str], want: list[str]) -> str | None:
-    """Why ``present`` (rules of ``want``, in chain order) is not in ``want``'s order, or None."""
-    rank = {r: i for i, r in enumerate(want)}
-    for before, after in zip(present, present[1:], strict=False):
-        if rank[after] == rank[before]:
-            return f'"{after}" is there twice'
-        if rank[after] < rank[before]:
-            return f'"{after}" comes after "{before}"'
-    return None  # (strictly rising ranks: no rule twice)
-
-
-def vm_problems(tagged: dict[str, dict[Key, list[str]]], vm: Vm) -> list[str]:
-    """One line per chain in which an iptables VM's rules are out of the rendered order."""
-    mine = tagged.get(iptables.tag(vm), {})
-    problems = []
-    for key, rules in rule_blocks(vm).items():
-        why = disorder(_present(mine.get(key, []), rules), [r.saved for r in rules])
-        if why:
-            problems.append(f'iptables rules of vm "{vm.name}" in {key[1]} are out of order: {why}')
-    return problems
-
-
-def _first_vm_rule(chain: list[str], tags: set[str]) -> int | None:
-    for i, line in enumerate(chain):
-        if iptables.comment_tag(line) in tags:
-            return i
-    return None
-
-
-def _shared_at(chain: list[str]) -> int | None:
-    rule = iptables.CONNTRACK
-    return next((i for i, line in enumerate(chain) if line == rule), None)
-
-
-def shared_problem(chains: dict[Key, list[str]], vms: list[Vm]) -> str | None:
-    """The shared conntrack ACCEPT, present but below a rule of the iptables VMs ``vms``."""
-    chain = chains.get(SHARED_KEY, [])
-    at = _shared_at(chain)
-    first = _first_vm_rule(chain, {iptables.tag(v) for v in vms})
-    if at is None or first is None or at < first:
-        return None
-    return (
-        f'shared iptables rule is out of order: "{iptables.CONNTRACK}" comes after "{chain[first]}"'
-    )
 
 
 def heal(
@@ -128,22 +70,24 @@ def heal(
         sim[(r.table, r.chain)].remove(r.saved)
     steps = []
     forward = sim.setdefault(SHARED_KEY, [])
-    at = _shared_at(forward)
-    first = _first_vm_rule(forward, {iptables.tag(v) for v in vms})
+    shared = want.conntrack()
+    at = next((i for i, line in enumerate(forward) if line == shared.saved), None)
+    tags = {want.tag(v) for v in vms}
+    first = next((i for i, line in enumerate(forward) if want.comment_tag(line) in tags), None)
     if at is None or (first is not None and at > first):
         what = "move shared conntrack rule above the VMs' rules"
         if at is not None:
             gone = rule_of("filter", forward.pop(at))
             steps.append(Step(IPTABLES, gone.text("delete"), what, table="filter"))
-        steps.append(_put(forward, first, want.conntrack(), what))
+        steps.append(_put(forward, first, shared, what))
     for vm in vms:
-        mine = tagged.get(iptables.tag(vm), {})
+        mine = tagged.get(want.tag(vm), {})
         for key, rules in rule_blocks(vm).items():
-            present = _present(mine.get(key, []), rules)
-            if present == [r.saved for r in rules]:
+            wanted = [r.saved for r in rules]
+            saved = [line for line in mine.get(key, []) if line in wanted]  # (in chain order)
+            if saved == wanted:
                 continue
-            chain, wanted = sim.setdefault(key, []), {r.saved for r in rules}
-            saved = [line for line in mine.get(key, []) if line in wanted]
+            chain = sim.setdefault(key, [])
             at = chain.index(saved[0]) if saved else None
             what = f"write iptables rules of the vm in {key[1]} again, in order"
             for line in saved:

@@ -69,6 +69,16 @@ def tag(vm: Vm) -> str:
     return owner.PREFIX + vm.tag
 
 
+def comment_tag(line: str) -> str | None:
+    """The fireroute tag in a saved rule line, if it has one."""
+    marker = "--comment "
+    at = line.find(marker)
+    if at < 0:
+        return None
+    value = line[at + len(marker) :].split(" ", 1)[0].strip('"')
+    return value if value.startswith(owner.PREFIX) else None
+
+
 def conntrack() -> IptRule:
     """The RELATED,ESTABLISHED accept every state file's iptables VMs share (tagged
     ``fireroute:shared``), above every VM's block in FORWARD."""

@@ -168,23 +168,32 @@ def parts_of(names: Iterable[str]) -> frozenset[str]:
     return frozenset(OPTIONAL[n] for n in names if n in OPTIONAL)
 
 
-class NftChain(Obj):
-    """A base chain: ``header`` (type, hook, priority, policy) and its ``rules`` in order."""
+class Part(Obj):
+    """A set or a chain of a table: in the table's namespace, owned as the table is."""
 
-    __slots__ = ("family", "table", "name", "header", "rules")
-    kind = "nft chain"
+    __slots__ = ("family", "table", "name")
 
-    def __init__(self, table: NftTable, name: str, header: str, rules: tuple[str, ...]) -> None:
+    def __init__(self, table: NftTable, name: str) -> None:
         super().__init__(table.ns, table.owner, table.vm)
         self.family = table.family
         self.table = table.name
         self.name = name
-        self.header = header
-        self.rules = rules
 
     @property
     def key(self) -> tuple:
         return (self.ns, self.family, self.table, self.name)
+
+
+class NftChain(Part):
+    """A base chain: ``header`` (type, hook, priority, policy) and its ``rules`` in order."""
+
+    __slots__ = ("header", "rules")
+    kind = "nft chain"
+
+    def __init__(self, table: NftTable, name: str, header: str, rules: tuple[str, ...]) -> None:
+        super().__init__(table, name)
+        self.header = header
+        self.rules = rules
 
     @property
     def attrs(self) -> tuple:
@@ -223,24 +232,17 @@ class NftTable(Obj):
         return self.words
 
 
-class NftSet(Obj):
+class NftSet(Part):
     """A set (or, ``is_map``, a map) of a table: ``type`` as declared (``ifname . ipv4_addr;
     flags interval``, ``ifname : verdict``). Its elements go with it."""
 
-    __slots__ = ("family", "table", "name", "type", "is_map")
+    __slots__ = ("type", "is_map")
     kind = "nft set"
 
     def __init__(self, table: NftTable, name: str, type_text: str, is_map: bool = False) -> None:
-        super().__init__(table.ns, table.owner, table.vm)
-        self.family = table.family
-        self.table = table.name
-        self.name = name
+        super().__init__(table, name)
         self.type = type_text
         self.is_map = is_map
-
-    @property
-    def key(self) -> tuple:
-        return (self.ns, self.family, self.table, self.name)
 
     @property
     def attrs(self) -> tuple:
