@@ -16,6 +16,10 @@ from fireroute.repair.picture import picture
 from fireroute.repair.report import Report, report
 from fireroute.state.store import Store
 
+FORWARD6_BEFORE = "ip6_forward_before"
+"""the state file's meta record of IPv6 forwarding's value before its first VM with IPv6
+(docs/ipv6-plan.md 1.8; written by up)"""
+
 
 def check(m: Manager, names: list[str]) -> Report:
     """Every difference between what the leases want and what the kernel holds, in words:
@@ -26,7 +30,7 @@ def check(m: Manager, names: list[str]) -> Report:
     store = m.state()
     leases = store.all()
     shown = leases if not names else [m.show(n) for n in dict.fromkeys(names)]
-    pic = picture(Source(m.runner), leases, store.instance(), _before(store))
+    pic = picture(Source(m.runner), leases, store.instance(), _before(store), _before6(store))
     return report(pic, pic.diff(), shown, bool(names))
 
 
@@ -34,6 +38,11 @@ def _before(store: Store) -> str | None:
     """Forwarding's value before fireroute switched it on: this namespace's record, else the
     state file's."""
     return _recorded() or store.meta(FORWARD_BEFORE)
+
+
+def _before6(store: Store) -> str | None:
+    """IPv6 forwarding's value before fireroute switched it on: the state file's record."""
+    return store.meta(FORWARD6_BEFORE)
 
 
 def _recorded() -> str | None:
@@ -73,7 +82,8 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         plan = m.take_down(store, half, dry_run)
         leases = [] if adopted else store.all()
         before = _before(store) if not adopted else _recorded()
-        pic = picture(Source(m.runner), leases, instance, before)
+        before6 = _before6(store) if not adopted else None
+        pic = picture(Source(m.runner), leases, instance, before, before6)
         swept = Plan(sweep(pic))
         if not leases:  # forwarding is no VM's: its record goes once it is back
             swept.forget.append(FORWARD_RECORD)
@@ -81,7 +91,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
             m.run(swept, all_or_nothing=False)
             done(swept)
             if not leases and not adopted:
-                store.remove([], drop_meta=[FORWARD_BEFORE])
+                store.remove([], drop_meta=[FORWARD_BEFORE, FORWARD6_BEFORE])
         plan.add(*swept.steps)
         return plan
 
@@ -95,7 +105,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
     store = m.state()
     with store.locked():
         vms = [v for v in store.all() if v.state == "active"]
-        pic = picture(Source(m.runner), vms, store.instance(), _before(store))
+        pic = picture(Source(m.runner), vms, store.instance(), _before(store), _before6(store))
         todo = healing(pic, pic.diff())
         if todo.clear and not dry_run:
             m.run(Plan(todo.clear), all_or_nothing=False, count_faults=False)
