@@ -8,15 +8,12 @@ for tests/unit/test_read6.py."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, Host
+from tests.kernel.test_read import read_in
 
 pytestmark = pytest.mark.privileged
 
@@ -88,24 +85,12 @@ print(json.dumps({
 """
 
 
-def read6_in(host: Host, record: Path | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
-    argv = [sys.executable, "-c", READ6, str(host.state), POOL6, str(ORDINAL)]
-    argv += [str(record)] if record else []
-    p = subprocess.run(
-        ["nsenter", f"--net=/var/run/netns/{host.ns}", *argv],
-        capture_output=True, text=True, env=env, cwd=REPO, check=False,
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
-
-
 def test_a_v6_vm_made_from_the_diff_reads_back_as_rendered(host: Host):
     host.fireroute("up", "a")
     host.fireroute("up", "b")
     try:
         record = FIXTURE6 if os.environ.get("FIREROUTE_UPDATE_GOLDEN") else None
-        got = read6_in(host, record)
+        got = read_in(host, record, READ6, (POOL6, str(ORDINAL)))
         # what a v4 up leaves for a v6 VM to want: its tap's IPv6 side, the ip6 table with its
         # sets, chains and elements, IPv6 forwarding
         assert got["made"] == [
