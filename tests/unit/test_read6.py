@@ -212,3 +212,13 @@ def test_ipv6_forwarding_no_vm_needs_goes_back_to_what_it_was():
 
     assert back("0") == ["net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"]
     assert back(None) == ["net.ipv4.ip_forward=0"]
+
+
+def test_route_destinations_as_want_keys_them():
+    from fireroute.kernel.read import _dst
+
+    assert _dst("default", True) == "::/0" and _dst("default", False) == "default"
+    assert (
+        _dst("2001:db8::1", True) == "2001:db8::1/128" and _dst("10.0.0.1", False) == "10.0.0.1/32"
+    )
+    assert _dst(ROUTE6, True) == ROUTE6

@@ -360,19 +360,23 @@ def _routes(cur: Current, src: Source, ns: str | None, who: str = "", six: bool 
     if res.rc != 0:
         return
     devs = cur.links(ns)
-    full = "/128" if six else "/32"
     for r in json.loads(res.out or "[]"):
         if not isinstance(r, dict) or r.get("protocol") == "kernel" or "dst" not in r:
             continue
-        dst = str(r["dst"])
-        if six and dst.startswith("fe80::"):
+        dst = _dst(str(r["dst"]), six)
+        if dst.startswith("fe80::"):
             continue
-        dst = ("::/0" if six else dst) if dst == "default" else dst
-        dst = dst if dst == "default" or "/" in dst else f"{dst}{full}"
         dev = r.get("dev")
         tag = who or (devs[dev].owner if dev in devs else "")
         vm = _vm_of(tag)
         cur.add(Route(dst, r.get("gateway"), dev, "", tag, vm, ns))
+
+
+def _dst(dst: str, six: bool) -> str:
+    """A route's destination as want/ keys it: a prefix, ``default`` (IPv6's ``::/0``)."""
+    if dst == "default":
+        return "::/0" if six else dst
+    return dst if "/" in dst else f"{dst}/{128 if six else 32}"
 
 
 # -- namespaces, tc ----------------------------------------------------------------------------
