@@ -252,3 +252,24 @@ def test_two_first_reservations_agree_on_the_pool(tmp_path, monkeypatch):
     (retry,) = allocate.networks6(two, 1, o)  # the control: allocated again, it fits
     two.reserve([Vm("b", None, "t-b", MAC, "eth0", o, "pending", retry)])
     assert retry == addressing.block6(one.own_pool6(), 1)
+
+
+def test_a_file_that_says_5_without_the_v6_columns_is_refused(tmp_path):
+    """One line naming the state file, the file left as it was; the control: the same file
+    saying 4 is upgraded."""
+    from fireroute.errors import StateError
+
+    path = tmp_path / "s.db"
+    Store(path).reserve([v4("a", 0)])
+    as_schema4(path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 5")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StateError, match="cannot use state file .*net6_start"):
+        Store(path)
+    assert path.read_bytes() == before
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 4")
+    db.close()
+    assert Store(path).get("a") is not None and "net6_start" in columns(path)

@@ -196,15 +196,14 @@ class Store:
                         self._upgrade(path, now)
                     self.version = SCHEMA_VERSION
             else:
+                net6 = ", net6_start, net6_end" if version >= 5 else ""
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
-                    "uplink, options, netns FROM vms LIMIT 1"
+                    f"uplink, options, netns{net6} FROM vms LIMIT 1"
                 ).fetchall()
                 self.db.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
                 if version >= 3:
                     self.db.execute("SELECT port, name FROM ports LIMIT 1").fetchall()
-                if version >= 5:
-                    self.db.execute("SELECT net6_start, net6_end FROM vms LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot use state file {path}: {exc}") from None
         except OSError as exc:
