@@ -17,6 +17,7 @@ from fireroute.errors import ConflictError, PoolExhausted
 from fireroute.model import Options, Vm
 from fireroute.state.store import COLUMNS, FREE6_FROM, POOL6, SCHEMA_VERSION, Store
 from tests.unit.test_store import INDEXES4, VMS4, as_schema
+from tests.unit.test_up_decisions import host  # noqa: F401 - the fixture
 
 POOL4 = IPv4Network("172.16.0.0/24")
 POOL6_60 = IPv6Network("2001:db8:0:10::/60")  # 16 blocks: exhaustion within reach
@@ -273,3 +274,43 @@ def test_a_file_that_says_5_without_the_v6_columns_is_refused(tmp_path):
     db.execute("PRAGMA user_version = 4")
     db.close()
     assert Store(path).get("a") is not None and "net6_start" in columns(path)
+
+
+def test_up_allocation_gives_v6_vms_their_blocks_and_v4_ones_none(host):  # noqa: F811
+    """allocate.new_vms, as up calls it (validate.up refuses --ipv6 until plan step 7): a
+    dual-stack batch gets the lowest /64s of the file's own pool, a v4-only request none (and
+    reads nothing of IPv6: no pool is drafted)."""
+    m = host("alloc")
+    store = m._store()
+    plain, _view, _shape = allocate.new_vms(store, m.runner, ["p"], Options(), False, None)
+    assert [v.net6 for v in plain] == [None] and store._pool6 is None
+    assert not [k for k in store._marks if k.startswith(FREE6_FROM)]
+    store.reserve(plain)
+    dual = Options(ipv6=True)
+    vms, _view, _shape = allocate.new_vms(store, m.runner, ["a", "b"], dual, False, None)
+    store.reserve(vms)
+    pool = IPv6Network(str(store.meta(POOL6)))
+    assert [v.net6 for v in vms] == [addressing.block6(pool, 0), addressing.block6(pool, 1)]
+    assert [v.net for v in vms] == [addressing.block(dual.pool, 30, o) for o in (1, 2)]
+    assert {v.name: v.net6 for v in Store(store.path).all()} == {
+        "p": None,
+        "a": vms[0].net6,
+        "b": vms[1].net6,
+    }
+
+
+def test_the_shape_index_counts_dual_stack_vms_apart(tmp_path):
+    """vms_shape's last column (SHAPE6): a count per shape with it reads the index (what a
+    Population with ipv6 will read, plan step 4), v4-only rows NULL there."""
+    from fireroute.state.store import SHAPE, SHAPE6
+
+    store = Store(tmp_path / "s.db")
+    store.reserve([v4("a", 0), v4("b", 1), v6("c", 2, POOL6_60)])
+    db = store.db
+    assert db is not None
+    group = ", ".join(str(i) for i in range(1, 9))
+    sql = f"SELECT {', '.join(SHAPE)}, uplink, {SHAPE6}, COUNT(*) FROM vms GROUP BY {group}"
+    assert {r[-2]: r[-1] for r in db.execute(sql)} == {None: 2, 1: 1}
+    plan = " ".join(str(r) for r in db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
+    assert "vms_shape" in plan
+    assert [r[-1] for r in store.shapes()] == [3]  # shapes() as before: ipv6 not (yet) in it
