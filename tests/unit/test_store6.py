@@ -314,3 +314,20 @@ def test_the_shape_index_counts_dual_stack_vms_apart(tmp_path):
     plan = " ".join(str(r) for r in db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
     assert "vms_shape" in plan
     assert [r[-1] for r in store.shapes()] == [3]  # shapes() as before: ipv6 not (yet) in it
+
+
+@pytest.mark.parametrize("start,end", [("nothex", "ff"), ("0" * 31 + "1", "f" * 32)])
+def test_a_damaged_v6_lease_is_named_in_one_line(tmp_path, start, end):
+    """Text that is not hex, or a range that is not a block: StateError naming the VM; the
+    control, the VM beside it, reads."""
+    from fireroute.errors import StateError
+
+    path = tmp_path / "s.db"
+    Store(path).reserve([v6("a", 0, POOL6_60), v6("b", 1, POOL6_60)])
+    db = sqlite3.connect(path)
+    db.execute("UPDATE vms SET net6_start = ?, net6_end = ? WHERE name = 'a'", (start, end))
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match='state of vm "a" is unreadable'):
+        Store(path).get("a")
+    assert Store(path).get("b").net6 == addressing.block6(POOL6_60, 1)  # type: ignore[union-attr]

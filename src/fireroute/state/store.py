@@ -778,13 +778,13 @@ def _vm(row: tuple[object, ...]) -> Vm:
         if not isinstance(data, dict):
             raise TypeError(f"options are {type(data).__name__}, not a JSON object")
         opts = Options.from_identity(data)
+        net6 = None
+        if start6 is not None and end6 is not None:  # the prefix from the block's size
+            first, size = int(str(start6), 16), int(str(end6), 16) - int(str(start6), 16) + 1
+            net6 = IPv6Network((first, 128 - size.bit_length() + 1))
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f'state of vm "{name}" is unreadable: {exc}') from None
     net = IPv4Network((int(str(start)), int(str(prefix)))) if start is not None else None
-    net6 = None
-    if start6 is not None and end6 is not None:  # the prefix from the block's size
-        first, size = int(str(start6), 16), int(str(end6), 16) - int(str(start6), 16) + 1
-        net6 = IPv6Network((first, 128 - size.bit_length() + 1))
     vm = Vm(str(name), net, str(tap), str(mac), str(uplink), opts, str(state), net6)
     vm.netns_name = str(netns) if netns else None
     return vm
