@@ -466,30 +466,35 @@ class Store:
             return t
 
         pool6, self._pool6 = self._pool6, None  # drafted for this reservation, and only for it
+        dual = [v for v in vms if v.net6 is not None]
+        rows: list[tuple[object, ...]] = [
+            (
+                v.name,
+                int(v.net.network_address) if v.net else None,
+                int(v.net.broadcast_address) if v.net else None,
+                v.net.prefixlen if v.net else None,
+                v.tap,
+                v.mac,
+                v.uplink,
+                text(v.options),
+                v.netns,
+                now,
+            )
+            for v in vms
+        ]
+        cols6 = marks6 = ""
+        if dual:  # a v4-only batch's rows leave them NULL, as before they existed
+            cols6, marks6 = ", net6_start, net6_end", ", ?, ?"
+            rows = [(*r, *_net6_keys(v.net6)) for r, v in zip(rows, vms, strict=True)]
         with self._tx() as db:
-            own6 = [v for v in vms if v.net6 is not None and v.options.pool6 is None]
+            own6 = [v for v in dual if v.options.pool6 is None]
             if own6:
                 _record_pool6(db, pool6, own6, self.path)
             db.executemany(
                 "INSERT INTO vms (name, state, net_start, net_end, prefix, tap, mac, uplink, "
-                "options, netns, created, net6_start, net6_end) "
-                "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        v.name,
-                        int(v.net.network_address) if v.net else None,
-                        int(v.net.broadcast_address) if v.net else None,
-                        v.net.prefixlen if v.net else None,
-                        v.tap,
-                        v.mac,
-                        v.uplink,
-                        text(v.options),
-                        v.netns,
-                        now,
-                        *_net6_keys(v.net6),  # a v4-only VM's: NULL, as before they existed
-                    )
-                    for v in vms
-                ],
+                f"options, netns, created{cols6}) "
+                f"VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?{marks6})",
+                rows,
             )
             _write_ports(db, [(v.name, v.options) for v in vms])
             for k, v in [*(meta or {}).items(), *marks.items()]:
