@@ -123,7 +123,8 @@ def test_an_old_file_it_may_not_write_is_read_as_it_is(tmp_path, monkeypatch):
 def test_a_v6_vm_round_trips(tmp_path):
     path = tmp_path / "s.db"
     vm = v6("a", 5, pool6=POOL6_60)
-    Store(path).reserve([vm])
+    Store(path).reserve([v4("x", 9), vm])  # one batch of both kinds: each row its own
+    assert Store(path).get("x").net6 is None and raw(path, "x")[-2:] == (None, None)  # type: ignore[union-attr]
     back = Store(path).get("a")
     assert back is not None
     assert back.net6 == vm.net6 == IPv6Network("2001:db8:0:15::/64")
