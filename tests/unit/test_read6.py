@@ -13,6 +13,7 @@ from ipaddress import IPv6Network
 from pathlib import Path
 
 from fireroute.model import Vm
+from fireroute.repair.collect import leftovers, sweep
 from fireroute.repair.heal import healing
 from fireroute.repair.picture import Picture, picture
 from fireroute.repair.report import report
@@ -222,3 +223,20 @@ def test_route_destinations_as_want_keys_them():
         _dst("2001:db8::1", True) == "2001:db8::1/128" and _dst("10.0.0.1", False) == "10.0.0.1/32"
     )
     assert _dst(ROUTE6, True) == ROUTE6
+
+
+def test_gc_of_the_v6_vms_lease_forgotten_takes_its_ipv6_with_it():
+    """gc with a's lease gone (b's kept): a's tap, its ip6 elements, the ip6 table (no VM with
+    IPv6 is left) and IPv6 forwarding back to its record, while b and IPv4's stay; the
+    control: with a's lease kept, gc has nothing to collect."""
+    doc = load6()
+    vms = leases6(doc)
+    b = [v for v in vms if v.name == "b"]
+    pic = picture(Replay(doc["log"]), b, doc["instance"], "0", "0")
+    texts = [s.text for s in sweep(pic)]
+    assert f"link del dev {A_TAP}" in texts and not [t for t in texts if "fr-b" in t]
+    assert "net.ipv6.conf.all.forwarding=0" in texts and "net.ipv4.ip_forward=0" not in texts
+    assert [op.obj.key for op in leftovers(pic.diff()) if op.obj.kind == "nft table"] == [
+        (None, "ip6", "firecracker")
+    ]
+    assert sweep(seen(doc, before6="0")) == []
