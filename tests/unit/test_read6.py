@@ -144,7 +144,7 @@ def test_the_kernels_own_link_local_address_is_said_and_restore_deletes_it():
     assert found == {
         "a": [
             f'tap "{A_TAP}" has link-local address {own} beside {GATEWAY}, which no lease asks '
-            "for (the kernel's own, made before addr_gen_mode was 1)"
+            "for (the kernel adds one when carrier comes before addr_gen_mode is 1)"
         ]
     }
     pic = seen(doc)

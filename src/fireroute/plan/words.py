@@ -145,7 +145,7 @@ def addr(op: Op, ctx: Context) -> list[str]:
     if a.cidr.startswith("fe80:") and a.noun == "tap":  # (read only on a tap with IPv6 on)
         return [
             f'tap "{a.dev}" has link-local address {a.cidr} beside {GATEWAY6}, which no lease '
-            "asks for (the kernel's own, made before addr_gen_mode was 1)"
+            "asks for (the kernel adds one when carrier comes before addr_gen_mode is 1)"
         ]
     return [f'"{a.dev}" has address {a.cidr}, which no lease asks for']
 
