@@ -87,6 +87,7 @@ class Vm:
     ``config`` the entry for a ``--config-file``; ``dns`` the guest's name servers; for a CNI
     attachment (mode ``cni``) ``netns``, ``container``, ``ifname`` and ``network`` (None
     otherwise) and ``link_macs``, the MACs of its links (host veth, namespace veth, tap);
+    ``ipv6`` (a VM with IPv6) its ``address``, ``prefix``, ``gateway`` and ``block``, else None;
     ``as_dict()`` the JSON that ``show --format json`` prints and ``fireroute serve``
     answers."""
 
@@ -110,6 +111,7 @@ class Vm:
         "ifname",
         "network",
         "link_macs",
+        "ipv6",
         "_record",
     )
 
@@ -140,6 +142,9 @@ class Vm:
             from fireroute.addressing import CNI_LINK_MACS, cni_link_mac
 
             self.link_macs = {k: cni_link_mac(k, vm.guest_ip).lower() for k in CNI_LINK_MACS}
+        from fireroute.render.record import ipv6
+
+        self.ipv6: dict[str, object] | None = ipv6(vm)
         self._record = vm
 
     @property

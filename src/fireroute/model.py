@@ -453,6 +453,17 @@ class Options:
             from fireroute.addressing import check_pool6
 
             check_pool6(self.pool6)
+        if self.ipv6 and self.mode != "nat":
+            raise UsageError(
+                f"--ipv6 is available in mode nat for now, not {self.mode} (issue 24: bridge, "
+                "clone and cni guests get IPv6 later)"
+            )
+        unpoliced = [f for f, on in V6_NOT_YET.items() if on(self)]
+        if self.ipv6 and unpoliced:
+            raise UsageError(
+                f"--ipv6 with {', '.join(unpoliced)} is not available yet: those rules cover "
+                "IPv4 only so far (issue 24)"
+            )
 
     def _validate_mode(self) -> None:
         """What only some modes take (:data:`APPLIES_TO`), then the mode's own checks
@@ -607,6 +618,15 @@ class Options:
         kw["pool6"] = IPv6Network(str(kw["pool6"])) if kw.get("pool6") else None
         return cls(**kw)
 
+
+V6_NOT_YET: dict[str, Callable[[Options], object]] = {
+    "--egress": lambda o: o.egress != "internet",
+    "--allow-out": lambda o: o.allow_out,
+    "--deny-out": lambda o: o.deny_out,
+    "--publish": lambda o: o.publish,
+}
+"""the options whose IPv6 rules are not built yet: a VM with IPv6 and one of them is refused
+(else its IPv6 traffic would pass unpoliced, or a port would answer on IPv4 only)"""
 
 OFF_UNLESS_IPV6: dict[str, object] = {"ipv6": False, "pool6": None}
 """the options a v4-only VM's :meth:`Options.identity` leaves out, with the values they have

@@ -50,8 +50,6 @@ CNI_ONLY = ("netns", "container", "ifname", "network", "mtu")
 Firecracker is told)"""
 """every option of ``up``, by the name the API and the daemon use (the CLI's flag with ``_``;
 ``allow_host_ports`` is ``--allow-host-port``, repeatable)"""
-NO_FLAG_YET = ("ipv6", "pool6")
-"""fields the CLI has no flag for yet (issue 24: step 7 of docs/ipv6-plan.md adds them)"""
 
 
 def flag(field: str) -> str:

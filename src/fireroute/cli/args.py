@@ -205,6 +205,11 @@ UP = (
         "address)",
     ),
     Opt("--skip-conflicts", "skip blocks that overlap host routes instead of failing", FLAG),
+    Opt("--ipv6", "nat mode: give the guest IPv6 too (a /64 of --pool6), NAT66 out", FLAG),
+    Opt(
+        "--pool6",
+        "with --ipv6: the IPv6 pool (default: the state file's own unique local /48)",
+    ),
 )
 DOWN = (Opt("--all", "every VM in the state file", FLAG), DRY_RUN, *COMMON)
 UP_COMMAND = (*UP, *COMMON, DRY_RUN)

@@ -36,7 +36,7 @@ def _fields(args: Namespace | Args) -> dict[str, object]:
     fields = {
         k: getattr(args, k)
         for k in request.FIELDS
-        if k != "allow_host_ports" and k not in request.CNI_ONLY and k not in request.NO_FLAG_YET
+        if k != "allow_host_ports" and k not in request.CNI_ONLY
     }
     return {**fields, "allow_host_ports": args.allow_host_port}
 

@@ -35,6 +35,12 @@ def guest_script(vm: Vm, mmds_address: str | None = None) -> str:
         if vm.mode == "bridge" and gw and vm.options.bridge_address and str(vm.tap_ip) != gw:
             lines.append(f"ip route add {gw} via {vm.tap_ip} dev {iface}")  # the guide's LAN gw
         lines.append(f"ip route add default via {vm.tap_ip} dev {iface}")
+    if vm.guest6 is not None:  # (busybox's ip takes no nodad: DAD off for the interface)
+        lines += [
+            f"echo 0 > /proc/sys/net/ipv6/conf/{iface}/accept_dad",
+            f"ip -6 addr add {vm.guest6} dev {iface}",
+            f"ip -6 route add default via {vm.gateway6} dev {iface}",
+        ]
     if mmds_address is not None:
         lines.append(f"ip route add {mmds_address} dev {iface}")
     if vm.options.dns:

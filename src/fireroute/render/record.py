@@ -40,7 +40,22 @@ def as_dict(vm: Vm) -> dict[str, object]:
         ],
         "boot_args": guest.boot_arg(vm),
         "firecracker": firecracker.interface(vm),
+        "ipv6": ipv6(vm),
         **_mode_fields(vm),
+    }
+
+
+def ipv6(vm: Vm) -> dict[str, object] | None:
+    """A VM's IPv6 as the guest configures it (``ip=`` has none): its address in its /64, the
+    gateway (``fe80::1``, the host side of every v6 tap) and the block; None without IPv6."""
+    g = vm.guest6
+    if g is None:
+        return None
+    return {
+        "address": str(g.ip),
+        "prefix": g.network.prefixlen,
+        "gateway": str(vm.gateway6),
+        "block": str(vm.net6),
     }
 
 
@@ -86,6 +101,17 @@ def summary(vm: Vm) -> str:
     ports = "".join(
         f"  published:  {p} -> {vm.guest_ip}:{p.guest_port}\n" for p in vm.options.publish
     )
+    if vm.guest6 is not None:
+        ports += (
+            f"  ipv6:       {vm.guest6} via {vm.gateway6} "
+            f"(in the guest: fireroute show {vm.name} --format guest-script)\n"
+        )
+    elif vm.mode == "nat":
+        iface = vm.options.guest_iface
+        ports += (
+            f"  ipv6:       off on the tap; keep the guest from half-enabling it: boot with "
+            f"ipv6.disable=1 (or set net.ipv6.conf.{iface}.disable_ipv6=1)\n"
+        )
     return (
         f"vm {vm.name}: {where}, guest {vm.guest_ip or 'dhcp'}, "
         f"mac {vm.mac}, {nat}\n"
