@@ -4,14 +4,16 @@ and grouping the golden files hold (docs/core-migration.md, section 6):
 - up: the shared links (a bridge we make); per VM in lease order (a NAT VM's tap after the
   others) its links, each made, addressed, then tagged and brought up (a clone's namespace
   filled after its veth, a CNI namespace's links before the host end); the per-device
-  sysctls, then route_localnet; forwarding; each NAT table as one nft transaction (a table
-  that stays: the sets written and the parts a VM brings in, then a chain declared again,
-  the forward chain with the egress policy's jump); iptables (the conntrack rule first);
-  the FORWARD-policy fix; conntrack flushes of UDP ports just published; the bridge
-  family's table;
+  sysctls, then route_localnet; a NAT tap's IPv6 address and route (refused before its
+  sysctls on a host whose default is IPv6 off); forwarding (IPv4's, IPv6's); each NAT table
+  as one nft transaction (a table that stays: the sets written and the parts a VM brings
+  in, then a chain declared again, the forward chain with the egress policy's jump), the
+  ip6 tables' right after the ip ones' (consecutive nft steps: one process); iptables (the
+  conntrack rule first); the FORWARD-policy fix; conntrack flushes of UDP ports just
+  published; the bridge family's table;
 - down: the links (several taps regrouped and deleted as one group, a clone's veth then its
   namespace, a CNI namespace's links as one group then the host end, a bridge we made last),
-  the NAT table, the bridge table, iptables, forwarding.
+  the NAT tables (ip, then ip6), the bridge table, iptables, forwarding.
 
 Each step carries the operations it does (:attr:`OpStep.ops`). The per-VM ``up`` and
 ``down`` plan with it, and restore clears a clone or CNI attachment with it.

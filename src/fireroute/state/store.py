@@ -305,15 +305,14 @@ class Store:
         return self._rows(where, tuple(sorted(set(ports))))
 
     def shapes(self) -> list[tuple[object, ...]]:
-        """(mode, backend, table, bridge, masquerade, dhcp, uplink, count) over all VMs: what
-        up/down need to know about the other VMs, without building 4000 VM objects."""
+        """(mode, backend, table, bridge, masquerade, dhcp, uplink, ipv6, count) over all VMs:
+        what up/down need to know about the other VMs, without building 4000 VM objects (ipv6:
+        1 for a dual-stack VM, NULL for a v4-only one)."""
         if self.db is None:
             return []
-        cols = ", ".join(SHAPE)
+        cols = ", ".join((*SHAPE, "uplink", SHAPE6))
         return list(
-            self.db.execute(
-                f"SELECT {cols}, uplink, COUNT(*) FROM vms GROUP BY 1, 2, 3, 4, 5, 6, 7"
-            )
+            self.db.execute(f"SELECT {cols}, COUNT(*) FROM vms GROUP BY 1, 2, 3, 4, 5, 6, 7, 8")
         )
 
     def count(self) -> int:
