@@ -171,3 +171,29 @@ def test_a_v4_only_vm_brings_no_ipv6(host: Host):
     assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0" and host.forwarding() == "1"
     host.fireroute("down", "v4")
     assert tables(host) == set() and host.forwarding() == "0"
+
+
+def cli_up(host: Host, name: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {"FIREROUTE_EXPERIMENTAL_IPV6": "1"}
+    return host.fireroute("up", name, "--ipv6", "--pool6", POOL6, check=check, env=env)
+
+
+def test_a_left_over_ip6_table_of_ours_is_taken_a_foreign_one_refused(host: Host):
+    """The ip6 table is made exclusively: one of ours left over (its comment) is found on
+    AlreadyExists and added to; one that is not ours is refused in one line, and the up
+    leaves nothing (no tap, no ip table, no row)."""
+    host.run("nft", "add", "table", "ip6", "firecracker", '{ comment "fireroute"; }')
+    cli_up(host, "a")
+    assert (
+        elements6(host, "taps") == ["fr-a"]
+        and "chain forward" in host.run("nft", "list", "table", "ip6", "firecracker").stdout
+    )  # (declared whole)
+    host.fireroute("down", "a")
+    assert tables(host) == set()
+    host.run("nft", "add", "table", "ip6", "firecracker")  # someone else's
+    p = cli_up(host, "b", check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "firecracker" in p.stderr, p.stderr
+    assert "fr-b" not in host.links() and tables(host) == {("ip6", "firecracker")}
+    assert "b" not in host.fireroute("ls").stdout.split()
+    assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0" and host.forwarding() == "0"
