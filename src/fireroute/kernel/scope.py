@@ -2,10 +2,11 @@
 as a verb's diff needs it, as an index (``current``): the recorded objects (the leases
 rendered) and the kernel read only where the verb's scope says so.
 
-- up reads forwarding, the shared iptables rule (iptables-save), the bridges it joins, and a
-  bridge-family table the state file's other VMs do not have (its owner);
-- down reads only at thresholds: the last VM on a bridge, in a table, with iptables rules,
-  of the file (forwarding);
+- up reads forwarding (IPv6's too when a VM with IPv6 wants it), the shared iptables rule
+  (iptables-save), the bridges it joins, and a bridge-family table the state file's other
+  VMs do not have (its owner);
+- down reads only at thresholds: the last VM on a bridge, in a table (ip, ip6, bridge), with
+  iptables rules, of the file (forwarding), with IPv6 of the file (IPv6 forwarding);
 - teardown reads the whole host (kernel/read.py) and takes what is tagged for the file.
 
 What the reads find also brings the steps a diff cannot say (the nft chains fireroute's
