@@ -301,8 +301,8 @@ def test_up_allocation_gives_v6_vms_their_blocks_and_v4_ones_none(host):  # noqa
 
 
 def test_the_shape_index_counts_dual_stack_vms_apart(tmp_path):
-    """vms_shape's last column (SHAPE6): a count per shape with it reads the index (what a
-    Population with ipv6 will read, plan step 4), v4-only rows NULL there."""
+    """vms_shape's last column (SHAPE6): a count per shape with it reads the index (what
+    ``Store.shapes`` gives ``Population``), v4-only rows NULL there."""
     from fireroute.state.store import SHAPE, SHAPE6
 
     store = Store(tmp_path / "s.db")
@@ -314,7 +314,7 @@ def test_the_shape_index_counts_dual_stack_vms_apart(tmp_path):
     assert {r[-2]: r[-1] for r in db.execute(sql)} == {None: 2, 1: 1}
     plan = " ".join(str(r) for r in db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
     assert "vms_shape" in plan
-    assert {r[-2]: r[-1] for r in store.shapes()} == {None: 2, 1: 1}  # shapes() counts it
+    assert {r[-2]: r[-1] for r in store.shapes()} == {None: 2, 1: 1}  # shapes() is it
 
 
 @pytest.mark.parametrize("start,end", [("nothex", "ff"), ("0" * 31 + "1", "f" * 32)])

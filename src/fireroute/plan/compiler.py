@@ -326,15 +326,6 @@ WORDS = {
 """per family: adding elements, removing them, deleting the table"""
 
 
-def _layout(family: str) -> list[tuple[str, str, bool]]:
-    from fireroute.want.nft import FILTER_SETS
-
-    if family == "bridge":
-        return [(n, t, False) for n, t in FILTER_SETS.items()]
-    sets, maps = _kinds(family)
-    return [(n, t, False) for n, t in sets.items()] + [(n, t, True) for n, t in maps.items()]
-
-
 def _kinds(family: str) -> tuple[dict[str, str], dict[str, str]]:
     """A NAT table's sets and maps (name -> type) by family."""
     if family == "ip6":
@@ -349,10 +340,10 @@ def _kinds(family: str) -> tuple[dict[str, str], dict[str, str]]:
 def _sets_only(family: str, names: set[str]) -> list[tuple[str, str, bool]]:
     """The sets a later VM's transaction declares: those its element lines write (the bridge
     family's table: all four), in the layout's order."""
-    from fireroute.want.nft import RANK
+    from fireroute.want.nft import FILTER_SETS, RANK
 
     if family == "bridge":
-        return _layout(family)
+        return [(n, t, False) for n, t in FILTER_SETS.items()]
     sets, maps = _kinds(family)
     return [
         (n, sets[n], False) if n in sets else (n, maps[n], True)

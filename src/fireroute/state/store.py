@@ -306,8 +306,7 @@ class Store:
 
     def shapes(self) -> list[tuple[object, ...]]:
         """(mode, backend, table, bridge, masquerade, dhcp, uplink, ipv6, count) over all VMs:
-        what up/down need to know about the other VMs, without building 4000 VM objects (ipv6:
-        1 for a dual-stack VM, NULL for a v4-only one)."""
+        what up/down need to know about the other VMs, without building 4000 VM objects."""
         if self.db is None:
             return []
         cols = ", ".join((*SHAPE, "uplink", SHAPE6))
