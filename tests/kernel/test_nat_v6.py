@@ -39,15 +39,18 @@ except OSError as e:
 """
 UP = """
 import sys, fireroute
-fireroute.Host(sys.argv[1]).up(sys.argv[2], **({"ipv6": True, "pool6": sys.argv[3]}
-                                               if len(sys.argv) > 3 else {}))
+h = fireroute.Host(sys.argv[1], in_process=sys.argv[2] == "inproc")
+h.up(sys.argv[3], **({"ipv6": True, "pool6": sys.argv[4]} if sys.argv[4] else {}))
+if sys.argv[5:]:
+    h.down(*sys.argv[5:])
 """
 
 
-def up(host: Host, name: str, ipv6: bool = True) -> None:
-    """``up`` through the Python API (the CLI has no --ipv6 yet), in the host namespace."""
+def up(host: Host, name: str, ipv6: bool = True, executor: str = "process", *down: str) -> None:
+    """``up`` through the Python API (then ``down`` of ``down``, if any), in the host
+    namespace, with the process or the in-process executor."""
     env = {**os.environ, "FIREROUTE_EXPERIMENTAL_IPV6": "1"}
-    args = [str(host.state), name, *([POOL6] if ipv6 else [])]
+    args = [str(host.state), executor, name, POOL6 if ipv6 else "", *down]
     p = subprocess.run(
         ["nsenter", f"--net=/var/run/netns/{host.ns}", sys.executable, "-c", UP, *args],
         capture_output=True,
@@ -196,4 +199,16 @@ def test_a_left_over_ip6_table_of_ours_is_taken_a_foreign_one_refused(host: Host
     assert len(p.stderr.strip().splitlines()) == 1 and "firecracker" in p.stderr, p.stderr
     assert "fr-b" not in host.links() and tables(host) == {("ip6", "firecracker")}
     assert "b" not in host.fireroute("ls").stdout.split()
+    assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0" and host.forwarding() == "0"
+
+
+def test_the_in_process_executor_does_the_same(host: Host):
+    """The in-process executor hands what it cannot encode (the v6 address and route, a
+    transaction over two tables) to ip and nft: the same host after up, nothing after down."""
+    up(host, "a", True, "inproc")
+    assert addrs6(host, "fr-a") == [("fe80::1/64", True)] and routes6(host, "fr-a")
+    assert elements6(host, "taps") == ["fr-a"]
+    assert sysctl(host, "net/ipv6/conf/all/forwarding") == "1"
+    up(host, "b", True, "inproc", "a", "b")  # (b up, then both down, in-process)
+    assert tables(host) == set() and "fr-a" not in host.links()
     assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0" and host.forwarding() == "0"
