@@ -212,3 +212,17 @@ def test_the_in_process_executor_does_the_same(host: Host):
     up(host, "b", True, "inproc", "a", "b")  # (b up, then both down, in-process)
     assert tables(host) == set() and "fr-a" not in host.links()
     assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0" and host.forwarding() == "0"
+
+
+def test_a_dry_run_prints_the_v6_steps_and_changes_nothing(host: Host):
+    env = {"FIREROUTE_EXPERIMENTAL_IPV6": "1"}
+    p = host.fireroute("up", "a", "--ipv6", "--pool6", POOL6, "--dry-run", env=env)
+    for line in (
+        "ip address add fe80::1/64 dev fr-a nodad",
+        "ip route add fd3c:9a1e:52b0::/64 dev fr-a",
+        "sysctl -w net.ipv6.conf.all.forwarding=1",
+        'create table ip6 firecracker { comment "fireroute"; }',
+    ):
+        assert line in p.stdout.splitlines(), p.stdout
+    assert tables(host) == set() and "fr-a" not in host.links()
+    assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0"
