@@ -60,6 +60,12 @@ def up(host: Host, name: str, ipv6: bool = True, executor: str = "process", *dow
     assert p.returncode == 0, p.stderr
 
 
+def hardened(host: Host) -> None:
+    """New links with IPv6 off, as on a hardened host: the tap's address is refused until its
+    sysctl is written (plan F11), so the order of up's steps is what is tested."""
+    host.run("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+
+
 def sysctl(host: Host, path: str) -> str:
     return host.run("cat", f"/proc/sys/{path}").stdout.strip()
 
@@ -95,6 +101,7 @@ def elements6(host: Host, name: str) -> list:
 def test_a_v6_vm_up_reaches_out_masqueraded_and_down_leaves_nothing(host: Host):
     before6 = sysctl(host, "net/ipv6/conf/all/forwarding")
     assert before6 == "0"
+    hardened(host)
     up(host, "v6a")
     tap = "fr-v6a"
     assert addrs6(host, tap) == [("fe80::1/64", True)]  # no kernel link-local beside it
@@ -142,7 +149,8 @@ def _guest_reaches_out(host: Host, tap: str, prefix: str) -> None:
         assert server.stdout is not None and server.stdout.readline().strip() == "ready"
         host.sh(
             f"ip link del {tap} && ip link add {tap} type veth peer name eth0 netns {guest} && "
-            f"sysctl -qw net/ipv6/conf/{tap}/addr_gen_mode=1 && ip link set {tap} up && "
+            f"sysctl -qw net/ipv6/conf/{tap}/disable_ipv6=0 net/ipv6/conf/{tap}/addr_gen_mode=1 && "
+            f"ip link set {tap} up && "
             f"ip addr add fe80::1/64 dev {tap} nodad && ip -6 route add {prefix}/64 dev {tap}"
         )
         g = ["ip", "-n", guest]
@@ -205,6 +213,7 @@ def test_a_left_over_ip6_table_of_ours_is_taken_a_foreign_one_refused(host: Host
 def test_the_in_process_executor_does_the_same(host: Host):
     """The in-process executor hands what it cannot encode (the v6 address and route, a
     transaction over two tables) to ip and nft: the same host after up, nothing after down."""
+    hardened(host)
     up(host, "a", True, "inproc")
     assert addrs6(host, "fr-a") == [("fe80::1/64", True)] and routes6(host, "fr-a")
     assert elements6(host, "taps") == ["fr-a"]
@@ -226,3 +235,18 @@ def test_a_dry_run_prints_the_v6_steps_and_changes_nothing(host: Host):
         assert line in p.stdout.splitlines(), p.stdout
     assert tables(host) == set() and "fr-a" not in host.links()
     assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0"
+
+
+@pytest.mark.parametrize("at", [3, 4, 5])
+def test_a_failed_v6_up_is_undone_whole(host: Host, at: int):
+    """A fault after the tap's IPv6 address and route (3), after both forwardings (4), after
+    the nft transaction (5): each undone, IPv6 forwarding back; the control: no fault."""
+    env = {"FIREROUTE_EXPERIMENTAL_IPV6": "1", "FIREROUTE_FAULT": f"fail@{at}"}
+    p = host.fireroute("up", "a", "--ipv6", "--pool6", POOL6, check=False, env=env)
+    assert p.returncode == 1 and "injected fault" in p.stderr, p.stderr
+    assert "fr-a" not in host.links() and tables(host) == set()
+    assert POOL6.split("::")[0] not in host.run("ip", "-6", "route", "show").stdout
+    assert sysctl(host, "net/ipv6/conf/all/forwarding") == "0" and host.forwarding() == "0"
+    assert host.fireroute("ls", "--json").stdout.strip() == "[]"
+    cli_up(host, "a")  # the control
+    assert ("ip6", "firecracker") in tables(host)
