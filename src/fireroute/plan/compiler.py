@@ -97,7 +97,7 @@ def _up(
     nft: dict[str, list[Act]] = {"ip": [], "ip6": [], "bridge": []}  # by family, in order
     for a in acts:
         o = a.obj
-        if _v6_on_host(o):
+        if o.kind in ("addr", "route") and _v6_on_host(o):
             late.append(a)
             continue
         if o.kind in LINKS or o.ns is not None:
