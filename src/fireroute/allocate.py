@@ -7,7 +7,7 @@ options. manager.py calls them with what they need: the store, the runner, the o
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 
 from fireroute import addressing, owner
 from fireroute.errors import ConflictError, PoolExhausted, UsageError
@@ -83,6 +83,21 @@ def networks(
         taken = sorted(
             taken + [(int(b.network_address), int(b.broadcast_address)) for b in view.conflicts]
         )
+
+
+def networks6(store: Store, count: int, options: Options) -> list[IPv6Network]:
+    """``count`` /64 blocks of the v6 pool (``--pool6``, or the state file's own: made if it
+    has none, recorded by the reservation), the lowest free ones among this state file's v6
+    leases (a freed block is taken again first), from the pool's free6_from mark; the
+    reservation records the first of them as the new mark."""
+    pool = options.pool6 or store.own_pool6()
+    lo, hi = int(pool.network_address), int(pool.broadcast_address)
+    size = addressing.block_size(addressing.BLOCK6_PREFIX, 128)
+    start = (store.free6_from(lo) - lo) // size  # below it, no block is free
+    taken = store.taken6_from(lo + start * size, hi)
+    ordinals = addressing.free_ordinals(pool, addressing.BLOCK6_PREFIX, taken, count, start)
+    store.mark6(lo, lo + ordinals[0] * size)  # the lowest free: safe if this up stops short
+    return [addressing.block6(pool, o) for o in ordinals]
 
 
 def _bridge_guests(
@@ -404,9 +419,12 @@ def new_vms(
         from fireroute.model import merged
 
         options.host_nets = merged(observe.link_networks(view.uplink, runner))
+    nets6: list[IPv6Network | None] = [None] * len(fresh)
+    if options.ipv6 and options.mode != "bridge":  # bridge guests: sub-/64s (plan step 15)
+        nets6 = list(networks6(store, len(fresh), options))
     vms = [
-        Vm(n, net, devs[n], "", view.uplink, options, "pending")
-        for n, net in zip(fresh, nets, strict=True)
+        Vm(n, net, devs[n], "", view.uplink, options, "pending", net6)
+        for n, net, net6 in zip(fresh, nets, nets6, strict=True)
     ]
     instance = store.instance()
     shape = Population(store.shapes())

@@ -347,13 +347,18 @@ class Manager:
         plan = self._down_plan(store, vms)
         if dry_run or not vms:
             return plan
+        self._apply_down(store, vms, plan)
+        return plan
+
+    def _apply_down(self, store: Store, vms: list[Vm], plan: Plan) -> None:
+        """``plan`` taking ``vms`` down run best effort (their rows ``removing`` meanwhile),
+        then their rows gone, and the forwarding record with the last of them."""
         names = [v.name for v in vms]
         store.set_state(names, "removing")
         self.executor().apply_best_effort(plan)
-        remaining = store.count() - len(vms)
+        last = bool(vms) and store.count() == len(vms)
         done(plan)
-        store.remove(names, drop_meta=([FORWARD_BEFORE] if remaining == 0 else []) + plan.forget)
-        return plan
+        store.remove(names, drop_meta=([FORWARD_BEFORE] if last else []) + plan.forget)
 
     # -- teardown --------------------------------------------------------------------------
     def teardown(self, dry_run: bool = False) -> tuple[list[Vm], Plan]:
@@ -366,12 +371,7 @@ class Manager:
         with store.locked():
             vms = store.all()
             plan = self._teardown_plan(store, vms)
-            names = [v.name for v in vms]
-            store.set_state(names, "removing")
-            self.executor().apply_best_effort(plan)
-            done(plan)
-            drop = [FORWARD_BEFORE] if vms else []
-            store.remove(names, drop_meta=drop + plan.forget)
+            self._apply_down(store, vms, plan)
             return vms, plan
 
     def _teardown_plan(self, store: Store, vms: list[Vm], src: Source | None = None) -> Plan:

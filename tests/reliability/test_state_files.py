@@ -41,7 +41,7 @@ DAMAGE = {
     "truncated-header": lambda h, good: h.state.write_bytes(good[:60]),
     "truncated-half": lambda h, good: h.state.write_bytes(good[: len(good) // 2]),
     "random-bytes": lambda h, good: h.state.write_bytes(os.urandom(len(good))),
-    "schema-version-5": lambda h, good: sql(h, "PRAGMA user_version = 5"),
+    "schema-version-6": lambda h, good: sql(h, "PRAGMA user_version = 6"),
     "schema-version-99": lambda h, good: sql(h, "PRAGMA user_version = 99"),
     "vms-table-missing": lambda h, good: sql(h, "DROP TABLE vms"),
 }

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from fireroute import addressing
 from fireroute.errors import Busy
 from fireroute.model import Options, Vm
-from fireroute.state.store import FREE_FROM, INDEXES, SCHEMA_VERSION, VMS, Store
+from fireroute.state.store import COLUMNS, FREE_FROM, INDEXES, SCHEMA_VERSION, SHAPE6, VMS, Store
 
 POOL = IPv4Network("172.16.0.0/24")  # 64 blocks of /30
 LO, HI = int(POOL.network_address), int(POOL.broadcast_address)
@@ -223,8 +223,12 @@ def test_locking_a_file_again_opens_no_new_descriptor(tmp_path):
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
-OLD_VMS = VMS.replace("netns TEXT,", "netns TEXT UNIQUE,")
-assert OLD_VMS != VMS
+VMS4 = VMS.replace(",\n    net6_start TEXT,\n    net6_end TEXT\n", "\n")
+INDEXES4 = INDEXES.replace(f", {SHAPE6}", "")
+assert VMS4 != VMS and INDEXES4 != INDEXES
+"""the vms table and indexes of schema 4: no IPv6 columns"""
+OLD_VMS = VMS4.replace("netns TEXT,", "netns TEXT UNIQUE,")
+assert OLD_VMS != VMS4
 """the vms table of schemas 1 to 3: one lease per namespace"""
 
 
@@ -242,9 +246,9 @@ def as_schema(path, version: int) -> None:
     db = sqlite3.connect(path)
     db.executescript(
         "DROP INDEX vms_netns_ifname; DROP INDEX vms_netns_tap; DROP INDEX vms_netns;"
-        f"ALTER TABLE vms RENAME TO new; {OLD_VMS} INSERT INTO vms SELECT * FROM new;"
-        "DROP TABLE new;"
-        + INDEXES
+        f"ALTER TABLE vms RENAME TO new; {OLD_VMS}"
+        f"INSERT INTO vms SELECT {COLUMNS} FROM new; DROP TABLE new;"
+        + INDEXES4
         + ("DROP TABLE ports;" if version < 3 else "")
         + f"PRAGMA user_version = {version};"
     )
@@ -265,7 +269,7 @@ def test_an_old_file_upgrades_to_several_attachments_per_namespace(tmp_path, ver
     db.close()
     store = Store(path)
     assert store.db is not None
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert [v.name for v in store.all()] == ["a", "p"]  # every lease kept, as it was
     assert store.get("a").options == attachment("a", 0, "eth0").options  # type: ignore[union-attr]
     assert [v.name for v in store.claiming([8080])] == ["p"]

@@ -171,16 +171,6 @@ def netns_alive(path: str) -> bool:
         return False
 
 
-def our_namespaces(instance: str) -> list[str]:
-    """Network namespaces made for clones under the state file with this instance id (their
-    names carry it: fireroute-<instance>-<vm>)."""
-    prefix = f"{NETNS_PREFIX}{instance}-"
-    try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
-    except OSError:
-        return []
-
-
 def link_alias(name: str, runner: Runner = run) -> str | None:
     """The ifalias of a link, or None if it has none or does not exist."""
     doc = ip_batch_json([f"link show dev {name}"], runner)[0]
@@ -271,17 +261,6 @@ def tagged_links(runner: Runner = run) -> dict[str, str]:
         for link in _records(doc)
         if str(link.get("ifalias", "")).startswith(ALIAS_PREFIX)
     }
-
-
-def our_links(instance: str, runner: Runner = run) -> list[str]:
-    """Links tagged for the state file ``instance``."""
-    from fireroute import owner
-
-    return [
-        name
-        for name, alias in tagged_links(runner).items()
-        if (owner.parse(alias) or ("",))[0] == instance
-    ]
 
 
 def foreign_links(instance: str, runner: Runner = run) -> list[str]:

@@ -290,21 +290,13 @@ WORDS = {
 """per family: adding elements, removing them, deleting the table"""
 
 
-def _layout(family: str) -> list[tuple[str, str, bool]]:
-    from fireroute.want.nft import FILTER_SETS, MAPS, SETS
-
-    if family == "bridge":
-        return [(n, t, False) for n, t in FILTER_SETS.items()]
-    return [(n, t, False) for n, t in SETS.items()] + [(n, t, True) for n, t in MAPS.items()]
-
-
 def _sets_only(family: str, names: set[str]) -> list[tuple[str, str, bool]]:
     """The sets a later VM's transaction declares: those its element lines write (the bridge
     family's table: all four), in the layout's order."""
-    from fireroute.want.nft import MAPS, RANK, SETS
+    from fireroute.want.nft import FILTER_SETS, MAPS, RANK, SETS
 
     if family == "bridge":
-        return _layout(family)
+        return [(n, t, False) for n, t in FILTER_SETS.items()]
     return [
         (n, SETS[n], False) if n in SETS else (n, MAPS[n], True)
         for n in sorted(names, key=RANK.__getitem__)

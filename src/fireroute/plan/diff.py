@@ -359,16 +359,24 @@ def _disorder(rules: list[Obj], at: dict[Key, int]) -> str | None:
     return None
 
 
-def _blocks(ops: list[Op], current: Index, desired: Index) -> list[Op]:
+def _iptables_order(ops: list[Op], current: Index, desired: Index) -> list[Op]:
+    """``ops`` with the iptables rules written again where they stand out of order (iptables
+    judges a packet by the first rule that ends its journey): the VMs' blocks, then the
+    shared rule."""
+    rules = [(k, r) for k, r in desired.items() if k[0] == "iptables rule"]
+    if not rules:
+        return ops
+    at = {k: i for i, k in enumerate(current)}  # (where each found object stands)
+    return _blocks(ops, current, rules, at) + _shared_first(current, rules, at)
+
+
+def _blocks(ops: list[Op], current: Index, rules: list[tuple], at: dict[Key, int]) -> list[Op]:
     """An iptables VM's rules stand in one block, in order: a block with a rule missing or
     out of order is written again whole (every rule of it replaced or created, in order)."""
     by_vm: dict[str, list[Obj]] = {}
-    for obj in desired.values():
-        if obj.kind == "iptables rule" and obj.vm is not None:
+    for _, obj in rules:
+        if obj.vm is not None:
             by_vm.setdefault(obj.vm, []).append(obj)
-    if not by_vm:
-        return ops
-    at = {k: i for i, k in enumerate(current)}
     made = {op.id for op in ops if op.verb == CREATE}
     out = ops
     for vm, block in by_vm.items():
@@ -389,26 +397,25 @@ def _blocks(ops: list[Op], current: Index, desired: Index) -> list[Op]:
     return out
 
 
-def _shared_first(current: Index, desired: Index) -> list[Op]:
+def _shared_first(current: Index, rules: list[tuple], at: dict[Key, int]) -> list[Op]:
     """The shared conntrack rule stands above every VM's appended rule of its chain (a VM's
     ``-o <tap>`` DROP would drop the replies to its guest): found below one, it is written
     again above them."""
-    at = {k: i for i, k in enumerate(current)}
     out = []
-    for k, shared in desired.items():
-        if k[0] != "iptables rule" or shared.vm is not None or k not in current:
+    for k, shared in rules:
+        if shared.vm is not None or k not in current:
             continue
-        where = (shared.table, shared.chain)  # type: ignore[attr-defined]
+        where = (shared.table, shared.chain)
         above = [
             current[j]
-            for j, r in desired.items()
-            if j[0] == "iptables rule" and r.vm is not None and j in current and at[j] < at[k]
-            and not r.insert and (r.table, r.chain) == where  # type: ignore[attr-defined]
+            for j, r in rules
+            if r.vm is not None and j in current and at[j] < at[k]
+            and not r.insert and (r.table, r.chain) == where
         ]  # fmt: skip
         if above:
             first = min(above, key=lambda r: at[(r.kind, r.key)])
             note = (
-                f'shared iptables rule is out of order: "{shared.saved}" comes after '  # type: ignore[attr-defined]
+                f'shared iptables rule is out of order: "{shared.saved}" comes after '
                 f'"{first.saved}"'  # type: ignore[attr-defined]
             )
             out.append(Op(REPLACE, shared, DIFFERS, current[k], note=note))
@@ -557,6 +564,5 @@ def diff(current: Index, desired: Index, scope: Scope = ALL, instance: str = "")
     """The operations that make ``current`` what ``desired`` says, for the state file
     ``instance``: creates and changes in wanted order, then deletes in found order."""
     claimed = claims(desired, instance)
-    ops = _blocks(_changes(current, desired, instance), current, desired)
-    ops += _shared_first(current, desired)
+    ops = _iptables_order(_changes(current, desired, instance), current, desired)
     return _cascade(ops + _deletes(current, desired, scope, claimed), current, desired)

@@ -12,8 +12,8 @@ them.
 
 The package: ``picture`` (the kernel read and what the leases want, the two sides of the
 one diff), ``report`` (check: the diff in words, grouped), ``heal`` (restore: the diff
-compiled into steps), ``collect`` (gc: what no lease wants), ``order`` (where the iptables
-backend's rules stand), ``verbs`` (check, gc, restore).
+compiled into steps), ``collect`` (gc: what no lease wants), ``order`` (restore's writing of
+the iptables backend's rules in place), ``verbs`` (check, gc, restore).
 """
 
 from fireroute.kernel.read import parse_chains

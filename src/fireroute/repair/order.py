@@ -20,6 +20,10 @@ from fireroute.plan.steps import IPTABLES, Step
 from fireroute.want import iptables as want
 from fireroute.want.iptables import IptRule
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 Key = tuple[str, str]
 """(table, chain)"""
 SHARED_KEY: Key = ("filter", "FORWARD")
@@ -56,6 +60,11 @@ def rule_blocks(vm: Vm) -> dict[Key, list[IptRule]]:
     return out
 
 
+def _first(chain: list[str], values: set[str], of: Callable[[str], str | None]) -> int | None:
+    """Where the first line of ``chain`` whose ``of`` is one of ``values`` stands."""
+    return next((i for i, line in enumerate(chain) if of(line) in values), None)
+
+
 def heal(
     chains: dict[Key, list[str]],
     tagged: dict[str, dict[Key, list[str]]],
@@ -71,9 +80,8 @@ def heal(
     steps = []
     forward = sim.setdefault(SHARED_KEY, [])
     shared = want.conntrack()
-    at = next((i for i, line in enumerate(forward) if line == shared.saved), None)
-    tags = {want.tag(v) for v in vms}
-    first = next((i for i, line in enumerate(forward) if want.comment_tag(line) in tags), None)
+    at = _first(forward, {shared.saved}, lambda line: line)
+    first = _first(forward, {want.tag(v) for v in vms}, want.comment_tag)
     if at is None or (first is not None and at > first):
         what = "move shared conntrack rule above the VMs' rules"
         if at is not None:

@@ -13,7 +13,7 @@ import _thread
 import fcntl
 import os
 import time
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 try:  # the C module itself: the sqlite3 package adds datetime adapters, ~1.5 ms to import
     import _sqlite3 as sqlite3
@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover
     import sqlite3  # type: ignore[no-redef]
 
 from fireroute import jsontext
+from fireroute.addressing import hex_key, ula_pool
 from fireroute.errors import Busy, ConflictError, StateError, UsageError
 from fireroute.kernel.run import HELD_FDS
 from fireroute.model import DEFAULT_CNI_TAP, Options, Vm
@@ -29,14 +30,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-SCHEMA_VERSION = 4  # 2: INDEXES; 3: PORTS; 4: NETNS (an older file gets them on first use)
+SCHEMA_VERSION = 5  # 2: INDEXES; 3: PORTS; 4: NETNS; 5: V6 (an older file gets them on first use)
 DEFAULT_PATH = "/var/lib/fireroute/state.db"
 SHAPE = tuple(
     f"json_extract(options, '$.{f}')"
     for f in ("mode", "backend", "table", "bridge", "masquerade", "dhcp")
 )
+SHAPE6 = "json_extract(options, '$.ipv6')"
+"""whether a VM is dual stack (1; NULL for a v4-only VM, whose options text has no ipv6): the
+last column of vms_shape (from schema 5), so that a count per shape with it reads the index"""
 INDEXES = (
-    f"CREATE INDEX IF NOT EXISTS vms_shape ON vms({', '.join(SHAPE)}, uplink);\n"
+    f"CREATE INDEX IF NOT EXISTS vms_shape ON vms({', '.join(SHAPE)}, uplink, {SHAPE6});\n"
     "CREATE INDEX IF NOT EXISTS vms_end ON vms(net_end);\n"
 )
 """shapes() reads vms_shape instead of every row's options (~1 instead of ~4.5 ms at 4000
@@ -64,6 +68,25 @@ in_netns() finds a namespace's attachments by index, and the two unique indexes 
 second guard (after the manager's check, which names the attachment) against two of them
 making one ifname or one tap there. Before schema 4, ``netns`` was UNIQUE: one attachment per
 namespace."""
+V6 = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS vms_net6 ON vms(net6_start)\n"
+    "    WHERE net6_start IS NOT NULL;\n"
+    "CREATE INDEX IF NOT EXISTS vms_end6 ON vms(net6_end) WHERE net6_end IS NOT NULL;\n"
+)
+"""a dual-stack VM's IPv6 block (issue 24): ``net6_start``/``net6_end``, its first and last
+address as 32 hex digits (addressing.hex_key: SQLite's integers are 64 bits; fixed-width hex
+text sorts like the numbers). The unique index is the second guard against two VMs sharing a
+block; taken6_from() ranges over vms_end6 as taken_from() does over vms_end. Both are partial:
+a v4-only VM's row (NULL there) has no entry in either, so writing and deleting it costs what it
+did before schema 5 (two more entries per row were ~2% of a store-level up at 4000 VMs). An
+older file gets the columns (NULL: v4-only) on first writable use."""
+POOL6 = "pool6"
+"""meta key: the state file's own IPv6 pool (a ULA /48, docs/ipv6-plan.md 1.2), recorded by
+the first reservation of a VM that takes its block from it; a v4-only file never has one"""
+FREE6_FROM = "free6_from:"
+"""meta key prefix: ``free6_from:<pool start, hex_key>`` is, as a hex_key, an address below
+which the pool has no free /64 (raised by every v6 allocation, lowered by every removal): the
+v6 twin of FREE_FROM, kept apart so that neither's arithmetic meets the other's text"""
 FREE_FROM = "free_from:"
 """meta key prefix: ``free_from:<pool start>`` is an address below which every address of
 that pool is leased, so the search for a free block starts there, not at the pool's start
@@ -79,16 +102,20 @@ VMS = """CREATE TABLE IF NOT EXISTS vms (
     uplink TEXT NOT NULL,
     options TEXT NOT NULL,
     netns TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    net6_start TEXT,
+    net6_end TEXT
 );
 """
 COLUMNS = "name, state, net_start, net_end, prefix, tap, mac, uplink, options, netns, created"
+"""the columns of schemas 1 to 4 (what an upgrade from before 4 copies)"""
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);\n"
     + VMS
     + INDEXES
     + PORTS
     + NETNS
+    + V6
 )
 
 
@@ -131,6 +158,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         path = self.path = os.fspath(path)
         self._marks: dict[str, str] = {}  # free_from marks found, written by reserve()
+        self._pool6: IPv6Network | None = None  # a new own pool, recorded by reserve()
         self._instance: str | None = None
         self.version = SCHEMA_VERSION  # what the open file has (an older one read-only)
         if not create and not os.path.exists(path):
@@ -171,9 +199,10 @@ class Store:
                         self._upgrade(path, now)
                     self.version = SCHEMA_VERSION
             else:
+                net6 = ", net6_start, net6_end" if version >= 5 else ""
                 self.db.execute(
                     "SELECT name, state, net_start, net_end, prefix, tap, mac, "
-                    "uplink, options, netns FROM vms LIMIT 1"
+                    f"uplink, options, netns{net6} FROM vms LIMIT 1"
                 ).fetchall()
                 self.db.execute("SELECT key, value FROM meta LIMIT 1").fetchall()
                 if version >= 3:
@@ -187,8 +216,9 @@ class Store:
         """An older file (schema ``now``) gets what this version adds, in one transaction
         (under the state lock): the indexes, the ports table filled from every lease's options
         (before 3), the vms table without UNIQUE on netns (before 4: SQLite drops a constraint
-        only by copying the table). A lease whose options cannot be read, or any other
-        failure, leaves the file as it was."""
+        only by copying the table), the IPv6 columns, NULL in every old row (before 5, and the
+        shape index made again with its ipv6 column). A lease whose options cannot be read,
+        or any other failure, leaves the file as it was."""
         assert self.db is not None
         db = self.db
         db.execute("BEGIN IMMEDIATE")  # statement by statement: executescript would commit
@@ -198,7 +228,11 @@ class Store:
                 db.execute(VMS)
                 db.execute(f"INSERT INTO vms ({COLUMNS}) SELECT {COLUMNS} FROM vms_old")
                 db.execute("DROP TABLE vms_old")  # and its indexes, made again below
-            for statement in (INDEXES + PORTS + NETNS).split(";\n"):
+            elif now < 5:  # the new table above has them already
+                db.execute("ALTER TABLE vms ADD COLUMN net6_start TEXT")
+                db.execute("ALTER TABLE vms ADD COLUMN net6_end TEXT")
+                db.execute("DROP INDEX IF EXISTS vms_shape")  # made again with SHAPE6 below
+            for statement in (INDEXES + PORTS + NETNS + V6).split(";\n"):
                 if statement.strip():
                     db.execute(statement)
             if now < 3:
@@ -234,10 +268,11 @@ class Store:
     def _rows(self, where: str = "", args: tuple[object, ...] = ()) -> list[Vm]:
         if self.db is None:
             return []
+        net6 = "net6_start, net6_end" if self.version >= 5 else "NULL, NULL"  # older: read-only
         try:
             rows = self.db.execute(
-                "SELECT name, state, net_start, prefix, tap, mac, uplink, options, netns FROM vms "
-                f"{where} ORDER BY net_start IS NULL, net_start, name",
+                "SELECT name, state, net_start, prefix, tap, mac, uplink, options, netns, "
+                f"{net6} FROM vms {where} ORDER BY net_start IS NULL, net_start, name",
                 args,
             ).fetchall()
         except sqlite3.Error as exc:
@@ -270,15 +305,13 @@ class Store:
         return self._rows(where, tuple(sorted(set(ports))))
 
     def shapes(self) -> list[tuple[object, ...]]:
-        """(mode, backend, table, bridge, masquerade, dhcp, uplink, count) over all VMs: what
-        up/down need to know about the other VMs, without building 4000 VM objects."""
+        """(mode, backend, table, bridge, masquerade, dhcp, uplink, ipv6, count) over all VMs:
+        what up/down need to know about the other VMs, without building 4000 VM objects."""
         if self.db is None:
             return []
-        cols = ", ".join(SHAPE)
+        cols = ", ".join((*SHAPE, "uplink", SHAPE6))
         return list(
-            self.db.execute(
-                f"SELECT {cols}, uplink, COUNT(*) FROM vms GROUP BY 1, 2, 3, 4, 5, 6, 7"
-            )
+            self.db.execute(f"SELECT {cols}, COUNT(*) FROM vms GROUP BY 1, 2, 3, 4, 5, 6, 7, 8")
         )
 
     def count(self) -> int:
@@ -323,6 +356,43 @@ class Store:
                 (lo, hi),
             )
         )
+
+    def taken6_from(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """IPv6 leases overlapping [lo, hi], as (first, last) numbers in address order: the
+        v6 twin of taken_from (over vms_end6, from ``lo``, which the caller takes from the
+        free6_from mark)."""
+        if self.db is None or self.version < 5:  # an older file (read-only) has none
+            return []
+        rows = self.db.execute(
+            "SELECT net6_start, net6_end FROM vms WHERE net6_end >= ? AND +net6_start <= ?",
+            (hex_key(lo), hex_key(hi)),
+        )
+        return sorted((int(s, 16), int(e, 16)) for s, e in rows)
+
+    def free6_from(self, lo: int) -> int:
+        """Where the search for a free /64 of the pool starting at ``lo`` starts: its
+        free6_from mark (below it no block is free), or ``lo``."""
+        mark = self.meta(f"{FREE6_FROM}{hex_key(lo)}")
+        try:
+            return max(lo, int(mark, 16)) if mark else lo
+        except ValueError:
+            return lo
+
+    def mark6(self, lo: int, below: int) -> None:
+        """No /64 of the pool starting at ``lo`` is free below ``below`` (the lowest free one
+        an allocation found): the mark the next reserve() writes with its VMs."""
+        self._marks[f"{FREE6_FROM}{hex_key(lo)}"] = hex_key(below)
+
+    def own_pool6(self) -> IPv6Network:
+        """The state file's own IPv6 pool: the recorded one; else a new ULA /48
+        (addressing.ula_pool), which the next reserve() of a VM with a block from it records
+        (and refuses that reservation if another had recorded a different one first)."""
+        have = self.meta(POOL6)
+        if have:
+            return IPv6Network(have)
+        if self._pool6 is None:
+            self._pool6 = ula_pool(os.urandom(5))
+        return self._pool6
 
     def is_tap(self, dev: str) -> bool:
         return self.tap_owner(dev) is not None
@@ -393,39 +463,55 @@ class Store:
                 t = texts[id(o)] = jsontext.dumps(o.identity())
             return t
 
+        pool6, self._pool6 = self._pool6, None  # drafted for this reservation, and only for it
+        dual = [v for v in vms if v.net6 is not None]
+        rows: list[tuple[object, ...]] = [
+            (
+                v.name,
+                int(v.net.network_address) if v.net else None,
+                int(v.net.broadcast_address) if v.net else None,
+                v.net.prefixlen if v.net else None,
+                v.tap,
+                v.mac,
+                v.uplink,
+                text(v.options),
+                v.netns,
+                now,
+            )
+            for v in vms
+        ]
+        cols6 = marks6 = ""
+        if dual:  # a v4-only batch's rows leave them NULL, as before they existed
+            cols6, marks6 = ", net6_start, net6_end", ", ?, ?"
+            rows = [(*r, *_net6_keys(v.net6)) for r, v in zip(rows, vms, strict=True)]
         with self._tx() as db:
+            own6 = [v for v in dual if v.options.pool6 is None]
+            if own6:
+                _record_pool6(db, pool6, own6, self.path)
             db.executemany(
                 "INSERT INTO vms (name, state, net_start, net_end, prefix, tap, mac, uplink, "
-                "options, netns, created) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        v.name,
-                        int(v.net.network_address) if v.net else None,
-                        int(v.net.broadcast_address) if v.net else None,
-                        v.net.prefixlen if v.net else None,
-                        v.tap,
-                        v.mac,
-                        v.uplink,
-                        text(v.options),
-                        v.netns,
-                        now,
-                    )
-                    for v in vms
-                ],
+                f"options, netns, created{cols6}) "
+                f"VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?{marks6})",
+                rows,
             )
             _write_ports(db, [(v.name, v.options) for v in vms])
             for k, v in [*(meta or {}).items(), *marks.items()]:
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
 
     @staticmethod
-    def _starts(db: sqlite3.Connection, names: list[str]) -> list[int]:
-        """The first addresses of these VMs' leases (DHCP leases have none)."""
-        out = []
+    def _starts(db: sqlite3.Connection, names: list[str]) -> tuple[list[int], list[str]]:
+        """The first addresses of these VMs' leases (DHCP leases have none), and of their v6
+        blocks (as hex_keys; v4-only VMs have none)."""
+        out: list[int] = []
+        out6: list[str] = []
         for n in names:
-            row = db.execute("SELECT net_start FROM vms WHERE name = ?", (n,)).fetchone()
-            if row and row[0] is not None:
-                out.append(int(row[0]))
-        return out
+            row = db.execute("SELECT net_start, net6_start FROM vms WHERE name = ?", (n,))
+            got = row.fetchone()
+            if got and got[0] is not None:
+                out.append(int(got[0]))
+            if got and got[1] is not None:
+                out6.append(str(got[1]))
+        return out, out6
 
     def set_options(self, name: str, options: Options) -> None:
         """A VM's options changed in place (``policy``)."""
@@ -447,12 +533,20 @@ class Store:
         if self.db is None:
             return
         with self._tx() as db:
+            starts, starts6 = self._starts(db, names)
             db.executemany(  # a freed block lowers the free_from mark of the pool it is in
                 "UPDATE meta SET value = CAST(:start AS TEXT) "
                 f"WHERE key LIKE '{FREE_FROM}%' AND CAST(value AS INTEGER) > :start "
                 f"AND CAST(substr(key, {len(FREE_FROM) + 1}) AS INTEGER) <= :start",
-                [{"start": start} for start in self._starts(db, names)],
+                [{"start": start} for start in starts],
             )
+            if starts6:  # hex_keys of one width: text order is number order
+                db.executemany(
+                    "UPDATE meta SET value = :start "
+                    f"WHERE key LIKE '{FREE6_FROM}%' AND value > :start "
+                    f"AND substr(key, {len(FREE6_FROM) + 1}) <= :start",
+                    [{"start": start} for start in starts6],
+                )
             db.executemany("DELETE FROM vms WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM ports WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
@@ -624,6 +718,33 @@ def new_instance() -> str:
     return os.urandom(4).hex()
 
 
+def _net6_keys(net6: IPv6Network | None) -> tuple[str | None, str | None]:
+    """A v6 block's net6_start and net6_end (None, None for a v4-only VM)."""
+    if net6 is None:
+        return None, None
+    return hex_key(int(net6.network_address)), hex_key(int(net6.broadcast_address))
+
+
+def _record_pool6(
+    db: sqlite3.Connection, drafted: IPv6Network | None, vms: list[Vm], path: str
+) -> None:
+    """Inside a reservation: ``drafted`` (a new own pool, if own_pool6 made one) recorded
+    unless one is (INSERT OR IGNORE), then read back: each of ``vms`` (blocks from the own
+    pool) must lie in the recorded one, else the reservation is refused (another up recorded
+    a different pool between this one's allocation and its reservation; up holds the state
+    lock across both, so only a caller that does not can meet this)."""
+    if drafted is not None:
+        db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (POOL6, str(drafted)))
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (POOL6,)).fetchone()
+    pool = IPv6Network(row[0]) if row else None
+    for v in vms:
+        if pool is None or not v.net6.subnet_of(pool):  # type: ignore[union-attr]
+            raise ConflictError(
+                f'state file {path}: the IPv6 block {v.net6} of vm "{v.name}" is not in the '
+                f"state file's IPv6 pool ({pool or 'none recorded'}); run up again"
+            )
+
+
 def _write_ports(db: sqlite3.Connection, vms: list[tuple[str, Options]]) -> None:
     rows = [(p.port, name) for name, o in vms for p in o.publish]
     if rows:
@@ -653,15 +774,20 @@ def _open_readable(path: str) -> sqlite3.Connection:
 
 
 def _vm(row: tuple[object, ...]) -> Vm:
-    name, state, start, prefix, tap, mac, uplink, options, netns = row
+    name, state, start, prefix, tap, mac, uplink, options, netns, *v6 = row
+    start6, end6 = v6 or (None, None)  # a row recorded before schema 5 has no v6 columns
     try:
         data = jsontext.loads(str(options))
         if not isinstance(data, dict):
             raise TypeError(f"options are {type(data).__name__}, not a JSON object")
         opts = Options.from_identity(data)
+        net6 = None
+        if start6 is not None and end6 is not None:  # the prefix from the block's size
+            first, size = int(str(start6), 16), int(str(end6), 16) - int(str(start6), 16) + 1
+            net6 = IPv6Network((first, 128 - size.bit_length() + 1))
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f'state of vm "{name}" is unreadable: {exc}') from None
     net = IPv4Network((int(str(start)), int(str(prefix)))) if start is not None else None
-    vm = Vm(str(name), net, str(tap), str(mac), str(uplink), opts, str(state))
+    vm = Vm(str(name), net, str(tap), str(mac), str(uplink), opts, str(state), net6)
     vm.netns_name = str(netns) if netns else None
     return vm

@@ -4,7 +4,7 @@ place that says which rules a VM has. ``up`` adds them, ``check`` expects them a
 ``iptables-nft-save`` prints them, ``restore`` writes a block again in this order.
 
 iptables judges a packet by the first rule that ends its journey, so the order of a block is
-part of what is wanted (repair/order.py compares it).
+part of what is wanted (plan/diff.py judges it, repair/order.py writes it back in place).
 """
 
 from __future__ import annotations
