@@ -76,6 +76,31 @@ def unreadable(what: str, err: str) -> Finding:
     return Finding(FAIL, f"cannot read {what}: {first}", "run fireroute doctor as root")
 
 
+def ipv6_uplinks(runner: Runner = run) -> list[Finding]:
+    """IPv6 forwarding, and each link whose IPv6 default route comes from router
+    advertisements with accept_ra=1: the first ``up --ipv6`` would switch forwarding on and
+    drop that route, so it is refused there until accept_ra is 2 (allocate.check_uplink6)."""
+    fwd6 = read_value("/proc/sys/net/ipv6/conf/all/forwarding")
+    out = [Finding(OK, f"IPv6 forwarding is {'on' if fwd6 == '1' else 'off'}")]
+    res = runner(["ip", "-6", "-j", "route", "show", "default"], None)
+    if fwd6 == "1" or res.rc != 0:
+        return out
+    import json
+
+    for r in json.loads(res.out or "[]"):
+        dev = r.get("dev") if isinstance(r, dict) and r.get("protocol") == "ra" else None
+        if dev and read_value(f"/proc/sys/net/ipv6/conf/{dev}/accept_ra") == "1":
+            out.append(
+                Finding(
+                    WARN,
+                    f'the IPv6 default route via "{dev}" comes from router advertisements '
+                    "(accept_ra=1): up --ipv6 is refused there (forwarding would drop it)",
+                    f"sysctl -w net.ipv6.conf.{dev}.accept_ra=2",
+                )
+            )
+    return out
+
+
 def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
     from fireroute.errors import PermissionDenied
     from fireroute.kernel import observe
@@ -96,6 +121,7 @@ def checks(vm_count: int, runner: Runner = run) -> list[Finding]:
         )
     else:
         out.append(Finding(OK, f"IPv4 forwarding is {'on' if fwd == '1' else 'off'}"))
+    out += ipv6_uplinks(runner)
     if not os.path.exists("/dev/net/tun"):
         out.append(Finding(FAIL, "/dev/net/tun is missing: no taps can be made", "modprobe tun"))
     for tool, pkg in (("ip", "iproute2"), ("nft", "nftables")):

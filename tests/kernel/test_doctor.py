@@ -53,3 +53,17 @@ def test_strict_rp_filter_is_reported(host: Host):
     host.run("sysctl", "-qw", "net/ipv4/conf/all/rp_filter=1")
     rc, found = findings(host)
     assert level(found, "rp_filter=1") == "warn"
+
+
+def test_an_uplink_that_relies_on_router_advertisements_is_reported(host: Host):
+    from tests.kernel.test_uplink6 import learn_route_from_an_ra
+
+    rc, found = findings(host)
+    assert level(found, "IPv6 forwarding is off") == "ok"
+    assert not any("router advertisements" in w for w in found)  # the control: none yet
+    learn_route_from_an_ra(host)
+    rc, found = findings(host)
+    assert level(found, 'IPv6 default route via "up0" comes from router advert') == "warn"
+    host.run("sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=2")  # the fix it names
+    rc, found = findings(host)
+    assert not any("router advertisements" in w for w in found)
