@@ -20,11 +20,11 @@ from fireroute.errors import (
 from fireroute.kernel import observe, scope
 from fireroute.kernel.apply import Executor
 from fireroute.kernel.run import Runner, run
-from fireroute.kernel.scope import FORWARD_BEFORE, FORWARD_RECORD, done
+from fireroute.kernel.scope import FORWARD6_BEFORE, FORWARD_BEFORE, FORWARD_RECORD, done
 from fireroute.model import Options, Vm, check_vm_name
 from fireroute.plan.steps import SYSCTL, Plan
 from fireroute.state.store import Store
-from fireroute.want.shared import BRIDGE, NAT, Population
+from fireroute.want.shared import BRIDGE, NAT, NAT6, Population
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class _UpDraft:
     state file's meta to record, forwarding as read, the FORWARD policy read started."""
 
     __slots__ = ("vms", "options", "plan", "desired", "current", "meta", "warnings", "forwarding",
-                 "policy", "held")  # fmt: skip
+                 "forwarding6", "recorded6", "policy", "held")  # fmt: skip
 
     def __init__(self, vms: list[Vm], options: Options) -> None:
         self.vms, self.options, self.plan = vms, options, Plan()
@@ -64,12 +64,15 @@ class _UpDraft:
         self.meta: dict[str, str] = {}
         self.warnings: list[str] = []
         self.forwarding = ""
+        self.forwarding6 = ""  # (read only for a VM with IPv6)
+        self.recorded6 = False  # (this up wrote the namespace's IPv6 forwarding record)
         self.policy: object = None
         self.held: set[tuple] = set()  # shared elements another VM's up added (declared again)
 
-    def new_table(self) -> bool:
-        """Is the NAT table made by this up (none of the other VMs is in it)?"""
-        key = ("nft table", (None, NAT, self.options.table))
+    def new_table(self, family: str = NAT) -> bool:
+        """Is the NAT table (``family``'s: the ip6 one for NAT6) made by this up (none of the
+        other VMs is in it)?"""
+        key = ("nft table", (None, family, self.options.table))
         return key in self.desired and key not in self.current
 
 
@@ -211,7 +214,7 @@ class Manager:
         options = draft.options
         read = scope.up(store, self.runner, draft.vms, shape, missing_bridges)
         draft.desired, draft.current, draft.held = read.desired, read.current, read.held
-        draft.forwarding = read.forwarding
+        draft.forwarding, draft.forwarding6 = read.forwarding, read.forwarding6
         draft.meta.update(read.meta)
         # A table with no VM of ours in it is created exclusively, unread: if a table of
         # that name exists the transaction fails and is undone, and the table is read then
@@ -220,21 +223,27 @@ class Manager:
         # reads it first, to print what would run.
         new = draft.new_table()
         exclusive = new and not (dry_run and observe.check_table_owner(options.table, self.runner))
+        new6 = draft.new_table(NAT6)
+        exclusive6 = new6 and not (
+            dry_run and observe.check_table_owner(options.table, self.runner, NAT6)
+        )
         if new and not options.fix_forward_policy:  # once per table, not per VM
             from fireroute import doctor
 
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes
-        draft.plan = self._up_diff(draft, exclusive)
+        draft.plan = self._up_diff(draft, exclusive, exclusive6)
 
-    def _up_diff(self, draft: _UpDraft, nat_exclusive: bool) -> Plan:
-        """``draft``'s diff compiled: a new NAT table made exclusively (``nat_exclusive``), a
-        bridge-family table the other VMs do not have read (ours: added to; none: made
-        exclusively)."""
+    def _up_diff(self, draft: _UpDraft, nat_exclusive: bool, nat6_exclusive: bool = False) -> Plan:
+        """``draft``'s diff compiled: a new NAT table made exclusively (``nat_exclusive``; the
+        ip6 one: ``nat6_exclusive``), a bridge-family table the other VMs do not have read
+        (ours: added to; none: made exclusively)."""
         from fireroute.plan.compiler import compile
         from fireroute.plan.diff import DELETE, SET, Scope, diff
 
         table, current = draft.options.table, dict(draft.current)
         exclusive = {(NAT, table)} if nat_exclusive else set()
+        if nat6_exclusive:
+            exclusive.add((NAT6, table))
         if scope.bridge_table(current, draft.desired, table, self.runner):
             exclusive.add((BRIDGE, table))
         names, instance = Scope(v.name for v in draft.vms), draft.vms[0].owner
@@ -242,16 +251,19 @@ class Manager:
         for op in ops:
             if op.id in draft.held:  # another VM's already: declared (an undo leaves it)
                 op.verb = SET
-        return Plan(compile(ops, exclusive, before=draft.forwarding))
+        before6 = draft.forwarding6 or None
+        return Plan(compile(ops, exclusive, before=draft.forwarding, before6=before6))
 
     def _up_apply(self, store: Store, draft: _UpDraft, progress: Progress | None) -> None:
         """The rows reserved (``pending``), then the plan applied all or nothing (once again
         after AlreadyExists); on failure the rows and the forwarding record go again."""
+        from fireroute.kernel import forwarding as record
+
         recorded = False
         if draft.forwarding != "1":  # for whichever state file's VM goes last (forwarding.py)
-            from fireroute.kernel import forwarding as record
-
             recorded = record.record(draft.forwarding)
+        if draft.forwarding6 not in ("", "1"):  # (IPv6's: its own record, undone as IPv4's)
+            draft.recorded6 = record.record(draft.forwarding6, record.V6)
         try:
             store.reserve(draft.vms, draft.meta)
         except BaseException:
@@ -275,6 +287,8 @@ class Manager:
         with nothing made exclusively (a table of ours left over is declared whole), and
         applied."""
         observe.check_table_owner(draft.options.table, self.runner)
+        if draft.new_table(NAT6):
+            observe.check_table_owner(draft.options.table, self.runner, NAT6)
         draft.plan = self._up_diff(draft, nat_exclusive=False)
         self.executor().apply_all(draft.plan)
 
@@ -282,13 +296,15 @@ class Manager:
     def _up_undo(store: Store, draft: _UpDraft, recorded: bool, exc: BaseException) -> None:
         """A failed apply: the rows and the forwarding record go; a new table's name nft
         cannot parse is said as bad input (else the caller raises ``exc`` again)."""
+        from fireroute.kernel import forwarding as record
+
         store.remove([v.name for v in draft.vms], drop_meta=list(draft.meta))
         if recorded and scope.forwarding() == draft.forwarding:
             # undone: forwarding has its old value again, and this record is nobody's
             # (found by review: it outlived a failed up and later undid the admin's "on")
-            from fireroute.kernel import forwarding as record
-
             record.forget()
+        if draft.recorded6 and scope.forwarding6() == draft.forwarding6:
+            record.forget(record.V6)
         table = draft.options.table
         if (
             isinstance(exc, KernelError)
@@ -358,7 +374,9 @@ class Manager:
         self.executor().apply_best_effort(plan)
         last = bool(vms) and store.count() == len(vms)
         done(plan)
-        store.remove(names, drop_meta=([FORWARD_BEFORE] if last else []) + plan.forget)
+        store.remove(
+            names, drop_meta=([FORWARD_BEFORE, FORWARD6_BEFORE] if last else []) + plan.forget
+        )
 
     # -- teardown --------------------------------------------------------------------------
     def teardown(self, dry_run: bool = False) -> tuple[list[Vm], Plan]:

@@ -313,3 +313,53 @@ def test_a_group_delete(both):
     marks = [("set", regroup_step(o, DOOMED_GROUP, "mark").ops[0].obj) for o in (keep, lo)]
     assert steps(f, k, [*marks, ("delete", gone.obj)]) == [OK, OK, kinds.OTHER]
     same_links(f, k, None)
+
+
+def test_a_v6_nat_tap(both):
+    """A NAT tap with IPv6 (issue 24): its IPv6 address refused while the tap's
+    ``disable_ipv6`` is 1 (plan F11), taken once it is 0; its route missing while the tap
+    is down; both gone with the tap."""
+    from ipaddress import IPv6Network
+
+    f, k = both
+    v = vm("a", 0, ipv6=True)
+    v.net6 = IPv6Network("fd3c:9a1e:52b0:1::/64")
+    link, _, on, gen, ll, route = tap.tap(v)
+    off = tap.device_sysctl(v, tap.DISABLE6, "", "1")
+    seen = steps(
+        f,
+        k,
+        [
+            ("create", link),
+            ("set", off),
+            ("create", ll),  # refused: IPv6 is off on the tap
+            ("set", on),
+            ("set", gen),
+            ("create", ll),
+            ("create", ll),
+            ("create", route),  # the tap is down
+            ("set", link),
+            ("create", route),
+            ("create", route),
+        ],
+    )
+    assert seen[2] not in (OK, MISSING)
+    assert seen[:2] + seen[3:] == [OK, OK, OK, OK, OK, EXISTS, MISSING, OK, OK, EXISTS]
+    assert v6_state(f) == v6_kernel() == ({"fe80::1/64"}, {"fd3c:9a1e:52b0:1::/64"})
+    assert steps(f, k, [("delete", link), ("create", route)]) == [OK, MISSING]
+    assert v6_state(f) == v6_kernel() == (set(), set())
+
+
+def v6_state(f: Fake) -> tuple[set, set]:
+    objs = f.read().values()
+    return (
+        {o.cidr for o in objs if o.kind == "addr" and ":" in o.cidr},
+        {o.dst for o in objs if o.kind == "route" and ":" in o.dst},
+    )
+
+
+def v6_kernel() -> tuple[set, set]:
+    out = json.loads(run(["ip", "-n", ROOT, "-6", "-j", "addr", "show"]).stdout or "[]")
+    addrs = {f"{a['local']}/{a['prefixlen']}" for d in out for a in d.get("addr_info", [])}
+    out = json.loads(run(["ip", "-n", ROOT, "-6", "-j", "route", "show"]).stdout or "[]")
+    return addrs, {r["dst"] for r in out if r.get("protocol") != "kernel"}

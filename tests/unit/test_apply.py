@@ -167,6 +167,7 @@ def test_an_injected_fault_mid_wave_still_undoes_the_whole_wave():
         "Error: Could not process rule: File exists",
         "RTNETLINK answers: File exists",
         "Error: Address already assigned.",
+        "Error: ipv6: address already assigned.",
         "Error: Exclusivity flag on, cannot modify.",
         "ioctl(TUNSETIFF): Device or resource busy",
     ],

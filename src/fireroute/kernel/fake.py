@@ -24,7 +24,7 @@ from fireroute.kernel import observe
 from fireroute.kernel.apply import InjectedFault
 from fireroute.kernel.kinds import BUSY, DENIED, EXISTS, MISSING, OK, OTHER
 from fireroute.kernel.run import Result
-from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link, Obj
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def line(obj: Any, verb: str) -> str:
     if kind == "nft element":
         return str(obj.text("delete" if verb == "delete" else "add"))
     if kind == "forwarding":
-        return f"{FORWARD_KEY}={obj.value}"
+        return f"{getattr(obj, 'path', FORWARD_KEY)}={obj.value}"
     if kind == "iptables rule":
         return f"-t {obj.table} {obj.text(verb)}"
     return str(obj.text(verb))
@@ -160,8 +160,9 @@ PARENTS: dict[str, Callable[[Any], list[tuple]]] = {
 
 class Fake:
     """The host: ``objs`` (insertion-ordered, by :func:`ident`), a count of iptables rules
-    appended more than once, the taps a VMM holds, the root namespace's forwarding, and a
-    route table (``routes``: destination, device, type, table) for :meth:`probe`.
+    appended more than once, the taps a VMM holds, the root namespace's forwarding (IPv4's,
+    and IPv6's: ``forwarding6``), and a route table (``routes``: destination, device, type,
+    table) for :meth:`probe`.
 
     ``fault`` is FIREROUTE_FAULT's form (``fail@K``, ``kill@K``): right after the K-th group
     applied, :class:`~fireroute.kernel.apply.InjectedFault` is raised, or :class:`Killed`."""
@@ -171,6 +172,7 @@ class Fake:
         self.copies: dict[tuple, int] = {}
         self.held: set[tuple[str | None, str]] = set()
         self.forwarding = "0"
+        self.forwarding6 = "0"
         self.routes: list[tuple[IPv4Network, str, str, str]] = []
         self.fault = fault
         self.count = 0
@@ -222,6 +224,8 @@ class Fake:
             out += [text.strip()] * (1 + self.copies.get(k, 0))
         out += ["# in the root namespace"] if where is not None else []
         out.append(f"{FORWARD_KEY}={self.forwarding}")
+        if self.forwarding6 != "0":  # (a host that never had IPv6 forwarding: as before)
+            out.append(f"{FORWARD6_KEY}={self.forwarding6}")
         return "\n".join(t for t in out if t) + "\n"
 
     def get(self, obj: Obj) -> Any:
@@ -236,7 +240,8 @@ class Fake:
         tools = {tool(op.obj) for op in group}
         assert len(tools) <= 1, f"one tool per group: {tools}"
         atomic = bool(tools & set(ATOMIC))
-        saved = (dict(self.objs), dict(self.copies), set(self.held), self.forwarding)
+        saved = (dict(self.objs), dict(self.copies), set(self.held), self.forwarding,
+                 self.forwarding6)  # fmt: skip
         out: list[str] = []
         stopped = False
         for op in group:
@@ -250,7 +255,7 @@ class Fake:
                 out.append(exc.kind)
                 stopped = not force and not tools & set(GOES_ON)
         if atomic and any(o not in (OK, SKIPPED) for o in out):
-            self.objs, self.copies, self.held, self.forwarding = saved
+            self.objs, self.copies, self.held, self.forwarding, self.forwarding6 = saved
             out = [UNDONE if o == OK else o for o in out]
         self._fault_point()
         return out
@@ -272,7 +277,10 @@ class Fake:
         if obj.kind == "forwarding":
             if verb == "delete":
                 raise Failed(OTHER, "forwarding is set back, never deleted")
-            self.forwarding = str(obj.value)
+            if getattr(obj, "path", FORWARD_KEY) == FORWARD6_KEY:
+                self.forwarding6 = str(obj.value)
+            else:
+                self.forwarding = str(obj.value)
             return
         if verb == "delete":
             (self._delete_group if obj.kind == "link group" else self._delete)(obj)
@@ -420,7 +428,7 @@ class Fake:
         via = IPv4Address(route.via)
         out = []
         for k, a in self.objs.items():
-            if a.kind != "addr" or a.ns != route.ns:
+            if a.kind != "addr" or a.ns != route.ns or _v6(a):
                 continue
             dev = a.dev  # type: ignore[attr-defined]
             link = self.objs.get(_link(a.ns, dev))
@@ -439,7 +447,7 @@ class Fake:
             if addr in dst:
                 found.append((dst, {"type": kind, "dst": _dst(dst), "dev": dev, "table": table}))
         for a in self.objs.values():
-            if a.kind != "addr" or a.ns is not None:
+            if a.kind != "addr" or a.ns is not None or _v6(a):
                 continue
             net = IPv4Interface(a.cidr)  # type: ignore[attr-defined]
             dev = a.dev  # type: ignore[attr-defined]
@@ -483,6 +491,10 @@ class Fake:
     ) -> observe.HostView:
         """What :func:`fireroute.kernel.observe.probe` finds on this host."""
         return observe.probe(uplink, blocks, is_own, self.ip_json, links)
+
+
+def _v6(addr: Any) -> bool:
+    return ":" in addr.cidr
 
 
 def _dst(net: IPv4Network) -> str:
@@ -565,6 +577,13 @@ def _check_link(fake: Fake, link: Any) -> None:
         raise Failed(EXISTS, f'a link "{name}" is there')
 
 
+def _check_addr(fake: Fake, addr: Any) -> None:
+    """An IPv6 address on a device with IPv6 off is refused (plan F11)."""
+    off = fake.objs.get(("sysctl", (addr.ns, f"net/ipv6/conf/{addr.dev}/disable_ipv6")))
+    if _v6(addr) and off is not None and off.value == "1":  # type: ignore[attr-defined]
+        raise Failed(OTHER, f'IPv6 is disabled on "{addr.dev}"')
+
+
 def _check_route(fake: Fake, route: Any) -> None:
     dev = fake.objs.get(_link(route.ns, route.dev)) if route.dev else None
     if dev is not None and not dev.up:  # type: ignore[attr-defined]
@@ -604,6 +623,7 @@ def _in_use(fake: Fake, obj: Any) -> None:
 
 CHECKS: dict[str, Callable[[Fake, Any], None]] = {
     "link": _check_link,
+    "addr": _check_addr,
     "route": _check_route,
     "tc redirect": _check_tc,
     "iptables rule": _check_rule,

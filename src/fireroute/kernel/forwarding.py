@@ -6,15 +6,19 @@ read another's. So the value it had before is recorded once per network namespac
 state file: ``/run/fireroute/ip_forward-<namespace inode>`` holds the namespace's cookie (never
 reused while the machine runs, unlike an inode) and the value. Whoever takes down the last
 fireroute VM of the namespace, from any state file, sets the value back and removes the record.
-/run is cleared at boot, as forwarding is.
+/run is cleared at boot, as forwarding is. IPv6 forwarding (``net.ipv6.conf.all.forwarding``)
+has its own record, ``ip6_forward-<inode>`` (``name`` :data:`V6`), kept the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 DIR = "/run/fireroute"
 SOL_SOCKET, SO_NETNS_COOKIE = 1, 71
+V4, V6 = "ip_forward", "ip6_forward"
+"""the records' names: IPv4 forwarding's, IPv6's"""
 
 
 def _identity() -> tuple[int, int]:
@@ -29,45 +33,46 @@ def _identity() -> tuple[int, int]:
     return os.stat("/proc/self/ns/net").st_ino, cookie
 
 
-def record_path(inode: int) -> str:
-    return f"{DIR}/ip_forward-{inode}"
+def record_path(inode: int, name: str = V4) -> str:
+    return f"{DIR}/{name}-{inode}"
 
 
-def recorded() -> str | None:
+def recorded(name: str = V4) -> str | None:
     """The value recorded for this namespace, or None (no record, or a stale one of a
     namespace that is gone and whose inode was reused)."""
     inode, cookie = _identity()
     try:
-        with open(record_path(inode)) as f:
+        with open(record_path(inode, name)) as f:
             got_cookie, _, value = f.read().strip().partition(" ")
     except OSError:
         return None
     return value if got_cookie == str(cookie) and value in ("0", "1") else None
 
 
-def record(value: str) -> bool:
+def record(value: str, name: str = V4) -> bool:
     """Record the value forwarding has before fireroute changes it, unless a record of this
     namespace exists (the first change is the one to undo); True if this call wrote it.
     Best effort: without a writable /run the state file's own record is what is left."""
     inode, cookie = _identity()
-    if recorded() is not None:
+    if recorded(name) is not None:
         return False
+    path = record_path(inode, name)
     try:
         os.makedirs(DIR, mode=0o755, exist_ok=True)
-        tmp = f"{record_path(inode)}.{os.getpid()}"
+        tmp = f"{path}.{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(f"{cookie} {value}\n")
-        os.replace(tmp, record_path(inode))
+        os.replace(tmp, path)
     except OSError:
         return False
     return True
 
 
-def forget() -> None:
+def forget(name: str = V4) -> None:
     """Remove this namespace's record (forwarding was set back)."""
     inode, _ = _identity()
     try:
-        os.unlink(record_path(inode))
+        os.unlink(record_path(inode, name))
     except OSError:
         return
 
@@ -76,6 +81,9 @@ def forget_namespace(path: str) -> None:
     """Remove the record of the namespace at ``path`` (``/var/run/netns/NAME``), for whoever
     deletes that namespace."""
     try:
-        os.unlink(record_path(os.stat(path).st_ino))
+        inode = os.stat(path).st_ino
     except OSError:
         return
+    for name in (V4, V6):
+        with contextlib.suppress(OSError):
+            os.unlink(record_path(inode, name))

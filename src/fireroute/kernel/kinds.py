@@ -17,6 +17,7 @@ EXISTS_TEXT = (
     "File exists",
     # EEXIST with the kernel's own message (extack) in place of strerror's
     "Address already assigned",
+    "ipv6: address already assigned",  # (an IPv6 address's extack, in lower case)
     "Exclusivity flag on, cannot modify",
     # ``ip tuntap add`` passes IFF_TUN_EXCL: a device of that name, tap or not, is EBUSY
     "ioctl(TUNSETIFF): Device or resource busy",

@@ -2,10 +2,11 @@
 as a verb's diff needs it, as an index (``current``): the recorded objects (the leases
 rendered) and the kernel read only where the verb's scope says so.
 
-- up reads forwarding, the shared iptables rule (iptables-save), the bridges it joins, and a
-  bridge-family table the state file's other VMs do not have (its owner);
-- down reads only at thresholds: the last VM on a bridge, in a table, with iptables rules,
-  of the file (forwarding);
+- up reads forwarding (IPv6's too when a VM with IPv6 wants it), the shared iptables rule
+  (iptables-save), the bridges it joins, and a bridge-family table the state file's other
+  VMs do not have (its owner);
+- down reads only at thresholds: the last VM on a bridge, in a table (ip, ip6, bridge), with
+  iptables rules, of the file (forwarding), with IPv6 of the file (IPv6 forwarding);
 - teardown reads the whole host (kernel/read.py) and takes what is tagged for the file.
 
 What the reads find also brings the steps a diff cannot say (the nft chains fireroute's
@@ -19,8 +20,16 @@ from fireroute.kernel import observe
 from fireroute.kernel.apply import read_sysctl
 from fireroute.kernel.run import which
 from fireroute.plan.steps import NFT, Step
-from fireroute.want.objects import FORWARD_KEY, Forwarding
-from fireroute.want.shared import BRIDGE, NAT, Population, masquerading_bridge, nat_member, shared
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Forwarding
+from fireroute.want.shared import (
+    BRIDGE,
+    NAT,
+    NAT6,
+    Population,
+    masquerading_bridge,
+    nat_member,
+    shared,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,6 +57,10 @@ FORWARDING = ("forwarding", (None, FORWARD_KEY))
 FORWARD_RECORD = "host:ip_forward"
 """in ``Plan.forget``: the namespace's forwarding record (kernel/forwarding.py) is obsolete
 once the plan ran, if forwarding then has the recorded value"""
+FORWARD6_BEFORE = "ip6_forward_before"
+FORWARDING6 = ("forwarding", (None, FORWARD6_KEY))
+FORWARD6_RECORD = "host:ip6_forward"
+"""IPv6 forwarding's: the state file's record, its key, the namespace's record in ``forget``"""
 
 PACKAGES = {
     "ip": "iproute2",
@@ -63,9 +76,13 @@ class Read:
     """A verb's scope as read: ``current`` (what is there), ``desired`` (what is wanted: the
     VMs that stay, or with up's), the steps the diff cannot say (``cleanup``: before
     forwarding's), the records the plan makes obsolete (``forget``) or makes (``meta``);
-    up's: ``forwarding`` as read, the shared elements another guest's up added (``held``)."""
+    up's: ``forwarding`` as read (``forwarding6``: IPv6's, when wanted), the shared elements
+    another guest's up added (``held``)."""
 
-    __slots__ = ("current", "desired", "cleanup", "forget", "meta", "forwarding", "held")
+    __slots__ = (
+        *("current", "desired", "cleanup", "forget", "meta", "forwarding", "forwarding6"),
+        "held",
+    )
 
     def __init__(self, current: Index, desired: Index | None = None) -> None:
         self.current = current
@@ -74,6 +91,7 @@ class Read:
         self.forget: list[str] = []
         self.meta: dict[str, str] = {}
         self.forwarding = ""
+        self.forwarding6 = ""
         self.held: set[tuple] = set()
 
 
@@ -97,15 +115,23 @@ def forwarding() -> str:
     return read_sysctl(FORWARD_KEY)
 
 
+def forwarding6() -> str:
+    """net.ipv6.conf.all.forwarding as it is."""
+    return read_sysctl(FORWARD6_KEY)
+
+
 def done(plan: Plan) -> None:
     """After a plan ran: drop the host-wide records it made obsolete."""
-    if FORWARD_RECORD not in plan.forget:
-        return
     from fireroute.kernel import forwarding as record
 
-    before = record.recorded()
-    if before is not None and forwarding() == before:
-        record.forget()
+    if FORWARD_RECORD in plan.forget:
+        before = record.recorded()
+        if before is not None and forwarding() == before:
+            record.forget()
+    if FORWARD6_RECORD in plan.forget:
+        before = record.recorded(record.V6)
+        if before is not None and forwarding6() == before:
+            record.forget(record.V6)
 
 
 # -- up ------------------------------------------------------------------------------------------
@@ -129,6 +155,11 @@ def up(
     if FORWARDING not in current and records.meta(FORWARD_BEFORE) is None:
         read.meta[FORWARD_BEFORE] = read.forwarding  # the first VM of all
     current[FORWARDING] = Forwarding(read.forwarding)
+    if FORWARDING6 in read.desired:  # (a VM with IPv6: read only then)
+        read.forwarding6 = forwarding6()
+        if FORWARDING6 not in current and records.meta(FORWARD6_BEFORE) is None:
+            read.meta[FORWARD6_BEFORE] = read.forwarding6  # the first v6 VM of the file
+        current[FORWARDING6] = Forwarding(read.forwarding6, path=FORWARD6_KEY)
     if any(v.backend == "iptables" and nat_member(v) for v in vms):
         made = up_iptables(current, runner)
         if made:  # the first iptables VM on this host: remember what it brings in
@@ -252,12 +283,14 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     for objs in rendered:
         current.update(render.index(objs))
     _last_on_bridges(current, going.bridges - remaining.bridges, instance, vms, runner)
-    for family in (NAT, BRIDGE):
+    for family in (NAT, NAT6, BRIDGE):
         gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
         _last_in_tables(current, family, sorted(gone), instance, runner)
     _iptables_found(records, runner, read, vms, remaining.conntrack)
     if not remaining.forwarding:
         _last_forwarding(records, runner, read, vms)
+    if going.forwarding6 and not remaining.forwarding6:
+        _last_forwarding6(records, runner, read, vms)
     read.desired = render.desired([], stay, instance, held)
     _egress_used(current, read.desired, instance, runner)
     return read
@@ -293,6 +326,29 @@ def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]
     if found is not None:
         read.current[FORWARDING] = found
     read.forget.append(FORWARD_RECORD)
+
+
+def _last_forwarding6(records: Records, runner: Runner, read: Read, vms: list[Vm]) -> None:
+    """With the last of this state file's VMs with IPv6: IPv6 forwarding as found (restored),
+    or left (a link of fireroute's of another state file with IPv6 on is left: its VM may
+    have IPv6; a v4-only NAT tap has it off)."""
+    from fireroute.kernel import forwarding as record
+
+    read.current.pop(FORWARDING6, None)
+    read.forget += [FORWARD6_BEFORE, FORWARD6_RECORD]
+    others = set(observe.foreign_links(records.instance(), runner)) - {v.tap for v in vms}
+    if any(_ipv6_on(dev) for dev in sorted(others)):
+        return
+    before = record.recorded(record.V6) or records.meta(FORWARD6_BEFORE)
+    read.current[FORWARDING6] = Forwarding(forwarding6(), before, path=FORWARD6_KEY)
+
+
+def _ipv6_on(dev: str) -> bool:
+    """Has the link IPv6 on (gone: no)?"""
+    try:
+        return read_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6") != "1"
+    except OSError:
+        return False
 
 
 def _last_on_bridges(
@@ -454,8 +510,11 @@ def teardown(records: Records, runner: Runner, src: Source, vms: list[Vm]) -> Re
     _tables_ours(current)
     _iptables_found(records, runner, read, vms, False, found.ipt)
     current.pop(FORWARDING, None)
+    current.pop(FORWARDING6, None)
     if vms:  # (with the last of this state file's VMs, as down does)
         _last_forwarding(records, runner, read, vms)
+    if any(v.net6 is not None for v in vms):
+        _last_forwarding6(records, runner, read, vms)
     return read
 
 

@@ -4,14 +4,16 @@ and grouping the golden files hold (docs/core-migration.md, section 6):
 - up: the shared links (a bridge we make); per VM in lease order (a NAT VM's tap after the
   others) its links, each made, addressed, then tagged and brought up (a clone's namespace
   filled after its veth, a CNI namespace's links before the host end); the per-device
-  sysctls, then route_localnet; forwarding; each NAT table as one nft transaction (a table
-  that stays: the sets written and the parts a VM brings in, then a chain declared again,
-  the forward chain with the egress policy's jump); iptables (the conntrack rule first);
-  the FORWARD-policy fix; conntrack flushes of UDP ports just published; the bridge
-  family's table;
+  sysctls, then route_localnet; a NAT tap's IPv6 address and route (refused before its
+  sysctls on a host whose default is IPv6 off); forwarding (IPv4's, IPv6's); each NAT table
+  as one nft transaction (a table that stays: the sets written and the parts a VM brings
+  in, then a chain declared again, the forward chain with the egress policy's jump), the
+  ip6 tables' right after the ip ones' (consecutive nft steps: one process); iptables (the
+  conntrack rule first); the FORWARD-policy fix; conntrack flushes of UDP ports just
+  published; the bridge family's table;
 - down: the links (several taps regrouped and deleted as one group, a clone's veth then its
   namespace, a CNI namespace's links as one group then the host end, a bridge we made last),
-  the NAT table, the bridge table, iptables, forwarding.
+  the NAT tables (ip, then ip6), the bridge table, iptables, forwarding.
 
 Each step carries the operations it does (:attr:`OpStep.ops`). The per-VM ``up`` and
 ``down`` plan with it, and restore clears a clone or CNI attachment with it.
@@ -33,6 +35,7 @@ from fireroute.plan.ops import (
     sysctl_step,
 )
 from fireroute.plan.steps import CONNTRACK, IP, IPTABLES, NFT, SYSCTL, TC, Step
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,12 +58,14 @@ def compile(
     exclusive: Iterable[tuple[str, str]] = (),
     before: str | None = None,
     found: Index | None = None,
+    before6: str | None = None,
 ) -> list[Step]:
     """The steps doing ``ops`` (plan/diff.py's), as today's plans write them. ``exclusive``:
     the (family, table) made with ``create table`` (none of that name may exist: the caller
     found none of ours); ``before``: forwarding's value before an up switches it on (its
     undo); ``found``: the objects the diff was made from (a down deletes what went with a
-    deleted object by name, as today: a clone's veth, a CNI attachment's tap)."""
+    deleted object by name, as today: a clone's veth, a CNI attachment's tap); ``before6``:
+    IPv6 forwarding's value before (its undo)."""
     replaced: list[Act] = []  # (deleted first, then made again)
     deletes: list[Act] = []
     acts: list[Act] = []
@@ -75,19 +80,26 @@ def compile(
         acts.append(Act(verb, op.obj))
         if op.children:
             acts += [Act(CREATE, kid) for kid in op.children]
-    return _down(replaced + deletes, found or {}) + _up(acts, set(exclusive), before)
+    befores = {FORWARD_KEY: before, FORWARD6_KEY: before6}
+    return _down(replaced + deletes, found or {}) + _up(acts, set(exclusive), befores)
 
 
 def _root(a: Act, *kinds: str) -> bool:
     return a.obj.ns is None and a.obj.kind in kinds
 
 
-def _up(acts: list[Act], exclusive: set[tuple[str, str]], before: str | None) -> list[Step]:
+def _up(
+    acts: list[Act], exclusive: set[tuple[str, str]], befores: dict[str, str | None]
+) -> list[Step]:
     links: list[Act] = []
+    late: list[Act] = []  # a tap's IPv6 address and route: after its sysctls (F11)
     rest: dict[str, list[Any]] = {}  # the root namespace's other objects, by kind
-    nft: dict[str, list[Act]] = {"ip": [], "bridge": []}  # by family, in order
+    nft: dict[str, list[Act]] = {"ip": [], "ip6": [], "bridge": []}  # by family, in order
     for a in acts:
         o = a.obj
+        if o.kind in ("addr", "route") and _v6_on_host(o):
+            late.append(a)
+            continue
         if o.kind in LINKS or o.ns is not None:
             links.append(a)
             continue
@@ -99,11 +111,29 @@ def _up(acts: list[Act], exclusive: set[tuple[str, str]], before: str | None) ->
     steps = _links_up(links)
     steps += [sysctl_step(s) for s in sysctls if s not in localnet]
     steps += [sysctl_step(s) for s in localnet]
-    steps += [_forwarding(o, before) for o in rest.get("forwarding", [])]
+    steps += [_undoable(a) for a in late]
+    steps += [_forwarding(o, befores.get(o.path)) for o in rest.get("forwarding", [])]
     steps += _tables(nft["ip"], "ip", exclusive)
+    steps += _tables(nft["ip6"], "ip6", exclusive)  # (the same nft process: one transaction)
     steps += _iptables(rest.get("iptables rule", []))
     steps += _flushes(rest.get("nft element", []))
     return steps + _tables(nft["bridge"], "bridge", exclusive)
+
+
+def _v6_on_host(obj: Obj) -> bool:
+    """A root namespace's IPv6 address or route (a NAT tap's: its gateway ``fe80::1``, the
+    route to its /64)."""
+    if obj.ns is not None:
+        return False
+    if obj.kind == "addr":
+        return ":" in obj.cidr  # type: ignore[attr-defined]
+    return obj.kind == "route" and ":" in obj.dst  # type: ignore[attr-defined]
+
+
+def _undoable(a: Act) -> Step:
+    """An address or route made on its own, undone by its delete."""
+    o = a.obj
+    return OpStep(IP, o.text(CREATE), o.what(CREATE), o.vm, (delete_step(o),), ops=[a])
 
 
 def _iptables(rules: list[Any]) -> list[Step]:
@@ -216,25 +246,26 @@ def _cni_up(acts: list[Act]) -> list[Step]:
 
 
 def _forwarding(obj: Any, before: str | None) -> Step:
-    """Forwarding set to its value, undone (given what it was) by setting it back."""
-    from fireroute.want.objects import FORWARD_KEY, Forwarding
+    """Forwarding (IPv4's or IPv6's: ``obj.path``) set to its value, undone (given what it
+    was) by setting it back."""
+    from fireroute.want.objects import Forwarding
 
     was = obj.before if before is None else before
-    undo = (Step(SYSCTL, f"{FORWARD_KEY}={was}", "restore IPv4 forwarding"),) if was else ()
-    act = Act(SET, Forwarding(obj.value))
-    return OpStep(SYSCTL, obj.text(SET), "set IPv4 forwarding", undo=undo, ops=[act])
+    undo = (Step(SYSCTL, f"{obj.path}={was}", obj.what(DELETE)),) if was else ()
+    act = Act(SET, Forwarding(obj.value, path=obj.path))
+    return OpStep(SYSCTL, obj.text(SET), obj.what(SET), undo=undo, ops=[act])
 
 
 def _forwarding_back(obj: Any) -> list[Step]:
     """Forwarding set back to what it was before fireroute switched it on."""
-    from fireroute.want.objects import FORWARD_KEY, Forwarding
+    from fireroute.want.objects import Forwarding
 
     if obj.before is None or obj.before == obj.value:
         return []
-    undo = Step(SYSCTL, f"{FORWARD_KEY}={obj.value}", "restore IPv4 forwarding")
-    act = Act(SET, Forwarding(obj.before))
+    undo = Step(SYSCTL, f"{obj.path}={obj.value}", obj.what(DELETE))
+    act = Act(SET, Forwarding(obj.before, path=obj.path))
     text = obj.text(DELETE)
-    return [OpStep(SYSCTL, text, "set IPv4 forwarding", undo=(undo,), ops=[act])]
+    return [OpStep(SYSCTL, text, obj.what(SET), undo=(undo,), ops=[act])]
 
 
 def _rules(rules: list[Any], what: str, undo_what: str) -> list[Step]:
@@ -260,7 +291,7 @@ def _flushes(elems: list[NftElement]) -> list[Step]:
 
     steps: list[Step] = []
     for e in elems:
-        if e.set not in PORT_MAPS:
+        if e.set not in PORT_MAPS or e.family == "ip6":  # (a flush is of both families)
             continue
         fields = e.value.partition(" : ")[0].split(" . ")
         addr = fields.pop(0) if e.set == "pub_addr" else None
@@ -281,6 +312,11 @@ WORDS = {
         'remove NAT entries from table "{t}"',
         'delete nftables table "{t}"',
     ),
+    "ip6": (
+        'add NAT entries to nftables table "ip6 {t}"',
+        'remove NAT entries from table "ip6 {t}"',
+        'delete nftables table "ip6 {t}"',
+    ),
     "bridge": (
         'add anti-spoofing entries to nftables table "bridge {t}"',
         'remove anti-spoofing entries of "{t}"',
@@ -290,15 +326,27 @@ WORDS = {
 """per family: adding elements, removing them, deleting the table"""
 
 
+def _kinds(family: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A NAT table's sets and maps (name -> type) by family."""
+    if family == "ip6":
+        from fireroute.want.tables6 import MAPS6, SETS6
+
+        return SETS6, MAPS6
+    from fireroute.want.nft import MAPS, SETS
+
+    return SETS, MAPS
+
+
 def _sets_only(family: str, names: set[str]) -> list[tuple[str, str, bool]]:
     """The sets a later VM's transaction declares: those its element lines write (the bridge
     family's table: all four), in the layout's order."""
-    from fireroute.want.nft import FILTER_SETS, MAPS, RANK, SETS
+    from fireroute.want.nft import FILTER_SETS, RANK
 
     if family == "bridge":
         return [(n, t, False) for n, t in FILTER_SETS.items()]
+    sets, maps = _kinds(family)
     return [
-        (n, SETS[n], False) if n in SETS else (n, MAPS[n], True)
+        (n, sets[n], False) if n in sets else (n, maps[n], True)
         for n in sorted(names, key=RANK.__getitem__)
     ]
 
@@ -378,11 +426,10 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
     own, shared = _split(elems)
     vm = _one_vm(own)
     fresh = any(a.obj.kind == "nft table" and a.verb == CREATE for a in acts)
-    if fresh and not exclusive and family == "ip":  # a table that may exist (another state
-        # file's) is declared whole: the parts its other VMs need stay (want/tables.py PARTS)
-        from fireroute.want.tables import nat_layout
-
-        whole = nat_layout(table)[1:]
+    if fresh and not exclusive and family != "bridge":  # a table that may exist (another
+        # state file's) is declared whole: the parts its other VMs need stay (want/tables.py
+        # PARTS)
+        whole = _whole(family, table)
         acts = [a for a in acts if a.obj.kind not in ("nft set", "nft chain")]
         acts += [Act(CREATE, o) for o in whole]
     sets = [(s.name, s.type, s.is_map) for s in of("nft set")]
@@ -399,6 +446,17 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
     done = [Act(verb, a.obj) for a in acts if a.obj.kind != "nft element"]
     done += [Act(CREATE, e) for e in own + shared]
     return OpStep(NFT, head + body, what, vm, (undo,), exclusive=exclusive, ops=done)
+
+
+def _whole(family: str, table: str) -> list[Any]:
+    """A NAT table's sets, maps and chains with every part (its family's layout)."""
+    if family == "ip6":
+        from fireroute.want.tables6 import nat6_layout
+
+        return nat6_layout(table)[1:]
+    from fireroute.want.tables import nat_layout
+
+    return nat_layout(table)[1:]
 
 
 def _added(acts: list[Act], own: list[NftElement]) -> list[NftElement]:
@@ -435,7 +493,7 @@ def _down(acts: list[Act], found: Index) -> list[Step]:
     """Deletes in today's down order: links, the NAT tables, the bridge tables, iptables,
     forwarding."""
     steps = _links_down(acts, found)
-    for family in ("ip", "bridge"):
+    for family in ("ip", "ip6", "bridge"):
         for table, of in _by_table(acts, family).items():
             steps += _table_down(family, table, of)
     for a in acts:

@@ -1,0 +1,82 @@
+"""Dual stack against IPv4 only, in the same run (issue 24's speed targets): a VM's cold
+``up --ipv6`` + ``down`` against the same without ``--ipv6`` (interleaved, a resident VM of
+each kind keeping both tables, so that neither run makes or removes one), and a batch
+``up --count N --ipv6`` + ``down --all`` against the v4-only batch (interleaved). Each in a
+throwaway sandbox (fireroute.lab.sandbox); medians, and the ratios dual/v4.
+
+    sudo .venv/bin/python bench/ipv6.py [--runs 30] [--n 1000] [--batch-runs 3]
+
+Targets: one ``up --ipv6`` within 1.2x of a v4-only ``up``; a dual-stack batch within 1.3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+from bench_nat import Bench  # noqa: E402
+
+from fireroute.lab.sandbox import Sandbox  # noqa: E402
+
+V6 = ["--ipv6"]
+EXPERIMENTAL = "FIREROUTE_EXPERIMENTAL_IPV6"
+
+
+def single(b: Bench, runs: int) -> dict[str, list[float]]:
+    b.fr("up", "keep4")
+    b.fr("up", "keep6", *V6)
+    t: dict[str, list[float]] = {k: [] for k in ("up4", "down4", "up6", "down6")}
+    for _ in range(runs):
+        t["up4"].append(b.fr("up", "one"))
+        t["down4"].append(b.fr("down", "one"))
+        t["up6"].append(b.fr("up", "one", *V6))
+        t["down6"].append(b.fr("down", "one"))
+    b.fr("down", "--all")
+    return t
+
+
+def batch(b: Bench, n: int, runs: int) -> dict[str, list[float]]:
+    t: dict[str, list[float]] = {k: [] for k in ("up4", "down4", "up6", "down6")}
+    for _ in range(runs):
+        for kind, extra in (("4", []), ("6", V6)):
+            t["up" + kind].append(b.fr("up", "--count", str(n), *extra) / n)
+            t["down" + kind].append(b.fr("down", "--all") / n)
+    return t
+
+
+def show(title: str, t: dict[str, list[float]]) -> None:
+    print(title)
+    for verb in ("up", "down"):
+        four, six = statistics.median(t[verb + "4"]), statistics.median(t[verb + "6"])
+        print(f"  {verb:5} v4 {four * 1e3:8.3f} ms   dual {six * 1e3:8.3f} ms   "
+              f"ratio {six / four:5.2f}")  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=30, help="single VM cycles of each kind")
+    ap.add_argument("--n", type=int, default=1000, help="VMs in a batch")
+    ap.add_argument("--batch-runs", type=int, default=3)
+    args = ap.parse_args()
+    os.environ[EXPERIMENTAL] = "1"
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        sb = stack.enter_context(Sandbox(prefix="frv6b"))
+        b = Bench(sb, Path(tmp) / "single.db")
+        show(f"one VM, cold process, {args.runs} runs of each (per verb)", single(b, args.runs))
+        sb2 = stack.enter_context(Sandbox(prefix="frv6b"))
+        b2 = Bench(sb2, Path(tmp) / "batch.db")
+        t = batch(b2, args.n, args.batch_runs)
+        show(f"batch of {args.n}, {args.batch_runs} runs of each (per VM)", t)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
