@@ -25,11 +25,8 @@ from fireroute.repair import order
 from fireroute.repair.picture import Picture
 from fireroute.want import clone, cni
 from fireroute.want.iptables import conntrack
-from fireroute.want.objects import FORWARD_KEY
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY
 from fireroute.want.shared import nat_member
-
-FORWARDING = (None, FORWARD_KEY)
-"""IPv4 forwarding's key: restore switching it on records what it was (kernel/forwarding.py)"""
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,14 +42,16 @@ OWN = ("nft element", "iptables rule")
 
 class Healing:
     """``clear``: what is left of namespaces made again whole (run first, best effort);
-    ``steps``: the rest, all or nothing; ``forwarding``: forwarding is switched on."""
+    ``steps``: the rest, all or nothing; ``forwarding``: forwarding is switched on
+    (``forwarding6``: IPv6's; restore records what it was, kernel/forwarding.py)."""
 
-    __slots__ = ("clear", "steps", "forwarding")
+    __slots__ = ("clear", "steps", "forwarding", "forwarding6")
 
     def __init__(self) -> None:
         self.clear: list[Step] = []
         self.steps: list[Step] = []
         self.forwarding = False
+        self.forwarding6 = False
 
 
 def _kept(op: Op, want: Index) -> bool:
@@ -181,13 +180,14 @@ def healing(pic: Picture, ops: list[Op]) -> Healing:
     written = {id(op) for op in ipt}
     rest = [op for op in ops if id(op) not in written]
     before = pic.cur.forwarding
-    out.steps = compile(rest, _tables_made(pic, rest), before, pic.have)
+    out.steps = compile(rest, _tables_made(pic, rest), before, pic.have, pic.cur.forwarding6)
     for s in out.steps:
         first = _first_of(s, tables)
         if first:
             s.text = first + s.text
     out.steps += _iptables(pic, ipt)
-    out.forwarding = any(op.obj.kind == "forwarding" and op.obj.key == FORWARDING for op in rest)
+    switched = {op.obj.key[1] for op in rest if op.obj.kind == "forwarding"}
+    out.forwarding, out.forwarding6 = FORWARD_KEY in switched, FORWARD6_KEY in switched
     return out
 
 
