@@ -21,7 +21,7 @@ from tests.unit.test_read import DATA, Replay, _damaged, _one, _root_links, leas
 from tests.unit.test_repair_check import said
 
 FIXTURE6 = DATA / "host6.json"
-A_TAP, ROUTE6, GATEWAY = "fr-a", "fd3c:9a1e:52b0:1::/64", "fe80::1/64"
+A_TAP, ROUTE6, GATEWAY = "fr-a", "fd3c:9a1e:52b0::/64", "fe80::1/64"
 SYSCTL = "/proc/sys/net/ipv6/conf/{}/{}"
 FORWARDING6 = "/proc/sys/net/ipv6/conf/all/forwarding"
 
