@@ -1,7 +1,12 @@
 """render/ra.py against bytes written out by hand from RFC 4861 4.2/4.6 and RFC 8106 5.1."""
 
+import struct
+import subprocess
+import sys
 from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
 
+from fireroute.advertise import solicitations_only
 from fireroute.render import ra
 
 PREFIX = IPv6Network("fd3c:9a1e:52b0:1::/64")
@@ -54,3 +59,30 @@ def test_a_solicitation_is_type_133_code_0_of_8_bytes_or_more():
     assert not ra.is_solicitation(rs[:7])
     assert not ra.is_solicitation(hexbytes("85 01 1234 00000000"))  # a code not 0
     assert not ra.is_solicitation(ra.advertisement(PREFIX, MAC))
+
+
+def test_the_socket_filter_passes_router_solicitations_only():
+    """ICMP6_FILTER's 256 bits, a set bit blocking its type (linux/icmpv6.h)."""
+    words = struct.unpack("8I", solicitations_only())
+    passed = [t for t in range(256) if not words[t >> 5] & (1 << (t & 31))]
+    assert passed == [133]
+
+
+def test_the_responder_stays_off_the_per_vm_path():
+    """The CLI's module (up and down) loads neither the responder nor its raw socket code;
+    the ``ra`` verb's import does (positive control)."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); {}; "
+        "print('fireroute.advertise' in sys.modules)"
+    )
+    for statement, loaded in (
+        ("import fireroute.cli.main", "False"),
+        ("import fireroute.cli.main, fireroute.advertise", "True"),
+    ):
+        p = subprocess.run(
+            [sys.executable, "-S", "-c", probe.format(statement), str(src)],
+            capture_output=True,
+            text=True,
+        )
+        assert p.stdout.strip() == loaded, p.stderr
