@@ -150,6 +150,7 @@ def test_a_v6_guest_configures_itself_from_fireroutes_ra(lab: Lab):
     lines = out.splitlines()
     assert lines and all(rec6["tap"] in line for line in lines), out
     assert not any(rec4["tap"] in line for line in lines)
+    assert "(periodic)" in out  # the advertisement at start, to each v6 tap with carrier
 
 
 def test_a_solicitation_from_a_vm_up_after_the_responder_is_answered(lab: Lab):
@@ -165,3 +166,19 @@ def test_a_solicitation_from_a_vm_up_after_the_responder_is_answered(lab: Lab):
     assert [r["gateway"] for r in wait_for(lambda: lab.ra_routes(ns), 2.0)] == ["fe80::1"]
     _, out, _ = lab.stop_responder()
     assert f"{rec['tap']} (vm late)" in out and "(solicited)" in out, out
+
+
+def test_a_tap_that_gains_carrier_after_the_start_is_advertised_on_then(lab: Lab):
+    """A v6 tap without carrier at the responder's start (no VMM yet) is looked at again and
+    advertised on once its VMM (here the wire) holds it open."""
+    rec = lab.up("early", "--ipv6")
+    lab.start_responder()
+    started = time.monotonic()
+    time.sleep(1.0)  # the start's look found the tap without carrier
+    ns = lab.wire(rec)
+    want = eui64(rec["ipv6"]["block"], rec["mac"])
+    got = wait_for(lambda: lab.slaac(ns), 8.0)
+    assert [IPv6Address(a["local"]) for a in got] == [want]  # (its solicitation answered)
+    time.sleep(max(0.0, started + 6.5 - time.monotonic()))  # the next look, 5 s after start
+    _, out, _ = lab.stop_responder()
+    assert f"{rec['tap']} (vm early) {rec['ipv6']['block']} to ff02::1 (periodic)" in out, out
