@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,6 @@ from bench_nat import Bench  # noqa: E402
 from fireroute.lab.sandbox import Sandbox  # noqa: E402
 
 V6 = ["--ipv6"]
-EXPERIMENTAL = "FIREROUTE_EXPERIMENTAL_IPV6"
 
 
 def single(b: Bench, runs: int) -> dict[str, list[float]]:
@@ -66,7 +64,6 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000, help="VMs in a batch")
     ap.add_argument("--batch-runs", type=int, default=3)
     args = ap.parse_args()
-    os.environ[EXPERIMENTAL] = "1"
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         sb = stack.enter_context(Sandbox(prefix="frv6b"))
         b = Bench(sb, Path(tmp) / "single.db")

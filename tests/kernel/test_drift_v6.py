@@ -11,7 +11,6 @@ import json
 
 import pytest
 
-from fireroute.validate import EXPERIMENTAL_IPV6
 from tests.conftest import Host
 from tests.kernel.test_drift import report
 
@@ -59,7 +58,6 @@ CASES = {
     "forwarding off": ("sysctl -qw net.ipv6.conf.all.forwarding=0", "IPv6 forwarding is off"),
 }
 """(BLOCK: the VM's /64, PREFIX: its first address, as its elements hold it)"""
-ENV = {EXPERIMENTAL_IPV6: "1"}
 
 
 def lines(found: dict) -> list[str]:
@@ -68,8 +66,8 @@ def lines(found: dict) -> list[str]:
 
 @pytest.mark.parametrize(("damage", "said"), list(CASES.values()), ids=list(CASES))
 def test_check_names_each_ipv6_object_and_restore_heals_it(host: Host, damage: str, said: str):
-    host.fireroute("up", "a", "--ipv6", env=ENV)
-    host.fireroute("up", "other", env=ENV)
+    host.fireroute("up", "a", "--ipv6")
+    host.fireroute("up", "other")
     (a,) = [v for v in json.loads(host.fireroute("ls", "--json").stdout) if v["name"] == "a"]
     block = a["ipv6"]["block"]
     prefix = block.split("/")[0]
@@ -83,10 +81,10 @@ def test_check_names_each_ipv6_object_and_restore_heals_it(host: Host, damage: s
     named = [x for x in lines(found) if line in x]
     assert len(named) == 1, found  # named, once
     assert found["vms"]["other"] == [], found  # the VM without IPv6 has nothing to mend
-    host.fireroute("restore", env=ENV)
+    host.fireroute("restore")
     rc, healed = report(host)
     assert rc == 0 and healed == clean, healed
-    again = host.fireroute("restore", env=ENV).stdout
+    again = host.fireroute("restore").stdout
     assert again.strip() == "restore: nothing to do", again
 
 
@@ -102,22 +100,22 @@ def test_gc_and_teardown_take_the_ipv6_side_with_them(host: Host):
 
     was = forwarding6(host)
     assert was == "0"  # (the sandbox's: fireroute switches it on)
-    host.fireroute("up", "keep", env=ENV)
-    host.fireroute("up", "lost", "--ipv6", env=ENV)
+    host.fireroute("up", "keep")
+    host.fireroute("up", "lost", "--ipv6")
     assert forwarding6(host) == "1" and "table ip6 firecracker" in host.nft_text()
     db = sqlite3.connect(host.state)
     db.execute("DELETE FROM vms WHERE name = 'lost'")
     db.commit()
     db.close()
-    host.fireroute("gc", env=ENV)
+    host.fireroute("gc")
     assert "fr-lost" not in host.links() and "fr-keep" in host.links()
     assert "table ip6 firecracker" not in host.nft_text()
     assert forwarding6(host) == was and host.forwarding() == "1"
     rc, found = report(host)
     assert rc == 0 and found["vms"] == {"keep": []}, found
-    host.fireroute("up", "six", "--ipv6", env=ENV)
+    host.fireroute("up", "six", "--ipv6")
     assert forwarding6(host) == "1" and "table ip6 firecracker" in host.nft_text()
-    host.fireroute("teardown", env=ENV)
+    host.fireroute("teardown")
     assert not [n for n in host.links() if n.startswith("fr-")]
     assert "firecracker" not in host.nft_text()
     assert forwarding6(host) == was
@@ -141,7 +139,7 @@ def test_the_kernels_link_local_on_a_tap_with_carrier_is_named_and_restore_delet
 
     from tests.kernel.test_v6_facts import HOLD, wait_for
 
-    host.fireroute("up", "a", "--ipv6", env=ENV)
+    host.fireroute("up", "a", "--ipv6")
     vmm = subprocess.Popen(
         ["nsenter", f"--net=/var/run/netns/{host.ns}", sys.executable, "-c", HOLD, "fr-a"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -160,10 +158,10 @@ def test_the_kernels_link_local_on_a_tap_with_carrier_is_named_and_restore_delet
             f'tap "fr-a" has link-local address {own} beside fe80::1/64, which no lease asks '
             "for (the kernel adds one when carrier comes before addr_gen_mode is 1)",
         ], found
-        host.fireroute("restore", env=ENV)
+        host.fireroute("restore")
         assert link_locals(host, "fr-a") == {"fe80::1/64"}
         assert report(host) == (0, clean)
-        again = host.fireroute("restore", env=ENV).stdout
+        again = host.fireroute("restore").stdout
         assert again.strip() == "restore: nothing to do", again
     finally:
         vmm.communicate("")

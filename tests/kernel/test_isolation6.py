@@ -19,7 +19,6 @@ from tests.kernel.tapwire import Wired
 
 pytestmark = pytest.mark.privileged
 
-EXPERIMENTAL = {"FIREROUTE_EXPERIMENTAL_IPV6": "1"}
 UPLINK6, INTERNET6 = "2001:db8:100::2", "2001:db8:100::1"
 METADATA6 = "fd00:ec2::254"
 SERVER = """
@@ -99,7 +98,7 @@ class Lab:
         sh("ip", "-n", host.inet, "-6", "addr", "add", f"{METADATA6}/128", "dev", "lo")
 
     def up(self, name: str, *args: str) -> dict:
-        out = self.host.fireroute("up", name, "--json", *args, env=EXPERIMENTAL).stdout
+        out = self.host.fireroute("up", name, "--json", *args).stdout
         return json.loads(out)[0]
 
     def guest(self, name: str, *args: str) -> tuple[str, dict]:

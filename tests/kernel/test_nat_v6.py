@@ -6,7 +6,6 @@ without IPv6 beside it is up and down as before (IPv6 off on its tap, no ip6 tab
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -49,13 +48,11 @@ if sys.argv[5:]:
 def up(host: Host, name: str, ipv6: bool = True, executor: str = "process", *down: str) -> None:
     """``up`` through the Python API (then ``down`` of ``down``, if any), in the host
     namespace, with the process or the in-process executor."""
-    env = {**os.environ, "FIREROUTE_EXPERIMENTAL_IPV6": "1"}
     args = [str(host.state), executor, name, POOL6 if ipv6 else "", *down]
     p = subprocess.run(
         ["nsenter", f"--net=/var/run/netns/{host.ns}", sys.executable, "-c", UP, *args],
         capture_output=True,
         text=True,
-        env=env,
     )
     assert p.returncode == 0, p.stderr
 
@@ -185,8 +182,7 @@ def test_a_v4_only_vm_brings_no_ipv6(host: Host):
 
 
 def cli_up(host: Host, name: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {"FIREROUTE_EXPERIMENTAL_IPV6": "1"}
-    return host.fireroute("up", name, "--ipv6", "--pool6", POOL6, check=check, env=env)
+    return host.fireroute("up", name, "--ipv6", "--pool6", POOL6, check=check)
 
 
 def test_a_left_over_ip6_table_of_ours_is_taken_a_foreign_one_refused(host: Host):
@@ -224,8 +220,7 @@ def test_the_in_process_executor_does_the_same(host: Host):
 
 
 def test_a_dry_run_prints_the_v6_steps_and_changes_nothing(host: Host):
-    env = {"FIREROUTE_EXPERIMENTAL_IPV6": "1"}
-    p = host.fireroute("up", "a", "--ipv6", "--pool6", POOL6, "--dry-run", env=env)
+    p = host.fireroute("up", "a", "--ipv6", "--pool6", POOL6, "--dry-run")
     for line in (
         "ip address add fe80::1/64 dev fr-a nodad",
         "ip route add fd3c:9a1e:52b0::/64 dev fr-a",
@@ -241,7 +236,7 @@ def test_a_dry_run_prints_the_v6_steps_and_changes_nothing(host: Host):
 def test_a_failed_v6_up_is_undone_whole(host: Host, at: int):
     """A fault after the tap's IPv6 address and route (3), after both forwardings (4), after
     the nft transaction (5): each undone, IPv6 forwarding back; the control: no fault."""
-    env = {"FIREROUTE_EXPERIMENTAL_IPV6": "1", "FIREROUTE_FAULT": f"fail@{at}"}
+    env = {"FIREROUTE_FAULT": f"fail@{at}"}
     p = host.fireroute("up", "a", "--ipv6", "--pool6", POOL6, check=False, env=env)
     assert p.returncode == 1 and "injected fault" in p.stderr, p.stderr
     assert "fr-a" not in host.links() and tables(host) == set()

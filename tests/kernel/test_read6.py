@@ -11,7 +11,6 @@ import os
 
 import pytest
 
-from fireroute.validate import EXPERIMENTAL_IPV6
 from tests.conftest import REPO, Host
 from tests.kernel.test_read import read_in
 
@@ -51,9 +50,8 @@ print(json.dumps({
 
 
 def test_a_v6_vm_reads_back_as_rendered(host: Host):
-    env = {EXPERIMENTAL_IPV6: "1"}
-    host.fireroute("up", "a", "--ipv6", "--pool6", POOL6, env=env)
-    host.fireroute("up", "b", env=env)
+    host.fireroute("up", "a", "--ipv6", "--pool6", POOL6)
+    host.fireroute("up", "b")
     try:
         record = FIXTURE6 if os.environ.get("FIREROUTE_UPDATE_GOLDEN") else None
         got = read_in(host, record, READ6)
@@ -68,4 +66,4 @@ def test_a_v6_vm_reads_back_as_rendered(host: Host):
         assert host.run("cat", "/proc/sys/net/ipv6/conf/fr-b/disable_ipv6").stdout.strip() == "1"
         assert not [k for k in v6 if "fr-b" in k]
     finally:
-        host.fireroute("teardown", check=False, env=env)
+        host.fireroute("teardown", check=False)

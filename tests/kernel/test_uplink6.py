@@ -15,8 +15,6 @@ from tests.kernel.test_v6_facts import RA, wait_for
 
 pytestmark = pytest.mark.privileged
 
-EXPERIMENTAL = {"FIREROUTE_EXPERIMENTAL_IPV6": "1"}
-
 
 def ra_default(host: Host) -> list[dict]:
     out = host.run("ip", "-6", "-j", "route", "show", "default").stdout
@@ -33,7 +31,7 @@ def learn_route_from_an_ra(host: Host) -> None:
 
 def test_an_uplink_that_relies_on_router_advertisements_is_refused(host: Host):
     learn_route_from_an_ra(host)
-    p = host.fireroute("up", "a", "--ipv6", check=False, env=EXPERIMENTAL)
+    p = host.fireroute("up", "a", "--ipv6", check=False)
     assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
     assert 'uplink "up0" takes its IPv6 default route from router advertisements' in p.stderr
     assert "accept_ra=2" in p.stderr
@@ -42,7 +40,7 @@ def test_an_uplink_that_relies_on_router_advertisements_is_refused(host: Host):
     assert host.run("cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip() == "0"
     # the control: with accept_ra=2 the same up goes ahead, and the host keeps its route
     host.run("sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=2")
-    host.fireroute("up", "a", "--ipv6", env=EXPERIMENTAL)
+    host.fireroute("up", "a", "--ipv6")
     assert host.run("cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip() == "1"
     assert ra_default(host)
     host.fireroute("down", "a")

@@ -49,7 +49,6 @@ def held(fake: Fake) -> tuple:
 def host(tmp_path, monkeypatch):
     """A manager over a fresh state file (of a known id) and a fake host with an uplink, up's
     and down's reads answered from the fake (both forwardings as it holds them)."""
-    monkeypatch.setenv("FIREROUTE_EXPERIMENTAL_IPV6", "1")
     monkeypatch.setattr(observe, "require_net_admin", lambda action: None)
     monkeypatch.setattr(scope, "which", lambda tool: f"/usr/sbin/{tool}")
     monkeypatch.setattr(forwarding, "recorded", lambda *name: None)
