@@ -5,8 +5,9 @@ Every NAT and clone guest of the nft backend has an element in the NAT table's `
 packet from a guest's device up in ``acct_tx`` before anything can drop it (sent by the
 guest: ``tx``), and every packet routed to it up in ``acct_rx`` (received: ``rx``), so a packet
 is counted once whatever else matches it. Bytes are IP bytes (headers included, no Ethernet
-header). Bridge guests and the iptables backend are not counted: their rows say so
-(``counted`` false, figures null) rather than show zeros.
+header). A guest with IPv6 has the same two elements in the ip6 table of its table's name:
+its figures are the sum of both families. Bridge guests and the iptables backend are not
+counted: their rows say so (``counted`` false, figures null) rather than show zeros.
 """
 
 from __future__ import annotations
@@ -46,19 +47,25 @@ def read(
         if missing:
             raise NotFound(f'vm "{missing[0]}" is not known to this state file')
         vms = [by_name[n] for n in dict.fromkeys(names)]
-    tables: dict[str, tuple[dict, dict]] = {}
-    for table in sorted({v.table for v in vms if counted(v)}):
-        tx = observe.nft_counters(table, "acct_tx", runner) or {}
-        rx = observe.nft_counters(table, "acct_rx", runner) or {}
-        tables[table] = (tx, rx)
+    tables: dict[tuple[str, str], tuple[dict, dict]] = {}
+    for v in vms:
+        for family in ("ip", "ip6") if v.net6 is not None else ("ip",):
+            if counted(v) and (family, v.table) not in tables:
+                tx = observe.nft_counters(v.table, "acct_tx", runner, family) or {}
+                rx = observe.nft_counters(v.table, "acct_rx", runner, family) or {}
+                tables[(family, v.table)] = (tx, rx)
     rows: list[dict[str, object]] = []
     for v in vms:
         row: dict[str, object] = {"name": v.name, "counted": counted(v)}
         key = by_set(elements(v))["acct_tx"][0] if counted(v) else None
-        tx, rx = tables.get(v.table, ({}, {}))
-        if key is not None and key in tx and key in rx:
-            (tp, tb), (rp, rb) = tx[key], rx[key]
-            row.update(tx_bytes=tb, tx_packets=tp, rx_bytes=rb, rx_packets=rp)
+        families = ("ip", "ip6") if v.net6 is not None else ("ip",)
+        sources = [tables.get((f, v.table), ({}, {})) for f in families]
+        if key is not None and all(key in tx and key in rx for tx, rx in sources):
+            sums = [0, 0, 0, 0]
+            for tx, rx in sources:
+                (tp, tb), (rp, rb) = tx[key], rx[key]
+                sums = [sums[0] + tb, sums[1] + tp, sums[2] + rb, sums[3] + rp]
+            row.update(zip(KEYS, sums, strict=True))
         else:  # not counted, or its counters are gone (drift: check says so): no zeros
             row.update(dict.fromkeys(KEYS))
         rows.append(row)
