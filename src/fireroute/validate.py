@@ -6,7 +6,6 @@ and consistent with each other. Pure: what the host already holds is checked by 
 
 from __future__ import annotations
 
-import os
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 
 from fireroute.errors import UsageError
@@ -15,10 +14,6 @@ from fireroute.model import Options, check_vm_name
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-EXPERIMENTAL_IPV6 = "FIREROUTE_EXPERIMENTAL_IPV6"
-"""set (to anything): ``up`` takes ``ipv6`` while dual stack is being built (issue 24), so the
-kernel tests of each step can run it; unset, ``ipv6`` is refused"""
 
 NOT_UNICAST = (
     (IPv4Network("0.0.0.0/8"), "in 0.0.0.0/8 (this network)"),
@@ -76,8 +71,6 @@ def up(names: list[str], o: Options) -> None:
     if o.mac is not None and len(names) > 1:
         raise UsageError("--mac names one MAC: it cannot be used with several vms")
     request(o)
-    if o.ipv6 and not os.environ.get(EXPERIMENTAL_IPV6):  # issue 24: until it is complete
-        raise UsageError("--ipv6 is not available yet (issue 24: dual stack is being built)")
 
 
 def request(o: Options) -> None:

@@ -48,10 +48,14 @@ print(json.dumps({
 """
 
 
-def read_in(host: Host, record: Path | None = None) -> dict:
-    """The reader run in the host namespace (as fireroute runs: network namespace only)."""
+def read_in(
+    host: Host, record: Path | None = None, script: str = READ, args: tuple[str, ...] = ()
+) -> dict:
+    """The reader run in the host namespace (as fireroute runs: network namespace only): the
+    ``script`` given the state file, ``args``, and where to record (if asked)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}:{REPO}"}
-    argv = [sys.executable, "-c", READ, str(host.state), *([str(record)] if record else [])]
+    argv = [sys.executable, "-c", script, str(host.state), *args]
+    argv += [str(record)] if record else []
     p = subprocess.run(
         ["nsenter", f"--net=/var/run/netns/{host.ns}", *argv],
         capture_output=True, text=True, env=env, cwd=REPO, check=False,

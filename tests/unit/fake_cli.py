@@ -164,14 +164,20 @@ class FakeCli:
             host._shared = None
             host._manager = manager.Manager(host.state, runner=cli.reads, executor=cli.new)
 
-        def record(value: str) -> bool:
-            if cli.record is not None:
+        # (IPv4 forwarding's record only: the machine draws no VM with IPv6, whose record
+        # stays unwritten here)
+        def recorded(name: str = forwarding.V4) -> str | None:
+            return cli.record if name == forwarding.V4 else None
+
+        def record(value: str, name: str = forwarding.V4) -> bool:
+            if cli.record is not None or name != forwarding.V4:
                 return False
             cli.record = value
             return True
 
-        def forget() -> None:
-            cli.record = None
+        def forget(name: str = forwarding.V4) -> None:
+            if name == forwarding.V4:
+                cli.record = None
 
         def write(text: str) -> dict[int, str]:
             assert cli.executor is not None
@@ -182,7 +188,7 @@ class FakeCli:
             (scope, "read_sysctl", lambda key: cli.fake.forwarding),
             (scope, "which", lambda tool: f"/usr/sbin/{tool}"),
             (observe, "require_net_admin", lambda action: None),
-            (forwarding, "recorded", lambda: cli.record),
+            (forwarding, "recorded", recorded),
             (forwarding, "record", record),
             (forwarding, "forget", forget),
             (apply, "_write_sysctl", write),

@@ -84,6 +84,11 @@ def test_waves_pair_ip_with_one_nf_tables_writer_in_the_callers_namespace():
     assert shape([mk(IP, "a"), Step(SYSCTL, "k=1", "k"), mk(NFT, "b")]) == [["ip", "sysctl", "nft"]]
     assert shape([mk(IP, "a"), ns, mk(NFT, "b")]) == [["ip"], ["ip@n1"], ["nft"]]
     assert shape([mk(IP, "a"), mk(NFT, "b"), mk(IP, "c")]) == [["ip", "nft"], ["ip"]]
+    # an ip group after a host sysctl waits for it (written after the wave's processes): an
+    # IPv6 address after the sysctl switching IPv6 on (restore after disable_ipv6=1)
+    on = Step(SYSCTL, "net/ipv6/conf/fr-a/disable_ipv6=0", "v6")
+    assert shape([on, mk(IP, "a"), mk(NFT, "b")]) == [["sysctl"], ["ip", "nft"]]
+    assert shape([Step(SYSCTL, "k=1", "k", netns="n1"), mk(IP, "a")]) == [["sysctl@n1"], ["ip"]]
 
 
 def test_a_failure_in_a_wave_undoes_the_groups_that_ran_beside_it():

@@ -7,7 +7,7 @@ import sys
 import time
 
 from fireroute import __version__, jsontext
-from fireroute.cli.inputs import _host, _names, _options, _progress
+from fireroute.cli.inputs import _host, _names, _options, _progress, _state
 from fireroute.errors import FirerouteError, UsageError
 
 TYPE_CHECKING = False
@@ -222,6 +222,17 @@ def cmd_demo(args: Namespace) -> int:
     return run_demo(vms=args.vms, backend=args.backend, boot=not args.no_boot)
 
 
+def cmd_ra(args: Namespace) -> int:
+    """The RA responder in the foreground, until SIGTERM or SIGINT (a clean exit)."""
+    from fireroute.advertise import serve
+
+    try:
+        serve(_state(args), verbose=args.verbose)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -273,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "publish": cmd_publish,
             "unpublish": cmd_publish,
             "demo": cmd_demo,
+            "ra": cmd_ra,
         }[args.cmd](args)
     except FirerouteError as exc:
         sys.stderr.write("fireroute: " + str(exc).replace("\n", "\\n") + "\n")

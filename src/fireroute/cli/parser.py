@@ -133,6 +133,11 @@ def _cfg_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-boot", action="store_true", help="network only, boot no guests")
 
 
+def _cfg_ra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true", help="print a line per advertisement sent")
+    spec.COMMON[0].add_to(p)  # --state
+
+
 def _cfg_repair(verb: str):  # noqa: ANN202
     def configure(p: argparse.ArgumentParser) -> None:
         from fireroute.cli import repair_cmds
@@ -173,6 +178,7 @@ COMMANDS = {
     "gc": ("remove leftovers of crashed runs (tagged objects only)", _cfg_repair("gc")),
     "doctor": ("find host settings that break guest networking (read-only)", _cfg_repair("doctor")),
     "restore": ("recreate every active VM's networking (after a reboot)", _cfg_repair("restore")),
+    "ra": ("send router advertisements to the IPv6 guests (foreground)", _cfg_ra),
 }
 
 

@@ -4,7 +4,7 @@ nftables table ownership, tagged iptables rules. Each probe is one process."""
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
 
 from fireroute import jsontext
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
@@ -315,6 +315,10 @@ def _element_text(v: object) -> str:
     try:
         IPv4Address(text)
         return text
+    except ValueError:
+        pass
+    try:  # (an interface name holds no ":")
+        return str(IPv6Address(text)) if ":" in text else f'"{text}"'
     except ValueError:
         return f'"{text}"'
 

@@ -11,8 +11,10 @@ under /var/run/netns, every saved iptables rule in chain order (foreign ones and
 too), the sets of our tables, every tc redirect.
 
 What the kernel shows that want/ does not render is left out: the addresses and routes the
-kernel makes itself (lo's 127.0.0.1/8, a connected route, ``proto kernel``), and a per-device
-sysctl whose value is not the one fireroute writes (want/tap.py ``DEVICE_SYSCTLS``). A link's
+kernel makes itself (lo's 127.0.0.1/8, a connected route, ``proto kernel``, the link-local
+``fe80::/64`` route), a per-device sysctl whose value is not the one fireroute writes
+(want/tap.py ``DEVICE_SYSCTLS``; but on the tap of a VM with IPv6 its IPv6 sysctls whatever
+their value), and IPv6 addresses but those of such a tap (:func:`_ipv6_taps`). A link's
 MAC and MTU are read always; want/ names them only where it fixes them (:func:`as_wanted`).
 """
 
@@ -29,7 +31,7 @@ from fireroute.plan.steps import in_netns
 from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link, Obj, Sysctl
 from fireroute.want.tables import TABLE_COMMENT, NftChain, NftSet, NftTable
 from fireroute.want.tap import ADDR_GEN6, DEVICE_SYSCTLS, DISABLE6
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from fireroute.model import Vm
 
 COUNTER = "counter packets "
-FAMILIES = ("ip", "bridge")
+FAMILIES = ("ip", "ip6", "bridge")
 UNRESOLVED = ("?", "")
 """the peer of a veth whose far end is in a namespace that was not read"""
 
@@ -96,22 +98,23 @@ class Source:
 
 class Current:
     """What the kernel holds. ``objs``: (kind, key) -> object, in read order. ``forwarding``:
-    the root namespace's ip_forward. ``sysctls``: (namespace, path) -> value of every
-    per-device sysctl read. ``namespaces``: fireroute's namespaces under /var/run/netns (any
-    state file's). ``inside``: the namespaces read inside (clone names, CNI paths).
-    ``sets``: (namespace, family, table) -> the names of its sets and maps. ``ipt``: every
-    saved iptables rule of the nat and filter tables, in chain order. ``redirects``:
-    (namespace, device) -> every device its ingress redirects to. ``foreign_tables``:
-    (family, name) of the root namespace's tables that are not ours."""
+    the root namespace's ip_forward (``forwarding6``: its IPv6 forwarding). ``sysctls``:
+    (namespace, path) -> value of every per-device sysctl read. ``namespaces``: fireroute's
+    namespaces under /var/run/netns (any state file's). ``inside``: the namespaces read
+    inside (clone names, CNI paths). ``sets``: (namespace, family, table) -> the names of its
+    sets and maps. ``ipt``: every saved iptables rule of the nat and filter tables, in chain
+    order. ``redirects``: (namespace, device) -> every device its ingress redirects to.
+    ``foreign_tables``: (family, name) of the root namespace's tables that are not ours."""
 
     __slots__ = (
-        "objs", "forwarding", "sysctls", "namespaces", "inside", "sets", "ipt", "redirects",
-        "foreign_tables", "_by", "_addrs",
+        "objs", "forwarding", "forwarding6", "sysctls", "namespaces", "inside", "sets", "ipt",
+        "redirects", "foreign_tables", "_by", "_addrs",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.objs: dict[tuple, Obj] = {}
         self.forwarding: str | None = None
+        self.forwarding6: str | None = None
         self.sysctls: dict[tuple[str | None, str], str | None] = {}
         self.namespaces: list[str] = []
         self.inside: set[str] = set()
@@ -297,42 +300,83 @@ def _far(
 
 def _device_sysctls(cur: Current, src: Source) -> None:
     """The per-device sysctls fireroute sets, of every tap and veth of the root namespace:
-    each value in ``sysctls``, a Sysctl (owned as its device) where it has fireroute's value."""
+    each value in ``sysctls``, a Sysctl (owned as its device) where it has fireroute's value.
+    ``addr_gen_mode`` is read on the NAT taps of ours only (the one kind of device a VM with
+    IPv6 has it on)."""
     for link in list(cur.of(Link, None)):
         if link.link_kind not in ("tun", "veth"):
             continue
         for form, ours in DEVICE_SYSCTLS.items():
-            if form == ADDR_GEN6 and not _ipv6_on(cur, link):
-                continue  # (read where IPv6 is on, on a NAT tap of ours)
+            if form == ADDR_GEN6 and not _nat_tap(link):
+                continue
             path = form.format(link.name)
             value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")
             if value == ours:
                 cur.add(Sysctl(path, value, "", link.owner, link.vm))
 
 
-def _ipv6_on(cur: Current, link: Link) -> bool:
-    """Is a NAT tap of ours (a tap in no bridge) one with IPv6 on (``disable_ipv6`` read as 0:
-    a VM with IPv6)?"""
-    nat_tap = bool(link.owner) and link.link_kind == "tun" and not link.master
-    return nat_tap and cur.sysctls.get((None, DISABLE6.format(link.name))) == "0"
+def _nat_tap(link: Link) -> bool:
+    """A NAT tap of ours (a tap in no bridge)."""
+    return bool(link.owner) and link.link_kind == "tun" and not link.master
 
 
-def _routes(cur: Current, src: Source, ns: str | None, who: str = "") -> None:
+def _ipv6_taps(cur: Current, docs: list[dict]) -> None:
+    """The IPv6 side of the NAT taps of ours that a VM with IPv6 has (docs/ipv6-plan.md 1.3):
+    IPv6 on (``disable_ipv6`` 0) and set up by fireroute (``addr_gen_mode`` 1, or its gateway
+    ``fe80::1/64`` there). Of such a tap, ``disable_ipv6`` 0 and ``addr_gen_mode`` whatever
+    its value are Sysctls, and every IPv6 address an Addr (``fe80::1/64`` is wanted; another,
+    a link-local address the kernel made before ``addr_gen_mode`` was written, is not). A tap
+    with IPv6 off has no IPv6 address; one with IPv6 on that is not set up so (a tap of a VM
+    without IPv6, its ``disable_ipv6`` changed behind fireroute's back) is read as before: its
+    ``disable_ipv6`` is no object."""
+    from fireroute.addressing import GATEWAY6
+
+    gateway = f"{GATEWAY6}/64"
+    for doc in docs:
+        link = cur.get("link", (None, str(doc["ifname"])))
+        if not isinstance(link, Link) or not _nat_tap(link):
+            continue
+        disable, mode = DISABLE6.format(link.name), ADDR_GEN6.format(link.name)
+        if cur.sysctls.get((None, disable)) != "0":
+            continue
+        inet6 = [a for a in doc.get("addr_info", []) if a.get("family") == "inet6"]
+        cidrs = [f"{a['local']}/{a['prefixlen']}" for a in inet6]
+        if cur.sysctls.get((None, mode)) != "1" and gateway not in cidrs:
+            continue
+        cur.add(Sysctl(disable, "0", "", link.owner, link.vm))
+        value = cur.sysctls.get((None, mode))
+        if value is not None:
+            cur.add(Sysctl(mode, value, "", link.owner, link.vm))
+        for a, cidr in zip(inet6, cidrs, strict=True):
+            cur.add(Addr(link, cidr, nodad=bool(a.get("nodad"))))
+
+
+def _routes(cur: Current, src: Source, ns: str | None, who: str = "", six: bool = False) -> None:
     """The routes of the main table (not those the kernel adds for an address), owned as
-    their device (or the namespace)."""
-    res = src.runner(in_netns(ns, ["ip", "-j", "route", "show"]), None)
+    their device (or the namespace). ``six``: the IPv6 ones (``ip -6``; the default route
+    is ``::/0``, a host route ``/128``; the link-local prefix ``fe80::/64`` is the kernel's)."""
+    argv = ["ip", *(["-6"] if six else []), "-j", "route", "show"]
+    res = src.runner(in_netns(ns, argv), None)
     if res.rc != 0:
         return
     devs = cur.links(ns)
     for r in json.loads(res.out or "[]"):
         if not isinstance(r, dict) or r.get("protocol") == "kernel" or "dst" not in r:
             continue
-        dst = str(r["dst"])
-        dst = dst if dst == "default" or "/" in dst else f"{dst}/32"
+        dst = _dst(str(r["dst"]), six)
+        if dst.startswith("fe80::"):
+            continue
         dev = r.get("dev")
         tag = who or (devs[dev].owner if dev in devs else "")
         vm = _vm_of(tag)
         cur.add(Route(dst, r.get("gateway"), dev, "", tag, vm, ns))
+
+
+def _dst(dst: str, six: bool) -> str:
+    """A route's destination as want/ keys it: a prefix, ``default`` (IPv6's ``::/0``)."""
+    if dst == "default":
+        return "::/0" if six else dst
+    return dst if "/" in dst else f"{dst}/{128 if six else 32}"
 
 
 # -- namespaces, tc ----------------------------------------------------------------------------
@@ -523,12 +567,14 @@ def _iptables(cur: Current, src: Source) -> None:
 
 
 def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
-    """Everything: the root namespace's links, addresses, per-device sysctls, routes,
-    forwarding; our nft tables; the tagged iptables rules; fireroute's namespaces; and inside
+    """Everything: the root namespace's links, addresses (IPv6 ones of the taps of VMs with
+    IPv6), per-device sysctls, routes (IPv4 and IPv6), forwarding (both); our nft tables (of
+    the ip, ip6 and bridge families); the tagged iptables rules; fireroute's namespaces; and inside
     the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold."""
     cur = Current()
     docs: dict[str | None, list[dict]] = {None: _read_links(cur, src, None)}
     cur.forwarding = src.read("/proc/sys/net/ipv4/ip_forward")
+    cur.forwarding6 = src.read(f"/proc/sys/{FORWARD6_KEY.replace('.', '/')}")
     cur.namespaces = [
         n for n in src.listdir(observe.NETNS_DIR) if n.startswith(observe.NETNS_PREFIX)
     ]
@@ -538,7 +584,9 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     _inside(cur, src, vms, docs)
     _peers(cur, docs)
     _device_sysctls(cur, src)
+    _ipv6_taps(cur, docs[None])
     _routes(cur, src, None)
+    _routes(cur, src, None, six=True)
     if src.has("nft"):
         _nft(cur, src)
     if src.has("iptables-nft-save"):

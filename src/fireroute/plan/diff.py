@@ -21,7 +21,7 @@ operations they keep (section 9).
 from __future__ import annotations
 
 from fireroute import owner
-from fireroute.want.objects import Link, Obj
+from fireroute.want.objects import FORWARD6_KEY, Link, Obj
 from fireroute.want.tables import TABLE_COMMENT
 
 TYPE_CHECKING = False
@@ -451,10 +451,24 @@ def _tagged_left(kind: str, current: Index, gone: set[Key]) -> bool:
     )
 
 
+def _v6_tap_left(current: Index, gone: set[Key]) -> bool:
+    """A tap of fireroute's (any state file's) with IPv6 on stays: its ``disable_ipv6`` read
+    as 0 (kernel/read.py reads it so only on a tap set up for IPv6)."""
+    return any(
+        k[0] == "sysctl"
+        and k[1][1].endswith("/disable_ipv6")
+        and o.value == "0"  # type: ignore[attr-defined]
+        and owner.parse(o.owner) is not None
+        and ("link", (o.ns, _device(k[1][1]))) not in gone
+        for k, o in current.items()
+    )
+
+
 def others_use(obj: Obj, current: Index, gone: set[Key], claimed: Claims) -> bool:
     """Does something else still use a shared object found and not wanted? A table: an
     element not ours; a bridge: a port that stays; the conntrack rule: another tagged rule;
-    forwarding: a link of fireroute's that stays (or what it was before is not known)."""
+    forwarding: a link of fireroute's that stays, for IPv6's a tap with IPv6 on (or what it
+    was before is not known)."""
     if obj.kind == "nft table":
         return _foreign_element(obj, current, claimed)
     if obj.kind == "link":
@@ -464,6 +478,8 @@ def others_use(obj: Obj, current: Index, gone: set[Key], claimed: Claims) -> boo
     if obj.kind == "forwarding":
         before = obj.before  # type: ignore[attr-defined]
         unknown = before is None or before == obj.value  # type: ignore[attr-defined]
+        if obj.key[1] == FORWARD6_KEY:
+            return unknown or _v6_tap_left(current, gone)
         return unknown or _tagged_left("link", current, gone)
     return False
 

@@ -91,7 +91,9 @@ def waves(steps: list[Step]) -> list[list[list[Step]]]:
     alone. A group in a namespace given by path (a CNI attachment's, which exists before the
     plan) may join the caller's groups, and they it, unless it is an ``ip`` group (it may make
     the links the caller's groups then address) or the wave holds a group of that namespace
-    already (its second group works on what the first made)."""
+    already (its second group works on what the first made). An ``ip`` group after a host
+    sysctl group waits for it (a wave writes host sysctls after its processes; an IPv6
+    address on a device whose IPv6 a sysctl switches on is refused before it)."""
     out: list[list[list[Step]]] = []
     for group in groups(steps):
         wave = out[-1] if out else None
@@ -117,6 +119,7 @@ def _joins(group: list[Step], wave: list[list[Step]]) -> bool:
         and all(alongside(g) for g in wave)
         and all(g[0].tool != tool or g[0].netns != ns for g in wave)
         and not (tool in NF_TABLES and any(g[0].tool in NF_TABLES for g in wave))
+        and not (tool == IP and any(g[0].tool == SYSCTL and g[0].netns is None for g in wave))
     )
 
 

@@ -12,7 +12,7 @@ from fireroute.plan.diff import CREATE, DELETE, ORPHAN, REPLACE, Op, parents
 from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import Addr, Forwarding, Link, Sysctl
+from fireroute.want.objects import FORWARD_KEY, Addr, Forwarding, Link, Sysctl
 from fireroute.want.tables import NftChain, NftSet, NftTable
 
 TYPE_CHECKING = False
@@ -131,11 +131,22 @@ def netns(op: Op, ctx: Context) -> list[str]:
     ]
 
 
+GATEWAY6 = "fe80::1/64"
+"""a NAT tap's address for a guest with IPv6 (want/tap.py ``ipv6_on``)"""
+
+
 def addr(op: Op, ctx: Context) -> list[str]:
     a = op.obj
     assert isinstance(a, Addr)
+    if op.verb == CREATE and a.cidr == GATEWAY6:
+        return [f'"{a.dev}" lacks address {a.cidr} (its guest\'s IPv6 gateway)']
     if op.verb == CREATE:
         return [f'"{a.dev}" lacks address {a.cidr}']
+    if a.cidr.startswith("fe80:") and a.noun == "tap":  # (read only on a tap with IPv6 on)
+        return [
+            f'tap "{a.dev}" has link-local address {a.cidr} beside {GATEWAY6}, which no lease '
+            "asks for (the kernel adds one when carrier comes before addr_gen_mode is 1)"
+        ]
     return [f'"{a.dev}" has address {a.cidr}, which no lease asks for']
 
 
@@ -158,10 +169,18 @@ def sysctl(op: Op, ctx: Context) -> list[str]:
     dev = path.split("/")[3] if "/conf/" in path else ""
     if op.verb == DELETE:
         return [f"sysctl {path} is {s.value}, which no lease asks for"]
+    if path.endswith("/disable_ipv6") and s.value == "0":
+        return [f'IPv6 is off on tap "{dev}" (its guest has no IPv6)']
     if path.endswith("/disable_ipv6"):
         found = ctx.desired.get(("link", (s.ns, dev)))
         noun = found.noun if isinstance(found, Link) else "tap"
         return [f'IPv6 is on for {noun} "{dev}" (guests could reach the host over it)']
+    if path.endswith("/addr_gen_mode"):
+        had = f"is {op.have.value}, not" if isinstance(op.have, Sysctl) else "is not"
+        return [
+            f'addr_gen_mode of tap "{dev}" {had} {s.value} (the kernel would give it a '
+            "link-local address of its own)"
+        ]
     if path.endswith("/route_localnet"):
         return [f'route_localnet is off on "{dev}" (its 127.0.0.1 ports cannot reach the guest)']
     if s.ns is not None and path == "net.ipv4.ip_forward":
@@ -283,9 +302,10 @@ def rule(op: Op, ctx: Context) -> list[str]:
 
 def forwarding(op: Op, ctx: Context) -> list[str]:
     assert isinstance(op.obj, Forwarding)
+    family = "IPv4" if op.obj.path == FORWARD_KEY else "IPv6"
     if op.verb == DELETE:
-        return [f"IPv4 forwarding is on, which no vm needs (it was {op.obj.before})"]
-    return ["IPv4 forwarding is off"]
+        return [f"{family} forwarding is on, which no vm needs (it was {op.obj.before})"]
+    return [f"{family} forwarding is off"]
 
 
 WORDS: dict[str, Callable[[Op, Context], list[str]]] = {

@@ -1,6 +1,7 @@
 """What ``restore`` runs: the diff's operations (plan/diff.py) compiled into steps
 (plan/compiler.py), less what is gc's business (links, namespaces and tables no lease
-accounts for), with four turns of today's restore kept:
+accounts for; but an IPv6 address no lease asks for on a tap a lease wants, the kernel's own
+link-local address, is deleted), with four turns of today's restore kept:
 
 - a clone's namespace or a CNI attachment that differs in anything is made again whole (what
   is left of it cleared first, best effort);
@@ -24,11 +25,13 @@ from fireroute.repair import order
 from fireroute.repair.picture import Picture
 from fireroute.want import clone, cni
 from fireroute.want.iptables import conntrack
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY
 from fireroute.want.shared import nat_member
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fireroute.model import Vm
+    from fireroute.plan.diff import Index
     from fireroute.want.objects import Obj
 
 KEPT_DELETES = ("nft element", "nft set", "nft chain", "iptables rule")
@@ -39,20 +42,28 @@ OWN = ("nft element", "iptables rule")
 
 class Healing:
     """``clear``: what is left of namespaces made again whole (run first, best effort);
-    ``steps``: the rest, all or nothing; ``forwarding``: forwarding is switched on."""
+    ``steps``: the rest, all or nothing; ``forwarding``: forwarding is switched on
+    (``forwarding6``: IPv6's; restore records what it was, kernel/forwarding.py)."""
 
-    __slots__ = ("clear", "steps", "forwarding")
+    __slots__ = ("clear", "steps", "forwarding", "forwarding6")
 
     def __init__(self) -> None:
         self.clear: list[Step] = []
         self.steps: list[Step] = []
         self.forwarding = False
+        self.forwarding6 = False
 
 
-def _kept(op: Op) -> bool:
+def _kept(op: Op, want: Index) -> bool:
+    """What restore does of the diff: all but the deletes that are not in our tables and
+    rules, except an IPv6 address on a tap a lease wants (the kernel's own link-local
+    address on a tap with IPv6, kernel/read.py ``_ipv6_taps``)."""
     if op.verb != DELETE:
         return True
-    return op.obj.kind in KEPT_DELETES and op.obj.key != conntrack().key
+    obj = op.obj
+    if obj.kind == "addr" and ":" in obj.cidr:  # type: ignore[attr-defined]
+        return ("link", (obj.ns, obj.dev)) in want  # type: ignore[attr-defined]
+    return obj.kind in KEPT_DELETES and obj.key != conntrack().key
 
 
 def _whole(pic: Picture, ops: list[Op], healing: Healing) -> list[Op]:
@@ -161,7 +172,7 @@ def _tables_made(pic: Picture, ops: list[Op]) -> set[tuple[str, str]]:
 def healing(pic: Picture, ops: list[Op]) -> Healing:
     """What restore runs to make ``pic``'s kernel what its leases want (``ops``: the diff)."""
     out = Healing()
-    ops = _whole(pic, [op for op in ops if _kept(op)], out)
+    ops = _whole(pic, [op for op in ops if _kept(op, pic.want)], out)
     tables = _redeclared(pic, ops)
     ops = [o for op in ops for o in _in_place(pic, op)]
     ops += _chains_again(pic, tables, ops)
@@ -169,13 +180,14 @@ def healing(pic: Picture, ops: list[Op]) -> Healing:
     written = {id(op) for op in ipt}
     rest = [op for op in ops if id(op) not in written]
     before = pic.cur.forwarding
-    out.steps = compile(rest, _tables_made(pic, rest), before, pic.have)
+    out.steps = compile(rest, _tables_made(pic, rest), before, pic.have, pic.cur.forwarding6)
     for s in out.steps:
         first = _first_of(s, tables)
         if first:
             s.text = first + s.text
     out.steps += _iptables(pic, ipt)
-    out.forwarding = any(op.obj.kind == "forwarding" for op in rest)
+    switched = {op.obj.key[1] for op in rest if op.obj.kind == "forwarding"}
+    out.forwarding, out.forwarding6 = FORWARD_KEY in switched, FORWARD6_KEY in switched
     return out
 
 

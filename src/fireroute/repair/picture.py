@@ -6,7 +6,7 @@ from __future__ import annotations
 from fireroute.kernel.read import Current, Source, as_wanted, read
 from fireroute.plan.diff import ALL, Op, Scope, diff
 from fireroute.want import render
-from fireroute.want.objects import Forwarding
+from fireroute.want.objects import FORWARD6_KEY, Forwarding
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,14 +53,23 @@ class Picture:
         return set(self.cur.links(None))
 
 
-def picture(source: Source, leases: list[Vm], instance: str, before: str | None = None) -> Picture:
+def picture(
+    source: Source,
+    leases: list[Vm],
+    instance: str,
+    before: str | None = None,
+    before6: str | None = None,
+) -> Picture:
     """Read everything (inside the namespaces of ``leases``) and render what ``leases`` want.
     ``before``: forwarding's value before fireroute switched it on (as recorded), the value
-    it goes back to once nothing wants it."""
+    it goes back to once nothing wants it; ``before6``: IPv6 forwarding's."""
     cur = read(source, leases)
     held = render.held(cur.objs)  # a table's parts stay once made (want/tables.py PARTS)
     pic = Picture(cur, render.desired(leases, None, instance, held), instance, leases)
     if cur.forwarding is not None:
         fwd = Forwarding(cur.forwarding, before)
         pic.have[(fwd.kind, fwd.key)] = fwd
+    if cur.forwarding6 is not None:
+        fwd6 = Forwarding(cur.forwarding6, before6, path=FORWARD6_KEY)
+        pic.have[(fwd6.kind, fwd6.key)] = fwd6
     return pic

@@ -13,6 +13,7 @@ from fireroute import owner
 from fireroute.plan.diff import DELETE, ORPHAN, Op
 from fireroute.plan.words import Context, said
 from fireroute.repair.picture import Picture
+from fireroute.want.objects import FORWARD_KEY
 from fireroute.want.shared import nat_member, uses_uplink
 
 TYPE_CHECKING = False
@@ -52,7 +53,9 @@ def table_key(family: str, table: str) -> str:
 
 def _tables(vm: Vm) -> list[tuple[str, str]]:
     """The (family, table)s of ours a VM has elements in."""
-    out = [("ip", vm.table)] if vm.backend == "nft" and nat_member(vm) else []
+    nat = vm.backend == "nft" and nat_member(vm)
+    out = [("ip", vm.table)] if nat else []
+    out += [("ip6", vm.table)] if nat and vm.net6 is not None else []
     return out + ([("bridge", vm.table)] if vm.mode == "bridge" else [])
 
 
@@ -65,6 +68,7 @@ class Groups:
         self.named = named
         self.instance = pic.instance
         self.vms = self.report.vms = {v.name: [] for v in shown}
+        self.six = [v.name for v in shown if v.net6 is not None]
         self.members: dict[tuple[str, str], list[str]] = {}
         self.bridged: dict[str, list[str]] = {}
         for v in shown:
@@ -91,7 +95,10 @@ class Groups:
         """The lists ``op``'s words go to."""
         obj = op.obj
         if obj.kind == "forwarding":  # (left on: another state file's lease may want it)
-            return list(self.vms.values()) if op.verb != DELETE else []
+            if op.verb == DELETE:
+                return []
+            six = obj.path != FORWARD_KEY  # type: ignore[attr-defined]
+            return self.of_vms(self.six) if six else list(self.vms.values())
         if op.verb == DELETE:
             return self._deleted(op)
         if obj.vm is not None:

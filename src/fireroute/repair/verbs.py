@@ -7,6 +7,7 @@ from fireroute import owner
 from fireroute.errors import UsageError
 from fireroute.kernel import observe
 from fireroute.kernel.read import Source
+from fireroute.kernel.scope import FORWARD6_BEFORE, FORWARD6_RECORD
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
 from fireroute.plan.steps import Plan
@@ -26,21 +27,25 @@ def check(m: Manager, names: list[str]) -> Report:
     store = m.state()
     leases = store.all()
     shown = leases if not names else [m.show(n) for n in dict.fromkeys(names)]
-    pic = picture(Source(m.runner), leases, store.instance(), _before(store))
+    pic = picture(Source(m.runner), leases, store.instance(), *_befores(store))
     return report(pic, pic.diff(), shown, bool(names))
 
 
-def _before(store: Store) -> str | None:
-    """Forwarding's value before fireroute switched it on: this namespace's record, else the
-    state file's."""
-    return _recorded() or store.meta(FORWARD_BEFORE)
+def _befores(store: Store) -> tuple[str | None, str | None]:
+    """Forwarding's value before fireroute switched it on, IPv4's and IPv6's: this
+    namespace's record, else the state file's."""
+    return (
+        _recorded() or store.meta(FORWARD_BEFORE),
+        _recorded(six=True) or store.meta(FORWARD6_BEFORE),
+    )
 
 
-def _recorded() -> str | None:
-    """This namespace's record of forwarding's value before fireroute switched it on."""
+def _recorded(six: bool = False) -> str | None:
+    """This namespace's record of forwarding's (IPv6's: ``six``) value before fireroute
+    switched it on."""
     from fireroute.kernel import forwarding as record
 
-    return record.recorded()
+    return record.recorded(record.V6 if six else record.V4)
 
 
 def gone(vm: Vm) -> bool:
@@ -72,16 +77,16 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         half = [] if adopted else [v for v in store.all() if v.state != "active" or gone(v)]
         plan = m.take_down(store, half, dry_run)
         leases = [] if adopted else store.all()
-        before = _before(store) if not adopted else _recorded()
-        pic = picture(Source(m.runner), leases, instance, before)
+        befores = _befores(store) if not adopted else (_recorded(), _recorded(six=True))
+        pic = picture(Source(m.runner), leases, instance, *befores)
         swept = Plan(sweep(pic))
-        if not leases:  # forwarding is no VM's: its record goes once it is back
-            swept.forget.append(FORWARD_RECORD)
+        if not leases:  # forwarding is no VM's: its records go once it is back
+            swept.forget += [FORWARD_RECORD, FORWARD6_RECORD]
         if not dry_run:
             m.run(swept, all_or_nothing=False)
             done(swept)
             if not leases and not adopted:
-                store.remove([], drop_meta=[FORWARD_BEFORE])
+                store.remove([], drop_meta=[FORWARD_BEFORE, FORWARD6_BEFORE])
         plan.add(*swept.steps)
         return plan
 
@@ -95,7 +100,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
     store = m.state()
     with store.locked():
         vms = [v for v in store.all() if v.state == "active"]
-        pic = picture(Source(m.runner), vms, store.instance(), _before(store))
+        pic = picture(Source(m.runner), vms, store.instance(), *_befores(store))
         todo = healing(pic, pic.diff())
         if todo.clear and not dry_run:
             m.run(Plan(todo.clear), all_or_nothing=False, count_faults=False)
@@ -103,6 +108,10 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             from fireroute.kernel import forwarding as record
 
             record.record(pic.cur.forwarding or "0")
+        if todo.forwarding6 and not dry_run:
+            from fireroute.kernel import forwarding as record
+
+            record.record(pic.cur.forwarding6 or "0", record.V6)
         if todo.steps and not dry_run:
             m.run(Plan(todo.steps))
         return Plan(todo.clear + todo.steps)  # everything restore ran (or, dry, would run)

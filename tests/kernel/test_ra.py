@@ -1,0 +1,184 @@
+"""fireroute's own router advertisements (docs/ipv6-plan.md 1.6, F10): ``fireroute ra`` in the
+host namespace answers a guest wired to a v6 VM's tap (tests/kernel/tapwire.py; the guest keeps
+its default sysctls, accept_ra=1 and autoconf=1, and is given no IPv6 address) so that it takes
+a SLAAC address in the VM's /64 and ``default via fe80::1 proto ra``. Beside it the controls: a
+v4-only VM's guest gets nothing while the responder runs, and without the responder the v6
+guest gets nothing either (the advertisement is fireroute's)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from ipaddress import IPv6Address, IPv6Network
+
+import pytest
+
+from tests.conftest import Host, sh
+from tests.kernel import test_isolation6 as isolation6
+
+pytestmark = pytest.mark.privileged
+
+RS = r"""
+import socket, struct, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+for _ in range(30):  # a link just up has no multicast route until its carrier is handled
+    try:  # type 133, code 0, checksum (the kernel's), reserved
+        s.sendto(struct.pack("!BBHI", 133, 0, 0, 0),
+                 ("ff02::2", 0, 0, socket.if_nametoindex("eth0")))
+        break
+    except OSError as e:
+        print(e, flush=True)
+        time.sleep(0.1)
+else:
+    raise SystemExit("no solicitation sent")
+"""
+
+
+def wait_for(check: Callable[[], object], timeout: float) -> object:
+    end = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() > end:
+            return got
+        time.sleep(0.1)
+
+
+def eui64(prefix: str, mac: str) -> IPv6Address:
+    """The SLAAC address of ``mac`` in the /64 ``prefix`` (RFC 4291 appendix A)."""
+    b = bytearray.fromhex(mac.replace(":", ""))
+    b[0] ^= 0x02
+    iid = bytes(b[:3]) + b"\xff\xfe" + bytes(b[3:])
+    return IPv6Address(IPv6Network(prefix).network_address.packed[:8] + iid)
+
+
+class Lab(isolation6.Lab):
+    """test_isolation6's lab (the uplink speaks IPv6 to the internet namespace), whose guests
+    are given no IPv6 address: they take it from the responder."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self.responder: subprocess.Popen | None = None
+
+    def wire(self, rec: dict) -> str:
+        return self.wired.guest(rec["tap"], rec["mac"])
+
+    def start_responder(self) -> subprocess.Popen:
+        env = {**os.environ, "FIREROUTE_STATE": str(self.host.state)}
+        argv = ["nsenter", f"--net=/var/run/netns/{self.host.ns}", sys.executable, "-m"]
+        p = subprocess.Popen(
+            [*argv, "fireroute", "ra", "--verbose"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert p.stderr is not None
+        assert "answering on the v6 taps" in p.stderr.readline()
+        self.responder = p
+        return p
+
+    def stop_responder(self) -> tuple[int, str, str]:
+        """SIGTERM: the exit code, what it printed (one line per RA) and its errors."""
+        p = self.responder
+        assert p is not None
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+        self.responder = None
+        return p.returncode, out, err
+
+    def slaac(self, ns: str) -> list[dict]:
+        doc = json.loads(sh("ip", "-n", ns, "-j", "-6", "addr", "show", "dev", "eth0").stdout)
+        return [a for d in doc for a in d.get("addr_info", []) if a.get("scope") == "global"]
+
+    def ra_routes(self, ns: str) -> list[dict]:
+        doc = json.loads(sh("ip", "-n", ns, "-j", "-6", "route", "show", "default").stdout)
+        return [r for r in doc if r.get("protocol") == "ra"]
+
+    def solicit(self, ns: str) -> None:
+        """The guest sends a router solicitation from its link-local address (as its kernel
+        does when eth0 comes up; flapping eth0 would break the wire's veth instead)."""
+        sh("ip", "netns", "exec", ns, sys.executable, "-c", RS)
+
+    def close(self) -> None:
+        if self.responder is not None:
+            self.responder.kill()
+            self.responder.wait()
+        super().close()
+
+
+@pytest.fixture
+def lab(host: Host) -> Iterator[Lab]:
+    with contextlib.closing(Lab(host)) as lab:
+        yield lab
+
+
+def test_a_v6_guest_configures_itself_from_fireroutes_ra(lab: Lab):
+    rec6 = lab.up("six", "--ipv6")
+    rec4 = lab.up("four")
+    g6, g4 = lab.wire(rec6), lab.wire(rec4)
+    # without the responder: the guest solicits and nobody answers
+    lab.solicit(g6)
+    assert wait_for(lambda: lab.slaac(g6), 3.0) == []
+    assert lab.ra_routes(g6) == []
+
+    lab.start_responder()
+    want = eui64(rec6["ipv6"]["block"], rec6["mac"])
+    assert IPv6Address(rec6["ipv6"]["gateway"]) == IPv6Address("fe80::1")
+    got = wait_for(lambda: lab.slaac(g6), 5.0)
+    assert [(IPv6Address(a["local"]), a["prefixlen"]) for a in got] == [(want, 64)]
+    assert IPv6Network(f"{want}/64", strict=False) == IPv6Network(rec6["ipv6"]["block"])
+    routes = wait_for(lambda: lab.ra_routes(g6), 2.0)
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
+    # over that address and route the guest reaches the internet, masqueraded as IPv4 is
+    lab.serve(lab.host.inet, f"[{isolation6.INTERNET6}]:8080")
+    assert lab.connect(g6, isolation6.INTERNET6, 8080, str(want)) == f"hello {isolation6.UPLINK6}"
+    # the v4-only VM's guest, wired and soliciting while the responder runs, gets nothing
+    lab.solicit(g4)
+    time.sleep(3.0)
+    assert lab.slaac(g4) == []
+    assert lab.ra_routes(g4) == []
+
+    code, out, err = lab.stop_responder()
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines and all(rec6["tap"] in line for line in lines), out
+    assert not any(rec4["tap"] in line for line in lines)
+    assert "(periodic)" in out  # the advertisement at start, to each v6 tap with carrier
+
+
+def test_a_solicitation_from_a_vm_up_after_the_responder_is_answered(lab: Lab):
+    """The responder learns a tap it did not know from the state file when its guest
+    solicits, and answers the solicitation (not the periodic advertisement)."""
+    lab.start_responder()
+    rec = lab.up("late", "--ipv6")
+    ns = lab.wire(rec)
+    lab.solicit(ns)
+    want = eui64(rec["ipv6"]["block"], rec["mac"])
+    got = wait_for(lambda: lab.slaac(ns), 5.0)
+    assert [IPv6Address(a["local"]) for a in got] == [want]
+    assert [r["gateway"] for r in wait_for(lambda: lab.ra_routes(ns), 2.0)] == ["fe80::1"]
+    _, out, _ = lab.stop_responder()
+    assert f"{rec['tap']} (vm late)" in out and "(solicited)" in out, out
+
+
+def test_a_tap_that_gains_carrier_after_the_start_is_advertised_on_then(lab: Lab):
+    """A v6 tap without carrier at the responder's start (no VMM yet) is looked at again and
+    advertised on once its VMM (here the wire) holds it open."""
+    rec = lab.up("early", "--ipv6")
+    lab.start_responder()
+    started = time.monotonic()
+    time.sleep(1.0)  # the start's look found the tap without carrier
+    ns = lab.wire(rec)
+    want = eui64(rec["ipv6"]["block"], rec["mac"])
+    got = wait_for(lambda: lab.slaac(ns), 8.0)
+    assert [IPv6Address(a["local"]) for a in got] == [want]  # (its solicitation answered)
+    time.sleep(max(0.0, started + 6.5 - time.monotonic()))  # the next look, 5 s after start
+    _, out, _ = lab.stop_responder()
+    assert f"{rec['tap']} (vm early) {rec['ipv6']['block']} to ff02::1 (periodic)" in out, out
