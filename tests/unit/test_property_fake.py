@@ -332,18 +332,21 @@ def _checks(cli: FakeCli, *states: str) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("b_ipv6", [False, True])
 def test_an_ip6_table_declared_whole_is_fireroutes(tmp_path, b_ipv6):
     """Found by this machine: state file B's VM made the ip table (with IPv6: the ip6 one
-    too); A's first VM with IPv6 finds a table there (AlreadyExists) and declares both whole
-    (plan/compiler.py ``_table_up``). Check called the ip6 table's parts its VMs did not need
-    (the egress and publish sets and chains) not fireroute's, in A's check (and, with B's v6
-    VM, in B's): want/render.py ``held`` read the ip table's parts only; now the ip6 table's
-    too. Control: A's VM alone (its tables made exclusively, lean) is clean as well."""
+    too); A's first VM with IPv6 finds a table there (AlreadyExists) and declares it whole
+    (plan/compiler.py ``_table_up``; the ip6 one too, while it made it: before manager.py
+    ``_up_retry`` made a missing one exclusively). Check called the ip6 table's parts its
+    VMs did not need (the egress and publish sets and chains) not fireroute's, in A's check
+    (and, with B's v6 VM, in B's): want/render.py ``held`` read the ip table's parts only;
+    now the ip6 table's too. Control: A's VM alone (its tables made exclusively, lean) is
+    clean as well."""
     with FakeCli() as cli:
         a, b = str(tmp_path / "A.db"), str(tmp_path / "B.db")
         up_b = ["up", "b1", "--pool", "172.17.0.0/16", *(["--ipv6"] if b_ipv6 else [])]
         assert cli.fireroute(b, *up_b).returncode == 0
         p = cli.fireroute(a, "up", "a1", "--pool", "172.16.0.0/16", "--ipv6")
         assert p.returncode == 0, p.stderr
-        assert ("nft set", (*NAT6, "out_jump")) in cli.fake.objs  # (declared whole)
+        whole = ("nft set", (*NAT6, "out_jump")) in cli.fake.objs
+        assert whole == b_ipv6  # (B's: declared whole; A's own: made exclusively, lean)
         assert _checks(cli, a, b) == [(0, ANY), (0, ANY)], _checks(cli, a, b)
         assert "nothing to do" in cli.fireroute(a, "restore").stdout
         assert cli.fireroute(b, "down", "b1").returncode == 0
@@ -353,3 +356,25 @@ def test_an_ip6_table_declared_whole_is_fireroutes(tmp_path, b_ipv6):
         assert cli.fireroute(a, "up", "a1", "--pool", "172.16.0.0/16", "--ipv6").returncode == 0
         assert ("nft set", (*NAT6, "out_jump")) not in cli.fake.objs
         assert _checks(cli, a) == [(0, ANY)], _checks(cli, a)
+
+
+def test_a_failed_v6_up_beside_another_state_files_table_leaves_no_ip6_table(tmp_path):
+    """Found by this machine: B's v4 VM holds the ip table; A's first VM with IPv6 finds it
+    (AlreadyExists) and, on the retry, declared the ip6 table (which it made) whole: failing
+    after that (fail@3), its undo took back its elements only, and the ip6 table stayed,
+    every part, no VM in it. Now manager.py ``_up_retry`` makes a missing table exclusively:
+    at each K the host is as before (but the ip table's parts declared again). Control: no
+    fault, the ip6 table is there."""
+    with FakeCli() as cli:
+        a, b = str(tmp_path / "A.db"), str(tmp_path / "B.db")
+        assert cli.fireroute(b, "up", "b1", "--pool", "172.17.0.0/16").returncode == 0
+        up_a = ("up", "a1", "--pool", "172.16.0.0/16", "--ipv6")
+        for k in range(1, 6):  # (5 groups: a sixth fault point is never reached)
+            before = {k: fields(o) for k, o in cli.fake.objs.items() if k[1][1:2] != ("ip",)}
+            p = cli.fireroute(a, *up_a, fault=f"fail@{k}")
+            assert p.returncode == 1 and "injected fault" in p.stderr, (k, p.stderr)
+            after = {k: fields(o) for k, o in cli.fake.objs.items() if k[1][1:2] != ("ip",)}
+            assert after == before and cli.fake.forwarding6 == "0", k
+            assert cli.fireroute(b, "check").returncode == 0, k
+        assert cli.fireroute(a, *up_a, fault="fail@6").returncode == 0
+        assert ("nft table", NAT6) in cli.fake.objs
