@@ -283,13 +283,14 @@ class Manager:
             self._policy_warning(draft.policy, draft.warnings)
 
     def _up_retry(self, draft: _UpDraft) -> None:
-        """After AlreadyExists: the table read (a foreign one refused), the diff made again
-        with nothing made exclusively (a table of ours left over is declared whole), and
-        applied."""
-        observe.check_table_owner(draft.options.table, self.runner)
-        if draft.new_table(NAT6):
-            observe.check_table_owner(draft.options.table, self.runner, NAT6)
-        draft.plan = self._up_diff(draft, nat_exclusive=False)
+        """After AlreadyExists: the tables read (a foreign one refused), the diff made again
+        with a table of ours that is there declared whole, and applied. A new table that is
+        not there (the other family's was) is still made exclusively: declared, a failed up
+        left it behind, whole, though it made it (its undo takes back no table it declares)."""
+        table, new, new6 = draft.options.table, draft.new_table(), draft.new_table(NAT6)
+        there = observe.check_table_owner(table, self.runner)
+        there6 = new6 and observe.check_table_owner(table, self.runner, NAT6)
+        draft.plan = self._up_diff(draft, new and not there, new6 and not there6)
         self.executor().apply_all(draft.plan)
 
     @staticmethod

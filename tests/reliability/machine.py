@@ -1,6 +1,7 @@
 """The stateful property test's rules and invariants, whatever the host: random sequences of
 up, down, gc, check, restore and teardown over two state files, both backends and NAT, clone
-and bridge modes (each state file with a bridge of its own), with drift injected behind
+and bridge modes (each state file with a bridge of its own), NAT nft VMs with IPv6 (``--ipv6``,
+``nft6``: each state file's blocks from its own ULA pool) among them, with drift injected behind
 fireroute's back and processes killed mid-run, run through the CLI. :class:`Machine` leaves
 the host to a subclass: tests/reliability/test_property.py runs it against the kernel in
 throwaway namespaces (and sends packets), tests/unit/test_property_fake.py against the fake
@@ -14,7 +15,18 @@ After every step:
 - no two VMs, of any state file, share an address block, a MAC (clones aside: they share
   their guest's by design) or a tap;
 - every VM that is up holds its tap, and the kernel holds no fireroute link no lease accounts
-  for once ``gc`` ran.
+  for once ``gc`` ran;
+- IPv6 follows the VMs with it, across state files: the ``ip6`` table is there exactly while
+  one is up; IPv6 forwarding is on while one is up, and as it was before once none is (but
+  while another state file's bridge guest or clone is up: its tap or veth has IPv6 on, and
+  its VM may have IPv6, so the last v6 VM's down leaves it, kernel/scope.py
+  ``_last_forwarding6``; found by the long run, a clone of A and B's v6 VM torn down); a v6
+  VM's tap holds its gateway ``fe80::1/64`` and its route, a v4-only NAT VM's tap no IPv6
+  address and no IPv6 route.
+
+``--ipv6`` where it is not available (another backend or mode, or beside ``--egress``,
+``--allow-out``, ``--deny-out``, ``--publish``) is refused in one line and changes nothing;
+the same up without it (the control) works.
 """
 
 from __future__ import annotations
@@ -54,6 +66,17 @@ SHAPES = {
     "iptables": ["--backend", "iptables"],
     "clone": ["--mode", "clone"],
     "bridge": ["--mode", "bridge", "--masquerade"],
+    "nft6": ["--ipv6"],  # (a NAT nft VM with IPv6: the one shape that takes it)
+}
+GATEWAY6 = "fe80::1/64"
+V6_REFUSED = {  # (shape the VM is of, what is added to --ipv6): each refused
+    "iptables": ("iptables", []),
+    "clone": ("clone", []),
+    "bridge": ("bridge", []),
+    "egress": ("nft", ["--egress", "none"]),
+    "allow-out": ("nft", ["--allow-out", "10.9.0.0/16"]),
+    "deny-out": ("nft", ["--deny-out", "10.9.0.0/16"]),
+    "publish": ("nft", ["--publish", "18080:80"]),
 }
 
 
@@ -73,8 +96,9 @@ class Machine(RuleBasedStateMachine):
     """The rules and invariants. A subclass gives the host: :meth:`fireroute` (the CLI),
     :meth:`links`, :meth:`foreign_state`, the drift (:meth:`drop_tap`, :meth:`flush`,
     :meth:`drop_masq`, :meth:`add_element`), :meth:`table_exists`, :meth:`set_held`,
-    :meth:`chains_intact` and :meth:`probe`; ``self.foreign`` is set by it once the foreign
-    objects are in place."""
+    :meth:`chains_intact`, :meth:`probe`, the IPv6 side (:meth:`table6_exists`,
+    :meth:`forwarding6`, :meth:`ipv6_of`); ``self.foreign`` is set by it once the foreign
+    objects are in place, ``self.forwarding6_before`` once it read IPv6 forwarding."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +108,7 @@ class Machine(RuleBasedStateMachine):
         """state file -> the damage done to it since its last restore: (kind, the VM hit, or
         None for a shared object)"""
         self.foreign: tuple = ()
+        self.forwarding6_before = "0"
 
     # -- the host (a subclass's) ---------------------------------------------------------------
     def fireroute(self, sf: str, args: tuple[str, ...], fault: str):  # noqa: ANN201
@@ -130,6 +155,19 @@ class Machine(RuleBasedStateMachine):
         and given back by ``restore``, after which ``check`` is clean."""
         raise NotImplementedError
 
+    def table6_exists(self) -> bool:
+        """Is the ``ip6`` NAT table there?"""
+        raise NotImplementedError
+
+    def forwarding6(self) -> str:
+        """net.ipv6.conf.all.forwarding as it is."""
+        raise NotImplementedError
+
+    def ipv6_of(self, dev: str) -> tuple[set[str], set[str]]:
+        """The IPv6 addresses (CIDR) and route destinations on link ``dev`` (the kernel's
+        own ``fe80::/64`` route left out)."""
+        raise NotImplementedError
+
     # -- helpers ---------------------------------------------------------------------------
     def fr(self, sf: str, *args: str, env: dict[str, str] | None = None):  # noqa: ANN201
         return self.fireroute(sf, args, (env or {}).get("FIREROUTE_FAULT", ""))
@@ -137,6 +175,9 @@ class Machine(RuleBasedStateMachine):
     def ls(self, sf: str) -> list[dict]:
         p = self.fr(sf, "ls", "--json")
         return json.loads(p.stdout) if p.returncode == 0 and p.stdout.strip() else []
+
+    def everyone(self) -> dict[str, list[dict]]:
+        return {sf: self.ls(sf) for sf in FILES}
 
     def args(self, sf: str, name: str, shape: str) -> list[str]:
         if shape == "bridge":
@@ -149,7 +190,7 @@ class Machine(RuleBasedStateMachine):
         sf=st.sampled_from(FILES),
         n=st.sampled_from(NAMES),
         shape=st.sampled_from(list(SHAPES)),
-        probe=st.booleans(),
+        probe=st.sampled_from([True, False]),  # (True first: the simplest draw probes)
     )
     def up_vm(self, sf: str, n: str, shape: str, probe: bool) -> None:
         name = sf.lower() + n
@@ -175,21 +216,46 @@ class Machine(RuleBasedStateMachine):
         if not self.up[sf]:
             self.damaged[sf] = set()  # nothing left that could be damaged
 
-    @rule(sf=st.sampled_from(FILES), n=st.sampled_from(NAMES), k=st.integers(1, 4))
-    def killed_up_then_gc(self, sf: str, n: str, k: int) -> None:
+    @rule(
+        sf=st.sampled_from(FILES),
+        n=st.sampled_from(NAMES),
+        k=st.integers(1, 4),
+        shape=st.sampled_from(["nft", "nft6"]),
+    )
+    def killed_up_then_gc(self, sf: str, n: str, k: int, shape: str) -> None:
         name = sf.lower() + n
         if name in self.up[sf]:
             return
-        p = self.fr(sf, *self.args(sf, name, "nft"), env={"FIREROUTE_FAULT": f"kill@{k}"})
+        p = self.fr(sf, *self.args(sf, name, shape), env={"FIREROUTE_FAULT": f"kill@{k}"})
         assert p.returncode in (0, -9, 137), p.stderr
         q = self.fr(sf, "gc")
         assert q.returncode == 0, q.stderr
         names = {v["name"] for v in self.ls(sf)}
         if p.returncode == 0:
             assert name in names  # it was not killed: gc must leave it up
-            self.up[sf][name] = "nft"
+            self.up[sf][name] = shape
         else:
             assert name not in names  # killed half-way: gc undid it
+
+    @rule(
+        sf=st.sampled_from(FILES), n=st.sampled_from(NAMES), bad=st.sampled_from(list(V6_REFUSED))
+    )
+    def ipv6_refused(self, sf: str, n: str, bad: str) -> None:
+        """``--ipv6`` where it is not available: one line, exit 2, nothing changed; the same up
+        without it (the control, for a VM not up) works, and goes down again."""
+        name = sf.lower() + n
+        shape, extra = V6_REFUSED[bad]
+        before, links = self.everyone(), self.links()
+        p = self.fr(sf, *self.args(sf, name, shape), *extra, "--ipv6")
+        assert p.returncode == 2 and "--ipv6" in p.stderr, (p.returncode, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert self.everyone() == before and self.links() == links
+        if name in self.up[sf]:
+            return
+        q = self.fr(sf, *self.args(sf, name, shape), *extra)
+        assert q.returncode == 0, q.stderr
+        q = self.fr(sf, "down", name)
+        assert q.returncode == 0, q.stderr
 
     @rule(sf=st.sampled_from(FILES))
     def gc(self, sf: str) -> None:
@@ -278,7 +344,7 @@ class Machine(RuleBasedStateMachine):
             for sf in FILES
             if not self.damaged[sf]
             for name, shape in self.up[sf].items()
-            if shape in ("nft", "iptables")
+            if shape in ("nft", "iptables", "nft6")
         ]
 
     @precondition(lambda self: self.nat_guests())
@@ -328,3 +394,25 @@ class Machine(RuleBasedStateMachine):
         for v in everyone:
             if not self.damaged["A" if v["name"].startswith("a") else "B"]:
                 assert v["host_dev"] in links, v["name"]
+
+    @invariant()
+    def ipv6_follows_the_vms_with_it(self) -> None:
+        v6 = {f for f in FILES if "nft6" in self.up[f].values()}
+        assert self.table6_exists() == bool(v6), self.up
+        bridged = {f for f in FILES if {"bridge", "clone"} & set(self.up[f].values())}
+        forwarding6 = self.forwarding6()
+        if v6:  # (but a v6 VM's tap deleted: another state file's gc sets it back, as
+            # IPv4's, no tap with IPv6 on being left; its own restore switches it on again)
+            assert forwarding6 == "1" or any(self.damaged[f] for f in v6), self.up
+        elif not bridged:
+            assert forwarding6 == self.forwarding6_before, self.up
+        links = self.links()
+        for sf, vms in self.everyone().items():
+            for v in vms:
+                if v["mode"] != "nat" or v["host_dev"] not in links or self.damaged[sf]:
+                    continue
+                addrs, routes = self.ipv6_of(v["host_dev"])
+                if v.get("ipv6"):
+                    assert GATEWAY6 in addrs and v["ipv6"]["block"] in routes, (v, addrs, routes)
+                else:
+                    assert not addrs and not routes, (v["name"], addrs, routes)

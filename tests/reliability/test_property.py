@@ -1,6 +1,6 @@
 """A stateful property test against the real kernel: random sequences of up, down, gc, check,
 restore and teardown over two state files, both backends and NAT, clone and bridge modes (each
-state file with a bridge of its own), with drift
+state file with a bridge of its own), NAT nft VMs with IPv6 among them, with drift
 injected behind fireroute's back (a tap deleted, a table or chain flushed, an element deleted)
 and processes killed mid-run. After every step:
 
@@ -11,7 +11,10 @@ and processes killed mid-run. After every step:
 - no two VMs, of any state file, share an address block, a MAC (clones aside: they share
   their guest's by design) or a tap;
 - every VM that is up holds its tap, and the kernel holds no fireroute link no lease accounts
-  for once ``gc`` ran.
+  for once ``gc`` ran;
+- the ``ip6`` table is there exactly while a VM with IPv6 is up (of either state file), IPv6
+  forwarding is on then and as found once none is, a v6 VM's tap holds ``fe80::1/64`` and its
+  route, a v4-only NAT tap no IPv6 address or route (machine.py says it whole).
 
 And, as a step of its own, packets: a NAT guest that is up (either backend) has its tap swapped
 for a veth with a "guest" namespace behind it; its connection out is masqueraded (the server
@@ -71,6 +74,7 @@ class Machine(machine.Machine):
             "iptables-nft -A FORWARD -i docker0 -j ACCEPT"
         )
         self.foreign = self.foreign_state()
+        self.forwarding6_before = self.forwarding6()
         self.probes = 0
         self.servers = [  # the "internet", and a service on the host's own uplink address
             self.serve(self.sb.internet, "203.0.113.1:80"),
@@ -171,6 +175,19 @@ class Machine(machine.Machine):
         return (
             self.host.run("nft", "list", "table", "ip", "firecracker", check=False).returncode == 0
         )
+
+    def table6_exists(self) -> bool:
+        argv = ["nft", "list", "table", "ip6", "firecracker"]
+        return self.host.run(*argv, check=False).returncode == 0
+
+    def forwarding6(self) -> str:
+        return self.host.sh("cat /proc/sys/net/ipv6/conf/all/forwarding").stdout.strip()
+
+    def ipv6_of(self, dev: str) -> tuple[set[str], set[str]]:
+        addrs = json.loads(self.host.run("ip", "-6", "-j", "addr", "show", "dev", dev).stdout)
+        routes = json.loads(self.host.run("ip", "-6", "-j", "route", "show", "dev", dev).stdout)
+        cidrs = {f"{a['local']}/{a['prefixlen']}" for d in addrs for a in d.get("addr_info", [])}
+        return cidrs, {r["dst"] for r in routes if not r.get("dst", "fe80::").startswith("fe80::")}
 
     def chains_intact(self) -> bool:
         from fireroute.repair import parse_chains

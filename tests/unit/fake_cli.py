@@ -10,8 +10,8 @@ the verbs' own code from the argument parser to the executor, with the host repl
   that read is the fake's objects as they stand (:func:`current`): the reader's parsing of
   program output is tested against recordings (tests/unit/test_read.py) and the fake against
   the kernel (tests/kernel/test_fake_parity.py), not here.
-- Forwarding's value and its per-namespace record (kernel/forwarding.py, a file under /run)
-  are the fake's.
+- Forwarding's values (IPv4's and IPv6's) and their per-namespace records (kernel/forwarding.py,
+  files under /run) are the fake's; so is every sysctl read (:meth:`FakeCli.sysctl`).
 - ``kill@K``: a real SIGKILL runs no handler of the dying process, so the verb runs in a
   forked child; at the K-th group it sends the fake's objects back and exits at once
   (:meth:`FakeCli.fireroute`), as the kernel keeps what a killed process made.
@@ -34,7 +34,7 @@ from fireroute.kernel.read import Current
 from fireroute.kernel.run import Done, Result
 from fireroute.plan.steps import CONNTRACK, NFT, SYSCTL
 from fireroute.state.store import _LOCK_FDS
-from fireroute.want.objects import FORWARD_KEY, Addr, Link
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link
 from fireroute.want.tables import TABLE_COMMENT
 from tests.unit import fake_text
 from tests.unit.test_up_decisions import UpHost
@@ -110,8 +110,8 @@ class FakeExecutor(apply.Executor):
         ops = self.sysctls.pop(text)
         if not ops:  # a step of its own text (plan/host.py): the key and the value
             key, _, value = text.partition("=")
-            if key == FORWARD_KEY:
-                self.cli.fake.forwarding = value
+            if key in (FORWARD_KEY, FORWARD6_KEY):  # (an undo: IPv4's or IPv6's)
+                setattr(self.cli.fake, "forwarding" if key == FORWARD_KEY else "forwarding6", value)
                 return {}
             raise AssertionError(f"a sysctl step without operations: {text!r}")
         for op in ops:
@@ -139,8 +139,9 @@ class FakeCli:
         self.fake.seed(Link(UPLINK, "", "", None, "", group=None))
         self.fake.seed(Addr(self.fake.objs[("link", (None, UPLINK))], "203.0.113.2/24"))
         self.fake.seed_route("0.0.0.0/0", UPLINK)
-        self.record: str | None = None
-        """forwarding's value before fireroute switched it on (kernel/forwarding.py)"""
+        self.records: dict[str, str] = {}
+        """record name (kernel/forwarding.py V4, V6) -> forwarding's value before fireroute
+        switched it on"""
         self.reads = Reads(self.fake)
         self.executor: FakeExecutor | None = None
         self.fault = ""
@@ -164,20 +165,14 @@ class FakeCli:
             host._shared = None
             host._manager = manager.Manager(host.state, runner=cli.reads, executor=cli.new)
 
-        # (IPv4 forwarding's record only: the machine draws no VM with IPv6, whose record
-        # stays unwritten here)
-        def recorded(name: str = forwarding.V4) -> str | None:
-            return cli.record if name == forwarding.V4 else None
-
         def record(value: str, name: str = forwarding.V4) -> bool:
-            if cli.record is not None or name != forwarding.V4:
+            if name in cli.records:
                 return False
-            cli.record = value
+            cli.records[name] = value
             return True
 
         def forget(name: str = forwarding.V4) -> None:
-            if name == forwarding.V4:
-                cli.record = None
+            cli.records.pop(name, None)
 
         def write(text: str) -> dict[int, str]:
             assert cli.executor is not None
@@ -185,10 +180,11 @@ class FakeCli:
 
         for target, name, value in [
             (api.Host, "__init__", host_init),
-            (scope, "read_sysctl", lambda key: cli.fake.forwarding),
+            (scope, "read_sysctl", self.sysctl),
+            (apply, "read_sysctl", self.sysctl),
             (scope, "which", lambda tool: f"/usr/sbin/{tool}"),
             (observe, "require_net_admin", lambda action: None),
-            (forwarding, "recorded", recorded),
+            (forwarding, "recorded", lambda name=forwarding.V4: cli.records.get(name)),
             (forwarding, "record", record),
             (forwarding, "forget", forget),
             (apply, "_write_sysctl", write),
@@ -207,6 +203,21 @@ class FakeCli:
         gc.collect()  # (the runs' SQLite connections first: closing a lock's drops their locks)
         for key in _LOCK_FDS.keys() - self.lock_fds:
             os.close(_LOCK_FDS.pop(key)[0])
+
+    def sysctl(self, key: str) -> str:
+        """A sysctl read (kernel/apply.py ``read_sysctl``) from the fake: either forwarding,
+        a per-device one set (a Sysctl object), a link's ``disable_ipv6`` never set as the
+        kernel has it (0); any other, or one of a link that is not there, is no file."""
+        f = self.fake
+        if key in (FORWARD_KEY, FORWARD6_KEY):
+            return f.forwarding if key == FORWARD_KEY else f.forwarding6
+        obj = f.objs.get(("sysctl", (None, key)))
+        if obj is not None:
+            return obj.value  # type: ignore[attr-defined]
+        dev = key.split("/")[3] if key.startswith("net/ipv6/conf/") else None
+        if key.endswith("/disable_ipv6") and ("link", (None, dev)) in f.objs:
+            return "0"
+        raise FileNotFoundError(key)
 
     def new(self) -> FakeExecutor:
         self.executor = FakeExecutor(self, self.fault)
@@ -256,14 +267,13 @@ class FakeCli:
         _, status = os.waitpid(pid, 0)
         rc = os.waitstatus_to_exitcode(status)
         if data:
-            self.fake.objs, self.fake.copies, self.fake.held, self.fake.forwarding, self.record = (
-                pickle.loads(data)
-            )
+            f = self.fake
+            f.objs, f.copies, f.held, f.forwarding, f.forwarding6, self.records = pickle.loads(data)
         return Proc(rc, "", "")
 
     def _send(self) -> None:
         f = self.fake
-        data = pickle.dumps((f.objs, f.copies, f.held, f.forwarding, self.record))
+        data = pickle.dumps((f.objs, f.copies, f.held, f.forwarding, f.forwarding6, self.records))
         assert self.pipe is not None
         with os.fdopen(self.pipe, "wb") as out:
             out.write(data)
@@ -311,6 +321,7 @@ def current(fake: Fake) -> Current:
             cur.sets.setdefault((o.ns, o.family, o.table), []).append(o.name)  # type: ignore[attr-defined]
         cur.add(o)
     cur.forwarding = fake.forwarding
+    cur.forwarding6 = fake.forwarding6
     cur.namespaces = [
         o.name for o in fake.objs.values() if o.kind == "netns" and o.name.startswith(NETNS_PREFIX)
     ]

@@ -20,6 +20,8 @@ What differs from the kernel run, and why:
   handler of the dying process runs.
 - The foreign objects are compared as objects (the kernel run compares ``ip``/``nft``
   listings): another program's link, table with its chain and rule, and iptables rule.
+- IPv6 (the ``nft6`` shape, ``up --ipv6``): IPv6 forwarding, its record, and the sysctls up
+  and down read (a tap's ``disable_ipv6``) are the fake's (fake_cli.py ``sysctl``).
 
 And beside the kernel run's rules, faults it does not inject: ``up`` failing at its K-th group
 (``fail@K``) leaves the host and the state file exactly as they were (but for the parts an up
@@ -40,6 +42,7 @@ import os
 import shutil
 from pathlib import Path
 from tempfile import mkdtemp
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import settings
@@ -60,6 +63,7 @@ EXAMPLES = int(os.environ.get(EXAMPLES_VAR, "100"))
 STEPS = int(os.environ.get("FIREROUTE_FAKE_PROPERTY_STEPS", "25"))
 pytestmark = pytest.mark.timeout(120 + EXAMPLES * STEPS // 10)
 NAT = (None, "ip", "firecracker")
+NAT6 = (None, "ip6", "firecracker")
 PART_KINDS = ("nft set", "nft chain")
 THEIRS = NftTable("ip", "theirs", "", "", None, None)
 FOREIGN = [
@@ -149,6 +153,18 @@ class FakeMachine(machine.Machine):
         }
         return have == tables.chains(tables.parts_of(have))
 
+    def table6_exists(self) -> bool:
+        return ("nft table", NAT6) in self.fake.objs
+
+    def forwarding6(self) -> str:
+        return self.fake.forwarding6
+
+    def ipv6_of(self, dev: str) -> tuple[set[str], set[str]]:
+        objs = self.fake.objs.values()
+        addrs = {o.cidr for o in objs if o.kind == "addr" and o.ns is None and o.dev == dev}  # type: ignore[attr-defined]
+        routes = {o.dst for o in objs if o.kind == "route" and o.ns is None and o.dev == dev}  # type: ignore[attr-defined]
+        return {a for a in addrs if ":" in a}, {r for r in routes if ":" in r}
+
     def probe(self, sf: str, name: str) -> None:
         """No packets (see the module's docstring): the tap taken away, ``restore`` makes it
         again, and ``check`` is clean."""
@@ -163,7 +179,7 @@ class FakeMachine(machine.Machine):
     def snapshot(self) -> tuple:
         f = self.fake
         objs = {k: fields(o) for k, o in f.objs.items()}
-        return objs, dict(f.copies), f.forwarding, self.cli.record
+        return objs, dict(f.copies), f.forwarding, f.forwarding6, dict(self.cli.records)
 
     @staticmethod
     def parts_aside(snap: tuple, tables: set[tuple]) -> tuple[tuple, dict]:
@@ -199,7 +215,10 @@ class FakeMachine(machine.Machine):
         )
         assert after == was, p.stderr
         assert had.keys() <= parts.keys()  # (parts: declared again)
-        assert not self.table_exists() or self.chains_intact()
+        flushed = any(d[0] in machine.SHARED_DAMAGE for f in machine.FILES for d in self.damaged[f])
+        # (a chain flushed before, by drift, and the up failed before its nft group: flushed
+        # still; found by the long run, with no IPv6 in it)
+        assert flushed or not self.table_exists() or self.chains_intact()
         assert {f: self.ls(f) for f in machine.FILES} == listed
 
     @rule(sf=st.sampled_from(machine.FILES), n=st.sampled_from(machine.NAMES), k=st.integers(1, 3))
@@ -304,3 +323,58 @@ def test_a_failed_bridge_up_leaves_the_egress_element_another_guest_added(tmp_pa
         assert EGRESS in cli.fake.objs
         p = cli.fireroute(b, "check")
         assert p.returncode == 0, p.stdout
+
+
+def _checks(cli: FakeCli, *states: str) -> list[tuple[int, str]]:
+    return [(p.returncode, p.stdout) for p in (cli.fireroute(s, "check") for s in states)]
+
+
+@pytest.mark.parametrize("b_ipv6", [False, True])
+def test_an_ip6_table_declared_whole_is_fireroutes(tmp_path, b_ipv6):
+    """Found by this machine: state file B's VM made the ip table (with IPv6: the ip6 one
+    too); A's first VM with IPv6 finds a table there (AlreadyExists) and declares it whole
+    (plan/compiler.py ``_table_up``; the ip6 one too, while it made it: before manager.py
+    ``_up_retry`` made a missing one exclusively). Check called the ip6 table's parts its
+    VMs did not need (the egress and publish sets and chains) not fireroute's, in A's check
+    (and, with B's v6 VM, in B's): want/render.py ``held`` read the ip table's parts only;
+    now the ip6 table's too. Control: A's VM alone (its tables made exclusively, lean) is
+    clean as well."""
+    with FakeCli() as cli:
+        a, b = str(tmp_path / "A.db"), str(tmp_path / "B.db")
+        up_b = ["up", "b1", "--pool", "172.17.0.0/16", *(["--ipv6"] if b_ipv6 else [])]
+        assert cli.fireroute(b, *up_b).returncode == 0
+        p = cli.fireroute(a, "up", "a1", "--pool", "172.16.0.0/16", "--ipv6")
+        assert p.returncode == 0, p.stderr
+        whole = ("nft set", (*NAT6, "out_jump")) in cli.fake.objs
+        assert whole == b_ipv6  # (B's: declared whole; A's own: made exclusively, lean)
+        assert _checks(cli, a, b) == [(0, ANY), (0, ANY)], _checks(cli, a, b)
+        assert "nothing to do" in cli.fireroute(a, "restore").stdout
+        assert cli.fireroute(b, "down", "b1").returncode == 0
+        assert _checks(cli, a) == [(0, ANY)], _checks(cli, a)
+    with FakeCli() as cli:  # the control
+        a = str(tmp_path / "A2.db")
+        assert cli.fireroute(a, "up", "a1", "--pool", "172.16.0.0/16", "--ipv6").returncode == 0
+        assert ("nft set", (*NAT6, "out_jump")) not in cli.fake.objs
+        assert _checks(cli, a) == [(0, ANY)], _checks(cli, a)
+
+
+def test_a_failed_v6_up_beside_another_state_files_table_leaves_no_ip6_table(tmp_path):
+    """Found by this machine: B's v4 VM holds the ip table; A's first VM with IPv6 finds it
+    (AlreadyExists) and, on the retry, declared the ip6 table (which it made) whole: failing
+    after that (fail@3), its undo took back its elements only, and the ip6 table stayed,
+    every part, no VM in it. Now manager.py ``_up_retry`` makes a missing table exclusively:
+    at each K the host is as before (but the ip table's parts declared again). Control: no
+    fault, the ip6 table is there."""
+    with FakeCli() as cli:
+        a, b = str(tmp_path / "A.db"), str(tmp_path / "B.db")
+        assert cli.fireroute(b, "up", "b1", "--pool", "172.17.0.0/16").returncode == 0
+        up_a = ("up", "a1", "--pool", "172.16.0.0/16", "--ipv6")
+        for k in range(1, 6):  # (5 groups: a sixth fault point is never reached)
+            before = {k: fields(o) for k, o in cli.fake.objs.items() if k[1][1:2] != ("ip",)}
+            p = cli.fireroute(a, *up_a, fault=f"fail@{k}")
+            assert p.returncode == 1 and "injected fault" in p.stderr, (k, p.stderr)
+            after = {k: fields(o) for k, o in cli.fake.objs.items() if k[1][1:2] != ("ip",)}
+            assert after == before and cli.fake.forwarding6 == "0", k
+            assert cli.fireroute(b, "check").returncode == 0, k
+        assert cli.fireroute(a, *up_a, fault="fail@6").returncode == 0
+        assert ("nft table", NAT6) in cli.fake.objs

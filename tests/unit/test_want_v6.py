@@ -119,3 +119,20 @@ def test_texts():
     assert f.what("set") == "set IPv6 forwarding" and Forwarding("1").what() == (
         "set IPv4 forwarding"
     )
+
+
+def test_an_ip6_table_keeps_the_parts_it_holds():
+    """``held`` reads an ip6 table's parts too (keyed ``(NAT6, table)``), and ``desired``
+    keeps them: an ip6 table an up declared whole (it found a table there) holds every part,
+    and check called those its VMs did not need not fireroute's (found by the stateful
+    property test, tests/unit/test_property_fake.py). Control: without them, the lean table."""
+    lean = render.desired([v6("a", 0)], None, ID)
+    whole = {**lean, **render.index(nat6_layout("firecracker"))}
+    held = render.held(whole)
+    assert "out_jump" in held[(NAT6, "firecracker")] and "out_jump" not in held["firecracker"]
+    out_jump = ("nft set", (None, NAT6, "firecracker", "out_jump"))
+    assert out_jump not in lean
+    assert out_jump in render.desired([v6("a", 0)], None, ID, held)
+    assert ("nft set", (None, NAT, "firecracker", "out_jump")) not in render.desired(
+        [v6("a", 0)], None, ID, held
+    )

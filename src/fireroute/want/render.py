@@ -27,9 +27,10 @@ from fireroute.want.shared import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from typing import Any
 
     Index = dict[tuple, Obj]
-    Held = Mapping[str, Iterable[str]]
+    Held = Mapping[Any, Iterable[str]]  # (a table's name; an ip6 table's: (NAT6, name))
 
 WANTED = "1"
 """IPv4 forwarding while any VM is up"""
@@ -133,7 +134,7 @@ def shared_objects(
         objs += nat_layout(table, parts)
         objs += [nft.egress_element(table, *e) for e in sorted(want.egress_of(table))]
     for table in want.tables_of(NAT6):
-        objs += _nat6_table(table, leases)
+        objs += _nat6_table(table, leases, (held or {}).get((NAT6, table), ()))
     for table in want.tables_of(BRIDGE):
         objs += filter_layout(table)
     if want.conntrack:
@@ -141,14 +142,14 @@ def shared_objects(
     return objs
 
 
-def _nat6_table(table: str, leases: list[Vm]) -> list[Obj]:
+def _nat6_table(table: str, leases: list[Vm], held: Iterable[str]) -> list[Obj]:
     """The ip6 table ``table`` with the parts its leases' IPv6 elements need (a lease at hand:
-    else the lean layout)."""
+    else the lean layout) and those it ``held`` (names of its sets and chains, as read)."""
     from fireroute.want.tables import parts_of
     from fireroute.want.tables6 import nat6_layout
 
     sets = (e.set for v in leases if v.table == table for e in nft.elements6(v))
-    return nat6_layout(table, parts_of(sets))
+    return nat6_layout(table, parts_of(sets) | parts_of(held))
 
 
 def desired(
@@ -167,11 +168,14 @@ def desired(
     return index(objs)
 
 
-def held(current: Mapping[tuple, Obj]) -> dict[str, set[str]]:
-    """NAT table -> the names of the sets, maps and chains ``current`` (a host read, or what a
-    plan made) has in it: the ``held`` of :func:`desired`."""
-    out: dict[str, set[str]] = {}
+def held(current: Mapping[tuple, Obj]) -> dict[str | tuple[str, str], set[str]]:
+    """NAT table (an ip6 one: ``(NAT6, table)``) -> the names of the sets, maps and chains
+    ``current`` (a host read, or what a plan made) has in it: the ``held`` of
+    :func:`desired`. (An ip6 table declared whole, by an up that found a table there, holds
+    every part: check once called those not fireroute's.)"""
+    out: dict[str | tuple[str, str], set[str]] = {}
     for kind, key in current:
-        if kind in ("nft set", "nft chain") and key[1] == "ip" and key[0] is None:
-            out.setdefault(key[2], set()).add(key[3])
+        if kind in ("nft set", "nft chain") and key[0] is None and key[1] in (NAT, NAT6):
+            at = key[2] if key[1] == NAT else (NAT6, key[2])
+            out.setdefault(at, set()).add(key[3])
     return out
