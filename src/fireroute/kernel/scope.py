@@ -330,23 +330,25 @@ def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]
 
 def _last_forwarding6(records: Records, runner: Runner, read: Read, vms: list[Vm]) -> None:
     """With the last of this state file's VMs with IPv6: IPv6 forwarding as found (restored),
-    or left (a link of fireroute's of another state file with IPv6 on is left: its VM may
-    have IPv6; a v4-only NAT tap has it off)."""
+    or left while another state file's VM with IPv6 stays (its tap: IPv6 on and no link-local
+    of the kernel's, addr_gen_mode 1; a bridge port or a clone's veth has IPv6 on too, but
+    not that: its VM has no IPv6)."""
     from fireroute.kernel import forwarding as record
 
     read.current.pop(FORWARDING6, None)
     read.forget += [FORWARD6_BEFORE, FORWARD6_RECORD]
     others = set(observe.foreign_links(records.instance(), runner)) - {v.tap for v in vms}
-    if any(_ipv6_on(dev) for dev in sorted(others)):
+    if any(_v6_tap(dev) for dev in sorted(others)):
         return
     before = record.recorded(record.V6) or records.meta(FORWARD6_BEFORE)
     read.current[FORWARDING6] = Forwarding(forwarding6(), before, path=FORWARD6_KEY)
 
 
-def _ipv6_on(dev: str) -> bool:
-    """Has the link IPv6 on (gone: no)?"""
+def _v6_tap(dev: str) -> bool:
+    """Is the link the tap of a VM with IPv6 (IPv6 on, addr_gen_mode 1; gone: no)?"""
     try:
-        return read_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6") != "1"
+        on = read_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6") != "1"
+        return on and read_sysctl(f"net/ipv6/conf/{dev}/addr_gen_mode") == "1"
     except OSError:
         return False
 
