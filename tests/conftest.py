@@ -174,10 +174,11 @@ def make_host(tmp_path: Path, tag: str = "") -> Iterator[Host]:
 
 def remove_clone_namespaces(root: Path) -> None:
     """Clone namespaces live beside the host namespace, not inside it: remove those of every
-    state file under ``root`` (a test that ends without teardown must not leave them)."""
+    state file under ``root`` (a test that ends without teardown must not leave them; a second
+    state file beside the first, as ``other.db``, included)."""
     import sqlite3
 
-    for state in root.rglob("state.db"):
+    for state in root.rglob("*.db"):
         try:
             db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
             row = db.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
