@@ -58,8 +58,9 @@ for _ in range(3):
 """
 UDP_SINK = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
+at = sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0"  # ("::": IPv6)
+s = socket.socket(socket.AF_INET6 if ":" in at else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((at, int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
 print("ready", flush=True)
 seen = set()
 try:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import Host, sh
 from tests.kernel.tapwire import Wired
+from tests.kernel.test_isolation import UDP_SINK
 
 pytestmark = pytest.mark.privileged
 
@@ -62,19 +63,6 @@ try:
             print("echo reply from", peer[0]); break
 except OSError as e:
     print("FAIL", e); sys.exit(1)
-"""
-UDP_SINK = """
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind(("::", int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
-print("ready", flush=True)
-seen = set()
-try:
-    while True:
-        data, peer = s.recvfrom(2048); seen.add(data.decode() + "@" + peer[0])
-except socket.timeout:
-    pass
-print(" ".join(sorted(seen)), flush=True)
 """
 UDP_SEND = """
 import socket, sys
@@ -195,7 +183,7 @@ def test_a_source_outside_the_guests_block_is_dropped(lab: Lab):
     ns, rec = lab.guest("a")
     foreign, own = "fd00:bad::2", rec["ipv6"]["address"]
     sh("ip", "-n", ns, "-6", "addr", "add", f"{foreign}/64", "dev", "eth0", "nodad")
-    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "1"]
+    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "1", "::"]
     sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, INTERNET6, "9999", foreign, own)
