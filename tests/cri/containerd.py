@@ -18,6 +18,8 @@ Isolation, so nothing of the machine's own is touched:
 * containerd's root, state, gRPC socket, configuration, CNI configuration and plugin
   directories live in one temp directory that ``close`` removes; the plugins directory holds
   a wrapper per plugin that logs each call's ``CNI_COMMAND`` (``verbs``) and runs the plugin.
+* Every pod's cgroups are made below a cgroup parent named after the temp directory
+  (``cgroup``), and ``close`` removes what is left of them.
 * No registry is reachable: the sandbox image is built here (tests/cri/image.py) and imported
   with ``ctr images import``; containerd's ``sandbox_image`` names it.
 
@@ -109,6 +111,18 @@ def _child(proc: subprocess.Popen[bytes], comm: str) -> int:
     raise ContainerdError(f"{comm} did not start under {proc.args[0]}")
 
 
+def _remove_cgroups(parent: str) -> None:
+    """Remove the (empty, once their processes are gone) cgroups below ``parent`` in every
+    cgroup hierarchy, deepest first."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / parent.lstrip("/")
+        if not top.is_dir():
+            continue
+        for d, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+
+
 class Containerd:
     """containerd whose pods get their network from ``conflist`` (its plugins' ``type``s
     mapped to programs by ``plugins``). Use as a context manager::
@@ -185,6 +199,7 @@ class Containerd:
                 self._holder.wait()
             self._holder, self._holder_pid = None, 0
         if self.dir != Path("/nonexistent"):
+            _remove_cgroups(self.cgroup)
             shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = Path("/nonexistent")
 
@@ -245,7 +260,7 @@ class Containerd:
             port_mappings=[
                 api.PortMapping(protocol=api.TCP, host_port=h, container_port=c) for h, c in ports
             ],
-            linux=api.LinuxPodSandboxConfig(),
+            linux=api.LinuxPodSandboxConfig(cgroup_parent=self.cgroup),
         )
         req = api.RunPodSandboxRequest(config=config)
         return self.runtime.RunPodSandbox(req, timeout=self.timeout).pod_sandbox_id
@@ -312,6 +327,12 @@ class Containerd:
     def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         sock = str(self.dir / "containerd.sock")
         return self.host("ctr", "--address", sock, "--namespace", "k8s.io", *args)
+
+    @property
+    def cgroup(self) -> str:
+        """The pods' cgroup parent (runc makes each pod's cgroups below it, in every
+        hierarchy; ``close`` removes what is left of them)."""
+        return f"/{self.dir.name}"
 
     @property
     def cached_results(self) -> list[Path]:
