@@ -186,7 +186,8 @@ class Containerd:
         if self._daemon is not None and self._daemon.poll() is None and self.runtime:
             with contextlib.suppress(Exception):
                 for pod in self.pods():
-                    self.remove_pod(pod)
+                    with contextlib.suppress(Exception):
+                        self.remove_pod(pod)
         self.stop()
         if self._holder is not None:
             if self._holder.stdin is not None:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Interface
 from pathlib import Path
 
+import grpc
 import pytest
 
 from fireroute.lab.sandbox import HOST_UPLINK_IP, INTERNET_IP
@@ -177,10 +178,11 @@ def test_a_result_without_an_ip_on_cni_ifname_fails_run_pod_sandbox(node: Node, 
     plugins = {"fireroute": f"/usr/bin/python3 -S {NO_IFNAME_IP}", "loopback": LOOPBACK}
     host = Host(node.host.ns, node.host.inet, tmp_path / "state.db")
     with Containerd(f"/var/run/netns/{host.ns}", conflist(host.state), plugins) as ct:
-        with pytest.raises(Exception) as e:
+        with pytest.raises(grpc.RpcError) as e:
             ct.run_pod("noip")
         assert "failed to find network info" in str(e.value), e.value
-        calls = ct.verbs("fireroute")
-        assert [c[0] for c in calls][:2] == ["ADD", "DEL"], calls  # containerd undid it
+        # the ADD succeeded (containerd read its result), and containerd undid it: one DEL
+        add, delete = ct.verbs("fireroute")
+        assert add[0] == "ADD" and delete == ("DEL", *add[1:]), (add, delete)
         assert leftovers(host) == [] and state_vms(host.state) == []
         assert ct.cached_results == []
