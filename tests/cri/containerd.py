@@ -111,16 +111,20 @@ def _child(proc: subprocess.Popen[bytes], comm: str) -> int:
     raise ContainerdError(f"{comm} did not start under {proc.args[0]}")
 
 
-def _remove_cgroups(parent: str) -> None:
-    """Remove the (empty, once their processes are gone) cgroups below ``parent`` in every
-    cgroup hierarchy, deepest first."""
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        top = hierarchy / parent.lstrip("/")
-        if not top.is_dir():
-            continue
-        for d, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
+def _remove_cgroups(parent: str, timeout: float = 5.0) -> None:
+    """Remove the cgroups below ``parent`` in every cgroup hierarchy, deepest first, once
+    they are empty (the holder's last processes may take a moment to be reaped)."""
+    tops = [h / parent.lstrip("/") for h in Path("/sys/fs/cgroup").iterdir()]
+    end = time.monotonic() + timeout
+    while True:
+        tops = [top for top in tops if top.is_dir()]
+        for top in tops:
+            for d, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+        if not any(top.is_dir() for top in tops) or time.monotonic() > end:
+            return
+        time.sleep(0.1)
 
 
 class Containerd:
