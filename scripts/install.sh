@@ -2,7 +2,8 @@
 # Install fireroute and what it drives on a Debian 12 machine (run as root).
 #   bash scripts/install.sh          # runtime: iproute2, nftables, iptables, conntrack; QEMU and busybox for the demo
 #   bash scripts/install.sh --test   # also the test tools (pytest, hypothesis, ruff, mypy, radon, PyYAML,
-#                                    # podman and Debian's CNI plugins for the CNI tests)
+#                                    # podman and Debian's CNI plugins for the CNI tests, containerd,
+#                                    # runc and a CRI client (grpcio, CRI v1 stubs) for tests/cri)
 # It creates a virtual environment in .venv (for the test tools; fireroute itself needs no
 # package beyond Python's standard library) and links /usr/local/bin/fireroute to
 # scripts/fireroute, a launcher that starts Debian's python3 without site-packages (-S): the
@@ -25,9 +26,11 @@ done
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ -n "$extras" ]; then
   # the CNI tests drive the plugin through a real runtime (podman, its CNI backend) and chain
-  # it with Debian's plugins (tuning, portmap); bench/cni.py compares it with ptp
+  # it with Debian's plugins (tuning, portmap); bench/cni.py compares it with ptp; tests/cri
+  # drives it through containerd's CRI (containerd 1.6 with its runc shim, and runc)
   for pair in podman:podman crun:crun conmon:conmon /usr/lib/cni/ptp:containernetworking-plugins \
-              /usr/share/containers/containers.conf:golang-github-containers-common; do
+              /usr/share/containers/containers.conf:golang-github-containers-common \
+              containerd:containerd containerd-shim-runc-v2:containerd runc:runc; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || [ -e "${pair%%:*}" ] || need+=("${pair#*:}")
   done
 fi

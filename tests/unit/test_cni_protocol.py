@@ -310,3 +310,50 @@ def test_a_malformed_ipam_result_is_code_103_naming_the_field(answer, named):
     with pytest.raises(p.CniError) as e:
         ipam.address(answer)
     assert e.value.code == 103 and named in e.value.details, e.value.details
+
+
+GO_MAP = {"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": "127.0.0.1"}
+"""a port mapping as containerd 1.6 sends it (its Go struct has no JSON tags)"""
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        MAP,  # the CNI convention's spelling
+        GO_MAP,
+        {"hostport": 8080, "CONTAINERPORT": 80, "protocol": "TCP", "hostIp": "127.0.0.1"},
+    ],
+)
+def test_runtime_keys_are_read_as_go_reads_them_any_case(mapping):
+    conf = with_(GOOD, "runtimeConfig.portMappings", [mapping])
+    conf["runtimeConfig"] = {"PortMappings": conf["runtimeConfig"]["portMappings"]}
+    r = req(ADD, conf)
+    assert p.port_mappings(r.config) == ["127.0.0.1:8080:80/tcp"]
+    (read,) = r.config["runtimeConfig"]["portMappings"]  # type: ignore[index]
+    assert list(read) == list(MAP) and list(r.config["runtimeConfig"]) == ["portMappings"]
+
+
+def test_two_spellings_of_one_runtime_key_the_later_wins_as_in_go():
+    conf = with_(GOOD, "runtimeConfig.portMappings", [{**MAP, "HostPort": 9090}])
+    assert p.port_mappings(req(ADD, conf).config) == ["127.0.0.1:9090:80/tcp"]
+
+
+@pytest.mark.parametrize(
+    "mapping,named",
+    [
+        ({**GO_MAP, "HostPort": 0}, "runtimeConfig.portMappings[0].hostPort"),
+        ({**GO_MAP, "Protocol": "sctp"}, "runtimeConfig.portMappings[0].protocol"),
+        ({**GO_MAP, "HostIP": "127.0.0.1:5"}, "runtimeConfig.portMappings[0].hostIP"),
+        # a key that is no spelling of a known one is not guessed at: hostPort is missing
+        (
+            {k: v for k, v in GO_MAP.items() if k != "HostPort"} | {"Host_Port": 8080},
+            "runtimeConfig.portMappings[0].hostPort",
+        ),
+    ],
+)
+def test_any_case_keys_with_bad_values_are_refused_and_named(mapping, named):
+    good = with_(GOOD, "runtimeConfig.portMappings", [GO_MAP])
+    assert p.port_mappings(req(ADD, good).config) == ["127.0.0.1:8080:80/tcp"]  # the control
+    with pytest.raises(p.CniError) as e:
+        req(ADD, with_(GOOD, "runtimeConfig.portMappings", [mapping]))
+    assert e.value.code == p.BAD_CONFIG and f'"{named}"' in e.value.details, e.value.details

@@ -248,6 +248,10 @@ class Request:
             raise CniError(INCOMPATIBLE, f"{command} needs CNI {since}", f"asked {self.version}")
         if command != "VERSION":
             _check_keys(self.config)
+            if "runtimeConfig" in self.config:
+                self.config["runtimeConfig"] = go_keys(
+                    self.config["runtimeConfig"], CONFIG["runtimeConfig"]
+                )
             check(self.config, CONFIG, "")
             for key in CONFIG_NEEDS.get(command, ()):
                 if key not in self.config:
@@ -272,6 +276,28 @@ class Request:
         except UsageError as exc:
             raise CniError(BAD_CONFIG, "invalid network configuration", str(exc)) from None
         return out
+
+
+def go_keys(value: object, shape: object) -> object:
+    """``value`` (what a runtime supplied: ``runtimeConfig``, filled from the capabilities)
+    with its object keys read as Go's JSON decoding reads them into a struct: a key that is
+    not one of ``shape``'s names but matches one case-insensitively (containerd 1.6 sends
+    ``HostPort``, ``ContainerPort``, ``Protocol``, ``HostIP``) becomes that name; when two
+    spellings of one name are given, the later wins, as in Go. Other keys are kept as they
+    are; values are checked afterwards against ``shape`` like every other field."""
+    if isinstance(value, list) and isinstance(shape, list):
+        return [go_keys(item, shape[0]) for item in value]
+    if not (isinstance(value, dict) and isinstance(shape, dict)):
+        return value
+    names: dict[str, object] = {k.rstrip("!"): sub for k, sub in shape.items() if k != "*"}
+    folded = {known.casefold(): known for known in names}
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        name = str(key)  # JSON's keys are strings
+        if name not in names:
+            name = folded.get(name.casefold(), name)
+        out[name] = go_keys(item, names.get(name))  # a later spelling of a name wins
+    return out
 
 
 def port_mappings(config: dict[str, object]) -> list[str]:
