@@ -206,8 +206,9 @@ def settled(guest: Guest, global_address: str) -> tuple[int, str]:
 
 
 def internet6(sb: Sandbox, tmp: Path) -> Path:
-    """The uplink's and the internet's IPv6 addresses, and an HTTP server on the internet's,
-    whose log (one line per request, the client's address first) the tests read."""
+    """The uplink's and the internet's IPv6 addresses (the host's default route via the
+    internet; none back to the guests), the page the internet serves, and the path of its
+    server's log."""
     sb.exec(sb.host, "ip", "-6", "addr", "add", f"{UPLINK6}/64", "dev", "up0", "nodad")
     sb.exec(sb.host, "ip", "-6", "route", "add", "default", "via", INTERNET6, "dev", "up0")
     sb.exec(sb.internet, "ip", "-6", "addr", "add", f"{INTERNET6}/64", "dev", "down0", "nodad")
