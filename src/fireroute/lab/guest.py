@@ -6,6 +6,11 @@ initramfs-tools uses; Debian's kernel has no ``CONFIG_IP_PNP`` and ignores ``ip=
 a wrongly rendered boot argument makes the guest's network checks fail. It then runs a small
 command agent on the serial console (see :mod:`fireroute.lab.vmm` for the host side).
 
+IPv6 is on in the guest's kernel. ``fireroute.v6=slaac`` (the default: the kernel's own
+settings) lets the guest take an address and its default route from router advertisements;
+``fireroute.v6=script`` makes it ignore them, so that only the commands sent over the console
+(fireroute's guest script) configure it (:func:`v6_boot_arg`).
+
 Everything comes from Debian packages fetched with ``apt-get download`` and unpacked with
 ``dpkg-deb -x`` into the cache; nothing is installed on the host.
 """
@@ -33,6 +38,7 @@ __all__ = [
     "GuestUnavailable",
     "default_cache_dir",
     "ensure_guest_image",
+    "v6_boot_arg",
 ]
 
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
@@ -69,11 +75,30 @@ while read -r mod; do
 done < /etc/fireroute-modules
 ip link set lo up
 
-# Apply ip= exactly as initramfs-tools does for a static spec: hand it to klibc's ipconfig.
 IP=
+V6=slaac
 for arg in $(cat /proc/cmdline); do
-    case "$arg" in ip=*) IP="${arg#ip=}" ;; esac
+    case "$arg" in
+        ip=*) IP="${arg#ip=}" ;;
+        fireroute.v6=*) V6="${arg#fireroute.v6=}" ;;
+    esac
 done
+
+# IPv6 before any link comes up. "slaac" (the kernel's defaults): addresses and the default
+# route from router advertisements. "script": none from advertisements, only what a command
+# sent over the console (fireroute's guest script) configures.
+case "$V6" in
+    slaac) RA=1 ;;
+    script) RA=0 ;;
+    *) RA=1; say "fireroute.v6=$V6 unknown (script or slaac): keeping the kernel's defaults" ;;
+esac
+for conf in /proc/sys/net/ipv6/conf/default /proc/sys/net/ipv6/conf/eth*; do
+    [ -d "$conf" ] || continue
+    echo "$RA" > "$conf/accept_ra"
+    echo "$RA" > "$conf/autoconf"
+done
+
+# Apply ip= exactly as initramfs-tools does for a static spec: hand it to klibc's ipconfig.
 case "$IP" in
     ""|off|none) NET=skipped; say "no ip= to apply" ;;
     *:dhcp|*:dhcp:*|dhcp)
@@ -120,6 +145,18 @@ while :; do
     echo "@@FR:END:$2:$?@@"
 done
 """
+
+
+#: How the guest's IPv6 is configured (the ``fireroute.v6=`` kernel argument of the init).
+V6_MODES = ("slaac", "script")
+
+
+def v6_boot_arg(mode: str) -> str:
+    """The kernel argument that makes the guest take IPv6 from router advertisements
+    (``slaac``) or only from commands sent over the console (``script``)."""
+    if mode not in V6_MODES:
+        raise ValueError(f"unknown guest IPv6 mode {mode!r}: use one of {', '.join(V6_MODES)}")
+    return f"fireroute.v6={mode}"
 
 
 class GuestUnavailable(Exception):
