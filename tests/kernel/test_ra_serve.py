@@ -189,3 +189,21 @@ def test_a_daemon_without_ipv6_sends_no_ras_unless_told(lab: Lab, host: Host, tm
         d.stop()
     assert d.proc.returncode == 0
     assert listen(ns, 3.0, first=False) == []  # stopped with the daemon
+
+
+def test_fireroute_ra_names_its_dns6_servers_in_each_ra(lab: Lab):
+    """The CLI's responder: ``--dns6`` as RDNSS (RFC 8106: type 25, lifetime 1800 s, the
+    servers in order), beside the control that without it the RA has no RDNSS option."""
+    rec = lab.up("six", "--ipv6")
+    ns = lab.wire(rec)
+    lab.start_responder()
+    got = listen(ns, 5.0)
+    assert got and 25 not in options(bytes.fromhex(got[0]["hex"]))
+    lab.stop_responder()
+    lab.start_responder("--dns6", DNS6[1], "--dns6", DNS6[0])
+    got = listen(ns, 5.0)
+    message = bytes.fromhex(got[0]["hex"])
+    assert rdnss(message) == [IPv6Address(DNS6[1]), IPv6Address(DNS6[0])]
+    assert options(message)[25][:8] == bytes.fromhex("1905000000000708")
+    code, _, err = lab.stop_responder()
+    assert (code, err) == (0, "")

@@ -603,13 +603,17 @@ def advertising(config: ServerConfig, state: str, worker: Worker, log) -> Advert
     return advertiser
 
 
-def main(argv: list[str]) -> int:
+def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fireroute serve", description="the fireroute daemon")
     p.add_argument("--socket", required=True, help="unix socket to listen on")
     p.add_argument("--group", help="group allowed to connect (the socket is 0660 root:GROUP)")
     p.add_argument("--config", help="server config (JSON; see fireroute/serve/config.py)")
     p.add_argument("--state", help="state file (default: the config's, or the CLI's default)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = arguments().parse_args(argv)
     from fireroute.state.store import default_path
 
     def log(record: dict) -> None:
