@@ -24,9 +24,9 @@ BATCH = 64
 
 
 BARRIERS = ("list", "check", "stats", "gc")
+"""calls on every VM: nothing is moved across one"""
 CHANGES = ("up", "down", "gc")
 """calls that may make or remove VMs (and taps): the worker's ``on_change`` is told after"""
-"""calls on every VM: nothing is moved across one"""
 
 
 class Call:
