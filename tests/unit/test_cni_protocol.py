@@ -305,8 +305,46 @@ def test_result_shape_per_version(version):
 def test_a_malformed_ipam_result_is_code_103_naming_the_field(answer, named):
     from fireroute.cni import ipam
 
-    good = {"ips": [{"address": "fd00::5/64"}, {"address": "10.0.0.5/24", "gateway": "10.0.0.1"}]}
+    good = {"ips": [{"address": "10.0.0.5/24", "gateway": "10.0.0.1"}]}
     assert ipam.address(good) == ("10.0.0.5/24", "10.0.0.1")  # the positive control
     with pytest.raises(p.CniError) as e:
         ipam.address(answer)
     assert e.value.code == 103 and named in e.value.details, e.value.details
+
+
+def test_an_ipam_result_with_an_ipv6_address_is_refused_in_one_line():
+    """A VM's IPv6 is a /64 of fireroute's pool, never an address of an IPAM subnet: the
+    refusal names the address and the keys that give IPv6 (code 7: the configuration)."""
+    from fireroute.cni import ipam
+
+    v4 = {"address": "10.0.0.5/24", "gateway": "10.0.0.1"}
+    assert ipam.address({"ips": [v4]}) == ("10.0.0.5/24", "10.0.0.1")  # the positive control
+    for ips in ([{"address": "fd00::5/64"}, v4], [v4, {"address": "fd00::5/64"}]):
+        with pytest.raises(p.CniError) as e:
+            ipam.address({"ips": ips})
+        assert e.value.code == p.BAD_CONFIG and "\n" not in e.value.details
+        assert "IPv6 address (fd00::5/64)" in e.value.details and '"ipv6"' in e.value.details
+
+
+def test_ipv6_and_pool6_are_options_of_up():
+    r = req(ADD, {**CONF, "ipv6": True, "pool6": "fd00:77::/48"})
+    assert r.options() == {"ipv6": True, "pool6": "fd00:77::/48"}
+    assert code(ADD, {**CONF, "ipv6": "yes"}) == p.BAD_CONFIG  # a bool, as CONFIG says
+    with pytest.raises(p.CniError) as e:  # pool6 is checked as every door's --pool6
+        req(ADD, {**CONF, "ipv6": True, "pool6": "fd00:77::/96"}).options()
+    assert e.value.code == p.BAD_CONFIG and "pool6" in e.value.details
+    with pytest.raises(p.CniError) as e:  # and it is the pool of v6 blocks only
+        req(ADD, {**CONF, "pool6": "fd00:77::/48"}).options()
+    assert e.value.code == p.BAD_CONFIG and "needs --ipv6" in e.value.details
+
+
+@pytest.mark.parametrize("version", p.SUPPORTED)
+def test_an_ipv6_entry_is_stamped_version_6_before_1_0_0(version):
+    ifaces = [{"name": "fr-x"}, {"name": "veth0", "sandbox": "/run/netns/x"}]
+    ips = [
+        {"address": "10.9.0.2/30", "gateway": "10.9.0.1", "interface": 1},
+        {"address": "fd00:77::2/64", "gateway": "fe80::1", "interface": 1},
+    ]
+    out = p.result(version, ifaces, ips, [])
+    stamps = [ip.get("version") for ip in out["ips"]]  # type: ignore[attr-defined]
+    assert stamps == (["4", "6"] if version < "1.0.0" else [None, None])

@@ -180,6 +180,15 @@ def _result(
     # and on the VM's interface, where firecracker-go-sdk looks (it needs exactly one there)
     address = {"address": f"{vm.guest_ip}/{vm.prefix}", "gateway": str(vm.gateway)}
     ips += [{**address, "interface": base + 1}, {**address, "interface": base + 3}]
+    six = vm.ipv6  # its IPv6 address on the namespace's veth only: the VM's interface keeps
+    if six is not None:  # the one IPv4 entry the go SDK turns into ip=
+        ips.append(
+            {
+                "address": f"{six['address']}/{six['prefix']}",
+                "gateway": str(six["gateway"]),
+                "interface": base + 1,
+            }
+        )
     routes = [{"dst": "0.0.0.0/0", "gw": str(vm.gateway)}]
     # the configuration's dns object, as CNI passes it on (its IPv4 servers are the guest's)
     dns = req.config.get("dns")
