@@ -56,3 +56,11 @@ def test_without_ipv6_the_result_is_as_before():
     res = result("1.0.0", False)
     assert [i["address"] for i in res["ips"]] == ["172.16.0.14/30", "172.16.0.14/30"]
     assert [i["interface"] for i in res["ips"]] == [1, 3]
+
+
+def test_a_refusal_names_the_configurations_keys():
+    text = "--pool6 fd00::/48 needs --ipv6; --pool 10.0.0.0/8; --allow-host-port 53"
+    assert (
+        plugin._keys(text)
+        == '"pool6" fd00::/48 needs "ipv6"; "pool" 10.0.0.0/8; "allowHostPorts" 53'
+    )

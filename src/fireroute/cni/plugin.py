@@ -72,11 +72,16 @@ def _fail(exc: CniError, version: str) -> int:
     return 1
 
 
+def _keys(text: str) -> str:
+    """A message of the CLI's words with each option named as the configuration's key."""
+    for flag in sorted(KEY_OF_FLAG, key=len, reverse=True):  # (--pool6 before --pool)
+        text = text.replace(flag, f'"{KEY_OF_FLAG[flag]}"')
+    return text
+
+
 def _as_cni(exc: FirerouteError) -> CniError:
     """One of fireroute's errors as the spec's: a busy state file is "try again later"."""
-    text = str(exc)
-    for flag, key in KEY_OF_FLAG.items():
-        text = text.replace(flag, f'"{key}"')
+    text = _keys(str(exc))
     if isinstance(exc, Busy):
         return CniError(protocol.TRY_AGAIN, "the state file is busy", text)
     if isinstance(exc, MissingTool | PermissionDenied):
@@ -98,7 +103,10 @@ def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
 
 
 def _fields(req: protocol.Request) -> dict[str, object]:
-    fields = req.options()
+    try:
+        fields = req.options()
+    except CniError as exc:  # (checked as the CLI's options: named as the keys)
+        raise CniError(exc.code, exc.msg, _keys(exc.details)) from None
     fields.update(
         mode="cni",
         netns=req.netns,
