@@ -6,13 +6,15 @@ reaches neither another guest, nor the host, nor the metadata address, each refu
 control that the same path works when allowed. CHECK and ``fireroute check`` are clean after ADD
 and name a v6 object removed; DEL leaves nothing (no ip6 table once the last attachment with
 IPv6 goes, IPv6 forwarding back). Every link fireroute makes in the namespace has IPv6 off (no
-link-local address appears on it), beside a link the test makes there that gets one."""
+link-local address appears on it), beside a link the test makes there that gets one. An
+unmodified guest configures itself from ``fireroute ra`` (beside the control without it)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterator
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,8 @@ import pytest
 from tests.cni.runtime import Runtime, leftovers, state_vms
 from tests.conftest import Host, sh
 from tests.kernel.tapwire import Wired
-from tests.kernel.test_isolation6 import INTERNET6, METADATA6, PING6, UPLINK6, Lab
+from tests.kernel.test_isolation6 import INTERNET6, METADATA6, PING6, UPLINK6
+from tests.kernel.test_ra import Lab, eui64, wait_for
 
 pytestmark = pytest.mark.privileged
 
@@ -28,18 +31,19 @@ HOST_LOCAL = "/usr/lib/cni/host-local"
 
 
 class CniLab(Lab):
-    """test_isolation6's lab (the uplink and the internet speak IPv6) with guests on CNI
-    attachments instead of NAT taps."""
+    """test_isolation6's lab (the uplink and the internet speak IPv6; test_ra's, which can run
+    ``fireroute ra``) with guests on CNI attachments instead of NAT taps."""
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
         self.rt = Runtime(host)
         self.wires: list[Wired] = []
 
-    def attach(self, name: str, **conf: object) -> tuple[str, dict, str]:
+    def attach(self, name: str, static6: bool = True, **conf: object) -> tuple[str, dict, str]:
         """ADD (with IPv6 unless ``ipv6=False``) for container ``ctr-NAME`` in a namespace
         of its own; a guest wired to the result's tap, configured from the result as a
-        runtime's guest would be (IPv4 from the VM's interface, IPv6 from the veth's entry).
+        runtime's guest would be (IPv4 from the VM's interface, IPv6 from the veth's entry,
+        unless not ``static6``: then it has none but its own link-local address).
         (guest namespace, result, container namespace)."""
         conf.setdefault("ipv6", True)
         netns = self.rt.netns(name)
@@ -52,7 +56,7 @@ class CniLab(Lab):
         ns = wired.guest(vm_if["name"], vm_if["mac"])
         sh("ip", "-n", ns, "addr", "add", four["address"], "dev", "eth0")
         sh("ip", "-n", ns, "route", "add", "default", "via", four["gateway"])
-        for six in (i for i in res["ips"] if ":" in i["address"]):
+        for six in (i for i in res["ips"] if ":" in i["address"] and static6):
             sh("ip", "-n", ns, "-6", "addr", "add", six["address"], "dev", "eth0", "nodad")
             sh("ip", "-n", ns, "-6", "route", "add", "default", "via", six["gateway"],
                "dev", "eth0")  # fmt: skip
@@ -228,3 +232,25 @@ def test_ipv6_refusals_are_one_line_and_change_nothing(lab: CniLab, tmp_path: Pa
     assert six_of(res)["address"].endswith("::2/64")
     lab.serve(lab.host.inet, f"[{INTERNET6}]:8080")
     assert lab.connect(ns, INTERNET6, 8080) == f"hello {UPLINK6}"
+
+
+def test_an_unmodified_guest_configures_itself_from_fireroutes_ra(lab: CniLab):
+    """``fireroute ra`` answers a CNI guest's solicitation as a NAT guest's: the guest (no
+    address given) takes its SLAAC address in the attachment's /64 and ``default via fe80::1``,
+    and reaches the internet over it; the control: without the responder it gets nothing."""
+    ns, res, _ = lab.attach("a", static6=False)
+    block = str(IPv6Network(six_of(res)["address"], strict=False))
+    lab.solicit(ns)
+    assert wait_for(lambda: lab.slaac(ns), 3.0) == []  # the control: nobody answers
+    lab.start_responder()
+    want = eui64(block, res["interfaces"][3]["mac"])  # (the VM's interface: the guest's MAC)
+    lab.solicit(ns)
+    got = wait_for(lambda: lab.slaac(ns), 5.0)
+    assert [(IPv6Address(a["local"]), a["prefixlen"]) for a in got] == [(want, 64)]
+    routes = wait_for(lambda: lab.ra_routes(ns), 2.0)
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
+    lab.serve(lab.host.inet, f"[{INTERNET6}]:8080")
+    assert lab.connect(ns, INTERNET6, 8080, str(want)) == f"hello {UPLINK6}"
+    code, out, err = lab.stop_responder()
+    assert (code, err) == (0, ""), err
+    assert res["interfaces"][0]["name"] in out, out  # advertised on the veth's host end
