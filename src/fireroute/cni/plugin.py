@@ -39,6 +39,7 @@ KEY_OF_FLAG = {  # the CLI's spelling of an option, in the network configuration
     "--" + field.replace("_", "-"): key for key, field in protocol.PLUGIN_KEYS.items() if field
 }
 KEY_OF_FLAG["--allow-host-port"] = "allowHostPorts"
+KEY_OF_FLAG["--publish"] = "runtimeConfig.portMappings"  # (the runtime's port mappings)
 
 
 def attachment_name(network: str, container: str, ifname: str) -> str:
