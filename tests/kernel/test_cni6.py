@@ -260,3 +260,30 @@ def test_an_unmodified_guest_configures_itself_from_fireroutes_ra(lab: CniLab):
     code, out, err = lab.stop_responder()
     assert (code, err) == (0, ""), err
     assert res["interfaces"][0]["name"] in out, out  # advertised on the veth's host end
+
+
+def test_gc_and_teardown_take_the_v6_objects_of_attachments(lab: CniLab):
+    """An attachment with IPv6 whose namespace went (a DEL that never came): ``fireroute gc``
+    takes it down, its host end, route and elements with it, while another stays (the ip6 table
+    too); ``teardown`` then takes the rest, the ip6 table and IPv6 forwarding included."""
+    h = lab.host
+    before = h.run("cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip()
+    _, gone_res, gone = lab.attach("a")
+    _, kept_res, _ = lab.attach("b")
+    gone_dev, gone_block = gone_res["interfaces"][0]["name"], six_of(gone_res)["address"]
+    lab.wires[0].close()  # (its VMM gone: nothing holds the namespace any more)
+    sh("ip", "netns", "del", gone.rsplit("/", 1)[1])
+    h.fireroute("gc")
+    (left,) = state_vms(h.state)
+    assert left.startswith("cni-ctr-b-")
+    assert gone_dev not in h.links()
+    routes6 = h.run("ip", "-6", "route", "show").stdout
+    block = str(IPv6Network(gone_block, strict=False))
+    assert f"{block} dev" not in routes6 and gone_dev not in routes6, routes6
+    assert not any(gone_dev in str(e) for e in h.set_elements("firecracker", "taps"))
+    assert ip6_tables(h) == ["firecracker"]  # the other attachment keeps it
+    assert h.fireroute("check").returncode == 0
+    h.fireroute("teardown")
+    assert state_vms(h.state) == [] and leftovers(h) == [] and ip6_tables(h) == []
+    assert kept_res["interfaces"][0]["name"] not in h.links()
+    assert h.run("cat", "/proc/sys/net/ipv6/conf/all/forwarding").stdout.strip() == before
