@@ -229,3 +229,18 @@ def _same(link: Link) -> dict:
     names = ("name", "link_kind", "owner", "vm", "alias", "ns", "uid", "gid", "master", "group")
     names += ("up", "peer", "made", "mac", "mtu", "peer_mac")
     return {n: getattr(link, n) for n in names}
+
+
+def test_the_in_process_executor_leaves_an_addrgenmode_line_to_ip():
+    """It would bring the host end up without the addrgenmode (and the kernel would make its
+    link-local address): such a line runs as ``ip`` prints it; the control: a v4-only
+    attachment's host end line is done in-process."""
+    from fireroute.kernel.inproc import encode
+    from fireroute.plan.ops import Act, OpStep
+    from fireroute.plan.steps import IP
+
+    def step(link: Link) -> OpStep:
+        return OpStep(IP, link.text("set"), "bring up", link.vm, ops=[Act("set", link)])
+
+    assert encode(step(cni.host_veth(six()))) is None
+    assert encode(step(cni.host_veth(pool()))) is not None

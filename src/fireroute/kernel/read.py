@@ -301,8 +301,8 @@ def _far(
 def _device_sysctls(cur: Current, src: Source) -> None:
     """The per-device sysctls fireroute sets, of every tap and veth of the root namespace:
     each value in ``sysctls``, a Sysctl (owned as its device) where it has fireroute's value.
-    ``addr_gen_mode`` is read on the NAT taps of ours only (the one kind of device a VM with
-    IPv6 has it on)."""
+    ``addr_gen_mode`` is read on the NAT taps and veths' host ends of ours only (the kinds of
+    device a VM with IPv6 has it on: a NAT VM's tap, a CNI attachment's host end)."""
     for link in list(cur.of(Link, None)):
         if link.link_kind not in ("tun", "veth"):
             continue
