@@ -181,6 +181,12 @@ def test_check_names_a_v6_object_removed_and_restore_heals_it(lab: CniLab):
     lab.host.fireroute("restore")
     assert lab.rt.call("CHECK", container="ctr-a", netns=netns, conf=conf).rc == 0
     assert inet6(netns, "veth0") == []
+    # the veth gone (both ends): restore makes the attachment again, the host end as at ADD
+    lab.host.run("ip", "link", "del", host_dev)
+    assert lab.rt.call("CHECK", container="ctr-a", netns=netns, conf=conf).rc != 0
+    lab.host.fireroute("restore")
+    assert lab.rt.call("CHECK", container="ctr-a", netns=netns, conf=conf).rc == 0
+    assert lab.addrs6(host_dev) == ["fe80::1/64"] and inet6(netns, "veth0") == []
 
 
 def ip6_tables(h: Host) -> list[str]:
