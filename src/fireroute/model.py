@@ -453,10 +453,10 @@ class Options:
             from fireroute.addressing import check_pool6
 
             check_pool6(self.pool6)
-        if self.ipv6 and self.mode != "nat":
+        if self.ipv6 and self.mode not in ("nat", "cni"):
             raise UsageError(
-                f"--ipv6 is available in mode nat for now, not {self.mode} (issue 24: bridge, "
-                "clone and cni guests get IPv6 later)"
+                f"--ipv6 is available in mode nat and mode cni for now, not {self.mode} (issue "
+                "24: bridge and clone guests get IPv6 later)"
             )
         unpoliced = [f for f, on in V6_NOT_YET.items() if on(self)]
         if self.ipv6 and unpoliced:
