@@ -418,7 +418,7 @@ def new_vms(
     if options.egress == "public":  # the uplink's networks, recorded with the VM
         from fireroute.model import merged
 
-        options.host_nets = merged(observe.link_networks(view.uplink, runner))
+        options.host_nets = merged(observe.link_networks(view.uplink, runner, options.ipv6))
     nets6: list[IPv6Network | None] = [None] * len(fresh)
     if options.ipv6 and options.mode != "bridge":  # bridge guests: sub-/64s (plan step 15)
         nets6 = list(networks6(store, len(fresh), options))
