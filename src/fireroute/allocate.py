@@ -206,7 +206,7 @@ def _check_claims(publish: tuple, held: dict[tuple[str | None, int, str], str]) 
         for (addr, port, proto), who in held.items():
             same = (port, proto) == (p.port, p.proto)
             if same and (addr is None or p.addr is None or addr == p.addr):
-                at = f"{addr}:" if addr else ""
+                at = "" if not addr else f"[{addr}]:" if ":" in addr else f"{addr}:"
                 raise ConflictError(
                     f'--publish "{p}": host port {at}{port}/{proto} is published by {who}'
                 )

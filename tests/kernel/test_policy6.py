@@ -137,3 +137,16 @@ def test_a_port_on_the_v6_loopback_is_refused_and_changes_nothing(lab: Lab):
     # the control: 127.0.0.1 is taken (an IPv4 port: it has no IPv6 image)
     h.fireroute("up", "a", "--ipv6", "--publish", "127.0.0.1:8080:80")
     assert "pub_addr" not in h.run("nft", "list", "table", "ip6", "firecracker").stdout
+
+
+def test_a_v6_host_port_is_one_vms(lab: Lab):
+    h = lab.host
+    h.fireroute("up", "a", "--ipv6", "--publish", f"[{UPLINK6}]:8080:80")
+    for spec in ("8080:81", f"[{UPLINK6}]:8080:81"):  # every address, or the same one
+        p = h.fireroute("up", "b", "--ipv6", "--publish", spec, check=False)
+        assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert f'host port [{UPLINK6}]:8080/tcp is published by vm "a"' in p.stderr, p.stderr
+    assert "fr-b" not in h.links()
+    # the controls: the same port on another host address, another port on the same one
+    h.fireroute("up", "b", "--ipv6", "--publish", f"[{UPLINK_NET}]:8080:81")
+    h.fireroute("up", "c", "--ipv6", "--publish", f"[{UPLINK6}]:8081:81")
