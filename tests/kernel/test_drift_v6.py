@@ -217,3 +217,27 @@ def test_check_names_the_v6_policy_and_ports_and_restore_heals_them(
     assert report(host) == (0, clean)
     again = host.fireroute("restore").stdout
     assert again.strip() == "restore: nothing to do", again
+
+
+def test_gc_and_teardown_take_a_v6_vms_policy_and_ports(host: Host):
+    """gc of a forgotten VM with an IPv6 policy and ports takes its elements of the ip6
+    table's lazy parts (another VM's stay, and check is clean for it); teardown the rest."""
+    import sqlite3
+
+    policy = ["--deny-out", "2000::/16", "--allow-out", "2000:1::/32", "--egress", "public"]
+    host.fireroute("up", "keep", "--ipv6", *policy, "--publish", "8080:80")
+    host.fireroute("up", "lost", "--ipv6", *policy, "--publish", "9090:90")
+    six = host.run("nft", "list", "table", "ip6", "firecracker").stdout
+    assert ":lost" in six and "9090" in six and ":keep" in six  # (the control: there)
+    db = sqlite3.connect(host.state)
+    db.execute("DELETE FROM vms WHERE name = 'lost'")
+    db.commit()
+    db.close()
+    host.fireroute("gc")
+    six = host.run("nft", "list", "table", "ip6", "firecracker").stdout
+    assert ":lost" not in six and "9090" not in six, six
+    assert '"fr-keep" . 2000::/16' in six and "8080" in six  # keep's stay
+    rc, found = report(host)
+    assert rc == 0 and found["vms"] == {"keep": []}, found
+    host.fireroute("teardown")
+    assert "firecracker" not in host.nft_text()

@@ -177,3 +177,26 @@ def test_merged_keeps_each_family_apart():
 )
 def test_addresses_are_written_as_nft_lists_them(addr, printed):
     assert address_text(addr) == printed
+
+
+def test_the_uplinks_v6_networks_are_read_for_a_vm_with_ipv6_only():
+    """up reads the uplink's networks for ``--egress public``: IPv6's (less link-local, which
+    NOT_PUBLIC6 holds) only when the VM has IPv6, so a v4-only VM records what it did."""
+    import json
+
+    from fireroute.kernel import observe
+    from fireroute.kernel.run import Result
+
+    doc = [{"ifname": "eth0", "addr_info": [
+        {"family": "inet", "local": "192.0.2.5", "prefixlen": 24, "scope": "global"},
+        {"family": "inet6", "local": "2a00:100::2", "prefixlen": 64, "scope": "global"},
+        {"family": "inet6", "local": "fe80::5", "prefixlen": 64, "scope": "link"},
+    ]}]  # fmt: skip
+
+    def runner(argv: list[str], stdin: str | None = None) -> Result:
+        assert stdin == "address show dev eth0\n"
+        return Result(0, json.dumps(doc), "")
+
+    assert [str(n) for n in observe.link_networks("eth0", runner)] == ["192.0.2.0/24"]
+    six = observe.link_networks("eth0", runner, ipv6=True)
+    assert [str(n) for n in six] == ["192.0.2.0/24", "2a00:100::/64"]
