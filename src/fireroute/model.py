@@ -196,10 +196,15 @@ def merged(nets: tuple[Net, ...] | list) -> tuple[Net, ...]:
         return ()
     from ipaddress import collapse_addresses, ip_network
 
-    got = [ip_network(str(n)) for n in nets]
+    got = [ip_network(n) if isinstance(n, str) else n for n in nets]
     four = [n for n in got if n.version == 4]
     six = [n for n in got if n.version == 6]
-    return (*collapse_addresses(four), *collapse_addresses(six))  # type: ignore[arg-type]
+    if len(got) == 1:  # (one network is merged already)
+        return tuple(got)
+    return (
+        *(collapse_addresses(four) if four else ()),  # type: ignore[arg-type,type-var]
+        *(collapse_addresses(six) if six else ()),  # type: ignore[arg-type,type-var]
+    )
 
 
 def of_family(nets: tuple[Net, ...], version: int) -> tuple[Net, ...]:

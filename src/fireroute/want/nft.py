@@ -203,7 +203,10 @@ def elements6(vm: Vm) -> list[NftElement]:
 def policy(add: Callable[[str, str], None], vm: Vm, version: int) -> None:
     """A tap's egress policy in its table of IP ``version``: the jump to its pair of policy
     sets, and its denied and allowed destinations of that family in them."""
-    deny, allow = egress_cidrs(vm.options, version)
+    o = vm.options
+    if o.egress == "internet" and not o.deny_out and not o.allow_out:
+        return  # (most guests)
+    deny, allow = egress_cidrs(o, version)
     if deny or allow:
         key, k = f'"{vm.tap}"', shard(vm.tap)
         add("out_jump", f"{key} : jump out_{k}")
@@ -218,6 +221,8 @@ def publish(add: Callable[[str, str], None], vm: Vm, version: int) -> None:
     family: a port on every host address in both tables (IPv6's for a VM with IPv6), a port
     on one host address in its address's family's table only (127.0.0.1 has no IPv6 image:
     [::1] cannot be forwarded, docs/ipv6-plan.md F8)."""
+    if not vm.options.publish:
+        return
     six = vm.guest6
     guest = vm.guest_ip if version == 4 or six is None else six.ip
     for p in vm.options.publish:
@@ -275,12 +280,13 @@ def egress_cidrs(o: Options, version: int = 4) -> tuple[tuple[Net, ...], tuple[N
     public`` denies what is not public (:data:`NOT_PUBLIC`, :data:`NOT_PUBLIC6`) and the
     host's own networks, ``none`` everything; ``--deny-out`` adds, ``--allow-out`` makes
     exceptions (allow wins). Each family's CIDRs go to its table only."""
-    deny = list(of_family(o.deny_out, version))
+    deny = of_family(o.deny_out, version)  # (merged already: Options merges them)
     if o.egress == "public":
-        deny += [*(NOT_PUBLIC if version == 4 else NOT_PUBLIC6), *of_family(o.host_nets, version)]
+        listed = NOT_PUBLIC if version == 4 else NOT_PUBLIC6
+        deny = merged([*deny, *listed, *of_family(o.host_nets, version)])
     elif o.egress == "none":
-        deny = [IPv4Network("0.0.0.0/0") if version == 4 else IPv6Network("::/0")]
-    return merged(deny), of_family(o.allow_out, version)
+        deny = (IPv4Network("0.0.0.0/0") if version == 4 else IPv6Network("::/0"),)
+    return deny, of_family(o.allow_out, version)
 
 
 def cidr_text(n: Net) -> str:
