@@ -206,7 +206,7 @@ def _check_claims(publish: tuple, held: dict[tuple[str | None, int, str], str]) 
         for (addr, port, proto), who in held.items():
             same = (port, proto) == (p.port, p.proto)
             if same and (addr is None or p.addr is None or addr == p.addr):
-                at = f"{addr}:" if addr else ""
+                at = "" if not addr else f"[{addr}]:" if ":" in addr else f"{addr}:"
                 raise ConflictError(
                     f'--publish "{p}": host port {at}{port}/{proto} is published by {who}'
                 )
@@ -418,7 +418,7 @@ def new_vms(
     if options.egress == "public":  # the uplink's networks, recorded with the VM
         from fireroute.model import merged
 
-        options.host_nets = merged(observe.link_networks(view.uplink, runner))
+        options.host_nets = merged(observe.link_networks(view.uplink, runner, options.ipv6))
     nets6: list[IPv6Network | None] = [None] * len(fresh)
     if options.ipv6 and options.mode != "bridge":  # bridge guests: sub-/64s (plan step 15)
         nets6 = list(networks6(store, len(fresh), options))

@@ -293,8 +293,9 @@ def _flushes(elems: list[NftElement]) -> list[Step]:
 
     steps: list[Step] = []
     for e in elems:
-        if e.set not in PORT_MAPS or e.family == "ip6":  # (a flush is of both families)
-            continue
+        if e.set not in PORT_MAPS or (e.family == "ip6" and e.set == "pub_any"):
+            continue  # (a port on every address: the ip table's element's flush has both
+            # families; one on an IPv6 address is the ip6 table's only)
         fields = e.value.partition(" : ")[0].split(" . ")
         addr = fields.pop(0) if e.set == "pub_addr" else None
         proto, port = fields[0].strip('"'), fields[1]
