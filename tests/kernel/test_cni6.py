@@ -7,7 +7,8 @@ control that the same path works when allowed. CHECK and ``fireroute check`` are
 and name a v6 object removed; DEL leaves nothing (no ip6 table once the last attachment with
 IPv6 goes, IPv6 forwarding back). Every link fireroute makes in the namespace has IPv6 off (no
 link-local address appears on it), beside a link the test makes there that gets one. An
-unmodified guest configures itself from ``fireroute ra`` (beside the control without it)."""
+unmodified guest configures itself from ``fireroute ra`` (beside the control without it). A
+port mapping is reached over IPv6 at the host's uplink address (test_cni6_ports)."""
 
 from __future__ import annotations
 

@@ -131,12 +131,12 @@ def test_a_port_mapping_on_an_ipv6_host_address_is_published_there_with_ipv6():
     six = p.port_mappings(req({**conf, "ipv6": True}).config)
     assert six == ["8080:80/tcp", "[2001:db8::2]:8443:443/tcp"]
     assert p.port_mappings(req(conf).config) == ["8080:80/tcp"]
-    # [::1] is refused as --publish's, in the configuration's words
-    loop = {"hostPort": 8080, "containerPort": 80, "hostIP": "::1"}
-    bad = req({**conf, "ipv6": True, "runtimeConfig": {"portMappings": [loop]}})
-    with pytest.raises(UsageError) as e:
-        request.options(plugin._fields(bad))
-    out = plugin._as_cni(e.value)
-    assert out.code == p.BAD_CONFIG and "\n" not in out.details, out.details
-    assert "a port on [::1] cannot be forwarded" in out.details, out.details
-    assert '"runtimeConfig.portMappings"' in out.details, out.details
+    # [::1] and what is no host address are refused as --publish's, in the configuration's words
+    for addr, why in (("::1", "a port on [::1] cannot be forwarded"), ("fe80::5", "no host")):
+        m = {"hostPort": 8080, "containerPort": 80, "hostIP": addr}
+        bad = req({**conf, "ipv6": True, "runtimeConfig": {"portMappings": [m]}})
+        with pytest.raises(UsageError) as e:
+            request.options(plugin._fields(bad))
+        out = plugin._as_cni(e.value)
+        assert out.code == p.BAD_CONFIG and "\n" not in out.details, out.details
+        assert why in out.details and '"runtimeConfig.portMappings"' in out.details, out.details
