@@ -7,7 +7,8 @@ control that the same path works when allowed. CHECK and ``fireroute check`` are
 and name a v6 object removed; DEL leaves nothing (no ip6 table once the last attachment with
 IPv6 goes, IPv6 forwarding back). Every link fireroute makes in the namespace has IPv6 off (no
 link-local address appears on it), beside a link the test makes there that gets one. An
-unmodified guest configures itself from ``fireroute ra`` (beside the control without it)."""
+unmodified guest configures itself from ``fireroute ra`` (beside the control without it). A
+port mapping is reached over IPv6 at the host's uplink address (test_cni6_ports)."""
 
 from __future__ import annotations
 
@@ -246,6 +247,45 @@ def test_ipv6_refusals_are_one_line_and_change_nothing(lab: CniLab, tmp_path: Pa
     assert six_of(res)["address"].endswith("::2/64")
     lab.serve(lab.host.inet, f"[{INTERNET6}]:8080")
     assert lab.connect(ns, INTERNET6, 8080) == f"hello {UPLINK6}"
+
+
+def test_cni6_ports(lab: CniLab):
+    """A dual-stack attachment's port mappings are published over IPv6 too: from the internet
+    namespace its ``hostPort`` at the host's uplink IPv6 address reaches the guest's
+    ``containerPort`` (and over IPv4, the control), a mapping with an IPv6 ``hostIP`` there
+    only, an unmapped port nowhere; after DEL the port is not reached and nothing is left."""
+    h = lab.host
+    maps = [
+        {"hostPort": 8080, "containerPort": 80},
+        {"HostPort": 8443, "ContainerPort": 443, "HostIP": UPLINK6},  # (containerd's spelling)
+    ]
+    conf = {"ipv6": True, "runtimeConfig": {"portMappings": maps},
+            "capabilities": {"portMappings": True}}  # fmt: skip
+    ns, _, netns = lab.attach("web", **conf)
+    lab.serve(ns, "[::]:80", "[::]:443", "[::]:81")  # (both families: IPv4's as ::ffff:)
+    assert lab.connect(h.inet, UPLINK6, 8080) == f"hello {INTERNET6}"  # the client's address
+    assert lab.connect(h.inet, "203.0.113.2", 8080) == "hello ::ffff:203.0.113.1"  # IPv4 too
+    assert lab.connect(h.inet, UPLINK6, 8443) == f"hello {INTERNET6}"  # on its address
+    # the controls: the address-bound port on the host's IPv4 address, unmapped ports
+    assert lab.connect(h.inet, "203.0.113.2", 8443).startswith("FAIL")
+    assert lab.connect(h.inet, UPLINK6, 81).startswith("FAIL")
+    assert lab.connect(h.inet, UPLINK6, 8081).startswith("FAIL")
+    # a mapping on [::1] is refused in one line (code 7), nothing changed
+    loop = {"hostPort": 9090, "containerPort": 80, "hostIP": "::1"}
+    bad = lab.rt.config(**{**conf, "runtimeConfig": {"portMappings": [loop]}})
+    netns_x = lab.rt.netns("x")
+    refused = lab.rt.call("ADD", container="ctr-x", netns=netns_x, conf=bad)
+    assert refused.rc != 0 and refused.doc["code"] == 7, refused.doc
+    assert "a port on [::1] cannot be forwarded" in refused.doc["details"], refused.doc
+    assert "\n" not in refused.doc["details"] and set(lab.rt.ns_links(netns_x)) == {"lo"}
+    assert len(state_vms(h.state)) == 1
+    check = lab.rt.call("CHECK", container="ctr-web", netns=netns, conf=lab.rt.config(**conf))
+    assert check.rc == 0, check.doc
+    assert lab.rt.call("DEL", container="ctr-web", netns=netns, conf=lab.rt.config(**conf)).rc == 0
+    assert lab.connect(h.inet, UPLINK6, 8080).startswith("FAIL")
+    assert lab.connect(h.inet, "203.0.113.2", 8080).startswith("FAIL")
+    assert leftovers(h) == [] and state_vms(h.state) == [] and ip6_tables(h) == []
+    assert "8080" not in h.nft_text()
 
 
 def test_an_unmodified_guest_configures_itself_from_fireroutes_ra(lab: CniLab):

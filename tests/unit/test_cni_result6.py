@@ -12,9 +12,11 @@ from ipaddress import IPv4Network, IPv6Network
 
 import pytest
 
+from fireroute import request
 from fireroute.api import Vm as ApiVm
 from fireroute.cni import plugin
 from fireroute.cni import protocol as p
+from fireroute.errors import UsageError
 from fireroute.model import Options, Vm
 
 NS = "/run/netns/pod"
@@ -114,3 +116,27 @@ def test_an_ipv6_entry_is_stamped_version_6_before_1_0_0(version):
     out = p.result(version, ifaces, ips, [])
     stamps = [ip.get("version") for ip in out["ips"]]  # type: ignore[attr-defined]
     assert stamps == (["4", "6"] if version < "1.0.0" else [None, None])
+
+
+def test_a_port_mapping_on_an_ipv6_host_address_is_published_there_with_ipv6():
+    """With ``"ipv6": true`` a mapping's IPv6 ``hostIP`` is a port on that address (``::``, as
+    ``0.0.0.0``, every address: one spec when a port is mapped for both families); without
+    IPv6 it is left out, as before (the guest has no IPv6 address to forward it to)."""
+    maps = [
+        {"hostPort": 8080, "containerPort": 80, "hostIP": "0.0.0.0"},
+        {"hostPort": 8080, "containerPort": 80, "hostIP": "::"},
+        {"HostPort": 8443, "ContainerPort": 443, "HostIP": "2001:db8::2"},
+    ]
+    conf = {**CONF, "capabilities": {"portMappings": True}, "runtimeConfig": {"portMappings": maps}}
+    six = p.port_mappings(req({**conf, "ipv6": True}).config)
+    assert six == ["8080:80/tcp", "[2001:db8::2]:8443:443/tcp"]
+    assert p.port_mappings(req(conf).config) == ["8080:80/tcp"]
+    # [::1] and what is no host address are refused as --publish's, in the configuration's words
+    for addr, why in (("::1", "a port on [::1] cannot be forwarded"), ("fe80::5", "no host")):
+        m = {"hostPort": 8080, "containerPort": 80, "hostIP": addr}
+        bad = req({**conf, "ipv6": True, "runtimeConfig": {"portMappings": [m]}})
+        with pytest.raises(UsageError) as e:
+            request.options(plugin._fields(bad))
+        out = plugin._as_cni(e.value)
+        assert out.code == p.BAD_CONFIG and "\n" not in out.details, out.details
+        assert why in out.details and '"runtimeConfig.portMappings"' in out.details, out.details

@@ -306,17 +306,23 @@ def go_keys(value: object, shape: object) -> object:
 
 def port_mappings(config: dict[str, object]) -> list[str]:
     """``runtimeConfig.portMappings`` (the CNI convention a runtime fills from ``-p``, when the
-    plugin's ``capabilities`` has ``portMappings``) as ``--publish`` specs. IPv6 host
-    addresses are left out (fireroute publishes IPv4)."""
+    plugin's ``capabilities`` has ``portMappings``) as ``--publish`` specs: an empty host
+    address, ``0.0.0.0`` and ``::`` are every address of the host (one spec for a port mapped
+    for both families); an IPv6 one is published on that address when the attachment has IPv6
+    (``"ipv6": true``; ``::1`` is refused as ``--publish``'s), else left out (the guest has no
+    IPv6 address to forward it to)."""
     runtime = config.get("runtimeConfig") or {}
-    out = []
+    six = config.get("ipv6") is True
+    out: list[str] = []
     for m in runtime.get("portMappings", []):  # type: ignore[attr-defined]
         host, guest = m["hostPort"], m["containerPort"]  # checked by CONFIG
         proto, addr = m.get("protocol", "tcp"), m.get("hostIP", "")
-        if ":" in addr:
+        if ":" in addr and not six:
             continue
-        at = f"{addr}:" if addr not in ("", "0.0.0.0") else ""
-        out.append(f"{at}{host}:{guest}/{proto.lower()}")
+        at = "" if addr in ("", "0.0.0.0", "::") else f"[{addr}]:" if ":" in addr else f"{addr}:"
+        spec = f"{at}{host}:{guest}/{proto.lower()}"
+        if spec not in out:
+            out.append(spec)
     return out
 
 
