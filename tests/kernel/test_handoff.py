@@ -120,6 +120,16 @@ def test_cli_daemon_down_is_an_error_unless_fallback_is_allowed(host: Host, tmp_
     assert p.returncode == 0  # a dry run runs here
 
 
+def test_cli_an_option_the_operator_keeps_is_refused_by_the_daemon(host: Host, daemon: Daemon):
+    """The daemon's config decides what a client may give: one it keeps (``pool``) is exit
+    77 naming it, nothing made; the same without it is served (the positive control)."""
+    env = {"FIREROUTE_SOCKET": daemon.sock}
+    p = host.fireroute("up", "a", "--pool", "10.9.0.0/16", check=False, env=env)
+    assert p.returncode == 77 and "pool" in p.stderr and p.stderr.count("\n") == 1, p
+    assert state_vms(host.state) == []
+    assert host.fireroute("up", "a", env=env).returncode == 0 and state_vms(host.state) == ["a"]
+
+
 # -- CNI --------------------------------------------------------------------------------------
 def same(a: Answer, b: Answer) -> bool:
     return (a.rc, a.doc, a.stderr) == (b.rc, b.doc, b.stderr)
@@ -183,3 +193,40 @@ def test_cni_through_the_daemon_keeps_its_state_file(rt: Runtime, daemon: Daemon
     assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}
     good = rt.call("ADD", rt.config(daemonSocket=daemon.sock), container="c1abc", netns=ns)
     assert good.rc == 0 and len(state_vms(rt.host.state)) == 1  # the positive control
+
+
+def test_cni_through_the_daemon_is_roots_alone(rt: Runtime, tmp_path: Path):
+    """A client of another uid that may use the daemon (in its group) is refused CNI calls
+    (a network configuration names pools, uplinks and programs to run: the operator's), code
+    50 and nothing made; root's same call through the same daemon is served."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.cni.runtime import LAUNCHER
+
+    where = tempfile.mkdtemp(prefix="frhand-", dir="/tmp")  # (pytest's tmp is root's alone)
+    os.chmod(where, 0o755)
+    group = "frhand" + os.urandom(3).hex()
+    subprocess.run(["groupadd", "-g", "4243", group], check=True)
+    d = None
+    try:
+        d = Daemon(rt.host, tmp_path, {}, group, f"{where}/fr.sock")
+        ns = rt.netns("c1")
+        conf = json.dumps(rt.config(daemonSocket=d.sock))
+        env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1abc", "CNI_NETNS": ns}
+        env |= {"CNI_IFNAME": "veth0", "CNI_PATH": "/usr/lib/cni"}
+        argv = ["setpriv", "--reuid", "65534", "--regid", "65534", "--groups", "4243"]
+        p = subprocess.run([*argv, str(LAUNCHER)], input=conf, capture_output=True, text=True,
+                           env=env, timeout=60)  # fmt: skip
+        doc = json.loads(p.stdout)
+        assert p.returncode == 1 and doc["code"] == 50 and "root's" in doc["details"], p
+        assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}
+        ok = rt.call("ADD", json.loads(conf), container="c1abc", netns=ns)
+        assert ok.rc == 0 and len(state_vms(rt.host.state)) == 1, ok
+    finally:
+        if d is not None:
+            d.stop()
+        subprocess.run(["groupdel", group], check=False)
+        shutil.rmtree(where, ignore_errors=True)
