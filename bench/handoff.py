@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 import bench_nat  # noqa: E402
 from bench_nat import med, p95  # noqa: E402
-from cni import PREFIX, Plugins, ms  # noqa: E402
+from cni import PREFIX, Plugins, ms, timed, write_results  # noqa: E402
 from suite import log, prepare_code  # noqa: E402
 
 from fireroute.lab.sandbox import Sandbox  # noqa: E402
@@ -62,17 +62,7 @@ class Daemon:
 def cli(sb: Sandbox, env: dict[str, str], *argv: str) -> float:
     full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env}
     full.update({k: v for k, v in os.environ.items() if k.startswith("PYTHON")})
-    t = time.perf_counter()
-    p = subprocess.run(
-        ["nsenter", f"--net=/var/run/netns/{sb.host}", bench_nat.FIREROUTE, *argv],
-        capture_output=True,
-        text=True,
-        env=full,
-    )
-    dt = time.perf_counter() - t
-    if p.returncode != 0:
-        raise SystemExit(f"fireroute {' '.join(argv)} failed: {p.stderr}")
-    return dt
+    return timed(sb, [bench_nat.FIREROUTE, *argv], full, "", f"fireroute {' '.join(argv)}")
 
 
 def run(p: Plugins, d: Daemon, sb: Sandbox, state: Path, runs: int) -> dict[str, list[float]]:
@@ -146,10 +136,7 @@ def main() -> int:
         row("down via the daemon", "down_d", "down"),
     ]
     print("\n".join(lines))
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out_dir / f"handoff-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("handoff", results)
     return 0
 
 
