@@ -214,7 +214,9 @@ class DaemonHost:
         return unwire(answer.get("record") if isinstance(answer, dict) else None)
 
     def _not_served(self, what: str) -> None:
-        raise UsageError(f"{what} is not served by the daemon: run it without --daemon")
+        raise UsageError(
+            f"{what} is not served by the daemon: run it without --daemon and FIREROUTE_SOCKET"
+        )
 
     def bring_up(
         self, names: list[str], options: object, *, skip_conflicts: bool, dry_run: bool, **_: object
@@ -237,9 +239,12 @@ class DaemonHost:
             for name in names:
                 made.append(self._vm("PUT", name, body))
         except BaseException:
+            import contextlib
+
             for vm in made:  # (one that was up already was a no-op: it stays)
                 if vm.name not in existed:
-                    ask(self.path, "DELETE", f"/vms/{vm.name}")
+                    with contextlib.suppress(FirerouteError):  # the first failure is told
+                        ask(self.path, "DELETE", f"/vms/{vm.name}")
             raise
         return Done(made)
 

@@ -86,6 +86,7 @@ def test_cli_several_vms_with_the_flag(host: Host, daemon: Daemon):
         (("down", "a", "b/c", "--json"), 2, ("up", "a")),  # bad input, and nothing goes
         (("up", "b", "--tap", "fr-a"), 3, ("up", "a", "--tap", "fr-a")),  # conflict: the tap
         (("up", "a", "--egress", "none"), 3, ("up", "a")),  # conflict: up with other options
+        (("up", "x0", "x1"), 3, ("up", "x1", "--egress", "none")),  # all or nothing: no x0
     ],
 )
 def test_cli_errors_are_the_same_through_the_daemon(

@@ -12,13 +12,17 @@ Resources::
     GET    /stats        200: per-VM traffic, as ``stats --json`` prints it
     GET    /healthz      200: {"ok": true}
     GET    /metrics      200: Prometheus text (requests, and per-VM traffic)
+    POST   /cni          body: env (the CNI_* variables), stdin (the network configuration)
+                         200: {"code", "output"}: the plugin's exit status and what it prints
+                         (root's clients only: fireroute/handoff.py)
 
-A VM is the JSON of ``show --format json``. Errors: ``{"error": {"kind", "message"}}`` with
-400 (bad input: bad framing (framing.py), bad JSON (body.py), unknown option, bad value), 403
-(not allowed by the server), 404, 405, 408 (too slow), 409 (a conflict), 411 (a chunked body),
-413 (body too large), 431 (headers too large), 501 (a method the daemon has no verb for), 505
-(not HTTP/1.x), 503 (busy), 500 (the kernel refused). The message is the line the CLI would
-print.
+A VM is the JSON of ``show --format json``; with ``?record=1``, plus its ``record`` (the VM as
+the state file keeps it, from which the CLI prints it: fireroute/handoff.py). Errors:
+``{"error": {"kind", "message"}}`` with 400 (bad input: bad framing (framing.py), bad JSON
+(body.py), unknown option, bad value), 403 (not allowed by the server), 404, 405, 408 (too
+slow), 409 (a conflict), 411 (a chunked body), 413 (body too large), 431 (headers too large),
+501 (a method the daemon has no verb for), 505 (not HTTP/1.x), 503 (busy), 500 (the kernel
+refused). The message is the line the CLI would print.
 """
 
 from __future__ import annotations
