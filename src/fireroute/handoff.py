@@ -294,11 +294,13 @@ class Gone:
 def cni(env: Mapping[str, str], stdin: bytes) -> int | None:
     """A CNI call whose configuration names ``daemonSocket``, sent to that daemon and its
     answer printed: the plugin's exit status. None: run it in-process (no daemon named, or
-    a configuration the plugin itself must refuse, or the daemon down and
-    ``daemonFallback`` true)."""
+    a configuration the plugin itself must refuse, VERSION (a constant answer), or the daemon
+    down and ``daemonFallback`` true). The daemon down: code 11, try again later (STATUS:
+    50, ADD cannot work now)."""
     import sys
 
-    if b'"daemonSocket"' not in stdin:
+    command = env.get("CNI_COMMAND")
+    if b'"daemonSocket"' not in stdin or command == "VERSION":
         return None
     try:
         conf = jsontext.loads(stdin.decode())
@@ -315,10 +317,8 @@ def cni(env: Mapping[str, str], stdin: bytes) -> int | None:
     except Unreachable as exc:
         if conf.get("daemonFallback") is True:
             return None
-        code, out = (
-            1,
-            _cni_error(TRY_AGAIN, "the fireroute daemon is not running", str(exc), version),
-        )
+        why = UNAVAILABLE if command == "STATUS" else TRY_AGAIN
+        code, out = 1, _cni_error(why, "the fireroute daemon is not running", str(exc), version)
     if out is not None:
         sys.stdout.write(jsontext.dumps(out) + "\n")
     return code

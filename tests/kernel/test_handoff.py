@@ -180,6 +180,10 @@ def test_cni_daemon_down_is_try_again_unless_fallback(rt: Runtime, tmp_path: Pat
     a = rt.call("ADD", rt.config(daemonSocket=gone), container="c1abc", netns=ns)
     assert a.rc == 1 and a.doc["code"] == 11 and gone in a.doc["details"], a.doc
     assert state_vms(rt.host.state) == [] and a.stderr == ""
+    status = rt.call("STATUS", rt.config(daemonSocket=gone), ifname="")
+    assert status.rc == 1 and status.doc["code"] == 50, status.doc  # ADD cannot work now
+    version = rt.call("VERSION", rt.config(daemonSocket=gone), ifname="")
+    assert version.rc == 0 and "1.1.0" in version.doc["supportedVersions"]  # a constant
     conf = rt.config(daemonSocket=gone, daemonFallback=True)
     b = rt.call("ADD", conf, container="c1abc", netns=ns)  # in-process, as allowed
     assert b.rc == 0 and len(state_vms(rt.host.state)) == 1, b
