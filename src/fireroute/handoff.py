@@ -304,7 +304,7 @@ def cni(env: Mapping[str, str], stdin: bytes) -> int | None:
         return None
     try:
         conf = jsontext.loads(stdin.decode())
-    except ValueError:  # (UnicodeDecodeError too) the plugin says what is wrong
+    except (ValueError, RecursionError):  # (UnicodeDecodeError too) the plugin says what
         return None
     path = conf.get("daemonSocket") if isinstance(conf, dict) else None
     if not isinstance(path, str) or not path.startswith("/"):
@@ -356,7 +356,7 @@ def serve_cni(host: Host, env: object, stdin: object) -> dict[str, object]:
         raise UsageError('"stdin" must be a string')
     try:
         conf = jsontext.loads(stdin)
-    except ValueError:
+    except (ValueError, RecursionError):  # the plugin refuses it, as in-process
         conf = None
     state = conf.get("state") if isinstance(conf, dict) else None
     if isinstance(state, str) and os.path.abspath(state) != os.path.abspath(host.state):

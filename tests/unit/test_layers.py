@@ -355,3 +355,20 @@ def test_the_cni_handoff_stays_lean(tmp_path):
         [], {**env, "FIREROUTE_STATE": str(tmp_path / "s.db")}, json.dumps(conf)
     )
     assert "fireroute.cni.protocol" in mods and "fireroute.cni.plugin" in mods, mods
+
+
+def test_the_cni_handoff_leaves_a_too_deep_configuration_to_the_plugin(tmp_path):
+    """A configuration naming ``daemonSocket`` but nested deeper than the JSON reader goes is
+    the plugin's code 7, one JSON answer and no traceback (found by the fuzzer of
+    tests/cni/test_plugin.py); a shallow one is the hand-off's (the control)."""
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+    deep = '{"cniVersion": "1.1.0", "daemonSocket": ' + "[" * 5000 + "]" * 5000 + "}"
+    p = subprocess.run(
+        [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+         "from fireroute.entry import main; sys.exit(main([]))", str(SRC.parent)],
+        input=deep, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+    assert (p.returncode, p.stderr) == (1, "") and json.loads(p.stdout)["code"] == 7, p
+    gone = str(tmp_path / "nobody.sock")
+    rc, mods = program_modules([], env, json.dumps({"cniVersion": "1.1.0", "daemonSocket": gone}))
+    assert rc == 1 and "fireroute.cni.plugin" not in mods
