@@ -139,6 +139,12 @@ COMMON = (
     Opt("--json", "machine-readable output", FLAG),
 )
 DRY_RUN = Opt("--dry-run", "print the commands, change nothing", FLAG)
+DAEMON = Opt(
+    "--daemon",
+    "hand the command to fireroute serve on this socket (default $FIREROUTE_SOCKET; see "
+    "docs/daemon.md)",
+    metavar="SOCKET",
+)
 
 UP = (
     Opt("--count", "bring up VMs PREFIX0 .. PREFIX{N-1} in one batch", INT),
@@ -220,8 +226,8 @@ UP = (
         "with --ipv6: the IPv6 pool (default: the state file's own unique local /48)",
     ),
 )
-DOWN = (Opt("--all", "every VM in the state file", FLAG), DRY_RUN, *COMMON)
-UP_COMMAND = (*UP, *COMMON, DRY_RUN)
+DOWN = (Opt("--all", "every VM in the state file", FLAG), DRY_RUN, *COMMON, DAEMON)
+UP_COMMAND = (*UP, *COMMON, DRY_RUN, DAEMON)
 
 
 def parse_hot(argv: list[str]) -> Args | None:

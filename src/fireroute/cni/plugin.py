@@ -54,23 +54,36 @@ def main(env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> in
     if stdin is None:
         # one byte over the limit is enough to refuse (protocol.MAX_STDIN), whatever follows
         stdin = b"" if sys.stdin is None else sys.stdin.buffer.read(protocol.MAX_STDIN + 1)
+    code, out = answer(env, stdin)
+    if out is not None:
+        sys.stdout.write(jsontext.dumps(out) + "\n")
+    return code
+
+
+class Served(dict):
+    """The environment of a request the daemon runs (``POST /cni``), with its ``host``."""
+
+    host: Host
+
+
+def answer(
+    env: Mapping[str, str], stdin: bytes, host: Host | None = None
+) -> tuple[int, dict[str, object] | None]:
+    """The exit status and what the plugin prints (None: nothing); with ``host``, the verbs
+    run on it (the daemon's), whatever state file the request names."""
     version = "1.1.0"
     try:
         req = protocol.Request(env, stdin)
         version = req.version or version
+        if host is not None:
+            env = Served(env)
+            env.host = host
         out = VERBS[req.command](req, env, stdin)
     except CniError as exc:
-        return _fail(exc, version)
+        return 1, exc.as_json(version)
     except FirerouteError as exc:
-        return _fail(_as_cni(exc), version)
-    if out is not None:
-        sys.stdout.write(jsontext.dumps(out) + "\n")
-    return 0
-
-
-def _fail(exc: CniError, version: str) -> int:
-    sys.stdout.write(jsontext.dumps(exc.as_json(version)) + "\n")
-    return 1
+        return 1, _as_cni(exc).as_json(version)
+    return 0, out
 
 
 def _keys(text: str) -> str:
@@ -97,6 +110,8 @@ def _as_cni(exc: FirerouteError) -> CniError:
 
 
 def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
+    if isinstance(env, Served):  # the daemon's
+        return env.host
     from fireroute.api import Host
 
     state = req.config.get("state")  # an absolute path (protocol.CONFIG)

@@ -10,6 +10,7 @@ or "6", before 1.0.0; CHECK exists from 0.4.0, GC and STATUS from 1.1.0).
 from __future__ import annotations
 
 from fireroute import jsontext, request
+from fireroute.cni import MAX_STDIN  # (defined there: the program's entry reads it too)
 from fireroute.errors import UsageError
 
 TYPE_CHECKING = False
@@ -71,12 +72,11 @@ PLUGIN_KEYS = {  # fireroute's keys -> the option of up they set (None: the plug
     "state": None,
     "mtu": None,
     "tapName": None,
+    "daemonSocket": None,  # handoff.py: the plugin's calls go to that daemon
+    "daemonFallback": None,
 }
 
 
-MAX_STDIN = 1 << 20
-"""the most bytes of configuration read from stdin (a network configuration with a
-``prevResult`` is a few kilobytes): more is refused, code 7, before it is parsed"""
 MAX_DEPTH = 32
 """the deepest nesting of objects and lists a configuration may have (the spec's deepest,
 ``prevResult.ips[0]``, is 3): deeper is refused, code 7"""
@@ -197,6 +197,8 @@ CONFIG: dict[str, object] = {  # every key of a network configuration fireroute 
     "state": "path",
     "mtu": "int",
     "tapName": "text",
+    "daemonSocket": "path",
+    "daemonFallback": "bool",
 }
 CONFIG_NEEDS = {  # keys of the configuration a command requires (the spec's "must")
     "GC": ("cni.dev/valid-attachments",),

@@ -139,6 +139,10 @@ class Worker:
                 c.finish(self.host.get(str(c.name)))
             elif c.verb == "policy":
                 c.finish(self.host.policy(str(c.name), **c.options))
+            elif c.verb == "cni":  # a CNI plugin's call (handoff.py), alone: a barrier
+                from fireroute.handoff import serve_cni
+
+                c.finish(serve_cni(self.host, c.options.get("env"), c.options.get("stdin")))
             else:
                 c.finish(error=NotFound(f"no such verb {c.verb}"))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
