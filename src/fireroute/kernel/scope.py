@@ -330,27 +330,46 @@ def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]
 
 def _last_forwarding6(records: Records, runner: Runner, read: Read, vms: list[Vm]) -> None:
     """With the last of this state file's VMs with IPv6: IPv6 forwarding as found (restored),
-    or left while another state file's VM with IPv6 stays (its tap: IPv6 on and no link-local
-    of the kernel's, addr_gen_mode 1; a bridge port or a clone's veth has IPv6 on too, but
-    not that: its VM has no IPv6)."""
+    or left while another state file's VM with IPv6 stays (its tap, :func:`_v6_tap_of`; a
+    bridge port or a clone's veth has IPv6 on too, but its VM has no IPv6)."""
     from fireroute.kernel import forwarding as record
 
     read.current.pop(FORWARDING6, None)
     read.forget += [FORWARD6_BEFORE, FORWARD6_RECORD]
     others = set(observe.foreign_links(records.instance(), runner)) - {v.tap for v in vms}
-    if any(_v6_tap(dev) for dev in sorted(others)):
+    if _v6_tap_of(sorted(others), runner):
         return
     before = record.recorded(record.V6) or records.meta(FORWARD6_BEFORE)
     read.current[FORWARDING6] = Forwarding(forwarding6(), before, path=FORWARD6_KEY)
 
 
-def _v6_tap(dev: str) -> bool:
-    """Is the link the tap of a VM with IPv6 (IPv6 on, addr_gen_mode 1; gone: no)?"""
-    try:
-        on = read_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6") != "1"
-        return on and read_sysctl(f"net/ipv6/conf/{dev}/addr_gen_mode") == "1"
-    except OSError:
+def _v6_tap_of(devs: list[str], runner: Runner) -> bool:
+    """Is one of the links the tap of a VM with IPv6 (want/tap.py ``v6_tap``; gone: no)? The
+    IPv6 addresses are read (one ``ip`` for all) only of those whose sysctls alone do not
+    tell."""
+    from fireroute.want.tap import ADDR_GEN6, DISABLE6, v6_tap
+
+    unsure = []
+    for dev in devs:
+        try:
+            disable = read_sysctl(DISABLE6.format(dev))
+            mode = read_sysctl(ADDR_GEN6.format(dev))
+        except OSError:
+            continue
+        if v6_tap(disable, mode):
+            return True
+        if disable == "0":  # (addr_gen_mode changed behind fireroute's back?)
+            unsure.append((dev, mode))
+    if not unsure:
         return False
+    docs = observe.ip_batch_json([f"address show dev {dev}" for dev, _ in unsure], runner)
+    for (_, mode), doc in zip(unsure, docs, strict=True):
+        listed = doc if isinstance(doc, list) else []
+        found = [a for d in listed if isinstance(d, dict) for a in d.get("addr_info", ())]
+        cidrs = [f"{a['local']}/{a['prefixlen']}" for a in found if a.get("family") == "inet6"]
+        if v6_tap("0", mode, cidrs):
+            return True
+    return False
 
 
 def _last_on_bridges(
