@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import pstats
+import resource
 import statistics
 import sys
 import tempfile
@@ -45,13 +46,27 @@ def single(b: Bench, runs: int) -> dict[str, list[float]]:
     return t
 
 
-def batch(b: Bench, n: int, runs: int) -> dict[str, list[float]]:
+def batch(b: Bench, n: int, runs: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per VM: wall times, and CPU times (fireroute's and its ip/nft processes': what moves
+    least on a shared machine)."""
     t: dict[str, list[float]] = {k: [] for k in ("up4", "down4", "up6", "down6")}
+    cpu: dict[str, list[float]] = {k: [] for k in t}
+
+    def timed(key: str, *args: str) -> None:
+        before = children_cpu()
+        t[key].append(b.fr(*args) / n)
+        cpu[key].append((children_cpu() - before) / n)
+
     for _ in range(runs):
         for kind, extra in (("4", []), ("6", V6)):
-            t["up" + kind].append(b.fr("up", "--count", str(n), *extra) / n)
-            t["down" + kind].append(b.fr("down", "--all") / n)
-    return t
+            timed("up" + kind, "up", "--count", str(n), *extra)
+            timed("down" + kind, "down", "--all")
+    return t, cpu
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def profile(b: Bench, n: int, tmp: Path, top: int = 25) -> None:
@@ -91,8 +106,9 @@ def main() -> int:
         show(f"one VM, cold process, {args.runs} runs of each (per verb)", single(b, args.runs))
         sb2 = stack.enter_context(Sandbox(prefix="frv6b"))
         b2 = Bench(sb2, Path(tmp) / "batch.db")
-        t = batch(b2, args.n, args.batch_runs)
-        show(f"batch of {args.n}, {args.batch_runs} runs of each (per VM)", t)
+        t, cpu = batch(b2, args.n, args.batch_runs)
+        show(f"batch of {args.n}, {args.batch_runs} runs of each (per VM, wall)", t)
+        show("  the same, CPU of fireroute and its ip/nft processes (per VM)", cpu)
     return 0
 
 
