@@ -47,6 +47,23 @@ def test_a_v6_tap_has_ipv6_on_its_gateway_and_the_route_to_its_block():
     assert texts == ["address add 172.16.0.5/30 dev fr-a", "net/ipv6/conf/fr-a/disable_ipv6=1"]
 
 
+def test_a_found_device_is_a_v6_tap_by_its_sysctls_or_its_gateway():
+    """want/tap.py ``v6_tap``, the one answer of the reader, a down's read and the diff: what
+    ipv6_on makes is one; IPv6 on with the kernel's own link-local (a bridge port, a clone's
+    veth) is not, nor IPv6 off whatever else."""
+    from fireroute.want.tap import DISABLE6, v6_tap
+
+    a = v6("a", 1)
+    made = {o.path: o.value for o in render.vm(a) if o.kind == "sysctl"}
+    gateway = [o.cidr for o in render.vm(a) if o.kind == "addr" and ":" in o.cidr]
+    assert v6_tap(made[DISABLE6.format("fr-a")], made["net/ipv6/conf/fr-a/addr_gen_mode"])
+    assert v6_tap("0", "0", gateway)  # addr_gen_mode changed behind fireroute's back
+    assert not v6_tap("0", "0", ["fe80::4:1/64"])  # the kernel's link-local: a bridge port
+    assert not v6_tap("0", None)
+    assert not v6_tap("1", "1", gateway)  # IPv6 off
+    assert not v6_tap(None, "1")  # gone
+
+
 def test_a_v6_vm_has_its_elements_in_the_ip6_table():
     a = v6("a", 1, allow_peers=True, allow_host_ports=[(53, "udp")])
     got = {(e.set, e.value) for e in elements6(a)}

@@ -274,10 +274,15 @@ def _ip_errors(res: Result, n: int) -> dict[int, Failure]:
 
 
 def _write_sysctl(text: str) -> dict[int, str]:
+    """``key=value`` written (without a file object: ~20 us less a write, and a batch of VMs
+    with IPv6 writes two a tap); {0: the message} when refused."""
     key, _, value = text.partition("=")
     try:
-        with open(sysctl_path(key), "w") as f:
-            f.write(value + "\n")
+        fd = os.open(sysctl_path(key), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, (value + "\n").encode())
+        finally:
+            os.close(fd)
     except OSError as exc:
         return {0: f"{sysctl_path(key)}: {exc.strerror}"}
     return {}

@@ -3,7 +3,8 @@
 The plan, and so the printed commands, stays the same: this executor only changes how some
 groups run. A step carries the operations it does (plan/ops.py ``OpStep.ops``); an ``ip``
 group whose every step is one operation :func:`encode` knows (a tap made, a link set or
-deleted, an IPv4 address added, a link group deleted) is done from those objects with ioctls
+deleted, an address or a device's route added, a link group deleted) is done from those
+objects with ioctls
 (kernel/tun.py) and rtnetlink (kernel/rtnl.py), as ``ip -batch`` runs its lines: stop at the
 first failing step (``-force``: go on). Each failure is given with its kind (kernel/kinds.py,
 from the errno) and the message ``ip`` prints for it, as kernel/apply.py's :class:`Ran`. An
@@ -20,7 +21,6 @@ instance (it holds two netlink sockets, in the namespace it first used) for many
 
 from __future__ import annotations
 
-import _socket
 import errno
 
 from fireroute.kernel import rtnl, tun
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from fireroute.plan.ops import Act
+    from fireroute.want.netns import Route
     from fireroute.want.objects import Addr, Link
 
     IpOp = Callable[[rtnl.Rtnl], None]
@@ -55,7 +56,8 @@ def encode(step: Step) -> IpOp | None:
     - a tap created (``tuntap add dev X mode tap user U [group G]``)
     - a link set: master, group, alias, up (not an MTU, a MAC or an addrgenmode)
     - a link deleted; a link group deleted (``link del group G``)
-    - an IPv4 address added
+    - an address added (IPv4, or IPv6 with or without ``nodad``: a v6 tap's ``fe80::1/64``)
+    - a route to a prefix through a device, no gateway (a v6 tap's route to its /64)
     """
     ops: tuple[Act, ...] = getattr(step, "ops", ())
     if len(ops) != 1:
@@ -67,6 +69,8 @@ def encode(step: Step) -> IpOp | None:
         return _link(verb, obj)
     if obj.kind == "addr" and verb == CREATE and _name(obj.dev):
         return _address(obj)
+    if obj.kind == "route" and verb == CREATE and obj.via is None and _name(obj.dev):
+        return _route(obj)
     if obj.kind == "link group" and verb == DELETE:
         group: int = obj.group
         return lambda nl: nl.del_group(group)
@@ -91,16 +95,33 @@ def _link(verb: str, link: Link) -> IpOp | None:
     return None
 
 
-def _address(addr: Addr) -> IpOp | None:
-    ip, _, plen = addr.cidr.partition("/")
-    if not plen.isdigit() or int(plen) > 32 or ip.count(".") != 3:
+def _prefix(cidr: str) -> tuple[str, int] | None:
+    """``A/L`` as (address, length) when A is an address (IPv4 dotted, or IPv6) and L fits
+    its family; None for anything else (``ip`` then reads it, with its own messages)."""
+    ip, _, plen = cidr.partition("/")
+    if not plen.isdigit() or (":" not in ip and ip.count(".") != 3):
         return None
     try:
-        _socket.inet_aton(ip)
+        family, _ = rtnl.packed(ip)
     except OSError:
         return None
-    dev, prefixlen = addr.dev, int(plen)
-    return lambda nl: nl.add_address(rtnl.ifindex(dev), ip, prefixlen)
+    return (ip, int(plen)) if int(plen) <= (128 if family == rtnl.AF_INET6 else 32) else None
+
+
+def _address(addr: Addr) -> IpOp | None:
+    found = _prefix(addr.cidr)
+    if found is None:
+        return None
+    (ip, prefixlen), dev, nodad = found, addr.dev, addr.nodad
+    return lambda nl: nl.add_address(rtnl.ifindex(dev), ip, prefixlen, nodad)
+
+
+def _route(route: Route) -> IpOp | None:
+    found = _prefix(route.dst)
+    if found is None or route.dev is None:
+        return None
+    (dst, length), dev = found, route.dev
+    return lambda nl: nl.add_route(rtnl.ifindex(dev), dst, length)
 
 
 class BadMaster(OSError):

@@ -2,7 +2,9 @@
 per-VM up and down plans once the table exists, without starting ``nft`` (~1.5 ms each).
 
 Handled: an optional declaration of a table holding only sets (``tables.declare`` without
-chains), then ``add element`` / ``delete element`` lines on that table. The declaration is
+chains), then ``add element`` / ``delete element`` lines on that table; from a plan's steps,
+the elements of several tables (a VM with IPv6: the ip table's, then the ip6 table's) in one
+batch, as ``nft`` runs the steps' scripts as one transaction. The declaration is
 checked, not sent: the table's sets are read (one NFT_MSG_GETSET dump) and each declared set
 must exist with the declared key type, as the kernel would require for the re-declaration
 ``nft`` sends to succeed without changing anything. The elements go in one NFNL batch
@@ -44,10 +46,12 @@ NFTA_LIST_ELEM, NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_USERDATA, NFTA_DATA_VALUE = 1, 
 NFTA_SET_ELEM_KEY_END = 10
 NLA_F_NESTED = 0x8000
 NFTNL_UDATA_SET_ELEM_COMMENT = 0
-FAMILIES = {"ip": 2, "inet": 1, "bridge": 7}
+FAMILIES = {"ip": 2, "ip6": 10, "inet": 1, "bridge": 7}
+AF_INET6 = 10
 TYPE_BITS = 6
 TYPES = {  # nft datatype name -> (id, length in bytes)
     "ipv4_addr": (7, 4),
+    "ipv6_addr": (8, 16),
     "ether_addr": (9, 6),
     "inet_proto": (12, 1),
     "inet_service": (13, 2),
@@ -203,50 +207,65 @@ def _element_line(ops: Ops | None, line: str) -> Ops:
     return ops
 
 
-def of_steps(steps: Sequence[Any]) -> Ops | None:
-    """What steps whose operations are all set elements of one table do, as parsed Ops
-    (plan/compiler.py's transactions: a step creating elements declares the sets it writes
-    and adds them; one deleting them declares, adds, then deletes them, which removes them
-    whether or not they were there): None when some step carries no operations or others.
-    Each set's key type is the layout's (want/nft.py), checked against the kernel's by
-    :meth:`Nftnl.build`."""
-    elems = _elements(steps)
-    if not elems:
+def of_steps(steps: Sequence[Any]) -> list[Ops] | None:
+    """What steps whose operations are all set elements do, as parsed Ops, one per table in
+    the order the steps name them (plan/compiler.py's transactions: a step creating elements
+    declares the sets it writes and adds them; one deleting them declares, adds, then
+    deletes them, which removes them whether or not they were there): None when some step
+    carries no operations or others. Each set's key type is the layout's (want/nft.py,
+    want/tables6.py for the ip6 family), checked against the kernel's by :meth:`Nftnl.build`."""
+    tables = _elements(steps)
+    if not tables:
         return None
-    first = elems[0][1]
-    from fireroute.want.nft import FILTER_SETS, MAPS, RANK, SETS
+    from fireroute.want.nft import FILTER_SETS, RANK
 
-    ops = Ops(first.family, first.table)
-    written = sorted({e.set for _, e in elems}, key=lambda n: RANK.get(n, len(RANK)))
-    if first.family == "bridge":
-        ops.declared = dict(FILTER_SETS)
-    else:
-        ops.declared = {n: SETS[n] for n in written if n in SETS}
-        ops.maps = [n for n in written if n in MAPS]
-    for verb in ("add", "delete"):
-        for name in written:
-            of = [e for v, e in elems if e.set == name and (verb == "add" or v == "delete")]
-            if of:
-                ops.ops.append((verb, name, [_fields(e) for e in of]))
-    return ops
+    out = []
+    for (family, table), elems in tables.items():
+        ops = Ops(family, table)
+        written = sorted({e.set for _, e in elems}, key=lambda n: RANK.get(n, len(RANK)))
+        if family == "bridge":
+            ops.declared = dict(FILTER_SETS)
+        else:
+            sets, maps = _layout(family)
+            ops.declared = {n: sets[n] for n in written if n in sets}
+            ops.maps = [n for n in written if n in maps]
+        for verb in ("add", "delete"):
+            for name in written:
+                of = [e for v, e in elems if e.set == name and (verb == "add" or v == "delete")]
+                if of:
+                    ops.ops.append((verb, name, [_fields(e) for e in of]))
+        out.append(ops)
+    return out
 
 
-def _elements(steps: Sequence[Any]) -> list[tuple[str, Any]] | None:
-    """(verb, element) of each step's operations in order; None unless every step has some
-    and all are elements of one table of the caller's namespace."""
-    elems: list[tuple[str, Any]] = []
+def _layout(family: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A NAT table's sets and maps (name -> type) of the family."""
+    if family == "ip6":
+        from fireroute.want.tables6 import MAPS6, SETS6
+
+        return SETS6, MAPS6
+    from fireroute.want.nft import MAPS, SETS
+
+    return SETS, MAPS
+
+
+def _elements(steps: Sequence[Any]) -> dict[tuple[str, str], list[tuple[str, Any]]] | None:
+    """(verb, element) of each step's operations in order, by (family, table) in the order
+    first named; None unless every step has some and all are elements of tables of the
+    caller's namespace."""
+    out: dict[tuple[str, str], list[tuple[str, Any]]] = {}
     for s in steps:
         acts = getattr(s, "ops", ())
-        if not acts or any(a.obj.kind != "nft element" for a in acts):
+        if not acts:
             return None
-        elems += [(a.verb, a.obj) for a in acts]
-    first = elems[0][1] if elems else None
-    if first is None or first.family not in FAMILIES:
-        return None
-    where = (None, first.family, first.table)
-    if any(v not in ("create", "delete") or (e.ns, e.family, e.table) != where for v, e in elems):
-        return None
-    return elems
+        for a in acts:
+            e = a.obj
+            if e.kind != "nft element" or e.ns is not None or e.family not in FAMILIES:
+                return None
+            if a.verb not in ("create", "delete"):
+                return None
+            out.setdefault((e.family, e.table), []).append((a.verb, e))
+    return out or None
 
 
 def _fields(e: Any) -> tuple[list[str], str | None]:
@@ -281,32 +300,65 @@ def field_ids(ktype: int) -> list[int]:
 
 def encode_field(kind: int, text: str) -> bytes:
     """One value as the kernel stores it (network byte order)."""
-    name = NAMES.get(kind)
     quoted = text.startswith('"')
     value = text[1:-1] if quoted else text
-    if name == "ifname" and quoted:
-        raw = value.encode()
-        if 0 < len(raw) < 16:
-            return raw.ljust(16, b"\0")
-    elif name == "ipv4_addr" and not quoted and value.count(".") == 3:
-        try:
-            return _socket.inet_aton(value)
-        except OSError:
-            pass
-    elif name == "inet_proto":  # a name, quoted or not, or (unquoted) a number
-        proto = int(value) if value.isdigit() and not quoted else PROTOCOLS.get(value)
-        if proto is not None and proto < 256:
-            return bytes((proto,))
-    elif name == "inet_service" and not quoted and value.isdigit() and int(value) < 65536:
-        return int(value).to_bytes(2, "big")
-    elif name == "ether_addr" and not quoted:
-        parts = value.split(":")
-        if len(parts) == 6 and all(len(p) == 2 for p in parts):
-            try:
-                return bytes(int(p, 16) for p in parts)
-            except ValueError:
-                pass
-    raise Unsupported(f"value {text!r}")
+    encoder = _ENCODERS.get(NAMES.get(kind, ""))
+    raw = encoder(value, quoted) if encoder is not None else None
+    if raw is None:
+        raise Unsupported(f"value {text!r}")
+    return raw
+
+
+def _ifname(value: str, quoted: bool) -> bytes | None:
+    raw = value.encode()
+    return raw.ljust(16, b"\0") if quoted and 0 < len(raw) < 16 else None
+
+
+def _address(family: int, value: str) -> bytes | None:
+    try:
+        return _socket.inet_pton(family, value)
+    except OSError:
+        return None
+
+
+def _ipv4(value: str, quoted: bool) -> bytes | None:
+    return _address(_socket.AF_INET, value) if not quoted and value.count(".") == 3 else None
+
+
+def _ipv6(value: str, quoted: bool) -> bytes | None:
+    return _address(AF_INET6, value) if not quoted and ":" in value else None
+
+
+def _proto(value: str, quoted: bool) -> bytes | None:
+    """A name, quoted or not, or (unquoted) a number."""
+    proto = int(value) if value.isdigit() and not quoted else PROTOCOLS.get(value)
+    return bytes((proto,)) if proto is not None and proto < 256 else None
+
+
+def _service(value: str, quoted: bool) -> bytes | None:
+    ok = not quoted and value.isdigit() and int(value) < 65536
+    return int(value).to_bytes(2, "big") if ok else None
+
+
+def _ether(value: str, quoted: bool) -> bytes | None:
+    parts = value.split(":")
+    if quoted or len(parts) != 6 or any(len(p) != 2 for p in parts):
+        return None
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        return None
+
+
+_ENCODERS = {
+    "ifname": _ifname,
+    "ipv4_addr": _ipv4,
+    "ipv6_addr": _ipv6,
+    "inet_proto": _proto,
+    "inet_service": _service,
+    "ether_addr": _ether,
+}
+"""nft datatype name -> (value, quoted) -> its bytes, or None for a value nft must read"""
 
 
 def encode_key(ids: list[int], fields: list[str]) -> bytes:
@@ -421,6 +473,8 @@ def decode_key(ids: list[int], raw: bytes) -> list[str]:
         name = NAMES[kind]
         if name == "ipv4_addr":
             out.append(_socket.inet_ntoa(value))
+        elif name == "ipv6_addr":
+            out.append(_socket.inet_ntop(AF_INET6, value))
         elif name == "inet_proto":
             out.append(next((k for k, v in PROTOCOLS.items() if v == value[0]), str(value[0])))
         elif name == "inet_service":
@@ -613,10 +667,27 @@ class Nftnl(Channel):
             if got in seqs:
                 yield kind, got, msg
 
-    def build(self, ops: Ops, sets: dict[str, SetInfo]) -> tuple[bytes, list[int]]:
-        """The batch for ``ops`` against the table's ``sets``, and the sequence numbers that
-        must be acknowledged; Unsupported when a declared set differs or a value cannot be
-        encoded."""
+    def build(self, tables: Sequence[tuple[Ops, dict[str, SetInfo]]]) -> tuple[bytes, list[int]]:
+        """One batch for each table's ``ops`` against its ``sets``, and the sequence numbers
+        that must be acknowledged; Unsupported when a declared set differs or a value cannot
+        be encoded."""
+        batch = [
+            message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, self._next(), 0, b"", NFNL_SUBSYS_NFTABLES)
+        ]
+        seqs: list[int] = []
+        for ops, sets in tables:
+            batch += self._messages(ops, sets, seqs)
+        batch.append(
+            message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, self._next(), 0, b"", NFNL_SUBSYS_NFTABLES)
+        )
+        data = b"".join(batch)
+        if len(data) > MAX_BATCH:
+            raise Unsupported("batch too large")
+        return data, seqs
+
+    def _messages(self, ops: Ops, sets: dict[str, SetInfo], seqs: list[int]) -> list[bytes]:
+        """The element messages of one table's ``ops`` (their sequence numbers appended to
+        ``seqs``), its declared sets checked against the kernel's ``sets``."""
         for name, declared in (ops.declared or {}).items():
             type_text, _, extra = declared.partition(";")  # "ifname; counter"
             extra = extra.strip()
@@ -636,10 +707,7 @@ class Nftnl(Channel):
             if name not in sets or sets[name].plain:
                 raise Unsupported(f'map "{name}" is missing')
         family = FAMILIES[ops.family]
-        batch = [
-            message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, self._next(), 0, b"", NFNL_SUBSYS_NFTABLES)
-        ]
-        seqs = []
+        batch = []
         for verb, name, elems in ops.ops:
             have = sets.get(name)
             if have is None or not have.plain:
@@ -658,31 +726,29 @@ class Nftnl(Channel):
                 body = b"".join(element(encode_key(ids, f), c) for f, c in elems)
             seqs.append(self._next())
             batch.append(setelem_message(verb, seqs[-1], family, ops.table, name, body))
-        batch.append(
-            message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, self._next(), 0, b"", NFNL_SUBSYS_NFTABLES)
-        )
-        data = b"".join(batch)
-        if len(data) > MAX_BATCH:
-            raise Unsupported("batch too large")
-        return data, seqs
+        return batch
 
     def run(self, script: str) -> None:
         """Apply an element script (see the module's docstring); Unsupported or NftError
         (nothing changed) when the caller must run ``nft -f -`` instead."""
-        self.apply(parse(script))
+        self.apply([parse(script)])
 
     def run_steps(self, steps: Sequence[Any]) -> None:
         """Apply a group of ``nft`` steps: from their element operations (:func:`of_steps`),
         else from their script; as :meth:`run`."""
-        ops = of_steps(steps)
-        if ops is None:
-            ops = parse("".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in steps))
-        self.apply(ops)
+        tables = of_steps(steps)
+        if tables is None:
+            text = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in steps)
+            tables = [parse(text)]
+        self.apply(tables)
 
-    def apply(self, ops: Ops) -> None:
-        """Apply element operations in one batch, as :meth:`run`."""
-        names = [*(ops.declared or {}), *ops.maps, *(name for _, name, _ in ops.ops)]
-        data, seqs = self.build(ops, self.sets(ops.family, ops.table, names))
+    def apply(self, tables: Sequence[Ops]) -> None:
+        """Apply the element operations of one or more tables in one batch, as :meth:`run`."""
+        checked = []
+        for ops in tables:
+            names = [*(ops.declared or {}), *ops.maps, *(name for _, name, _ in ops.ops)]
+            checked.append((ops, self.sets(ops.family, ops.table, names)))
+        data, seqs = self.build(checked)
         sock = self._socket()
         sock.send(data)
         # the kernel handles a batch inside send(); a generation request after it is

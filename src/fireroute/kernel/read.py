@@ -33,7 +33,7 @@ from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
 from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link, Obj, Sysctl
 from fireroute.want.tables import TABLE_COMMENT, NftChain, NftSet, NftTable
-from fireroute.want.tap import ADDR_GEN6, DEVICE_SYSCTLS, DISABLE6
+from fireroute.want.tap import ADDR_GEN6, DEVICE_SYSCTLS, DISABLE6, v6_tap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -323,30 +323,25 @@ def _nat_tap(link: Link) -> bool:
 
 
 def _ipv6_taps(cur: Current, docs: list[dict]) -> None:
-    """The IPv6 side of the NAT taps of ours that a VM with IPv6 has (docs/ipv6-plan.md 1.3):
-    IPv6 on (``disable_ipv6`` 0) and set up by fireroute (``addr_gen_mode`` 1, or its gateway
-    ``fe80::1/64`` there). Of such a tap, ``disable_ipv6`` 0 and ``addr_gen_mode`` whatever
-    its value are Sysctls, and every IPv6 address an Addr (``fe80::1/64`` is wanted; another,
-    a link-local address the kernel made before ``addr_gen_mode`` was written, is not). A tap
-    with IPv6 off has no IPv6 address; one with IPv6 on that is not set up so (a tap of a VM
-    without IPv6, its ``disable_ipv6`` changed behind fireroute's back) is read as before: its
+    """The IPv6 side of the NAT taps of ours that a VM with IPv6 has (docs/ipv6-plan.md 1.3;
+    want/tap.py ``v6_tap``: IPv6 on, and ``addr_gen_mode`` 1 or its gateway ``fe80::1/64``
+    there). Of such a tap, ``disable_ipv6`` 0 and ``addr_gen_mode`` whatever its value are
+    Sysctls, and every IPv6 address an Addr (``fe80::1/64`` is wanted; another, a link-local
+    address the kernel made before ``addr_gen_mode`` was written, is not). A tap with IPv6
+    off has no IPv6 address; one with IPv6 on that is not set up so (a tap of a VM without
+    IPv6, its ``disable_ipv6`` changed behind fireroute's back) is read as before: its
     ``disable_ipv6`` is no object."""
-    from fireroute.addressing import GATEWAY6
-
-    gateway = f"{GATEWAY6}/64"
     for doc in docs:
         link = cur.get("link", (None, str(doc["ifname"])))
         if not isinstance(link, Link) or not _nat_tap(link):
             continue
         disable, mode = DISABLE6.format(link.name), ADDR_GEN6.format(link.name)
-        if cur.sysctls.get((None, disable)) != "0":
-            continue
+        value = cur.sysctls.get((None, mode))
         inet6 = [a for a in doc.get("addr_info", []) if a.get("family") == "inet6"]
         cidrs = [f"{a['local']}/{a['prefixlen']}" for a in inet6]
-        if cur.sysctls.get((None, mode)) != "1" and gateway not in cidrs:
+        if not v6_tap(cur.sysctls.get((None, disable)), value, cidrs):
             continue
         cur.add(Sysctl(disable, "0", "", link.owner, link.vm))
-        value = cur.sysctls.get((None, mode))
         if value is not None:
             cur.add(Sysctl(mode, value, "", link.owner, link.vm))
         for a, cidr in zip(inet6, cidrs, strict=True):

@@ -1,5 +1,5 @@
 """A small rtnetlink writer on one kept-open socket: the few ``ip`` writes fireroute's
-per-VM plans make (address add, link set, link del, link del group), in-process.
+per-VM plans make (address add, route add, link set, link del, link del group), in-process.
 
 Each request carries NLM_F_ACK and waits for its answer; a refusal raises :class:`RtnlError`
 (an OSError with the kernel's errno and, when the kernel gave one, its extended-ack text).
@@ -21,12 +21,15 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # on an error message: request cut, TLVs follow
 NLMSGERR_ATTR_MSG = 1
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR = 16, 17, 20
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
 IFLA_MASTER, IFLA_IFALIAS, IFLA_GROUP = 10, 20, 27
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_F_NODAD = 0x2
+RTA_DST, RTA_OIF = 1, 4
+RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 IFF_UP = 0x1
-AF_UNSPEC, AF_INET = 0, 2
-RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 0, 254
+AF_UNSPEC, AF_INET, AF_INET6 = 0, 2, 10
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 
 
 class RtnlError(OSError):
@@ -67,8 +70,23 @@ def ifinfomsg(index: int, flags: int = 0, change: int = 0) -> bytes:
     return bytes((AF_UNSPEC, 0, 0, 0)) + u32(index) + u32(flags) + u32(change)
 
 
-def ifaddrmsg(index: int, prefixlen: int, scope: int) -> bytes:
-    return bytes((AF_INET, prefixlen, 0, scope)) + u32(index)
+def ifaddrmsg(
+    index: int, prefixlen: int, scope: int, family: int = AF_INET, flags: int = 0
+) -> bytes:
+    return bytes((family, prefixlen, flags, scope)) + u32(index)
+
+
+def rtmsg(family: int, dst_len: int, scope: int) -> bytes:
+    """A main-table unicast route's header, ``proto boot`` as ``ip route add`` sends it."""
+    return bytes((family, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, scope, RTN_UNICAST)) + u32(0)
+
+
+def packed(address: str) -> tuple[int, bytes]:
+    """(family, the address in network order): IPv6 when it has a colon; OSError if it is not
+    an address of that family."""
+    if ":" in address:
+        return AF_INET6, _socket.inet_pton(AF_INET6, address)
+    return AF_INET, _socket.inet_aton(address)
 
 
 def ifindex(name: str) -> int:
@@ -128,13 +146,24 @@ class Rtnl(Channel):
                         raise error
                     return
 
-    def add_address(self, index: int, address: str, prefixlen: int) -> None:
-        """``ip address add A/P dev X``: IFA_LOCAL and IFA_ADDRESS, created exclusively, scope
-        host for 127/8 and global otherwise (iproute2's default)."""
-        packed = _socket.inet_aton(address)
-        scope = RT_SCOPE_HOST if packed[0] == 127 else RT_SCOPE_UNIVERSE
-        body = ifaddrmsg(index, prefixlen, scope) + attr(IFA_LOCAL, packed)
-        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body + attr(IFA_ADDRESS, packed))
+    def add_address(self, index: int, address: str, prefixlen: int, nodad: bool = False) -> None:
+        """``ip address add A/P dev X [nodad]``: IFA_LOCAL and IFA_ADDRESS, created exclusively,
+        scope host for 127/8 and global otherwise (iproute2's default; the kernel scopes an
+        IPv6 one itself); ``nodad`` (IPv6): usable at once, in the header's flags as iproute2
+        sends it."""
+        family, raw = packed(address)
+        scope = RT_SCOPE_HOST if family == AF_INET and raw[0] == 127 else RT_SCOPE_UNIVERSE
+        flags = IFA_F_NODAD if nodad else 0
+        body = ifaddrmsg(index, prefixlen, scope, family, flags) + attr(IFA_LOCAL, raw)
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body + attr(IFA_ADDRESS, raw))
+
+    def add_route(self, index: int, dst: str, dst_len: int) -> None:
+        """``ip route add D/L dev X`` (no gateway): created exclusively in the main table,
+        scope link for IPv4 and global for IPv6 (as iproute2 sends them)."""
+        family, raw = packed(dst)
+        scope = RT_SCOPE_UNIVERSE if family == AF_INET6 else RT_SCOPE_LINK
+        body = rtmsg(family, dst_len, scope) + attr(RTA_DST, raw) + attr(RTA_OIF, u32(index))
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
 
     def set_link(
         self,

@@ -284,19 +284,40 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     read = Read(render.desired([], everyone, instance, held))
     current = read.current
     for objs in rendered:
-        current.update(render.index(objs))
+        current.update(render.index(_tap_keeps(objs)))
     _last_on_bridges(current, going.bridges - remaining.bridges, instance, vms, runner)
     for family in (NAT, NAT6, BRIDGE):
         gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
         _last_in_tables(current, family, sorted(gone), instance, runner)
     _iptables_found(records, runner, read, vms, remaining.conntrack)
-    if not remaining.forwarding:
-        _last_forwarding(records, runner, read, vms)
-    if going.forwarding6 and not remaining.forwarding6:
-        _last_forwarding6(records, runner, read, vms)
+    _last_forwardings(
+        records, runner, read, vms, not remaining.forwarding,
+        going.forwarding6 and not remaining.forwarding6,
+    )  # fmt: skip
     read.desired = render.desired([], stay, instance, held)
     _egress_used(current, read.desired, instance, runner)
     return read
+
+
+def _tap_keeps(objs: list[Obj]) -> list[Obj]:
+    """A going VM's objects but those its tap takes with it (its addresses, the routes
+    through it, its per-device sysctls: the kernel removes them with the device, and the diff
+    gives them no operation of their own; a VM with IPv6 has twice as many). Down deletes
+    every going VM's tap (rendered: it is in ``current``, ours, and not wanted)."""
+    from fireroute.plan.diff import parents
+
+    taps = {
+        ("link", o.key)
+        for o in objs
+        if o.kind == "link" and o.ns is None and o.link_kind == "tun"  # type: ignore[attr-defined]
+    }
+    if not taps:
+        return objs
+    return [o for o in objs if o.kind not in TAKEN or not any(p in taps for p in parents(o))]
+
+
+TAKEN = ("addr", "route", "sysctl")
+"""kinds a link takes with it when it is deleted"""
 
 
 def _egress_used(current: Index, desired: Index, instance: str, runner: Runner) -> None:
@@ -322,38 +343,73 @@ def _egress_used(current: Index, desired: Index, instance: str, runner: Runner) 
                 break
 
 
-def _last_forwarding(records: Records, runner: Runner, read: Read, vms: list[Vm]) -> None:
-    """With the last of this state file's VMs: forwarding as found (restored), or left."""
+def _last_forwardings(
+    records: Records, runner: Runner, read: Read, vms: list[Vm], last: bool, last6: bool
+) -> None:
+    """With the last of this state file's VMs (``last``), with IPv6 (``last6``): forwarding,
+    IPv6's, as found (restored) or left; the links of fireroute's of other state files that
+    stay read once for both."""
+    if not (last or last6):
+        return
+    others = sorted(set(observe.foreign_links(records.instance(), runner)) - {v.tap for v in vms})
+    if last:
+        _last_forwarding(records, read, others)
+    if last6:
+        _last_forwarding6(records, runner, read, others)
+
+
+def _last_forwarding(records: Records, read: Read, others: list[str]) -> None:
+    """With the last of this state file's VMs: forwarding as found (restored), or left while
+    ``others`` (links of fireroute's of another state file) stay."""
     read.current.pop(FORWARDING, None)
-    found = _forwarding_found(records, runner, {v.tap for v in vms})
+    found = _forwarding_found(records, others)
     if found is not None:
         read.current[FORWARDING] = found
     read.forget.append(FORWARD_RECORD)
 
 
-def _last_forwarding6(records: Records, runner: Runner, read: Read, vms: list[Vm]) -> None:
+def _last_forwarding6(records: Records, runner: Runner, read: Read, others: list[str]) -> None:
     """With the last of this state file's VMs with IPv6: IPv6 forwarding as found (restored),
-    or left while another state file's VM with IPv6 stays (its tap: IPv6 on and no link-local
-    of the kernel's, addr_gen_mode 1; a bridge port or a clone's veth has IPv6 on too, but
-    not that: its VM has no IPv6)."""
+    or left while another state file's VM with IPv6 stays (its tap among ``others``,
+    :func:`_v6_tap_of`; a bridge port or a clone's veth has IPv6 on too, but its VM has no
+    IPv6)."""
     from fireroute.kernel import forwarding as record
 
     read.current.pop(FORWARDING6, None)
     read.forget += [FORWARD6_BEFORE, FORWARD6_RECORD]
-    others = set(observe.foreign_links(records.instance(), runner)) - {v.tap for v in vms}
-    if any(_v6_tap(dev) for dev in sorted(others)):
+    if _v6_tap_of(others, runner):
         return
     before = record.recorded(record.V6) or records.meta(FORWARD6_BEFORE)
     read.current[FORWARDING6] = Forwarding(forwarding6(), before, path=FORWARD6_KEY)
 
 
-def _v6_tap(dev: str) -> bool:
-    """Is the link the tap of a VM with IPv6 (IPv6 on, addr_gen_mode 1; gone: no)?"""
-    try:
-        on = read_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6") != "1"
-        return on and read_sysctl(f"net/ipv6/conf/{dev}/addr_gen_mode") == "1"
-    except OSError:
+def _v6_tap_of(devs: list[str], runner: Runner) -> bool:
+    """Is one of the links the tap of a VM with IPv6 (want/tap.py ``v6_tap``; gone: no)? The
+    IPv6 addresses are read (one ``ip`` for all) only of those whose sysctls alone do not
+    tell."""
+    from fireroute.want.tap import ADDR_GEN6, DISABLE6, v6_tap
+
+    unsure = []
+    for dev in devs:
+        try:
+            disable = read_sysctl(DISABLE6.format(dev))
+            mode = read_sysctl(ADDR_GEN6.format(dev))
+        except OSError:
+            continue
+        if v6_tap(disable, mode):
+            return True
+        if disable == "0":  # (addr_gen_mode changed behind fireroute's back?)
+            unsure.append((dev, mode))
+    if not unsure:
         return False
+    docs = observe.ip_batch_json([f"address show dev {dev}" for dev, _ in unsure], runner)
+    for (_, mode), doc in zip(unsure, docs, strict=True):
+        listed = doc if isinstance(doc, list) else []
+        found = [a for d in listed if isinstance(d, dict) for a in d.get("addr_info", ())]
+        cidrs = [f"{a['local']}/{a['prefixlen']}" for a in found if a.get("family") == "inet6"]
+        if v6_tap("0", mode, cidrs):
+            return True
+    return False
 
 
 def _last_on_bridges(
@@ -483,14 +539,14 @@ def _made_chains(records: Records, runner: Runner, read: Read, left: list[tuple[
         read.cleanup.append(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
 
 
-def _forwarding_found(records: Records, runner: Runner, leaving: set[str]) -> Forwarding | None:
+def _forwarding_found(records: Records, others: list[str]) -> Forwarding | None:
     """Forwarding as it is, with what it was before fireroute switched it on (the
     namespace's record, whichever state file made it, else the state file's record); None
-    while a link of fireroute's of another state file (not ``leaving``) is left in this
+    while a link of fireroute's of another state file (``others``) is left in this
     namespace."""
     from fireroute.kernel import forwarding as record
 
-    if set(observe.foreign_links(records.instance(), runner)) - leaving:
+    if others:
         return None
     before = record.recorded() or records.meta(FORWARD_BEFORE)
     return Forwarding(forwarding(), before)
@@ -516,10 +572,9 @@ def teardown(records: Records, runner: Runner, src: Source, vms: list[Vm]) -> Re
     _iptables_found(records, runner, read, vms, False, found.ipt)
     current.pop(FORWARDING, None)
     current.pop(FORWARDING6, None)
-    if vms:  # (with the last of this state file's VMs, as down does)
-        _last_forwarding(records, runner, read, vms)
-    if any(v.net6 is not None for v in vms):
-        _last_forwarding6(records, runner, read, vms)
+    # (with the last of this state file's VMs (with IPv6), as down does)
+    six = any(v.net6 is not None for v in vms)
+    _last_forwardings(records, runner, read, vms, bool(vms), six)
     return read
 
 

@@ -4,12 +4,13 @@ and grouping the golden files hold (docs/core-migration.md, section 6):
 - up: the shared links (a bridge we make); per VM in lease order (a NAT VM's tap after the
   others) its links, each made, addressed, then tagged and brought up (a clone's namespace
   filled after its veth, a CNI namespace's links before the host end); the per-device
-  sysctls, then route_localnet; a NAT tap's IPv6 address and route (refused before its
-  sysctls on a host whose default is IPv6 off); forwarding (IPv4's, IPv6's); each NAT table
-  as one nft transaction (a table that stays: the sets written and the parts a VM brings
-  in, then a chain declared again, the forward chain with the egress policy's jump), the
-  ip6 tables' right after the ip ones' (consecutive nft steps: one process); iptables (the
-  conntrack rule first); the FORWARD-policy fix; conntrack flushes of UDP ports just
+  sysctls, then route_localnet; forwarding (IPv4's, IPv6's); each NAT table as one nft
+  transaction (a table that stays: the sets written and the parts a VM brings in, then a
+  chain declared again, the forward chain with the egress policy's jump), the ip6 tables'
+  right after the ip ones' (consecutive nft steps: one process); a NAT tap's IPv6 address
+  and route (refused before its sysctls on a host whose default is IPv6 off: their ip
+  process waits for the sysctls, and the tables run beside the taps' ip before); iptables
+  (the conntrack rule first); the FORWARD-policy fix; conntrack flushes of UDP ports just
   published; the bridge family's table;
 - down: the links (several taps regrouped and deleted as one group, a clone's veth then its
   namespace, a CNI namespace's links as one group then the host end, a bridge we made last),
@@ -111,10 +112,13 @@ def _up(
     steps = _links_up(links)
     steps += [sysctl_step(s) for s in sysctls if s not in localnet]
     steps += [sysctl_step(s) for s in localnet]
-    steps += [_undoable(a) for a in late]
     steps += [_forwarding(o, befores.get(o.path)) for o in rest.get("forwarding", [])]
     steps += _tables(nft["ip"], "ip", exclusive)
     steps += _tables(nft["ip6"], "ip6", exclusive)  # (the same nft process: one transaction)
+    # the IPv6 addresses and routes last: their ip waits for the sysctls (written after the
+    # processes of their wave), the tables need not, and run beside the taps' ip (a batch of
+    # VMs: one wave less long); a guest's /64 is routed once its elements are in
+    steps += [_undoable(a) for a in late]
     steps += _iptables(rest.get("iptables rule", []))
     steps += _flushes(rest.get("nft element", []))
     return steps + _tables(nft["bridge"], "bridge", exclusive)

@@ -452,15 +452,30 @@ def _tagged_left(kind: str, current: Index, gone: set[Key]) -> bool:
 
 
 def _v6_tap_left(current: Index, gone: set[Key]) -> bool:
-    """A tap of fireroute's (any state file's) with IPv6 on stays: its ``disable_ipv6`` read
-    as 0 (kernel/read.py reads it so only on a tap set up for IPv6)."""
-    return any(
-        k[0] == "sysctl"
-        and k[1][1].endswith("/disable_ipv6")
-        and o.value == "0"  # type: ignore[attr-defined]
-        and owner.parse(o.owner) is not None
-        and ("link", (o.ns, _device(k[1][1]))) not in gone
+    """A link of fireroute's (any state file's) that stays is the tap of a VM with IPv6
+    (want/tap.py ``v6_tap``, over its IPv6 sysctls and addresses as found: kernel/read.py
+    finds those of such a tap only)."""
+    from fireroute.want.tap import ADDR_GEN6, DISABLE6, v6_tap
+
+    staying = [
+        o.name  # type: ignore[attr-defined]
         for k, o in current.items()
+        if k[0] == "link" and o.ns is None and k not in gone and owner.parse(o.owner)
+    ]
+    if not staying:
+        return False
+    cidrs: dict[str, list[str]] = {}
+    for k, o in current.items():
+        if k[0] == "addr" and o.ns is None:
+            cidrs.setdefault(k[1][1], []).append(k[1][2])
+
+    def value(path: str) -> str | None:
+        found = current.get(("sysctl", (None, path)))
+        return None if found is None else found.value  # type: ignore[attr-defined]
+
+    return any(
+        v6_tap(value(DISABLE6.format(dev)), value(ADDR_GEN6.format(dev)), cidrs.get(dev, ()))
+        for dev in staying
     )
 
 

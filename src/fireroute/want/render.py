@@ -109,11 +109,13 @@ def shared_objects(
     instance: str,
     held: Held | None = None,
     needed: Mapping[str, Iterable[str]] | None = None,
+    needed6: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Obj]:
     """The objects of ``want``: each bridge in use, forwarding, each table with its layout
     (sets, maps, chains: the parts its leases need, and those ``held`` says it holds), the
     masquerading bridges' egress elements, the conntrack rule. ``needed``: the sets the
-    leases have elements in, by table (:func:`needed_sets`), when already known."""
+    leases have elements in, by table (:func:`needed_sets`), when already known (``needed6``:
+    in the ip6 tables)."""
     from fireroute.want.tables import filter_layout, nat_layout, parts_of
 
     leases = list(leases)
@@ -134,7 +136,8 @@ def shared_objects(
         objs += nat_layout(table, parts)
         objs += [nft.egress_element(table, *e) for e in sorted(want.egress_of(table))]
     for table in want.tables_of(NAT6):
-        objs += _nat6_table(table, leases, (held or {}).get((NAT6, table), ()))
+        sets6 = None if needed6 is None else needed6.get(table, ())
+        objs += _nat6_table(table, leases, (held or {}).get((NAT6, table), ()), sets6)
     for table in want.tables_of(BRIDGE):
         objs += filter_layout(table)
     if want.conntrack:
@@ -142,13 +145,17 @@ def shared_objects(
     return objs
 
 
-def _nat6_table(table: str, leases: list[Vm], held: Iterable[str]) -> list[Obj]:
+def _nat6_table(
+    table: str, leases: list[Vm], held: Iterable[str], sets: Iterable[str] | None = None
+) -> list[Obj]:
     """The ip6 table ``table`` with the parts its leases' IPv6 elements need (a lease at hand:
-    else the lean layout) and those it ``held`` (names of its sets and chains, as read)."""
+    else the lean layout; ``sets``: the sets they are in, when known) and those it ``held``
+    (names of its sets and chains, as read)."""
     from fireroute.want.tables import parts_of
     from fireroute.want.tables6 import nat6_layout
 
-    sets = (e.set for v in leases if v.table == table for e in nft.elements6(v))
+    if sets is None:
+        sets = (e.set for v in leases if v.table == table for e in nft.elements6(v))
     return nat6_layout(table, parts_of(sets) | parts_of(held))
 
 
@@ -162,7 +169,12 @@ def desired(
     leases = list(leases)
     own = [vm(lease) for lease in leases]
     want = shared(Population.of(leases) if shape is None else shape, instance)
-    objs = shared_objects(want, leases, instance, held, needed_sets(leases, own))
+    needed6: dict[str, set[str]] = {}  # (each VM's ip6 elements rendered once, as the ip ones)
+    for objs in own:
+        for o in objs:
+            if o.kind == "nft element" and o.family == NAT6:  # type: ignore[attr-defined]
+                needed6.setdefault(o.table, set()).add(o.set)  # type: ignore[attr-defined]
+    objs = shared_objects(want, leases, instance, held, needed_sets(leases, own), needed6)
     for each in own:
         objs += each
     return index(objs)

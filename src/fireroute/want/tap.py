@@ -8,6 +8,10 @@ from fireroute.model import Vm
 from fireroute.want.netns import Route
 from fireroute.want.objects import Addr, Link, Obj, Sysctl
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
 MODES = ("nat", "bridge")
 """the modes whose VM device on the host is its tap"""
 DISABLE6 = "net/ipv6/conf/{}/disable_ipv6"
@@ -65,17 +69,35 @@ def ipv6_on(vm: Vm, tun: Link) -> list[Obj]:
     the kernel's own (addr_gen_mode 1, written before the VMM brings carrier: written after,
     the kernel's address stays), the guest's gateway ``fe80::1`` usable at once (no DAD), and
     the route to the VM's /64. The address and the route follow the sysctls (a host whose
-    default is ``disable_ipv6=1`` refuses the address before)."""
-    from fireroute.addressing import GATEWAY6
-
+    default is ``disable_ipv6=1`` refuses the address before). :func:`v6_tap` tells such a
+    tap as found."""
     assert vm.net6 is not None
-    words = f'route {vm.net6} to "{vm.tap}"'
+    net6 = str(vm.net6)  # (an IPv6 network's text is dear: made once)
     return [
         device_sysctl(vm, DISABLE6, f'enable IPv6 on "{vm.tap}"', "0"),
         device_sysctl(vm, ADDR_GEN6, f'keep the kernel\'s link-local address off "{vm.tap}"'),
-        Addr(tun, f"{GATEWAY6}/64", nodad=True),
-        Route(str(vm.net6), None, vm.tap, words, vm.tag, vm.name),
+        Addr(tun, gateway6(), nodad=True),
+        Route(net6, None, vm.tap, f'route {net6} to "{vm.tap}"', vm.tag, vm.name),
     ]
+
+
+def gateway6() -> str:
+    """The address a VM with IPv6 has as its gateway on its tap, as ``ip address`` prints it."""
+    from fireroute.addressing import GATEWAY6
+
+    return f"{GATEWAY6}/64"
+
+
+def v6_tap(disable6: str | None, addr_gen: str | None, cidrs: Collection[str] = ()) -> bool:
+    """Is a device of fireroute's, as found, the tap of a VM with IPv6 (what :func:`ipv6_on`
+    makes of it)? IPv6 on (``disable_ipv6`` 0) and set up by fireroute: the kernel's own
+    link-local address off (``addr_gen_mode`` 1) or, that changed behind its back, its
+    gateway there (``cidrs``: the device's IPv6 addresses, as ``ip address`` prints them).
+    A bridge port or a clone's veth has IPv6 on, but neither. The one answer of the reader
+    (kernel/read.py: what of such a tap is an object), of a down's read (kernel/scope.py:
+    IPv6 forwarding stays while such a tap does) and of the diff (plan/diff.py: the same,
+    over what was found)."""
+    return disable6 == "0" and (addr_gen == "1" or gateway6() in cidrs)
 
 
 def localnet(vm: Vm) -> bool:
