@@ -123,6 +123,9 @@ DEFAULT_NAT_POOL = "172.16.0.0/16"
 DEFAULT_CLONE_POOL = "10.200.0.0/16"
 DEFAULT_CLONE_GUEST = "192.168.241.2/29"
 DEFAULT_CLONE_TAP = "vmtap0"
+DEFAULT_CLONE_GUEST6 = "fd00:c10::2/64"
+"""a clone's IPv6 guest address, the same in every clone's namespace (and on every host: a
+snapshot moves between hosts); NAT66 in the namespace maps it to the clone's own"""
 DEFAULT_CNI_TAP = "tap0"
 
 
@@ -453,10 +456,10 @@ class Options:
             from fireroute.addressing import check_pool6
 
             check_pool6(self.pool6)
-        if self.ipv6 and self.mode != "nat":
+        if self.ipv6 and self.mode not in ("nat", "clone"):
             raise UsageError(
-                f"--ipv6 is available in mode nat for now, not {self.mode} (issue 24: bridge, "
-                "clone and cni guests get IPv6 later)"
+                f"--ipv6 is available in mode nat and mode clone for now, not {self.mode} (issue "
+                "24: bridge and cni guests get IPv6 later)"
             )
         unpoliced = [f for f, on in V6_NOT_YET.items() if on(self)]
         if self.ipv6 and unpoliced:
@@ -778,6 +781,8 @@ class Vm:
         """The guest's IPv6 address with its prefix: its block's ``::2``/64 (None: v4 only)."""
         if self.net6 is None:
             return None
+        if self.options.mode == "clone":  # (the block's ::2 is the clone's address)
+            return IPv6Interface(DEFAULT_CLONE_GUEST6)
         from fireroute.addressing import guest6
 
         return guest6(self.net6)
