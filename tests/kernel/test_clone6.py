@@ -7,7 +7,8 @@ tap keeps its carrier, addresses, route and sysctls) and configured as the guest
 With a global pool (routed to the host: no NAT66 on the host) the internet sees each clone
 under its own address; with the unique local pool, under the uplink's. Isolation is a NAT
 tap's: one clone's guest reaches no other clone, beside the control that the host reaches both
-and that the same guests reach the internet."""
+and that the same guests reach the internet. Also: a clone without IPv6 beside one with it,
+teardown, gc, and ``plan`` printing exactly what ``up`` does."""
 
 from __future__ import annotations
 
@@ -165,3 +166,56 @@ def test_gc_takes_a_forgotten_clones_ipv6_with_it(clones: Clones):
     assert host.run("sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip() == "0"
     p = host.fireroute("check", "--json", check=False)
     assert p.returncode == 0 and json.loads(p.stdout)["vms"] == {"keep": []}, p.stdout
+
+
+def picture(host: Host, ns: str | None = None) -> tuple:
+    """What the host and the clone namespace ``ns`` (if given) hold: addresses of both
+    families, routes, the rulesets without counters, the sysctls fireroute writes."""
+    import re
+
+    def addrs(*where: str) -> dict:
+        docs = json.loads(sh("ip", *where, "-j", "-d", "addr", "show").stdout)
+        return {
+            d["ifname"]: (
+                sorted(f"{a['local']}/{a['prefixlen']}" for a in d.get("addr_info", [])),
+                d.get("ifalias"),
+                "UP" in d["flags"],
+            )
+            for d in docs
+        }
+
+    def sysctls(*where: str, keys: list[str]) -> list[str]:
+        argv = ["ip", "netns", "exec", *where, "sysctl", "-e", *keys]
+        return sh(*argv, check=False).stdout.splitlines()
+
+    six = ["net.ipv6.conf.all.forwarding", "net.ipv4.ip_forward"]
+    devs = [f"net/ipv6/conf/{d}/{k}" for d in ("vmtap0", "veth0", "fr-c")
+            for k in ("disable_ipv6", "addr_gen_mode")]  # fmt: skip
+    out = []
+    for where in (host.ns, *([ns] if ns else [])):
+        ruleset = sh("ip", "netns", "exec", where, "nft", "list", "ruleset", check=False).stdout
+        out += [
+            addrs("-n", where),
+            sh("ip", "-n", where, "route", "show").stdout,
+            sh("ip", "-n", where, "-6", "route", "show").stdout,
+            re.sub(r"counter packets \d+ bytes \d+", "counter", ruleset),
+            sysctls(where, keys=six + devs),
+        ]
+    return tuple(out)
+
+
+def test_the_plan_of_a_clone_with_ipv6_is_what_up_does(host: Host):
+    """``plan`` of a clone with IPv6 (beside one that is up) changes nothing, and run by hand
+    as a shell script leaves the host and the namespace as ``up`` leaves them."""
+    host.fireroute("up", "first", "--mode", "clone", "--ipv6")
+    before, state = picture(host), host.state.read_bytes()
+    script = host.fireroute("plan", "c", "--mode", "clone", "--ipv6").stdout
+    assert picture(host) == before and host.state.read_bytes() == state  # nothing changed
+    assert "ip6 fireroute_clone" in script, script
+    rec = json.loads(host.fireroute("up", "c", "--mode", "clone", "--ipv6", "--json").stdout)[0]
+    by_up = picture(host, rec["netns"])
+    assert by_up[:5] != before  # the positive control: up did change the host
+    host.fireroute("down", "c")
+    assert picture(host) == before
+    host.sh(script)  # the printed plan, typed by a person
+    assert picture(host, rec["netns"]) == by_up
