@@ -1,7 +1,8 @@
 """The stateful property test's rules and invariants, whatever the host: random sequences of
 up, down, gc, check, restore and teardown over two state files, both backends and NAT, clone
-and bridge modes (each state file with a bridge of its own), NAT nft VMs with IPv6 (``--ipv6``,
-``nft6``: each state file's blocks from its own ULA pool) among them, with drift injected behind
+and bridge modes (each state file with a bridge of its own), NAT nft VMs and clones with IPv6
+(``--ipv6``, ``nft6`` and ``clone6``: each state file's blocks from its own ULA pool) among
+them, with drift injected behind
 fireroute's back and processes killed mid-run, run through the CLI. :class:`Machine` leaves
 the host to a subclass: tests/reliability/test_property.py runs it against the kernel in
 throwaway namespaces (and sends packets), tests/unit/test_property_fake.py against the fake
@@ -66,8 +67,10 @@ SHAPES = {
     "iptables": ["--backend", "iptables"],
     "clone": ["--mode", "clone"],
     "bridge": ["--mode", "bridge", "--masquerade"],
-    "nft6": ["--ipv6"],  # (a NAT nft VM with IPv6: the one shape that takes it)
+    "nft6": ["--ipv6"],  # (a NAT nft VM with IPv6)
+    "clone6": ["--mode", "clone", "--ipv6"],  # (a clone with IPv6)
 }
+V6_SHAPES = ("nft6", "clone6")
 GATEWAY6 = "fe80::1/64"
 V6_REFUSED = {  # (shape the VM is of, what is added to --ipv6): each refused
     "iptables": ("iptables", []),
@@ -181,7 +184,7 @@ class Machine(RuleBasedStateMachine):
     def args(self, sf: str, name: str, shape: str) -> list[str]:
         if shape == "bridge":
             return ["up", name, *SHAPES[shape], *BRIDGES[sf]]
-        pool = POOLS[sf][1 if shape == "clone" else 0]
+        pool = POOLS[sf][1 if shape in ("clone", "clone6") else 0]
         return ["up", name, "--pool", pool, *SHAPES[shape]]
 
     # -- rules -----------------------------------------------------------------------------
@@ -396,7 +399,7 @@ class Machine(RuleBasedStateMachine):
 
     @invariant()
     def ipv6_follows_the_vms_with_it(self) -> None:
-        v6 = {f for f in FILES if "nft6" in self.up[f].values()}
+        v6 = {f for f in FILES if set(V6_SHAPES) & set(self.up[f].values())}
         assert self.table6_exists() == bool(v6), self.up
         forwarding6 = self.forwarding6()
         if v6:  # (but a v6 VM's tap deleted: another state file's gc sets it back, as
