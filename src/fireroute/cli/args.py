@@ -182,12 +182,21 @@ UP = (
     Opt(
         "--publish",
         "forward the host's port to the guest's (repeatable): [ADDR:]HOSTPORT:GUESTPORT[/udp]; "
-        "no ADDR: every host address, 127.0.0.1: the host's loopback only",
+        "no ADDR: every host address (with --ipv6 its IPv6 ones too), 127.0.0.1: the host's "
+        "loopback only, [IPV6ADDR]: that address",
         APPEND,
         metavar="SPEC",
     ),
-    Opt("--allow-out", "a CIDR the guest may reach whatever --egress says (repeatable)", APPEND),
-    Opt("--deny-out", "a CIDR the guest may not reach (repeatable; --allow-out wins)", APPEND),
+    Opt(
+        "--allow-out",
+        "a CIDR (IPv4 or IPv6) the guest may reach whatever --egress says (repeatable)",
+        APPEND,
+    ),
+    Opt(
+        "--deny-out",
+        "a CIDR (IPv4 or IPv6) the guest may not reach (repeatable; --allow-out wins)",
+        APPEND,
+    ),
     Opt("--bridge", "bridge mode: the bridge (default br0; created if missing)"),
     Opt(
         "--bridge-address",

@@ -227,7 +227,7 @@ def cmd_ra(args: Namespace) -> int:
     from fireroute.advertise import serve
 
     try:
-        serve(_state(args), verbose=args.verbose)
+        serve(_state(args), verbose=args.verbose, dns=args.dns6)
     except KeyboardInterrupt:
         return 0
     return 0

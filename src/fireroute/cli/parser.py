@@ -135,6 +135,13 @@ def _cfg_demo(p: argparse.ArgumentParser) -> None:
 
 def _cfg_ra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="print a line per advertisement sent")
+    p.add_argument(
+        "--dns6",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="an IPv6 DNS server every advertisement names (RDNSS, RFC 8106); repeatable",
+    )
     spec.COMMON[0].add_to(p)  # --state
 
 

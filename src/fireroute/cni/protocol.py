@@ -3,8 +3,8 @@
 object), with no kernel work. The plugin's verbs use this to read a request and to write
 their answers; everything here is checked before anything is changed.
 
-Versions: 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 (a result's ``ips`` carry ``"version": "4"``
-before 1.0.0; CHECK exists from 0.4.0, GC and STATUS from 1.1.0).
+Versions: 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 (a result's ``ips`` carry ``"version"``, "4"
+or "6", before 1.0.0; CHECK exists from 0.4.0, GC and STATUS from 1.1.0).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ PLUGIN_KEYS = {  # fireroute's keys -> the option of up they set (None: the plug
     "allowPeers": "allow_peers",
     "allowMetadata": "allow_metadata",
     "allowHostPorts": "allow_host_ports",
+    "ipv6": "ipv6",
+    "pool6": "pool6",
     "state": None,
     "mtu": None,
     "tapName": None,
@@ -190,6 +192,8 @@ CONFIG: dict[str, object] = {  # every key of a network configuration fireroute 
     "allowPeers": "bool",
     "allowMetadata": "bool",
     "allowHostPorts": ["text"],
+    "ipv6": "bool",
+    "pool6": "text",
     "state": "path",
     "mtu": "int",
     "tapName": "text",
@@ -474,9 +478,9 @@ def result(
     dns: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """An ADD result in ``version``'s shape: before 1.0.0 every ``ips`` entry names its IP
-    version; empty optional fields are left out."""
+    version (by its address: "6" for an IPv6 one); empty optional fields are left out."""
     if _key(version) < (1, 0, 0):
-        ips = [{"version": "4", **ip} for ip in ips]
+        ips = [{"version": "6" if ":" in str(ip["address"]) else "4", **ip} for ip in ips]
     out: dict[str, object] = {"cniVersion": version, "interfaces": interfaces, "ips": ips}
     if routes:
         out["routes"] = routes

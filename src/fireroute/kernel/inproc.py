@@ -78,12 +78,9 @@ def _link(verb: str, link: Link) -> IpOp | None:
     if verb == CREATE and link.link_kind == "tun" and link.uid is not None:
         uid, gid = link.uid, link.gid
         return lambda _: tun.add_tap(name, uid, gid)
-    if (
-        verb == SET
-        and not link.mtu
-        and not link.addrgen
-        and not (link.mac and link.link_kind == "tun")
-    ):
+    if verb == SET and link.addrgen:  # (an addrgenmode: left to ip)
+        return None
+    if verb == SET and not link.mtu and not (link.mac and link.link_kind == "tun"):
         master = link.master
         if master is not None and not _name(master):
             return None

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar
 
+    from fireroute.serve.ra import Advertiser
+
     T = TypeVar("T")
 
 STATUS = (  # most specific first
@@ -589,29 +591,50 @@ def listen(path: str, group: str | None, config: ServerConfig, worker: Worker, l
     return server
 
 
-def main(argv: list[str]) -> int:
+def advertising(config: ServerConfig, state: str, worker: Worker, log) -> Advertiser | None:  # noqa: ANN001
+    """The daemon's RA responder (serve/ra.py), started, when the config wants it."""
+    from fireroute.serve import ra
+
+    if not ra.wanted(config.ra, config.fixed, config.client_options):
+        return None
+    advertiser = ra.Advertiser(state, config.dns6, log)
+    worker.on_change = advertiser.changed
+    advertiser.start()
+    return advertiser
+
+
+def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fireroute serve", description="the fireroute daemon")
     p.add_argument("--socket", required=True, help="unix socket to listen on")
     p.add_argument("--group", help="group allowed to connect (the socket is 0660 root:GROUP)")
     p.add_argument("--config", help="server config (JSON; see fireroute/serve/config.py)")
     p.add_argument("--state", help="state file (default: the config's, or the CLI's default)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = arguments().parse_args(argv)
     from fireroute.state.store import default_path
 
     def log(record: dict) -> None:
         sys.stderr.write(jsontext.dumps(record) + "\n")
         sys.stderr.flush()
 
+    advertiser = None
     try:
         config = ServerConfig.load(args.config) if args.config else ServerConfig()
         state = args.state or config.state or default_path()
         worker = Worker(state)
         recovered = worker.start()
+        advertiser = advertising(config, state, worker, log)
         server = listen(args.socket, args.group, config, worker, log)
     except FirerouteError as exc:
+        if advertiser is not None:
+            advertiser.stop()
         sys.stderr.write(f"fireroute serve: {exc}\n")
         return exc.exit_code
-    log({"event": "listening", "socket": args.socket, "state": state, "gc": recovered})
+    log({"event": "listening", "socket": args.socket, "state": state, "gc": recovered,
+         "ra": advertiser is not None})  # fmt: skip
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
@@ -622,6 +645,8 @@ def main(argv: list[str]) -> int:
     finally:
         server.server_close()
         worker.stop()
+        if advertiser is not None:
+            advertiser.stop()
         if os.path.exists(args.socket):
             os.unlink(args.socket)
     return 0
