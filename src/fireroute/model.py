@@ -123,6 +123,9 @@ DEFAULT_NAT_POOL = "172.16.0.0/16"
 DEFAULT_CLONE_POOL = "10.200.0.0/16"
 DEFAULT_CLONE_GUEST = "192.168.241.2/29"
 DEFAULT_CLONE_TAP = "vmtap0"
+DEFAULT_CLONE_GUEST6 = "fd00:c10::2/64"
+"""a clone's IPv6 guest address, the same in every clone's namespace (and on every host: a
+snapshot moves between hosts); NAT66 in the namespace maps it to the clone's own"""
 DEFAULT_CNI_TAP = "tap0"
 
 
@@ -518,10 +521,10 @@ class Options:
             from fireroute.addressing import check_pool6
 
             check_pool6(self.pool6)
-        if self.ipv6 and self.mode not in ("nat", "cni"):
+        if self.ipv6 and self.mode not in ("nat", "cni", "clone"):
             raise UsageError(
-                f"--ipv6 is available in mode nat and mode cni for now, not {self.mode} (issue "
-                "24: bridge and clone guests get IPv6 later)"
+                f"--ipv6 is available in mode nat, mode cni and mode clone for now, not "
+                f"{self.mode} (issue 24: bridge guests get IPv6 later)"
             )
 
     def _validate_mode(self) -> None:
@@ -828,6 +831,8 @@ class Vm:
         """The guest's IPv6 address with its prefix: its block's ``::2``/64 (None: v4 only)."""
         if self.net6 is None:
             return None
+        if self.options.mode == "clone":  # (the block's ::2 is the clone's address)
+            return IPv6Interface(DEFAULT_CLONE_GUEST6)
         from fireroute.addressing import guest6
 
         return guest6(self.net6)

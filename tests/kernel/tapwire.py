@@ -46,13 +46,16 @@ class Wired:
     """Guests wired to taps of the host namespace ``host``; :meth:`close` removes them."""
 
     host: str
+    label: str = ""
+    """what the namespaces made here are named after (default: ``host``)"""
     namespaces: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def guest(self, tap: str, mac: str) -> str:
         """A guest namespace whose eth0 (MAC ``mac``) is wired to ``tap``: its name."""
         n = len(self.namespaces) // 2
-        wire, guest = f"{self.host}-w{n}", f"{self.host}-g{n}"
+        base = self.label or self.host
+        wire, guest = f"{base}-w{n}", f"{base}-g{n}"
         for ns in (wire, guest):
             sh("ip", "netns", "add", ns)
             self.namespaces.append(ns)

@@ -88,6 +88,20 @@ CASES = {
 }
 
 
+def restore_heals(host: Host, found: dict, clean: dict) -> None:
+    """``restore --dry-run`` changes nothing (check still finds ``found``) and prints what
+    ``restore`` then runs; after it check is ``clean`` again and a second restore has nothing
+    to do."""
+    planned = host.fireroute("restore", "--dry-run").stdout
+    assert report(host) == (1, found)  # the dry run changed nothing
+    ran = json.loads(host.fireroute("restore", "--json").stdout)["commands"]
+    assert ran == planned  # and printed exactly what restore then ran
+    rc, healed = report(host)
+    assert rc == 0 and healed == clean, healed
+    again = host.fireroute("restore").stdout
+    assert again.strip() == "restore: nothing to do", again
+
+
 def report(host: Host) -> tuple[int, dict]:
     p = host.fireroute("check", "--json", check=False)
     return p.returncode, json.loads(p.stdout)
@@ -122,14 +136,7 @@ def test_check_sees_each_object_and_restore_heals_it(host: Host, mode: str, dama
         host.sh(f"cd {host.state.parent} && {damage}")
     rc, found = report(host)
     assert rc == 1 and not found["ok"], found
-    planned = host.fireroute("restore", "--dry-run").stdout
-    assert report(host) == (rc, found)  # the dry run changed nothing
-    ran = json.loads(host.fireroute("restore", "--json").stdout)["commands"]
-    assert ran == planned  # and printed exactly what restore then ran
-    rc, healed = report(host)
-    assert rc == 0 and healed == clean, healed
-    again = host.fireroute("restore").stdout
-    assert again.strip() == "restore: nothing to do", again
+    restore_heals(host, found, clean)
 
 
 def test_uplink_gone_is_reported(host: Host):

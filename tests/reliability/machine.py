@@ -1,8 +1,8 @@
 """The stateful property test's rules and invariants, whatever the host: random sequences of
 up, down, gc, check, restore and teardown over two state files, both backends and NAT, clone
-and bridge modes (each state file with a bridge of its own), NAT nft VMs with IPv6 (``--ipv6``,
-``nft6``: each state file's blocks from its own ULA pool; ``nft6p`` with an IPv6 egress policy)
-among them, with drift injected behind
+and bridge modes (each state file with a bridge of its own), NAT nft VMs and clones with IPv6
+(``--ipv6``, ``nft6`` and ``clone6``: each state file's blocks from its own ULA pool; ``nft6p``
+with an IPv6 egress policy) among them, with drift injected behind
 fireroute's back and processes killed mid-run, run through the CLI. :class:`Machine` leaves
 the host to a subclass: tests/reliability/test_property.py runs it against the kernel in
 throwaway namespaces (and sends packets), tests/unit/test_property_fake.py against the fake
@@ -66,14 +66,15 @@ SHAPES = {
     "iptables": ["--backend", "iptables"],
     "clone": ["--mode", "clone"],
     "bridge": ["--mode", "bridge", "--masquerade"],
-    "nft6": ["--ipv6"],  # (a NAT nft VM with IPv6: the one mode that takes it)
+    "nft6": ["--ipv6"],  # (a NAT nft VM with IPv6)
     # with an IPv6 egress policy: the ip6 table's lazy policy parts come with it
     "nft6p": ["--ipv6", "--deny-out", "2000::/16", "--allow-out", "2000:1::/32"],
+    "clone6": ["--mode", "clone", "--ipv6"],  # (a clone with IPv6)
 }
+V6_SHAPES = ("nft6", "nft6p", "clone6")
 GATEWAY6 = "fe80::1/64"
 V6_REFUSED = {  # (shape the VM is of, what is added to --ipv6): each refused
     "iptables": ("iptables", []),
-    "clone": ("clone", []),
     "bridge": ("bridge", []),
 }
 
@@ -180,7 +181,7 @@ class Machine(RuleBasedStateMachine):
     def args(self, sf: str, name: str, shape: str) -> list[str]:
         if shape == "bridge":
             return ["up", name, *SHAPES[shape], *BRIDGES[sf]]
-        pool = POOLS[sf][1 if shape == "clone" else 0]
+        pool = POOLS[sf][1 if shape in ("clone", "clone6") else 0]
         return ["up", name, "--pool", pool, *SHAPES[shape]]
 
     # -- rules -----------------------------------------------------------------------------
@@ -395,7 +396,7 @@ class Machine(RuleBasedStateMachine):
 
     @invariant()
     def ipv6_follows_the_vms_with_it(self) -> None:
-        v6 = {f for f in FILES if any(s.startswith("nft6") for s in self.up[f].values())}
+        v6 = {f for f in FILES if set(V6_SHAPES) & set(self.up[f].values())}
         assert self.table6_exists() == bool(v6), self.up
         forwarding6 = self.forwarding6()
         if v6:  # (but a v6 VM's tap deleted: another state file's gc sets it back, as

@@ -30,7 +30,6 @@ def test_the_cli_takes_ipv6_and_pool6(read):
     "kw, refused",
     [
         ({"mode": "bridge", "dhcp": True}, "available in mode nat"),
-        ({"mode": "clone"}, "available in mode nat"),
     ],
 )
 def test_what_has_no_ipv6_rules_yet_is_refused(kw, refused):

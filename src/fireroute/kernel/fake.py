@@ -424,7 +424,11 @@ class Fake:
         return out
 
     def _gateway(self, route: Any) -> list[tuple]:
-        """The addresses whose connected network (on an up link) holds the route's gateway."""
+        """The addresses whose connected network (on an up link) holds the route's gateway
+        (an IPv6 one, link-local: the route's device, up)."""
+        if ":" in route.via:
+            link = self.objs.get(_link(route.ns, route.dev)) if route.dev else None
+            return [_link(route.ns, route.dev)] if link is not None and link.up else []  # type: ignore[attr-defined]
         via = IPv4Address(route.via)
         out = []
         for k, a in self.objs.items():

@@ -404,6 +404,33 @@ def _clone_ns(cur: Current, src: Source, name: str) -> list[dict]:
     return docs
 
 
+def _clone_ns6(cur: Current, src: Source, vm: Vm, docs: list[dict]) -> None:
+    """What a clone with IPv6 holds in its namespace besides (want/clone.py ``inside6``): every
+    IPv6 address of its tap and veth end (both brought up without address generation: a
+    link-local address of the kernel's there is not wanted), its IPv6 routes, IPv6 forwarding
+    and both links' ``addr_gen_mode`` (one ``sysctl``), the NAT66 table."""
+    from fireroute.want.clone import NS_TABLE, NS_VETH
+
+    ns, who = str(vm.netns), _netns_owner(str(vm.netns))
+    links = cur.links(ns)
+    devs = [d for d in (vm.vm_tap, NS_VETH) if d in links]
+    for doc in docs:
+        if doc["ifname"] in devs:
+            for a in doc.get("addr_info", []):
+                if a.get("family") == "inet6":
+                    cidr = f"{a['local']}/{a['prefixlen']}"
+                    cur.add(Addr(links[doc["ifname"]], cidr, nodad=bool(a.get("nodad"))))
+    _routes(cur, src, ns, who, six=True)
+    keys = [FORWARD6_KEY, *(ADDR_GEN6.format(d) for d in devs)]
+    values = src.runner(in_netns(ns, ["sysctl", "-n", *keys]), None).out.split()
+    if len(values) == len(keys):  # (a link gone since it was listed: read as not set)
+        for key, value in zip(keys, values, strict=True):
+            cur.sysctls[(ns, key)] = value
+            if key != FORWARD6_KEY or value == "1":
+                cur.add(Sysctl(key, value, "", who, _vm_of(who), ns))
+    _chains(cur, src, "ip6", NS_TABLE, ns, who)
+
+
 def _tc(cur: Current, src: Source, ns: str, devs: list[str]) -> None:
     """The redirects on the ingress of ``devs`` in a CNI namespace (one ``tc -batch``: a JSON
     list per device, in order; a device that vanished prints none)."""
@@ -599,6 +626,8 @@ def _inside(cur: Current, src: Source, vms: Iterable[Vm], docs: dict) -> None:
     for vm in vms:
         if vm.mode == "clone" and vm.netns in made and vm.netns not in docs:
             docs[vm.netns] = _clone_ns(cur, src, vm.netns)
+            if vm.net6 is not None:
+                _clone_ns6(cur, src, vm, docs[vm.netns])
         elif vm.mode == "cni" and vm.netns and src.alive(vm.netns):
             from fireroute.want.cni import redirects
 

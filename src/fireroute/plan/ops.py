@@ -85,12 +85,13 @@ def _block(acts: list[Act], within: str | None = None) -> list[Step]:
     chains: list[NftChain] = [a.obj for a in of("nft chain")]
     for t in of("nft table"):
         table: NftTable = t.obj
-        made = [Act(CREATE, table), *(Act(CREATE, c) for c in chains if c.table == table.name)]
+        own = [c for c in chains if (c.family, c.table) == (table.family, table.name)]
+        made = [Act(CREATE, table), *(Act(CREATE, c) for c in own)]
         steps.append(
-            OpStep(NFT, table.script(chains), table.what(), table.vm, netns=table.ns, ops=made)
+            OpStep(NFT, table.script(own), table.what(), table.vm, netns=table.ns, ops=made)
         )
-    tables = {t.obj.name for t in of("nft table")}
-    steps += [_chain_step(c) for c in chains if c.table not in tables]
+    tables = {(t.obj.family, t.obj.name) for t in of("nft table")}
+    steps += [_chain_step(c) for c in chains if (c.family, c.table) not in tables]
     return steps
 
 

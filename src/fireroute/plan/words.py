@@ -12,7 +12,7 @@ from fireroute.plan.diff import CREATE, DELETE, ORPHAN, REPLACE, Op, parents
 from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import FORWARD_KEY, Addr, Forwarding, Link, Sysctl
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Forwarding, Link, Sysctl
 from fireroute.want.tables import NftChain, NftSet, NftTable
 
 TYPE_CHECKING = False
@@ -155,8 +155,10 @@ def route(op: Op, ctx: Context) -> list[str]:
     assert isinstance(r, Route)
     if op.verb == DELETE:
         return [f"route {r.shown()} has no lease"]
-    if r.ns is not None and r.dst == "default":
+    if r.ns is not None and r.dst in ("default", "::/0"):
         return [f'namespace "{r.ns}" has no default route via {r.via}']
+    if r.ns is not None and not r.ns.startswith("/"):  # (a clone's)
+        return [f'namespace "{r.ns}" has no route {r.shown()}']
     if r.via:
         return [f"host route {r.shown()} is missing"]
     return [f"host route {r.dst} dev {r.dev} is missing"]
@@ -183,8 +185,9 @@ def sysctl(op: Op, ctx: Context) -> list[str]:
         ]
     if path.endswith("/route_localnet"):
         return [f'route_localnet is off on "{dev}" (its 127.0.0.1 ports cannot reach the guest)']
-    if s.ns is not None and path == "net.ipv4.ip_forward":
-        return [f'IPv4 forwarding is off in namespace "{s.ns}"']
+    if s.ns is not None and path in (FORWARD_KEY, FORWARD6_KEY):
+        family = "IPv4" if path == FORWARD_KEY else "IPv6"
+        return [f'{family} forwarding is off in namespace "{s.ns}"']
     return [f"sysctl {path} is not {s.value}"]
 
 

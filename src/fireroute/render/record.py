@@ -67,9 +67,15 @@ def _mode_fields(vm: Vm) -> dict[str, object]:
 
         assert vm.net is not None  # a clone's lease is its veth link's block
         host_ip, netns_ip = veth_pair(vm.net)
+        six = {}
+        if vm.net6 is not None:  # (the clone's IPv6 address: its block's ::2)
+            from fireroute.addressing import guest6
+
+            six = {"clone_address6": str(guest6(vm.net6).ip)}
         return {
             "netns": vm.netns,
             "clone_address": str(vm.clone_address),
+            **six,
             "veth": {"host": vm.tap, "host_ip": str(host_ip), "netns_ip": str(netns_ip)},
         }
     if vm.mode == "cni":

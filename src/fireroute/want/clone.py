@@ -10,19 +10,34 @@ the veth link is a /30 and the guest's gateway is the tap address inside the nam
 A clone's objects: its namespace, the veth link to the host (a /30: ``addressing.veth_pair``),
 inside the namespace lo, the guest's tap, the veth's far end, the default route and
 forwarding, the namespace's NAT table; on the host the route to an explicit clone address.
+
+A clone with IPv6 (docs/ipv6-plan.md 1.11): the guest keeps one fixed address in every
+namespace (``model.DEFAULT_CLONE_GUEST6``); the clone's own is its /64's ``::2`` (the clone
+address, on the veth's far end), and NAT66 in an ``ip6`` table of the namespace maps the one to
+the other. The host end of the veth is set up as a NAT tap with IPv6 is (``fe80::1``, the route
+to the clone's /64, no link-local address of the kernel's); in the namespace the tap holds
+``fe80::1`` too (the guest's gateway) with the route to the guest's /64, the veth's far end
+routes everything via ``fe80::1``, and IPv6 forwards. Both links in the namespace are brought
+up with no address generation (no link-local address of the kernel's: the veth has carrier
+at once, the tap once its VMM attaches), which their ``addr_gen_mode`` sysctls record.
 """
 
 from __future__ import annotations
 
-from fireroute.addressing import veth_pair
+from ipaddress import IPv6Interface
+
+from fireroute.addressing import GATEWAY6, guest6, veth_pair
 from fireroute.model import Vm
 from fireroute.want import tap
 from fireroute.want.netns import Netns, Route
-from fireroute.want.objects import FORWARD_KEY, Addr, Link, Obj, Sysctl
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link, Obj, Sysctl
 from fireroute.want.tables import NftChain, NftTable
+from fireroute.want.tap import ADDR_GEN6
 
 NS_VETH = "veth0"
 NS_TABLE = "fireroute_clone"
+POSTROUTING = "type nat hook postrouting priority srcnat; policy accept;"
+PREROUTING = "type nat hook prerouting priority dstnat; policy accept;"
 
 
 def netns(vm: Vm) -> Netns:
@@ -30,9 +45,16 @@ def netns(vm: Vm) -> Netns:
     return Netns(vm.netns, vm.tag, vm.name)
 
 
+def addrgen(vm: Vm) -> str | None:
+    """A link's address generation for a clone with IPv6: none (set in the line that brings
+    it up); else the kernel's default."""
+    return "none" if vm.net6 is not None else None
+
+
 def host_veth(vm: Vm) -> Link:
     """The host end, made with its far end (``veth0``) in the namespace."""
-    return Link(vm.tap, "veth", vm.tag, vm.name, tap.alias(vm), peer=(vm.netns, NS_VETH))
+    alias, far = tap.alias(vm), (vm.netns, NS_VETH)
+    return Link(vm.tap, "veth", vm.tag, vm.name, alias, peer=far, addrgen=addrgen(vm))
 
 
 def host_address(vm: Vm, veth: Link) -> Addr:
@@ -58,15 +80,58 @@ def chains(vm: Vm) -> list[NftChain]:
     snat = f'ip saddr {guest.network} oifname "{NS_VETH}" snat to {ns_ip}'
     dnat = f'iifname "{NS_VETH}" ip daddr {vm.clone_address} dnat to {guest.ip}'
     return [
-        NftChain(
-            nat,
-            "postrouting",
-            "type nat hook postrouting priority srcnat; policy accept;",
-            (snat,),
+        NftChain(nat, "postrouting", POSTROUTING, (snat,)),
+        NftChain(nat, "prerouting", PREROUTING, (dnat,)),
+    ]
+
+
+def address6(vm: Vm) -> IPv6Interface:
+    """The clone's IPv6 address: its /64's ``::2`` (on the veth's far end)."""
+    assert vm.net6 is not None
+    return guest6(vm.net6)
+
+
+def table6(vm: Vm) -> NftTable:
+    """The namespace's NAT66 table (beside the IPv4 one, of the same name)."""
+    words = f'set up NAT66 in namespace "{vm.netns}"'
+    return NftTable("ip6", NS_TABLE, words, vm.tag, vm.name, vm.netns)
+
+
+def chains6(vm: Vm) -> list[NftChain]:
+    """Its chains: SNAT of the guest's /64 to the clone address, DNAT of the clone address to
+    the guest; as ``nft list`` prints them."""
+    guest = vm.guest6
+    assert guest is not None
+    nat, clone_ip = table6(vm), address6(vm).ip
+    snat = f'ip6 saddr {guest.network} oifname "{NS_VETH}" snat to {clone_ip}'
+    dnat = f'iifname "{NS_VETH}" ip6 daddr {clone_ip} dnat to {guest.ip}'
+    return [
+        NftChain(nat, "postrouting", POSTROUTING, (snat,)),
+        NftChain(nat, "prerouting", PREROUTING, (dnat,)),
+    ]
+
+
+def inside6(vm: Vm, tun: Link, far: Link) -> list[Obj]:
+    """A clone's IPv6 in its namespace: the tap's gateway address and the route to the
+    guest's /64, the clone address on the veth's far end and the default route via the host
+    end, both links' address generation off, forwarding, the NAT66 table."""
+    ns, guest = vm.netns, vm.guest6
+    assert ns is not None and guest is not None
+    who = (vm.tag, vm.name)
+    route = f'route {guest.network} to "{tun.name}" in "{ns}"'
+    no_lla = "keep the kernel's link-local address off"
+    return [
+        Addr(tun, f"{GATEWAY6}/64", nodad=True),
+        Addr(far, str(address6(vm)), nodad=True),
+        Route("::/0", str(GATEWAY6), NS_VETH, f'route "{ns}" via the host (IPv6)', *who, ns),
+        Route(str(guest.network), None, tun.name, route, *who, ns),
+        Sysctl(FORWARD6_KEY, "1", f'enable IPv6 forwarding in "{ns}"', *who, ns),
+        *(
+            Sysctl(ADDR_GEN6.format(link.name), "1", f'{no_lla} "{link.name}"', *who, ns)
+            for link in (tun, far)
         ),
-        NftChain(
-            nat, "prerouting", "type nat hook prerouting priority dstnat; policy accept;", (dnat,)
-        ),
+        table6(vm),
+        *chains6(vm),
     ]
 
 
@@ -77,10 +142,11 @@ def clone(vm: Vm) -> list[Obj]:
     host_ip, ns_ip = veth_pair(net)
     uid, gid = tap.owner_ids(vm)
     who = (vm.tag, vm.name)
-    veth = host_veth(vm)
+    veth, gen = host_veth(vm), addrgen(vm)
     lo = Link("lo", "loopback", *who, "", ns=ns, group=None, made=False)
-    tun = Link(vm.vm_tap, "tun", *who, "", ns=ns, uid=uid, gid=gid, group=None)
-    far = Link(NS_VETH, "veth", *who, "", ns=ns, group=None, peer=(None, vm.tap), made=False)
+    tun = Link(vm.vm_tap, "tun", *who, "", ns=ns, uid=uid, gid=gid, group=None, addrgen=gen)
+    peer = (None, vm.tap)
+    far = Link(NS_VETH, "veth", *who, "", ns=ns, group=None, peer=peer, made=False, addrgen=gen)
     objs: list[Obj] = [
         netns(vm),
         veth,
@@ -98,4 +164,6 @@ def clone(vm: Vm) -> list[Obj]:
     if vm.clone_address != ns_ip:
         words = f"route clone address {vm.clone_address}"
         objs.append(Route(f"{vm.clone_address}/32", str(ns_ip), vm.tap, words, *who))
+    if vm.net6 is not None:  # (the host end's as a NAT tap's with IPv6)
+        objs += [*inside6(vm, tun, far), *tap.ipv6_on(vm, veth)]
     return objs
