@@ -453,11 +453,13 @@ class Options:
             from fireroute.addressing import check_pool6
 
             check_pool6(self.pool6)
-        if self.ipv6 and self.mode != "nat":
+        if self.ipv6 and self.mode not in ("nat", "bridge"):
             raise UsageError(
-                f"--ipv6 is available in mode nat for now, not {self.mode} (issue 24: bridge, "
-                "clone and cni guests get IPv6 later)"
+                f"--ipv6 is available in modes nat and bridge for now, not {self.mode} (issue "
+                "24: clone and cni guests get IPv6 later)"
             )
+        if self.ipv6 and self.dhcp:
+            raise UsageError("--ipv6 needs a known guest address: use --guest-ip or --range")
         unpoliced = [f for f, on in V6_NOT_YET.items() if on(self)]
         if self.ipv6 and unpoliced:
             raise UsageError(

@@ -72,7 +72,6 @@ GATEWAY6 = "fe80::1/64"
 V6_REFUSED = {  # (shape the VM is of, what is added to --ipv6): each refused
     "iptables": ("iptables", []),
     "clone": ("clone", []),
-    "bridge": ("bridge", []),
     "egress": ("nft", ["--egress", "none"]),
     "allow-out": ("nft", ["--allow-out", "10.9.0.0/16"]),
     "deny-out": ("nft", ["--deny-out", "10.9.0.0/16"]),

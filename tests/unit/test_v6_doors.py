@@ -29,8 +29,8 @@ def test_the_cli_takes_ipv6_and_pool6(read):
 @pytest.mark.parametrize(
     "kw, refused",
     [
-        ({"mode": "bridge", "dhcp": True}, "available in mode nat"),
-        ({"mode": "clone"}, "available in mode nat"),
+        ({"mode": "bridge", "dhcp": True}, "--ipv6 needs a known guest address"),
+        ({"mode": "clone"}, "available in modes nat and bridge"),
         ({"egress": "public"}, "--ipv6 with --egress is not available yet"),
         ({"allow_out": ["10.0.0.0/8"]}, "--ipv6 with --allow-out is not available yet"),
         ({"deny_out": ["10.0.0.0/8"]}, "--ipv6 with --deny-out is not available yet"),

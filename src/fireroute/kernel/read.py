@@ -265,7 +265,13 @@ def _read_links(cur: Current, src: Source, ns: str | None, who: str = "") -> lis
         for a in doc.get("addr_info", []):
             if a.get("family") == "inet":
                 cur.add(Addr(link, f"{a['local']}/{a['prefixlen']}"))
+            elif link.link_kind == "bridge" and f"{a['local']}/{a['prefixlen']}" == GATEWAY6:
+                cur.add(Addr(link, GATEWAY6, nodad=bool(a.get("nodad"))))  # (bridge guests')
     return docs
+
+
+GATEWAY6 = "fe80::1/64"
+"""A bridge's one IPv6 address that may be ours: its guests' gateway (want/bridge.py)"""
 
 
 def _peers(cur: Current, docs: dict[str | None, list[dict]]) -> None:
