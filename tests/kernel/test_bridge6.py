@@ -242,3 +242,51 @@ def test_down_and_teardown_leave_no_ipv6_of_bridge_guests(lab: BridgeLab):
     assert "ok" in host.fireroute("check").stdout
     host.fireroute("teardown")
     assert "firecracker" not in host.nft_text() and "br0" not in host.links()
+
+
+def test_the_ra_guard_holds_on_a_bridge_of_v4_only_guests(lab: BridgeLab):
+    """The change for bridges without IPv6 (docs/ipv6-plan.md 7.5): a v4-only guest's router
+    advertisement reaches no other guest. The control: with the bridge table's rules gone
+    (flushed behind fireroute's back) the same advertisement arrives; and IPv4 between the
+    two passes all along."""
+    one, _ = lab.bridged("one", "--no6")
+    two, rec = lab.bridged("two", "--no6")
+    lab.serve(two, "0.0.0.0:7000")
+    assert lab.connect(one, rec["guest_ip"], 7000).startswith("hello ")
+
+    def heard() -> list[str]:
+        seen = lab.watch(two, ICMP6_SEEN, lab.link_local(one), "2")
+        lab.run(one, ICMP6_SEND, "ff02::1%eth0", str(RA))
+        return seen.communicate(timeout=10)[0].split()
+
+    before = lab.drops()
+    assert heard() == []
+    assert lab.drops() > before
+    lab.host.run("nft", "flush", "chain", "bridge", "firecracker", "prerouting")
+    assert heard() == [str(RA)]  # the control
+
+
+def test_plan_of_a_bridge_guest_with_ipv6_prints_what_up_does(host: Host):
+    """``plan`` changes nothing, and its script, run by hand, leaves the kernel as ``up`` does
+    (the bridge already there, made by a v4-only guest: the gateway fe80::1 joins it)."""
+    from tests.kernel.test_plan_truth import kernel
+
+    def everything() -> tuple:
+        routes = json.loads(host.run("ip", "-6", "-j", "route").stdout)
+        ours = sorted(f"{r['dst']} {r['dev']}" for r in routes if r.get("protocol") != "kernel")
+        doc = json.loads(host.run("ip", "-6", "-j", "addr", "show", "dev", "br0").stdout)
+        gateway = [a for d in doc for a in d["addr_info"] if a["local"] == "fe80::1"]
+        return kernel(host), ours, gateway
+
+    host.fireroute("up", "four", *BR, "--guest-ip", "192.168.6.20/24")
+    b = ["b", *BR, "--guest-ip", "192.168.6.21/24", "--ipv6", "--pool6", "fd3c:9a1e:52b0::/48"]
+    before, state = everything(), host.state.read_bytes()
+    script = host.fireroute("plan", *b).stdout
+    assert everything() == before and host.state.read_bytes() == state  # nothing changed
+    host.fireroute("up", *b)
+    by_up = everything()
+    assert by_up != before and by_up[2] and by_up[1]  # the control: up changed it
+    host.fireroute("down", "b")
+    assert everything() == before
+    host.sh(script)  # the printed plan, typed by a person
+    assert everything() == by_up
