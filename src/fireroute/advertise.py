@@ -104,14 +104,14 @@ class Responder:
 
     def refresh(self) -> None:
         """Read the v6 VMs again; every tap is advertised on at the next look."""
-        self.vms = {vm.tap: vm for vm in self.opened().all() if vm.net6 is not None}
+        self.vms = {vm.tap: vm for vm in self.opened().all() if advertised(vm)}
         self.waiting = set(self.vms)
 
     def lookup(self, tap: str) -> Vm | None:
         vm = self.vms.get(tap)
         if vm is None and (name := self.opened().tap_owner(tap)) is not None:
             found = self.store.get(name)
-            if found is not None and found.net6 is not None:
+            if found is not None and advertised(found):
                 vm = self.vms[tap] = found
         return vm
 
@@ -180,6 +180,13 @@ class Responder:
             ready, _, _ = select.select([self.sock], [], [], max(wait, 0.0))
             if ready:
                 self.answer()
+
+
+def advertised(vm: Vm) -> bool:
+    """Is ``vm`` advertised to: a VM with IPv6 on a tap of its own (a bridge guest's tap is a
+    port: its gateway is the bridge's, which advertises nothing yet; it is configured by the
+    guest script)."""
+    return vm.net6 is not None and vm.mode != "bridge"
 
 
 def dns6(vm: Vm) -> list[IPv6Address]:

@@ -64,3 +64,16 @@ def test_the_bridges_gateway_follows_its_guests_with_ipv6(host):  # noqa: F811
     assert TABLE6 not in fake.objs and fake.forwarding6 != "1"
     assert not [k for k in fake.objs if k[0] == "route" and ":" in k[1][1]]
     assert ("link", (None, "br0")) in fake.objs  # the v4-only guest keeps its bridge
+
+
+def test_the_ra_responder_leaves_bridge_guests_alone():
+    """The responder advertises on a VM's own tap from fe80::1 there; a bridge guest's tap is
+    a port without that address (the gateway is the bridge's): not advertised to, rather than
+    tried and failed every few seconds. The control: a NAT VM with IPv6 is."""
+    from fireroute.advertise import advertised
+    from fireroute.model import Vm
+
+    block = next(iter(V6["pool6"].subnets(new_prefix=64)))
+    bridged = Vm("a", None, "fr-a", "", "eth0", guest(21), net6=block)
+    nat = Vm("n", None, "fr-n", "", "eth0", Options(**V6), net6=block)
+    assert not advertised(bridged) and advertised(nat)
