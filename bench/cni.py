@@ -63,22 +63,27 @@ class Plugins:
             **cni_env(command, netns, container),
             **{k: v for k, v in os.environ.items() if k.startswith("PYTHON")},
         }
-        t = time.perf_counter()
-        p = subprocess.run(
-            ["nsenter", f"--net=/var/run/netns/{self.sb.host}", *argv],
-            input=conf,
-            text=True,
-            capture_output=True,
-            env=env,
-        )
-        dt = time.perf_counter() - t
-        if p.returncode != 0:
-            raise SystemExit(f"{plugin} {command} failed: {p.stdout}{p.stderr}")
-        return dt
+        return timed(self.sb, argv, env, conf, f"{plugin} {command}")
 
     def close(self) -> None:
         for ns in self.made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def timed(sb: Sandbox, argv: list[str], env: dict[str, str], stdin: str, what: str) -> float:
+    """Seconds ``argv`` took in the sandbox's host namespace (a failure ends the bench)."""
+    t = time.perf_counter()
+    p = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{sb.host}", *argv],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        env=env,
+    )
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"{what} failed: {p.stdout}{p.stderr}")
+    return dt
 
 
 def ms(xs: list[float]) -> dict[str, float]:
@@ -166,11 +171,16 @@ def main() -> int:
         ),
     ]
     print("\n".join(lines))
+    write_results("cni", results)
+    return 0
+
+
+def write_results(kind: str, results: dict) -> None:
+    """bench/results/KIND-<stamp>.json"""
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out_dir / f"cni-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    (out_dir / f"{kind}-{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,21 +4,26 @@ IPv6 with that VM's advertisement (render/ra.py), and advertising unsolicited on
 with carrier at start and every ``interval`` seconds. Each RA leaves from ``fe80::1`` (the
 host side of every v6 tap) with hop limit 255.
 
-The state file is only read: the view of the v6 VMs is read again at every period, and a
-solicitation on a tap the view does not know looks that tap up. A tap seen without carrier
+The state file is only read: the view of the v6 VMs is read again at every period (every tap
+advertised on), and within a second of another process writing the state file (SQLite's
+``data_version``; the daemon's worker also says so at once, :meth:`Responder.changed`): a new
+v6 VM's tap is advertised on, a removed VM's tap forgotten. A solicitation is answered with
+what the state file says of its tap at that moment. A tap seen without carrier
 (its VMM not attached yet), or whose send failed (right after carrier there is no multicast
 route yet: "Network is unreachable"), is looked at again every ``retry`` seconds and advertised
-as soon as it has carrier. Run by ``fireroute ra``; never imported on the per-VM path."""
+as soon as it has carrier. Run by ``fireroute ra`` and, as a thread, by ``fireroute serve``
+(serve/ra.py); never imported on the per-VM path."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import select
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv6Address
 
 from fireroute.addressing import GATEWAY6
@@ -75,45 +80,127 @@ class Link:
         self.mtu = struct.unpack_from("i", _ifreq(s, SIOCGIFMTU, dev), 16)[0]
 
 
+class View:
+    """The responder's bookkeeping, without a socket: the v6 VMs by tap and the taps to
+    advertise on once they have carrier."""
+
+    def __init__(self) -> None:
+        self.vms: dict[str, Vm] = {}  # tap -> its v6 VM
+        self.waiting: set[str] = set()  # taps to advertise on once they have carrier
+
+    def update(self, vms: Iterable[Vm], everyone: bool = False) -> None:
+        """The v6 VMs as the state file has them now: a VM gone is dropped (and no longer
+        waited for); a new one, or one whose tap now serves another VM or prefix, waits for
+        its first advertisement (``everyone``: every tap does, the periodic one)."""
+        now = {vm.tap: vm for vm in vms if advertised(vm)}
+        fresh = {t for t, vm in now.items() if _same(self.vms.get(t)) != _same(vm)}
+        self.waiting = set(now) if everyone else (self.waiting & set(now)) | fresh
+        self.vms = now
+
+    def learn(self, vm: Vm | None, tap: str) -> Vm | None:
+        """What a lookup of ``tap`` in the state file found: kept if a v6 VM, else the tap is
+        forgotten (its VM is gone, or has no IPv6 now)."""
+        if vm is None or not advertised(vm) or vm.tap != tap:
+            self.forget(tap)
+            return None
+        self.vms[tap] = vm
+        return vm
+
+    def forget(self, tap: str) -> None:
+        self.vms.pop(tap, None)
+        self.waiting.discard(tap)
+
+
+def advertised(vm: Vm) -> bool:
+    """Is ``vm`` advertised to: a VM with IPv6 on a device of its own (a bridge guest's tap is
+    a port: its gateway is the bridge's, which advertises nothing yet; it is configured by the
+    guest script)."""
+    return vm.net6 is not None and vm.mode != "bridge"
+
+
+def _same(vm: Vm | None) -> tuple[str, str] | None:
+    return None if vm is None else (vm.name, str(vm.net6))
+
+
 class Responder:
+    """The responder over the state file ``state``. Its state file is opened (read-only) by
+    the thread that runs it (:meth:`run`), and closed there at the end; :meth:`changed` and
+    :meth:`stop` may be called from any thread."""
+
     def __init__(
         self,
         state: str,
         *,
         interval: float = 300.0,
         retry: float = 5.0,
+        dns: Sequence[IPv6Address] = (),
         log: Callable[[str], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.state = state
-        self.store = Store(state, create=False)
-        self.sock = open_socket()
-        self.interval, self.retry, self.log = interval, retry, log
-        self.vms: dict[str, Vm] = {}  # tap -> its v6 VM
-        self.waiting: set[str] = set()  # taps to advertise on once they have carrier
+        self.store: Store | None = None
+        self.version: int | None = None  # the state file's data_version last read
+        self.sock = sock or open_socket()
+        self.wake, self.waker = socket.socketpair()
+        for end in (self.wake, self.waker):
+            end.setblocking(False)
+        self.interval, self.retry, self.dns = interval, retry, tuple(dns)
+        self.log, self.warn = log, warn or log
+        self.view = View()
+        self.stopping = False
+        self.dirty = False
+
+    @property
+    def vms(self) -> dict[str, Vm]:
+        return self.view.vms
 
     def close(self) -> None:
-        self.sock.close()
-        if self.store.db is not None:
+        for s in (self.sock, self.wake, self.waker):
+            s.close()
+        if self.store is not None and self.store.db is not None:
             self.store.db.close()
+        self.store = None
+
+    def changed(self) -> None:
+        """The state file changed (a VM up or down): read it again now, not at the period."""
+        self.dirty = True
+        self._wake()
+
+    def stop(self) -> None:
+        """End :meth:`run` (from any thread)."""
+        self.stopping = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # (full: a wake is pending; closed: it ended)
+            self.waker.send(b"\0")
 
     def opened(self) -> Store:
         """The state file, read-only; opened again while there is none (no VM up yet)."""
-        if self.store.db is None:
+        if self.store is None or self.store.db is None:
             self.store = Store(self.state, create=False)
         return self.store
 
-    def refresh(self) -> None:
-        """Read the v6 VMs again; every tap is advertised on at the next look."""
-        self.vms = {vm.tap: vm for vm in self.opened().all() if advertised(vm)}
-        self.waiting = set(self.vms)
+    def refresh(self, everyone: bool = True) -> None:
+        """Read the v6 VMs again (``everyone``: every tap is advertised on at the next look;
+        else only the taps new since the last read)."""
+        store = self.opened()
+        self.version = _data_version(store)
+        self.view.update(store.all(), everyone)
+
+    def moved(self) -> bool:
+        """Has another process (a CLI ``up`` or ``down``, the daemon's worker) written the
+        state file since the last read? (SQLite's ``data_version``: one cheap query.)"""
+        store = self.opened()
+        return store.db is not None and _data_version(store) != self.version
 
     def lookup(self, tap: str) -> Vm | None:
-        vm = self.vms.get(tap)
-        if vm is None and (name := self.opened().tap_owner(tap)) is not None:
-            found = self.store.get(name)
-            if found is not None and advertised(found):
-                vm = self.vms[tap] = found
-        return vm
+        """The v6 VM of ``tap``, as the state file says now (a solicitation: rare, and the
+        answer must not be a VM removed since the last read whose tap name came back)."""
+        store = self.opened()
+        name = store.tap_owner(tap)
+        return self.view.learn(store.get(name) if name is not None else None, tap)
 
     def advertise(self, vm: Vm, dst: str = ALL_NODES, why: str = "periodic") -> bool:
         """Send ``vm``'s RA on its tap to ``dst``: False when the tap has no carrier or the
@@ -124,26 +211,30 @@ class Responder:
             if not link.carrier:
                 return False
             index = socket.if_nametoindex(vm.tap)
-            message = ra.advertisement(vm.net6, link.mac, link.mtu, dns6(vm))
+            message = ra.advertisement(vm.net6, link.mac, link.mtu, self.servers(vm))
             source = struct.pack("16sI", GATEWAY6.packed, index)
             cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, source)]
             self.sock.sendmsg([message], cmsg, 0, (dst, 0, 0, index))
         except OSError as exc:
             if exc.errno in (errno.ENODEV, errno.ENXIO):  # the tap is gone: forget it
-                self.vms.pop(vm.tap, None)
-            elif self.log:
-                self.log(f"ra: cannot advertise on {vm.tap} (vm {vm.name}): {exc.strerror}")
+                self.view.forget(vm.tap)
+            elif self.warn:
+                self.warn(f"ra: cannot advertise on {vm.tap} (vm {vm.name}): {exc.strerror}")
             return False
         if self.log:
             self.log(f"ra: {vm.tap} (vm {vm.name}) {vm.net6} to {dst} ({why})")
         return True
 
+    def servers(self, vm: Vm) -> list[IPv6Address]:
+        """The RDNSS servers of ``vm``'s RA: the responder's, then the VM's own IPv6 ones."""
+        return list(dict.fromkeys([*self.dns, *dns6(vm)]))
+
     def look(self) -> None:
         """Advertise on every waiting tap that has carrier now."""
-        for tap in sorted(self.waiting):
-            vm = self.vms.get(tap)
+        for tap in sorted(self.view.waiting):
+            vm = self.view.vms.get(tap)
             if vm is None or self.advertise(vm):
-                self.waiting.discard(tap)
+                self.view.waiting.discard(tap)
 
     def answer(self) -> None:
         """Read one solicitation and answer it (anything else is ignored)."""
@@ -165,28 +256,37 @@ class Responder:
             self.advertise(vm, ALL_NODES if solicitor == UNSPECIFIED else solicitor, "solicited")
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Serve until ``stop()`` is true (looked at every second) or an interrupt."""
+        """Serve until :meth:`stop`, ``stop()`` is true (looked at every second) or an
+        interrupt. The state file is read again every ``interval`` (every tap advertised on),
+        and within a second of another process writing it (the new taps advertised on)."""
         period = 0.0
         look = 0.0
-        while not stop():
+        while not (self.stopping or stop()):
             now = time.monotonic()
             if now >= period:
                 self.refresh()
                 period = now + self.interval
+                look = now
+            elif self.dirty or self.moved():
+                self.dirty = False
+                self.refresh(everyone=False)
+                look = now
             if now >= look:
                 self.look()
                 look = now + self.retry
             wait = min(period, look, now + 1.0) - now
-            ready, _, _ = select.select([self.sock], [], [], max(wait, 0.0))
-            if ready:
+            ready, _, _ = select.select([self.sock, self.wake], [], [], max(wait, 0.0))
+            if self.wake in ready:
+                with contextlib.suppress(OSError):
+                    self.wake.recv(4096)
+            if self.sock in ready:
                 self.answer()
 
 
-def advertised(vm: Vm) -> bool:
-    """Is ``vm`` advertised to: a VM with IPv6 on a tap of its own (a bridge guest's tap is a
-    port: its gateway is the bridge's, which advertises nothing yet; it is configured by the
-    guest script)."""
-    return vm.net6 is not None and vm.mode != "bridge"
+def _data_version(store: Store) -> int | None:
+    if store.db is None:
+        return None
+    return int(store.db.execute("PRAGMA data_version").fetchone()[0])
 
 
 def dns6(vm: Vm) -> list[IPv6Address]:
@@ -194,15 +294,17 @@ def dns6(vm: Vm) -> list[IPv6Address]:
     return [IPv6Address(str(d)) for d in vm.options.dns if ":" in str(d)]
 
 
-def serve(state: str, verbose: bool = False) -> None:
-    """``fireroute ra``: the responder over ``state`` in the foreground."""
+def serve(state: str, verbose: bool = False, dns: Sequence[str] = ()) -> None:
+    """``fireroute ra``: the responder over ``state`` in the foreground (``dns``: the RDNSS
+    servers every RA names, checked before anything starts)."""
     import sys
 
     def log(line: str) -> None:
         print(line, flush=True)
 
+    servers = ra.servers(dns)
     try:
-        responder = Responder(state, log=log if verbose else None)
+        responder = Responder(state, dns=servers, log=log if verbose else None)
     except OSError as exc:
         raise FirerouteError(f"cannot start the RA responder: {exc.strerror}") from None
     if verbose:

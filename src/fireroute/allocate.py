@@ -206,7 +206,7 @@ def _check_claims(publish: tuple, held: dict[tuple[str | None, int, str], str]) 
         for (addr, port, proto), who in held.items():
             same = (port, proto) == (p.port, p.proto)
             if same and (addr is None or p.addr is None or addr == p.addr):
-                at = f"{addr}:" if addr else ""
+                at = "" if not addr else f"[{addr}]:" if ":" in addr else f"{addr}:"
                 raise ConflictError(
                     f'--publish "{p}": host port {at}{port}/{proto} is published by {who}'
                 )
@@ -418,7 +418,7 @@ def new_vms(
     if options.egress == "public":  # the uplink's networks, recorded with the VM
         from fireroute.model import merged
 
-        options.host_nets = merged(observe.link_networks(view.uplink, runner))
+        options.host_nets = merged(observe.link_networks(view.uplink, runner, options.ipv6))
     nets6: list[IPv6Network | None] = [None] * len(fresh)
     if options.ipv6:  # a /64 each, bridge guests too (routed onto the bridge: want/bridge.py)
         nets6 = list(networks6(store, len(fresh), options))
@@ -459,31 +459,4 @@ def check_new(
         link = view.links[b] or {}
         if link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
             raise ConflictError(f'"{b}" exists on this host and is not a bridge')
-    if options.ipv6:
-        check_uplink6(runner, view.uplink)
     return missing_bridges
-
-
-def check_uplink6(runner: Runner, uplink: str) -> None:
-    """IPv6 forwarding switched on (the first VM with IPv6) must not take the host's own IPv6
-    route away: with forwarding on, a link whose ``accept_ra`` is 1 drops the default route it
-    learnt from router advertisements at once, and takes no more (docs/ipv6-plan.md F9). Such
-    an uplink is refused until its ``accept_ra`` is 2 (RAs taken under forwarding too)."""
-    from fireroute.kernel.apply import read_sysctl
-
-    if read_sysctl("net.ipv6.conf.all.forwarding") == "1":
-        return  # (on already: nothing changes for the uplink)
-    try:
-        accept_ra = read_sysctl(f"net/ipv6/conf/{uplink}/accept_ra")
-    except OSError:
-        return  # (no IPv6 on the uplink)
-    if accept_ra != "1":
-        return
-    res = runner(["ip", "-6", "-j", "route", "show", "default", "dev", uplink], None)
-    if res.rc != 0 or '"protocol":"ra"' not in res.out.replace(" ", ""):
-        return
-    raise ConflictError(
-        f'the uplink "{uplink}" takes its IPv6 default route from router advertisements '
-        "(accept_ra=1): switching IPv6 forwarding on would drop that route; set "
-        f"net.ipv6.conf.{uplink}.accept_ra=2 first (router advertisements are then still taken)"
-    )

@@ -103,7 +103,7 @@ def _policy_options(m: Verbs, old: Vm, changes: dict[str, object]) -> Options:
     if options.egress == "public" and not options.host_nets:
         from fireroute.model import merged
 
-        options.host_nets = merged(observe.link_networks(old.uplink, m.runner))
+        options.host_nets = merged(observe.link_networks(old.uplink, m.runner, options.ipv6))
     return options
 
 
@@ -158,21 +158,36 @@ def _sets(what: str) -> tuple[str, ...]:
     return POLICY_SETS if what == POLICY else PORT_MAPS
 
 
-def _rendered(vm: Vm, held: frozenset[str]) -> tuple[dict[tuple, Obj], frozenset[str]]:
-    """The VM's objects in its NAT table's layout, and the parts (want/tables.py PARTS) the
-    table holds: those its elements need, and ``held``."""
+def _rendered(
+    vm: Vm, held: frozenset[tuple[str, str]]
+) -> tuple[dict[tuple, Obj], frozenset[tuple[str, str]]]:
+    """The VM's objects in its NAT tables' layouts (the ip6 one too for a VM with IPv6), and
+    the parts (want/tables.py PARTS) each table holds, as (family, part): those its elements
+    need, and ``held``."""
     from fireroute.want import render
     from fireroute.want.tables import parts_of
 
     objs = render.vm(vm)
-    parts = held | parts_of(o.set for o in objs if o.kind == "nft element")  # type: ignore[attr-defined]
-    return render.index([*_layout(vm.table, parts), *objs]), parts
+    elems = [o for o in objs if o.kind == "nft element"]
+    parts = held | {(e.family, p) for e in elems for p in parts_of((e.set,))}  # type: ignore[attr-defined]
+    families = ("ip", "ip6") if vm.net6 is not None else ("ip",)
+    layouts = [
+        o
+        for f in families
+        for o in _layout(f, vm.table, frozenset(p for fam, p in parts if fam == f))
+    ]
+    return render.index([*layouts, *objs]), parts
 
 
 @lru_cache(maxsize=16)
-def _layout(table: str, parts: frozenset[str]) -> tuple[Obj, ...]:
-    """want/tables.py's ``nat_layout``, made once per table and parts (a value: its objects
-    are never changed), not for both sides of every change."""
+def _layout(family: str, table: str, parts: frozenset[str]) -> tuple[Obj, ...]:
+    """want/tables.py's ``nat_layout`` (tables6.py's ``nat6_layout``: ``family`` ip6), made
+    once per table and parts (a value: its objects are never changed), not for both sides of
+    every change."""
+    if family == "ip6":
+        from fireroute.want.tables6 import nat6_layout
+
+        return tuple(nat6_layout(table, parts))
     from fireroute.want.tables import nat_layout
 
     return tuple(nat_layout(table, parts))

@@ -78,10 +78,15 @@ def unreadable(what: str, err: str) -> Finding:
 
 def ipv6_uplinks(runner: Runner = run) -> list[Finding]:
     """IPv6 forwarding, and each link whose IPv6 default route comes from router
-    advertisements with accept_ra=1: the first ``up --ipv6`` would switch forwarding on and
-    drop that route, so it is refused there until accept_ra is 2 (allocate.check_uplink6)."""
+    advertisements with accept_ra=1: switching forwarding on would drop that route, so the
+    first ``up --ipv6`` on such an uplink writes accept_ra=2 first and gives the value back
+    with the last VM with IPv6 (kernel/uplink6.py); doctor says so, and what it was
+    before while fireroute holds it."""
     fwd6 = read_value("/proc/sys/net/ipv6/conf/all/forwarding")
     out = [Finding(OK, f"IPv6 forwarding is {'on' if fwd6 == '1' else 'off'}")]
+    held = _accept_ra_held()
+    if held is not None:
+        out.append(Finding(OK, held))
     res = runner(["ip", "-6", "-j", "route", "show", "default"], None)
     if fwd6 == "1" or res.rc != 0:
         return out
@@ -92,13 +97,27 @@ def ipv6_uplinks(runner: Runner = run) -> list[Finding]:
         if dev and read_value(f"/proc/sys/net/ipv6/conf/{dev}/accept_ra") == "1":
             out.append(
                 Finding(
-                    WARN,
+                    OK,
                     f'the IPv6 default route via "{dev}" comes from router advertisements '
-                    "(accept_ra=1): up --ipv6 is refused there (forwarding would drop it)",
-                    f"sysctl -w net.ipv6.conf.{dev}.accept_ra=2",
+                    "(accept_ra=1): the first up --ipv6 sets its accept_ra to 2 first "
+                    "(forwarding would drop the route), and back with the last VM with IPv6",
                 )
             )
     return out
+
+
+def _accept_ra_held() -> str | None:
+    """What fireroute's record of the uplink's accept_ra says (kernel/uplink6.py), if any."""
+    from fireroute.kernel import uplink6
+
+    found = uplink6.recorded()
+    if found is None:
+        return None
+    uplink, value = found
+    return (
+        f'fireroute set accept_ra=2 on uplink "{uplink}" (it was {value}) while its VMs with '
+        "IPv6 need forwarding; it goes back with the last of them"
+    )
 
 
 def checks(vm_count: int, runner: Runner = run) -> list[Finding]:

@@ -11,9 +11,16 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "CNI_COMMAND" in os.environ:  # a runtime calls the program as a CNI plugin
+        from fireroute.cni import MAX_STDIN
+        from fireroute.handoff import cni
+
+        stdin = b"" if sys.stdin is None else sys.stdin.buffer.read(MAX_STDIN + 1)
+        handed = cni(os.environ, stdin)  # to the daemon the configuration names, if any
+        if handed is not None:
+            return handed
         from fireroute.cni.plugin import main as plugin
 
-        return plugin()
+        return plugin(stdin=stdin)
     if argv[:1] == ["serve"]:
         from fireroute.serve import main as serve
 

@@ -55,7 +55,7 @@ class _UpDraft:
     state file's meta to record, forwarding as read, the FORWARD policy read started."""
 
     __slots__ = ("vms", "options", "plan", "desired", "current", "meta", "warnings", "forwarding",
-                 "forwarding6", "recorded6", "policy", "held")  # fmt: skip
+                 "forwarding6", "recorded6", "policy", "held", "accept_ra")  # fmt: skip
 
     def __init__(self, vms: list[Vm], options: Options) -> None:
         self.vms, self.options, self.plan = vms, options, Plan()
@@ -68,6 +68,7 @@ class _UpDraft:
         self.recorded6 = False  # (this up wrote the namespace's IPv6 forwarding record)
         self.policy: object = None
         self.held: set[tuple] = set()  # shared elements another VM's up added (declared again)
+        self.accept_ra: str | None = None  # the uplink given accept_ra=2 first (kernel/uplink6)
 
     def new_table(self, family: str = NAT) -> bool:
         """Is the NAT table (``family``'s: the ip6 one for NAT6) made by this up (none of the
@@ -166,6 +167,10 @@ class Manager:
         )
         missing_bridges = allocate.check_new(store, self.runner, vms, view, fresh, options)
         draft = _UpDraft(vms, options)
+        if options.ipv6:
+            from fireroute.kernel import uplink6
+
+            draft.accept_ra = view.uplink if uplink6.needed(self.runner, view.uplink) else None
         self._up_plan(draft, store, shape, missing_bridges, dry_run)
         if dry_run:
             self._policy_warning(draft.policy, draft.warnings)
@@ -252,7 +257,12 @@ class Manager:
             if op.id in draft.held:  # another VM's already: declared (an undo leaves it)
                 op.verb = SET
         before6 = draft.forwarding6 or None
-        return Plan(compile(ops, exclusive, before=draft.forwarding, before6=before6))
+        steps = compile(ops, exclusive, before=draft.forwarding, before6=before6)
+        if draft.accept_ra is not None:  # (written right before IPv6 forwarding goes on)
+            from fireroute.kernel import uplink6
+
+            steps = uplink6.first(steps, draft.accept_ra)
+        return Plan(steps)
 
     def _up_apply(self, store: Store, draft: _UpDraft, progress: Progress | None) -> None:
         """The rows reserved (``pending``), then the plan applied all or nothing (once again
@@ -264,6 +274,10 @@ class Manager:
             recorded = record.record(draft.forwarding)
         if draft.forwarding6 not in ("", "1"):  # (IPv6's: its own record, undone as IPv4's)
             draft.recorded6 = record.record(draft.forwarding6, record.V6)
+        if draft.accept_ra is not None:  # (given back with IPv6 forwarding: kernel/uplink6)
+            from fireroute.kernel import uplink6
+
+            uplink6.record(draft.accept_ra)
         try:
             store.reserve(draft.vms, draft.meta)
         except BaseException:
@@ -306,6 +320,10 @@ class Manager:
             record.forget()
         if draft.recorded6 and scope.forwarding6() == draft.forwarding6:
             record.forget(record.V6)
+        if draft.accept_ra is not None:  # (the plan's undo wrote its 1 back)
+            from fireroute.kernel import uplink6
+
+            uplink6.give_back()
         table = draft.options.table
         if (
             isinstance(exc, KernelError)

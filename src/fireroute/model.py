@@ -166,20 +166,56 @@ NOT_PUBLIC = tuple(
     )
 )
 """what ``--egress public`` keeps a guest from (with the host's own networks)"""
+NOT_PUBLIC6 = tuple(
+    IPv6Network(n)
+    for n in (
+        "::/128",  # unspecified
+        "::1/128",  # loopback
+        "::ffff:0:0/96",  # IPv4-mapped: the host's own IPv4 stack, private networks included
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translated into private networks
+        "100::/64",  # discard-only
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4: IPv4 addresses, private ones included, inside
+        "3fff::/20",  # documentation (RFC 9637)
+        "fc00::/7",  # unique local (a pool's, another host's private network)
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated, still private)
+        "ff00::/8",  # multicast
+    )
+)
+"""the image of :data:`NOT_PUBLIC` for IPv6: what ``--egress public`` keeps a guest with
+IPv6 from (with the uplink's own IPv6 networks)"""
+
+Net = IPv4Network | IPv6Network
 
 
-def merged(nets: tuple[IPv4Network, ...] | list) -> tuple[IPv4Network, ...]:
-    """CIDRs with overlaps merged (nft rejects, or worse, overlapping interval elements)."""
+def merged(nets: tuple[Net, ...] | list) -> tuple[Net, ...]:
+    """CIDRs with overlaps merged (nft rejects, or worse, overlapping interval elements), per
+    family: the IPv4 ones, then the IPv6 ones."""
     if not nets:  # (most guests: asked for every VM a plan renders)
         return ()
-    from ipaddress import collapse_addresses
+    from ipaddress import collapse_addresses, ip_network
 
-    return tuple(collapse_addresses(IPv4Network(str(n)) for n in nets))
+    got = [ip_network(n) if isinstance(n, str) else n for n in nets]
+    four = [n for n in got if n.version == 4]
+    six = [n for n in got if n.version == 6]
+    if len(got) == 1:  # (one network is merged already)
+        return tuple(got)
+    return (
+        *(collapse_addresses(four) if four else ()),  # type: ignore[arg-type,type-var]
+        *(collapse_addresses(six) if six else ()),  # type: ignore[arg-type,type-var]
+    )
+
+
+def of_family(nets: tuple[Net, ...], version: int) -> tuple[Net, ...]:
+    """The CIDRs of ``nets`` of one IP ``version`` (4 or 6)."""
+    return tuple(n for n in nets if n.version == version)
 
 
 class Published:
     """One published port: the host's ``addr`` (None: every address of the host) ``port`` and
-    ``proto``, forwarded to the guest's ``guest_port``. Text: ``[ADDR:]PORT:GUESTPORT/PROTO``."""
+    ``proto``, forwarded to the guest's ``guest_port``. Text: ``[ADDR:]PORT:GUESTPORT/PROTO``,
+    an IPv6 ADDR in brackets (``[2001:db8::1]:8080:80``)."""
 
     __slots__ = ("addr", "port", "guest_port", "proto")
 
@@ -190,7 +226,9 @@ class Published:
         for n in (port, guest_port):
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 65535:
                 raise UsageError(f'invalid --publish "{self}": ports are 1..65535')
-        if addr is not None:
+        if addr is not None and ":" in addr:
+            self.addr = self._v6(addr)
+        elif addr is not None:
             a = _addr(addr, "--publish address")
             assert a is not None
             if a.is_multicast or a.is_unspecified or a == IPv4Address("255.255.255.255"):
@@ -199,15 +237,35 @@ class Published:
                 raise UsageError(f'invalid --publish "{self}": of loopback, only {LOOPBACK}')
             self.addr = str(a)
 
+    def _v6(self, addr: str) -> str:
+        """A host IPv6 address to publish on: one a packet from outside can be sent to."""
+        try:
+            a = IPv6Address(addr)
+        except ValueError:
+            raise UsageError(f'invalid --publish "{self}": "{addr}" is no IPv6 address') from None
+        if a.is_loopback:  # docs/ipv6-plan.md F8
+            raise UsageError(
+                f'invalid --publish "{self}": a port on [::1] cannot be forwarded (IPv6 has no '
+                "route_localnet); publish on 127.0.0.1 or on a host IPv6 address"
+            )
+        if a.is_multicast or a.is_unspecified or a.is_link_local or a.ipv4_mapped:
+            raise UsageError(f'invalid --publish "{self}": {a} is no host address to publish on')
+        return str(a)
+
     @classmethod
     def parse(cls, text: str) -> Published:
-        """``[ADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]`` (tcp when no protocol is given)."""
+        """``[ADDR:]HOSTPORT:GUESTPORT[/tcp|/udp]`` (tcp when no protocol is given); an IPv6
+        ADDR in brackets."""
         spec, _, proto = text.partition("/")
-        parts = spec.split(":")
+        if spec.startswith("["):  # [IPv6]:HOSTPORT:GUESTPORT
+            addr6, close, rest = spec[1:].partition("]")
+            parts = [addr6, *rest[1:].split(":")] if close and rest[:1] == ":" else []
+        else:
+            parts = spec.split(":")
         if len(parts) not in (2, 3) or not all(p.isascii() and p.isdigit() for p in parts[-2:]):
             raise UsageError(
                 f'invalid --publish "{text}": expected [ADDR:]HOSTPORT:GUESTPORT[/tcp|/udp], '
-                "such as 8080:80 or 127.0.0.1:2222:22"
+                "such as 8080:80, 127.0.0.1:2222:22 or [2001:db8::1]:8080:80"
             )
         addr = parts[0] if len(parts) == 3 else None
         return cls(addr, int(parts[-2]), int(parts[-1]), proto or "tcp")
@@ -218,7 +276,8 @@ class Published:
         return (self.addr, self.port, self.proto)
 
     def __str__(self) -> str:
-        return f"{self.addr + ':' if self.addr else ''}{self.port}:{self.guest_port}/{self.proto}"
+        at = f"[{self.addr}]:" if self.addr and ":" in self.addr else f"{self.addr}:"
+        return f"{at if self.addr else ''}{self.port}:{self.guest_port}/{self.proto}"
 
     def __iter__(self):  # noqa: ANN204 - (addr, port, guest_port, proto), for Published(*p)
         return iter((self.addr, self.port, self.guest_port, self.proto))
@@ -313,9 +372,9 @@ class Options:
         allow_host_ports: tuple[tuple[int, str], ...] | list = (),
         fix_forward_policy: bool = False,
         egress: str = "internet",
-        allow_out: tuple[IPv4Network, ...] | list = (),
-        deny_out: tuple[IPv4Network, ...] | list = (),
-        host_nets: tuple[IPv4Network, ...] | list = (),
+        allow_out: tuple[Net, ...] | list = (),
+        deny_out: tuple[Net, ...] | list = (),
+        host_nets: tuple[Net, ...] | list = (),
         netns: str | None = None,
         container: str | None = None,
         ifname: str | None = None,
@@ -357,7 +416,8 @@ class Options:
         self.deny_out = merged(deny_out)
         self.host_nets = merged(host_nets)
         """the uplink's own networks when the VM came up (``--egress public`` keeps the guest
-        off them too): read by up, recorded, so the desired state needs no host read"""
+        off them too; its IPv6 ones too for a VM with IPv6): read by up, recorded, so the
+        desired state needs no host read"""
         self.netns = netns
         """cni: the path of the network namespace the VMM runs in (the runtime's CNI_NETNS)"""
         self.container = container
@@ -428,6 +488,11 @@ class Options:
             if other is not None:
                 raise UsageError(f'--publish "{p}" takes the host port of "{other}" again')
             claimed[p.claim] = p
+            if p.addr is not None and ":" in p.addr and not self.ipv6:
+                raise UsageError(
+                    f'--publish "{p}" is on a host IPv6 address: it needs --ipv6 (the guest has '
+                    "no IPv6 address to forward it to)"
+                )
 
     def _validate_egress(self) -> None:
         if self.egress not in EGRESS:
@@ -453,19 +518,13 @@ class Options:
             from fireroute.addressing import check_pool6
 
             check_pool6(self.pool6)
-        if self.ipv6 and self.mode not in ("nat", "bridge"):
+        if self.ipv6 and self.mode not in ("nat", "cni", "bridge"):
             raise UsageError(
-                f"--ipv6 is available in modes nat and bridge for now, not {self.mode} (issue "
-                "24: clone and cni guests get IPv6 later)"
+                f"--ipv6 is available in modes nat, cni and bridge for now, not {self.mode} "
+                "(issue 24: clone guests get IPv6 later)"
             )
         if self.ipv6 and self.dhcp:
             raise UsageError("--ipv6 needs a known guest address: use --guest-ip or --range")
-        unpoliced = [f for f, on in V6_NOT_YET.items() if on(self)]
-        if self.ipv6 and unpoliced:
-            raise UsageError(
-                f"--ipv6 with {', '.join(unpoliced)} is not available yet: those rules cover "
-                "IPv4 only so far (issue 24)"
-            )
 
     def _validate_mode(self) -> None:
         """What only some modes take (:data:`APPLIES_TO`), then the mode's own checks
@@ -615,20 +674,11 @@ class Options:
         kw["dns"] = tuple(IPv4Address(str(d)) for d in kw.get("dns") or ())
         kw["owner"] = Owner.parse(str(kw["owner"])) if kw.get("owner") else None
         for f in ("allow_out", "deny_out", "host_nets"):
-            kw[f] = tuple(IPv4Network(str(n)) for n in kw.get(f) or ())
+            kw[f] = merged(kw.get(f) or ())
         kw["publish"] = tuple(Published.parse(str(p)) for p in kw.get("publish") or ())
         kw["pool6"] = IPv6Network(str(kw["pool6"])) if kw.get("pool6") else None
         return cls(**kw)
 
-
-V6_NOT_YET: dict[str, Callable[[Options], object]] = {
-    "--egress": lambda o: o.egress != "internet",
-    "--allow-out": lambda o: o.allow_out,
-    "--deny-out": lambda o: o.deny_out,
-    "--publish": lambda o: o.publish,
-}
-"""the options whose IPv6 rules are not built yet: a VM with IPv6 and one of them is refused
-(else its IPv6 traffic would pass unpoliced, or a port would answer on IPv4 only)"""
 
 OFF_UNLESS_IPV6: dict[str, object] = {"ipv6": False, "pool6": None}
 """the options a v4-only VM's :meth:`Options.identity` leaves out, with the values they have

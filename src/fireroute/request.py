@@ -201,9 +201,12 @@ def _dns(values: list[str]) -> tuple[IPv4Address, ...]:
     return tuple(dns)
 
 
-def cidr(text: str, field: str) -> IPv4Network:
-    """An IPv4 CIDR without host bits (``10.0.0.0/8``; an address alone is a /32)."""
+def cidr(text: str, field: str) -> IPv4Network | IPv6Network:
+    """An IPv4 or IPv6 CIDR without host bits (``10.0.0.0/8``, ``2001:db8::/32``; an address
+    alone is a /32 or a /128)."""
     try:
+        if ":" in text:
+            return IPv6Network(text, strict=True)
         return IPv4Network(text, strict=True)
     except ValueError as exc:
         raise UsageError(f'invalid {flag(field)} "{text}": {exc}') from None

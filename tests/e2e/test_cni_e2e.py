@@ -8,6 +8,7 @@ on either side."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from fireroute.lab.guest import GuestImage
 from fireroute.lab.sandbox import HOST_UPLINK_IP, Sandbox
 from fireroute.lab.vmm import start_guest
 from tests.cni.runtime import Runtime, leftovers, state_vms
-from tests.conftest import Host
+from tests.conftest import Host, sh
 from tests.e2e.common import E2E_MARKS
 from tests.e2e.test_modes_e2e import CLIENT, LISTEN, fetch_ok
 
@@ -183,3 +184,62 @@ def test_two_attachments_in_one_namespace_each_carry_their_guest(
             guest.stop()
     assert rt.call("DEL", conf=confs[1], container="podctr", netns=ns_path, ifname="eth1").rc == 0
     assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+
+
+def test_a_dual_stack_guest_boots_on_the_result_and_reaches_the_internet_over_nat66(
+    image: GuestImage, rt: Runtime, tmp_path: Path
+):
+    """``"ipv6": true``: the go SDK's reading of the result is unchanged (one IPv4 entry on the
+    VM's interface, its ``ip=``); the IPv6 address is the entry on the namespace's veth. The
+    guest, configured with it as fireroute's guest script says, pings its gateway fe80::1 and
+    reaches the internet's IPv6 address masqueraded out of the uplink's; CHECK is clean with
+    the guest running; DEL leaves nothing (no ip6 table either)."""
+    from tests.kernel.test_isolation6 import INTERNET6, SERVER, UPLINK6
+
+    h = rt.host
+    h.run("ip", "-6", "addr", "add", f"{UPLINK6}/64", "dev", "up0", "nodad")
+    h.run("ip", "-6", "route", "add", "default", "via", INTERNET6, "dev", "up0")
+    sh("ip", "-n", h.inet, "-6", "addr", "add", f"{INTERNET6}/64", "dev", "down0", "nodad")
+    argv = ["ip", "netns", "exec", h.inet, sys.executable, "-c", SERVER, f"[{INTERNET6}]:8080"]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    conf = rt.config(cniVersion="1.0.0", ipv6=True)
+    ns_path = rt.netns("vm6")
+    result = rt.add("vm6ctr", ns_path, conf=conf)
+    vm_if, _ip = vm_interface(result, "vm6ctr")  # (exactly one IP there, as the SDK needs)
+    ifs = result["interfaces"]
+    (six,) = [i for i in result["ips"] if ":" in i["address"]]
+    assert ifs[six["interface"]]["name"] == "veth0" and six["gateway"] == "fe80::1"
+    guest = start_guest(
+        image,
+        netns=ns_path.rsplit("/", 1)[1],
+        tap="tap0",
+        mac=vm_if["mac"],
+        boot_args=go_sdk_ip_arg(result, "vm6ctr"),
+        name="cni-dual-guest",
+        log_path=tmp_path / "guest.log",
+    )
+    try:
+        script = (
+            "echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad && "
+            f"ip -6 addr add {six['address']} dev eth0 && "
+            "ip -6 route add default via fe80::1 dev eth0"
+        )
+        status, out = guest.run(script, timeout=20)
+        assert status == 0, out
+        status, out = guest.run("ping -c 1 -W 5 fe80::1%eth0", timeout=20)
+        assert status == 0, out
+        for _ in range(3):
+            status, out = guest.run(f"nc -w 3 {INTERNET6} 8080 </dev/null", timeout=20)
+            if status == 0 and out.strip():
+                break
+        assert out.strip() == f"hello {UPLINK6}", out  # NAT66: the uplink's address
+        assert fetch_ok(guest)  # IPv4 as before
+        assert rt.call("CHECK", conf=conf, container="vm6ctr", netns=ns_path).rc == 0
+    finally:
+        guest.stop()
+        server.kill()
+        server.wait()
+    assert rt.call("DEL", conf=conf, container="vm6ctr", netns=ns_path).rc == 0
+    assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+    assert "ip6" not in h.nft_text()

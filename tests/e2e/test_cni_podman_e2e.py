@@ -177,3 +177,35 @@ def test_a_refused_configuration_fails_podman_run_and_leaves_nothing(lab: Lab):
     assert res.returncode != 0 and "block size /31" in res.stderr, res.stderr
     assert leftovers(lab.host) == [] and state_vms(lab.host.state) == []
     assert lab.pm.cached_results() == []
+
+
+def test_podman_runs_a_dual_stack_attachment(lab: Lab):
+    """``"ipv6": true`` through podman's CNI backend, with the same chain after fireroute: podman
+    shows the IPv6 address (the entry on the namespace's veth) beside the IPv4 one, its cached
+    result keeps the VM's interface at one IPv4 entry (what the go SDK reads), fireroute's check
+    (from podman's mounts) is clean, and ``podman rm`` leaves nothing, no ip6 table either."""
+    dual = conflist(lab.host.state, name="frv6", ipv6=True)
+    lab.pm.add_network(dual)
+    try:
+        lab.pm.start("vm6", network="frv6")
+        try:
+            info = lab.pm.inspect("vm6")
+            (cached,) = lab.pm.cached_results()
+            result = json.loads(cached.read_text())["result"]
+            _vm_if, ip = vm_interface(result, info["Id"])  # (one IP: the IPv4 one)
+            ifs = result["interfaces"]
+            (six,) = [i for i in result["ips"] if ":" in i["address"]]
+            assert ifs[six["interface"]]["name"] == "eth0" and six["gateway"] == "fe80::1"
+            shown = info["NetworkSettings"]["Networks"]["frv6"]
+            assert shown["IPAddress"] == ip["address"].split("/")[0]
+            assert shown["GlobalIPv6Address"] == six["address"].split("/")[0], shown
+            assert "ip6 firecracker" in lab.host.nft_text()
+            env = f"FIREROUTE_STATE={lab.host.state}"
+            check = lab.pm.host("env", env, str(LAUNCHER), "check")
+            assert check.returncode == 0, check.stdout + check.stderr
+        finally:
+            lab.pm.rm("vm6")
+    finally:
+        (lab.pm.dir / "net.d" / "frv6.conflist").unlink()
+    assert leftovers(lab.host) == [] and state_vms(lab.host.state) == []
+    assert lab.pm.cached_results() == [] and "ip6 firecracker" not in lab.host.nft_text()

@@ -404,23 +404,11 @@ def test_v4_only_guest_stays_v4_only(lab: Lab) -> None:
     assert ping6(lab.guests["slaac"], "fe80::1%eth0")[0] == 0  # (the control, again)
 
 
-class PublishRefused(Exception):
-    """``publish`` refused a VM with IPv6 (the only failure the test below expects)."""
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=PublishRefused,
-    reason="--publish with --ipv6 is refused until its IPv6 rules exist ('--ipv6 with "
-    "--publish is not available yet', issue 24 step 11)",
-)
 def test_v6_published_port_reached(lab: Lab) -> None:
     """A port published on every host address reaches the guest's ::2 over IPv6 from the
     internet; an unpublished port does not, and after ``unpublish`` neither does the first."""
     sb, peer = lab.sb, lab.guests["peer"]
     published = sb.fireroute("publish", "peer", "8081:8080", check=False)
-    if "--ipv6 with --publish is not available yet" in published.stderr:
-        raise PublishRefused(published.stderr.strip())
     assert published.returncode == 0, published.stderr
     for addr in (UPLINK6, HOST_UPLINK_IP):  # (IPv4 as before; nc serves one connection)
         status, out = peer.run(LISTEN.format(name="peer"), timeout=20)

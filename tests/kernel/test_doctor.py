@@ -63,7 +63,11 @@ def test_an_uplink_that_relies_on_router_advertisements_is_reported(host: Host):
     assert not any("router advertisements" in w for w in found)  # the control: none yet
     learn_route_from_an_ra(host)
     rc, found = findings(host)
-    assert level(found, 'IPv6 default route via "up0" comes from router advert') == "warn"
-    host.run("sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=2")  # the fix it names
+    said = 'IPv6 default route via "up0" comes from router advertisements (accept_ra=1): the '
+    assert level(found, said + "first up --ipv6 sets its accept_ra to 2 first") == "ok"
+    host.fireroute("up", "a", "--ipv6")  # it does, and doctor says so while it holds it
     rc, found = findings(host)
-    assert not any("router advertisements" in w for w in found)
+    assert level(found, 'set accept_ra=2 on uplink "up0" (it was 1)') == "ok"
+    host.fireroute("down", "a")
+    rc, found = findings(host)
+    assert not any("accept_ra=2" in w for w in found)

@@ -3,7 +3,9 @@ IPv6 object up made, deleted or changed behind fireroute's back (the tap's gatew
 route to its /64, IPv6 switched off on its tap, addr_gen_mode 0, a link-local address besides
 fireroute's, an element of the ip6 table, a chain's rules, the table, IPv6 forwarding), is named
 by ``check`` (exit 1) under that VM (a chain's rules under the ip6 table); ``restore`` puts back
-exactly that, after which ``check`` is clean again and a second ``restore`` has nothing to do."""
+exactly that, after which ``check`` is clean again and a second ``restore`` has nothing to do.
+The same for the IPv6 side of an egress policy and a published port (step 11): their elements
+in the ip6 table's lazy parts, and a chain of one."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 
 import pytest
 
+from fireroute.want.nft import shard
 from tests.conftest import Host
 from tests.kernel.test_drift import report
 
@@ -165,3 +168,76 @@ def test_the_kernels_link_local_on_a_tap_with_carrier_is_named_and_restore_delet
         assert again.strip() == "restore: nothing to do", again
     finally:
         vmm.communicate("")
+
+
+K = shard("fr-a")
+POLICY_CASES = {
+    "a denied v6 destination deleted": (
+        f'nft delete element {T6} out_deny_{K} {{ "fr-a" . 2000::/16 }}',
+        f'nft set ip6 firecracker/out_deny_{K} lacks "fr-a" . 2000::/16',
+    ),
+    "an allowed v6 destination deleted": (
+        f'nft delete element {T6} out_allow_{K} {{ "fr-a" . 2000:1::/32 }}',
+        f'nft set ip6 firecracker/out_allow_{K} lacks "fr-a" . 2000:1::/32',
+    ),
+    "the v6 policy jump deleted": (
+        f'nft delete element {T6} out_jump {{ "fr-a" }}',
+        f'nft set ip6 firecracker/out_jump lacks "fr-a" : jump out_{K}',
+    ),
+    "a v6 published port deleted": (
+        f"nft delete element {T6} pub_any {{ tcp . 8080 }}",
+        'nft set ip6 firecracker/pub_any lacks "tcp" . 8080 : GUEST . 80',
+    ),
+    "the v6 policy chain flushed": (
+        f"nft flush chain {T6} out_{K}",
+        f"chain out_{K} of ip6 firecracker: lacks",
+    ),
+}
+"""The IPv6 side of an egress policy and a published port (issue 24 step 11): elements of the
+ip6 table's lazy parts, and a chain of one (GUEST: the VM's IPv6 address)"""
+
+
+@pytest.mark.parametrize(("damage", "said"), list(POLICY_CASES.values()), ids=list(POLICY_CASES))
+def test_check_names_the_v6_policy_and_ports_and_restore_heals_them(
+    host: Host, damage: str, said: str
+):
+    host.fireroute("up", "a", "--ipv6", "--deny-out", "2000::/16", "--allow-out",
+                   "2000:1::/32", "--publish", "8080:80")  # fmt: skip
+    host.fireroute("up", "other", "--deny-out", "10.0.0.0/8")
+    (a,) = [v for v in json.loads(host.fireroute("ls", "--json").stdout) if v["name"] == "a"]
+    rc, clean = report(host)
+    assert rc == 0 and clean["ok"], clean  # the positive control
+    host.sh(damage)
+    rc, found = report(host)
+    assert rc == 1 and not found["ok"], found
+    line = said.replace("GUEST", a["ipv6"]["address"])
+    assert len([x for x in lines(found) if line in x]) == 1, found
+    assert found["vms"]["other"] == [], found
+    host.fireroute("restore")
+    assert report(host) == (0, clean)
+    again = host.fireroute("restore").stdout
+    assert again.strip() == "restore: nothing to do", again
+
+
+def test_gc_and_teardown_take_a_v6_vms_policy_and_ports(host: Host):
+    """gc of a forgotten VM with an IPv6 policy and ports takes its elements of the ip6
+    table's lazy parts (another VM's stay, and check is clean for it); teardown the rest."""
+    import sqlite3
+
+    policy = ["--deny-out", "2000::/16", "--allow-out", "2000:1::/32", "--egress", "public"]
+    host.fireroute("up", "keep", "--ipv6", *policy, "--publish", "8080:80")
+    host.fireroute("up", "lost", "--ipv6", *policy, "--publish", "9090:90")
+    six = host.run("nft", "list", "table", "ip6", "firecracker").stdout
+    assert ":lost" in six and "9090" in six and ":keep" in six  # (the control: there)
+    db = sqlite3.connect(host.state)
+    db.execute("DELETE FROM vms WHERE name = 'lost'")
+    db.commit()
+    db.close()
+    host.fireroute("gc")
+    six = host.run("nft", "list", "table", "ip6", "firecracker").stdout
+    assert ":lost" not in six and "9090" not in six, six
+    assert '"fr-keep" . 2000::/16' in six and "8080" in six  # keep's stay
+    rc, found = report(host)
+    assert rc == 0 and found["vms"] == {"keep": []}, found
+    host.fireroute("teardown")
+    assert "firecracker" not in host.nft_text()

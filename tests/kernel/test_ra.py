@@ -69,11 +69,11 @@ class Lab(isolation6.Lab):
     def wire(self, rec: dict) -> str:
         return self.wired.guest(rec["tap"], rec["mac"])
 
-    def start_responder(self) -> subprocess.Popen:
+    def start_responder(self, *args: str) -> subprocess.Popen:
         env = {**os.environ, "FIREROUTE_STATE": str(self.host.state)}
         argv = ["nsenter", f"--net=/var/run/netns/{self.host.ns}", sys.executable, "-m"]
         p = subprocess.Popen(
-            [*argv, "fireroute", "ra", "--verbose"],
+            [*argv, "fireroute", "ra", "--verbose", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -112,7 +112,7 @@ def _elements(verb: str, family: str, name: str, set_name: str, line: str) -> li
     body = line.split("{", 1)[1].rsplit("}", 1)[0]
     out = []
     for m in ELEMENT.finditer(body):
-        value = m.group(1) + (m.group(3) or "")
+        value = m.group(1) + (m.group(3) or "").rstrip()  # (a map's last: before its " }")
         tag = m.group(2)
         obj = NftElement(family, name, set_name, value, tag, _vm_of(tag))
         out.append(Op("delete" if verb == "delete" else "create", obj))

@@ -137,7 +137,7 @@ def test_links_modes_golden():
     vms[5].options.tap = "tap1"
     up, down = _links_modes(vms)
     assert up + "# down\n" + down == _second_tap(golden("links-modes.txt"))
-    assert up.count("tap1") == 5 and down.count("tap1") == 1  # (the lines renamed)
+    assert up.count("tap1") == 6 and down.count("tap1") == 1  # (the lines renamed)
 
 
 def test_tables_golden():

@@ -1,6 +1,7 @@
 """Pure layers never import the kernel layer, subprocess or sqlite3."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -293,3 +294,81 @@ class A(B):
         return self._y, cls._z, super()._base(), A._hook, other._x, vm.__dict__
 """
     assert foreign_privates(ast.parse(allowed)) == []
+
+
+# -- the hand-off to the daemon (issue 25): a per-VM call through fireroute serve loads only what
+# sending it and printing the answer need
+
+LEAN_ABSENT = ("fireroute.api", "fireroute.manager", "fireroute.state", "fireroute.kernel")
+HEAVY = ("re", "json", "subprocess", "sqlite3", "socket", "http.client")
+
+
+def program_modules(argv: list[str], env: dict[str, str], stdin: str = "") -> tuple[int, set[str]]:
+    """The ``fireroute`` program run as the launcher runs it (``python3 -S``): its exit status
+    and the modules it had loaded at the end (the heavy ones and fireroute's own)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from fireroute.entry import main; "
+        "rc = main(sys.argv[2:]); sys.stdout.flush(); "
+        "sys.stderr.write('\\nMODULES ' + ' '.join(sorted(m for m in sys.modules "
+        "if m.startswith('fireroute') or m in HEAVY))); sys.exit(rc)"
+    ).replace("HEAVY", repr(HEAVY))
+    p = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(SRC.parent), *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env},
+    )
+    return p.returncode, set(p.stderr.rpartition("\nMODULES ")[2].split())
+
+
+def test_the_cli_handoff_stays_lean(tmp_path):
+    """``up`` handed to a daemon (here one that is down: the request is built and the
+    connection tried) loads neither the state file, the core nor the kernel layer, nor a
+    heavy module; the same command in-process does (positive control)."""
+    gone = str(tmp_path / "nobody.sock")
+    rc, mods = program_modules(["up", "a"], {"FIREROUTE_SOCKET": gone})
+    assert rc == 75 and "fireroute.handoff" in mods, mods
+    assert {m for m in mods if m.startswith(LEAN_ABSENT) or m in HEAVY} == set(), mods
+    state = {"FIREROUTE_STATE": str(tmp_path / "state.db")}
+    rc, mods = program_modules(["down", "a"], state)
+    assert rc == 0 and {"fireroute.api", "fireroute.state.store"} <= mods, mods
+
+
+def test_the_cni_handoff_stays_lean(tmp_path):
+    """A CNI call whose configuration names ``daemonSocket`` loads the program's entry, the
+    hand-off and JSON text only: not even the plugin's protocol; without it, the plugin does."""
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+    gone = str(tmp_path / "nobody.sock")
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "fireroute", "daemonSocket": gone}
+    rc, mods = program_modules([], env, json.dumps(conf))
+    assert rc == 1 and mods == {
+        "fireroute",
+        "fireroute.entry",
+        "fireroute.cni",
+        "fireroute.handoff",
+        "fireroute.jsontext",
+        "fireroute.errors",
+    }, mods
+    del conf["daemonSocket"]
+    rc, mods = program_modules(
+        [], {**env, "FIREROUTE_STATE": str(tmp_path / "s.db")}, json.dumps(conf)
+    )
+    assert "fireroute.cni.protocol" in mods and "fireroute.cni.plugin" in mods, mods
+
+
+def test_the_cni_handoff_leaves_a_too_deep_configuration_to_the_plugin(tmp_path):
+    """A configuration naming ``daemonSocket`` but nested deeper than the JSON reader goes is
+    the plugin's code 7, one JSON answer and no traceback (found by the fuzzer of
+    tests/cni/test_plugin.py); a shallow one is the hand-off's (the control)."""
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+    deep = '{"cniVersion": "1.1.0", "daemonSocket": ' + "[" * 5000 + "]" * 5000 + "}"
+    p = subprocess.run(
+        [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+         "from fireroute.entry import main; sys.exit(main([]))", str(SRC.parent)],
+        input=deep, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+    assert (p.returncode, p.stderr) == (1, "") and json.loads(p.stdout)["code"] == 7, p
+    gone = str(tmp_path / "nobody.sock")
+    rc, mods = program_modules([], env, json.dumps({"cniVersion": "1.1.0", "daemonSocket": gone}))
+    assert rc == 1 and "fireroute.cni.plugin" not in mods

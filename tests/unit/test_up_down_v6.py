@@ -201,3 +201,37 @@ def test_each_v6_step_of_an_up_has_its_undo(host):
     ]
     assert undo["net.ipv6.conf.all.forwarding=1"] == ["net.ipv6.conf.all.forwarding=0"]
     assert undo["net.ipv4.ip_forward=1"] == ["net.ipv4.ip_forward=0"]  # (the control)
+
+
+def test_up_policy_publish_and_down_of_a_v6_vm_with_policy_and_ports_golden(host, monkeypatch):
+    """A v6 VM with an egress policy of both families and published ports (issue 24 step 11):
+    its up (the ip6 table with the lazy parts its elements need), a policy change and a port
+    published while it runs (the ip6 table's elements in the same nft process as the ip
+    table's), its down."""
+    from fireroute import change
+    from fireroute.model import Published, merged
+    from fireroute.plan.steps import Plan
+
+    monkeypatch.setattr(change, "which", lambda tool: f"/usr/sbin/{tool}")
+    m, fake = host()
+    ports = [
+        Published.parse(p) for p in ("8080:80", "127.0.0.1:2222:22", "[2001:db8::7]:53:53/udp")
+    ]
+    deny = merged(["10.0.0.0/8", "2000::/16"])
+    old = Options(**V6, deny_out=deny, allow_out=merged(["2000:1::/32"]), publish=ports)
+    res = m.up(["a"], old)
+    out = [f"## up: a\n{as_commands(res.plan)}"]
+    vm = m.show("a")
+    new = change.changed(vm, Options(**V6, egress="none", publish=ports))
+    out.append(
+        f"## policy: --egress none\n{as_commands(Plan(change.plan_change(vm, new, change.POLICY)))}"
+    )
+    more = change.changed(vm, Options(**V6, deny_out=deny, allow_out=merged(["2000:1::/32"]),
+                                      publish=[*ports, Published.parse("9090:90")]))  # fmt: skip
+    out.append(
+        f"## publish: 9090:90\n{as_commands(Plan(change.plan_change(vm, more, change.PORTS)))}"
+    )
+    _, plan = m.down(["a"])
+    out.append(f"## down: a\n{as_commands(plan)}")
+    golden("up-nft-ipv6-policy.txt", "".join(out))
+    assert TABLE6 not in fake.objs

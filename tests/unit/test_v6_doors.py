@@ -30,10 +30,7 @@ def test_the_cli_takes_ipv6_and_pool6(read):
     "kw, refused",
     [
         ({"mode": "bridge", "dhcp": True}, "--ipv6 needs a known guest address"),
-        ({"mode": "clone"}, "available in modes nat and bridge"),
-        ({"egress": "public"}, "--ipv6 with --egress is not available yet"),
-        ({"allow_out": ["10.0.0.0/8"]}, "--ipv6 with --allow-out is not available yet"),
-        ({"deny_out": ["10.0.0.0/8"]}, "--ipv6 with --deny-out is not available yet"),
+        ({"mode": "clone"}, "available in modes nat, cni and bridge"),
     ],
 )
 def test_what_has_no_ipv6_rules_yet_is_refused(kw, refused):
@@ -42,15 +39,25 @@ def test_what_has_no_ipv6_rules_yet_is_refused(kw, refused):
     with pytest.raises(UsageError, match=refused):
         request.options({"ipv6": True, **kw})
     request.options(kw)  # the control: the same options without IPv6 are taken
-    Options(ipv6=True, allow_peers=True, allow_metadata=True)  # and these have IPv6 rules
 
 
-def test_a_published_port_with_ipv6_is_refused():
-    from fireroute.model import Published
+def test_policy_and_ports_are_taken_with_ipv6():
+    """They have IPv6 rules (want/nft.py elements6): taken, IPv6 CIDRs among them."""
+    from fireroute import request
 
-    with pytest.raises(UsageError, match="--ipv6 with --publish is not available yet"):
-        Options(ipv6=True, publish=(Published.parse("8080:80"),))
-    Options(publish=(Published.parse("8080:80"),))  # the control
+    o = request.options(
+        {
+            "ipv6": True,
+            "egress": "public",
+            "allow_out": ["2001:db8:1::/48", "10.1.0.0/16"],
+            "deny_out": ["2000::1", "10.0.0.0/8"],
+            "publish": ["8080:80", "[2001:db8::7]:8443:443/tcp"],
+        }
+    )
+    assert [str(n) for n in o.allow_out] == ["10.1.0.0/16", "2001:db8:1::/48"]
+    assert [str(n) for n in o.deny_out] == ["10.0.0.0/8", "2000::1/128"]
+    assert [str(p) for p in o.publish] == ["8080:80/tcp", "[2001:db8::7]:8443:443/tcp"]
+    assert Options.from_identity(o.identity()) == o  # (as the state file holds them)
 
 
 def test_the_json_carries_ipv6():

@@ -4,7 +4,7 @@ comparing a kernel against those same objects."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 from fireroute.kernel.read import as_wanted, link_of
 from fireroute.model import Options, Owner, Vm
@@ -35,18 +35,23 @@ def ipam(mtu: int | None = 1400) -> Vm:
 
 def test_objects_keys_and_owner_tags():
     objs = cni.cni(pool())
-    assert [type(o) for o in objs] == [Link, Link, TcRedirect, TcRedirect, Link, Addr, Sysctl]
+    assert [type(o) for o in objs] == [
+        *(Link, Link, TcRedirect, TcRedirect, Sysctl, Sysctl),
+        *(Link, Addr, Sysctl),
+    ]
     assert [o.key for o in objs] == [
         (NS, "eth0"),
         (NS, "tap0"),
         (NS, "eth0"),
         (NS, "tap0"),
+        (NS, "net/ipv6/conf/eth0/disable_ipv6"),
+        (NS, "net/ipv6/conf/tap0/disable_ipv6"),
         (None, "fr-p"),
         (None, "fr-p", "172.16.0.17/30"),
         (None, "net/ipv6/conf/fr-p/disable_ipv6"),
     ]
     assert {o.owner for o in objs} == {f"{TAG}:p"} and {o.vm for o in objs} == {"p"}
-    veth, tun, there, back, host = objs[:5]
+    veth, tun, there, back, _, _, host = objs[:7]
     assert {veth.alias, tun.alias, host.alias} == {f"fireroute:{TAG}:p"}
     assert (tun.uid, tun.gid) == (1000, 1001) and tun.link_kind == "tun"
     assert veth.peer == (None, "fr-p") and host.peer == (NS, "eth0")
@@ -167,3 +172,75 @@ def test_check_compares_the_kernel_against_the_same_objects():
     assert problems(wrong_mac, v) == [
         f'tap in "{NS}": "tap0" has MAC 0a:02:0a:16:00:0a, not 0A:02:0A:16:00:09'
     ]
+
+
+def test_the_namespace_links_have_ipv6_off_whatever_the_vm_has():
+    """A wire has no IPv6 of its own (no link-local address, DAD or router solicitation on
+    the guest's link): disable_ipv6=1 on the veth and the tap in the namespace, for a VM
+    with IPv6 too (the redirects pass its frames below the IP layer)."""
+    for v in (pool(), six()):
+        off = [o for o in cni.cni(v) if isinstance(o, Sysctl) and o.ns == NS]
+        assert [(o.path, o.value) for o in off] == [
+            ("net/ipv6/conf/eth0/disable_ipv6", "1"),
+            ("net/ipv6/conf/tap0/disable_ipv6", "1"),
+        ]
+        assert {o.owner for o in off} == {f"{TAG}:{v.name}"}
+        assert off[1].what() == f'disable IPv6 on "tap0" in "{NS}"'
+
+
+def six() -> Vm:
+    v = attachment("s", 6)
+    v.options.ipv6 = True
+    v.net6 = IPv6Network("fd00:77:0:6::/64")
+    return v
+
+
+def test_a_vm_with_ipv6_has_the_host_end_of_a_v6_nat_tap():
+    """The host end: IPv6 on, no link-local of the kernel's (``addrgenmode none`` in the
+    line bringing it up, as it has carrier at once; addr_gen_mode 1 compared), fe80::1
+    without DAD, the route to the VM's /64; IPv6 off on the host end of a v4-only one."""
+    v = six()
+    host = [o for o in cni.cni(v) if o.ns is None]
+    assert [(o.kind, o.key) for o in host] == [
+        ("link", (None, "fr-s")),
+        ("addr", (None, "fr-s", "172.16.0.25/30")),
+        ("sysctl", (None, "net/ipv6/conf/fr-s/disable_ipv6")),
+        ("sysctl", (None, "net/ipv6/conf/fr-s/addr_gen_mode")),
+        ("addr", (None, "fr-s", "fe80::1/64")),
+        ("route", (None, "fd00:77:0:6::/64")),
+    ]
+    link, _, on, gen, gw, route = host
+    assert (
+        link.text("set")
+        == f"link set dev fr-s group 4151 alias fireroute:{TAG}:s addrgenmode none up"
+    )
+    assert (on.value, gen.value) == ("0", "1")
+    assert gw.text("create") == "address add fe80::1/64 dev fr-s nodad"
+    assert route.text("create") == "route add fd00:77:0:6::/64 dev fr-s"
+    # the control: a v4-only attachment's host end has IPv6 off and no addrgenmode
+    plain = [o for o in cni.cni(pool()) if o.ns is None]
+    assert [(o.kind, o.value) for o in plain if isinstance(o, Sysctl)] == [("sysctl", "1")]
+    assert "addrgenmode" not in plain[0].text("set")
+    assert cni.host_veth(v) == cni.host_veth(pool()).__class__(**_same(cni.host_veth(v)))
+
+
+def _same(link: Link) -> dict:
+    """A link's constructor arguments without ``addrgen`` (which is printed, not compared)."""
+    names = ("name", "link_kind", "owner", "vm", "alias", "ns", "uid", "gid", "master", "group")
+    names += ("up", "peer", "made", "mac", "mtu", "peer_mac")
+    return {n: getattr(link, n) for n in names}
+
+
+def test_the_in_process_executor_leaves_an_addrgenmode_line_to_ip():
+    """It would bring the host end up without the addrgenmode (and the kernel would make its
+    link-local address): such a line runs as ``ip`` prints it; the control: a v4-only
+    attachment's host end line is done in-process."""
+    from fireroute.kernel.inproc import encode
+    from fireroute.plan.ops import Act, OpStep
+    from fireroute.plan.steps import IP
+
+    def step(link: Link) -> OpStep:
+        return OpStep(IP, link.text("set"), "bring up", link.vm, ops=[Act("set", link)])
+
+    assert encode(step(cni.host_veth(six()))) is None
+    assert encode(step(cni.host_veth(pool()))) is not None

@@ -22,7 +22,7 @@ def command(line: str) -> str:
     """A golden line without the tool and the namespace it runs in."""
     if line.startswith(PREFIXES):
         line = line.split(" ", 3)[3] if line.startswith(PREFIXES[:2]) else line.split(" ", 4)[4]
-        line = line.removeprefix("ip ").removeprefix("tc ")
+        line = line.removeprefix("ip ").removeprefix("tc ").removeprefix("-w ")  # (sysctl)
     return line.removeprefix("ip ").removeprefix("sysctl -w ")
 
 
@@ -186,7 +186,12 @@ def test_route_localnet_on_every_mode_host_device():
     cni = dict(netns="/run/netns/pod", container="c1", network="net", ifname="eth0")
     v = vm("p", 4, mode="cni", publish=port, **cni)
     paths = [o.key[1] for o in render.vm(v) if o.kind == "sysctl"]
-    assert paths == ["net/ipv6/conf/fr-p/disable_ipv6", "net/ipv4/conf/fr-p/route_localnet"]
+    assert paths == [
+        "net/ipv6/conf/eth0/disable_ipv6",  # (the namespace's veth and tap: IPv6 off too)
+        "net/ipv6/conf/tap0/disable_ipv6",
+        "net/ipv6/conf/fr-p/disable_ipv6",
+        "net/ipv4/conf/fr-p/route_localnet",
+    ]
     nat = [o.key[1] for o in render.vm(vm("n", 0, publish=port)) if o.kind == "sysctl"]
     assert nat.count("net/ipv4/conf/fr-n/route_localnet") == 1
 

@@ -139,6 +139,12 @@ COMMON = (
     Opt("--json", "machine-readable output", FLAG),
 )
 DRY_RUN = Opt("--dry-run", "print the commands, change nothing", FLAG)
+DAEMON = Opt(
+    "--daemon",
+    "hand the command to fireroute serve on this socket (default $FIREROUTE_SOCKET; see "
+    "docs/daemon.md)",
+    metavar="SOCKET",
+)
 
 UP = (
     Opt("--count", "bring up VMs PREFIX0 .. PREFIX{N-1} in one batch", INT),
@@ -182,12 +188,21 @@ UP = (
     Opt(
         "--publish",
         "forward the host's port to the guest's (repeatable): [ADDR:]HOSTPORT:GUESTPORT[/udp]; "
-        "no ADDR: every host address, 127.0.0.1: the host's loopback only",
+        "no ADDR: every host address (with --ipv6 its IPv6 ones too), 127.0.0.1: the host's "
+        "loopback only, [IPV6ADDR]: that address",
         APPEND,
         metavar="SPEC",
     ),
-    Opt("--allow-out", "a CIDR the guest may reach whatever --egress says (repeatable)", APPEND),
-    Opt("--deny-out", "a CIDR the guest may not reach (repeatable; --allow-out wins)", APPEND),
+    Opt(
+        "--allow-out",
+        "a CIDR (IPv4 or IPv6) the guest may reach whatever --egress says (repeatable)",
+        APPEND,
+    ),
+    Opt(
+        "--deny-out",
+        "a CIDR (IPv4 or IPv6) the guest may not reach (repeatable; --allow-out wins)",
+        APPEND,
+    ),
     Opt("--bridge", "bridge mode: the bridge (default br0; created if missing)"),
     Opt(
         "--bridge-address",
@@ -211,8 +226,8 @@ UP = (
         "with --ipv6: the IPv6 pool (default: the state file's own unique local /48)",
     ),
 )
-DOWN = (Opt("--all", "every VM in the state file", FLAG), DRY_RUN, *COMMON)
-UP_COMMAND = (*UP, *COMMON, DRY_RUN)
+DOWN = (Opt("--all", "every VM in the state file", FLAG), DRY_RUN, *COMMON, DAEMON)
+UP_COMMAND = (*UP, *COMMON, DRY_RUN, DAEMON)
 
 
 def parse_hot(argv: list[str]) -> Args | None:

@@ -14,7 +14,40 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from argparse import Namespace
 
+    from fireroute.api import Host
     from fireroute.cli.args import Args
+    from fireroute.handoff import DaemonHost
+
+SERVED = ("up", "down", "show", "ls")
+"""the commands handed to the daemon with --daemon or $FIREROUTE_SOCKET (a dry run and every
+other command run here)"""
+
+
+def _door(args: Namespace | Args) -> Host | DaemonHost:
+    """Where a command's verbs run: the daemon the command line names (handoff.py), or
+    here, on the state file."""
+    asked = getattr(args, "daemon", None) or os.environ.get("FIREROUTE_SOCKET")
+    if asked and args.cmd in SERVED and not getattr(args, "dry_run", False):
+        from fireroute.handoff import DaemonHost, socket_of
+
+        path = socket_of(args)
+        if path is not None:
+            return DaemonHost(path, _given(args))
+    return _host(args)
+
+
+def _given(args: Namespace | Args) -> dict[str, object]:
+    """The options of ``up`` a command line gave (those not at their default), by the names
+    of the daemon's ``PUT /vms/{name}`` body (none for another command)."""
+    from fireroute.cli.args import UP
+
+    out: dict[str, object] = {}
+    for opt in UP if args.cmd == "up" else ():
+        value = getattr(args, opt.dest, None)
+        if opt.dest in ("count", "prefix", "skip_conflicts") or value == opt.initial():
+            continue
+        out["allow_host_ports" if opt.dest == "allow_host_port" else opt.dest] = value
+    return out
 
 
 def cmd_up(args: Namespace | Args, dry_run: bool) -> int:
@@ -23,7 +56,7 @@ def cmd_up(args: Namespace | Args, dry_run: bool) -> int:
     names = _names(args)
     t0 = time.monotonic()
     progress = _progress(len(names) > 1 and sys.stderr.isatty() and not dry_run)
-    res = _host(args).bring_up(
+    res = _door(args).bring_up(
         names,
         _options(args),
         skip_conflicts=args.skip_conflicts,
@@ -64,7 +97,7 @@ def cmd_down(args: Namespace | Args) -> int:
         raise UsageError("name at least one vm (or use --all)")
     if args.names and args.all:
         raise UsageError("give either vm names or --all, not both")
-    host = _host(args)
+    host = _door(args)
     final: list[dict[str, object]] = []
     if args.json and not args.dry_run:  # the VMs' last figures, read before they go
         known = {v.name for v in host.ls()}
@@ -90,7 +123,7 @@ def cmd_down(args: Namespace | Args) -> int:
 def cmd_ls(args: Namespace) -> int:
     from fireroute.render import record
 
-    vms = _host(args).ls()
+    vms = _door(args).ls()
     if args.json:
         print(jsontext.dumps([record.as_dict(v) for v in vms], indent=2))
         return 0
@@ -128,7 +161,7 @@ def cmd_show(args: Namespace) -> int:
 
     fmt = "json" if args.json else args.format
     fcc.check_show(args, fmt)
-    vm = _host(args).show(args.name)
+    vm = _door(args).show(args.name)
     out = {
         "text": lambda: record.summary(vm),
         "json": lambda: jsontext.dumps(record.as_dict(vm), indent=2) + "\n",
@@ -227,7 +260,7 @@ def cmd_ra(args: Namespace) -> int:
     from fireroute.advertise import serve
 
     try:
-        serve(_state(args), verbose=args.verbose)
+        serve(_state(args), verbose=args.verbose, dns=args.dns6)
     except KeyboardInterrupt:
         return 0
     return 0

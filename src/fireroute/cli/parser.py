@@ -65,7 +65,7 @@ def _up_options(p: argparse.ArgumentParser) -> None:
 def _cfg_up(p: argparse.ArgumentParser) -> None:
     _up_options(p)
     add(p, spec.COMMON)
-    add(p, (spec.DRY_RUN,))
+    add(p, (spec.DRY_RUN, spec.DAEMON))
     from fireroute.cli.firecracker_args import configure_up
 
     configure_up(p)
@@ -93,6 +93,11 @@ def _cfg_show(p: argparse.ArgumentParser) -> None:
 
     configure_show(p)
     common(p)
+    add(p, (spec.DAEMON,))
+
+
+def _cfg_ls(p: argparse.ArgumentParser) -> None:
+    add(p, (*spec.COMMON, spec.DAEMON))
 
 
 def _cfg_teardown(p: argparse.ArgumentParser) -> None:
@@ -135,6 +140,13 @@ def _cfg_demo(p: argparse.ArgumentParser) -> None:
 
 def _cfg_ra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="print a line per advertisement sent")
+    p.add_argument(
+        "--dns6",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="an IPv6 DNS server every advertisement names (RDNSS, RFC 8106); repeatable",
+    )
     spec.COMMON[0].add_to(p)  # --state
 
 
@@ -163,7 +175,7 @@ COMMANDS = {
     "up": ("create a VM's tap, /30, forwarding and NAT", _cfg_up),
     "plan": ("print the commands up would run (dry run)", _cfg_plan),
     "down": ("remove exactly what up created (idempotent)", _cfg_down),
-    "ls": ("list VMs", common),
+    "ls": ("list VMs", _cfg_ls),
     "show": ("what a VM needs, in one of several formats", _cfg_show),
     "teardown": ("every VM down, shared tables removed, forwarding restored", _cfg_teardown),
     "stats": ("per-VM traffic counted by the kernel (sent/received by the guest)", _cfg_stats),

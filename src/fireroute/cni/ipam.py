@@ -105,14 +105,25 @@ def _call(
 
 def address(answer: dict[str, object]) -> tuple[str, str]:
     """The first IPv4 address of an IPAM result and its gateway (the result shaped as
-    protocol.IPAM_RESULT, or code 103 naming the field that is not)."""
+    protocol.IPAM_RESULT, or code 103 naming the field that is not). An IPv6 address in it is
+    code 7: a VM's IPv6 is a /64 of its own from fireroute's pool (``ipv6``, ``pool6``), which
+    an address of a shared IPAM subnet cannot be (its isolation is keyed by the /64)."""
     try:
         check(answer, IPAM_RESULT, "")
     except CniError as exc:
         raise CniError(
             GENERIC + 3, "the IPAM plugin answered a malformed result", exc.details
         ) from None
-    for ip in answer.get("ips", []):  # type: ignore[attr-defined]
+    ips: list[dict[str, str]] = answer.get("ips", [])  # type: ignore[assignment]
+    six = [ip["address"] for ip in ips if ":" in ip["address"]]
+    if six:
+        raise CniError(
+            BAD_CONFIG,
+            "invalid network configuration",
+            f"the IPAM plugin gave an IPv6 address ({six[0]}): give it IPv4 ranges only; a VM's "
+            'IPv6 comes from fireroute\'s own pool ("ipv6": true, "pool6")',
+        )
+    for ip in ips:
         addr, gw = ip["address"], ip.get("gateway")
         if ":" not in addr:
             if gw is None or ":" in gw:

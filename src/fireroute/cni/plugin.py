@@ -39,6 +39,7 @@ KEY_OF_FLAG = {  # the CLI's spelling of an option, in the network configuration
     "--" + field.replace("_", "-"): key for key, field in protocol.PLUGIN_KEYS.items() if field
 }
 KEY_OF_FLAG["--allow-host-port"] = "allowHostPorts"
+KEY_OF_FLAG["--publish"] = "runtimeConfig.portMappings"  # (the runtime's port mappings)
 
 
 def attachment_name(network: str, container: str, ifname: str) -> str:
@@ -53,30 +54,48 @@ def main(env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> in
     if stdin is None:
         # one byte over the limit is enough to refuse (protocol.MAX_STDIN), whatever follows
         stdin = b"" if sys.stdin is None else sys.stdin.buffer.read(protocol.MAX_STDIN + 1)
+    code, out = answer(env, stdin)
+    if out is not None:
+        sys.stdout.write(jsontext.dumps(out) + "\n")
+    return code
+
+
+class Served(dict):
+    """The environment of a request the daemon runs (``POST /cni``), with its ``host``."""
+
+    host: Host
+
+
+def answer(
+    env: Mapping[str, str], stdin: bytes, host: Host | None = None
+) -> tuple[int, dict[str, object] | None]:
+    """The exit status and what the plugin prints (None: nothing); with ``host``, the verbs
+    run on it (the daemon's), whatever state file the request names."""
     version = "1.1.0"
     try:
         req = protocol.Request(env, stdin)
         version = req.version or version
+        if host is not None:
+            env = Served(env)
+            env.host = host
         out = VERBS[req.command](req, env, stdin)
     except CniError as exc:
-        return _fail(exc, version)
+        return 1, exc.as_json(version)
     except FirerouteError as exc:
-        return _fail(_as_cni(exc), version)
-    if out is not None:
-        sys.stdout.write(jsontext.dumps(out) + "\n")
-    return 0
+        return 1, _as_cni(exc).as_json(version)
+    return 0, out
 
 
-def _fail(exc: CniError, version: str) -> int:
-    sys.stdout.write(jsontext.dumps(exc.as_json(version)) + "\n")
-    return 1
+def _keys(text: str) -> str:
+    """A message of the CLI's words with each option named as the configuration's key."""
+    for flag in sorted(KEY_OF_FLAG, key=len, reverse=True):  # (--pool6 before --pool)
+        text = text.replace(flag, f'"{KEY_OF_FLAG[flag]}"')
+    return text
 
 
 def _as_cni(exc: FirerouteError) -> CniError:
     """One of fireroute's errors as the spec's: a busy state file is "try again later"."""
-    text = str(exc)
-    for flag, key in KEY_OF_FLAG.items():
-        text = text.replace(flag, f'"{key}"')
+    text = _keys(str(exc))
     if isinstance(exc, Busy):
         return CniError(protocol.TRY_AGAIN, "the state file is busy", text)
     if isinstance(exc, MissingTool | PermissionDenied):
@@ -91,6 +110,8 @@ def _as_cni(exc: FirerouteError) -> CniError:
 
 
 def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
+    if isinstance(env, Served):  # the daemon's
+        return env.host
     from fireroute.api import Host
 
     state = req.config.get("state")  # an absolute path (protocol.CONFIG)
@@ -98,7 +119,10 @@ def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
 
 
 def _fields(req: protocol.Request) -> dict[str, object]:
-    fields = req.options()
+    try:
+        fields = req.options()
+    except CniError as exc:  # (checked as the CLI's options: named as the keys)
+        raise CniError(exc.code, exc.msg, _keys(exc.details)) from None
     fields.update(
         mode="cni",
         netns=req.netns,
@@ -180,6 +204,15 @@ def _result(
     # and on the VM's interface, where firecracker-go-sdk looks (it needs exactly one there)
     address = {"address": f"{vm.guest_ip}/{vm.prefix}", "gateway": str(vm.gateway)}
     ips += [{**address, "interface": base + 1}, {**address, "interface": base + 3}]
+    six = vm.ipv6  # its IPv6 address on the namespace's veth only: the VM's interface keeps
+    if six is not None:  # the one IPv4 entry the go SDK turns into ip=
+        ips.append(
+            {
+                "address": f"{six['address']}/{six['prefix']}",
+                "gateway": str(six["gateway"]),
+                "interface": base + 1,
+            }
+        )
     routes = [{"dst": "0.0.0.0/0", "gw": str(vm.gateway)}]
     # the configuration's dns object, as CNI passes it on (its IPv4 servers are the guest's)
     dns = req.config.get("dns")

@@ -3,13 +3,14 @@
 object), with no kernel work. The plugin's verbs use this to read a request and to write
 their answers; everything here is checked before anything is changed.
 
-Versions: 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 (a result's ``ips`` carry ``"version": "4"``
-before 1.0.0; CHECK exists from 0.4.0, GC and STATUS from 1.1.0).
+Versions: 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0 (a result's ``ips`` carry ``"version"``, "4"
+or "6", before 1.0.0; CHECK exists from 0.4.0, GC and STATUS from 1.1.0).
 """
 
 from __future__ import annotations
 
 from fireroute import jsontext, request
+from fireroute.cni import MAX_STDIN  # (defined there: the program's entry reads it too)
 from fireroute.errors import UsageError
 
 TYPE_CHECKING = False
@@ -66,15 +67,16 @@ PLUGIN_KEYS = {  # fireroute's keys -> the option of up they set (None: the plug
     "allowPeers": "allow_peers",
     "allowMetadata": "allow_metadata",
     "allowHostPorts": "allow_host_ports",
+    "ipv6": "ipv6",
+    "pool6": "pool6",
     "state": None,
     "mtu": None,
     "tapName": None,
+    "daemonSocket": None,  # handoff.py: the plugin's calls go to that daemon
+    "daemonFallback": None,
 }
 
 
-MAX_STDIN = 1 << 20
-"""the most bytes of configuration read from stdin (a network configuration with a
-``prevResult`` is a few kilobytes): more is refused, code 7, before it is parsed"""
 MAX_DEPTH = 32
 """the deepest nesting of objects and lists a configuration may have (the spec's deepest,
 ``prevResult.ips[0]``, is 3): deeper is refused, code 7"""
@@ -190,9 +192,13 @@ CONFIG: dict[str, object] = {  # every key of a network configuration fireroute 
     "allowPeers": "bool",
     "allowMetadata": "bool",
     "allowHostPorts": ["text"],
+    "ipv6": "bool",
+    "pool6": "text",
     "state": "path",
     "mtu": "int",
     "tapName": "text",
+    "daemonSocket": "path",
+    "daemonFallback": "bool",
 }
 CONFIG_NEEDS = {  # keys of the configuration a command requires (the spec's "must")
     "GC": ("cni.dev/valid-attachments",),
@@ -302,17 +308,23 @@ def go_keys(value: object, shape: object) -> object:
 
 def port_mappings(config: dict[str, object]) -> list[str]:
     """``runtimeConfig.portMappings`` (the CNI convention a runtime fills from ``-p``, when the
-    plugin's ``capabilities`` has ``portMappings``) as ``--publish`` specs. IPv6 host
-    addresses are left out (fireroute publishes IPv4)."""
+    plugin's ``capabilities`` has ``portMappings``) as ``--publish`` specs: an empty host
+    address, ``0.0.0.0`` and ``::`` are every address of the host (one spec for a port mapped
+    for both families); an IPv6 one is published on that address when the attachment has IPv6
+    (``"ipv6": true``; ``::1`` is refused as ``--publish``'s), else left out (the guest has no
+    IPv6 address to forward it to)."""
     runtime = config.get("runtimeConfig") or {}
-    out = []
+    six = config.get("ipv6") is True
+    out: list[str] = []
     for m in runtime.get("portMappings", []):  # type: ignore[attr-defined]
         host, guest = m["hostPort"], m["containerPort"]  # checked by CONFIG
         proto, addr = m.get("protocol", "tcp"), m.get("hostIP", "")
-        if ":" in addr:
+        if ":" in addr and not six:
             continue
-        at = f"{addr}:" if addr not in ("", "0.0.0.0") else ""
-        out.append(f"{at}{host}:{guest}/{proto.lower()}")
+        at = "" if addr in ("", "0.0.0.0", "::") else f"[{addr}]:" if ":" in addr else f"{addr}:"
+        spec = f"{at}{host}:{guest}/{proto.lower()}"
+        if spec not in out:
+            out.append(spec)
     return out
 
 
@@ -474,9 +486,9 @@ def result(
     dns: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """An ADD result in ``version``'s shape: before 1.0.0 every ``ips`` entry names its IP
-    version; empty optional fields are left out."""
+    version (by its address: "6" for an IPv6 one); empty optional fields are left out."""
     if _key(version) < (1, 0, 0):
-        ips = [{"version": "4", **ip} for ip in ips]
+        ips = [{"version": "6" if ":" in str(ip["address"]) else "4", **ip} for ip in ips]
     out: dict[str, object] = {"cniVersion": version, "interfaces": interfaces, "ips": ips}
     if routes:
         out["routes"] = routes

@@ -17,8 +17,8 @@ import os
 
 DIR = "/run/fireroute"
 SOL_SOCKET, SO_NETNS_COOKIE = 1, 71
-V4, V6 = "ip_forward", "ip6_forward"
-"""the records' names: IPv4 forwarding's, IPv6's"""
+V4, V6, ACCEPT_RA = "ip_forward", "ip6_forward", "ip6_accept_ra"
+"""the records' names: IPv4 forwarding's, IPv6's, the uplink's accept_ra (kernel/uplink6.py)"""
 
 
 def _identity() -> tuple[int, int]:
@@ -31,6 +31,11 @@ def _identity() -> tuple[int, int]:
     finally:
         s.close()
     return os.stat("/proc/self/ns/net").st_ino, cookie
+
+
+def identity() -> tuple[int, int]:
+    """(inode, cookie) of the caller's network namespace: a record's name and its check."""
+    return _identity()
 
 
 def record_path(inode: int, name: str = V4) -> str:
@@ -53,9 +58,15 @@ def record(value: str, name: str = V4) -> bool:
     """Record the value forwarding has before fireroute changes it, unless a record of this
     namespace exists (the first change is the one to undo); True if this call wrote it.
     Best effort: without a writable /run the state file's own record is what is left."""
-    inode, cookie = _identity()
     if recorded(name) is not None:
         return False
+    return write(name, value)
+
+
+def write(name: str, value: str) -> bool:
+    """This namespace's record ``name``: its cookie and ``value`` (replaced whole); False
+    when /run is not writable."""
+    inode, cookie = _identity()
     path = record_path(inode, name)
     try:
         os.makedirs(DIR, mode=0o755, exist_ok=True)
@@ -84,6 +95,6 @@ def forget_namespace(path: str) -> None:
         inode = os.stat(path).st_ino
     except OSError:
         return
-    for name in (V4, V6):
+    for name in (V4, V6, ACCEPT_RA):
         with contextlib.suppress(OSError):
             os.unlink(record_path(inode, name))

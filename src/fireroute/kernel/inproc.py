@@ -53,7 +53,7 @@ def encode(step: Step) -> IpOp | None:
     operation prints (the dry run is what runs). Encoded, in the caller's namespace:
 
     - a tap created (``tuntap add dev X mode tap user U [group G]``)
-    - a link set: master, group, alias, up (not an MTU or a MAC)
+    - a link set: master, group, alias, up (not an MTU, a MAC or an addrgenmode)
     - a link deleted; a link group deleted (``link del group G``)
     - an IPv4 address added
     """
@@ -78,6 +78,8 @@ def _link(verb: str, link: Link) -> IpOp | None:
     if verb == CREATE and link.link_kind == "tun" and link.uid is not None:
         uid, gid = link.uid, link.gid
         return lambda _: tun.add_tap(name, uid, gid)
+    if verb == SET and link.addrgen:  # (an addrgenmode: left to ip)
+        return None
     if verb == SET and not link.mtu and not (link.mac and link.link_kind == "tun"):
         master = link.master
         if master is not None and not _name(master):

@@ -4,7 +4,14 @@ nftables table ownership, tagged iptables rules. Each probe is one process."""
 from __future__ import annotations
 
 import os
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 
 from fireroute import jsontext
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
@@ -274,15 +281,21 @@ def foreign_links(instance: str, runner: Runner = run) -> list[str]:
     ]
 
 
-def link_networks(dev: str, runner: Runner = run) -> list[IPv4Network]:
-    """The IPv4 networks of a link's addresses (``10.0.0.5/24`` -> ``10.0.0.0/24``)."""
+def link_networks(
+    dev: str, runner: Runner = run, ipv6: bool = False
+) -> list[IPv4Network | IPv6Network]:
+    """The IPv4 networks of a link's addresses (``10.0.0.5/24`` -> ``10.0.0.0/24``), and
+    with ``ipv6`` its IPv6 ones but link-local (``--egress public`` denies fe80::/10)."""
     docs = _records(ip_batch_json([f"address show dev {dev}"], runner)[0])
-    return [
-        IPv4Interface(f"{a['local']}/{a['prefixlen']}").network
-        for d in docs
-        for a in d.get("addr_info", [])
-        if a.get("family") == "inet"
-    ]
+    out: list[IPv4Network | IPv6Network] = []
+    for d in docs:
+        for a in d.get("addr_info", []):
+            text = f"{a['local']}/{a['prefixlen']}"
+            if a.get("family") == "inet":
+                out.append(IPv4Interface(text).network)
+            elif ipv6 and a.get("family") == "inet6" and a.get("scope") != "link":
+                out.append(IPv6Interface(text).network)
+    return out
 
 
 def bridge_ports(bridge: str, runner: Runner = run) -> list[str]:

@@ -307,8 +307,8 @@ def _far(
 def _device_sysctls(cur: Current, src: Source) -> None:
     """The per-device sysctls fireroute sets, of every tap and veth of the root namespace:
     each value in ``sysctls``, a Sysctl (owned as its device) where it has fireroute's value.
-    ``addr_gen_mode`` is read on the NAT taps of ours only (the one kind of device a VM with
-    IPv6 has it on)."""
+    ``addr_gen_mode`` is read on the NAT taps and veths' host ends of ours only (the kinds of
+    device a VM with IPv6 has it on: a NAT VM's tap, a CNI attachment's host end)."""
     for link in list(cur.of(Link, None)):
         if link.link_kind not in ("tun", "veth"):
             continue
@@ -322,8 +322,10 @@ def _device_sysctls(cur: Current, src: Source) -> None:
 
 
 def _nat_tap(link: Link) -> bool:
-    """A NAT tap of ours (a tap in no bridge)."""
-    return bool(link.owner) and link.link_kind == "tun" and not link.master
+    """A NAT tap of ours (a tap in no bridge), or a veth's host end of ours (a CNI
+    attachment's may have IPv6 as a NAT tap has; a clone's is read as before: IPv6 on, not
+    set up by fireroute)."""
+    return bool(link.owner) and link.link_kind in ("tun", "veth") and not link.master
 
 
 def _ipv6_taps(cur: Current, docs: list[dict]) -> None:
@@ -632,4 +634,22 @@ def _inside(cur: Current, src: Source, vms: Iterable[Vm], docs: dict) -> None:
     for ns, names in devs.items():
         there = cur.links(ns)
         _tc(cur, src, ns, [d for d in dict.fromkeys(names) if d in there])
+        _ipv6_off(cur, src, ns, [d for d in dict.fromkeys(names) if d in there])
     cur.inside = {ns for ns in docs if ns}
+
+
+def _ipv6_off(cur: Current, src: Source, ns: str, devs: list[str]) -> None:
+    """``disable_ipv6`` of the links of CNI attachments in a namespace (one ``sysctl``): a
+    Sysctl (owned as its link) where it is 1, as want/cni.py wants it."""
+    if not devs:
+        return
+    res = src.runner(in_netns(ns, ["sysctl", "-n", *(DISABLE6.format(d) for d in devs)]), None)
+    values = res.out.split() if res.rc == 0 else []
+    if len(values) != len(devs):  # (a link gone since it was listed: read as not set)
+        return
+    links = cur.links(ns)
+    for dev, value in zip(devs, values, strict=True):
+        path = DISABLE6.format(dev)
+        cur.sysctls[(ns, path)] = value
+        if value == "1":
+            cur.add(Sysctl(path, value, "", links[dev].owner, links[dev].vm, ns))

@@ -132,6 +132,9 @@ def done(plan: Plan) -> None:
         before = record.recorded(record.V6)
         if before is not None and forwarding6() == before:
             record.forget(record.V6)
+        from fireroute.kernel import uplink6
+
+        uplink6.give_back()  # (the uplink's accept_ra, once IPv6 forwarding is off again)
 
 
 # -- up ------------------------------------------------------------------------------------------

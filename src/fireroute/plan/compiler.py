@@ -211,8 +211,9 @@ def _host_end(link: Link, objs: Iterable[Obj]) -> Obj:
 
 
 def _cni_up(acts: list[Act]) -> list[Step]:
-    """In the namespace: its links made, then brought up, then the redirects; on the host:
-    the veth's end addressed and brought up, then the route to a delegated guest."""
+    """In the namespace: its links made, then brought up, their IPv6 off (before the host
+    end gives the veth carrier), then the redirects; on the host: the veth's end addressed and
+    brought up, then the route to a delegated guest."""
     links = [a for a in acts if a.obj.ns is not None and a.obj.kind == "link"]
     steps: list[Step] = []
     for a in links:
@@ -231,6 +232,7 @@ def _cni_up(acts: list[Act]) -> list[Step]:
         steps.append(
             OpStep(IP, o.text(SET), f'bring up "{o.name}"', o.vm, netns=o.ns, ops=[Act(SET, o)])
         )
+    steps += [sysctl_step(a.obj) for a in acts if a.obj.kind == "sysctl" and a.obj.ns is not None]
     for a in acts:
         if a.obj.kind == "tc redirect":
             r = a.obj
@@ -291,8 +293,9 @@ def _flushes(elems: list[NftElement]) -> list[Step]:
 
     steps: list[Step] = []
     for e in elems:
-        if e.set not in PORT_MAPS or e.family == "ip6":  # (a flush is of both families)
-            continue
+        if e.set not in PORT_MAPS or (e.family == "ip6" and e.set == "pub_any"):
+            continue  # (a port on every address: the ip table's element's flush has both
+            # families; one on an IPv6 address is the ip6 table's only)
         fields = e.value.partition(" : ")[0].split(" . ")
         addr = fields.pop(0) if e.set == "pub_addr" else None
         proto, port = fields[0].strip('"'), fields[1]

@@ -18,8 +18,10 @@ A VM's advertisement without DNS servers is 64 bytes."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv6Address, IPv6Network
+
+from fireroute.errors import UsageError
 
 ROUTER_ADVERT, ROUTER_SOLICIT = 134, 133
 HOP_LIMIT = 64  # the guest's cur hop limit
@@ -27,6 +29,7 @@ ROUTER_LIFETIME = 1800  # seconds; also the RDNSS lifetime (RFC 8106: >= 3 x the
 VALID, PREFERRED = 86400, 14400  # the prefix's lifetimes, seconds
 ON_LINK, AUTONOMOUS = 0x80, 0x40  # prefix information flags L and A
 OPT_SOURCE_LLADDR, OPT_PREFIX, OPT_MTU, OPT_RDNSS = 1, 3, 5, 25
+MAX_SERVERS = 8  # RDNSS servers per RA (the option could hold 127; a guest keeps a few)
 
 
 def advertisement(
@@ -58,3 +61,30 @@ def advertisement(
 def is_solicitation(message: bytes) -> bool:
     """An ICMPv6 router solicitation (RFC 4861 6.1.1: type 133, code 0, at least 8 bytes)."""
     return len(message) >= 8 and message[0] == ROUTER_SOLICIT and message[1] == 0
+
+
+NOT_SERVER = (
+    (IPv6Network("::/8"), "reserved (loopback, unspecified, IPv4-mapped)"),
+    (IPv6Network("ff00::/8"), "multicast"),
+)
+
+
+def servers(values: Iterable[object], what: str = "--dns6") -> list[IPv6Address]:
+    """The RDNSS servers ``values`` name (IPv6 addresses, in order, each once): UsageError
+    naming the first that is not one a guest can send queries to."""
+    out: list[IPv6Address] = []
+    for value in values:
+        try:
+            addr = IPv6Address(value) if isinstance(value, str) else None
+        except ValueError:
+            addr = None
+        if addr is None or addr.scope_id is not None:
+            raise UsageError(f'{what} "{value}" is not an IPv6 address')
+        for net, why in NOT_SERVER:
+            if addr in net:
+                raise UsageError(f"{what} {addr} is {why}: a guest cannot query it")
+        if addr not in out:
+            out.append(addr)
+    if len(out) > MAX_SERVERS:
+        raise UsageError(f"{what}: at most {MAX_SERVERS} DNS servers")
+    return out

@@ -108,10 +108,14 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             from fireroute.kernel import forwarding as record
 
             record.record(pic.cur.forwarding or "0")
-        if todo.forwarding6 and not dry_run:
+        if todo.forwarding6:  # (the uplink keeps its RA-learned route: kernel/uplink6.py)
             from fireroute.kernel import forwarding as record
+            from fireroute.kernel import uplink6
 
-            record.record(pic.cur.forwarding6 or "0", record.V6)
+            uplinks = {v.uplink for v in vms if v.net6 is not None}
+            todo.steps = uplink6.keep_routes(todo.steps, m.runner, uplinks, dry_run)
+            if not dry_run:
+                record.record(pic.cur.forwarding6 or "0", record.V6)
         if todo.steps and not dry_run:
             m.run(Plan(todo.steps))
         return Plan(todo.clear + todo.steps)  # everything restore ran (or, dry, would run)

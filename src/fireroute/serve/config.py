@@ -10,7 +10,9 @@ The server config is a JSON file (``--config FILE``)::
       "max_body": 65536,
       "client_timeout": 10,
       "request_timeout": 30,
-      "max_connections": 256
+      "max_connections": 256,
+      "ra": "auto",
+      "dns6": ["2001:db8::53"]
     }
 
 ``fixed`` options apply to every VM and no client may give them; ``client_options`` are the
@@ -30,6 +32,12 @@ of one request, from the moment the server waits for it on a connection until it
 (a client that sends a byte now and then within ``client_timeout`` is cut off all the same);
 ``max_connections`` the connections open at once (each is a thread): one more is answered 503
 and closed at once.
+
+``ra`` says whether the daemon sends router advertisements to its v6 guests (serve/ra.py):
+``"auto"`` (the default) when its VMs may have IPv6 (``ipv6`` fixed on, or a client option),
+``true`` always (v6 VMs made by the CLI in the same state file), ``false`` never (a
+``fireroute ra`` runs beside it). ``dns6``: the IPv6 DNS servers its advertisements name
+(RDNSS), as ``fireroute ra --dns6``.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ KEYS = (
     "request_timeout",
     "max_connections",
     "firecracker_dir",
+    "ra",
+    "dns6",
 )
 ATTACH_TIMEOUT = 10.0
 """seconds a daemon client's Firecracker may take per request, at most"""
@@ -87,6 +97,8 @@ class ServerConfig:
         request_timeout: float = 30.0,
         max_connections: int = 256,
         firecracker_dir: str | None = None,
+        ra: bool | str = "auto",
+        dns6: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.state = state
         if not isinstance(fixed, dict | None):
@@ -103,6 +115,15 @@ class ServerConfig:
         self.firecracker_dir = firecracker_dir
         """the directory of Firecracker API sockets the server attaches VMs to (None: it
         attaches none); a client names a socket in it, which it must own"""
+        if not (isinstance(ra, bool) or ra == "auto"):
+            raise UsageError('server config: ra must be true, false or "auto"')
+        if not isinstance(dns6, list | tuple):
+            raise UsageError("server config: dns6 must be a list of IPv6 addresses")
+        from fireroute.render import ra as render_ra
+
+        self.dns6 = tuple(render_ra.servers(dns6, "server config: dns6"))
+        self.ra = ra
+        """whether the daemon advertises (serve/ra.py ``wanted``), and the RDNSS servers"""
         for name in (*self.fixed, *self.client_options):
             if name not in request.FIELDS:
                 raise UsageError(f'server config: unknown option "{name}"')

@@ -12,13 +12,17 @@ Resources::
     GET    /stats        200: per-VM traffic, as ``stats --json`` prints it
     GET    /healthz      200: {"ok": true}
     GET    /metrics      200: Prometheus text (requests, and per-VM traffic)
+    POST   /cni          body: env (the CNI_* variables), stdin (the network configuration)
+                         200: {"code", "output"}: the plugin's exit status and what it prints
+                         (root's clients only: fireroute/handoff.py)
 
-A VM is the JSON of ``show --format json``. Errors: ``{"error": {"kind", "message"}}`` with
-400 (bad input: bad framing (framing.py), bad JSON (body.py), unknown option, bad value), 403
-(not allowed by the server), 404, 405, 408 (too slow), 409 (a conflict), 411 (a chunked body),
-413 (body too large), 431 (headers too large), 501 (a method the daemon has no verb for), 505
-(not HTTP/1.x), 503 (busy), 500 (the kernel refused). The message is the line the CLI would
-print.
+A VM is the JSON of ``show --format json``; with ``?record=1``, plus its ``record`` (the VM as
+the state file keeps it, from which the CLI prints it: fireroute/handoff.py). Errors:
+``{"error": {"kind", "message"}}`` with 400 (bad input: bad framing (framing.py), bad JSON
+(body.py), unknown option, bad value), 403 (not allowed by the server), 404, 405, 408 (too
+slow), 409 (a conflict), 411 (a chunked body), 413 (body too large), 431 (headers too large),
+501 (a method the daemon has no verb for), 505 (not HTTP/1.x), 503 (busy), 500 (the kernel
+refused). The message is the line the CLI would print.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar
+
+    from fireroute.serve.ra import Advertiser
 
     T = TypeVar("T")
 
@@ -171,6 +177,8 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     raw_requestline: bytes  # (the library's, read by its handle_one_request)
     late = False  # the watchdog cut this request off
+    request_body: dict[str, object] = {}  # noqa: RUF012 - set per request, never changed
+    with_record = False  # ?record=1: a VM's answer carries its record (handoff.py)
     length = 0  # the body's, from framing.body_length
     batch = 0  # how many calls the worker ran together with this request's last one
     expects_continue = False
@@ -349,9 +357,10 @@ class Handler(BaseHTTPRequestHandler):
         """The request's verb, VM and answer, by :data:`ROUTES` (a path with no VM name) and
         :data:`VM_ROUTES` (``/vms/{name}`` and its parts): a path that is neither is 404; a
         VM's path with a method it has no verb for, 405 (once the name passed)."""
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         parts = [p for p in path.split("/") if p]
         body = self._body()
+        self.request_body, self.with_record = body, "record=1" in query.split("&")
         if len(parts) == 1 and (method, parts[0]) in ROUTES:
             verb, answer = ROUTES[(method, parts[0])]
             return verb, None, answer(self)
@@ -395,15 +404,31 @@ class Handler(BaseHTTPRequestHandler):
 
     def _list(self) -> object:
         vms = self._submit(list, "list")
-        return [v.as_dict() for v in vms if self.server.config.may_name(self.uid, v.name)]
+        return [self._vm(v) for v in vms if self.server.config.may_name(self.uid, v.name)]
+
+    def _cni(self) -> object:
+        """A CNI plugin's call handed off (handoff.py): root's alone, since a network
+        configuration names pools, uplinks and the IPAM plugin to run."""
+        if self.uid != 0:
+            raise NotAllowed("CNI calls are root's (a network configuration is the operator's)")
+        return self._submit(dict, "cni", None, self.request_body)
+
+    def _vm(self, vm: Vm) -> dict[str, object]:
+        """A VM's JSON; with ``?record=1`` its record too (what the CLI prints it from)."""
+        out = vm.as_dict()
+        if self.with_record:
+            from fireroute.handoff import wire
+
+            out["record"] = wire(vm.record)
+        return out
 
     # -- the verbs: VM_ROUTES (/vms/{name}, its name checked) ---------------------------------
     def _get(self, name: str, body: dict[str, object]) -> object:
-        return self._submit(Vm, "get", name).as_dict()
+        return self._vm(self._submit(Vm, "get", name))
 
     def _up(self, name: str, body: dict[str, object]) -> object:
         options = self.server.config.options(body)
-        return self._submit(Vm, "up", name, options).as_dict()
+        return self._vm(self._submit(Vm, "up", name, options))
 
     def _down(self, name: str, body: dict[str, object]) -> object:
         return {"removed": self._submit(bool, "down", name)}
@@ -421,7 +446,7 @@ class Handler(BaseHTTPRequestHandler):
                 "changing a vm's egress policy can widen what it reaches: the operator's "
                 '(its config\'s client_options may allow "allow_out")'
             )
-        return self._submit(Vm, "policy", name, body).as_dict()
+        return self._vm(self._submit(Vm, "policy", name, body))
 
     def _attach(self, name: str, body: dict[str, object]) -> object:
         from fireroute.serve.config import ATTACH_SETTINGS
@@ -466,6 +491,7 @@ ROUTES: dict[tuple[str, str], tuple[str, Callable[[Handler], object]]] = {
     ("GET", "stats"): ("stats", Handler._stats),
     ("GET", "check"): ("check", Handler._check),
     ("GET", "vms"): ("list", Handler._list),
+    ("POST", "cni"): ("cni", Handler._cni),
 }
 """(method, the path's one part) -> the verb and what answers it: the paths that name no VM
 (with another method, they are not found)"""
@@ -589,29 +615,50 @@ def listen(path: str, group: str | None, config: ServerConfig, worker: Worker, l
     return server
 
 
-def main(argv: list[str]) -> int:
+def advertising(config: ServerConfig, state: str, worker: Worker, log) -> Advertiser | None:  # noqa: ANN001
+    """The daemon's RA responder (serve/ra.py), started, when the config wants it."""
+    from fireroute.serve import ra
+
+    if not ra.wanted(config.ra, config.fixed, config.client_options):
+        return None
+    advertiser = ra.Advertiser(state, config.dns6, log)
+    worker.on_change = advertiser.changed
+    advertiser.start()
+    return advertiser
+
+
+def arguments() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fireroute serve", description="the fireroute daemon")
     p.add_argument("--socket", required=True, help="unix socket to listen on")
     p.add_argument("--group", help="group allowed to connect (the socket is 0660 root:GROUP)")
     p.add_argument("--config", help="server config (JSON; see fireroute/serve/config.py)")
     p.add_argument("--state", help="state file (default: the config's, or the CLI's default)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = arguments().parse_args(argv)
     from fireroute.state.store import default_path
 
     def log(record: dict) -> None:
         sys.stderr.write(jsontext.dumps(record) + "\n")
         sys.stderr.flush()
 
+    advertiser = None
     try:
         config = ServerConfig.load(args.config) if args.config else ServerConfig()
         state = args.state or config.state or default_path()
         worker = Worker(state)
         recovered = worker.start()
+        advertiser = advertising(config, state, worker, log)
         server = listen(args.socket, args.group, config, worker, log)
     except FirerouteError as exc:
+        if advertiser is not None:
+            advertiser.stop()
         sys.stderr.write(f"fireroute serve: {exc}\n")
         return exc.exit_code
-    log({"event": "listening", "socket": args.socket, "state": state, "gc": recovered})
+    log({"event": "listening", "socket": args.socket, "state": state, "gc": recovered,
+         "ra": advertiser is not None})  # fmt: skip
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
@@ -622,6 +669,8 @@ def main(argv: list[str]) -> int:
     finally:
         server.server_close()
         worker.stop()
+        if advertiser is not None:
+            advertiser.stop()
         if os.path.exists(args.socket):
             os.unlink(args.socket)
     return 0

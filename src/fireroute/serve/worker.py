@@ -15,6 +15,7 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from fireroute.api import Host
 from fireroute.errors import Busy, NotFound, PartialFailure
@@ -24,6 +25,8 @@ BATCH = 64
 
 BARRIERS = ("list", "check", "stats", "gc")
 """calls on every VM: nothing is moved across one"""
+CHANGES = ("up", "down", "gc")
+"""calls that may make or remove VMs (and taps): the worker's ``on_change`` is told after"""
 
 
 class Call:
@@ -50,6 +53,8 @@ class Worker:
     def __init__(self, state: str) -> None:
         self.calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self.state = state
+        self.on_change: Callable[[], None] | None = None
+        """called (on the worker's thread) after a batch that made or removed VMs"""
         self.host: Host | None = None
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fireroute-worker", daemon=True)
@@ -103,6 +108,8 @@ class Worker:
                 for c in batch:
                     if not c.done.is_set():
                         c.finish(error=exc)
+            if self.on_change is not None and any(c.verb in CHANGES for c in batch):
+                self.on_change()
 
     def _serve(self, batch: list[Call]) -> None:
         for step in steps(batch):
@@ -132,6 +139,10 @@ class Worker:
                 c.finish(self.host.get(str(c.name)))
             elif c.verb == "policy":
                 c.finish(self.host.policy(str(c.name), **c.options))
+            elif c.verb == "cni":  # a CNI plugin's call (handoff.py), alone: a barrier
+                from fireroute.handoff import serve_cni
+
+                c.finish(serve_cni(self.host, c.options.get("env"), c.options.get("stdin")))
             else:
                 c.finish(error=NotFound(f"no such verb {c.verb}"))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread

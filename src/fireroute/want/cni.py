@@ -12,9 +12,14 @@ needs neither forwarding nor addresses, and check has two filters to compare ins
 addresses, routes and a sysctl.
 
 An attachment's objects. In the runtime's namespace: the veth (made there with its host end,
-both MACs fixed) and the tap the VMM opens, joined by two tc redirects. On the host: the
-veth's end, its address (the block's first, or an IPAM gateway alone as a /32), the route to a
-delegated guest, IPv6 off. Taken down (plan/compiler.py), the links in the namespace go as one
+both MACs fixed) and the tap the VMM opens, joined by two tc redirects, both with IPv6 off (a
+wire has no address of its own: the redirects take every frame below the IP layer, so a
+guest's IPv6 passes them whatever the links' IPv6 is). On the host: the veth's end, its
+address (the block's first, or an IPAM gateway alone as a /32), the route to a delegated
+guest, IPv6 off; or, for a VM with IPv6, the host end set up as a NAT tap with IPv6 is
+(want/tap.py ``ipv6_on``: ``fe80::1/64`` without DAD, the route to the VM's /64, no link-local
+address of the kernel's: ``addrgenmode none`` in the line that brings it up, as it has carrier
+at once). Taken down (plan/compiler.py), the links in the namespace go as one
 group delete: the kernel unregisters them and the veth's host end together, waiting once for
 RCU; a namespace the runtime already removed took everything with it.
 """
@@ -25,7 +30,7 @@ from fireroute.addressing import cni_link_mac
 from fireroute.model import Vm
 from fireroute.want import tap
 from fireroute.want.netns import Route, TcRedirect
-from fireroute.want.objects import Addr, Link, Obj
+from fireroute.want.objects import Addr, Link, Obj, Sysctl
 
 
 def mac(vm: Vm, link: str) -> str:
@@ -63,8 +68,17 @@ def redirects(vm: Vm) -> list[TcRedirect]:
     ]
 
 
+def ipv6_off(vm: Vm, link: Link) -> Sysctl:
+    """No IPv6 on a link in the namespace: no link-local address, DAD, router or multicast
+    listener messages of its own on the guest's wire or towards the host."""
+    where = f'"{link.name}" in "{link.ns}"'
+    path = tap.DISABLE6.format(link.name)
+    return Sysctl(path, "1", f"disable IPv6 on {where}", vm.tag, vm.name, link.ns)
+
+
 def host_veth(vm: Vm) -> Link:
-    """The veth's host end, made by the namespace's add line (no add line of its own)."""
+    """The veth's host end, made by the namespace's add line (no add line of its own); for a
+    VM with IPv6, brought up with no address generation (it has carrier at once)."""
     return Link(
         vm.tap,
         "veth",
@@ -75,6 +89,7 @@ def host_veth(vm: Vm) -> Link:
         made=False,
         mac=mac(vm, "host"),
         mtu=vm.options.mtu,
+        addrgen="none" if vm.net6 is not None else None,
     )
 
 
@@ -98,12 +113,14 @@ def cni(vm: Vm) -> list[Obj]:
     """Every object of an attachment: the namespace's, then the host's, in creation order."""
     host = host_veth(vm)
     route = host_route(vm)
+    wire = [veth(vm), tun(vm)]
+    v6 = tap.ipv6_on(vm, host) if vm.net6 is not None else [tap.ipv6_off(vm)]
     return [
-        veth(vm),
-        tun(vm),
+        *wire,
         *redirects(vm),
+        *(ipv6_off(vm, link) for link in wire),
         host,
         host_address(vm, host),
         *([route] if route else []),
-        tap.ipv6_off(vm),
+        *v6,
     ]

@@ -7,12 +7,16 @@ The element kind lives here, not beside the tables and chains (want/tables.py): 
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from fireroute import owner
-from fireroute.model import NOT_PUBLIC, Options, Vm, merged
+from fireroute.model import NOT_PUBLIC, NOT_PUBLIC6, Net, Options, Vm, merged, of_family
 from fireroute.want.objects import Obj
 from fireroute.want.shared import BRIDGE, NAT, NAT6, masquerading_bridge, nat_member
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SHARDS = 64  # pairs of egress policy sets (see SETS)
 SETS = {
@@ -148,21 +152,9 @@ def elements(vm: Vm) -> list[NftElement]:
         add("acct_rx", key)
         if o.allow_peers:
             add("peers", key)
-        deny, allow = egress_cidrs(o)
-        if deny or allow:
-            k = shard(vm.tap)
-            add("out_jump", f"{key} : jump out_{k}")
-            for n in deny:
-                add(f"out_deny_{k}", f"{key} . {cidr_text(n)}")
-            for n in allow:
-                add(f"out_allow_{k}", f"{key} . {cidr_text(n)}")
+        policy(add, vm, 4)
+        publish(add, vm, 4)
         metadata, ports = "metadata", "host_ports"
-        for p in o.publish:
-            to = f"{vm.guest_ip} . {p.guest_port}"
-            if p.addr is None:
-                add("pub_any", f'"{p.proto}" . {p.port} : {to}')
-            else:
-                add("pub_addr", f'{p.addr} . "{p.proto}" . {p.port} : {to}')
     if o.allow_metadata:
         add(metadata, key)
     for port, proto in o.allow_host_ports:
@@ -208,6 +200,8 @@ def elements6(vm: Vm) -> list[NftElement]:
         add("metadata", key)
     for port, proto in o.allow_host_ports:
         add("host_ports", f'{key} . "{proto}" . {port}')
+    policy(add, vm, 6)
+    publish(add, vm, 6)
     return out
 
 
@@ -227,6 +221,39 @@ def bridge_elements6(vm: Vm) -> list[NftElement]:
         value = f'{prefix} . "{proto}" . {port}'
         out.append(NftElement(NAT6, vm.table, "bridged_ports", value, vm.tag, vm.name))
     return out
+
+
+def policy(add: Callable[[str, str], None], vm: Vm, version: int) -> None:
+    """A tap's egress policy in its table of IP ``version``: the jump to its pair of policy
+    sets, and its denied and allowed destinations of that family in them."""
+    o = vm.options
+    if o.egress == "internet" and not o.deny_out and not o.allow_out:
+        return  # (most guests)
+    deny, allow = egress_cidrs(o, version)
+    if deny or allow:
+        key, k = f'"{vm.tap}"', shard(vm.tap)
+        add("out_jump", f"{key} : jump out_{k}")
+        for n in deny:
+            add(f"out_deny_{k}", f"{key} . {cidr_text(n)}")
+        for n in allow:
+            add(f"out_allow_{k}", f"{key} . {cidr_text(n)}")
+
+
+def publish(add: Callable[[str, str], None], vm: Vm, version: int) -> None:
+    """A VM's published ports in its table of IP ``version``, to its guest address of that
+    family: a port on every host address in both tables (IPv6's for a VM with IPv6), a port
+    on one host address in its address's family's table only (127.0.0.1 has no IPv6 image:
+    [::1] cannot be forwarded, docs/ipv6-plan.md F8)."""
+    if not vm.options.publish:
+        return
+    six = vm.guest6
+    guest = vm.guest_ip if version == 4 or six is None else six.ip
+    for p in vm.options.publish:
+        to = f"{guest} . {p.guest_port}"
+        if p.addr is None:
+            add("pub_any", f'"{p.proto}" . {p.port} : {to}')
+        elif (":" in p.addr) == (version == 6):
+            add("pub_addr", f'{address_text(p.addr)} . "{p.proto}" . {p.port} : {to}')
 
 
 def egress_element(table: str, bridge: str, uplink: str, instance: str) -> NftElement:
@@ -273,18 +300,36 @@ def shard(tap: str) -> int:
     return (h ^ (h >> 32)) % SHARDS
 
 
-def egress_cidrs(o: Options) -> tuple[tuple[IPv4Network, ...], tuple[IPv4Network, ...]]:
-    """(denied, allowed) destinations of a guest: ``--egress public`` denies what is not
-    public and the host's own networks, ``none`` everything; ``--deny-out`` adds,
-    ``--allow-out`` makes exceptions (allow wins)."""
-    deny = list(o.deny_out)
+def egress_cidrs(o: Options, version: int = 4) -> tuple[tuple[Net, ...], tuple[Net, ...]]:
+    """(denied, allowed) destinations of IP ``version`` (4 or 6) of a guest: ``--egress
+    public`` denies what is not public (:data:`NOT_PUBLIC`, :data:`NOT_PUBLIC6`) and the
+    host's own networks, ``none`` everything; ``--deny-out`` adds, ``--allow-out`` makes
+    exceptions (allow wins). Each family's CIDRs go to its table only."""
+    deny = of_family(o.deny_out, version)  # (merged already: Options merges them)
     if o.egress == "public":
-        deny += [*NOT_PUBLIC, *o.host_nets]
+        listed = NOT_PUBLIC if version == 4 else NOT_PUBLIC6
+        deny = merged([*deny, *listed, *of_family(o.host_nets, version)])
     elif o.egress == "none":
-        deny = [IPv4Network("0.0.0.0/0")]
-    return merged(deny), o.allow_out
+        deny = (IPv4Network("0.0.0.0/0") if version == 4 else IPv6Network("::/0"),)
+    return deny, of_family(o.allow_out, version)
 
 
-def cidr_text(n: IPv4Network) -> str:
-    """A CIDR as ``nft list`` prints an interval element (a /32 as the bare address)."""
-    return str(n.network_address) if n.prefixlen == 32 else str(n)
+def cidr_text(n: Net) -> str:
+    """A CIDR as ``nft list`` prints an interval element (a /32 or /128 as the bare
+    address)."""
+    addr = address_text(str(n.network_address))
+    return addr if n.prefixlen == n.max_prefixlen else f"{addr}/{n.prefixlen}"
+
+
+def address_text(addr: str) -> str:
+    """An address as nft prints it: an IPv6 address whose first 80 bits are zero and next
+    16 all ones (IPv4-mapped), or whose first 96 are zero and last 32 above 0xffff, ends in
+    dotted IPv4 (``::ffff:0.0.0.0``), as inet_ntop writes it; any other as Python does (the
+    same compressed form)."""
+    if ":" not in addr:
+        return addr
+    n = int(IPv6Address(addr))
+    high, mid, low = n >> 48, (n >> 32) & 0xFFFF, n & 0xFFFFFFFF
+    if high == 0 and (mid == 0xFFFF or (mid == 0 and low >> 16)):
+        return f"::{'ffff:' if mid else ''}{IPv4Address(low)}"
+    return str(IPv6Address(addr))

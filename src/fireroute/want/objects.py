@@ -72,11 +72,14 @@ class Link(Obj):
     a port of; ``alias`` its owner tag as the kernel holds it (ifalias); ``mac`` and ``mtu``
     when fireroute fixes them (a CNI attachment's links), ``peer_mac`` the MAC a veth's far end
     is made with. ``made`` is False for a link that exists without an add line of its own
-    (lo, the far end of a veth)."""
+    (lo, the far end of a veth). ``addrgen`` ("none"): the link's IPv6 address generation mode,
+    set in the line that brings it up, so the kernel never makes a link-local address of its
+    own on it (a CNI host end with IPv6, which has carrier once up); printed, not compared
+    (its ``addr_gen_mode`` sysctl is the compared object)."""
 
     __slots__ = (
         *("name", "link_kind", "uid", "gid", "master", "alias", "group", "up", "peer"),
-        *("made", "mac", "mtu", "peer_mac"),
+        *("made", "mac", "mtu", "peer_mac", "addrgen"),
     )
     kind = "link"
 
@@ -98,6 +101,7 @@ class Link(Obj):
         mac: str | None = None,
         mtu: int | None = None,
         peer_mac: str | None = None,
+        addrgen: str | None = None,
     ) -> None:
         super().__init__(ns, owner, vm)
         self.name = name
@@ -113,6 +117,7 @@ class Link(Obj):
         self.mac = mac
         self.mtu = mtu
         self.peer_mac = peer_mac
+        self.addrgen = addrgen
 
     @property
     def key(self) -> tuple:
@@ -159,6 +164,7 @@ class Link(Obj):
         master += _mac(self.mac) if self.link_kind == "tun" else ""  # (a veth's: when made)
         group = f" group {self.group}" if self.group is not None else ""
         alias = f" alias {self.alias}" if self.alias else ""
+        alias += f" addrgenmode {self.addrgen}" if self.addrgen else ""
         return f"link set dev {self.name}{master}{group}{alias}" + (" up" if self.up else "")
 
     def what(self, verb: str) -> str:
