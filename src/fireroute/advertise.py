@@ -92,7 +92,7 @@ class View:
         """The v6 VMs as the state file has them now: a VM gone is dropped (and no longer
         waited for); a new one, or one whose tap now serves another VM or prefix, waits for
         its first advertisement (``everyone``: every tap does, the periodic one)."""
-        now = {vm.tap: vm for vm in vms if vm.net6 is not None}
+        now = {vm.tap: vm for vm in vms if advertised(vm)}
         fresh = {t for t, vm in now.items() if _same(self.vms.get(t)) != _same(vm)}
         self.waiting = set(now) if everyone else (self.waiting & set(now)) | fresh
         self.vms = now
@@ -100,7 +100,7 @@ class View:
     def learn(self, vm: Vm | None, tap: str) -> Vm | None:
         """What a lookup of ``tap`` in the state file found: kept if a v6 VM, else the tap is
         forgotten (its VM is gone, or has no IPv6 now)."""
-        if vm is None or vm.net6 is None or vm.tap != tap:
+        if vm is None or not advertised(vm) or vm.tap != tap:
             self.forget(tap)
             return None
         self.vms[tap] = vm
@@ -109,6 +109,13 @@ class View:
     def forget(self, tap: str) -> None:
         self.vms.pop(tap, None)
         self.waiting.discard(tap)
+
+
+def advertised(vm: Vm) -> bool:
+    """Is ``vm`` advertised to: a VM with IPv6 on a device of its own (a bridge guest's tap is
+    a port: its gateway is the bridge's, which advertises nothing yet; it is configured by the
+    guest script)."""
+    return vm.net6 is not None and vm.mode != "bridge"
 
 
 def _same(vm: Vm | None) -> tuple[str, str] | None:

@@ -420,7 +420,7 @@ def new_vms(
 
         options.host_nets = merged(observe.link_networks(view.uplink, runner, options.ipv6))
     nets6: list[IPv6Network | None] = [None] * len(fresh)
-    if options.ipv6 and options.mode != "bridge":  # bridge guests: sub-/64s (plan step 15)
+    if options.ipv6:  # a /64 each, bridge guests too (routed onto the bridge: want/bridge.py)
         nets6 = list(networks6(store, len(fresh), options))
     vms = [
         Vm(n, net, devs[n], "", view.uplink, options, "pending", net6)

@@ -521,11 +521,8 @@ class Options:
             from fireroute.addressing import check_pool6
 
             check_pool6(self.pool6)
-        if self.ipv6 and self.mode not in ("nat", "cni", "clone"):
-            raise UsageError(
-                f"--ipv6 is available in mode nat, mode cni and mode clone for now, not "
-                f"{self.mode} (issue 24: bridge guests get IPv6 later)"
-            )
+        if self.ipv6 and self.dhcp:
+            raise UsageError("--ipv6 needs a known guest address: use --guest-ip or --range")
 
     def _validate_mode(self) -> None:
         """What only some modes take (:data:`APPLIES_TO`), then the mode's own checks

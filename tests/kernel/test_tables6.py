@@ -126,14 +126,16 @@ def test_the_whole_ip6_table_is_taken_and_listed_back(netns: Netns, parts: froze
 
 def counted(ns: str) -> dict[str, int]:
     """Packets counted by each rule of the table with a counter, by the rule's text (its
-    counter's values left out)."""
-    out = {}
+    counter's values left out; rules of the same text, as guest_in's and bridge_in's last,
+    summed)."""
+    out: dict[str, int] = {}
     for line in listed(ns).splitlines():
         rule = line.strip()
         if " packets " in rule:
             head, _, rest = rule.partition(" packets ")
             packets, _, tail = rest.partition(" bytes ")
-            out[f"{head} {tail.split(' ', 1)[1]}"] = int(packets)
+            key = f"{head} {tail.split(' ', 1)[1]}"
+            out[key] = out.get(key, 0) + int(packets)
     return out
 
 

@@ -75,7 +75,6 @@ V6_SHAPES = ("nft6", "nft6p", "clone6")
 GATEWAY6 = "fe80::1/64"
 V6_REFUSED = {  # (shape the VM is of, what is added to --ipv6): each refused
     "iptables": ("iptables", []),
-    "bridge": ("bridge", []),
 }
 
 

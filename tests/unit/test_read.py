@@ -21,7 +21,16 @@ from fireroute.model import Vm
 from fireroute.state.store import _vm
 from fireroute.want import bridge, clone, cni, iptables, nft, shared, tap
 from fireroute.want.objects import Link, Obj
-from fireroute.want.tables import FILTER_HEADER, FILTER_RULES, NftChain, NftTable, chains, parts_of
+from fireroute.want.tables import (
+    FILTER_HEADER,
+    FILTER_OUT_HEADER,
+    FILTER_OUT_RULES,
+    FILTER_RULES,
+    NftChain,
+    NftTable,
+    chains,
+    parts_of,
+)
 
 DATA = Path(__file__).parent / "data" / "read"
 FIXTURE = DATA / "host.json"
@@ -57,7 +66,10 @@ def render(vms: list[Vm], instance: str) -> list[Obj]:
         layout = (
             chains(parts)
             if family == shared.NAT
-            else {"prerouting": (FILTER_HEADER, list(FILTER_RULES))}
+            else {
+                "prerouting": (FILTER_HEADER, list(FILTER_RULES)),
+                "output": (FILTER_OUT_HEADER, list(FILTER_OUT_RULES)),
+            }
         )
         out += [t, *(NftChain(t, c, h, tuple(r)) for c, (h, r) in layout.items())]
     if needs.conntrack:

@@ -23,6 +23,7 @@ from fireroute.want.tables import (
     nat_layout,
 )
 from fireroute.want.tables6 import (
+    BRIDGE_INPUT6,
     IMAGES,
     INPUT6,
     JUMP_RULE6,
@@ -59,7 +60,7 @@ def test_every_v4_rule_has_its_image_or_a_reason_on_v4_only():
     assert set(V4_ONLY) <= set(RULES)
     assert len(set(V4_ONLY)) == len(V4_ONLY)
     assert set(IMAGES) <= set(RULES) - set(V4_ONLY)
-    assert len(RULES6) == len(RULES) - len(V4_ONLY) + len(INPUT6)
+    assert len(RULES6) == len(RULES) - len(V4_ONLY) + len(INPUT6) + len(BRIDGE_INPUT6)
 
 
 def derived() -> ModuleType:
@@ -91,8 +92,7 @@ def test_adding_a_v4_rule_without_deciding_its_image_fails(monkeypatch: pytest.M
         "ip saddr 10.0.0.0/8 accept",
         "meta nfproto ipv4 accept",
         "ip protocol icmp accept",
-        "iifname . ip saddr @bridged accept",
-        "iifname @taps jump bridge_in",  # a chain the ip6 table has not
+        "arp operation request accept",
     ],
 )
 def test_a_rule_with_an_ipv4_word_left_is_refused_a_silent_image(rule: str):
@@ -173,10 +173,14 @@ def test_input_starts_with_the_ra_guard_then_neighbour_discovery():
         "iifname @taps icmpv6 type { nd-router-solicit, nd-neighbor-solicit, "
         "nd-neighbor-advert } ip6 hoplimit 255 accept",
     ]
+    # a bridge guest's ND (from its own /64; the RA guard is the bridge table's, every port)
+    assert rules[3] == BRIDGE_INPUT6[0] and "@bridged icmpv6 type { nd-router-solicit" in rules[3]
     # conntrack leaves ND untracked: its accept comes before the untracked drop
-    assert rules[3] == "ct state invalid,untracked iifname @taps counter drop"
-    assert rules[-1] == "iifname @taps jump guest_in"
-    assert not any("bridge" in r for r in rules)
+    assert rules[4] == "ct state invalid,untracked iifname @taps counter drop"
+    assert rules[-2:] == [
+        "iifname @taps jump guest_in",
+        f"iifname . ip6 saddr & {M} @bridged jump bridge_in",
+    ]
 
 
 def test_nothing_new_reaches_a_guest_through_forward():
@@ -275,7 +279,7 @@ def test_parts_as_in_the_ip_table(parts: frozenset[str]):
 
 def test_a_lean_table_holds_no_part_and_a_whole_one_every_chain():
     lean = nat6_layout("fc", frozenset())
-    assert len(lean) == 1 + 9 + 7  # table, sets, chains: no part (the v4 lean one: 12 and 8)
+    assert len(lean) == 1 + 12 + 8  # table, sets, chains: no part (as the v4 lean one)
     whole = nat6_layout("fc")
     chains = [o.name for o in whole if isinstance(o, NftChain)]
     assert chains == [c for c in CHAINS if c not in V4_ONLY_CHAINS]

@@ -110,9 +110,10 @@ def test_the_guest_is_told_its_fixed_address():
     assert "ip -6 route add default via fe80::1 dev eth0" in script
 
 
-def test_ipv6_is_taken_for_clones_and_still_refused_for_bridges():
+def test_ipv6_is_taken_for_clones_and_refused_for_dhcp_bridge_guests():
     Options(mode="clone", ipv6=True)  # (no longer refused)
-    with pytest.raises(UsageError, match="not bridge"):
+    Options(mode="bridge", bridge_address="10.0.0.1/24", guest="10.0.0.5/24", ipv6=True)
+    with pytest.raises(UsageError, match="needs a known guest address"):
         Options(mode="bridge", dhcp=True, ipv6=True)
     Options(mode="bridge", dhcp=True)  # the control: the bridge guest without IPv6
 

@@ -122,8 +122,10 @@ def test_tables_golden_elements_and_forward_policy_fix():
     assert element_lines("add", "bridge", "firecracker", bridged, RANK) in text
     fix = [o.text("create") for o in want.values() if isinstance(o, IptRule)]
     assert sorted(fix) == sorted(line for line in lines if line.startswith("-I"))
-    (chain,) = [o for o in want.values() if isinstance(o, NftChain) and o.family == "bridge"]
-    assert all(f"add rule bridge firecracker prerouting {r}" in lines for r in chain.rules)
+    chains = [o for o in want.values() if isinstance(o, NftChain) and o.family == "bridge"]
+    assert [c.name for c in chains] == ["prerouting", "output"]
+    for c in chains:
+        assert all(f"add rule bridge firecracker {c.name} {r}" in lines for r in c.rules)
 
 
 def test_shared_objects_follow_the_shape():

@@ -265,7 +265,13 @@ def _read_links(cur: Current, src: Source, ns: str | None, who: str = "") -> lis
         for a in doc.get("addr_info", []):
             if a.get("family") == "inet":
                 cur.add(Addr(link, f"{a['local']}/{a['prefixlen']}"))
+            elif link.link_kind == "bridge" and f"{a['local']}/{a['prefixlen']}" == GATEWAY6:
+                cur.add(Addr(link, GATEWAY6, nodad=bool(a.get("nodad"))))  # (bridge guests')
     return docs
+
+
+GATEWAY6 = "fe80::1/64"
+"""A bridge's one IPv6 address that may be ours: its guests' gateway (want/bridge.py)"""
 
 
 def _peers(cur: Current, docs: dict[str | None, list[dict]]) -> None:
@@ -367,6 +373,20 @@ def _routes(cur: Current, src: Source, ns: str | None, who: str = "", six: bool 
         tag = who or (devs[dev].owner if dev in devs else "")
         vm = _vm_of(tag)
         cur.add(Route(dst, r.get("gateway"), dev, "", tag, vm, ns))
+
+
+def _bridge_routes(cur: Current, vms: list[Vm]) -> None:
+    """An IPv6 route onto a bridge of ours is a bridge guest's /64 (want/bridge.py route6):
+    the VM's whose lease it is, else an orphan of the bridge's state file (its guest
+    forgotten), not the bridge's (which would keep it while the bridge stays)."""
+    blocks = {str(v.net6): v for v in vms if v.mode == "bridge" and v.net6 is not None}
+    for r in list(cur.of(Route, None)):
+        tag = owner.parse(r.owner)
+        if tag is None or not tag[1].startswith(owner.BRIDGE) or ":" not in r.dst:
+            continue
+        vm = blocks.get(r.dst)
+        r.vm = vm.name if vm is not None else f"route {r.dst}"
+        r.owner = vm.tag if vm is not None else owner.tag(tag[0], r.vm)
 
 
 def _dst(dst: str, six: bool) -> str:
@@ -595,7 +615,7 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     IPv6), per-device sysctls, routes (IPv4 and IPv6), forwarding (both); our nft tables (of
     the ip, ip6 and bridge families); the tagged iptables rules; fireroute's namespaces; and inside
     the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold."""
-    cur = Current()
+    cur, vms = Current(), list(vms)
     docs: dict[str | None, list[dict]] = {None: _read_links(cur, src, None)}
     cur.forwarding = src.read("/proc/sys/net/ipv4/ip_forward")
     cur.forwarding6 = src.read(f"/proc/sys/{FORWARD6_KEY.replace('.', '/')}")
@@ -611,6 +631,7 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     _ipv6_taps(cur, docs[None])
     _routes(cur, src, None)
     _routes(cur, src, None, six=True)
+    _bridge_routes(cur, vms)
     if src.has("nft"):
         _nft(cur, src)
     if src.has("iptables-nft-save"):

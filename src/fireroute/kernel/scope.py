@@ -204,11 +204,18 @@ def up_bridges(current: Index, desired: Index, vms: list[Vm], missing: set[str])
     made."""
     held = egress_again(current, vms)
     for br in {str(v.options.bridge) for v in vms if v.mode == "bridge"}:
+        gateway6 = {k: o for k, o in current.items() if of_link(k, o, br) and _v6(k)}
         for k in [k for k, o in current.items() if of_link(k, o, br)]:
             del current[k]
-        if br not in missing:
-            current.update((k, o) for k, o in desired.items() if of_link(k, o, br))
+        if br not in missing:  # (the guests' IPv6 gateway: there as the shape says)
+            current.update((k, o) for k, o in desired.items() if of_link(k, o, br) and not _v6(k))
+            current.update(gateway6)
     return held
+
+
+def _v6(key: tuple) -> bool:
+    """Is ``key`` an IPv6 address's (a bridge's gateway for its guests with IPv6)?"""
+    return key[0] == "addr" and ":" in key[1][2]
 
 
 def egress_again(current: Index, vms: list[Vm]) -> set[tuple]:

@@ -17,15 +17,24 @@ from fireroute.plan.diff import DELETE, ORPHAN, Op
 from fireroute.plan.steps import Step
 from fireroute.repair.picture import Picture
 
-COLLECTED = ("link", "netns", "nft element", "nft table", "iptables rule", "forwarding")
-"""what gc removes of what is its own and no lease wants"""
+COLLECTED = ("link", "netns", "nft element", "nft table", "iptables rule", "forwarding", "route")
+"""what gc removes of what is its own and no lease wants (a route on its own: a bridge guest's
+/64 onto a bridge that stays; others go with their link or namespace)"""
 
 
 def leftovers(ops: list[Op]) -> list[Op]:
     """Of the diff, what gc removes."""
     return [
-        op for op in ops if op.verb == DELETE and op.reason == ORPHAN and op.obj.kind in COLLECTED
+        op
+        for op in ops
+        if op.verb == DELETE and op.reason == ORPHAN and (op.obj.kind in COLLECTED or _v6(op))
     ]
+
+
+def _v6(op: Op) -> bool:
+    """An IPv6 address of ours no lease wants: a bridge's gateway for its guests with IPv6
+    (want/bridge.py gateway6), left on a bridge that stays (a tap's goes with it)."""
+    return op.obj.kind == "addr" and ":" in op.obj.cidr  # type: ignore[attr-defined]
 
 
 def sweep(pic: Picture) -> list[Step]:

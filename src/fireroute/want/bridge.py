@@ -1,11 +1,19 @@
 """A bridge fireroute makes for its bridge-mode VMs: the link (tagged
 ``fireroute:<state id>:bridge:<name>``) and the address ``--bridge-address`` gives it. A bridge
-found in place is adopted instead: never addressed, never removed."""
+found in place is adopted instead: never addressed, never removed (but for the IPv6 gateway of
+its guests with IPv6, below).
+
+IPv6 (docs/ipv6.md, bridge): a bridge guest with ``--ipv6`` gets a /64 of its own from the v6
+pool, as a NAT VM does, routed onto the bridge (:func:`route6`); its gateway is ``fe80::1`` on
+the bridge (:func:`gateway6`, while a guest with IPv6 is on it), as on every v6 tap. So the
+guest configures itself exactly as a NAT guest does (``::2``/64, default via ``fe80::1``), and
+its source /64 is one masked lookup at the bridge port and in the ip6 table."""
 
 from __future__ import annotations
 
 from fireroute import owner
 from fireroute.model import Vm
+from fireroute.want.netns import Route
 from fireroute.want.objects import Addr, Link, Obj
 
 
@@ -26,3 +34,20 @@ def bridge(vm: Vm) -> list[Obj]:
     br = link(vm)
     given = vm.options.bridge_address
     return [br, *([Addr(br, str(given))] if given else [])]
+
+
+def gateway6(br: Link) -> Addr:
+    """The guests' IPv6 gateway on the bridge: ``fe80::1/64``, usable at once (no DAD; the
+    bridge's own link-local address the kernel made stays, and is not ours)."""
+    from fireroute.addressing import GATEWAY6
+
+    return Addr(br, f"{GATEWAY6}/64", nodad=True)
+
+
+def route6(vm: Vm) -> list[Obj]:
+    """A bridge guest's /64, routed onto its bridge (the VM's: it goes with the VM)."""
+    if vm.net6 is None:
+        return []
+    br = str(vm.options.bridge)
+    words = f'route {vm.net6} to bridge "{br}"'
+    return [Route(str(vm.net6), None, br, words, vm.tag, vm.name)]

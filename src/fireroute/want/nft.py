@@ -58,6 +58,9 @@ FILTER_SETS = {
     "macs": "ifname . ether_addr",  # tap . the guest's MAC: the only one it may send from
     "ipports": "ifname",  # taps whose guest has a fixed address
     "addrs": "ifname . ipv4_addr",  # tap . guest IPv4: the only one it may use (IP and ARP)
+    # bridge guests with IPv6: every other port carries no IPv6 at all
+    "ports6": "ifname",  # taps whose guest has IPv6
+    "addrs6": "ifname . ipv6_addr",  # tap . the guest's /64: the only prefix it may send from
 }
 """The sets of the ``bridge`` family's table (anti-spoofing on the bridge's ports)"""
 RANK = {name: i for i, name in enumerate((*SETS, *MAPS, *FILTER_SETS))}
@@ -174,8 +177,10 @@ def elements6(vm: Vm) -> list[NftElement]:
     with IPv6: those keyed by its tap as in the ip table, its /64 where the ip table has its
     address (``vms``; ``masq`` for a block of a unique local pool: a global pool's blocks are
     routed to the host and leave unchanged)."""
-    if vm.net6 is None or vm.mode == "bridge":
+    if vm.net6 is None:
         return []
+    if vm.mode == "bridge":
+        return bridge_elements6(vm)
     out: list[NftElement] = []
 
     def add(set_name: str, value: str) -> None:
@@ -197,6 +202,24 @@ def elements6(vm: Vm) -> list[NftElement]:
         add("host_ports", f'{key} . "{proto}" . {port}')
     policy(add, vm, 6)
     publish(add, vm, 6)
+    return out
+
+
+def bridge_elements6(vm: Vm) -> list[NftElement]:
+    """A bridge guest's elements in the ip6 table (docs/ipv6.md, bridge): known by (bridge,
+    its /64) as in the ip table by (bridge, address), the bridge table's anti-spoofing making
+    its source prefix its identity; masqueraded out of the uplink as a NAT VM's /64 is (a
+    block of a unique local pool), whatever ``--masquerade`` says of its IPv4."""
+    assert vm.net6 is not None
+    o, prefix = vm.options, vm.net6.network_address
+    out = [NftElement(NAT6, vm.table, "bridged", f'"{o.bridge}" . {prefix}', vm.tag, vm.name)]
+    if unique_local(vm.net6):
+        out.append(NftElement(NAT6, vm.table, "masq", f'{prefix} . "{vm.uplink}"', vm.tag, vm.name))
+    if o.allow_metadata:
+        out.append(NftElement(NAT6, vm.table, "bridged_metadata", str(prefix), vm.tag, vm.name))
+    for port, proto in o.allow_host_ports:
+        value = f'{prefix} . "{proto}" . {port}'
+        out.append(NftElement(NAT6, vm.table, "bridged_ports", value, vm.tag, vm.name))
     return out
 
 
@@ -261,6 +284,8 @@ def filter_elements(vm: Vm) -> list[NftElement]:
     out = [e("ports", tap), e("macs", f"{tap} . {vm.mac.lower()}")]
     if vm.guest_ip is not None:
         out += [e("ipports", tap), e("addrs", f"{tap} . {vm.guest_ip}")]
+    if vm.net6 is not None:
+        out += [e("ports6", tap), e("addrs6", f"{tap} . {vm.net6.network_address}")]
     return out
 
 

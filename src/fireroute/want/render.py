@@ -53,6 +53,8 @@ def links(lease: Vm) -> list[Obj]:
         objs = cni(lease)
     else:
         objs = tap.tap(lease)  # (a NAT tap's route_localnet among them)
+        if lease.mode == "bridge":
+            objs += bridge.route6(lease)
     if lease.mode != "nat" and tap.localnet(lease):  # every mode's host device, as up does
         objs.append(tap.route_localnet(lease))
     return objs
@@ -76,14 +78,19 @@ def vm(lease: Vm, rules: bool = True) -> list[Obj]:
     return objs
 
 
-def bridge_objects(name: str, leases: Iterable[Vm], instance: str) -> list[Obj]:
+def bridge_objects(name: str, leases: Iterable[Vm], instance: str, v6: bool = False) -> list[Obj]:
     """A bridge in use: as the first of ``leases`` on it would make it (with its
-    ``--bridge-address``), else the link alone (no lease at hand says its address)."""
+    ``--bridge-address``), else the link alone (no lease at hand says its address); ``v6``
+    (a guest with IPv6 on it): with the guests' IPv6 gateway."""
     on = next((v for v in leases if v.mode == "bridge" and str(v.options.bridge) == name), None)
+    objs: list[Obj]
     if on is not None:
-        return bridge.bridge(on)
-    tag = owner.tag(instance, owner.bridge_name(name))
-    return [Link(name, "bridge", tag, None, bridge.alias(instance, name))]
+        br, objs = bridge.link(on), bridge.bridge(on)
+    else:
+        tag = owner.tag(instance, owner.bridge_name(name))
+        br = Link(name, "bridge", tag, None, bridge.alias(instance, name))
+        objs = [br]
+    return objs + ([bridge.gateway6(br)] if v6 else [])
 
 
 def needed_sets(leases: Iterable[Vm], own: Iterable[list[Obj]]) -> dict[str, set[str]]:
@@ -121,7 +128,7 @@ def shared_objects(
     leases = list(leases)
     objs: list[Obj] = []
     for br in sorted(want.bridges):
-        objs += bridge_objects(br, leases, instance)
+        objs += bridge_objects(br, leases, instance, br in want.bridges6)
     if want.forwarding:
         objs.append(Forwarding(WANTED))
     if want.forwarding6:

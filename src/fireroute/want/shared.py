@@ -128,9 +128,13 @@ class Shared:
     masquerading bridge's egress element in an nft NAT table. ``conntrack``: the shared
     iptables rule (some NAT member on the iptables backend). ``forwarding``: IPv4 forwarding
     on (some VM at all); ``forwarding6``: IPv6 forwarding on (some VM with IPv6). An IPv6
-    NAT member on nft has the ip6 table (``NAT6``) of its table's name too."""
+    NAT member on nft has the ip6 table (``NAT6``) of its table's name too. ``bridges6``:
+    the bridges with a guest with IPv6 (the guests' gateway ``fe80::1`` on them)."""
 
-    __slots__ = ("tables", "bridges", "egress", "conntrack", "forwarding", "forwarding6")
+    __slots__ = (
+        *("tables", "bridges", "egress", "conntrack", "forwarding", "forwarding6"),
+        "bridges6",
+    )
 
     def __init__(
         self,
@@ -140,6 +144,7 @@ class Shared:
         conntrack: bool,
         forwarding: bool,
         forwarding6: bool = False,
+        bridges6: frozenset[str] = frozenset(),
     ) -> None:
         self.tables = tables
         self.bridges = bridges
@@ -147,6 +152,7 @@ class Shared:
         self.conntrack = conntrack
         self.forwarding = forwarding
         self.forwarding6 = forwarding6
+        self.bridges6 = bridges6
 
     def tables_of(self, family: str) -> list[str]:
         """The tables of one family, sorted (the order verbs change them in)."""
@@ -167,7 +173,7 @@ class Shared:
 
 def shared(shape: Population, instance: str) -> Shared:
     """The shared objects the VMs of ``shape`` (of the state file ``instance``) want."""
-    tables, bridges, egress = set(), set(), set()
+    tables, bridges, egress, bridges6 = set(), set(), set(), set()
     conntrack = forwarding6 = False
     for mode, backend, table, br, member, masq, uplink, v6 in shape.counts:
         forwarding6 = forwarding6 or v6
@@ -181,6 +187,8 @@ def shared(shape: Population, instance: str) -> Shared:
         if mode == "bridge":
             tables.add((BRIDGE, table))
             bridges.add(str(br))
+            if v6:
+                bridges6.add(str(br))
     return Shared(
         frozenset(tables),
         frozenset(bridges),
@@ -188,4 +196,5 @@ def shared(shape: Population, instance: str) -> Shared:
         conntrack,
         bool(shape.counts),
         forwarding6,
+        frozenset(bridges6),
     )

@@ -130,14 +130,37 @@ RULES = (
 (less the counters' values): ``check`` compares the kernel's listing with exactly these."""
 
 
+MASK64 = "ffff:ffff:ffff:ffff::"
+"""A guest's /64: the mask its IPv6 source is looked up with"""
+LINK_LOCAL6 = "fe80::/10"
 FILTER_HEADER = "type filter hook prerouting priority filter; policy accept;"
 FILTER_RULES = (
     "iifname @ports iifname . ether saddr != @macs counter drop",
     "iifname @ports iifname . arp saddr ether != @macs counter drop",
     "iifname @ipports iifname . arp saddr ip != @addrs counter drop",
     "iifname @ipports iifname . ip saddr != @addrs counter drop",
+    # the RA guard, on every port (docs/ipv6-plan.md 7.5): a guest is no router (router
+    # advertisements, redirects, renumbering) nor a DHCPv6 server to the others on the bridge
+    "iifname @ports icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } counter drop",
+    "iifname @ports udp sport 547 counter drop",
+    # IPv6 only from a guest that has it (a v4-only guest would reach the host over the
+    # bridge's link-local address, around the ip table's host protection); from one that has
+    # it: ICMPv6 alone (neighbour discovery, ping) from its link-local (or DAD's unspecified)
+    # address, anything else from its own /64 only
+    "ether type ip6 iifname @ports iifname != @ports6 counter drop",
+    f"ip6 saddr {{ ::, {LINK_LOCAL6} }} meta l4proto != ipv6-icmp iifname @ports6 counter drop",
+    f"ip6 saddr != {{ ::, {LINK_LOCAL6} }} iifname . ip6 saddr & {MASK64} != @addrs6 "
+    "iifname @ports6 counter drop",
 )
 """Written as ``nft list`` prints them (it leaves out the implied ``ether type``)"""
+FILTER_OUT_HEADER = "type filter hook output priority filter; policy accept;"
+FILTER_OUT_RULES = (
+    # the host routes between bridge guests' /64s: a redirect would send one guest to the other
+    # directly, its replies still through the host, which then finds them out of any connection
+    # (invalid: dropped); so every packet between them crosses the host both ways
+    "oifname @ports6 icmpv6 type nd-redirect counter drop",
+)
+"""The bridge table's chain of the host's own frames out of a port"""
 
 
 POLICY_SETS = (
@@ -334,4 +357,9 @@ def filter_layout(name: str) -> list[Obj]:
     """The bridge family's table ``name`` with its sets and its one chain."""
     t = shared_table("bridge", name)
     sets: list[Obj] = [NftSet(t, s, kind) for s, kind in FILTER_SETS.items()]
-    return [t, *sets, NftChain(t, "prerouting", FILTER_HEADER, FILTER_RULES)]
+    return [
+        t,
+        *sets,
+        NftChain(t, "prerouting", FILTER_HEADER, FILTER_RULES),
+        NftChain(t, "output", FILTER_OUT_HEADER, FILTER_OUT_RULES),
+    ]

@@ -58,25 +58,11 @@ V4_ONLY = (
     # a connection to a port published on 127.0.0.1 leaves with the tap's address: IPv6 has
     # no route_localnet, a port on [::1] cannot be forwarded (plan F8) and is refused
     ("postrouting", "ip saddr 127.0.0.0/8 oifname @taps masquerade"),
-    # bridge guests: known by their IPv4 address on a bridge (@bridged, bridge_in); their
-    # IPv6 (sub-/64 leases, the bridge table's v6 part) is a later step (plan 1.11)
-    ("forward", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
-    (
-        "forward",
-        f"iifname . ip saddr @bridged ip daddr {METADATA} ip saddr != @bridged_metadata "
-        "counter drop",
-    ),
-    ("input", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
-    ("input", "iifname . ip saddr @bridged jump bridge_in"),
-    ("bridge_in", "ct state established,related accept"),
-    ("bridge_in", "icmp type echo-request accept"),
-    ("bridge_in", "ip saddr . meta l4proto . th dport @bridged_ports accept"),
-    ("bridge_in", "counter drop"),
 )
 """The v4 rules with no image in the ip6 table, each with its reason"""
-V4_ONLY_SETS = ("bridged", "bridged_metadata", "bridged_ports")
-V4_ONLY_CHAINS = ("bridge_in",)
-"""Bridge guests' sets and chain: only V4_ONLY rules use them"""
+V4_ONLY_SETS: tuple[str, ...] = ()
+V4_ONLY_CHAINS: tuple[str, ...] = ()
+"""Sets and chains only V4_ONLY rules use"""
 
 IMAGES = {
     # a guest reaches the host from its link-local address (fe80::1 is its gateway): such a
@@ -86,6 +72,23 @@ IMAGES = {
     ),
 }
 """The v4 rules whose image is not the phrases' (the reason beside each)"""
+
+# -- bridge guests (docs/ipv6.md, bridge) -------------------------------------------------------
+# A bridge guest with IPv6 has a /64 of its own routed onto the bridge; the bridge table lets it
+# send from that /64 only (want/tables.py FILTER_RULES), so at the IP layer (where its packets
+# arrive on the bridge) (bridge, source /64) is its identity, as (bridge, address) is in IPv4.
+BRIDGE_PHRASES = (
+    ("iifname . ip saddr @bridged ", f"iifname . ip6 saddr & {MASK64} @bridged "),
+    ("ip saddr != @bridged_metadata ", f"ip6 saddr & {MASK64} != @bridged_metadata "),
+    ("ip saddr . meta l4proto ", f"ip6 saddr & {MASK64} . meta l4proto "),
+)
+"""The bridge guests' v4 phrases -> their v6 images (before PHRASES)"""
+BRIDGE_INPUT6 = (
+    # a bridge guest's neighbour discovery from its /64 (untracked: the image of the untracked
+    # drop would eat it); the RA guard is the bridge table's, on every port
+    f"iifname . ip6 saddr & {MASK64} @bridged icmpv6 type "
+    "{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept",
+)
 
 INPUT6 = (
     # the RA guard: a guest is no router (router advertisements, redirects, renumbering), nor
@@ -124,7 +127,7 @@ def image(chain: str, rule: str) -> str:
     if (chain, rule) in IMAGES:
         return IMAGES[(chain, rule)]
     text = rule + " "
-    for v4, v6 in PHRASES:
+    for v4, v6 in (*BRIDGE_PHRASES, *PHRASES):
         text = text.replace(v4, v6)
     left = [w for w in text.split() if _v4_word(w)]
     if left:
@@ -143,6 +146,7 @@ CHAINS6 = tuple(c for c in CHAINS if c not in V4_ONLY_CHAINS)
 HEADERS6 = {c: HEADERS[c] for c in CHAINS6}
 RULES6 = tuple(
     [(c, r) for c in ONLY6 for r in ONLY6[c]]
+    + [("input", r) for r in BRIDGE_INPUT6]
     + [(c, image(c, r)) for c, r in RULES if (c, r) not in V4_ONLY]
 )
 """The ip6 table's rules, by chain in order (``input`` starts with INPUT6), written as
