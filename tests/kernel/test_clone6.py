@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -43,7 +42,6 @@ class Clones(Lab):
         """fireroute up NAME --mode clone --ipv6, then a guest wired to the clone's tap,
         configured by the guest script's IPv6 lines: its namespace and the VM's record."""
         rec = self.up(name, "--mode", "clone", "--ipv6", *args)
-        self.uplink_link_local()
         wired = Wired(rec["netns"], label=f"{self.host.ns}-{name}")
         self.wires.append(wired)
         ns = wired.guest(rec["tap"], rec["mac"])
@@ -52,23 +50,6 @@ class Clones(Lab):
             if line.startswith("ip -6 "):
                 sh("ip", "-n", ns, *line.split()[1:])
         return ns, rec
-
-    def uplink_link_local(self, timeout: float = 5.0) -> None:
-        """Wait until the uplink's own link-local address has left DAD (up to ``timeout``).
-
-        A routed clone address (a global pool: no NAT66 on the host) leaves the uplink with a
-        source that is not the host's, so the host's neighbour solicitation for its next hop
-        comes from the uplink's link-local address; while that is tentative the kernel sends
-        none and the first packets out are lost. A real host's uplink finished DAD long ago;
-        this lab's was just made (its DAD takes up to ~2 s), so wait for it as a host would."""
-        deadline = time.monotonic() + timeout
-        while True:
-            doc = json.loads(self.host.run("ip", "-j", "-6", "addr", "show", "dev", "up0").stdout)
-            infos = [a for d in doc for a in d.get("addr_info", []) if a.get("scope") == "link"]
-            if infos and not any(a.get("tentative") for a in infos):
-                return
-            assert time.monotonic() < deadline, f"up0's link-local address still tentative: {doc}"
-            time.sleep(0.05)
 
     def close(self) -> None:
         for w in self.wires:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,6 +85,25 @@ class Lab:
         host.run("ip", "-6", "route", "add", "default", "via", INTERNET6, "dev", "up0")
         sh("ip", "-n", host.inet, "-6", "addr", "add", f"{INTERNET6}/64", "dev", "down0", "nodad")
         sh("ip", "-n", host.inet, "-6", "addr", "add", f"{METADATA6}/128", "dev", "lo")
+        self.uplink_link_local()
+
+    def uplink_link_local(self, timeout: float = 5.0) -> None:
+        """Wait until the uplink's own link-local address has left DAD (up to ``timeout``).
+
+        A routed clone address (a global pool: no NAT66 on the host) leaves the uplink with a
+        source that is not the host's, so the host's neighbour solicitation for its next hop
+        comes from the uplink's link-local address; while that is tentative the kernel sends
+        none and the first packets out are lost. A real host's uplink finished DAD long ago;
+        this lab's was just made (its DAD takes up to ~2 s), so wait for it as a host would. (Found
+        with clones of a global pool; the same first-packet loss hit test_policy6.)"""
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = json.loads(self.host.run("ip", "-j", "-6", "addr", "show", "dev", "up0").stdout)
+            infos = [a for d in doc for a in d.get("addr_info", []) if a.get("scope") == "link"]
+            if infos and not any(a.get("tentative") for a in infos):
+                return
+            assert time.monotonic() < deadline, f"up0's link-local address still tentative: {doc}"
+            time.sleep(0.05)
 
     def up(self, name: str, *args: str) -> dict:
         out = self.host.fireroute("up", name, "--json", *args).stdout
