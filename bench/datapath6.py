@@ -24,6 +24,7 @@ from pathlib import Path
 
 from suite import (
     INTERNET6,
+    TABLE,
     Datapath,
     datapath_fireroute,
     datapath_ratio,
@@ -55,6 +56,13 @@ def reached(d: Datapath) -> None:
     sh("ip", "netns", "exec", d.guest, sys.executable, "-c", ECHO, d.far, timeout=30)
 
 
+def v6_vms(d: Datapath) -> int:
+    """How many VMs the sandbox's ip6 table holds (its ``vms`` set's elements)."""
+    doc = json.loads(sh("ip", "netns", "exec", d.sb.host, "nft", "-j", "list", "set", "ip6",
+                        TABLE, "vms"))  # fmt: skip
+    return sum(len(x["set"].get("elem", [])) for x in doc["nftables"] if "set" in x)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--big", type=int, default=4000, help="VMs in the big sandbox")
@@ -64,6 +72,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the figures here too")
     ap.add_argument("--rev", help="measure a snapshot of this commit (git archive)")
     args = ap.parse_args()
+    if args.seconds < 1 or args.big < 2 or args.trials < 1:
+        ap.error("--seconds at least 1 (iperf3 counts whole seconds), --big 2, --trials 1")
     if os.geteuid() != 0:
         raise SystemExit("run as root: the bench creates network namespaces")
     started = time.time()
@@ -77,7 +87,9 @@ def main() -> int:
                 "v6_1": datapath_fireroute(stack, tmp, 1, ipv6=True),
                 f"v6_{args.big}": datapath_fireroute(stack, tmp, args.big, ipv6=True),
             }
-            for d in paths.values():
+            for vms, d in zip((1, args.big), paths.values(), strict=True):
+                if v6_vms(d) != vms:
+                    raise RuntimeError(f"{d.label}: {v6_vms(d)} VMs with IPv6, not {vms}")
                 reached(d)
             out = datapath_trials(paths, args.trials, args.seconds, args.max_packets, "v6")
     finally:
