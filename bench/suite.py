@@ -12,7 +12,8 @@ Sections (all measured side by side in one run; ratios are what hold on a noisy 
      and peak RSS (GNU time %M);
   3. churn: one VM up + down, fresh processes, with BIG VMs up vs with 20 (interleaved);
   4. datapath: 64-byte UDP forwarding rate and TCP throughput guest -> host -> internet, with
-     1 and BIG VMs configured, fireroute's nft sets vs the guide's per-VM rules;
+     1 and BIG VMs configured, fireroute's nft sets vs the guide's per-VM rules (the same over
+     IPv6, every VM with ``--ipv6``: bench/datapath6.py);
   5. start-up: ``fireroute --version`` and ``-X importtime`` of ``fireroute up --help``.
 
 Writes bench/results/suite-<stamp>.{json,csv,md}; bench/RESULTS.md is the committed summary.
