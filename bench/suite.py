@@ -12,7 +12,8 @@ Sections (all measured side by side in one run; ratios are what hold on a noisy 
      and peak RSS (GNU time %M);
   3. churn: one VM up + down, fresh processes, with BIG VMs up vs with 20 (interleaved);
   4. datapath: 64-byte UDP forwarding rate and TCP throughput guest -> host -> internet, with
-     1 and BIG VMs configured, fireroute's nft sets vs the guide's per-VM rules;
+     1 and BIG VMs configured, fireroute's nft sets vs the guide's per-VM rules (the same over
+     IPv6, every VM with ``--ipv6``: bench/datapath6.py);
   5. start-up: ``fireroute --version`` and ``-X importtime`` of ``fireroute up --help``.
 
 Writes bench/results/suite-<stamp>.{json,csv,md}; bench/RESULTS.md is the committed summary.
@@ -307,9 +308,12 @@ UDP_PORT = 9000
 SENDER = r"""
 import socket, sys, time
 n, limit = int(sys.argv[1]), float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v6 = ":" in sys.argv[3]
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.connect((sys.argv[3], int(sys.argv[4])))
-send, payload = s.send, b"x" * 18          # 14 + 20 + 8 + 18 = 60 bytes on the wire (64 w/ FCS)
+# the smallest frame: 14 + 20 + 8 + 18 = 60 bytes on the wire (64 w/ FCS); IPv6, no payload:
+# 14 + 40 + 8 = 62 (66 w/ FCS)
+send, payload = s.send, b"x" * (0 if v6 else 18)
 sent = err = 0
 t0 = time.perf_counter()
 deadline = t0 + limit
@@ -326,7 +330,7 @@ print(sent, err, time.perf_counter() - t0)
 """
 RECEIVER = r"""
 import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.settimeout(0.5)
@@ -351,24 +355,47 @@ print(count, " ".join(str(per_sec[k]) for k in sorted(per_sec)))
 class Datapath:
     """A sandbox whose measured "VM" is a veth pair: the host end carries the tap's name and
     address (so every nft element / rule written for the tap matches it), the other end sits in
-    a guest namespace with the guest IP and a default route via the tap IP."""
+    a guest namespace with the guest IP and a default route via the tap IP. ``far``: the
+    internet namespace's address the guest sends to (an IPv6 one measures the IPv6 path)."""
 
-    def __init__(self, label: str, sb: Sandbox, b: Bench, guest: str) -> None:
-        self.label, self.sb, self.b, self.guest = label, sb, b, guest
+    def __init__(
+        self, label: str, sb: Sandbox, b: Bench, guest: str, far: str = INTERNET_IP
+    ) -> None:
+        self.label, self.sb, self.b, self.guest, self.far = label, sb, b, guest, far
 
     def swap_tap_for_veth(
-        self, tap: str, tap_ip: str, guest_ip: str, prefix: int = 30, existing: bool = True
+        self,
+        tap: str,
+        tap_ip: str,
+        guest_ip: str,
+        prefix: int = 30,
+        existing: bool = True,
+        six: dict | None = None,
     ) -> None:
+        """``six``: the VM's ``ipv6`` record (``show --format json``): the host end is then
+        given what fireroute gives a v6 tap (no kernel link-local address, the gateway
+        address without DAD, the route to the VM's block) and the guest end its address and
+        a default route via the gateway."""
         h, g = self.sb.host, self.guest
         if existing:
             sh("ip", "-n", h, "link", "del", tap)
         sh("ip", "-n", h, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", g)
         sh("ip", "-n", h, "addr", "add", f"{tap_ip}/{prefix}", "dev", tap)
+        if six:
+            for ns, dev, key in ((h, tap, "addr_gen_mode=1"), (g, "eth0", "accept_dad=0")):
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.{key}")
+            sh("ip", "-n", h, "addr", "add", f"{six['gateway']}/64", "dev", tap, "nodad")
         sh("ip", "-n", h, "link", "set", tap, "up")
         sh("ip", "-n", g, "addr", "add", f"{guest_ip}/{prefix}", "dev", "eth0")
         sh("ip", "-n", g, "link", "set", "eth0", "up")
         sh("ip", "-n", g, "link", "set", "lo", "up")
         sh("ip", "-n", g, "route", "add", "default", "via", tap_ip)
+        if six:
+            sh("ip", "-n", h, "-6", "route", "add", six["block"], "dev", tap)
+            sh("ip", "-n", g, "-6", "addr", "add", f"{six['address']}/{six['prefix']}",
+               "dev", "eth0", "nodad")  # fmt: skip
+            sh("ip", "-n", g, "-6", "route", "add", "default", "via", six["gateway"],
+               "dev", "eth0")  # fmt: skip
 
     def rx_packets(self) -> int:
         out = sh("ip", "-n", self.sb.internet, "-j", "-s", "link", "show", "down0")
@@ -387,7 +414,7 @@ class Datapath:
                 sys.executable,
                 "-c",
                 RECEIVER,
-                INTERNET_IP,
+                self.far,
                 str(UDP_PORT),
                 str(seconds + 5),
             ],
@@ -412,7 +439,7 @@ class Datapath:
                 SENDER,
                 str(count),
                 str(seconds),
-                INTERNET_IP,
+                self.far,
                 str(UDP_PORT),
                 timeout=seconds + 30,
             )
@@ -449,16 +476,15 @@ class Datapath:
                 "-s",
                 "-1",
                 "-B",
-                INTERNET_IP,
+                self.far,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        listen = f"[{self.far}]" if ":" in self.far else self.far
         try:
             for _ in range(50):
-                if f"{INTERNET_IP}:5201" in sh(
-                    "ip", "netns", "exec", self.sb.internet, "ss", "-ltn"
-                ):
+                if f"{listen}:5201" in sh("ip", "netns", "exec", self.sb.internet, "ss", "-ltn"):
                     break
                 time.sleep(0.05)
             out = sh(
@@ -471,7 +497,7 @@ class Datapath:
                 "0",
                 "iperf3",
                 "-c",
-                INTERNET_IP,
+                self.far,
                 "-t",
                 str(seconds),
                 "-J",
@@ -489,17 +515,48 @@ class Datapath:
         }
 
 
-def datapath_fireroute(stack: contextlib.ExitStack, tmp: Path, vms: int) -> Datapath:
+def datapath_fireroute(
+    stack: contextlib.ExitStack, tmp: Path, vms: int, ipv6: bool = False
+) -> Datapath:
+    """``ipv6``: the sandbox's uplink speaks IPv6 too (:func:`sandbox6`), every VM is made
+    with ``up --ipv6`` and the guest sends to the internet namespace's IPv6 address."""
     sb, b = fresh_sandbox(stack, tmp, f"dpfr{vms}")
     guest = stack.enter_context(Netns(f"{sb.host}-g")).name
+    six = ["--ipv6"] if ipv6 else []
+    if ipv6:
+        sandbox6(sb)
     if vms > 1:  # the other VMs: normal fireroute taps (the measured one is the newest)
-        b.fr("up", "--count", str(vms - 1), "--prefix", "v", "--table", TABLE)
-    b.fr("up", "dp", "--table", TABLE)
+        b.fr("up", "--count", str(vms - 1), "--prefix", "v", "--table", TABLE, *six)
+    b.fr("up", "dp", "--table", TABLE, *six)
     show = ["ip", "netns", "exec", sb.host, fr_bin(), "show", "dp", "--format", "json"]
     vm = json.loads(sh(*show, env=b.env))
-    d = Datapath(f"fireroute nft, {vms} VM", sb, b, guest)
-    d.swap_tap_for_veth(vm["tap"], vm["tap_ip"], vm["guest_ip"], vm["prefix"])
+    far = INTERNET6 if ipv6 else INTERNET_IP
+    d = Datapath(f"fireroute nft{' v6' if ipv6 else ''}, {vms} VM", sb, b, guest, far)
+    d.swap_tap_for_veth(vm["tap"], vm["tap_ip"], vm["guest_ip"], vm["prefix"], six=vm.get("ipv6"))
     return d
+
+
+UPLINK6, INTERNET6 = "2001:db8:ffff::2", "2001:db8:ffff::1"
+"""the sandbox uplink's IPv6 address and the internet namespace's (fireroute.lab.sandbox
+gives them none): no route back to the VMs' pool, so replies come only through NAT66"""
+
+
+def sandbox6(sb: Sandbox, timeout: float = 5.0) -> None:
+    """The sandbox's uplink and internet side with IPv6 addresses and the host's default
+    route; returns once the uplink's own link-local address has left DAD (the kernel sends no
+    neighbour solicitation from a tentative one), as on a host whose uplink came up long ago."""
+    sh("ip", "-n", sb.host, "-6", "addr", "add", f"{UPLINK6}/64", "dev", "up0", "nodad")
+    sh("ip", "-n", sb.internet, "-6", "addr", "add", f"{INTERNET6}/64", "dev", "down0", "nodad")
+    sh("ip", "-n", sb.host, "-6", "route", "add", "default", "via", INTERNET6, "dev", "up0")
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = json.loads(sh("ip", "-n", sb.host, "-j", "-6", "addr", "show", "dev", "up0"))
+        infos = [a for d in doc for a in d.get("addr_info", []) if a.get("scope") == "link"]
+        if infos and not any(a.get("tentative") for a in infos):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"up0's link-local address still tentative: {doc}")
+        time.sleep(0.05)
 
 
 def datapath_guide(stack: contextlib.ExitStack, tmp: Path, vms: int) -> Datapath:
@@ -541,32 +598,45 @@ def bench_datapath(
         "guide_1": datapath_guide(stack, tmp, 1),
         f"guide_{big}": datapath_guide(stack, tmp, big),
     }
+    out = datapath_trials(paths, trials, seconds, count, "4. datapath")
+    for rs in ("fireroute", "guide"):
+        out[f"{rs}_ratio"] = datapath_ratio(out[f"{rs}_1"], out[f"{rs}_{big}"])
+    return out
+
+
+def datapath_trials(
+    paths: dict[str, Datapath], trials: int, seconds: float, count: int, section: str
+) -> dict[str, dict]:
+    """UDP and TCP over each path, ``trials`` rounds (round-robin over the paths, so drift
+    hits all alike); per path the best trial and the median."""
     res: dict[str, dict] = {k: {"udp": [], "tcp": []} for k in paths}
-    for t in range(trials):  # round-robin over the four, so drift hits all alike
+    for t in range(trials):
         for key, d in paths.items():
-            log(f"4. datapath trial {t + 1}/{trials}: {d.label}")
+            log(f"{section} trial {t + 1}/{trials}: {d.label}")
             res[key]["udp"].append(d.udp(count, seconds))
             res[key]["tcp"].append(d.tcp(seconds))
-    out: dict[str, dict] = {}
-    for key, r in res.items():
-        out[key] = {
+    return {
+        key: {
             "udp_kpps": max(x["kpps"] for x in r["udp"]),
             "tcp_mbit_s": max(x["mbit_s"] for x in r["tcp"]),
             "udp_kpps_median": med([x["kpps"] for x in r["udp"]]),
             "tcp_mbit_s_median": med([x["mbit_s"] for x in r["tcp"]]),
             "trials": r,
         }
-    # primary figure: best of the trials (the path's capacity; other tenants of a shared
-    # machine only ever lower a trial), the ratio of medians is kept alongside
-    for rs in ("fireroute", "guide"):
-        a, z = out[f"{rs}_1"], out[f"{rs}_{big}"]
-        out[f"{rs}_ratio"] = {
-            "udp": z["udp_kpps"] / a["udp_kpps"],
-            "tcp": z["tcp_mbit_s"] / a["tcp_mbit_s"],
-            "udp_of_medians": z["udp_kpps_median"] / a["udp_kpps_median"],
-            "tcp_of_medians": z["tcp_mbit_s_median"] / a["tcp_mbit_s_median"],
-        }
-    return out
+        for key, r in res.items()
+    }
+
+
+def datapath_ratio(a: dict, z: dict) -> dict[str, float]:
+    """Path ``z`` against path ``a``. The primary figure: best of the trials (the path's
+    capacity; other tenants of a shared machine only ever lower a trial), the ratio of
+    medians kept alongside."""
+    return {
+        "udp": z["udp_kpps"] / a["udp_kpps"],
+        "tcp": z["tcp_mbit_s"] / a["tcp_mbit_s"],
+        "udp_of_medians": z["udp_kpps_median"] / a["udp_kpps_median"],
+        "tcp_of_medians": z["tcp_mbit_s_median"] / a["tcp_mbit_s_median"],
+    }
 
 
 # -- 5. start-up --------------------------------------------------------------------------------
