@@ -39,6 +39,7 @@ def field(kind: str, n: int, has_ifname: bool, tap: str, ip: str, interval: bool
         "inet_service": "2222",
         "verdict": "jump out_0",
         "ether_addr": "06:00:00:00:00:09",
+        "ipv6_addr": "2001:db8:9::",  # (a /64's first address: what a v6 guest's key holds)
     }[kind]
 
 
