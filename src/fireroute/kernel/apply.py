@@ -148,12 +148,7 @@ class Executor:
                 continue
             res = job.wait()
             group = wave[k]
-            if isinstance(res, Ran):
-                out[k] = res.errors
-            elif group[0].tool in BATCHED:
-                out[k] = _ip_errors(res, len(group))
-            else:
-                out[k] = {} if res.rc == 0 else {0: Failure.of(res.err or res.out)}
+            out[k] = res.errors if isinstance(res, Ran) else _errors(res, group)
             try:
                 self._fault_point()
             except InjectedFault as exc:  # the wave's other children still finish
@@ -252,6 +247,33 @@ class Executor:
             self.fault = saved
         if failures:
             raise PartialFailure(failures)
+
+
+def _errors(res: Result, group: list[Step]) -> dict[int, Failure]:
+    """A group's process's failures: {index in group: failure}."""
+    if group[0].tool in BATCHED:
+        return _ip_errors(res, len(group))
+    if res.rc == 0:
+        return {}
+    at = _nft_failed(res.err, group) if group[0].tool == NFT else 0
+    return {at: Failure.of(res.err or res.out)}
+
+
+def _nft_failed(err: str, group: list[Step]) -> int:
+    """The step of an ``nft -f`` group (one script, one transaction) whose lines hold the
+    first line nft names (``/dev/stdin:LINE:``): an ip table's step and an ip6 one's run in
+    one process, and an exclusive step's ``File exists`` is its own (AlreadyExists), not the
+    group's first step's (found by the kernel property test). 0 when nft names none."""
+    at = err.find("/dev/stdin:")
+    digits = err[at + 11 :].partition(":")[0] if at >= 0 else ""
+    if not digits.isdigit():
+        return 0
+    line, end = int(digits), 0
+    for i, st in enumerate(group):
+        end += st.text.count("\n") + (not st.text.endswith("\n"))
+        if line <= end:
+            return i
+    return 0
 
 
 def _ip_errors(res: Result, n: int) -> dict[int, Failure]:
