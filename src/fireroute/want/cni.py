@@ -111,6 +111,9 @@ def host_route(vm: Vm) -> Route | None:
 
 PROXY_ARP = "net/ipv4/conf/{}/proxy_arp"
 PROXY_DELAY = "net/ipv4/neigh/{}/proxy_delay"
+HOST_VETH_SYSCTLS = (PROXY_ARP, PROXY_DELAY)
+"""the per-device sysctls (want/tap.py ``DEVICE_SYSCTLS``) only an attachment's host veth
+has: the reader (kernel/read.py) reads them on veths of ours alone"""
 
 
 def peers_on_link(vm: Vm) -> list[Sysctl]:
