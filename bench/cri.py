@@ -11,8 +11,8 @@ host-local, one with ptp (each in a subnet of its own).
 Per pod: ``RunPodSandbox``, ``StopPodSandbox`` (the DEL with the namespace), then
 ``RemovePodSandbox`` (containerd stops again: a DEL without it), each timed alone; the
 containerds take turns, in the reverse order every other round, after one warm-up pod each
-that is not counted. Prints the table for bench/RESULTS.md (medians and p95s, the ratios to
-ptp) with the command and the commit.
+that is not counted. Prints the table for bench/RESULTS.md (medians and p95s; the ratios to
+ptp as the median of each round's ratio) with the command and the commit.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ def main() -> None:
     for k, call in enumerate(CALLS):
         xs = [col[name][k] for name in NAMES]
         cells = [f"{ms(med(x))} / {ms(p95(x))}" for x in xs]
-        ratios = [f"{med(x) / med(xs[-1]):.2f}" for x in xs[:-1]]
+        # each round's own ratio (its pods ran back to back), their median: a load that
+        # drifts during the run moves both sides of a round alike
+        ratios = [f"{med([a / b for a, b in zip(x, xs[-1], strict=True)]):.2f}" for x in xs[:-1]]
         print(f"| `{call}` | {' | '.join(cells + ratios)} |")
 
 
