@@ -9,9 +9,11 @@ import json
 import os
 import subprocess
 from dataclasses import dataclass, field
+from ipaddress import IPv4Interface
 from pathlib import Path
 
 from tests.conftest import REPO, Host, sh
+from tests.kernel.tapwire import Wired
 
 LAUNCHER = REPO / "scripts" / "fireroute"
 
@@ -122,3 +124,14 @@ def state_vms(state: Path) -> list[str]:
         return [r[0] for r in db.execute("SELECT name FROM vms")]
     finally:
         db.close()
+
+
+def wire_guest(wired: Wired, result: dict, pod: str) -> str:
+    """A guest namespace on the pod's tap, configured from the result as the go SDK's ``ip=``
+    would configure a VM: the VM interface's MAC, its one IP, the gateway as default route."""
+    (vm_if,) = [i for i in result["interfaces"] if i.get("sandbox") == pod]
+    (ip,) = [ip for ip in result["ips"] if result["interfaces"][ip["interface"]] is vm_if]
+    guest = wired.guest(vm_if["name"], vm_if["mac"])
+    sh("ip", "-n", guest, "addr", "add", str(IPv4Interface(ip["address"])), "dev", "eth0")
+    sh("ip", "-n", guest, "route", "add", "default", "via", ip["gateway"])
+    return guest

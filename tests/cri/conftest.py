@@ -1,6 +1,6 @@
 """The containerd harness's node for the CRI tests: a throwaway node namespace (with an
-"internet" behind its uplink), containerd inside it with fireroute's conflist, and the guest
-image of the booted-guest tests."""
+"internet" behind its uplink), containerd inside it with docs/cni.md's Kubernetes conflist, and
+the guest image of the booted-guest tests."""
 
 from __future__ import annotations
 
@@ -18,9 +18,14 @@ from tests.cri.containerd import Containerd
 from tests.e2e.conftest import image  # noqa: F401 (the booted-guest test's fixture)
 
 LOOPBACK = "/usr/lib/cni/loopback"  # containerd adds its own loopback network to every pod
+HOST_LOCAL = "/usr/lib/cni/host-local"
+SUBNET = "10.22.0.0/16"  # the node's pod CIDR (host-local's gateway: .1)
+PLUGINS = {"fireroute": str(LAUNCHER), "loopback": LOOPBACK, "host-local": HOST_LOCAL}
 
 
 def conflist(state: Path, name: str = "frcri") -> dict:
+    """docs/cni.md's Kubernetes conflist (with a state file of the test's): addresses from
+    host-local in the node's pod CIDR, pods reaching each other, hostPorts published."""
     return {
         "cniVersion": "1.0.0",  # containerd 1.6's libcni knows no newer
         "name": name,
@@ -29,6 +34,8 @@ def conflist(state: Path, name: str = "frcri") -> dict:
                 "type": "fireroute",
                 "state": str(state),
                 "tapName": "tap0",
+                "allowPeers": True,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]]},
                 "capabilities": {"portMappings": True},
             }
         ],
@@ -57,13 +64,19 @@ class Node:
         file, no cached result, no pod."""
         assert leftovers(self.host) == [] and state_vms(self.host.state) == []
         assert self.ct.cached_results == [] and self.ct.pods() == []
+        assert self.leases() == []
+
+    def leases(self) -> list[str]:
+        """The addresses host-local has leased (its files in the holder's /var/lib)."""
+        d = "/var/lib/cni/networks/frcri"
+        names = self.ct.host("sh", "-c", f"ls {d} 2>/dev/null || true").stdout.split()
+        return [n for n in names if n[0].isdigit()]
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("cri")
-    plugins = {"fireroute": str(LAUNCHER), "loopback": LOOPBACK}
     with Sandbox(prefix="frcri") as sb:
         sb.start_http()
-        with Containerd(f"/var/run/netns/{sb.host}", conflist(tmp / "state.db"), plugins) as ct:
+        with Containerd(f"/var/run/netns/{sb.host}", conflist(tmp / "state.db"), PLUGINS) as ct:
             yield Node(Host(sb.host, sb.internet, tmp / "state.db"), ct)

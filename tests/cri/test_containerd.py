@@ -1,33 +1,38 @@
 """fireroute's CNI plugin driven by containerd's CRI, as kubelet drives it on a Kubernetes node:
 Debian 12's containerd 1.6 (tests/cri/containerd.py) runs inside a throwaway node namespace,
-with a conflist of cniVersion 1.0.0 that gives fireroute the ``portMappings`` capability.
+with docs/cni.md's Kubernetes conflist (cniVersion 1.0.0, the ``portMappings`` capability,
+``allowPeers``, addresses from host-local in the node's pod CIDR).
 
 RunPodSandbox with a hostPort makes fireroute's attachment (containerd 1.6 sends the mapping
 with Go's field names, ``HostPort``...); PodSandboxStatus reports fireroute's address; a guest
 wired to the tap the result names (tests/kernel/tapwire.py) reaches the internet namespace
 through NAT and is reached through the hostPort; Stop/RemovePodSandbox leave nothing; a
-containerd restart keeps every pod's network; 16 pods at once; the CNI verbs containerd calls
+containerd restart keeps every pod's network; 16 pods at once, two of which (guests wired to
+their taps) reach each other, one reached from the node too; the CNI verbs containerd calls
 are recorded. The negative control: the same plugin with the IP entry on CNI_IFNAME taken out
 of its result fails RunPodSandbox, and fireroute's DEL still leaves nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import grpc
 import pytest
 
 from fireroute.lab.sandbox import HOST_UPLINK_IP, INTERNET_IP
-from tests.cni.runtime import leftovers, state_vms
+from tests.cni.runtime import leftovers, state_vms, wire_guest
 from tests.conftest import Host, needs_root_to, sh
-from tests.cri.conftest import LOOPBACK, Node, conflist
+from tests.cri.conftest import PLUGINS, SUBNET, Node, conflist
 from tests.cri.containerd import Containerd
 from tests.kernel.tapwire import Wired
+from tests.kernel.test_bridge_isolation import PING
 
 pytestmark = [pytest.mark.privileged, needs_root_to("create network namespaces")]
 
@@ -40,15 +45,23 @@ def ns_links(netns: str) -> dict[str, dict]:
     return {d["ifname"]: d for d in json.loads(out)}
 
 
-def wire_guest(wired: Wired, result: dict, pod: str) -> str:
-    """A guest namespace on the pod's tap, configured from the result as the go SDK's ``ip=``
-    would configure a VM: the VM interface's MAC, its one IP, the gateway as default route."""
-    (vm_if,) = [i for i in result["interfaces"] if i.get("sandbox") == pod]
-    (ip,) = [ip for ip in result["ips"] if result["interfaces"][ip["interface"]] is vm_if]
-    guest = wired.guest(vm_if["name"], vm_if["mac"])
-    sh("ip", "-n", guest, "addr", "add", str(IPv4Interface(ip["address"])), "dev", "eth0")
-    sh("ip", "-n", guest, "route", "add", "default", "via", ip["gateway"])
-    return guest
+@contextlib.contextmanager
+def guest_in(node: Node, pod: str, label: str) -> Iterator[str]:
+    """A guest on pod ``pod``'s tap (:func:`wire_guest`): its namespace's name."""
+    handle = f"{node.host.ns}-{label}"
+    sh("ip", "netns", "attach", handle, node.ct.netns_of(pod).split("/")[2])
+    wired = Wired(handle)
+    try:
+        yield wire_guest(wired, node.cached(pod)["result"], pod)
+    finally:
+        wired.close()
+        sh("ip", "netns", "del", handle, check=False)
+
+
+def pings(guest: str, addr: str) -> bool:
+    """An ICMP echo from ``guest`` to ``addr`` is answered."""
+    p = sh("ip", "netns", "exec", guest, sys.executable, "-c", PING, addr, check=False)
+    return p.returncode == 0
 
 
 FETCH = "import urllib.request as u, sys; print(u.urlopen(sys.argv[1], timeout=5).read().decode())"
@@ -82,8 +95,7 @@ def test_a_pod_with_a_host_port_runs_is_reached_and_leaves_nothing(node: Node):
         ]
         assert status.network.ip == veth_ip["address"].split("/")[0]
         # the pod's namespace holds the links the result names, with their MACs
-        netns = ct.netns_of(pod)
-        links = ns_links(netns)
+        links = ns_links(ct.netns_of(pod))
         inside = [i for i in result["interfaces"] if i.get("sandbox") == ct.netns_path(pod)]
         assert sorted(i["name"] for i in inside) == ["eth0", "tap0"]
         for i in inside:
@@ -92,11 +104,7 @@ def test_a_pod_with_a_host_port_runs_is_reached_and_leaves_nothing(node: Node):
         # check reads the pod's namespace by containerd's path, seen in containerd's mounts
         node.check()
 
-        handle = f"{node.host.ns}-pod"
-        sh("ip", "netns", "attach", handle, netns.split("/")[2])
-        wired = Wired(handle)
-        try:
-            guest = wire_guest(wired, result, pod)
+        with guest_in(node, pod, "pod") as guest:
             out = sh("ip", "netns", "exec", guest, sys.executable, "-c", FETCH,
                      f"http://{INTERNET_IP}/").stdout  # fmt: skip
             assert out.strip() == f"hello-from-internet client={HOST_UPLINK_IP}"  # NAT
@@ -117,9 +125,6 @@ def test_a_pod_with_a_host_port_runs_is_reached_and_leaves_nothing(node: Node):
             finally:
                 server.kill()
                 server.wait()
-        finally:
-            wired.close()
-            sh("ip", "netns", "del", handle, check=False)
     finally:
         ct.remove_pod(pod)
     node.empty()
@@ -160,9 +165,16 @@ def test_sixteen_pods_at_once(node: Node):
     with ThreadPoolExecutor(16) as pool:
         pods = list(pool.map(lambda n: ct.run_pod(f"p{n}", ports=[(9000 + n, 80)]), range(16)))
     try:
-        ips = {ct.status(p).status.network.ip for p in pods}
-        assert len(ips) == 16 and len(state_vms(node.host.state)) == 16
+        ips = [ct.status(p).status.network.ip for p in pods]
+        assert len(set(ips)) == 16 and len(state_vms(node.host.state)) == 16
+        assert all(IPv4Address(ip) in IPv4Network(SUBNET) for ip in ips), ips  # host-local's
+        assert len(node.leases()) == 16
         node.check()
+        # the Kubernetes network model on a node: pod to pod (two guests that take each other
+        # as on-link in the pod CIDR: allowPeers, proxy ARP), node to pod
+        with guest_in(node, pods[0], "pa") as a, guest_in(node, pods[1], "pb") as b:
+            assert pings(a, ips[1]) and pings(b, ips[0])
+            assert node.host.run(sys.executable, "-c", PING, ips[0], check=False).returncode == 0
     finally:
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(ct.remove_pod, pods))
@@ -175,7 +187,7 @@ def test_a_result_without_an_ip_on_cni_ifname_fails_run_pod_sandbox(node: Node, 
     node.ct.remove_pod(pod)
     node.empty()
     # the same plugin, its result without the IP entry on eth0 (the VM interface keeps one)
-    plugins = {"fireroute": f"/usr/bin/python3 -S {NO_IFNAME_IP}", "loopback": LOOPBACK}
+    plugins = {**PLUGINS, "fireroute": f"/usr/bin/python3 -S {NO_IFNAME_IP}"}
     host = Host(node.host.ns, node.host.inet, tmp_path / "state.db")
     with Containerd(f"/var/run/netns/{host.ns}", conflist(host.state), plugins) as ct:
         with pytest.raises(grpc.RpcError) as e:

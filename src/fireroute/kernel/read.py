@@ -28,6 +28,7 @@ from fireroute.errors import KernelError
 from fireroute.kernel import observe
 from fireroute.kernel.run import Runner, read_value, run, which
 from fireroute.plan.steps import in_netns
+from fireroute.want.cni import HOST_VETH_SYSCTLS
 from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
@@ -308,12 +309,15 @@ def _device_sysctls(cur: Current, src: Source) -> None:
     """The per-device sysctls fireroute sets, of every tap and veth of the root namespace:
     each value in ``sysctls``, a Sysctl (owned as its device) where it has fireroute's value.
     ``addr_gen_mode`` is read on the NAT taps and veths' host ends of ours only (the kinds of
-    device a VM with IPv6 has it on: a NAT VM's tap, a CNI attachment's host end)."""
+    device a VM with IPv6 has it on: a NAT VM's tap, a CNI attachment's host end), proxy ARP's
+    on the veths of ours only (want/cni.py ``HOST_VETH_SYSCTLS``)."""
     for link in list(cur.of(Link, None)):
         if link.link_kind not in ("tun", "veth"):
             continue
         for form, ours in DEVICE_SYSCTLS.items():
             if form == ADDR_GEN6 and not _nat_tap(link):
+                continue
+            if form in HOST_VETH_SYSCTLS and not (link.owner and link.link_kind == "veth"):
                 continue
             path = form.format(link.name)
             value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")

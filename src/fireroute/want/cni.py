@@ -16,12 +16,12 @@ both MACs fixed) and the tap the VMM opens, joined by two tc redirects, both wit
 wire has no address of its own: the redirects take every frame below the IP layer, so a
 guest's IPv6 passes them whatever the links' IPv6 is). On the host: the veth's end, its
 address (the block's first, or an IPAM gateway alone as a /32), the route to a delegated
-guest, IPv6 off; or, for a VM with IPv6, the host end set up as a NAT tap with IPv6 is
-(want/tap.py ``ipv6_on``: ``fe80::1/64`` without DAD, the route to the VM's /64, no link-local
-address of the kernel's: ``addrgenmode none`` in the line that brings it up, as it has carrier
-at once). Taken down (plan/compiler.py), the links in the namespace go as one
-group delete: the kernel unregisters them and the veth's host end together, waiting once for
-RCU; a namespace the runtime already removed took everything with it.
+guest (and proxy ARP, for one that may reach its peers), IPv6 off; or, for a VM with IPv6,
+the host end set up as a NAT tap with IPv6 is (want/tap.py ``ipv6_on``: ``fe80::1/64`` without
+DAD, the route to the VM's /64, no link-local address of the kernel's: ``addrgenmode none`` in
+the line that brings it up, as it has carrier at once). Taken down (plan/compiler.py), the
+links in the namespace go as one group delete: the kernel unregisters them and the veth's host
+end together, waiting once for RCU; a namespace the runtime already removed took everything with it.
 """
 
 from __future__ import annotations
@@ -109,6 +109,30 @@ def host_route(vm: Vm) -> Route | None:
     return Route(f"{vm.guest_ip}/32", None, vm.tap, words, vm.tag, vm.name)
 
 
+PROXY_ARP = "net/ipv4/conf/{}/proxy_arp"
+PROXY_DELAY = "net/ipv4/neigh/{}/proxy_delay"
+HOST_VETH_SYSCTLS = (PROXY_ARP, PROXY_DELAY)
+"""the per-device sysctls (want/tap.py ``DEVICE_SYSCTLS``) only an attachment's host veth
+has: the reader (kernel/read.py) reads them on veths of ours alone"""
+
+
+def peers_on_link(vm: Vm) -> list[Sysctl]:
+    """For a guest of an IPAM subnet whose peers it may reach (``allowPeers``): proxy ARP on
+    its host veth, answering at once. Such a guest takes the subnet's other addresses as
+    on-link (its ``ip=`` has the subnet's netmask, and a kernel's ``ip=`` needs its gateway
+    inside it) and asks for them by ARP; the host answers with the veth's MAC for an address
+    it routes out of another device (a peer's /32 on its veth), and the frame is forwarded as
+    any guest's, through the isolation rules (the ``peers`` set lets both ends' traffic
+    through). Without ``allowPeers`` nothing answers, and the rules drop it anyway."""
+    if not (vm.delegated and vm.options.allow_peers):
+        return []
+    where = f'"{vm.tap}"'
+    return [
+        tap.device_sysctl(vm, PROXY_ARP, f"answer ARP for the guest's peers on {where}"),
+        tap.device_sysctl(vm, PROXY_DELAY, f"answer proxy ARP on {where} without delay"),
+    ]
+
+
 def cni(vm: Vm) -> list[Obj]:
     """Every object of an attachment: the namespace's, then the host's, in creation order."""
     host = host_veth(vm)
@@ -122,5 +146,6 @@ def cni(vm: Vm) -> list[Obj]:
         host,
         host_address(vm, host),
         *([route] if route else []),
+        *peers_on_link(vm),
         *v6,
     ]

@@ -20,6 +20,8 @@ DEVICE_SYSCTLS = {
     DISABLE6: "1",
     "net/ipv4/conf/{}/route_localnet": "1",
     ADDR_GEN6: "1",
+    "net/ipv4/conf/{}/proxy_arp": "1",  # (a CNI host veth of an IPAM subnet with allowPeers)
+    "net/ipv4/neigh/{}/proxy_delay": "0",
 }
 """every per-device sysctl a VM's host device (tap or veth) may get, with the value fireroute
 writes (a v6 tap's ``disable_ipv6``: 0): the reader (kernel/read.py) reads these, so a new one
