@@ -105,7 +105,7 @@ def test_daemon_cni_add_makes_what_the_processes_make(rt: Runtime, daemon: Daemo
     for key in before:
         assert after[key] == before[key], key
     # the redirects carry frames: the filters are there, on both ends, to each other
-    assert "\"to_dev\": \"tap0\"" in json.dumps(after["filters veth0"]) and "mirred" in json.dumps(
+    assert '"to_dev": "tap0"' in json.dumps(after["filters veth0"]) and "mirred" in json.dumps(
         after[f"filters {next(n for n in rt.ns_links(ns) if n not in ('lo', 'veth0'))}"]
     )
     assert rt.host.fireroute("check").returncode == 0
