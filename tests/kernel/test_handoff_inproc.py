@@ -133,3 +133,25 @@ def test_daemon_cni_add_refused_in_the_namespace_as_the_process_is(rt: Runtime, 
     assert ok.rc == 0 and "veth0" in rt.ns_links(clean), ok
     assert rt.call("DEL", conf, container="b2", netns=clean).rc == 0
     assert leftovers(rt.host) == [] and "stub" not in daemon.log.read_text()
+
+
+def test_a_namespace_that_cannot_be_entered_is_left_to_the_process(
+    rt: Runtime, host: Host, tmp_path: Path
+):
+    """CNI_NETNS a file that is no namespace: the thread cannot enter it, so nothing changes
+    and ``nsenter`` runs and says why: the same answer as in-process, nothing left. Beside it
+    (the control) a real namespace through the same daemon works."""
+    d = Daemon(host, tmp_path)
+    try:
+        fake = tmp_path / "not-a-netns"
+        fake.write_text("")
+        here = rt.call("ADD", container="f1", netns=str(fake))
+        there = rt.call("ADD", rt.config(daemonSocket=d.sock), container="f1", netns=str(fake))
+        assert here.rc == 1 and (there.rc, there.doc) == (here.rc, here.doc), (here, there)
+        assert "nsenter" in here.doc["details"], here.doc  # (the process's own message)
+        assert leftovers(rt.host) == [] and state_vms(rt.host.state) == []
+        ns = rt.netns("ok")
+        ok = rt.call("ADD", rt.config(daemonSocket=d.sock), container="f2", netns=ns)
+        assert ok.rc == 0 and "veth0" in rt.ns_links(ns), ok
+    finally:
+        d.stop()
