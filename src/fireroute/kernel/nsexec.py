@@ -130,7 +130,8 @@ def encode(step: Step, ns: str, host: Host) -> NsOp | None:
     verb, obj = ops[0].verb, ops[0].obj
     if obj.kind == "link" and verb == CREATE and obj.link_kind == "veth":
         return _veth(obj, host.name_ok)
-    if obj.kind == "link" and verb == SET and obj.mac and not obj.mtu and not obj.master:
+    tap_mac = obj.kind == "link" and obj.link_kind == "tun" and obj.mac  # (in a tap's text)
+    if verb == SET and tap_mac and not obj.mtu and not obj.master:
         return _set_with_mac(obj, host.name_ok)
     return host.encode(step, ns)
 
