@@ -6,6 +6,11 @@ throwaway namespaces (fireroute.lab.sandbox).
 
     sudo .venv/bin/python bench/handoff.py                # 30 runs
     sudo .venv/bin/python bench/handoff.py --rev HEAD     # measure a commit's snapshot
+    sudo .venv/bin/python bench/handoff.py --resident 1   # beside a pod that stays up
+
+``--resident N`` keeps N attachments up through the run (a node with pods): fireroute's table
+then exists, so an ADD does not create it (``nft -f -`` and the FORWARD-policy read, once per
+table) and its set elements go in through netlink: the daemon's ADD starts no process at all.
 
 Where the time of a hand-off goes: the daemon logs each request's time inside it (``ms``); the
 rest of the client's wall time is the process (interpreter start, imports, connection).
@@ -92,6 +97,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--rev", help="measure this commit's snapshot (git archive)")
+    ap.add_argument("--resident", type=int, default=0, help="attachments kept up meanwhile")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/handoff.py: run as root (it creates network namespaces)")
@@ -103,11 +109,14 @@ def main() -> int:
         stack.callback(p.close)
         d = Daemon(sb, tmp, tmp / "state.db")
         stack.callback(d.stop)
+        for k in range(args.resident):
+            p.call("fireroute", "ADD", p.netns(f"r{k}"), f"resident{k}")
         log(f"{args.runs} interleaved runs: CNI ADD/DEL here, via the daemon, ptp; CLI up/down")
         t = run(p, d, sb, tmp / "state.db", args.runs)
         inside = {"cni_add_d": d.inside("cni")[0::2], "cni_del_d": d.inside("cni")[1::2]}
         inside |= {"up_d": d.inside("up"), "down_d": d.inside("down")}
-    results = {"code": info, "runs": args.runs, "times": {k: ms(v) for k, v in t.items()}}
+    results = {"code": info, "runs": args.runs, "resident": args.resident}
+    results["times"] = {k: ms(v) for k, v in t.items()}
     results["daemon_inside"] = {k: ms(v) for k, v in inside.items() if v}
     m = {k: med(v) * 1e3 for k, v in t.items()}
     q = {k: p95(v) * 1e3 for k, v in t.items()}
@@ -121,7 +130,7 @@ def main() -> int:
         )
 
     lines = [
-        f"code: {info.get('commit')} ({info['rev']})",
+        f"code: {info.get('commit')} ({info['rev']}), {args.resident} resident attachment(s)",
         "CNI, cold process (median / p95 ms)",
         row("ADD in-process", "cni_add", "ptp_add"),
         row("ADD via the daemon", "cni_add_d", "ptp_add"),

@@ -204,9 +204,16 @@ class Host:
     """The VMs of one state file on this host (default: ``$FIREROUTE_STATE`` or
     ``/var/lib/fireroute/state.db``). Not shared between threads: give each its own. A
     ``Host(..., in_process=True)`` may be closed (``close()``, or ``with``) to let its
-    in-process executor go before the process ends."""
+    in-process executor go before the process ends. ``quiet``: nobody reads this Host's
+    warnings (the daemon's), so ``up`` skips the reads only they need (the FORWARD policy)."""
 
-    def __init__(self, state: str | os.PathLike[str] | None = None, *, in_process: bool = False):
+    def __init__(
+        self,
+        state: str | os.PathLike[str] | None = None,
+        *,
+        in_process: bool = False,
+        quiet: bool = False,
+    ):
         from fireroute.manager import Manager
         from fireroute.state.store import default_path
 
@@ -223,6 +230,7 @@ class Host:
                 return shared
 
         self._manager: Manager = Manager(self.state, executor=executor, keep_store=in_process)
+        self._manager.read_policy = not quiet
 
     def close(self) -> None:
         if self._shared is not None:

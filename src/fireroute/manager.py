@@ -95,6 +95,9 @@ class Manager:
         self.executor: Callable[[], Executor] = executor or (lambda: Executor(runner))
         self.keep_store = keep_store
         self._kept: Store | None = None
+        self.read_policy = True
+        """read iptables-nft's FORWARD policy behind ``up``'s warning (False: a door that
+        shows no warning, the daemon's, skips the read)"""
 
     def _store(self, create: bool = True) -> Store:
         if not self.keep_store:
@@ -232,7 +235,7 @@ class Manager:
         exclusive6 = new6 and not (
             dry_run and observe.check_table_owner(options.table, self.runner, NAT6)
         )
-        if new and not options.fix_forward_policy:  # once per table, not per VM
+        if new and not options.fix_forward_policy and self.read_policy:  # once per table
             from fireroute import doctor
 
             draft.policy = doctor.forward_policy_start(self.runner)  # read beside the changes

@@ -48,10 +48,11 @@ def _name(text: str | None) -> bool:
     return text is not None and 0 < len(text.encode()) < 16 and "/" not in text and ":" not in text
 
 
-def encode(step: Step) -> IpOp | None:
+def encode(step: Step, ns: str | None = None) -> IpOp | None:
     """The ``ip`` step's one operation as a function doing it in-process, or None for a step
     without one this module encodes. A step is encoded only when its text is what its
-    operation prints (the dry run is what runs). Encoded, in the caller's namespace:
+    operation prints (the dry run is what runs). Encoded, in the caller's namespace (or, for
+    kernel/nsexec.py, in the namespace ``ns`` its objects are in, entered by the caller):
 
     - a tap created (``tuntap add dev X mode tap user U [group G]``)
     - a link set: master, group, alias, up (not an MTU, a MAC or an addrgenmode)
@@ -63,7 +64,7 @@ def encode(step: Step) -> IpOp | None:
     if len(ops) != 1:
         return None
     verb, obj = ops[0].verb, ops[0].obj
-    if obj.ns is not None or obj.text(verb) != step.text:
+    if obj.ns != ns or obj.text(verb) != step.text:
         return None
     if obj.kind == "link" and _name(obj.name):
         return _link(verb, obj)
@@ -173,6 +174,13 @@ class InProcessExecutor(Executor):
 
     def _start_group(self, group: list[Step], force: bool) -> Child | Done | Ran | None:
         tool = group[0].tool
+        if group[0].netns is not None and self.runner is run:
+            from fireroute.kernel import nsexec  # (a CNI namespace's groups: the daemon's)
+
+            done = nsexec.run_group(group, force, nsexec.Host(encode, _name, run_calls))
+            if done is not None:
+                self.in_process += 1
+                return done
         if group[0].netns is not None or self.runner is not run:
             return super()._start_group(group, force)
         if tool == IP:
@@ -198,15 +206,21 @@ class InProcessExecutor(Executor):
 
     def _run_ip(self, calls: list[IpOp], force: bool) -> Ran:
         """The steps one by one, as ``ip [-force] -batch -`` runs them."""
-        errors: dict[int, Failure] = {}
-        for n, call in enumerate(calls):
-            try:
-                call(self.rtnl)
-            except OSError as exc:
-                if not isinstance(exc, tun.TunError | rtnl.RtnlError | rtnl.NoDevice | BadMaster):
-                    self.rtnl.close()  # a socket-level failure: start afresh next time
-                    exc = rtnl.RtnlError(exc.errno or errno.EIO)
-                errors[n] = failure(exc)
-                if not force:
-                    break
-        return Ran(errors)
+        return run_calls(calls, self.rtnl, force)
+
+
+def run_calls(calls: list[IpOp], nl: rtnl.Rtnl, force: bool) -> Ran:
+    """The encoded steps one by one on ``nl``, as ``ip [-force] -batch -`` runs them: stop at
+    the first failure (``force``: go on); the failures by index."""
+    errors: dict[int, Failure] = {}
+    for n, call in enumerate(calls):
+        try:
+            call(nl)
+        except OSError as exc:
+            if not isinstance(exc, tun.TunError | rtnl.RtnlError | rtnl.NoDevice | BadMaster):
+                nl.close()  # a socket-level failure: start afresh next time
+                exc = rtnl.RtnlError(exc.errno or errno.EIO)
+            errors[n] = failure(exc)
+            if not force:
+                break
+    return Ran(errors)

@@ -86,7 +86,7 @@ class Worker:
 
     # -- the worker thread --------------------------------------------------------------------
     def _run(self) -> None:
-        self.host = Host(self.state, in_process=True)
+        self.host = Host(self.state, in_process=True, quiet=True)  # (answers carry no warnings)
         while True:
             first = self.calls.get()
             if first is None:
