@@ -164,6 +164,7 @@ def test_check_names_the_proxy_objects_and_restore_heals_them(host: Host, damage
     assert host.fireroute("restore").stdout.strip() == "restore: nothing to do"
     host.fireroute("teardown")
     assert host.run("ip", "-6", "neigh", "show", "proxy").stdout.strip() == ""
+    assert proxy_ndp(host) == "0"  # (given back by teardown too)
 
 
 def test_bad_input_is_one_line_and_changes_nothing(host: Host):
@@ -181,3 +182,43 @@ def test_bad_input_is_one_line_and_changes_nothing(host: Host):
     assert "fr-a" not in host.links() and json.loads(host.fireroute("ls", "--json").stdout) == []
     host.fireroute("up", "a", "--ipv6", "--pool6", ROUTED, "--prefix6", "120")  # the control
     assert "fr-a" in host.links()
+
+
+def test_the_sub64_part_joins_a_table_that_is_there_and_stays_through_changes(lab: Lab):
+    """A /64 VM first (the ip6 table without the sub-/64 part), then a sub-/64 one: the part
+    is added to the table, check is clean; a policy change of the sub-/64 VM keeps it; its
+    exact check still drops a neighbour's source beside the control of its own."""
+    host = lab.host
+    host.fireroute("up", "plain", "--ipv6")
+    assert "vms128" not in host.nft_text()
+    a_ns, a = guest(lab, "a", "--pool6", ROUTED, "--prefix6", "112")
+    assert "@vms128" in host.run("nft", "list", "chain", "ip6", "firecracker", "forward").stdout
+    rc, found = report(host)
+    assert rc == 0 and found["ok"], found
+    host.fireroute("policy", "a", "--deny-out", "2001:db8:5::/48")
+    rc, found = report(host)
+    assert rc == 0 and found["ok"], found
+    own, forged = a["ipv6"]["address"], "2001:db8:200::1:2"  # (block 1's ::2, no one's)
+    sh("ip", "-n", a_ns, "-6", "addr", "add", f"{forged}/128", "dev", "eth0", "nodad")
+    assert sent(lab, a_ns, forged, own) == [f"{own}@{own}"]
+
+
+def test_restore_after_a_reboot_records_proxy_ndp_and_the_last_down_gives_it_back(host: Host):
+    """As after a reboot (/run cleared, the kernel fresh): no record, proxy_ndp 0, no entry;
+    restore puts the entry and proxy_ndp back and records the 0, which the last down writes
+    back (without the record it would stay 1)."""
+    import os
+
+    from fireroute.kernel.forwarding import record_path
+    from fireroute.kernel.uplink6 import PROXY
+
+    host.fireroute("up", "a", "--ipv6", "--pool6", ONLINK, "--prefix6", "96", "--proxy-ndp")
+    path = record_path(os.stat(f"/var/run/netns/{host.ns}").st_ino, f"{PROXY}.up0")
+    assert os.path.exists(path)  # (up recorded the 0)
+    os.unlink(path)
+    host.sh("ip -6 neigh del proxy 2001:db8:100:0:1::2 dev up0")
+    host.sh("sysctl -qw net/ipv6/conf/up0/proxy_ndp=0")
+    host.fireroute("restore")
+    assert proxy_ndp(host) == "1" and os.path.exists(path)
+    host.fireroute("down", "a")
+    assert proxy_ndp(host) == "0" and not os.path.exists(path)

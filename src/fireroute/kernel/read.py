@@ -404,9 +404,9 @@ def _proxies(cur: Current, src: Source, vms: list[Vm]) -> None:
     entry for no lease's guest is not read as ours), and each uplink's ``proxy_ndp`` where a
     ``--proxy-ndp`` VM wants it (a Sysctl, owned as the first such VM, when 1). Read only
     when some VM of ``vms`` has ``--proxy-ndp``."""
-    guests = {str(v.guest6.ip): v for v in vms if v.mode == "nat" and v.guest6 is not None}
-    if not any(v.options.proxy_ndp for v in guests.values()):
+    if not any(v.options.proxy_ndp for v in vms):
         return  # (no VM wants one: nothing read, as before proxy NDP)
+    guests = {str(v.guest6.ip): v for v in vms if v.mode == "nat" and v.guest6 is not None}
     res = src.runner(["ip", "-6", "-j", "neigh", "show", "proxy"], None)
     for n in json.loads(res.out or "[]") if res.rc == 0 else []:
         vm = guests.get(str(n.get("dst"))) if isinstance(n, dict) else None
