@@ -222,3 +222,22 @@ def test_restore_after_a_reboot_records_proxy_ndp_and_the_last_down_gives_it_bac
     assert proxy_ndp(host) == "1" and os.path.exists(path)
     host.fireroute("down", "a")
     assert proxy_ndp(host) == "0" and not os.path.exists(path)
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_the_python_api_door(host: Host, in_process: bool):
+    """The API (the daemon's executor when in-process) makes what the CLI makes: the proxy
+    entry, proxy_ndp, the /96 in the VM's record; a bad prefix6 is its error, nothing made."""
+    from tests.kernel.test_api import call
+
+    opts = {"ipv6": True, "pool6": ONLINK, "prefix6": 96, "proxy_ndp": True}
+    bad = call(host, ("up", ["x"], {**opts, "prefix6": 200}), in_process=in_process)
+    [up] = call(host, ("up", ["a"], opts), in_process=in_process)
+    assert bad[0]["error"] == "UsageError" and 'invalid --prefix6 "200"' in bad[0]["message"]
+    assert up["ok"]["dict"]["ipv6"]["prefix"] == 96
+    entries = host.run("ip", "-6", "neigh", "show", "proxy").stdout
+    assert "2001:db8:100:0:1::2 dev up0 proxy" in entries and proxy_ndp(host) == "1"
+    assert "fr-x" not in host.links()
+    call(host, ("down", ["a"], {}), in_process=in_process)
+    assert host.run("ip", "-6", "neigh", "show", "proxy").stdout.strip() == ""
+    assert proxy_ndp(host) == "0"
