@@ -16,6 +16,7 @@ router" (the internet namespace) on the uplink's on-link /64 (docs/ipv6.md, prox
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -241,3 +242,26 @@ def test_the_python_api_door(host: Host, in_process: bool):
     call(host, ("down", ["a"], {}), in_process=in_process)
     assert host.run("ip", "-6", "neigh", "show", "proxy").stdout.strip() == ""
     assert proxy_ndp(host) == "0"
+
+
+def test_a_sub64_guests_ra_gives_the_route_and_no_address(host: Host):
+    """``fireroute ra`` on a /96 VM's tap: the guest (default sysctls) takes ``default via
+    fe80::1 proto ra`` and no SLAAC address nor on-link prefix (the RA offers no prefix
+    information); the control: a /64
+    VM's guest beside it takes its SLAAC address from the same responder."""
+    from tests.kernel.test_ra import Lab as RaLab
+    from tests.kernel.test_ra import wait_for
+
+    with contextlib.closing(RaLab(host)) as lab:
+        sub = lab.wire(lab.up("sub", "--ipv6", "--pool6", ROUTED, "--prefix6", "96"))
+        full = lab.wire(lab.up("full", "--ipv6"))
+        lab.start_responder()
+        routes = wait_for(lambda: lab.ra_routes(sub), 5.0)
+        assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
+        assert wait_for(lambda: lab.slaac(full), 5.0)  # the control: SLAAC on a /64
+        lab.solicit(sub)
+        time.sleep(1.0)
+        assert lab.slaac(sub) == []
+        # nor an on-link prefix (a prefix information option's L flag would add its route)
+        doc = json.loads(sh("ip", "-n", sub, "-j", "-6", "route", "show").stdout)
+        assert [r["dst"] for r in doc] == ["fe80::/64", "default"], doc
