@@ -148,31 +148,46 @@ METADATA6_GLOBAL_ID = 0x000EC20000
 """the global id of fd00:ec2::/48, which holds a metadata address: never a generated pool"""
 
 
-def check_pool6(pool: IPv6Network, what: str = "--pool6") -> IPv6Network:
+MIN_PREFIX6, MAX_PREFIX6 = BLOCK6_PREFIX, 126
+"""``--prefix6``: a VM's block is a /64 (default) or, in a global pool (proxy NDP), a /65 to a
+/126 (a /126 still holds the guest's ``::2``)"""
+ULA6 = IPv6Network("fc00::/7")
+
+
+def unique_local6(net: IPv6Network) -> bool:
+    """Is ``net`` in fc00::/7 (a pool that is masqueraded)?"""
+    return net.subnet_of(ULA6)
+
+
+def check_pool6(
+    pool: IPv6Network, what: str = "--pool6", prefix: int = BLOCK6_PREFIX
+) -> IPv6Network:
     """An IPv6 pool holds at least one /64 block: prefix length 64 or shorter (the default
-    is a /48; a delegated /56 or /60 serves too)."""
+    is a /48; a delegated /56 or /60 serves too); with ``--prefix6`` N, one /N block."""
     if not isinstance(pool, IPv6Network):
         raise UsageError(f'invalid {what} "{pool}": expected an IPv6 network')
-    if pool.prefixlen > BLOCK6_PREFIX:
+    if pool.prefixlen > prefix:
         raise UsageError(
-            f'invalid {what} "{pool}": a /{pool.prefixlen} is smaller than one VM\'s /64 block; '
-            "use a /64 or a shorter prefix (such as /48)"
+            f'invalid {what} "{pool}": a /{pool.prefixlen} is smaller than one VM\'s '
+            f"/{prefix} block; use a /{prefix} or a shorter prefix"
+            + (" (such as /48)" if prefix == BLOCK6_PREFIX else "")
         )
     return pool
 
 
-def block6_count(pool: IPv6Network) -> int:
-    """How many VMs (a /64 each) ``pool`` holds: 65,536 in a /48, 256 in a /56, 16 in a /60."""
-    return block_count(pool, BLOCK6_PREFIX)
+def block6_count(pool: IPv6Network, prefix: int = BLOCK6_PREFIX) -> int:
+    """How many VMs (a /64 each) ``pool`` holds: 65,536 in a /48, 256 in a /56, 16 in a /60
+    (of /``prefix`` blocks: 2**(prefix - pool's length))."""
+    return block_count(pool, prefix)
 
 
-def block6(pool: IPv6Network, ordinal: int) -> IPv6Network:
+def block6(pool: IPv6Network, ordinal: int, prefix: int = BLOCK6_PREFIX) -> IPv6Network:
     """Block number ``ordinal`` (0-based, the VM's v6 ordinal) of the pool: the pool's first
-    address + ordinal * 2**64, a /64."""
-    if not 0 <= ordinal < block6_count(pool):
-        raise PoolExhausted(f"pool {pool} has no /{BLOCK6_PREFIX} block number {ordinal}")
-    start = int(pool.network_address) + block_size(BLOCK6_PREFIX, 128) * ordinal
-    return IPv6Network((start, BLOCK6_PREFIX))
+    address + ordinal * 2**(128 - prefix), a /64 (or the /``prefix`` of ``--prefix6``)."""
+    if not 0 <= ordinal < block6_count(pool, prefix):
+        raise PoolExhausted(f"pool {pool} has no /{prefix} block number {ordinal}")
+    start = int(pool.network_address) + block_size(prefix, 128) * ordinal
+    return IPv6Network((start, prefix))
 
 
 def guest6(block: IPv6Network) -> IPv6Interface:

@@ -90,14 +90,14 @@ def networks6(store: Store, count: int, options: Options) -> list[IPv6Network]:
     has none, recorded by the reservation), the lowest free ones among this state file's v6
     leases (a freed block is taken again first), from the pool's free6_from mark; the
     reservation records the first of them as the new mark."""
-    pool = options.pool6 or store.own_pool6()
+    pool, prefix = options.pool6 or store.own_pool6(), options.prefix6
     lo, hi = int(pool.network_address), int(pool.broadcast_address)
-    size = addressing.block_size(addressing.BLOCK6_PREFIX, 128)
+    size = addressing.block_size(prefix, 128)
     start = (store.free6_from(lo) - lo) // size  # below it, no block is free
     taken = store.taken6_from(lo + start * size, hi)
-    ordinals = addressing.free_ordinals(pool, addressing.BLOCK6_PREFIX, taken, count, start)
+    ordinals = addressing.free_ordinals(pool, prefix, taken, count, start)
     store.mark6(lo, lo + ordinals[0] * size)  # the lowest free: safe if this up stops short
-    return [addressing.block6(pool, o) for o in ordinals]
+    return [addressing.block6(pool, o, prefix) for o in ordinals]
 
 
 def _bridge_guests(

@@ -165,11 +165,11 @@ def _rendered(
     the parts (want/tables.py PARTS) each table holds, as (family, part): those its elements
     need, and ``held``."""
     from fireroute.want import render
-    from fireroute.want.tables import parts_of
+    from fireroute.want.tables6 import parts6_of
 
     objs = render.vm(vm)
     elems = [o for o in objs if o.kind == "nft element"]
-    parts = held | {(e.family, p) for e in elems for p in parts_of((e.set,))}  # type: ignore[attr-defined]
+    parts = held | {(e.family, p) for e in elems for p in parts6_of((e.set,))}  # type: ignore[attr-defined]
     families = ("ip", "ip6") if vm.net6 is not None else ("ip",)
     layouts = [
         o

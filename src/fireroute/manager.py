@@ -281,6 +281,12 @@ class Manager:
             from fireroute.kernel import uplink6
 
             uplink6.record(draft.accept_ra)
+        proxied = {v.uplink for v in draft.vms if v.options.proxy_ndp}
+        if proxied:  # (given back with the uplink's last proxy entry: kernel/uplink6)
+            from fireroute.kernel import uplink6
+
+            for uplink in proxied:
+                uplink6.record_proxy(uplink)
         try:
             store.reserve(draft.vms, draft.meta)
         except BaseException:
@@ -327,6 +333,11 @@ class Manager:
             from fireroute.kernel import uplink6
 
             uplink6.give_back()
+        if draft.options.proxy_ndp:  # (the plan's undo took its proxy entries)
+            from fireroute.kernel import uplink6
+            from fireroute.kernel.run import run
+
+            uplink6.give_back_proxy(run, {v.uplink for v in draft.vms})
         table = draft.options.table
         if (
             isinstance(exc, KernelError)

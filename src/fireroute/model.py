@@ -345,6 +345,8 @@ class Options:
         "publish",
         "ipv6",
         "pool6",
+        "prefix6",
+        "proxy_ndp",
     )
     __slots__ = FIELDS
 
@@ -386,6 +388,8 @@ class Options:
         publish: tuple[Published, ...] | list = (),
         ipv6: bool = False,
         pool6: IPv6Network | None = None,
+        prefix6: int = 64,
+        proxy_ndp: bool = False,
     ) -> None:
         self.mode = mode
         self.backend = backend
@@ -436,6 +440,10 @@ class Options:
         """dual stack (issue 24): the VM also gets a /64 of ``pool6``"""
         self.pool6 = pool6
         """the IPv6 pool (None: the state file's own, a ULA /48 made once)"""
+        self.prefix6 = prefix6
+        """the prefix length of the VM's IPv6 block: 64, or 65..126 in a global pool"""
+        self.proxy_ndp = proxy_ndp
+        """answer neighbour solicitations for the guest's address on the uplink (proxy NDP)"""
         self._validate()
 
     def _validate(self) -> None:
@@ -517,12 +525,34 @@ class Options:
                 "--ipv6 needs the nft backend: the iptables backend has no IPv6 rules; "
                 "use --backend nft"
             )
+        if self.ipv6 and self.dhcp:
+            raise UsageError("--ipv6 needs a known guest address: use --guest-ip or --range")
+        self._validate_prefix6()
         if self.pool6 is not None:
             from fireroute.addressing import check_pool6
 
-            check_pool6(self.pool6)
-        if self.ipv6 and self.dhcp:
-            raise UsageError("--ipv6 needs a known guest address: use --guest-ip or --range")
+            check_pool6(self.pool6, prefix=self.prefix6)
+
+    def _validate_prefix6(self) -> None:
+        """``--prefix6`` and ``--proxy-ndp`` (docs/ipv6.md, proxy NDP): for a NAT VM with
+        IPv6 from a global pool given with ``--pool6`` only."""
+        from fireroute.addressing import MAX_PREFIX6, MIN_PREFIX6
+
+        flags = (("--prefix6", self.prefix6 != MIN_PREFIX6), ("--proxy-ndp", self.proxy_ndp))
+        given = [f for f, on in flags if on]
+        if not isinstance(self.prefix6, int) or not MIN_PREFIX6 <= self.prefix6 <= MAX_PREFIX6:
+            raise UsageError(f'invalid --prefix6 "{self.prefix6}": use 64 (default) to 126')
+        if not given:
+            return
+        if not self.ipv6 or self.mode != "nat":
+            raise UsageError(f"{given[0]} needs --ipv6 in nat mode")
+        from fireroute.addressing import unique_local6
+
+        if self.pool6 is None or unique_local6(self.pool6):
+            raise UsageError(
+                f"{given[0]} needs a global --pool6 routed to this host (a unique local pool "
+                "is masqueraded: its VMs keep their /64 and need no proxy NDP)"
+            )
 
     def _validate_mode(self) -> None:
         """What only some modes take (:data:`APPLIES_TO`), then the mode's own checks
@@ -649,6 +679,8 @@ class Options:
             if f in OFF_UNLESS_IPV6 and not self.ipv6:
                 continue
             v = getattr(self, f)
+            if f in OFF_UNLESS_SET and v == OFF_UNLESS_SET[f]:
+                continue
             if f in ("pool", "pool6"):
                 v = None if v is None else str(v)
             elif f == "dns":
@@ -679,6 +711,9 @@ class Options:
 
 
 OFF_UNLESS_IPV6: dict[str, object] = {"ipv6": False, "pool6": None}
+OFF_UNLESS_SET: dict[str, object] = {"prefix6": 64, "proxy_ndp": False}
+"""options left out of :meth:`Options.identity` at their default: a VM's text (as the state
+file holds it) is the same as before they existed"""
 """the options a v4-only VM's :meth:`Options.identity` leaves out, with the values they have
 there"""
 

@@ -42,9 +42,12 @@ TEXT = (
     "network",
     "pool6",
 )
-FLAGS = ("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy", "ipv6")
+FLAGS = (
+    *("dhcp", "masquerade", "allow_peers", "allow_metadata", "fix_forward_policy", "ipv6"),
+    "proxy_ndp",
+)
 LISTS = ("dns", "allow_host_ports", "allow_out", "deny_out", "publish")
-FIELDS = (*TEXT, "block_size", "mtu", *FLAGS, *LISTS)
+FIELDS = (*TEXT, "block_size", "mtu", "prefix6", *FLAGS, *LISTS)
 CNI_ONLY = ("netns", "container", "ifname", "network", "mtu")
 """fields only the CNI plugin sets (the CLI has no flag for them; its ``--mtu`` is the one
 Firecracker is told)"""
@@ -108,6 +111,8 @@ def options(fields: Mapping[str, object]) -> Options:
         publish=[Published.parse(p) for p in f.get("publish", ())],  # type: ignore[attr-defined]
         ipv6=bool(f.get("ipv6", False)),
         pool6=pool6_arg(str(f["pool6"])) if "pool6" in f else None,
+        prefix6=prefix6_arg(f.get("prefix6", 64)),
+        proxy_ndp=bool(f.get("proxy_ndp", False)),
     )
 
 
@@ -149,6 +154,8 @@ def fields_of(o: Options) -> dict[str, object]:
         "publish": [str(p) for p in o.publish],
         "ipv6": o.ipv6,
         "pool6": str(o.pool6) if o.pool6 is not None else None,
+        "prefix6": o.prefix6,
+        "proxy_ndp": o.proxy_ndp,
     }
 
 
@@ -162,8 +169,9 @@ def pool_arg(text: str) -> IPv4Network:
 
 
 def pool6_arg(text: str) -> IPv6Network:
-    """--pool6: an IPv6 CIDR without host bits, a /64 or shorter."""
-    from fireroute.addressing import check_pool6
+    """--pool6: an IPv6 CIDR without host bits (a /64 or shorter, or with --prefix6 N a
+    /N or shorter: checked with the options)."""
+    from fireroute.addressing import MAX_PREFIX6, check_pool6
 
     example = "expected an IPv6 CIDR such as fd3c:9a1e:52b0::/48"
     if "%" in text:
@@ -175,11 +183,19 @@ def pool6_arg(text: str) -> IPv6Network:
     except ValueError as exc:
         why = "not an IPv6 network" if ":" not in text else str(exc)
         raise UsageError(f'invalid --pool6 "{text}": {why} ({example})') from None
-    return check_pool6(pool)
+    return check_pool6(pool, prefix=MAX_PREFIX6)
 
 
 def _text(f: Mapping[str, object], key: str) -> str | None:
     return str(f[key]) if key in f else None
+
+
+def prefix6_arg(value: object) -> int:
+    """--prefix6: a VM's IPv6 block's prefix length, 64 (default) to 126 (or /64../126)."""
+    size = str(value).lstrip("/")
+    if isinstance(value, bool) or not (size.isascii() and size.isdigit()):
+        raise UsageError(f'invalid --prefix6 "{value}": use 64 (default) to 126')
+    return int(size)
 
 
 def _block_size(value: object) -> int:

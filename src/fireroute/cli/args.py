@@ -225,6 +225,18 @@ UP = (
         "--pool6",
         "with --ipv6: the IPv6 pool (default: the state file's own unique local /48)",
     ),
+    Opt(
+        "--prefix6",
+        "with a global --pool6: each VM's IPv6 block is a /N, 64..126 (default 64; below "
+        "a /64 the guest has no SLAAC)",
+        default="64",
+    ),
+    Opt(
+        "--proxy-ndp",
+        "with a global --pool6: answer neighbour solicitations for the guest's IPv6 address "
+        "on the uplink (an upstream that treats the uplink's prefix as on-link)",
+        FLAG,
+    ),
 )
 DOWN = (Opt("--all", "every VM in the state file", FLAG), DRY_RUN, *COMMON, DAEMON)
 UP_COMMAND = (*UP, *COMMON, DRY_RUN, DAEMON)

@@ -32,7 +32,16 @@ from fireroute.want.cni import HOST_VETH_SYSCTLS
 from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link, Obj, Sysctl
+from fireroute.want.objects import (
+    FORWARD6_KEY,
+    FORWARD_KEY,
+    PROXY_NDP,
+    Addr,
+    Link,
+    NeighProxy,
+    Obj,
+    Sysctl,
+)
 from fireroute.want.tables import TABLE_COMMENT, NftChain, NftSet, NftTable
 from fireroute.want.tap import ADDR_GEN6, DEVICE_SYSCTLS, DISABLE6, v6_tap
 
@@ -393,6 +402,29 @@ def _bridge_routes(cur: Current, vms: list[Vm]) -> None:
         r.owner = vm.tag if vm is not None else owner.tag(tag[0], r.vm)
 
 
+def _proxies(cur: Current, src: Source, vms: list[Vm]) -> None:
+    """Proxy NDP (docs/ipv6.md): the neighbour proxy entries of the root namespace whose
+    address is a NAT guest's of ``vms`` (owned as that VM; the kernel keeps no tag, so an
+    entry for no lease's guest is not read as ours), and each uplink's ``proxy_ndp`` where a
+    ``--proxy-ndp`` VM wants it (a Sysctl, owned as the first such VM, when 1). Read only
+    when some VM of ``vms`` has ``--proxy-ndp``."""
+    if not any(v.options.proxy_ndp for v in vms):
+        return  # (no VM wants one: nothing read, as before proxy NDP)
+    guests = {str(v.guest6.ip): v for v in vms if v.mode == "nat" and v.guest6 is not None}
+    res = src.runner(["ip", "-6", "-j", "neigh", "show", "proxy"], None)
+    for n in json.loads(res.out or "[]") if res.rc == 0 else []:
+        vm = guests.get(str(n.get("dst"))) if isinstance(n, dict) else None
+        if vm is not None and n.get("dev"):
+            cur.add(NeighProxy(str(n["dev"]), str(n["dst"]), vm.tag, vm.name))
+    for vm in guests.values():
+        path = PROXY_NDP.format(vm.uplink)
+        if not vm.options.proxy_ndp or (None, path) in cur.sysctls:
+            continue
+        value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")
+        if value == "1":
+            cur.add(Sysctl(path, value, "", vm.tag, vm.name))
+
+
 def _dst(dst: str, six: bool) -> str:
     """A route's destination as want/ keys it: a prefix, ``default`` (IPv6's ``::/0``)."""
     if dst == "default":
@@ -636,6 +668,7 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     _routes(cur, src, None)
     _routes(cur, src, None, six=True)
     _bridge_routes(cur, vms)
+    _proxies(cur, src, vms)
     if src.has("nft"):
         _nft(cur, src)
     if src.has("iptables-nft-save"):

@@ -135,6 +135,17 @@ def done(plan: Plan) -> None:
         from fireroute.kernel import uplink6
 
         uplink6.give_back()  # (the uplink's accept_ra, once IPv6 forwarding is off again)
+    unproxied = [
+        a.obj.dev  # type: ignore[attr-defined]
+        for s in plan.steps
+        for a in getattr(s, "ops", ())
+        if a.obj.kind == "neigh proxy" and a.verb == "delete"
+    ]
+    if unproxied:  # (the uplink's proxy_ndp, once its last proxy entry went)
+        from fireroute.kernel import uplink6
+        from fireroute.kernel.run import run
+
+        uplink6.give_back_proxy(run, unproxied)
 
 
 # -- up ------------------------------------------------------------------------------------------

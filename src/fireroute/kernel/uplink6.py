@@ -20,7 +20,7 @@ from fireroute.kernel import forwarding as records
 from fireroute.kernel.apply import read_sysctl
 from fireroute.kernel.run import Runner
 from fireroute.plan.steps import SYSCTL, Step, sysctl_path
-from fireroute.want.objects import FORWARD6_KEY
+from fireroute.want.objects import FORWARD6_KEY, PROXY_NDP
 
 NAME = records.ACCEPT_RA
 """the record's name (in kernel/forwarding.py's directory)"""
@@ -112,3 +112,48 @@ def give_back() -> None:
             with open(sysctl_path(key(uplink)), "w") as f:
                 f.write(value)
     forget()
+
+
+# -- proxy NDP (docs/ipv6.md, proxy NDP) --------------------------------------------------------
+# The uplink's proxy_ndp is 1 while a --proxy-ndp VM (of any state file) uses it: the first
+# such up records what it was (once per namespace and uplink, beside forwarding's record), and
+# whoever removes the last proxy entry on that uplink (a down, teardown, gc of any state file:
+# the kernel's list of proxy entries is the count) writes it back.
+
+PROXY = "ip6_proxy_ndp"
+"""the records' name prefix: ``ip6_proxy_ndp.<uplink>-<inode>``"""
+
+
+def _proxy_name(uplink: str) -> str:
+    return f"{PROXY}.{uplink}"
+
+
+def record_proxy(uplink: str) -> bool:
+    """Before fireroute writes the uplink's proxy_ndp=1: its value recorded (unless it is 1
+    already, or recorded); True if this call wrote the record."""
+    try:
+        value = read_sysctl(PROXY_NDP.format(uplink))
+    except OSError:
+        return False  # (no IPv6 on the uplink: the plan's write says so)
+    return value != "1" and records.record(value, _proxy_name(uplink))
+
+
+def proxied(runner: Runner, uplink: str) -> bool:
+    """Has ``uplink`` a neighbour proxy entry (of anyone)?"""
+    res = runner(["ip", "-6", "-j", "neigh", "show", "proxy", "dev", uplink], None)
+    return res.rc != 0 or '"dst"' in res.out  # (unreadable: kept, never switched off blindly)
+
+
+def give_back_proxy(runner: Runner, uplinks: Iterable[str]) -> None:
+    """Each of ``uplinks`` that has no proxy entry left gets the proxy_ndp recorded before
+    fireroute's 1 (if it still has that 1), and its record goes."""
+    for uplink in sorted(set(uplinks)):
+        name = _proxy_name(uplink)
+        value = records.recorded(name)
+        if value is None or proxied(runner, uplink):
+            continue
+        with contextlib.suppress(OSError):
+            if read_sysctl(PROXY_NDP.format(uplink)) == "1":
+                with open(sysctl_path(PROXY_NDP.format(uplink)), "w") as f:
+                    f.write(value)
+        records.forget(name)

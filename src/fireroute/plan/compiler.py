@@ -98,7 +98,7 @@ def _up(
     nft: dict[str, list[Act]] = {"ip": [], "ip6": [], "bridge": []}  # by family, in order
     for a in acts:
         o = a.obj
-        if o.kind in ("addr", "route") and _v6_on_host(o):
+        if o.kind == "neigh proxy" or (o.kind in ("addr", "route") and _v6_on_host(o)):
             late.append(a)
             continue
         if o.kind in LINKS or o.ns is not None:
@@ -436,7 +436,7 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
     if fresh and not exclusive and family != "bridge":  # a table that may exist (another
         # state file's) is declared whole: the parts its other VMs need stay (want/tables.py
         # PARTS)
-        whole = _whole(family, table)
+        whole = _whole(family, table, {a.obj.key[3] for a in acts if a.obj.kind == "nft set"})
         acts = [a for a in acts if a.obj.kind not in ("nft set", "nft chain")]
         acts += [Act(CREATE, o) for o in whole]
     sets = [(s.name, s.type, s.is_map) for s in of("nft set")]
@@ -455,12 +455,14 @@ def _table_up(family: str, table: str, acts: list[Act], exclusive: bool) -> Step
     return OpStep(NFT, head + body, what, vm, (undo,), exclusive=exclusive, ops=done)
 
 
-def _whole(family: str, table: str) -> list[Any]:
-    """A NAT table's sets, maps and chains with every part (its family's layout)."""
+def _whole(family: str, table: str, sets: set[str]) -> list[Any]:
+    """A NAT table's sets, maps and chains with every part (its family's layout; an ip6
+    table's sub-/64 part only where ``sets``, those wanted, name it)."""
     if family == "ip6":
-        from fireroute.want.tables6 import nat6_layout
+        from fireroute.want.tables import ALL_PARTS
+        from fireroute.want.tables6 import nat6_layout, parts6_of
 
-        return nat6_layout(table)[1:]
+        return nat6_layout(table, ALL_PARTS | parts6_of(sets))[1:]
     from fireroute.want.tables import nat_layout
 
     return nat_layout(table)[1:]
@@ -533,7 +535,7 @@ def _links_down(acts: list[Act], found: Index) -> list[Step]:
     rest = [o for o in links if o.ns is None and o.link_kind not in ("tun", "bridge")]
     steps += [delete_step(o) for o in rest]
     for a in acts:
-        if a.obj.kind in ("addr", "route", "tc redirect"):
+        if a.obj.kind in ("addr", "route", "tc redirect", "neigh proxy"):
             o = a.obj
             tool = TC if o.kind == "tc redirect" else IP
             steps.append(OpStep(tool, o.text(DELETE), o.what(DELETE), o.vm, netns=o.ns, ops=[a]))

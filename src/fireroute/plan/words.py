@@ -12,7 +12,15 @@ from fireroute.plan.diff import CREATE, DELETE, ORPHAN, REPLACE, Op, parents
 from fireroute.want.iptables import IptRule
 from fireroute.want.netns import Netns, Route, TcRedirect
 from fireroute.want.nft import NftElement
-from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Forwarding, Link, Sysctl
+from fireroute.want.objects import (
+    FORWARD6_KEY,
+    FORWARD_KEY,
+    Addr,
+    Forwarding,
+    Link,
+    NeighProxy,
+    Sysctl,
+)
 from fireroute.want.tables import NftChain, NftSet, NftTable
 
 TYPE_CHECKING = False
@@ -185,6 +193,8 @@ def sysctl(op: Op, ctx: Context) -> list[str]:
         ]
     if path.endswith("/route_localnet"):
         return [f'route_localnet is off on "{dev}" (its 127.0.0.1 ports cannot reach the guest)']
+    if path.endswith("/proxy_ndp"):
+        return [f'proxy_ndp is off on uplink "{dev}" (its proxied guests are not reached)']
     if s.ns is not None and path in (FORWARD_KEY, FORWARD6_KEY):
         family = "IPv4" if path == FORWARD_KEY else "IPv6"
         return [f'{family} forwarding is off in namespace "{s.ns}"']
@@ -303,6 +313,14 @@ def rule(op: Op, ctx: Context) -> list[str]:
     return [f"iptables rule has no lease: {r.saved}"]
 
 
+def neigh_proxy(op: Op, ctx: Context) -> list[str]:
+    p = op.obj
+    assert isinstance(p, NeighProxy)
+    if op.verb == DELETE:
+        return [f'"{p.dev}" answers neighbour solicitations for {p.addr}, which no lease asks for']
+    return [f'"{p.dev}" does not answer neighbour solicitations for {p.addr} (proxy NDP)']
+
+
 def forwarding(op: Op, ctx: Context) -> list[str]:
     assert isinstance(op.obj, Forwarding)
     family = "IPv4" if op.obj.path == FORWARD_KEY else "IPv6"
@@ -324,6 +342,7 @@ WORDS: dict[str, Callable[[Op, Context], list[str]]] = {
     "nft element": element,
     "iptables rule": rule,
     "forwarding": forwarding,
+    "neigh proxy": neigh_proxy,
 }
 
 

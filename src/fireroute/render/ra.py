@@ -29,6 +29,7 @@ ROUTER_LIFETIME = 1800  # seconds; also the RDNSS lifetime (RFC 8106: >= 3 x the
 VALID, PREFERRED = 86400, 14400  # the prefix's lifetimes, seconds
 ON_LINK, AUTONOMOUS = 0x80, 0x40  # prefix information flags L and A
 OPT_SOURCE_LLADDR, OPT_PREFIX, OPT_MTU, OPT_RDNSS = 1, 3, 5, 25
+SLAAC_PREFIX = 64  # the only prefix length an RA offers (RFC 4862 with 64-bit interface ids)
 MAX_SERVERS = 8  # RDNSS servers per RA (the option could hold 127; a guest keeps a few)
 
 
@@ -36,7 +37,9 @@ def advertisement(
     prefix: IPv6Network, mac: str, mtu: int = 1500, dns: Sequence[IPv6Address] = ()
 ) -> bytes:
     """The RA offering ``prefix`` (on-link, for SLAAC), the link's ``mtu`` and the router's
-    ``mac`` (``aa:bb:cc:dd:ee:ff``), plus RDNSS when ``dns`` names servers."""
+    ``mac`` (``aa:bb:cc:dd:ee:ff``), plus RDNSS when ``dns`` names servers. A block that is
+    not a /64 (``--prefix6``) is offered no prefix (SLAAC takes a /64 only; such a guest has
+    its ``::2`` by the guest script): the RA gives the route alone."""
     header = struct.pack("!BBHBBHII", ROUTER_ADVERT, 0, 0, HOP_LIMIT, 0, ROUTER_LIFETIME, 0, 0)
     info = struct.pack(
         "!BBBBIII16s",
@@ -51,7 +54,7 @@ def advertisement(
     )
     mtu_opt = struct.pack("!BBHI", OPT_MTU, 1, 0, mtu)
     lladdr = struct.pack("!BB6s", OPT_SOURCE_LLADDR, 1, bytes.fromhex(mac.replace(":", "")))
-    out = header + info + mtu_opt + lladdr
+    out = header + (info if prefix.prefixlen == SLAAC_PREFIX else b"") + mtu_opt + lladdr
     if dns:
         out += struct.pack("!BBHI", OPT_RDNSS, 1 + 2 * len(dns), 0, ROUTER_LIFETIME)
         out += b"".join(a.packed for a in dns)

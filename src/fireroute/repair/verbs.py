@@ -117,5 +117,16 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
             if not dry_run:
                 record.record(pic.cur.forwarding6 or "0", record.V6)
         if todo.steps and not dry_run:
+            _record_proxies(vms)
             m.run(Plan(todo.steps))
         return Plan(todo.clear + todo.steps)  # everything restore ran (or, dry, would run)
+
+
+def _record_proxies(vms: list[Vm]) -> None:
+    """What the uplinks of ``--proxy-ndp`` VMs have as proxy_ndp, recorded before restore
+    writes its 1 (after a reboot: /run is cleared), for the last proxy entry's down to give
+    back (kernel/uplink6.py)."""
+    from fireroute.kernel import uplink6
+
+    for uplink in sorted({v.uplink for v in vms if v.options.proxy_ndp}):
+        uplink6.record_proxy(uplink)

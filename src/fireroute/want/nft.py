@@ -63,7 +63,9 @@ FILTER_SETS = {
     "addrs6": "ifname . ipv6_addr",  # tap . the guest's /64: the only prefix it may send from
 }
 """The sets of the ``bridge`` family's table (anti-spoofing on the bridge's ports)"""
-RANK = {name: i for i, name in enumerate((*SETS, *MAPS, *FILTER_SETS))}
+SUB64_SETS = ("taps128", "vms128")
+"""the ip6 table's sets of sub-/64 guests (want/tables6.py SUB64), last"""
+RANK = {name: i for i, name in enumerate((*SETS, *MAPS, *FILTER_SETS, *SUB64_SETS))}
 """The order element lines are written in: the tables' declaration order"""
 
 
@@ -187,11 +189,17 @@ def elements6(vm: Vm) -> list[NftElement]:
         out.append(NftElement(NAT6, vm.table, set_name, value, vm.tag, vm.name))
 
     o, key, prefix = vm.options, f'"{vm.tap}"', vm.net6.network_address
+    sub64 = vm.net6.prefixlen > 64  # (--prefix6: its /64 is its neighbours' too)
+    if sub64:
+        prefix = vm.net6.supernet(new_prefix=64).network_address
     if unique_local(vm.net6):
         add("masq", f'{prefix} . "{vm.uplink}"')
     add("egress", f'{key} . "{vm.uplink}"')
     add("taps", key)
     add("vms", f"{key} . {prefix}")
+    if sub64:  # (want/tables6.py SUB64: only its exact address passes)
+        add("taps128", key)
+        add("vms128", f"{key} . {vm.guest6.ip}")  # type: ignore[union-attr]
     add("acct_tx", key)
     add("acct_rx", key)
     if o.allow_peers:

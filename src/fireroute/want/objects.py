@@ -267,3 +267,38 @@ class Forwarding(Obj):
     def what(self, verb: str = "set") -> str:
         family = "IPv4" if self.path == FORWARD_KEY else "IPv6"
         return f"{'restore' if verb == 'delete' else 'set'} {family} forwarding"
+
+
+PROXY_NDP = "net/ipv6/conf/{}/proxy_ndp"
+"""the uplink's proxy NDP switch (a per-device sysctl; the slash form)"""
+
+
+class NeighProxy(Obj):
+    """A neighbour proxy entry (``ip -6 neigh add proxy ADDR dev DEV``): the host answers
+    neighbour solicitations for ``addr`` on ``dev`` (a ``--proxy-ndp`` guest's address on
+    the uplink, while the uplink's ``proxy_ndp`` is 1)."""
+
+    __slots__ = ("dev", "addr")
+    kind = "neigh proxy"
+
+    def __init__(self, dev: str, addr: str, owner: str, vm: str | None) -> None:
+        super().__init__(None, owner, vm)
+        self.dev = dev
+        self.addr = addr
+
+    @property
+    def key(self) -> tuple:
+        return (self.ns, self.dev, self.addr)
+
+    def text(self, verb: str = "create") -> str:
+        return f"neigh {'add' if verb == 'create' else 'del'} proxy {self.addr} dev {self.dev}"
+
+    def what(self, verb: str = "create") -> str:
+        word = "answer" if verb == "create" else "stop answering"
+        return f'{word} neighbour solicitations for {self.addr} on "{self.dev}"'
+
+
+def proxy_ndp(dev: str, owner: str, vm: str | None) -> Sysctl:
+    """The uplink ``dev``'s ``proxy_ndp=1``, wanted while a ``--proxy-ndp`` VM uses it."""
+    words = f'answer neighbour solicitations for proxied addresses on "{dev}"'
+    return Sysctl(PROXY_NDP.format(dev), "1", words, owner, vm)

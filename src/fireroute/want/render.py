@@ -75,7 +75,20 @@ def vm(lease: Vm, rules: bool = True) -> list[Obj]:
             objs += iptables.rules(lease)
     if lease.mode == "bridge":
         objs += nft.filter_elements(lease)
+    if lease.options.proxy_ndp and lease.guest6 is not None:  # (docs/ipv6.md, proxy NDP)
+        objs += neigh_proxy(lease)
     return objs
+
+
+def neigh_proxy(lease: Vm) -> list[Obj]:
+    """A ``--proxy-ndp`` VM's: the uplink's proxy_ndp on, and its guest's address proxied."""
+    from fireroute.want.objects import NeighProxy, proxy_ndp
+
+    guest = str(lease.guest6.ip)  # type: ignore[union-attr]
+    return [
+        proxy_ndp(lease.uplink, lease.tag, lease.name),
+        NeighProxy(lease.uplink, guest, lease.tag, lease.name),
+    ]
 
 
 def bridge_objects(name: str, leases: Iterable[Vm], instance: str, v6: bool = False) -> list[Obj]:
@@ -158,12 +171,11 @@ def _nat6_table(
     """The ip6 table ``table`` with the parts its leases' IPv6 elements need (a lease at hand:
     else the lean layout; ``sets``: the sets they are in, when known) and those it ``held``
     (names of its sets and chains, as read)."""
-    from fireroute.want.tables import parts_of
-    from fireroute.want.tables6 import nat6_layout
+    from fireroute.want.tables6 import nat6_layout, parts6_of
 
     if sets is None:
         sets = (e.set for v in leases if v.table == table for e in nft.elements6(v))
-    return nat6_layout(table, parts_of(sets) | parts_of(held))
+    return nat6_layout(table, parts6_of(sets) | parts6_of(held))
 
 
 def desired(

@@ -10,6 +10,7 @@ or is on :data:`V4_ONLY` with the reason; the unit test holds the two lists to `
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 
 from fireroute.want.nft import MAPS, SETS
@@ -25,6 +26,7 @@ from fireroute.want.tables import (
     RULES,
     NftChain,
     NftSet,
+    parts_of,
     shared_table,
 )
 
@@ -104,6 +106,30 @@ INPUT6 = (
 through ``forward``: the image of ``oifname @taps counter drop`` ends that chain as in v4."""
 ONLY6 = {"input": INPUT6}
 
+# -- blocks smaller than a /64 (--prefix6, docs/ipv6.md proxy NDP) ------------------------------
+# A VM of a global pool in /N blocks (N > 64) shares its /64 with its neighbours, so the /64
+# lookup of ``vms`` (keyed by the /64 that holds its block) cannot tell them apart: its tap is
+# in ``taps128`` too, and from such a tap only the exact (tap, address) of ``vms128`` passes.
+# A part of its own (SUB64): a table without such a VM is declared as before.
+SUB64 = "sub64"
+SUB64_SETS = {"taps128": "ifname", "vms128": "ifname . ipv6_addr"}
+SUB64_RULES = {
+    ("forward", f"iifname @taps iifname . ip6 saddr & {MASK64} != @vms counter drop"): (
+        "iifname @taps128 iifname . ip6 saddr != @vms128 counter drop"
+    ),
+    ("guest_in", IMAGES[("guest_in", "iifname . ip saddr != @vms counter drop")]): (
+        f"ip6 saddr != {LINK_LOCAL} iifname @taps128 iifname . ip6 saddr != @vms128 counter drop"
+    ),
+}
+"""rule after which -> the exact source check of a sub-/64 guest"""
+
+
+def parts6_of(names: Iterable[str]) -> frozenset[str]:
+    """The parts of an ip6 table the sets, maps or chains ``names`` belong to: want/tables.py
+    ``parts_of``, and SUB64 for its sets."""
+    names = set(names)
+    return parts_of(names) | ({SUB64} if names & SUB64_SETS.keys() else frozenset())
+
 
 V4_WORDS = ("ip", "icmp", "ipv4", "igmp", "arp")
 """Words that mean IPv4 in a rule (as do a dotted address, and a V4_ONLY set or chain)"""
@@ -140,7 +166,7 @@ def type6(kind: str) -> str:
     return kind.replace("ipv4_addr", "ipv6_addr")
 
 
-SETS6 = {n: type6(k) for n, k in SETS.items() if n not in V4_ONLY_SETS}
+SETS6 = {n: type6(k) for n, k in SETS.items() if n not in V4_ONLY_SETS} | SUB64_SETS
 MAPS6 = {n: type6(k) for n, k in MAPS.items()}
 CHAINS6 = tuple(c for c in CHAINS if c not in V4_ONLY_CHAINS)
 HEADERS6 = {c: HEADERS[c] for c in CHAINS6}
@@ -175,14 +201,21 @@ def _layout6(
     table holding ``parts`` (once per ``parts``)."""
 
     def held(n: str) -> bool:
+        if n in SUB64_SETS:
+            return SUB64 in parts
         return OPTIONAL.get(n, "") in parts or n not in OPTIONAL
 
     sets = tuple((n, k, False) for n, k in SETS6.items() if held(n))
     sets += tuple((n, k, True) for n, k in MAPS6.items() if held(n))
     skip = () if JUMP in parts else (JUMP_RULE6,)
-    chains = tuple(
-        (c, HEADERS6[c], tuple(r for ch, r in RULES6 if ch == c and r not in skip))
-        for c in CHAINS6
-        if held(c)
-    )
+    sub64 = SUB64_RULES if SUB64 in parts else {}
+
+    def rules(c: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for ch, r in RULES6:
+            if ch == c and r not in skip:
+                out += [r, *([sub64[(c, r)]] if (c, r) in sub64 else [])]
+        return tuple(out)
+
+    chains = tuple((c, HEADERS6[c], rules(c)) for c in CHAINS6 if held(c))
     return sets, chains
