@@ -120,9 +120,13 @@ class Bridges:
         self.sender.sendto(data, (tap, ETH_P_IPV6))
 
     def sync(self, bridges: set[str]) -> list[str]:
-        """Listen on exactly ``bridges``: the ones that could not be listened on (not there)."""
+        """Listen on exactly ``bridges``: the ones that could not be listened on (not there).
+        With no bridge left, the sender is closed too (made again at the next bridge guest)."""
         for gone in set(self.listeners) - bridges:
             self.listeners.pop(gone).close()
+        if not bridges and self.sender is not None:
+            self.sender.close()
+            self.sender = None
         failed = []
         for br in sorted(bridges - set(self.listeners)):
             try:

@@ -12,12 +12,14 @@ import contextlib
 import time
 from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import Host
 from tests.kernel import test_isolation6 as isolation6
 from tests.kernel.test_ra import Lab, eui64, wait_for
+from tests.kernel.test_ra_serve import start
 
 pytestmark = pytest.mark.privileged
 
@@ -32,6 +34,14 @@ class BridgeLab(Lab):
 
     def prefixes(self, ns: str) -> set[IPv6Network]:
         return {IPv6Network(f"{a['local']}/64", strict=False) for a in self.slaac(ns)}
+
+
+def packet_sockets(pid: int) -> int:
+    """The packet sockets process ``pid`` holds (its sockets' inodes in its namespace's list)."""
+    fds = Path(f"/proc/{pid}/fd")
+    held = {str(fd.readlink()) for fd in fds.iterdir() if fd.exists()}
+    lines = Path(f"/proc/{pid}/net/packet").read_text().splitlines()[1:]
+    return sum(1 for line in lines if f"socket:[{line.split()[-1]}]" in held)
 
 
 @pytest.fixture
@@ -92,3 +102,23 @@ def test_a_bridge_guest_up_after_the_responder_is_answered_with_its_prefix(lab: 
     _, out, _ = lab.stop_responder()
     answered = [line for line in out.splitlines() if line.endswith("(solicited)")]
     assert any(f"{rc['tap']} (vm c) {rc['ipv6']['block']} to fe80::" in x for x in answered), out
+
+
+def test_the_daemons_thread_advertises_to_a_bridge_guest_and_keeps_no_socket_after_it(
+    lab: BridgeLab, host: Host, tmp_path: Path
+):
+    """``fireroute serve`` (``"ra": true``) advertises to a bridge guest the CLI made in its
+    state file, and once the last bridge guest is down its sockets are as before it."""
+    d = start(host, tmp_path, ra=True)
+    try:
+        pid = d.proc.pid
+        assert packet_sockets(pid) == 0
+        a, ra = lab.bridged("a", 21)
+        own(lab, a, ra, 5.0)
+        assert packet_sockets(pid) == 2  # the sender and the bridge's listener
+        host.fireroute("down", "a")
+        assert wait_for(lambda: packet_sockets(pid) == 0, 5.0)
+    finally:
+        d.stop()
+    assert d.proc.returncode == 0
+    assert not [x for x in d.lines() if x.get("event", "").startswith("ra")], d.lines()
