@@ -2,7 +2,9 @@
 namespace it runs in, answering a router solicitation that arrives on the tap of a VM with
 IPv6 with that VM's advertisement (render/ra.py), and advertising unsolicited on every v6 tap
 with carrier at start and every ``interval`` seconds. Each RA leaves from ``fe80::1`` (the
-host side of every v6 tap) with hop limit 255.
+host side of every v6 tap) with hop limit 255. A bridge guest (its tap a port of the bridge,
+whose ``fe80::1`` it is) is sent its own RA at layer 2 onto its tap, and its solicitations are
+told apart by their Ethernet source (advertise_bridge.py).
 
 The state file is only read: the view of the v6 VMs is read again at every period (every tap
 advertised on), and within a second of another process writing the state file (SQLite's
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv6Address
 
+from fireroute import advertise_bridge as l2
 from fireroute.addressing import GATEWAY6
 from fireroute.errors import FirerouteError, PermissionDenied
 from fireroute.model import Vm
@@ -87,6 +90,7 @@ class View:
     def __init__(self) -> None:
         self.vms: dict[str, Vm] = {}  # tap -> its v6 VM
         self.waiting: set[str] = set()  # taps to advertise on once they have carrier
+        self.macs: dict[tuple[str, str], str] = {}  # (bridge, guest MAC) -> a bridge guest's tap
 
     def update(self, vms: Iterable[Vm], everyone: bool = False) -> None:
         """The v6 VMs as the state file has them now: a VM gone is dropped (and no longer
@@ -96,6 +100,18 @@ class View:
         fresh = {t for t, vm in now.items() if _same(self.vms.get(t)) != _same(vm)}
         self.waiting = set(now) if everyone else (self.waiting & set(now)) | fresh
         self.vms = now
+        self.macs = {
+            (str(vm.options.bridge), vm.mac.lower()): t for t, vm in now.items() if bridged(vm)
+        }
+
+    def bridges(self) -> set[str]:
+        """The bridges with v6 guests."""
+        return {br for br, _ in self.macs}
+
+    def port(self, bridge: str, mac: str) -> Vm | None:
+        """The v6 guest of MAC ``mac`` on ``bridge``."""
+        tap = self.macs.get((bridge, mac.lower()))
+        return None if tap is None else self.vms.get(tap)
 
     def learn(self, vm: Vm | None, tap: str) -> Vm | None:
         """What a lookup of ``tap`` in the state file found: kept if a v6 VM, else the tap is
@@ -112,10 +128,13 @@ class View:
 
 
 def advertised(vm: Vm) -> bool:
-    """Is ``vm`` advertised to: a VM with IPv6 on a device of its own (a bridge guest's tap is
-    a port: its gateway is the bridge's, which advertises nothing yet; it is configured by the
-    guest script)."""
-    return vm.net6 is not None and vm.mode != "bridge"
+    """Is ``vm`` advertised to: a VM with IPv6."""
+    return vm.net6 is not None
+
+
+def bridged(vm: Vm) -> bool:
+    """Is ``vm`` a bridge guest (its tap a port; its gateway the bridge's ``fe80::1``)?"""
+    return vm.mode == "bridge" and vm.options.bridge is not None
 
 
 def _same(vm: Vm | None) -> tuple[str, str] | None:
@@ -148,6 +167,7 @@ class Responder:
         self.interval, self.retry, self.dns = interval, retry, tuple(dns)
         self.log, self.warn = log, warn or log
         self.view = View()
+        self.l2 = l2.Bridges()  # (its sockets made at the first bridge guest)
         self.stopping = False
         self.dirty = False
 
@@ -158,6 +178,7 @@ class Responder:
     def close(self) -> None:
         for s in (self.sock, self.wake, self.waker):
             s.close()
+        self.l2.close()
         if self.store is not None and self.store.db is not None:
             self.store.db.close()
         self.store = None
@@ -188,6 +209,14 @@ class Responder:
         store = self.opened()
         self.version = _data_version(store)
         self.view.update(store.all(), everyone)
+        self.listen()
+
+    def listen(self) -> None:
+        """Listen for the solicitations of every bridge with v6 guests (a bridge not there
+        yet is tried again at the next look)."""
+        for br in self.l2.sync(self.view.bridges()):
+            if self.warn:
+                self.warn(f'ra: cannot listen for solicitations on bridge "{br}"')
 
     def moved(self) -> bool:
         """Has another process (a CLI ``up`` or ``down``, the daemon's worker) written the
@@ -210,11 +239,17 @@ class Responder:
             link = Link(self.sock, vm.tap)
             if not link.carrier:
                 return False
-            index = socket.if_nametoindex(vm.tap)
-            message = ra.advertisement(vm.net6, link.mac, link.mtu, self.servers(vm))
-            source = struct.pack("16sI", GATEWAY6.packed, index)
-            cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, source)]
-            self.sock.sendmsg([message], cmsg, 0, (dst, 0, 0, index))
+            if bridged(vm):  # the router is the bridge: its MAC and MTU
+                router = Link(self.sock, str(vm.options.bridge))
+                message = ra.advertisement(vm.net6, router.mac, router.mtu, self.servers(vm))
+                data = l2.frame(vm.mac, router.mac, GATEWAY6, IPv6Address(dst), message)
+                self.l2.send(vm.tap, data)
+            else:
+                index = socket.if_nametoindex(vm.tap)
+                message = ra.advertisement(vm.net6, link.mac, link.mtu, self.servers(vm))
+                source = struct.pack("16sI", GATEWAY6.packed, index)
+                cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, source)]
+                self.sock.sendmsg([message], cmsg, 0, (dst, 0, 0, index))
         except OSError as exc:
             if exc.errno in (errno.ENODEV, errno.ENXIO):  # the tap is gone: forget it
                 self.view.forget(vm.tap)
@@ -255,6 +290,24 @@ class Responder:
             solicitor = peer[0].partition("%")[0]
             self.advertise(vm, ALL_NODES if solicitor == UNSPECIFIED else solicitor, "solicited")
 
+    def answer_port(self, bridge: str, sock: socket.socket) -> None:
+        """Read one frame a bridge's listener was handed and answer it if a solicitation of
+        a v6 guest of that bridge (known now, or once the state file read again has it)."""
+        try:
+            data = sock.recv(2048)
+        except OSError:
+            return
+        asked = l2.Solicitation.parse(data)
+        if asked is None:
+            return
+        vm = self.view.port(bridge, asked.mac)
+        if vm is None and self.moved():  # a guest up since the last read
+            self.refresh(everyone=False)
+            vm = self.view.port(bridge, asked.mac)
+        if vm is not None:
+            dst = ALL_NODES if asked.source.is_unspecified else str(asked.source)
+            self.advertise(vm, dst, "solicited")
+
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
         """Serve until :meth:`stop`, ``stop()`` is true (looked at every second) or an
         interrupt. The state file is read again every ``interval`` (every tap advertised on),
@@ -272,15 +325,20 @@ class Responder:
                 self.refresh(everyone=False)
                 look = now
             if now >= look:
+                self.listen()
                 self.look()
                 look = now + self.retry
             wait = min(period, look, now + 1.0) - now
-            ready, _, _ = select.select([self.sock, self.wake], [], [], max(wait, 0.0))
+            ports = {s: br for br, s in self.l2.listeners.items()}
+            ready, _, _ = select.select([self.sock, self.wake, *ports], [], [], max(wait, 0.0))
             if self.wake in ready:
                 with contextlib.suppress(OSError):
                     self.wake.recv(4096)
             if self.sock in ready:
                 self.answer()
+            for s in ready:
+                if s in ports:
+                    self.answer_port(ports[s], s)
 
 
 def _data_version(store: Store) -> int | None:

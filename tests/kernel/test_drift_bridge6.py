@@ -1,15 +1,16 @@
 """Bridge guests with IPv6 (issue 24 step 15) beside a v4-only one on the same bridge:
 ``check`` after ``up`` is clean; each object up made for their IPv6, deleted or changed behind
 fireroute's back (the bridge's fe80::1, a guest's route onto the bridge, its elements of the
-bridge table's ports6 and addrs6 and of the ip6 table's bridged and masq, the bridge table's
-output chain and its prerouting rules, the ip6 table, IPv6 forwarding), is named by ``check``
-(exit 1) once; ``restore`` puts it back, after which ``check`` is clean again and a second
-``restore`` has nothing to do. gc and teardown take the IPv6 side with them."""
+bridge table's ports6, addrs6 and targets6 and of the ip6 table's bridged and masq, the bridge
+table's output chain and its prerouting rules, the ip6 table, IPv6 forwarding), is named by
+``check`` (exit 1) once; ``restore`` puts it back, after which ``check`` is clean again and a
+second ``restore`` has nothing to do. gc and teardown take the IPv6 side with them."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from ipaddress import IPv6Address
 
 import pytest
 
@@ -35,6 +36,10 @@ CASES = {
         f'nft delete element {TB} addrs6 {{ "fr-a" . PREFIX }}',
         'nft set bridge firecracker/addrs6 lacks "fr-a" . PREFIX',
     ),
+    "element of targets6 deleted": (
+        f'nft delete element {TB} targets6 {{ "fr-a" . RAW }}',
+        'nft set bridge firecracker/targets6 lacks "fr-a" . RAW',
+    ),
     "element of bridged deleted": (
         f'nft delete element {T6} bridged {{ "br0" . PREFIX }}',
         'nft set ip6 firecracker/bridged lacks "br0" . PREFIX',
@@ -58,7 +63,8 @@ CASES = {
     "the ip6 table deleted": (f"nft delete table {T6}", 'nftables table "ip6 firecracker"'),
     "forwarding off": ("sysctl -qw net.ipv6.conf.all.forwarding=0", "IPv6 forwarding is off"),
 }
-"""(BLOCK: guest a's /64, PREFIX: its first address, as its elements hold it)"""
+"""(BLOCK: guest a's /64, PREFIX: its first address, RAW: its first 64 bits as a number, as
+its elements hold them)"""
 EACH = (CASES["the ip6 table deleted"][0], CASES["forwarding off"][0])
 
 
@@ -77,12 +83,13 @@ def test_check_names_each_bridge_ipv6_object_and_restore_heals_it(
     a = up(host)
     block = a["ipv6"]["block"]
     prefix = block.split("/")[0]
+    raw = hex(int(IPv6Address(prefix)) >> 64)
     rc, clean = report(host)
     assert rc == 0 and clean["ok"], clean  # the positive control: up, then check is clean
-    host.sh(damage.replace("BLOCK", block).replace("PREFIX", prefix))
+    host.sh(damage.replace("BLOCK", block).replace("PREFIX", prefix).replace("RAW", raw))
     rc, found = report(host)
     assert rc == 1 and not found["ok"], found
-    line = said.replace("BLOCK", block).replace("PREFIX", prefix)
+    line = said.replace("BLOCK", block).replace("PREFIX", prefix).replace("RAW", raw)
     named = [x for x in lines(found) if line in x]
     # named once (what every VM with IPv6 needs: under each of the two)
     assert len(named) == (2 if damage in EACH else 1), (line, found)

@@ -40,12 +40,16 @@ def field(kind: str, n: int, has_ifname: bool, tap: str, ip: str, interval: bool
         "verdict": "jump out_0",
         "ether_addr": "06:00:00:00:00:09",
         "ipv6_addr": "2001:db8:9::",  # (a /64's first address: what a v6 guest's key holds)
+        "integer": "0x20010db800090000",  # (a typeof key's 64-bit raw field: a /64 as a number)
     }[kind]
 
 
 def made_up(kind: str, tap: str, ip: str) -> str:
     """An element of a set or map of type ``kind`` (as SETS/MAPS give it) no lease asks for."""
     types, _, flags = kind.partition(";")
+    if types.startswith("typeof "):  # (the fields' datatypes: the bridge table's targets6)
+        types = types.removeprefix("typeof ").replace("iifname", "ifname")
+        types = types.replace("@th,64,64", "integer")
     key, _, data = types.partition(" : ")
 
     def part(text: str) -> str:

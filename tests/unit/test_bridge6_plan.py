@@ -66,14 +66,15 @@ def test_the_bridges_gateway_follows_its_guests_with_ipv6(host):  # noqa: F811
     assert ("link", (None, "br0")) in fake.objs  # the v4-only guest keeps its bridge
 
 
-def test_the_ra_responder_leaves_bridge_guests_alone():
-    """The responder advertises on a VM's own tap from fe80::1 there; a bridge guest's tap is
-    a port without that address (the gateway is the bridge's): not advertised to, rather than
-    tried and failed every few seconds. The control: a NAT VM with IPv6 is."""
-    from fireroute.advertise import advertised
+def test_the_ra_responder_advertises_to_bridge_guests_at_layer_2():
+    """A bridge guest with IPv6 is advertised to, as a bridge guest (its RA written onto its
+    tap, advertise_bridge.py); a NAT VM with IPv6 on its own tap; a VM without IPv6 not."""
+    from fireroute.advertise import advertised, bridged
     from fireroute.model import Vm
 
     block = next(iter(V6["pool6"].subnets(new_prefix=64)))
-    bridged = Vm("a", None, "fr-a", "", "eth0", guest(21), net6=block)
+    guest6 = Vm("a", None, "fr-a", "", "eth0", guest(21), net6=block)
     nat = Vm("n", None, "fr-n", "", "eth0", Options(**V6), net6=block)
-    assert not advertised(bridged) and advertised(nat)
+    four = Vm("f", None, "fr-f", "", "eth0", Options())
+    assert advertised(guest6) and bridged(guest6)
+    assert advertised(nat) and not bridged(nat) and not advertised(four)

@@ -94,7 +94,9 @@ class FakeSet(Obj):
     def text(self, verb: str) -> str:
         if verb == "delete":
             return f"delete set {self.family} {self.table} {self.name}\n"
-        return f"add set {self.family} {self.table} {self.name} {{ type {self.type}; }}\n"
+        from fireroute.want.tables import declared
+
+        return f"add set {self.family} {self.table} {self.name} {{ {declared(self.type)}; }}\n"
 
 
 def line(obj: Any, verb: str) -> str:

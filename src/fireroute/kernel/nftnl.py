@@ -56,7 +56,10 @@ TYPES = {  # nft datatype name -> (id, length in bytes)
     "inet_proto": (12, 1),
     "inet_service": (13, 2),
     "ifname": (41, 16),
+    "integer": (4, 8),  # (a 64-bit raw payload field of a typeof key, the only width used)
 }
+TYPEOF = {"iifname": "ifname", "@th,64,64": "integer"}
+"""The fields of a ``typeof`` key fireroute declares -> their datatype"""
 NAMES = {kind: name for name, (kind, _) in TYPES.items()}
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
 MAX_BATCH = 1 << 17
@@ -177,11 +180,12 @@ def _declaration(lines: list[str]) -> tuple[Ops, int]:
     while i < len(lines) and lines[i] != "}":
         line = lines[i].strip()
         words = line.split()
-        shaped = words[2:4] == ["{", "type"] and line.endswith("; }")
+        key = words[2:4] in (["{", "type"], ["{", "typeof"])
+        shaped = key and line.endswith("; }")
         if words[:1] == ["comment"] and len(words) == 2 and words[1].startswith('"'):
             pass  # the table's comment: kept by the kernel on a re-declaration
         elif words[:1] == ["set"] and shaped:
-            declared[words[1]] = line[line.index("type") + 5 : -3].strip()
+            declared[words[1]] = line[line.index("type") : -3].removeprefix("type ").strip()
         elif words[:1] == ["map"] and shaped:
             ops.maps.append(words[1])
         else:
@@ -278,7 +282,10 @@ def _fields(e: Any) -> tuple[list[str], str | None]:
 def key_type(type_text: str) -> tuple[int, int, list[int]]:
     """``ifname . ipv4_addr`` as nft declares it: (key type, key length, field ids). A
     concatenation's id packs the fields' ids 6 bits each; its fields are 4-byte aligned."""
-    kinds = [t.strip() for t in type_text.split(" . ")]
+    typeof = type_text.startswith("typeof ")
+    kinds = [t.strip() for t in type_text.removeprefix("typeof ").split(" . ")]
+    if typeof:
+        kinds = [TYPEOF.get(k, "?") for k in kinds]
     if any(k not in TYPES for k in kinds):
         raise Unsupported(f"type {type_text!r}")
     ktype = 0
@@ -350,7 +357,17 @@ def _ether(value: str, quoted: bool) -> bytes | None:
         return None
 
 
+def _integer(value: str, quoted: bool) -> bytes | None:
+    """A 64-bit raw payload field, as nft lists it (``0x…``), in network byte order."""
+    try:
+        number = int(value, 16) if not quoted and value.startswith("0x") else -1
+    except ValueError:
+        return None
+    return number.to_bytes(8, "big") if 0 <= number < 1 << 64 else None
+
+
 _ENCODERS = {
+    "integer": _integer,
     "ifname": _ifname,
     "ipv4_addr": _ipv4,
     "ipv6_addr": _ipv6,
@@ -475,6 +492,8 @@ def decode_key(ids: list[int], raw: bytes) -> list[str]:
             out.append(_socket.inet_ntoa(value))
         elif name == "ipv6_addr":
             out.append(_socket.inet_ntop(AF_INET6, value))
+        elif name == "integer":
+            out.append(hex(int.from_bytes(value, "big")))
         elif name == "inet_proto":
             out.append(next((k for k, v in PROTOCOLS.items() if v == value[0]), str(value[0])))
         elif name == "inet_service":

@@ -382,15 +382,29 @@ def _elements_of(items: list[dict]) -> dict[str, str]:
     elems: dict[str, str] = {}
     for item in items:
         s = item.get("set") or item.get("map") or {}
+        kinds = s.get("type")
+        raw = kinds if isinstance(kinds, list) and "integer" in kinds else None
         for e in s.get("elem", []):
             value = ""
             if isinstance(e, list) and len(e) == 2:  # a map's: [key, value]
                 e, value = e[0], " : " + _element_text(e[1])
             if isinstance(e, dict) and "elem" in e:
-                elems[_element_text(e["elem"]["val"]) + value] = str(e["elem"].get("comment", ""))
+                val = e["elem"]["val"]
+                key = _raw_text(val, raw) if raw else _element_text(val)
+                elems[key + value] = str(e["elem"].get("comment", ""))
             else:
                 elems[_element_text(e) + value] = ""
     return elems
+
+
+def _raw_text(v: object, kinds: list[str]) -> str:
+    """A key with a raw payload field (a ``typeof`` set's ``integer``: fireroute's are 64-bit)
+    as nft text: JSON gives that field as a signed decimal, nft's text (and want/) as ``0x…``."""
+    fields = v["concat"] if isinstance(v, dict) and "concat" in v else [v]
+    return " . ".join(
+        hex(x % (1 << 64)) if k == "integer" and isinstance(x, int) else _element_text(x)
+        for x, k in zip(fields, kinds, strict=False)
+    )
 
 
 def nft_counters(

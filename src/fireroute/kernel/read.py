@@ -556,6 +556,8 @@ def parse_sets(listing: str) -> dict[str, tuple[str, bool]]:
             listed = True
         elif not listed and line.startswith("type "):
             parts.insert(0, line[len("type ") :])
+        elif not listed and line.startswith("typeof "):  # (as want/ declares it: whole)
+            parts.insert(0, line)
         elif not listed and (line.startswith("flags ") or line == "counter"):
             parts.append(line)
     return out

@@ -4,7 +4,9 @@ thread of ``fireroute serve``, so that a platform needs no second process for it
 It answers on the taps of the v6 VMs of the state file the daemon serves (made through the
 daemon or by the CLI beside it): the worker tells it at once when a batch made or removed VMs
 (:meth:`Advertiser.changed`), and it notices other writers within a second. One raw socket and
-one thread for all taps, whatever comes and goes; :meth:`Advertiser.stop` ends both."""
+one thread for all taps, whatever comes and goes (and, with bridge guests, a packet socket to
+write their RAs and one per bridge for their solicitations: advertise_bridge.py);
+:meth:`Advertiser.stop` ends them all."""
 
 from __future__ import annotations
 

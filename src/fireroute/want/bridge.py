@@ -6,8 +6,9 @@ its guests with IPv6, below).
 IPv6 (docs/ipv6.md, bridge): a bridge guest with ``--ipv6`` gets a /64 of its own from the v6
 pool, as a NAT VM does, routed onto the bridge (:func:`route6`); its gateway is ``fe80::1`` on
 the bridge (:func:`gateway6`, while a guest with IPv6 is on it), as on every v6 tap. So the
-guest configures itself exactly as a NAT guest does (``::2``/64, default via ``fe80::1``), and
-its source /64 is one masked lookup at the bridge port and in the ip6 table."""
+guest configures itself exactly as a NAT guest does (``::2``/64, default via ``fe80::1``; or by
+SLAAC from the RA the responder writes onto its tap alone, advertise_bridge.py), and its
+source /64 is one masked lookup at the bridge port and in the ip6 table."""
 
 from __future__ import annotations
 

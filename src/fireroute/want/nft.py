@@ -61,6 +61,9 @@ FILTER_SETS = {
     # bridge guests with IPv6: every other port carries no IPv6 at all
     "ports6": "ifname",  # taps whose guest has IPv6
     "addrs6": "ifname . ipv6_addr",  # tap . the guest's /64: the only prefix it may send from
+    # tap . the guest's /64 as the 64-bit number its neighbour advertisements' target starts
+    # with (ICMPv6 offset 8; nft has no match of the target itself): the only one they name
+    "targets6": "typeof iifname . @th,64,64",
 }
 """The sets of the ``bridge`` family's table (anti-spoofing on the bridge's ports)"""
 SUB64_SETS = ("taps128", "vms128")
@@ -294,7 +297,13 @@ def filter_elements(vm: Vm) -> list[NftElement]:
         out += [e("ipports", tap), e("addrs", f"{tap} . {vm.guest_ip}")]
     if vm.net6 is not None:
         out += [e("ports6", tap), e("addrs6", f"{tap} . {vm.net6.network_address}")]
+        out.append(e("targets6", f"{tap} . {prefix64(vm.net6.network_address)}"))
     return out
+
+
+def prefix64(address: IPv6Address) -> str:
+    """The first 64 bits of an IPv6 ``address`` as nft lists a 64-bit raw field: ``0x…``."""
+    return hex(int(address) >> 64)
 
 
 def shard(tap: str) -> int:

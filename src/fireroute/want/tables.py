@@ -133,6 +133,8 @@ RULES = (
 MASK64 = "ffff:ffff:ffff:ffff::"
 """A guest's /64: the mask its IPv6 source is looked up with"""
 LINK_LOCAL6 = "fe80::/10"
+GATEWAY_RAW = "0xfe800000000000000000000000000001"  # fe80::1 as a 128-bit raw field
+LINK_LOCAL_RAW = "0xfe80000000000000"  # fe80::/64's first 64 bits
 FILTER_HEADER = "type filter hook prerouting priority filter; policy accept;"
 FILTER_RULES = (
     "iifname @ports iifname . ether saddr != @macs counter drop",
@@ -151,6 +153,13 @@ FILTER_RULES = (
     f"ip6 saddr {{ ::, {LINK_LOCAL6} }} meta l4proto != ipv6-icmp iifname @ports6 counter drop",
     f"ip6 saddr != {{ ::, {LINK_LOCAL6} }} iifname . ip6 saddr & {MASK64} != @addrs6 "
     "iifname @ports6 counter drop",
+    # neighbour advertisements (docs/ipv6.md, bridge): a guest is not the gateway (it neither
+    # sends from fe80::1 nor names it), and names only its own /64 or a link-local address
+    # (the NA's target: ICMPv6 offset 8, its /64 the first 64 bits)
+    "iifname @ports6 ip6 saddr fe80::1 counter drop",
+    f"iifname @ports6 icmpv6 type nd-neighbor-advert @th,64,128 {GATEWAY_RAW} counter drop",
+    f"iifname @ports6 icmpv6 type nd-neighbor-advert @th,64,64 != {LINK_LOCAL_RAW} "
+    "iifname . @th,64,64 != @targets6 counter drop",
 )
 """Written as ``nft list`` prints them (it leaves out the implied ``ether type``)"""
 FILTER_OUT_HEADER = "type filter hook output priority filter; policy accept;"
@@ -255,6 +264,11 @@ class NftTable(Obj):
         return self.words
 
 
+def declared(type_text: str) -> str:
+    """A set's key as declared: ``type …``, or ``typeof …`` (a key of raw payload fields)."""
+    return type_text if type_text.startswith("typeof ") else f"type {type_text}"
+
+
 class NftSet(Part):
     """A set (or, ``is_map``, a map) of a table: ``type`` as declared (``ifname . ipv4_addr;
     flags interval``, ``ifname : verdict``). Its elements go with it."""
@@ -276,7 +290,7 @@ class NftSet(Part):
         word = "map" if self.is_map else "set"
         if verb == "delete":
             return f"delete {word} {self.family} {self.table} {self.name}\n"
-        return f"  {word} {self.name} {{ type {self.type}; }}\n"
+        return f"  {word} {self.name} {{ {declared(self.type)}; }}\n"
 
     def what(self, verb: str = "create") -> str:
         return f"{verb} set {self.name} of {self.family} {self.table}"
@@ -334,7 +348,7 @@ def declare(
 ) -> str:
     """A table of ours declared with ``sets`` (name, type, is a map) and ``chains`` (flushed,
     their rules added): the same text for the NAT table and the bridge family's one."""
-    body = "".join(f"  {'map' if m else 'set'} {n} {{ type {t}; }}\n" for n, t, m in sets)
+    body = "".join(f"  {'map' if m else 'set'} {n} {{ {declared(t)}; }}\n" for n, t, m in sets)
     body += "".join(
         f"  chain {c.name} {{ {c.header} }}\n" if c.header else f"  chain {c.name} {{ }}\n"
         for c in chains
