@@ -293,9 +293,12 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     for objs in rendered:
         current.update(render.index(_tap_keeps(objs)))
     _last_on_bridges(current, going.bridges - remaining.bridges, instance, vms, runner)
-    for family in (NAT, NAT6, BRIDGE):
-        gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
-        _last_in_tables(current, family, sorted(gone), instance, runner)
+    gone = [
+        (family, table)
+        for family in (NAT, NAT6, BRIDGE)
+        for table in sorted(set(going.tables_of(family)) - set(remaining.tables_of(family)))
+    ]
+    _last_in_tables(current, gone, instance, runner)
     _iptables_found(records, runner, read, vms, remaining.conntrack)
     _last_forwardings(
         records, runner, read, vms, not remaining.forwarding,
@@ -436,15 +439,16 @@ def _last_on_bridges(
 
 
 def _last_in_tables(
-    current: Index, family: str, tables: list[str], instance: str, runner: Runner
+    current: Index, tables: list[tuple[str, str]], instance: str, runner: Runner
 ) -> None:
-    """A table no VM that stays uses, read once (its owner, the elements in it): absent,
-    nothing of it is in ``current``; holding another state file's elements, it stays (its
-    table, sets and chains left out of ``current``), and only our elements go; ours only,
-    it goes, and its elements with it (``current`` holds ours only: their deletes would go
-    with the table's, so they are left out of ``current`` and the diff)."""
-    for table in tables:
-        foreign = observe.last_in_table(table, instance, runner, family)
+    """Tables (family, name) no VM that stays uses, each read once (its owner, the elements
+    in it; the listings side by side): absent, nothing of it is in ``current``; holding
+    another state file's elements, it stays (its table, sets and chains left out of
+    ``current``), and only our elements go; ours only, it goes, and its elements with it
+    (``current`` holds ours only: their deletes would go with the table's, so they are left
+    out of ``current`` and the diff)."""
+    found = observe.last_in_tables(tables, instance, runner)
+    for (family, table), foreign in zip(tables, found, strict=True):
         if foreign is not None and not foreign:
             elements = [k for k in current if k[0] == "nft element"]
             for k in [k for k in elements if _in_table(k, family, table)]:
