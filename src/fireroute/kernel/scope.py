@@ -323,7 +323,18 @@ def _tap_keeps(objs: list[Obj]) -> list[Obj]:
     }
     if not taps:
         return objs
-    return [o for o in objs if o.kind not in TAKEN or not any(p in taps for p in parents(o))]
+    return [
+        o
+        for o in objs
+        if o.kind not in TAKEN or _route6(o) or not any(p in taps for p in parents(o))
+    ]
+
+
+def _route6(obj: Obj) -> bool:
+    """A tap's route to a VM's /64: kept in ``current`` (the diff plans no delete of its own
+    under a deleted tap); a group delete of many such taps deletes the routes first
+    (plan/compiler.py ``_taps_down``)."""
+    return obj.kind == "route" and ":" in obj.dst  # type: ignore[attr-defined]
 
 
 TAKEN = ("addr", "route", "sysctl")
