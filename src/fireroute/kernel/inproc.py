@@ -58,7 +58,8 @@ def encode(step: Step, ns: str | None = None) -> IpOp | None:
     - a link set: master, group, alias, up (not an MTU, a MAC or an addrgenmode)
     - a link deleted; a link group deleted (``link del group G``)
     - an address added (IPv4, or IPv6 with or without ``nodad``: a v6 tap's ``fe80::1/64``)
-    - a route to a prefix through a device, no gateway (a v6 tap's route to its /64)
+    - a route to a prefix through a device, no gateway, added or deleted (a v6 tap's route
+      to its /64; deleted before a group delete of many such taps)
     """
     ops: tuple[Act, ...] = getattr(step, "ops", ())
     if len(ops) != 1:
@@ -70,8 +71,8 @@ def encode(step: Step, ns: str | None = None) -> IpOp | None:
         return _link(verb, obj)
     if obj.kind == "addr" and verb == CREATE and _name(obj.dev):
         return _address(obj)
-    if obj.kind == "route" and verb == CREATE and obj.via is None and _name(obj.dev):
-        return _route(obj)
+    if obj.kind == "route" and verb in (CREATE, DELETE) and obj.via is None and _name(obj.dev):
+        return _route(obj, verb)
     if obj.kind == "link group" and verb == DELETE:
         group: int = obj.group
         return lambda nl: nl.del_group(group)
@@ -117,11 +118,13 @@ def _address(addr: Addr) -> IpOp | None:
     return lambda nl: nl.add_address(rtnl.ifindex(dev), ip, prefixlen, nodad)
 
 
-def _route(route: Route) -> IpOp | None:
+def _route(route: Route, verb: str = CREATE) -> IpOp | None:
     found = _prefix(route.dst)
     if found is None or route.dev is None:
         return None
     (dst, length), dev = found, route.dev
+    if verb == DELETE:
+        return lambda nl: nl.del_route(rtnl.ifindex(dev), dst, length)
     return lambda nl: nl.add_route(rtnl.ifindex(dev), dst, length)
 
 

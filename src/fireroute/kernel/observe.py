@@ -16,7 +16,7 @@ from ipaddress import (
 from fireroute import jsontext
 from fireroute.errors import ConflictError, KernelError, PermissionDenied, UsageError
 from fireroute.kernel.apply import failed_lines
-from fireroute.kernel.run import Runner, run
+from fireroute.kernel.run import Child, Done, Result, Runner, launch, run
 from fireroute.want.tables import TABLE_COMMENT
 
 TYPE_CHECKING = False
@@ -197,7 +197,11 @@ def check_table_owner(table: str, runner: Runner = run, family: str = "ip") -> b
 def _our_listing(table: str, runner: Runner, family: str, flags: list[str]) -> str | None:
     """``nft FLAGS list table``'s text if the table is ours; None if there is none;
     ConflictError if it is not ours, UsageError if nft reads its name as a keyword."""
-    res = runner(["nft", *flags, "list", "table", family, table], None)
+    return _listing_of(runner(["nft", *flags, "list", "table", family, table], None), table, family)
+
+
+def _listing_of(res: Result, table: str, family: str) -> str | None:
+    """A ``list table`` process's text if the table is ours (see :func:`_our_listing`)."""
     if res.rc != 0:
         if "No such file or directory" in res.err:
             return None
@@ -437,12 +441,33 @@ def last_in_table(
     whether it holds set elements that are not the state file ``instance``'s, so the table
     stays. nft's text listing holds the table's comment (its JSON leaves that out) and every
     element's."""
+    return last_in_tables([(family, table)], instance, runner)[0]
+
+
+def last_in_tables(
+    tables: list[tuple[str, str]], instance: str, runner: Runner = run
+) -> list[bool | None]:
+    """:func:`last_in_table` of each (family, table), their listings side by side (one
+    process each, started together: the last VMs with IPv6 read the ip and the ip6 table,
+    ~80 ms each at 1000 VMs)."""
     from fireroute import owner
 
-    listing = _our_listing(table, runner, family, [])
-    if listing is None:
-        return None
-    return any((owner.parse(c) or ("",))[0] != instance for c in element_comments(listing))
+    jobs: list[Child | Done] = []
+    try:
+        for family, table in tables:
+            jobs.append(launch(runner, ["nft", "list", "table", family, table]))
+    finally:
+        results = [job.wait() for job in jobs]  # (every started process waited for)
+    out: list[bool | None] = []
+    for (family, table), res in zip(tables, results, strict=True):
+        listing = _listing_of(res, table, family)
+        comments = element_comments(listing) if listing is not None else None
+        out.append(
+            None
+            if comments is None
+            else any((owner.parse(c) or ("",))[0] != instance for c in comments)
+        )
+    return out
 
 
 def element_comments(listing: str) -> list[str]:

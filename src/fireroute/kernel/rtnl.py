@@ -21,7 +21,7 @@ NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # on an error message: request cut, TLVs follow
 NLMSGERR_ATTR_MSG = 1
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 17, 20, 24
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 20, 24, 25
 IFLA_MASTER, IFLA_IFALIAS, IFLA_GROUP = 10, 20, 27
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFA_F_NODAD = 0x2
@@ -29,7 +29,7 @@ RTA_DST, RTA_OIF = 1, 4
 RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 IFF_UP = 0x1
 AF_UNSPEC, AF_INET, AF_INET6 = 0, 2, 10
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 253, 254, 255
 
 
 class RtnlError(OSError):
@@ -164,6 +164,13 @@ class Rtnl(Channel):
         scope = RT_SCOPE_UNIVERSE if family == AF_INET6 else RT_SCOPE_LINK
         body = rtmsg(family, dst_len, scope) + attr(RTA_DST, raw) + attr(RTA_OIF, u32(index))
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def del_route(self, index: int, dst: str, dst_len: int) -> None:
+        """``ip route del D/L dev X``: the main table's route to D/L through the device."""
+        family, raw = packed(dst)
+        # as iproute2 sends a delete: any protocol, scope and type
+        head = bytes((family, dst_len, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0)) + u32(0)
+        self.request(RTM_DELROUTE, 0, head + attr(RTA_DST, raw) + attr(RTA_OIF, u32(index)))
 
     def set_link(
         self,

@@ -304,9 +304,12 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     for objs in rendered:
         current.update(render.index(_tap_keeps(objs)))
     _last_on_bridges(current, going.bridges - remaining.bridges, instance, vms, runner)
-    for family in (NAT, NAT6, BRIDGE):
-        gone = set(going.tables_of(family)) - set(remaining.tables_of(family))
-        _last_in_tables(current, family, sorted(gone), instance, runner)
+    gone = [
+        (family, table)
+        for family in (NAT, NAT6, BRIDGE)
+        for table in sorted(set(going.tables_of(family)) - set(remaining.tables_of(family)))
+    ]
+    _last_in_tables(current, gone, instance, runner)
     _iptables_found(records, runner, read, vms, remaining.conntrack)
     _last_forwardings(
         records, runner, read, vms, not remaining.forwarding,
@@ -331,7 +334,18 @@ def _tap_keeps(objs: list[Obj]) -> list[Obj]:
     }
     if not taps:
         return objs
-    return [o for o in objs if o.kind not in TAKEN or not any(p in taps for p in parents(o))]
+    return [
+        o
+        for o in objs
+        if o.kind not in TAKEN or _route6(o) or not any(p in taps for p in parents(o))
+    ]
+
+
+def _route6(obj: Obj) -> bool:
+    """A tap's route to a VM's /64: kept in ``current`` (the diff plans no delete of its own
+    under a deleted tap); a group delete of many such taps deletes the routes first
+    (plan/compiler.py ``_taps_down``)."""
+    return obj.kind == "route" and ":" in obj.dst  # type: ignore[attr-defined]
 
 
 TAKEN = ("addr", "route", "sysctl")
@@ -447,15 +461,16 @@ def _last_on_bridges(
 
 
 def _last_in_tables(
-    current: Index, family: str, tables: list[str], instance: str, runner: Runner
+    current: Index, tables: list[tuple[str, str]], instance: str, runner: Runner
 ) -> None:
-    """A table no VM that stays uses, read once (its owner, the elements in it): absent,
-    nothing of it is in ``current``; holding another state file's elements, it stays (its
-    table, sets and chains left out of ``current``), and only our elements go; ours only,
-    it goes, and its elements with it (``current`` holds ours only: their deletes would go
-    with the table's, so they are left out of ``current`` and the diff)."""
-    for table in tables:
-        foreign = observe.last_in_table(table, instance, runner, family)
+    """Tables (family, name) no VM that stays uses, each read once (its owner, the elements
+    in it; the listings side by side): absent, nothing of it is in ``current``; holding
+    another state file's elements, it stays (its table, sets and chains left out of
+    ``current``), and only our elements go; ours only, it goes, and its elements with it
+    (``current`` holds ours only: their deletes would go with the table's, so they are left
+    out of ``current`` and the diff)."""
+    found = observe.last_in_tables(tables, instance, runner)
+    for (family, table), foreign in zip(tables, found, strict=True):
         if foreign is not None and not foreign:
             elements = [k for k in current if k[0] == "nft element"]
             for k in [k for k in elements if _in_table(k, family, table)]:

@@ -84,10 +84,16 @@ def ipv6_on(vm: Vm, tun: Link) -> list[Obj]:
 
 
 def gateway6() -> str:
-    """The address a VM with IPv6 has as its gateway on its tap, as ``ip address`` prints it."""
-    from fireroute.addressing import GATEWAY6
+    """The address a VM with IPv6 has as its gateway on its tap, as ``ip address`` prints it
+    (its text made once: an IPv6 address's is dear, and every v6 tap's plan and read asks)."""
+    if not _GATEWAY6:
+        from fireroute.addressing import GATEWAY6
 
-    return f"{GATEWAY6}/64"
+        _GATEWAY6.append(f"{GATEWAY6}/64")
+    return _GATEWAY6[0]
+
+
+_GATEWAY6: list[str] = []
 
 
 def v6_tap(disable6: str | None, addr_gen: str | None, cidrs: Collection[str] = ()) -> bool:
