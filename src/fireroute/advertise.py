@@ -246,7 +246,9 @@ class Responder:
                 self.l2.send(vm.tap, data)
             else:
                 index = socket.if_nametoindex(vm.tap)
-                message = ra.advertisement(vm.net6, link.mac, link.mtu, self.servers(vm))
+                message = ra.advertisement(
+                    vm.net6, link.mac, link.mtu, self.servers(vm), offer=not vm.options.proxy_ndp
+                )
                 source = struct.pack("16sI", GATEWAY6.packed, index)
                 cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, source)]
                 self.sock.sendmsg([message], cmsg, 0, (dst, 0, 0, index))

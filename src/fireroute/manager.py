@@ -282,14 +282,16 @@ class Manager:
 
             uplink6.record(draft.accept_ra)
         proxied = {v.uplink for v in draft.vms if v.options.proxy_ndp}
+        wrote: list[str] = []
         if proxied:  # (given back with the uplink's last proxy entry: kernel/uplink6)
             from fireroute.kernel import uplink6
 
-            for uplink in proxied:
-                uplink6.record_proxy(uplink)
+            wrote = [uplink for uplink in sorted(proxied) if uplink6.record_proxy(uplink)]
         try:
             store.reserve(draft.vms, draft.meta)
         except BaseException:
+            for uplink in wrote:  # (nothing was written: a record would outlive its reason)
+                uplink6.forget_proxy(uplink)
             self._policy_warning(draft.policy, [])  # the read is waited for on every path
             raise
         if progress:

@@ -171,8 +171,6 @@ def pool_arg(text: str) -> IPv4Network:
 def pool6_arg(text: str) -> IPv6Network:
     """--pool6: an IPv6 CIDR without host bits (a /64 or shorter, or with --prefix6 N a
     /N or shorter: checked with the options)."""
-    from fireroute.addressing import MAX_PREFIX6, check_pool6
-
     example = "expected an IPv6 CIDR such as fd3c:9a1e:52b0::/48"
     if "%" in text:
         raise UsageError(f'invalid --pool6 "{text}": a pool has no zone (%); {example}')
@@ -183,7 +181,7 @@ def pool6_arg(text: str) -> IPv6Network:
     except ValueError as exc:
         why = "not an IPv6 network" if ":" not in text else str(exc)
         raise UsageError(f'invalid --pool6 "{text}": {why} ({example})') from None
-    return check_pool6(pool, prefix=MAX_PREFIX6)
+    return pool  # (its size against the VM's block: Options, which knows --prefix6)
 
 
 def _text(f: Mapping[str, object], key: str) -> str | None:

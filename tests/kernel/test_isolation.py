@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -302,3 +303,48 @@ def test_docker_forward_drop_detected_and_fixed(lab: Lab):
 
     after = host.run("iptables-nft-save", "-t", "filter").stdout
     assert strip(after) == strip(before)  # policy, chains and rules exactly as they were
+
+
+UDP_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
+print("ready", flush=True)
+seen = []
+try:
+    while True:
+        data, peer = s.recvfrom(2048); seen.append(data.decode() + "@" + peer[0])
+        s.sendto(b"ack", peer)  # a reply: the guest's flow is now an established connection
+except socket.timeout:
+    pass
+print(" ".join(sorted(set(seen))), flush=True)
+"""
+
+
+def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab):
+    """conntrack knows no interface: a packet from guest b with guest a's address and the ports
+    of a's established flow is that flow's packet to conntrack. The source check stands before
+    the established accept, so it is dropped (and counted) all the same; a's own packets on the
+    same flow, before and after, arrive (the control)."""
+    a, ra = lab.guest("a")
+    b, rb = lab.guest("b")
+    for dev in ("all", "default", rb["host_dev"]):  # no help from rp_filter: ours must drop
+        lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
+    sink = subprocess.Popen(
+        ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_ECHO, "5555", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    before = counter(lab.host, "iifname @taps iifname . ip saddr != @vms")
+    send = [sys.executable, "-c", RAW_UDP, ra["guest_ip"], "203.0.113.1", "5555"]
+    sh("ip", "netns", "exec", a, *send, "own")
+    time.sleep(0.5)  # the sink's replies make the flow established
+    conntrack = lab.host.run("conntrack", "-L", "-p", "udp", "--dport", "5555").stdout
+    assert "ASSURED" in conntrack or "[UNREPLIED]" not in conntrack, conntrack
+    sh("ip", "netns", "exec", b, *send, "forged")  # b, as a, on a's flow
+    time.sleep(0.3)
+    sh("ip", "netns", "exec", a, *send, "again")
+    seen = sink.communicate(timeout=30)[0].split()
+    assert seen == ["again@203.0.113.2", "own@203.0.113.2"], seen
+    assert counter(lab.host, "iifname @taps iifname . ip saddr != @vms") >= before + 3

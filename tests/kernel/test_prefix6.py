@@ -265,3 +265,18 @@ def test_a_sub64_guests_ra_gives_the_route_and_no_address(host: Host):
         # nor an on-link prefix (a prefix information option's L flag would add its route)
         doc = json.loads(sh("ip", "-n", sub, "-j", "-6", "route", "show").stdout)
         assert [r["dst"] for r in doc] == ["fe80::/64", "default"], doc
+
+
+def test_a_sub64_neighbour_is_no_hairpin_of_a_guests_published_port(lab: Lab):
+    """A published port's hairpin (a guest reaching its own port through the host) is told by
+    the source's /64, which sub-/64 neighbours share: towards a sub-/64 guest only its own
+    exact address counts. Its neighbour b, at the host's address and port, is refused; from
+    outside (and from a itself) the port answers: the controls."""
+    from tests.kernel.test_isolation6 import UPLINK6
+
+    a_ns, a = guest(lab, "a", "--pool6", ROUTED, "--prefix6", "96", "--publish", "8080:80")
+    b_ns, _ = guest(lab, "b", "--pool6", ROUTED, "--prefix6", "96")
+    lab.serve(a_ns, "[::]:80")
+    assert lab.connect(lab.host.inet, UPLINK6, 8080) == f"hello {INTERNET6}"  # from outside
+    assert lab.connect(a_ns, UPLINK6, 8080).startswith("hello ")  # its own hairpin
+    assert lab.connect(b_ns, UPLINK6, 8080).startswith("FAIL")  # the neighbour: refused

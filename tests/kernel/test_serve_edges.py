@@ -54,6 +54,8 @@ OPERATORS = {  # the operator's by default, each with a value it could well take
     "network": "n1",
     "ipv6": True,  # (issue 24, step 7 of docs/ipv6-plan.md: to be a client's)
     "pool6": "fd3c:9a1e:52b0::/48",
+    "prefix6": 96,
+    "proxy_ndp": True,
 }
 TENANTS = {  # a client's by default
     "guest_iface": "eth1",

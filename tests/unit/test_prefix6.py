@@ -102,8 +102,12 @@ def test_the_request_doors():
     for bad, said in bad_fields:
         with pytest.raises(UsageError, match=said):
             request.options({**fields, **bad})
-    with pytest.raises(UsageError, match="pool6 needs a /126 or shorter|smaller than"):
-        request.pool6_arg("2001:db8::/127")
+    # a pool too small for the VM's block is told with the block the VM would have: /64 by
+    # default, /N with --prefix6 N (the options know it, the pool's parser does not)
+    assert request.pool6_arg("2001:db8::/127").prefixlen == 127
+    for extra, block in (({}, "/64"), ({"prefix6": 96}, "/96")):
+        with pytest.raises(UsageError, match=f"smaller than one VM's {block} block"):
+            request.options({"ipv6": True, "pool6": "2001:db8::/127", **extra})
 
 
 def test_a_sub64_vm_is_keyed_by_its_64_and_checked_exactly():
@@ -174,6 +178,8 @@ def test_an_ra_below_a_64_offers_no_prefix():
     assert len(full) == 64 and len(bare) == 32  # (the 32-byte prefix information left out)
     assert bare == full[:16] + full[48:]  # the header (router lifetime: the route), MTU, MAC
     assert bare[6:8] == full[6:8] != b"\0\0"
+    # a --proxy-ndp VM's /64 is offered no prefix either: upstream reaches its ::2 alone
+    assert ra.advertisement(IPv6Network("2001:db8:200::/64"), mac, offer=False) == bare
 
 
 def test_the_daemon_takes_them_as_the_operators():

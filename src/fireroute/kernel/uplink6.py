@@ -138,6 +138,11 @@ def record_proxy(uplink: str) -> bool:
     return value != "1" and records.record(value, _proxy_name(uplink))
 
 
+def forget_proxy(uplink: str) -> None:
+    """The record :func:`record_proxy` wrote forgotten (an up that changed nothing)."""
+    records.forget(_proxy_name(uplink))
+
+
 def proxied(runner: Runner, uplink: str) -> bool:
     """Has ``uplink`` a neighbour proxy entry (of anyone)?"""
     res = runner(["ip", "-6", "-j", "neigh", "show", "proxy", "dev", uplink], None)

@@ -34,12 +34,18 @@ MAX_SERVERS = 8  # RDNSS servers per RA (the option could hold 127; a guest keep
 
 
 def advertisement(
-    prefix: IPv6Network, mac: str, mtu: int = 1500, dns: Sequence[IPv6Address] = ()
+    prefix: IPv6Network,
+    mac: str,
+    mtu: int = 1500,
+    dns: Sequence[IPv6Address] = (),
+    offer: bool = True,
 ) -> bytes:
     """The RA offering ``prefix`` (on-link, for SLAAC), the link's ``mtu`` and the router's
     ``mac`` (``aa:bb:cc:dd:ee:ff``), plus RDNSS when ``dns`` names servers. A block that is
     not a /64 (``--prefix6``) is offered no prefix (SLAAC takes a /64 only; such a guest has
-    its ``::2`` by the guest script): the RA gives the route alone."""
+    its ``::2`` by the guest script): the RA gives the route alone; so does ``offer=False`` (a
+    ``--proxy-ndp`` VM: the uplink's proxy entry answers for its ``::2`` only, so an address
+    SLAAC chose would be unreachable from upstream)."""
     header = struct.pack("!BBHBBHII", ROUTER_ADVERT, 0, 0, HOP_LIMIT, 0, ROUTER_LIFETIME, 0, 0)
     info = struct.pack(
         "!BBBBIII16s",
@@ -54,7 +60,7 @@ def advertisement(
     )
     mtu_opt = struct.pack("!BBHI", OPT_MTU, 1, 0, mtu)
     lladdr = struct.pack("!BB6s", OPT_SOURCE_LLADDR, 1, bytes.fromhex(mac.replace(":", "")))
-    out = header + (info if prefix.prefixlen == SLAAC_PREFIX else b"") + mtu_opt + lladdr
+    out = header + (info if offer and prefix.prefixlen == SLAAC_PREFIX else b"") + mtu_opt + lladdr
     if dns:
         out += struct.pack("!BBHI", OPT_RDNSS, 1 + 2 * len(dns), 0, ROUTER_LIFETIME)
         out += b"".join(a.packed for a in dns)

@@ -64,6 +64,11 @@ RULES = (
     # state compared before the set lookup: most packets are tracked and stop there)
     ("forward", "ct state invalid,untracked iifname @taps counter drop"),
     ("forward", "ct state invalid,untracked iifname . ip saddr @bridged counter drop"),
+    # a guest sends from its own address only, checked before anything accepts: conntrack
+    # knows no interface, so a neighbour forging a guest's address and the ports of one of its
+    # connections would otherwise pass as that connection's packet (and a forged packet must
+    # not draw the policy's reject towards the address it forged)
+    ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
     # before the established accept: a policy change cuts connections the guest opened that
     # it now forbids; replies (connections others opened to it), the metadata address and
     # peers keep their own rules
@@ -72,7 +77,6 @@ RULES = (
         f"ct direction original ip daddr != {METADATA} oifname != @peers iifname vmap @out_jump",
     ),
     ("forward", "ct state established,related accept"),
-    ("forward", "iifname @taps iifname . ip saddr != @vms counter drop"),
     ("forward", f"iifname @taps ip daddr {METADATA} iifname != @metadata counter drop"),
     (
         "forward",
@@ -94,8 +98,8 @@ RULES = (
     ("input", "iifname @taps ip daddr 127.0.0.0/8 ct direction original counter drop"),
     ("input", "iifname @taps jump guest_in"),
     ("input", "iifname . ip saddr @bridged jump bridge_in"),
+    ("guest_in", "iifname . ip saddr != @vms counter drop"),  # (first: as in forward)
     ("guest_in", "ct state established,related accept"),
-    ("guest_in", "iifname . ip saddr != @vms counter drop"),
     ("guest_in", "icmp type echo-request accept"),
     ("guest_in", "iifname . meta l4proto . th dport @host_ports accept"),
     ("guest_in", "counter drop"),

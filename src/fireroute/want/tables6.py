@@ -117,6 +117,11 @@ SUB64_RULES = {
     ("forward", f"iifname @taps iifname . ip6 saddr & {MASK64} != @vms counter drop"): (
         "iifname @taps128 iifname . ip6 saddr != @vms128 counter drop"
     ),
+    # a published port's hairpin accept below looks the source up by its /64, which a sub-/64
+    # neighbour shares: towards a sub-/64 guest only its own exact address is its hairpin
+    ("forward", "ct status dnat iifname != @taps accept"): (
+        "ct status dnat oifname @taps128 oifname . ip6 saddr != @vms128 counter drop"
+    ),
     ("guest_in", IMAGES[("guest_in", "iifname . ip saddr != @vms counter drop")]): (
         f"ip6 saddr != {LINK_LOCAL} iifname @taps128 iifname . ip6 saddr != @vms128 counter drop"
     ),
