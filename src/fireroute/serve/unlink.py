@@ -12,13 +12,14 @@ fail (it returns nothing to report).
 ``del_group`` (and ``del_link``: a batch of one VM) sends the request from a thread of its own
 (a netlink request runs inside the sender's system call, wait included) and returns as soon
 as a listener on RTNLGRP_LINK, bound before the request was sent, sees an RTM_DELLINK of a
-link of that group (of that index); if the request ends first (a refusal: nothing was
-deleted), it returns or raises what the request did. So the caller's next steps (nft
-elements, the state file) and the next batch's deletion run while the kernel waits, and no
-caller is answered before its links are gone. ``drain`` waits for
-the deletions still in the kernel (the daemon's shutdown); an acknowledgement that, against
-the kernel's contract, reports a failure after the links were seen gone is written to stderr
-and counted in ``late_failures``, never dropped.
+link of that group (of that index; of a link this channel moved into the group, where it did
+so: a previous deletion's notifications, sent after its first, cannot pass for this one's).
+If the request ends first (a refusal: nothing was deleted), it returns or raises what the
+request did. So the caller's next steps (nft elements, the state file) and the next batch's
+deletion run while the kernel waits, and no caller is answered before its links are gone.
+``drain`` waits for the deletions still in the kernel (the daemon's shutdown); an
+acknowledgement that, against the kernel's contract, reports a failure after the links were
+seen gone is written to stderr and counted in ``late_failures``, never dropped.
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ class Deletion:
     """One deletion request under way on a thread of its own: ``link del group G`` (``group``)
     or ``link del dev X`` (``index``)."""
 
-    def __init__(self, group: int | None = None, index: int | None = None) -> None:
+    def __init__(
+        self, group: int | None = None, index: int | None = None, among: set[int] | None = None
+    ) -> None:
         self.group, self.index = group, index
+        self.among = among or set()
+        """the indexes of the links moved into the group (empty: not known, any will do)"""
         self.error: BaseException | None = None
         self.finished = threading.Event()
         self.wake_r, self.wake_w = os.pipe()
@@ -74,7 +79,7 @@ class Deletion:
     def gone(self, msg: memoryview) -> bool:
         """Whether an RTM_DELLINK message shows the deletion's links gone."""
         if self.group is not None:
-            return group_of(msg) == self.group
+            return group_of(msg) == self.group and (not self.among or index_of(msg) in self.among)
         return index_of(msg) == self.index
 
     def _run(self) -> None:
@@ -101,9 +106,23 @@ class EarlyRtnl(rtnl.Rtnl):
         """deletions whose links are gone and whose requests are still in the kernel"""
         self.late_failures: list[BaseException] = []
         self.lock = threading.Lock()
+        self.grouped: dict[int, set[int]] = {}
+        """the links this channel moved into each group since it was last deleted"""
+
+    def set_link(
+        self,
+        index: int,
+        up: bool = False,
+        group: int | None = None,
+        alias: str | None = None,
+        master: int | None = None,
+    ) -> None:
+        super().set_link(index, up, group, alias, master)
+        if group is not None:
+            self.grouped.setdefault(group, set()).add(index)
 
     def del_group(self, group: int) -> None:
-        self._delete(Deletion(group=group))
+        self._delete(Deletion(group=group, among=self.grouped.pop(group, None)))
 
     def del_link(self, index: int) -> None:
         self._delete(Deletion(index=index))
