@@ -29,6 +29,7 @@ import os
 import select
 import sys
 import threading
+from typing import Any
 
 from fireroute.kernel import rtnl
 from fireroute.kernel.netlink import messages
@@ -110,14 +111,9 @@ class EarlyRtnl(rtnl.Rtnl):
         """the links this channel moved into each group since it was last deleted"""
 
     def set_link(
-        self,
-        index: int,
-        up: bool = False,
-        group: int | None = None,
-        alias: str | None = None,
-        master: int | None = None,
+        self, index: int, up: bool = False, group: int | None = None, *more: Any, **named: Any
     ) -> None:
-        super().set_link(index, up, group, alias, master)
+        super().set_link(index, up, group, *more, **named)
         if group is not None:
             self.grouped.setdefault(group, set()).add(index)
 
