@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from fireroute import model
     from fireroute.doctor import Finding
+    from fireroute.kernel.inproc import InProcessExecutor
     from fireroute.manager import Manager
     from fireroute.plan.steps import Plan
     from fireroute.repair import Report
@@ -235,6 +236,11 @@ class Host:
     def close(self) -> None:
         if self._shared is not None:
             self._shared.close()
+
+    @property
+    def in_process_executor(self) -> InProcessExecutor | None:
+        """The executor every plan of an ``in_process`` Host runs on (None for the others)."""
+        return self._shared
 
     def __enter__(self) -> Host:
         return self

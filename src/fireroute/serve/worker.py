@@ -3,10 +3,11 @@
 Calls that arrive while another is being served are taken together where that changes
 nothing but the time they take (:func:`steps`): ``down`` calls are one ``Host.down`` (one
 batch of tap deletions: the kernel's ~20 ms per deleted link is paid once per batch, not per
-VM), and ``up`` calls with equal options are one ``Host.up_many`` (all or nothing: if the batch
-fails, each is tried alone so that each caller gets its own answer). Calls on one VM run in
-the order they arrived, so the results are what the calls one after the other would have
-given.
+VM; the worker answers once the kernel has removed the links and goes on while the kernel
+finishes with them, see unlink.py), and ``up`` calls with equal options are one
+``Host.up_many`` (all or nothing: if the batch fails, each is tried alone so that each caller
+gets its own answer). Calls on one VM run in the order they arrived, so the results are what
+the calls one after the other would have given.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from collections.abc import Callable
 
 from fireroute.api import Host
 from fireroute.errors import Busy, NotFound, PartialFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fireroute.serve.unlink import EarlyRtnl
 
 BATCH = 64
 
@@ -87,6 +92,13 @@ class Worker:
     # -- the worker thread --------------------------------------------------------------------
     def _run(self) -> None:
         self.host = Host(self.state, in_process=True, quiet=True)  # (answers carry no warnings)
+        unlinker = early_deletions(self.host)
+        try:
+            self._loop()
+        finally:
+            unlinker.drain()  # a stop waits for the deletions still in the kernel
+
+    def _loop(self) -> None:
         while True:
             first = self.calls.get()
             if first is None:
@@ -228,6 +240,17 @@ def _kind(c: Call) -> str | None:
     if c.verb == "up":
         return "up " + json.dumps(c.options, sort_keys=True)
     return None
+
+
+def early_deletions(host: Host) -> EarlyRtnl:
+    """Make the Host's in-process executor delete link groups as unlink.py does."""
+    from fireroute.serve.unlink import EarlyRtnl
+
+    executor = host.in_process_executor
+    assert executor is not None
+    executor.rtnl.close()
+    executor.rtnl = early = EarlyRtnl()
+    return early
 
 
 def now_ms(start: float) -> float:
