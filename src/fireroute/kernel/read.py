@@ -48,6 +48,7 @@ from fireroute.want.tap import ADDR_GEN6, DEVICE_SYSCTLS, DISABLE6, v6_tap
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+    from ipaddress import IPv6Network
 
     from fireroute.model import Vm
 
@@ -404,18 +405,27 @@ def _bridge_routes(cur: Current, vms: list[Vm]) -> None:
 
 def _proxies(cur: Current, src: Source, vms: list[Vm]) -> None:
     """Proxy NDP (docs/ipv6.md): the neighbour proxy entries of the root namespace whose
-    address is a NAT guest's of ``vms`` (owned as that VM; the kernel keeps no tag, so an
-    entry for no lease's guest is not read as ours), and each uplink's ``proxy_ndp`` where a
-    ``--proxy-ndp`` VM wants it (a Sysctl, owned as the first such VM, when 1). Read only
-    when some VM of ``vms`` has ``--proxy-ndp``."""
-    if not any(v.options.proxy_ndp for v in vms):
-        return  # (no VM wants one: nothing read, as before proxy NDP)
-    guests = {str(v.guest6.ip): v for v in vms if v.mode == "nat" and v.guest6 is not None}
+    address is a NAT guest's of ``vms`` (owned as that VM), or, on the uplink of a VM of a
+    pool given with ``--pool6``, a guest's address (``::2`` of a block) of such a pool that is
+    no lease's: an orphan of this state file, ``proxy ADDR`` (the kernel keeps no tag: an
+    entry is ours by its address; one outside our pools is not read). And each uplink's
+    ``proxy_ndp`` where a ``--proxy-ndp`` VM wants it (a Sysctl, owned as the first such VM,
+    when 1). Read only when some VM of ``vms`` has a global pool given with ``--pool6``."""
+    nat6 = [v for v in vms if v.mode == "nat" and v.guest6 is not None]
+    pools = _pools6(nat6)
+    if not pools:
+        return  # (no VM of a given global pool: nothing read, as before proxy NDP)
+    guests = {str(v.guest6.ip): v for v in nat6}  # type: ignore[union-attr]
+    uplinks, instance = {v.uplink for v in nat6}, owner.parse(nat6[0].tag)
     res = src.runner(["ip", "-6", "-j", "neigh", "show", "proxy"], None)
     for n in json.loads(res.out or "[]") if res.rc == 0 else []:
-        vm = guests.get(str(n.get("dst"))) if isinstance(n, dict) else None
-        if vm is not None and n.get("dev"):
-            cur.add(NeighProxy(str(n["dev"]), str(n["dst"]), vm.tag, vm.name))
+        dst, dev = (str(n.get("dst")), n.get("dev")) if isinstance(n, dict) else ("", None)
+        vm = guests.get(dst)
+        if vm is not None and dev:
+            cur.add(NeighProxy(str(dev), dst, vm.tag, vm.name))
+        elif dev in uplinks and instance is not None and _guest_of(dst, pools):
+            name = f"proxy {dst}"
+            cur.add(NeighProxy(str(dev), dst, owner.tag(instance[0], name), name))
     for vm in guests.values():
         path = PROXY_NDP.format(vm.uplink)
         if not vm.options.proxy_ndp or (None, path) in cur.sysctls:
@@ -423,6 +433,34 @@ def _proxies(cur: Current, src: Source, vms: list[Vm]) -> None:
         value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")
         if value == "1":
             cur.add(Sysctl(path, value, "", vm.tag, vm.name))
+
+
+def _pools6(vms: list[Vm]) -> dict[IPv6Network, set[int]]:
+    """The global pools given with ``--pool6`` of ``vms`` (NAT VMs with IPv6), each with the
+    block sizes (``--prefix6``) its VMs use (a unique local pool is masqueraded: never
+    proxied)."""
+    from fireroute.addressing import unique_local6
+
+    pools: dict[IPv6Network, set[int]] = {}
+    for v in vms:
+        if v.options.pool6 is not None and not unique_local6(v.options.pool6):
+            pools.setdefault(v.options.pool6, set()).add(v.options.prefix6)
+    return pools
+
+
+def _guest_of(addr: str, pools: dict[IPv6Network, set[int]]) -> bool:
+    """Is ``addr`` the guest's address (``::2``) of some block of one of ``pools``?"""
+    from ipaddress import IPv6Address
+
+    try:
+        ip = IPv6Address(addr)
+    except ValueError:
+        return False
+    return any(
+        ip in pool and (int(ip) - int(pool.network_address)) % (1 << (128 - n)) == 2
+        for pool, sizes in pools.items()
+        for n in sizes
+    )
 
 
 def _dst(dst: str, six: bool) -> str:
