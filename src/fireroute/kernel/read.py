@@ -389,18 +389,44 @@ def _routes(cur: Current, src: Source, ns: str | None, who: str = "", six: bool 
         cur.add(Route(dst, r.get("gateway"), dev, "", tag, vm, ns))
 
 
-def _bridge_routes(cur: Current, vms: list[Vm]) -> None:
+def _bridge_routes(cur: Current, vms: list[Vm], instance: str, pools6: list[IPv6Network]) -> None:
     """An IPv6 route onto a bridge of ours is a bridge guest's /64 (want/bridge.py route6):
-    the VM's whose lease it is, else an orphan of the bridge's state file (its guest
-    forgotten), not the bridge's (which would keep it while the bridge stays)."""
+    the VM's whose lease it is, else, a block of one of this state file's pools
+    (``pools6``), an orphan of this state file (its guest forgotten), not the bridge's (which
+    would keep it while the bridge stays). A block of no pool of ours is another state
+    file's guest's on a bridge they share: nobody's here."""
     blocks = {str(v.net6): v for v in vms if v.mode == "bridge" and v.net6 is not None}
     for r in list(cur.of(Route, None)):
         tag = owner.parse(r.owner)
         if tag is None or not tag[1].startswith(owner.BRIDGE) or ":" not in r.dst:
             continue
         vm = blocks.get(r.dst)
-        r.vm = vm.name if vm is not None else f"route {r.dst}"
-        r.owner = vm.tag if vm is not None else owner.tag(tag[0], r.vm)
+        if vm is not None:
+            r.vm, r.owner = vm.name, vm.tag
+        elif instance and _in_pools(r.dst, pools6):
+            r.vm = f"route {r.dst}"
+            r.owner = owner.tag(instance, r.vm)
+        else:
+            r.vm, r.owner = None, ""
+
+
+def _in_pools(block: str, pools: list[IPv6Network]) -> bool:
+    from ipaddress import IPv6Network
+
+    try:
+        net = IPv6Network(block)
+    except ValueError:
+        return False
+    return any(net.subnet_of(p) for p in pools)
+
+
+def pools6_of(vms: Iterable[Vm], own: str | None) -> list[IPv6Network]:
+    """A state file's IPv6 pools: its own (``own``, as recorded) and those its VMs were
+    given (``--pool6``)."""
+    from ipaddress import IPv6Network
+
+    pools = {v.options.pool6 for v in vms if v.options.pool6 is not None}
+    return sorted(pools | ({IPv6Network(own)} if own else set()))
 
 
 def _proxies(cur: Current, src: Source, vms: list[Vm]) -> None:
@@ -686,11 +712,15 @@ def _iptables(cur: Current, src: Source) -> None:
 # -- the whole read ----------------------------------------------------------------------------
 
 
-def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
+def read(
+    src: Source, vms: Iterable[Vm] = (), instance: str = "", own6: str | None = None
+) -> Current:
     """Everything: the root namespace's links, addresses (IPv6 ones of the taps of VMs with
     IPv6), per-device sysctls, routes (IPv4 and IPv6), forwarding (both); our nft tables (of
     the ip, ip6 and bridge families); the tagged iptables rules; fireroute's namespaces; and inside
-    the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold."""
+    the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold.
+    ``instance``, ``own6``: the state file's id and own IPv6 pool, as recorded (a bridge
+    guest's route no lease has is ours by its block: :func:`_bridge_routes`)."""
     cur, vms = Current(), list(vms)
     docs: dict[str | None, list[dict]] = {None: _read_links(cur, src, None)}
     cur.forwarding = src.read("/proc/sys/net/ipv4/ip_forward")
@@ -707,7 +737,7 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     _ipv6_taps(cur, docs[None])
     _routes(cur, src, None)
     _routes(cur, src, None, six=True)
-    _bridge_routes(cur, vms)
+    _bridge_routes(cur, vms, instance, pools6_of(vms, own6))
     _proxies(cur, src, vms)
     if src.has("nft"):
         _nft(cur, src)
