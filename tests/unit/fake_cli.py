@@ -188,8 +188,8 @@ class FakeCli:
             (forwarding, "record", record),
             (forwarding, "forget", forget),
             (apply, "_write_sysctl", write),
-            (read, "read", lambda src, vms=(): current(cli.fake)),
-            (picture, "read", lambda src, vms=(): current(cli.fake)),
+            (read, "read", lambda src, vms=(), *_: current(cli.fake)),
+            (picture, "read", lambda src, vms=(), *_: current(cli.fake)),
         ]:
             self.patches.enter_context(mock.patch.object(target, name, value))
         return self

@@ -16,7 +16,7 @@ from fireroute.errors import UsageError
 from fireroute.kernel.read import Current, Source, _proxies
 from fireroute.kernel.run import Result
 from fireroute.model import Options, Vm
-from fireroute.plan.diff import CREATE, Op
+from fireroute.plan.diff import CREATE, DELETE, Op
 from fireroute.plan.words import words
 from fireroute.render import ra
 from fireroute.want import render
@@ -159,9 +159,36 @@ def test_the_reader_takes_the_entries_of_its_guests_only():
     ]
     assert cur.get("sysctl", (None, "net/ipv6/conf/eth0/proxy_ndp")) is not None
     asked: list[list[str]] = []
-    plain = vm(Options(uplink="eth0", ipv6=True, pool6=ROUTED))
-    _proxies(Current(), Source(lambda a, s: asked.append(a) or Result(0, "[]", "")), [plain])
-    assert asked == []  # (no --proxy-ndp VM: nothing read, as before)
+    own = vm(Options(uplink="eth0", ipv6=True))
+    own.net6 = IPv6Network("fd00:5::/64")  # (the state file's own pool: masqueraded)
+    ula = vm(Options(uplink="eth0", ipv6=True, pool6=IPv6Network("fd00:6::/48")))
+    _proxies(Current(), Source(lambda a, s: asked.append(a) or Result(0, "[]", "")), [own, ula])
+    assert asked == []  # (no VM of a given global pool: nothing read, as before)
+
+
+def test_an_entry_for_no_leases_guest_of_our_pool_on_the_uplink_is_an_orphan():
+    """The kernel keeps no tag: an entry is this state file's by its address, the ``::2`` of
+    a block of a pool its VMs were given, on their uplink (a VM without --proxy-ndp is
+    enough to know the pool); the others are someone else's, not read."""
+    v = vm(sub64(), 1)
+    v.owner = "ab12"
+    out = [
+        {"dst": "2001:db8:200::5:0:2", "dev": "eth0"},  # block 5's guest: no lease's
+        {"dst": "2001:db8:200::5:0:3", "dev": "eth0"},  # (no guest's address)
+        {"dst": "2001:db8:200::6:0:2", "dev": "eth1"},  # (not the uplink)
+        {"dst": "2001:db8:999::2", "dev": "eth0"},  # (outside the pool)
+    ]
+    cur = Current()
+    _proxies(cur, Source(lambda a, s: Result(0, json.dumps(out), ""), read=lambda p: "0"), [v])
+    [p] = [o for o in cur.objs.values() if o.kind == "neigh proxy"]
+    assert (p.key, p.owner, p.vm) == (
+        (None, "eth0", "2001:db8:200::5:0:2"),
+        "ab12:proxy 2001:db8:200::5:0:2",
+        "proxy 2001:db8:200::5:0:2",
+    )
+    assert words(Op(DELETE, p, "orphan")) == [
+        '"eth0" answers neighbour solicitations for 2001:db8:200::5:0:2, which no lease asks for'
+    ]
 
 
 def test_check_says_it():

@@ -21,7 +21,7 @@ from fireroute.want.tables import TABLE_COMMENT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 CAP_NET_ADMIN = 12
 UNROUTED = IPv4Address("240.0.0.1")  # class E: only a default route covers it
@@ -300,6 +300,27 @@ def link_networks(
             elif ipv6 and a.get("family") == "inet6" and a.get("scope") != "link":
                 out.append(IPv6Interface(text).network)
     return out
+
+
+def has_address(dev: str, cidr: str, runner: Runner = run) -> bool:
+    """Has the link ``dev`` the address ``cidr`` (``fe80::1/64``)?"""
+    docs = _records(ip_batch_json([f"address show dev {dev}"], runner)[0])
+    found = (a for d in docs for a in d.get("addr_info", []))
+    return any(f"{a.get('local')}/{a.get('prefixlen')}" == cidr for a in found)
+
+
+def bridged6(bridges: Iterable[str], runner: Runner = run) -> list[tuple[str, str]]:
+    """(block, bridge): the IPv6 routes onto ``bridges`` that are not the kernel's (a bridge
+    guest's /64, want/bridge.py route6), one ``ip`` for all."""
+    names = set(bridges)
+    if not names:
+        return []
+    res = runner(["ip", "-j", "-6", "route", "show"], None)
+    return [
+        (str(r["dst"]), str(r["dev"]))
+        for r in _records(jsontext.loads(res.out) if res.rc == 0 and res.out.strip() else [])
+        if r.get("dev") in names and r.get("protocol") != "kernel" and "/" in str(r.get("dst"))
+    ]
 
 
 def bridge_ports(bridge: str, runner: Runner = run) -> list[str]:

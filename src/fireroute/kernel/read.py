@@ -48,6 +48,7 @@ from fireroute.want.tap import ADDR_GEN6, DEVICE_SYSCTLS, DISABLE6, v6_tap
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
+    from ipaddress import IPv6Network
 
     from fireroute.model import Vm
 
@@ -388,34 +389,69 @@ def _routes(cur: Current, src: Source, ns: str | None, who: str = "", six: bool 
         cur.add(Route(dst, r.get("gateway"), dev, "", tag, vm, ns))
 
 
-def _bridge_routes(cur: Current, vms: list[Vm]) -> None:
+def _bridge_routes(cur: Current, vms: list[Vm], instance: str, pools6: list[IPv6Network]) -> None:
     """An IPv6 route onto a bridge of ours is a bridge guest's /64 (want/bridge.py route6):
-    the VM's whose lease it is, else an orphan of the bridge's state file (its guest
-    forgotten), not the bridge's (which would keep it while the bridge stays)."""
+    the VM's whose lease it is, else, a block of one of this state file's pools
+    (``pools6``), an orphan of this state file (its guest forgotten), not the bridge's (which
+    would keep it while the bridge stays). A block of no pool of ours is another state
+    file's guest's on a bridge they share: nobody's here."""
     blocks = {str(v.net6): v for v in vms if v.mode == "bridge" and v.net6 is not None}
     for r in list(cur.of(Route, None)):
         tag = owner.parse(r.owner)
         if tag is None or not tag[1].startswith(owner.BRIDGE) or ":" not in r.dst:
             continue
         vm = blocks.get(r.dst)
-        r.vm = vm.name if vm is not None else f"route {r.dst}"
-        r.owner = vm.tag if vm is not None else owner.tag(tag[0], r.vm)
+        if vm is not None:
+            r.vm, r.owner = vm.name, vm.tag
+        elif instance and _in_pools(r.dst, pools6):
+            r.vm = f"route {r.dst}"
+            r.owner = owner.tag(instance, r.vm)
+        else:
+            r.vm, r.owner = None, ""
+
+
+def _in_pools(block: str, pools: list[IPv6Network]) -> bool:
+    from ipaddress import IPv6Network
+
+    try:
+        net = IPv6Network(block)
+    except ValueError:
+        return False
+    return any(net.subnet_of(p) for p in pools)
+
+
+def pools6_of(vms: Iterable[Vm], own: str | None) -> list[IPv6Network]:
+    """A state file's IPv6 pools: its own (``own``, as recorded) and those its VMs were
+    given (``--pool6``)."""
+    from ipaddress import IPv6Network
+
+    pools = {v.options.pool6 for v in vms if v.options.pool6 is not None}
+    return sorted(pools | ({IPv6Network(own)} if own else set()))
 
 
 def _proxies(cur: Current, src: Source, vms: list[Vm]) -> None:
     """Proxy NDP (docs/ipv6.md): the neighbour proxy entries of the root namespace whose
-    address is a NAT guest's of ``vms`` (owned as that VM; the kernel keeps no tag, so an
-    entry for no lease's guest is not read as ours), and each uplink's ``proxy_ndp`` where a
-    ``--proxy-ndp`` VM wants it (a Sysctl, owned as the first such VM, when 1). Read only
-    when some VM of ``vms`` has ``--proxy-ndp``."""
-    if not any(v.options.proxy_ndp for v in vms):
-        return  # (no VM wants one: nothing read, as before proxy NDP)
-    guests = {str(v.guest6.ip): v for v in vms if v.mode == "nat" and v.guest6 is not None}
+    address is a NAT guest's of ``vms`` (owned as that VM), or, on the uplink of a VM of a
+    pool given with ``--pool6``, a guest's address (``::2`` of a block) of such a pool that is
+    no lease's: an orphan of this state file, ``proxy ADDR`` (the kernel keeps no tag: an
+    entry is ours by its address; one outside our pools is not read). And each uplink's
+    ``proxy_ndp`` where a ``--proxy-ndp`` VM wants it (a Sysctl, owned as the first such VM,
+    when 1). Read only when some VM of ``vms`` has a global pool given with ``--pool6``."""
+    nat6 = [v for v in vms if v.mode == "nat" and v.guest6 is not None]
+    pools = _pools6(nat6)
+    if not pools:
+        return  # (no VM of a given global pool: nothing read, as before proxy NDP)
+    guests = {str(v.guest6.ip): v for v in nat6}  # type: ignore[union-attr]
+    uplinks, instance = {v.uplink for v in nat6}, owner.parse(nat6[0].tag)
     res = src.runner(["ip", "-6", "-j", "neigh", "show", "proxy"], None)
     for n in json.loads(res.out or "[]") if res.rc == 0 else []:
-        vm = guests.get(str(n.get("dst"))) if isinstance(n, dict) else None
-        if vm is not None and n.get("dev"):
-            cur.add(NeighProxy(str(n["dev"]), str(n["dst"]), vm.tag, vm.name))
+        dst, dev = (str(n.get("dst")), n.get("dev")) if isinstance(n, dict) else ("", None)
+        vm = guests.get(dst)
+        if vm is not None and dev:
+            cur.add(NeighProxy(str(dev), dst, vm.tag, vm.name))
+        elif dev in uplinks and instance is not None and _guest_of(dst, pools):
+            name = f"proxy {dst}"
+            cur.add(NeighProxy(str(dev), dst, owner.tag(instance[0], name), name))
     for vm in guests.values():
         path = PROXY_NDP.format(vm.uplink)
         if not vm.options.proxy_ndp or (None, path) in cur.sysctls:
@@ -423,6 +459,34 @@ def _proxies(cur: Current, src: Source, vms: list[Vm]) -> None:
         value = cur.sysctls[(None, path)] = src.read(f"/proc/sys/{path}")
         if value == "1":
             cur.add(Sysctl(path, value, "", vm.tag, vm.name))
+
+
+def _pools6(vms: list[Vm]) -> dict[IPv6Network, set[int]]:
+    """The global pools given with ``--pool6`` of ``vms`` (NAT VMs with IPv6), each with the
+    block sizes (``--prefix6``) its VMs use (a unique local pool is masqueraded: never
+    proxied)."""
+    from fireroute.addressing import unique_local6
+
+    pools: dict[IPv6Network, set[int]] = {}
+    for v in vms:
+        if v.options.pool6 is not None and not unique_local6(v.options.pool6):
+            pools.setdefault(v.options.pool6, set()).add(v.options.prefix6)
+    return pools
+
+
+def _guest_of(addr: str, pools: dict[IPv6Network, set[int]]) -> bool:
+    """Is ``addr`` the guest's address (``::2``) of some block of one of ``pools``?"""
+    from ipaddress import IPv6Address
+
+    try:
+        ip = IPv6Address(addr)
+    except ValueError:
+        return False
+    return any(
+        ip in pool and (int(ip) - int(pool.network_address)) % (1 << (128 - n)) == 2
+        for pool, sizes in pools.items()
+        for n in sizes
+    )
 
 
 def _dst(dst: str, six: bool) -> str:
@@ -648,11 +712,15 @@ def _iptables(cur: Current, src: Source) -> None:
 # -- the whole read ----------------------------------------------------------------------------
 
 
-def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
+def read(
+    src: Source, vms: Iterable[Vm] = (), instance: str = "", own6: str | None = None
+) -> Current:
     """Everything: the root namespace's links, addresses (IPv6 ones of the taps of VMs with
     IPv6), per-device sysctls, routes (IPv4 and IPv6), forwarding (both); our nft tables (of
     the ip, ip6 and bridge families); the tagged iptables rules; fireroute's namespaces; and inside
-    the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold."""
+    the namespaces of ``vms`` that exist (a clone's, a CNI attachment's) what they hold.
+    ``instance``, ``own6``: the state file's id and own IPv6 pool, as recorded (a bridge
+    guest's route no lease has is ours by its block: :func:`_bridge_routes`)."""
     cur, vms = Current(), list(vms)
     docs: dict[str | None, list[dict]] = {None: _read_links(cur, src, None)}
     cur.forwarding = src.read("/proc/sys/net/ipv4/ip_forward")
@@ -669,7 +737,7 @@ def read(src: Source, vms: Iterable[Vm] = ()) -> Current:
     _ipv6_taps(cur, docs[None])
     _routes(cur, src, None)
     _routes(cur, src, None, six=True)
-    _bridge_routes(cur, vms)
+    _bridge_routes(cur, vms, instance, pools6_of(vms, own6))
     _proxies(cur, src, vms)
     if src.has("nft"):
         _nft(cur, src)

@@ -179,6 +179,7 @@ def up(
         if made:  # the first iptables VM on this host: remember what it brings in
             read.meta[IPT_MADE] = made
     read.held = up_bridges(current, read.desired, vms, missing)
+    gateway6_found(current, read.desired, vms, missing, runner)
     if any(masquerading_bridge(v) for v in vms):
         read.held |= egress_found(current, read.desired, read.held, runner)
     return read
@@ -222,6 +223,21 @@ def up_bridges(current: Index, desired: Index, vms: list[Vm], missing: set[str])
             current.update((k, o) for k, o in desired.items() if of_link(k, o, br) and not _v6(k))
             current.update(gateway6)
     return held
+
+
+def gateway6_found(
+    current: Index, desired: Index, vms: list[Vm], missing: set[str], runner: Runner
+) -> None:
+    """A bridge's IPv6 gateway (``fe80::1``) this state file's up would add first, found on
+    the bridge (another state file's guests with IPv6 use it): in ``current`` as there (not
+    added twice; an undo leaves it). Read only when no guest of this state file on that
+    bridge has IPv6 yet."""
+    six = {str(v.options.bridge) for v in vms if v.mode == "bridge" and v.net6 is not None}
+    for br in sorted(six - missing):
+        want = [(k, o) for k, o in desired.items() if of_link(k, o, br) and _v6(k)]
+        want = [(k, o) for k, o in want if k not in current]
+        if want and observe.has_address(br, want[0][1].cidr, runner):  # type: ignore[attr-defined]
+            current.update(want)
 
 
 def _v6(key: tuple) -> bool:
@@ -304,6 +320,7 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     for objs in rendered:
         current.update(render.index(_tap_keeps(objs)))
     _last_on_bridges(current, going.bridges - remaining.bridges, instance, vms, runner)
+    _others_bridged6(current, going.bridges6 - remaining.bridges6, vms, runner)
     gone = [
         (family, table)
         for family in (NAT, NAT6, BRIDGE)
@@ -318,6 +335,24 @@ def down(records: Records, runner: Runner, vms: list[Vm]) -> Read:
     read.desired = render.desired([], stay, instance, held)
     _egress_used(current, read.desired, instance, runner)
     return read
+
+
+def _others_bridged6(
+    current: Index, bridges: frozenset[str], vms: list[Vm], runner: Runner
+) -> None:
+    """Bridges whose last guest with IPv6 of this state file goes, read once: another state
+    file's guests with IPv6 on them (their /64s routed onto the bridge) put in ``current``,
+    as nobody's here: the bridge's ``fe80::1`` stays while they do (plan/diff.py
+    ``others_use``)."""
+    from fireroute.want.netns import Route
+
+    if not bridges:
+        return
+    going = {str(v.net6) for v in vms if v.net6 is not None}
+    for block, br in observe.bridged6(bridges, runner):
+        if block not in going:
+            route = Route(block, None, br, "", "", None)
+            current.setdefault((route.kind, route.key), route)
 
 
 def _tap_keeps(objs: list[Obj]) -> list[Obj]:
@@ -383,11 +418,20 @@ def _last_forwardings(
     stay read once for both."""
     if not (last or last6):
         return
-    others = sorted(set(observe.foreign_links(records.instance(), runner)) - {v.tap for v in vms})
+    from fireroute import owner
+
+    tagged = {n: owner.parse(a) or ("", "") for n, a in observe.tagged_links(runner).items()}
+    # (a link this down deletes is none: its VMs' taps, their bridge if it goes with them)
+    bridges = {str(v.options.bridge) for v in vms if v.mode == "bridge"}
+    leaving = {v.tap for v in vms} | {b for b in bridges if ("link", (None, b)) in read.current}
+    mine = records.instance()
+    others = sorted(n for n, t in tagged.items() if t[0] != mine and n not in leaving)
     if last:
         _last_forwarding(records, read, others)
-    if last6:
-        _last_forwarding6(records, runner, read, others)
+    if last6:  # (a bridge is no tap: a guest with IPv6 on one has its /64 routed onto it)
+        ours = [n for n, t in tagged.items() if t[1].startswith(owner.BRIDGE)]
+        others6 = [n for n in others if n not in ours]
+        _last_forwarding6(records, runner, read, others6, _bridged6_of(ours, vms, runner))
 
 
 def _last_forwarding(records: Records, read: Read, others: list[str]) -> None:
@@ -400,7 +444,16 @@ def _last_forwarding(records: Records, read: Read, others: list[str]) -> None:
     read.forget.append(FORWARD_RECORD)
 
 
-def _last_forwarding6(records: Records, runner: Runner, read: Read, others: list[str]) -> None:
+def _bridged6_of(bridges: list[str], vms: list[Vm], runner: Runner) -> bool:
+    """Is a guest with IPv6 that stays on one of fireroute's ``bridges`` (of any state file:
+    a /64 routed onto it that is not one of the going ``vms``')?"""
+    going = {str(v.net6) for v in vms if v.net6 is not None}
+    return any(block not in going for block, _ in observe.bridged6(bridges, runner))
+
+
+def _last_forwarding6(
+    records: Records, runner: Runner, read: Read, others: list[str], bridged6: bool = False
+) -> None:
     """With the last of this state file's VMs with IPv6: IPv6 forwarding as found (restored),
     or left while another state file's VM with IPv6 stays (its tap among ``others``,
     :func:`_v6_tap_of`; a bridge port or a clone's veth has IPv6 on too, but its VM has no
@@ -409,7 +462,7 @@ def _last_forwarding6(records: Records, runner: Runner, read: Read, others: list
 
     read.current.pop(FORWARDING6, None)
     read.forget += [FORWARD6_BEFORE, FORWARD6_RECORD]
-    if _v6_tap_of(others, runner):
+    if bridged6 or _v6_tap_of(others, runner):
         return
     before = record.recorded(record.V6) or records.meta(FORWARD6_BEFORE)
     read.current[FORWARDING6] = Forwarding(forwarding6(), before, path=FORWARD6_KEY)
@@ -447,13 +500,15 @@ def _v6_tap_of(devs: list[str], runner: Runner) -> bool:
 def _last_on_bridges(
     current: Index, bridges: frozenset[str], instance: str, vms: list[Vm], runner: Runner
 ) -> None:
-    """A bridge no VM that stays is on goes only if it is ours (its alias) and nobody else's
-    link is on it: else it is left out of ``current``."""
-    from fireroute.want.bridge import alias
+    """A bridge no VM that stays is on goes only if fireroute made it (its alias: this state
+    file's, or another's whose guests left it first) and nobody else's link is on it: else
+    it is left out of ``current``."""
+    from fireroute import owner
 
     leaving = {v.tap for v in vms}
     for br in sorted(bridges):
-        ours = observe.link_alias(br, runner) == alias(instance, br)
+        tag = owner.parse(observe.link_alias(br, runner) or "")
+        ours = tag is not None and tag[1] == owner.bridge_name(br)
         if ours and not set(observe.bridge_ports(br, runner)) - leaving:
             continue  # ours, and nobody left on it
         for k in [k for k, o in current.items() if of_link(k, o, br)]:
@@ -596,7 +651,9 @@ def teardown(records: Records, runner: Runner, src: Source, vms: list[Vm]) -> Re
     from fireroute.want import render
 
     instance = records.instance()
-    found = read_host(src, vms)
+    from fireroute.state.store import POOL6
+
+    found = read_host(src, vms, instance, records.meta(POOL6))
     read = Read(render.desired(vms, None, instance))
     current = read.current
     _only_read_tables(current, found.objs, found.foreign_tables)

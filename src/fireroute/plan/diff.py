@@ -479,11 +479,30 @@ def _v6_tap_left(current: Index, gone: set[Key]) -> bool:
     )
 
 
+def _bridged6_left(current: Index, gone: set[Key], dev: str | None = None) -> bool:
+    """A bridge guest's /64 (an IPv6 route onto a bridge, of any state file: kernel/read.py
+    ``_bridge_routes``) stays, onto ``dev`` when given."""
+    bridges = {
+        o.name  # type: ignore[attr-defined]
+        for k, o in current.items()
+        if k[0] == "link" and o.ns is None and o.link_kind == "bridge"  # type: ignore[attr-defined]
+    }
+    return any(
+        k[0] == "route" and k not in gone and o.ns is None and ":" in o.dst  # type: ignore[attr-defined]
+        and (o.dev == dev if dev is not None else o.dev in bridges)  # type: ignore[attr-defined]
+        for k, o in current.items()
+    )  # fmt: skip
+
+
 def others_use(obj: Obj, current: Index, gone: set[Key], claimed: Claims) -> bool:
     """Does something else still use a shared object found and not wanted? A table: an
     element not ours; a bridge: a port that stays; the conntrack rule: another tagged rule;
-    forwarding: a link of fireroute's that stays, for IPv6's a tap with IPv6 on (or what it
-    was before is not known)."""
+    forwarding: a link of fireroute's that stays, for IPv6's a tap with IPv6 on or a bridge
+    guest with IPv6 (or what it was before is not known); a bridge's IPv6 gateway
+    (``fe80::1``): a guest with IPv6 on that bridge, of any state file."""
+    if obj.kind == "addr":
+        cidr = obj.cidr  # type: ignore[attr-defined]
+        return ":" in cidr and _bridged6_left(current, gone, obj.dev)  # type: ignore[attr-defined]
     if obj.kind == "nft table":
         return _foreign_element(obj, current, claimed)
     if obj.kind == "link":
@@ -494,7 +513,7 @@ def others_use(obj: Obj, current: Index, gone: set[Key], claimed: Claims) -> boo
         before = obj.before  # type: ignore[attr-defined]
         unknown = before is None or before == obj.value  # type: ignore[attr-defined]
         if obj.key[1] == FORWARD6_KEY:
-            return unknown or _v6_tap_left(current, gone)
+            return unknown or _v6_tap_left(current, gone) or _bridged6_left(current, gone)
         return unknown or _tagged_left("link", current, gone)
     return False
 

@@ -17,9 +17,14 @@ from fireroute.plan.diff import DELETE, ORPHAN, Op
 from fireroute.plan.steps import Step
 from fireroute.repair.picture import Picture
 
-COLLECTED = ("link", "netns", "nft element", "nft table", "iptables rule", "forwarding", "route")
+COLLECTED = (
+    "link", "netns", "nft element", "nft table", "iptables rule", "forwarding", "route",
+    "neigh proxy",
+)  # fmt: skip
 """what gc removes of what is its own and no lease wants (a route on its own: a bridge guest's
-/64 onto a bridge that stays; others go with their link or namespace)"""
+/64 onto a bridge that stays; others go with their link or namespace; a proxy entry on the
+uplink for a guest's address of our pools, kernel/read.py ``_proxies``: the uplink's
+proxy_ndp is given back after it, kernel/scope.py ``done``)"""
 
 
 def leftovers(ops: list[Op]) -> list[Op]:

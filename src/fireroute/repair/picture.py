@@ -59,11 +59,13 @@ def picture(
     instance: str,
     before: str | None = None,
     before6: str | None = None,
+    own6: str | None = None,
 ) -> Picture:
     """Read everything (inside the namespaces of ``leases``) and render what ``leases`` want.
     ``before``: forwarding's value before fireroute switched it on (as recorded), the value
-    it goes back to once nothing wants it; ``before6``: IPv6 forwarding's."""
-    cur = read(source, leases)
+    it goes back to once nothing wants it; ``before6``: IPv6 forwarding's; ``own6``: the
+    state file's own IPv6 pool (as recorded)."""
+    cur = read(source, leases, instance, own6)
     held = render.held(cur.objs)  # a table's parts stay once made (want/tables.py PARTS)
     pic = Picture(cur, render.desired(leases, None, instance, held), instance, leases)
     if cur.forwarding is not None:

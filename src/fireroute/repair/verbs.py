@@ -27,7 +27,7 @@ def check(m: Manager, names: list[str]) -> Report:
     store = m.state()
     leases = store.all()
     shown = leases if not names else [m.show(n) for n in dict.fromkeys(names)]
-    pic = picture(Source(m.runner), leases, store.instance(), *_befores(store))
+    pic = picture(Source(m.runner), leases, store.instance(), *_befores(store), _own6(store))
     return report(pic, pic.diff(), shown, bool(names))
 
 
@@ -38,6 +38,14 @@ def _befores(store: Store) -> tuple[str | None, str | None]:
         _recorded() or store.meta(FORWARD_BEFORE),
         _recorded(six=True) or store.meta(FORWARD6_BEFORE),
     )
+
+
+def _own6(store: Store, adopted: bool = False) -> str | None:
+    """The state file's own IPv6 pool, as recorded (not when another state file's id is
+    collected: that one's is not known)."""
+    from fireroute.state.store import POOL6
+
+    return None if adopted else store.meta(POOL6)
 
 
 def _recorded(six: bool = False) -> str | None:
@@ -78,7 +86,7 @@ def gc(m: Manager, dry_run: bool = False, instance: str | None = None) -> Plan:
         plan = m.take_down(store, half, dry_run)
         leases = [] if adopted else store.all()
         befores = _befores(store) if not adopted else (_recorded(), _recorded(six=True))
-        pic = picture(Source(m.runner), leases, instance, *befores)
+        pic = picture(Source(m.runner), leases, instance, *befores, _own6(store, adopted))
         swept = Plan(sweep(pic))
         if not leases:  # forwarding is no VM's: its records go once it is back
             swept.forget += [FORWARD_RECORD, FORWARD6_RECORD]
@@ -100,7 +108,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
     store = m.state()
     with store.locked():
         vms = [v for v in store.all() if v.state == "active"]
-        pic = picture(Source(m.runner), vms, store.instance(), *_befores(store))
+        pic = picture(Source(m.runner), vms, store.instance(), *_befores(store), _own6(store))
         todo = healing(pic, pic.diff())
         if todo.clear and not dry_run:
             m.run(Plan(todo.clear), all_or_nothing=False, count_faults=False)
