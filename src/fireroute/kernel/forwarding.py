@@ -95,6 +95,11 @@ def forget_namespace(path: str) -> None:
         inode = os.stat(path).st_ino
     except OSError:
         return
-    for name in (V4, V6, ACCEPT_RA):
-        with contextlib.suppress(OSError):
-            os.unlink(record_path(inode, name))
+    try:
+        names = os.listdir(DIR)
+    except OSError:
+        return
+    for name in names:  # every record of it: forwarding's, accept_ra's, each uplink's proxy_ndp
+        if name.endswith(f"-{inode}"):
+            with contextlib.suppress(OSError):
+                os.unlink(f"{DIR}/{name}")
