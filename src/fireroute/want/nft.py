@@ -153,6 +153,10 @@ def elements(vm: Vm) -> list[NftElement]:
         add("egress", f'{key} . "{vm.uplink}"')
         add("taps", key)
         add("vms", f"{key} . {src}")
+        routed = vm.clone_address  # a clone's own second address, routed to its veth: the
+        if routed is not None and routed != src:  # source of its replies, left as src is
+            add("masq", f'{routed} . "{vm.uplink}"')
+            add("vms", f"{key} . {routed}")
         add("acct_tx", key)
         add("acct_rx", key)
         if o.allow_peers:
