@@ -13,6 +13,9 @@ an up whose last step fails, undone whole (its route's delete now runs in-proces
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -125,3 +128,36 @@ def test_route_delete_encodes() -> None:
     assert inproc.encode(op("delete", Route("fd00::/64", None, "x", "r", "t", "t"))) is not None
     via = Route("fd00::/64", "fe80::2", "x", "r", "t", "t")
     assert inproc.encode(op("delete", via)) is None
+
+
+LOWERED = """
+import sys
+from fireroute.plan import compiler
+compiler.ROUTES6_FIRST = 2  # (three VMs take the big batch's path)
+from fireroute.entry import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_cli_down_takes_the_routes_first_path(host: Host) -> None:
+    """The CLI's own down (its reads of the kernel, kernel/scope.py, not a test's plan): with
+    the threshold lowered, the plan deletes the three /64 routes before the taps' group, and
+    the down leaves nothing; the control, at the shipped threshold, has no route line."""
+    host.fireroute("up", "--count", "3", "--prefix", "v", "--ipv6")
+    assert len(v6_routes(host)) == 3
+    assert "ip route del " not in host.fireroute("down", "--all", "--dry-run").stdout  # control
+
+    def lowered(*args: str) -> str:
+        argv = ["nsenter", f"--net=/var/run/netns/{host.ns}", sys.executable, "-c", LOWERED]
+        env = {**os.environ, "FIREROUTE_STATE": str(host.state)}
+        out = subprocess.run([*argv, *args], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    plan = lowered("down", "--all", "--dry-run").splitlines()
+    routes = [i for i, line in enumerate(plan) if line.startswith("ip route del ")]
+    group = [i for i, line in enumerate(plan) if "link del group" in line]
+    assert len(routes) == 3 and group and max(routes) < min(group), plan
+    lowered("down", "--all")
+    assert left(host) == {"taps": [], "ip6": []} and v6_routes(host) == []
+    assert host.fireroute("check").returncode == 0
