@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -94,6 +95,21 @@ class Runtime:
     def ns_links(self, netns: str) -> dict[str, dict]:
         out = self.in_ns(netns, "ip", "-j", "-d", "link", "show").stdout
         return {d["ifname"]: d for d in json.loads(out)}
+
+    def drop_netns(self, netns: str) -> None:
+        """Delete a namespace as a runtime does, then wait until the kernel has destroyed it:
+        that runs after ``ip netns del`` returns (a work queue), and the host ends of its veths
+        go only then, which is what ``gc`` takes as the proof that it is gone."""
+        ends = [
+            d["link_index"]
+            for d in self.ns_links(netns).values()
+            if d.get("linkinfo", {}).get("info_kind") == "veth" and "link_index" in d
+        ]
+        sh("ip", "netns", "del", netns.rsplit("/", 1)[1])
+        deadline = time.monotonic() + 20
+        while any(d.get("ifindex") in ends for d in self.host.links().values()):
+            assert time.monotonic() < deadline, f"the host ends of {netns} outlived it"
+            time.sleep(0.05)
 
     def close(self) -> None:
         for name in self.made:

@@ -138,7 +138,7 @@ def test_gc_of_the_cli_takes_down_attachments_whose_namespace_is_gone(rt: Runtim
     gone, kept = rt.netns("c1"), rt.netns("c2")
     rt.add("c1abc", gone)
     rt.add("c2abc", kept)
-    sh("ip", "netns", "del", gone.rsplit("/", 1)[1])
+    rt.drop_netns(gone)
     assert rt.host.fireroute("check", check=False).returncode == 1  # it says so first
     rt.host.fireroute("gc")
     (left,) = state_vms(rt.host.state)
@@ -487,7 +487,7 @@ def test_gc_of_the_cli_takes_down_every_attachment_of_a_namespace_that_is_gone(r
     rt.add("pod1", ns)
     rt.add("pod1", ns, conf=rt.config(name="second", tapName="tap1"), ifname="veth1")
     rt.add("other1", kept)
-    sh("ip", "netns", "del", ns.rsplit("/", 1)[1])
+    rt.drop_netns(ns)
     report = rt.host.fireroute("check", check=False)
     assert report.returncode == 1 and report.stdout.count("is gone") == 2, report.stdout
     rt.host.fireroute("gc")

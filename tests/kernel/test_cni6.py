@@ -320,7 +320,7 @@ def test_gc_and_teardown_take_the_v6_objects_of_attachments(lab: CniLab):
     _, kept_res, _ = lab.attach("b")
     gone_dev, gone_block = gone_res["interfaces"][0]["name"], six_of(gone_res)["address"]
     lab.wires[0].close()  # (its VMM gone: nothing holds the namespace any more)
-    sh("ip", "netns", "del", gone.rsplit("/", 1)[1])
+    lab.rt.drop_netns(gone)
     h.fireroute("gc")
     (left,) = state_vms(h.state)
     assert left.startswith("cni-ctr-b-")
