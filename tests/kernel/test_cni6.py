@@ -13,9 +13,11 @@ port mapping is reached over IPv6 at the host's uplink address (test_cni6_ports)
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Interface, IPv6Address, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ import pytest
 from tests.cni.runtime import Runtime, leftovers, state_vms
 from tests.conftest import Host, sh
 from tests.kernel.tapwire import Wired
+from tests.kernel.test_isolation import RAW_UDP, UDP_ECHO
 from tests.kernel.test_isolation6 import INTERNET6, METADATA6, PING6, UPLINK6
 from tests.kernel.test_ra import Lab, eui64, wait_for
 
@@ -212,6 +215,31 @@ def test_del_leaves_nothing_and_the_ip6_table_goes_with_the_last_v6_attachment(l
     v4 = lab.rt.config(ipv6=False)
     assert lab.rt.call("DEL", container="ctr-v4", netns=n4, conf=v4).rc == 0
     assert leftovers(h) == [] and state_vms(h.state) == [] and "ip6" not in h.nft_text()
+
+
+def test_an_iptables_attachment_sends_only_as_its_guest(lab: CniLab):
+    """The iptables backend's attachments (IPv4 only, as that backend has no IPv6 rules): a
+    guest reaches the internet masqueraded; raw UDP from another attachment's guest with its
+    address, on its established flow, is dropped at the host end of that veth (raw
+    PREROUTING, before conntrack), while the guest's own packets arrive (the control)."""
+    ns_a, res_a, _ = lab.attach("a", ipv6=False, backend="iptables")
+    ns_b, res_b, _ = lab.attach("b", ipv6=False, backend="iptables")
+    for dev in ("all", "default", res_b["interfaces"][0]["name"]):  # ours must drop, not rp_filter
+        lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
+    lab.serve(lab.host.inet, "203.0.113.1:8080")
+    assert lab.connect(ns_a, "203.0.113.1", 8080) == "hello 203.0.113.2"
+    guest_a = str(IPv4Interface(next(i["address"] for i in res_a["ips"] if "." in i["address"])).ip)
+    sink = subprocess.Popen(
+        ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_ECHO, "5555", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    for ns, tag in ((ns_a, "own"), (ns_b, "forged"), (ns_a, "again")):
+        sh("ip", "netns", "exec", ns, sys.executable, "-c", RAW_UDP, guest_a, "203.0.113.1",
+           "5555", tag)  # fmt: skip
+        time.sleep(0.3)  # (the echo's reply makes a's flow established: b forges on it)
+    assert sink.communicate(timeout=30)[0].split() == ["again@203.0.113.2", "own@203.0.113.2"]
 
 
 def test_ipv6_refusals_are_one_line_and_change_nothing(lab: CniLab, tmp_path: Path):

@@ -111,7 +111,7 @@ def cases():
     for mode, by_name in CASES.items():
         for name, cmd in by_name.items():
             yield pytest.param(mode, cmd, id=f"{mode}: {name}")
-    for n in range(11):  # each of a VM's iptables rules, and the shared one
+    for n in range(12):  # each of a VM's iptables rules, and the shared one
         yield pytest.param("iptables", n, id=f"iptables: rule {n} deleted")
 
 
@@ -123,9 +123,9 @@ def test_check_sees_each_object_and_restore_heals_it(host: Host, mode: str, dama
     assert rc == 0 and clean["ok"], clean  # the positive control: up, then check is clean
     if isinstance(damage, int):
         rules = sorted(r for r in host.iptables_rules() if "fireroute" in r and ":other" not in r)
-        assert len(rules) == 11, rules
+        assert len(rules) == 12, rules
         rule = rules[damage]
-        table = "nat" if "POSTROUTING" in rule else "filter"
+        table = {"POSTROUTING": "nat", "PREROUTING": "raw"}.get(rule.split()[1], "filter")
         host.run("sh", "-c", f"iptables-nft -t {table} {rule.replace('-A', '-D', 1)}")
     else:
         alias = host.links().get("fr-a", {}).get("ifalias", "")

@@ -197,12 +197,13 @@ def test_spoofed_source_is_dropped(lab: Lab, backend: str):
     assert seen == ["own@203.0.113.2"], seen  # the own source arrives: the positive control
     if backend == "nft":
         assert counter(lab.host, "!= @vms") >= 6  # both forged sources dropped and counted
-    else:  # the tap's catch-all DROP after its one ACCEPT (-s its own address) counted them
+    else:  # the tap's source check in raw PREROUTING, before conntrack, counted them
         saved = lab.host.run("iptables-nft-save", "-c").stdout.splitlines()
         drop = [
             line
             for line in saved
-            if f"-A FORWARD -i {rec['host_dev']} -m comment" in line and line.endswith("-j DROP")
+            if f"-A PREROUTING ! -s {rec['guest_ip']}/32 -i {rec['host_dev']} -m comment" in line
+            and line.endswith("-j DROP")
         ]
         assert len(drop) == 1, saved
         assert int(drop[0].split("]")[0].strip("[").split(":")[0]) >= 6, drop
@@ -321,13 +322,16 @@ print(" ".join(sorted(set(seen))), flush=True)
 """
 
 
-def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab):
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab, backend: str):
     """conntrack knows no interface: a packet from guest b with guest a's address and the ports
     of a's established flow is that flow's packet to conntrack. The source check stands before
-    the established accept, so it is dropped (and counted) all the same; a's own packets on the
-    same flow, before and after, arrive (the control)."""
-    a, ra = lab.guest("a")
-    b, rb = lab.guest("b")
+    the established accept (nft: in the same chain; iptables: in raw PREROUTING, before
+    conntrack, as the shared RELATED,ESTABLISHED accept leads FORWARD), so it is dropped (and
+    counted) all the same; a's own packets on the same flow, before and after, arrive (the
+    control)."""
+    a, ra = lab.guest("a", "--backend", backend)
+    b, rb = lab.guest("b", "--backend", backend)
     for dev in ("all", "default", rb["host_dev"]):  # no help from rp_filter: ours must drop
         lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
     sink = subprocess.Popen(
@@ -336,7 +340,12 @@ def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab):
         text=True,
     )
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-    before = counter(lab.host, "iifname @taps iifname . ip saddr != @vms")
+    check = (
+        "iifname @taps iifname . ip saddr != @vms"
+        if backend == "nft"
+        else f'iifname "{rb["host_dev"]}" ip saddr != {rb["guest_ip"]}'
+    )
+    before = counter(lab.host, check)
     send = [sys.executable, "-c", RAW_UDP, ra["guest_ip"], "203.0.113.1", "5555"]
     sh("ip", "netns", "exec", a, *send, "own")
     time.sleep(0.5)  # the sink's replies make the flow established
@@ -347,4 +356,4 @@ def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab):
     sh("ip", "netns", "exec", a, *send, "again")
     seen = sink.communicate(timeout=30)[0].split()
     assert seen == ["again@203.0.113.2", "own@203.0.113.2"], seen
-    assert counter(lab.host, "iifname @taps iifname . ip saddr != @vms") >= before + 3
+    assert counter(lab.host, check) >= before + 3

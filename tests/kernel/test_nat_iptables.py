@@ -27,6 +27,10 @@ def test_iptables_rules_tagged_and_removed(host: Host):
         "-A FORWARD -s 172.16.0.6/32 -i fr-b -o up0 -m conntrack ! --ctstate INVALID,UNTRACKED "
         f'-m comment --comment "fireroute:{state_id}:b" -j ACCEPT' in rules
     )
+    assert (  # (raw: its source, before conntrack)
+        f'-A PREROUTING ! -s 172.16.0.2/32 -i fr-a -m comment --comment "fireroute:{state_id}:a" '
+        "-j DROP" in rules
+    )
     conntrack = [r for r in rules if "ESTABLISHED" in r and r.startswith("-A FORWARD")]
     assert len(conntrack) == 1 and "fireroute:shared" in conntrack[0]
     assert a["backend"] == "iptables" and host.forwarding() == "1"
@@ -57,6 +61,7 @@ def test_iptables_chains_fireroute_brought_in_go_with_its_last_rule(host: Host):
     assert host.nft_text() == ""  # a host with no ruleset at all
     host.fireroute("up", "a", "--backend", "iptables")
     assert "table ip nat" in host.nft_text() and "chain INPUT" in host.nft_text()
+    assert "table ip raw" in host.nft_text()
     host.fireroute("down", "a")
     assert host.nft_text() == ""  # exactly as before
 

@@ -56,7 +56,7 @@ def test_restore_after_reboot(host: Host):
         host.run("ip", "link", "del", tap)
     host.run("nft", "delete", "table", "ip", "firecracker")
     for rule in [r for r in host.iptables_rules() if "fireroute" in r]:
-        table = "nat" if "POSTROUTING" in rule else "filter"
+        table = {"POSTROUTING": "nat", "PREROUTING": "raw"}.get(rule.split()[1], "filter")
         host.run("sh", "-c", f"iptables-nft -t {table} {rule.replace('-A', '-D', 1)}")
     host.run("sysctl", "-qw", "net.ipv4.ip_forward=0")
     assert check(host)[0] == 1

@@ -370,7 +370,7 @@ def orphan_of(kind: str) -> Obj:
     "kind, sentence",
     [
         ("link", 'link "fr-x" tagged for vm "x" has no lease'),
-        ("iptables rule", "iptables rule has no lease: -A POSTROUTING -s 172.16.0.38/32"),
+        ("iptables rule", "iptables rule has no lease: -A PREROUTING ! -s 172.16.0.38/32 -i fr-x"),
     ],
 )
 def test_an_orphan_of_this_state_file_is_deleted(kind, sentence):

@@ -101,7 +101,7 @@ class Host:
 
     def _save(self) -> Result:
         out = []
-        for table in ("nat", "filter"):
+        for table in ("nat", "filter", "raw"):
             out.append(f"*{table}")
             out += [
                 o.saved.replace("--comment ", '--comment "', 1).replace(" -j", '" -j', 1)

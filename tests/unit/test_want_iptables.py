@@ -30,9 +30,19 @@ def test_a_block_is_in_the_order_its_rules_must_stand_in():
         f"-A FORWARD -i fr-a {C} -j DROP",
         f"-A FORWARD -o fr-a {C} -j DROP",
     ]
-    assert got[0] == ("nat", f"-A POSTROUTING -s 172.16.0.2/32 -o eth0 {C} -j MASQUERADE")
+    # the source, before conntrack: no forged packet rides a neighbour's established flow
+    assert got[0] == ("raw", f"-A PREROUTING ! -s 172.16.0.2/32 -i fr-a {C} -j DROP")
+    assert got[1] == ("nat", f"-A POSTROUTING -s 172.16.0.2/32 -o eth0 {C} -j MASQUERADE")
     assert got[-1] == ("filter", f"-A INPUT -i fr-a {C} -j DROP")  # the catch-all last
     assert {(r.owner, r.vm) for r in want.block(nat())} == {(f"{ID}:a", "a")}
+
+
+def test_a_clone_and_a_bridge_guest_have_no_raw_rule():
+    """A clone's namespace masquerades everything it sends (one source); a bridge guest's
+    source is checked at its bridge port. A NAT guest's is checked in raw (above)."""
+    clone = nat(backend="iptables", mode="clone", guest="10.0.0.2/30")
+    assert [r.table for r in want.block(clone)].count("raw") == 0
+    assert [r.table for r in want.block(nat(backend="iptables"))].count("raw") == 1
 
 
 def test_allowed_metadata_and_host_ports_change_the_block():

@@ -536,7 +536,7 @@ def nft_ip_chains(runner: Runner = run) -> dict[str, set[str]]:
 
 
 def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:
-    """(table, ``-A ...`` line) for every rule in the nat and filter tables."""
+    """(table, ``-A ...`` line) for every rule in the tables fireroute's rules go into."""
     res = runner(["iptables-nft-save"], None)
     if res.rc != 0:
         raise KernelError("read iptables-nft rules", res.err)
@@ -545,6 +545,6 @@ def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:
     for line in res.out.splitlines():
         if line.startswith("*"):
             table = line[1:].strip()
-        elif line.startswith("-A ") and table in ("nat", "filter"):
+        elif line.startswith("-A ") and table in ("nat", "filter", "raw"):
             out.append((table, line))
     return out

@@ -581,7 +581,7 @@ def _iptables_found(
 IPT_MADE = "ipt_made"
 """state meta: the iptables-nft tables and chains fireroute's first iptables rules brought into
 being (JSON list of "table" and "table/chain"), removed again with its last rules"""
-USED = {"filter": ("INPUT", "FORWARD"), "nat": ("POSTROUTING",)}
+USED = {"filter": ("INPUT", "FORWARD"), "nat": ("POSTROUTING",), "raw": ("PREROUTING",)}
 """the tables and chains fireroute's iptables rules go into"""
 
 

@@ -89,7 +89,11 @@ def conntrack() -> IptRule:
 
 
 def block(vm: Vm) -> list[IptRule]:
-    """An iptables-backend VM's rules, in the order they must stand in."""
+    """An iptables-backend VM's rules, in the order they must stand in. A NAT or CNI guest's
+    source is checked in ``raw`` PREROUTING, before conntrack sees the packet: the shared
+    RELATED,ESTABLISHED accept in FORWARD knows no interface, so a neighbour forging a
+    guest's address on that guest's established flow would pass it (the ``-s`` of the
+    ACCEPT below judges new connections only)."""
     c = f"-m comment --comment {tag(vm)}"
     out: list[IptRule] = []
     who, name = vm.tag, vm.name
@@ -110,6 +114,8 @@ def block(vm: Vm) -> list[IptRule]:
         match = f"-s {src}/32 -i {br}"
     else:
         t = vm.tap
+        if vm.mode != "clone":  # (a clone's namespace masquerades all it sends: one source)
+            add("raw", "PREROUTING", f"! -s {src}/32 -i {t} {c} -j DROP")
         add("nat", "POSTROUTING", f"-s {src}/32 -o {vm.uplink} {c} -j MASQUERADE")
         if not vm.options.allow_metadata:
             add("filter", "FORWARD", f"-d {METADATA}/32 -i {t} {c} -j DROP")
