@@ -55,6 +55,36 @@ def test_bridge_created_owned_and_removed_with_last_vm(host: Host):
     assert "br0" not in host.links()  # ours, and empty: removed
 
 
+def test_a_made_bridge_keeps_its_mac_as_ports_come_and_go(host: Host):
+    """A bridge made without a MAC takes its lowest port's (the control, by hand); the one
+    fireroute makes has a fixed MAC and keeps it when a port with a lower one joins and
+    leaves (its guests' neighbour entries for the gateway stay right). A changed MAC is drift:
+    check says it, restore writes it back."""
+    host.run("ip", "link", "add", "brc", "type", "bridge")
+    host.run("ip", "link", "add", "lowc", "address", "02:00:00:00:00:01", "type", "veth",
+             "peer", "name", "lowc1")  # fmt: skip
+    host.run("ip", "link", "set", "lowc", "master", "brc")
+    assert detail(host, "brc")["address"] == "02:00:00:00:00:01"  # the kernel's way
+    up(host, "a", *BR, "--guest-ip", "192.168.1.169/24")
+    mac = detail(host, "br0")["address"]
+    assert mac.startswith("0e:66:"), mac
+    host.run("ip", "link", "add", "low", "address", "02:00:00:00:00:01", "type", "veth",
+             "peer", "name", "low1")  # fmt: skip
+    host.run("ip", "link", "set", "low", "master", "br0")
+    up(host, "b", *BR, "--guest-ip", "192.168.1.170/24")
+    assert detail(host, "br0")["address"] == mac
+    host.run("ip", "link", "del", "low")
+    host.fireroute("down", "a")
+    assert detail(host, "br0")["address"] == mac
+    assert host.fireroute("check").returncode == 0
+    host.run("ip", "link", "set", "br0", "address", "02:00:00:00:00:09")
+    report = host.fireroute("check", check=False)
+    assert report.returncode == 1 and "br0" in report.stdout, report.stdout
+    host.fireroute("restore")
+    assert detail(host, "br0")["address"] == mac
+    assert host.fireroute("check").returncode == 0
+
+
 def test_adopted_bridge_never_readdressed_or_removed(host: Host):
     host.run("ip", "link", "add", "brx", "type", "bridge")
     host.run("ip", "addr", "add", "10.9.9.1/24", "dev", "brx")
@@ -72,6 +102,7 @@ def test_adopted_bridge_never_readdressed_or_removed(host: Host):
         "10.9.9.1",
     )
     assert rec["boot_args"] == "ip=10.9.9.50::10.9.9.1:255.255.255.0::eth0:off"
+    assert not detail(host, "brx")["address"].startswith("0e:66:")  # not ours: MAC not set
     host.fireroute("down", "a")
     assert "brx" in host.links() and host.addrs("brx") == ["10.9.9.1/24"]
 

@@ -348,7 +348,7 @@ class Fake:
             master=want.master or now.master,
             group=want.group if want.group is not None else now.group,
             up=want.up or now.up,
-            mac=(want.mac if want.link_kind == "tun" else None) or now.mac,
+            mac=(want.mac if want.link_kind in ("tun", "bridge") else None) or now.mac,
             mtu=want.mtu or now.mtu,
         )
         self.objs[ident(want)] = new
@@ -536,9 +536,9 @@ def _like(link: Link, **changed: Any) -> Link:
 
 
 def _as_made(link: Link) -> Link:
-    """A link as its add line leaves it: down, untagged, in no bridge (a veth with the MAC
-    it was made with)."""
-    mac = link.mac if link.link_kind == "veth" else None
+    """A link as its add line leaves it: down, untagged, in no bridge (a veth or a bridge
+    with the MAC it was made with)."""
+    mac = link.mac if link.link_kind in ("veth", "bridge") else None
     return _like(link, alias="", master=None, group=None, up=False, mtu=None, mac=mac)
 
 

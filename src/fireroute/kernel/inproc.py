@@ -86,7 +86,7 @@ def _link(verb: str, link: Link) -> IpOp | None:
         return lambda _: tun.add_tap(name, uid, gid)
     if verb == SET and link.addrgen:  # (an addrgenmode: left to ip)
         return None
-    if verb == SET and not link.mtu and not (link.mac and link.link_kind == "tun"):
+    if verb == SET and not link.mtu and not (link.mac and link.link_kind in ("tun", "bridge")):
         master = link.master
         if master is not None and not _name(master):
             return None

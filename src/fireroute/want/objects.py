@@ -70,11 +70,12 @@ class Link(Obj):
     """A link fireroute makes or sets: ``link_kind`` tun (a tap, owned by ``uid``/``gid``),
     veth (made with its ``peer``, (namespace, name)) or loopback; ``master`` the bridge it is
     a port of; ``alias`` its owner tag as the kernel holds it (ifalias); ``mac`` and ``mtu``
-    when fireroute fixes them (a CNI attachment's links), ``peer_mac`` the MAC a veth's far end
-    is made with. ``made`` is False for a link that exists without an add line of its own
-    (lo, the far end of a veth). ``addrgen`` ("none"): the link's IPv6 address generation mode,
-    set in the line that brings it up, so the kernel never makes a link-local address of its
-    own on it (a CNI host end with IPv6, which has carrier once up); printed, not compared
+    when fireroute fixes them (a CNI attachment's links; a bridge's MAC), ``peer_mac`` the
+    MAC a veth's far end is made with. ``made`` is False for a link that exists without an
+    add line of its own (lo, the far end of a veth). ``addrgen`` ("none"): the link's IPv6
+    address generation mode, set in the line that brings it up, so the kernel never makes a
+    link-local address of its own on it (a CNI host end with IPv6, which has carrier once
+    up); printed, not compared
     (its ``addr_gen_mode`` sysctl is the compared object)."""
 
     __slots__ = (
@@ -143,8 +144,9 @@ class Link(Obj):
         return "tap" if self.link_kind == "tun" else self.link_kind
 
     def text(self, verb: str) -> str:
-        """``create``: the add line (a veth's with both ends' MACs, if fixed); ``set``: master,
-        MTU, a tap's MAC, group, alias, up; ``delete``."""
+        """``create``: the add line (a veth's with both ends' MACs, if fixed; a bridge's with
+        its MAC); ``set``: master, MTU, a tap's or a bridge's MAC, group, alias, up;
+        ``delete``."""
         if verb == "create" and self.link_kind == "veth":
             assert self.peer is not None
             at = self.peer[0] or (CALLER if self.ns else None)  # made in a namespace: $$ is root
@@ -153,7 +155,7 @@ class Link(Obj):
                 f"{_mac(self.peer_mac)}" + (f" netns {at}" if at else "")
             )
         if verb == "create" and self.link_kind == "bridge":
-            return f"link add name {self.name} type bridge"
+            return f"link add name {self.name}{_mac(self.mac)} type bridge"
         if verb == "create":
             assert self.link_kind == "tun" and self.uid is not None
             return f"tuntap add dev {self.name} mode tap{user_args(self.uid, self.gid)}"
@@ -161,7 +163,7 @@ class Link(Obj):
             return f"link del dev {self.name}"
         master = f" master {self.master}" if self.master else ""
         master += f" mtu {self.mtu}" if self.mtu else ""
-        master += _mac(self.mac) if self.link_kind == "tun" else ""  # (a veth's: when made)
+        master += _mac(self.mac) if self.link_kind in ("tun", "bridge") else ""  # (a veth's: made)
         group = f" group {self.group}" if self.group is not None else ""
         alias = f" alias {self.alias}" if self.alias else ""
         alias += f" addrgenmode {self.addrgen}" if self.addrgen else ""
