@@ -163,6 +163,7 @@ def test_the_worker_claims_for_the_shape_alone():
     other goes the cold way at once; with none left, the shape's goes cold too."""
     w = Worker("unused", 2, SHAPE)
     w.host = host = ReadyHost()  # type: ignore[assignment]
+    w.have = 2
     batch = [Call("up", "a", dict(SHAPE)), Call("up", "b", {**SHAPE, "dns": ["192.0.2.53"]})]
     w._serve(batch)  # noqa: SLF001
     assert [c.result for c in batch] == [Vm("a", SHAPE), Vm("b", batch[1].options)]
@@ -170,6 +171,7 @@ def test_the_worker_claims_for_the_shape_alone():
     c = Call("up", "c", dict(SHAPE))
     w._serve([c])  # noqa: SLF001
     assert c.result == Vm("c", SHAPE) and host.calls[-2:] == [("claim", "c"), ("up_many", "c")]
+    assert w.have == 0  # none was there: counted again before the next fill
     cold = Worker("unused")  # keeps none: never asks
     cold.host = host
     cold._serve([Call("up", "d", dict(SHAPE))])  # noqa: SLF001

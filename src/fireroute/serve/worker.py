@@ -263,7 +263,8 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - undone: the cold path answers
             self.log({"event": "claim-failed", "error": f"{type(exc).__name__}: {exc}"[:200]})
             return False
-        if vm is None:
+        if vm is None:  # (none there, maybe taken down behind the daemon's back: counted again)
+            self.have = 0
             return False
         self.have -= 1
         c.finish(vm)
