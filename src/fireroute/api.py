@@ -271,6 +271,28 @@ class Host:
             raise UsageError("name at least one vm")
         return [v.name for v in self.take_down(names).vms]
 
+    # -- ready VMs (the daemon's: fireroute/ready.py) ---------------------------------------
+    def ready_fill(self, count: int, options: dict[str, object], most: int = 1) -> int:
+        """Up to ``most`` more ready VMs (NAT VMs named ``_ready-<n>``, made ahead) of
+        ``options``, so that there are at most ``count``; returns how many there are."""
+        from fireroute import ready, request
+
+        return ready.fill(self._manager, request.options(options), count, most)
+
+    def ready_claim(self, name: str, options: dict[str, object]) -> Vm | None:
+        """VM ``name`` made by renaming a ready VM of ``options``; None (nothing changed) if
+        there is none, or ``name`` is a VM already."""
+        from fireroute import ready, request
+
+        vm = ready.claim(self._manager, name, request.options(options))
+        return None if vm is None else Vm(vm)
+
+    def ready_drain(self) -> builtins.list[str]:
+        """Every ready VM down; returns their names."""
+        from fireroute import ready
+
+        return ready.drain(self._manager)
+
     # -- reading ----------------------------------------------------------------------------
     def get(self, name: str) -> Vm:
         """One VM (NotFound if this state file has no such VM)."""

@@ -136,10 +136,13 @@ class Manager:
         skip_conflicts: bool = False,
         dry_run: bool = False,
         progress: Progress | None = None,
+        ready: bool = False,
     ) -> UpResult:
+        """``ready``: ``names`` may be ready VMs' (ready.py: only the daemon's pool makes
+        them)."""
         from fireroute import validate
 
-        validate.up(names, options)
+        validate.up(names, options, ready)
         scope.require_tools(
             options.backend, options.mode, any(p.proto == "udp" for p in options.publish)
         )

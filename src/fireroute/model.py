@@ -47,7 +47,22 @@ BACKENDS = ("nft", "iptables")
 MODES = ("nat", "bridge", "clone", "cni")
 
 
-def check_vm_name(name: str) -> str:
+READY = "_ready-"
+"""the names of a daemon's ready VMs (ready.py): ``_ready-<n>``, which :func:`check_vm_name`
+refuses (a name starts with a letter or digit), so no client, CLI user or API caller can give
+one"""
+
+
+def is_ready(name: str) -> bool:
+    """Is ``name`` a ready VM's (``_ready-`` and decimal digits)?"""
+    n = name[len(READY) :]
+    return name.startswith(READY) and 0 < len(n) <= 6 and all(c in "0123456789" for c in n)
+
+
+def check_vm_name(name: str, ready: bool = False) -> str:
+    """A VM's name, or UsageError; ``ready``: a ready VM's name is one too (ready.py)."""
+    if ready and is_ready(name):
+        return name
     if not fits(name, ALNUM, NAME_CHARS, 63):
         raise UsageError(
             f'invalid vm name "{name}": use 1-63 of A-Z a-z 0-9 . _ -, starting with a letter '

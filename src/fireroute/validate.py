@@ -57,11 +57,12 @@ def host_address(iface: IPv4Interface, what: str) -> None:
         raise UsageError(f"{what} {iface} is the {kind} address of {net}")
 
 
-def up(names: list[str], o: Options) -> None:
-    """An up request: each name a VM's, none twice, one VM where an option names one thing
-    (a tap, a CNI attachment, a MAC), then its addresses (:func:`request`)."""
+def up(names: list[str], o: Options, ready: bool = False) -> None:
+    """An up request: each name a VM's (``ready``: or a ready VM's), none twice, one VM where
+    an option names one thing (a tap, a CNI attachment, a MAC), then its addresses
+    (:func:`request`)."""
     for n in names:
-        check_vm_name(n)
+        check_vm_name(n, ready)
     if len(set(names)) != len(names):
         raise UsageError("a vm name was given twice")
     if o.tap is not None and len(names) > 1:

@@ -38,6 +38,10 @@ and closed at once.
 ``true`` always (v6 VMs made by the CLI in the same state file), ``false`` never (a
 ``fireroute ra`` runs beside it). ``dns6``: the IPv6 DNS servers its advertisements name
 (RDNSS), as ``fireroute ra --dns6``.
+
+``ready``: how many NAT VMs of the ``fixed`` options the daemon keeps made ahead (default 0:
+none; fireroute/ready.py). A client's ``up`` that gives no option of its own claims one (its
+lease renamed, no device made) and the daemon makes another when idle.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ KEYS = (
     "firecracker_dir",
     "ra",
     "dns6",
+    "ready",
 )
 ATTACH_TIMEOUT = 10.0
 """seconds a daemon client's Firecracker may take per request, at most"""
@@ -99,6 +104,7 @@ class ServerConfig:
         firecracker_dir: str | None = None,
         ra: bool | str = "auto",
         dns6: list[str] | tuple[str, ...] = (),
+        ready: int = 0,
     ) -> None:
         self.state = state
         if not isinstance(fixed, dict | None):
@@ -147,6 +153,9 @@ class ServerConfig:
             and 1 <= max_connections <= 65536
         ):
             raise UsageError("server config: max_connections must be 1..65536")
+        self.ready = check_ready(ready, self.fixed)
+        """how many NAT VMs of the fixed options (no client option) the daemon keeps made
+        ahead (fireroute/ready.py)"""
 
     @classmethod
     def load(cls, path: str) -> ServerConfig:
@@ -218,6 +227,17 @@ class ServerConfig:
 
     def may_name(self, uid: int, name: str) -> bool:
         return not self.tenant_prefix or uid == 0 or name.startswith(f"u{uid}-")
+
+
+def check_ready(ready: object, fixed: dict[str, object]) -> int:
+    """The ``ready`` key: a count, and NAT VMs of one shape (no fixed option naming one VM)."""
+    if not (isinstance(ready, int) and not isinstance(ready, bool) and 0 <= ready <= 1024):
+        raise UsageError("server config: ready must be 0..1024 VMs")
+    one = sorted({"tap", "mac", "guest"} & set(fixed))
+    if ready and (fixed.get("mode", "nat") != "nat" or one):
+        why = f'fixed "{one[0]}" names one VM' if one else "its fixed mode is not nat"
+        raise UsageError(f"server config: ready VMs are NAT VMs of one shape ({why})")
+    return ready
 
 
 class NotAllowed(UsageError):

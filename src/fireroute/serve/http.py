@@ -648,8 +648,9 @@ def main(argv: list[str]) -> int:
     try:
         config = ServerConfig.load(args.config) if args.config else ServerConfig()
         state = args.state or config.state or default_path()
-        worker = Worker(state)
-        recovered = worker.start()
+        worker = Worker(state, config.ready, config.fixed)
+        worker.log = log
+        recovered, drained = worker.start()
         advertiser = advertising(config, state, worker, log)
         server = listen(args.socket, args.group, config, worker, log)
     except FirerouteError as exc:
@@ -658,7 +659,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"fireroute serve: {exc}\n")
         return exc.exit_code
     log({"event": "listening", "socket": args.socket, "state": state, "gc": recovered,
-         "ra": advertiser is not None})  # fmt: skip
+         "ra": advertiser is not None, "ready": config.ready, "drained": drained})  # fmt: skip
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

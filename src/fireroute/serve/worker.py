@@ -8,6 +8,12 @@ finishes with them, see unlink.py), and ``up`` calls with equal options are one
 ``Host.up_many`` (all or nothing: if the batch fails, each is tried alone so that each caller
 gets its own answer). Calls on one VM run in the order they arrived, so the results are what
 the calls one after the other would have given.
+
+With ``ready`` VMs (fireroute/ready.py), an ``up`` whose options are the ready VMs' (the
+server's fixed ones: the client gave none) claims one; when no call waits, the worker makes
+one more ready VM at a time, once no call has come for a moment (:data:`IDLE`), until there
+are ``ready`` (so a call that arrives meanwhile waits for one VM's up at most). It takes them
+down when it stops, and takes down at start those a run killed before it could left.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
     from fireroute.serve.unlink import EarlyRtnl
 
 BATCH = 64
+IDLE = 0.05
+"""seconds without a call after which the worker makes a missing ready VM"""
 
 
 BARRIERS = ("list", "check", "stats", "gc")
@@ -55,21 +63,31 @@ class Call:
 
 
 class Worker:
-    def __init__(self, state: str) -> None:
+    def __init__(self, state: str, ready: int = 0, shape: dict[str, object] | None = None) -> None:
         self.calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self.state = state
+        self.keep = ready
+        """how many ready VMs to keep (0: none), of the options ``shape``"""
+        self.shape = dict(shape or {})
+        self.have = 0  # ready VMs there, as last counted
+        self.stalled = False  # the last fill failed: none again until a call changed something
+        self.log: Callable[[dict], None] = lambda record: None
         self.on_change: Callable[[], None] | None = None
         """called (on the worker's thread) after a batch that made or removed VMs"""
         self.host: Host | None = None
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fireroute-worker", daemon=True)
 
-    def start(self) -> str:
-        """Start; returns what the start-up gc did (half-made VMs finished or undone)."""
+    def start(self) -> tuple[str, list[str]]:
+        """Start; returns what the start-up gc did (half-made VMs finished or undone) and the
+        ready VMs a run before left (killed), taken down (made again when idle)."""
         self.thread.start()
-        call = Call("gc")
+        call, left = Call("gc"), Call("ready-drain")
         self.calls.put(call)
-        return str(self.wait(call, 300))
+        self.calls.put(left)
+        done, drained = self.wait(call, 300), self.wait(left, 300)
+        assert isinstance(drained, list)
+        return str(done), drained
 
     def run(self, call: Call) -> object:
         """Hand the worker a call and wait for its result (raised: its error)."""
@@ -96,11 +114,36 @@ class Worker:
         try:
             self._loop()
         finally:
-            unlinker.drain()  # a stop waits for the deletions still in the kernel
+            try:
+                self.host.ready_drain()
+            finally:
+                unlinker.drain()  # a stop waits for the deletions still in the kernel
+
+    def _next(self) -> Call | None:
+        """The next call; while ready VMs are missing and none has come for :data:`IDLE`
+        seconds, one more is made (a burst of claims is not slowed by the refill)."""
+        while self.keep and self.have < self.keep and not self.stalled:
+            try:
+                return self.calls.get(timeout=IDLE)
+            except queue.Empty:
+                self._fill()
+        return self.calls.get()
+
+    def _fill(self) -> None:
+        assert self.host is not None
+        try:
+            have = self.host.ready_fill(self.keep, self.shape)
+        except Exception as exc:  # noqa: BLE001 - logged; tried again after the next change
+            self.stalled = True
+            self.log({"event": "ready-failed", "error": f"{type(exc).__name__}: {exc}"[:200]})
+            return
+        made, self.have = have > self.have, have
+        if made and self.on_change is not None:
+            self.on_change()
 
     def _loop(self) -> None:
         while True:
-            first = self.calls.get()
+            first = self._next()
             if first is None:
                 return
             batch = [first]
@@ -120,8 +163,10 @@ class Worker:
                 for c in batch:
                     if not c.done.is_set():
                         c.finish(error=exc)
-            if self.on_change is not None and any(c.verb in CHANGES for c in batch):
-                self.on_change()
+            if any(c.verb in CHANGES for c in batch):
+                self.stalled = False
+                if self.on_change is not None:
+                    self.on_change()
 
     def _serve(self, batch: list[Call]) -> None:
         for step in steps(batch):
@@ -147,6 +192,9 @@ class Worker:
                 c.finish(self.host.check())
             elif c.verb == "stats":
                 c.finish(self.host.stats())
+            elif c.verb == "ready-drain":  # (the worker's own, at start)
+                c.finish(self.host.ready_drain())
+                self.have = 0
             elif c.verb == "record":  # the VM as recorded, for work done off this thread
                 c.finish(self.host.get(str(c.name)))
             elif c.verb == "policy":
@@ -183,6 +231,9 @@ class Worker:
 
     def _up(self, calls: list[Call]) -> None:
         assert self.host is not None
+        calls = [c for c in calls if not self._claimed(c)]
+        if not calls:
+            return
         names = [str(c.name) for c in calls]
         if len(calls) > 1 and len(set(names)) == len(names):
             try:
@@ -199,6 +250,25 @@ class Worker:
                 c.finish(self.host.up(str(c.name), **c.options))
             except BaseException as exc:  # noqa: BLE001
                 c.finish(error=exc)
+
+    def _claimed(self, c: Call) -> bool:
+        """Was ``c`` answered with a ready VM claimed? (False: it takes the cold path: it
+        asks for other options, no ready VM is there, its VM is up already, or the claim
+        failed, undone.)"""
+        assert self.host is not None
+        if not self.keep or c.options != self.shape:
+            return False
+        try:
+            vm = self.host.ready_claim(str(c.name), c.options)
+        except Exception as exc:  # noqa: BLE001 - undone: the cold path answers
+            self.log({"event": "claim-failed", "error": f"{type(exc).__name__}: {exc}"[:200]})
+            return False
+        if vm is None:  # (none there, maybe taken down behind the daemon's back: counted again)
+            self.have = 0
+            return False
+        self.have -= 1
+        c.finish(vm)
+        return True
 
 
 def steps(batch: list[Call]) -> list[list[Call]]:

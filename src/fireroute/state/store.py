@@ -265,15 +265,16 @@ class Store:
         return _Lock(self.path, timeout, exists=self.db is not None)
 
     # -- reads -----------------------------------------------------------------------------
-    def _rows(self, where: str = "", args: tuple[object, ...] = ()) -> list[Vm]:
+    def _rows(self, where: str = "", args: tuple[object, ...] = (), limit: int = -1) -> list[Vm]:
         if self.db is None:
             return []
         net6 = "net6_start, net6_end" if self.version >= 5 else "NULL, NULL"  # older: read-only
         try:
             rows = self.db.execute(
                 "SELECT name, state, net_start, prefix, tap, mac, uplink, options, netns, "
-                f"{net6} FROM vms {where} ORDER BY net_start IS NULL, net_start, name",
-                args,
+                f"{net6} FROM vms {where} ORDER BY net_start IS NULL, net_start, name "
+                "LIMIT ?",
+                (*args, limit),
             ).fetchall()
         except sqlite3.Error as exc:
             raise StateError(f"cannot read state file {self.path}: {exc}") from None
@@ -289,6 +290,13 @@ class Store:
 
     def all(self) -> list[Vm]:
         return self._rows()
+
+    def named(self, prefix: str, limit: int = -1) -> list[Vm]:
+        """The VMs whose name starts with ``prefix``, at most ``limit`` (-1: all), in the
+        order of :meth:`all` (found by the primary key's index: the other VMs are never
+        built)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return self._rows("WHERE name >= ? AND name < ?", (prefix, end), limit)
 
     def claiming(self, ports: list[int]) -> list[Vm]:
         """The VMs that may publish one of the host ``ports``: found by their recorded
@@ -522,6 +530,13 @@ class Store:
             )
             db.execute("DELETE FROM ports WHERE name = ?", (name,))
             _write_ports(db, [(name, options)])
+
+    def rename(self, old: str, new: str, state: str) -> None:
+        """A lease renamed (a ready VM claimed, ready.py), its ports with it, and its state
+        set, in one transaction."""
+        with self._tx() as db:
+            db.execute("UPDATE vms SET name = ?, state = ? WHERE name = ?", (new, state, old))
+            db.execute("UPDATE ports SET name = ? WHERE name = ?", (new, old))
 
     def set_state(self, names: list[str], state: str) -> None:
         if self.db is None:  # no state file: nothing recorded, nothing to change
