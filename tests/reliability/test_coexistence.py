@@ -55,6 +55,11 @@ COMMIT
 -A DOCKER -i docker0 -j RETURN
 -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
 COMMIT
+*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -d 172.17.0.2/32 ! -i docker0 -j DROP
+COMMIT
 """
 
 THEIRS = """table inet theirs {
@@ -113,7 +118,7 @@ def test_foreign_rulesets_survive_byte_for_byte(host: Host, backend: str):
     setup_foreign(host)
     ruleset = host.nft_text()
     tables = foreign(host)
-    assert set(tables) >= {"table ip filter", "table ip nat", "table inet theirs"}
+    assert set(tables) >= {"table ip filter", "table ip nat", "table ip raw", "table inet theirs"}
     links = foreign_links(host)
     saved = [r for r in host.iptables_rules()]
 
