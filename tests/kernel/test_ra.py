@@ -153,6 +153,26 @@ def test_a_v6_guest_configures_itself_from_fireroutes_ra(lab: Lab):
     assert "(periodic)" in out  # the advertisement at start, to each v6 tap with carrier
 
 
+def test_a_proxy_ndp_guest_is_advertised_the_route_and_no_prefix(lab: Lab):
+    """A ``--proxy-ndp`` VM's /64: the uplink answers the upstream for its ``::2`` alone, so
+    the responder's RA offers no prefix (a SLAAC address there would be unreachable) and
+    gives the route; the control, a plain v6 VM in the same run, takes its SLAAC address."""
+    proxied = lab.up("px", "--ipv6", "--pool6", "2001:db8:300::/56", "--proxy-ndp")
+    plain = lab.up("plain", "--ipv6")
+    gp, g6 = lab.wire(proxied), lab.wire(plain)
+    lab.start_responder()
+    lab.solicit(gp)
+    lab.solicit(g6)
+    want = eui64(plain["ipv6"]["block"], plain["mac"])
+    got = wait_for(lambda: lab.slaac(g6), 5.0)
+    assert [(IPv6Address(a["local"]), a["prefixlen"]) for a in got] == [(want, 64)]
+    routes = wait_for(lambda: lab.ra_routes(gp), 5.0)
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
+    assert lab.slaac(gp) == []  # the route, and no prefix to take an address from
+    code, out, err = lab.stop_responder()
+    assert (code, err) == (0, "") and proxied["tap"] in out, out
+
+
 def test_a_solicitation_from_a_vm_up_after_the_responder_is_answered(lab: Lab):
     """The responder learns a tap it did not know from the state file when its guest
     solicits, and answers the solicitation (not the periodic advertisement)."""
