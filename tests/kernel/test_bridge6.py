@@ -161,16 +161,17 @@ def test_a_bridge_guests_forged_v6_source_is_dropped_at_its_port(lab: BridgeLab)
     own, other = ra["ipv6"]["address"], rb["ipv6"]["address"]
     for forged in ("fd00:bad::2", other):  # an outside /64, and the other guest's address
         sh("ip", "-n", a, "-6", "addr", "add", f"{forged}/64", "dev", "eth0", "nodad")
-    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "1", "::"]
+    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "10",
+            "::", "5000"]  # fmt: skip
     sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     # (the gateway's MAC known first: a neighbour solicitation from a forged source is dropped
     # at the port too, and would hold every datagram back)
     assert lab.run(a, PING6, "fe80::1%eth0").returncode == 0
     before = lab.drops()
-    for src in ("fd00:bad::2", other, own):
+    for src in ("fd00:bad::2", other, own):  # (own last: the first to arrive ends the wait)
         lab.run(a, UDP_FROM, src, "5000", INTERNET6, "9999")
-    seen = sink.communicate(timeout=5)[0].split()
+    seen = sink.communicate(timeout=15)[0].split()
     assert seen == [f"5000@{UPLINK6}"], seen  # the control: its own address passes (once)
     assert lab.drops() >= before + 6  # 3 datagrams of each forged source, at the port
 

@@ -5,6 +5,7 @@ after which ``check`` is clean again and a second ``restore`` has nothing to do.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -134,6 +135,11 @@ def test_check_sees_each_object_and_restore_heals_it(host: Host, mode: str, dama
         clone_ns = next((v["netns"] for v in vms if "netns" in v), "")
         (host.state.parent / "netns").write_text(clone_ns)
         host.sh(f"cd {host.state.parent} && {damage}")
+        if "netns del" in damage:  # (the kernel destroys it, and its veths, after ip returns)
+            deadline = time.monotonic() + 20
+            while "fr-c" in host.links():
+                assert time.monotonic() < deadline, "fr-c outlived its namespace"
+                time.sleep(0.05)
     rc, found = report(host)
     assert rc == 1 and not found["ok"], found
     restore_heals(host, found, clean)

@@ -60,6 +60,7 @@ for _ in range(3):
 UDP_SINK = """
 import socket, sys
 at = sys.argv[3] if len(sys.argv) > 3 else "0.0.0.0"  # ("::": IPv6)
+last = sys.argv[4] if len(sys.argv) > 4 else None  # the payload that ends the wait
 s = socket.socket(socket.AF_INET6 if ":" in at else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((at, int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
 print("ready", flush=True)
@@ -67,10 +68,15 @@ seen = set()
 try:
     while True:
         data, peer = s.recvfrom(2048); seen.add(data.decode() + "@" + peer[0])
+        if data.decode() == last:
+            break
 except socket.timeout:
     pass
 print(" ".join(sorted(seen)), flush=True)
 """
+"""A UDP sink: PORT, the seconds it waits for the next datagram, the address it binds, and
+the payload after which it stops waiting (sent last, by a sender that must get through: on a
+busy machine the wait then ends on what was sent, not on a clock)."""
 
 
 API_UP = """
@@ -173,13 +179,25 @@ def test_spoofed_source_is_dropped(lab: Lab, backend: str):
     for dev in ("all", "default", rec["host_dev"]):  # no help from rp_filter: ours must drop
         lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
     sink = subprocess.Popen(
-        ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "5555", "2"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.host.inet,
+            sys.executable,
+            "-c",
+            UDP_SINK,
+            "5555",
+            "10",
+            "0.0.0.0",
+            "own",
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
     )
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     forged = ((other["guest_ip"], "forged"), ("10.1.2.3", "far"))
-    for src, tag in ((rec["guest_ip"], "own"), *forged):
+    for src, tag in (*forged, (rec["guest_ip"], "own")):  # (own last: it ends the wait)
         sh(
             "ip",
             "netns",
@@ -312,14 +330,28 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(float(sys.argv[2]))
 print("ready", flush=True)
 seen = []
+last = sys.argv[3] if len(sys.argv) > 3 else None  # the payload that ends the wait
 try:
     while True:
         data, peer = s.recvfrom(2048); seen.append(data.decode() + "@" + peer[0])
         s.sendto(b"ack", peer)  # a reply: the guest's flow is now an established connection
+        if data.decode() == last:
+            break
 except socket.timeout:
     pass
 print(" ".join(sorted(set(seen))), flush=True)
 """
+
+
+def replied(host: Host, port: str, timeout: float = 10.0) -> None:
+    """Wait until conntrack holds the UDP flow to ``port`` as replied (an established one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = host.run("conntrack", "-L", "-p", "udp", "--dport", port).stdout
+        if port in seen and "[UNREPLIED]" not in seen:
+            return
+        assert time.monotonic() < deadline, f"no reply seen on the flow to {port}: {seen}"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("backend", ["nft", "iptables"])
@@ -335,7 +367,18 @@ def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab, backend: st
     for dev in ("all", "default", rb["host_dev"]):  # no help from rp_filter: ours must drop
         lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
     sink = subprocess.Popen(
-        ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_ECHO, "5555", "2"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.host.inet,
+            sys.executable,
+            "-c",
+            UDP_ECHO,
+            "5555",
+            "10",
+            "again",
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -348,9 +391,7 @@ def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab, backend: st
     before = counter(lab.host, check)
     send = [sys.executable, "-c", RAW_UDP, ra["guest_ip"], "203.0.113.1", "5555"]
     sh("ip", "netns", "exec", a, *send, "own")
-    time.sleep(0.5)  # the sink's replies make the flow established
-    conntrack = lab.host.run("conntrack", "-L", "-p", "udp", "--dport", "5555").stdout
-    assert "ASSURED" in conntrack or "[UNREPLIED]" not in conntrack, conntrack
+    replied(lab.host, "5555")  # the sink's replies make the flow established
     sh("ip", "netns", "exec", b, *send, "forged")  # b, as a, on a's flow
     time.sleep(0.3)
     sh("ip", "netns", "exec", a, *send, "again")

@@ -180,7 +180,19 @@ def test_a_udp_flow_begun_before_publishing_reaches_the_guest(lab: Lab):
     h = lab.host
     ns, _rec = lab.guest("dns")
     sink = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", UDP_SINK, "53", "3"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            UDP_SINK,
+            "53",
+            "15",
+            "0.0.0.0",
+            "after",
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
     )

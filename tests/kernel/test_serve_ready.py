@@ -68,7 +68,8 @@ def test_a_claim_answers_as_a_cold_up_and_its_guest_reaches_the_internet(
         assert status == 200, vm
         assert vm["tap"] in {v["tap"] for v in before}  # a ready VM's, renamed
         assert vm == json.loads(host.fireroute("show", "web-1", "--format", "json").stdout)
-        check_clean(host)  # at once: every tag followed the name
+        wait_ready(host, 2)  # (the refill, begun once the daemon is idle: check says a
+        check_clean(host)  # ready VM half made as pending) every tag followed the name
         status, report = c.call("GET", "/check")
         assert status == 200 and report["ok"], report
         member = vm["tap"].removeprefix("fr-")  # the ready VM's name
