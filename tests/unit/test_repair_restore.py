@@ -86,7 +86,7 @@ def test_nothing_to_do_on_a_healthy_host():
         ([("nft element", (*NAT_T, "taps", '"fr-n"'))], 'taps { "fr-n" comment'),
         ([("nft chain", (*NAT_T, "guest_in"))], "chain guest_in { }"),
         ([("nft set", (*NAT_T, "peers"))], "set peers { type ifname; }"),
-        ([("link", (None, "br9"))], "link add name br9 address 0E:66:2D:E6:68:64 type bridge"),
+        ([("link", (None, "br9"))], "link add name br9 address 0E:7E:CB:BB:BD:53 type bridge"),
         ([("netns", ("fireroute-5ca1ab1e-c",))], "netns add fireroute-5ca1ab1e-c"),
         ([("link", ("fireroute-5ca1ab1e-c", "vmtap0"))], "ip link del dev fr-c"),
         (

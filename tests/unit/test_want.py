@@ -146,9 +146,9 @@ def test_a_made_bridge_is_tagged_for_its_state_file():
     br, addr = bridge.bridge(v)
     assert isinstance(br, Link) and br.key == (None, "br9") and br.owner == "5ca1ab1e:bridge:br9"
     assert br.alias == "fireroute:5ca1ab1e:bridge:br9" == bridge.alias("5ca1ab1e", "br9")
-    assert br.text("create") == "link add name br9 address 0E:66:2D:E6:68:64 type bridge"
+    assert br.text("create") == "link add name br9 address 0E:7E:CB:BB:BD:53 type bridge"
     assert br.text("set") == (
-        "link set dev br9 address 0E:66:2D:E6:68:64 group 4151 "
+        "link set dev br9 address 0E:7E:CB:BB:BD:53 group 4151 "
         "alias fireroute:5ca1ab1e:bridge:br9 up"
     )
     assert isinstance(addr, Addr) and addr.text("create") == "address add 10.9.0.1/24 dev br9"

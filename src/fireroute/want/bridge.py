@@ -23,23 +23,25 @@ def alias(instance: str, bridge: str) -> str:
     return owner.alias(instance, owner.bridge_name(bridge))
 
 
-def mac(bridge: str) -> str:
-    """The MAC of a bridge fireroute makes: fixed (locally administered, ``0E:66:`` and a
-    32-bit FNV-1a hash of its name), so the bridge keeps it. A bridge made without one takes
-    the lowest MAC of its ports, and changes it when a guest's tap with a lower one joins or
-    that port leaves: its guests' neighbour entries for their gateway then point nowhere
-    until they expire. The same name gives the same MAC to every state file."""
-    h = 0x811C9DC5
-    for b in bridge.encode():
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return "0E:66:" + ":".join(f"{(h >> s) & 0xFF:02X}" for s in (24, 16, 8, 0))
+def mac(instance: str, bridge: str) -> str:
+    """The MAC of a bridge fireroute makes: fixed (locally administered, ``0E:`` and a 40-bit
+    FNV-1a hash of the making state file's id and the bridge's name), so the bridge keeps it.
+    A bridge made without one takes the lowest MAC of its ports, and changes it when a guest's
+    tap with a lower one joins or that port leaves: its guests' neighbour entries for their
+    gateway then point nowhere until they expire. The state file's id (random, made once)
+    keeps two hosts' bridges of one name apart, should they ever share a segment; another
+    state file uses the bridge as it finds it."""
+    h = 0xCBF29CE484222325
+    for b in f"{instance}:{bridge}".encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return "0E:" + ":".join(f"{(h >> s) & 0xFF:02X}" for s in (32, 24, 16, 8, 0))
 
 
 def link(vm: Vm) -> Link:
     """The bridge ``vm`` is a port of, as the state file holding ``vm`` would make it."""
     br = str(vm.options.bridge)
     tag = owner.tag(vm.owner, owner.bridge_name(br))
-    return Link(br, "bridge", tag, vm.name, alias(vm.owner, br), mac=mac(br))
+    return Link(br, "bridge", tag, vm.name, alias(vm.owner, br), mac=mac(vm.owner, br))
 
 
 def bridge(vm: Vm) -> list[Obj]:

@@ -101,7 +101,8 @@ def bridge_objects(name: str, leases: Iterable[Vm], instance: str, v6: bool = Fa
         br, objs = bridge.link(on), bridge.bridge(on)
     else:
         tag = owner.tag(instance, owner.bridge_name(name))
-        br = Link(name, "bridge", tag, None, bridge.alias(instance, name), mac=bridge.mac(name))
+        mac = bridge.mac(instance, name)
+        br = Link(name, "bridge", tag, None, bridge.alias(instance, name), mac=mac)
         objs = [br]
     return objs + ([bridge.gateway6(br)] if v6 else [])
 
