@@ -227,6 +227,64 @@ def test_spoofed_source_is_dropped(lab: Lab, backend: str):
         assert int(drop[0].split("]")[0].strip("[").split(":")[0]) >= 6, drop
 
 
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_a_clone_cannot_ride_a_neighbour_clones_established_flow(host: Host, backend: str):
+    """Clones, each in its own namespace: a guest forging its neighbour clone's address on
+    that clone's established flow. Its namespace masquerades only the guest's own network, so
+    the forged source would leave unchanged and be the neighbour's flow to the host's
+    conntrack; the namespace drops it as it is forwarded (both backends; the host's nft set
+    lookup too). The neighbour's own packets, before and after, arrive (the control)."""
+    from tests.kernel.tapwire import Wired
+
+    guests: dict[str, tuple[str, dict, Wired]] = {}
+    try:
+        for name in ("a", "b"):
+            rec = json.loads(
+                host.fireroute("up", name, "--mode", "clone", "--backend", backend, "--json").stdout
+            )[0]
+            ns = Wired(rec["netns"], label=f"{host.ns}-c{name}")  # (its tap is in its netns)
+            guests[name] = ("", rec, ns)
+            g = ns.guest(rec["tap"], rec["mac"])
+            guests[name] = (g, rec, ns)
+            sh("ip", "-n", g, "addr", "add", f"{rec['guest_ip']}/{rec['prefix']}", "dev", "eth0")
+            sh("ip", "-n", g, "route", "add", "default", "via", rec["tap_ip"])
+            for dev in ("all", "default"):  # no help from rp_filter: the rules must drop
+                sh("ip", "netns", "exec", rec["netns"], "sysctl", "-qw",
+                   f"net/ipv4/conf/{dev}/rp_filter=0")  # fmt: skip
+        for dev in ("all", "default", "fr-a", "fr-b"):
+            host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
+        (ga, _, _), (gb, rb, _) = guests["a"], guests["b"]
+        echo = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.inet,
+                sys.executable,
+                "-c",
+                UDP_ECHO,
+                "5555",
+                "10",
+                "again",
+            ],  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        send = [sys.executable, "-c", RAW_UDP]
+        sh("ip", "netns", "exec", gb, *send, rb["guest_ip"], "203.0.113.1", "5555", "own")
+        replied(host, "5555")
+        forged = rb["veth"]["netns_ip"]  # b's address as the host sees it
+        sh("ip", "netns", "exec", ga, *send, forged, "203.0.113.1", "5555", "forged")
+        time.sleep(0.3)
+        sh("ip", "netns", "exec", gb, *send, rb["guest_ip"], "203.0.113.1", "5555", "again")
+        seen = echo.communicate(timeout=30)[0].split()
+        assert seen == ["again@203.0.113.2", "own@203.0.113.2"], seen
+    finally:
+        for _, _, ns in guests.values():
+            ns.close()
+
+
 def test_guests_isolated_unless_both_allow_peers(lab: Lab):
     a, ra = lab.guest("a")
     b, rb = lab.guest("b")

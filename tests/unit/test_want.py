@@ -120,8 +120,10 @@ def test_clone_objects():
     assert by["sysctl", (ns, "net.ipv4.ip_forward")].text() == "net.ipv4.ip_forward=1"
     table = by["nft table", (ns, "ip", "fireroute_clone")]
     chains = [o for o in objs if isinstance(o, NftChain)]
-    assert isinstance(table, NftTable) and [c.name for c in chains] == ["postrouting", "prerouting"]
+    assert isinstance(table, NftTable)
+    assert [c.name for c in chains] == ["postrouting", "prerouting", "forward"]
     assert chains[0].rules == ('ip saddr 192.168.241.0/29 oifname "veth0" snat to 172.16.0.14',)
+    assert chains[2].rules == ('iifname "vmtap0" ip saddr != 192.168.241.0/29 drop',)
     assert not [o for o in objs if isinstance(o, Route) and o.ns is None]  # no clone address
 
 

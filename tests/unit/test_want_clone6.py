@@ -67,6 +67,7 @@ def test_a_clone_with_ipv6_has_the_ipv6_objects_of_the_plan():
         "fd3c:9a1e:52b0:5::2",
         'ip6 fireroute_clone prerouting: iifname "veth0" ip6 daddr fd3c:9a1e:52b0:5::2 dnat to '
         "fd00:c10::2",
+        'ip6 fireroute_clone forward: iifname "vmtap0" ip6 saddr != fd00:c10::/64 drop',
         "root: net/ipv6/conf/fr-c/disable_ipv6=0",
         "root: net/ipv6/conf/fr-c/addr_gen_mode=1",
         "root: address add fe80::1/64 dev fr-c nodad",

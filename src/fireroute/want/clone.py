@@ -38,6 +38,7 @@ NS_VETH = "veth0"
 NS_TABLE = "fireroute_clone"
 POSTROUTING = "type nat hook postrouting priority srcnat; policy accept;"
 PREROUTING = "type nat hook prerouting priority dstnat; policy accept;"
+FORWARD = "type filter hook forward priority filter; policy accept;"
 
 
 def netns(vm: Vm) -> Netns:
@@ -72,16 +73,21 @@ def table(vm: Vm) -> NftTable:
 
 def chains(vm: Vm) -> list[NftChain]:
     """Its chains: SNAT of the guest to the namespace's veth address, DNAT of the clone
-    address to it; written as ``nft list`` prints them."""
+    address to it, and the guest's source checked as it is forwarded (SNAT rewrites only the
+    guest's network: a forged source would leave unchanged, as a neighbour's address on the
+    neighbour's established flow, which the host's conntrack knows by address alone);
+    written as ``nft list`` prints them."""
     assert vm.net is not None and vm.guest_iface_addr is not None
     nat = table(vm)
     ns_ip = veth_pair(vm.net)[1]
     guest = vm.guest_iface_addr
     snat = f'ip saddr {guest.network} oifname "{NS_VETH}" snat to {ns_ip}'
     dnat = f'iifname "{NS_VETH}" ip daddr {vm.clone_address} dnat to {guest.ip}'
+    guard = f'iifname "{vm.vm_tap}" ip saddr != {guest.network} drop'
     return [
         NftChain(nat, "postrouting", POSTROUTING, (snat,)),
         NftChain(nat, "prerouting", PREROUTING, (dnat,)),
+        NftChain(nat, "forward", FORWARD, (guard,)),
     ]
 
 
@@ -99,15 +105,18 @@ def table6(vm: Vm) -> NftTable:
 
 def chains6(vm: Vm) -> list[NftChain]:
     """Its chains: SNAT of the guest's /64 to the clone address, DNAT of the clone address to
-    the guest; as ``nft list`` prints them."""
+    the guest, the guest's source checked as it is forwarded (as :func:`chains`); as ``nft
+    list`` prints them."""
     guest = vm.guest6
     assert guest is not None
     nat, clone_ip = table6(vm), address6(vm).ip
     snat = f'ip6 saddr {guest.network} oifname "{NS_VETH}" snat to {clone_ip}'
     dnat = f'iifname "{NS_VETH}" ip6 daddr {clone_ip} dnat to {guest.ip}'
+    guard = f'iifname "{vm.vm_tap}" ip6 saddr != {guest.network} drop'
     return [
         NftChain(nat, "postrouting", POSTROUTING, (snat,)),
         NftChain(nat, "prerouting", PREROUTING, (dnat,)),
+        NftChain(nat, "forward", FORWARD, (guard,)),
     ]
 
 
