@@ -73,3 +73,31 @@ def test_iptables_chains_fireroute_brought_in_go_with_its_last_rule(host: Host):
     assert "chain INPUT" in host.nft_text()  # b still uses it
     host.fireroute("teardown")
     assert host.nft_text() == before  # their table and chain stay, ours are gone
+
+
+@pytest.mark.parametrize("path", ["up", "restore"])
+def test_a_chain_an_earlier_version_did_not_use_is_recorded_and_goes_too(host: Host, path: str):
+    """A host whose iptables VMs were made before fireroute used the raw table: their record
+    of what fireroute's rules brought in has no raw, and no raw rule is there. The next
+    ``up`` (or a ``restore`` writing the missing rule back) brings raw in and records it, so
+    the last ``down`` leaves the ruleset as it was before the first VM."""
+    import sqlite3
+
+    assert host.nft_text() == ""
+    host.fireroute("up", "a", "--backend", "iptables")
+    for rule in [r for r in host.iptables_rules() if r.startswith("-A PREROUTING")]:
+        host.run("sh", "-c", f"iptables-nft -t raw {rule.replace('-A', '-D', 1)}")
+    host.run("nft", "delete", "table", "ip", "raw")
+    db = sqlite3.connect(host.state)
+    (made,) = db.execute("SELECT value FROM meta WHERE key = 'ipt_made'").fetchone()
+    older = [m for m in json.loads(made) if not m.startswith("raw")]
+    with db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'ipt_made'", (json.dumps(older),))
+    db.close()
+    if path == "up":
+        host.fireroute("up", "b", "--backend", "iptables")
+    assert host.fireroute("check", check=False).returncode == 1  # a's raw rule is missing
+    host.fireroute("restore")
+    assert host.fireroute("check").returncode == 0 and "table ip raw" in host.nft_text()
+    host.fireroute("teardown")
+    assert host.nft_text() == ""  # raw, made after the first VM, went with the last rule

@@ -175,8 +175,8 @@ def up(
             read.meta[FORWARD6_BEFORE] = read.forwarding6  # the first v6 VM of the file
         current[FORWARDING6] = Forwarding(read.forwarding6, path=FORWARD6_KEY)
     if any(v.backend == "iptables" and nat_member(v) for v in vms):
-        made = up_iptables(current, runner)
-        if made:  # the first iptables VM on this host: remember what it brings in
+        made = made_record(records.meta(IPT_MADE), up_iptables(current, runner))
+        if made:  # what its rules bring in: remembered, to go with the last rule
             read.meta[IPT_MADE] = made
     read.held = up_bridges(current, read.desired, vms, missing)
     gateway6_found(current, read.desired, vms, missing, runner)
@@ -193,20 +193,31 @@ def _joined(shape: Population, vms: list[Vm]) -> Population:
     return out
 
 
-def up_iptables(current: Index, runner: Runner) -> str | None:
+def up_iptables(current: Index, runner: Runner) -> list[str]:
     """The shared conntrack rule as iptables-nft-save shows it (there or not) in ``current``;
-    what the first rule of all brings in (to remember), or None."""
-    from fireroute import jsontext
+    the tables and chains fireroute's rules use that are not there yet (its rules bring them
+    in: the first rule of all, or a chain an earlier version's rules did not use)."""
     from fireroute.want.iptables import comment_tag, conntrack
 
     rule = conntrack()
     present = observe.iptables_saved(runner)
     if any(comment_tag(line) == rule.owner for _, line in present):
         current[(rule.kind, rule.key)] = rule
+    else:
+        current.pop((rule.kind, rule.key), None)
+    return would_make(observe.nft_ip_chains(runner))
+
+
+def made_record(recorded: str | None, made: list[str]) -> str | None:
+    """The record of what fireroute's iptables rules brought in (``IPT_MADE``), with ``made``
+    added; None when nothing is new."""
+    from fireroute import jsontext
+
+    if not made:
         return None
-    current.pop((rule.kind, rule.key), None)
-    made = would_make(observe.nft_ip_chains(runner))
-    return jsontext.dumps(made) if made else None  # the first iptables VM on this host
+    before = _strings(jsontext.loads(recorded)) if recorded else []
+    new = [m for m in made if m not in before]
+    return jsontext.dumps(before + new) if new else None
 
 
 def up_bridges(current: Index, desired: Index, vms: list[Vm], missing: set[str]) -> set[tuple]:

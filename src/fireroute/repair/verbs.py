@@ -10,7 +10,7 @@ from fireroute.kernel.read import Source
 from fireroute.kernel.scope import FORWARD6_BEFORE, FORWARD6_RECORD
 from fireroute.manager import FORWARD_BEFORE, FORWARD_RECORD, Manager, done
 from fireroute.model import Vm
-from fireroute.plan.steps import Plan
+from fireroute.plan.steps import IPTABLES, Plan, Step
 from fireroute.repair.collect import sweep
 from fireroute.repair.heal import healing
 from fireroute.repair.picture import picture
@@ -126,8 +126,23 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
                 record.record(pic.cur.forwarding6 or "0", record.V6)
         if todo.steps and not dry_run:
             _record_proxies(vms)
+            _record_ipt_made(store, todo.steps, m)
             m.run(Plan(todo.steps))
         return Plan(todo.clear + todo.steps)  # everything restore ran (or, dry, would run)
+
+
+def _record_ipt_made(store: Store, steps: list[Step], m: Manager) -> None:
+    """The iptables-nft tables and chains restore's rules bring in, recorded beside those
+    the state file's ups recorded, to go with the last rule (kernel/scope.py)."""
+    if not any(s.tool == IPTABLES for s in steps):
+        return
+    from fireroute.kernel import scope
+
+    made = scope.made_record(
+        store.meta(scope.IPT_MADE), scope.would_make(observe.nft_ip_chains(m.runner))
+    )
+    if made:
+        store.set_meta(scope.IPT_MADE, made)
 
 
 def _record_proxies(vms: list[Vm]) -> None:

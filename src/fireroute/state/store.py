@@ -544,6 +544,10 @@ class Store:
         with self._tx() as db:
             db.executemany("UPDATE vms SET state = ? WHERE name = ?", [(state, n) for n in names])
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def remove(self, names: list[str], drop_meta: Sequence[str] = ()) -> None:
         if self.db is None:
             return
