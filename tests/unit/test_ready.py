@@ -136,6 +136,7 @@ def test_a_ready_vms_name_is_refused_to_everyone_else(tmp_path):
         ({"ready": "2"}, "ready must be 0..1024"),
         ({"ready": 2, "fixed": {"mode": "bridge", "dhcp": True}}, "fixed mode is not nat"),
         ({"ready": 2, "fixed": {"tap": "t0"}}, 'fixed "tap" names one VM'),
+        ({"ready": 2, "fixed": {"publish": ["8080:80"]}}, 'fixed "publish" names one VM'),
     ],
 )
 def test_the_ready_key_is_checked(config, why):
@@ -176,3 +177,34 @@ def test_the_worker_claims_for_the_shape_alone():
     cold.host = host
     cold._serve([Call("up", "d", dict(SHAPE))])  # noqa: SLF001
     assert host.calls[-1] == ("up_many", "d")
+
+
+class BrokenHost(ReadyHost):
+    """A ready VM that drifted: every claim of it fails (and is undone)."""
+
+    def ready_claim(self, name: str, options: dict) -> Vm | None:
+        self.calls.append(("claim", name))
+        raise RuntimeError("cannot remove iptables rule: missing")
+
+    def ready_drain(self) -> list[str]:
+        self.calls.append(("drain", ""))
+        return ["_ready-0"]
+
+
+def test_a_failed_claim_takes_the_ready_vms_down_to_be_made_again():
+    """A claim that fails goes cold, and the ready VMs are taken down and counted as none
+    (made again when idle); else a drifted first one would fail every claim while the count
+    stays full. The control: a claim that works leaves the rest as they are."""
+    w = Worker("unused", 2, SHAPE)
+    w.host = host = BrokenHost()  # type: ignore[assignment]
+    w.have, w.stalled = 2, True
+    c = Call("up", "a", dict(SHAPE))
+    w._serve([c])  # noqa: SLF001
+    assert c.result == Vm("a", SHAPE)  # answered by the cold path
+    assert host.calls == [("claim", "a"), ("drain", ""), ("up_many", "a")]
+    assert (w.have, w.stalled) == (0, False)
+    ok = Worker("unused", 2, SHAPE)
+    ok.host = good = ReadyHost()  # type: ignore[assignment]
+    ok.have = 2
+    ok._serve([Call("up", "b", dict(SHAPE))])  # noqa: SLF001
+    assert good.calls == [("claim", "b")] and ok.have == 1

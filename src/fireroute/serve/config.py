@@ -233,7 +233,7 @@ def check_ready(ready: object, fixed: dict[str, object]) -> int:
     """The ``ready`` key: a count, and NAT VMs of one shape (no fixed option naming one VM)."""
     if not (isinstance(ready, int) and not isinstance(ready, bool) and 0 <= ready <= 1024):
         raise UsageError("server config: ready must be 0..1024 VMs")
-    one = sorted({"tap", "mac", "guest"} & set(fixed))
+    one = sorted({"tap", "mac", "guest", "publish"} & set(fixed))  # (a host port: one VM's)
     if ready and (fixed.get("mode", "nat") != "nat" or one):
         why = f'fixed "{one[0]}" names one VM' if one else "its fixed mode is not nat"
         raise UsageError(f"server config: ready VMs are NAT VMs of one shape ({why})")

@@ -262,6 +262,7 @@ class Worker:
             vm = self.host.ready_claim(str(c.name), c.options)
         except Exception as exc:  # noqa: BLE001 - undone: the cold path answers
             self.log({"event": "claim-failed", "error": f"{type(exc).__name__}: {exc}"[:200]})
+            self._renew()
             return False
         if vm is None:  # (none there, maybe taken down behind the daemon's back: counted again)
             self.have = 0
@@ -269,6 +270,16 @@ class Worker:
         self.have -= 1
         c.finish(vm)
         return True
+
+    def _renew(self) -> None:
+        """After a failed claim (a ready VM that drifted, say: each claim would fail on it
+        again), the ready VMs are taken down, to be made again when idle."""
+        assert self.host is not None
+        try:
+            self.host.ready_drain()
+        except Exception as exc:  # noqa: BLE001 - the next start drains what is left
+            self.log({"event": "ready-failed", "error": f"{type(exc).__name__}: {exc}"[:200]})
+        self.have, self.stalled = 0, False
 
 
 def steps(batch: list[Call]) -> list[list[Call]]:
