@@ -13,9 +13,7 @@ port mapping is reached over IPv6 at the host's uplink address (test_cni6_ports)
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from ipaddress import IPv4Interface, IPv6Address, IPv6Network
 from pathlib import Path
@@ -25,7 +23,7 @@ import pytest
 from tests.cni.runtime import Runtime, leftovers, state_vms
 from tests.conftest import Host, sh
 from tests.kernel.tapwire import Wired
-from tests.kernel.test_isolation import RAW_UDP, UDP_ECHO, replied
+from tests.kernel.test_isolation import ride
 from tests.kernel.test_isolation6 import INTERNET6, METADATA6, PING6, UPLINK6
 from tests.kernel.test_ra import Lab, eui64, wait_for
 
@@ -229,31 +227,8 @@ def test_an_iptables_attachment_sends_only_as_its_guest(lab: CniLab):
     lab.serve(lab.host.inet, "203.0.113.1:8080")
     assert lab.connect(ns_a, "203.0.113.1", 8080) == "hello 203.0.113.2"
     guest_a = str(IPv4Interface(next(i["address"] for i in res_a["ips"] if "." in i["address"])).ip)
-    sink = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            lab.host.inet,
-            sys.executable,
-            "-c",
-            UDP_ECHO,
-            "5555",
-            "10",
-            "again",
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-    for ns, tag in ((ns_a, "own"), (ns_b, "forged"), (ns_a, "again")):
-        sh("ip", "netns", "exec", ns, sys.executable, "-c", RAW_UDP, guest_a, "203.0.113.1",
-           "5555", tag)  # fmt: skip
-        if tag == "own":
-            replied(lab.host, "5555")  # (the echo's reply makes a's flow established)
-        else:
-            time.sleep(0.3)  # (the forged datagrams judged before the last is sent)
-    assert sink.communicate(timeout=30)[0].split() == ["again@203.0.113.2", "own@203.0.113.2"]
+    seen = ride(lab.host, (ns_a, guest_a), (ns_b, guest_a))  # b, as a, on a's flow
+    assert seen == ["again@203.0.113.2", "own@203.0.113.2"], seen
 
 
 def test_ipv6_refusals_are_one_line_and_change_nothing(lab: CniLab, tmp_path: Path):

@@ -254,31 +254,8 @@ def test_a_clone_cannot_ride_a_neighbour_clones_established_flow(host: Host, bac
         for dev in ("all", "default", "fr-a", "fr-b"):
             host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
         (ga, _, _), (gb, rb, _) = guests["a"], guests["b"]
-        echo = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                host.inet,
-                sys.executable,
-                "-c",
-                UDP_ECHO,
-                "5555",
-                "10",
-                "again",
-            ],  # fmt: skip
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-        send = [sys.executable, "-c", RAW_UDP]
-        sh("ip", "netns", "exec", gb, *send, rb["guest_ip"], "203.0.113.1", "5555", "own")
-        replied(host, "5555")
         forged = rb["veth"]["netns_ip"]  # b's address as the host sees it
-        sh("ip", "netns", "exec", ga, *send, forged, "203.0.113.1", "5555", "forged")
-        time.sleep(0.3)
-        sh("ip", "netns", "exec", gb, *send, rb["guest_ip"], "203.0.113.1", "5555", "again")
-        seen = echo.communicate(timeout=30)[0].split()
+        seen = ride(host, (gb, rb["guest_ip"]), (ga, forged))
         assert seen == ["again@203.0.113.2", "own@203.0.113.2"], seen
     finally:
         for _, _, ns in guests.values():
@@ -412,6 +389,24 @@ def replied(host: Host, port: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def ride(host: Host, guest: tuple[str, str], forger: tuple[str, str]) -> list[str]:
+    """The established-flow ride: ``guest`` (its namespace, its source as sent) sends raw UDP
+    to the internet's 203.0.113.1:5555, whose echo makes the flow established; ``forger`` (a
+    neighbour's namespace, the source it forges: the guest's as the host sees it) sends on
+    that flow; the guest sends again, which ends the wait. What the echo saw, sorted."""
+    argv = ["ip", "netns", "exec", host.inet, sys.executable, "-c", UDP_ECHO, "5555", "10"]
+    echo = subprocess.Popen([*argv, "again"], stdout=subprocess.PIPE, text=True)
+    assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+    send = [sys.executable, "-c", RAW_UDP]
+    (ns, src), (bad_ns, bad_src) = guest, forger
+    sh("ip", "netns", "exec", ns, *send, src, "203.0.113.1", "5555", "own")
+    replied(host, "5555")  # the echo's reply makes the flow established
+    sh("ip", "netns", "exec", bad_ns, *send, bad_src, "203.0.113.1", "5555", "forged")
+    time.sleep(0.3)  # (the forged datagrams judged before the last is sent)
+    sh("ip", "netns", "exec", ns, *send, src, "203.0.113.1", "5555", "again")
+    return sorted(echo.communicate(timeout=30)[0].split())
+
+
 @pytest.mark.parametrize("backend", ["nft", "iptables"])
 def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab, backend: str):
     """conntrack knows no interface: a packet from guest b with guest a's address and the ports
@@ -424,35 +419,12 @@ def test_a_neighbour_cannot_ride_a_guests_established_flow(lab: Lab, backend: st
     b, rb = lab.guest("b", "--backend", backend)
     for dev in ("all", "default", rb["host_dev"]):  # no help from rp_filter: ours must drop
         lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
-    sink = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            lab.host.inet,
-            sys.executable,
-            "-c",
-            UDP_ECHO,
-            "5555",
-            "10",
-            "again",
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
     check = (
         "iifname @taps iifname . ip saddr != @vms"
         if backend == "nft"
         else f'iifname "{rb["host_dev"]}" ip saddr != {rb["guest_ip"]}'
     )
     before = counter(lab.host, check)
-    send = [sys.executable, "-c", RAW_UDP, ra["guest_ip"], "203.0.113.1", "5555"]
-    sh("ip", "netns", "exec", a, *send, "own")
-    replied(lab.host, "5555")  # the sink's replies make the flow established
-    sh("ip", "netns", "exec", b, *send, "forged")  # b, as a, on a's flow
-    time.sleep(0.3)
-    sh("ip", "netns", "exec", a, *send, "again")
-    seen = sink.communicate(timeout=30)[0].split()
+    seen = ride(lab.host, (a, ra["guest_ip"]), (b, ra["guest_ip"]))  # b, as a, on a's flow
     assert seen == ["again@203.0.113.2", "own@203.0.113.2"], seen
     assert counter(lab.host, check) >= before + 3
