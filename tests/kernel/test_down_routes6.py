@@ -1,11 +1,12 @@
-"""A group delete of many taps of VMs with IPv6 deletes the routes to their /64s first, in
-the same ``ip`` batch (plan/compiler.py ``_taps_down``: the kernel walks the whole IPv6
-routing tree once per device it deletes; bench/tap_delete6.py). The threshold is lowered
-here so that three VMs take that path; both executors (``ip`` and in-process) run the same
-plan in a pair of namespaces (tests/kernel/test_inproc.py's) and must end alike, with
-nothing of the VMs left. Beside it, the control below the threshold (the taps take their
-routes themselves), the batch run again (idempotent: each line finds its object gone), and
-an up whose last step fails, undone whole (its route's delete now runs in-process too).
+"""A group delete of many taps of VMs with IPv6 deletes their IPv6 routes first (the /64s and
+the kernel's own: ``fe80::/64``, and in the local table the gateway, its anycast and
+``ff00::/8``), in the same ``ip`` batch (plan/compiler.py ``_taps_down``: the kernel walks
+the whole IPv6 routing tree once per device it deletes; bench/tap_delete6.py). The threshold
+is lowered here so that three VMs take that path; both executors (``ip`` and in-process) run
+the same plan in a pair of namespaces (tests/kernel/test_inproc.py's) and must end alike,
+with nothing of the VMs left. Beside it, the control below the threshold (the taps take
+their routes themselves), the batch run again (idempotent: each line finds its object gone),
+and an up whose last step fails, undone whole (its route's delete now runs in-process too).
 """
 
 # ruff: noqa: F811 (``pair``: the fixture of test_inproc.py, taken as an argument)
@@ -60,16 +61,30 @@ def left(h: Host) -> dict:
     return {"taps": [n for n in h.links() if n.startswith("fr-")], "ip6": tables}
 
 
+def routes6_of_taps(h: Host) -> list[str]:
+    """Every IPv6 route through a tap of fireroute's, in any table (the kernel's own too)."""
+    doc = json.loads(h.run("ip", "-6", "-j", "route", "show", "table", "all").stdout)
+    ours = [r for r in doc if str(r.get("dev", "")).startswith("fr-")]
+    return [f"{r.get('type', 'unicast')} {r['dst']}" for r in ours]
+
+
 def test_batch_down_deletes_v6_routes_first(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     up_three(pair)
     assert len(v6_routes(pair[0])) == 3 and len(v6_routes(pair[1])) == 3
+    kinds = {r.split()[0] for r in routes6_of_taps(pair[0])}
+    assert {"local", "multicast"} <= kinds, kinds  # (the kernel's own, to be deleted too)
     monkeypatch.setattr(compiler, "ROUTES6_FIRST", 3)
     down = down_plan(VMS)
     ip = [s.text for s in down if s.tool == IP]
-    assert [t.split()[:2] for t in ip[:3]] == [["route", "del"]] * 3
-    assert ip[3:6] == [f"link set dev fr-{n} group 4152" for n in "abc"]
-    assert ip[-1] == "link del group 4152" and len(ip) == 7
+    assert [t.split()[:2] for t in ip[:15]] == [["route", "del"]] * 15  # 5 a tap
+    assert sum(" table local" in t for t in ip[:15]) == 9
+    assert ip[15:18] == [f"link set dev fr-{n} group 4152" for n in "abc"]
+    assert ip[-1] == "link del group 4152" and len(ip) == 19
     assert all(inproc.encode(s) is not None for s in down if s.tool == IP)
+    # the route lines alone take every IPv6 route of the taps, in both executors
+    routes = [s for s in down if s.tool == IP and s.text.startswith("route del ")]
+    assert both6(pair, routes, verb="best", in_process=1)["error"] is None
+    assert [routes6_of_taps(h) for h in pair] == [[], []]
     assert both6(pair, down, verb="best")["error"] is None
     for h in pair:
         assert left(h) == {"taps": [], "ip6": []}
@@ -141,7 +156,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_the_cli_down_takes_the_routes_first_path(host: Host) -> None:
     """The CLI's own down (its reads of the kernel, kernel/scope.py, not a test's plan): with
-    the threshold lowered, the plan deletes the three /64 routes before the taps' group, and
+    the threshold lowered, the plan deletes the three /64 routes and the kernel's own routes
+    of the taps before the taps' group, and
     the down leaves nothing; the control, at the shipped threshold, has no route line."""
     host.fireroute("up", "--count", "3", "--prefix", "v", "--ipv6")
     assert len(v6_routes(host)) == 3
@@ -157,7 +173,8 @@ def test_the_cli_down_takes_the_routes_first_path(host: Host) -> None:
     plan = lowered("down", "--all", "--dry-run").splitlines()
     routes = [i for i, line in enumerate(plan) if line.startswith("ip route del ")]
     group = [i for i, line in enumerate(plan) if "link del group" in line]
-    assert len(routes) == 3 and group and max(routes) < min(group), plan
+    assert len(routes) == 15 and group and max(routes) < min(group), plan  # 5 a tap
+    assert sum(plan[i].endswith(" table local") for i in routes) == 9, plan
     lowered("down", "--all")
     assert left(host) == {"taps": [], "ip6": []} and v6_routes(host) == []
     assert host.fireroute("check").returncode == 0

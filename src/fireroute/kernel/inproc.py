@@ -59,7 +59,8 @@ def encode(step: Step, ns: str | None = None) -> IpOp | None:
     - a link deleted; a link group deleted (``link del group G``)
     - an address added (IPv4, or IPv6 with or without ``nodad``: a v6 tap's ``fe80::1/64``)
     - a route to a prefix through a device, no gateway, added or deleted (a v6 tap's route
-      to its /64; deleted before a group delete of many such taps)
+      to its /64; deleted before a group delete of many such taps, with the kernel's own
+      routes of the tap, some in the local table)
     """
     ops: tuple[Act, ...] = getattr(step, "ops", ())
     if len(ops) != 1:
@@ -124,7 +125,10 @@ def _route(route: Route, verb: str = CREATE) -> IpOp | None:
         return None
     (dst, length), dev = found, route.dev
     if verb == DELETE:
-        return lambda nl: nl.del_route(rtnl.ifindex(dev), dst, length)
+        table = rtnl.RT_TABLE_LOCAL if route.table == "local" else rtnl.RT_TABLE_MAIN
+        return lambda nl: nl.del_route(rtnl.ifindex(dev), dst, length, table)
+    if route.table is not None:
+        return None
     return lambda nl: nl.add_route(rtnl.ifindex(dev), dst, length)
 
 

@@ -26,7 +26,7 @@ IFLA_MASTER, IFLA_IFALIAS, IFLA_GROUP = 10, 20, 27
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFA_F_NODAD = 0x2
 RTA_DST, RTA_OIF = 1, 4
-RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
+RT_TABLE_MAIN, RT_TABLE_LOCAL, RTPROT_BOOT, RTN_UNICAST = 254, 255, 3, 1
 IFF_UP = 0x1
 AF_UNSPEC, AF_INET, AF_INET6 = 0, 2, 10
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 0, 253, 254, 255
@@ -165,11 +165,12 @@ class Rtnl(Channel):
         body = rtmsg(family, dst_len, scope) + attr(RTA_DST, raw) + attr(RTA_OIF, u32(index))
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def del_route(self, index: int, dst: str, dst_len: int) -> None:
-        """``ip route del D/L dev X``: the main table's route to D/L through the device."""
+    def del_route(self, index: int, dst: str, dst_len: int, table: int = RT_TABLE_MAIN) -> None:
+        """``ip route del D/L dev X [table T]``: the route to D/L through the device in the
+        main table (or ``table``)."""
         family, raw = packed(dst)
         # as iproute2 sends a delete: any protocol, scope and type
-        head = bytes((family, dst_len, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0)) + u32(0)
+        head = bytes((family, dst_len, 0, 0, table, 0, RT_SCOPE_NOWHERE, 0)) + u32(0)
         self.request(RTM_DELROUTE, 0, head + attr(RTA_DST, raw) + attr(RTA_OIF, u32(index)))
 
     def set_link(

@@ -34,10 +34,11 @@ is not always built)"""
 
 
 class Route(Obj):
-    """An IPv4 route: ``dst`` (``default`` or a CIDR) via ``via`` (if given: else ``dev`` is
-    the link it is on) out of ``dev`` (if given)."""
+    """A route: ``dst`` (``default`` or a CIDR) via ``via`` (if given: else ``dev`` is the
+    link it is on) out of ``dev`` (if given), in the main table or ``table`` (``local``: one
+    of the kernel's own, which only a down names, want/tap.py :func:`kernel_routes6`)."""
 
-    __slots__ = ("dst", "via", "dev", "words")
+    __slots__ = ("dst", "via", "dev", "words", "table")
     kind = "route"
 
     def __init__(
@@ -49,12 +50,14 @@ class Route(Obj):
         owner: str,
         vm: str | None,
         ns: str | None = None,
+        table: str | None = None,
     ) -> None:
         super().__init__(ns, owner, vm)
         self.dst = dst
         self.via = via
         self.dev = dev
         self.words = words
+        self.table = table
 
     @property
     def key(self) -> tuple:
@@ -69,7 +72,8 @@ class Route(Obj):
 
     def _rest(self) -> str:
         via = f" via {self.via}" if self.via else ""
-        return via + (f" dev {self.dev}" if self.dev else "")
+        table = f" table {self.table}" if self.table else ""
+        return via + (f" dev {self.dev}" if self.dev else "") + table
 
     def what(self, verb: str = "create") -> str:
         return self.words

@@ -83,6 +83,29 @@ def ipv6_on(vm: Vm, tun: Link) -> list[Obj]:
     ]
 
 
+def kernel_routes6(route: Route) -> list[Route]:
+    """The routes the kernel made itself on the tap of ``route`` (a VM's /64, as found) for
+    the gateway address :func:`ipv6_on` gives it: its prefix ``fe80::/64``; in the local
+    table the address, the subnet-router anycast ``fe80::`` (while forwarding is on) and the
+    multicast ``ff00::/8``. No verb wants them; a group delete of many such taps deletes them
+    first (plan/compiler.py ``_taps_down``: a device going walks every IPv6 route of the
+    namespace, so N taps going as one group cost the square of N, less with their routes
+    gone before, bench/tap_delete6.py). One missing (an operator deleted it) is done."""
+    dev, who = route.dev, (route.owner, route.vm)
+    gw = gateway6().partition("/")[0]
+    return [
+        Route("fe80::/64", None, dev, f'the kernel\'s route fe80::/64 to "{dev}"', *who),
+        *(
+            Route(dst, None, dev, f'the kernel\'s {what} route to "{dev}"', *who, table="local")
+            for dst, what in (
+                (f"{gw}/128", "local"),
+                ("fe80::/128", "anycast"),
+                ("ff00::/8", "multicast"),
+            )  # fmt: skip
+        ),
+    ]
+
+
 def gateway6() -> str:
     """The address a VM with IPv6 has as its gateway on its tap, as ``ip address`` prints it
     (its text made once: an IPv6 address's is dear, and every v6 tap's plan and read asks)."""
