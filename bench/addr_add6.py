@@ -1,0 +1,88 @@
+"""What the kernel charges to give N taps (IPv6 on, no address of the kernel's own) the
+address a VM with IPv6 has as its gateway, by kind of address, inside a throwaway network
+namespace (the script re-executes itself under ``unshare --net``; IPv6 forwarding on, as with
+VMs with IPv6):
+
+    sudo .venv/bin/python bench/addr_add6.py [--n 4000] [--runs 3]
+
+Kinds, interleaved, a fresh namespace each run; the taps made in one ``ip -batch``, then the
+addresses in another, timed (wall, and the CPU of ``ip``: the kernel's work in its context):
+
+- ``same``: ``fe80::1/64 nodad`` on every tap (what fireroute does today);
+- ``same noprefixroute``: the same without the kernel's ``fe80::/64`` route per tap;
+- ``distinct``: a link-local address of its own per tap (``fe80::N/64 nodad``);
+- ``distinct noprefixroute``: the same, without the prefix route;
+- ``proxy``: no address, a proxy neighbour entry for ``fe80::1`` per tap instead.
+
+Every tap having the same address puts them all in one bucket of the kernel's address hash
+and one node of its routing tree (the local route to the address), each add walking them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+MARK = "FRBENCH_ADDR_ADD6"
+KINDS = ("same", "same noprefixroute", "distinct", "distinct noprefixroute", "proxy")
+
+
+def batch(lines: list[str]) -> tuple[float, float]:
+    """(wall ms, CPU ms of ip) of one ``ip -batch``."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, t = r.ru_utime + r.ru_stime, time.perf_counter()
+    subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", text=True, check=True)
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (time.perf_counter() - t) * 1e3, (r.ru_utime + r.ru_stime - before) * 1e3
+
+
+def one(n: int, kind: str) -> tuple[float, float]:
+    """Make n taps, then their addresses of ``kind``: the second batch's times."""
+    with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:
+        f.write("1")
+    taps = [f"t{i}" for i in range(n)]
+    batch([x for t in taps for x in (f"tuntap add dev {t} mode tap",
+                                     f"link set dev {t} addrgenmode none up")])  # fmt: skip
+    extra = " noprefixroute" if kind.endswith("noprefixroute") else ""
+    if kind == "proxy":
+        lines = [f"neigh add proxy fe80::1 dev {t}" for t in taps]
+    elif kind.startswith("distinct"):
+        lines = [f"address add fe80::{i + 1:x}/64 dev {t} nodad{extra}" for i, t in enumerate(taps)]
+    else:
+        lines = [f"address add fe80::1/64 dev {t} nodad{extra}" for t in taps]
+    return batch(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=4000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if os.environ.get(MARK) == "1":
+        print("{:.1f}\t{:.1f}".format(*one(args.n, args.one)))
+        return 0
+    env = {**os.environ, MARK: "1"}
+    got: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
+    for _ in range(args.runs):
+        for kind in KINDS:
+            argv = ["unshare", "--net", sys.executable, __file__, "--n", str(args.n), "--one", kind]
+            out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+            wall, cpu = out.split("\t")
+            got[kind].append((float(wall), float(cpu)))
+    print(f"{args.n} taps, {args.runs} runs, medians of the address batch: wall ms / CPU ms of ip")
+    print("| kind | wall | CPU |\n|---|---|---|")
+    for kind, times in got.items():
+        wall = statistics.median(t[0] for t in times)
+        cpu = statistics.median(t[1] for t in times)
+        print(f"| {kind} | {wall:.0f} | {cpu:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
