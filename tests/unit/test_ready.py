@@ -6,6 +6,9 @@ side of it: its config, and which ``up`` calls its worker lets claim."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+import types
 
 import pytest
 
@@ -244,3 +247,39 @@ def test_a_failed_claim_takes_the_ready_vms_down_to_be_made_again():
     ok.have = 2
     ok._serve([Call("up", "b", dict(SHAPE))])  # noqa: SLF001
     assert good.calls == [("claim", "b")] and ok.have == 1
+
+
+def test_a_stop_waits_for_the_whole_drain(monkeypatch):
+    """``Worker.stop`` returns only once every ready VM is down, however long the drain
+    takes (a large pool's batch ``down``): here on a clock a hundred times fast, so that a
+    stop bounded at 10 s (0.1 s here) returns while a drain of 0.4 s (40 s) still runs."""
+    from fireroute.serve import worker
+
+    drained: list[str] = []
+
+    class DrainHost(FakeHost):
+        def __init__(self, state: str, **_: object) -> None:
+            super().__init__()
+
+        def gc(self) -> str:
+            return ""
+
+        def ready_drain(self) -> list[str]:
+            drained.append("started")
+            if len(drained) == 1:  # (the start's drain: none left)
+                return []
+            time.sleep(0.4)
+            drained.append("done")
+            return ["_ready-0"]
+
+    class Fast(threading.Thread):
+        def join(self, timeout: float | None = None) -> None:
+            super().join(None if timeout is None else timeout / 100)
+
+    monkeypatch.setattr(worker, "Host", DrainHost)
+    monkeypatch.setattr(worker, "early_deletions", lambda host: types.SimpleNamespace(drain=list))
+    w = Worker("unused")
+    w.thread = Fast(target=w._run, daemon=True)  # noqa: SLF001
+    assert w.start() == ("", [])
+    w.stop()
+    assert drained == ["started", "started", "done"] and not w.thread.is_alive()
