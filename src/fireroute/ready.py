@@ -10,9 +10,9 @@ The daemon keeps them (serve/worker.py); nothing else makes them.
 
 A claim's kernel changes are the diff between the ready VM's objects and the claiming VM's,
 which are the same but for the name in their owner tags: the tap's alias is set in place (the
-diff's own ``set``), the iptables rules (their comment is part of the rule) are replaced, and so
-are the nft elements, whose comment the diff does not compare (:func:`rename_plan`). The tap
-keeps its name (``fr-_ready-<n>``): the answer names it.
+diff's own ``set``), the iptables rules (their comment is part of the rule) are replaced, the
+new ones in before the old go, and so are the nft elements, whose comment the diff does not
+compare (:func:`rename_plan`). The tap keeps its name (``fr-_ready-<n>``): the answer names it.
 """
 
 from __future__ import annotations
@@ -118,12 +118,14 @@ def rename_plan(old: Vm, new: Vm) -> Plan:
         tagged = found is not None and found.owner != obj.owner
         if obj.kind == "nft element" and tagged and key not in touched:
             ops.append(Op(REPLACE, obj, DIFFERS, have=found))
-    # the link's steps first: the element steps after them are then one group, which the
-    # kernel applies as one transaction (kernel/nftnl.py), beside them (one wave)
     # In the compiler's order: the removals first, the link, then the new rules or elements.
-    # (Not the removals and the additions in one group: the in-process executor applies a
-    # group's elements as one transaction of its additions, then its removals.)
-    steps = compile(ops)
+    # (Not an element's removal and addition in one group: the in-process executor applies a
+    # group's elements as one transaction of its additions, then its removals, and the old
+    # element and the new have one key.) The old iptables rules go after the new ones, in
+    # the same iptables-nft-restore: each table's section, new rules then old, is one
+    # transaction, so the VM is never without its rules (the kernel takes two rules that
+    # differ in their comment only; each matches the VM's own tap).
+    steps = _rules_first(compile(ops))
     # A take-down's steps have no undo of their own: given theirs here, reversed (an unwind
     # runs undo steps newest first). The removals' undo is one, on the first of them, so
     # that the rules are made again in their order (each removal's own would reverse it);
@@ -135,6 +137,19 @@ def rename_plan(old: Vm, new: Vm) -> Plan:
     if removals:
         removals[0].undo = _undo([a for s in removals for a in _acts(s)], have)
     return Plan(steps)
+
+
+def _rules_first(steps: list[Step]) -> list[Step]:
+    """``steps`` with the iptables removals moved after the last iptables addition."""
+    from fireroute.plan.diff import DELETE
+    from fireroute.plan.steps import IPTABLES
+
+    late = [s for s in steps if s.tool == IPTABLES and _acts(s, DELETE)]
+    rest = [s for s in steps if s not in late]
+    adds = [i for i, s in enumerate(rest) if s.tool == IPTABLES]
+    if not late or not adds:
+        return steps
+    return rest[: adds[-1] + 1] + late + rest[adds[-1] + 1 :]
 
 
 def _acts(step: Step, verb: str | None = None) -> list[Act]:

@@ -101,3 +101,64 @@ def test_a_chain_an_earlier_version_did_not_use_is_recorded_and_goes_too(host: H
     assert host.fireroute("check").returncode == 0 and "table ip raw" in host.nft_text()
     host.fireroute("teardown")
     assert host.nft_text() == ""  # raw, made after the first VM, went with the last rule
+
+
+@pytest.mark.parametrize(
+    ("setup", "sure"),
+    [
+        ([], True),  # no ruleset: every table missing
+        ([["nft", "add", "table", "ip", "filter"]], False),  # a table with no chain
+        ([["iptables-nft", "-A", "INPUT", "-j", "ACCEPT"]], False),  # FORWARD printed, not there
+        ([["iptables-nft", "-P", "FORWARD", "DROP"]], False),  # INPUT printed, not there
+        ([["iptables-nft", "-t", "raw", "-N", "mine"]], False),  # PREROUTING printed, not there
+        (
+            [
+                ["iptables-nft", "-A", "INPUT", "-j", "ACCEPT"],
+                ["iptables-nft", "-P", "FORWARD", "DROP"],
+                ["iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-j", "ACCEPT"],
+                ["iptables-nft", "-t", "raw", "-A", "PREROUTING", "-j", "ACCEPT"],
+            ],
+            True,  # every chain used shows a rule or a policy that only a real chain has
+        ),
+        ([["fireroute", "up", "a"]], True),  # its rules in every chain, the rest recorded
+        ([["fireroute", "up", "a"], ["iptables-nft", "-t", "nat", "-F"]], True),  # recorded
+        (
+            [
+                ["iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-j", "ACCEPT"],  # theirs
+                ["fireroute", "up", "a"],
+                ["iptables-nft", "-t", "nat", "-F"],
+            ],
+            False,  # nat/POSTROUTING was there before (not recorded) and shows no rule now
+        ),
+    ],
+)
+def test_what_up_reads_off_iptables_save_is_what_nft_lists(
+    host: Host, setup: list[list[str]], sure: bool
+):
+    """``up`` reads which tables and chains its rules would bring in off the iptables-nft-save
+    it reads anyway, and asks nft only when that cannot tell: whatever it reads off the save
+    records what nft's listing records, on each ruleset the kernel really holds. (``sure``:
+    the save tells, no nft asked: a second VM's up on a host of fireroute's VMs, say.)"""
+    from fireroute.kernel import observe, scope
+    from fireroute.kernel.run import Result
+    from fireroute.state.store import Store
+
+    for argv in setup:
+        if argv[0] == "fireroute":
+            host.fireroute(*argv[1:], "--backend", "iptables")
+        else:
+            host.run(*argv)
+
+    def runner(argv: list[str], stdin: str | None) -> Result:
+        p = host.run(*argv, check=False)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    recorded = (
+        Store(str(host.state), create=False).meta(scope.IPT_MADE) if host.state.exists() else None
+    )
+    rules, shown = observe.iptables_save(runner)
+    read = scope.saved_chains(shown, rules, recorded)
+    assert (read is not None) == sure
+    truth = scope.made_record(recorded, scope.would_make(observe.nft_ip_chains(runner)))
+    if read is not None:
+        assert scope.made_record(recorded, scope.would_make(read)) == truth

@@ -6,6 +6,9 @@ side of it: its config, and which ``up`` calls its worker lets claim."""
 from __future__ import annotations
 
 import json
+import threading
+import time
+import types
 
 import pytest
 
@@ -14,7 +17,7 @@ from fireroute.errors import UsageError
 from fireroute.model import check_vm_name, is_ready
 from fireroute.serve.config import ServerConfig
 from fireroute.serve.worker import Call, Worker
-from tests.unit.fake_cli import FakeCli
+from tests.unit.fake_cli import FakeCli, FakeExecutor
 from tests.unit.test_serve_order import FakeHost, Vm
 
 SHAPE = {"pool": "172.16.0.0/16"}
@@ -78,11 +81,13 @@ def test_a_request_of_other_options_claims_nothing(tmp_path):
         assert h.ready_claim("web-1", SHAPE) is not None  # the control
 
 
-@pytest.mark.parametrize("backend", ["nft", "iptables"])
-@pytest.mark.parametrize("at", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("backend", "at"), [("nft", 1), ("nft", 2), ("nft", 3), ("iptables", 1), ("iptables", 2)]
+)
 def test_a_failed_claim_leaves_the_ready_vm_as_it_was(tmp_path, at, backend):
-    """A claim is three groups (the old rules' or elements' removal, the link's alias, the
-    new ones): a fault after any leaves the ready VM as it was."""
+    """A claim is three groups with nft (the old elements' removal, the link's alias, the new
+    ones), two with iptables (the link's alias; the new rules, then the old ones' removal, in
+    one iptables-nft-restore): a fault after any leaves the ready VM as it was."""
     shape = {**SHAPE, "backend": backend}
     with FakeCli() as cli:
         state = str(tmp_path / "state.db")
@@ -97,6 +102,40 @@ def test_a_failed_claim_leaves_the_ready_vm_as_it_was(tmp_path, at, backend):
         assert names(cli, state) == ["_ready-0"]
         clean(cli, state)
         assert h.ready_claim("web-1", shape) is not None  # the control: unfaulted
+        clean(cli, state)
+
+
+def test_an_iptables_claim_never_leaves_the_vm_without_its_rules(tmp_path, monkeypatch):
+    """After each process of a claim, each of the ready VM's iptables rules is there under
+    the old name or the new (the new ones go in before the old go: the kernel, and the fake,
+    take two rules that differ in their comment only), and the claim ends with the new ones
+    only, in the order they had."""
+    shape = {**SHAPE, "backend": "iptables"}
+    seen: list[list[tuple[str, str]]] = []
+    point = FakeExecutor._fault_point
+
+    def after(self: FakeExecutor) -> None:
+        seen.append([(o.chain, o.saved) for o in rules(self.cli)])
+        point(self)
+
+    def rules(cli: FakeCli) -> list:
+        return [o for o in cli.fake.objs.values() if o.kind == "iptables rule" and o.vm]
+
+    with FakeCli() as cli:
+        state = str(tmp_path / "state.db")
+        h = Host(state)
+        h.ready_fill(1, shape)
+        before = [(o.chain, o.saved) for o in rules(cli)]
+        monkeypatch.setattr(FakeExecutor, "_fault_point", after)
+        assert h.ready_claim("web-1", shape) is not None
+        monkeypatch.undo()
+        renamed = [(c, s.replace(":_ready-0 ", ":web-1 ")) for c, s in before]
+        assert len(before) == 11 and renamed != before
+        assert seen and seen[-1] == renamed
+        for now in seen:
+            assert all(
+                rule in now or twin in now for rule, twin in zip(before, renamed, strict=True)
+            ), now
         clean(cli, state)
 
 
@@ -208,3 +247,39 @@ def test_a_failed_claim_takes_the_ready_vms_down_to_be_made_again():
     ok.have = 2
     ok._serve([Call("up", "b", dict(SHAPE))])  # noqa: SLF001
     assert good.calls == [("claim", "b")] and ok.have == 1
+
+
+def test_a_stop_waits_for_the_whole_drain(monkeypatch):
+    """``Worker.stop`` returns only once every ready VM is down, however long the drain
+    takes (a large pool's batch ``down``): here on a clock a hundred times fast, so that a
+    stop bounded at 10 s (0.1 s here) returns while a drain of 0.4 s (40 s) still runs."""
+    from fireroute.serve import worker
+
+    drained: list[str] = []
+
+    class DrainHost(FakeHost):
+        def __init__(self, state: str, **_: object) -> None:
+            super().__init__()
+
+        def gc(self) -> str:
+            return ""
+
+        def ready_drain(self) -> list[str]:
+            drained.append("started")
+            if len(drained) == 1:  # (the start's drain: none left)
+                return []
+            time.sleep(0.4)
+            drained.append("done")
+            return ["_ready-0"]
+
+    class Fast(threading.Thread):
+        def join(self, timeout: float | None = None) -> None:
+            super().join(None if timeout is None else timeout / 100)
+
+    monkeypatch.setattr(worker, "Host", DrainHost)
+    monkeypatch.setattr(worker, "early_deletions", lambda host: types.SimpleNamespace(drain=list))
+    w = Worker("unused")
+    w.thread = Fast(target=w._run, daemon=True)  # noqa: SLF001
+    assert w.start() == ("", [])
+    w.stop()
+    assert drained == ["started", "started", "done"] and not w.thread.is_alive()

@@ -5,6 +5,7 @@ applying each plan's operations, and prints every plan with the leases it made."
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv4Network
 
 import pytest
@@ -203,3 +204,61 @@ def test_a_masquerading_guest_adds_its_bridges_egress_again():
         'add element ip firecracker egress { "br9" . "eth0" comment "5ca1ab1e:bridge:br9" }'
     ]
     assert egress_lines(vm("b", 1, mode="bridge", bridge="br9", guest="10.9.0.6/24")) == []
+
+
+SAVED_HOST = """\
+*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING ! -s 172.16.0.2/32 -i fr-a -m comment --comment "fireroute:5ca1ab1e:a" -j DROP
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i fr-a -m comment --comment "fireroute:5ca1ab1e:a" -j DROP
+-A FORWARD -o fr-a -m comment --comment "fireroute:5ca1ab1e:a" -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+COMMIT
+"""
+"""iptables-nft-save of a host with one iptables VM (no masquerade: nat/POSTROUTING empty)"""
+
+
+@pytest.mark.parametrize(
+    ("saved", "recorded", "asks_nft"),
+    [
+        ("", None, False),  # no table at all: everything is missing
+        (SAVED_HOST, '["nat", "nat/POSTROUTING"]', False),  # the empty chain is fireroute's
+        (SAVED_HOST, '["raw", "raw/PREROUTING"]', True),  # nat/POSTROUTING: there or not?
+        (SAVED_HOST, None, True),
+        (SAVED_HOST.replace(":POSTROUTING ACCEPT", ":POSTROUTING DROP"), None, False),
+    ],
+)
+def test_up_reads_the_chains_off_iptables_save(saved: str, recorded: str | None, asks_nft: bool):
+    """The tables and chains up's iptables rules would bring in are read off the
+    iptables-nft-save it reads anyway: nft is asked only when a table or chain fireroute's
+    rules use may be there or not (a built-in chain with policy ACCEPT and no rule: the save
+    prints it either way) and the record does not already name it. Either way, the record
+    comes out as nft's listing makes it (here: nat/POSTROUTING there, INPUT and FORWARD too)."""
+    asked: list[list[str]] = []
+    there = [("nat", "POSTROUTING"), ("filter", "INPUT"), ("filter", "FORWARD")]
+    there += [("raw", "PREROUTING")]
+    items = [{"chain": {"table": t, "name": c}} for t, c in there] if saved else []
+    chains = json.dumps({"nftables": items})
+
+    def runner(argv: list[str], stdin: str | None = None) -> Result:
+        asked.append(argv)
+        if argv == ["iptables-nft-save"]:
+            return Result(0, saved, "")
+        assert argv == ["nft", "-j", "list", "chains", "ip"], argv
+        return Result(0, chains, "")
+
+    made = scope.up_iptables({}, runner, recorded)
+    assert (["nft", "-j", "list", "chains", "ip"] in asked) == asks_nft
+    truth = scope.would_make(observe.nft_ip_chains(runner))
+    assert scope.made_record(recorded, made) == scope.made_record(recorded, truth)

@@ -537,14 +537,26 @@ def nft_ip_chains(runner: Runner = run) -> dict[str, set[str]]:
 
 def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:
     """(table, ``-A ...`` line) for every rule in the tables fireroute's rules go into."""
+    return iptables_save(runner)[0]
+
+
+def iptables_save(runner: Runner = run) -> tuple[list[tuple[str, str]], dict[str, dict[str, str]]]:
+    """One iptables-nft-save: what :func:`iptables_saved` returns, and the headers it printed:
+    {table: {chain: policy}} (``-`` for a chain of the user's; a built-in chain that does not
+    exist is printed too, ``ACCEPT``, in every table that does)."""
     res = runner(["iptables-nft-save"], None)
     if res.rc != 0:
         raise KernelError("read iptables-nft rules", res.err)
     out: list[tuple[str, str]] = []
+    shown: dict[str, dict[str, str]] = {}
     table = ""
     for line in res.out.splitlines():
         if line.startswith("*"):
             table = line[1:].strip()
+            shown.setdefault(table, {})
+        elif line.startswith(":") and table:
+            chain, _, rest = line[1:].partition(" ")
+            shown[table][chain] = rest.split(" ", 1)[0]
         elif line.startswith("-A ") and table in ("nat", "filter", "raw"):
             out.append((table, line))
-    return out
+    return out, shown

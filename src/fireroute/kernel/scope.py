@@ -175,7 +175,8 @@ def up(
             read.meta[FORWARD6_BEFORE] = read.forwarding6  # the first v6 VM of the file
         current[FORWARDING6] = Forwarding(read.forwarding6, path=FORWARD6_KEY)
     if any(v.backend == "iptables" and nat_member(v) for v in vms):
-        made = made_record(records.meta(IPT_MADE), up_iptables(current, runner))
+        recorded = records.meta(IPT_MADE)
+        made = made_record(recorded, up_iptables(current, runner, recorded))
         if made:  # what its rules bring in: remembered, to go with the last rule
             read.meta[IPT_MADE] = made
     read.held = up_bridges(current, read.desired, vms, missing)
@@ -193,19 +194,52 @@ def _joined(shape: Population, vms: list[Vm]) -> Population:
     return out
 
 
-def up_iptables(current: Index, runner: Runner) -> list[str]:
+def up_iptables(current: Index, runner: Runner, recorded: str | None = None) -> list[str]:
     """The shared conntrack rule as iptables-nft-save shows it (there or not) in ``current``;
     the tables and chains fireroute's rules use that are not there yet (its rules bring them
-    in: the first rule of all, or a chain an earlier version's rules did not use)."""
+    in: the first rule of all, or a chain an earlier version's rules did not use), as the
+    same iptables-nft-save shows them, or nft where it cannot tell (:func:`saved_chains`).
+    ``recorded``: the ``IPT_MADE`` record, whose items may be listed or not."""
     from fireroute.want.iptables import comment_tag, conntrack
 
     rule = conntrack()
-    present = observe.iptables_saved(runner)
+    present, shown = observe.iptables_save(runner)
     if any(comment_tag(line) == rule.owner for _, line in present):
         current[(rule.kind, rule.key)] = rule
     else:
         current.pop((rule.kind, rule.key), None)
-    return would_make(observe.nft_ip_chains(runner))
+    before = saved_chains(shown, present, recorded)
+    return would_make(observe.nft_ip_chains(runner) if before is None else before)
+
+
+def saved_chains(
+    shown: dict[str, dict[str, str]], rules: list[tuple[str, str]], recorded: str | None
+) -> dict[str, set[str]] | None:
+    """The tables and chains iptables-nft-save's headers (``shown``) and ``rules`` prove
+    there, for :func:`would_make` (as :func:`observe.nft_ip_chains` would give them), or None
+    when a table or chain fireroute's rules use may be there or not: iptables-nft-save prints
+    every built-in chain of a table that exists, there or not, so one with policy ACCEPT and no
+    rule is either; and a table whose every chain is such may hold none (nft lists no chain of
+    it, and would_make counts it missing). One that ``recorded`` names need not be told apart:
+    the record is the same whether would_make lists it or not."""
+    busy = {(t, line.split()[1]) for t, line in rules}
+    out: dict[str, set[str]] = {}
+    for table, chains in shown.items():
+        sure = {c for c, policy in chains.items() if policy != "ACCEPT" or (table, c) in busy}
+        if sure:
+            out[table] = sure
+    unsure = [t for t in USED if t in shown and t not in out]
+    unsure += [
+        f"{t}/{c}" for t, cs in USED.items() if t in shown for c in cs if c not in out.get(t, ())
+    ]
+    if not unsure:
+        return out
+    if recorded is None:
+        return None
+    from fireroute import jsontext
+
+    made = _strings(jsontext.loads(recorded))
+    return out if all(u in made for u in unsure) else None
 
 
 def made_record(recorded: str | None, made: list[str]) -> str | None:
