@@ -156,9 +156,56 @@ def test_what_up_reads_off_iptables_save_is_what_nft_lists(
     recorded = (
         Store(str(host.state), create=False).meta(scope.IPT_MADE) if host.state.exists() else None
     )
-    rules, shown = observe.iptables_save(runner)
+    rules, shown, _ = observe.iptables_save(runner)
     read = scope.saved_chains(shown, rules, recorded)
     assert (read is not None) == sure
     truth = scope.made_record(recorded, scope.would_make(observe.nft_ip_chains(runner)))
     if read is not None:
         assert scope.made_record(recorded, scope.would_make(read)) == truth
+
+
+NFT_NAT = """\
+table ip nat {
+  set kept { type ipv4_addr; elements = { 10.9.9.9 } }
+  chain POSTROUTING { type nat hook postrouting priority 100; ip saddr @kept masquerade; }
+}
+"""
+"""an operator's nat table written with nft itself (a set: iptables-nft cannot read it)"""
+
+
+def test_a_nat_table_iptables_cannot_read_is_refused_and_left_alone(host: Host):
+    """iptables-nft-save prints none of the rules of a table made with nft directly, so a rule
+    of fireroute's there could be neither found, checked nor removed (it went in, and stayed
+    after its VM, and an earlier version of up took the table for its own and removed it whole
+    with its last VM): up is refused in one line before anything changes, and the table stays
+    as it was. The control: the same table made by iptables-nft (with an operator's rule) takes
+    fireroute's rules, and keeps the operator's after fireroute's last VM."""
+    host.sh(f"nft -f - <<'EOF'\n{NFT_NAT}EOF")
+    before = host.run("nft", "list", "table", "ip", "nat").stdout
+    out = host.fireroute("up", "a", "--backend", "iptables", check=False)
+    assert out.returncode == 3 and out.stdout == "", out
+    assert out.stderr.count("\n") == 1 and '"nat"' in out.stderr and "--backend nft" in out.stderr
+    assert host.run("nft", "list", "table", "ip", "nat").stdout == before
+    assert "fr-a" not in host.links() and len(host.fireroute("ls").stdout.splitlines()) == 1
+    assert not [r for r in host.iptables_rules() if "fireroute" in r]
+    # the control
+    host.run("nft", "delete", "table", "ip", "nat")
+    host.run("iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-s", "10.9.9.9", "-j", "MASQUERADE")
+    host.fireroute("up", "a", "--backend", "iptables")
+    assert [r for r in host.iptables_rules() if "MASQUERADE" in r and "fireroute:" in r]
+    host.fireroute("down", "a")
+    assert host.iptables_rules() == ["-A POSTROUTING -s 10.9.9.9/32 -j MASQUERADE"]
+
+
+def test_a_table_made_unreadable_since_is_not_removed(host: Host):
+    """A nat table fireroute's first rule brought in, written into with nft since (a set and a
+    rule: iptables-nft cannot read it now), is not removed with fireroute's last VM: what is in
+    it cannot be seen, so nothing says it is fireroute's alone. The control beside it: the
+    filter and raw tables, which fireroute's rules also brought in and nobody touched, go."""
+    host.fireroute("up", "a", "--backend", "iptables")
+    host.run("nft", "add", "set", "ip", "nat", "kept", "{ type ipv4_addr; }")
+    host.run("nft", "add", "rule", "ip", "nat", "POSTROUTING", "ip", "saddr", "@kept", "masquerade")
+    host.fireroute("down", "a")
+    tables = host.run("nft", "list", "tables").stdout.split()
+    assert "nat" in tables and "filter" not in tables and "raw" not in tables, tables
+    assert "ip saddr @kept masquerade" in host.run("nft", "list", "table", "ip", "nat").stdout

@@ -540,15 +540,20 @@ def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:
     return iptables_save(runner)[0]
 
 
-def iptables_save(runner: Runner = run) -> tuple[list[tuple[str, str]], dict[str, dict[str, str]]]:
-    """One iptables-nft-save: what :func:`iptables_saved` returns, and the headers it printed:
+def iptables_save(
+    runner: Runner = run,
+) -> tuple[list[tuple[str, str]], dict[str, dict[str, str]], set[str]]:
+    """One iptables-nft-save: what :func:`iptables_saved` returns; the headers it printed,
     {table: {chain: policy}} (``-`` for a chain of the user's; a built-in chain that does not
-    exist is printed too, ``ACCEPT``, in every table that does)."""
+    exist is printed too, ``ACCEPT``, in every table that does); and the tables it cannot read
+    (made with nft directly: it prints ``# Table `nat' is incompatible`` and none of their
+    rules)."""
     res = runner(["iptables-nft-save"], None)
     if res.rc != 0:
         raise KernelError("read iptables-nft rules", res.err)
     out: list[tuple[str, str]] = []
     shown: dict[str, dict[str, str]] = {}
+    odd: set[str] = set()
     table = ""
     for line in res.out.splitlines():
         if line.startswith("*"):
@@ -559,4 +564,6 @@ def iptables_save(runner: Runner = run) -> tuple[list[tuple[str, str]], dict[str
             shown[table][chain] = rest.split(" ", 1)[0]
         elif line.startswith("-A ") and table in ("nat", "filter", "raw"):
             out.append((table, line))
-    return out, shown
+        elif line.startswith("# Table `") and "' is incompatible" in line:
+            odd.add(line[9:].partition("'")[0])
+    return out, shown, odd

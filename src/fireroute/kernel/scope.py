@@ -15,7 +15,7 @@ first iptables rules made) and the records that go with the plan (:attr:`Read.fo
 
 from __future__ import annotations
 
-from fireroute.errors import MissingTool
+from fireroute.errors import ConflictError, MissingTool
 from fireroute.kernel import observe
 from fireroute.kernel.apply import read_sysctl
 from fireroute.kernel.run import which
@@ -33,6 +33,7 @@ from fireroute.want.shared import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Collection
     from typing import Protocol
 
     from fireroute.kernel.read import Source
@@ -203,7 +204,13 @@ def up_iptables(current: Index, runner: Runner, recorded: str | None = None) -> 
     from fireroute.want.iptables import comment_tag, conntrack
 
     rule = conntrack()
-    present, shown = observe.iptables_save(runner)
+    present, shown, odd = observe.iptables_save(runner)
+    unreadable = [t for t in USED if t in odd]  # (its rules unseen: ours could not be found)
+    if unreadable:
+        raise ConflictError(
+            f'iptables table "{unreadable[0]}" was made with nft directly and iptables-nft '
+            "cannot read it: fireroute's iptables backend cannot use it (use --backend nft)"
+        )
     if any(comment_tag(line) == rule.owner for _, line in present):
         current[(rule.kind, rule.key)] = rule
     else:
@@ -219,9 +226,11 @@ def saved_chains(
     there, for :func:`would_make` (as :func:`observe.nft_ip_chains` would give them), or None
     when a table or chain fireroute's rules use may be there or not: iptables-nft-save prints
     every built-in chain of a table that exists, there or not, so one with policy ACCEPT and no
-    rule is either; and a table whose every chain is such may hold none (nft lists no chain of
-    it, and would_make counts it missing). One that ``recorded`` names need not be told apart:
-    the record is the same whether would_make lists it or not."""
+    rule is either; a table whose every chain is such may hold none (nft lists no chain of
+    it, and would_make counts it missing). A table not shown is not there (one iptables-nft
+    cannot read is named as such, and :func:`up_iptables` refuses it before). One that
+    ``recorded`` names need not be told apart: the record is the same whether would_make lists
+    it or not."""
     busy = {(t, line.split()[1]) for t, line in rules}
     out: dict[str, set[str]] = {}
     for table, chains in shown.items():
@@ -604,8 +613,9 @@ def _iptables_found(
         return
     from fireroute.kernel.read import rule_of
 
+    odd: set[str] | None = None
     if saved is None:
-        present = observe.iptables_saved(runner)
+        present, _, odd = observe.iptables_save(runner)
         tags = {tag(v) for v in ipt}
     else:
         present = [(r.table, r.saved) for r in saved]
@@ -620,7 +630,8 @@ def _iptables_found(
             rule = rule_of(t, line)
             current[(rule.kind, rule.key)] = rule
     if not (wanted or others):
-        _made_chains(records, runner, read, [(t, line) for t, line, c in found if c is None])
+        left = [(t, line) for t, line, c in found if c is None]
+        _made_chains(records, runner, read, left, odd)
 
 
 IPT_MADE = "ipt_made"
@@ -640,10 +651,17 @@ def would_make(before: dict[str, set[str]]) -> list[str]:
     return made
 
 
-def cleanup(made: list[str], remaining: list[tuple[str, str]], now: dict[str, set[str]]) -> str:
+def cleanup(
+    made: list[str],
+    remaining: list[tuple[str, str]],
+    now: dict[str, set[str]],
+    odd: Collection[str] = (),
+) -> str:
     """nft commands removing what ``would_make`` recorded, once fireroute's last rules are
     gone: a chain only if no rule (anyone's) is left in it, a table only if every chain left
-    in it is one of those. Empty string when there is nothing to remove."""
+    in it is one of those; nothing of a table iptables-nft cannot read (``odd``: made over
+    with nft since, its rules unseen). Empty string when there is nothing to remove."""
+    made = [m for m in made if m.partition("/")[0] not in odd]
     busy = {(t, line.split()[1]) for t, line in remaining}
     gone: set[tuple[str, str]] = set()
     lines = []
@@ -658,16 +676,26 @@ def cleanup(made: list[str], remaining: list[tuple[str, str]], now: dict[str, se
     return "".join(lines)
 
 
-def _made_chains(records: Records, runner: Runner, read: Read, left: list[tuple[str, str]]) -> None:
+def _made_chains(
+    records: Records,
+    runner: Runner,
+    read: Read,
+    left: list[tuple[str, str]],
+    odd: set[str] | None = None,
+) -> None:
     """The nft chains and tables fireroute's first iptables rules made, once its last rules
-    go (``left``: the rules that stay, none of them fireroute's)."""
+    go (``left``: the rules that stay, none of them fireroute's; ``odd``: the tables
+    iptables-nft cannot read, read here when not given)."""
     from fireroute import jsontext
 
     made = records.meta(IPT_MADE)
     if made is None:
         return
     read.forget.append(IPT_MADE)
-    script = cleanup(_strings(jsontext.loads(made)), left, observe.nft_ip_chains(runner))
+    if odd is None:
+        odd = observe.iptables_save(runner)[2]
+    now = observe.nft_ip_chains(runner)
+    script = cleanup(_strings(jsontext.loads(made)), left, now, odd)
     if script:
         read.cleanup.append(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
 
