@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -209,3 +210,34 @@ def test_a_table_made_unreadable_since_is_not_removed(host: Host):
     tables = host.run("nft", "list", "tables").stdout.split()
     assert "nat" in tables and "filter" not in tables and "raw" not in tables, tables
     assert "ip saddr @kept masquerade" in host.run("nft", "list", "table", "ip", "nat").stdout
+
+
+NAT_REFUSED = """#!/bin/sh
+# iptables-nft-restore, with an added nat rule's target one the kernel refuses
+sed 's/^\\(-A POSTROUTING .*\\)-j MASQUERADE$/\\1-j NOSUCHTARGET/' | {real} "$@"
+"""
+
+
+def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path):
+    """iptables-nft-restore commits each table's section in turn and stops at the first it
+    cannot (here nat, after filter and raw: a wrapper gives its rule a target the kernel
+    refuses; the error names the section's COMMIT line):
+    the up fails, and the rules of the sections committed before are taken out again with the
+    rest of it (before, filter's and raw's stayed: add is all or nothing). The control: the
+    same up without the wrapper is made whole."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = shutil.which("iptables-nft-restore")
+    wrapper = bin_dir / "iptables-nft-restore"
+    wrapper.write_text(NAT_REFUSED.replace("{real}", str(real)))
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = host.fireroute("up", "a", "--backend", "iptables", check=False, env=env)
+    assert out.returncode != 0 and "NOSUCHTARGET" in out.stderr and "rollback" not in out.stderr
+    assert not [r for r in host.iptables_rules() if "fireroute" in r], host.iptables_rules()
+    assert "fr-a" not in host.links() and len(host.fireroute("ls").stdout.splitlines()) == 1
+    host.fireroute("up", "a", "--backend", "iptables")  # the control
+    assert len([r for r in host.iptables_rules() if "fireroute:" in r]) == 12
+    assert host.fireroute("check").returncode == 0

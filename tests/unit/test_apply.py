@@ -3,9 +3,9 @@
 import pytest
 
 from fireroute.errors import KernelError, PartialFailure
-from fireroute.kernel.apply import Executor
+from fireroute.kernel.apply import Executor, _ipt_committed
 from fireroute.kernel.run import Result
-from fireroute.plan.steps import IP, NFT, Plan, Step
+from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 
 
 class Script:
@@ -210,3 +210,22 @@ def test_a_removal_of_what_is_gone_is_done(text):
     with pytest.raises(PartialFailure) as failed:
         Executor(run, fault="").apply_best_effort(plan)
     assert [f.action for f in failed.value.failures] == ["do denied", "do n"]
+
+
+def test_an_iptables_group_undoes_the_tables_committed_before_its_failure():
+    """iptables-nft-restore commits table by table and names the failing section's line (its
+    COMMIT, or a rule it could not parse): the sections before it were committed and are
+    undone; the failing one and those after were not; a message naming no line, none."""
+    group = [Step(IPTABLES, f"-A {c} -j DROP", c, table=t)
+             for t, c in (("filter", "FORWARD"), ("filter", "INPUT"), ("raw", "PREROUTING"),
+                          ("nat", "POSTROUTING"))]  # fmt: skip
+
+    # *filter 1, rules 2-3, COMMIT 4; *raw 5, 6, COMMIT 7; *nat 8, 9, COMMIT 10
+    def committed(err: str) -> list[str]:
+        return [s.table for s in _ipt_committed(group, err)]
+
+    assert committed("x\nError occurred at line: 10\n") == ["filter", "filter", "raw"]
+    assert committed("Error occurred at line: 9") == ["filter", "filter", "raw"]
+    assert committed("Error occurred at line: 7") == ["filter", "filter"]
+    assert committed("Error occurred at line: 3") == []
+    assert committed("iptables-nft-restore: cannot open socket") == []

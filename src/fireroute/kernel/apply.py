@@ -198,6 +198,9 @@ class Executor:
                     for i, s in enumerate(group):
                         if i not in errors:
                             undo.extend(s.undo)
+                elif group[0].tool == IPTABLES:  # the tables committed before the failure
+                    for s in _ipt_committed(group, errors[first].text):
+                        undo.extend(s.undo)
                 if failed is None:
                     step = group[first]
                     kind = KernelError
@@ -274,6 +277,27 @@ def _nft_failed(err: str, group: list[Step]) -> int:
         if line <= end:
             return i
     return 0
+
+
+def _ipt_committed(group: list[Step], err: str) -> list[Step]:
+    """The steps of a failed iptables-nft-restore group whose tables it committed: it commits
+    each table's section at its COMMIT, in order (:func:`iptables_input`), and stops at the
+    first that fails (``Error occurred at line: N``); none when it names no line."""
+    _, found, rest = err.partition("Error occurred at line: ")
+    digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+    if not found or not digits:
+        return []
+    tables: dict[str, list[Step]] = {}
+    for st in group:
+        tables.setdefault(st.table, []).append(st)
+    out: list[Step] = []
+    end = 0
+    for steps in tables.values():
+        end += 2 + sum(st.text.count("\n") + 1 for st in steps)  # (*table, its lines, COMMIT)
+        if int(digits) <= end:
+            break
+        out += steps
+    return out
 
 
 def _ip_errors(res: Result, n: int) -> dict[int, Failure]:
