@@ -26,7 +26,7 @@ from fireroute.kernel import inproc, nftnl, rtnl, tun
 from fireroute.model import Options, Owner, Vm
 from fireroute.plan.ops import Act, OpStep, delete_step, group_delete_step, regroup_step
 from fireroute.plan.steps import IP, NFT, Step
-from fireroute.want import nft, tables
+from fireroute.want import nft
 from fireroute.want.objects import Addr, Link, Obj
 from tests.conftest import Host, make_host, skip_unless_root
 
@@ -157,6 +157,20 @@ def op(verb: str, obj: Obj) -> Step:
     return OpStep(IP, obj.text(verb), "ip step", "t", ops=(Act(verb, obj),))
 
 
+def elements(verb: str, set_name: str, values: list[tuple[str, str | None]], what: str) -> Step:
+    """Elements of a set of the table added or deleted, as one step of their operations, its
+    script as the compiler writes one (a delete adds the elements first, so that it removes
+    them whether they were there or not): a transaction it would not make on its own."""
+    from fireroute.want.nft import NftElement
+
+    objs = [NftElement("ip", TABLE, set_name, value, tag, "a") for value, tag in values]  # type: ignore[arg-type]
+    body = ", ".join(o.tagged() if o.owner else o.value for o in objs)
+    text = f"add element ip {TABLE} {set_name} {{ {body} }}\n"
+    if verb == "delete":
+        text += f"delete element ip {TABLE} {set_name} {{ {body} }}\n"
+    return OpStep(NFT, text, what, "a", ops=[Act(verb, o) for o in objs])
+
+
 def up_plan(v: Vm, fresh: bool, forwarding: bool = True) -> list[Step]:
     """The compiler's up of ``v``: its links, forwarding switched on (``forwarding``), its
     elements in a table made whole (``fresh``: that may exist) or one that stays (the sets
@@ -224,11 +238,15 @@ def test_egress_policy_intervals_in_process(pair) -> None:
     set contents as nft makes, added and then deleted."""
     setup(pair, up_plan(vm("a", 0), fresh=True))
     name = f"out_allow_{nft.shard('fr-a')}"
-    elems = '{ "fr-a" . 198.51.100.0/24 comment "5ca1ab1e:a", "fr-a" . 203.0.113.7 }'
-    add = Step(NFT, f"add element ip {TABLE} {name} {elems}\n", "add ranges", "a")
+    elems = [('"fr-a" . 198.51.100.0/24', "5ca1ab1e:a"), ('"fr-a" . 203.0.113.7', None)]
+    add = elements("create", name, elems, "add ranges")
+    assert add.text == (
+        f'add element ip {TABLE} {name} {{ "fr-a" . 198.51.100.0/24 comment "5ca1ab1e:a", '
+        '"fr-a" . 203.0.113.7 }\n'
+    )
     assert both(pair, [add], in_process=1)["error"] is None
     assert len(pair[1].set_elements(TABLE, name)) == 2
-    delete = Step(NFT, f"delete element ip {TABLE} {name} {elems}\n", "delete ranges", "a")
+    delete = elements("delete", name, elems, "delete ranges")
     assert both(pair, [delete], in_process=1)["error"] is None
     assert pair[1].set_elements(TABLE, name) == []
 
@@ -357,11 +375,12 @@ def test_element_exists_and_missing(pair) -> None:
     setup(pair, up_plan(a, fresh=True))
     again = elements_of(a)  # add of existing elements: no error
     assert both(pair, [again], in_process=1)["error"] is None
-    delete = f'delete element ip {TABLE} taps {{ "fr-b" comment "x" }}\n'
-    out = both(pair, [Step(NFT, delete, "remove")], verb="best", in_process=0)
-    assert out["error"] == "PartialFailure" and "No such file or directory" in out["message"]
+    delete = elements("delete", "taps", [('"fr-b"', "x")], "remove")
+    assert both(pair, [delete], verb="best", in_process=1)["error"] is None  # (not there)
     setup(pair, [elements_of(b)])
-    assert both(pair, [Step(NFT, delete, "remove")], verb="best", in_process=1)["error"] is None
+    assert "fr-b" in pair[1].set_elements(TABLE, "taps")
+    assert both(pair, [delete], verb="best", in_process=1)["error"] is None
+    assert pair[1].set_elements(TABLE, "taps") == ["fr-a"]
 
 
 def test_missing_table_or_set_falls_back_to_nft(pair) -> None:
@@ -399,7 +418,7 @@ def test_failed_nft_unwinds_in_process_taps(pair) -> None:
     v = vm("a", 0)
     setup(pair, up_plan(v, fresh=True))
     w = vm("b", 1)
-    bad = Step(NFT, f'add element ip {TABLE} nosuch {{ "fr-b" }}\n', "add", w.name)
+    bad = elements("create", "nosuch", [('"fr-b"', None)], "add")
     out = both(pair, [*links_of(w), bad])
     assert out["error"] == "KernelError"
     assert "fr-b" not in pair[1].links()  # undone, newest first
@@ -438,25 +457,26 @@ def test_element_messages_encode() -> None:
     assert nftnl.attrs(inner[1], 0)[1] == b"\x01\x02\x03\x04" and inner[6] == b"\x00\x02c\x00"
 
 
-def test_parse_accepts_per_vm_scripts_only() -> None:
+def test_steps_without_element_operations_are_left_to_nft() -> None:
+    """Only typed element operations are encoded: a down's element removal is (its set
+    declarations from the layout, never read back from its script); a table made, a table
+    deleted, a script without operations are not (nft runs them), whatever their text."""
     (removal,) = [s for s in down_plan([vm("a", 0), vm("b", 1)], [vm("c", 2)]) if s.tool == NFT]
-    ops = nftnl.parse(removal.text)
-    assert (ops.family, ops.table) == ("ip", TABLE) and ops.declared is not None
-    assert ops.declared["vms"] == "ifname . ipv4_addr"
+    (ops,) = nftnl.of_steps([removal]) or [None]
+    assert ops is not None and (ops.family, ops.table) == ("ip", TABLE)
+    assert ops.declared is not None and ops.declared["vms"] == "ifname . ipv4_addr"
     assert [(verb, name) for verb, name, _ in ops.ops][:1] == [("add", "masq")]
     assert ops.ops[0][2] == [
         (["172.16.0.2", '"up0"'], "5ca1ab1e:a"),
         (["172.16.0.6", '"up0"'], "5ca1ab1e:b"),
     ]
-    for script in (
-        tables.skeleton(TABLE),  # chains and rules
-        f"add table ip {TABLE}\ndelete table ip {TABLE}\n",
-        f"create table ip {TABLE} {{ }}\n",
-        f'add element ip {TABLE} taps {{ "a" . }}\n',
-        f'add element ip {TABLE} taps {{ "a" }}\nadd element ip other taps {{ "a" }}\n',
-    ):
+    made = [s for s in up_plan(vm("a", 0), fresh=True) if s.tool == NFT]
+    gone = [s for s in down_plan([vm("a", 0)]) if s.tool == NFT]
+    plain = Step(NFT, f'add element ip {TABLE} taps {{ "fr-a" }}\n', "add")
+    for steps in (made, gone, [plain]):
+        assert steps and nftnl.of_steps(steps) is None
         with pytest.raises(nftnl.Unsupported):
-            nftnl.parse(script)
+            nftnl.Nftnl().run_steps(steps)
 
 
 def test_every_planned_ip_step_is_encoded() -> None:

@@ -1,19 +1,19 @@
-"""Set-element scripts through nf_tables netlink, in-process: the ``nft -f -`` scripts of
-per-VM up and down plans once the table exists, without starting ``nft`` (~1.5 ms each).
+"""Set elements through nf_tables netlink, in-process: the ``nft -f -`` steps of per-VM up
+and down plans once the table exists, without starting ``nft`` (~1.5 ms each).
 
-Handled: an optional declaration of a table holding only sets (``tables.declare`` without
-chains), then ``add element`` / ``delete element`` lines on that table; from a plan's steps,
-the elements of several tables (a VM with IPv6: the ip table's, then the ip6 table's) in one
-batch, as ``nft`` runs the steps' scripts as one transaction. The declaration is
-checked, not sent: the table's sets are read (one NFT_MSG_GETSET dump) and each declared set
+Handled: steps whose operations (plan/ops.py) are all set or map elements added or deleted,
+encoded from those typed objects (never from the step's printed script); the elements of
+several tables (a VM with IPv6: the ip table's, then the ip6 table's) in one batch, as ``nft``
+runs the steps' scripts as one transaction. The sets those scripts declare are checked, not
+sent: the table's sets are read (one NFT_MSG_GETSET dump) and each declared set
 must exist with the declared key type, as the kernel would require for the re-declaration
 ``nft`` sends to succeed without changing anything. The elements go in one NFNL batch
 (NFT_MSG_NEWSETELEM with NLM_F_CREATE, as ``add element`` does; NFT_MSG_DELSETELEM), which
 the kernel applies all or nothing, with each element's comment as the NFTA_SET_ELEM_USERDATA
 TLV ``nft list`` shows as ``comment "..."``.
 
-Anything else raises :class:`Unsupported` (a script of another shape, a table or set that is
-missing or differs, a value this module cannot encode) or :class:`NftError` (the kernel
+Anything else raises :class:`Unsupported` (a step with other operations or none, a table or
+set that is missing or differs, a value this module cannot encode) or :class:`NftError` (the kernel
 refused the batch, which then changed nothing): the caller then runs ``nft -f -`` itself, so
 every refusal and every creation keeps ``nft``'s exact behaviour and messages.
 """
@@ -78,10 +78,11 @@ class NftError(OSError):
         self.message = message
 
 
-# -- the script ---------------------------------------------------------------------------
+# -- the operations ----------------------------------------------------------------------
 class Ops:
-    """A parsed script: ``declared`` set name -> type text (None when the script declares
-    nothing), and the element operations in order as (verb, set, [(fields, comment)])."""
+    """One table's transaction: ``declared`` set name -> type text (the sets its script
+    declares; None when it declares none), and the element operations in order as (verb,
+    set, [(fields, comment)])."""
 
     __slots__ = ("family", "table", "declared", "maps", "ops")
 
@@ -94,125 +95,8 @@ class Ops:
         self.ops: list[tuple[str, str, list[tuple[list[str], str | None]]]] = []
 
 
-def tokens(text: str) -> list[str]:
-    """``{ "a" . 1.2.3.4 comment "x", ... }`` split into quoted strings (kept quoted), braces,
-    commas and whitespace-separated words (a lone ``.`` is the concatenation)."""
-    out: list[str] = []
-    at, n = 0, len(text)
-    while at < n:
-        c = text[at]
-        if c.isspace():
-            at += 1
-        elif c == '"':
-            end = text.find('"', at + 1)
-            if end < 0:
-                raise Unsupported("unterminated string")
-            out.append(text[at : end + 1])
-            at = end + 1
-        elif c in "{},":
-            out.append(c)
-            at += 1
-        else:
-            end = at
-            while end < n and not text[end].isspace() and text[end] not in '{},"':
-                end += 1
-            out.append(text[at:end])
-            at = end
-    return out
-
-
-def parse_elements(body: list[str]) -> list[tuple[list[str], str | None]]:
-    """The tokens between ``{`` and ``}``: each element's fields and comment."""
-    elems: list[tuple[list[str], str | None]] = []
-    fields: list[str] = []
-    comment: str | None = None
-    expect_field = True
-    i = 0
-    while i < len(body):
-        tok = body[i]
-        if expect_field:
-            if tok in "{},." or tok == "comment":
-                raise Unsupported(f"unexpected {tok!r}")
-            fields.append(tok)
-            expect_field = False
-        elif tok == ".":
-            expect_field = True
-        elif tok == "comment" and i + 1 < len(body) and body[i + 1].startswith('"'):
-            comment = body[i + 1][1:-1]
-            i += 1
-        elif tok == ",":
-            elems.append((fields, comment))
-            fields, comment, expect_field = [], None, True
-        else:
-            raise Unsupported(f"unexpected {tok!r}")
-        i += 1
-    if expect_field:
-        raise Unsupported("element list ends in an operator")
-    elems.append((fields, comment))
-    return elems
-
-
-def parse(script: str) -> Ops:
-    """The script as element operations on one table; Unsupported for any other shape."""
-    lines = script.splitlines()
-    ops: Ops | None = None
-    i = 0
-    if lines and lines[0].startswith("table "):
-        ops, i = _declaration(lines)
-    for line in lines[i:]:
-        if line.strip():
-            ops = _element_line(ops, line)
-    if ops is None or not ops.ops or ops.family not in FAMILIES:
-        raise Unsupported("no element operations")
-    return ops
-
-
-def _declaration(lines: list[str]) -> tuple[Ops, int]:
-    """A leading ``table F T { ... }`` block declaring only sets and maps: the Ops it starts
-    and the index of the line after it."""
-    head = lines[0].split()
-    if len(head) != 4 or head[3] != "{":
-        raise Unsupported("table header")
-    ops = Ops(head[1], head[2])
-    declared: dict[str, str] = {}
-    ops.declared = declared
-    i = 1
-    while i < len(lines) and lines[i] != "}":
-        line = lines[i].strip()
-        words = line.split()
-        key = words[2:4] in (["{", "type"], ["{", "typeof"])
-        shaped = key and line.endswith("; }")
-        if words[:1] == ["comment"] and len(words) == 2 and words[1].startswith('"'):
-            pass  # the table's comment: kept by the kernel on a re-declaration
-        elif words[:1] == ["set"] and shaped:
-            declared[words[1]] = line[line.index("type") : -3].removeprefix("type ").strip()
-        elif words[:1] == ["map"] and shaped:
-            ops.maps.append(words[1])
-        else:
-            raise Unsupported(f"declaration line {line!r}")
-        i += 1
-    if i == len(lines):
-        raise Unsupported("table block not closed")
-    return ops, i + 1
-
-
-def _element_line(ops: Ops | None, line: str) -> Ops:
-    """``add|delete element F T S { ... }`` appended to ``ops`` (started here if None)."""
-    toks = tokens(line)
-    if len(toks) < 7 or toks[1] != "element" or toks[0] not in ("add", "delete"):
-        raise Unsupported(f"line {line!r}")
-    if toks[5] != "{" or toks[-1] != "}":
-        raise Unsupported(f"line {line!r}")
-    if ops is None:
-        ops = Ops(toks[2], toks[3])
-    if (toks[2], toks[3]) != (ops.family, ops.table):
-        raise Unsupported("more than one table")
-    ops.ops.append((toks[0], toks[4], parse_elements(toks[6:-1])))
-    return ops
-
-
 def of_steps(steps: Sequence[Any]) -> list[Ops] | None:
-    """What steps whose operations are all set elements do, as parsed Ops, one per table in
+    """What steps whose operations are all set elements do, as Ops, one per table in
     the order the steps name them (plan/compiler.py's transactions: a step creating elements
     declares the sets it writes and adds them; one deleting them declares, adds, then
     deletes them, which removes them whether or not they were there): None when some step
@@ -747,18 +631,12 @@ class Nftnl(Channel):
             batch.append(setelem_message(verb, seqs[-1], family, ops.table, name, body))
         return batch
 
-    def run(self, script: str) -> None:
-        """Apply an element script (see the module's docstring); Unsupported or NftError
-        (nothing changed) when the caller must run ``nft -f -`` instead."""
-        self.apply([parse(script)])
-
     def run_steps(self, steps: Sequence[Any]) -> None:
-        """Apply a group of ``nft`` steps: from their element operations (:func:`of_steps`),
-        else from their script; as :meth:`run`."""
+        """Apply a group of ``nft`` steps from their element operations (:func:`of_steps`);
+        Unsupported or NftError (nothing changed) when the caller must run ``nft -f -``."""
         tables = of_steps(steps)
         if tables is None:
-            text = "".join(s.text if s.text.endswith("\n") else s.text + "\n" for s in steps)
-            tables = [parse(text)]
+            raise Unsupported("not only set elements")
         self.apply(tables)
 
     def apply(self, tables: Sequence[Ops]) -> None:
