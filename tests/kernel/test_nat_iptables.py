@@ -212,32 +212,71 @@ def test_a_table_made_unreadable_since_is_not_removed(host: Host):
     assert "ip saddr @kept masquerade" in host.run("nft", "list", "table", "ip", "nat").stdout
 
 
-NAT_REFUSED = """#!/bin/sh
-# iptables-nft-restore, with an added nat rule's target one the kernel refuses
-sed 's/^\\(-A POSTROUTING .*\\)-j MASQUERADE$/\\1-j NOSUCHTARGET/' | {real} "$@"
-"""
+REFUSED = {
+    # the nat rule's target one iptables-nft-restore cannot find ("Error occurred at line: N")
+    "nat": r"s/^\(-A POSTROUTING .*\)-j MASQUERADE$/\1-j NOSUCHTARGET/",
+    # the raw rule's target one the kernel refuses there ("line N: RULE_APPEND failed")
+    "raw": r"s/^\(-A PREROUTING .*\)-j DROP$/\1-j MASQUERADE/",
+}
+"""an iptables-nft-restore wrapper's edit of an added rule, by the table it makes fail"""
 
 
-def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path):
+@pytest.mark.parametrize("table", sorted(REFUSED))
+def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path, table: str):
     """iptables-nft-restore commits each table's section in turn and stops at the first it
-    cannot (here nat, after filter and raw: a wrapper gives its rule a target the kernel
-    refuses; the error names the section's COMMIT line):
-    the up fails, and the rules of the sections committed before are taken out again with the
-    rest of it (before, filter's and raw's stayed: add is all or nothing). The control: the
-    same up without the wrapper is made whole."""
+    cannot (a wrapper gives a rule a target that fails: nat's, after filter and raw, one
+    iptables-nft-restore cannot find; raw's, after filter, one the kernel refuses there; each
+    names its line its own way): the up fails, naming the rule that failed, and the rules of
+    the sections committed before are taken out again with the rest of it (before, they
+    stayed: add is all or nothing). The control: the same up without the wrapper is made
+    whole."""
     import shutil
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     real = shutil.which("iptables-nft-restore")
     wrapper = bin_dir / "iptables-nft-restore"
-    wrapper.write_text(NAT_REFUSED.replace("{real}", str(real)))
+    wrapper.write_text(f"#!/bin/sh\nsed '{REFUSED[table]}' | {real} \"$@\"\n")
     wrapper.chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
     out = host.fireroute("up", "a", "--backend", "iptables", check=False, env=env)
-    assert out.returncode != 0 and "NOSUCHTARGET" in out.stderr and "rollback" not in out.stderr
+    assert out.returncode != 0 and "rollback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("fireroute: cannot add iptables rule"), out.stderr  # (its own)
     assert not [r for r in host.iptables_rules() if "fireroute" in r], host.iptables_rules()
     assert "fr-a" not in host.links() and len(host.fireroute("ls").stdout.splitlines()) == 1
     host.fireroute("up", "a", "--backend", "iptables")  # the control
     assert len([r for r in host.iptables_rules() if "fireroute:" in r]) == 12
     assert host.fireroute("check").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "add table ip nat\n"  # nat's POSTROUTING at another priority than iptables-nft's
+        "add chain ip nat POSTROUTING { type nat hook postrouting priority 50; policy accept; }\n",
+        "add table ip raw\nadd chain ip raw PREROUTING\n",  # a regular chain of that name
+    ],
+)
+def test_a_chain_of_ours_written_with_nft_is_refused_before_anything(host: Host, script: str):
+    """A chain fireroute's iptables rules go into that exists but is not the base chain
+    iptables-nft makes refuses iptables-nft's rules, after the tables before it in the restore
+    were committed: up refuses the host in one line before changing anything (no table, rule
+    or tap made). The control: a table holding another base chain of the operator's (which
+    iptables-nft-save also calls incompatible) takes fireroute's rules, and keeps its chain."""
+    host.sh(f"nft -f - <<'EOF'\n{script}EOF")
+    before = host.run("nft", "list", "ruleset").stdout
+    out = host.fireroute("up", "a", "--backend", "iptables", check=False)
+    assert out.returncode == 3 and out.stderr.count("\n") == 1, out
+    assert "not the base chain iptables-nft makes" in out.stderr, out.stderr
+    assert "--backend nft" in out.stderr
+    assert host.run("nft", "list", "ruleset").stdout == before
+    assert "fr-a" not in host.links()
+    # the control
+    host.run("nft", "flush", "ruleset")
+    host.sh("nft add table ip filter; nft 'add chain ip filter mine "
+            "{ type filter hook forward priority 10; policy accept; }'")  # fmt: skip
+    assert "incompatible base-chains" in host.run("iptables-nft-save").stdout
+    host.fireroute("up", "a", "--backend", "iptables")
+    assert len([r for r in host.iptables_rules() if "fireroute:" in r]) == 12
+    host.fireroute("down", "a")
+    assert "chain mine" in host.run("nft", "list", "table", "ip", "filter").stdout

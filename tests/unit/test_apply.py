@@ -3,7 +3,7 @@
 import pytest
 
 from fireroute.errors import KernelError, PartialFailure
-from fireroute.kernel.apply import Executor, _ipt_committed
+from fireroute.kernel.apply import Executor, _ipt_committed, _ipt_failed
 from fireroute.kernel.run import Result
 from fireroute.plan.steps import IP, IPTABLES, NFT, Plan, Step
 
@@ -213,19 +213,30 @@ def test_a_removal_of_what_is_gone_is_done(text):
 
 
 def test_an_iptables_group_undoes_the_tables_committed_before_its_failure():
-    """iptables-nft-restore commits table by table and names the failing section's line (its
-    COMMIT, or a rule it could not parse): the sections before it were committed and are
-    undone; the failing one and those after were not; a message naming no line, none."""
+    """iptables-nft-restore commits table by table and names the line it failed at, in one of
+    three forms (a line it could not take; the kernel refusing a table's commit; a rule to
+    delete not there): the failing step is the rule on that line (its table's first for the
+    ``*table`` or COMMIT line), the sections before it were committed and are undone, the
+    failing one and those after were not; a message naming no line: the first step, none."""
     group = [Step(IPTABLES, f"-A {c} -j DROP", c, table=t)
              for t, c in (("filter", "FORWARD"), ("filter", "INPUT"), ("raw", "PREROUTING"),
                           ("nat", "POSTROUTING"))]  # fmt: skip
 
     # *filter 1, rules 2-3, COMMIT 4; *raw 5, 6, COMMIT 7; *nat 8, 9, COMMIT 10
-    def committed(err: str) -> list[str]:
-        return [s.table for s in _ipt_committed(group, err)]
+    def failed(err: str) -> tuple[int, list[str]]:
+        at = _ipt_failed(err, group)
+        return at, [s.table for s in _ipt_committed(group, at)]
 
-    assert committed("x\nError occurred at line: 10\n") == ["filter", "filter", "raw"]
-    assert committed("Error occurred at line: 9") == ["filter", "filter", "raw"]
-    assert committed("Error occurred at line: 7") == ["filter", "filter"]
-    assert committed("Error occurred at line: 3") == []
-    assert committed("iptables-nft-restore: cannot open socket") == []
+    assert failed("x\nError occurred at line: 10\n") == (3, ["filter", "filter", "raw"])
+    assert failed("Error occurred at line: 9") == (3, ["filter", "filter", "raw"])
+    assert failed("line 9: RULE_APPEND failed (Invalid argument): rule in chain POSTROUTING") == (
+        3, ["filter", "filter", "raw"]
+    )  # fmt: skip
+    assert failed("line 6: CHAIN_ADD failed (Operation not supported)") == (2, ["filter"] * 2)
+    assert failed("iptables-nft-restore: line 3 failed: Bad rule (does a matching") == (1, [])
+    assert failed("Error occurred at line: 7") == (2, ["filter", "filter"])
+    assert failed("Error occurred at line: 5") == (2, ["filter", "filter"])
+    assert failed("Error occurred at line: 2") == (0, [])
+    assert failed("iptables-nft-restore: cannot open socket") == (0, [])
+    assert failed("a line 12 of nothing: Error occurred at line: 99") == (0, [])
+    assert failed("past the deadline 6: gave up") == (0, [])

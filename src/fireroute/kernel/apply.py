@@ -199,7 +199,7 @@ class Executor:
                         if i not in errors:
                             undo.extend(s.undo)
                 elif group[0].tool == IPTABLES:  # the tables committed before the failure
-                    for s in _ipt_committed(group, errors[first].text):
+                    for s in _ipt_committed(group, first):
                         undo.extend(s.undo)
                 if failed is None:
                     step = group[first]
@@ -258,7 +258,11 @@ def _errors(res: Result, group: list[Step]) -> dict[int, Failure]:
         return _ip_errors(res, len(group))
     if res.rc == 0:
         return {}
-    at = _nft_failed(res.err, group) if group[0].tool == NFT else 0
+    at = 0
+    if group[0].tool == NFT:
+        at = _nft_failed(res.err, group)
+    elif group[0].tool == IPTABLES:
+        at = _ipt_failed(res.err, group)
     return {at: Failure.of(res.err or res.out)}
 
 
@@ -279,24 +283,60 @@ def _nft_failed(err: str, group: list[Step]) -> int:
     return 0
 
 
-def _ipt_committed(group: list[Step], err: str) -> list[Step]:
+def _ipt_sections(group: list[Step]) -> list[list[int]]:
+    """The indexes of a group's iptables steps by table, in the order of their sections in
+    iptables-nft-restore's input (:func:`iptables_input`)."""
+    tables: dict[str, list[int]] = {}
+    for i, st in enumerate(group):
+        tables.setdefault(st.table, []).append(i)
+    return list(tables.values())
+
+
+def _ipt_failed(err: str, group: list[Step]) -> int:
+    """The step of an iptables-nft-restore group at the line its message names: the rule on
+    it, or for its table's ``*table`` or ``COMMIT`` line the table's first step; 0 when it
+    names none. iptables-nft-restore (1.8) names it three ways: ``Error occurred at line: N``
+    (a line it could not take), ``line N: RULE_APPEND failed (...)`` (the kernel refused the
+    table's commit) and ``line N failed: ...`` (a rule to delete not there)."""
+    line = _ipt_line(err)
+    if line is None:
+        return 0
+    at = 0
+    for indexes in _ipt_sections(group):
+        at += 1  # (*table)
+        for i in indexes:
+            first, at = at + 1, at + group[i].text.count("\n") + 1
+            if first <= line <= at:
+                return i
+        at += 1  # (COMMIT)
+        if line <= at:
+            return indexes[0]
+    return 0
+
+
+def _ipt_line(err: str) -> int | None:
+    """The input line an iptables-nft-restore message names (see :func:`_ipt_failed`)."""
+    for marker in ("Error occurred at line: ", "line "):
+        at = err.find(marker)
+        while at >= 0:
+            rest = err[at + len(marker) :]
+            digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+            word = at == 0 or err[at - 1] in " \n"  # (not "deadline 5")
+            if word and digits and rest[len(digits) : len(digits) + 1] in (":", " ", "\n", ""):
+                return int(digits)
+            at = err.find(marker, at + 1)
+    return None
+
+
+def _ipt_committed(group: list[Step], failed: int) -> list[Step]:
     """The steps of a failed iptables-nft-restore group whose tables it committed: it commits
-    each table's section at its COMMIT, in order (:func:`iptables_input`), and stops at the
-    first that fails (``Error occurred at line: N``); none when it names no line."""
-    _, found, rest = err.partition("Error occurred at line: ")
-    digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
-    if not found or not digits:
-        return []
-    tables: dict[str, list[Step]] = {}
-    for st in group:
-        tables.setdefault(st.table, []).append(st)
+    each table's section at its COMMIT, in order, and stops at the first that fails (the
+    table of the step ``failed``, :func:`_ipt_failed`)."""
     out: list[Step] = []
-    end = 0
-    for steps in tables.values():
-        end += 2 + sum(st.text.count("\n") + 1 for st in steps)  # (*table, its lines, COMMIT)
-        if int(digits) <= end:
+    for indexes in _ipt_sections(group):
+        if failed in indexes:
             break
-        out += steps
+        out += [group[i] for i in indexes]
     return out
 
 

@@ -547,7 +547,9 @@ def iptables_save(
     {table: {chain: policy}} (``-`` for a chain of the user's; a built-in chain that does not
     exist is printed too, ``ACCEPT``, in every table that does); and the tables it cannot read
     (made with nft directly: it prints ``# Table `nat' is incompatible`` and none of their
-    rules)."""
+    rules), with ``nat:base`` for one it reads but that holds a base chain it did not make
+    (``contains incompatible base-chains``: nft's own, or one of its names at another
+    priority, which would refuse iptables-nft's)."""
     res = runner(["iptables-nft-save"], None)
     if res.rc != 0:
         raise KernelError("read iptables-nft rules", res.err)
@@ -566,4 +568,34 @@ def iptables_save(
             out.append((table, line))
         elif line.startswith("# Table `") and "' is incompatible" in line:
             odd.add(line[9:].partition("'")[0])
+        elif line.startswith("# Table `") and "' contains incompatible base-chains" in line:
+            odd.add(line[9:].partition("'")[0] + ":base")
     return out, shown, odd
+
+
+STANDARD_CHAINS = {
+    ("filter", "INPUT"): ("filter", "input", 0),
+    ("filter", "FORWARD"): ("filter", "forward", 0),
+    ("nat", "POSTROUTING"): ("nat", "postrouting", 100),
+    ("raw", "PREROUTING"): ("filter", "prerouting", -300),
+}
+"""the base chains iptables-nft makes for the chains fireroute's rules use: (type, hook,
+priority)"""
+
+
+def foreign_chains(tables: list[str], runner: Runner = run) -> list[str]:
+    """Of the chains fireroute's iptables rules use in ``tables``, those that exist but are not
+    the base chain iptables-nft would make (``table/chain``): nft's own, a regular chain of
+    that name, or a base chain at another hook or priority. iptables-nft cannot add to them."""
+    res = runner(["nft", "-j", "list", "chains", "ip"], None)
+    if res.rc != 0:
+        raise KernelError("list nftables chains", res.err)
+    out = []
+    for item in _nftables(res.out):
+        c = item.get("chain")
+        if not c or c.get("table") not in tables:
+            continue
+        want = STANDARD_CHAINS.get((str(c["table"]), str(c["name"])))
+        if want is not None and (c.get("type"), c.get("hook"), c.get("prio")) != want:
+            out.append(f"{c['table']}/{c['name']}")
+    return out

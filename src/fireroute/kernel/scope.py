@@ -208,8 +208,15 @@ def up_iptables(current: Index, runner: Runner, recorded: str | None = None) -> 
     unreadable = [t for t in USED if t in odd]  # (its rules unseen: ours could not be found)
     if unreadable:
         raise ConflictError(
-            f'iptables table "{unreadable[0]}" was made with nft directly and iptables-nft '
-            "cannot read it: fireroute's iptables backend cannot use it (use --backend nft)"
+            f'iptables table "{unreadable[0]}" holds what iptables-nft cannot read (written '
+            "with nft): fireroute's iptables backend cannot use it (use --backend nft)"
+        )
+    odd_chains = [t for t in USED if f"{t}:base" in odd or "-" in _policies(shown, t)]
+    foreign = observe.foreign_chains(odd_chains, runner) if odd_chains else []
+    if foreign:  # (iptables-nft-restore would commit the tables before it, then fail)
+        raise ConflictError(
+            f'nftables chain "{foreign[0]}" is not the base chain iptables-nft makes (written '
+            "with nft): fireroute's iptables backend cannot add to it (use --backend nft)"
         )
     if any(comment_tag(line) == rule.owner for _, line in present):
         current[(rule.kind, rule.key)] = rule
@@ -217,6 +224,12 @@ def up_iptables(current: Index, runner: Runner, recorded: str | None = None) -> 
         current.pop((rule.kind, rule.key), None)
     before = saved_chains(shown, present, recorded)
     return would_make(observe.nft_ip_chains(runner) if before is None else before)
+
+
+def _policies(shown: dict[str, dict[str, str]], table: str) -> list[str]:
+    """The policies iptables-nft-save shows for the chains fireroute's rules use in
+    ``table`` (``-`` for a regular chain of that name)."""
+    return [shown.get(table, {}).get(c, "") for c in USED[table]]
 
 
 def saved_chains(
