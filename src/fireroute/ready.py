@@ -127,15 +127,20 @@ def rename_plan(old: Vm, new: Vm) -> Plan:
     # differ in their comment only; each matches the VM's own tap).
     steps = _rules_first(compile(ops))
     # A take-down's steps have no undo of their own: given theirs here, reversed (an unwind
-    # runs undo steps newest first). The removals' undo is one, on the first of them, so
-    # that the rules are made again in their order (each removal's own would reverse it);
-    # they are one group, which fails whole (nft, iptables-nft-restore: one transaction).
+    # runs undo steps newest first). The removals' undo is one per transaction, on the first
+    # removal of it, so that the rules are made again in their order (each removal's own
+    # would reverse it): the nft elements' (one transaction), and each iptables table's
+    # (iptables-nft-restore commits table by table, and an unwind undoes the tables it
+    # committed before one failed: kernel/apply.py).
     removals = [s for s in steps if not s.undo and _acts(s, DELETE)]
     for step in steps:
         if not step.undo and step not in removals:
             step.undo = _undo(_acts(step), have)
-    if removals:
-        removals[0].undo = _undo([a for s in removals for a in _acts(s)], have)
+    by_transaction: dict[tuple[str, str], list[Step]] = {}
+    for step in removals:
+        by_transaction.setdefault((step.tool, step.table), []).append(step)
+    for group in by_transaction.values():
+        group[0].undo = _undo([a for s in group for a in _acts(s)], have)
     return Plan(steps)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -280,3 +281,51 @@ def test_a_chain_of_ours_written_with_nft_is_refused_before_anything(host: Host,
     assert len([r for r in host.iptables_rules() if "fireroute:" in r]) == 12
     host.fireroute("down", "a")
     assert "chain mine" in host.run("nft", "list", "table", "ip", "filter").stdout
+
+
+CLAIM = """
+import sys
+from fireroute import Host
+from fireroute.errors import FirerouteError
+h = Host(sys.argv[1])
+shape = {"backend": "iptables", "uplink": "up0"}
+if sys.argv[2] == "fill":
+    h.ready_fill(1, shape)
+else:
+    try:
+        h.ready_claim("web-1", shape)
+    except FirerouteError as e:
+        print("refused", e)
+"""
+
+
+def test_a_claim_refused_midway_leaves_the_ready_vm_as_it_was(host: Host, tmp_path):
+    """A ready VM's claim on the iptables backend is one iptables-nft-restore (each table: the
+    new rules, then the old ones' removal): when a table is refused after others were
+    committed (a wrapper gives the claiming VM's nat rule a target that fails), the committed
+    tables are put back exactly (each table's removals undone on their own: before, every old
+    rule was made again after the first table, and the others' stood twice), and `check` is
+    clean. The control: the same claim without the wrapper renames every rule."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = shutil.which("iptables-nft-restore")
+    edit = r"s/^\(-A POSTROUTING .*web-1.*\)-j MASQUERADE$/\1-j NOSUCHTARGET/"
+    (bin_dir / "iptables-nft-restore").write_text(f"#!/bin/sh\nsed '{edit}' | {real} \"$@\"\n")
+    (bin_dir / "iptables-nft-restore").chmod(0o755)
+
+    def api(*args: str, path: str = "") -> str:
+        env = f"PATH={path}{os.environ['PATH']}"
+        argv = f"env {env} {sys.executable} -c '{CLAIM}' {host.state} {' '.join(args)}"
+        return host.sh(argv).stdout
+
+    api("fill")
+    before = sorted(host.iptables_rules())
+    assert len([r for r in before if ":_ready-0" in r]) == 11
+    assert api("claim", path=f"{bin_dir}:").startswith("refused")
+    assert sorted(host.iptables_rules()) == before
+    assert host.fireroute("check").returncode == 0
+    assert api("claim") == ""  # the control
+    assert len([r for r in host.iptables_rules() if ":web-1" in r]) == 11
+    assert not [r for r in host.iptables_rules() if ":_ready-0" in r]

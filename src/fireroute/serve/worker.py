@@ -62,6 +62,10 @@ class Call:
         self.done.set()
 
 
+STOP_WAIT = 600.0
+"""seconds a stop waits for the worker (the longest a call may take, as a client waits)"""
+
+
 class Worker:
     def __init__(self, state: str, ready: int = 0, shape: dict[str, object] | None = None) -> None:
         self.calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
@@ -105,13 +109,13 @@ class Worker:
 
     def stop(self) -> None:
         """Return once the worker is done: the calls handed to it before, then every ready VM
-        taken down (one batch ``down``, ~1 s per 1000 VMs), then the kernel's link deletions.
-        No bound of its own (one cut the drain of a large pool short): each call and the drain
-        end by themselves (a state lock is waited for a bounded time, see store.lock_timeout),
-        and a supervisor's stop timeout stays the outer bound (what its kill leaves, the next
-        start takes down)."""
+        taken down (one batch ``down``, ~1 s per 1000 VMs), then the kernel's link deletions;
+        or after :data:`STOP_WAIT` (a kernel call that never returns), said in the log: what
+        is left, the next start takes down. A supervisor's stop timeout may come first."""
         self.calls.put(None)
-        self.thread.join()
+        self.thread.join(STOP_WAIT)
+        if self.thread.is_alive():
+            self.log({"event": "stop-timeout", "seconds": STOP_WAIT})
 
     # -- the worker thread --------------------------------------------------------------------
     def _run(self) -> None:
