@@ -329,3 +329,21 @@ def test_a_claim_refused_midway_leaves_the_ready_vm_as_it_was(host: Host, tmp_pa
     assert api("claim") == ""  # the control
     assert len([r for r in host.iptables_rules() if ":web-1" in r]) == 11
     assert not [r for r in host.iptables_rules() if ":_ready-0" in r]
+
+
+def test_check_and_restore_say_when_a_table_became_unreadable(host: Host):
+    """A nat table written with nft since fireroute's rules went in (a set and a rule of the
+    operator's): iptables-nft-save shows none of its rules, so `check` cannot tell whether
+    fireroute's are there and `restore` would write them twice: both refuse in one line
+    naming the table (before: check reported the rule missing, and each restore added one
+    more). The control: check is clean before the table is written into."""
+    host.fireroute("up", "a", "--backend", "iptables")
+    assert host.fireroute("check").returncode == 0  # the control
+    host.run("nft", "add", "set", "ip", "nat", "kept", "{ type ipv4_addr; }")
+    host.run("nft", "add", "rule", "ip", "nat", "POSTROUTING", "ip", "saddr", "@kept", "masquerade")
+    listing = host.run("nft", "list", "table", "ip", "nat").stdout
+    for verb in ("check", "restore"):
+        out = host.fireroute(verb, check=False)
+        assert out.returncode == 3 and out.stderr.count("\n") == 1, out
+        assert '"nat"' in out.stderr and "cannot read" in out.stderr, out.stderr
+    assert host.run("nft", "list", "table", "ip", "nat").stdout == listing

@@ -701,8 +701,20 @@ def rule_of(table: str, line: str) -> IptRule:
     return IptRule(table, chain, spec, who, vm)
 
 
-def _iptables(cur: Current, src: Source) -> None:
-    for table, line in observe.iptables_saved(src.runner):
+def _iptables(cur: Current, src: Source, vms: list[Vm]) -> None:
+    """The rules iptables-nft-save shows; ConflictError when a table fireroute's rules go into
+    is one it cannot read (written with nft since up) while a lease has rules: they could be
+    neither checked nor written again without doubling them."""
+    saved, _, odd = observe.iptables_save(src.runner)
+    unreadable = sorted({t for t, _ in observe.STANDARD_CHAINS if t in odd})
+    if unreadable and any(v.backend == "iptables" for v in vms):
+        from fireroute.errors import ConflictError
+
+        raise ConflictError(
+            f'iptables table "{unreadable[0]}" holds what iptables-nft cannot read (written '
+            "with nft): fireroute's iptables rules in it can be neither checked nor restored"
+        )
+    for table, line in saved:
         rule = rule_of(table, line)
         cur.ipt.append(rule)
         if rule.owner:
@@ -742,7 +754,7 @@ def read(
     if src.has("nft"):
         _nft(cur, src)
     if src.has("iptables-nft-save"):
-        _iptables(cur, src)
+        _iptables(cur, src, vms)
     return cur
 
 
