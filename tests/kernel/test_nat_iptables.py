@@ -241,3 +241,24 @@ def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path):
     host.fireroute("up", "a", "--backend", "iptables")  # the control
     assert len([r for r in host.iptables_rules() if "fireroute:" in r]) == 12
     assert host.fireroute("check").returncode == 0
+
+
+@pytest.mark.parametrize("dropped", [["FORWARD"], ["FORWARD", "INPUT"]])
+def test_a_chain_fireroute_brought_in_whose_policy_was_set_to_drop_stays(
+    host: Host, dropped: list[str]
+):
+    """An operator sets a DROP policy on a filter chain fireroute's first rules brought in:
+    fireroute's last VM leaves that chain and its table (before, the chain went as empty and
+    the DROP with it: the host forwarded everything). The controls, in the same down: the
+    chains and tables fireroute brought in whose policy still accepts (raw, nat, and INPUT
+    where it is not dropped) go as before."""
+    assert host.nft_text() == ""
+    host.fireroute("up", "a", "--backend", "iptables")
+    for chain in dropped:
+        host.run("iptables-nft", "-P", chain, "DROP")
+    assert host.fireroute("down", "a").stdout == "vm a down\n"
+    doc = json.loads(host.run("nft", "-j", "list", "chains").stdout)["nftables"]
+    left = {(c["table"], c["name"], c["policy"]) for c in [i.get("chain") for i in doc] if c}
+    assert left == {("filter", chain, "drop") for chain in dropped}, left
+    assert host.run("nft", "list", "tables").stdout.split() == ["table", "ip", "filter"]
+    assert host.fireroute("ls").stdout.splitlines()[1:] == []
