@@ -54,20 +54,59 @@ def forward_policy_finding(job: Child | Done | None) -> Finding:
 
 
 def legacy_mix(runner: Runner = run) -> Finding:
+    """iptables-legacy's rules and DROP policies: its hooks run beside nf_tables', and a packet
+    either drops is dropped, whatever fireroute's rules accept."""
     if not which("iptables-legacy-save"):
         return Finding(OK, "no iptables-legacy rules")
     res = runner(["iptables-legacy-save"], None)
     if res.rc != 0:
         return unreadable("iptables-legacy rules", res.err)
-    rules = [line for line in res.out.splitlines() if line.startswith("-A ")]
+    table, rules, dropping = "", 0, []
+    for line in res.out.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith(":") and line[1:].split()[1:2] == ["DROP"]:
+            dropping.append((table, line[1:].split()[0]))
+        rules += line.startswith("-A ")
+    if dropping:
+        return _legacy_drop(dropping, rules)
     if rules:
         return Finding(
             WARN,
-            f"{len(rules)} iptables-legacy rule(s) also filter packets here",
+            f"{rules} iptables-legacy rule(s) also filter packets here",
             "legacy and nf_tables rules both apply; check they do not drop guest "
             "traffic (iptables-legacy-save)",
         )
     return Finding(OK, "no iptables-legacy rules")
+
+
+LEGACY_DROPS = {
+    "INPUT": "the guests' traffic to this host",
+    "OUTPUT": "this host's traffic to them",
+}
+"""what a legacy chain's DROP policy drops of guest traffic (any other chain's: the guests'
+traffic through this host)"""
+
+
+def _legacy_drop(dropping: list[tuple[str, str]], rules: int) -> Finding:
+    """Legacy built-in chains with a DROP policy: one that sees forwarded packets drops the
+    guests' traffic through this host (a fail), INPUT's or OUTPUT's their traffic with it."""
+    through = "the guests' traffic through this host"
+    found = {LEGACY_DROPS.get(c, through) for _, c in dropping}
+    drops = [what for what in (through, *LEGACY_DROPS.values()) if what in found]
+    fixes = [
+        f"iptables-legacy{'' if t == 'filter' else f' -t {t}'} -P {c} ACCEPT" for t, c in dropping
+    ]
+    return Finding(
+        WARN if through not in drops else FAIL,
+        f"iptables-legacy policy DROP on {', '.join(f'{t} {c}' for t, c in dropping)}, beside "
+        f"{rules} iptables-legacy rule(s): legacy and nf_tables hooks both run, so what no "
+        f"legacy rule accepts of {' and '.join(drops)} is dropped there, whatever fireroute's "
+        "rules accept",
+        "if nothing on this host relies on the legacy tables, set it back to ACCEPT "
+        f"({'; '.join(fixes)}); else accept the guests' traffic there too (--fix-forward-policy "
+        "writes iptables-nft rules only)",
+    )
 
 
 def unreadable(what: str, err: str) -> Finding:

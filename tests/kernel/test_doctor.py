@@ -71,3 +71,41 @@ def test_an_uplink_that_relies_on_router_advertisements_is_reported(host: Host):
     host.fireroute("down", "a")
     rc, found = findings(host)
     assert not any("accept_ra=2" in w for w in found)
+
+
+@pytest.mark.skipif(not shutil.which("iptables-legacy"), reason="iptables-legacy not installed")
+@pytest.mark.parametrize(
+    ("chain", "said", "to"),
+    [
+        ("FORWARD", "fail", ("203.0.113.1", 80)),  # the guest's traffic out through the host
+        ("INPUT", "warn", ("tap", 7001)),  # its traffic to the host, on a port it may use
+    ],
+)
+def test_a_legacy_drop_policy_is_reported(host: Host, chain: str, said: str, to: tuple):
+    """An iptables-legacy built-in chain with a DROP policy and no rule at all drops guest
+    traffic beside fireroute's nf_tables rules (both hooks run), and doctor says so (it said
+    "no iptables-legacy rules"). The control: the same guest's traffic gets through, and
+    doctor is ok, before the policy is set."""
+    from tests.conftest import sh
+    from tests.kernel.test_isolation import Lab
+
+    lab = Lab(host)
+    try:
+        sh("ip", "-n", host.inet, "route", "add", "172.16.0.0/16", "via", "203.0.113.2")
+        lab.serve(host.inet, "203.0.113.1:80")
+        lab.serve(host.ns, "0.0.0.0:7001")
+        ns, rec = lab.guest("g", "--allow-host-port", "7001/tcp")
+        addr = rec["tap_ip"] if to[0] == "tap" else to[0]
+        assert lab.connect(ns, addr, to[1]).startswith("hello ")
+        rc, found = findings(host)
+        assert rc == 0 and level(found, "iptables-legacy") == "ok"
+        host.run("iptables-legacy", "-P", chain, "DROP")
+        assert lab.connect(ns, addr, to[1]).startswith("FAIL")  # what doctor now tells
+        rc, found = findings(host)
+        assert level(found, f"iptables-legacy policy DROP on filter {chain}, ") == said
+        assert rc == (1 if said == "fail" else 0)
+        p = host.fireroute("doctor", "--json", check=False)
+        (advice,) = [f["advice"] for f in json.loads(p.stdout) if "legacy" in f["what"]]
+        assert f"iptables-legacy -P {chain} ACCEPT" in advice
+    finally:
+        lab.close()

@@ -347,3 +347,28 @@ def test_check_and_restore_say_when_a_table_became_unreadable(host: Host):
         assert out.returncode == 3 and out.stderr.count("\n") == 1, out
         assert '"nat"' in out.stderr and "cannot read" in out.stderr, out.stderr
     assert host.run("nft", "list", "table", "ip", "nat").stdout == listing
+
+
+@pytest.mark.parametrize(
+    ("dropped", "verb"),
+    [(["FORWARD"], "down"), (["FORWARD", "INPUT"], "down"), (["INPUT"], "teardown")],
+)
+def test_a_chain_fireroute_brought_in_whose_policy_was_set_to_drop_stays(
+    host: Host, dropped: list[str], verb: str
+):
+    """An operator sets a DROP policy on a filter chain fireroute's first rules brought in:
+    fireroute's last VM leaves that chain and its table (before, the chain went as empty and
+    the DROP with it: the host forwarded everything). The controls, in the same down: the
+    chains and tables fireroute brought in whose policy still accepts (raw, nat, and INPUT
+    where it is not dropped) go as before."""
+    assert host.nft_text() == ""
+    host.fireroute("up", "a", "--backend", "iptables")
+    for chain in dropped:
+        host.run("iptables-nft", "-P", chain, "DROP")
+    gone = host.fireroute(verb, *(["a"] if verb == "down" else []))
+    assert gone.returncode == 0 and (verb != "down" or gone.stdout == "vm a down\n")
+    doc = json.loads(host.run("nft", "-j", "list", "chains").stdout)["nftables"]
+    left = {(c["table"], c["name"], c["policy"]) for c in [i.get("chain") for i in doc] if c}
+    assert left == {("filter", chain, "drop") for chain in dropped}, left
+    assert host.run("nft", "list", "tables").stdout.split() == ["table", "ip", "filter"]
+    assert host.fireroute("ls").stdout.splitlines()[1:] == []

@@ -262,3 +262,19 @@ def test_up_reads_the_chains_off_iptables_save(saved: str, recorded: str | None,
     assert (["nft", "-j", "list", "chains", "ip"] in asked) == asks_nft
     truth = scope.would_make(observe.nft_ip_chains(runner))
     assert scope.made_record(recorded, made) == scope.made_record(recorded, truth)
+
+
+def test_the_last_vm_keeps_a_recorded_chain_whose_policy_drops():
+    """Of the chains fireroute's first rules brought in, the one whose policy someone set to
+    drop since stays with its table (nft's listing says so); the empty accepting ones go."""
+    items = [("filter", "INPUT", "accept"), ("filter", "FORWARD", "drop"), ("nat", "X", None)]
+    items += [("raw", "PREROUTING", "accept")]
+    chains = [{"table": t, "name": n, **({"policy": p} if p else {})} for t, n, p in items]
+    listing = json.dumps({"nftables": [{"chain": c} for c in chains]})
+    now, held = observe.nft_ip_chains_held(lambda argv, stdin=None: Result(0, listing, ""))
+    assert now == {"filter": {"INPUT", "FORWARD"}, "nat": {"X"}, "raw": {"PREROUTING"}}
+    assert held == {("filter", "FORWARD")}
+    made = ["filter", "filter/INPUT", "filter/FORWARD", "raw", "raw/PREROUTING"]
+    kept = "delete chain ip filter INPUT\ndelete chain ip raw PREROUTING\ndelete table ip raw\n"
+    assert scope.cleanup(made, [], now, (), held) == kept
+    assert scope.cleanup(made, [], now).endswith("delete table ip filter\ndelete table ip raw\n")

@@ -524,15 +524,24 @@ def nft_ip_chains(runner: Runner = run) -> dict[str, set[str]]:
     """{table: {chain}} of the kernel's ip-family nftables tables (what iptables-nft made
     shows here as it really is: iptables-nft-save also prints built-in chains that do not
     exist)."""
+    return nft_ip_chains_held(runner)[0]
+
+
+def nft_ip_chains_held(runner: Runner = run) -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
+    """What :func:`nft_ip_chains` returns, and from the same listing the (table, chain) of
+    each base chain whose policy is not accept (someone's firewall: a DROP set there since)."""
     res = runner(["nft", "-j", "list", "chains", "ip"], None)
     if res.rc != 0:
         raise KernelError("list nftables chains", res.err)
     out: dict[str, set[str]] = {}
+    held: set[tuple[str, str]] = set()
     for item in _nftables(res.out):
         c = item.get("chain")
         if c:
             out.setdefault(str(c["table"]), set()).add(str(c["name"]))
-    return out
+            if c.get("policy", "accept") != "accept":
+                held.add((str(c["table"]), str(c["name"])))
+    return out, held
 
 
 def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:

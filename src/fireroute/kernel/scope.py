@@ -669,13 +669,16 @@ def cleanup(
     remaining: list[tuple[str, str]],
     now: dict[str, set[str]],
     odd: Collection[str] = (),
+    held: Collection[tuple[str, str]] = (),
 ) -> str:
     """nft commands removing what ``would_make`` recorded, once fireroute's last rules are
-    gone: a chain only if no rule (anyone's) is left in it, a table only if every chain left
-    in it is one of those; nothing of a table iptables-nft cannot read (``odd``: made over
-    with nft since, its rules unseen). Empty string when there is nothing to remove."""
+    gone: a chain only if no rule (anyone's) is left in it and its policy accepts (``held``:
+    the (table, chain) whose policy does not, an operator's DROP set since: removing the
+    chain would lift it), a table only if every chain left in it is one of those; nothing of
+    a table iptables-nft cannot read (``odd``: made over with nft since, its rules unseen).
+    Empty string when there is nothing to remove."""
     made = [m for m in made if m.partition("/")[0] not in odd]
-    busy = {(t, line.split()[1]) for t, line in remaining}
+    busy = {(t, line.split()[1]) for t, line in remaining} | set(held)
     gone: set[tuple[str, str]] = set()
     lines = []
     for item in made:
@@ -707,8 +710,8 @@ def _made_chains(
     read.forget.append(IPT_MADE)
     if odd is None:
         odd = observe.iptables_save(runner)[2]
-    now = observe.nft_ip_chains(runner)
-    script = cleanup(_strings(jsontext.loads(made)), left, now, odd)
+    now, held = observe.nft_ip_chains_held(runner)
+    script = cleanup(_strings(jsontext.loads(made)), left, now, odd, held)
     if script:
         read.cleanup.append(Step(NFT, script, "remove the iptables-nft chains fireroute made"))
 
