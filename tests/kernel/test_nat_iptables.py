@@ -372,3 +372,20 @@ def test_a_chain_fireroute_brought_in_whose_policy_was_set_to_drop_stays(
     assert left == {("filter", chain, "drop") for chain in dropped}, left
     assert host.run("nft", "list", "tables").stdout.split() == ["table", "ip", "filter"]
     assert host.fireroute("ls").stdout.splitlines()[1:] == []
+
+
+@pytest.mark.parametrize("verb", ["down", "teardown"])
+def test_a_vm_going_takes_its_rules_from_a_table_become_unreadable(host: Host, verb: str):
+    """A nat table written with nft since fireroute's rules went in: its rules are unseen,
+    so the going VM's are deleted as they were written (before, its masquerade rule stayed,
+    and nothing said so), and the operator's set and rule stay, with the table. The control
+    beside it: the readable filter and raw tables lose the VM's rules as always."""
+    host.fireroute("up", "a", "--backend", "iptables")
+    host.run("nft", "add", "set", "ip", "nat", "kept", "{ type ipv4_addr; }")
+    host.run("nft", "add", "rule", "ip", "nat", "POSTROUTING", "ip", "saddr", "@kept", "masquerade")
+    assert "172.16.0.2" in host.run("nft", "list", "table", "ip", "nat").stdout
+    host.fireroute(*(["down", "a"] if verb == "down" else ["teardown"]))
+    nat = host.run("nft", "list", "table", "ip", "nat").stdout
+    assert "172.16.0.2" not in nat and "ip saddr @kept masquerade" in nat, nat
+    assert not [r for r in host.iptables_rules() if "fireroute" in r]
+    assert "fr-a" not in host.links()

@@ -115,11 +115,13 @@ class Current:
     inside (clone names, CNI paths). ``sets``: (namespace, family, table) -> the names of its
     sets and maps. ``ipt``: every saved iptables rule of the nat and filter tables, in chain
     order. ``redirects``: (namespace, device) -> every device its ingress redirects to.
-    ``foreign_tables``: (family, name) of the root namespace's tables that are not ours."""
+    ``foreign_tables``: (family, name) of the root namespace's tables that are not ours.
+    ``ipt_unreadable``: the tables fireroute's iptables rules go into that iptables-nft
+    cannot read (written with nft), whose rules ``ipt`` therefore lacks."""
 
     __slots__ = (
         "objs", "forwarding", "forwarding6", "sysctls", "namespaces", "inside", "sets", "ipt",
-        "redirects", "foreign_tables", "_by", "_addrs",
+        "redirects", "foreign_tables", "ipt_unreadable", "_by", "_addrs",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -133,6 +135,7 @@ class Current:
         self.ipt: list[IptRule] = []
         self.redirects: dict[tuple[str | None, str], list[str]] = {}
         self.foreign_tables: list[tuple[str, str]] = []
+        self.ipt_unreadable: list[str] = []
         self._by: dict[tuple[type, str | None], list[Obj]] = {}
         """the objects by (class, namespace): a view asks per namespace, per device"""
         self._addrs: dict[tuple[str | None, str], set[str]] = {}
@@ -701,19 +704,9 @@ def rule_of(table: str, line: str) -> IptRule:
     return IptRule(table, chain, spec, who, vm)
 
 
-def _iptables(cur: Current, src: Source, vms: list[Vm]) -> None:
-    """The rules iptables-nft-save shows; ConflictError when a table fireroute's rules go into
-    is one it cannot read (written with nft since up) while a lease has rules: they could be
-    neither checked nor written again without doubling them."""
+def _iptables(cur: Current, src: Source) -> None:
     saved, _, odd = observe.iptables_save(src.runner)
-    unreadable = sorted({t for t, _ in observe.STANDARD_CHAINS if t in odd})
-    if unreadable and any(v.backend == "iptables" for v in vms):
-        from fireroute.errors import ConflictError
-
-        raise ConflictError(
-            f'iptables table "{unreadable[0]}" holds what iptables-nft cannot read (written '
-            "with nft): fireroute's iptables rules in it can be neither checked nor restored"
-        )
+    cur.ipt_unreadable = sorted({t for t, _ in observe.STANDARD_CHAINS if t in odd})
     for table, line in saved:
         rule = rule_of(table, line)
         cur.ipt.append(rule)
@@ -754,7 +747,7 @@ def read(
     if src.has("nft"):
         _nft(cur, src)
     if src.has("iptables-nft-save"):
-        _iptables(cur, src, vms)
+        _iptables(cur, src)
     return cur
 
 

@@ -611,13 +611,16 @@ def _iptables_found(
     vms: list[Vm],
     wanted: bool,
     saved: list[IptRule] | None = None,
+    unreadable: list[str] | None = None,
 ) -> None:
     """The iptables rules as found (iptables-nft-save, read when a VM with rules goes: a
     restore batch that deletes a missing rule fails whole) in ``current`` for those
     recorded; with the last rules of any VM (``wanted``: the shared rule stays), the nft
     chains and tables fireroute's first rules made go too (their steps in ``cleanup``).
     ``saved``: the rules a whole read found (teardown: every rule of this state file's
-    goes)."""
+    goes), ``unreadable`` the tables it could not read. In a table iptables-nft cannot read
+    (written with nft since), the going VMs' rules are deleted unseen, as if found (one not
+    there fails its table's section, which is then done)."""
     from fireroute import owner
     from fireroute.want.iptables import comment_tag, tag
 
@@ -633,9 +636,11 @@ def _iptables_found(
     else:
         present = [(r.table, r.saved) for r in saved]
         tags = _tags_of(records.instance(), present)
+        odd = set(unreadable or ())
     current = read.current
     for k in [k for k in current if k[0] == "iptables rule"]:
         del current[k]
+    _unseen(current, ipt, odd or set())
     found = [(t, line, comment_tag(line)) for t, line in present]
     others = any(c and c != owner.SHARED and c not in tags for _, _, c in found)
     for t, line, c in found:  # the shared rule stays while another VM's rule does
@@ -748,7 +753,7 @@ def teardown(records: Records, runner: Runner, src: Source, vms: list[Vm]) -> Re
     _only_read_tables(current, found.objs, found.foreign_tables)
     current.update(found.objs)  # what is there, as it is
     _tables_ours(current)
-    _iptables_found(records, runner, read, vms, False, found.ipt)
+    _iptables_found(records, runner, read, vms, False, found.ipt, found.ipt_unreadable)
     current.pop(FORWARDING, None)
     current.pop(FORWARDING6, None)
     # (with the last of this state file's VMs (with IPv6), as down does)
@@ -789,6 +794,19 @@ def of_link(key: tuple, obj: Obj, name: str) -> bool:
 def _in_table(key: tuple, family: str, table: str) -> bool:
     """Is ``key`` a root namespace table's, or of a set, chain or element in it?"""
     return key[0].startswith("nft ") and key[1][:3] == (None, family, table)
+
+
+def _unseen(current: Index, vms: list[Vm], unreadable: set[str]) -> None:
+    """The rules of ``vms`` in tables iptables-nft cannot read (``unreadable``), in
+    ``current`` as if found: their deletes are written unseen."""
+    hidden = [t for t in USED if t in unreadable]
+    if not hidden:
+        return
+    from fireroute.want import render
+
+    for o in (o for v in vms for o in render.vm(v) if o.kind == "iptables rule"):
+        if o.table in hidden and o.vm is not None:  # type: ignore[attr-defined]
+            current[(o.kind, o.key)] = o
 
 
 def _has_rules(vm: Vm) -> bool:

@@ -3,6 +3,7 @@ file's leases want (want/render.py), as the two indexes of the one diff (plan/di
 
 from __future__ import annotations
 
+from fireroute.errors import ConflictError
 from fireroute.kernel.read import Current, Source, as_wanted, read
 from fireroute.plan.diff import ALL, Op, Scope, diff
 from fireroute.want import render
@@ -75,3 +76,16 @@ def picture(
         fwd6 = Forwarding(cur.forwarding6, before6, path=FORWARD6_KEY)
         pic.have[(fwd6.kind, fwd6.key)] = fwd6
     return pic
+
+
+def readable(pic: Picture, leases: list[Vm]) -> None:
+    """ConflictError when a table fireroute's iptables rules go into is one iptables-nft cannot
+    read (written with nft since) while a lease has such rules: check could not tell whether
+    they are there, and restore would write them twice. (gc and teardown go on: they remove
+    what they see, and a down deletes a leaving VM's rules there unseen.)"""
+    if pic.cur.ipt_unreadable and any(v.backend == "iptables" for v in leases):
+        raise ConflictError(
+            f'iptables table "{pic.cur.ipt_unreadable[0]}" holds what iptables-nft cannot read '
+            "(written with nft): fireroute's iptables rules in it can be neither checked nor "
+            "restored"
+        )

@@ -13,7 +13,7 @@ from fireroute.model import Vm
 from fireroute.plan.steps import IPTABLES, Plan, Step
 from fireroute.repair.collect import sweep
 from fireroute.repair.heal import healing
-from fireroute.repair.picture import picture
+from fireroute.repair.picture import picture, readable
 from fireroute.repair.report import Report, report
 from fireroute.state.store import Store
 
@@ -28,6 +28,7 @@ def check(m: Manager, names: list[str]) -> Report:
     leases = store.all()
     shown = leases if not names else [m.show(n) for n in dict.fromkeys(names)]
     pic = picture(Source(m.runner), leases, store.instance(), *_befores(store), _own6(store))
+    readable(pic, leases)
     return report(pic, pic.diff(), shown, bool(names))
 
 
@@ -109,6 +110,7 @@ def restore(m: Manager, dry_run: bool = False) -> Plan:
     with store.locked():
         vms = [v for v in store.all() if v.state == "active"]
         pic = picture(Source(m.runner), vms, store.instance(), *_befores(store), _own6(store))
+        readable(pic, vms)
         todo = healing(pic, pic.diff())
         if todo.clear and not dry_run:
             m.run(Plan(todo.clear), all_or_nothing=False, count_faults=False)
