@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Host, sh
-from tests.kernel.test_isolation import UDP_SINK
+from tests.kernel.test_isolation import heard, sink
 
 pytestmark = pytest.mark.privileged
 
@@ -319,15 +319,10 @@ def test_invalid_packets_to_the_host_are_dropped(net: Host, backend: str):
     args = ("--backend", backend, "--allow-host-port", "5353/udp", "--json")
     rec = json.loads(net.fireroute("up", "g", *args).stdout)[0]
     tap, gw = rec["host_dev"], rec["tap_ip"]
-    sink = subprocess.Popen(
-        ["ip", "netns", "exec", net.ns, sys.executable, "-c", UDP_SINK, "5353", "1"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    got = sink(net.ns, "5353", "x" * 40)  # (the valid datagram, sent last, ends the wait)
     plan = [[k, gw, 5353, i] for i, k in enumerate(("synfin", "noflags", "badtcp", "badudp"))]
     send(net.ns, tap, mac_of(net.ns, tap), rec, [*plan, ["udp", gw, 5353, 9]])
-    assert sink.communicate(timeout=30)[0].split() == [f"{'x' * 40}@{rec['guest_ip']}"]
+    assert heard(got) == [f"{'x' * 40}@{rec['guest_ip']}"]
     if backend == "nft":
         assert chain_counter(net, "input", "ct state invalid,untracked iifname @taps") == 4
     else:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import Host, sh
 from tests.kernel.tapwire import Wired
-from tests.kernel.test_isolation import UDP_SINK
+from tests.kernel.test_isolation import heard, sink
 
 pytestmark = pytest.mark.privileged
 
@@ -203,11 +203,9 @@ def test_a_source_outside_the_guests_block_is_dropped(lab: Lab):
     ns, rec = lab.guest("a")
     foreign, own = "fd00:bad::2", rec["ipv6"]["address"]
     sh("ip", "-n", ns, "-6", "addr", "add", f"{foreign}/64", "dev", "eth0", "nodad")
-    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "1", "::"]
-    sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    got = sink(lab.host.inet, "9999", own, "::")  # (own last: it ends the wait)
     sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, INTERNET6, "9999", foreign, own)
-    seen = sink.communicate(timeout=5)[0].split()
+    seen = heard(got)
     assert seen == [f"{own}@{UPLINK6}"], seen  # (the control: the own address, masqueraded)
 
 

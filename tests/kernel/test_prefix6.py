@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pytest
 
 from tests.conftest import Host, sh
 from tests.kernel.test_drift import report
-from tests.kernel.test_isolation import UDP_SINK
+from tests.kernel.test_isolation import heard, sink
 from tests.kernel.test_isolation6 import INTERNET6, UDP_SEND, Lab
 
 pytestmark = pytest.mark.privileged
@@ -62,12 +61,11 @@ def guest(lab: Lab, name: str, *args: str) -> tuple[str, dict]:
 
 def sent(lab: Lab, ns: str, *sources: str) -> list[str]:
     """What the internet side receives of datagrams the guest in ``ns`` sends from each of
-    ``sources`` (``payload@peer``: a global pool leaves unchanged, so peer is the source)."""
-    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "1", "::"]
-    sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    ``sources`` (``payload@peer``: a global pool leaves unchanged, so peer is the source); the
+    last source must get through: its datagram ends the wait."""
+    got = sink(lab.host.inet, "9999", sources[-1], "::")
     sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, INTERNET6, "9999", *sources)
-    return sink.communicate(timeout=5)[0].split()
+    return heard(got)
 
 
 def test_a_sub64_guest_sends_from_its_own_address_only(lab: Lab):
