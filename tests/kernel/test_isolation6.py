@@ -87,7 +87,7 @@ class Lab:
         sh("ip", "-n", host.inet, "-6", "addr", "add", f"{METADATA6}/128", "dev", "lo")
         self.uplink_link_local()
 
-    def uplink_link_local(self, timeout: float = 5.0) -> None:
+    def uplink_link_local(self, timeout: float = 30.0) -> None:
         """Wait until the uplink's own link-local address has left DAD (up to ``timeout``).
 
         A routed clone address (a global pool: no NAT66 on the host) leaves the uplink with a
