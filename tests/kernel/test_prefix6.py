@@ -251,14 +251,15 @@ def test_a_sub64_guests_ra_gives_the_route_and_no_address(host: Host):
     from tests.kernel.test_ra import wait_for
 
     with contextlib.closing(RaLab(host)) as lab:
-        sub = lab.wire(lab.up("sub", "--ipv6", "--pool6", ROUTED, "--prefix6", "96"))
+        rec = lab.up("sub", "--ipv6", "--pool6", ROUTED, "--prefix6", "96")
+        sub = lab.wire(rec)
         full = lab.wire(lab.up("full", "--ipv6"))
         lab.start_responder()
         routes = wait_for(lambda: lab.ra_routes(sub), 5.0)
         assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
         assert wait_for(lambda: lab.slaac(full), 5.0)  # the control: SLAAC on a /64
-        lab.solicit(sub)
-        time.sleep(1.0)
+        lab.answered(sub, rec)
+        lab.arrived(sub)  # (that answer received and handled)
         assert lab.slaac(sub) == []
         # nor an on-link prefix (a prefix information option's L flag would add its route)
         doc = json.loads(sh("ip", "-n", sub, "-j", "-6", "route", "show").stdout)
