@@ -65,9 +65,8 @@ def ready():  # the carrier seen (and, for a bridge port, the port forwarding)
         with open(f"{sys_dir}/brport/state") as f:
             up = up and f.read().strip() == "3"
     return up
-for _ in range(300):
-    if ready():
-        break
+end = time.monotonic() + 15  # (as long as a busy machine takes)
+while not ready() and time.monotonic() < end:
     time.sleep(0.01)
 eth = bytes.fromhex(dst_mac.replace(":", "") + src_mac.replace(":", "")) + b"\x08\x00"
 for kind, dst, port, n in json.loads(sys.argv[5]):
