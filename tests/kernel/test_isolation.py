@@ -36,9 +36,10 @@ import socket, sys
 s = socket.socket()
 if len(sys.argv) > 3:
     s.bind((sys.argv[3], 0))
-s.settimeout(1.5)
+s.settimeout(1.5)  # (a dropped SYN: FAIL after 1.5 s)
 try:
-    s.connect((sys.argv[1], int(sys.argv[2]))); print(s.makefile().readline().strip())
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.settimeout(15); print(s.makefile().readline().strip())  # (connected: its server's line)
 except OSError as e:
     print("FAIL", e); sys.exit(1)
 """

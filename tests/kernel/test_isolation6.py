@@ -43,10 +43,11 @@ addr, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
 if len(sys.argv) > 3:
     s.bind((sys.argv[3], 0))
-s.settimeout(1.5)
+s.settimeout(1.5)  # (a dropped SYN: FAIL after 1.5 s)
 try:
     target = socket.getaddrinfo(addr, port, s.family, socket.SOCK_STREAM)[0][4]
-    s.connect(target); print(s.makefile().readline().strip())
+    s.connect(target)
+    s.settimeout(15); print(s.makefile().readline().strip())  # (connected: its server's line)
 except OSError as e:
     print("FAIL", e); sys.exit(1)
 """
