@@ -81,11 +81,15 @@ s.bind((sys.argv[1], 0)); s.settimeout(0.1)
 print("ready", flush=True)
 sys.stdin.readline()  # sent
 end, seen = time.monotonic() + float(sys.argv[2]), []
-while time.monotonic() < end:
+while True:
+    if time.monotonic() >= end:  # what arrived by then is still read: a slow reader misses none
+        s.setblocking(False)
     try:
         data, addr = s.recvfrom(65535)
     except socket.timeout:
         continue
+    except BlockingIOError:
+        break
     if addr[2] != socket.PACKET_OUTGOING:
         ident, = struct.unpack("!H", data[4:6])
         seen.append([socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20]), ident])
