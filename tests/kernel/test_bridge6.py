@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import Host, sh
 from tests.kernel.test_bridge_isolation import drops
-from tests.kernel.test_isolation import UDP_SINK
+from tests.kernel.test_isolation import heard, sink
 from tests.kernel.test_isolation6 import INTERNET6, METADATA6, PING6, UPLINK6, Lab
 
 pytestmark = pytest.mark.privileged
@@ -41,6 +41,7 @@ ICMP6_SEEN = """
 import socket, sys
 s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
 s.settimeout(float(sys.argv[2]))
+last = int(sys.argv[3]) if len(sys.argv) > 3 else None  # the type that ends the wait
 print("ready", flush=True)
 seen = set()
 try:
@@ -48,6 +49,8 @@ try:
         data, peer = s.recvfrom(2048)
         if peer[0].split("%")[0] == sys.argv[1]:
             seen.add(data[0])
+            if data[0] == last:
+                break
 except socket.timeout:
     pass
 print(" ".join(str(t) for t in sorted(seen)), flush=True)
@@ -122,7 +125,7 @@ def test_bridge_guests_reach_each_other_over_v6_as_over_v4(lab: BridgeLab):
     same connection fails."""
     a, ra = lab.bridged("a")
     b, rb = lab.bridged("b")
-    lab.serve(b, "[::]:7000", "0.0.0.0:7000")
+    lab.serve(b, "[::]:7000")  # (both families: a second socket on 0.0.0.0:7000 raced it)
     assert lab.connect(a, rb["ipv6"]["address"], 7000) == f"hello {ra['ipv6']['address']}"
     assert lab.connect(a, rb["guest_ip"], 7000) == f"hello ::ffff:{ra['guest_ip']}"
     # the host's redirect (b is on the same link) was kept from a: without that, a would send
@@ -161,17 +164,14 @@ def test_a_bridge_guests_forged_v6_source_is_dropped_at_its_port(lab: BridgeLab)
     own, other = ra["ipv6"]["address"], rb["ipv6"]["address"]
     for forged in ("fd00:bad::2", other):  # an outside /64, and the other guest's address
         sh("ip", "-n", a, "-6", "addr", "add", f"{forged}/64", "dev", "eth0", "nodad")
-    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "10",
-            "::", "5000"]  # fmt: skip
-    sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    got = sink(lab.host.inet, "9999", "5000", "::")
     # (the gateway's MAC known first: a neighbour solicitation from a forged source is dropped
     # at the port too, and would hold every datagram back)
     assert lab.run(a, PING6, "fe80::1%eth0").returncode == 0
     before = lab.drops()
     for src in ("fd00:bad::2", other, own):  # (own last: the first to arrive ends the wait)
         lab.run(a, UDP_FROM, src, "5000", INTERNET6, "9999")
-    seen = sink.communicate(timeout=15)[0].split()
+    seen = heard(got)
     assert seen == [f"5000@{UPLINK6}"], seen  # the control: its own address passes (once)
     assert lab.drops() >= before + 6  # 3 datagrams of each forged source, at the port
 
@@ -183,7 +183,7 @@ def test_a_bridge_guests_router_advertisements_never_reach_another(lab: BridgeLa
     a, ra = lab.bridged("a")
     b, rb = lab.bridged("b")
     mine = lab.link_local(a)
-    seen = lab.watch(b, ICMP6_SEEN, mine, "2")
+    seen = lab.watch(b, ICMP6_SEEN, mine, "10", str(NS))  # (NS sent last: it ends the wait)
     before = lab.drops()
     lab.run(a, ICMP6_SEND, "ff02::1%eth0", str(RA), str(REDIRECT), str(NS))
     got = seen.communicate(timeout=10)[0].split()
@@ -191,10 +191,10 @@ def test_a_bridge_guests_router_advertisements_never_reach_another(lab: BridgeLa
     assert lab.drops() >= before + 2
     # DHCPv6 server replies (source port 547) from a's own address: dropped; from another
     # source port: through (the route between the two /64s is the host's)
-    sink = lab.watch(b, UDP_SINK, "546", "1", "::")
+    replies = sink(b, "546", "548", "::")  # (548 sent last: it ends the wait)
     for sport in ("547", "548"):
         lab.run(a, UDP_FROM, ra["ipv6"]["address"], sport, rb["ipv6"]["address"], "546")
-    got = sink.communicate(timeout=5)[0].split()
+    got = heard(replies)
     assert got == [f"548@{ra['ipv6']['address']}"], got
 
 
@@ -255,16 +255,16 @@ def test_the_ra_guard_holds_on_a_bridge_of_v4_only_guests(lab: BridgeLab):
     lab.serve(two, "0.0.0.0:7000")
     assert lab.connect(one, rec["guest_ip"], 7000).startswith("hello ")
 
-    def heard() -> list[str]:
-        seen = lab.watch(two, ICMP6_SEEN, lab.link_local(one), "2")
+    def heard(*until: str) -> list[str]:
+        seen = lab.watch(two, ICMP6_SEEN, lab.link_local(one), *until)
         lab.run(one, ICMP6_SEND, "ff02::1%eth0", str(RA))
-        return seen.communicate(timeout=10)[0].split()
+        return seen.communicate(timeout=20)[0].split()
 
     before = lab.drops()
-    assert heard() == []
+    assert heard("2") == []
     assert lab.drops() > before
     lab.host.run("nft", "flush", "chain", "bridge", "firecracker", "prerouting")
-    assert heard() == [str(RA)]  # the control
+    assert heard("10", str(RA)) == [str(RA)]  # the control (it ends the wait when it arrives)
 
 
 def test_plan_of_a_bridge_guest_with_ipv6_prints_what_up_does(host: Host):

@@ -7,6 +7,7 @@ Each drop counted by the bridge table's rules."""
 
 from __future__ import annotations
 
+import sys
 from ipaddress import IPv6Address, IPv6Network
 
 from tests.conftest import sh
@@ -39,11 +40,16 @@ def test_a_guests_advertisement_names_only_its_own_addresses(lab: BridgeLab):  #
     slaac = str(IPv6Network(ra["ipv6"]["block"]).network_address + 0x0400ACFFFE100002)
     # a holds fe80::1 too, as a forger would (the sends from it below must leave)
     sh("ip", "-n", a, "-6", "addr", "add", "fe80::1/64", "dev", "eth0", "nodad")
-    watches = [lab.watch(b, SEEN, source, "2.5") for source in (la, "fe80::1")]
+    # (each watch ends at the first echo request from its source: sent last, see below)
+    watches = [lab.watch(b, SEEN, source, "10", "128") for source in (la, "fe80::1")]
     before = lab.drops()
     lab.run(a, NA_SEND, "eth0", "na", la, own, slaac, la, theirs, "fe80::1", str(IPv6Address(1)))
     lab.run(a, NA_SEND, "eth0", "echo", "fe80::1", own)  # an echo from the gateway's address
-    from_a, from_gateway = (set(w.communicate(timeout=10)[0].split()) for w in watches)
+    # after them, the echoes that end the watches: from a's link-local address, and from the
+    # host's own fe80::1 (so what a sent before has been judged when each watch ends)
+    lab.run(a, NA_SEND, "eth0", "echo", la, "::")
+    lab.host.run(sys.executable, "-c", NA_SEND, "br0", "echo", "fe80::1", "::")
+    from_a, from_gateway = (set(w.communicate(timeout=20)[0].split()) for w in watches)
     # the controls: its own address, another of its /64 and its link-local address
     for target in (own, slaac, la):
         assert f"136/{target}" in from_a, (target, from_a)
@@ -51,4 +57,5 @@ def test_a_guests_advertisement_names_only_its_own_addresses(lab: BridgeLab):  #
     for target in (theirs, "fe80::1", "::1"):
         assert f"136/{target}" not in from_a, (target, from_a)
     assert f"128/{own}" not in from_gateway, from_gateway
+    assert "128/::" in from_a and "128/::" in from_gateway, (from_a, from_gateway)  # the ends
     assert lab.drops() > before

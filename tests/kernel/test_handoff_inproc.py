@@ -67,7 +67,8 @@ def _read(text: str) -> object:
 def snapshot(rt: Runtime, ns: str, host_end: str) -> dict:
     """The container namespace's links, IPv4 addresses, IPv6 switches, qdiscs and filters, and
     the host end of the veth, without what differs between two makings (indexes)."""
-    for _ in range(60):  # a tap nobody opened loses its carrier a moment later (linkwatch)
+    deadline = time.monotonic() + 15  # a tap nobody opened loses its carrier a moment later
+    while time.monotonic() < deadline:  # (linkwatch; waited for as long as a busy machine takes)
         links = json.loads(rt.in_ns(ns, "ip", "-d", "-j", "link", "show").stdout)
         if all("NO-CARRIER" in x["flags"] for x in links if x["ifname"] not in ("lo", "veth0")):
             break

@@ -90,9 +90,11 @@ def snapshot(h: Host) -> dict:
 
 def settled(h: Host) -> dict:
     """A snapshot once it stops changing: a tap's carrier (and so its RUNNING flag) follows
-    its descriptor's close through the kernel's link watcher, up to ~1 s later."""
+    its descriptor's close through the kernel's link watcher, up to ~1 s later (waited for
+    up to 15 s on a busy machine)."""
     last = snapshot(h)
-    for _ in range(30):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
         time.sleep(0.1)
         now = snapshot(h)
         if now == last and all(

@@ -27,7 +27,7 @@ import socket, sys
 s = socket.socket(socket.AF_INET6); s.settimeout(2)
 try:
     s.connect((sys.argv[1], 8086, 0, socket.if_nametoindex("eth0")))
-    print(s.makefile().readline().strip())
+    s.settimeout(15); print(s.makefile().readline().strip())  # (connected: the server's line)
 except OSError as e:
     print("FAIL", e); sys.exit(1)
 """

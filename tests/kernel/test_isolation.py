@@ -36,9 +36,10 @@ import socket, sys
 s = socket.socket()
 if len(sys.argv) > 3:
     s.bind((sys.argv[3], 0))
-s.settimeout(1.5)
+s.settimeout(1.5)  # (a dropped SYN: FAIL after 1.5 s)
 try:
-    s.connect((sys.argv[1], int(sys.argv[2]))); print(s.makefile().readline().strip())
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.settimeout(15); print(s.makefile().readline().strip())  # (connected: its server's line)
 except OSError as e:
     print("FAIL", e); sys.exit(1)
 """
@@ -77,6 +78,24 @@ print(" ".join(sorted(seen)), flush=True)
 """A UDP sink: PORT, the seconds it waits for the next datagram, the address it binds, and
 the payload after which it stops waiting (sent last, by a sender that must get through: on a
 busy machine the wait then ends on what was sent, not on a clock)."""
+
+
+def sink(
+    ns: str, port: str, last: str, at: str = "0.0.0.0", wait: float = 10.0
+) -> subprocess.Popen:
+    """A :data:`UDP_SINK` in namespace ``ns`` on ``port``, bound at ``at``, ready: it ends at
+    the payload ``last`` (so a sender that must get through sends it last: whatever was sent
+    before it on the same path was judged by then), or, failing that, after ``wait`` seconds
+    without a datagram. :func:`heard` says what it saw."""
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-c", UDP_SINK, port, str(wait), at, last]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return p
+
+
+def heard(p: subprocess.Popen) -> list[str]:
+    """What a :func:`sink` saw (``payload@peer``, sorted, each once), once it ended."""
+    return p.communicate(timeout=30)[0].split()
 
 
 API_UP = """
@@ -178,24 +197,7 @@ def test_spoofed_source_is_dropped(lab: Lab, backend: str):
     _, other = lab.guest("h", "--backend", backend)  # forging another guest's address
     for dev in ("all", "default", rec["host_dev"]):  # no help from rp_filter: ours must drop
         lab.host.run("sysctl", "-qw", f"net/ipv4/conf/{dev}/rp_filter=0")
-    sink = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            lab.host.inet,
-            sys.executable,
-            "-c",
-            UDP_SINK,
-            "5555",
-            "10",
-            "0.0.0.0",
-            "own",
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    got = sink(lab.host.inet, "5555", "own")
     forged = ((other["guest_ip"], "forged"), ("10.1.2.3", "far"))
     for src, tag in (*forged, (rec["guest_ip"], "own")):  # (own last: it ends the wait)
         sh(
@@ -211,7 +213,7 @@ def test_spoofed_source_is_dropped(lab: Lab, backend: str):
             "5555",
             tag,
         )
-    seen = sink.communicate(timeout=30)[0].split()
+    seen = heard(got)
     assert seen == ["own@203.0.113.2"], seen  # the own source arrives: the positive control
     if backend == "nft":
         assert counter(lab.host, "!= @vms") >= 6  # both forged sources dropped and counted
@@ -301,20 +303,13 @@ for port in sys.argv[2:]:
 @pytest.mark.parametrize("backend", ["nft", "iptables"])
 def test_host_udp_port_allowed_and_only_it(lab: Lab, backend: str):
     ns, rec = lab.guest("g", "--backend", backend, "--allow-host-port", "5353/udp")
-    sinks = [
-        subprocess.Popen(
-            ["ip", "netns", "exec", lab.host.ns, sys.executable, "-c", UDP_SINK, port, "2"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for port in ("5353", "5354")
-    ]
-    for sink in sinks:
-        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-    sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, rec["tap_ip"], "5353", "5354")
-    allowed, other = (sink.communicate(timeout=30)[0].split() for sink in sinks)
-    assert allowed == [f"to5353@{rec['guest_ip']}"], allowed  # the allowed port: through
-    assert other == [], other  # the next port, not allowed: dropped
+    # the port not allowed first; the allowed one's last datagram ends its sink's wait, so
+    # the other's were judged by then, and its sink is ended from the host itself
+    allowed, other = sink(lab.host.ns, "5353", "to5353"), sink(lab.host.ns, "5354", "to5354")
+    sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, rec["tap_ip"], "5354", "5353")
+    assert heard(allowed) == [f"to5353@{rec['guest_ip']}"]  # the allowed port: through
+    sh("ip", "netns", "exec", lab.host.ns, sys.executable, "-c", UDP_SEND, "127.0.0.1", "5354")
+    assert heard(other) == ["to5354@127.0.0.1"]  # from the guest, not allowed: dropped
 
 
 @pytest.mark.parametrize("backend", ["nft", "iptables"])

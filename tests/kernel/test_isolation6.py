@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import Host, sh
 from tests.kernel.tapwire import Wired
-from tests.kernel.test_isolation import UDP_SINK
+from tests.kernel.test_isolation import heard, sink
 
 pytestmark = pytest.mark.privileged
 
@@ -43,10 +43,11 @@ addr, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
 if len(sys.argv) > 3:
     s.bind((sys.argv[3], 0))
-s.settimeout(1.5)
+s.settimeout(1.5)  # (a dropped SYN: FAIL after 1.5 s)
 try:
     target = socket.getaddrinfo(addr, port, s.family, socket.SOCK_STREAM)[0][4]
-    s.connect(target); print(s.makefile().readline().strip())
+    s.connect(target)
+    s.settimeout(15); print(s.makefile().readline().strip())  # (connected: its server's line)
 except OSError as e:
     print("FAIL", e); sys.exit(1)
 """
@@ -87,7 +88,7 @@ class Lab:
         sh("ip", "-n", host.inet, "-6", "addr", "add", f"{METADATA6}/128", "dev", "lo")
         self.uplink_link_local()
 
-    def uplink_link_local(self, timeout: float = 5.0) -> None:
+    def uplink_link_local(self, timeout: float = 30.0) -> None:
         """Wait until the uplink's own link-local address has left DAD (up to ``timeout``).
 
         A routed clone address (a global pool: no NAT66 on the host) leaves the uplink with a
@@ -203,11 +204,9 @@ def test_a_source_outside_the_guests_block_is_dropped(lab: Lab):
     ns, rec = lab.guest("a")
     foreign, own = "fd00:bad::2", rec["ipv6"]["address"]
     sh("ip", "-n", ns, "-6", "addr", "add", f"{foreign}/64", "dev", "eth0", "nodad")
-    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "1", "::"]
-    sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    got = sink(lab.host.inet, "9999", own, "::")  # (own last: it ends the wait)
     sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, INTERNET6, "9999", foreign, own)
-    seen = sink.communicate(timeout=5)[0].split()
+    seen = heard(got)
     assert seen == [f"{own}@{UPLINK6}"], seen  # (the control: the own address, masqueraded)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pytest
 
 from tests.conftest import Host, sh
 from tests.kernel.test_drift import report
-from tests.kernel.test_isolation import UDP_SINK
+from tests.kernel.test_isolation import heard, sink
 from tests.kernel.test_isolation6 import INTERNET6, UDP_SEND, Lab
 
 pytestmark = pytest.mark.privileged
@@ -62,12 +61,11 @@ def guest(lab: Lab, name: str, *args: str) -> tuple[str, dict]:
 
 def sent(lab: Lab, ns: str, *sources: str) -> list[str]:
     """What the internet side receives of datagrams the guest in ``ns`` sends from each of
-    ``sources`` (``payload@peer``: a global pool leaves unchanged, so peer is the source)."""
-    argv = ["ip", "netns", "exec", lab.host.inet, sys.executable, "-c", UDP_SINK, "9999", "1", "::"]
-    sink = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    ``sources`` (``payload@peer``: a global pool leaves unchanged, so peer is the source); the
+    last source must get through: its datagram ends the wait."""
+    got = sink(lab.host.inet, "9999", sources[-1], "::")
     sh("ip", "netns", "exec", ns, sys.executable, "-c", UDP_SEND, INTERNET6, "9999", *sources)
-    return sink.communicate(timeout=5)[0].split()
+    return heard(got)
 
 
 def test_a_sub64_guest_sends_from_its_own_address_only(lab: Lab):
@@ -253,14 +251,15 @@ def test_a_sub64_guests_ra_gives_the_route_and_no_address(host: Host):
     from tests.kernel.test_ra import wait_for
 
     with contextlib.closing(RaLab(host)) as lab:
-        sub = lab.wire(lab.up("sub", "--ipv6", "--pool6", ROUTED, "--prefix6", "96"))
+        rec = lab.up("sub", "--ipv6", "--pool6", ROUTED, "--prefix6", "96")
+        sub = lab.wire(rec)
         full = lab.wire(lab.up("full", "--ipv6"))
         lab.start_responder()
         routes = wait_for(lambda: lab.ra_routes(sub), 5.0)
         assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
         assert wait_for(lambda: lab.slaac(full), 5.0)  # the control: SLAAC on a /64
-        lab.solicit(sub)
-        time.sleep(1.0)
+        lab.answered(sub, rec)
+        lab.arrived(sub)  # (that answer received and handled)
         assert lab.slaac(sub) == []
         # nor an on-link prefix (a prefix information option's L flag would add its route)
         doc = json.loads(sh("ip", "-n", sub, "-j", "-6", "route", "show").stdout)

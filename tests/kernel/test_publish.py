@@ -8,12 +8,13 @@ see the ports."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import Host, sh
-from tests.kernel.test_isolation import Lab
+from tests.kernel.test_isolation import Lab, heard, sink
 
 pytestmark = pytest.mark.privileged
 
@@ -61,23 +62,12 @@ def test_a_published_port_is_reached_from_outside_and_from_the_host(lab: Lab):
 
 
 def test_udp_is_published_too(lab: Lab):
-    import subprocess
-    import sys
-
-    from tests.kernel.test_isolation import UDP_SINK
-
     h = lab.host
     ns, _rec = lab.guest("dns", "--publish", "5353:53/udp")
-    sink = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", UDP_SINK, "53", "2"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    got = sink(ns, "53", "q")
     send = f"import socket; socket.socket(2, 2).sendto(b'q', ('{UPLINK}', 5353))"
     sh("ip", "netns", "exec", h.inet, sys.executable, "-c", send)
-    assert sink.stdout.readline().strip() == "q@203.0.113.1"
-    sink.wait()
+    assert heard(got) == ["q@203.0.113.1"]
 
 
 def test_another_guest_is_refused_unless_isolation_allows(lab: Lab):
@@ -172,31 +162,9 @@ def test_a_udp_flow_begun_before_publishing_reaches_the_guest(lab: Lab):
     """A datagram to the host port before it is published makes a conntrack entry to the
     host; without the flush fireroute does when publishing, the same flow's next datagrams
     would keep going there instead of to the guest."""
-    import subprocess
-    import sys
-
-    from tests.kernel.test_isolation import UDP_SINK
-
     h = lab.host
     ns, _rec = lab.guest("dns")
-    sink = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            sys.executable,
-            "-c",
-            UDP_SINK,
-            "53",
-            "15",
-            "0.0.0.0",
-            "after",
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    got = sink(ns, "53", "after")
     send = (
         "import socket, sys; s = socket.socket(2, 2); s.bind(('203.0.113.1', 40053)); "
         f"s.sendto(sys.argv[1].encode(), ('{UPLINK}', 5353))"
@@ -207,5 +175,4 @@ def test_a_udp_flow_begun_before_publishing_reaches_the_guest(lab: Lab):
     assert "conntrack -D -p udp --orig-port-dst 5353" in plan
     h.fireroute("publish", "dns", "5353:53/udp")
     sh("ip", "netns", "exec", h.inet, sys.executable, "-c", send, "after")  # same 5-tuple
-    assert sink.stdout.readline().strip() == "after@203.0.113.1"
-    sink.wait()
+    assert heard(got) == ["after@203.0.113.1"]

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from ipaddress import IPv6Address, IPv6Network
@@ -28,16 +29,17 @@ RS = r"""
 import socket, struct, time
 s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-for _ in range(30):  # a link just up has no multicast route until its carrier is handled
+end = time.monotonic() + 15  # a link just up has no multicast route until its carrier is handled
+while True:
     try:  # type 133, code 0, checksum (the kernel's), reserved
         s.sendto(struct.pack("!BBHI", 133, 0, 0, 0),
                  ("ff02::2", 0, 0, socket.if_nametoindex("eth0")))
         break
     except OSError as e:
         print(e, flush=True)
+        if time.monotonic() > end:
+            raise SystemExit("no solicitation sent")
         time.sleep(0.1)
-else:
-    raise SystemExit("no solicitation sent")
 """
 
 
@@ -65,6 +67,9 @@ class Lab(isolation6.Lab):
     def __init__(self, host: Host) -> None:
         super().__init__(host)
         self.responder: subprocess.Popen | None = None
+        self.said: list[str] = []
+        """the lines the responder printed so far (one per RA it sent, as it sent it)"""
+        self.reader: threading.Thread | None = None
 
     def wire(self, rec: dict) -> str:
         return self.wired.guest(rec["tap"], rec["mac"])
@@ -81,17 +86,38 @@ class Lab(isolation6.Lab):
         )
         assert p.stderr is not None
         assert "answering on the v6 taps" in p.stderr.readline()
-        self.responder = p
+        self.responder, self.said = p, []
+        self.reader = threading.Thread(target=self._read, args=(p, self.said), daemon=True)
+        self.reader.start()
         return p
+
+    @staticmethod
+    def _read(p: subprocess.Popen, said: list[str]) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            said.append(line.rstrip("\n"))
+
+    def heard(self, *words: str, since: int = 0, timeout: float = 15.0) -> int:
+        """Wait until a line the responder printed (its ``since``-th or a later one) holds
+        every one of ``words``; how many lines it had printed then."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = list(self.said)
+            if any(all(w in line for w in words) for line in lines[since:]):
+                return len(lines)
+            assert time.monotonic() < deadline, f"the responder never said {words}: {lines}"
+            time.sleep(0.05)
 
     def stop_responder(self) -> tuple[int, str, str]:
         """SIGTERM: the exit code, what it printed (one line per RA) and its errors."""
-        p = self.responder
-        assert p is not None
+        p, reader = self.responder, self.reader
+        assert p is not None and p.stderr is not None and reader is not None
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=10)
-        self.responder = None
-        return p.returncode, out, err
+        p.wait(timeout=10)
+        reader.join(10)
+        err = p.stderr.read()
+        self.responder = self.reader = None
+        return p.returncode, "".join(line + "\n" for line in self.said), err
 
     def slaac(self, ns: str) -> list[dict]:
         doc = json.loads(sh("ip", "-n", ns, "-j", "-6", "addr", "show", "dev", "eth0").stdout)
@@ -105,6 +131,23 @@ class Lab(isolation6.Lab):
         """The guest sends a router solicitation from its link-local address (as its kernel
         does when eth0 comes up; flapping eth0 would break the wire's veth instead)."""
         sh("ip", "netns", "exec", ns, sys.executable, "-c", RS)
+
+    def answered(self, ns: str, rec: dict) -> None:
+        """The guest in ``ns`` (of VM ``rec``) solicits, and the responder has sent it its
+        answer."""
+        since = len(self.said)
+        self.solicit(ns)
+        self.heard(f"{rec['tap']} (vm {rec['name']})", "(solicited)", since=since)
+
+    def arrived(self, ns: str) -> None:
+        """The control of a "nothing arrived": the guest in ``ns`` pings its gateway and the
+        reply comes back through its tap, so whatever was written onto that tap before (an RA
+        the responder sent, say) has reached the guest and been handled (the tap and its wire
+        keep their order)."""
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", isolation6.PING6, "fe80::1%eth0"]
+        deadline = time.monotonic() + 15
+        while (ping := sh(*argv, check=False)).returncode != 0:
+            assert time.monotonic() < deadline, f"no reply from the gateway: {ping.stdout}"
 
     def close(self) -> None:
         if self.responder is not None:
@@ -139,9 +182,15 @@ def test_a_v6_guest_configures_itself_from_fireroutes_ra(lab: Lab):
     # over that address and route the guest reaches the internet, masqueraded as IPv4 is
     lab.serve(lab.host.inet, f"[{isolation6.INTERNET6}]:8080")
     assert lab.connect(g6, isolation6.INTERNET6, 8080, str(want)) == f"hello {isolation6.UPLINK6}"
-    # the v4-only VM's guest, wired and soliciting while the responder runs, gets nothing
+    # the v4-only VM's guest, wired and soliciting while the responder runs, gets nothing:
+    # its ping of the gateway, after the solicitation on the same wire, came back (so the
+    # host had the solicitation), then the v6 guest's next one was answered (so the responder
+    # had judged it: what it sends it prints, and it printed nothing for the v4 tap)
+    sh("ip", "-n", g4, "addr", "add", f"{rec4['guest_ip']}/{rec4['prefix']}", "dev", "eth0")
     lab.solicit(g4)
-    time.sleep(3.0)
+    sh("ip", "netns", "exec", g4, "busybox", "ping", "-c1", "-W5", rec4["tap_ip"])
+    lab.answered(g6, rec6)
+    assert not any(rec4["tap"] in line for line in lab.said), lab.said
     assert lab.slaac(g4) == []
     assert lab.ra_routes(g4) == []
 
@@ -193,12 +242,12 @@ def test_a_tap_that_gains_carrier_after_the_start_is_advertised_on_then(lab: Lab
     advertised on once its VMM (here the wire) holds it open."""
     rec = lab.up("early", "--ipv6")
     lab.start_responder()
-    started = time.monotonic()
     time.sleep(1.0)  # the start's look found the tap without carrier
     ns = lab.wire(rec)
     want = eui64(rec["ipv6"]["block"], rec["mac"])
     got = wait_for(lambda: lab.slaac(ns), 8.0)
     assert [IPv6Address(a["local"]) for a in got] == [want]  # (its solicitation answered)
-    time.sleep(max(0.0, started + 6.5 - time.monotonic()))  # the next look, 5 s after start
+    # the next look (5 s after the start) advertises on it: waited for, as long as it takes
+    lab.heard(f"{rec['tap']} (vm early) {rec['ipv6']['block']} to ff02::1 (periodic)")
     _, out, _ = lab.stop_responder()
     assert f"{rec['tap']} (vm early) {rec['ipv6']['block']} to ff02::1 (periodic)" in out, out

@@ -9,7 +9,6 @@ the address taken is the one the guest reaches the internet from."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -71,10 +70,12 @@ def test_each_bridge_guest_configures_itself_on_its_own_prefix_only(lab: BridgeL
     own(lab, a, ra, 5.0)
     own(lab, b, rb, 5.0)
     # the negative: a solicitation from each is answered to the asker alone; after them (and
-    # the responder's advertisement at start) neither has the other's prefix
-    lab.solicit(a)
-    lab.solicit(b)
-    time.sleep(1.0)
+    # the responder's advertisement at start) neither has the other's prefix, once each one's
+    # control, sent after both answers, has arrived
+    lab.answered(a, ra)
+    lab.answered(b, rb)
+    lab.arrived(a)
+    lab.arrived(b)
     assert lab.prefixes(a) == {IPv6Network(ra["ipv6"]["block"])}
     assert lab.prefixes(b) == {IPv6Network(rb["ipv6"]["block"])}
     # over the address and route it took, a guest reaches the internet, masqueraded
@@ -96,7 +97,8 @@ def test_a_bridge_guest_up_after_the_responder_is_answered_with_its_prefix(lab: 
     c, rc = lab.bridged("c", 23)
     lab.solicit(c)
     own(lab, c, rc, 3.0)
-    time.sleep(0.5)
+    lab.arrived(a)  # (after c's answer: had that been written onto a's tap, a has it now)
+    lab.arrived(c)
     assert lab.prefixes(a) == {IPv6Network(ra["ipv6"]["block"])}
     assert lab.prefixes(c) == {IPv6Network(rc["ipv6"]["block"])}
     _, out, _ = lab.stop_responder()

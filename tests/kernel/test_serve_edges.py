@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -171,18 +172,72 @@ def test_a_non_root_tenant_is_held_to_the_same_defaults(host: Host, tmp_path: Pa
 
 
 # -- order ----------------------------------------------------------------------------------
+TOLD = """
+import queue, sys
+from fireroute.entry import main
+from fireroute.serve import worker
+
+def say(what, call):
+    if call is not None:  # (None: the stop)
+        sys.stderr.write(f"{what} {call.verb} {call.name}\\n"); sys.stderr.flush()
+
+class Told(queue.SimpleQueue):
+    def put(self, item, block=True, timeout=None):
+        super().put(item, block, timeout); say("queued", item)
+    def get(self, block=True, timeout=None):
+        item = super().get(block, timeout); say("took", item); return item
+    def get_nowait(self):
+        return self.get(False)
+
+made = worker.Worker.__init__
+def init(self, *args, **kwargs):
+    made(self, *args, **kwargs)
+    self.calls = Told()
+worker.Worker.__init__ = init
+raise SystemExit(main(sys.argv[1:]))
+"""
+"""``fireroute serve`` whose worker's queue says in the log (stderr) each call it is handed
+(``queued VERB NAME``) and each the worker takes (``took VERB NAME``): the order of arrival,
+seen from outside. The queue is the daemon's own, only telling."""
+
+
+class ToldDaemon(Daemon):
+    """The daemon run as :data:`TOLD` (its arguments as ever)."""
+
+    def start(self) -> None:
+        if "-m" in self.argv:
+            i = self.argv.index("-m")
+            self.argv[i : i + 2] = ["-c", TOLD]
+        super().start()
+
+    def told(self, what: str) -> list[str]:
+        """The calls the queue was handed (``queued``) or the worker took (``took``), in
+        order, as ``VERB NAME``; the start's own (gc, ready-drain) left out."""
+        lines = [x.split(" ", 1) for x in self.log.read_text().splitlines()]
+        calls = [x[1] for x in lines if x[0] == what and len(x) == 2]
+        return [c for c in calls if c.split()[0] not in ("gc", "ready-drain")]
+
+
+def until(done: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"the daemon never {what}"
+        time.sleep(0.01)
+
+
 class Queued:
     """Requests sent one after the other from threads of their own (a connection each), the
-    next only once the daemon has read the one before (nothing of it left in the socket) and
-    a moment more for it to reach the worker's queue: arrival order is known."""
+    next only once the daemon's worker queue holds the one before (it says so in its log):
+    arrival order is known."""
 
-    def __init__(self, d: Daemon) -> None:
+    def __init__(self, d: ToldDaemon) -> None:
         self.d = d
         self.answers: list[tuple[int, object]] = []
         self.threads: list[threading.Thread] = []
+        self.before = len(d.told("queued"))  # (the calls before these)
 
     def send(self, method: str, url: str, body: object = None) -> None:
-        i, sent = len(self.threads), threading.Event()
+        i = len(self.threads)
         self.answers.append((0, None))
         c = self.d.client()
         c.connect()
@@ -190,32 +245,24 @@ class Queued:
         def call() -> None:
             data = json.dumps(body) if body is not None else None
             c.request(method, url, body=data)
-            sent.set()
             r = c.getresponse()
             self.answers[i] = (r.status, json.loads(r.read()))
 
         t = threading.Thread(target=call)
         t.start()
         self.threads.append(t)
-        assert sent.wait(10)
-        deadline = time.monotonic() + 10
-        while unread(c.sock) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        n = self.before + i + 1
+        until(lambda: len(self.d.told("queued")) >= n, f"queued {method} {url}")
+
+    def busy(self) -> None:
+        """Wait until the worker took every call queued so far (the first: it waits in it)."""
+        n = len(self.d.told("queued"))
+        until(lambda: len(self.d.told("took")) >= n, "took the calls queued")
 
     def wait(self) -> list[tuple[int, object]]:
         for t in self.threads:
             t.join(60)
         return self.answers
-
-
-def unread(sock: socket.socket) -> int:
-    """Bytes sent on a unix socket that its peer has not read yet (SIOCOUTQ)."""
-    import fcntl
-    import struct
-    import termios
-
-    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def held(host: Host):  # noqa: ANN201
@@ -227,12 +274,13 @@ def held(host: Host):  # noqa: ANN201
 def test_calls_on_one_vm_run_in_arrival_order(host: Host, tmp_path: Path):
     """Issue 21 item 6: DELETE, PUT, DELETE of one VM behind a busy state lock were all
     answered 200, the last {"removed": true}, and the VM was up afterwards."""
-    d = Daemon(host, tmp_path)
+    d = ToldDaemon(host, tmp_path)
     try:
         assert d.client().call("PUT", "/vms/a", {})[0] == 200
         q = Queued(d)
         with held(host):
             q.send("PUT", "/vms/blocker", {})  # the worker waits in it for the lock
+            q.busy()
             q.send("DELETE", "/vms/a")
             q.send("PUT", "/vms/a", {})
             q.send("DELETE", "/vms/a")
@@ -250,13 +298,14 @@ def test_calls_on_one_vm_run_in_arrival_order(host: Host, tmp_path: Path):
 def test_calls_on_different_vms_still_run_together(host: Host, tmp_path: Path):
     """The control: DELETEs of four VMs queued behind the lock are one batch (the request
     log says how many calls ran together), and so are PUTs of three with equal options."""
-    d = Daemon(host, tmp_path)
+    d = ToldDaemon(host, tmp_path)
     try:
         for i in range(4):
             assert d.client().call("PUT", f"/vms/x{i}", {})[0] == 200
         q = Queued(d)
         with held(host):
             q.send("PUT", "/vms/blocker", {})
+            q.busy()
             for i in range(4):
                 q.send("DELETE", f"/vms/x{i}")
             for i in range(3):

@@ -89,7 +89,8 @@ CONNECT = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET6); s.settimeout(1.5)
 try:
-    s.connect((sys.argv[1], 8080)); print(s.makefile().readline().strip())
+    s.connect((sys.argv[1], 8080))
+    s.settimeout(15); print(s.makefile().readline().strip())  # (connected: the server's line)
 except OSError as e:
     print("FAIL", e)
 """

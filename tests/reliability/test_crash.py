@@ -145,10 +145,16 @@ def test_gc_right_after_a_kill_races_the_orphaned_ip_child(host: Host):
         except (FileNotFoundError, ProcessLookupError):
             pass
     assert child is not None, "never saw fireroute's ip -batch child"
-    while not our_links(host) and time.monotonic() < deadline:  # until its first tap exists
+    while not our_links(host):  # until its first tap exists
+        assert time.monotonic() < deadline, "fireroute's ip -batch child made no tap in 20 s"
         time.sleep(0.002)
+    deadline = time.monotonic() + 30
     while True:  # freeze it right after a tap is complete: its next line creates a new one
-        os.kill(child, signal.SIGSTOP)
+        assert time.monotonic() < deadline, "never froze ip -batch right after a complete tap"
+        try:
+            os.kill(child, signal.SIGSTOP)
+        except ProcessLookupError:
+            raise AssertionError("ip -batch ended before it was frozen after a tap") from None
         links = our_links(host)
         newest = max(links, key=lambda n: int(n.rsplit("-", 1)[1]), default=None)
         if newest and links[newest].get("ifalias") and "UP" in links[newest]["flags"]:
