@@ -23,10 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tap_delete6 import print_medians, unshared  # noqa: E402
 
 MARK = "FRBENCH_ADDR_ADD6"
 KINDS = ("same", "same noprefixroute", "distinct", "distinct noprefixroute", "proxy")
@@ -65,22 +68,11 @@ def main() -> int:
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if os.environ.get(MARK) == "1":
-        print("{:.1f}\t{:.1f}".format(*one(args.n, args.one)))
+        print("addresses\t{:.1f}\t{:.1f}".format(*one(args.n, args.one)))
         return 0
-    env = {**os.environ, MARK: "1"}
-    got: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
-    for _ in range(args.runs):
-        for kind in KINDS:
-            argv = ["unshare", "--net", sys.executable, __file__, "--n", str(args.n), "--one", kind]
-            out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-            wall, cpu = out.split("\t")
-            got[kind].append((float(wall), float(cpu)))
-    print(f"{args.n} taps, {args.runs} runs, medians of the address batch: wall ms / CPU ms of ip")
-    print("| kind | wall | CPU |\n|---|---|---|")
-    for kind, times in got.items():
-        wall = statistics.median(t[0] for t in times)
-        cpu = statistics.median(t[1] for t in times)
-        print(f"| {kind} | {wall:.0f} | {cpu:.0f} |")
+    got = unshared(__file__, MARK, args.n, args.runs, list(KINDS))
+    print(f"{args.n} taps, {args.runs} runs, medians: wall ms / CPU ms of ip")
+    print_medians(got)
     return 0
 
 

@@ -97,23 +97,36 @@ def main() -> int:
         for k, (wall, cpu) in one(args.n, args.one).items():
             print(f"{k}\t{wall:.1f}\t{cpu:.1f}")
         return 0
-    env = {**os.environ, MARK: "1"}
+    got = unshared(__file__, MARK, args.n, args.runs, args.kinds.split(","))
+    print(f"{args.n} taps, {args.runs} runs, medians: wall ms / CPU ms of ip")
+    print_medians(got)
+    return 0
+
+
+def unshared(
+    script: str, mark: str, n: int, runs: int, kinds: list[str]
+) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """``script --n N --one KIND`` under ``unshare --net`` (a fresh namespace each), kinds
+    interleaved, ``runs`` rounds: its ``what<TAB>wall<TAB>cpu`` lines by (kind, what)."""
+    env = {**os.environ, mark: "1"}
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    kinds = args.kinds.split(",")
-    for _ in range(args.runs):
+    for _ in range(runs):
         for kind in kinds:
-            argv = ["unshare", "--net", sys.executable, __file__, "--n", str(args.n), "--one", kind]
+            argv = ["unshare", "--net", sys.executable, script, "--n", str(n), "--one", kind]
             res = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
             for line in res.stdout.splitlines():
                 what, wall, cpu = line.split("\t")
                 got.setdefault((kind, what), []).append((float(wall), float(cpu)))
-    print(f"{args.n} taps, {args.runs} runs, medians: wall ms / CPU ms of ip")
+    return got
+
+
+def print_medians(got: dict[tuple[str, str], list[tuple[float, float]]]) -> None:
+    """The medians of :func:`unshared`'s times, as a markdown table."""
     print("| kind | batch | wall | CPU |\n|---|---|---|---|")
     for (kind, what), times in got.items():
         wall = statistics.median(t[0] for t in times)
         cpu = statistics.median(t[1] for t in times)
         print(f"| {kind} | {what} | {wall:.0f} | {cpu:.0f} |")
-    return 0
 
 
 if __name__ == "__main__":
