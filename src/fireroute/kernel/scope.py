@@ -629,7 +629,7 @@ def _iptables_found(
         return
     from fireroute.kernel.read import rule_of
 
-    odd: set[str] | None = None
+    odd: set[str]
     if saved is None:
         present, _, odd = observe.iptables_save(runner)
         tags = {tag(v) for v in ipt}
@@ -640,7 +640,7 @@ def _iptables_found(
     current = read.current
     for k in [k for k in current if k[0] == "iptables rule"]:
         del current[k]
-    _unseen(current, ipt, odd or set())
+    _unseen(current, ipt, odd)
     found = [(t, line, comment_tag(line)) for t, line in present]
     others = any(c and c != owner.SHARED and c not in tags for _, _, c in found)
     for t, line, c in found:  # the shared rule stays while another VM's rule does
@@ -655,7 +655,9 @@ def _iptables_found(
 IPT_MADE = "ipt_made"
 """state meta: the iptables-nft tables and chains fireroute's first iptables rules brought into
 being (JSON list of "table" and "table/chain"), removed again with its last rules"""
-USED = {"filter": ("INPUT", "FORWARD"), "nat": ("POSTROUTING",), "raw": ("PREROUTING",)}
+USED = {  # (observe.py's list of them, by table)
+    t: tuple(c for u, c in observe.STANDARD_CHAINS if u == t) for t, _ in observe.STANDARD_CHAINS
+}
 """the tables and chains fireroute's iptables rules go into"""
 
 
@@ -702,19 +704,17 @@ def _made_chains(
     runner: Runner,
     read: Read,
     left: list[tuple[str, str]],
-    odd: set[str] | None = None,
+    odd: set[str],
 ) -> None:
     """The nft chains and tables fireroute's first iptables rules made, once its last rules
     go (``left``: the rules that stay, none of them fireroute's; ``odd``: the tables
-    iptables-nft cannot read, read here when not given)."""
+    iptables-nft cannot read)."""
     from fireroute import jsontext
 
     made = records.meta(IPT_MADE)
     if made is None:
         return
     read.forget.append(IPT_MADE)
-    if odd is None:
-        odd = observe.iptables_save(runner)[2]
     now, held = observe.nft_ip_chains_held(runner)
     script = cleanup(_strings(jsontext.loads(made)), left, now, odd, held)
     if script:
