@@ -1,10 +1,10 @@
 """The router advertisement responder (docs/ipv6-plan.md 1.6): one raw ICMPv6 socket in the
 namespace it runs in, answering a router solicitation that arrives on the tap of a VM with
 IPv6 with that VM's advertisement (render/ra.py), and advertising unsolicited on every v6 tap
-with carrier at start and every ``interval`` seconds. Each RA leaves from ``fe80::1`` (the
-host side of every v6 tap) with hop limit 255. A bridge guest (its tap a port of the bridge,
-whose ``fe80::1`` it is) is sent its own RA at layer 2 onto its tap, and its solicitations are
-told apart by their Ethernet source (advertise_bridge.py).
+with carrier at start and every ``interval`` seconds. Each RA leaves from the VM's gateway
+(``Vm.gateway6``, the host side of its tap) with hop limit 255. A bridge guest (its tap a port
+of the bridge, whose ``fe80::1`` it is) is sent its own RA at layer 2 onto its tap, and its
+solicitations are told apart by their Ethernet source (advertise_bridge.py).
 
 The state file is only read: the view of the v6 VMs is read again at every period (every tap
 advertised on), and within a second of another process writing the state file (SQLite's
@@ -249,7 +249,9 @@ class Responder:
                 message = ra.advertisement(
                     vm.net6, link.mac, link.mtu, self.servers(vm), offer=not vm.options.proxy_ndp
                 )
-                source = struct.pack("16sI", GATEWAY6.packed, index)
+                gateway = vm.gateway6
+                assert gateway is not None
+                source = struct.pack("16sI", gateway.packed, index)
                 cmsg = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, source)]
                 self.sock.sendmsg([message], cmsg, 0, (dst, 0, 0, index))
         except OSError as exc:

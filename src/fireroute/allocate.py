@@ -428,8 +428,10 @@ def new_vms(
     ]
     instance = store.instance()
     shape = Population(store.shapes())
+    own6 = not options.ipv6 or store.own_gateway6()
     for vm in vms:
         vm.owner = instance
+        vm.own_gateway6 = own6
         vm.mac = options.mac or addressing.mac_for_vm(vm.name, vm.guest_ip)
         if vm.mode == "clone":
             vm.netns_name = f"{observe.NETNS_PREFIX}{instance}-{vm.name}"

@@ -155,6 +155,7 @@ def wire(vm: model.Vm) -> dict[str, object]:
         "net6": str(vm.net6) if vm.net6 is not None else None,
         "netns_name": vm.netns_name,
         "owner": vm.owner,
+        "own_gateway6": vm.own_gateway6,
     }
 
 
@@ -171,6 +172,7 @@ def unwire(data: object) -> model.Vm:
     options = Options.from_identity(d["options"])
     vm = Vm(d["name"], net, d["tap"], d["mac"], d["uplink"], options, d["state"], net6)
     vm.netns_name, vm.owner = d["netns_name"], d["owner"]
+    vm.own_gateway6 = bool(d.get("own_gateway6", True))
     return vm
 
 

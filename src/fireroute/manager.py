@@ -175,7 +175,10 @@ class Manager:
         draft = _UpDraft(vms, options)
         if options.ipv6:
             from fireroute.kernel import uplink6
+            from fireroute.state.store import GATEWAY6
 
+            if vms[0].own_gateway6 and store.meta(GATEWAY6) is None:
+                draft.meta[GATEWAY6] = "own"  # (recorded with the leases: state/store.py)
             draft.accept_ra = view.uplink if uplink6.needed(self.runner, view.uplink) else None
         self._up_plan(draft, store, shape, missing_bridges, dry_run)
         if dry_run:

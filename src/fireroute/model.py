@@ -772,6 +772,7 @@ class Vm:
     __slots__ = (
         *("name", "net", "tap", "mac", "uplink", "options", "state", "netns_name", "owner"),
         "net6",
+        "own_gateway6",
         "_guest",
         "_guest_ip",
     )
@@ -799,6 +800,10 @@ class Vm:
         """clone mode: the namespace's name (fireroute-<state id>-<vm>), set at allocation"""
         self.owner = "new"
         """the id of the state file holding the VM: every object made for it is tagged with it"""
+        self.own_gateway6 = True
+        """a NAT VM with IPv6 has a gateway of its own (:attr:`gateway6_text`); off in a state
+        file whose IPv6 leases predate that (state/store.py ``own_gateway6``): they keep
+        ``fe80::1``, which their guests were told"""
         self._guest: tuple = ()  # (what guest_iface_addr was worked out from, its value)
         self._guest_ip: tuple[IPv4Interface, IPv4Address] | None = None  # (and its ip)
 
@@ -808,6 +813,7 @@ class Vm:
         )
         vm.netns_name = self.netns_name
         vm.owner = self.owner
+        vm.own_gateway6 = self.own_gateway6
         return vm
 
     def __repr__(self) -> str:
@@ -886,13 +892,22 @@ class Vm:
 
     @property
     def gateway6(self) -> IPv6Address | None:
-        """The guest's IPv6 gateway: ``fe80::1``, the host side of every v6 tap (None: v4
-        only)."""
+        """The guest's IPv6 gateway, the host side of its tap (None: v4 only)."""
+        text = self.gateway6_text
+        return None if text is None else IPv6Address(text)
+
+    @property
+    def gateway6_text(self) -> str | None:
+        """:attr:`gateway6` as ``ip address`` prints it: a NAT VM's own
+        (addressing.gateway6_text, unless :attr:`own_gateway6` is off), else ``fe80::1``
+        (a bridge's, a clone's: the same in every clone, a CNI attachment's)."""
         if self.net6 is None:
             return None
-        from fireroute.addressing import GATEWAY6
+        from fireroute.addressing import gateway6_text
 
-        return GATEWAY6
+        if self.options.mode == "nat" and self.own_gateway6:
+            return gateway6_text(self.net6)
+        return "fe80::1"
 
     @property
     def prefix(self) -> int:

@@ -1,9 +1,10 @@
 """The reader against the kernel for a NAT VM with IPv6 (issue 24 step 6), in a throwaway host
 namespace: VM "a" up with IPv6 (pool fd3c:9a1e:52b0::/48) beside VM "b" without; the read
 equals what want/ renders for their leases (the diff is empty), and reads a's IPv6 side (its
-tap's sysctls, fe80::1/64, the route to its /64, the ip6 table and its elements, IPv6
-forwarding) and nothing of IPv6 on b's tap. With ``FIREROUTE_UPDATE_GOLDEN=1`` the read is
-recorded (tests/unit/data/read/host6.json) for tests/unit/test_read6.py."""
+tap's sysctls, its own gateway fe80::1:9a1e:52b0:0/64, the route to its /64, the ip6 table and
+its elements, IPv6 forwarding) and nothing of IPv6 on b's tap. With
+``FIREROUTE_UPDATE_GOLDEN=1`` the read is recorded (tests/unit/data/read/host6.json) for
+tests/unit/test_read6.py."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def test_a_v6_vm_reads_back_as_rendered(host: Host):
         assert got["differences"] == [], got
         assert got["forwarding6"] == "1"
         v6 = got["v6"]
-        assert "addr (None, 'fr-a', 'fe80::1/64')" in v6
+        assert "addr (None, 'fr-a', 'fe80::1:9a1e:52b0:0/64')" in v6
         assert f"route (None, '{BLOCK}')" in v6
         assert got["tables6"] == ["firecracker"]
         assert any(k.startswith("nft element (None, 'ip6', 'firecracker', 'vms'") for k in v6)

@@ -22,7 +22,7 @@ After every step:
   while another state file's bridge guest or clone is up: its tap or veth has IPv6 on, and
   its VM may have IPv6, so the last v6 VM's down leaves it, kernel/scope.py
   ``_last_forwarding6``; found by the long run, a clone of A and B's v6 VM torn down); a v6
-  VM's tap holds its gateway ``fe80::1/64`` and its route, a v4-only NAT VM's tap no IPv6
+  VM's tap holds its gateway (as ``show`` says it) and its route, a v4-only NAT VM's tap no IPv6
   address and no IPv6 route.
 
 ``--ipv6`` where it is not available (another backend or mode) is refused in one line and
@@ -72,7 +72,6 @@ SHAPES = {
     "clone6": ["--mode", "clone", "--ipv6"],  # (a clone with IPv6)
 }
 V6_SHAPES = ("nft6", "nft6p", "clone6")
-GATEWAY6 = "fe80::1/64"
 V6_REFUSED = {  # (shape the VM is of, what is added to --ipv6): each refused
     "iptables": ("iptables", []),
 }
@@ -410,6 +409,7 @@ class Machine(RuleBasedStateMachine):
                     continue
                 addrs, routes = self.ipv6_of(v["host_dev"])
                 if v.get("ipv6"):
-                    assert GATEWAY6 in addrs and v["ipv6"]["block"] in routes, (v, addrs, routes)
+                    gateway = f"{v['ipv6']['gateway']}/64"  # its own (fe80::1:…)
+                    assert gateway in addrs and v["ipv6"]["block"] in routes, (v, addrs, routes)
                 else:
                     assert not addrs and not routes, (v["name"], addrs, routes)

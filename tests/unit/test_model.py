@@ -143,11 +143,16 @@ def test_a_v6_lease_gives_the_guest_its_address_and_gateway():
             Options(ipv6=True), "active", net6)  # fmt: skip
     assert vm.net6 == net6
     assert vm.guest6 == IPv6Interface("fd3c:9a1e:52b0:1::2/64")
-    assert vm.gateway6 == IPv6Address("fe80::1")
+    assert vm.gateway6 == IPv6Address("fe80::1:9a1e:52b0:1")  # its own (the block's bits)
     assert vm.with_state("pending").net6 == net6  # a state change keeps the lease
+    assert vm.with_state("pending").gateway6 == vm.gateway6
+    vm.own_gateway6 = False  # a lease that predates gateways of their own keeps fe80::1
+    assert vm.gateway6 == IPv6Address("fe80::1")
+    assert vm.with_state("pending").gateway6 == IPv6Address("fe80::1")
     from fireroute.change import changed
 
     assert changed(vm, Options(ipv6=True, allow_metadata=True)).guest6 == vm.guest6
+    assert changed(vm, Options(ipv6=True, allow_metadata=True)).gateway6 == vm.gateway6
     v4 = Vm("b", IPv4Network("172.16.0.8/30"), "fr-b", "06:00:AC:10:00:0A", "eth0", Options())
     assert (v4.net6, v4.guest6, v4.gateway6) == (None, None, None)
     assert v4.with_state("pending").net6 is None

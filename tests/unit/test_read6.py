@@ -21,7 +21,7 @@ from tests.unit.test_read import DATA, Replay, _damaged, _one, _root_links, leas
 from tests.unit.test_repair_check import said
 
 FIXTURE6 = DATA / "host6.json"
-A_TAP, ROUTE6, GATEWAY = "fr-a", "fd3c:9a1e:52b0::/64", "fe80::1/64"
+A_TAP, ROUTE6, GATEWAY = "fr-a", "fd3c:9a1e:52b0::/64", "fe80::1:9a1e:52b0:0/64"
 SYSCTL = "/proc/sys/net/ipv6/conf/{}/{}"
 FORWARDING6 = "/proc/sys/net/ipv6/conf/all/forwarding"
 
@@ -143,8 +143,8 @@ def test_the_kernels_own_link_local_address_is_said_and_restore_deletes_it():
     found = checked(doc)
     assert found == {
         "a": [
-            f'tap "{A_TAP}" has link-local address {own} beside {GATEWAY}, which no lease asks '
-            "for (the kernel adds one when carrier comes before addr_gen_mode is 1)"
+            f'tap "{A_TAP}" has link-local address {own} beside its gateway, which no lease '
+            "asks for (the kernel adds one when carrier comes before addr_gen_mode is 1)"
         ]
     }
     pic = seen(doc)

@@ -64,7 +64,7 @@ def test_the_json_carries_ipv6():
     assert record.as_dict(a)["ipv6"] == {
         "address": "fd3c:9a1e:52b0:1::2",
         "prefix": 64,
-        "gateway": "fe80::1",
+        "gateway": "fe80::1:9a1e:52b0:1",
         "block": "fd3c:9a1e:52b0:1::/64",
     }
     assert record.as_dict(vm("b", 2))["ipv6"] is None  # the control
@@ -75,9 +75,13 @@ def test_the_guest_script_configures_ipv6():
     assert lines[-3:] == [
         "echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad",
         "ip -6 addr add fd3c:9a1e:52b0:1::2/64 dev eth0",
-        "ip -6 route add default via fe80::1 dev eth0",
+        "ip -6 route add default via fe80::1:9a1e:52b0:1 dev eth0",
     ]
     assert "ip -6" not in guest.guest_script(vm("b", 2))  # the control
+    old = v6("o", 3)
+    old.own_gateway6 = False  # a lease from before gateways of their own: what it was told
+    last = guest.guest_script(old).splitlines()[-1]
+    assert last == "ip -6 route add default via fe80::1 dev eth0"
 
 
 def test_the_summary_says_ipv6_or_how_to_keep_it_off():

@@ -38,9 +38,11 @@ def test_a_v6_tap_has_ipv6_on_its_gateway_and_the_route_to_its_block():
         "address add 172.16.0.5/30 dev fr-a",
         "net/ipv6/conf/fr-a/disable_ipv6=0",
         "net/ipv6/conf/fr-a/addr_gen_mode=1",
-        "address add fe80::1/64 dev fr-a nodad",
+        "address add fe80::1:9a1e:52b0:1/64 dev fr-a nodad",  # its own gateway
         "route add fd3c:9a1e:52b0:1::/64 dev fr-a",
     ]
+    a.own_gateway6 = False  # a lease from before gateways of their own keeps fe80::1
+    assert "address add fe80::1/64 dev fr-a nodad" in [o.text("create") for o in render.vm(a)]
     # the control: the same VM without IPv6 has it off, and no v6 address or route
     b = vm("a", 1)
     texts = [o.text("create") for o in render.vm(b) if o.kind in ("sysctl", "addr", "route")]
@@ -58,6 +60,7 @@ def test_a_found_device_is_a_v6_tap_by_its_sysctls_or_its_gateway():
     gateway = [o.cidr for o in render.vm(a) if o.kind == "addr" and ":" in o.cidr]
     assert v6_tap(made[DISABLE6.format("fr-a")], made["net/ipv6/conf/fr-a/addr_gen_mode"])
     assert v6_tap("0", "0", gateway)  # addr_gen_mode changed behind fireroute's back
+    assert v6_tap("0", "0", ["fe80::1/64"])  # so, a lease's from before its own gateway
     assert not v6_tap("0", "0", ["fe80::4:1/64"])  # the kernel's link-local: a bridge port
     assert not v6_tap("0", None)
     assert not v6_tap("1", "1", gateway)  # IPv6 off
@@ -153,3 +156,27 @@ def test_an_ip6_table_keeps_the_parts_it_holds():
     assert ("nft set", (None, NAT, "firecracker", "out_jump")) not in render.desired(
         [v6("a", 0)], None, ID, held
     )
+
+
+def test_each_block_has_a_gateway_of_its_own_as_ip_prints_it():
+    """addressing.gateway6_text: fe80::1 and the low 48 bits of the block's ordinal, written
+    from integers exactly as the kernel's ``ip address`` (and ipaddress) print it, zero
+    groups included; distinct for a pool's blocks; never fe80::1 itself."""
+    from ipaddress import IPv6Address
+
+    from fireroute.addressing import block6, gateway6_text
+
+    pools = [POOL6, IPv6Network("2001:db8::/32"), IPv6Network("fd00:0:ff00::/48")]
+    for pool in pools:
+        texts = [gateway6_text(block6(pool, k)) for k in (0, 1, 2, 255, 256, 65535)]
+        for t in texts:
+            assert t == str(IPv6Address(t)) and IPv6Address(t) in IPv6Network("fe80::/64")
+            assert t != "fe80::1"
+        assert len(set(texts)) == len(texts)
+    assert gateway6_text(IPv6Network("2001:db8::/64")) == "fe80::1:db8:0:0"
+    assert gateway6_text(IPv6Network("fd00::/64")) == "fe80::1:0:0:0"
+    assert gateway6_text(IPv6Network("fd00:0:0:7::/64")) == "fe80::1:0:0:7"
+    assert gateway6_text(IPv6Network("fd3c:9a1e:52b0:1::/64")) == "fe80::1:9a1e:52b0:1"
+    small = IPv6Network("2001:db8:0:1::40/122")  # a block smaller than a /64: its ordinal
+    assert gateway6_text(small) == str(IPv6Address((0xFE80 << 112) | (1 << 48) | (
+        (int(small.network_address) >> 6) & (2**48 - 1))))  # fmt: skip

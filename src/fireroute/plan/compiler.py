@@ -126,8 +126,8 @@ def _up(
 
 
 def _v6_on_host(obj: Obj) -> bool:
-    """A root namespace's IPv6 address or route (a NAT tap's: its gateway ``fe80::1``, the
-    route to its /64)."""
+    """A root namespace's IPv6 address or route (a NAT tap's: its gateway, the route to its
+    /64)."""
     if obj.ns is not None:
         return False
     if obj.kind == "addr":
@@ -572,18 +572,36 @@ def _taps_down(taps: list[Any], found: Index) -> list[Step]:
 
 def _routes6_of(taps: list[Any], found: Index) -> list[Obj]:
     """The IPv6 routes through ``taps`` when there are ROUTES6_FIRST of them: each /64 (as
-    found) with the kernel's own routes of its tap (want/tap.py :func:`kernel_routes6`)."""
+    found) with the kernel's own routes of its tap (want/tap.py :func:`kernel_routes6`, for
+    the tap's gateway as found: a lease's own, or ``fe80::1`` for an older one)."""
+    from fireroute.want.netns import Route
+    from fireroute.want.objects import Addr
+
     names = {t.name for t in taps}
     routes = [
         o
         for (kind, _key), o in found.items()
-        if kind == "route" and o.ns is None and _v6_on_host(o) and o.dev in names  # type: ignore[attr-defined]
-    ]
+        if kind == "route" and isinstance(o, Route) and o.ns is None and _v6_on_host(o)
+        and o.dev in names
+    ]  # fmt: skip
     if len(routes) < ROUTES6_FIRST:
         return []
-    from fireroute.want.tap import kernel_routes6
+    from ipaddress import IPv6Network
 
-    return [r for route in routes for r in (route, *kernel_routes6(route))]  # type: ignore[arg-type]
+    from fireroute.addressing import gateway6_text
+    from fireroute.want.tap import gateway6, kernel_routes6
+
+    gws = {
+        o.dev: o.cidr.partition("/")[0]
+        for (kind, _key), o in found.items()
+        if kind == "addr" and isinstance(o, Addr) and o.ns is None and o.dev in names
+        and gateway6(o.cidr)
+    }  # fmt: skip
+    out: list[Obj] = []
+    for route in routes:
+        gw = gws.get(str(route.dev)) or gateway6_text(IPv6Network(route.dst))
+        out += [route, *kernel_routes6(route, gw)]
+    return out
 
 
 def _veths_to(ns: str, found: Index) -> list[Obj]:

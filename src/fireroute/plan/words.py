@@ -139,21 +139,19 @@ def netns(op: Op, ctx: Context) -> list[str]:
     ]
 
 
-GATEWAY6 = "fe80::1/64"
-"""a NAT tap's address for a guest with IPv6 (want/tap.py ``ipv6_on``)"""
-
-
 def addr(op: Op, ctx: Context) -> list[str]:
+    from fireroute.want.tap import gateway6
+
     a = op.obj
     assert isinstance(a, Addr)
-    if op.verb == CREATE and a.cidr == GATEWAY6:
+    if op.verb == CREATE and gateway6(a.cidr):  # (want/tap.py ``ipv6_on``)
         return [f'"{a.dev}" lacks address {a.cidr} (its guest\'s IPv6 gateway)']
     if op.verb == CREATE:
         return [f'"{a.dev}" lacks address {a.cidr}']
-    if a.cidr.startswith("fe80:") and a.noun == "tap":  # (read only on a tap with IPv6 on)
-        return [
-            f'tap "{a.dev}" has link-local address {a.cidr} beside {GATEWAY6}, which no lease '
-            "asks for (the kernel adds one when carrier comes before addr_gen_mode is 1)"
+    if a.cidr.startswith("fe80:") and a.noun == "tap" and not gateway6(a.cidr):
+        return [  # (read only on a tap with IPv6 on)
+            f'tap "{a.dev}" has link-local address {a.cidr} beside its gateway, which no '
+            "lease asks for (the kernel adds one when carrier comes before addr_gen_mode is 1)"
         ]
     return [f'"{a.dev}" has address {a.cidr}, which no lease asks for']
 

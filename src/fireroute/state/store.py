@@ -83,6 +83,11 @@ older file gets the columns (NULL: v4-only) on first writable use."""
 POOL6 = "pool6"
 """meta key: the state file's own IPv6 pool (a ULA /48, docs/ipv6-plan.md 1.2), recorded by
 the first reservation of a VM that takes its block from it; a v4-only file never has one"""
+GATEWAY6 = "gateway6"
+"""meta key: ``own`` once the file's NAT VMs with IPv6 have gateways of their own
+(addressing.gateway6_text), recorded by the first reservation of such a VM in a file holding no
+IPv6 lease. A file whose IPv6 leases predate it has none: every NAT VM with IPv6 there keeps
+``fe80::1`` (its guest was told so), a new one too, until the file holds no IPv6 lease"""
 FREE6_FROM = "free6_from:"
 """meta key prefix: ``free6_from:<pool start, hex_key>`` is, as a hex_key, an address below
 which the pool has no free /64 (raised by every v6 allocation, lowered by every removal): the
@@ -280,8 +285,10 @@ class Store:
             raise StateError(f"cannot read state file {self.path}: {exc}") from None
         instance = self.instance()
         vms = [_vm(r) for r in rows]
+        own6 = not any(v.net6 for v in vms) or self.meta(GATEWAY6) == "own"
         for vm in vms:
             vm.owner = instance
+            vm.own_gateway6 = own6
         return vms
 
     def get(self, name: str) -> Vm | None:
@@ -448,6 +455,15 @@ class Store:
                 )
         self._instance = self.meta("instance") or token
         return self._instance
+
+    def own_gateway6(self) -> bool:
+        """Have this file's NAT VMs with IPv6 gateways of their own (:data:`GATEWAY6`
+        recorded; or no IPv6 lease here that keeps ``fe80::1``, so the next reservation
+        records it)?"""
+        if self.db is None or self.version < 5 or self.meta(GATEWAY6) == "own":
+            return True
+        row = self.db.execute("SELECT 1 FROM vms WHERE net6_start IS NOT NULL LIMIT 1")
+        return row.fetchone() is None
 
     def meta(self, key: str) -> str | None:
         if self.db is None:

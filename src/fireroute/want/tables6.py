@@ -67,7 +67,7 @@ V4_ONLY_CHAINS: tuple[str, ...] = ()
 """Sets and chains only V4_ONLY rules use"""
 
 IMAGES = {
-    # a guest reaches the host from its link-local address (fe80::1 is its gateway): such a
+    # a guest reaches the host from its link-local address (its gateway is one): such a
     # source is its own link's, never another guest's, and is never forwarded
     ("guest_in", "iifname . ip saddr != @vms counter drop"): (
         f"ip6 saddr != {LINK_LOCAL} iifname . ip6 saddr & {MASK64} != @vms counter drop"

@@ -69,7 +69,8 @@ def ipv6_off(vm: Vm) -> Sysctl:
 def ipv6_on(vm: Vm, tun: Link) -> list[Obj]:
     """A NAT tap of a VM with IPv6 (docs/ipv6-plan.md 1.3): IPv6 on, no link-local address of
     the kernel's own (addr_gen_mode 1, written before the VMM brings carrier: written after,
-    the kernel's address stays), the guest's gateway ``fe80::1`` usable at once (no DAD), and
+    the kernel's address stays), the guest's gateway (its own, ``Vm.gateway6_text``) usable at
+    once (no DAD), and
     the route to the VM's /64. The address and the route follow the sysctls (a host whose
     default is ``disable_ipv6=1`` refuses the address before). :func:`v6_tap` tells such a
     tap as found."""
@@ -78,21 +79,21 @@ def ipv6_on(vm: Vm, tun: Link) -> list[Obj]:
     return [
         device_sysctl(vm, DISABLE6, f'enable IPv6 on "{vm.tap}"', "0"),
         device_sysctl(vm, ADDR_GEN6, f'keep the kernel\'s link-local address off "{vm.tap}"'),
-        Addr(tun, gateway6(), nodad=True),
+        Addr(tun, f"{vm.gateway6_text}/64", nodad=True),
         Route(net6, None, vm.tap, f'route {net6} to "{vm.tap}"', vm.tag, vm.name),
     ]
 
 
-def kernel_routes6(route: Route) -> list[Route]:
+def kernel_routes6(route: Route, gw: str) -> list[Route]:
     """The routes the kernel made itself on the tap of ``route`` (a VM's /64, as found) for
-    the gateway address :func:`ipv6_on` gives it: its prefix ``fe80::/64``; in the local
+    the gateway address ``gw`` (:func:`ipv6_on`'s, as found: ``fe80::1:…``, or ``fe80::1``
+    for a lease that predates gateways of their own): its prefix ``fe80::/64``; in the local
     table the address, the subnet-router anycast ``fe80::`` (while forwarding is on) and the
     multicast ``ff00::/8``. No verb wants them; a group delete of many such taps deletes them
     first (plan/compiler.py ``_taps_down``: a device going walks every IPv6 route of the
     namespace, so N taps going as one group cost the square of N, less with their routes
     gone before, bench/tap_delete6.py). One missing (an operator deleted it) is done."""
     dev, who = route.dev, (route.owner, route.vm)
-    gw = gateway6().partition("/")[0]
     return [
         Route("fe80::/64", None, dev, f'the kernel\'s route fe80::/64 to "{dev}"', *who),
         *(
@@ -106,29 +107,23 @@ def kernel_routes6(route: Route) -> list[Route]:
     ]
 
 
-def gateway6() -> str:
-    """The address a VM with IPv6 has as its gateway on its tap, as ``ip address`` prints it
-    (its text made once: an IPv6 address's is dear, and every v6 tap's plan and read asks)."""
-    if not _GATEWAY6:
-        from fireroute.addressing import GATEWAY6
-
-        _GATEWAY6.append(f"{GATEWAY6}/64")
-    return _GATEWAY6[0]
-
-
-_GATEWAY6: list[str] = []
-
-
 def v6_tap(disable6: str | None, addr_gen: str | None, cidrs: Collection[str] = ()) -> bool:
     """Is a device of fireroute's, as found, the tap of a VM with IPv6 (what :func:`ipv6_on`
     makes of it)? IPv6 on (``disable_ipv6`` 0) and set up by fireroute: the kernel's own
-    link-local address off (``addr_gen_mode`` 1) or, that changed behind its back, its
-    gateway there (``cidrs``: the device's IPv6 addresses, as ``ip address`` prints them).
+    link-local address off (``addr_gen_mode`` 1) or, that changed behind its back, a
+    gateway (:func:`gateway6`) there (``cidrs``: the device's IPv6 addresses, as ``ip
+    address`` prints them).
     A bridge port or a clone's veth has IPv6 on, but neither. The one answer of the reader
     (kernel/read.py: what of such a tap is an object), of a down's read (kernel/scope.py:
     IPv6 forwarding stays while such a tap does) and of the diff (plan/diff.py: the same,
     over what was found)."""
-    return disable6 == "0" and (addr_gen == "1" or gateway6() in cidrs)
+    return disable6 == "0" and (addr_gen == "1" or any(map(gateway6, cidrs)))
+
+
+def gateway6(cidr: str) -> bool:
+    """Is ``cidr`` (as ``ip address`` prints it) a tap's IPv6 gateway as :func:`ipv6_on`
+    gives it: ``fe80::1/64`` or a VM's own ``fe80::1:X:Y:Z/64``?"""
+    return cidr == "fe80::1/64" or (cidr.startswith("fe80::1:") and cidr.endswith("/64"))
 
 
 def localnet(vm: Vm) -> bool:
