@@ -305,8 +305,9 @@ def wait_for_http(sb: Sandbox) -> None:
 def test_v6_guests_configure_and_ping_their_gateway(lab: Lab) -> None:
     """The script guests (which ignore advertisements: ``fireroute.v6=script``) hold exactly
     the address and the static default route their script gave them; the SLAAC guest holds
-    its EUI-64 address in its own /64 and a default route via fe80::1 learnt from the
-    responder (it expires). Both kinds ping their gateway and beyond it."""
+    its EUI-64 address in its own /64 and a default route via its gateway (its own: fe80::1
+    and its block's bits) learnt from the responder (it expires). Both kinds ping their
+    gateway and beyond it."""
     shown = json.loads(lab.sb.fireroute("show", "script", "--json").stdout)
     shown = shown[0] if isinstance(shown, list) else shown
     assert shown["ipv6"] == lab.six("script")
@@ -324,12 +325,13 @@ def test_v6_guests_configure_and_ping_their_gateway(lab: Lab) -> None:
     assert addrs6(slaac, "global") == [f"{lab.slaac_address()}/64"]
     assert IPv6Address(lab.slaac_address()) in IPv6Network(six["block"])
     assert f"{six['block']} dev eth0" in routes6(slaac)
-    assert re.search(r"^default via fe80::1 dev eth0 .*expires", routes6(slaac), re.M), (
+    learnt = rf"^default via {re.escape(six['gateway'])} dev eth0 .*expires"
+    assert re.search(learnt, routes6(slaac), re.M), (
         "no default route from an advertisement:\n" + routes6(slaac)
     )
     for name in ("script", "slaac"):
         gateway = lab.six(name)["gateway"]
-        assert gateway == "fe80::1"
+        assert gateway.startswith("fe80::1:"), gateway
         for target in (f"{gateway}%eth0", INTERNET6):
             status, out = ping6(lab.guests[name], target)
             assert status == 0, f"{name} -> {target}:\n{out}"
@@ -372,17 +374,19 @@ def test_v6_guest_refused_towards_another_guest(lab: Lab) -> None:
 
 
 def test_v6_guest_refused_towards_the_host(lab: Lab) -> None:
-    """No guest opens a connection to the host over IPv6, at fe80::1 or the uplink's address;
+    """No guest opens a connection to the host over IPv6, at its gateway or the uplink's address;
     the controls: the gateway answers pings, and ``--allow-host-port 2223/tcp`` opens exactly
     that port (for that guest)."""
     script, peer = lab.guests["script"], lab.guests["peer"]
-    for target in ("fe80::1%eth0", UPLINK6):
+    mine, theirs = (f"{lab.six(n)['gateway']}%eth0" for n in ("script", "peer"))
+    for target in (mine, UPLINK6):
         assert tcp(script, target, CLOSED) == "", target
         assert tcp(script, target, OPEN) == "", target  # allowed for "peer" only
+    for target in (theirs, UPLINK6):
         assert tcp(peer, target, CLOSED) == "", target
     assert connect(lab.sb, lab.sb.host, UPLINK6, CLOSED) == f"hello {UPLINK6}"  # it listens
-    assert ping6(script, "fe80::1%eth0")[0] == 0
-    assert tcp(peer, "fe80::1%eth0", OPEN).startswith("hello fe80::")
+    assert ping6(script, mine)[0] == 0
+    assert tcp(peer, theirs, OPEN).startswith("hello fe80::")
     assert tcp(peer, UPLINK6, OPEN) == f"hello {lab.six('peer')['address']}"
 
 
@@ -401,7 +405,8 @@ def test_v4_only_guest_stays_v4_only(lab: Lab) -> None:
     assert "default" not in routes6(four)
     assert ping6(four, "fe80::1%eth0")[0] != 0
     assert f"client={HOST_UPLINK_IP}" in fetch_ok(four)
-    assert ping6(lab.guests["slaac"], "fe80::1%eth0")[0] == 0  # (the control, again)
+    gateway = f"{lab.six('slaac')['gateway']}%eth0"
+    assert ping6(lab.guests["slaac"], gateway)[0] == 0  # (the control, again)
 
 
 def test_v6_published_port_reached(lab: Lab) -> None:

@@ -25,8 +25,8 @@ OWN = "fe80::8c2e:5ff:fe1a:4b3c/64"
 before addr_gen_mode is 1 (tests/kernel/test_v6_facts.py); added here by hand"""
 CASES = {
     "gateway address deleted": (
-        "ip addr del fe80::1/64 dev fr-a",
-        '"fr-a" lacks address fe80::1/64',
+        "ip addr del GATEWAY dev fr-a",
+        '"fr-a" lacks address GATEWAY (its guest\'s IPv6 gateway)',
     ),
     "route deleted": ("ip -6 route del BLOCK dev fr-a", "host route BLOCK dev fr-a is missing"),
     "ipv6 off on the tap": (
@@ -39,7 +39,7 @@ CASES = {
     ),
     "a link-local address beside fireroute's": (
         f"ip addr add {OWN} dev fr-a nodad",
-        f'tap "fr-a" has link-local address {OWN} beside fe80::1/64',
+        f'tap "fr-a" has link-local address {OWN} beside its gateway',
     ),
     "element of taps deleted": (
         f'nft delete element {T6} taps {{ "fr-a" }}',
@@ -60,7 +60,8 @@ CASES = {
     "table deleted": (f"nft delete table {T6}", 'nftables table "ip6 firecracker" is missing'),
     "forwarding off": ("sysctl -qw net.ipv6.conf.all.forwarding=0", "IPv6 forwarding is off"),
 }
-"""(BLOCK: the VM's /64, PREFIX: its first address, as its elements hold it)"""
+"""(BLOCK: the VM's /64, PREFIX: its first address, as its elements hold it; GATEWAY: its
+gateway on the tap, as ``ip address`` prints it)"""
 
 
 def lines(found: dict) -> list[str]:
@@ -74,13 +75,18 @@ def test_check_names_each_ipv6_object_and_restore_heals_it(host: Host, damage: s
     (a,) = [v for v in json.loads(host.fireroute("ls", "--json").stdout) if v["name"] == "a"]
     block = a["ipv6"]["block"]
     prefix = block.split("/")[0]
+    gateway = f"{a['ipv6']['gateway']}/64"
+
+    def placed(text: str) -> str:
+        return text.replace("BLOCK", block).replace("PREFIX", prefix).replace("GATEWAY", gateway)
+
     rc, clean = report(host)
     assert rc == 0 and clean["ok"], clean  # the positive control: up, then check is clean
     assert "nftables table ip6 firecracker" in clean["shared"]
-    host.sh(damage.replace("BLOCK", block).replace("PREFIX", prefix))
+    host.sh(placed(damage))
     rc, found = report(host)
     assert rc == 1 and not found["ok"], found
-    line = said.replace("BLOCK", block).replace("PREFIX", prefix)
+    line = placed(said)
     named = [x for x in lines(found) if line in x]
     assert len(named) == 1, found  # named, once
     assert found["vms"]["other"] == [], found  # the VM without IPv6 has nothing to mend
@@ -133,7 +139,7 @@ def test_the_kernels_link_local_on_a_tap_with_carrier_is_named_and_restore_delet
     host: Host,
 ):
     """A VMM attached (a process holding the tap: carrier) to the tap of a VM with IPv6: with
-    addr_gen_mode 1 the tap keeps fe80::1 alone and check is clean (the control); with it
+    addr_gen_mode 1 the tap keeps its gateway alone and check is clean (the control); with it
     switched to 0 behind fireroute's back the kernel adds its EUI-64 link-local address,
     check names both, restore sets the mode and deletes the address (the mode alone would
     leave it: tests/kernel/test_v6_facts.py), and a second restore has nothing to do."""
@@ -143,6 +149,8 @@ def test_the_kernels_link_local_on_a_tap_with_carrier_is_named_and_restore_delet
     from tests.kernel.test_v6_facts import HOLD, wait_for
 
     host.fireroute("up", "a", "--ipv6")
+    (a,) = json.loads(host.fireroute("ls", "--json").stdout)
+    gateway = f"{a['ipv6']['gateway']}/64"
     vmm = subprocess.Popen(
         ["nsenter", f"--net=/var/run/netns/{host.ns}", sys.executable, "-c", HOLD, "fr-a"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -150,19 +158,19 @@ def test_the_kernels_link_local_on_a_tap_with_carrier_is_named_and_restore_delet
     try:
         assert vmm.stdout is not None and vmm.stdout.readline().strip() == "ready"
         rc, clean = report(host)
-        assert rc == 0 and link_locals(host, "fr-a") == {"fe80::1/64"}, clean
+        assert rc == 0 and link_locals(host, "fr-a") == {gateway}, clean
         host.run("sysctl", "-qw", "net/ipv6/conf/fr-a/addr_gen_mode=0")
         assert wait_for(lambda: len(link_locals(host, "fr-a")) == 2), link_locals(host, "fr-a")
-        (own,) = link_locals(host, "fr-a") - {"fe80::1/64"}
+        (own,) = link_locals(host, "fr-a") - {gateway}
         rc, found = report(host)
         assert rc == 1 and found["vms"]["a"] == [
             'addr_gen_mode of tap "fr-a" is 0, not 1 (the kernel would give it a link-local '
             "address of its own)",
-            f'tap "fr-a" has link-local address {own} beside fe80::1/64, which no lease asks '
-            "for (the kernel adds one when carrier comes before addr_gen_mode is 1)",
+            f'tap "fr-a" has link-local address {own} beside its gateway, which no lease '
+            "asks for (the kernel adds one when carrier comes before addr_gen_mode is 1)",
         ], found
         host.fireroute("restore")
-        assert link_locals(host, "fr-a") == {"fe80::1/64"}
+        assert link_locals(host, "fr-a") == {gateway}
         assert report(host) == (0, clean)
         again = host.fireroute("restore").stdout
         assert again.strip() == "restore: nothing to do", again

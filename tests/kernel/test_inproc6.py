@@ -116,7 +116,7 @@ def test_second_v6_vm_up_and_down_entirely_in_process(pair) -> None:
     # its tap; its gateway and route (after the sysctls); both tables' elements, one batch
     assert both6(pair, up, in_process=3)["error"] is None
     have = snapshot6(pair[1])
-    assert ("fe80::1", 64, True, "link") in have["addrs"]["fr-b"]
+    assert ("fe80::1:9a1e:52b0:1", 64, True, "link") in have["addrs"]["fr-b"]  # its own
     assert any(r["dst"] == "fd3c:9a1e:52b0:1::/64" for r in have["routes"])
     assert len(have["ip6"]) == 2  # a's and b's
     down = down_plan([b], [vm6("a", 0)])

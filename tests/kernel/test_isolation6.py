@@ -166,7 +166,8 @@ def test_the_v6_tap_with_carrier_has_only_its_gateway_address(lab: Lab):
     _, rec = lab.guest("a")
     # the wire holds the tap open: it has carrier, and addr_gen_mode=1 kept the kernel's own
     # link-local address away
-    assert lab.addrs6(rec["tap"]) == ["fe80::1/64"]
+    assert lab.addrs6(rec["tap"]) == [f"{rec['ipv6']['gateway']}/64"]
+    assert rec["ipv6"]["gateway"].startswith("fe80::1:")  # its own
     # the control: a v4-only VM's tap with carrier has no IPv6 address at all
     _, four = lab.guest("b", "--no6")
     assert lab.addrs6(four["tap"]) == []
@@ -186,16 +187,18 @@ def test_no_guest_reaches_another_over_v6_unless_both_allow_peers(lab: Lab):
 
 
 def test_the_host_is_closed_over_v6_but_an_allowed_port(lab: Lab):
-    ns, _ = lab.guest("a")
+    ns, rec = lab.guest("a")
+    gateway = f"{rec['ipv6']['gateway']}%eth0"
     lab.serve(lab.host.ns, "[::]:2222", "[::]:2223")
-    for target in ("fe80::1%eth0", UPLINK6):
+    for target in (gateway, UPLINK6):
         assert lab.connect(ns, target, 2222).startswith("FAIL"), target
     # the controls: the gateway answers pings, and an allowed host port is reached
-    ping = sh("ip", "netns", "exec", ns, sys.executable, "-c", PING6, "fe80::1%eth0", check=False)
-    assert ping.returncode == 0 and ping.stdout.startswith("echo reply from fe80::1"), ping
-    ok, _ = lab.guest("b", "--allow-host-port", "2223/tcp")
-    assert lab.connect(ok, "fe80::1%eth0", 2223).startswith("hello fe80:")
-    assert lab.connect(ok, "fe80::1%eth0", 2222).startswith("FAIL")
+    ping = sh("ip", "netns", "exec", ns, sys.executable, "-c", PING6, gateway, check=False)
+    assert ping.returncode == 0, ping
+    assert ping.stdout.startswith(f"echo reply from {rec['ipv6']['gateway']}"), ping
+    ok, rok = lab.guest("b", "--allow-host-port", "2223/tcp")
+    assert lab.connect(ok, f"{rok['ipv6']['gateway']}%eth0", 2223).startswith("hello fe80:")
+    assert lab.connect(ok, f"{rok['ipv6']['gateway']}%eth0", 2222).startswith("FAIL")
 
 
 def test_a_source_outside_the_guests_block_is_dropped(lab: Lab):

@@ -9,9 +9,11 @@ import json
 import secrets
 import subprocess
 import sys
+from ipaddress import IPv6Network
 
 import pytest
 
+from fireroute.addressing import gateway6_text
 from tests.conftest import Host, sh
 
 pytestmark = pytest.mark.privileged
@@ -101,8 +103,9 @@ def test_a_v6_vm_up_reaches_out_masqueraded_and_down_leaves_nothing(host: Host):
     hardened(host)
     up(host, "v6a")
     tap = "fr-v6a"
-    assert addrs6(host, tap) == [("fe80::1/64", True)]  # no kernel link-local beside it
     (block,) = routes6(host, tap)
+    gateway = f"{gateway6_text(IPv6Network(block))}/64"  # its own, and no other beside it
+    assert gateway.startswith("fe80::1:") and addrs6(host, tap) == [(gateway, True)]
     assert block.startswith("fd3c:9a1e:52b0:") and block.endswith("::/64")
     prefix = block.removesuffix("/64")
     assert sysctl(host, f"net/ipv6/conf/{tap}/disable_ipv6") == "0"
@@ -118,7 +121,7 @@ def test_a_v6_vm_up_reaches_out_masqueraded_and_down_leaves_nothing(host: Host):
     assert sysctl(host, "net/ipv6/conf/fr-v4b/disable_ipv6") == "1"
     assert addrs6(host, "fr-v4b") == [] and elements6(host, "taps") == [tap]
 
-    _guest_reaches_out(host, tap, prefix)
+    _guest_reaches_out(host, tap, prefix, gateway.removesuffix("/64"))
 
     host.fireroute("down", "v6a")
     assert tap not in host.links()
@@ -130,10 +133,11 @@ def test_a_v6_vm_up_reaches_out_masqueraded_and_down_leaves_nothing(host: Host):
     assert tables(host) == set() and host.forwarding() == "0"
 
 
-def _guest_reaches_out(host: Host, tap: str, prefix: str) -> None:
+def _guest_reaches_out(host: Host, tap: str, prefix: str, gateway: str) -> None:
     """A guest namespace on a veth standing in for the tap (a tap carries nothing without its
     VMM), with what up gave the tap put on it again: its ::2 in the VM's /64, default via
-    fe80::1, reaches a server in the "internet" namespace, which sees the uplink's address."""
+    its ``gateway``, reaches a server in the "internet" namespace, which sees the uplink's
+    address."""
     guest = f"frg6-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", guest)
     inet = ["ip", "netns", "exec", host.inet]
@@ -148,12 +152,12 @@ def _guest_reaches_out(host: Host, tap: str, prefix: str) -> None:
             f"ip link del {tap} && ip link add {tap} type veth peer name eth0 netns {guest} && "
             f"sysctl -qw net/ipv6/conf/{tap}/disable_ipv6=0 net/ipv6/conf/{tap}/addr_gen_mode=1 && "
             f"ip link set {tap} up && "
-            f"ip addr add fe80::1/64 dev {tap} nodad && ip -6 route add {prefix}/64 dev {tap}"
+            f"ip addr add {gateway}/64 dev {tap} nodad && ip -6 route add {prefix}/64 dev {tap}"
         )
         g = ["ip", "-n", guest]
         sh(*g, "link", "set", "eth0", "up")
         sh(*g, "addr", "add", f"{prefix}2/64", "dev", "eth0", "nodad")
-        sh(*g, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0")
+        sh(*g, "-6", "route", "add", "default", "via", gateway, "dev", "eth0")
         seen = sh("ip", "netns", "exec", guest, sys.executable, "-c", CLIENT, FAR6, check=False)
         assert seen.stdout.strip() == UPLINK6  # out, seen as the uplink's address (masqueraded)
         # without its masq element the guest's own address leaves, and no reply comes back
@@ -211,7 +215,8 @@ def test_the_in_process_executor_does_the_same(host: Host):
     transaction over two tables) to ip and nft: the same host after up, nothing after down."""
     hardened(host)
     up(host, "a", True, "inproc")
-    assert addrs6(host, "fr-a") == [("fe80::1/64", True)] and routes6(host, "fr-a")
+    gateway = "fe80::1:9a1e:52b0:0/64"  # its own: the pool's first block's
+    assert addrs6(host, "fr-a") == [(gateway, True)] and routes6(host, "fr-a")
     assert elements6(host, "taps") == ["fr-a"]
     assert sysctl(host, "net/ipv6/conf/all/forwarding") == "1"
     up(host, "b", True, "inproc", "a", "b")  # (b up, then both down, in-process)
@@ -222,7 +227,7 @@ def test_the_in_process_executor_does_the_same(host: Host):
 def test_a_dry_run_prints_the_v6_steps_and_changes_nothing(host: Host):
     p = host.fireroute("up", "a", "--ipv6", "--pool6", POOL6, "--dry-run")
     for line in (
-        "ip address add fe80::1/64 dev fr-a nodad",
+        "ip address add fe80::1:9a1e:52b0:0/64 dev fr-a nodad",
         "ip route add fd3c:9a1e:52b0::/64 dev fr-a",
         "sysctl -w net.ipv6.conf.all.forwarding=1",
         'create table ip6 firecracker { comment "fireroute"; }',

@@ -243,8 +243,8 @@ def test_the_python_api_door(host: Host, in_process: bool):
 
 
 def test_a_sub64_guests_ra_gives_the_route_and_no_address(host: Host):
-    """``fireroute ra`` on a /96 VM's tap: the guest (default sysctls) takes ``default via
-    fe80::1 proto ra`` and no SLAAC address nor on-link prefix (the RA offers no prefix
+    """``fireroute ra`` on a /96 VM's tap: the guest (default sysctls) takes ``default via``
+    its gateway ``proto ra`` and no SLAAC address nor on-link prefix (the RA offers no prefix
     information); the control: a /64
     VM's guest beside it takes its SLAAC address from the same responder."""
     from tests.kernel.test_ra import Lab as RaLab
@@ -256,7 +256,7 @@ def test_a_sub64_guests_ra_gives_the_route_and_no_address(host: Host):
         full = lab.wire(lab.up("full", "--ipv6"))
         lab.start_responder()
         routes = wait_for(lambda: lab.ra_routes(sub), 5.0)
-        assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
+        assert [(r["gateway"], r["dev"]) for r in routes] == [(rec["ipv6"]["gateway"], "eth0")]
         assert wait_for(lambda: lab.slaac(full), 5.0)  # the control: SLAAC on a /64
         lab.answered(sub, rec)
         lab.arrived(sub)  # (that answer received and handled)

@@ -1,9 +1,9 @@
 """fireroute's own router advertisements (docs/ipv6-plan.md 1.6, F10): ``fireroute ra`` in the
 host namespace answers a guest wired to a v6 VM's tap (tests/kernel/tapwire.py; the guest keeps
 its default sysctls, accept_ra=1 and autoconf=1, and is given no IPv6 address) so that it takes
-a SLAAC address in the VM's /64 and ``default via fe80::1 proto ra``. Beside it the controls: a
-v4-only VM's guest gets nothing while the responder runs, and without the responder the v6
-guest gets nothing either (the advertisement is fireroute's)."""
+a SLAAC address in the VM's /64 and ``default via`` its gateway ``proto ra``. Beside it the
+controls: a v4-only VM's guest gets nothing while the responder runs, and without the responder
+the v6 guest gets nothing either (the advertisement is fireroute's)."""
 
 from __future__ import annotations
 
@@ -70,9 +70,13 @@ class Lab(isolation6.Lab):
         self.said: list[str] = []
         """the lines the responder printed so far (one per RA it sent, as it sent it)"""
         self.reader: threading.Thread | None = None
+        self.gateways: dict[str, str] = {}
+        """each wired guest's IPv6 gateway, as fireroute says it (a bridge's: fe80::1)"""
 
     def wire(self, rec: dict) -> str:
-        return self.wired.guest(rec["tap"], rec["mac"])
+        ns = self.wired.guest(rec["tap"], rec["mac"])
+        self.gateways[ns] = (rec.get("ipv6") or {}).get("gateway") or "fe80::1"
+        return ns
 
     def start_responder(self, *args: str) -> subprocess.Popen:
         env = {**os.environ, "FIREROUTE_STATE": str(self.host.state)}
@@ -144,7 +148,8 @@ class Lab(isolation6.Lab):
         reply comes back through its tap, so whatever was written onto that tap before (an RA
         the responder sent, say) has reached the guest and been handled (the tap and its wire
         keep their order)."""
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", isolation6.PING6, "fe80::1%eth0"]
+        gateway = f"{self.gateways[ns]}%eth0"
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-c", isolation6.PING6, gateway]
         deadline = time.monotonic() + 15
         while (ping := sh(*argv, check=False)).returncode != 0:
             assert time.monotonic() < deadline, f"no reply from the gateway: {ping.stdout}"
@@ -173,12 +178,13 @@ def test_a_v6_guest_configures_itself_from_fireroutes_ra(lab: Lab):
 
     lab.start_responder()
     want = eui64(rec6["ipv6"]["block"], rec6["mac"])
-    assert IPv6Address(rec6["ipv6"]["gateway"]) == IPv6Address("fe80::1")
+    gateway = rec6["ipv6"]["gateway"]  # its own: fe80::1 and its block's bits
+    assert IPv6Address(gateway) in IPv6Network("fe80::1:0:0:0/80"), gateway
     got = wait_for(lambda: lab.slaac(g6), 5.0)
     assert [(IPv6Address(a["local"]), a["prefixlen"]) for a in got] == [(want, 64)]
     assert IPv6Network(f"{want}/64", strict=False) == IPv6Network(rec6["ipv6"]["block"])
     routes = wait_for(lambda: lab.ra_routes(g6), 2.0)
-    assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
+    assert [(r["gateway"], r["dev"]) for r in routes] == [(gateway, "eth0")]
     # over that address and route the guest reaches the internet, masqueraded as IPv4 is
     lab.serve(lab.host.inet, f"[{isolation6.INTERNET6}]:8080")
     assert lab.connect(g6, isolation6.INTERNET6, 8080, str(want)) == f"hello {isolation6.UPLINK6}"
@@ -216,7 +222,7 @@ def test_a_proxy_ndp_guest_is_advertised_the_route_and_no_prefix(lab: Lab):
     got = wait_for(lambda: lab.slaac(g6), 5.0)
     assert [(IPv6Address(a["local"]), a["prefixlen"]) for a in got] == [(want, 64)]
     routes = wait_for(lambda: lab.ra_routes(gp), 5.0)
-    assert [(r["gateway"], r["dev"]) for r in routes] == [("fe80::1", "eth0")]
+    assert [(r["gateway"], r["dev"]) for r in routes] == [(proxied["ipv6"]["gateway"], "eth0")]
     assert lab.slaac(gp) == []  # the route, and no prefix to take an address from
     code, out, err = lab.stop_responder()
     assert (code, err) == (0, "") and proxied["tap"] in out, out
@@ -232,7 +238,8 @@ def test_a_solicitation_from_a_vm_up_after_the_responder_is_answered(lab: Lab):
     want = eui64(rec["ipv6"]["block"], rec["mac"])
     got = wait_for(lambda: lab.slaac(ns), 5.0)
     assert [IPv6Address(a["local"]) for a in got] == [want]
-    assert [r["gateway"] for r in wait_for(lambda: lab.ra_routes(ns), 2.0)] == ["fe80::1"]
+    routes = wait_for(lambda: lab.ra_routes(ns), 2.0)
+    assert [r["gateway"] for r in routes] == [rec["ipv6"]["gateway"]]  # type: ignore[union-attr]
     _, out, _ = lab.stop_responder()
     assert f"{rec['tap']} (vm late)" in out and "(solicited)" in out, out
 

@@ -13,7 +13,7 @@ and processes killed mid-run. After every step:
 - every VM that is up holds its tap, and the kernel holds no fireroute link no lease accounts
   for once ``gc`` ran;
 - the ``ip6`` table is there exactly while a VM with IPv6 is up (of either state file), IPv6
-  forwarding is on then and as found once none is, a v6 VM's tap holds ``fe80::1/64`` and its
+  forwarding is on then and as found once none is, a v6 VM's tap holds its gateway and its
   route, a v4-only NAT tap no IPv6 address or route (machine.py says it whole).
 
 And, as a step of its own, packets: a NAT guest that is up (either backend) has its tap swapped

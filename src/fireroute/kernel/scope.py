@@ -444,9 +444,12 @@ def _tap_keeps(objs: list[Obj]) -> list[Obj]:
 
 
 def _route6(obj: Obj) -> bool:
-    """A tap's route to a VM's /64: kept in ``current`` (the diff plans no delete of its own
-    under a deleted tap); a group delete of many such taps deletes the routes first
-    (plan/compiler.py ``_taps_down``)."""
+    """A tap's route to a VM's /64, and its IPv6 gateway: kept in ``current`` (the diff plans
+    no delete of its own under a deleted tap); a group delete of many such taps deletes the
+    routes first, the kernel's own for the gateway the lease says too (plan/compiler.py
+    ``_taps_down``)."""
+    if obj.kind == "addr":
+        return obj.cidr.startswith("fe80:")  # type: ignore[attr-defined]
     return obj.kind == "route" and ":" in obj.dst  # type: ignore[attr-defined]
 
 
