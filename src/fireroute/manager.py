@@ -6,6 +6,7 @@ interleave kernel changes; the state row goes ``pending`` before any kernel obje
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from fireroute import allocate, request
@@ -55,7 +56,8 @@ class _UpDraft:
     state file's meta to record, forwarding as read, the FORWARD policy read started."""
 
     __slots__ = ("vms", "options", "plan", "desired", "current", "meta", "warnings", "forwarding",
-                 "forwarding6", "recorded6", "policy", "held", "accept_ra")  # fmt: skip
+                 "forwarding6", "recorded6", "policy", "held", "accept_ra",
+                 "ipt_made_was")  # fmt: skip
 
     def __init__(self, vms: list[Vm], options: Options) -> None:
         self.vms, self.options, self.plan = vms, options, Plan()
@@ -69,6 +71,7 @@ class _UpDraft:
         self.policy: object = None
         self.held: set[tuple] = set()  # shared elements another VM's up added (declared again)
         self.accept_ra: str | None = None  # the uplink given accept_ra=2 first (kernel/uplink6)
+        self.ipt_made_was: str | None = None  # the iptables-nft record before this up's
 
     def new_table(self, family: str = NAT) -> bool:
         """Is the NAT table (``family``'s: the ip6 one for NAT6) made by this up (none of the
@@ -230,6 +233,8 @@ class Manager:
         draft.desired, draft.current, draft.held = read.desired, read.current, read.held
         draft.forwarding, draft.forwarding6 = read.forwarding, read.forwarding6
         draft.meta.update(read.meta)
+        if scope.IPT_MADE in read.meta:  # (a failed up gives the record back: _up_undo)
+            draft.ipt_made_was = store.meta(scope.IPT_MADE)
         # A table with no VM of ours in it is created exclusively, unread: if a table of
         # that name exists the transaction fails and is undone, and the table is read then
         # (_up_retry): ours (left over), the plan runs again adding to it; a foreign one is
@@ -331,6 +336,12 @@ class Manager:
         from fireroute.kernel import forwarding as record
 
         store.remove([v.name for v in draft.vms], drop_meta=list(draft.meta))
+        made = draft.meta.get(scope.IPT_MADE)
+        if made is not None:  # what its rules brought in goes; the record before stays
+            if draft.ipt_made_was is not None:
+                store.set_meta(scope.IPT_MADE, draft.ipt_made_was)
+            with contextlib.suppress(FirerouteError):  # (the up's own error is the one said)
+                scope.made_undo(run, draft.ipt_made_was, made)
         if recorded and scope.forwarding() == draft.forwarding:
             # undone: forwarding has its old value again, and this record is nobody's
             # (found by review: it outlived a failed up and later undid the admin's "on")
@@ -343,7 +354,6 @@ class Manager:
             uplink6.give_back()
         if draft.options.proxy_ndp:  # (the plan's undo took its proxy entries)
             from fireroute.kernel import uplink6
-            from fireroute.kernel.run import run
 
             uplink6.give_back_proxy(run, {v.uplink for v in draft.vms})
         table = draft.options.table

@@ -77,12 +77,10 @@ def test_iptables_chains_fireroute_brought_in_go_with_its_last_rule(host: Host):
     assert host.nft_text() == before  # their table and chain stay, ours are gone
 
 
-@pytest.mark.parametrize("path", ["up", "restore"])
-def test_a_chain_an_earlier_version_did_not_use_is_recorded_and_goes_too(host: Host, path: str):
-    """A host whose iptables VMs were made before fireroute used the raw table: their record
-    of what fireroute's rules brought in has no raw, and no raw rule is there. The next
-    ``up`` (or a ``restore`` writing the missing rule back) brings raw in and records it, so
-    the last ``down`` leaves the ruleset as it was before the first VM."""
+def before_raw(host: Host) -> str:
+    """VM "a" up on the iptables backend of a host with no ruleset, then made to look as an
+    earlier fireroute left it, before it used the raw table: no raw rule nor table, and the
+    record of what its rules brought in without raw (returned, as the state file holds it)."""
     import sqlite3
 
     assert host.nft_text() == ""
@@ -92,10 +90,20 @@ def test_a_chain_an_earlier_version_did_not_use_is_recorded_and_goes_too(host: H
     host.run("nft", "delete", "table", "ip", "raw")
     db = sqlite3.connect(host.state)
     (made,) = db.execute("SELECT value FROM meta WHERE key = 'ipt_made'").fetchone()
-    older = [m for m in json.loads(made) if not m.startswith("raw")]
+    older = json.dumps([m for m in json.loads(made) if not m.startswith("raw")])
     with db:
-        db.execute("UPDATE meta SET value = ? WHERE key = 'ipt_made'", (json.dumps(older),))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'ipt_made'", (older,))
     db.close()
+    return older
+
+
+@pytest.mark.parametrize("path", ["up", "restore"])
+def test_a_chain_an_earlier_version_did_not_use_is_recorded_and_goes_too(host: Host, path: str):
+    """A host whose iptables VMs were made before fireroute used the raw table: their record
+    of what fireroute's rules brought in has no raw, and no raw rule is there. The next
+    ``up`` (or a ``restore`` writing the missing rule back) brings raw in and records it, so
+    the last ``down`` leaves the ruleset as it was before the first VM."""
+    before_raw(host)
     if path == "up":
         host.fireroute("up", "b", "--backend", "iptables")
     assert host.fireroute("check", check=False).returncode == 1  # a's raw rule is missing
@@ -229,8 +237,9 @@ def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path, t
     iptables-nft-restore cannot find; raw's, after filter, one the kernel refuses there; each
     names its line its own way): the up fails, naming the rule that failed, and the rules of
     the sections committed before are taken out again with the rest of it (before, they
-    stayed: add is all or nothing). The control: the same up without the wrapper is made
-    whole."""
+    stayed: add is all or nothing), and so are the tables and chains its rules brought in
+    (before, empty ones stayed): the ruleset is as it was. The control: the same up without
+    the wrapper is made whole."""
     import shutil
 
     bin_dir = tmp_path / "bin"
@@ -240,14 +249,45 @@ def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path, t
     wrapper.write_text(f"#!/bin/sh\nsed '{REFUSED[table]}' | {real} \"$@\"\n")
     wrapper.chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    assert host.nft_text() == ""  # (a host with no ruleset at all)
     out = host.fireroute("up", "a", "--backend", "iptables", check=False, env=env)
     assert out.returncode != 0 and "rollback" not in out.stderr, out.stderr
     assert out.stderr.startswith("fireroute: cannot add iptables rule"), out.stderr  # (its own)
     assert not [r for r in host.iptables_rules() if "fireroute" in r], host.iptables_rules()
     assert "fr-a" not in host.links() and len(host.fireroute("ls").stdout.splitlines()) == 1
+    assert host.nft_text() == "", host.nft_text()  # no empty table or chain left
     host.fireroute("up", "a", "--backend", "iptables")  # the control
     assert len([r for r in host.iptables_rules() if "fireroute:" in r]) == 12
     assert host.fireroute("check").returncode == 0
+
+
+def test_a_failed_up_takes_what_it_brought_in_and_keeps_the_record_before(host: Host, tmp_path):
+    """The record of what fireroute's rules brought in, when an up that brings in more
+    fails: what it brought in (raw, here: the earlier VMs' record has none) goes with its
+    rules, and the record is the one before it (before, the failed up dropped the record
+    whole, and the last VM's teardown then left filter and nat behind). The control: that
+    teardown leaves the ruleset as it was before the first VM."""
+    import shutil
+    import sqlite3
+
+    older = before_raw(host)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "iptables-nft-restore"
+    wrapper.write_text(
+        f"#!/bin/sh\nsed '{REFUSED['nat']}' | {shutil.which('iptables-nft-restore')} \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = host.fireroute("up", "b", "--backend", "iptables", check=False, env=env)
+    assert out.returncode != 0 and "fr-b" not in host.links(), out.stderr
+    assert "table ip raw" not in host.nft_text()  # brought in by the failed up: gone
+    db = sqlite3.connect(host.state)
+    (now,) = db.execute("SELECT value FROM meta WHERE key = 'ipt_made'").fetchone()
+    db.close()
+    assert now == older
+    host.fireroute("teardown")  # the control
+    assert host.nft_text() == ""
 
 
 @pytest.mark.parametrize(

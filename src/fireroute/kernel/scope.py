@@ -702,6 +702,24 @@ def cleanup(
     return "".join(lines)
 
 
+def made_undo(runner: Runner, was: str | None, made: str) -> None:
+    """A failed up's undo, its rules taken out again: the iptables-nft tables and chains its
+    rules brought in (``made``, as :func:`made_record` recorded them, less ``was``, the record
+    before it) removed where nothing (anyone's rule, an operator's DROP policy) is left in
+    them, as the last VM's down removes them (else a failed first up left empty tables)."""
+    from fireroute import jsontext
+
+    before = set(_strings(jsontext.loads(was or "[]")))
+    new = [m for m in _strings(jsontext.loads(made)) if m not in before]
+    if not new:
+        return
+    present, _, odd = observe.iptables_save(runner)
+    now, held = observe.nft_ip_chains_held(runner)
+    script = cleanup(new, present, now, odd, held)
+    if script:
+        runner(["nft", "-f", "-"], script)
+
+
 def _made_chains(
     records: Records,
     runner: Runner,
