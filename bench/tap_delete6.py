@@ -13,7 +13,9 @@ CPU of ``ip``: the kernel's work in its context, what moves least on a shared ma
 - ``v6``: the same of taps with IPv6 on;
 - ``v6 routes first``: the taps' /64 routes deleted in the same batch, then the group;
 - ``v6 all routes first``: every IPv6 route through the taps (the /64, ``fe80::/64``, the
-  local ``fe80::1``, the anycast ``fe80::``, ``ff00::/8``), then the group.
+  local ``fe80::1``, the anycast ``fe80::``, ``ff00::/8``), then the group;
+- ``v6 own gateway all routes first``: the same with each tap's own gateway
+  (``fe80::1:0:0:i``, as a NAT VM's is) in place of ``fe80::1``.
 
 Also the up's v6 parts: the ``fe80::1/64 nodad`` addresses and the /64 routes, each as one
 batch.
@@ -67,23 +69,28 @@ def one(n: int, kind: str) -> dict[str, tuple[float, float]]:
         if v6:
             write(f"net/ipv6/conf/{t}/addr_gen_mode", "1")
     routes = [f"route del fd00:{i:x}::/64 dev {t}" for i, t in enumerate(taps)]
+    own = kind.startswith("v6 own")  # each tap its own gateway (fe80::1:0:0:i), as a VM's
+    gws = [f"fe80::1:0:0:{i:x}" if own else "fe80::1" for i in range(n)]
     if v6:
-        out["v6 addresses"] = batch([f"address add fe80::1/64 dev {t} nodad" for t in taps])
+        out["v6 addresses"] = batch(
+            [f"address add {g}/64 dev {t} nodad" for g, t in zip(gws, taps, strict=True)]
+        )
         out["v6 routes"] = batch([r.replace(" del ", " add ") for r in routes])
     first: list[str] = []
     if kind == "v6 routes first":
         first = routes
-    elif kind == "v6 all routes first":
-        for r, t in zip(routes, taps, strict=True):
+    elif kind.endswith("all routes first"):
+        for r, t, g in zip(routes, taps, gws, strict=True):
             first += [r, f"route del fe80::/64 dev {t}"]
-            first += [f"route del {k} dev {t} table local" for k in KERNEL_LOCAL]
+            local = (f"local {g}", *KERNEL_LOCAL[1:])
+            first += [f"route del {k} dev {t} table local" for k in local]
     out["delete"] = batch([*first, f"link del group {GROUP}"])
     return out
 
 
 KERNEL_LOCAL = ("local fe80::1", "anycast fe80::", "multicast ff00::/8")
 """the routes the kernel makes in the local table for a v6 tap (with forwarding on)"""
-KINDS = ("v4", "v6", "v6 routes first", "v6 all routes first")
+KINDS = ("v4", "v6", "v6 routes first", "v6 all routes first", "v6 own gateway all routes first")
 
 
 def main() -> int:
