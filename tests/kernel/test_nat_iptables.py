@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -230,6 +231,19 @@ REFUSED = {
 """an iptables-nft-restore wrapper's edit of an added rule, by the table it makes fail"""
 
 
+def refusing(tmp_path: Path, edit: str) -> str:
+    """A directory holding an ``iptables-nft-restore`` that passes its input through ``sed
+    'EDIT'`` to the real one (put it first on PATH): the PATH prefix, ending in ":"."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "iptables-nft-restore"
+    wrapper.write_text(f"#!/bin/sh\nsed '{edit}' | {shutil.which('iptables-nft-restore')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return f"{bin_dir}:"
+
+
 @pytest.mark.parametrize("table", sorted(REFUSED))
 def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path, table: str):
     """iptables-nft-restore commits each table's section in turn and stops at the first it
@@ -240,15 +254,7 @@ def test_a_table_refused_midway_leaves_nothing_of_the_up(host: Host, tmp_path, t
     stayed: add is all or nothing), and so are the tables and chains its rules brought in
     (before, empty ones stayed): the ruleset is as it was. The control: the same up without
     the wrapper is made whole."""
-    import shutil
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    real = shutil.which("iptables-nft-restore")
-    wrapper = bin_dir / "iptables-nft-restore"
-    wrapper.write_text(f"#!/bin/sh\nsed '{REFUSED[table]}' | {real} \"$@\"\n")
-    wrapper.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {"PATH": refusing(tmp_path, REFUSED[table]) + os.environ["PATH"]}
     assert host.nft_text() == ""  # (a host with no ruleset at all)
     out = host.fireroute("up", "a", "--backend", "iptables", check=False, env=env)
     assert out.returncode != 0 and "rollback" not in out.stderr, out.stderr
@@ -267,18 +273,10 @@ def test_a_failed_up_takes_what_it_brought_in_and_keeps_the_record_before(host: 
     rules, and the record is the one before it (before, the failed up dropped the record
     whole, and the last VM's teardown then left filter and nat behind). The control: that
     teardown leaves the ruleset as it was before the first VM."""
-    import shutil
     import sqlite3
 
     older = before_raw(host)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "iptables-nft-restore"
-    wrapper.write_text(
-        f"#!/bin/sh\nsed '{REFUSED['nat']}' | {shutil.which('iptables-nft-restore')} \"$@\"\n"
-    )
-    wrapper.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {"PATH": refusing(tmp_path, REFUSED["nat"]) + os.environ["PATH"]}
     out = host.fireroute("up", "b", "--backend", "iptables", check=False, env=env)
     assert out.returncode != 0 and "fr-b" not in host.links(), out.stderr
     assert "table ip raw" not in host.nft_text()  # brought in by the failed up: gone
@@ -346,14 +344,9 @@ def test_a_claim_refused_midway_leaves_the_ready_vm_as_it_was(host: Host, tmp_pa
     tables are put back exactly (each table's removals undone on their own: before, every old
     rule was made again after the first table, and the others' stood twice), and `check` is
     clean. The control: the same claim without the wrapper renames every rule."""
-    import shutil
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    real = shutil.which("iptables-nft-restore")
-    edit = r"s/^\(-A POSTROUTING .*web-1.*\)-j MASQUERADE$/\1-j NOSUCHTARGET/"
-    (bin_dir / "iptables-nft-restore").write_text(f"#!/bin/sh\nsed '{edit}' | {real} \"$@\"\n")
-    (bin_dir / "iptables-nft-restore").chmod(0o755)
+    refused = refusing(
+        tmp_path, r"s/^\(-A POSTROUTING .*web-1.*\)-j MASQUERADE$/\1-j NOSUCHTARGET/"
+    )
 
     def api(*args: str, path: str = "") -> str:
         env = f"PATH={path}{os.environ['PATH']}"
@@ -363,7 +356,7 @@ def test_a_claim_refused_midway_leaves_the_ready_vm_as_it_was(host: Host, tmp_pa
     api("fill")
     before = sorted(host.iptables_rules())
     assert len([r for r in before if ":_ready-0" in r]) == 11
-    assert api("claim", path=f"{bin_dir}:").startswith("refused")
+    assert api("claim", path=refused).startswith("refused")
     assert sorted(host.iptables_rules()) == before
     assert host.fireroute("check").returncode == 0
     assert api("claim") == ""  # the control
