@@ -167,7 +167,7 @@ def test_what_up_reads_off_iptables_save_is_what_nft_lists(
     recorded = (
         Store(str(host.state), create=False).meta(scope.IPT_MADE) if host.state.exists() else None
     )
-    rules, shown, _ = observe.iptables_save(runner)
+    rules, shown, _, _ = observe.iptables_save(runner)
     read = scope.saved_chains(shown, rules, recorded)
     assert (read is not None) == sure
     truth = scope.made_record(recorded, scope.would_make(observe.nft_ip_chains(runner)))

@@ -551,20 +551,22 @@ def iptables_saved(runner: Runner = run) -> list[tuple[str, str]]:
 
 def iptables_save(
     runner: Runner = run,
-) -> tuple[list[tuple[str, str]], dict[str, dict[str, str]], set[str]]:
+) -> tuple[list[tuple[str, str]], dict[str, dict[str, str]], list[str], set[str]]:
     """One iptables-nft-save: what :func:`iptables_saved` returns; the headers it printed,
     {table: {chain: policy}} (``-`` for a chain of the user's; a built-in chain that does not
-    exist is printed too, ``ACCEPT``, in every table that does); and the tables it cannot read
-    (made with nft directly: it prints ``# Table `nat' is incompatible`` and none of their
-    rules), with ``nat:base`` for one it reads but that holds a base chain it did not make
-    (``contains incompatible base-chains``: nft's own, or one of its names at another
-    priority, which would refuse iptables-nft's)."""
+    exist is printed too, ``ACCEPT``, in every table that does); of the tables fireroute's
+    rules go into (:data:`STANDARD_CHAINS`, in their order) those it cannot read (made with
+    nft directly: it prints ``# Table `nat' is incompatible`` and none of their rules); and
+    those it reads but that hold a base chain it did not make (``contains incompatible
+    base-chains``: nft's own, or one of its names at another priority, which would refuse
+    iptables-nft's). The one place that tells such tables."""
     res = runner(["iptables-nft-save"], None)
     if res.rc != 0:
         raise KernelError("read iptables-nft rules", res.err)
     out: list[tuple[str, str]] = []
     shown: dict[str, dict[str, str]] = {}
     odd: set[str] = set()
+    mixed: set[str] = set()
     table = ""
     for line in res.out.splitlines():
         if line.startswith("*"):
@@ -578,8 +580,9 @@ def iptables_save(
         elif line.startswith("# Table `") and "' is incompatible" in line:
             odd.add(line[9:].partition("'")[0])
         elif line.startswith("# Table `") and "' contains incompatible base-chains" in line:
-            odd.add(line[9:].partition("'")[0] + ":base")
-    return out, shown, odd
+            mixed.add(line[9:].partition("'")[0])
+    ours = list(dict.fromkeys(t for t, _ in STANDARD_CHAINS))
+    return out, shown, [t for t in ours if t in odd], {t for t in ours if t in mixed}
 
 
 STANDARD_CHAINS = {

@@ -705,8 +705,7 @@ def rule_of(table: str, line: str) -> IptRule:
 
 
 def _iptables(cur: Current, src: Source) -> None:
-    saved, _, odd = observe.iptables_save(src.runner)
-    cur.ipt_unreadable = sorted({t for t, _ in observe.STANDARD_CHAINS if t in odd})
+    saved, _, cur.ipt_unreadable, _ = observe.iptables_save(src.runner)
     for table, line in saved:
         rule = rule_of(table, line)
         cur.ipt.append(rule)

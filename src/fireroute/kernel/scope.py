@@ -204,14 +204,13 @@ def up_iptables(current: Index, runner: Runner, recorded: str | None = None) -> 
     from fireroute.want.iptables import comment_tag, conntrack
 
     rule = conntrack()
-    present, shown, odd = observe.iptables_save(runner)
-    unreadable = [t for t in USED if t in odd]  # (its rules unseen: ours could not be found)
-    if unreadable:
+    present, shown, unreadable, mixed = observe.iptables_save(runner)
+    if unreadable:  # (its rules unseen: ours could not be found)
         raise ConflictError(
             f'iptables table "{unreadable[0]}" holds what iptables-nft cannot read (written '
             "with nft): fireroute's iptables backend cannot use it (use --backend nft)"
         )
-    odd_chains = [t for t in USED if f"{t}:base" in odd or "-" in _policies(shown, t)]
+    odd_chains = [t for t in USED if t in mixed or "-" in _policies(shown, t)]
     foreign = observe.foreign_chains(odd_chains, runner) if odd_chains else []
     if foreign:  # (iptables-nft-restore would commit the tables before it, then fail)
         raise ConflictError(
@@ -632,14 +631,13 @@ def _iptables_found(
         return
     from fireroute.kernel.read import rule_of
 
-    odd: set[str]
     if saved is None:
-        present, _, odd = observe.iptables_save(runner)
+        present, _, unreadable, _ = observe.iptables_save(runner)
         tags = {tag(v) for v in ipt}
     else:
         present = [(r.table, r.saved) for r in saved]
         tags = _tags_of(records.instance(), present)
-        odd = set(unreadable or ())
+    odd = set(unreadable or ())
     current = read.current
     for k in [k for k in current if k[0] == "iptables rule"]:
         del current[k]
@@ -713,9 +711,9 @@ def made_undo(runner: Runner, was: str | None, made: str) -> None:
     new = [m for m in _strings(jsontext.loads(made)) if m not in before]
     if not new:
         return
-    present, _, odd = observe.iptables_save(runner)
+    present, _, unreadable, _ = observe.iptables_save(runner)
     now, held = observe.nft_ip_chains_held(runner)
-    script = cleanup(new, present, now, odd, held)
+    script = cleanup(new, present, now, unreadable, held)
     if script:
         runner(["nft", "-f", "-"], script)
 
@@ -820,7 +818,7 @@ def _in_table(key: tuple, family: str, table: str) -> bool:
 def _unseen(current: Index, vms: list[Vm], unreadable: set[str]) -> None:
     """The rules of ``vms`` in tables iptables-nft cannot read (``unreadable``), in
     ``current`` as if found: their deletes are written unseen."""
-    hidden = [t for t in USED if t in unreadable]
+    hidden = unreadable  # (of the tables fireroute's rules use: observe.iptables_save)
     if not hidden:
         return
     from fireroute.want import render
