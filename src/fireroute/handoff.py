@@ -172,7 +172,7 @@ def unwire(data: object) -> model.Vm:
     options = Options.from_identity(d["options"])
     vm = Vm(d["name"], net, d["tap"], d["mac"], d["uplink"], options, d["state"], net6)
     vm.netns_name, vm.owner = d["netns_name"], d["owner"]
-    vm.own_gateway6 = bool(d.get("own_gateway6", True))
+    vm.own_gateway6 = d.get("own_gateway6") is True  # (a daemon from before: fe80::1)
     return vm
 
 

@@ -313,7 +313,7 @@ class Manager:
             except AlreadyExists:  # the table's name is taken: ours (left over) or not
                 self._up_retry(draft)
         except BaseException as exc:
-            self._up_undo(store, draft, recorded, exc)
+            self._up_undo(store, draft, recorded, exc, self.runner)
             raise
         finally:
             self._policy_warning(draft.policy, draft.warnings)
@@ -330,18 +330,20 @@ class Manager:
         self.executor().apply_all(draft.plan)
 
     @staticmethod
-    def _up_undo(store: Store, draft: _UpDraft, recorded: bool, exc: BaseException) -> None:
+    def _up_undo(
+        store: Store, draft: _UpDraft, recorded: bool, exc: BaseException, runner: Runner
+    ) -> None:
         """A failed apply: the rows and the forwarding record go; a new table's name nft
         cannot parse is said as bad input (else the caller raises ``exc`` again)."""
         from fireroute.kernel import forwarding as record
 
-        store.remove([v.name for v in draft.vms], drop_meta=list(draft.meta))
+        was = draft.ipt_made_was  # (the record before this up's: it stays)
+        kept = {scope.IPT_MADE: was} if was is not None else None
+        store.remove([v.name for v in draft.vms], drop_meta=list(draft.meta), meta=kept)
         made = draft.meta.get(scope.IPT_MADE)
-        if made is not None:  # what its rules brought in goes; the record before stays
-            if draft.ipt_made_was is not None:
-                store.set_meta(scope.IPT_MADE, draft.ipt_made_was)
+        if made is not None:  # what its rules brought in goes
             with contextlib.suppress(FirerouteError):  # (the up's own error is the one said)
-                scope.made_undo(run, draft.ipt_made_was, made)
+                scope.made_undo(runner, was, made)
         if recorded and scope.forwarding() == draft.forwarding:
             # undone: forwarding has its old value again, and this record is nobody's
             # (found by review: it outlived a failed up and later undid the admin's "on")
@@ -355,7 +357,7 @@ class Manager:
         if draft.options.proxy_ndp:  # (the plan's undo took its proxy entries)
             from fireroute.kernel import uplink6
 
-            uplink6.give_back_proxy(run, {v.uplink for v in draft.vms})
+            uplink6.give_back_proxy(runner, {v.uplink for v in draft.vms})
         table = draft.options.table
         if (
             isinstance(exc, KernelError)

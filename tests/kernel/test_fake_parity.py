@@ -345,7 +345,7 @@ def test_a_v6_nat_tap(both):
     )
     assert seen[2] not in (OK, MISSING)
     assert seen[:2] + seen[3:] == [OK, OK, OK, OK, OK, EXISTS, MISSING, OK, OK, EXISTS]
-    assert v6_state(f) == v6_kernel() == ({"fe80::1/64"}, {"fd3c:9a1e:52b0:1::/64"})
+    assert v6_state(f) == v6_kernel() == ({"fe80::1:9a1e:52b0:1/64"}, {"fd3c:9a1e:52b0:1::/64"})
     assert steps(f, k, [("delete", link), ("create", route)]) == [OK, MISSING]
     assert v6_state(f) == v6_kernel() == (set(), set())
 

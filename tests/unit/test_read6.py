@@ -240,3 +240,30 @@ def test_gc_of_the_v6_vms_lease_forgotten_takes_its_ipv6_with_it():
         (None, "ip6", "firecracker")
     ]
     assert sweep(seen(doc, before6="0")) == []
+
+
+def test_a_kernel_link_local_that_reads_like_a_gateway_is_no_v6_tap():
+    """A clone's host veth (IPv6 on, the kernel's own link-local address) whose address the
+    kernel made from a MAC starting 02:01 reads ``fe80::1:11ff:fe2b:32``, the form of a NAT
+    VM's own gateway: it is not taken for the tap of a VM with IPv6 (a gateway is added
+    without DAD, the kernel's address never is), and check stays clean. The control: the
+    recorded address, and the same address added ``nodad``, which makes it one."""
+    from tests.unit.test_read import load
+    from tests.unit.test_repair_check import checked as checked4
+
+    def with_address(local: str, nodad: bool) -> dict:
+        doc = load()
+        for run in doc["log"]["runs"]:
+            if run[0] == ["ip", "-j", "-d", "addr", "show"]:
+                links = json.loads(run[3])
+                for link in links:
+                    if link["ifname"] == "fr-c":
+                        link["addr_info"][1]["local"] = local
+                        if nodad:
+                            link["addr_info"][1]["nodad"] = True
+                run[3] = json.dumps(links)
+        return checked4(doc)
+
+    assert with_address("fe80::3ca4:11ff:fe2b:32", False)["ok"]  # the control: as recorded
+    assert with_address("fe80::1:11ff:fe2b:32", False)["ok"]
+    assert not with_address("fe80::1:11ff:fe2b:32", True)["ok"]  # (added as a gateway is)

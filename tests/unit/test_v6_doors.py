@@ -89,3 +89,19 @@ def test_the_summary_says_ipv6_or_how_to_keep_it_off():
     text = record.summary(vm("b", 2))
     assert "off on the tap" in text and "ipv6.disable=1" in text
     assert "net.ipv6.conf.eth0.disable_ipv6=1" in text
+
+
+def test_the_daemons_record_keeps_the_gateway_the_lease_has():
+    """The hand-off's record of a VM (handoff.wire/unwire, what the CLI prints from): a
+    VM's own gateway and an older lease's fe80::1 both come back as they were; a record from
+    a daemon from before gateways of their own (no key) is an fe80::1 one, as it was."""
+    from fireroute import handoff
+
+    own, old = v6("a", 1), v6("o", 3)
+    old.own_gateway6 = False
+    for v in (own, old):
+        assert handoff.unwire(handoff.wire(v)).gateway6 == v.gateway6
+    assert str(handoff.unwire(handoff.wire(own)).gateway6) == "fe80::1:9a1e:52b0:1"
+    earlier = handoff.wire(own)
+    del earlier["own_gateway6"]
+    assert str(handoff.unwire(earlier).gateway6) == "fe80::1"

@@ -362,7 +362,8 @@ def _ipv6_taps(cur: Current, docs: list[dict]) -> None:
         value = cur.sysctls.get((None, mode))
         inet6 = [a for a in doc.get("addr_info", []) if a.get("family") == "inet6"]
         cidrs = [f"{a['local']}/{a['prefixlen']}" for a in inet6]
-        if not v6_tap(cur.sysctls.get((None, disable)), value, cidrs):
+        nodad = [c for a, c in zip(inet6, cidrs, strict=True) if a.get("nodad")]
+        if not v6_tap(cur.sysctls.get((None, disable)), value, nodad):
             continue
         cur.add(Sysctl(disable, "0", "", link.owner, link.vm))
         if value is not None:

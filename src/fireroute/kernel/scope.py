@@ -560,7 +560,11 @@ def _v6_tap_of(devs: list[str], runner: Runner) -> bool:
     for (_, mode), doc in zip(unsure, docs, strict=True):
         listed = doc if isinstance(doc, list) else []
         found = [a for d in listed if isinstance(d, dict) for a in d.get("addr_info", ())]
-        cidrs = [f"{a['local']}/{a['prefixlen']}" for a in found if a.get("family") == "inet6"]
+        cidrs = [
+            f"{a['local']}/{a['prefixlen']}"
+            for a in found
+            if a.get("family") == "inet6" and a.get("nodad")
+        ]
         if v6_tap("0", mode, cidrs):
             return True
     return False

@@ -466,7 +466,7 @@ def _v6_tap_left(current: Index, gone: set[Key]) -> bool:
         return False
     cidrs: dict[str, list[str]] = {}
     for k, o in current.items():
-        if k[0] == "addr" and o.ns is None:
+        if k[0] == "addr" and o.ns is None and o.nodad:  # type: ignore[attr-defined]
             cidrs.setdefault(k[1][1], []).append(k[1][2])
 
     def value(path: str) -> str | None:

@@ -564,7 +564,11 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    def remove(self, names: list[str], drop_meta: Sequence[str] = ()) -> None:
+    def remove(
+        self, names: list[str], drop_meta: Sequence[str] = (), meta: dict[str, str] | None = None
+    ) -> None:
+        """The leases ``names`` gone, the meta keys ``drop_meta`` with them, and ``meta``
+        written: one transaction."""
         if self.db is None:
             return
         with self._tx() as db:
@@ -585,6 +589,8 @@ class Store:
             db.executemany("DELETE FROM vms WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM ports WHERE name = ?", [(n,) for n in names])
             db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in drop_meta])
+            for k, v in (meta or {}).items():
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
 
 
 def lock_timeout() -> float:

@@ -111,8 +111,9 @@ def v6_tap(disable6: str | None, addr_gen: str | None, cidrs: Collection[str] = 
     """Is a device of fireroute's, as found, the tap of a VM with IPv6 (what :func:`ipv6_on`
     makes of it)? IPv6 on (``disable_ipv6`` 0) and set up by fireroute: the kernel's own
     link-local address off (``addr_gen_mode`` 1) or, that changed behind its back, a
-    gateway (:func:`gateway6`) there (``cidrs``: the device's IPv6 addresses, as ``ip
-    address`` prints them).
+    gateway (:func:`gateway6`) there (``cidrs``: the device's IPv6 addresses added without
+    DAD, as ``ip address`` prints them: fireroute adds its gateways ``nodad``, the kernel its
+    own link-local addresses never, and one of those may read ``fe80::1:XXff:fe..``).
     A bridge port or a clone's veth has IPv6 on, but neither. The one answer of the reader
     (kernel/read.py: what of such a tap is an object), of a down's read (kernel/scope.py:
     IPv6 forwarding stays while such a tap does) and of the diff (plan/diff.py: the same,
