@@ -58,9 +58,7 @@ def running(m: Verbs, name: str) -> Vm:
 
 def changed(old: Vm, options: Options) -> Vm:
     """``old`` with other options: the same block, devices, MAC and owner."""
-    new = Vm(old.name, old.net, old.tap, old.mac, old.uplink, options, old.state, old.net6)
-    new.owner, new.netns_name, new.own_gateway6 = old.owner, old.netns_name, old.own_gateway6
-    return new
+    return old.replaced(options=options)
 
 
 # -- policy ----------------------------------------------------------------------------------

@@ -808,12 +808,24 @@ class Vm:
         self._guest_ip: tuple[IPv4Interface, IPv4Address] | None = None  # (and its ip)
 
     def with_state(self, state: str) -> Vm:
+        return self.replaced(state=state)
+
+    def replaced(
+        self, name: str | None = None, options: Options | None = None, state: str | None = None
+    ) -> Vm:
+        """This lease with another name, options or state: the same block, devices, MAC,
+        owner and gateway (every attribute a lease carries is copied here, and only here)."""
         vm = Vm(
-            self.name, self.net, self.tap, self.mac, self.uplink, self.options, state, self.net6
+            self.name if name is None else name,
+            self.net,
+            self.tap,
+            self.mac,
+            self.uplink,
+            self.options if options is None else options,
+            self.state if state is None else state,
+            self.net6,
         )
-        vm.netns_name = self.netns_name
-        vm.owner = self.owner
-        vm.own_gateway6 = self.own_gateway6
+        vm.netns_name, vm.owner, vm.own_gateway6 = self.netns_name, self.owner, self.own_gateway6
         return vm
 
     def __repr__(self) -> str:

@@ -96,9 +96,7 @@ def _match(store: Store, options: Options) -> Vm | None:
 
 def renamed(vm: Vm, name: str) -> Vm:
     """``vm``'s record under ``name`` (everything else as it is), active."""
-    new = Vm(name, vm.net, vm.tap, vm.mac, vm.uplink, vm.options, "active", vm.net6)
-    new.owner, new.own_gateway6 = vm.owner, vm.own_gateway6
-    return new
+    return vm.replaced(name=name, state="active")
 
 
 def rename_plan(old: Vm, new: Vm) -> Plan:
