@@ -184,6 +184,30 @@ def test_the_v6_address_is_refused_before_its_sysctls(host):
     assert fake.apply([_Op("create", ll)]) == ["ok"]
 
 
+@pytest.mark.parametrize("default", ["0", "1"])
+def test_a_new_tap_starts_with_ipv6_as_the_namespace_default_says(host, default):
+    """A tap up makes has from birth what its namespace's default says (``disable_ipv6``),
+    and no address generation from the line that brings it up (``addrgenmode none``): up
+    writes only what differs. Default on: a v6 tap's sysctls are not written, a v4 tap's
+    ``disable_ipv6=1`` is; default off (a hardened host): the v6 tap's ``disable_ipv6=0`` is
+    written, before its address (F11), and the v4 tap's is not."""
+    from fireroute.want.objects import Sysctl
+
+    m, fake = host()
+    fake.seed(Sysctl("net/ipv6/conf/default/disable_ipv6", default, "", "", None))
+    texts = [s.text for s in m.up(["a"], Options(**V6)).plan.steps]
+    texts += [s.text for s in m.up(["b"], Options()).plan.steps]
+    assert "link set dev fr-a group 4151 alias fireroute:5ca1ab1e:a addrgenmode none up" in texts
+    assert not [t for t in texts if t.endswith("/addr_gen_mode=1")]
+    enable, disable = "net/ipv6/conf/fr-a/disable_ipv6=0", "net/ipv6/conf/fr-b/disable_ipv6=1"
+    if default == "0":
+        assert enable not in texts and disable in texts
+    else:
+        gateway = "address add fe80::1:9a1e:52b0:0/64 dev fr-a nodad"
+        assert texts.index(enable) < texts.index(gateway) and disable not in texts
+    assert sysctl(fake, "net/ipv6/conf/fr-a/addr_gen_mode") == "1"  # (the link line set it)
+
+
 class _Op:
     def __init__(self, verb: str, obj: object) -> None:
         self.verb, self.obj = verb, obj

@@ -5,6 +5,7 @@ comparing a kernel against those same objects."""
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
+from unittest import mock
 
 from fireroute.kernel.read import as_wanted, link_of
 from fireroute.model import Options, Owner, Vm
@@ -231,10 +232,11 @@ def _same(link: Link) -> dict:
     return {n: getattr(link, n) for n in names}
 
 
-def test_the_in_process_executor_leaves_an_addrgenmode_line_to_ip():
-    """It would bring the host end up without the addrgenmode (and the kernel would make its
-    link-local address): such a line runs as ``ip`` prints it; the control: a v4-only
-    attachment's host end line is done in-process."""
+def test_the_in_process_executor_sends_the_addrgenmode_with_the_line():
+    """Without it the kernel would make the host end's link-local address once it is up: the
+    in-process line carries ``addrgenmode none`` (tests/kernel/test_inproc6.py compares the
+    kernel's result with ``ip``'s); a v4-only attachment's line carries none; another mode
+    is left to ``ip``."""
     from fireroute.kernel.inproc import encode
     from fireroute.plan.ops import Act, OpStep
     from fireroute.plan.steps import IP
@@ -242,5 +244,19 @@ def test_the_in_process_executor_leaves_an_addrgenmode_line_to_ip():
     def step(link: Link) -> OpStep:
         return OpStep(IP, link.text("set"), "bring up", link.vm, ops=[Act("set", link)])
 
-    assert encode(step(cni.host_veth(six()))) is None
-    assert encode(step(cni.host_veth(pool()))) is not None
+    class Nl:
+        def set_link(self, *args) -> None:
+            self.no_addrgen = args[-1]
+
+    def sent(link: Link) -> bool:
+        call, nl = encode(step(link)), Nl()
+        assert call is not None
+        with mock.patch("fireroute.kernel.rtnl.ifindex", lambda name: 7):
+            call(nl)  # type: ignore[arg-type]
+        return nl.no_addrgen
+
+    assert sent(cni.host_veth(six())) is True
+    assert sent(cni.host_veth(pool())) is False
+    other = cni.host_veth(six())
+    other.addrgen = "eui64"
+    assert encode(step(other)) is None

@@ -24,7 +24,7 @@ from fireroute.kernel import observe
 from fireroute.kernel.apply import InjectedFault
 from fireroute.kernel.kinds import BUSY, DENIED, EXISTS, MISSING, OK, OTHER
 from fireroute.kernel.run import Result
-from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link, Obj
+from fireroute.want.objects import FORWARD6_KEY, FORWARD_KEY, Addr, Link, Obj, Sysctl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -354,6 +354,9 @@ class Fake:
         self.objs[ident(want)] = new
         if new.link_kind == "loopback" and new.up:  # up, it has its address
             self._store(Addr(new, "127.0.0.1/8"))
+        if want.addrgen == "none":  # (its IPv6 address generation: the sysctl's value)
+            path = f"net/ipv6/conf/{want.name}/addr_gen_mode"
+            self._store(Sysctl(path, "1", "", now.owner, now.vm, now.ns))
 
     def _store(self, obj: Any) -> None:
         k = ident(obj)

@@ -55,7 +55,7 @@ def encode(step: Step, ns: str | None = None) -> IpOp | None:
     kernel/nsexec.py, in the namespace ``ns`` its objects are in, entered by the caller):
 
     - a tap created (``tuntap add dev X mode tap user U [group G]``)
-    - a link set: master, group, alias, up (not an MTU, a MAC or an addrgenmode)
+    - a link set: master, group, alias, ``addrgenmode none``, up (not an MTU or a MAC)
     - a link deleted; a link group deleted (``link del group G``)
     - an address added (IPv4, or IPv6 with or without ``nodad``: a v6 tap's ``fe80::1/64``)
     - a route to a prefix through a device, no gateway, added or deleted (a v6 tap's route
@@ -85,14 +85,14 @@ def _link(verb: str, link: Link) -> IpOp | None:
     if verb == CREATE and link.link_kind == "tun" and link.uid is not None:
         uid, gid = link.uid, link.gid
         return lambda _: tun.add_tap(name, uid, gid)
-    if verb == SET and link.addrgen:  # (an addrgenmode: left to ip)
+    if verb == SET and link.addrgen not in (None, "none"):  # (another mode: left to ip)
         return None
     if verb == SET and not link.mtu and not (link.mac and link.link_kind in ("tun", "bridge")):
         master = link.master
         if master is not None and not _name(master):
             return None
-        up, group, alias = link.up, link.group, link.alias or None
-        return lambda nl: _link_set(nl, name, up, group, alias, master)
+        up, group, alias, gen = link.up, link.group, link.alias or None, bool(link.addrgen)
+        return lambda nl: _link_set(nl, name, up, group, alias, master, gen)
     if verb == DELETE:
         return lambda nl: nl.del_link(rtnl.ifindex(name))
     return None
@@ -144,7 +144,13 @@ class BadMaster(OSError):
 
 
 def _link_set(
-    nl: rtnl.Rtnl, dev: str, up: bool, group: int | None, alias: str | None, master: str | None
+    nl: rtnl.Rtnl,
+    dev: str,
+    up: bool,
+    group: int | None,
+    alias: str | None,
+    master: str | None,
+    no_addrgen: bool = False,
 ) -> None:
     index = rtnl.ifindex(dev)  # ip resolves the device first, then the master
     master_index = None
@@ -153,7 +159,7 @@ def _link_set(
             master_index = rtnl.ifindex(master)
         except rtnl.NoDevice:
             raise BadMaster(master) from None
-    nl.set_link(index, up, group, alias, master_index)
+    nl.set_link(index, up, group, alias, master_index, no_addrgen)
 
 
 def failure(exc: OSError) -> Failure:

@@ -22,7 +22,8 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # on an error message: request cut, TLVs follow
 NLMSGERR_ATTR_MSG = 1
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE = 16, 17, 20, 24, 25
-IFLA_MASTER, IFLA_IFALIAS, IFLA_GROUP = 10, 20, 27
+IFLA_MASTER, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_GROUP = 10, 20, 26, 27
+IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 IFA_F_NODAD = 0x2
 RTA_DST, RTA_OIF = 1, 4
@@ -180,8 +181,10 @@ class Rtnl(Channel):
         group: int | None = None,
         alias: str | None = None,
         master: int | None = None,
+        no_addrgen: bool = False,
     ) -> None:
-        """``ip link set dev X [master M] [group G] [alias A] [up]`` as one RTM_NEWLINK."""
+        """``ip link set dev X [master M] [group G] [alias A] [addrgenmode none] [up]`` as one
+        RTM_NEWLINK."""
         body = ifinfomsg(index, IFF_UP if up else 0, IFF_UP if up else 0)
         if master is not None:
             body += attr(IFLA_MASTER, u32(master))
@@ -189,6 +192,9 @@ class Rtnl(Channel):
             body += attr(IFLA_GROUP, u32(group))
         if alias is not None:  # without a trailing NUL, as iproute2 sends it
             body += attr(IFLA_IFALIAS, alias.encode())
+        if no_addrgen:  # (nested: the IPv6 family's part of the link)
+            mode = attr(IFLA_INET6_ADDR_GEN_MODE, bytes((IN6_ADDR_GEN_MODE_NONE,)))
+            body += attr(IFLA_AF_SPEC, attr(AF_INET6, mode))
         self.request(RTM_NEWLINK, 0, body)
 
     def del_link(self, index: int) -> None:

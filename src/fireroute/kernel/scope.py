@@ -182,9 +182,34 @@ def up(
             read.meta[IPT_MADE] = made
     read.held = up_bridges(current, read.desired, vms, missing)
     gateway6_found(current, read.desired, vms, missing, runner)
+    born(current, read.desired, vms)
     if any(masquerading_bridge(v) for v in vms):
         read.held |= egress_found(current, read.desired, read.held, runner)
     return read
+
+
+def born(current: Index, desired: Index, vms: list[Vm]) -> None:
+    """The per-device IPv6 sysctls a link of the root namespace that ``up`` makes has from
+    birth, in ``current`` (so the diff writes only those that differ): ``disable_ipv6`` as
+    the namespace's default has it, and ``addr_gen_mode`` 1 when the line that brings it up
+    says ``addrgenmode none``. At 4000 VMs with IPv6 these were 8000 writes, the
+    ``addr_gen_mode`` ones dear (each makes the kernel add the device's multicast route
+    beside every other tap's: bench/RESULTS.md section 17). A kernel without IPv6 has no
+    default to read: every such sysctl is written, as before."""
+    from fireroute.want.objects import Link, Sysctl
+    from fireroute.want.tap import ADDR_GEN6, DISABLE6
+
+    names = {v.name for v in vms}
+    made = [o for o in desired.values() if isinstance(o, Link) and o.ns is None and o.vm in names]
+    try:
+        default = read_sysctl(DISABLE6.format("default"))
+    except OSError:
+        return
+    for link in made:
+        for form, value in ((DISABLE6, default), (ADDR_GEN6, "1" if link.addrgen else None)):
+            want = desired.get(("sysctl", (None, form.format(link.name))))
+            if value is not None and isinstance(want, Sysctl):
+                current[("sysctl", want.key)] = Sysctl(want.path, value, "", link.owner, link.vm)
 
 
 def _joined(shape: Population, vms: list[Vm]) -> Population:

@@ -51,7 +51,10 @@ def link(vm: Vm) -> Link:
     """The tap: a bridge port for a bridge VM, else addressed (see ``tap``)."""
     uid, gid = owner_ids(vm)
     master = str(vm.options.bridge) if vm.mode == "bridge" else None
-    return Link(vm.tap, "tun", vm.tag, vm.name, alias(vm), uid=uid, gid=gid, master=master)
+    gen = "none" if master is None and vm.net6 is not None else None  # (see ipv6_on)
+    return Link(
+        vm.tap, "tun", vm.tag, vm.name, alias(vm), uid=uid, gid=gid, master=master, addrgen=gen
+    )
 
 
 def address(vm: Vm, tun: Link) -> Addr:
@@ -68,12 +71,12 @@ def ipv6_off(vm: Vm) -> Sysctl:
 
 def ipv6_on(vm: Vm, tun: Link) -> list[Obj]:
     """A NAT tap of a VM with IPv6 (docs/ipv6-plan.md 1.3): IPv6 on, no link-local address of
-    the kernel's own (addr_gen_mode 1, written before the VMM brings carrier: written after,
-    the kernel's address stays), the guest's gateway (its own, ``Vm.gateway6_text``) usable at
-    once (no DAD), and
-    the route to the VM's /64. The address and the route follow the sysctls (a host whose
-    default is ``disable_ipv6=1`` refuses the address before). :func:`v6_tap` tells such a
-    tap as found."""
+    the kernel's own (addr_gen_mode 1, set before the VMM brings carrier: set after, the
+    kernel's address stays; a tap up makes is brought up with ``addrgenmode none``, and
+    kernel/scope.py ``born`` counts the sysctl as set by it), the guest's gateway (its own,
+    ``Vm.gateway6_text``) usable at once (no DAD), and the route to the VM's /64. The
+    address and the route follow the sysctls (a host whose default is ``disable_ipv6=1``
+    refuses the address before). :func:`v6_tap` tells such a tap as found."""
     assert vm.net6 is not None
     net6 = str(vm.net6)  # (an IPv6 network's text is dear: made once)
     return [
