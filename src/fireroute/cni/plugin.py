@@ -115,7 +115,10 @@ def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
     from fireroute.api import Host
 
     state = req.config.get("state")  # an absolute path (protocol.CONFIG)
-    return Host(state=str(state or env.get("FIREROUTE_STATE") or "") or None)
+    # in-process, as the daemon: the container namespace's links, sysctls and redirects on a
+    # thread inside it, the host's links by rtnetlink, the elements by nf_tables netlink;
+    # no process of ip, tc, sysctl, nft or nsenter (bench/RESULTS.md section 17)
+    return Host(state=str(state or env.get("FIREROUTE_STATE") or "") or None, in_process=True)
 
 
 def _fields(req: protocol.Request) -> dict[str, object]:
