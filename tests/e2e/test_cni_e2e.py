@@ -235,7 +235,8 @@ def test_a_dual_stack_guest_boots_on_the_result_and_reaches_the_internet_over_na
                 break
         assert out.strip() == f"hello {UPLINK6}", out  # NAT66: the uplink's address
         assert fetch_ok(guest)  # IPv4 as before
-        assert rt.call("CHECK", conf=conf, container="vm6ctr", netns=ns_path).rc == 0
+        checked = rt.call("CHECK", conf=conf, container="vm6ctr", netns=ns_path)
+        assert checked.rc == 0, checked.doc
     finally:
         guest.stop()
         server.kill()

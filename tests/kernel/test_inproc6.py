@@ -24,8 +24,10 @@ from fireroute.want.objects import Addr
 from tests.conftest import Host
 from tests.kernel.test_inproc import (  # noqa: F401 (pair: the fixture)
     TABLE,
+    both,
     down_plan,
     execute,
+    ip,
     link,
     op,
     pair,
@@ -196,3 +198,26 @@ def test_v6_keys_and_both_tables_in_one_batch() -> None:
     assert tables[1].declared is not None and tables[1].declared["vms"] == "ifname . ipv6_addr"
     mixed = OpStep(NFT, "x", "x", ops=(Act("set", step.ops[0].obj),))  # type: ignore[attr-defined]
     assert nftnl.of_steps([step, mixed]) is None
+
+
+@pytest.mark.parametrize("addrgen", ["none", None])
+def test_a_link_with_carrier_brought_up_with_addrgenmode_none_gets_no_link_local(pair, addrgen):
+    """A CNI attachment's host end has carrier as soon as it is up (its far end is): brought
+    up in-process with ``addrgenmode none``, as by ``ip``, the kernel makes no link-local
+    address of its own on it (the kernel applies a message's flags before its IPv6 part, so
+    the mode goes in a message of its own first: tests/e2e/test_cni_e2e.py's CHECK with a
+    booted dual-stack guest found the address). The control: brought up without it, the
+    kernel's address is there in both."""
+    from fireroute.want.objects import Link
+
+    setup(pair, [ip("link add fr-h type veth peer name fr-far"), ip("link set dev fr-far up")])
+    host_end = Link("fr-h", "veth", "t", "t", "x", group=None, made=False, addrgen=addrgen)
+    both(pair, [op("set", host_end)], in_process=1)
+    for h in pair:
+        kernel_ll = [
+            a
+            for d in json.loads(h.run("ip", "-6", "-j", "addr", "show", "dev", "fr-h").stdout)
+            for a in d.get("addr_info", [])
+            if a.get("scope") == "link"
+        ]
+        assert bool(kernel_ll) is (addrgen is None), kernel_ll

@@ -183,8 +183,14 @@ class Rtnl(Channel):
         master: int | None = None,
         no_addrgen: bool = False,
     ) -> None:
-        """``ip link set dev X [master M] [group G] [alias A] [addrgenmode none] [up]`` as one
-        RTM_NEWLINK."""
+        """``ip link set dev X [master M] [group G] [alias A] [addrgenmode none] [up]``: one
+        RTM_NEWLINK, after one that sets the address generation alone (the kernel applies a
+        message's flags before its IPv6 part: a link with carrier brought up in the same
+        message gets its link-local address first)."""
+        if no_addrgen:  # (nested: the IPv6 family's part of the link)
+            mode = attr(IFLA_INET6_ADDR_GEN_MODE, bytes((IN6_ADDR_GEN_MODE_NONE,)))
+            spec = attr(IFLA_AF_SPEC, attr(AF_INET6, mode))
+            self.request(RTM_NEWLINK, 0, ifinfomsg(index) + spec)
         body = ifinfomsg(index, IFF_UP if up else 0, IFF_UP if up else 0)
         if master is not None:
             body += attr(IFLA_MASTER, u32(master))
@@ -192,9 +198,6 @@ class Rtnl(Channel):
             body += attr(IFLA_GROUP, u32(group))
         if alias is not None:  # without a trailing NUL, as iproute2 sends it
             body += attr(IFLA_IFALIAS, alias.encode())
-        if no_addrgen:  # (nested: the IPv6 family's part of the link)
-            mode = attr(IFLA_INET6_ADDR_GEN_MODE, bytes((IN6_ADDR_GEN_MODE_NONE,)))
-            body += attr(IFLA_AF_SPEC, attr(AF_INET6, mode))
         self.request(RTM_NEWLINK, 0, body)
 
     def del_link(self, index: int) -> None:
