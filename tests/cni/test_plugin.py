@@ -585,3 +585,58 @@ def test_a_malformed_ipam_answer_is_released(rt: Runtime, tmp_path: Path, answer
     assert got.rc != 0 and got.doc["code"] == 103 and '"ips' in got.doc["details"], got.doc
     assert got.stderr == "" and list(leased.iterdir()) == []  # the lease went back
     assert state_vms(rt.host.state) == [] and set(rt.ns_links(ns)) == {"lo"}
+
+
+TOOLS = ("ip", "tc", "sysctl", "nsenter", "nft", "iptables-nft-save")
+
+
+def recording_path(tmp_path: Path) -> tuple[str, Path]:
+    """A PATH whose ip, tc, sysctl, nsenter, nft and iptables-nft-save each write their
+    command line to a log, then run the real program."""
+    import shutil
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for tool in TOOLS:
+        real = shutil.which(tool)
+        assert real is not None, tool
+        wrapper = bin_dir / tool
+        wrapper.write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+    return f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", log
+
+
+def test_the_plugin_starts_no_process_but_the_tables_nft(rt: Runtime, tmp_path: Path):
+    """A cold ADD or DEL does its work in-process (docs/cni.md, the verbs): the table's first
+    attachment makes the table with ``nft -f -`` and reads nothing for warnings nobody sees
+    (no ``iptables-nft-save``); one more ADD and its DEL start no process at all. The control:
+    the CLI's ``up`` through the same PATH runs ``ip`` and ``nft``, so the log would show
+    them."""
+    from tests.cni.runtime import LAUNCHER
+
+    path, log = recording_path(tmp_path)
+
+    def calls() -> list[str]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return [c for c in lines if str(LAUNCHER) not in c]  # (the harness's own nsenter)
+
+    env = {"PATH": path}
+    rt.add("first", rt.netns("first"), env=env)
+    assert calls() == ["nft -f -"]
+    ns = rt.netns("second")
+    rt.add("second", ns, env=env)
+    assert calls() == []
+    assert rt.call("DEL", container="second", netns=ns, env=env).rc == 0
+    assert calls() == []
+    import subprocess
+
+    cli = [str(LAUNCHER), "up", "cli", "--pool", "172.31.0.0/24"]
+    up = subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{rt.host.ns}", *cli],
+        env={"PATH": path, "FIREROUTE_STATE": str(tmp_path / "cli.db")},
+        capture_output=True,
+        text=True,
+    )
+    assert up.returncode == 0, up.stderr
+    assert {c.split()[0] for c in calls()} >= {"ip", "nft"}

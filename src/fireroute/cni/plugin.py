@@ -117,8 +117,11 @@ def _host(req: protocol.Request, env: Mapping[str, str]) -> Host:
     state = req.config.get("state")  # an absolute path (protocol.CONFIG)
     # in-process, as the daemon: the container namespace's links, sysctls and redirects on a
     # thread inside it, the host's links by rtnetlink, the elements by nf_tables netlink;
-    # no process of ip, tc, sysctl, nft or nsenter (bench/RESULTS.md section 17)
-    return Host(state=str(state or env.get("FIREROUTE_STATE") or "") or None, in_process=True)
+    # no process of ip, tc, sysctl, nft or nsenter (bench/RESULTS.md section 17). Quiet: a
+    # result carries no warnings, so the reads behind them (iptables-nft's FORWARD policy,
+    # an iptables-nft-save process on a table's first attachment) are not made
+    path = str(state or env.get("FIREROUTE_STATE") or "") or None
+    return Host(state=path, in_process=True, quiet=True)
 
 
 def _fields(req: protocol.Request) -> dict[str, object]:
