@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     NsOp = Callable[[rtnl.Rtnl], None]
 
 CLONE_NEWNET = 0x40000000
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 18, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_PID = 1, 3, 18, 19
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER = 36, 37, 44
 TCA_KIND, TCA_OPTIONS = 1, 2
@@ -58,7 +58,7 @@ _libc: object = None
 
 def _setns(fd: int) -> None:
     global _libc
-    import ctypes  # (only the daemon's CNI calls come here)
+    import ctypes  # (only a CNI attachment's calls come here)
 
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -81,6 +81,9 @@ def in_namespace(path: str, fn: Callable[[], Ran]) -> Ran:
                 os.close(fd)
         except OSError as exc:
             box["error"] = Unenterable(f"{path}: {exc.strerror}")
+            return
+        except Exception as exc:  # (no ctypes, a libc without setns: nsenter does it)
+            box["error"] = Unenterable(f"{path}: {exc}")
             return
         try:
             box["result"] = fn()
@@ -142,19 +145,18 @@ def _veth(link: Link, name_ok: Callable[[str | None], bool]) -> NsOp | None:
     if not (link.peer_mac and name_ok(link.name) and name_ok(link.peer[1])):
         return None
     name, mac, peer, peer_mac = link.name, _mac(link.mac), link.peer[1], _mac(link.peer_mac)
-    home = f"/proc/{os.getpid()}/ns/net"  # ``netns $$``: the executor's own namespace
+    # ``netns $$``: the namespace of the executor's process (its main thread never leaves
+    # it), named by its pid as ip does, which the kernel reads in the caller's PID namespace
+    # (a /proc path would name another process where /proc is another PID namespace's)
+    pid = os.getpid()
 
     def make(nl: rtnl.Rtnl) -> None:
-        fd = os.open(home, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            far = ifinfomsg(0) + _name_attr(peer) + attr(IFLA_ADDRESS, peer_mac)
-            far += attr(IFLA_NET_NS_FD, u32(fd))
-            info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, far))
-            body = ifinfomsg(0) + _name_attr(name) + attr(IFLA_ADDRESS, mac)
-            nl.request(rtnl.RTM_NEWLINK, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
-                       body + attr(IFLA_LINKINFO, info))  # fmt: skip
-        finally:
-            os.close(fd)
+        far = ifinfomsg(0) + _name_attr(peer) + attr(IFLA_ADDRESS, peer_mac)
+        far += attr(IFLA_NET_NS_PID, u32(pid))
+        info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, far))
+        body = ifinfomsg(0) + _name_attr(name) + attr(IFLA_ADDRESS, mac)
+        nl.request(rtnl.RTM_NEWLINK, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
+                   body + attr(IFLA_LINKINFO, info))  # fmt: skip
 
     return make
 

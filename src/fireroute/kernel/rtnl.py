@@ -184,9 +184,10 @@ class Rtnl(Channel):
         no_addrgen: bool = False,
     ) -> None:
         """``ip link set dev X [master M] [group G] [alias A] [addrgenmode none] [up]``: one
-        RTM_NEWLINK, after one that sets the address generation alone (the kernel applies a
-        message's flags before its IPv6 part: a link with carrier brought up in the same
-        message gets its link-local address first)."""
+        RTM_NEWLINK, after one that sets the address generation alone (sent together, a link
+        with carrier brought up within about a second of being made got its link-local
+        address as it came up, before the mode applied; ``ip``, which asks for the link
+        first, did not show it)."""
         if no_addrgen:  # (nested: the IPv6 family's part of the link)
             mode = attr(IFLA_INET6_ADDR_GEN_MODE, bytes((IN6_ADDR_GEN_MODE_NONE,)))
             spec = attr(IFLA_AF_SPEC, attr(AF_INET6, mode))

@@ -200,13 +200,18 @@ def born(current: Index, desired: Index, vms: list[Vm]) -> None:
     from fireroute.want.tap import ADDR_GEN6, DISABLE6
 
     names = {v.name for v in vms}
-    made = [o for o in desired.values() if isinstance(o, Link) and o.ns is None and o.vm in names]
+    made = [
+        o
+        for o in desired.values()
+        if isinstance(o, Link) and o.ns is None and o.vm in names and o.link_kind in ("tun", "veth")
+    ]
     try:
         default = read_sysctl(DISABLE6.format("default"))
     except OSError:
         return
     for link in made:
-        for form, value in ((DISABLE6, default), (ADDR_GEN6, "1" if link.addrgen else None)):
+        mode = "1" if link.addrgen == "none" else None  # (IN6_ADDR_GEN_MODE_NONE)
+        for form, value in ((DISABLE6, default), (ADDR_GEN6, mode)):
             want = desired.get(("sysctl", (None, form.format(link.name))))
             if value is not None and isinstance(want, Sysctl):
                 current[("sysctl", want.key)] = Sysctl(want.path, value, "", link.owner, link.vm)
