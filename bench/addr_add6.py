@@ -12,7 +12,13 @@ addresses in another, timed (wall, and the CPU of ``ip``: the kernel's work in i
 - ``same noprefixroute``: the same without the kernel's ``fe80::/64`` route per tap;
 - ``distinct``: a link-local address of its own per tap (``fe80::N/64 nodad``);
 - ``distinct noprefixroute``: the same, without the prefix route;
-- ``proxy``: no address, a proxy neighbour entry for ``fe80::1`` per tap instead.
+- ``proxy``: no address, a proxy neighbour entry for ``fe80::1`` per tap instead;
+- ``own``: what fireroute does since session 14: a gateway of its own per tap
+  (``fe80::1:0:0:N/64 nodad``) and the route to the tap's /64;
+- ``own /128 metric``: the same gateway as a ``/128`` with ``noprefixroute`` (no anycast
+  ``fe80::``), and the tap's ``fe80::/64`` as a route of its own whose metric falls tap by tap
+  (each insert at the head of the kernel's list of ``fe80::/64`` routes), and the /64 route:
+  measured, not done (docs/ipv6.md, "Speed").
 
 Every tap having the same address puts them all in one bucket of the kernel's address hash
 and one node of its routing tree (the local route to the address), each add walking them.
@@ -33,6 +39,7 @@ from tap_delete6 import print_medians, unshared  # noqa: E402
 
 MARK = "FRBENCH_ADDR_ADD6"
 KINDS = ("same", "same noprefixroute", "distinct", "distinct noprefixroute", "proxy")
+KINDS += ("own", "own /128 metric")
 
 
 def batch(lines: list[str]) -> tuple[float, float]:
@@ -54,6 +61,16 @@ def one(n: int, kind: str) -> tuple[float, float]:
     extra = " noprefixroute" if kind.endswith("noprefixroute") else ""
     if kind == "proxy":
         lines = [f"neigh add proxy fe80::1 dev {t}" for t in taps]
+    elif kind.startswith("own"):
+        lines = []
+        for i, t in enumerate(taps):
+            gw, block = f"fe80::1:0:0:{i:x}", f"fd00:0:0:{i:x}::/64"
+            if kind == "own":
+                lines.append(f"address add {gw}/64 dev {t} nodad")
+            else:
+                lines.append(f"address add {gw}/128 dev {t} nodad noprefixroute")
+                lines.append(f"route add fe80::/64 dev {t} metric {1_000_000 - i}")
+            lines.append(f"route add {block} dev {t}")
     elif kind.startswith("distinct"):
         lines = [f"address add fe80::{i + 1:x}/64 dev {t} nodad{extra}" for i, t in enumerate(taps)]
     else:
